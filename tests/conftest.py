@@ -1,0 +1,125 @@
+"""Shared fixtures. Integration tests get real services (tests/services.py), each test
+its own database (cloned from a migrated template) and its own topics."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import ExitStack
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from tests.services import Services, Unavailable, discover
+from worker.migrate import migrate
+from worker.settings import Settings, load_settings
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+TEMPLATE_DB = "ocitag_test_template"
+
+
+def _unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"integration services unavailable under CI=true: {reason}")
+    pytest.skip(f"integration services unavailable: {reason}")
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[Services]:
+    with ExitStack() as stack:
+        try:
+            found = discover(stack)
+        except Unavailable as exc:
+            _unavailable(str(exc))
+        yield found
+
+
+def with_database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+async def template_db(services: Services) -> str:
+    """A migrated database that every test's database is cloned from."""
+    admin = await asyncpg.connect(with_database(services.database_url, "postgres"))
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB}")
+        await admin.execute(f"CREATE DATABASE {TEMPLATE_DB}")
+    finally:
+        await admin.close()
+    conn = await asyncpg.connect(with_database(services.database_url, TEMPLATE_DB))
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    return TEMPLATE_DB
+
+
+@pytest.fixture
+async def database_url(services: Services, template_db: str) -> AsyncIterator[str]:
+    name = f"ocitag_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(with_database(services.database_url, "postgres"))
+    try:
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
+        yield with_database(services.database_url, name)
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=12)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def make_settings(
+    services: Services, database_url: str, topic_prefix: str
+) -> Callable[..., Settings]:
+    """Settings for a worker on this test's database and topics; keywords override."""
+
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "kafka_bootstrap_servers": services.kafka_bootstrap,
+            "database_url": database_url,
+            "input_topic": f"{topic_prefix}.events",
+            "outcome_topic": f"{topic_prefix}.outcomes",
+            "dlq_topic": f"{topic_prefix}.events.dlq",
+            "group_id": f"{topic_prefix}-group",
+            "http_port": 0,
+            "topic_partitions": 3,
+            "topic_replication_factor": 1,
+            "startup_timeout_seconds": 20,
+            "poll_timeout_ms": 50,
+            "retry_backoff_initial_seconds": 0.05,
+            "retry_backoff_max_seconds": 1.0,
+            "session_timeout_ms": 6_000,
+            "heartbeat_interval_ms": 1_000,
+            "log_level": "warning",
+        }
+        values.update(overrides)
+        return load_settings(values, environ={})
+
+    return build

@@ -1,0 +1,86 @@
+"""Finding real Kafka and PostgreSQL for the integration tests, in this order:
+
+1. ``KAFKA_BOOTSTRAP_SERVERS`` and ``DATABASE_URL`` from the environment;
+2. testcontainers, where a Docker engine answers;
+3. the project's local stack (``deploy/local/stack up``), started for the session.
+
+Locally a missing service skips the integration tests; under ``CI=true`` it fails them.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+STACK = REPO / "deploy" / "local" / "stack"
+
+
+@dataclass(frozen=True)
+class Services:
+    kafka_bootstrap: str
+    database_url: str  # a database the tests may create other databases from
+    origin: str  # "environment", "testcontainers" or "local stack"
+    sasl_bootstrap: str | None = None  # the local stack's SASL/SCRAM listener
+
+    @property
+    def can_restart(self) -> bool:
+        """Only the local stack can be stopped and started by the fault tests."""
+        return self.origin == "local stack"
+
+
+class Unavailable(Exception):
+    """No way to get the services; the message says what was tried."""
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker  # noqa: PLC0415 - a testcontainers dependency, only needed here
+
+        docker.from_env(timeout=3).ping()
+    except Exception:  # noqa: BLE001 - any failure means "no engine"
+        return False
+    return True
+
+
+def _from_testcontainers(stack: ExitStack) -> Services:
+    from testcontainers.kafka import KafkaContainer  # noqa: PLC0415
+    from testcontainers.postgres import PostgresContainer  # noqa: PLC0415
+
+    kafka = stack.enter_context(KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft())
+    postgres = stack.enter_context(PostgresContainer("postgres:15", driver=None))
+    return Services(kafka.get_bootstrap_server(), postgres.get_connection_url(), "testcontainers")
+
+
+def _from_local_stack() -> Services:
+    if not STACK.exists():
+        raise Unavailable(f"{STACK} is missing")
+    up = subprocess.run([str(STACK), "up"], capture_output=True, text=True, check=False)
+    if up.returncode != 0:
+        raise Unavailable(f"deploy/local/stack up failed:\n{up.stdout}\n{up.stderr}")
+    env = subprocess.run([str(STACK), "env"], capture_output=True, text=True, check=True).stdout
+    values = {}
+    for line in env.splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        values[name] = shlex.split(value)[0] if value else ""
+    return Services(
+        values["KAFKA_BOOTSTRAP_SERVERS"],
+        values["DATABASE_URL"],
+        "local stack",
+        values.get("OCITAG_KAFKA_SASL_BOOTSTRAP"),
+    )
+
+
+def discover(stack: ExitStack) -> Services:
+    kafka, database = os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("DATABASE_URL")
+    if kafka and database:
+        return Services(
+            kafka, database, "environment", os.environ.get("OCITAG_KAFKA_SASL_BOOTSTRAP")
+        )
+    if _docker_answers():
+        return _from_testcontainers(stack)
+    return _from_local_stack()

@@ -1,0 +1,323 @@
+"""Decoding and validation: every rule of SPEC.md "Identifiers" and "Input", table-driven,
+and properties over generated input (never raises; valid events accepted and round-trip)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.strategies import cloud_events
+from worker.decode import decode
+from worker.events import Invalid, RawRecord, TagMoved, Undecodable
+from worker.identifiers import normalize_digest, normalize_repository
+from worker.problems import ProblemKind
+from worker.timefmt import parse_rfc3339
+
+HEX = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+STRUCTURED = (("content-type", b"application/cloudevents+json"),)
+LIMIT = 65_536
+
+
+def event(**changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": "evt-1",
+        "source": "https://registry.example.com/webhook",
+        "type": "ocitag.moved.v1",
+        "time": "2026-11-28T15:12:02Z",
+        "data": {"repository": "docker.io/istio/pilot", "tag": "1.3.0", "artifact": HEX},
+    }
+    for key, value in changes.items():
+        if value is _DROP:
+            base.pop(key)
+        else:
+            base[key] = value
+    return base
+
+
+def data(**changes: Any) -> dict[str, Any]:
+    base = dict(event()["data"])
+    for key, value in changes.items():
+        if value is _DROP:
+            base.pop(key)
+        else:
+            base[key] = value
+    return base
+
+
+_DROP: Any = object()
+
+
+def record(value: bytes | None, headers: tuple[tuple[str, bytes], ...] = STRUCTURED) -> RawRecord:
+    return RawRecord("ocitag.events", 3, 1234, 1_700_000_000_000, None, value, headers)
+
+
+def structured(body: Any) -> RawRecord:
+    return record(json.dumps(body).encode())
+
+
+def binary(body: dict[str, Any]) -> RawRecord:
+    headers = tuple((f"ce_{k}", str(v).encode()) for k, v in body.items() if k != "data") + (
+        ("content-type", b"application/json"),
+    )
+    return record(json.dumps(body["data"]).encode(), headers)
+
+
+def test_valid_structured_event_is_accepted_and_normalised() -> None:
+    decoded = decode(
+        structured(event(data=data(repository="istio/pilot", artifact="sha256:" + HEX))), LIMIT
+    )
+    assert isinstance(decoded, TagMoved)
+    assert (decoded.repository, decoded.tag, decoded.artifact) == (
+        "docker.io/istio/pilot",
+        "1.3.0",
+        HEX,
+    )
+    assert decoded.actor == "https://registry.example.com/webhook"  # defaults to the source
+    assert decoded.ocitag_id == "docker.io/istio/pilot:1.3.0"
+
+
+def test_binary_and_structured_modes_are_the_same_event() -> None:
+    body = event(subject="docker.io/istio/pilot:1.3.0", data=data(actor="alice"))
+    a, b = decode(structured(body), LIMIT), decode(binary(body), LIMIT)
+    assert isinstance(a, TagMoved)
+    assert a == b
+
+
+def test_extensions_are_ignored_but_content_changes_the_fingerprint() -> None:
+    plain = decode(structured(event()), LIMIT)
+    extended = decode(structured(event(traceparent="00-abc", myext=1)), LIMIT)
+    other = decode(structured(event(data=data(tag="1.3.1"))), LIMIT)
+    assert (
+        isinstance(plain, TagMoved)
+        and isinstance(extended, TagMoved)
+        and isinstance(other, TagMoved)
+    )
+    assert plain.fingerprint == extended.fingerprint != other.fingerprint
+
+
+@pytest.mark.parametrize(
+    ("rec", "kind", "location"),
+    [
+        (record(b"\xff\xfe{}"), ProblemKind.UNDECODABLE, "body"),
+        (record(b"{not json"), ProblemKind.UNDECODABLE, "body"),
+        (record(b'{"a": NaN}'), ProblemKind.UNDECODABLE, "body"),
+        (record(b"[1, 2]"), ProblemKind.UNDECODABLE, "body"),
+        (record(b"[" * 50_000), ProblemKind.UNDECODABLE, "body"),
+        (record(None), ProblemKind.UNDECODABLE, "body"),
+        (
+            record(b"{}", (("content-type", b"text/plain"),)),
+            ProblemKind.UNDECODABLE,
+            "headers.content-type",
+        ),
+        (record(b"x" * (LIMIT + 1)), ProblemKind.TOO_LARGE, "body"),
+        (structured(event(specversion="0.3")), ProblemKind.INVALID_ENVELOPE, "body.specversion"),
+        (structured(event(specversion=1.0)), ProblemKind.INVALID_ENVELOPE, "body.specversion"),
+        (structured(event(id=_DROP)), ProblemKind.INVALID_ENVELOPE, "body.id"),
+        (structured(event(id="")), ProblemKind.INVALID_ENVELOPE, "body.id"),
+        (structured(event(id="x" * 257)), ProblemKind.INVALID_ENVELOPE, "body.id"),
+        (structured(event(id=7)), ProblemKind.INVALID_ENVELOPE, "body.id"),
+        (structured(event(source="")), ProblemKind.INVALID_ENVELOPE, "body.source"),
+        (structured(event(source="has space")), ProblemKind.INVALID_ENVELOPE, "body.source"),
+        (structured(event(source="bad%zz")), ProblemKind.INVALID_ENVELOPE, "body.source"),
+        (structured(event(type="com.example.other")), ProblemKind.UNKNOWN_TYPE, "body.type"),
+        (structured(event(time=_DROP)), ProblemKind.INVALID_ENVELOPE, "body.time"),
+        (structured(event(time="2026-11-28")), ProblemKind.INVALID_ENVELOPE, "body.time"),
+        (structured(event(time="2026-11-28T15:12:02")), ProblemKind.INVALID_ENVELOPE, "body.time"),
+        (
+            structured(event(datacontenttype="text/xml")),
+            ProblemKind.INVALID_ENVELOPE,
+            "body.datacontenttype",
+        ),
+        (binary(event(id="")), ProblemKind.INVALID_ENVELOPE, "headers.ce_id"),
+        (binary(event(time="noon")), ProblemKind.INVALID_ENVELOPE, "headers.ce_time"),
+        (record(b"{not json", (("ce_specversion", b"1.0"),)), ProblemKind.UNDECODABLE, "body"),
+        (
+            record(b"{}", (("ce_specversion", b"\xff"),)),
+            ProblemKind.UNDECODABLE,
+            "headers.ce_specversion",
+        ),
+    ],
+)
+def test_not_a_decodable_cloudevent_is_400(
+    rec: RawRecord, kind: ProblemKind, location: str
+) -> None:
+    decoded = decode(rec, LIMIT)
+    assert isinstance(decoded, Undecodable)
+    assert decoded.problem.kind is kind
+    assert decoded.problem.status == 400
+    assert location in [item.location for item in decoded.problem.errors]
+    assert all(item.message for item in decoded.problem.errors)
+
+
+def test_every_broken_envelope_rule_is_listed() -> None:
+    decoded = decode(structured(event(specversion="2", id="", time="later")), LIMIT)
+    assert isinstance(decoded, Undecodable)
+    assert {i.location for i in decoded.problem.errors} == {
+        "body.specversion",
+        "body.id",
+        "body.time",
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "location", "words"),
+    [
+        (event(data=_DROP), "body.data", "is required"),
+        (event(data=[1]), "body.data", "JSON object"),
+        (event(data=data(repository=_DROP)), "body.data.repository", "is required"),
+        (event(data=data(repository="Istio/Pilot")), "body.data.repository", "lower-case"),
+        (
+            event(data=data(repository="ghcr.io/" + "a" * 300)),
+            "body.data.repository",
+            "at most 255",
+        ),
+        (event(data=data(repository="istio/pilot:1")), "body.data.repository", "tag"),
+        (event(data=data(repository=5)), "body.data.repository", "must be a string"),
+        (event(data=data(tag=".x")), "body.data.tag", "must match"),
+        (event(data=data(tag="x" * 129)), "body.data.tag", "at most 128"),
+        (event(data=data(artifact=HEX.upper())), "body.data.artifact", "lower-case"),
+        (event(data=data(artifact="sha256:" + HEX[:10])), "body.data.artifact", "64"),
+        (event(data=data(artifact="sha1:" + HEX)), "body.data.artifact", "sha256 or sha512"),
+        (event(data=data(previous_artifact="nope")), "body.data.previous_artifact", "64"),
+        (
+            event(data=data(expected_version=-1)),
+            "body.data.expected_version",
+            "greater than or equal",
+        ),
+        (event(data=data(expected_version="1")), "body.data.expected_version", "integer"),
+        (event(data=data(expected_version=True)), "body.data.expected_version", "integer"),
+        (event(data=data(actor="")), "body.data.actor", "at least 1"),
+        (event(data=data(actor="a\x00b")), "body.data.actor", "NUL"),
+        (event(data=data(colour="blue")), "body.data.colour", "unknown members"),
+        (event(subject="docker.io/istio/pilot:9.9"), "body.subject", "must name the tag"),
+        (event(subject="not a tag"), "body.subject", "OCITag ID"),
+    ],
+)
+def test_data_rule_broken_is_422_naming_field_and_rule(
+    body: dict[str, Any], location: str, words: str
+) -> None:
+    decoded = decode(structured(body), LIMIT)
+    assert isinstance(decoded, Invalid)
+    assert decoded.problem.kind is ProblemKind.INVALID_DATA and decoded.problem.status == 422
+    item = next(i for i in decoded.problem.errors if i.location == location)
+    assert words in item.message
+
+
+def test_every_broken_data_rule_is_listed_with_its_value() -> None:
+    decoded = decode(
+        structured(event(data={"repository": "A//b", "tag": "-", "artifact": "x", "extra": 1})),
+        LIMIT,
+    )
+    assert isinstance(decoded, Invalid)
+    found = {i.location: i.value for i in decoded.problem.errors}
+    assert found == {
+        "body.data.repository": "A//b",
+        "body.data.tag": "-",
+        "body.data.artifact": "x",
+        "body.data.extra": 1,
+    }
+
+
+def test_subject_may_be_given_in_short_form() -> None:
+    decoded = decode(structured(event(subject="istio/pilot:1.3.0")), LIMIT)
+    assert isinstance(decoded, TagMoved)
+
+
+def test_large_offending_values_are_shortened() -> None:
+    decoded = decode(structured(event(data=data(actor="x" * 10_000))), LIMIT)
+    assert isinstance(decoded, Invalid)
+    (item,) = decoded.problem.errors
+    assert isinstance(item.as_json()["value"], str) and len(item.as_json()["value"]) <= 201
+
+
+def test_binary_data_error_location_is_the_body() -> None:
+    decoded = decode(binary(event(data=data(tag="-"))), LIMIT)
+    assert isinstance(decoded, Invalid)
+    assert [i.location for i in decoded.problem.errors] == ["body.tag"]
+
+
+@given(cloud_events())
+def test_generated_valid_events_are_accepted_and_round_trip(body: dict[str, Any]) -> None:
+    decoded = decode(structured(body), LIMIT)
+    assert isinstance(decoded, TagMoved), decoded
+    d = body["data"]
+    assert decoded.repository == normalize_repository(d["repository"])
+    assert decoded.artifact == normalize_digest(d["artifact"])
+    assert decoded.time == parse_rfc3339(body["time"])
+    # the canonical form is a fixed point: publishing it again decodes to the same event
+    again = dict(body, data=dict(d, repository=decoded.repository, artifact=decoded.artifact))
+    redecoded = decode(structured(again), LIMIT)
+    assert isinstance(redecoded, TagMoved)
+    assert (redecoded.repository, redecoded.tag, redecoded.artifact) == (
+        decoded.repository,
+        decoded.tag,
+        decoded.artifact,
+    )
+    assert decode(binary(body), LIMIT) == decoded
+
+
+header_names = st.sampled_from(
+    [
+        "content-type",
+        "ce_specversion",
+        "ce_id",
+        "ce_source",
+        "ce_type",
+        "ce_time",
+        "ce_subject",
+        "x",
+    ]
+)
+
+
+@given(
+    st.one_of(st.none(), st.binary(max_size=300)),
+    st.lists(st.tuples(header_names, st.binary(max_size=40)), max_size=8),
+)
+def test_arbitrary_bytes_and_headers_always_give_a_decision(
+    value: bytes | None, headers: list[tuple[str, bytes]]
+) -> None:
+    decoded = decode(record(value, tuple(headers)), LIMIT)
+    assert isinstance(decoded, TagMoved | Invalid | Undecodable)
+    if isinstance(decoded, Undecodable | Invalid):
+        assert decoded.problem.detail
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(
+    cloud_events(),
+    st.sampled_from(["specversion", "id", "source", "type", "time", "subject", "data"]),
+    json_values,
+)
+def test_any_attribute_replaced_by_any_json_gives_a_decision(
+    body: dict[str, Any], name: str, value: Any
+) -> None:
+    decoded = decode(structured(dict(body, **{name: value})), LIMIT)
+    assert isinstance(decoded, TagMoved | Invalid | Undecodable)
+
+
+@given(
+    cloud_events(),
+    st.sampled_from(
+        ["repository", "tag", "artifact", "actor", "previous_artifact", "expected_version"]
+    ),
+    json_values,
+)
+def test_any_data_member_replaced_by_any_json_gives_a_decision(
+    body: dict[str, Any], name: str, value: Any
+) -> None:
+    decoded = decode(structured(dict(body, data=dict(body["data"], **{name: value}))), LIMIT)
+    assert isinstance(decoded, TagMoved | Invalid | Undecodable)

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from worker.errors import SettingsError
+from worker.settings import env_name, flag_name, load_settings
+
+
+def test_defaults_are_the_spec_names_and_values() -> None:
+    s = load_settings(environ={})
+    assert s.kafka_bootstrap_servers == "localhost:9092"
+    assert s.database_url.get_secret_value() == "postgresql://postgres@localhost:5432/ocitags"
+    assert (s.input_topic, s.outcome_topic, s.dlq_topic) == (
+        "ocitag.events",
+        "ocitag.outcomes",
+        "ocitag.events.dlq",
+    )
+    assert (s.group_id, s.http_port) == ("ocitag-worker", 9400)
+    assert s.shutdown_grace_seconds < 30  # below Kubernetes' default grace
+
+
+def test_environment_and_flags_flags_win() -> None:
+    env = {
+        "OCITAG_INPUT_TOPIC": "from-env",
+        "KAFKA_BOOTSTRAP_SERVERS": "k:1",
+        "OCITAG_HTTP_PORT": "9500",
+    }
+    s = load_settings({"input_topic": "from-flag"}, environ=env)
+    assert (s.input_topic, s.kafka_bootstrap_servers, s.http_port) == ("from-flag", "k:1", 9500)
+
+
+def test_names() -> None:
+    assert env_name("input_topic") == "OCITAG_INPUT_TOPIC"
+    assert env_name("database_url") == "DATABASE_URL"
+    assert flag_name("input_topic") == "--input-topic"
+    assert flag_name("kafka_bootstrap_servers") == "--kafka-bootstrap-servers"
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        (
+            {"OCITAG_HTTP_PORT": "70000"},
+            "OCITAG_HTTP_PORT (--http-port): Input should be less than or equal to 65535",
+        ),
+        ({"OCITAG_HTTP_PORT": "nine"}, "OCITAG_HTTP_PORT (--http-port)"),
+        (
+            {"KAFKA_BOOTSTRAP_SERVERS": "nohost"},
+            "KAFKA_BOOTSTRAP_SERVERS (--kafka-bootstrap-servers): 'nohost' is not host:port",
+        ),
+        (
+            {"DATABASE_URL": "mysql://x/y"},
+            "DATABASE_URL (--database-url): must be a postgresql:// URL",
+        ),
+        ({"OCITAG_INPUT_TOPIC": "bad topic"}, "OCITAG_INPUT_TOPIC"),
+        ({"OCITAG_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "set OCITAG_KAFKA_SASL_USERNAME"),
+        (
+            {"OCITAG_KAFKA_SSL_CAFILE": "/nonexistent/ca.pem"},
+            "OCITAG_KAFKA_SSL_CAFILE (--kafka-ssl-cafile): no such file",
+        ),
+        ({"OCITAG_LOG_LEVEL": "loud"}, "OCITAG_LOG_LEVEL"),
+        (
+            {"OCITAG_UNKNOWN": "1", "OCITAG_DB_POOL_MIN_SIZE": "5", "OCITAG_DB_POOL_MAX_SIZE": "2"},
+            "OCITAG_DB_POOL_MIN_SIZE must not exceed",
+        ),
+    ],
+)
+def test_invalid_setting_fails_with_one_line_naming_it(env: dict[str, str], words: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(environ=env)
+    message = str(caught.value)
+    assert words in message
+    assert "\n" not in message
+
+
+def test_secret_from_file_and_never_shown(tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("s3cr3t\n")
+    env = {
+        "OCITAG_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "OCITAG_KAFKA_SASL_USERNAME": "ocitag",
+        "OCITAG_KAFKA_SASL_PASSWORD_FILE": str(secret),
+        "DATABASE_URL": "postgresql://app:dbpass@db:5432/ocitags",
+    }
+    s = load_settings(environ=env)
+    assert (
+        s.kafka_sasl_password is not None and s.kafka_sasl_password.get_secret_value() == "s3cr3t"
+    )
+    shown = repr(s.masked())
+    assert "s3cr3t" not in shown and "dbpass" not in shown
+    assert "app:****@db:5432" in shown
+
+
+def test_unreadable_secret_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="OCITAG_DB_PASSWORD_FILE: cannot read"):
+        load_settings(environ={"OCITAG_DB_PASSWORD_FILE": str(tmp_path / "missing")})
+
+
+def test_db_password_is_applied_to_the_url() -> None:
+    s = load_settings(
+        environ={"DATABASE_URL": "postgresql://app@db:5432/x", "OCITAG_DB_PASSWORD": "p@ss"}
+    )
+    assert s.dsn() == "postgresql://app:p%40ss@db:5432/x"
+
+
+def test_invalid_secret_value_is_not_echoed() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(environ={"DATABASE_URL": "mysql://user:hunter2@h/db"})
+    assert "hunter2" not in str(caught.value)

@@ -1,0 +1,236 @@
+"""The worker's lifecycle, in order: HTTP probes, database (schema checked), topics,
+producer, consumer, loop; and back down in reverse on SIGTERM/SIGINT.
+
+Start-up waits for the database and the broker up to OCITAG_STARTUP_TIMEOUT_SECONDS,
+logging each retry; a refusal (bad credentials, missing database, wrong schema) stops
+at once. Either way the message names the setting to look at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaConsumer
+
+from worker import metrics
+from worker.db import classify_db_error, open_pool
+from worker.errors import FatalError, TransientError
+from worker.health import Check, Health
+from worker.http import serve
+from worker.kafka import Producer, classify_kafka_error, client_options, ensure_topics
+from worker.migrate import check_schema
+from worker.outcomes import OutcomeContext
+from worker.pipeline import Backoff, Pipeline
+from worker.settings import Settings
+from worker.store import Store
+
+log = structlog.get_logger("worker.app")
+T = TypeVar("T")
+
+
+async def wait_for_service(
+    what: str,
+    setting: str,
+    attempt: Callable[[], Awaitable[T]],
+    settings: Settings,
+    classify: Callable[[BaseException], Exception],
+) -> T:
+    """Retry ``attempt`` while it fails transiently, up to the start-up timeout."""
+    deadline = time.monotonic() + settings.startup_timeout_seconds
+    backoff = Backoff(0.25, 5.0)
+    while True:
+        try:
+            return await attempt()
+        except FatalError:
+            raise
+        except Exception as exc:
+            error = classify(exc)
+            if not isinstance(error, TransientError):
+                raise FatalError(f"{what} ({setting}) refused: {exc}") from exc
+            if time.monotonic() >= deadline:
+                raise FatalError(
+                    f"{what} at {setting} did not answer within "
+                    f"{settings.startup_timeout_seconds:g} s (OCITAG_STARTUP_TIMEOUT_SECONDS): "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            delay = backoff.next_delay()
+            log.warning(
+                "waiting_for_service",
+                service=what,
+                setting=setting,
+                error=str(exc),
+                retry_in_seconds=round(delay, 2),
+            )
+            await asyncio.sleep(delay)
+
+
+async def create_pool(settings: Settings) -> asyncpg.Pool:
+    async def connect() -> asyncpg.Pool:
+        return await open_pool(
+            settings.dsn(),
+            settings.db_pool_min_size,
+            settings.db_pool_max_size,
+            settings.db_command_timeout_seconds,
+        )
+
+    def classify(exc: BaseException) -> Exception:
+        if isinstance(exc, asyncpg.InvalidCatalogNameError):
+            return FatalError(f"database does not exist: {exc} (DATABASE_URL)")
+        return classify_db_error(exc)
+
+    return await wait_for_service("PostgreSQL", "DATABASE_URL", connect, settings, classify)
+
+
+def _install_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            # second signal: leave now; uncommitted work is redelivered
+            os._exit(128 + signum)
+        log.info("stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+
+async def _prune_loop(store: Store, settings: Settings) -> None:
+    """Delete processed-event records past retention, in small batches, forever."""
+    while True:
+        await asyncio.sleep(settings.prune_interval_seconds)
+        try:
+            pruned = await store.prune(settings.processed_retention_seconds)
+            metrics.PRUNED.inc(pruned)
+            if pruned:
+                log.info("pruned", processed_events=pruned)
+        except Exception as exc:
+            log.warning("prune_failed", error=str(exc))
+
+
+def _readiness(
+    consumer: AIOKafkaConsumer, store: Store, producer: Producer
+) -> Callable[[], Awaitable[Check]]:
+    cache: dict[str, tuple[float, Check]] = {}
+
+    async def probe() -> Check:
+        cached = cache.get("db")
+        if cached is None or time.monotonic() - cached[0] > 5:
+            try:
+                await asyncio.wait_for(store.ping(), timeout=2)
+                check = Check(True, "ok")
+            except Exception as exc:
+                check = Check(False, f"database unreachable: {type(exc).__name__}")
+            cache["db"] = (time.monotonic(), check)
+        db = cache["db"][1]
+        if not db.ok:
+            return db
+        if not await producer.ready():
+            return Check(False, "producer has no broker")
+        if not consumer.subscription():
+            return Check(False, "consumer not subscribed")
+        return Check(True, "ready")
+
+    return probe
+
+
+async def run(
+    settings: Settings, stop: asyncio.Event | None = None, *, handle_signals: bool = True
+) -> None:
+    """Run the worker until SIGTERM/SIGINT (or ``stop``); raises FatalError."""
+    stop = stop or asyncio.Event()
+    if handle_signals:
+        _install_signals(stop)
+    health = Health(settings.liveness_timeout_seconds)
+    http = (
+        await serve(health, settings.http_host, settings.http_port) if settings.http_port else None
+    )
+    try:
+        await _run(settings, stop, health)
+    finally:
+        if http is not None:
+            await http.cleanup()
+
+
+async def _run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
+    log.info("starting", settings=settings.masked())
+    pool = await create_pool(settings)
+    try:
+        async with pool.acquire() as conn:
+            version = await check_schema(conn)
+        log.info("database_ready", schema_version=version)
+
+        def kafka_classify(exc: BaseException) -> Exception:
+            return classify_kafka_error(exc, "connecting")
+
+        topics = [settings.input_topic, settings.outcome_topic, settings.dlq_topic]
+        await wait_for_service(
+            "Kafka",
+            "KAFKA_BOOTSTRAP_SERVERS",
+            lambda: ensure_topics(settings, topics),
+            settings,
+            kafka_classify,
+        )
+        producer = Producer(settings)
+        await wait_for_service(
+            "Kafka", "KAFKA_BOOTSTRAP_SERVERS", producer.start, settings, kafka_classify
+        )
+        try:
+            await _consume(settings, stop, health, pool, producer)
+        finally:
+            await producer.stop()
+    finally:
+        await pool.close()
+    log.info("stopped")
+
+
+async def _consume(
+    settings: Settings,
+    stop: asyncio.Event,
+    health: Health,
+    pool: asyncpg.Pool,
+    producer: Producer,
+) -> None:
+    consumer = AIOKafkaConsumer(
+        **client_options(settings),
+        group_id=settings.group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        max_poll_records=settings.max_batch_records,
+        fetch_max_bytes=settings.fetch_max_bytes,
+        max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=settings.heartbeat_interval_ms,
+        max_poll_interval_ms=settings.max_poll_interval_ms,
+        client_id=f"{settings.group_id}-input",
+    )
+    store = Store(pool, OutcomeContext(settings.worker_source, settings.problem_base_uri))
+    pipeline = Pipeline(settings, consumer, producer, store, health)
+
+    def kafka_classify(exc: BaseException) -> Exception:
+        return classify_kafka_error(exc, "joining the consumer group")
+
+    await wait_for_service(
+        "Kafka", "KAFKA_BOOTSTRAP_SERVERS", consumer.start, settings, kafka_classify
+    )
+    consumer.subscribe([settings.input_topic], listener=pipeline)
+    health.readiness_probe = _readiness(consumer, store, producer)
+    health.started()
+    pruner = asyncio.create_task(_prune_loop(store, settings), name="prune")
+    log.info("running", topic=settings.input_topic, group_id=settings.group_id)
+    try:
+        await pipeline.run(stop)
+    finally:
+        pruner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pruner
+        await consumer.stop()

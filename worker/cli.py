@@ -1,0 +1,177 @@
+"""``ocitag-worker run | migrate | publish | outcomes``.
+
+Every setting is a flag on every command (``--input-topic`` for ``OCITAG_INPUT_TOPIC``);
+flags win over the environment. Exit codes: 0 done, 1 a fatal error (one line naming the
+cause), 2 bad usage or settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import structlog
+
+from worker import __version__, logs
+from worker.errors import FatalError, SettingsError
+from worker.settings import Settings, env_name, flag_name, load_settings
+
+EXIT_FATAL = 1
+EXIT_USAGE = 2
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings (each also an environment variable)")
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "****" if name in {"database_url", "db_password"} else default
+        group.add_argument(
+            flag_name(name),
+            dest=f"setting_{name}",
+            metavar="VALUE",
+            help=f"{env_name(name)} (default: {shown})",
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ocitag-worker",
+        description="Applies 'tag moved' events from Kafka to PostgreSQL and publishes one "
+        "outcome per event.",
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the worker")
+    _add_setting_flags(run)
+
+    migrate = commands.add_parser("migrate", help="apply database migrations")
+    _add_setting_flags(migrate)
+
+    publish = commands.add_parser(
+        "publish",
+        help="publish tag-moved events",
+        description="publish OCITAG_ID ARTIFACT [options], or publish --file events.ndjson",
+    )
+    publish.add_argument("ocitag_id", nargs="?", help="e.g. docker.io/istio/pilot:1.3.0")
+    publish.add_argument("artifact", nargs="?", help="digest, e.g. sha256:ba78…15ad")
+    publish.add_argument("--file", type=Path, help="JSON array, JSON object or NDJSON file")
+    publish.add_argument("--actor")
+    publish.add_argument("--previous-artifact")
+    publish.add_argument("--expected-version", type=int)
+    publish.add_argument("--source", default="urn:ocitag-worker:cli")
+    publish.add_argument("--id", dest="event_id", help="event id (default: a new UUID)")
+    publish.add_argument("--time", help="RFC 3339 event time (default: now)")
+    publish.add_argument("--mode", choices=["structured", "binary"], default="structured")
+    _add_setting_flags(publish)
+
+    outcomes = commands.add_parser("outcomes", help="print outcomes as they arrive")
+    outcomes.add_argument("--from-beginning", action="store_true")
+    outcomes.add_argument("--count", type=int, help="stop after this many")
+    outcomes.add_argument("--idle-timeout", type=float, help="stop after this many quiet seconds")
+    outcomes.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
+    _add_setting_flags(outcomes)
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        key.removeprefix("setting_"): value
+        for key, value in vars(args).items()
+        if key.startswith("setting_") and value is not None
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(_overrides(args))
+    except SettingsError as exc:
+        print(f"ocitag-worker: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    logs.configure(settings.log_level, settings.log_format)
+    try:
+        return asyncio.run(_dispatch(args, settings))
+    except FatalError as exc:
+        structlog.get_logger("worker").error("fatal", error=str(exc))
+        print(f"ocitag-worker: {exc}", file=sys.stderr)
+        return EXIT_FATAL
+    except ValueError as exc:
+        print(f"ocitag-worker: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "run":
+        from worker.app import run  # noqa: PLC0415 - the worker's imports only when running it
+
+        await run(settings)
+        return 0
+    if args.command == "migrate":
+        return await _migrate(settings)
+    if args.command == "publish":
+        return await _publish(args, settings)
+    return await _outcomes(args, settings)
+
+
+async def _migrate(settings: Settings) -> int:
+    from worker.app import create_pool  # noqa: PLC0415
+    from worker.migrate import migrate  # noqa: PLC0415
+
+    pool = await create_pool(settings)
+    try:
+        async with pool.acquire() as conn:
+            done = await migrate(conn)
+    except asyncpg.PostgresError as exc:
+        raise FatalError(f"migration failed: {exc}") from exc
+    finally:
+        await pool.close()
+    names = ", ".join(f"{m.version:04d}_{m.name}" for m in done) or "none (up to date)"
+    print(f"migrations applied: {names}")
+    return 0
+
+
+async def _publish(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.publisher import build_event, event_from_item, publish, read_items  # noqa: PLC0415
+
+    if args.file is not None:
+        events = [event_from_item(item, args.source) for item in read_items(args.file)]
+    elif args.ocitag_id and args.artifact:
+        events = [
+            build_event(
+                args.ocitag_id,
+                args.artifact,
+                actor=args.actor,
+                previous_artifact=args.previous_artifact,
+                expected_version=args.expected_version,
+                source=args.source,
+                event_id=args.event_id,
+                time=args.time,
+            )
+        ]
+    else:
+        raise ValueError("publish needs OCITAG_ID ARTIFACT, or --file")
+    for event_id, partition, offset in await publish(settings, events, args.mode):
+        print(f"published {event_id} to {settings.input_topic}[{partition}]@{offset}")
+    return 0
+
+
+async def _outcomes(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.watch import watch  # noqa: PLC0415
+
+    await watch(
+        settings,
+        from_beginning=args.from_beginning,
+        count=args.count,
+        idle_timeout=args.idle_timeout,
+        as_json=True if args.json else None,
+    )
+    return 0

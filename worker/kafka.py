@@ -1,0 +1,204 @@
+"""Kafka at the edge: client options from settings (TLS, SASL), topic set-up, the
+outcome producer, and what a Kafka error means for the loop (retry, reject, stop)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    NoBrokersAvailable,
+    NodeNotReadyError,
+    TopicAuthorizationFailedError,
+    UnsupportedSaslMechanismError,
+)
+from aiokafka.helpers import create_ssl_context
+
+from worker import metrics
+from worker.errors import FatalError, PermanentError, TransientError
+from worker.settings import Settings
+
+log = structlog.get_logger("worker.kafka")
+
+_TOPIC_ALREADY_EXISTS = 36
+_FATAL = (
+    AuthenticationFailedError,
+    UnsupportedSaslMechanismError,
+    TopicAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    ClusterAuthorizationFailedError,
+)
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Connection and security options shared by consumer, producer and admin client."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol in {"SSL", "SASL_SSL"}:
+        context = create_ssl_context(
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None,
+            certfile=str(settings.kafka_ssl_certfile) if settings.kafka_ssl_certfile else None,
+            keyfile=str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+            password=(
+                settings.kafka_ssl_key_password.get_secret_value()
+                if settings.kafka_ssl_key_password
+                else None
+            ),
+        )
+        context.check_hostname = settings.kafka_ssl_check_hostname
+        options["ssl_context"] = context
+    if settings.kafka_security_protocol.startswith("SASL"):
+        assert settings.kafka_sasl_password is not None  # checked by Settings
+        options.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=settings.kafka_sasl_password.get_secret_value(),
+        )
+    return options
+
+
+def classify_kafka_error(exc: BaseException, what: str) -> Exception:
+    """Bad credentials or permissions stop the worker; a broker that is away or slow is
+    retried; anything else is a problem with this one piece of work."""
+    if isinstance(exc, _FATAL):
+        return FatalError(
+            f"Kafka refused the worker while {what}: {exc} (check KAFKA_BOOTSTRAP_SERVERS and "
+            "the OCITAG_KAFKA_SASL_*/OCITAG_KAFKA_SSL_* settings)"
+        )
+    if isinstance(
+        exc,
+        KafkaTimeoutError
+        | KafkaConnectionError
+        | NoBrokersAvailable
+        | NodeNotReadyError
+        | asyncio.TimeoutError
+        | OSError,
+    ) or (isinstance(exc, KafkaError) and exc.retriable):
+        return TransientError(f"kafka_{type(exc).__name__}", f"{what}: {exc}")
+    return PermanentError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+async def ensure_topics(settings: Settings, names: Sequence[str]) -> list[str]:
+    """Create missing topics (OCITAG_CREATE_TOPICS) or name the missing one. Returns
+    the topics created."""
+    admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=15_000)
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        missing = [name for name in names if name not in existing]
+        if not missing:
+            return []
+        if not settings.create_topics:
+            raise FatalError(
+                f"topic {missing[0]} does not exist and OCITAG_CREATE_TOPICS is off: create "
+                "it, or point the topic setting at an existing one"
+            )
+        response = await admin.create_topics(
+            [
+                NewTopic(
+                    name,
+                    settings.topic_partitions,
+                    settings.topic_replication_factor,
+                )
+                for name in missing
+            ]
+        )
+        for topic, code, *rest in response.topic_errors:
+            if code not in (0, _TOPIC_ALREADY_EXISTS):
+                raise FatalError(
+                    f"could not create topic {topic}: error {code} {rest[0] if rest else ''}"
+                )
+        log.info("topics_created", topics=missing, partitions=settings.topic_partitions)
+        return missing
+    finally:
+        await admin.close()
+
+
+def new_producer(settings: Settings) -> AIOKafkaProducer:
+    """Idempotent, acks=all: an outcome is acknowledged only once it is on every in-sync
+    replica, and a retried send is not written twice."""
+    return AIOKafkaProducer(
+        **client_options(settings),
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=2,
+        max_batch_size=262_144,
+        request_timeout_ms=30_000,
+        client_id=f"{settings.group_id}-outcomes",
+    )
+
+
+class Producer:
+    """The outcome producer, replaced when it gets stuck (sends time out again and again:
+    an idempotent producer whose sequence state went bad never recovers by itself)."""
+
+    def __init__(self, settings: Settings, stuck_after: int = 3) -> None:
+        self._settings = settings
+        self._producer = new_producer(settings)
+        self._stuck_after = stuck_after
+        self._timeouts = 0
+        self._lock = asyncio.Lock()
+
+    @property
+    def client(self) -> AIOKafkaProducer:
+        return self._producer
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def send_all(
+        self, messages: Sequence[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]]
+    ) -> None:
+        """Send (topic, key, value, headers) in order and wait for every acknowledgement."""
+        try:
+            futures = [
+                await self._producer.send(topic, value, key=key, headers=headers)
+                for topic, key, value, headers in messages
+            ]
+            await asyncio.gather(*futures)
+        except Exception as exc:
+            error = classify_kafka_error(exc, "publishing outcomes")
+            if isinstance(exc, KafkaTimeoutError):
+                await self._count_timeout()
+            raise error from exc
+        self._timeouts = 0
+
+    async def _count_timeout(self) -> None:
+        self._timeouts += 1
+        if self._timeouts < self._stuck_after:
+            return
+        async with self._lock:
+            if self._timeouts < self._stuck_after:
+                return
+            log.warning("producer_recreated", after_timeouts=self._timeouts)
+            metrics.PRODUCER_RECREATED.inc()
+            old, self._producer = self._producer, new_producer(self._settings)
+            self._timeouts = 0
+            try:
+                await asyncio.wait_for(old.stop(), timeout=5)
+            except Exception as exc:
+                log.warning("producer_stop_failed", error=str(exc))
+            await self._producer.start()
+
+    async def ready(self) -> bool:
+        """Usable: started and knows at least one broker."""
+        try:
+            client = self._producer.client
+            return bool(client.cluster.brokers())
+        except Exception:
+            return False

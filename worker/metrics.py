@@ -1,0 +1,53 @@
+"""Every metric of the worker, in one place. Base units (seconds, events, bytes);
+labels are low-cardinality (status, change, cause, partition number)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_SIZE_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000)
+
+EVENTS_CONSUMED = Counter("ocitag_events_consumed", "Input records taken from Kafka.")
+OUTCOMES = Counter(
+    "ocitag_outcomes",
+    "Outcomes published, by status and change (created/updated/unchanged; 'none' for "
+    "rejections); replay='true' when republished for a duplicate input.",
+    ["status", "change", "replay"],
+)
+EVENT_SECONDS = Histogram(
+    "ocitag_event_processing_seconds",
+    "Per input record: fetched to outcome acknowledged and offset committed.",
+    buckets=_LATENCY_BUCKETS,
+)
+BATCH_SECONDS = Histogram(
+    "ocitag_batch_processing_seconds",
+    "Per partition batch: decode, apply, publish and commit.",
+    buckets=_LATENCY_BUCKETS,
+)
+BATCH_EVENTS = Histogram(
+    "ocitag_batch_size_events", "Records per partition batch.", buckets=_SIZE_BUCKETS
+)
+CONSUMER_LAG = Gauge(
+    "ocitag_consumer_lag_events",
+    "Log end offset minus committed offset, per assigned input partition.",
+    ["partition"],
+)
+OLDEST_UNPROCESSED_AGE = Gauge(
+    "ocitag_oldest_unprocessed_event_age_seconds",
+    "Age (by Kafka timestamp) of the oldest fetched record not yet committed; 0 when idle.",
+)
+DB_RETRIES = Counter("ocitag_db_retries", "Database work redone, by cause.", ["cause"])
+KAFKA_RETRIES = Counter("ocitag_kafka_retries", "Kafka work redone, by cause.", ["cause"])
+IN_FLIGHT = Gauge("ocitag_in_flight_events", "Records fetched and not yet committed.")
+LAST_COMMIT = Gauge(
+    "ocitag_last_commit_timestamp_seconds", "Unix time of the last successful offset commit."
+)
+DEAD_LETTERED = Counter("ocitag_dead_lettered", "Records copied to the dead-letter topic.")
+ASSIGNED_PARTITIONS = Gauge("ocitag_assigned_partitions", "Input partitions assigned.")
+PRODUCER_RECREATED = Counter(
+    "ocitag_producer_recreated", "Times the outcome producer was replaced after it got stuck."
+)
+PRUNED = Counter(
+    "ocitag_processed_events_pruned", "Processed-event records deleted after retention."
+)

@@ -1,0 +1,263 @@
+"""The contract as pydantic v2 models: input event, its data, the outcomes and the seed's
+``OCITag`` and ``ErrorModel`` records. ``schemas/`` is generated from these (make schemas).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from worker.identifiers import normalize_digest, normalize_repository, validate_tag
+from worker.timefmt import parse_rfc3339
+
+EVENT_TYPE = "ocitag.moved.v1"
+UPDATED_TYPE = "ocitag.updated.v1"
+REJECTED_TYPE = "ocitag.rejected.v1"
+MAX_ID_LENGTH = 256
+MAX_SOURCE_LENGTH = 2_048
+MAX_ACTOR_LENGTH = 256
+MAX_VERSION = 2**63 - 1
+
+# RFC 3986 URI-reference: only these characters, '%' only as %HH, a scheme if any is
+# ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ).
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+_URI_REF_RE = re.compile(
+    r"(?:[A-Za-z][A-Za-z0-9+.-]*:)?(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?#\[\]]|%[0-9A-Fa-f]{2})+"
+)
+
+
+def _no_nul(value: str) -> str:
+    """PostgreSQL text cannot hold NUL, and lone surrogates are not Unicode text."""
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (\\u0000)")
+    if _SURROGATE_RE.search(value):
+        raise ValueError("must be valid Unicode (it contains a lone surrogate escape)")
+    return value
+
+
+class TagMovedData(BaseModel):
+    """``data`` of a tag-moved event. Unknown members are rejected. Validation
+    normalises: the model holds the canonical repository and digests."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    repository: str = Field(
+        description="OCIRepository ID; normalised like `docker pull` "
+        "(no host → docker.io, official images → docker.io/library/…)",
+        examples=["docker.io/istio/pilot", "localhost:5000/team/app"],
+    )
+    tag: str = Field(
+        description="Tag: [A-Za-z0-9_][A-Za-z0-9._-]{0,127}",
+        examples=["1.3.0"],
+    )
+    artifact: str = Field(
+        description="Digest the tag now points at: sha256:<64 hex>, sha512:<128 hex>, or "
+        "bare 64 hex (sha256)",
+        examples=["ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"],
+    )
+    actor: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_ACTOR_LENGTH,
+        description="User who moved the tag; defaults to the event source",
+    )
+    previous_artifact: str | None = Field(
+        None, description="Precondition: the digest the tag must point at now"
+    )
+    expected_version: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_VERSION,
+        description="Precondition: the record version the tag must have now (0 = must not exist)",
+    )
+
+    @field_validator("repository")
+    @classmethod
+    def _repository(cls, value: str) -> str:
+        return normalize_repository(value)
+
+    @field_validator("tag")
+    @classmethod
+    def _tag(cls, value: str) -> str:
+        return validate_tag(value)
+
+    @field_validator("artifact", "previous_artifact")
+    @classmethod
+    def _digest(cls, value: str | None) -> str | None:
+        return None if value is None else normalize_digest(value)
+
+    @field_validator("actor")
+    @classmethod
+    def _actor(cls, value: str | None) -> str | None:
+        return None if value is None else _no_nul(value)
+
+    @property
+    def ocitag_id(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+
+class EventAttributes(BaseModel):
+    """The CloudEvents 1.0 context attributes of a tag-moved event (both content modes).
+    Extension attributes are allowed and ignored."""
+
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+
+    specversion: Literal["1.0"] = Field(description="CloudEvents version, exactly '1.0'")
+    id: str = Field(min_length=1, max_length=MAX_ID_LENGTH, description="Event id")
+    source: str = Field(
+        min_length=1,
+        max_length=MAX_SOURCE_LENGTH,
+        description="URI-reference naming the producer",
+        examples=["https://registry.example.com/webhook"],
+    )
+    type: str = Field(description=f"Event type, exactly '{EVENT_TYPE}'")
+    time: str = Field(
+        description="RFC 3339 timestamp; orders events (microsecond precision)",
+        examples=["2026-11-28T15:12:02.123456Z"],
+    )
+    subject: str | None = Field(None, description="Optional; if present, the OCITag ID of data")
+    datacontenttype: str | None = Field(None, description="application/json if present")
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, value: str | None) -> str | None:
+        return None if value is None else _no_nul(value)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        return _no_nul(value)
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if not _URI_REF_RE.fullmatch(value):
+            raise ValueError(
+                "must be a URI-reference (RFC 3986): no spaces, control characters or bare '%'"
+            )
+        return value
+
+    @field_validator("time")
+    @classmethod
+    def _time(cls, value: str) -> str:
+        parse_rfc3339(value)
+        return value
+
+    @field_validator("datacontenttype")
+    @classmethod
+    def _datacontenttype(cls, value: str | None) -> str | None:
+        if value is not None and value.split(";")[0].strip().lower() != "application/json":
+            raise ValueError("must be application/json")
+        return value
+
+
+class TagMovedEvent(EventAttributes):
+    """A tag-moved event in structured content mode (the whole record value)."""
+
+    type: Literal["ocitag.moved.v1"] = Field(description=f"Exactly '{EVENT_TYPE}'")
+    data: TagMovedData
+
+
+# ---- the seed's records (../shared/seed/): same members, same required list.
+
+
+class OCITag(BaseModel):
+    """The seed's OCITag: the record a tag-moved event produces."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    schema_: str | None = Field(
+        None,
+        alias="$schema",
+        description="A URL to the JSON Schema for this object.",
+        json_schema_extra={"format": "uri", "readOnly": True},
+    )
+    artifact: str = Field(description="The digest the tag currently points to.")
+    repository: str = Field(description="URL-like ID of the OCIRepository.")
+    tag: str = Field(description="The tag portion of the OCITag.")
+    created_by: str = Field(description="User who created the record.")
+    created_on: str = Field(
+        description="When the record was created.", json_schema_extra={"format": "date-time"}
+    )
+    last_modified_by: str = Field(description="User who last modified the record.")
+    last_modified_on: str = Field(
+        description="When the record was last modified.",
+        json_schema_extra={"format": "date-time"},
+    )
+
+
+class ErrorDetail(BaseModel):
+    """The seed's ErrorDetail: one broken rule."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    location: str | None = Field(
+        None, description="Where the error occurred, e.g. 'body.data.artifact'"
+    )
+    message: str | None = Field(None, description="Error message text")
+    value: Any = Field(None, description="The value at the given location")
+
+
+class ErrorModel(BaseModel):
+    """The seed's ErrorModel (RFC 9457 problem details)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    schema_: str | None = Field(
+        None,
+        alias="$schema",
+        description="A URL to the JSON Schema for this object.",
+        json_schema_extra={"format": "uri", "readOnly": True},
+    )
+    type: str = Field(
+        "about:blank",
+        description="A URI reference to documentation for the problem type.",
+        json_schema_extra={"format": "uri"},
+    )
+    title: str | None = Field(None, description="Short summary of the problem type.")
+    status: int | None = Field(None, description="HTTP status code")
+    detail: str | None = Field(None, description="Explanation of this occurrence.")
+    instance: str | None = Field(
+        None,
+        description="URI of the input record, urn:kafka:<topic>:<partition>:<offset>",
+        json_schema_extra={"format": "uri"},
+    )
+    errors: list[ErrorDetail] | None = Field(None, description="Individual error details")
+
+
+class _OutcomeBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    specversion: Literal["1.0"]
+    id: str = Field(description="Derived from the input's (source, id, content)")
+    source: str = Field(description="Names the worker (OCITAG_WORKER_SOURCE)")
+    time: str = Field(description="When the input was first processed (RFC 3339)")
+    subject: str | None = Field(description="The canonical OCITag ID, if known")
+    status: int = Field(description="HTTP-style status code of the outcome")
+    causationid: str | None = Field(description="The input's id (null if undecodable)")
+    causationsource: str | None = Field(description="The input's source (null if undecodable)")
+
+
+class UpdatedOutcome(_OutcomeBase):
+    """Outcome of an applied (or already applied) event: status 200."""
+
+    type: Literal["ocitag.updated.v1"]
+    datacontenttype: Literal["application/json"]
+    status: Literal[200]
+    resourceversion: int = Field(ge=1, description="Record version after this event")
+    change: Literal["created", "updated", "unchanged"]
+    subject: str
+    causationid: str
+    causationsource: str
+    data: OCITag
+
+
+class RejectedOutcome(_OutcomeBase):
+    """Outcome of a rejected event: status 400, 409, 412, 422 or 500."""
+
+    type: Literal["ocitag.rejected.v1"]
+    datacontenttype: Literal["application/problem+json"]
+    status: Literal[400, 409, 412, 422, 500]
+    data: ErrorModel

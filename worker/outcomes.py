@@ -1,0 +1,119 @@
+"""Outcome CloudEvents: one per input, built as bytes once. Pure.
+
+A processed event's outcome is stored and republished byte-identical, so nothing here
+may depend on when or where it is rebuilt except what is passed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from worker.decision import Applied, Change, TagRecord
+from worker.events import RawRecord
+from worker.models import REJECTED_TYPE, UPDATED_TYPE
+from worker.problems import Problem, error_model
+from worker.timefmt import format_rfc3339
+
+CONTENT_TYPE = b"application/cloudevents+json; charset=utf-8"
+_NAMESPACE = uuid.UUID("6f0d3c1e-2b7a-5e44-9c1d-0a7c3f9e8b21")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """An outcome ready to produce: key, value and its status for metrics and logs."""
+
+    key: bytes | None
+    value: bytes
+    status: int
+    change: Change | None = None
+    #: republished from the processed-event record (a duplicate delivery)
+    replay: bool = False
+
+    @property
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [("content-type", CONTENT_TYPE)]
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeContext:
+    """What every outcome of this worker shares (from settings)."""
+
+    worker_source: str
+    problem_base_uri: str
+
+
+def outcome_id(source: str, event_id: str, fingerprint: bytes) -> str:
+    """Deterministic: a republished outcome has the same id; a reused input id with other
+    content gets another (its outcome is another event)."""
+    return str(uuid.uuid5(_NAMESPACE, f"{source}\n{event_id}\n{fingerprint.hex()}"))
+
+
+def record_outcome_id(record: RawRecord) -> str:
+    """For records with no usable (source, id): the record's coordinates and bytes."""
+    digest = hashlib.sha256(record.value or b"").hexdigest()
+    return str(uuid.uuid5(_NAMESPACE, f"{record.instance}\n{digest}"))
+
+
+def _encode(envelope: dict[str, Any]) -> bytes:
+    return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def success(
+    ctx: OutcomeContext,
+    *,
+    source: str,
+    event_id: str,
+    fingerprint: bytes,
+    processed_at: datetime,
+    applied: Applied,
+) -> Outcome:
+    record: TagRecord = applied.record
+    subject = f"{record.repository}:{record.tag}"
+    envelope = {
+        "specversion": "1.0",
+        "id": outcome_id(source, event_id, fingerprint),
+        "source": ctx.worker_source,
+        "type": UPDATED_TYPE,
+        "time": format_rfc3339(processed_at),
+        "subject": subject,
+        "datacontenttype": "application/json",
+        "status": 200,
+        "causationid": event_id,
+        "causationsource": source,
+        "resourceversion": record.version,
+        "change": applied.change,
+        "data": record.as_ocitag(),
+    }
+    return Outcome(subject.encode(), _encode(envelope), 200, applied.change)
+
+
+def rejection(
+    ctx: OutcomeContext,
+    *,
+    problem: Problem,
+    instance: str,
+    subject: str | None,
+    outcome_uuid: str,
+    processed_at: datetime,
+    source: str | None,
+    event_id: str | None,
+) -> Outcome:
+    envelope = {
+        "specversion": "1.0",
+        "id": outcome_uuid,
+        "source": ctx.worker_source,
+        "type": REJECTED_TYPE,
+        "time": format_rfc3339(processed_at),
+        "subject": subject,
+        "datacontenttype": "application/problem+json",
+        "status": problem.status,
+        "causationid": event_id,
+        "causationsource": source,
+        "data": error_model(problem, ctx.problem_base_uri, instance),
+    }
+    return Outcome(subject.encode() if subject else None, _encode(envelope), problem.status)

@@ -1,0 +1,284 @@
+"""The one settings object: read once at start, frozen, typed.
+
+Every setting comes from an environment variable (the names of SPEC.md) and has a
+command-line flag of the same name (``OCITAG_INPUT_TOPIC`` ↔ ``--input-topic``). Secrets
+may also come from a file named by ``<NAME>_FILE`` (how container platforms mount them).
+An invalid value fails start-up with one line naming the variable, the flag and the rule.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from worker.errors import SettingsError
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+LogFormat = Literal["auto", "json", "console"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+# Settings whose value may come from a file (``<NAME>_FILE``) and that are never logged.
+SECRET_FIELDS = frozenset(
+    {"database_url", "db_password", "kafka_sasl_password", "kafka_ssl_key_password"}
+)
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a field: SPEC.md's names, ``OCITAG_`` for the rest."""
+    if field in {"kafka_bootstrap_servers", "database_url"}:
+        return field.upper()
+    return "OCITAG_" + field.upper()
+
+
+def flag_name(field: str) -> str:
+    """The command-line flag of a field: ``--input-topic`` for ``OCITAG_INPUT_TOPIC``."""
+    return "--" + env_name(field).lower().removeprefix("ocitag_").replace("_", "-")
+
+
+class _EnvAndFileSource(PydanticBaseSettingsSource):
+    """Reads ``NAME`` or, for secrets, ``NAME_FILE`` from the given environment."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self._environ = environ
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        name = env_name(field_name)
+        if name in self._environ:
+            return self._environ[name], name, False
+        file_var = name + "_FILE"
+        if field_name in SECRET_FIELDS and file_var in self._environ:
+            path = Path(self._environ[file_var])
+            try:
+                return path.read_text(encoding="utf-8").strip(), file_var, False
+            except OSError as exc:
+                raise SettingsError(
+                    f"invalid setting {file_var}: cannot read {path}: {exc.strerror}"
+                ) from exc
+        return None, name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for field_name, field in self.settings_cls.model_fields.items():
+            value, _, _ = self.get_field_value(field, field_name)
+            if value is not None:
+                values[field_name] = value
+        return values
+
+
+class Settings(BaseSettings):
+    """Everything the worker can be told. Defaults suit a local single-node setup."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    # --- where things are
+    kafka_bootstrap_servers: str = Field("localhost:9092", min_length=1)
+    database_url: SecretStr = SecretStr("postgresql://postgres@localhost:5432/ocitags")
+    input_topic: str = Field("ocitag.events", pattern=r"^[A-Za-z0-9._-]{1,249}$")
+    outcome_topic: str = Field("ocitag.outcomes", pattern=r"^[A-Za-z0-9._-]{1,249}$")
+    dlq_topic: str = Field("ocitag.events.dlq", pattern=r"^[A-Za-z0-9._-]{1,249}$")
+    group_id: str = Field("ocitag-worker", min_length=1)
+    http_host: str = "0.0.0.0"  # noqa: S104 - probes and scrapes come from outside the pod
+    http_port: int = Field(9400, ge=0, le=65535)
+
+    # --- topics
+    create_topics: bool = True
+    topic_partitions: int = Field(6, ge=1, le=10_000)
+    topic_replication_factor: int = Field(-1, ge=-1, le=32)
+
+    # --- contract
+    worker_source: str = Field("urn:ocitag-worker", min_length=1)
+    problem_base_uri: str = Field("https://ocitag-worker.dev/problems/", min_length=1)
+    max_event_bytes: int = Field(65_536, ge=1_024, le=1_048_576)
+
+    # --- throughput and flow control
+    max_batch_records: int = Field(500, ge=1, le=10_000)
+    max_in_flight_records: int = Field(5_000, ge=1, le=1_000_000)
+    fetch_max_bytes: int = Field(16_777_216, ge=65_536)
+    max_partition_fetch_bytes: int = Field(1_048_576, ge=65_536)
+    poll_timeout_ms: int = Field(200, ge=1, le=10_000)
+
+    # --- group membership
+    session_timeout_ms: int = Field(10_000, ge=1_000)
+    heartbeat_interval_ms: int = Field(3_000, ge=100)
+    max_poll_interval_ms: int = Field(300_000, ge=1_000)
+
+    # --- faults and shutdown
+    retry_backoff_initial_seconds: float = Field(0.2, gt=0, le=60)
+    retry_backoff_max_seconds: float = Field(30.0, gt=0, le=600)
+    shutdown_grace_seconds: float = Field(20.0, gt=0, le=3_600)
+    startup_timeout_seconds: float = Field(60.0, ge=0, le=3_600)
+    liveness_timeout_seconds: float = Field(60.0, gt=0)
+
+    # --- database
+    db_password: SecretStr | None = None
+    db_pool_min_size: int = Field(2, ge=1, le=100)
+    db_pool_max_size: int = Field(10, ge=1, le=100)
+    db_command_timeout_seconds: float = Field(30.0, gt=0)
+    processed_retention_seconds: int = Field(604_800, ge=60)
+    prune_interval_seconds: float = Field(300.0, gt=0)
+
+    # --- Kafka security
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_check_hostname: bool = True
+
+    # --- logs
+    log_level: LogLevel = "info"
+    log_format: LogFormat = "auto"
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr) -> SecretStr:
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in {"postgresql", "postgres"}:
+            raise ValueError("must be a postgresql:// URL")
+        if not parts.hostname and "host=" not in parts.query:
+            raise ValueError("must name a host")
+        return value
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _host_ports(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"'{server}' is not host:port (a comma-separated list)")
+        return value
+
+    @field_validator("problem_base_uri", "worker_source")
+    @classmethod
+    def _absolute_uri(cls, value: str) -> str:
+        if ":" not in value or any(c.isspace() for c in value):
+            raise ValueError("must be an absolute URI")
+        return value
+
+    @field_validator("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                "OCITAG_KAFKA_SECURITY_PROTOCOL is SASL: set OCITAG_KAFKA_SASL_USERNAME and "
+                "OCITAG_KAFKA_SASL_PASSWORD (or OCITAG_KAFKA_SASL_PASSWORD_FILE)"
+            )
+        if self.db_pool_min_size > self.db_pool_max_size:
+            raise ValueError("OCITAG_DB_POOL_MIN_SIZE must not exceed OCITAG_DB_POOL_MAX_SIZE")
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError("OCITAG_HEARTBEAT_INTERVAL_MS must be below OCITAG_SESSION_TIMEOUT_MS")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Flags (passed as init kwargs) win over the environment; the environment is the
+        # one given to load_settings, so tests never leak into each other.
+        return (init_settings, _EnvAndFileSource(settings_cls, _environ_for_load))
+
+    # --- derived values
+    def dsn(self) -> str:
+        """The database URL with OCITAG_DB_PASSWORD applied, for asyncpg."""
+        url = self.database_url.get_secret_value()
+        if self.db_password is None:
+            return url
+        parts = urlsplit(url)
+        user = parts.username or "postgres"
+        host = parts.netloc.rpartition("@")[2]
+        netloc = f"{user}:{quote(self.db_password.get_secret_value(), safe='')}@{host}"
+        return urlunsplit(parts._replace(netloc=netloc))
+
+    def masked(self) -> dict[str, object]:
+        """The effective settings for the start-up log line, secrets masked."""
+        out: dict[str, object] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name == "database_url":
+                out[name] = _mask_url(value.get_secret_value())
+            elif isinstance(value, SecretStr):
+                out[name] = "**********"
+            elif isinstance(value, Path):
+                out[name] = str(value)
+            else:
+                out[name] = value
+        return out
+
+
+# load_settings hands the environment to the settings source through this module-level
+# slot for the duration of one constructor call (pydantic-settings builds sources from
+# the class, not the instance).
+_environ_for_load: Mapping[str, str] = {}
+
+
+def _mask_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:****@{host}"))
+
+
+@dataclass(frozen=True)
+class _Located:
+    env: str
+    flag: str
+
+
+def _where(loc: tuple[int | str, ...]) -> _Located | None:
+    if loc and isinstance(loc[0], str) and loc[0] in Settings.model_fields:
+        return _Located(env_name(loc[0]), flag_name(loc[0]))
+    return None
+
+
+def load_settings(
+    overrides: Mapping[str, object] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build the settings once, or raise SettingsError with one line naming the setting."""
+    global _environ_for_load  # noqa: PLW0603 - see the comment on the slot
+    _environ_for_load = os.environ if environ is None else environ
+    try:
+        values: dict[str, Any] = {k: v for k, v in (overrides or {}).items() if v is not None}
+        return Settings(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = _where(tuple(err["loc"]))
+        message = str(err["msg"]).removeprefix("Value error, ")
+        if where is None:
+            raise SettingsError(f"invalid settings: {message}") from None
+        shown = (
+            "****"
+            if where.env.lower().removeprefix("ocitag_") in SECRET_FIELDS
+            else err.get("input")
+        )
+        raise SettingsError(
+            f"invalid setting {where.env} ({where.flag}): {message} (got {shown!r})"
+        ) from None
+    finally:
+        _environ_for_load = {}

@@ -1,0 +1,276 @@
+"""PostgreSQL: a batch of events applied in one transaction, settled by the database.
+
+Round trips per batch, whatever its size: claim the events (1), read the stored outcome
+of those already processed (0-1), read the tags (1), write the tags with the version
+guard (1, again only for tags a concurrent writer changed in between), store the
+outcomes (1). Two appliers of one event are serialised by the claim's primary key; two
+writers of one tag by the row lock and ``version = expected`` in the UPDATE, or by
+``ON CONFLICT DO NOTHING`` for a new tag: the loser re-reads and decides again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+import asyncpg
+
+from worker import metrics
+from worker.db import Connection, classify_db_error
+from worker.decision import Decision, TagRecord
+from worker.errors import FatalError, PermanentError, TransientError
+from worker.events import Invalid
+from worker.outcomes import Outcome, OutcomeContext
+from worker.plan import (
+    EventKey,
+    Item,
+    ProcessedRow,
+    TagKey,
+    decide_tag,
+    decision_outcome,
+    events_by_tag,
+    first_occurrences,
+    invalid_outcome,
+    repeat_outcome,
+    replayed,
+)
+
+MAX_WRITE_ROUNDS = 8
+MAX_TX_ATTEMPTS = 5
+
+_CLAIM = """
+INSERT INTO processed_events (source, id, fingerprint, processed_at)
+SELECT s, i, f, $4 FROM unnest($1::text[], $2::text[], $3::bytea[]) AS u(s, i, f)
+ORDER BY s, i
+ON CONFLICT (source, id) DO NOTHING
+RETURNING source, id
+"""
+
+_PROCESSED = """
+SELECT p.source, p.id, p.fingerprint, p.processed_at, p.status, p.outcome_key, p.outcome
+FROM processed_events p
+JOIN unnest($1::text[], $2::text[]) AS u(s, i) ON p.source = u.s AND p.id = u.i
+"""
+
+_READ_TAGS = """
+SELECT t.repository, t.tag, t.artifact, t.created_by, t.created_on, t.last_modified_by,
+       t.last_modified_on, t.version, t.last_event_source, t.last_event_id
+FROM ocitags t
+JOIN unnest($1::text[], $2::text[]) AS u(r, g) ON t.repository = u.r AND t.tag = u.g
+"""
+
+# The guard: an existing row is updated only at the version the decision was made
+# against; a new row is inserted only if nobody inserted it first. What is returned was
+# written; what is not must be decided again against the row as it now is.
+_WRITE_TAGS = """
+WITH u AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                         $6::text[], $7::timestamptz[], $8::bigint[], $9::text[], $10::text[],
+                         $11::bigint[])
+        AS u(repository, tag, artifact, created_by, created_on, last_modified_by,
+             last_modified_on, version, last_event_source, last_event_id, expected)
+), upd AS (
+    UPDATE ocitags t
+    SET artifact = u.artifact, last_modified_by = u.last_modified_by,
+        last_modified_on = u.last_modified_on, version = u.version,
+        last_event_source = u.last_event_source, last_event_id = u.last_event_id
+    FROM u
+    WHERE u.expected > 0 AND t.repository = u.repository AND t.tag = u.tag
+      AND t.version = u.expected
+    RETURNING t.repository, t.tag
+), ins AS (
+    INSERT INTO ocitags (repository, tag, artifact, created_by, created_on, last_modified_by,
+                         last_modified_on, version, last_event_source, last_event_id)
+    SELECT repository, tag, artifact, created_by, created_on, last_modified_by,
+           last_modified_on, version, last_event_source, last_event_id
+    FROM u WHERE u.expected = 0
+    ORDER BY repository, tag
+    ON CONFLICT (repository, tag) DO NOTHING
+    RETURNING repository, tag
+)
+SELECT repository, tag FROM upd UNION ALL SELECT repository, tag FROM ins
+"""
+
+_STORE_OUTCOMES = """
+UPDATE processed_events p
+SET status = u.st, outcome_key = u.k, outcome = u.o
+FROM unnest($1::text[], $2::text[], $3::smallint[], $4::bytea[], $5::bytea[]) AS u(s, i, st, k, o)
+WHERE p.source = u.s AND p.id = u.i
+"""
+
+_PRUNE = """
+DELETE FROM processed_events
+WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM processed_events WHERE processed_at < now() - $1::interval LIMIT $2
+))
+"""
+
+
+class Store:
+    """Applies batches through a connection pool."""
+
+    def __init__(self, pool: asyncpg.Pool, ctx: OutcomeContext) -> None:
+        self._pool = pool
+        self._ctx = ctx
+
+    async def apply(self, items: Sequence[Item], processed_at: datetime) -> list[Outcome]:
+        """The outcome of each item, in order, with every effect durable on return.
+        Serialisation failures and deadlocks redo the transaction; other faults raise
+        TransientError, PermanentError or FatalError."""
+        if not items:
+            return []
+        for attempt in range(1, MAX_TX_ATTEMPTS + 1):
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    return await _apply(conn, self._ctx, items, processed_at)
+            except (asyncpg.SerializationError, asyncpg.DeadlockDetectedError) as exc:
+                metrics.DB_RETRIES.labels(cause=type(exc).__name__).inc()
+                if attempt == MAX_TX_ATTEMPTS:
+                    raise TransientError("db_conflict", str(exc)) from exc
+            except (TransientError, PermanentError, FatalError):
+                raise
+            except Exception as exc:
+                raise classify_db_error(exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def ping(self) -> None:
+        async with self._pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+
+    async def prune(self, older_than_seconds: int, batch: int = 5_000) -> int:
+        """Delete processed-event records past retention, a small batch per statement
+        so no long lock or transaction holds up the appliers."""
+        total = 0
+        while True:
+            async with self._pool.acquire() as conn:
+                status = await conn.execute(_PRUNE, f"{older_than_seconds} seconds", batch)
+            deleted = int(status.split()[-1])
+            total += deleted
+            if deleted < batch:
+                return total
+
+
+async def _claim(
+    conn: Connection, keys: Sequence[EventKey], prints: Sequence[bytes], at: datetime
+) -> set[EventKey]:
+    rows = await conn.fetch(_CLAIM, [k[0] for k in keys], [k[1] for k in keys], list(prints), at)
+    return {(r["source"], r["id"]) for r in rows}
+
+
+async def _processed(conn: Connection, keys: Sequence[EventKey]) -> dict[EventKey, ProcessedRow]:
+    if not keys:
+        return {}
+    rows = await conn.fetch(_PROCESSED, [k[0] for k in keys], [k[1] for k in keys])
+    found: dict[EventKey, ProcessedRow] = {}
+    for r in rows:
+        if r["outcome"] is None:
+            # only possible if the claiming transaction is still open elsewhere: retry
+            raise TransientError("db_claim_in_progress", f"{r['source']} {r['id']}")
+        found[(r["source"], r["id"])] = ProcessedRow(
+            r["fingerprint"], r["processed_at"], r["status"], r["outcome_key"], r["outcome"]
+        )
+    return found
+
+
+async def _read_tags(conn: Connection, tags: Iterable[TagKey]) -> dict[TagKey, TagRecord]:
+    keys = list(tags)
+    rows = await conn.fetch(_READ_TAGS, [k[0] for k in keys], [k[1] for k in keys])
+    return {(r["repository"], r["tag"]): TagRecord(**dict(r)) for r in rows}
+
+
+async def _write_tags(conn: Connection, writes: Sequence[tuple[TagRecord, int]]) -> set[TagKey]:
+    columns: list[list[object]] = [[] for _ in range(11)]
+    for record, expected in sorted(writes, key=lambda w: (w[0].repository, w[0].tag)):
+        values = (
+            record.repository,
+            record.tag,
+            record.artifact,
+            record.created_by,
+            record.created_on,
+            record.last_modified_by,
+            record.last_modified_on,
+            record.version,
+            record.last_event_source,
+            record.last_event_id,
+            expected,
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    rows = await conn.fetch(_WRITE_TAGS, *columns)
+    return {(r["repository"], r["tag"]) for r in rows}
+
+
+async def _decide_and_write(
+    conn: Connection, items: Sequence[Item], groups: dict[TagKey, list[int]]
+) -> dict[int, Decision]:
+    """Fold each tag's events against its row and write the result under the version
+    guard; tags whose guard failed are read again and decided again."""
+    decided: dict[int, Decision] = {}
+    pending = dict(groups)
+    for _ in range(MAX_WRITE_ROUNDS):
+        stored = await _read_tags(conn, pending)
+        writes: list[tuple[TagRecord, int]] = []
+        outcomes: dict[TagKey, list[Decision]] = {}
+        for tag, indexes in pending.items():
+            before = stored.get(tag)
+            after, decisions = decide_tag(before, items, indexes)
+            outcomes[tag] = decisions
+            if after is not None and after is not before:
+                writes.append((after, before.version if before else 0))
+        written = await _write_tags(conn, writes) if writes else set()
+        conflicted = {(w.repository, w.tag) for w, _ in writes} - written
+        for tag, decisions in outcomes.items():
+            if tag not in conflicted:
+                decided.update(zip(pending[tag], decisions, strict=True))
+        if not conflicted:
+            return decided
+        metrics.DB_RETRIES.labels(cause="version_conflict").inc(len(conflicted))
+        pending = {tag: pending[tag] for tag in conflicted}
+    raise TransientError("db_write_conflict", f"{len(pending)} tags kept changing under us")
+
+
+async def _apply(
+    conn: Connection, ctx: OutcomeContext, items: Sequence[Item], at: datetime
+) -> list[Outcome]:
+    firsts = first_occurrences(items)
+    keys = sorted(firsts)
+    claimed = await _claim(conn, keys, [items[firsts[k]].event.fingerprint for k in keys], at)
+    earlier = await _processed(conn, [k for k in keys if k not in claimed])
+    if len(claimed) + len(earlier) != len(keys):
+        raise TransientError("db_claim_vanished", "a processed-event record vanished mid-batch")
+    new = sorted(firsts[k] for k in claimed)
+    decisions = await _decide_and_write(conn, items, events_by_tag(items, new))
+
+    outcomes: dict[int, Outcome] = {}
+    for index in new:
+        item = items[index]
+        outcomes[index] = (
+            invalid_outcome(ctx, item, at)
+            if isinstance(item.event, Invalid)
+            else decision_outcome(ctx, item, decisions[index], at)
+        )
+    new_indexes = set(new)
+    for index, item in enumerate(items):
+        if index in new_indexes:
+            continue
+        row = earlier.get(item.key)
+        if row is not None:  # processed by an earlier batch
+            outcomes[index] = repeat_outcome(
+                ctx, item, row.fingerprint, row.processed_at, replayed(row)
+            )
+        else:  # first processed earlier in this batch
+            first = firsts[item.key]
+            outcomes[index] = repeat_outcome(
+                ctx, item, items[first].event.fingerprint, at, outcomes[first]
+            )
+
+    if new:
+        await conn.execute(
+            _STORE_OUTCOMES,
+            [items[i].key[0] for i in new],
+            [items[i].key[1] for i in new],
+            [outcomes[i].status for i in new],
+            [outcomes[i].key for i in new],
+            [outcomes[i].value for i in new],
+        )
+    return [outcomes[i] for i in range(len(items))]

@@ -1,0 +1,72 @@
+"""``ocitag-worker outcomes``: print outcomes as they arrive, readable on a terminal and
+as JSON lines (the outcome CloudEvents themselves) when piped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from typing import Any, TextIO
+
+from aiokafka import AIOKafkaConsumer
+
+from worker.kafka import client_options
+from worker.settings import Settings
+
+
+def describe(outcome: dict[str, Any]) -> str:
+    """One readable line for a person."""
+    status = outcome.get("status")
+    subject = outcome.get("subject") or "-"
+    data = outcome.get("data") or {}
+    if status == 200:
+        return (
+            f"{status} {outcome.get('change')} {subject} -> {data.get('artifact')} "
+            f"v{outcome.get('resourceversion')} by {data.get('last_modified_by')} "
+            f"(event {outcome.get('causationid')})"
+        )
+    kind = str(data.get("type", "")).rsplit("/", 1)[-1]
+    lines = [
+        f"{status} {kind} {subject}: {data.get('detail')} (event {outcome.get('causationid')})"
+    ]
+    lines += [f"    {e.get('location')}: {e.get('message')}" for e in data.get("errors") or []]
+    return "\n".join(lines)
+
+
+async def watch(
+    settings: Settings,
+    *,
+    from_beginning: bool,
+    count: int | None,
+    idle_timeout: float | None,
+    out: TextIO = sys.stdout,
+    as_json: bool | None = None,
+) -> int:
+    """Print outcomes until ``count`` were printed or none came for ``idle_timeout``
+    seconds (forever if neither). Returns how many were printed."""
+    readable = out.isatty() if as_json is None else not as_json
+    consumer = AIOKafkaConsumer(
+        settings.outcome_topic,
+        **client_options(settings),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+    )
+    await consumer.start()
+    printed = 0
+    try:
+        while count is None or printed < count:
+            try:
+                record = await asyncio.wait_for(consumer.getone(), timeout=idle_timeout)
+            except TimeoutError:
+                break
+            text = record.value.decode("utf-8", "replace")
+            if readable:
+                with contextlib.suppress(ValueError, AttributeError):
+                    text = describe(json.loads(text))
+            print(text, file=out, flush=True)
+            printed += 1
+    finally:
+        await consumer.stop()
+    return printed
