@@ -39,17 +39,17 @@ class Unavailable(Exception):
 
 def _docker_answers() -> bool:
     try:
-        import docker  # noqa: PLC0415 - a testcontainers dependency, only needed here
+        import docker
 
         docker.from_env(timeout=3).ping()
-    except Exception:  # noqa: BLE001 - any failure means "no engine"
+    except Exception:
         return False
     return True
 
 
 def _from_testcontainers(stack: ExitStack) -> Services:
-    from testcontainers.kafka import KafkaContainer  # noqa: PLC0415
-    from testcontainers.postgres import PostgresContainer  # noqa: PLC0415
+    from testcontainers.kafka import KafkaContainer
+    from testcontainers.postgres import PostgresContainer
 
     kafka = stack.enter_context(KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft())
     postgres = stack.enter_context(PostgresContainer("postgres:15", driver=None))

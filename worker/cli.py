@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 import structlog
+from aiokafka.errors import KafkaError
 
 from worker import __version__, logs
 from worker.errors import FatalError, SettingsError
@@ -101,6 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FatalError as exc:
         structlog.get_logger("worker").error("fatal", error=str(exc))
         print(f"ocitag-worker: {exc}", file=sys.stderr)
+        return EXIT_FATAL
+    except KafkaError as exc:
+        print(f"ocitag-worker: Kafka at KAFKA_BOOTSTRAP_SERVERS: {exc}", file=sys.stderr)
         return EXIT_FATAL
     except ValueError as exc:
         print(f"ocitag-worker: {exc}", file=sys.stderr)

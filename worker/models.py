@@ -5,9 +5,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.config import JsonDict, JsonValue
 
 from worker.identifiers import normalize_digest, normalize_repository, validate_tag
 from worker.timefmt import parse_rfc3339
@@ -161,6 +163,50 @@ class TagMovedEvent(EventAttributes):
 
 
 # ---- the seed's records (../shared/seed/): same members, same required list.
+# schemas/ocitag.schema.json and schemas/error-model.schema.json are generated from these
+# and must keep the seed's JSON Schema (tests/unit/test_schemas.py): members that may be
+# left out are never null there (``_omittable``), ``errors`` is ``type: [array, null]``.
+
+SCHEMA_BASE_URI = "https://ocitag-worker.dev/schemas/"
+
+
+def _omittable(schema: JsonDict) -> None:
+    """The seed's form of an ``X | None = None`` member: it may be left out, it is never
+    null. Drops pydantic's ``null`` branch and ``null`` default."""
+    branches = schema.pop("anyOf", None)
+    if isinstance(branches, list):
+        (branch,) = (b for b in branches if b != {"type": "null"})
+        assert isinstance(branch, dict)
+        schema.update(branch)
+    if schema.get("default", ...) is None:
+        del schema["default"]
+
+
+def _omittable_with(**extra: JsonValue) -> Callable[[JsonDict], None]:
+    """``_omittable``, then these keywords (format, readOnly…)."""
+
+    def update(schema: JsonDict) -> None:
+        _omittable(schema)
+        schema.update(extra)
+
+    return update
+
+
+def _nullable(schema: JsonDict) -> None:
+    """The seed's form of a nullable member: ``type: [X, "null"]`` instead of ``anyOf``,
+    no ``null`` default."""
+    _omittable(schema)
+    schema["type"] = [schema["type"], "null"]
+
+
+def _outcome_formats(schema: JsonDict) -> None:
+    """Formats of the outcome envelope's attributes (declared on _OutcomeBase)."""
+    properties = schema["properties"]
+    assert isinstance(properties, dict)
+    for name, fmt in (("id", "uuid"), ("source", "uri"), ("time", "date-time")):
+        member = properties[name]
+        assert isinstance(member, dict)
+        member["format"] = fmt
 
 
 class OCITag(BaseModel):
@@ -172,18 +218,28 @@ class OCITag(BaseModel):
         None,
         alias="$schema",
         description="A URL to the JSON Schema for this object.",
-        json_schema_extra={"format": "uri", "readOnly": True},
+        examples=[f"{SCHEMA_BASE_URI}ocitag.schema.json"],
+        json_schema_extra=_omittable_with(format="uri", readOnly=True),
     )
-    artifact: str = Field(description="The digest the tag currently points to.")
-    repository: str = Field(description="URL-like ID of the OCIRepository.")
-    tag: str = Field(description="The tag portion of the OCITag.")
-    created_by: str = Field(description="User who created the record.")
+    artifact: str = Field(
+        description="Artifact is the ID (the digest) of the OCIArtifact this OCITag "
+        "*currently* points to: 64 lowercase hex for sha256, sha512:<128 hex> for sha512.",
+        examples=["ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"],
+    )
+    repository: str = Field(
+        description="URL-like ID of the OCIRepository this OCITag is published under "
+        "(normalised like `docker pull`).",
+        examples=["docker.io/istio/pilot"],
+    )
+    tag: str = Field(description="Tag is the tag portion of the OCITag.", examples=["1.3.0"])
+    created_by: str = Field(description="user who created the record.")
     created_on: str = Field(
-        description="When the record was created.", json_schema_extra={"format": "date-time"}
+        description="timestamp of when the record was created.",
+        json_schema_extra={"format": "date-time"},
     )
-    last_modified_by: str = Field(description="User who last modified the record.")
+    last_modified_by: str = Field(description="user who last modified the record.")
     last_modified_on: str = Field(
-        description="When the record was last modified.",
+        description="timestamp of when the record was last modified.",
         json_schema_extra={"format": "date-time"},
     )
 
@@ -194,10 +250,17 @@ class ErrorDetail(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     location: str | None = Field(
-        None, description="Where the error occurred, e.g. 'body.data.artifact'"
+        None,
+        description="Where the error occurred, e.g. 'body.data.artifact' or "
+        "'headers.ce_time' (docs/problems.md)",
+        json_schema_extra=_omittable,
     )
-    message: str | None = Field(None, description="Error message text")
-    value: Any = Field(None, description="The value at the given location")
+    message: str | None = Field(
+        None, description="Error message text", json_schema_extra=_omittable
+    )
+    value: Any = Field(
+        None, description="The value at the given location", json_schema_extra=_omittable
+    )
 
 
 class ErrorModel(BaseModel):
@@ -209,22 +272,45 @@ class ErrorModel(BaseModel):
         None,
         alias="$schema",
         description="A URL to the JSON Schema for this object.",
-        json_schema_extra={"format": "uri", "readOnly": True},
+        examples=[f"{SCHEMA_BASE_URI}error-model.schema.json"],
+        json_schema_extra=_omittable_with(format="uri", readOnly=True),
     )
     type: str = Field(
         "about:blank",
-        description="A URI reference to documentation for the problem type.",
+        description="A URI reference to human-readable documentation for the error "
+        "(docs/problems.md).",
+        examples=["https://ocitag-worker.dev/problems/invalid-data"],
         json_schema_extra={"format": "uri"},
     )
-    title: str | None = Field(None, description="Short summary of the problem type.")
-    status: int | None = Field(None, description="HTTP status code")
-    detail: str | None = Field(None, description="Explanation of this occurrence.")
+    title: str | None = Field(
+        None,
+        description="A short, human-readable summary of the problem type. This value should "
+        "not change between occurrences of the error.",
+        examples=["Invalid tag-moved data"],
+        json_schema_extra=_omittable,
+    )
+    status: int | None = Field(
+        None,
+        description="HTTP status code",
+        examples=[422],
+        json_schema_extra=_omittable_with(format="int64"),
+    )
+    detail: str | None = Field(
+        None,
+        description="A human-readable explanation specific to this occurrence of the problem.",
+        examples=["the tag-moved data breaks 1 rule: body.data.tag is required"],
+        json_schema_extra=_omittable,
+    )
     instance: str | None = Field(
         None,
-        description="URI of the input record, urn:kafka:<topic>:<partition>:<offset>",
-        json_schema_extra={"format": "uri"},
+        description="A URI reference that identifies the specific occurrence of the problem: "
+        "the input record, urn:kafka:<topic>:<partition>:<offset>.",
+        examples=["urn:kafka:ocitag.events:3:1234"],
+        json_schema_extra=_omittable_with(format="uri"),
     )
-    errors: list[ErrorDetail] | None = Field(None, description="Individual error details")
+    errors: list[ErrorDetail] | None = Field(
+        None, description="Optional list of individual error details", json_schema_extra=_nullable
+    )
 
 
 class _OutcomeBase(BaseModel):
@@ -243,6 +329,8 @@ class _OutcomeBase(BaseModel):
 class UpdatedOutcome(_OutcomeBase):
     """Outcome of an applied (or already applied) event: status 200."""
 
+    model_config = ConfigDict(json_schema_extra=_outcome_formats)
+
     type: Literal["ocitag.updated.v1"]
     datacontenttype: Literal["application/json"]
     status: Literal[200]
@@ -256,6 +344,8 @@ class UpdatedOutcome(_OutcomeBase):
 
 class RejectedOutcome(_OutcomeBase):
     """Outcome of a rejected event: status 400, 409, 412, 422 or 500."""
+
+    model_config = ConfigDict(json_schema_extra=_outcome_formats)
 
     type: Literal["ocitag.rejected.v1"]
     datacontenttype: Literal["application/problem+json"]

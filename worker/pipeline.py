@@ -310,6 +310,11 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         metrics.ASSIGNED_PARTITIONS.set(len(self._consumer.assignment()))
+        for tp in assigned:  # the lag gauge needs a committed offset from the start
+            with contextlib.suppress(KafkaError):
+                committed = await self._consumer.committed(tp)
+                if committed is not None:
+                    self._committed[tp] = committed
         self._health.assigned()
         log.info("partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
 

@@ -122,8 +122,8 @@ async def publish(
 ) -> list[tuple[str, int, int]]:
     """Send the events, wait for every acknowledgement; (id, partition, offset) each."""
     producer = AIOKafkaProducer(**client_options(settings), acks="all", enable_idempotence=True)
-    await producer.start()
     try:
+        await producer.start()
         futures = []
         for event in events:
             key, value, headers = to_record(event, mode)

@@ -53,9 +53,9 @@ async def watch(
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
     )
-    await consumer.start()
     printed = 0
     try:
+        await consumer.start()
         while count is None or printed < count:
             try:
                 record = await asyncio.wait_for(consumer.getone(), timeout=idle_timeout)

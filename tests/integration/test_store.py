@@ -101,7 +101,7 @@ class _SinglePool:
     def __init__(self, conn: object) -> None:
         self._conn = conn
 
-    def acquire(self) -> "_SinglePool":
+    def acquire(self) -> _SinglePool:
         return self
 
     async def __aenter__(self) -> object:

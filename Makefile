@@ -1,0 +1,72 @@
+# Two commands set everything up on a fresh machine: `make run` and `make test`.
+# Services: KAFKA_BOOTSTRAP_SERVERS/DATABASE_URL when set, else the local stack
+# (deploy/local/stack: a real Kafka broker and PostgreSQL server, no Docker needed).
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(CURDIR)/$(VENV)/bin
+STACK := deploy/local/stack
+PYTEST_ARGS ?=
+
+# Point at the local stack unless the environment names other servers.
+WITH_SERVICES = if [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ] || [ -z "$${DATABASE_URL:-}" ]; then \
+	$(STACK) up >&2 && eval "$$($(STACK) env)"; fi;
+
+.PHONY: install services run migrate test test-unit lint format fuzz faults faults-long bench bench-store bench-decode schemas down clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+services:
+	@$(WITH_SERVICES) echo "KAFKA_BOOTSTRAP_SERVERS=$$KAFKA_BOOTSTRAP_SERVERS DATABASE_URL=$$DATABASE_URL"
+
+migrate: install
+	@$(WITH_SERVICES) $(BIN)/ocitag-worker migrate
+
+run: install
+	@$(WITH_SERVICES) $(BIN)/ocitag-worker migrate && exec $(BIN)/ocitag-worker run
+
+lint: install
+	$(BIN)/ruff check worker tests bench
+	$(BIN)/ruff format --check worker tests bench
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format worker tests bench
+	$(BIN)/ruff check --fix worker tests bench
+
+# The whole suite on real services: the local stack is started here (the fixtures would
+# start it too) so that its start-up shows in the log before the tests.
+test: install lint
+	@if [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then $(STACK) up; fi
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+fuzz: install
+	OCITAG_FUZZ_RECORDS=$${OCITAG_FUZZ_RECORDS:-2000000} $(BIN)/pytest tests/unit/test_fuzz.py $(PYTEST_ARGS)
+
+faults: install
+	@$(STACK) up
+	$(BIN)/pytest tests/faults $(PYTEST_ARGS)
+
+faults-long: install
+	@$(STACK) up
+	OCITAG_FAULT_SEEDS=$${OCITAG_FAULT_SEEDS:-5} OCITAG_FAULT_EVENTS=$${OCITAG_FAULT_EVENTS:-50000} \
+		$(BIN)/pytest tests/faults $(PYTEST_ARGS)
+
+schemas: install
+	$(PY) -m worker.schemas schemas
+
+down:
+	$(STACK) down
+
+clean: down
+	rm -rf $(VENV) .cache

@@ -1,0 +1,114 @@
+"""Running the real worker in-process against the test's topics and database, publishing
+records and collecting outcomes through Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from worker.app import run
+from worker.kafka import ensure_topics
+from worker.settings import Settings
+
+Record = tuple[bytes | None, bytes, list[tuple[str, bytes]]]
+
+
+@dataclass
+class Received:
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    partition: int
+    offset: int
+
+    @property
+    def body(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.value)
+        return parsed
+
+
+@dataclass
+class Harness:
+    settings: Settings
+    task: asyncio.Task[None] | None = None
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def publish(
+        self, records: Sequence[Record], partition: int | None = None
+    ) -> list[tuple[int, int]]:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers, acks="all"
+        )
+        await producer.start()
+        try:
+            futures = [
+                await producer.send(
+                    self.settings.input_topic, value, key=key, headers=headers, partition=partition
+                )
+                for key, value, headers in records
+            ]
+            return [((m := await f).partition, m.offset) for f in futures]
+        finally:
+            await producer.stop()
+
+    async def collect(self, topic: str, count: int, timeout: float = 30.0) -> list[Received]:
+        """The first ``count`` records of a topic (from the beginning)."""
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            group_id=None,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        found: list[Received] = []
+        try:
+            async with asyncio.timeout(timeout):
+                while len(found) < count:
+                    batch = await consumer.getmany(timeout_ms=200)
+                    for records in batch.values():
+                        found.extend(
+                            Received(r.key, r.value, list(r.headers), r.partition, r.offset)
+                            for r in records
+                        )
+        except TimeoutError:
+            raise AssertionError(
+                f"only {len(found)} of {count} records on {topic} within {timeout} s"
+            ) from None
+        finally:
+            await consumer.stop()
+        return found
+
+    async def outcomes(self, count: int, timeout: float = 30.0) -> list[Received]:
+        return await self.collect(self.settings.outcome_topic, count, timeout)
+
+
+@contextlib.asynccontextmanager
+async def running_worker(settings: Settings) -> AsyncIterator[Harness]:
+    """The worker's own run(), in this event loop, stopped (drained) on exit."""
+    await ensure_topics(
+        settings, [settings.input_topic, settings.outcome_topic, settings.dlq_topic]
+    )
+    harness = Harness(settings)
+    harness.task = asyncio.create_task(run(settings, harness.stop, handle_signals=False))
+    try:
+        yield harness
+    finally:
+        harness.stop.set()
+        await asyncio.wait_for(harness.task, timeout=settings.shutdown_grace_seconds + 15)
+
+
+def structured(event: dict[str, Any], key: bytes | None = None) -> Record:
+    return key, json.dumps(event).encode(), [("content-type", b"application/cloudevents+json")]
+
+
+def binary(event: dict[str, Any], key: bytes | None = None) -> Record:
+    headers = [(f"ce_{k}", str(v).encode()) for k, v in event.items() if k != "data"]
+    headers.append(("content-type", b"application/json"))
+    return key, json.dumps(event["data"]).encode(), headers
