@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 WITH_SERVICES = if [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ] || [ -z "$${DATABASE_URL:-}" ]; then \
 	$(STACK) up >&2 && eval "$$($(STACK) env)"; fi;
 
-.PHONY: install services run migrate test test-unit lint format fuzz faults faults-long bench bench-store bench-decode schemas down clean
+.PHONY: install services run migrate test test-unit lint format fuzz faults faults-long bench bench-store bench-decode schemas check-schemas down clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -43,7 +43,7 @@ format: install
 
 # The whole suite on real services: the local stack is started here (the fixtures would
 # start it too) so that its start-up shows in the log before the tests.
-test: install lint
+test: install lint check-schemas
 	@if [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then $(STACK) up; fi
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -70,3 +70,14 @@ down:
 
 clean: down
 	rm -rf $(VENV) .cache
+
+# The contract documents: schemas/*.json in sync with worker/models.py, and
+# schemas/asyncapi.yaml valid per the AsyncAPI reference parser (@asyncapi/parser, pinned
+# by tools/package-lock.json; installed into tools/node_modules on first use or when the
+# lock changes). Needs Node.js >= 18 with npm.
+check-schemas: install
+	@command -v npm >/dev/null || { echo "check-schemas needs Node.js (>= 18) and npm" >&2; exit 1; }
+	@if [ ! tools/node_modules/.package-lock.json -nt tools/package-lock.json ]; then \
+		npm ci --prefix tools --ignore-scripts --no-audit --no-fund --loglevel=error; fi
+	$(PY) -m worker.schemas --check schemas
+	node tools/asyncapi-validate.mjs schemas/asyncapi.yaml

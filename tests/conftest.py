@@ -62,10 +62,16 @@ async def template_db(services: Services) -> str:
 @pytest.fixture
 async def database_url(services: Services, template_db: str) -> AsyncIterator[str]:
     name = f"ocitag_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(with_database(services.database_url, "postgres"))
+    admin_url = with_database(services.database_url, "postgres")
+    admin = await asyncpg.connect(admin_url)
     try:
         await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
-        yield with_database(services.database_url, name)
+    finally:
+        await admin.close()
+    yield with_database(services.database_url, name)
+    # a new connection: the test may have restarted the server meanwhile
+    admin = await asyncpg.connect(admin_url)
+    try:
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         await admin.close()

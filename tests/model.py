@@ -7,6 +7,7 @@ outcome and keeps the rows the database should hold.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -41,12 +42,21 @@ class Model:
     seen: dict[tuple[str, str], tuple[bytes, Summary]] = field(default_factory=dict)
 
     def deliver(self, e: TagMoved) -> Summary:
-        first = self.seen.get((e.source, e.id))
+        return self._once(e.source, e.id, e.fingerprint, lambda: self._decide(e))
+
+    def deliver_invalid(self, source: str, event_id: str, fingerprint: bytes) -> Summary:
+        """A decodable event whose data breaks a rule (422), recorded like any other."""
+        return self._once(source, event_id, fingerprint, lambda: Summary(422))
+
+    def _once(
+        self, source: str, event_id: str, fingerprint: bytes, decide: Callable[[], Summary]
+    ) -> Summary:
+        first = self.seen.get((source, event_id))
         if first is not None:
-            fingerprint, summary = first
-            return summary if fingerprint == e.fingerprint else Summary(409, reason="id-reused")
-        summary = self._decide(e)
-        self.seen[(e.source, e.id)] = (e.fingerprint, summary)
+            seen_print, summary = first
+            return summary if seen_print == fingerprint else Summary(409, reason="id-reused")
+        summary = decide()
+        self.seen[(source, event_id)] = (fingerprint, summary)
         return summary
 
     def _decide(self, e: TagMoved) -> Summary:

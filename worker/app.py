@@ -25,7 +25,13 @@ from worker.db import classify_db_error, open_pool
 from worker.errors import FatalError, TransientError
 from worker.health import Check, Health
 from worker.http import serve
-from worker.kafka import Producer, classify_kafka_error, client_options, ensure_topics
+from worker.kafka import (
+    Producer,
+    check_connection,
+    classify_kafka_error,
+    client_options,
+    ensure_topics,
+)
 from worker.migrate import check_schema
 from worker.outcomes import OutcomeContext
 from worker.pipeline import Backoff, Pipeline
@@ -79,6 +85,7 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
             settings.db_pool_min_size,
             settings.db_pool_max_size,
             settings.db_command_timeout_seconds,
+            settings.db_idle_in_transaction_timeout_seconds,
         )
 
     def classify(exc: BaseException) -> Exception:
@@ -171,6 +178,13 @@ async def _run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
         def kafka_classify(exc: BaseException) -> Exception:
             return classify_kafka_error(exc, "connecting")
 
+        await wait_for_service(
+            "Kafka",
+            "KAFKA_BOOTSTRAP_SERVERS",
+            lambda: check_connection(settings),
+            settings,
+            kafka_classify,
+        )
         topics = [settings.input_topic, settings.outcome_topic, settings.dlq_topic]
         await wait_for_service(
             "Kafka",

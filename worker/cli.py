@@ -35,7 +35,7 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
             flag_name(name),
             dest=f"setting_{name}",
             metavar="VALUE",
-            help=f"{env_name(name)} (default: {shown})",
+            help=f"{env_name(name)}: {field.description} (default: {shown})",
         )
 
 

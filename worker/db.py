@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
@@ -35,12 +36,31 @@ def classify_db_error(exc: BaseException) -> Exception:
         if code.startswith(_FATAL_CLASSES) or code in _FATAL_CODES:
             return FatalError(f"PostgreSQL refused the worker: {exc} (check DATABASE_URL)")
         return PermanentError(f"{type(exc).__name__}: {exc}")
+    # before OSError (its base): a server certificate that sslrootcert/sslmode reject (wrong
+    # CA, host name mismatch) does not get better by retrying
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return FatalError(
+            f"PostgreSQL's TLS certificate was rejected: {exc} (check sslmode and sslrootcert "
+            "in DATABASE_URL)"
+        )
     if isinstance(exc, OSError | asyncio.TimeoutError | asyncpg.InterfaceError):
         return TransientError("db_connection", f"{type(exc).__name__}: {exc}")
     return PermanentError(f"{type(exc).__name__}: {exc}")
 
 
-async def open_pool(dsn: str, min_size: int, max_size: int, command_timeout: float) -> asyncpg.Pool:
+async def open_pool(
+    dsn: str, min_size: int, max_size: int, command_timeout: float, idle_in_transaction: float
+) -> asyncpg.Pool:
+    # A worker frozen mid-transaction (a zombie) must not hold its claims and row locks
+    # for ever: PostgreSQL ends such a session, the live owner of the partition goes on.
     return await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, command_timeout=command_timeout, timeout=10
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        command_timeout=command_timeout,
+        timeout=10,
+        server_settings={
+            "idle_in_transaction_session_timeout": str(int(idle_in_transaction * 1000)),
+            "application_name": "ocitag-worker",
+        },
     )

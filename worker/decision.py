@@ -103,7 +103,7 @@ def _superseded(stored: TagRecord, event: TagMoved) -> Problem:
         f"id {stored.last_event_id}); events are ordered by (time, source, id)",
         (
             ErrorItem(
-                "body.time",
+                event.attribute_location("time"),
                 "must be later than the time of the last applied event "
                 f"({format_rfc3339(stored.last_modified_on)})",
                 format_rfc3339(event.time),
@@ -119,7 +119,7 @@ def _preconditions(stored: TagRecord | None, event: TagMoved) -> tuple[ErrorItem
         if current != event.previous_artifact:
             items.append(
                 ErrorItem(
-                    "body.data.previous_artifact",
+                    event.data_location("previous_artifact"),
                     f"{event.ocitag_id} points at {current or 'nothing (no record)'}, not at "
                     "previous_artifact",
                     event.previous_artifact,
@@ -130,7 +130,7 @@ def _preconditions(stored: TagRecord | None, event: TagMoved) -> tuple[ErrorItem
         if version != event.expected_version:
             items.append(
                 ErrorItem(
-                    "body.data.expected_version",
+                    event.data_location("expected_version"),
                     f"{event.ocitag_id} is at version {version}, not at expected_version",
                     event.expected_version,
                 )

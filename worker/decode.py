@@ -31,8 +31,12 @@ _FINGERPRINTED = ("specversion", "id", "source", "type", "time", "subject")
 
 
 class _NotDecodableError(Exception):
-    def __init__(self, problem: Problem) -> None:
+    def __init__(
+        self, problem: Problem, source: str | None = None, event_id: str | None = None
+    ) -> None:
         self.problem = problem
+        self.source = source
+        self.event_id = event_id
 
 
 def decode(record: RawRecord, max_bytes: int) -> Decoded:
@@ -40,7 +44,7 @@ def decode(record: RawRecord, max_bytes: int) -> Decoded:
     try:
         return _decode(record, max_bytes)
     except _NotDecodableError as exc:
-        return Undecodable(exc.problem)
+        return Undecodable(exc.problem, exc.source, exc.event_id)
     except Exception as exc:
         return Undecodable(
             Problem(ProblemKind.UNDECODABLE, f"record could not be decoded: {type(exc).__name__}")
@@ -202,6 +206,13 @@ def _envelope(attributes: dict[str, Any], prefix: str) -> EventAttributes:
         envelope = EventAttributes.model_validate(attributes)
     except ValidationError as exc:
         items = _items(exc, prefix, attributes)
+        broken = {item.location for item in items}
+        source, event_id = attributes.get("source"), attributes.get("id")
+        known = (
+            isinstance(source, str)
+            and isinstance(event_id, str)
+            and not broken & {_location(prefix, ("source",)), _location(prefix, ("id",))}
+        )
         raise _NotDecodableError(
             Problem(
                 ProblemKind.INVALID_ENVELOPE,
@@ -211,6 +222,8 @@ def _envelope(attributes: dict[str, Any], prefix: str) -> EventAttributes:
                 + "; ".join(f"{i.location} {i.message}" for i in items),
                 tuple(items),
             ),
+            source if known else None,
+            event_id if known else None,
         ) from None
     if envelope.type != EVENT_TYPE:
         raise _NotDecodableError(
@@ -223,7 +236,9 @@ def _envelope(attributes: dict[str, Any], prefix: str) -> EventAttributes:
                         _location(prefix, ("type",)), f"must be '{EVENT_TYPE}'", envelope.type
                     ),
                 ),
-            )
+            ),
+            envelope.source,
+            envelope.id,
         )
     return envelope
 
@@ -262,6 +277,7 @@ def _event(
             id=envelope.id,
             fingerprint=print_,
             subject=canonical_id,
+            binary=prefix == "body",
             problem=Problem(
                 ProblemKind.INVALID_DATA,
                 f"the tag-moved data breaks {len(items)} rule{'s' if len(items) > 1 else ''}: "
@@ -280,6 +296,7 @@ def _event(
         actor=parsed.actor if parsed.actor is not None else envelope.source,
         previous_artifact=parsed.previous_artifact,
         expected_version=parsed.expected_version,
+        binary=prefix == "body",
     )
 
 

@@ -3,12 +3,17 @@ that is not an event at all. Plain frozen data; no behaviour beyond derived name
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from worker.problems import Problem
 
 OrderKey = tuple[datetime, str, str]
+
+
+def attribute_location(name: str, binary: bool) -> str:
+    """Where a CloudEvents attribute is in the record: a ce_ header or the body."""
+    return f"headers.ce_{name}" if binary else f"body.{name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +48,18 @@ class TagMoved:
     actor: str
     previous_artifact: str | None
     expected_version: int | None
+    #: arrived in binary content mode: problem locations point at headers, not body
+    binary: bool = field(default=False, compare=False)
 
     @property
     def ocitag_id(self) -> str:
         return f"{self.repository}:{self.tag}"
+
+    def attribute_location(self, name: str) -> str:
+        return attribute_location(name, self.binary)
+
+    def data_location(self, member: str) -> str:
+        return f"body.{member}" if self.binary else f"body.data.{member}"
 
     @property
     def order_key(self) -> OrderKey:
@@ -67,6 +80,10 @@ class Invalid:
     fingerprint: bytes
     subject: str | None
     problem: Problem
+    binary: bool = field(default=False, compare=False)
+
+    def attribute_location(self, name: str) -> str:
+        return attribute_location(name, self.binary)
 
 
 @dataclass(frozen=True, slots=True)

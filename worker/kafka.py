@@ -4,12 +4,14 @@ outcome producer, and what a Kafka error means for the loop (retry, reject, stop
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.conn import create_conn
 from aiokafka.errors import (
     AuthenticationFailedError,
     ClusterAuthorizationFailedError,
@@ -19,6 +21,7 @@ from aiokafka.errors import (
     KafkaTimeoutError,
     NoBrokersAvailable,
     NodeNotReadyError,
+    SaslAuthenticationFailed,
     TopicAuthorizationFailedError,
     UnsupportedSaslMechanismError,
 )
@@ -33,6 +36,8 @@ log = structlog.get_logger("worker.kafka")
 _TOPIC_ALREADY_EXISTS = 36
 _FATAL = (
     AuthenticationFailedError,
+    SaslAuthenticationFailed,
+    ssl.SSLCertVerificationError,
     UnsupportedSaslMechanismError,
     TopicAuthorizationFailedError,
     GroupAuthorizationFailedError,
@@ -88,6 +93,35 @@ def classify_kafka_error(exc: BaseException, what: str) -> Exception:
     ) or (isinstance(exc, KafkaError) and exc.retriable):
         return TransientError(f"kafka_{type(exc).__name__}", f"{what}: {exc}")
     return PermanentError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+async def check_connection(settings: Settings) -> None:
+    """Connect and authenticate to one bootstrap server directly. The clients' own
+    bootstrap turns an authentication failure into a generic connection error, which
+    would be retried until the start-up timeout: this tells the two apart."""
+    options = client_options(settings)
+    last: BaseException | None = None
+    for server in settings.kafka_bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            conn = await create_conn(
+                host.strip("[]"),
+                int(port),
+                ssl_context=options.get("ssl_context"),
+                security_protocol=settings.kafka_security_protocol,
+                sasl_mechanism=options.get("sasl_mechanism", "PLAIN"),
+                sasl_plain_username=options.get("sasl_plain_username"),
+                sasl_plain_password=options.get("sasl_plain_password"),
+                request_timeout_ms=10_000,
+            )
+        except Exception as exc:
+            if isinstance(classify_kafka_error(exc, "connecting"), FatalError):
+                raise classify_kafka_error(exc, "authenticating") from exc
+            last = exc
+            continue
+        conn.close()
+        return
+    raise KafkaConnectionError(f"no bootstrap server answered: {last}")
 
 
 async def ensure_topics(settings: Settings, names: Sequence[str]) -> list[str]:

@@ -38,7 +38,7 @@ from worker.kafka import Producer, classify_kafka_error
 from worker.outcomes import Outcome, OutcomeContext, record_outcome_id, rejection
 from worker.plan import Item, internal_outcome
 from worker.settings import Settings
-from worker.store import Store
+from worker.store import EventStore
 
 log = structlog.get_logger("worker.pipeline")
 T = TypeVar("T")
@@ -93,7 +93,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         settings: Settings,
         consumer: AIOKafkaConsumer,
         producer: Producer,
-        store: Store,
+        store: EventStore,
         health: Health,
     ) -> None:
         self._settings = settings
@@ -106,6 +106,9 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         self._committed: dict[TopicPartition, int] = {}
         self._fatal: BaseException | None = None
         self._stopping = False
+        self._fetch_backoff = Backoff(
+            settings.retry_backoff_initial_seconds, settings.retry_backoff_max_seconds
+        )
 
     # ---- the poll loop
 
@@ -115,10 +118,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             while not stop.is_set() and self._fatal is None:
                 self._health.loop_beat()
                 self._flow_control()
-                fetched = await self._consumer.getmany(
-                    timeout_ms=self._settings.poll_timeout_ms,
-                    max_records=self._settings.max_batch_records,
-                )
+                fetched = await self._fetch()
                 now = time.monotonic()
                 for tp, records in fetched.items():
                     if records:
@@ -128,6 +128,25 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             await self.drain(self._settings.shutdown_grace_seconds)
         if self._fatal is not None:
             raise self._fatal
+
+    async def _fetch(self) -> dict[TopicPartition, list[Any]]:
+        """One poll. A broker that is away makes it fail: wait a little and poll again
+        (the consumer reconnects by itself); anything else is a fatal error."""
+        try:
+            fetched: dict[TopicPartition, list[Any]] = await self._consumer.getmany(
+                timeout_ms=self._settings.poll_timeout_ms,
+                max_records=self._settings.max_batch_records,
+            )
+            self._fetch_backoff.attempt = 0
+            return fetched
+        except KafkaError as exc:
+            error = classify_kafka_error(exc, "fetching")
+            if not isinstance(error, TransientError):
+                raise error from exc
+            metrics.KAFKA_RETRIES.labels(cause=error.cause).inc()
+            log.warning("fetch_failed", error=str(exc), attempt=self._fetch_backoff.attempt)
+            await asyncio.sleep(self._fetch_backoff.next_delay())
+            return {}
 
     def _flow_control(self) -> None:
         """Pause partitions with a batch in flight; pause all while the cap is reached."""
@@ -216,11 +235,10 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _apply(self, items: Sequence[Item], processed_at: datetime) -> list[Outcome]:
         try:
             return await self._store.apply(items, processed_at)
-        except PermanentError:
-            if len(items) == 1:
-                raise
-        # One event of the batch is refused by the database: find it by applying one at
-        # a time, reject it alone, and move on with the others.
+        except PermanentError as exc:
+            log.warning("batch_refused", error=str(exc)[:300], records=len(items))
+        # An event of the batch is refused by the database: find it by applying one at
+        # a time, reject it alone (500), and move on with the others.
         outcomes = []
         for item in items:
             try:
@@ -251,7 +269,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             ("ocitag_dlq_partition", str(raw.partition).encode()),
             ("ocitag_dlq_offset", str(raw.offset).encode()),
             ("ocitag_dlq_status", str(event.problem.status).encode()),
-            ("ocitag_dlq_reason", event.problem.detail.encode("utf-8", "backslashreplace")[:1000]),
+            ("ocitag_dlq_reason", _truncate_utf8(event.problem.detail, 1000)),
         ]
         return (self._settings.dlq_topic, raw.key, raw.value or b"", headers)
 
@@ -354,6 +372,11 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             committed = self._committed.get(tp)
             if end is not None and committed is not None:
                 metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, end - committed))
+
+
+def _truncate_utf8(text: str, limit: int) -> bytes:
+    """At most ``limit`` bytes of UTF-8, never cutting a character in two."""
+    return text.encode("utf-8", "backslashreplace")[:limit].decode("utf-8", "ignore").encode()
 
 
 def _log_event(raw: RawRecord, event: object, outcome: Outcome, seconds: float) -> None:

@@ -128,7 +128,13 @@ def repeat_outcome(
         f"event (source {source}, id {event_id}) was first processed at "
         f"{format_rfc3339(first_processed_at)} with different content; a new event needs a "
         "new id",
-        (ErrorItem("body.id", "must be unique per source for different content", event_id),),
+        (
+            ErrorItem(
+                item.event.attribute_location("id"),
+                "must be unique per source for different content",
+                event_id,
+            ),
+        ),
     )
     return _rejected(ctx, item, Rejected(problem), first_processed_at)
 

@@ -81,66 +81,172 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="forbid", validate_default=True)
 
     # --- where things are
-    kafka_bootstrap_servers: str = Field("localhost:9092", min_length=1)
-    database_url: SecretStr = SecretStr("postgresql://postgres@localhost:5432/ocitags")
-    input_topic: str = Field("ocitag.events", pattern=r"^[A-Za-z0-9._-]{1,249}$")
-    outcome_topic: str = Field("ocitag.outcomes", pattern=r"^[A-Za-z0-9._-]{1,249}$")
-    dlq_topic: str = Field("ocitag.events.dlq", pattern=r"^[A-Za-z0-9._-]{1,249}$")
-    group_id: str = Field("ocitag-worker", min_length=1)
-    http_host: str = "0.0.0.0"  # noqa: S104 - probes and scrapes come from outside the pod
-    http_port: int = Field(9400, ge=0, le=65535)
+    kafka_bootstrap_servers: str = Field(
+        "localhost:9092", min_length=1, description="Kafka brokers, host:port[,host:port…]"
+    )
+    database_url: SecretStr = Field(
+        SecretStr("postgresql://postgres@localhost:5432/ocitags"),
+        description="PostgreSQL URL (libpq form; sslmode/sslrootcert go in its query string)",
+    )
+    input_topic: str = Field(
+        "ocitag.events", pattern=r"^[A-Za-z0-9._-]{1,249}$", description="Topic of tag-moved events"
+    )
+    outcome_topic: str = Field(
+        "ocitag.outcomes",
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description="Topic the outcomes are published to",
+    )
+    dlq_topic: str = Field(
+        "ocitag.events.dlq",
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description="Dead-letter topic for undecodable records (400)",
+    )
+    group_id: str = Field("ocitag-worker", min_length=1, description="Kafka consumer group")
+    http_host: str = Field(
+        "0.0.0.0", description="Address of the HTTP server (/metrics, /healthz, /readyz)"
+    )  # noqa: S104 - probes and scrapes come from outside the pod
+    http_port: int = Field(
+        9400, ge=0, le=65535, description="Port of the HTTP server; 0 turns it off"
+    )
 
     # --- topics
-    create_topics: bool = True
-    topic_partitions: int = Field(6, ge=1, le=10_000)
-    topic_replication_factor: int = Field(-1, ge=-1, le=32)
+    create_topics: bool = Field(
+        True, description="Create missing topics at start (else fail naming the missing one)"
+    )
+    topic_partitions: int = Field(
+        6, ge=1, le=10_000, description="Partitions of topics the worker creates"
+    )
+    topic_replication_factor: int = Field(
+        -1,
+        ge=-1,
+        le=32,
+        description="Replication factor of created topics; -1 = the broker's default",
+    )
 
     # --- contract
-    worker_source: str = Field("urn:ocitag-worker", min_length=1)
-    problem_base_uri: str = Field("https://ocitag-worker.dev/problems/", min_length=1)
-    max_event_bytes: int = Field(65_536, ge=1_024, le=1_048_576)
+    worker_source: str = Field(
+        "urn:ocitag-worker",
+        min_length=1,
+        description="CloudEvents `source` of outcomes (keep it stable: replays must be identical)",
+    )
+    problem_base_uri: str = Field(
+        "https://ocitag-worker.dev/problems/",
+        min_length=1,
+        description="Base of problem `type` URIs (the slug is appended)",
+    )
+    max_event_bytes: int = Field(
+        65_536,
+        ge=1_024,
+        le=1_048_576,
+        description="Largest record value accepted; larger ones are rejected (400)",
+    )
 
     # --- throughput and flow control
-    max_batch_records: int = Field(500, ge=1, le=10_000)
-    max_in_flight_records: int = Field(5_000, ge=1, le=1_000_000)
-    fetch_max_bytes: int = Field(16_777_216, ge=65_536)
-    max_partition_fetch_bytes: int = Field(1_048_576, ge=65_536)
-    poll_timeout_ms: int = Field(200, ge=1, le=10_000)
+    max_batch_records: int = Field(
+        500,
+        ge=1,
+        le=10_000,
+        description="Most records fetched per poll (and so per partition batch)",
+    )
+    max_in_flight_records: int = Field(
+        5_000,
+        ge=1,
+        le=1_000_000,
+        description="Cap on fetched records not yet committed; fetching pauses above it",
+    )
+    fetch_max_bytes: int = Field(16_777_216, ge=65_536, description="Consumer fetch.max.bytes")
+    max_partition_fetch_bytes: int = Field(
+        1_048_576, ge=65_536, description="Consumer max.partition.fetch.bytes"
+    )
+    poll_timeout_ms: int = Field(
+        200, ge=1, le=10_000, description="Longest wait of one poll when there is nothing to fetch"
+    )
 
     # --- group membership
-    session_timeout_ms: int = Field(10_000, ge=1_000)
-    heartbeat_interval_ms: int = Field(3_000, ge=100)
-    max_poll_interval_ms: int = Field(300_000, ge=1_000)
+    session_timeout_ms: int = Field(10_000, ge=1_000, description="Consumer group session timeout")
+    heartbeat_interval_ms: int = Field(
+        3_000, ge=100, description="Consumer group heartbeat interval"
+    )
+    max_poll_interval_ms: int = Field(
+        300_000, ge=1_000, description="Consumer max.poll.interval.ms (the loop polls continuously)"
+    )
 
     # --- faults and shutdown
-    retry_backoff_initial_seconds: float = Field(0.2, gt=0, le=60)
-    retry_backoff_max_seconds: float = Field(30.0, gt=0, le=600)
-    shutdown_grace_seconds: float = Field(20.0, gt=0, le=3_600)
-    startup_timeout_seconds: float = Field(60.0, ge=0, le=3_600)
-    liveness_timeout_seconds: float = Field(60.0, gt=0)
+    retry_backoff_initial_seconds: float = Field(
+        0.2, gt=0, le=60, description="First backoff after a transient fault"
+    )
+    retry_backoff_max_seconds: float = Field(
+        30.0, gt=0, le=600, description="Cap of the exponential backoff (with jitter)"
+    )
+    shutdown_grace_seconds: float = Field(
+        20.0,
+        gt=0,
+        le=3_600,
+        description="Time SIGTERM gives in-flight batches to finish and commit",
+    )
+    startup_timeout_seconds: float = Field(
+        60.0,
+        ge=0,
+        le=3_600,
+        description="How long start-up waits for Kafka and PostgreSQL before failing",
+    )
+    liveness_timeout_seconds: float = Field(
+        60.0, gt=0, description="/healthz fails when the poll loop has not run for this long"
+    )
 
     # --- database
-    db_password: SecretStr | None = None
-    db_pool_min_size: int = Field(2, ge=1, le=100)
-    db_pool_max_size: int = Field(10, ge=1, le=100)
-    db_command_timeout_seconds: float = Field(30.0, gt=0)
-    processed_retention_seconds: int = Field(604_800, ge=60)
-    prune_interval_seconds: float = Field(300.0, gt=0)
+    db_password: SecretStr | None = Field(
+        None, description="PostgreSQL password, replacing the one in DATABASE_URL (secret)"
+    )
+    db_pool_min_size: int = Field(2, ge=1, le=100, description="Connections kept open")
+    db_pool_max_size: int = Field(
+        10, ge=1, le=100, description="Most connections (one per partition batch in flight)"
+    )
+    db_command_timeout_seconds: float = Field(
+        30.0, gt=0, description="Timeout of one SQL statement"
+    )
+    db_idle_in_transaction_timeout_seconds: float = Field(
+        15.0,
+        ge=1,
+        description="PostgreSQL ends a session idle in a transaction this long (a frozen worker's locks are freed)",
+    )
+    processed_retention_seconds: int = Field(
+        604_800, ge=60, description="How long processed-event records (idempotency) are kept"
+    )
+    prune_interval_seconds: float = Field(
+        300.0, gt=0, description="How often expired processed-event records are deleted"
+    )
 
     # --- Kafka security
-    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
-    kafka_sasl_mechanism: SaslMechanism = "PLAIN"
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
-    kafka_ssl_cafile: Path | None = None
-    kafka_ssl_certfile: Path | None = None
-    kafka_ssl_keyfile: Path | None = None
-    kafka_ssl_key_password: SecretStr | None = None
-    kafka_ssl_check_hostname: bool = True
+    kafka_security_protocol: SecurityProtocol = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+    )
+    kafka_sasl_mechanism: SaslMechanism = Field(
+        "PLAIN", description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (secret)")
+    kafka_ssl_cafile: Path | None = Field(
+        None, description="CA certificate(s) to verify the brokers (PEM)"
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        None, description="Client certificate for mutual TLS (PEM)"
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        None, description="Client private key for mutual TLS (PEM)"
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(
+        None, description="Password of the client key (secret)"
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        True, description="Verify the broker's host name against its certificate"
+    )
 
     # --- logs
-    log_level: LogLevel = "info"
-    log_format: LogFormat = "auto"
+    log_level: LogLevel = Field("info", description="debug, info, warning or error")
+    log_format: LogFormat = Field(
+        "auto", description="auto (console on a terminal, JSON lines otherwise), json or console"
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Protocol
 
 import asyncpg
 
@@ -104,6 +105,14 @@ WHERE ctid = ANY(ARRAY(
     SELECT ctid FROM processed_events WHERE processed_at < now() - $1::interval LIMIT $2
 ))
 """
+
+
+class EventStore(Protocol):
+    """What the pipeline needs of a store (the real one below; fakes in unit tests)."""
+
+    async def apply(self, items: Sequence[Item], processed_at: datetime) -> list[Outcome]: ...
+
+    async def ping(self) -> None: ...
 
 
 class Store:

@@ -175,3 +175,19 @@ def test_without_preconditions_the_greatest_key_wins_in_any_order(
             best.time,
             best.actor,
         )
+
+
+def test_binary_events_point_problems_at_headers_and_body() -> None:
+    from dataclasses import replace
+
+    late = replace(make_event("v1", digest(2), T0), binary=True)
+    decision = decide(record(), late)
+    assert (
+        isinstance(decision, Rejected) and decision.problem.errors[0].location == "headers.ce_time"
+    )
+    conditional = replace(make_event("v1", digest(2), T2, expected_version=9), binary=True)
+    decision = decide(record(), conditional)
+    assert (
+        isinstance(decision, Rejected)
+        and decision.problem.errors[0].location == "body.expected_version"
+    )

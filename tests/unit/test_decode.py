@@ -321,3 +321,22 @@ def test_any_data_member_replaced_by_any_json_gives_a_decision(
 ) -> None:
     decoded = decode(structured(dict(body, data=dict(body["data"], **{name: value}))), LIMIT)
     assert isinstance(decoded, TagMoved | Invalid | Undecodable)
+
+
+def test_400_outcomes_name_the_cause_when_id_and_source_are_known() -> None:
+    unknown = decode(structured(event(type="com.example.other")), LIMIT)
+    bad_time = decode(structured(event(time="noon")), LIMIT)
+    bad_id = decode(structured(event(id="")), LIMIT)
+    assert isinstance(unknown, Undecodable) and (unknown.source, unknown.id) == (
+        "https://registry.example.com/webhook",
+        "evt-1",
+    )
+    assert isinstance(bad_time, Undecodable) and bad_time.id == "evt-1"
+    assert isinstance(bad_id, Undecodable) and (bad_id.source, bad_id.id) == (None, None)
+
+
+def test_binary_mode_is_remembered_for_problem_locations() -> None:
+    decoded = decode(binary(event()), LIMIT)
+    assert isinstance(decoded, TagMoved) and decoded.binary
+    assert decoded.attribute_location("time") == "headers.ce_time"
+    assert decoded.data_location("expected_version") == "body.expected_version"

@@ -1,0 +1,380 @@
+"""The contract documents in schemas/ and docs/: generated schemas in sync with the
+models, the seed's OCITag and ErrorModel kept, the problem catalogue complete, and the
+AsyncAPI document's channels, messages and examples consistent with the schema files.
+(Full AsyncAPI validation, with the reference parser, is ``make check-schemas``.)
+
+The helpers here (registries and validators) are used by
+tests/integration/test_schemas_e2e.py too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from jsonschema import Draft202012Validator
+from referencing import Registry
+from referencing.jsonschema import DRAFT202012
+
+from worker.models import (
+    SCHEMA_BASE_URI,
+    RejectedOutcome,
+    TagMovedData,
+    TagMovedEvent,
+    UpdatedOutcome,
+)
+from worker.problems import ProblemKind
+from worker.schemas import DRAFT, generate, render
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMAS = REPO / "schemas"
+SEED = SCHEMAS / "seed" / "ocitag-api.yaml"
+SHARED_SEED = REPO.parent / "shared" / "seed"
+ASYNCAPI = SCHEMAS / "asyncapi.yaml"
+PROBLEMS = REPO / "docs" / "problems.md"
+PROBLEM_BASE = "https://ocitag-worker.dev/problems/"
+#: where the seed and the AsyncAPI document live for $ref resolution
+SEED_URI = "urn:ocitag-worker:seed:ocitag-api"
+ASYNCAPI_URI = SCHEMA_BASE_URI + "asyncapi.yaml"
+SEED_SCHEMA_FILES = {"OCITag": "ocitag.schema.json", "ErrorModel": "error-model.schema.json"}
+CHANNELS = {
+    "ocitag.events": {"ocitag.moved.v1.structured", "ocitag.moved.v1.binary"},
+    "ocitag.outcomes": {"ocitag.updated.v1", "ocitag.rejected.v1"},
+    "ocitag.events.dlq": {"ocitag.dead-letter"},
+}
+
+# ---- shared helpers
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(loaded, dict), path
+    return loaded
+
+
+def schema_file(name: str) -> dict[str, Any]:
+    loaded = json.loads((SCHEMAS / name).read_text(encoding="utf-8"))
+    assert isinstance(loaded, dict), name
+    return loaded
+
+
+def seed_components() -> dict[str, dict[str, Any]]:
+    schemas: dict[str, dict[str, Any]] = load_yaml(SEED)["components"]["schemas"]
+    return schemas
+
+
+@cache
+def registry() -> Registry[Any]:
+    """The schema files (by their $id), the seed's OpenAPI document and the AsyncAPI
+    document, so that every $ref of any of them resolves offline. The AsyncAPI document
+    sits beside the schema files, so its relative file references land on their $ids."""
+    resources = [
+        (schema["$id"], DRAFT202012.create_resource(schema))
+        for schema in (schema_file(name) for name in generate())
+    ]
+    resources.append((SEED_URI, DRAFT202012.create_resource(load_yaml(SEED))))
+    resources.append((ASYNCAPI_URI, DRAFT202012.create_resource(load_yaml(ASYNCAPI))))
+    registry: Registry[Any] = Registry().with_resources(resources)
+    return registry.crawl()
+
+
+def validator(ref: str) -> Draft202012Validator:
+    """A validator (formats checked) for the schema at an absolute URI, e.g.
+    ``SCHEMA_BASE_URI + "ocitag.schema.json"`` or ``SEED_URI + "#/components/schemas/OCITag"``."""
+    return Draft202012Validator(
+        {"$schema": DRAFT, "$ref": ref},
+        registry=registry(),
+        format_checker=Draft202012Validator.FORMAT_CHECKER,
+    )
+
+
+def schema_validator(name: str) -> Draft202012Validator:
+    return validator(SCHEMA_BASE_URI + name)
+
+
+def seed_validator(component: str) -> Draft202012Validator:
+    return validator(f"{SEED_URI}#/components/schemas/{component}")
+
+
+def asyncapi_validator(pointer: str) -> Draft202012Validator:
+    """For a schema inside the AsyncAPI document, e.g. ``/components/messages/x/payload``."""
+    return validator(f"{ASYNCAPI_URI}#{pointer}")
+
+
+def errors_of(validator: Draft202012Validator, instance: Any) -> list[str]:
+    return [
+        f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
+        for e in validator.iter_errors(instance)
+    ]
+
+
+def yaml_blocks(text: str) -> list[str]:
+    """The ````yaml fenced blocks of a seed page."""
+    return re.findall(r"^````yaml[^\n]*\n(.*?)^````", text, re.MULTILINE | re.DOTALL)
+
+
+# ---- generated schema files
+
+
+def test_schema_files_are_in_sync_with_the_models() -> None:
+    stale = [
+        name
+        for name, schema in generate().items()
+        if not (SCHEMAS / name).is_file()
+        or (SCHEMAS / name).read_text(encoding="utf-8") != render(schema)
+    ]
+    assert not stale, f"{', '.join(stale)} out of date with worker/models.py: run make schemas"
+    generated = {path.name for path in SCHEMAS.glob("*.schema.json")}
+    assert generated == set(generate()), "schemas/ holds a schema file the models do not make"
+
+
+def test_generation_is_deterministic() -> None:
+    assert {n: render(s) for n, s in generate().items()} == {
+        n: render(s) for n, s in generate().items()
+    }
+
+
+@pytest.mark.parametrize("name", sorted(generate()))
+def test_each_schema_file_is_a_draft_2020_12_schema_with_id_title_description(
+    name: str,
+) -> None:
+    schema = schema_file(name)
+    assert schema["$schema"] == DRAFT
+    assert schema["$id"] == SCHEMA_BASE_URI + name
+    assert schema["title"]
+    assert schema["description"]
+    Draft202012Validator.check_schema(schema)
+
+
+@pytest.mark.parametrize(("component", "name"), sorted(SEED_SCHEMA_FILES.items()))
+def test_seed_records_keep_the_seed_members_required_list_and_closed_objects(
+    component: str, name: str
+) -> None:
+    seed = seed_components()[component]
+    ours = schema_file(name)
+    assert set(ours["properties"]) == set(seed["properties"])
+    assert ours.get("required", []) == seed.get("required", [])
+    assert ours["additionalProperties"] is False
+    assert seed["additionalProperties"] is False
+    assert ours["type"] == seed["type"] == "object"
+    for member, spec in seed["properties"].items():
+        for keyword in ("type", "format", "readOnly", "default"):
+            assert ours["properties"][member].get(keyword) == spec.get(keyword), (
+                component,
+                member,
+                keyword,
+            )
+
+
+def test_the_schema_member_is_named_dollar_schema_read_only_uri_and_optional() -> None:
+    for name in SEED_SCHEMA_FILES.values():
+        member = schema_file(name)["properties"]["$schema"]
+        assert (member["type"], member["format"], member["readOnly"]) == ("string", "uri", True)
+        assert "$schema" not in schema_file(name).get("required", [])
+
+
+def test_error_detail_keeps_the_seed_members() -> None:
+    seed = seed_components()["ErrorDetail"]
+    ours = schema_file("error-model.schema.json")["$defs"]["ErrorDetail"]
+    assert set(ours["properties"]) == set(seed["properties"])
+    assert ours["additionalProperties"] is False
+    assert ours.get("required", []) == seed.get("required", [])
+    errors = schema_file("error-model.schema.json")["properties"]["errors"]
+    assert errors["type"] == ["array", "null"]
+    assert errors["items"] == {"$ref": "#/$defs/ErrorDetail"}
+
+
+def test_outcome_schemas_embed_the_seed_records() -> None:
+    updated = schema_file("outcome-updated.schema.json")
+    rejected = schema_file("outcome-rejected.schema.json")
+    assert updated["properties"]["data"] == {"$ref": "#/$defs/OCITag"}
+    assert rejected["properties"]["data"] == {"$ref": "#/$defs/ErrorModel"}
+    ocitag = {k: v for k, v in schema_file("ocitag.schema.json").items() if not k.startswith("$")}
+    assert {k: v for k, v in updated["$defs"]["OCITag"].items() if k not in {"description"}} == {
+        k: v for k, v in ocitag.items() if k not in {"description"}
+    }
+
+
+def test_the_schemas_reject_what_the_contract_rejects() -> None:
+    ocitag = {
+        "artifact": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        "repository": "docker.io/istio/pilot",
+        "tag": "1.3.0",
+        "created_by": "alice",
+        "created_on": "2026-11-28T15:00:00Z",
+        "last_modified_by": "alice",
+        "last_modified_on": "2026-11-28T15:00:00Z",
+    }
+    for check in (schema_validator("ocitag.schema.json"), seed_validator("OCITag")):
+        assert errors_of(check, ocitag) == []
+        assert errors_of(check, {**ocitag, "$schema": SCHEMA_BASE_URI + "ocitag.schema.json"}) == []
+        assert errors_of(check, {**ocitag, "version": 1})  # closed
+        assert errors_of(check, {k: v for k, v in ocitag.items() if k != "created_by"})
+        assert errors_of(check, {**ocitag, "created_on": "yesterday"})  # formats are checked
+    problem = {"type": PROBLEM_BASE + "superseded", "status": 409, "errors": None}
+    for check in (schema_validator("error-model.schema.json"), seed_validator("ErrorModel")):
+        assert errors_of(check, problem) == []
+        assert errors_of(check, {**problem, "errors": [{"location": "body", "extra": 1}]})
+        assert errors_of(check, {**problem, "status": "409"})
+
+
+# ---- the vendored seed
+
+
+def test_the_vendored_seed_is_the_seed_pages_openapi_block() -> None:
+    if not SHARED_SEED.is_dir():
+        pytest.skip(f"{SHARED_SEED} is not here to compare with")
+    blocks = [
+        block
+        for page in sorted(SHARED_SEED.glob("*.txt"))
+        for block in yaml_blocks(page.read_text(encoding="utf-8"))
+        if "OCITag:" in block
+    ]
+    assert blocks, f"no OpenAPI block with OCITag in {SHARED_SEED}"
+    assert SEED.read_text(encoding="utf-8") in blocks
+
+
+def test_the_vendored_seed_has_the_three_records() -> None:
+    assert set(seed_components()) >= {"OCITag", "ErrorModel", "ErrorDetail"}
+
+
+# ---- the problem catalogue
+
+
+def _sections(text: str) -> dict[str, str]:
+    parts = re.split(r"^### (\S+)\s*$", text, flags=re.MULTILINE)
+    return {parts[i]: parts[i + 1].split("\n## ")[0] for i in range(1, len(parts), 2)}
+
+
+def test_every_problem_kind_is_in_the_catalogue() -> None:
+    text = PROBLEMS.read_text(encoding="utf-8")
+    sections = _sections(text)
+    assert set(sections) == {kind.slug for kind in ProblemKind}, "one section per ProblemKind"
+    for kind in ProblemKind:
+        body = sections[kind.slug]
+        assert f"**Type:** `{PROBLEM_BASE}{kind.slug}`" in body, kind
+        assert f"**Status:** {kind.status}\n" in body, kind
+        assert f"**Title:** {kind.title}\n" in body, kind
+        dead = "yes" if kind.dead_letter else "no"
+        assert f"**Dead-lettered:** {dead}\n" in body, kind
+        assert "**When.**" in body
+        assert "**Producer.**" in body
+        assert "**Operator.**" in body
+        assert f"| [{kind.slug}](#{kind.slug}) | {kind.status} | {kind.title} |" in text, kind
+
+
+def test_the_catalogue_explains_locations_and_instance() -> None:
+    text = PROBLEMS.read_text(encoding="utf-8")
+    for needle in (
+        "## Error locations",
+        "## instance",
+        "`body.data.<member>`",
+        "`body.<attribute>`",
+        "`headers.ce_<attribute>`",
+        "`headers.content-type`",
+        "`body.<member>`",
+        "urn:kafka:<topic>:<partition>:<offset>",
+        "OCITAG_PROBLEM_BASE_URI",
+    ):
+        assert needle in text, needle
+
+
+# ---- the AsyncAPI document
+
+
+def _messages(doc: dict[str, Any], channel: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for key, ref in channel["messages"].items():
+        name = ref["$ref"].removeprefix("#/components/messages/")
+        out[key] = doc["components"]["messages"][name]
+    return out
+
+
+def test_asyncapi_channels_and_messages_cover_the_three_topics() -> None:
+    doc = load_yaml(ASYNCAPI)
+    assert doc["asyncapi"] == "3.0.0"
+    channels = {c["address"]: _messages(doc, c) for c in doc["channels"].values()}
+    assert {address: {m["name"] for m in msgs.values()} for address, msgs in channels.items()} == (
+        CHANNELS
+    )
+    for address, messages in channels.items():
+        for message in messages.values():
+            assert message["examples"], message["name"]
+            assert "key" in message["bindings"]["kafka"], message["name"]
+        kafka = next(c for c in doc["channels"].values() if c["address"] == address)["bindings"]
+        assert kafka["kafka"]["topic"] == address
+
+
+def test_asyncapi_operations_receive_input_and_send_outcomes_and_dead_letters() -> None:
+    doc = load_yaml(ASYNCAPI)
+    actions = {
+        doc["channels"][op["channel"]["$ref"].removeprefix("#/channels/")]["address"]: op["action"]
+        for op in doc["operations"].values()
+    }
+    assert actions == {
+        "ocitag.events": "receive",
+        "ocitag.outcomes": "send",
+        "ocitag.events.dlq": "send",
+    }
+
+
+def test_asyncapi_payloads_are_the_schema_files() -> None:
+    messages = load_yaml(ASYNCAPI)["components"]["messages"]
+    payloads = {m["name"]: m["payload"].get("$ref") for m in messages.values()}
+    assert payloads == {
+        "ocitag.moved.v1.structured": "./tag-moved-event.schema.json",
+        "ocitag.moved.v1.binary": "./tag-moved-data.schema.json",
+        "ocitag.updated.v1": "./outcome-updated.schema.json",
+        "ocitag.rejected.v1": "./outcome-rejected.schema.json",
+        "ocitag.dead-letter": None,
+    }
+
+
+def _message_examples() -> list[tuple[str, str, dict[str, Any]]]:
+    messages = load_yaml(ASYNCAPI)["components"]["messages"]
+    return [
+        (key, example["name"], example)
+        for key, message in messages.items()
+        for example in message["examples"]
+    ]
+
+
+@pytest.mark.parametrize(
+    ("message", "example"),
+    [(key, example) for key, _, example in _message_examples()],
+    ids=[f"{key}-{name}" for key, name, _ in _message_examples()],
+)
+def test_asyncapi_examples_match_their_schemas(message: str, example: dict[str, Any]) -> None:
+    pointer = f"/components/messages/{message}"
+    assert errors_of(asyncapi_validator(pointer + "/payload"), example["payload"]) == []
+    assert errors_of(asyncapi_validator(pointer + "/headers"), example["headers"]) == []
+
+
+def test_asyncapi_examples_are_accepted_by_the_models() -> None:
+    """The single source of truth agrees with its documentation."""
+    examples = {key: ex for key, _, ex in _message_examples()}
+    TagMovedEvent.model_validate(examples["tagMovedStructured"]["payload"])
+    TagMovedData.model_validate(examples["tagMovedBinary"]["payload"])
+    UpdatedOutcome.model_validate(examples["tagUpdated"]["payload"])
+    RejectedOutcome.model_validate(examples["tagRejected"]["payload"])
+
+
+def test_asyncapi_headers_schemas_reject_wrong_headers() -> None:
+    binary = asyncapi_validator("/components/messages/tagMovedBinary/headers")
+    good = {
+        "ce_specversion": "1.0",
+        "ce_id": "e",
+        "ce_source": "s",
+        "ce_type": "ocitag.moved.v1",
+        "ce_time": "2026-11-28T15:00:00Z",
+    }
+    assert errors_of(binary, good) == []
+    assert errors_of(binary, {**good, "ce_type": "other"})
+    assert errors_of(binary, {k: v for k, v in good.items() if k != "ce_id"})
+    dead = asyncapi_validator("/components/messages/deadLetter/headers")
+    assert errors_of(dead, {"ocitag_dlq_topic": "t", "ocitag_dlq_offset": "1"})
