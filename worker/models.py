@@ -21,6 +21,7 @@ MAX_ID_LENGTH = 256
 MAX_SOURCE_LENGTH = 2_048
 MAX_ACTOR_LENGTH = 256
 MAX_VERSION = 2**63 - 1
+DIGEST_PATTERN = "^(?:(?:sha256:)?[0-9a-f]{64}|sha512:[0-9a-f]{128})$"
 
 # RFC 3986 URI-reference: only these characters, '%' only as %HH, a scheme if any is
 # ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ).
@@ -50,14 +51,18 @@ class TagMovedData(BaseModel):
         "(no host → docker.io, official images → docker.io/library/…)",
         examples=["docker.io/istio/pilot", "localhost:5000/team/app"],
     )
+    # The patterns below are for the published schema only: validation runs the
+    # identifier functions, which say in words which rule broke.
     tag: str = Field(
         description="Tag: [A-Za-z0-9_][A-Za-z0-9._-]{0,127}",
         examples=["1.3.0"],
+        json_schema_extra={"pattern": "^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"},
     )
     artifact: str = Field(
         description="Digest the tag now points at: sha256:<64 hex>, sha512:<128 hex>, or "
         "bare 64 hex (sha256)",
         examples=["ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"],
+        json_schema_extra={"pattern": DIGEST_PATTERN},
     )
     actor: str | None = Field(
         None,
@@ -66,7 +71,9 @@ class TagMovedData(BaseModel):
         description="User who moved the tag; defaults to the event source",
     )
     previous_artifact: str | None = Field(
-        None, description="Precondition: the digest the tag must point at now"
+        None,
+        description="Precondition: the digest the tag must point at now",
+        json_schema_extra={"pattern": DIGEST_PATTERN},
     )
     expected_version: int | None = Field(
         None,
@@ -113,11 +120,13 @@ class EventAttributes(BaseModel):
         max_length=MAX_SOURCE_LENGTH,
         description="URI-reference naming the producer",
         examples=["https://registry.example.com/webhook"],
+        json_schema_extra={"format": "uri-reference"},
     )
     type: str = Field(description=f"Event type, exactly '{EVENT_TYPE}'")
     time: str = Field(
         description="RFC 3339 timestamp; orders events (microsecond precision)",
         examples=["2026-11-28T15:12:02.123456Z"],
+        json_schema_extra={"format": "date-time"},
     )
     subject: str | None = Field(None, description="Optional; if present, the OCITag ID of data")
     datacontenttype: str | None = Field(None, description="application/json if present")

@@ -103,8 +103,9 @@ class Settings(BaseSettings):
     )
     group_id: str = Field("ocitag-worker", min_length=1, description="Kafka consumer group")
     http_host: str = Field(
-        "0.0.0.0", description="Address of the HTTP server (/metrics, /healthz, /readyz)"
-    )  # noqa: S104 - probes and scrapes come from outside the pod
+        "0.0.0.0",  # noqa: S104 - probes and scrapes come from outside the pod
+        description="Address of the HTTP server (/metrics, /healthz, /readyz)",
+    )
     http_port: int = Field(
         9400, ge=0, le=65535, description="Port of the HTTP server; 0 turns it off"
     )
@@ -208,7 +209,8 @@ class Settings(BaseSettings):
     db_idle_in_transaction_timeout_seconds: float = Field(
         15.0,
         ge=1,
-        description="PostgreSQL ends a session idle in a transaction this long (a frozen worker's locks are freed)",
+        description="PostgreSQL ends a session idle in a transaction this long "
+        "(a frozen worker's locks are freed)",
     )
     processed_retention_seconds: int = Field(
         604_800, ge=60, description="How long processed-event records (idempotency) are kept"

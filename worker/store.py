@@ -11,7 +11,7 @@ writers of one tag by the row lock and ``version = expected`` in the UPDATE, or 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import asyncpg
@@ -152,7 +152,7 @@ class Store:
         total = 0
         while True:
             async with self._pool.acquire() as conn:
-                status = await conn.execute(_PRUNE, f"{older_than_seconds} seconds", batch)
+                status = await conn.execute(_PRUNE, timedelta(seconds=older_than_seconds), batch)
             deleted = int(status.split()[-1])
             total += deleted
             if deleted < batch:

@@ -161,6 +161,10 @@ def test_input_events_match_the_input_schemas() -> None:
         if sent is None:
             continue
         header_map = {k: v.decode() for k, v in headers}
+        if status == 422:
+            # data rules: the schema states only some (digest and tag patterns), the
+            # worker all of them; test_unit's schema tests cover the patterns
+            continue
         if "ce_specversion" in header_map:
             assert errors_of(data_check, sent["data"]) == [], name
             if status != 400:

@@ -257,3 +257,24 @@ async def test_processed_record_survives_a_postgres_restart(
         assert (await rows(pool))["durable"][3] == 20
     finally:
         await pool.close()
+
+
+async def test_processed_records_are_pruned_after_retention(pool: asyncpg.Pool) -> None:
+    store = Store(pool, CTX)
+    events = [
+        make_event("prune", digest(i), BASE + timedelta(seconds=i), event_id=f"p{i}")
+        for i in range(30)
+    ]
+    await store.apply(items(events), now())
+    # age 20 of them past retention, in two prune batches of 8 rows and a remainder
+    await pool.execute(
+        "UPDATE processed_events SET processed_at = now() - interval '8 days' WHERE id = ANY($1)",
+        [f"p{i}" for i in range(20)],
+    )
+    assert await store.prune(older_than_seconds=7 * 86_400, batch=8) == 20
+    left = await pool.fetch("SELECT id FROM processed_events ORDER BY id")
+    assert sorted(r["id"] for r in left) == sorted(f"p{i}" for i in range(20, 30))
+    # the tag rows are untouched, and a pruned event delivered again is superseded, not re-applied
+    (again,) = await store.apply(items([events[0]]), now())
+    assert summary(again).reason == "superseded"
+    assert (await rows(pool))["prune"][3] == 30

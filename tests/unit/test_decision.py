@@ -3,7 +3,8 @@ reference model (tests/model.py) over generated histories."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import random
+from datetime import datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -19,7 +20,11 @@ T0, T1, T2 = BASE, BASE + timedelta(seconds=1), BASE + timedelta(seconds=2)
 
 
 def record(
-    artifact: str = digest(1), version: int = 1, when=T1, source: str = "s", event_id: str = "m"
+    artifact: str = digest(1),
+    version: int = 1,
+    when: datetime = T1,
+    source: str = "s",
+    event_id: str = "m",
 ) -> TagRecord:
     return TagRecord(
         "docker.io/library/app", "v1", artifact, "alice", T0, "bob", when, version, source, event_id
@@ -160,7 +165,7 @@ def test_fold_matches_the_reference_model(events: list[TagMoved]) -> None:
 
 @given(histories(), st.randoms())
 def test_without_preconditions_the_greatest_key_wins_in_any_order(
-    events: list[TagMoved], rng
+    events: list[TagMoved], rng: random.Random
 ) -> None:
     events = [e for e in _unique(events) if not e.has_preconditions]
     shuffled = list(events)

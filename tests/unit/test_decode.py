@@ -61,7 +61,8 @@ def structured(body: Any) -> RawRecord:
 
 
 def binary(body: dict[str, Any]) -> RawRecord:
-    headers = tuple((f"ce_{k}", str(v).encode()) for k, v in body.items() if k != "data") + (
+    headers = (
+        *tuple((f"ce_{k}", str(v).encode()) for k, v in body.items() if k != "data"),
         ("content-type", b"application/json"),
     )
     return record(json.dumps(body["data"]).encode(), headers)

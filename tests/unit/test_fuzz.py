@@ -95,11 +95,17 @@ def _record(rng: random.Random, seeds: list[bytes], n: int) -> RawRecord:
         )
     elif kind == 1:  # binary mode with mutated attributes
         data = json.dumps(SEED_EVENT["data"]).encode()
-        headers = tuple(
-            (f"ce_{k}", _mutate(rng, str(v).encode()) if rng.random() < 0.3 else str(v).encode())
-            for k, v in SEED_EVENT.items()
-            if k != "data"
-        ) + (("content-type", b"application/json"),)
+        headers = (
+            *tuple(
+                (
+                    f"ce_{k}",
+                    _mutate(rng, str(v).encode()) if rng.random() < 0.3 else str(v).encode(),
+                )
+                for k, v in SEED_EVENT.items()
+                if k != "data"
+            ),
+            ("content-type", b"application/json"),
+        )
         value = _mutate(rng, data) if rng.random() < 0.5 else data
     else:
         value = _mutate(rng, rng.choice(seeds))

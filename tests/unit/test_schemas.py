@@ -378,3 +378,19 @@ def test_asyncapi_headers_schemas_reject_wrong_headers() -> None:
     assert errors_of(binary, {k: v for k, v in good.items() if k != "ce_id"})
     dead = asyncapi_validator("/components/messages/deadLetter/headers")
     assert errors_of(dead, {"ocitag_dlq_topic": "t", "ocitag_dlq_offset": "1"})
+
+
+def test_input_schema_states_the_digest_and_tag_patterns() -> None:
+    import jsonschema
+
+    schema = json.loads((SCHEMAS / "tag-moved-data.schema.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    good = {"repository": "nginx", "tag": "1.0", "artifact": "sha256:" + "a" * 64}
+    assert not list(validator.iter_errors(good))
+    for bad in (
+        {"artifact": "sha256:xyz"},
+        {"artifact": "A" * 64},
+        {"tag": ".x"},
+        {"previous_artifact": "x"},
+    ):
+        assert list(validator.iter_errors({**good, **bad})), bad
