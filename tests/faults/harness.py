@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -225,7 +226,7 @@ class Scenario:
                     await producer.send(self.input_topic, v, key=k, headers=h) for k, v, h in part
                 ]
                 metas = [await f for f in futures]
-            except Exception:  # noqa: BLE001 - the broker may be down on purpose: try again
+            except Exception:  # the broker may be down on purpose: try again
                 await asyncio.sleep(0.5)
                 continue
             for (k, v, h), m in zip(part, metas, strict=True):
@@ -246,7 +247,7 @@ class Scenario:
                 committed = await consumer.committed(tp)
                 total += ends[tp] - (committed or 0)
             return total
-        except Exception:  # noqa: BLE001 - during a broker outage there is no answer
+        except Exception:  # during a broker outage there is no answer
             return None
         finally:
             await consumer.stop()
@@ -353,7 +354,8 @@ class Scenario:
         conn = await asyncpg.connect(self.database_url)
         try:
             rows = await conn.fetch(
-                "SELECT repository, tag, artifact, last_modified_by, last_modified_on, version FROM ocitags"
+                "SELECT repository, tag, artifact, last_modified_by, last_modified_on, version "
+                "FROM ocitags"
             )
         finally:
             await conn.close()
@@ -387,7 +389,7 @@ class Scenario:
 @contextlib.asynccontextmanager
 async def scenario(
     name: str, kafka: str, database_url: str, tmp: Path, events: int, tags: int, seed: int
-):  # type: ignore[no-untyped-def]
+) -> AsyncIterator[Scenario]:
     s = Scenario(name, kafka, database_url, tmp, events, tags, seed)
     await s.setup()
     try:
