@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
@@ -122,6 +123,11 @@ def _reject_constant(name: str) -> Any:
 
 
 def _json_value(value: bytes, location: str) -> Any:
+    try:
+        # fast path: orjson checks UTF-8, refuses NaN and lone surrogates, limits depth
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        pass  # the standard parser below says exactly why (or takes huge integers)
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -248,8 +254,11 @@ def fingerprint(envelope: EventAttributes, data: Any) -> bytes:
     equal for the same event in either content mode; differs when an id is reused."""
     content = {name: getattr(envelope, name) for name in _FINGERPRINTED}
     content["data"] = None if data is _MISSING else data
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(canonical.encode("ascii")).digest()
+    try:
+        canonical = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # integers beyond 64 bits: only the standard encoder takes them
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(canonical).digest()
 
 
 def _event(

@@ -26,12 +26,15 @@ from aiokafka.errors import (
     UnsupportedSaslMechanismError,
 )
 from aiokafka.helpers import create_ssl_context
+from aiokafka.partitioner import DefaultPartitioner
 
 from worker import metrics
 from worker.errors import FatalError, PermanentError, TransientError
 from worker.settings import Settings
 
 log = structlog.get_logger("worker.kafka")
+
+Message = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]  # topic, key, value, headers
 
 _TOPIC_ALREADY_EXISTS = 36
 _FATAL = (
@@ -184,6 +187,8 @@ class Producer:
         self._stuck_after = stuck_after
         self._timeouts = 0
         self._lock = asyncio.Lock()
+        # murmur2, as Kafka's Java clients: a tag's outcomes land where theirs would
+        self._partitioner = DefaultPartitioner()
 
     @property
     def client(self) -> AIOKafkaProducer:
@@ -195,15 +200,16 @@ class Producer:
     async def stop(self) -> None:
         await self._producer.stop()
 
-    async def send_all(
-        self, messages: Sequence[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]]
-    ) -> None:
-        """Send (topic, key, value, headers) in order and wait for every acknowledgement."""
+    async def send_all(self, messages: Sequence[Message]) -> None:
+        """Send (topic, key, value, headers), in order per partition, and wait for every
+        acknowledgement. Messages are packed into one record batch per partition, which
+        costs about half of what one ``send()`` per message does."""
         try:
-            futures = [
-                await self._producer.send(topic, value, key=key, headers=headers)
-                for topic, key, value, headers in messages
-            ]
+            futures: list[asyncio.Future[Any]] = []
+            for topic in dict.fromkeys(m[0] for m in messages):
+                futures.extend(
+                    await self._send_topic(topic, [m for m in messages if m[0] == topic])
+                )
             await asyncio.gather(*futures)
         except Exception as exc:
             error = classify_kafka_error(exc, "publishing outcomes")
@@ -211,6 +217,34 @@ class Producer:
                 await self._count_timeout()
             raise error from exc
         self._timeouts = 0
+
+    async def _send_topic(self, topic: str, messages: list[Message]) -> list[asyncio.Future[Any]]:
+        producer = self._producer
+        partitions = sorted(await producer.partitions_for(topic))
+        available = sorted(producer.client.cluster.available_partitions_for_topic(topic))
+        futures: list[asyncio.Future[Any]] = []
+        batches: dict[int, Any] = {}
+        for _, key, value, headers in messages:
+            partition = self._partitioner(key, partitions, available or partitions)
+            batch = batches.get(partition)
+            if batch is None:
+                batch = batches[partition] = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                # full: send it, and start the next one (order within the partition holds)
+                batch.close()
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = batches[partition] = producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                    futures.append(
+                        await producer.send(
+                            topic, value, key=key, headers=headers, partition=partition
+                        )
+                    )
+        for partition, batch in batches.items():
+            if batch.record_count():
+                batch.close()
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+        return futures
 
     async def _count_timeout(self) -> None:
         self._timeouts += 1

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from worker.decision import Applied, Change, TagRecord
 from worker.events import RawRecord
 from worker.models import REJECTED_TYPE, UPDATED_TYPE
@@ -60,7 +62,10 @@ def record_outcome_id(record: RawRecord) -> str:
 
 
 def _encode(envelope: dict[str, Any]) -> bytes:
-    return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    try:
+        return orjson.dumps(envelope)
+    except TypeError:  # an offending value with an integer beyond 64 bits
+        return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def success(

@@ -34,7 +34,7 @@ from worker.decode import decode
 from worker.errors import FatalError, PermanentError, TransientError
 from worker.events import Invalid, RawRecord, TagMoved, Undecodable
 from worker.health import Health
-from worker.kafka import Producer, classify_kafka_error
+from worker.kafka import Message, Producer, classify_kafka_error
 from worker.outcomes import Outcome, OutcomeContext, record_outcome_id, rejection
 from worker.plan import Item, internal_outcome
 from worker.settings import Settings
@@ -42,8 +42,6 @@ from worker.store import EventStore
 
 log = structlog.get_logger("worker.pipeline")
 T = TypeVar("T")
-
-Message = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]
 
 
 class Backoff:

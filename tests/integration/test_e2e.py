@@ -268,3 +268,31 @@ async def test_duplicates_get_the_first_outcome_byte_identical(
         outcomes = await worker.outcomes(3)
     assert outcomes[1].value == one.value == outcomes[2].value
     assert json.loads(one.value)["data"]["created_by"] == "alice"
+
+
+async def test_outcomes_are_keyed_and_ordered_per_tag(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Outcomes go to the partition Kafka's Java clients would pick for the key, and a
+    tag's outcomes appear in the order its events were applied."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    settings = make_settings()
+    records = [
+        structured(
+            event(f"k{n}", f"2026-11-28T15:00:{n:02d}Z", repository=f"ghcr.io/k/app{n % 7}"),
+            key=f"ghcr.io/k/app{n % 7}:1.3.0".encode(),
+        )
+        for n in range(42)
+    ]
+    async with running_worker(settings) as worker:
+        await worker.publish(records)
+        outcomes = await worker.outcomes(len(records))
+    partitioner = DefaultPartitioner()
+    versions: dict[bytes, list[int]] = {}
+    for o in sorted(outcomes, key=lambda o: (o.partition, o.offset)):
+        assert o.key is not None
+        assert o.partition == partitioner(o.key, [0, 1, 2], [0, 1, 2])
+        versions.setdefault(o.key, []).append(o.body["resourceversion"])
+    assert len(versions) == 7
+    assert all(v == list(range(1, len(v) + 1)) for v in versions.values())
