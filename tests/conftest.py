@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from tests.services import Services, Unavailable, discover
+from tests.services import Services, UnavailableError, discover
 from worker.migrate import migrate
 from worker.settings import Settings, load_settings
 
@@ -33,7 +33,7 @@ def services() -> Iterator[Services]:
     with ExitStack() as stack:
         try:
             found = discover(stack)
-        except Unavailable as exc:
+        except UnavailableError as exc:
             _unavailable(str(exc))
         yield found
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 STACK = REPO / "deploy" / "local" / "stack"
@@ -26,6 +28,9 @@ class Services:
     database_url: str  # a database the tests may create other databases from
     origin: str  # "environment", "testcontainers" or "local stack"
     sasl_bootstrap: str | None = None  # the local stack's SASL/SCRAM listener
+    ssl_bootstrap: str | None = None  # its TLS listener (mutual TLS optional)
+    sasl_ssl_bootstrap: str | None = None  # its SASL/SCRAM over TLS listener
+    tls_dir: Path | None = None  # ca.pem (verifies Kafka and PostgreSQL), client.pem/.key
 
     @property
     def can_restart(self) -> bool:
@@ -33,7 +38,7 @@ class Services:
         return self.origin == "local stack"
 
 
-class Unavailable(Exception):
+class UnavailableError(Exception):
     """No way to get the services; the message says what was tried."""
 
 
@@ -58,10 +63,10 @@ def _from_testcontainers(stack: ExitStack) -> Services:
 
 def _from_local_stack() -> Services:
     if not STACK.exists():
-        raise Unavailable(f"{STACK} is missing")
+        raise UnavailableError(f"{STACK} is missing")
     up = subprocess.run([str(STACK), "up"], capture_output=True, text=True, check=False)
     if up.returncode != 0:
-        raise Unavailable(f"deploy/local/stack up failed:\n{up.stdout}\n{up.stderr}")
+        raise UnavailableError(f"deploy/local/stack up failed:\n{up.stdout}\n{up.stderr}")
     env = subprocess.run([str(STACK), "env"], capture_output=True, text=True, check=True).stdout
     values = {}
     for line in env.splitlines():
@@ -71,16 +76,26 @@ def _from_local_stack() -> Services:
         values["KAFKA_BOOTSTRAP_SERVERS"],
         values["DATABASE_URL"],
         "local stack",
-        values.get("OCITAG_KAFKA_SASL_BOOTSTRAP"),
+        **_security(values),
     )
+
+
+def _security(values: Mapping[str, str]) -> dict[str, Any]:
+    """The secured listeners and the certificates, from the stack's ``env`` output or the
+    environment (the same names)."""
+    tls_dir = values.get("OCITAG_STACK_TLS_DIR")
+    return {
+        "sasl_bootstrap": values.get("OCITAG_KAFKA_SASL_BOOTSTRAP") or None,
+        "ssl_bootstrap": values.get("OCITAG_KAFKA_SSL_BOOTSTRAP") or None,
+        "sasl_ssl_bootstrap": values.get("OCITAG_KAFKA_SASL_SSL_BOOTSTRAP") or None,
+        "tls_dir": Path(tls_dir) if tls_dir else None,
+    }
 
 
 def discover(stack: ExitStack) -> Services:
     kafka, database = os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("DATABASE_URL")
     if kafka and database:
-        return Services(
-            kafka, database, "environment", os.environ.get("OCITAG_KAFKA_SASL_BOOTSTRAP")
-        )
+        return Services(kafka, database, "environment", **_security(os.environ))
     if _docker_answers():
         return _from_testcontainers(stack)
     return _from_local_stack()

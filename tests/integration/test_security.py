@@ -123,19 +123,26 @@ def _answers(server: str) -> bool:
     return True
 
 
+def _tls_dir(services: Services) -> Path:
+    if services.tls_dir is None:
+        _missing("no certificates known (OCITAG_STACK_TLS_DIR, or the local stack)")
+    return services.tls_dir
+
+
 @pytest.fixture
 def tls(services: Services) -> Tls:
-    if not (services.ssl_bootstrap and services.sasl_ssl_bootstrap and services.tls_dir):
+    if not (services.ssl_bootstrap and services.sasl_ssl_bootstrap):
         _missing(
-            "no TLS listeners known (OCITAG_KAFKA_SSL_BOOTSTRAP, OCITAG_KAFKA_SASL_SSL_BOOTSTRAP "
-            "and OCITAG_STACK_TLS_DIR, or the local stack)"
+            "no TLS listeners known (OCITAG_KAFKA_SSL_BOOTSTRAP and "
+            "OCITAG_KAFKA_SASL_SSL_BOOTSTRAP, or the local stack)"
         )
+    tls_dir = _tls_dir(services)
     found = Tls(
         services.ssl_bootstrap,
         services.sasl_ssl_bootstrap,
-        services.tls_dir / "ca.pem",
-        services.tls_dir / "client.pem",
-        services.tls_dir / "client.key",
+        tls_dir / "ca.pem",
+        tls_dir / "client.pem",
+        tls_dir / "client.key",
     )
     for server in (found.ssl_bootstrap, found.sasl_ssl_bootstrap):
         if not _answers(server):
@@ -298,8 +305,11 @@ def with_tls(url: str, root_cert: Path) -> str:
 
 
 @pytest.fixture
-async def postgres_tls(services: Services, tls: Tls) -> Path:
+async def postgres_tls(services: Services) -> Path:
     """The CA that verifies PostgreSQL, once its server is known to have ssl on."""
+    ca = _tls_dir(services) / "ca.pem"
+    if not ca.is_file():
+        _missing(f"{ca} is missing (OCITAG_STACK_TLS_DIR)")
     conn = await asyncpg.connect(services.database_url)
     try:
         ssl_on = await conn.fetchval("SHOW ssl")
@@ -310,7 +320,7 @@ async def postgres_tls(services: Services, tls: Tls) -> Path:
             "PostgreSQL runs with ssl=off (a stack started before TLS gets it with "
             "'deploy/local/stack down' then 'up')"
         )
-    return tls.ca
+    return ca
 
 
 async def test_worker_over_postgres_tls(
