@@ -12,6 +12,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from tests.unit.test_schemas import errors_of, schema_validator, seed_validator
 from worker.app import run
 from worker.kafka import ensure_topics
 from worker.settings import Settings
@@ -86,7 +87,23 @@ class Harness:
         return found
 
     async def outcomes(self, count: int, timeout: float = 30.0) -> list[Received]:
-        return await self.collect(self.settings.outcome_topic, count, timeout)
+        """The first ``count`` outcomes, each checked against the published contract
+        (schemas/ and the seed's records): every end-to-end test checks it."""
+        found = await self.collect(self.settings.outcome_topic, count, timeout)
+        for outcome in found:
+            problems = contract_errors(outcome.body)
+            assert not problems, (outcome.body, problems)
+        return found
+
+
+def contract_errors(body: dict[str, Any]) -> list[str]:
+    """Why an outcome breaks schemas/outcome-*.schema.json or the seed's record schemas."""
+    updated = body.get("type") == "ocitag.updated.v1"
+    envelope = schema_validator(
+        "outcome-updated.schema.json" if updated else "outcome-rejected.schema.json"
+    )
+    record = seed_validator("OCITag" if updated else "ErrorModel")
+    return errors_of(envelope, body) + errors_of(record, body.get("data"))
 
 
 @contextlib.asynccontextmanager

@@ -83,6 +83,7 @@ def registry() -> Registry[Any]:
     return registry.crawl()
 
 
+@cache
 def validator(ref: str) -> Draft202012Validator:
     """A validator (formats checked) for the schema at an absolute URI, e.g.
     ``SCHEMA_BASE_URI + "ocitag.schema.json"`` or ``SEED_URI + "#/components/schemas/OCITag"``."""

@@ -1,0 +1,90 @@
+"""The pipeline benchmark's machinery at a tiny size on the test services: every part
+runs, every input gets its outcome, the results have their shape. No timing is
+asserted (the figures of a 2,000-event run on a shared machine mean nothing)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import pipeline
+from bench.services import Services as BenchServices
+from tests.services import Services
+
+pytestmark = pytest.mark.integration
+
+EVENTS = 2_000
+
+
+async def test_pipeline_benchmark_runs_end_to_end_at_a_tiny_size(
+    services: Services, tmp_path: Path
+) -> None:
+    config = pipeline.Config(
+        events=EVENTS,
+        tags=400,
+        rate=300.0,
+        latency_seconds=3.0,
+        naive_events=150,
+        raw_store_events=EVENTS,
+        results_dir=tmp_path,
+    )
+    results = await pipeline.run(
+        config, BenchServices(services.kafka_bootstrap, services.database_url, "tests")
+    )
+    path = pipeline.save(results, tmp_path)
+
+    stream = results["stream"]
+    assert stream["events"] == EVENTS
+    assert sum(stream["kinds"].values()) == EVENTS
+    assert stream["kinds"]["invalid"] > 0
+    assert stream["kinds"]["undecodable"] > 0
+    assert stream["duplicates"] > 0
+
+    runs = results["runs"]
+    assert set(runs) == {
+        "worker_warning",
+        "worker_info",
+        "naive",
+        "raw_kafka",
+        "raw_store_sequential",
+        "raw_store_partitioned",
+    }
+    for name in ("worker_warning", "worker_info"):
+        run = runs[name]
+        assert run["events"] == EVENTS
+        assert run["exit_code"] == 0
+        outcomes = run["outcomes"]
+        assert outcomes["complete"], outcomes
+        assert (outcomes["missing"], outcomes["extra"]) == (0, 0)
+        assert outcomes["total"] == EVENTS
+        assert outcomes["statuses_match_stream"], (outcomes, stream["kinds"])
+        assert run["peak_rss_mib"] > 0
+        assert run["series"][-1][1] == EVENTS  # the last sample saw everything committed
+        assert {"worker", "kafka", "postgres", "other"} <= set(run["cpu_cores"])
+    assert runs["naive"]["events"] == 150
+    assert runs["naive"]["complete"]
+    assert runs["raw_kafka"]["complete"]
+    for name in ("raw_store_sequential", "raw_store_partitioned"):
+        assert sum(runs[name]["outcomes_by_status"].values()) == EVENTS - (
+            stream["kinds"]["undecodable"]
+        )
+    for run in runs.values():
+        assert run["events_per_second"] > 0
+
+    latency = results["latency"]
+    assert latency["sent"] == 900
+    assert latency["complete"], latency
+    assert latency["unmatched"] == 0
+    assert latency["exit_code"] == 0
+    assert 0 < latency["p50_ms"] <= latency["p95_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+
+    summary = results["summary"]
+    assert [row["run"] for row in summary["table"]] == list(runs)
+    assert summary["lower_raw_limit"]["name"] in {"kafka", "store"}
+    assert "events/s" in pipeline.render(results)
+
+    assert json.loads(path.read_text())["runs"].keys() == runs.keys()
+    assert (tmp_path / "latest.json").exists()
+    assert (tmp_path / "latest.png").stat().st_size > 10_000
