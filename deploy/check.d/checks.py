@@ -1,0 +1,627 @@
+"""The Python half of deploy/check: checks that need the worker's own code or the CRD
+models. Run by deploy/check inside its tool venv, with the repository on PYTHONPATH:
+
+    checks.py prometheusrule (--check | --write)
+    checks.py crds RENDERED.yaml
+    checks.py metrics
+    checks.py dashboard-rules OUT.yaml
+    checks.py settings RENDERED.yaml
+    checks.py compose
+    checks.py consistency RENDERED.yaml
+
+Each prints what it checked and exits non-zero on the first kind of failure it finds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+ALERTS = DEPLOY / "prometheus" / "alerts.yaml"
+PROMETHEUSRULE = DEPLOY / "k8s" / "prometheusrule.yaml"
+DASHBOARD = DEPLOY / "grafana" / "ocitag-worker-dashboard.json"
+COMPOSE = DEPLOY / "compose.yaml"
+
+# Metrics the dashboard and alerts may use that the worker does not expose itself.
+EXTERNAL_METRICS = {
+    "up": "Prometheus, per scrape target",
+    "prober_probe_total": "kubelet /metrics/probes",
+}
+# Labels a Prometheus Operator scrape adds to every series of a target.
+TARGET_LABELS = {"job", "instance", "namespace", "pod", "service", "container", "endpoint"}
+EXTERNAL_LABELS = {"probe_type", "result", "pod_uid"}
+# Grafana's variables: ours (templating) are checked separately.
+GRAFANA_BUILTINS = {"__rate_interval", "__interval", "__range", "__range_s", "__interval_ms"}
+
+failures: list[str] = []
+
+
+def fail(message: str) -> None:
+    failures.append(message)
+    print(f"  FAIL {message}")
+
+
+def ok(message: str) -> None:
+    print(f"  ok   {message}")
+
+
+def finish() -> None:
+    if failures:
+        print(f"{len(failures)} problem(s)")
+        sys.exit(1)
+
+
+def load_yaml_all(path: Path) -> list[Any]:
+    with path.open(encoding="utf-8") as f:
+        return [doc for doc in yaml.safe_load_all(f) if doc is not None]
+
+
+# ---------------------------------------------------------------- PrometheusRule <-> alerts
+
+
+class _BlockDumper(yaml.SafeDumper):
+    pass
+
+
+def _str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
+    if "\n" in data:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data)
+
+
+_BlockDumper.add_representer(str, _str_presenter)
+
+
+def prometheusrule_text() -> str:
+    groups = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))["groups"]
+    resource = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {
+            "name": "ocitag-worker",
+            "labels": {"app.kubernetes.io/component": "worker"},
+        },
+        "spec": {"groups": groups},
+    }
+    header = (
+        "# GENERATED from deploy/prometheus/alerts.yaml by `deploy/check --write-prometheusrule`:\n"
+        "# edit that file, not this one (deploy/check fails when they differ).\n"
+        "# Needs the Prometheus Operator CRDs. A kube-prometheus-stack Prometheus selects rules\n"
+        "# by its release label (ruleSelector): add it in your overlay, as for ServiceMonitors.\n"
+    )
+    body = yaml.dump(resource, Dumper=_BlockDumper, sort_keys=False, width=100)
+    return header + body
+
+
+def cmd_prometheusrule(mode: str) -> None:
+    print("PrometheusRule vs alerts.yaml")
+    if mode == "--write":
+        PROMETHEUSRULE.write_text(prometheusrule_text(), encoding="utf-8")
+        ok(f"wrote {PROMETHEUSRULE.relative_to(ROOT)}")
+        return
+    groups = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))["groups"]
+    if not PROMETHEUSRULE.exists():
+        fail(f"{PROMETHEUSRULE.relative_to(ROOT)} missing: run deploy/check --write-prometheusrule")
+    else:
+        (resource,) = load_yaml_all(PROMETHEUSRULE)
+        if resource.get("spec", {}).get("groups") != groups:
+            fail(
+                "deploy/k8s/prometheusrule.yaml differs from deploy/prometheus/alerts.yaml: "
+                "run deploy/check --write-prometheusrule"
+            )
+        else:
+            names = [r["alert"] for g in groups for r in g["rules"] if "alert" in r]
+            ok(f"spec.groups == alerts.yaml groups ({len(names)} alerts)")
+    finish()
+
+
+# ---------------------------------------------------------------- CRD-based kinds
+
+
+def _crd_models() -> dict[tuple[str, str], Any]:
+    from cloudcoil.models.keda import v1alpha1 as keda
+    from cloudcoil.models.prometheus_operator import v1 as monitoring
+
+    return {
+        ("keda.sh/v1alpha1", "ScaledObject"): keda.ScaledObject,
+        ("keda.sh/v1alpha1", "TriggerAuthentication"): keda.TriggerAuthentication,
+        ("monitoring.coreos.com/v1", "ServiceMonitor"): monitoring.ServiceMonitor,
+        ("monitoring.coreos.com/v1", "PrometheusRule"): monitoring.PrometheusRule,
+    }
+
+
+def _dropped(given: Any, kept: Any, path: str = "") -> Iterator[str]:
+    """Paths present in ``given`` but not in ``kept`` (fields the schema does not know)."""
+    if isinstance(given, dict) and isinstance(kept, dict):
+        for key, value in given.items():
+            where = f"{path}.{key}" if path else str(key)
+            if key not in kept:
+                yield where
+            else:
+                yield from _dropped(value, kept[key], where)
+    elif isinstance(given, list) and isinstance(kept, list):
+        for i, (a, b) in enumerate(zip(given, kept, strict=False)):
+            yield from _dropped(a, b, f"{path}[{i}]")
+    elif given != kept:
+        yield f"{path} (value {given!r} became {kept!r})"
+
+
+def cmd_crds(rendered: str) -> None:
+    """Validate the custom resources against models generated from the CRDs' OpenAPI
+    schemas (cloudcoil-models-keda, cloudcoil-models-prometheus-operator): types,
+    enums, patterns, required fields, and, strictly, no field the CRD does not define."""
+    import pydantic
+
+    print("custom resources against their CRD schemas")
+    models = _crd_models()
+    seen = 0
+    for doc in load_yaml_all(Path(rendered)):
+        key = (doc.get("apiVersion"), doc.get("kind"))
+        if key not in models:
+            continue
+        seen += 1
+        name = f"{doc['kind']}/{doc['metadata']['name']}"
+        try:
+            model = models[key].model_validate(doc)
+        except pydantic.ValidationError as exc:
+            fail(f"{name}: {exc}")
+            continue
+        kept = model.model_dump(by_alias=True, exclude_unset=True, mode="json")
+        unknown = list(_dropped(doc, kept))
+        if unknown:
+            fail(f"{name}: not in the CRD schema: {', '.join(unknown)}")
+        else:
+            ok(f"{name} ({key[0]})")
+    if seen != len(models):
+        fail(f"expected {len(models)} custom resources in the kustomization, found {seen}")
+    finish()
+
+
+# ---------------------------------------------------------------- metric names
+
+
+def exposed_metrics() -> dict[str, set[str]]:
+    """Sample names the worker exposes (with prometheus-client's suffixes), mapped to
+    their label names, as its /metrics would show them."""
+    import prometheus_client
+    from prometheus_client import REGISTRY
+
+    import worker.metrics as m
+
+    # Labelled metrics show no sample until a label set is used: touch one of each.
+    for value in vars(m).values():
+        if isinstance(value, prometheus_client.metrics.MetricWrapperBase) and value._labelnames:
+            value.labels(*["x"] * len(value._labelnames))
+    names: dict[str, set[str]] = {}
+    for family in REGISTRY.collect():
+        for sample in family.samples:
+            names.setdefault(sample.name, set()).update(sample.labels)
+    return names
+
+
+_QUOTED = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'|`[^`]*`')
+_LABEL_LIST = re.compile(
+    r"\b(by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)", re.IGNORECASE
+)
+_IDENT = re.compile(r"(?<![\w.$:])([a-zA-Z_:][a-zA-Z0-9_:]*)(?![\w(])(?!\s*\()")
+_SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)?\s*\{([^}]*)\}")
+_KEYWORDS = {
+    "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
+    "bool", "offset", "inf", "nan", "atan2", "start", "end",
+}  # fmt: skip
+
+
+def promql_parts(expr: str) -> tuple[set[str], set[str], list[tuple[str, set[str]]]]:
+    """(metric names, labels in by/on/... lists, [(metric, matcher labels)]) of an expr.
+    A lexical scan, enough for the expressions here: promtool checks the syntax."""
+    expr = re.sub(r"#[^\n]*", "", expr)
+    selectors = []
+    for metric, body in _SELECTOR.findall(_QUOTED.sub('""', expr)):
+        labels = {m.split("=")[0].strip(" !~") for m in body.split(",") if m.strip()}
+        selectors.append((metric, labels))
+    stripped = _QUOTED.sub('""', expr)
+    grouping: set[str] = set()
+    for _, inner in _LABEL_LIST.findall(stripped):
+        grouping.update(x.strip() for x in inner.split(",") if x.strip())
+    stripped = _LABEL_LIST.sub(" ", stripped)
+    stripped = re.sub(r"\{[^}]*\}", " ", stripped)
+    stripped = re.sub(r"\[[^\]]*\]", " ", stripped)
+    stripped = re.sub(r"\$\{?\w+\}?", " ", stripped)
+    names = {
+        n for n in _IDENT.findall(stripped) if n.lower() not in _KEYWORDS and not n[0].isdigit()
+    }
+    return names, grouping, selectors
+
+
+def dashboard_exprs() -> list[tuple[str, str]]:
+    board = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    out = []
+    for panel in _panels(board):
+        for target in panel.get("targets", []):
+            if "expr" in target:
+                out.append((f"panel {panel['id']} {panel.get('title')!r}", target["expr"]))
+    for var in board.get("templating", {}).get("list", []):
+        if var.get("type") == "query":
+            query = var.get("query")
+            text = query.get("query", "") if isinstance(query, dict) else query or ""
+            inner = re.fullmatch(r"\s*label_values\((.*),\s*\w+\)\s*", text)
+            if inner:
+                out.append((f"variable {var['name']}", inner.group(1)))
+    return out
+
+
+def alert_exprs() -> list[tuple[str, str]]:
+    groups = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))["groups"]
+    return [
+        (f"alert {r.get('alert') or r.get('record')}", r["expr"])
+        for g in groups
+        for r in g["rules"]
+    ]
+
+
+def cmd_metrics() -> None:
+    print("metric and label names in the dashboard and alerts vs worker/metrics.py")
+    exposed = exposed_metrics()
+    ocitag = sorted(n for n in exposed if n.startswith("ocitag_"))
+    print(f"  the worker exposes {len(exposed)} sample names ({len(ocitag)} ocitag_*)")
+    known_labels = set().union(*exposed.values()) | TARGET_LABELS | EXTERNAL_LABELS
+    used: set[str] = set()
+    for source, expr in dashboard_exprs() + alert_exprs():
+        names, grouping, selectors = promql_parts(expr)
+        for name in sorted(names):
+            if name not in exposed and name not in EXTERNAL_METRICS:
+                fail(f"{source}: metric {name} is not exposed by the worker")
+        for label in sorted(grouping - known_labels - {"le"}):
+            fail(f"{source}: label {label} is on no metric of the worker")
+        for metric, labels in selectors:
+            if metric in exposed:
+                allowed = exposed[metric] | TARGET_LABELS | {"__name__"}
+                for label in sorted(labels - allowed):
+                    fail(f"{source}: {metric} has no label {label}")
+        used |= names
+    for name in sorted(used):
+        origin = EXTERNAL_METRICS.get(name, "worker")
+        print(f"  ok   {name} ({origin})")
+    families = {re.sub(r"_(total|created|bucket|sum|count)$", "", n) for n in ocitag}
+    board_names: set[str] = set()
+    for _, expr in dashboard_exprs():
+        board_names |= {re.sub(r"_(total|bucket|sum|count)$", "", n) for n in promql_parts(expr)[0]}
+    for family in sorted(families - board_names):
+        print(f"  WARN {family} is exposed but on no dashboard panel")
+    finish()
+
+
+# ---------------------------------------------------------------- dashboard
+
+
+def _panels(board: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for panel in board.get("panels", []):
+        yield panel
+        yield from panel.get("panels", [])
+
+
+def cmd_dashboard_rules(out: str) -> None:
+    """Structural checks of the dashboard, and its queries written out as recording
+    rules (Grafana variables replaced) for `promtool check rules` to parse."""
+    print("Grafana dashboard structure")
+    board = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    if not isinstance(board.get("schemaVersion"), int) or board["schemaVersion"] < 36:
+        fail("schemaVersion missing or older than 36")
+    variables = {v["name"]: v for v in board.get("templating", {}).get("list", [])}
+    if variables.get("datasource", {}).get("type") != "datasource":
+        fail("no datasource template variable")
+    for name in ("job", "namespace"):
+        if name not in variables:
+            fail(f"no {name} template variable")
+    ids: set[int] = set()
+    cells: dict[tuple[int, int], int] = {}
+    records = []
+    for panel in _panels(board):
+        pid = panel.get("id")
+        if pid in ids:
+            fail(f"panel id {pid} used twice")
+        ids.add(pid)
+        grid = panel.get("gridPos", {})
+        if grid.get("x", 0) + grid.get("w", 0) > 24:
+            fail(f"panel {pid} is wider than the 24-column grid")
+        if panel.get("type") != "row":
+            for dx in range(grid.get("w", 0)):
+                for dy in range(grid.get("h", 0)):
+                    cell = (grid["x"] + dx, grid["y"] + dy)
+                    if cell in cells:
+                        fail(f"panel {pid} overlaps panel {cells[cell]}")
+                        break
+                    cells[cell] = pid
+        if panel.get("type") == "row":
+            continue
+        if panel.get("datasource", {}).get("uid") != "${datasource}":
+            fail(f"panel {pid} does not use the ${{datasource}} variable")
+        refs = [t.get("refId") for t in panel.get("targets", [])]
+        if not refs or len(refs) != len(set(refs)):
+            fail(f"panel {pid}: no targets, or refIds not unique")
+        for target in panel.get("targets", []):
+            expr = target.get("expr", "")
+            for var in set(re.findall(r"\$\{?(\w+)", expr)):
+                if var not in variables and var not in GRAFANA_BUILTINS:
+                    fail(f"panel {pid}: unknown variable ${var}")
+            concrete = expr
+            for var in ("__rate_interval", "__interval", "__range"):
+                concrete = re.sub(r"\$\{?" + var + r"\}?", "5m", concrete)
+            concrete = re.sub(r"\$\{?(\w+)(:\w+)?\}?", ".+", concrete)
+            records.append(
+                {"record": f"dashboard:panel_{pid}:{target.get('refId', 'A').lower()}",
+                 "expr": concrete}
+            )  # fmt: skip
+    Path(out).write_text(
+        yaml.safe_dump({"groups": [{"name": "dashboard", "rules": records}]}, sort_keys=False),
+        encoding="utf-8",
+    )
+    ok(f"{len(ids)} panels, unique ids, inside the grid, no overlaps, ${{datasource}} everywhere")
+    ok(f"variables: {', '.join(variables)}; {len(records)} queries written for promtool")
+    finish()
+
+
+# ---------------------------------------------------------------- settings
+
+
+def _secret_stub_environ(extra: dict[str, str]) -> dict[str, str]:
+    """Environment as the pod sees it, the Secret's files replaced by stand-ins."""
+    environ = dict(extra)
+    stub_dir = Path(tempfile.mkdtemp(prefix="ocitag-check-"))
+    for name, value in list(environ.items()):
+        if name.endswith("_FILE"):
+            stub = stub_dir / Path(value).name
+            stub.write_text("stand-in-secret\n", encoding="utf-8")
+            environ[name] = str(stub)
+    return environ
+
+
+def _check_env_names(where: str, names: set[str]) -> None:
+    from worker.settings import SECRET_FIELDS, Settings, env_name
+
+    plain = {env_name(f) for f in Settings.model_fields}
+    files = {env_name(f) + "_FILE" for f in SECRET_FIELDS}
+    for name in sorted(names):
+        if name not in plain and name not in files:
+            fail(f"{where}: {name} is not a setting of the worker (worker/settings.py)")
+
+
+def _load(where: str, environ: dict[str, str]) -> Any:
+    from worker.errors import SettingsError
+    from worker.settings import load_settings
+
+    try:
+        settings = load_settings(environ=environ)
+    except SettingsError as exc:
+        fail(f"{where}: the worker would refuse these settings: {exc}")
+        return None
+    ok(f"{where}: {len(environ)} variables accepted by worker.settings.load_settings")
+    return settings
+
+
+def _containers(rendered: str) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    for doc in load_yaml_all(Path(rendered)):
+        if doc["kind"] in {"Deployment", "Job"}:
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                yield f"{doc['kind']}/{doc['metadata']['name']}", doc, container
+
+
+def pod_environ(rendered: str, container: dict[str, Any]) -> dict[str, str]:
+    configmaps = {
+        d["metadata"]["name"]: d.get("data", {})
+        for d in load_yaml_all(Path(rendered))
+        if d["kind"] == "ConfigMap"
+    }
+    environ: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        ref = source.get("configMapRef", {}).get("name")
+        if ref:
+            environ.update(configmaps[ref])
+    for var in container.get("env", []):
+        if "value" in var:
+            environ[var["name"]] = var["value"]
+    return environ
+
+
+# Settings the ConfigMap leaves out on purpose (see its header comment).
+NOT_IN_CONFIGMAP = {
+    "OCITAG_HTTP_HOST",
+    "OCITAG_KAFKA_SSL_CAFILE",
+    "OCITAG_KAFKA_SSL_CERTFILE",
+    "OCITAG_KAFKA_SSL_KEYFILE",
+}
+
+
+def cmd_settings(rendered: str) -> None:
+    from worker.settings import SECRET_FIELDS, Settings, env_name
+
+    print("settings: names and values against worker/settings.py")
+    configmap = next(
+        d for d in load_yaml_all(Path(rendered))
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "ocitag-worker"
+    )  # fmt: skip
+    expected = {env_name(f) for f in Settings.model_fields if f not in SECRET_FIELDS}
+    expected.add("DATABASE_URL")  # secret-capable, but kept in the ConfigMap without password
+    for name in sorted(expected - set(configmap["data"]) - NOT_IN_CONFIGMAP):
+        print(f"  WARN setting {name} is not in deploy/k8s/configmap.yaml")
+    for where, _, container in _containers(rendered):
+        environ = pod_environ(rendered, container)
+        _check_env_names(where, set(environ))
+        _load(where, _secret_stub_environ(environ))
+    compose = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    for name, service in compose["services"].items():
+        if service.get("image", "").startswith("ocitag-worker"):
+            environ = {
+                k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(v))
+                for k, v in service.get("environment", {}).items()
+            }
+            _check_env_names(f"compose {name}", set(environ))
+            _load(f"compose {name}", environ)
+    finish()
+
+
+# ---------------------------------------------------------------- compose
+
+
+def cmd_compose() -> None:
+    print("compose.yaml references")
+    compose = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    services = compose["services"]
+    for name, service in services.items():
+        build = service.get("build")
+        if build:
+            context = (COMPOSE.parent / build["context"]).resolve()
+            dockerfile = context / build["dockerfile"]
+            if not dockerfile.is_file():
+                fail(f"{name}: build dockerfile {dockerfile} does not exist")
+            else:
+                where = "the repository root" if context == ROOT else context
+                ok(f"{name}: builds {dockerfile.relative_to(ROOT)}, context {where}")
+        for dep, cond in (service.get("depends_on") or {}).items():
+            if dep not in services:
+                fail(f"{name}: depends on unknown service {dep}")
+            condition = cond.get("condition")
+            if condition == "service_healthy" and "healthcheck" not in services[dep]:
+                fail(f"{name}: waits for {dep} to be healthy but {dep} has no healthcheck")
+        if "restart" not in service:
+            fail(f"{name}: no restart policy")
+    worker = services["worker"]
+    deps = worker.get("depends_on", {})
+    if deps.get("migrate", {}).get("condition") != "service_completed_successfully":
+        fail("worker does not wait for migrate to complete successfully")
+    if services["migrate"].get("command") != ["migrate"]:
+        fail("migrate service does not run `ocitag-worker migrate`")
+    ok(f"services {', '.join(services)}: dependencies, healthchecks, restart policies")
+    finish()
+
+
+# ---------------------------------------------------------------- cross-file consistency
+
+
+def _duration_seconds(text: str) -> float:
+    return float(text)
+
+
+def cmd_consistency(rendered: str) -> None:
+    print("cross-file consistency")
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in load_yaml_all(Path(rendered))}
+    config = docs[("ConfigMap", "ocitag-worker")]["data"]
+    deployment = docs[("Deployment", "ocitag-worker")]
+    pod = deployment["spec"]["template"]["spec"]
+    grace = _duration_seconds(config["OCITAG_SHUTDOWN_GRACE_SECONDS"])
+    if pod["terminationGracePeriodSeconds"] <= grace:
+        fail("terminationGracePeriodSeconds is not above OCITAG_SHUTDOWN_GRACE_SECONDS")
+    else:
+        period = pod["terminationGracePeriodSeconds"]
+        ok(f"terminationGracePeriodSeconds {period} > drain {grace:g}")
+    (container,) = [c for c in pod["containers"] if c["name"] == "worker"]
+    port = int(config["OCITAG_HTTP_PORT"])
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    if ports.get("metrics") != port:
+        fail(f"container port 'metrics' is not OCITAG_HTTP_PORT {port}")
+    service = docs[("Service", "ocitag-worker")]["spec"]
+    if [p["name"] for p in service["ports"]] != ["metrics"] or service["ports"][0]["port"] != port:
+        fail("Service does not expose port 'metrics' on OCITAG_HTTP_PORT")
+    http = (ROOT / "worker" / "http.py").read_text(encoding="utf-8")
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        path = container[probe]["httpGet"]["path"]
+        if f'"{path}"' not in http:
+            fail(f"{probe} path {path} is not served by worker/http.py")
+    if container["livenessProbe"]["httpGet"]["path"] != "/healthz":
+        fail("livenessProbe is not /healthz")
+    if container["readinessProbe"]["httpGet"]["path"] != "/readyz":
+        fail("readinessProbe is not /readyz")
+    ok(f"port {port} (container, Service 'metrics'), probes /healthz and /readyz served")
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    for kind in ("Service", "PodDisruptionBudget", "ServiceMonitor"):
+        doc = docs[(kind, "ocitag-worker")]
+        chosen = doc["spec"]["selector"]
+        chosen = chosen.get("matchLabels", chosen)
+        if kind == "ServiceMonitor":
+            labels = docs[("Service", "ocitag-worker")]["metadata"]["labels"]
+            if any(labels.get(k) != v for k, v in chosen.items()):
+                fail("ServiceMonitor does not select the Service")
+        elif chosen != selector:
+            fail(f"{kind} does not select the Deployment's pods")
+    job = docs[("Job", "ocitag-worker-migrate")]
+    job_labels = job["spec"]["template"]["metadata"]["labels"]
+    if all(job_labels.get(k) == v for k, v in selector.items()):
+        fail("the migration Job's pods match the worker selector")
+    ok("Service, PDB and ServiceMonitor select the worker pods (and not the Job's)")
+    scaled = docs[("ScaledObject", "ocitag-worker")]["spec"]
+    (trigger,) = scaled["triggers"]
+    meta = trigger["metadata"]
+    want = {
+        "bootstrapServers": config["KAFKA_BOOTSTRAP_SERVERS"],
+        "consumerGroup": config["OCITAG_GROUP_ID"],
+        "topic": config["OCITAG_INPUT_TOPIC"],
+    }
+    for key, value in want.items():
+        if meta.get(key) != value:
+            fail(f"ScaledObject trigger {key} {meta.get(key)!r} != ConfigMap {value!r}")
+    if scaled["maxReplicaCount"] != int(config["OCITAG_TOPIC_PARTITIONS"]):
+        fail("ScaledObject maxReplicaCount != OCITAG_TOPIC_PARTITIONS")
+    if scaled["scaleTargetRef"]["name"] != "ocitag-worker":
+        fail("ScaledObject does not target the Deployment")
+    protocol = config["OCITAG_KAFKA_SECURITY_PROTOCOL"]
+    sasl = {"PLAIN": "plaintext", "SCRAM-SHA-256": "scram_sha256", "SCRAM-SHA-512": "scram_sha512"}
+    want_sasl = sasl[config["OCITAG_KAFKA_SASL_MECHANISM"]] if "SASL" in protocol else None
+    want_tls = "enable" if protocol in {"SSL", "SASL_SSL"} else None
+    if meta.get("sasl") != want_sasl or meta.get("tls") != want_tls:
+        fail(f"ScaledObject sasl/tls do not match {protocol}")
+    auth = docs[("TriggerAuthentication", trigger["authenticationRef"]["name"])]["spec"]
+    secret_name = pod["volumes"][0]["secret"]["secretName"]
+    for ref in auth.get("secretTargetRef", []):
+        if ref["name"] != secret_name:
+            fail(f"TriggerAuthentication reads Secret {ref['name']}, the pods {secret_name}")
+    for ref in auth.get("env", []):
+        if ref["name"] not in config or ref.get("containerName") != "worker":
+            fail(f"TriggerAuthentication env {ref['name']} is not in the worker's ConfigMap")
+    ok("ScaledObject: brokers, group, topic, sasl/tls from the ConfigMap; max = partitions")
+    example = load_yaml_all(DEPLOY / "k8s" / "secret.example.yaml")[0]
+    keys = set(example.get("stringData", {}))
+    mount = container["volumeMounts"][0]["mountPath"]
+    for var in container["env"]:
+        if var["name"].endswith("_FILE"):
+            key = var["value"].removeprefix(mount + "/")
+            if key not in keys:
+                fail(f"{var['name']} reads key {key}, not in secret.example.yaml")
+    if example["metadata"]["name"] != secret_name:
+        fail("secret.example.yaml is not the Secret the pods mount")
+    ok(f"Secret {secret_name}: every *_FILE key is in secret.example.yaml")
+    dockerfile = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
+    if "/healthz" not in dockerfile or "EXPOSE 9400" not in dockerfile:
+        fail("Dockerfile HEALTHCHECK/EXPOSE do not match /healthz on 9400")
+    if not re.search(r"python:3\.11\.\d+-slim-bookworm", dockerfile):
+        fail("Dockerfile base is not an exact python:3.11.x-slim-bookworm tag")
+    ok("Dockerfile: exact base tag, EXPOSE 9400, HEALTHCHECK /healthz")
+    finish()
+
+
+def main() -> None:
+    command, *args = sys.argv[1:]
+    os.chdir(ROOT)
+    commands = {
+        "prometheusrule": cmd_prometheusrule,
+        "crds": cmd_crds,
+        "metrics": cmd_metrics,
+        "dashboard-rules": cmd_dashboard_rules,
+        "settings": cmd_settings,
+        "compose": cmd_compose,
+        "consistency": cmd_consistency,
+    }
+    commands[command](*args)
+
+
+if __name__ == "__main__":
+    main()
