@@ -42,17 +42,31 @@ log = structlog.get_logger("worker.app")
 T = TypeVar("T")
 
 
+class StopRequestedError(Exception):
+    """SIGTERM/SIGINT arrived while start-up was waiting for a service."""
+
+
+def _connecting_to_kafka(exc: BaseException) -> Exception:
+    return classify_kafka_error(exc, "connecting")
+
+
 async def wait_for_service(
     what: str,
     setting: str,
     attempt: Callable[[], Awaitable[T]],
     settings: Settings,
-    classify: Callable[[BaseException], Exception],
+    *,
+    classify: Callable[[BaseException], Exception] = _connecting_to_kafka,
+    stop: asyncio.Event | None = None,
 ) -> T:
-    """Retry ``attempt`` while it fails transiently, up to the start-up timeout."""
+    """Retry ``attempt`` while it fails transiently, up to the start-up timeout; give
+    up at once when ``stop`` is set."""
     deadline = time.monotonic() + settings.startup_timeout_seconds
     backoff = Backoff(0.25, 5.0)
+    stop = stop or asyncio.Event()
     while True:
+        if stop.is_set():
+            raise StopRequestedError
         try:
             return await attempt()
         except FatalError:
@@ -75,10 +89,11 @@ async def wait_for_service(
                 error=str(exc),
                 retry_in_seconds=round(delay, 2),
             )
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
 
 
-async def create_pool(settings: Settings) -> asyncpg.Pool:
+async def create_pool(settings: Settings, stop: asyncio.Event | None = None) -> asyncpg.Pool:
     async def connect() -> asyncpg.Pool:
         return await open_pool(
             settings.dsn(),
@@ -93,7 +108,9 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
             return FatalError(f"database does not exist: {exc} (DATABASE_URL)")
         return classify_db_error(exc)
 
-    return await wait_for_service("PostgreSQL", "DATABASE_URL", connect, settings, classify)
+    return await wait_for_service(
+        "PostgreSQL", "DATABASE_URL", connect, settings, classify=classify, stop=stop
+    )
 
 
 def _install_signals(stop: asyncio.Event) -> None:
@@ -162,6 +179,8 @@ async def run(
     )
     try:
         await _run(settings, stop, health)
+    except StopRequestedError:
+        log.info("stopped", during="start-up")
     finally:
         if http is not None:
             await http.cleanup()
@@ -169,36 +188,22 @@ async def run(
 
 async def _run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
     log.info("starting", settings=settings.masked())
-    pool = await create_pool(settings)
+    pool = await create_pool(settings, stop)
     try:
         async with pool.acquire() as conn:
             version = await check_schema(conn)
         log.info("database_ready", schema_version=version)
 
-        def kafka_classify(exc: BaseException) -> Exception:
-            return classify_kafka_error(exc, "connecting")
+        async def kafka(attempt: Callable[[], Awaitable[object]]) -> None:
+            await wait_for_service("Kafka", "KAFKA_BOOTSTRAP_SERVERS", attempt, settings, stop=stop)
 
-        await wait_for_service(
-            "Kafka",
-            "KAFKA_BOOTSTRAP_SERVERS",
-            lambda: check_connection(settings),
-            settings,
-            kafka_classify,
-        )
         topics = [settings.input_topic, settings.outcome_topic, settings.dlq_topic]
-        await wait_for_service(
-            "Kafka",
-            "KAFKA_BOOTSTRAP_SERVERS",
-            lambda: ensure_topics(settings, topics),
-            settings,
-            kafka_classify,
-        )
+        await kafka(lambda: check_connection(settings))
+        await kafka(lambda: ensure_topics(settings, topics))
         producer = Producer(settings)
-        await wait_for_service(
-            "Kafka", "KAFKA_BOOTSTRAP_SERVERS", producer.start, settings, kafka_classify
-        )
         try:
-            await _consume(settings, stop, health, pool, producer)
+            await kafka(producer.start)
+            await _consume(settings, stop, health, pool=pool, producer=producer, kafka=kafka)
         finally:
             await producer.stop()
     finally:
@@ -210,8 +215,10 @@ async def _consume(
     settings: Settings,
     stop: asyncio.Event,
     health: Health,
+    *,
     pool: asyncpg.Pool,
     producer: Producer,
+    kafka: Callable[[Callable[[], Awaitable[object]]], Awaitable[None]],
 ) -> None:
     consumer = AIOKafkaConsumer(
         **client_options(settings),
@@ -230,12 +237,11 @@ async def _consume(
     store = Store(pool, OutcomeContext(settings.worker_source, settings.problem_base_uri))
     pipeline = Pipeline(settings, consumer, producer, store, health)
 
-    def kafka_classify(exc: BaseException) -> Exception:
-        return classify_kafka_error(exc, "joining the consumer group")
-
-    await wait_for_service(
-        "Kafka", "KAFKA_BOOTSTRAP_SERVERS", consumer.start, settings, kafka_classify
-    )
+    try:
+        await kafka(consumer.start)
+    except BaseException:
+        await consumer.stop()
+        raise
     consumer.subscribe([settings.input_topic], listener=pipeline)
     health.readiness_probe = _readiness(consumer, store, producer)
     health.started()

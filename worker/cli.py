@@ -19,11 +19,15 @@ import structlog
 from aiokafka.errors import KafkaError
 
 from worker import __version__, logs
-from worker.errors import FatalError, SettingsError
+from worker.errors import FatalError, SettingsError, WorkerError
 from worker.settings import Settings, env_name, flag_name, load_settings
 
 EXIT_FATAL = 1
 EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """The command's arguments or input file are wrong (exit 2)."""
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
@@ -99,14 +103,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(settings.log_level, settings.log_format)
     try:
         return asyncio.run(_dispatch(args, settings))
-    except FatalError as exc:
+    except WorkerError as exc:
         structlog.get_logger("worker").error("fatal", error=str(exc))
         print(f"ocitag-worker: {exc}", file=sys.stderr)
         return EXIT_FATAL
     except KafkaError as exc:
         print(f"ocitag-worker: Kafka at KAFKA_BOOTSTRAP_SERVERS: {exc}", file=sys.stderr)
         return EXIT_FATAL
-    except ValueError as exc:
+    except UsageError as exc:
         print(f"ocitag-worker: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -146,23 +150,26 @@ async def _migrate(settings: Settings) -> int:
 async def _publish(args: argparse.Namespace, settings: Settings) -> int:
     from worker.publisher import build_event, event_from_item, publish, read_items  # noqa: PLC0415
 
-    if args.file is not None:
-        events = [event_from_item(item, args.source) for item in read_items(args.file)]
-    elif args.ocitag_id and args.artifact:
-        events = [
-            build_event(
-                args.ocitag_id,
-                args.artifact,
-                actor=args.actor,
-                previous_artifact=args.previous_artifact,
-                expected_version=args.expected_version,
-                source=args.source,
-                event_id=args.event_id,
-                time=args.time,
-            )
-        ]
-    else:
-        raise ValueError("publish needs OCITAG_ID ARTIFACT, or --file")
+    try:
+        if args.file is not None:
+            events = [event_from_item(item, args.source) for item in read_items(args.file)]
+        elif args.ocitag_id and args.artifact:
+            events = [
+                build_event(
+                    args.ocitag_id,
+                    args.artifact,
+                    actor=args.actor,
+                    previous_artifact=args.previous_artifact,
+                    expected_version=args.expected_version,
+                    source=args.source,
+                    event_id=args.event_id,
+                    time=args.time,
+                )
+            ]
+        else:
+            raise UsageError("publish needs OCITAG_ID ARTIFACT, or --file")
+    except (ValueError, OSError) as exc:  # a bad OCITag ID, file or JSON
+        raise UsageError(str(exc)) from exc
     for event_id, partition, offset in await publish(settings, events, args.mode):
         print(f"published {event_id} to {settings.input_topic}[{partition}]@{offset}")
     return 0

@@ -17,15 +17,18 @@ if TYPE_CHECKING:  # the driver's classes are generic only in its type stubs
 else:
     Connection = Any
 
-# SQLSTATE classes and codes that mean "the service, not the event": retry.
-# 08 connection, 53 resources (too many connections), 57 operator intervention (admin
-# shutdown, cannot connect now), 58 system error; 40001 serialization, 40P01 deadlock,
-# 25006 read-only transaction (a failover in progress), 55P03 lock not available.
-_TRANSIENT_CLASSES = ("08", "53", "57", "58")
-_TRANSIENT_CODES = frozenset({"40001", "40P01", "25006", "55P03", "55006"})
-# 28 invalid authorization, 3D invalid catalog (no such database), 42P01 no such table.
-_FATAL_CLASSES = ("28", "3D")
-_FATAL_CODES = frozenset({"42P01"})
+# SQLSTATE classes that mean "the service, not the event": retry.
+# 08 connection, 25 transaction state (read-only during a failover, idle-in-transaction
+# timeout), 40 serialization failure and deadlock, 53 resources (too many connections),
+# 55 lock not available, 57 operator intervention (admin shutdown, cannot connect now),
+# 58 system error, XX internal error, 0A000 a cached plan invalidated by a schema change.
+_TRANSIENT_CLASSES = ("08", "25", "40", "53", "55", "57", "58", "XX")
+_TRANSIENT_CODES = frozenset({"0A000"})
+# Only these belong to one event (its data does not fit: 22 data exception, 54 program
+# limit exceeded): that event is rejected (500), the others go on. Anything else (28
+# authorization, 3D no such database, 42 permission or schema mismatch, 23 a constraint
+# a migration added…) means the worker cannot do its job: stop, never reject events.
+_EVENT_CLASSES = ("22", "54")
 
 
 def classify_db_error(exc: BaseException) -> Exception:
@@ -33,9 +36,12 @@ def classify_db_error(exc: BaseException) -> Exception:
         code = exc.sqlstate or ""
         if code.startswith(_TRANSIENT_CLASSES) or code in _TRANSIENT_CODES:
             return TransientError(f"db_{type(exc).__name__}", str(exc))
-        if code.startswith(_FATAL_CLASSES) or code in _FATAL_CODES:
-            return FatalError(f"PostgreSQL refused the worker: {exc} (check DATABASE_URL)")
-        return PermanentError(f"{type(exc).__name__}: {exc}")
+        if code.startswith(_EVENT_CLASSES):
+            return PermanentError(f"{type(exc).__name__}: {exc}")
+        return FatalError(
+            f"PostgreSQL refused the worker: {exc} (SQLSTATE {code}; check DATABASE_URL, the "
+            "role's rights and that `ocitag-worker migrate` ran for this version)"
+        )
     # before OSError (its base): a server certificate that sslrootcert/sslmode reject (wrong
     # CA, host name mismatch) does not get better by retrying
     if isinstance(exc, ssl.SSLCertVerificationError):
@@ -45,7 +51,8 @@ def classify_db_error(exc: BaseException) -> Exception:
         )
     if isinstance(exc, OSError | asyncio.TimeoutError | asyncpg.InterfaceError):
         return TransientError("db_connection", f"{type(exc).__name__}: {exc}")
-    return PermanentError(f"{type(exc).__name__}: {exc}")
+    # not the database's word: a bug; stop rather than reject events for it
+    return FatalError(f"unexpected error applying events: {type(exc).__name__}: {exc}")
 
 
 async def open_pool(

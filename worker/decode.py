@@ -53,6 +53,14 @@ def decode(record: RawRecord, max_bytes: int) -> Decoded:
 
 
 def _decode(record: RawRecord, max_bytes: int) -> Decoded:
+    if record.unreadable is not None:
+        raise _NotDecodableError(
+            Problem(
+                ProblemKind.UNDECODABLE,
+                f"the Kafka client could not read this record: {record.unreadable}",
+                (ErrorItem("record", "must be a readable Kafka record", None),),
+            )
+        )
     value = record.value or b""
     if len(value) > max_bytes:
         raise _NotDecodableError(
@@ -64,11 +72,14 @@ def _decode(record: RawRecord, max_bytes: int) -> Decoded:
             )
         )
     headers = _header_map(record.headers)
-    if f"{CE_PREFIX}specversion" in headers:
+    # the Kafka protocol binding: the content type decides; ce_ headers mean binary mode
+    content_type = headers.get("content-type")
+    structured = content_type is not None and _media_type(content_type) == STRUCTURED
+    if not structured and f"{CE_PREFIX}specversion" in headers:
         attributes, data, prefix = _binary(headers, value)
         data_prefix = "body"
     else:
-        content_type = headers.get("content-type", STRUCTURED)
+        content_type = content_type or STRUCTURED
         if _media_type(content_type) != STRUCTURED:
             raise _NotDecodableError(
                 Problem(

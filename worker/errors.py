@@ -21,6 +21,11 @@ class TransientError(WorkerError):
         #: low-cardinality label for metrics and logs (``db_connection``, ``kafka_timeout``…)
         self.cause = cause
 
+    @property
+    def service(self) -> str:
+        """``db`` or ``kafka``: which retry counter this fault counts in."""
+        return "db" if self.cause.startswith("db") else "kafka"
+
 
 class PermanentError(WorkerError):
     """Reject this one event with a problem outcome; the partition moves on."""

@@ -27,6 +27,8 @@ class RawRecord:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
+    #: why the Kafka client could not read the record (then key, value, headers are empty)
+    unreadable: str | None = None
 
     @property
     def instance(self) -> str:

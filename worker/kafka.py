@@ -4,6 +4,7 @@ outcome producer, and what a Kafka error means for the loop (retry, reject, stop
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Sequence
 from typing import Any
@@ -16,13 +17,17 @@ from aiokafka.errors import (
     AuthenticationFailedError,
     ClusterAuthorizationFailedError,
     GroupAuthorizationFailedError,
+    InvalidProducerEpoch,
     KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
     NoBrokersAvailable,
     NodeNotReadyError,
+    OutOfOrderSequenceNumber,
+    ProducerClosed,
     SaslAuthenticationFailed,
     TopicAuthorizationFailedError,
+    UnknownProducerId,
     UnsupportedSaslMechanismError,
 )
 from aiokafka.helpers import create_ssl_context
@@ -34,9 +39,19 @@ from worker.settings import Settings
 
 log = structlog.get_logger("worker.kafka")
 
-Message = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]  # topic, key, value, headers
+Message = tuple[
+    str, bytes | None, bytes | None, list[tuple[str, bytes]]
+]  # topic, key, value, headers
 
 _TOPIC_ALREADY_EXISTS = 36
+# A producer that raised these will not recover by itself: replace it.
+_STUCK = (
+    KafkaTimeoutError,
+    ProducerClosed,
+    OutOfOrderSequenceNumber,
+    InvalidProducerEpoch,
+    UnknownProducerId,
+)
 _FATAL = (
     AuthenticationFailedError,
     SaslAuthenticationFailed,
@@ -172,7 +187,7 @@ def new_producer(settings: Settings) -> AIOKafkaProducer:
         enable_idempotence=True,
         linger_ms=2,
         max_batch_size=262_144,
-        request_timeout_ms=30_000,
+        request_timeout_ms=settings.kafka_request_timeout_ms,
         client_id=f"{settings.group_id}-outcomes",
     )
 
@@ -185,8 +200,9 @@ class Producer:
         self._settings = settings
         self._producer = new_producer(settings)
         self._stuck_after = stuck_after
-        self._timeouts = 0
+        self._failures = 0
         self._lock = asyncio.Lock()
+        self._retired: set[asyncio.Task[None]] = set()
         # murmur2, as Kafka's Java clients: a tag's outcomes land where theirs would
         self._partitioner = DefaultPartitioner()
 
@@ -199,27 +215,32 @@ class Producer:
 
     async def stop(self) -> None:
         await self._producer.stop()
+        await asyncio.gather(*self._retired, return_exceptions=True)
 
     async def send_all(self, messages: Sequence[Message]) -> None:
         """Send (topic, key, value, headers), in order per partition, and wait for every
         acknowledgement. Messages are packed into one record batch per partition, which
         costs about half of what one ``send()`` per message does."""
+        producer = self._producer
         try:
             futures: list[asyncio.Future[Any]] = []
             for topic in dict.fromkeys(m[0] for m in messages):
-                futures.extend(
-                    await self._send_topic(topic, [m for m in messages if m[0] == topic])
-                )
-            await asyncio.gather(*futures)
+                same = [m for m in messages if m[0] == topic]
+                futures.extend(await self._send_topic(producer, topic, same))
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            failed = next((r for r in results if isinstance(r, BaseException)), None)
+            if failed is not None:
+                raise failed
         except Exception as exc:
-            error = classify_kafka_error(exc, "publishing outcomes")
-            if isinstance(exc, KafkaTimeoutError):
-                await self._count_timeout()
-            raise error from exc
-        self._timeouts = 0
+            if isinstance(exc, _STUCK):
+                await self._maybe_recreate(producer, exc)
+                raise TransientError(f"kafka_{type(exc).__name__}", str(exc)) from exc
+            raise classify_kafka_error(exc, "publishing outcomes") from exc
+        self._failures = 0
 
-    async def _send_topic(self, topic: str, messages: list[Message]) -> list[asyncio.Future[Any]]:
-        producer = self._producer
+    async def _send_topic(
+        self, producer: AIOKafkaProducer, topic: str, messages: list[Message]
+    ) -> list[asyncio.Future[Any]]:
         partitions = sorted(await producer.partitions_for(topic))
         available = sorted(producer.client.cluster.available_partitions_for_topic(topic))
         futures: list[asyncio.Future[Any]] = []
@@ -246,22 +267,36 @@ class Producer:
                 futures.append(await producer.send_batch(batch, topic, partition=partition))
         return futures
 
-    async def _count_timeout(self) -> None:
-        self._timeouts += 1
-        if self._timeouts < self._stuck_after:
+    async def _maybe_recreate(self, failed: AIOKafkaProducer, exc: BaseException) -> None:
+        """Replace the producer after repeated timeouts, or at once when its idempotence
+        state is broken (sequence or epoch errors, closed). The new one is started
+        before it takes over; if it cannot start (the broker is away) the old one stays
+        and the caller retries later."""
+        self._failures += 1
+        broken = not isinstance(exc, KafkaTimeoutError)
+        if not broken and self._failures < self._stuck_after:
             return
         async with self._lock:
-            if self._timeouts < self._stuck_after:
-                return
-            log.warning("producer_recreated", after_timeouts=self._timeouts)
-            metrics.PRODUCER_RECREATED.inc()
-            old, self._producer = self._producer, new_producer(self._settings)
-            self._timeouts = 0
+            if self._producer is not failed:
+                return  # a concurrent batch replaced it already
+            fresh = new_producer(self._settings)
             try:
-                await asyncio.wait_for(old.stop(), timeout=5)
-            except Exception as exc:
-                log.warning("producer_stop_failed", error=str(exc))
-            await self._producer.start()
+                await fresh.start()
+            except Exception as start_error:
+                log.warning("producer_restart_failed", error=str(start_error))
+                with contextlib.suppress(Exception):
+                    await fresh.stop()
+                return
+            self._producer, self._failures = fresh, 0
+            log.warning("producer_recreated", error=str(exc)[:300])
+            metrics.PRODUCER_RECREATED.inc()
+        self._retired.add(asyncio.create_task(self._retire(failed)))
+
+    async def _retire(self, old: AIOKafkaProducer) -> None:
+        try:
+            await asyncio.wait_for(old.stop(), timeout=10)
+        except Exception as exc:
+            log.warning("producer_stop_failed", error=str(exc))
 
     async def ready(self) -> bool:
         """Usable: started and knows at least one broker."""

@@ -21,7 +21,7 @@ from worker.models import REJECTED_TYPE, UPDATED_TYPE
 from worker.problems import Problem, error_model
 from worker.timefmt import format_rfc3339
 
-CONTENT_TYPE = b"application/cloudevents+json; charset=utf-8"
+CONTENT_TYPE = b"application/cloudevents+json"
 _NAMESPACE = uuid.UUID("6f0d3c1e-2b7a-5e44-9c1d-0a7c3f9e8b21")
 
 

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import random
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,13 +37,18 @@ from worker.errors import FatalError, PermanentError, TransientError
 from worker.events import Invalid, RawRecord, TagMoved, Undecodable
 from worker.health import Health
 from worker.kafka import Message, Producer, classify_kafka_error
-from worker.outcomes import Outcome, OutcomeContext, record_outcome_id, rejection
+from worker.outcomes import Outcome, OutcomeContext, outcome_id, record_outcome_id, rejection
 from worker.plan import Item, internal_outcome
 from worker.settings import Settings
 from worker.store import EventStore
 
 log = structlog.get_logger("worker.pipeline")
 T = TypeVar("T")
+
+COMMIT_TIMEOUT_SECONDS = 30.0
+MAX_PROBE_RECORDS = 100_000
+# Kafka's default message size is about 1 MB; a dead letter is the record plus headers
+MAX_DEAD_LETTER_VALUE = 1_000_000
 
 
 class Backoff:
@@ -66,6 +73,11 @@ class _Batch:
     task: asyncio.Task[None] | None = None
     give_up: asyncio.Event = field(default_factory=asyncio.Event)
     retrying: bool = False
+    committed: bool = False
+
+    @property
+    def next_offset(self) -> int:
+        return self.records[-1].offset + 1
 
 
 class _GiveUpError(Exception):
@@ -82,6 +94,7 @@ def to_raw(record: Any) -> RawRecord:
         key=record.key,
         value=record.value,
         headers=tuple(record.headers or ()),
+        unreadable=None,
     )
 
 
@@ -102,8 +115,15 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         self._ctx = OutcomeContext(settings.worker_source, settings.problem_base_uri)
         self._batches: dict[TopicPartition, _Batch] = {}
         self._committed: dict[TopicPartition, int] = {}
+        # the offset after the last record handed to a batch, per partition: where the
+        # consumer must be if a fetch fails half-way (aiokafka may have moved past
+        # records it could not return)
+        self._handed: dict[TopicPartition, int] = {}
+        # partitions with a record the Kafka client cannot read: (offset, reason)
+        self._unreadable: dict[TopicPartition, tuple[int, str]] = {}
         self._fatal: BaseException | None = None
         self._stopping = False
+        self._lag_task: asyncio.Task[None] | None = None
         self._fetch_backoff = Backoff(
             settings.retry_backoff_initial_seconds, settings.retry_backoff_max_seconds
         )
@@ -117,10 +137,13 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
                 self._health.loop_beat()
                 self._flow_control()
                 fetched = await self._fetch()
+                if self._fatal is not None or stop.is_set():
+                    break  # what was just fetched is not started: nothing commits past it
                 now = time.monotonic()
                 for tp, records in fetched.items():
                     if records:
                         self._start(tp, [to_raw(r) for r in records], now)
+                await self._advance_unreadable()
                 self._update_gauges()
         finally:
             await self.drain(self._settings.shutdown_grace_seconds)
@@ -137,13 +160,18 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             )
             self._fetch_backoff.attempt = 0
             return fetched
-        except KafkaError as exc:
+        except Exception as exc:
             error = classify_kafka_error(exc, "fetching")
-            if not isinstance(error, TransientError):
+            if isinstance(error, FatalError):
                 raise error from exc
-            metrics.KAFKA_RETRIES.labels(cause=error.cause).inc()
-            log.warning("fetch_failed", error=str(exc), attempt=self._fetch_backoff.attempt)
-            await asyncio.sleep(self._fetch_backoff.next_delay())
+            if isinstance(error, TransientError) and isinstance(exc, KafkaError):
+                metrics.KAFKA_RETRIES.labels(cause=error.cause).inc()
+                log.warning("fetch_failed", error=str(exc), attempt=self._fetch_backoff.attempt)
+                await asyncio.sleep(self._fetch_backoff.next_delay())
+                return {}
+            # A record the client cannot read (a header key that is not UTF-8, a codec
+            # it lacks): find it, process what comes before it, reject it alone.
+            await self._locate_unreadable(exc)
             return {}
 
     def _flow_control(self) -> None:
@@ -151,8 +179,9 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         assigned = self._consumer.assignment()
         in_flight = sum(len(b.records) for b in self._batches.values())
         full = in_flight >= self._settings.max_in_flight_records
-        to_pause = [tp for tp in assigned if full or tp in self._batches]
-        to_resume = [tp for tp in assigned if not full and tp not in self._batches]
+        held = self._batches.keys() | self._unreadable.keys()
+        to_pause = [tp for tp in assigned if full or tp in held]
+        to_resume = [tp for tp in assigned if not full and tp not in held]
         if to_pause:
             self._consumer.pause(*to_pause)
         if to_resume:
@@ -160,6 +189,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def _start(self, tp: TopicPartition, records: list[RawRecord], now: float) -> None:
         self._consumer.pause(tp)
+        self._handed[tp] = records[-1].offset + 1
         batch = _Batch(tp, records, now)
         batch.task = asyncio.create_task(self._run_batch(batch), name=f"batch-{tp}")
         self._batches[tp] = batch
@@ -180,8 +210,21 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             self._fatal = exc
         finally:
             self._batches.pop(batch.tp, None)
-            if batch.tp in self._consumer.assignment() and not self._stopping:
-                self._consumer.resume(batch.tp)
+            self._after_batch(batch)
+
+    def _after_batch(self, batch: _Batch) -> None:
+        """Where the partition goes on. Resuming is left to flow control (it keeps the
+        in-flight cap); after a failure nothing of the partition is started again."""
+        tp = batch.tp
+        if self._fatal is not None or self._stopping or tp not in self._consumer.assignment():
+            return
+        if batch.committed:
+            if batch.records[-1].unreadable:  # the client cannot step over it by itself
+                self._consumer.seek(tp, batch.next_offset)
+            return
+        # given up while still ours (a commit lost to a rebalance): fetch it again
+        self._consumer.seek(tp, batch.records[0].offset)
+        self._handed[tp] = batch.records[0].offset
 
     # ---- one batch of one partition
 
@@ -189,19 +232,20 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         started = time.monotonic()
         decoded = [decode(r, self._settings.max_event_bytes) for r in batch.records]
         outcomes = await self._retrying(batch, lambda: self._apply_and_publish(batch, decoded))
-        next_offset = batch.records[-1].offset + 1
-        await self._retrying(batch, lambda: self._commit(batch.tp, next_offset))
+        await self._retrying(batch, lambda: self._commit(batch.tp, batch.next_offset))
+        batch.committed = True
         done = time.monotonic()
         metrics.BATCH_SECONDS.observe(done - started)
         metrics.BATCH_EVENTS.observe(len(batch.records))
+        elapsed = done - batch.fetched_at
+        counts = Counter(
+            (str(o.status), o.change or "none", "true" if o.replay else "false") for o in outcomes
+        )
+        for labels, count in counts.items():
+            metrics.OUTCOMES.labels(*labels).inc(count)
         for raw, event, outcome in zip(batch.records, decoded, outcomes, strict=True):
-            metrics.EVENT_SECONDS.observe(done - batch.fetched_at)
-            metrics.OUTCOMES.labels(
-                status=str(outcome.status),
-                change=outcome.change or "none",
-                replay="true" if outcome.replay else "false",
-            ).inc()
-            _log_event(raw, event, outcome, done - batch.fetched_at)
+            metrics.EVENT_SECONDS.observe(elapsed)
+            _log_event(raw, event, outcome, elapsed)
         self._health.progress()
 
     async def _apply_and_publish(
@@ -243,7 +287,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
                 outcomes.extend(await self._store.apply([item], processed_at))
             except PermanentError as exc:
                 log.error("event_refused", error=str(exc), offset=item.record.offset)
-                at = datetime.fromtimestamp(item.record.timestamp_ms / 1000, UTC)
+                at = record_time(item.record)
                 outcomes.append(internal_outcome(self._ctx, item, str(exc)[:200], at))
         return outcomes
 
@@ -253,9 +297,13 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             problem=event.problem,
             instance=raw.instance,
             subject=None,
-            outcome_uuid=record_outcome_id(raw),
-            # a replay must be byte-identical and nothing is stored: use the record's time
-            processed_at=datetime.fromtimestamp(raw.timestamp_ms / 1000, UTC),
+            outcome_uuid=(
+                outcome_id(event.source, event.id, hashlib.sha256(raw.value or b"").digest())
+                if event.source is not None and event.id is not None
+                else record_outcome_id(raw)
+            ),
+            # a replay must be byte-identical and nothing is stored: the record's time
+            processed_at=record_time(raw),
             source=event.source,
             event_id=event.id,
         )
@@ -269,16 +317,25 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             ("ocitag_dlq_status", str(event.problem.status).encode()),
             ("ocitag_dlq_reason", _truncate_utf8(event.problem.detail, 1000)),
         ]
-        return (self._settings.dlq_topic, raw.key, raw.value or b"", headers)
+        value = raw.value
+        if value is not None and len(value) > MAX_DEAD_LETTER_VALUE:
+            # the copy (value plus these headers) would exceed the broker's message size
+            headers.append(("ocitag_dlq_value_omitted_bytes", str(len(value)).encode()))
+            value = None
+        return (self._settings.dlq_topic, raw.key, value, headers)
 
     async def _commit(self, tp: TopicPartition, offset: int) -> None:
         try:
-            await self._consumer.commit({tp: offset})
+            # aiokafka retries a commit for as long as the coordinator is away: bound it,
+            # so that the batch can be given up on revocation or shutdown
+            await asyncio.wait_for(self._consumer.commit({tp: offset}), COMMIT_TIMEOUT_SECONDS)
         except (CommitFailedError, IllegalStateError) as exc:
-            # the partition went to another member: it redoes the batch, with the same
-            # outcomes (they are stored), so there is nothing to repair here
+            # the partition went to another member, which redoes the batch with the same
+            # outcomes (they are stored); this member stops working on it
             log.warning("commit_lost", partition=tp.partition, offset=offset, error=str(exc))
-            return
+            raise _GiveUpError from exc
+        except TimeoutError as exc:
+            raise TransientError("kafka_commit_timeout", f"commit of {tp}") from exc
         except KafkaError as exc:
             raise classify_kafka_error(exc, "committing offsets") from exc
         self._committed[tp] = offset
@@ -289,14 +346,14 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             self._settings.retry_backoff_initial_seconds, self._settings.retry_backoff_max_seconds
         )
         while True:
-            if batch.give_up.is_set():
+            if batch.give_up.is_set() or batch.tp not in self._consumer.assignment():
                 raise _GiveUpError
             try:
-                return await work()
+                result = await work()
+                batch.retrying = False
+                return result
             except TransientError as exc:
-                counter = (
-                    metrics.DB_RETRIES if exc.cause.startswith("db") else metrics.KAFKA_RETRIES
-                )
+                counter = metrics.DB_RETRIES if exc.service == "db" else metrics.KAFKA_RETRIES
                 counter.labels(cause=exc.cause).inc()
                 delay = backoff.next_delay()
                 log.warning(
@@ -312,6 +369,71 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(batch.give_up.wait(), timeout=delay)
 
+    # ---- records the Kafka client cannot read
+
+    async def _locate_unreadable(self, exc: BaseException) -> None:
+        """A fetch failed on a record the client cannot read. aiokafka may have moved
+        the position past records it could not return, so every partition goes back to
+        the offset after what was handed to batches; then each is stepped through one
+        record at a time until the one that fails is found."""
+        reason = f"{type(exc).__name__}: {exc}"[:300]
+        candidates = [
+            tp
+            for tp in self._consumer.assignment()
+            if tp not in self._batches and tp not in self._unreadable
+        ]
+        for tp in candidates:
+            if tp in self._handed:
+                self._consumer.seek(tp, self._handed[tp])
+        for tp in candidates:
+            start = await self._consumer.position(tp)
+            found = await self._probe(tp)
+            self._consumer.seek(tp, start)
+            if found is not None:
+                self._unreadable[tp] = (found, reason)
+                log.error("unreadable_record", partition=tp.partition, offset=found, error=reason)
+                return
+        raise FatalError(f"a record on {self._settings.input_topic} cannot be read: {reason}")
+
+    async def _probe(self, tp: TopicPartition) -> int | None:
+        self._consumer.resume(tp)
+        try:
+            for _ in range(MAX_PROBE_RECORDS):
+                position: int = await self._consumer.position(tp)
+                try:
+                    got = await self._consumer.getmany(tp, timeout_ms=1_000, max_records=1)
+                except Exception:  # the record we are looking for
+                    return position
+                if not got.get(tp):
+                    return None
+            return None
+        finally:
+            self._consumer.pause(tp)
+
+    async def _advance_unreadable(self) -> None:
+        """Work the records before an unreadable one, then reject it alone (400)."""
+        for tp, (bad, reason) in list(self._unreadable.items()):
+            if tp in self._batches:
+                continue
+            if tp not in self._consumer.assignment():
+                del self._unreadable[tp]
+                continue
+            position = await self._consumer.position(tp)
+            if position >= bad:
+                del self._unreadable[tp]
+                unreadable = RawRecord(tp.topic, tp.partition, bad, 0, None, None, (), reason)
+                self._start(tp, [unreadable], time.monotonic())
+                continue
+            self._consumer.resume(tp)
+            try:
+                # never more than up to the bad record: the client must not reach it
+                limit = min(bad - position, self._settings.max_batch_records)
+                got = await self._consumer.getmany(tp, timeout_ms=200, max_records=limit)
+            finally:
+                self._consumer.pause(tp)
+            if got.get(tp):
+                self._start(tp, [to_raw(r) for r in got[tp]], time.monotonic())
+
     # ---- rebalances and shutdown
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
@@ -326,13 +448,21 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         metrics.ASSIGNED_PARTITIONS.set(len(self._consumer.assignment()))
-        for tp in assigned:  # the lag gauge needs a committed offset from the start
-            with contextlib.suppress(KafkaError):
-                committed = await self._consumer.committed(tp)
-                if committed is not None:
-                    self._committed[tp] = committed
+        for tp in assigned:
+            self._handed.pop(tp, None)
+            self._unreadable.pop(tp, None)
+        # The lag gauge wants the committed offsets; the group is not heartbeating while
+        # this callback runs, so they are fetched after it, bounded, in the background.
+        self._lag_task = asyncio.create_task(self._load_committed(list(assigned)))
         self._health.assigned()
         log.info("partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
+
+    async def _load_committed(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            with contextlib.suppress(KafkaError, TimeoutError):
+                committed = await asyncio.wait_for(self._consumer.committed(tp), 5)
+                if committed is not None and tp not in self._committed:
+                    self._committed[tp] = committed
 
     async def drain(self, grace: float) -> None:
         """Let in-flight batches finish within the grace period; give up the rest."""
@@ -342,6 +472,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _finish(self, batches: list[_Batch], grace: float) -> None:
         tasks = [b.task for b in batches if b.task is not None]
         if not tasks:
+            log.info("drained", finished=0, given_up=0)
             return
         for batch in batches:
             if batch.retrying:  # waiting for a service: it would not finish in time
@@ -370,6 +501,15 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             committed = self._committed.get(tp)
             if end is not None and committed is not None:
                 metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, end - committed))
+
+
+def record_time(raw: RawRecord) -> datetime:
+    """The record's Kafka timestamp: the time of outcomes that are not stored (400,
+    500), so that a redelivery gets the same bytes. The epoch if it has none."""
+    try:
+        return datetime.fromtimestamp(raw.timestamp_ms / 1000, UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return datetime.fromtimestamp(0, UTC)
 
 
 def _truncate_utf8(text: str, limit: int) -> bytes:

@@ -164,6 +164,12 @@ class Settings(BaseSettings):
     )
 
     # --- group membership
+    kafka_request_timeout_ms: int = Field(
+        30_000,
+        ge=1_000,
+        description="Timeout of one Kafka request; a producer that times out 3 times in a "
+        "row is replaced",
+    )
     session_timeout_ms: int = Field(10_000, ge=1_000, description="Consumer group session timeout")
     heartbeat_interval_ms: int = Field(
         3_000, ge=100, description="Consumer group heartbeat interval"

@@ -130,7 +130,11 @@ class Store:
             return []
         for attempt in range(1, MAX_TX_ATTEMPTS + 1):
             try:
-                async with self._pool.acquire() as conn, conn.transaction():
+                # the version-guard loop relies on each statement seeing the latest commits
+                async with (
+                    self._pool.acquire() as conn,
+                    conn.transaction(isolation="read_committed"),
+                ):
                     return await _apply(conn, self._ctx, items, processed_at)
             except (asyncpg.SerializationError, asyncpg.DeadlockDetectedError) as exc:
                 metrics.DB_RETRIES.labels(cause=type(exc).__name__).inc()
@@ -173,8 +177,9 @@ async def _processed(conn: Connection, keys: Sequence[EventKey]) -> dict[EventKe
     found: dict[EventKey, ProcessedRow] = {}
     for r in rows:
         if r["outcome"] is None:
-            # only possible if the claiming transaction is still open elsewhere: retry
-            raise TransientError("db_claim_in_progress", f"{r['source']} {r['id']}")
+            # claims and their outcomes commit together, and a claim waits for a
+            # concurrent one: a committed claim without an outcome is a bug
+            raise FatalError(f"processed event without outcome: {r['source']} {r['id']}")
         found[(r["source"], r["id"])] = ProcessedRow(
             r["fingerprint"], r["processed_at"], r["status"], r["outcome_key"], r["outcome"]
         )

@@ -100,6 +100,11 @@ class Worker:
     proc: subprocess.Popen[bytes]
     log: Path
 
+    def events(self) -> list[dict[str, Any]]:
+        """The worker's JSON log lines."""
+        lines = self.log.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
 
 @dataclass
 class Scenario:

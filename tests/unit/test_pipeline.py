@@ -68,6 +68,7 @@ async def test_a_refused_single_event_does_not_stop_the_worker() -> None:
 
 
 async def test_internal_outcome_is_the_same_on_redelivery() -> None:
+    """Not stored, so rebuilt on each delivery: nothing of the wall clock may enter it."""
     first = await pipeline(RefusingStore({"bad"}))._apply(items("bad"), datetime.now(UTC))
     again = await pipeline(RefusingStore({"bad"}))._apply(items("bad"), datetime.now(UTC))
     assert first[0].value == again[0].value

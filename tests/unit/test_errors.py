@@ -1,0 +1,75 @@
+"""Fault classification decides what happens next: retry, reject one event, or stop."""
+
+from __future__ import annotations
+
+import ssl
+
+import asyncpg
+import pytest
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NotLeaderForPartitionError,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+)
+
+from worker.db import classify_db_error
+from worker.errors import FatalError, PermanentError, TransientError
+from worker.kafka import classify_kafka_error
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (asyncpg.exceptions.ConnectionDoesNotExistError("gone"), TransientError),
+        (asyncpg.exceptions.AdminShutdownError("shutdown"), TransientError),
+        (asyncpg.exceptions.TooManyConnectionsError("too many"), TransientError),
+        (asyncpg.exceptions.CannotConnectNowError("starting"), TransientError),
+        (asyncpg.exceptions.SerializationError("serialization"), TransientError),
+        (asyncpg.exceptions.DeadlockDetectedError("deadlock"), TransientError),
+        (asyncpg.exceptions.ReadOnlySQLTransactionError("failover"), TransientError),
+        (asyncpg.exceptions.IdleInTransactionSessionTimeoutError("idle"), TransientError),
+        (
+            asyncpg.exceptions.FeatureNotSupportedError("cached plan must not change"),
+            TransientError,
+        ),
+        (ConnectionRefusedError(111, "refused"), TransientError),
+        (TimeoutError(), TransientError),
+        # the event's own data does not fit: reject that one event
+        (asyncpg.exceptions.StringDataRightTruncationError("too long"), PermanentError),
+        (asyncpg.exceptions.ProgramLimitExceededError("index row too large"), PermanentError),
+        # the worker cannot do its job: stop, never turn it into problem outcomes
+        (asyncpg.exceptions.InsufficientPrivilegeError("permission denied"), FatalError),
+        (asyncpg.exceptions.UndefinedTableError("no ocitags"), FatalError),
+        (asyncpg.exceptions.UndefinedColumnError("schema changed"), FatalError),
+        (asyncpg.exceptions.NotNullViolationError("a new constraint"), FatalError),
+        (asyncpg.exceptions.InvalidPasswordError("password"), FatalError),
+        (asyncpg.exceptions.InvalidCatalogNameError("no database"), FatalError),
+        (ssl.SSLCertVerificationError("bad certificate"), FatalError),
+        (KeyError("a bug"), FatalError),
+    ],
+)
+def test_database_errors(error: BaseException, kind: type[Exception]) -> None:
+    assert isinstance(classify_db_error(error), kind)
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (KafkaConnectionError("down"), TransientError),
+        (KafkaTimeoutError(), TransientError),
+        (NotLeaderForPartitionError(), TransientError),
+        (OSError("reset"), TransientError),
+        (SaslAuthenticationFailed(), FatalError),
+        (TopicAuthorizationFailedError(), FatalError),
+        (ssl.SSLCertVerificationError("bad certificate"), FatalError),
+    ],
+)
+def test_kafka_errors(error: BaseException, kind: type[Exception]) -> None:
+    assert isinstance(classify_kafka_error(error, "testing"), kind)
+
+
+def test_transient_errors_say_which_service() -> None:
+    assert TransientError("db_connection").service == "db"
+    assert TransientError("kafka_KafkaTimeoutError").service == "kafka"
