@@ -8,6 +8,7 @@ Normalisation follows ``docker pull`` (distribution/reference ``ParseNormalizedN
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 DEFAULT_DOMAIN = "docker.io"
 DOCKER_ALIASES = frozenset({"index.docker.io", "registry-1.docker.io"})
@@ -21,6 +22,7 @@ _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _HOST_RE = re.compile(
     rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9A-Fa-f:.]+\])(?::[0-9]+)?"
 )
+_SPACE_RE = re.compile(r"\s")
 _TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX128 = re.compile(r"[0-9a-f]{128}")
@@ -35,7 +37,7 @@ def _split_domain(name: str) -> tuple[str, str]:
     or has upper-case letters; otherwise the name is on docker.io."""
     first, sep, rest = name.partition("/")
     if not sep or (
-        not any(c in first for c in ".:") and first != "localhost" and first.lower() == first
+        "." not in first and ":" not in first and first != "localhost" and first.lower() == first
     ):
         return DEFAULT_DOMAIN, name
     return first, rest
@@ -46,10 +48,11 @@ def _check_shape(raw: str) -> None:
         raise InvalidIdentifierError("repository must not be empty")
     if "@" in raw:
         raise InvalidIdentifierError("repository must not contain a digest ('@…')")
-    if any(c.isspace() for c in raw):
+    if _SPACE_RE.search(raw):
         raise InvalidIdentifierError("repository must not contain white space")
 
 
+@lru_cache(maxsize=65_536)  # a fleet re-tags the same repositories again and again
 def normalize_repository(raw: str) -> str:
     """``istio/pilot`` → ``docker.io/istio/pilot``; ``nginx`` → ``docker.io/library/nginx``."""
     _check_shape(raw)

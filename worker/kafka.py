@@ -205,6 +205,7 @@ class Producer:
         self._retired: set[asyncio.Task[None]] = set()
         # murmur2, as Kafka's Java clients: a tag's outcomes land where theirs would
         self._partitioner = DefaultPartitioner()
+        self._partitions: dict[tuple[bytes, int], int] = {}
 
     @property
     def client(self) -> AIOKafkaProducer:
@@ -246,7 +247,7 @@ class Producer:
         futures: list[asyncio.Future[Any]] = []
         batches: dict[int, Any] = {}
         for _, key, value, headers in messages:
-            partition = self._partitioner(key, partitions, available or partitions)
+            partition = self._partition(key, partitions, available)
             batch = batches.get(partition)
             if batch is None:
                 batch = batches[partition] = producer.create_batch()
@@ -266,6 +267,21 @@ class Producer:
                 batch.close()
                 futures.append(await producer.send_batch(batch, topic, partition=partition))
         return futures
+
+    def _partition(self, key: bytes | None, partitions: list[int], available: list[int]) -> int:
+        """murmur2 of the key (as Kafka's Java clients), remembered per key: it is pure
+        Python and a tag's key comes back again and again."""
+        if key is None:
+            return int(self._partitioner(None, partitions, available or partitions))
+        cache_key = (key, len(partitions))
+        found = self._partitions.get(cache_key)
+        if found is None:
+            if len(self._partitions) >= 100_000:
+                self._partitions.clear()
+            found = self._partitions[cache_key] = int(
+                self._partitioner(key, partitions, partitions)
+            )
+        return found
 
     async def _maybe_recreate(self, failed: AIOKafkaProducer, exc: BaseException) -> None:
         """Replace the producer after repeated timeouts, or at once when its idempotence

@@ -52,13 +52,25 @@ class OutcomeContext:
 def outcome_id(source: str, event_id: str, fingerprint: bytes) -> str:
     """Deterministic: a republished outcome has the same id; a reused input id with other
     content gets another (its outcome is another event)."""
-    return str(uuid.uuid5(_NAMESPACE, f"{source}\n{event_id}\n{fingerprint.hex()}"))
+    return _uuid5(f"{source}\n{event_id}\n{fingerprint.hex()}")
+
+
+def _uuid5(name: str) -> str:
+    """``str(uuid.uuid5(_NAMESPACE, name))`` without building UUID objects (a test
+    holds the two equal): this runs once per event."""
+    digest = bytearray(
+        hashlib.sha1(_NAMESPACE.bytes + name.encode(), usedforsecurity=False).digest()[:16]
+    )
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def record_outcome_id(record: RawRecord) -> str:
     """For records with no usable (source, id): the record's coordinates and bytes."""
     digest = hashlib.sha256(record.value or b"").hexdigest()
-    return str(uuid.uuid5(_NAMESPACE, f"{record.instance}\n{digest}"))
+    return _uuid5(f"{record.instance}\n{digest}")
 
 
 def _encode(envelope: dict[str, Any]) -> bytes:

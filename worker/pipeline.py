@@ -177,8 +177,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
     def _flow_control(self) -> None:
         """Pause partitions with a batch in flight; pause all while the cap is reached."""
         assigned = self._consumer.assignment()
-        in_flight = sum(len(b.records) for b in self._batches.values())
-        full = in_flight >= self._settings.max_in_flight_records
+        full = self._full()
         held = self._batches.keys() | self._unreadable.keys()
         to_pause = [tp for tp in assigned if full or tp in held]
         to_resume = [tp for tp in assigned if not full and tp not in held]
@@ -186,6 +185,10 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             self._consumer.pause(*to_pause)
         if to_resume:
             self._consumer.resume(*to_resume)
+
+    def _full(self) -> bool:
+        in_flight = sum(len(b.records) for b in self._batches.values())
+        return in_flight >= self._settings.max_in_flight_records
 
     def _start(self, tp: TopicPartition, records: list[RawRecord], now: float) -> None:
         self._consumer.pause(tp)
@@ -221,6 +224,10 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         if batch.committed:
             if batch.records[-1].unreadable:  # the client cannot step over it by itself
                 self._consumer.seek(tp, batch.next_offset)
+            # at once, not at the next poll: the poll in progress would sit out its
+            # timeout with every other partition paused (flow control re-checks the cap)
+            if tp not in self._unreadable and not self._full():
+                self._consumer.resume(tp)
             return
         # given up while still ours (a commit lost to a rebalance): fetch it again
         self._consumer.seek(tp, batch.records[0].offset)

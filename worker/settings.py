@@ -144,13 +144,13 @@ class Settings(BaseSettings):
 
     # --- throughput and flow control
     max_batch_records: int = Field(
-        500,
+        2_000,
         ge=1,
         le=10_000,
         description="Most records fetched per poll (and so per partition batch)",
     )
     max_in_flight_records: int = Field(
-        5_000,
+        20_000,
         ge=1,
         le=1_000_000,
         description="Cap on fetched records not yet committed; fetching pauses above it",

@@ -167,3 +167,7 @@ def test_ocitag_id_round_trips(repository: str, tag: str) -> None:
 def test_digest_normalisation_is_idempotent(raw: str) -> None:
     once = normalize_digest(raw)
     assert normalize_digest(once) == once
+
+
+def test_a_numeric_first_component_is_a_path_not_a_host() -> None:
+    assert normalize_repository("123/app") == "docker.io/123/app"

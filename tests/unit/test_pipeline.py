@@ -101,3 +101,13 @@ def test_backoff_grows_with_jitter_up_to_the_cap() -> None:
     assert 0.05 <= delays[0] <= 0.1
     assert 0.1 <= delays[2] <= 0.4
     assert all(0.5 <= d <= 1.0 for d in delays[4:])
+
+
+def test_outcome_ids_are_rfc_4122_uuid5() -> None:
+    import uuid
+
+    from worker.outcomes import _NAMESPACE, outcome_id
+
+    for source, event_id in [("s", "e"), ("https://r.example/hook", "ünïcode-id"), ("", "")]:
+        expected = uuid.uuid5(_NAMESPACE, f"{source}\n{event_id}\n{b'fp'.hex()}")
+        assert outcome_id(source, event_id, b"fp") == str(expected)

@@ -109,3 +109,22 @@ def test_invalid_secret_value_is_not_echoed() -> None:
     with pytest.raises(SettingsError) as caught:
         load_settings(environ={"DATABASE_URL": "mysql://user:hunter2@h/db"})
     assert "hunter2" not in str(caught.value)
+
+
+def test_the_readme_documents_every_setting_with_its_default() -> None:
+    from worker.settings import Settings
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for name, field in Settings.model_fields.items():
+        row = next(
+            (line for line in readme.splitlines() if line.startswith(f"| `{env_name(name)}` |")),
+            None,
+        )
+        assert row is not None, f"{env_name(name)} is not in the README's settings table"
+        default = field.default
+        if (
+            isinstance(default, int | float | str)
+            and not isinstance(default, bool)
+            and name != "database_url"
+        ):
+            assert f"`{default}`" in row, (name, row)
