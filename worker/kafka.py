@@ -142,6 +142,17 @@ async def check_connection(settings: Settings) -> None:
     raise KafkaConnectionError(f"no bootstrap server answered: {last}")
 
 
+async def missing_topics(settings: Settings, names: Sequence[str]) -> list[str]:
+    """Which of the topics the cluster does not have."""
+    admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=15_000)
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        return [name for name in names if name not in existing]
+    finally:
+        await admin.close()
+
+
 async def ensure_topics(settings: Settings, names: Sequence[str]) -> list[str]:
     """Create missing topics (OCITAG_CREATE_TOPICS) or name the missing one. Returns
     the topics created."""
@@ -157,22 +168,25 @@ async def ensure_topics(settings: Settings, names: Sequence[str]) -> list[str]:
                 f"topic {missing[0]} does not exist and OCITAG_CREATE_TOPICS is off: create "
                 "it, or point the topic setting at an existing one"
             )
+        replication = settings.topic_replication_factor
+        if replication < 1:
+            # "the cluster's choice": three copies, or as many as there are brokers
+            brokers = (await admin.describe_cluster()).get("brokers") or [None]
+            replication = min(3, len(brokers))
         response = await admin.create_topics(
-            [
-                NewTopic(
-                    name,
-                    settings.topic_partitions,
-                    settings.topic_replication_factor,
-                )
-                for name in missing
-            ]
+            [NewTopic(name, settings.topic_partitions, replication) for name in missing]
         )
         for topic, code, *rest in response.topic_errors:
             if code not in (0, _TOPIC_ALREADY_EXISTS):
                 raise FatalError(
                     f"could not create topic {topic}: error {code} {rest[0] if rest else ''}"
                 )
-        log.info("topics_created", topics=missing, partitions=settings.topic_partitions)
+        log.info(
+            "topics_created",
+            topics=missing,
+            partitions=settings.topic_partitions,
+            replication_factor=replication,
+        )
         return missing
     finally:
         await admin.close()

@@ -121,7 +121,8 @@ class Settings(BaseSettings):
         -1,
         ge=-1,
         le=32,
-        description="Replication factor of created topics; -1 = the broker's default",
+        description="Replication factor of created topics; -1 = 3, or the number of brokers "
+        "if fewer",
     )
 
     # --- contract

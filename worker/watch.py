@@ -11,7 +11,8 @@ from typing import Any, TextIO
 
 from aiokafka import AIOKafkaConsumer
 
-from worker.kafka import client_options
+from worker.errors import FatalError
+from worker.kafka import client_options, missing_topics
 from worker.settings import Settings
 
 
@@ -46,6 +47,11 @@ async def watch(
     """Print outcomes until ``count`` were printed or none came for ``idle_timeout``
     seconds (forever if neither). Returns how many were printed."""
     readable = out.isatty() if as_json is None else not as_json
+    if await missing_topics(settings, [settings.outcome_topic]):
+        raise FatalError(
+            f"topic {settings.outcome_topic} does not exist: start the worker (it creates its "
+            "topics) or create it, or set OCITAG_OUTCOME_TOPIC"
+        )
     consumer = AIOKafkaConsumer(
         settings.outcome_topic,
         **client_options(settings),

@@ -3,6 +3,7 @@ publish → run → outcomes, SIGTERM exits 0."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import pytest
 
 from tests.conftest import with_database
 from tests.services import Services
+from worker.kafka import missing_topics
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -38,7 +40,6 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
         OCITAG_GROUP_ID=settings.group_id,
         OCITAG_HTTP_PORT="0",
         OCITAG_TOPIC_PARTITIONS="2",
-        OCITAG_TOPIC_REPLICATION_FACTOR="1",
         OCITAG_LOG_FORMAT="json",
     )
     env.update(extra)
@@ -148,6 +149,9 @@ async def test_publish_run_outcomes_and_sigterm(
         [*EXE, "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
+        async with asyncio.timeout(60):  # the worker creates its topics at start
+            while await missing_topics(settings, [settings.input_topic, settings.outcome_topic]):
+                await asyncio.sleep(0.2)
         published = run_cli(
             ["publish", "docker.io/istio/pilot:1.3.0", "sha256:" + HEX, "--actor", "alice"], env
         )
@@ -234,3 +238,10 @@ def test_outcomes_is_readable_on_a_terminal() -> None:
         }
     )
     assert problem == "422 invalid-data -: bad (event e2)\n    body.data.tag: must match"
+
+
+def test_publish_to_a_missing_topic_says_which(make_settings: Callable[..., Settings]) -> None:
+    env = env_for(make_settings(), OCITAG_INPUT_TOPIC="no.such.topic")
+    result = run_cli(["publish", "docker.io/istio/pilot:1.3.0", "sha256:" + HEX], env)
+    assert result.returncode == 1
+    assert last_line(result.stderr).startswith("ocitag-worker: topic no.such.topic does not exist")
