@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 WITH_SERVICES = if [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ] || [ -z "$${DATABASE_URL:-}" ]; then \
 	$(STACK) up >&2 && eval "$$($(STACK) env)"; fi;
 
-.PHONY: install services run migrate test test-unit lint format fuzz faults faults-long bench bench-store bench-decode schemas check-schemas down clean
+.PHONY: install services run migrate test test-unit lint format fuzz faults faults-long bench bench-store bench-decode schemas check-schemas down clean check-deploy
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -43,7 +43,7 @@ format: install
 
 # The whole suite on real services: the local stack is started here (the fixtures would
 # start it too) so that its start-up shows in the log before the tests.
-test: install lint check-schemas
+test: install lint check-schemas check-deploy
 	@if [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then $(STACK) up; fi
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -81,3 +81,20 @@ check-schemas: install
 		npm ci --prefix tools --ignore-scripts --no-audit --no-fund --loglevel=error; fi
 	$(PY) -m worker.schemas --check schemas
 	node tools/asyncapi-validate.mjs schemas/asyncapi.yaml
+
+# Offline validation of deploy/ (Dockerfile, compose, Kubernetes manifests, CRDs, alert
+# rules and their tests, dashboard, metric names); tools cached in .cache/deploy-check.
+check-deploy:
+	deploy/check
+
+# Benchmarks (bench/README.md): table on stdout, JSON (+ PNG) in bench/results/. They use
+# KAFKA_BOOTSTRAP_SERVERS/DATABASE_URL when set, else start the local stack; each run makes
+# its own topics and databases and drops them afterwards. Knobs: BENCH_* variables.
+bench: install
+	@$(WITH_SERVICES) $(PY) -m bench.pipeline
+
+bench-store: install
+	@$(WITH_SERVICES) $(PY) -m bench.store
+
+bench-decode: install
+	$(PY) -m bench.decode

@@ -1,0 +1,35 @@
+"""The real worker with extra keyword arguments for its Kafka consumer: a what-if
+experiment for the benchmarks (``BENCH_CONSUMER_OVERRIDES='{"fetch_max_wait_ms": 10}'``),
+to measure a tuning before the worker has a setting for it. Nothing in ``worker/`` is
+changed; the consumer class gets different defaults in this process only.
+
+    BENCH_CONSUMER_OVERRIDES='{"fetch_max_wait_ms": 10}' python -m bench.patched_worker
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import aiokafka
+
+from worker.cli import main
+
+ENV = "BENCH_CONSUMER_OVERRIDES"
+
+
+def patch_consumer(overrides: dict[str, Any]) -> None:
+    original = aiokafka.AIOKafkaConsumer.__init__
+
+    def init(self: aiokafka.AIOKafkaConsumer, *args: Any, **kwargs: Any) -> None:
+        for name, value in overrides.items():
+            kwargs.setdefault(name, value)
+        original(self, *args, **kwargs)
+
+    aiokafka.AIOKafkaConsumer.__init__ = init
+
+
+if __name__ == "__main__":
+    patch_consumer(json.loads(os.environ.get(ENV) or "{}"))
+    raise SystemExit(main(["run"]))
