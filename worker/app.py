@@ -228,6 +228,7 @@ async def _consume(
         isolation_level="read_committed",
         max_poll_records=settings.max_batch_records,
         fetch_max_bytes=settings.fetch_max_bytes,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=settings.heartbeat_interval_ms,

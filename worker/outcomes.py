@@ -22,6 +22,7 @@ from worker.problems import Problem, error_model
 from worker.timefmt import format_rfc3339
 
 CONTENT_TYPE = b"application/cloudevents+json"
+_HEADERS = [("content-type", CONTENT_TYPE)]  # shared, never modified
 _NAMESPACE = uuid.UUID("6f0d3c1e-2b7a-5e44-9c1d-0a7c3f9e8b21")
 
 
@@ -38,7 +39,7 @@ class Outcome:
 
     @property
     def headers(self) -> list[tuple[str, bytes]]:
-        return [("content-type", CONTENT_TYPE)]
+        return _HEADERS
 
 
 @dataclass(frozen=True, slots=True)

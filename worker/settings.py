@@ -160,6 +160,13 @@ class Settings(BaseSettings):
     max_partition_fetch_bytes: int = Field(
         1_048_576, ge=65_536, description="Consumer max.partition.fetch.bytes"
     )
+    fetch_max_wait_ms: int = Field(
+        100,
+        ge=0,
+        le=10_000,
+        description="Longest a fetch waits at the broker for data (aiokafka's default 500 "
+        "delays partitions resumed meanwhile)",
+    )
     poll_timeout_ms: int = Field(
         200, ge=1, le=10_000, description="Longest wait of one poll when there is nothing to fetch"
     )
