@@ -153,7 +153,8 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def _fetch(self) -> dict[TopicPartition, list[Any]]:
         """One poll. A broker that is away makes it fail: wait a little and poll again
-        (the consumer reconnects by itself); anything else is a fatal error."""
+        (the consumer reconnects by itself). Refused credentials or rights stop the
+        worker; any other failure is a record the client cannot read."""
         try:
             fetched: dict[TopicPartition, list[Any]] = await self._consumer.getmany(
                 timeout_ms=self._settings.poll_timeout_ms,
@@ -217,8 +218,9 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             self._after_batch(batch)
 
     def _after_batch(self, batch: _Batch) -> None:
-        """Where the partition goes on. Resuming is left to flow control (it keeps the
-        in-flight cap); after a failure nothing of the partition is started again."""
+        """Where the partition goes on: after a commit it resumes (unless the in-flight
+        cap is reached: then flow control resumes it); after a failure nothing of it is
+        started again; a batch given up while the partition stays ours is fetched again."""
         tp = batch.tp
         if self._fatal is not None or self._stopping or tp not in self._consumer.assignment():
             return
