@@ -15,9 +15,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from bench.runner import Topics
 from worker.db import open_pool
 from worker.decode import decode
-from worker.events import RawRecord, Undecodable
+from worker.events import Undecodable
 from worker.kafka import new_producer
-from worker.outcomes import Outcome, OutcomeContext, record_outcome_id, rejection
+from worker.outcomes import OutcomeContext, undecodable_outcome
 from worker.pipeline import to_raw
 from worker.plan import Item
 from worker.settings import Settings, load_settings
@@ -35,20 +35,6 @@ def settings_for(kafka: str, database_url: str, topics: Topics, group: str) -> S
             "group_id": group,
         },
         environ={},
-    )
-
-
-def undecodable_outcome(ctx: OutcomeContext, raw: RawRecord, event: Undecodable) -> Outcome:
-    """As the worker answers a record that is not a CloudEvent."""
-    return rejection(
-        ctx,
-        problem=event.problem,
-        instance=raw.instance,
-        subject=None,
-        outcome_uuid=record_outcome_id(raw),
-        processed_at=datetime.fromtimestamp(raw.timestamp_ms / 1000, UTC),
-        source=event.source,
-        event_id=event.id,
     )
 
 

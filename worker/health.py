@@ -26,9 +26,7 @@ class Health:
         self._timeout = liveness_timeout
         self._clock = clock
         self._last_loop: float | None = None
-        self._last_progress: float | None = None
         self._started = False
-        self._assigned_once = False
         self.readiness_probe: Callable[[], Awaitable[Check]] | None = None
 
     def started(self) -> None:
@@ -37,15 +35,6 @@ class Health:
 
     def loop_beat(self) -> None:
         self._last_loop = self._clock()
-
-    def progress(self) -> None:
-        self._last_progress = self._clock()
-
-    def retrying(self) -> None:
-        self._last_progress = self._clock()
-
-    def assigned(self) -> None:
-        self._assigned_once = True
 
     def live(self) -> Check:
         if not self._started or self._last_loop is None:

@@ -221,10 +221,6 @@ class Producer:
         self._partitioner = DefaultPartitioner()
         self._partitions: dict[tuple[bytes, int], int] = {}
 
-    @property
-    def client(self) -> AIOKafkaProducer:
-        return self._producer
-
     async def start(self) -> None:
         await self._producer.start()
 

@@ -10,13 +10,13 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from worker.decision import Applied, Change, TagRecord
-from worker.events import RawRecord
+from worker.events import RawRecord, Undecodable
 from worker.models import REJECTED_TYPE, UPDATED_TYPE
 from worker.problems import Problem, error_model
 from worker.timefmt import format_rfc3339
@@ -135,3 +135,34 @@ def rejection(
         "data": error_model(problem, ctx.problem_base_uri, instance),
     }
     return Outcome(subject.encode() if subject else None, _encode(envelope), problem.status)
+
+
+def record_time(raw: RawRecord) -> datetime:
+    """The record's Kafka timestamp: the time of outcomes that are not stored (400,
+    500), so that a redelivery gets the same bytes. The epoch if it has none."""
+    try:
+        return datetime.fromtimestamp(raw.timestamp_ms / 1000, UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return datetime.fromtimestamp(0, UTC)
+
+
+def undecodable_outcome_id(raw: RawRecord, event: Undecodable) -> str:
+    """From the input's (source, id) and bytes when it got that far, else from the
+    record's coordinates and bytes."""
+    if event.source is not None and event.id is not None:
+        return outcome_id(event.source, event.id, hashlib.sha256(raw.value or b"").digest())
+    return record_outcome_id(raw)
+
+
+def undecodable_outcome(ctx: OutcomeContext, raw: RawRecord, event: Undecodable) -> Outcome:
+    """The 400 for a record that is not a decodable CloudEvent (never stored)."""
+    return rejection(
+        ctx,
+        problem=event.problem,
+        instance=raw.instance,
+        subject=None,
+        outcome_uuid=undecodable_outcome_id(raw, event),
+        processed_at=record_time(raw),
+        source=event.source,
+        event_id=event.id,
+    )

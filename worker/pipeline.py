@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import random
 import time
 from collections import Counter
@@ -37,7 +36,7 @@ from worker.errors import FatalError, PermanentError, TransientError
 from worker.events import Invalid, RawRecord, TagMoved, Undecodable
 from worker.health import Health
 from worker.kafka import Message, Producer, classify_kafka_error
-from worker.outcomes import Outcome, OutcomeContext, outcome_id, record_outcome_id, rejection
+from worker.outcomes import Outcome, OutcomeContext, record_time, undecodable_outcome
 from worker.plan import Item, internal_outcome
 from worker.settings import Settings
 from worker.store import EventStore
@@ -258,7 +257,6 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         if self._log_events:  # the line's fields cost even when the level drops it
             for raw, event, outcome in zip(batch.records, decoded, outcomes, strict=True):
                 _log_event(raw, event, outcome, elapsed)
-        self._health.progress()
 
     async def _apply_and_publish(
         self, batch: _Batch, decoded: Sequence[TagMoved | Invalid | Undecodable]
@@ -274,7 +272,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         outcomes: list[Outcome] = []
         for raw, event in zip(batch.records, decoded, strict=True):
             if isinstance(event, Undecodable):
-                outcome = self._undecodable(raw, event)
+                outcome = undecodable_outcome(self._ctx, raw, event)
                 messages.append(self._dead_letter(raw, event))
             else:
                 outcome = next(applied)
@@ -302,23 +300,6 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
                 at = record_time(item.record)
                 outcomes.append(internal_outcome(self._ctx, item, str(exc)[:200], at))
         return outcomes
-
-    def _undecodable(self, raw: RawRecord, event: Undecodable) -> Outcome:
-        return rejection(
-            self._ctx,
-            problem=event.problem,
-            instance=raw.instance,
-            subject=None,
-            outcome_uuid=(
-                outcome_id(event.source, event.id, hashlib.sha256(raw.value or b"").digest())
-                if event.source is not None and event.id is not None
-                else record_outcome_id(raw)
-            ),
-            # a replay must be byte-identical and nothing is stored: the record's time
-            processed_at=record_time(raw),
-            source=event.source,
-            event_id=event.id,
-        )
 
     def _dead_letter(self, raw: RawRecord, event: Undecodable) -> Message:
         headers = [
@@ -376,7 +357,6 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
                     delay_seconds=round(delay, 3),
                     partition=batch.tp.partition,
                 )
-                self._health.retrying()
                 batch.retrying = True
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(batch.give_up.wait(), timeout=delay)
@@ -466,7 +446,6 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         # The lag gauge wants the committed offsets; the group is not heartbeating while
         # this callback runs, so they are fetched after it, bounded, in the background.
         self._lag_task = asyncio.create_task(self._load_committed(list(assigned)))
-        self._health.assigned()
         log.info("partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
 
     async def _load_committed(self, partitions: list[TopicPartition]) -> None:
@@ -513,15 +492,6 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             committed = self._committed.get(tp)
             if end is not None and committed is not None:
                 metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, end - committed))
-
-
-def record_time(raw: RawRecord) -> datetime:
-    """The record's Kafka timestamp: the time of outcomes that are not stored (400,
-    500), so that a redelivery gets the same bytes. The epoch if it has none."""
-    try:
-        return datetime.fromtimestamp(raw.timestamp_ms / 1000, UTC)
-    except (TypeError, ValueError, OverflowError, OSError):
-        return datetime.fromtimestamp(0, UTC)
 
 
 def _truncate_utf8(text: str, limit: int) -> bytes:

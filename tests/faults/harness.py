@@ -29,7 +29,7 @@ from tests.model import Model, Summary
 from tests.services import REPO, STACK
 from worker.decode import decode
 from worker.events import Invalid, RawRecord, TagMoved, Undecodable
-from worker.outcomes import outcome_id, record_outcome_id
+from worker.outcomes import outcome_id, undecodable_outcome_id
 
 PARTITIONS = 6
 SOURCE = "https://registry.example.com/webhook"
@@ -338,7 +338,7 @@ class Scenario:
                     want = model.deliver_invalid(decoded.source, decoded.id, decoded.fingerprint)
                 else:
                     assert isinstance(decoded, Undecodable)
-                    oid, want = record_outcome_id(raw), Summary(400)
+                    oid, want = undecodable_outcome_id(raw, decoded), Summary(400)
                 expected.setdefault(oid, want)
         observed: dict[str, set[bytes]] = defaultdict(set)
         outcomes = await self.outcomes()
