@@ -49,7 +49,12 @@ def classify_db_error(exc: BaseException) -> Exception:
             f"PostgreSQL's TLS certificate was rejected: {exc} (check sslmode and sslrootcert "
             "in DATABASE_URL)"
         )
-    if isinstance(exc, OSError | asyncio.TimeoutError | asyncpg.InterfaceError):
+    # InternalClientError: the driver's protocol state broke with the connection (seen
+    # when the server shuts down under a running transaction); the pool replaces it
+    if isinstance(
+        exc,
+        OSError | asyncio.TimeoutError | asyncpg.InterfaceError | asyncpg.InternalClientError,
+    ):
         return TransientError("db_connection", f"{type(exc).__name__}: {exc}")
     # not the database's word: a bug; stop rather than reject events for it
     return FatalError(f"unexpected error applying events: {type(exc).__name__}: {exc}")

@@ -35,6 +35,8 @@ from worker.kafka import classify_kafka_error
             TransientError,
         ),
         (ConnectionRefusedError(111, "refused"), TransientError),
+        # seen when PostgreSQL shut down under a running transaction (fault suite)
+        (asyncpg.exceptions.InternalClientError("cannot switch to state 15"), TransientError),
         (TimeoutError(), TransientError),
         # the event's own data does not fit: reject that one event
         (asyncpg.exceptions.StringDataRightTruncationError("too long"), PermanentError),
