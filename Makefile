@@ -45,6 +45,7 @@ format: install
 # start it too) so that its start-up shows in the log before the tests.
 test: install lint check-schemas check-deploy
 	@if [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then $(STACK) up; fi
+	@$(STACK) tools >/dev/null
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: install

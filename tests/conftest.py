@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -14,6 +15,7 @@ import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from tests.helpers.registry import ToolsUnavailableError, tools_dir
 from tests.services import Services, UnavailableError, discover
 from worker.migrate import migrate
 from worker.settings import Settings, load_settings
@@ -36,6 +38,16 @@ def services() -> Iterator[Services]:
         except UnavailableError as exc:
             _unavailable(str(exc))
         yield found
+
+
+@pytest.fixture(scope="session")
+def registry_tools() -> Path:
+    """The real OCI registry, crane and oras (built once by ``deploy/local/stack tools``)."""
+    try:
+        return tools_dir()
+    except ToolsUnavailableError as exc:
+        _unavailable(str(exc))
+        raise
 
 
 def with_database(url: str, name: str) -> str:

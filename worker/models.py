@@ -15,6 +15,7 @@ from worker.identifiers import normalize_digest, normalize_repository, validate_
 from worker.timefmt import parse_rfc3339
 
 EVENT_TYPE = "ocitag.moved.v1"
+DELETED_EVENT_TYPE = "ocitag.deleted.v1"
 UPDATED_TYPE = "ocitag.updated.v1"
 REJECTED_TYPE = "ocitag.rejected.v1"
 MAX_ID_LENGTH = 256
