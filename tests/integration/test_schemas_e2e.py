@@ -92,6 +92,7 @@ _structured(
     422,
     "invalid-data",
 )
+SUBJECTS["invalid"] = None  # neither data nor a subject names a valid tag
 _structured(
     "invalid, subject kept",
     {**event("invalid-2", "2026-11-28T15:00:05Z", tag="-bad"), "subject": "nginx:1"},
@@ -100,12 +101,11 @@ _structured(
 )
 SUBJECTS["invalid, subject kept"] = "docker.io/library/nginx:1"
 _structured(
-    "invalid, no tag named",
-    event("invalid-3", "2026-11-28T15:00:05Z", tag="-bad"),
+    "invalid, data names the tag",
+    event("invalid-3", "2026-11-28T15:00:05Z", artifact="sha256:xyz"),
     422,
     "invalid-data",
 )
-SUBJECTS["invalid, no tag named"] = None
 base64 = {k: v for k, v in event("base64", "2026-11-28T15:00:05Z").items() if k != "data"}
 _structured("data_base64", {**base64, "data_base64": "e30="}, 422, "invalid-data")
 SUBJECTS["data_base64"] = None
