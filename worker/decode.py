@@ -17,6 +17,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -27,7 +28,7 @@ from worker.events import Decoded, Invalid, RawRecord, TagMoved, Undecodable
 from worker.identifiers import InvalidIdentifierError, normalize_ocitag_id
 from worker.models import EVENT_TYPE, EventAttributes, TagMovedData
 from worker.problems import ErrorItem, Problem, ProblemKind
-from worker.timefmt import format_rfc3339, parse_rfc3339
+from worker.timefmt import parse_rfc3339
 
 STRUCTURED = "application/cloudevents+json"
 CE_PREFIX = "ce_"
@@ -309,20 +310,22 @@ def _envelope(attributes: dict[str, Any], prefix: str) -> EventAttributes:
     return envelope
 
 
-def fingerprint(envelope: EventAttributes, subject: str | None, data: Any) -> bytes:
+def fingerprint(
+    envelope: EventAttributes, moment: datetime, subject: str | None, data: Any
+) -> bytes:
     """SHA-256 of the event's meaning: equal for the same event however it is spelled,
     different when an id is reused for other content.
 
     What counts: ``specversion``, ``id``, ``source``, ``type``; ``time`` as the instant
-    it names (UTC, to the microsecond events are ordered at: ``.5Z``, ``.500000Z`` and
-    ``+07:30`` spellings of one instant are equal); ``subject`` and ``data`` as the caller
-    reads them (``_event``: normalised when valid). Extension attributes and the content
-    mode do not count. ``data`` is compared as JSON values, canonically encoded (sorted
-    members, no white space, escapes resolved), so member order and white space do not
-    matter; a number keeps its JSON type: ``1`` and ``1.0`` differ (a valid event has
-    only integers, ``expected_version``, and 1.0 is not one)."""
+    it names (``moment``, parsed: UTC, to the microsecond events are ordered at, so
+    ``.5Z``, ``.500000Z`` and ``+07:30`` spellings of one instant are equal); ``subject``
+    and ``data`` as the caller reads them (``_event``: normalised when valid). Extension
+    attributes and the content mode do not count. ``data`` is compared as JSON values,
+    canonically encoded (sorted members, no white space, escapes resolved), so member
+    order and white space do not matter; a number keeps its JSON type: ``1`` and ``1.0``
+    differ (a valid event has only integers, ``expected_version``, and 1.0 is not one)."""
     content = {name: getattr(envelope, name) for name in _FINGERPRINTED}
-    content["time"] = format_rfc3339(parse_rfc3339(envelope.time))
+    content["time"] = moment.isoformat()  # parse_rfc3339 gives UTC: one text per instant
     content["subject"] = subject
     content["data"] = None if data is _MISSING else data
     try:
@@ -360,6 +363,7 @@ def _data_items(data: Any, prefix: str) -> tuple[TagMovedData | None, list[Error
 def _event(
     envelope: EventAttributes, attributes: Mapping[str, Any], data: Any, prefix: str
 ) -> Decoded:
+    moment = parse_rfc3339(envelope.time)
     parsed, items = _data_items(data, prefix)
     canonical_id = parsed.ocitag_id if parsed else _partial_id(data)
     subject_item = _subject_item(envelope.subject, canonical_id, attributes, prefix)
@@ -370,7 +374,7 @@ def _event(
         return Invalid(
             source=envelope.source,
             id=envelope.id,
-            fingerprint=fingerprint(envelope, _normalized_or_raw(envelope.subject), raw),
+            fingerprint=fingerprint(envelope, moment, _normalized_or_raw(envelope.subject), raw),
             subject=canonical_id or _known_subject(envelope.subject, _MISSING),
             binary=prefix == "body",
             problem=Problem(
@@ -385,8 +389,8 @@ def _event(
     return TagMoved(
         source=envelope.source,
         id=envelope.id,
-        fingerprint=fingerprint(envelope, None, meaning),
-        time=parse_rfc3339(envelope.time),
+        fingerprint=fingerprint(envelope, moment, None, meaning),
+        time=moment,
         repository=parsed.repository,
         tag=parsed.tag,
         artifact=parsed.artifact,
