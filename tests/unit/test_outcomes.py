@@ -243,6 +243,18 @@ def test_outcomes_not_stored_are_timed_by_their_record(case: Case) -> None:
     assert body["time"] == expected
 
 
+def test_the_published_schemas_refuse_null_attributes() -> None:
+    """Left out, never null: the schemas say so too (CloudEvents SDKs reject null)."""
+    rejected = _body(undecodable(b"\xff"))
+    updated = _body(decided(None, event()))
+    for name in ("subject", "causationid", "causationsource"):
+        for check, body in (
+            ("outcome-rejected.schema.json", rejected),
+            ("outcome-updated.schema.json", updated),
+        ):
+            assert errors_of(schema_validator(check), {**body, name: None}), (check, name)
+
+
 def test_a_duplicate_gets_the_first_outcome_byte_for_byte() -> None:
     first = item(event())
     # the same event, spelled by another client, delivered at another offset
