@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 WITH_SERVICES = if [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ] || [ -z "$${DATABASE_URL:-}" ]; then \
 	$(STACK) up >&2 && eval "$$($(STACK) env)"; fi;
 
-.PHONY: install services run migrate test test-unit lint format fuzz faults faults-long bench bench-store bench-decode schemas check-schemas down clean check-deploy
+.PHONY: install services run migrate test test-unit lint format fuzz faults faults-long bench bench-store bench-decode bench-reconcile schemas check-schemas down clean check-deploy
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -99,3 +99,7 @@ bench-store: install
 
 bench-decode: install
 	$(PY) -m bench.decode
+
+# reconcile's scan against a local registry (no Kafka or PostgreSQL needed)
+bench-reconcile: install
+	$(PY) -m bench.reconcile

@@ -188,3 +188,23 @@ def test_bad_options(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         parse_options(host, repositories, False, interval)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["reconcile", "--registry", "not a host"],
+        ["reconcile", "--registry", HOST, "--repository", "Bad/Name"],
+        ["reconcile", "--registry", HOST, "--interval", "-5"],
+        ["reconcile", "--registry", HOST, "--ingest-registry-endpoints", "x=ftp://u:p@x"],
+    ],
+)
+def test_cli_rejects_bad_arguments_with_exit_2(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from worker.cli import EXIT_USAGE, main
+
+    assert main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "ocitag-worker:" in err
+    assert ":p@" not in err
