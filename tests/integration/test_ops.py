@@ -102,6 +102,7 @@ async def test_metrics_move_and_probes_answer(make_settings: Callable[..., Setti
     assert after["ocitag_last_commit_timestamp_seconds{}"] > 0
     assert after["ocitag_assigned_partitions{}"] == 1
     assert any(name.startswith("process_resident_memory_bytes") for name in after)
+    assert not [name for name in after if "_created" in name]
 
 
 async def test_stuck_loop_turns_liveness_false(
