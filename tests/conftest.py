@@ -1,4 +1,4 @@
-"""Shared fixtures. Integration tests get real services (tests/services.py), each test
+"""Shared fixtures. Integration tests get real services (tests/helpers/services.py), each test
 its own database (cloned from a migrated template) and its own topics."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from tests.services import Services, UnavailableError, discover
+from tests.helpers.services import Services, UnavailableError, discover
 from worker.migrate import migrate
 from worker.settings import Settings, load_settings
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import IN_CI
-from tests.faults.harness import Scenario, Stream, scenario, stack
-from tests.services import REPO, Services
+from tests.helpers.faults import Scenario, Stream, scenario, stack
+from tests.helpers.services import REPO, Services
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from tests.conftest import with_database
-from tests.services import Services
+from tests.helpers.services import Services
 from worker.kafka import missing_topics
 from worker.settings import Settings
 

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.integration.harness import Received, binary, running_worker, structured
+from tests.helpers.harness import Received, binary, running_worker, structured
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration

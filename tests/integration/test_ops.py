@@ -14,7 +14,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.harness import running_worker, structured
+from tests.helpers.harness import running_worker, structured
 from tests.integration.test_e2e import HEX, event
 from worker.settings import Settings
 

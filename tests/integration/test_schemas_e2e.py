@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import Received, Record, binary, running_worker, structured
+from tests.helpers.harness import Received, Record, binary, running_worker, structured
 from tests.unit.test_schemas import (
     asyncapi_validator,
     errors_of,

@@ -17,10 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.integration.helpers import CTX, items, now, summary
-from tests.model import Model
-from tests.services import STACK, Services
-from tests.strategies import BASE, digest, histories, make_event
+from tests.helpers.model import Model
+from tests.helpers.services import STACK, Services
+from tests.helpers.store import CTX, items, now, summary
+from tests.helpers.strategies import BASE, digest, histories, make_event
 from worker.events import TagMoved
 from worker.store import Store
 
@@ -202,7 +202,7 @@ async def test_concurrent_appliers_in_separate_processes(
                     [
                         sys.executable,
                         "-m",
-                        "tests.integration.applier",
+                        "tests.helpers.applier",
                         database_url,
                         "11",
                         "5",

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.strategies import cloud_events
+from tests.helpers.strategies import cloud_events
 from worker.decode import decode
 from worker.events import Invalid, RawRecord, TagMoved, Undecodable
 from worker.identifiers import normalize_digest, normalize_repository

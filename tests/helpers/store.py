@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.model import Summary
+from tests.helpers.model import Summary
 from worker.events import RawRecord, TagMoved
 from worker.outcomes import Outcome, OutcomeContext
 from worker.plan import Item

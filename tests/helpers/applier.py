@@ -11,7 +11,7 @@ from pathlib import Path
 
 import asyncpg
 
-from tests.integration.helpers import CTX, items, now
+from tests.helpers.store import CTX, items, now
 from tests.integration.test_store import _race_events
 from worker.store import Store
 
