@@ -3,22 +3,19 @@ its own database (cloned from a migrated template) and its own topics."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from tests.helpers.services import Services, UnavailableError, discover
+from tests.helpers.services import IN_CI, Services, UnavailableError, discover, with_database
 from worker.migrate import migrate
 from worker.settings import Settings, load_settings
 
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 TEMPLATE_DB = "ocitag_test_template"
 
 
@@ -36,10 +33,6 @@ def services() -> Iterator[Services]:
         except UnavailableError as exc:
             _unavailable(str(exc))
         yield found
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
 
 
 @pytest.fixture(scope="session")

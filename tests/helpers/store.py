@@ -1,13 +1,16 @@
-"""Helpers shared by the integration tests."""
+"""Store-level helpers: batches of items as the pipeline hands them to the store,
+outcome summaries to compare with the reference model, and events for the race tests."""
 
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.helpers.model import Summary
+from tests.helpers.strategies import BASE, digest, make_event
 from worker.events import RawRecord, TagMoved
 from worker.outcomes import Outcome, OutcomeContext
 from worker.plan import Item
@@ -32,3 +35,22 @@ def summary(outcome: Outcome | bytes) -> Summary:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def race_events(seed: int, tags: int, per_tag: int) -> list[TagMoved]:
+    """Events for the race tests: ``per_tag`` events on each of ``tags`` tags, a few
+    digests and actors, times within 10 s, so that orders and batches matter."""
+    rng = random.Random(seed)
+    events = []
+    for t in range(tags):
+        for n in range(per_tag):
+            events.append(
+                make_event(
+                    f"race{t}",
+                    digest(rng.randrange(5)),
+                    BASE + timedelta(milliseconds=rng.randrange(10_000)),
+                    event_id=f"r{t}-{n}",
+                    actor=f"a{rng.randrange(3)}",
+                )
+            )
+    return events

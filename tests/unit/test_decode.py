@@ -1,5 +1,6 @@
-"""Decoding and validation: every rule of SPEC.md "Identifiers" and "Input", table-driven,
-and properties over generated input (never raises; valid events accepted and round-trip)."""
+"""Decoding and validation: every rule of docs/contract.md "Identifiers" and "Input",
+table-driven, and properties over generated input (never raises; valid events accepted
+and round-trip)."""
 
 from __future__ import annotations
 
