@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from worker.settings import SECRET_FIELDS, env_name
 from worker.watch import describe
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,3 +72,10 @@ def test_the_makefile_has_one_rule_for_local_stack_or_given_servers() -> None:
     assert makefile.count("KAFKA_BOOTSTRAP_SERVERS:-") == 1
     assert makefile.count("DATABASE_URL:-") == 1
     assert "$(STACK) up" not in makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
+
+
+def test_the_secrets_the_readme_names_are_the_secret_settings() -> None:
+    sentence = re.search(r"Secrets \(([^)]*)\)", _section("Settings"))
+    assert sentence is not None
+    named = set(re.findall(r"`([A-Z_]+)`", sentence.group(1)))
+    assert named == {env_name(field) for field in SECRET_FIELDS}
