@@ -3,6 +3,7 @@ labels are low-cardinality (status, change, cause, partition number)."""
 
 from __future__ import annotations
 
+import prometheus_client
 from prometheus_client import Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -82,3 +83,10 @@ RECONCILE_LAST_SUCCESS = Gauge(
     "ocitag_reconcile_last_success_timestamp_seconds",
     "Unix time of the end of the last reconcile run that read every repository.",
 )
+
+
+def serve_without_created_series() -> None:
+    """Leave out the ``*_created`` series (one per counter and histogram, and per label
+    set): nobody graphs a metric's creation time, and they double the scrape. Called
+    when /metrics starts to be served, not at import."""
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]

@@ -319,7 +319,7 @@ class RegistryClient:
         if settings.registry_docker_config is not None:
             auths = parse_docker_config(settings.registry_docker_config.read_text("utf-8"))
         return cls(
-            settings.ingest_registry_endpoints,
+            settings.registry_endpoints,
             docker_auths=auths,
             verify=tls_verify(settings.registry_tls_verify, settings.registry_ca_file),
             timeout=settings.registry_timeout_seconds,

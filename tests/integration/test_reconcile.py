@@ -14,11 +14,11 @@ from typing import Any
 import asyncpg
 import pytest
 
+from tests.helpers.harness import Harness, running_worker, structured
 from tests.helpers.images import Crane
 from tests.helpers.notifications import NotificationSink
 from tests.helpers.registry import Registry
-from tests.integration.harness import Harness, running_worker, structured
-from tests.integration.test_ops import eventually
+from tests.helpers.wait import eventually
 from worker.identifiers import normalize_digest
 from worker.kafka import Producer
 from worker.oci import RegistryClient

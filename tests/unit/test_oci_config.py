@@ -88,9 +88,9 @@ def test_endpoints_file_and_masking(tmp_path: Path) -> None:
     path = tmp_path / "endpoints"
     path.write_text("a.io=https://u:hunter2@a.io\n")
     settings = load_settings(environ={"OCITAG_INGEST_REGISTRY_ENDPOINTS_FILE": str(path)})
-    endpoint = settings.ingest_registry_endpoints.for_host("a.io")
+    endpoint = settings.registry_endpoints.for_host("a.io")
     assert endpoint.credentials == Credentials("u", "hunter2")
-    assert "hunter2" not in repr(settings.ingest_registry_endpoints)
+    assert "hunter2" not in repr(settings.registry_endpoints)
     assert "hunter2" not in repr(endpoint)
     assert "hunter2" not in str(settings.masked())
 

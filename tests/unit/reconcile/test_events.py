@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from tests.unit.test_schemas import errors_of, schema_validator
+from tests.helpers.contract import errors_of, schema_validator
 from worker.reconcile.diff import Difference
 from worker.reconcile.events import event_id, new_run_id, run_source, to_event
 
