@@ -8,9 +8,9 @@ written by PUTting the same manifest under new tags through the HTTP API (crane 
 tag would take minutes). The scan is reconcile's own (``worker.reconcile.scan``):
 ``tags/list`` per repository, ``HEAD`` per tag, diffed against an empty store, so the
 figure is the registry side alone (publishing is the worker's producer, measured by
-``make bench``). Each concurrency is run ``BENCH_REPEAT`` times (default 3); the median
-is reported. A last row repeats the best concurrency with htpasswd auth on (the
-registry checks bcrypt on every request).
+``make bench``). Each concurrency is run ``BENCH_REPEAT`` times (default 3), the levels
+round-robin, and the median is reported. The last rows repeat concurrency 1 and the best
+one with htpasswd auth on (the registry checks bcrypt on every request).
 
 Output: a table on stdout, JSON in bench/results/reconcile-<time>.json.
 """
@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from bench.report import table
-from bench.services import env_int, write_results
+from bench.services import _cpu_seconds, code_version, env_int, machine, write_results
 from tests.helpers.images import Crane
 from tests.helpers.registry import Registry
 from worker.oci import MANIFEST_ACCEPT, RegistryClient
@@ -93,17 +93,24 @@ async def scan_once(registry: Registry, names: list[str], concurrency: int) -> d
         async def ignore(_: RepositoryDiff) -> None:
             pass
 
-        began = time.perf_counter()
+        assert registry.process is not None
+        pid = registry.process.pid
+        began, cpu, registry_cpu = time.perf_counter(), time.process_time(), _cpu_seconds(pid)
         result = await scanner.scan(repositories, ignore)
         seconds = time.perf_counter() - began
+        cpu = time.process_time() - cpu
+        registry_cpu = (_cpu_seconds(pid) or 0.0) - (registry_cpu or 0.0)
     assert not result.failures, result.failures
-    return {"tags": result.tags, "seconds": seconds, "tags_per_second": result.tags / seconds}
+    return {
+        "tags": result.tags,
+        "seconds": seconds,
+        "tags_per_second": result.tags / seconds,
+        "client_cpu_us_per_tag": cpu / result.tags * 1e6,
+        "registry_cpu_us_per_tag": registry_cpu / result.tags * 1e6,
+    }
 
 
-async def measure(
-    registry: Registry, names: list[str], concurrency: int, repeat: int, auth: bool
-) -> dict[str, Any]:
-    runs = [await scan_once(registry, names, concurrency) for _ in range(repeat)]
+def summarize(concurrency: int, auth: bool, runs: list[dict[str, Any]]) -> dict[str, Any]:
     rates = sorted(r["tags_per_second"] for r in runs)
     return {
         "concurrency": concurrency,
@@ -111,9 +118,24 @@ async def measure(
         "tags": runs[0]["tags"],
         "median_seconds": statistics.median(r["seconds"] for r in runs),
         "median_tags_per_second": statistics.median(rates),
+        "client_cpu_us_per_tag": statistics.median(r["client_cpu_us_per_tag"] for r in runs),
+        "registry_cpu_us_per_tag": statistics.median(r["registry_cpu_us_per_tag"] for r in runs),
         "best_tags_per_second": rates[-1],
         "runs": runs,
     }
+
+
+async def measure(
+    registry: Registry, names: list[str], levels: list[int], repeat: int, auth: bool
+) -> list[dict[str, Any]]:
+    """Round-robin over the levels, ``repeat`` rounds: a machine shared with other work
+    slows every level alike instead of whichever ran at the wrong moment."""
+    runs: dict[int, list[dict[str, Any]]] = {level: [] for level in levels}
+    await scan_once(registry, names, levels[0])  # warm-up: connections, registry caches
+    for _ in range(repeat):
+        for level in levels:
+            runs[level].append(await scan_once(registry, names, level))
+    return [summarize(level, auth, runs[level]) for level in levels]
 
 
 async def bench() -> dict[str, Any]:
@@ -126,12 +148,11 @@ async def bench() -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     with Registry() as registry:
         names = await populate(registry, Crane(registry), repositories, tags)
-        for concurrency in levels:
-            rows.append(await measure(registry, names, concurrency, repeat, auth=False))
+        rows.extend(await measure(registry, names, levels, repeat, auth=False))
     best = max(rows, key=lambda r: r["median_tags_per_second"])["concurrency"]
     with Registry(users={USER: PASSWORD}) as registry:
         names = await populate(registry, Crane(registry, USER, PASSWORD), repositories, tags)
-        rows.append(await measure(registry, names, best, repeat, auth=True))
+        rows.extend(await measure(registry, names, sorted({1, best}), repeat, auth=True))
     single = rows[0]["median_tags_per_second"]
     for row in rows:
         row["speed_up"] = row["median_tags_per_second"] / single
@@ -141,6 +162,8 @@ async def bench() -> dict[str, Any]:
         "repositories": repositories,
         "repeat": repeat,
         "cpus": os.cpu_count(),
+        "machine": machine(),
+        "code": code_version(),
         "rows": rows,
     }
 
@@ -164,12 +187,15 @@ def render(results: dict[str, Any]) -> str:
             r["median_tags_per_second"],
             r["best_tags_per_second"],
             r["speed_up"],
+            r["client_cpu_us_per_tag"],
+            r["registry_cpu_us_per_tag"],
         ]
         for r in results["rows"]
     ]
     title = (
         f"reconcile scan: {results['tags']:,} tags in {results['repositories']} repositories, "
-        f"local registry, median of {results['repeat']} ({results['cpus']} CPUs)\n\n"
+        f"local registry, median of {results['repeat']} ({results['cpus']} CPUs, load "
+        f"{results['machine']['load_average_1m_at_start']} at start)\n\n"
     )
     return title + table(headers, rows)
 

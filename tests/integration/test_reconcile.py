@@ -11,13 +11,15 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.helpers.harness import Harness, running_worker, structured
 from tests.helpers.images import Crane
 from tests.helpers.notifications import NotificationSink
-from tests.helpers.registry import Registry
+from tests.helpers.registry import Registry, free_port
 from tests.helpers.wait import eventually
 from worker.identifiers import normalize_digest
 from worker.kafka import Producer
@@ -255,3 +257,46 @@ async def test_a_push_after_the_observation_wins(
 
 async def outcomes_of(worker: Harness, count: int) -> list[dict[str, Any]]:
     return [received.body for received in await worker.outcomes(count)]
+
+
+async def test_interval_runs_again_and_serves_metrics(
+    registry: Registry, make_settings: Callable[..., Settings], pool: asyncpg.Pool
+) -> None:
+    crane = Crane(registry, USER, PASSWORD)
+    crane.push("team/app", "v1")
+    port = free_port()
+    worker_settings = reconcile_settings(make_settings, registry)
+    settings = reconcile_settings(make_settings, registry, http_port=port, http_host="127.0.0.1")
+    runs = 'ocitag_reconcile_runs_total{result="ok"}'
+    before = REGISTRY.get_sample_value("ocitag_reconcile_runs_total", {"result": "ok"}) or 0.0
+    out = io.StringIO()
+    async with running_worker(worker_settings):
+        stop = asyncio.Event()
+        options = parse_options(registry.host, None, False, 0.2)
+        task = asyncio.create_task(reconcile(settings, options, JsonLines(out), stop))
+
+        async def ran_twice() -> bool:
+            try:
+                async with (
+                    aiohttp.ClientSession() as http,
+                    http.get(f"http://127.0.0.1:{port}/metrics") as response,
+                ):
+                    text = await response.text()
+            except aiohttp.ClientError:  # not serving yet
+                return False
+            line = next((s for s in text.splitlines() if s.startswith(runs)), "")
+            return bool(line) and float(line.split()[-1]) >= before + 2
+
+        await eventually(ran_twice)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/healthz") as response,
+        ):
+            assert response.status == 200
+        stop.set()
+        assert await asyncio.wait_for(task, 30) == 0
+    summaries = [json.loads(s) for s in out.getvalue().splitlines() if '"summary"' in s]
+    assert len(summaries) >= 2
+    # the first run repaired the store; later ones found it in step
+    assert summaries[0]["events_published"] == 1
+    assert summaries[-1]["differences"] == {"moved": 0, "deleted": 0}

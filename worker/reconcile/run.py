@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import asyncpg
 import structlog
 
 from worker import metrics
-from worker.db import open_pool
+from worker.db import classify_db_error, open_pool
 from worker.errors import FatalError, TransientError, WorkerError
 from worker.health import Health
 from worker.http import serve
@@ -175,15 +176,21 @@ def _count(summary: Summary) -> None:
         metrics.RECONCILE_LAST_SUCCESS.set(time.time())
 
 
-async def reconcile(settings: Settings, options: Options, output: Output) -> int:
-    """The ``reconcile`` command: once, or on an interval until SIGTERM/SIGINT."""
-    pool = await open_pool(
-        settings.dsn(),
-        1,
-        max(2, min(settings.db_pool_max_size, 4)),
-        settings.db_command_timeout_seconds,
-        settings.db_idle_in_transaction_timeout_seconds,
-    )
+async def reconcile(
+    settings: Settings, options: Options, output: Output, stop: asyncio.Event | None = None
+) -> int:
+    """The ``reconcile`` command: once, or on an interval until SIGTERM/SIGINT (or until
+    ``stop`` is set, when given: then no signal handlers are installed)."""
+    try:
+        pool = await open_pool(
+            settings.dsn(),
+            1,
+            max(2, min(settings.db_pool_max_size, 4)),
+            settings.db_command_timeout_seconds,
+            settings.db_idle_in_transaction_timeout_seconds,
+        )
+    except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError) as exc:
+        raise classify_db_error(exc) from exc  # a message naming the cause, not a traceback
     producer: Producer | None = None
     try:
         async with RegistryClient.from_settings(settings) as client:
@@ -201,7 +208,13 @@ async def reconcile(settings: Settings, options: Options, output: Output) -> int
                 ).run(options)
                 return EXIT_PARTIAL if summary.failed_repositories else EXIT_OK
             await _every(
-                settings, options=options, client=client, pool=pool, sink=sink, output=output
+                settings,
+                options=options,
+                client=client,
+                pool=pool,
+                sink=sink,
+                output=output,
+                stop=stop,
             )
             return EXIT_OK
     finally:
@@ -229,12 +242,14 @@ async def _every(
     pool: Any,
     sink: KafkaSink | None,
     output: Output,
+    stop: asyncio.Event | None,
 ) -> None:
     assert options.interval is not None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
     # alive while runs keep finishing (or repositories keep completing)
     health = Health(settings.liveness_timeout_seconds + 2 * options.interval)
     runner = (
