@@ -95,7 +95,15 @@ async def test_a_record_the_client_cannot_read_is_rejected_alone(
     problem = outcomes[2].body["data"]
     assert problem["instance"] == f"urn:kafka:{settings.input_topic}:0:2"
     assert "could not read this record" in problem["detail"]
-    assert dict(dead[0].headers)["ocitag_dlq_offset"] == b"2"
+    letter = dead[0]
+    headers = dict(letter.headers)
+    assert headers["ocitag_dlq_offset"] == b"2"
+    # what the client could not read is kept: key, value, the readable header as it
+    # was, the one with a non-UTF-8 key with its bytes escaped (and named as such)
+    assert (letter.key, letter.value) == (b"k", b"{}")
+    assert headers["content-type"] == b"application/cloudevents+json"
+    assert headers["\\xff\\xfe"] == b"1"
+    assert headers["ocitag_dlq_escaped_header_keys"] == b"1"
     assert await committed(settings) == 4
 
 

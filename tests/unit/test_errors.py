@@ -15,7 +15,7 @@ from aiokafka.errors import (
 )
 
 from worker.db import classify_db_error
-from worker.errors import FatalError, PermanentError, TransientError
+from worker.errors import Cause, FatalError, PermanentError, TransientError
 from worker.kafka import classify_kafka_error
 
 
@@ -73,5 +73,5 @@ def test_kafka_errors(error: BaseException, kind: type[Exception]) -> None:
 
 
 def test_transient_errors_say_which_service() -> None:
-    assert TransientError("db_connection").service == "db"
-    assert TransientError("kafka_KafkaTimeoutError").service == "kafka"
+    assert TransientError(Cause.DB_CONNECTION).service == "db"
+    assert TransientError(Cause.KAFKA_TIMEOUT).service == "kafka"
