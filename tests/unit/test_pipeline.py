@@ -119,6 +119,22 @@ async def test_a_partition_is_paused_while_its_batch_is_in_flight_and_others_go_
         await until(lambda: P0 not in world.consumer.paused)
 
 
+async def test_every_partition_is_paused_while_the_in_flight_cap_is_reached() -> None:
+    world = World(max_in_flight_records=2)
+    world.consumer.add(0, event_value("a"), event_value("b"))
+    world.consumer.add(1)  # nothing yet, assigned
+    world.store.gate.clear()
+    async with running(world):
+        await until(lambda: world.kinds("apply"))
+        await until(lambda: world.consumer.paused == world.consumer.assigned)
+        world.consumer.add(1, event_value("c", "2.0"))
+        for _ in range(20):  # polls go on (membership), fetching nothing while full
+            await asyncio.sleep(0.002)
+        assert len(world.kinds("apply")) == 1
+        world.store.gate.set()
+        await until(lambda: world.consumer.commits == {P0: 2, P1: 1})
+
+
 async def test_the_offset_is_committed_last_plus_one_only_after_apply_and_publish() -> None:
     world = World(max_batch_records=2)
     world.consumer.add(0, event_value("a"), event_value("b"), event_value("c"))
