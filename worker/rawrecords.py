@@ -19,6 +19,7 @@ reader is the one that fails; its varint and codec functions are reused.
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from dataclasses import dataclass
 
@@ -39,6 +40,7 @@ _BATCH_HEADER = struct.Struct(">qiibIhiqqqhii")
 _CODECS = {1: gzip_decode, 2: snappy_decode, 3: lz4_decode, 4: zstd_decode}
 _LOG_APPEND_TIME = 0x08
 _READ_COMMITTED = 1
+READ_TIMEOUT_MS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,28 +132,38 @@ class RawFetcher:
     async def read(self, tp: TopicPartition, offset: int) -> RawParts | None:
         """The record at ``offset``, as far as it can be read; None if it cannot be
         fetched or read (the dead letter then keeps only where it was and why)."""
-        client = AIOKafkaClient(**self._options, client_id=f"{self._settings.group_id}-raw")
+        client = AIOKafkaClient(
+            **self._options,
+            client_id=f"{self._settings.group_id}-raw",
+            request_timeout_ms=READ_TIMEOUT_MS,
+        )
         try:
-            await client.bootstrap()
-            cluster = await client.fetch_all_metadata()
-            leader = cluster.leader_for_partition(tp)
-            if leader is None or leader < 0:
-                return None
-            request = FetchRequest(
-                0,
-                1,
-                self._settings.max_partition_fetch_bytes,
-                _READ_COMMITTED,
-                [(tp.topic, [(tp.partition, offset, self._settings.max_partition_fetch_bytes)])],
-            )
-            response = await client.send(leader, request)
-            for _, partitions in response.topics:
-                for _, error_code, _, *rest in partitions:
-                    if error_code == 0 and rest and rest[-1]:
-                        return find_record(bytes(rest[-1]), offset)
-            return None
+            async with asyncio.timeout(READ_TIMEOUT_MS / 1000 * 2):  # the loop waits on it
+                return await self._fetch(client, tp, offset)
         except Exception as exc:  # the record stays rejected; only its copy is poorer
             log.warning("raw_fetch_failed", partition=tp.partition, offset=offset, error=str(exc))
             return None
         finally:
             await client.close()
+
+    async def _fetch(
+        self, client: AIOKafkaClient, tp: TopicPartition, offset: int
+    ) -> RawParts | None:
+        await client.bootstrap()
+        cluster = await client.fetch_all_metadata()
+        leader = cluster.leader_for_partition(tp)
+        if leader is None or leader < 0:
+            return None
+        request = FetchRequest(
+            0,
+            1,
+            self._settings.max_partition_fetch_bytes,
+            _READ_COMMITTED,
+            [(tp.topic, [(tp.partition, offset, self._settings.max_partition_fetch_bytes)])],
+        )
+        response = await client.send(leader, request)
+        for _, partitions in response.topics:
+            for _, error_code, _, *rest in partitions:
+                if error_code == 0 and rest and rest[-1]:
+                    return find_record(bytes(rest[-1]), offset)
+        return None
