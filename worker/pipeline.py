@@ -87,7 +87,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
                     if records:
                         self._start(tp, [to_raw(r) for r in records])
                 await self._unreadable.advance(self._batches.keys(), self._start)
-                self._update_gauges()
+                _update_gauges(self._consumer, self._batches, self._committed)
         finally:
             await self.drain(self._settings.shutdown_grace_seconds)
         if self._fatal is not None:
@@ -185,7 +185,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         """Finish (and commit) the revoked partitions' batches before they go; a batch
         stuck retrying is given up and will be redelivered to the next owner."""
         batches = [self._batches[tp] for tp in revoked if tp in self._batches]
-        await self._finish(batches, self._settings.shutdown_grace_seconds)
+        await finish(batches, self._settings.shutdown_grace_seconds)
         for tp in revoked:
             if self._committed.pop(tp, None) is not None:
                 metrics.CONSUMER_LAG.remove(str(tp.partition))
@@ -211,37 +211,43 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
     async def drain(self, grace: float) -> None:
         """Let in-flight batches finish within the grace period; give up the rest."""
         self._stopping = True
-        await self._finish(list(self._batches.values()), grace)
+        await finish(list(self._batches.values()), grace)
 
-    async def _finish(self, batches: list[Batch], grace: float) -> None:
-        tasks = [b.task for b in batches if b.task is not None]
-        if not tasks:
-            log.info("drained", finished=0, given_up=0)
-            return
-        for batch in batches:
-            if batch.retrying:  # waiting for a service: it would not finish in time
-                batch.give_up.set()
-        done, pending = await asyncio.wait(tasks, timeout=grace)
-        for batch in batches:
+
+async def finish(batches: list[Batch], grace: float) -> None:
+    """Let ``batches`` finish within ``grace``; give up those retrying at once, and the
+    rest when it is over (they stay uncommitted and are redelivered)."""
+    tasks = [b.task for b in batches if b.task is not None]
+    if not tasks:
+        log.info("drained", finished=0, given_up=0)
+        return
+    for batch in batches:
+        if batch.retrying:  # waiting for a service: it would not finish in time
             batch.give_up.set()
-        if pending:
-            _, still = await asyncio.wait(pending, timeout=min(5.0, grace))
-            for task in still:
-                task.cancel()
-            await asyncio.gather(*still, return_exceptions=True)
-        log.info("drained", finished=len(done), given_up=len(pending))
+    done, pending = await asyncio.wait(tasks, timeout=grace)
+    for batch in batches:
+        batch.give_up.set()
+    if pending:
+        _, still = await asyncio.wait(pending, timeout=min(5.0, grace))
+        for task in still:
+            task.cancel()
+        await asyncio.gather(*still, return_exceptions=True)
+    log.info("drained", finished=len(done), given_up=len(pending))
 
-    # ---- gauges
 
-    def _update_gauges(self) -> None:
-        records = [r for b in self._batches.values() for r in b.records]
-        metrics.IN_FLIGHT.set(len(records))
-        oldest = min((r.timestamp_ms for r in records), default=None)
-        metrics.OLDEST_UNPROCESSED_AGE.set(
-            0 if oldest is None else max(0.0, time.time() - oldest / 1000)
-        )
-        for tp in self._consumer.assignment():
-            end = self._consumer.highwater(tp)
-            committed = self._committed.get(tp)
-            if end is not None and committed is not None:
-                metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, end - committed))
+def _update_gauges(
+    consumer: Consumer,
+    batches: Mapping[TopicPartition, Batch],
+    committed: Mapping[TopicPartition, int],
+) -> None:
+    records = [r for b in batches.values() for r in b.records]
+    metrics.IN_FLIGHT.set(len(records))
+    oldest = min((r.timestamp_ms for r in records), default=None)
+    metrics.OLDEST_UNPROCESSED_AGE.set(
+        0 if oldest is None else max(0.0, time.time() - oldest / 1000)
+    )
+    for tp in consumer.assignment():
+        end = consumer.highwater(tp)
+        done = committed.get(tp)
+        if end is not None and done is not None:
+            metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, end - done))
