@@ -30,8 +30,8 @@ from worker.decode import decode
 from worker.errors import Cause, PermanentError, TransientError
 from worker.events import Decoded, RawRecord, Undecodable
 from worker.kafka import Message, classify_kafka_error
-from worker.outcomes import Outcome, OutcomeContext, record_time, undecodable_outcome
-from worker.plan import Item, internal_outcome
+from worker.outcomes import Outcome, OutcomeContext, internal_outcome, undecodable_outcome
+from worker.plan import Item
 from worker.problems import Problem
 from worker.retry import Backoff, retrying
 from worker.settings import Settings
@@ -152,8 +152,7 @@ class BatchRunner:
                 outcomes.extend(await self._store.apply([item], processed_at))
             except PermanentError as exc:
                 log.error("event_refused", error=str(exc), offset=item.record.offset)
-                at = record_time(item.record)
-                outcomes.append(internal_outcome(self._ctx, item, str(exc)[:200], at))
+                outcomes.append(internal_outcome(self._ctx, item, str(exc)[:200]))
         return outcomes
 
     async def _commit(self, tp: TopicPartition, offset: int) -> None:

@@ -2,7 +2,7 @@
 rebalances and shutdown. One batch is run by ``worker.batches``; records the client
 cannot read are tracked by ``worker.unreadable``.
 
-Rules (aiokafka's consumer rules; the contract's "Delivery"):
+Rules (aiokafka's consumer rules; docs/contract.md "Semantics", Delivery):
 - partitions are worked concurrently, each strictly in order: a partition is paused
   while a batch of it is in flight, so the next fetch of it starts after that batch;
 - a batch's offset (last + 1) is committed only after its database transaction has

@@ -17,7 +17,7 @@ from worker.decode import STRUCTURED
 from worker.errors import FatalError
 from worker.identifiers import InvalidIdentifierError, normalize_ocitag_id, split_ocitag_id
 from worker.kafka import client_options, missing_topics
-from worker.models import EVENT_TYPE
+from worker.models import DELETED_EVENT_TYPE, EVENT_TYPE
 from worker.settings import Settings
 from worker.timefmt import format_rfc3339
 
@@ -27,7 +27,7 @@ DEFAULT_SOURCE = "urn:ocitag-worker:cli"
 
 def build_event(
     ocitag_id: str,
-    artifact: str,
+    artifact: str | None,
     *,
     actor: str | None = None,
     previous_artifact: str | None = None,
@@ -36,8 +36,13 @@ def build_event(
     event_id: str | None = None,
     time: str | None = None,
 ) -> dict[str, Any]:
+    """A tag event as a structured CloudEvent (a dict): ``ocitag.moved.v1`` to
+    ``artifact``, or ``ocitag.deleted.v1`` when ``artifact`` is None. The one builder of
+    input events: the CLI, ingest, reconcile and the api all publish through it."""
     repository, tag = split_ocitag_id(ocitag_id)
-    data: dict[str, Any] = {"repository": repository, "tag": tag, "artifact": artifact}
+    data: dict[str, Any] = {"repository": repository, "tag": tag}
+    if artifact is not None:
+        data["artifact"] = artifact
     if actor is not None:
         data["actor"] = actor
     if previous_artifact is not None:
@@ -48,7 +53,7 @@ def build_event(
         "specversion": "1.0",
         "id": event_id or str(uuid.uuid4()),
         "source": source,
-        "type": EVENT_TYPE,
+        "type": EVENT_TYPE if artifact is not None else DELETED_EVENT_TYPE,
         "time": time or format_rfc3339(datetime.now(UTC)),
         "subject": ocitag_id,
         "datacontenttype": "application/json",

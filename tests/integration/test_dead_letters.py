@@ -10,9 +10,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from tests.integration.harness import Received, running_worker, structured
-from tests.integration.test_e2e import event
-from tests.integration.test_poison import committed
+from tests.helpers.events import event
+from tests.helpers.harness import Received, committed, running_worker, structured
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration

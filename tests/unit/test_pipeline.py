@@ -25,7 +25,7 @@ from tests.helpers.fakes import (
     event_value,
     health,
 )
-from tests.strategies import BASE, digest, make_event
+from tests.helpers.strategies import BASE, digest, make_event
 from worker.batches import BatchRunner
 from worker.deadletter import DeadLetters
 from worker.errors import PermanentError
