@@ -46,6 +46,7 @@ from worker.oci_config import (
     credentials_for,
     parse_docker_config,
 )
+from worker.retry import backoff_delay
 
 if TYPE_CHECKING:
     from worker.settings import Settings
@@ -434,14 +435,12 @@ class RegistryClient:
                     ) from None
                 if response.status_code != 429 or attempt == self._retries:
                     break
-                await self._sleep(
-                    min(
-                        self._max_retry_after,
-                        retry_after_seconds(
-                            response.headers.get("retry-after"), time.time(), 2.0**attempt
-                        ),
-                    )
+                # the registry's Retry-After when it gives one, else the one backoff policy
+                fallback = backoff_delay(attempt, 1.0, self._max_retry_after)
+                wait = retry_after_seconds(
+                    response.headers.get("retry-after"), time.time(), fallback
                 )
+                await self._sleep(min(self._max_retry_after, wait))
         if response.status_code == 429:
             raise RegistryRateLimitedError(f"{shown}: still 429 after {self._retries} retries")
         return response
