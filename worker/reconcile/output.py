@@ -144,7 +144,9 @@ class Terminal:
             self._progress.stop()
             self._started = False
         figures = summary.as_dict()
-        table = Table(title=f"reconcile {summary.host} (run {summary.run_id})", show_header=False)
+        table = Table(
+            title=f"reconcile {summary.host}", caption=f"run {summary.run_id}", show_header=False
+        )
         table.add_row("repositories scanned", str(figures["repositories_scanned"]))
         table.add_row("tags scanned", str(figures["tags_scanned"]))
         for kind, count in figures["differences"].items():
