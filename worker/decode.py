@@ -1,4 +1,4 @@
-"""Kafka record → tag-moved event, or the problem saying why not. Pure: no I/O, and no
+"""Kafka record → tag event (moved or deleted), or the problem saying why not. Pure: no I/O, and no
 input, however malformed, raises (the fuzz tests hold it to that).
 
 Content modes (CloudEvents Kafka protocol binding):
@@ -19,9 +19,16 @@ import orjson
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from worker.events import Decoded, Invalid, RawRecord, TagMoved, Undecodable
+from worker.events import Decoded, Invalid, RawRecord, TagDeleted, TagMoved, Undecodable
 from worker.identifiers import InvalidIdentifierError, normalize_ocitag_id
-from worker.models import EVENT_TYPE, EventAttributes, TagMovedData
+from worker.models import (
+    DELETED_EVENT_TYPE,
+    EVENT_TYPE,
+    EVENT_TYPES,
+    EventAttributes,
+    TagDeletedData,
+    TagMovedData,
+)
 from worker.problems import ErrorItem, Problem, ProblemKind
 from worker.timefmt import parse_rfc3339
 
@@ -197,23 +204,27 @@ def _location(prefix: str, loc: tuple[int | str, ...]) -> str:
 
 _MESSAGES = {
     "missing": "is required",
-    "extra_forbidden": "is not a member of tag-moved data (unknown members are rejected)",
     "string_type": "must be a string",
     "int_type": "must be an integer",
     "literal_error": None,
 }
 
 
-def _items(exc: ValidationError, prefix: str, raw: Mapping[str, Any]) -> list[ErrorItem]:
+def _items(
+    exc: ValidationError, prefix: str, raw: Mapping[str, Any], what: str = "the envelope"
+) -> list[ErrorItem]:
     items = []
     for err in exc.errors():
-        items.append(_item(err, prefix, raw))
+        items.append(_item(err, prefix, raw, what))
     return items
 
 
-def _item(err: ErrorDetails, prefix: str, raw: Mapping[str, Any]) -> ErrorItem:
+def _item(err: ErrorDetails, prefix: str, raw: Mapping[str, Any], what: str) -> ErrorItem:
     loc = tuple(err["loc"])
-    message = _MESSAGES.get(err["type"]) or str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        message = f"is not a member of {what} (unknown members are rejected)"
+    else:
+        message = _MESSAGES.get(err["type"]) or str(err["msg"]).removeprefix("Value error, ")
     value = raw.get(str(loc[0])) if loc and err["type"] != "missing" else None
     return ErrorItem(_location(prefix, loc), message, value)
 
@@ -242,17 +253,13 @@ def _envelope(attributes: dict[str, Any], prefix: str) -> EventAttributes:
             source if known else None,
             event_id if known else None,
         ) from None
-    if envelope.type != EVENT_TYPE:
+    if envelope.type not in EVENT_TYPES:
+        expected = f"'{EVENT_TYPE}' or '{DELETED_EVENT_TYPE}'"
         raise _NotDecodableError(
             Problem(
                 ProblemKind.UNKNOWN_TYPE,
-                f"event type '{envelope.type[:100]}' is not handled; this worker takes "
-                f"'{EVENT_TYPE}'",
-                (
-                    ErrorItem(
-                        _location(prefix, ("type",)), f"must be '{EVENT_TYPE}'", envelope.type
-                    ),
-                ),
+                f"event type '{envelope.type[:100]}' is not handled; this worker takes {expected}",
+                (ErrorItem(_location(prefix, ("type",)), f"must be {expected}", envelope.type),),
             ),
             envelope.source,
             envelope.id,
@@ -276,34 +283,52 @@ def _event(
     envelope: EventAttributes, attributes: Mapping[str, Any], data: Any, prefix: str
 ) -> Decoded:
     print_ = fingerprint(envelope, data)
+    deleted = envelope.type == DELETED_EVENT_TYPE
+    what = "tag-deleted data" if deleted else "tag-moved data"
+    model: type[TagMovedData | TagDeletedData] = TagDeletedData if deleted else TagMovedData
     items: list[ErrorItem] = []
-    parsed: TagMovedData | None = None
+    parsed: TagMovedData | TagDeletedData | None = None
     if data is _MISSING:
-        items.append(ErrorItem(prefix, "is required: the tag-moved data object", None))
+        items.append(ErrorItem(prefix, f"is required: the {what} object", None))
     elif not isinstance(data, dict):
         items.append(ErrorItem(prefix, "must be a JSON object", data))
     else:
         try:
-            parsed = TagMovedData.model_validate(data)
+            parsed = model.model_validate(data)
         except ValidationError as exc:
-            items.extend(_items(exc, prefix, data))
+            items.extend(_items(exc, prefix, data, what))
     canonical_id = parsed.ocitag_id if parsed else _partial_id(data)
     subject_item = _subject_item(envelope.subject, canonical_id, attributes, prefix)
     if subject_item:
         items.append(subject_item)
+    binary = prefix == "body"
     if items or parsed is None:
         return Invalid(
             source=envelope.source,
             id=envelope.id,
             fingerprint=print_,
             subject=canonical_id,
-            binary=prefix == "body",
+            binary=binary,
             problem=Problem(
                 ProblemKind.INVALID_DATA,
-                f"the tag-moved data breaks {len(items)} rule{'s' if len(items) > 1 else ''}: "
+                f"the {what} breaks {len(items)} rule{'s' if len(items) > 1 else ''}: "
                 + "; ".join(f"{i.location} {i.message}" for i in items),
                 tuple(items),
             ),
+        )
+    actor = parsed.actor if parsed.actor is not None else envelope.source
+    if isinstance(parsed, TagDeletedData):
+        return TagDeleted(
+            source=envelope.source,
+            id=envelope.id,
+            fingerprint=print_,
+            time=parse_rfc3339(envelope.time),
+            repository=parsed.repository,
+            tag=parsed.tag,
+            actor=actor,
+            previous_artifact=parsed.previous_artifact,
+            expected_version=parsed.expected_version,
+            binary=binary,
         )
     return TagMoved(
         source=envelope.source,
@@ -313,10 +338,10 @@ def _event(
         repository=parsed.repository,
         tag=parsed.tag,
         artifact=parsed.artifact,
-        actor=parsed.actor if parsed.actor is not None else envelope.source,
+        actor=actor,
         previous_artifact=parsed.previous_artifact,
         expected_version=parsed.expected_version,
-        binary=prefix == "body",
+        binary=binary,
     )
 
 

@@ -17,7 +17,7 @@ import orjson
 
 from worker.decision import Applied, Change, TagRecord
 from worker.events import RawRecord, Undecodable
-from worker.models import REJECTED_TYPE, UPDATED_TYPE
+from worker.models import REJECTED_TYPE, REMOVED_TYPE, UPDATED_TYPE
 from worker.problems import Problem, error_model
 from worker.timefmt import format_rfc3339
 
@@ -90,13 +90,16 @@ def success(
     processed_at: datetime,
     applied: Applied,
 ) -> Outcome:
+    """200: ``ocitag.updated.v1`` with the record as applied, or, for an applied
+    deletion, ``ocitag.removed.v1`` with the record as it was just before."""
     record: TagRecord = applied.record
     subject = f"{record.repository}:{record.tag}"
+    shown = applied.removed if applied.removed is not None else record
     envelope = {
         "specversion": "1.0",
         "id": outcome_id(source, event_id, fingerprint),
         "source": ctx.worker_source,
-        "type": UPDATED_TYPE,
+        "type": REMOVED_TYPE if applied.removed is not None else UPDATED_TYPE,
         "time": format_rfc3339(processed_at),
         "subject": subject,
         "datacontenttype": "application/json",
@@ -105,7 +108,7 @@ def success(
         "causationsource": source,
         "resourceversion": record.version,
         "change": applied.change,
-        "data": record.as_ocitag(),
+        "data": shown.as_ocitag(),
     }
     return Outcome(subject.encode(), _encode(envelope), 200, applied.change)
 

@@ -33,7 +33,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from worker import metrics
 from worker.decode import decode
 from worker.errors import FatalError, PermanentError, TransientError
-from worker.events import Invalid, RawRecord, TagMoved, Undecodable
+from worker.events import Decoded, RawRecord, Undecodable
 from worker.health import Health
 from worker.kafka import Message, Producer, classify_kafka_error
 from worker.outcomes import Outcome, OutcomeContext, record_time, undecodable_outcome
@@ -258,9 +258,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             for raw, event, outcome in zip(batch.records, decoded, outcomes, strict=True):
                 _log_event(raw, event, outcome, elapsed)
 
-    async def _apply_and_publish(
-        self, batch: _Batch, decoded: Sequence[TagMoved | Invalid | Undecodable]
-    ) -> list[Outcome]:
+    async def _apply_and_publish(self, batch: _Batch, decoded: Sequence[Decoded]) -> list[Outcome]:
         processed_at = datetime.now(UTC)
         items = [
             Item(raw, event)

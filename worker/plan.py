@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from worker.decision import Applied, Decision, Rejected, TagRecord, fold
-from worker.events import Invalid, RawRecord, TagMoved
+from worker.events import Invalid, RawRecord, TagDeleted, TagMoved
 from worker.outcomes import Outcome, OutcomeContext, outcome_id, rejection, success
 from worker.problems import ErrorItem, Problem, ProblemKind
 from worker.timefmt import format_rfc3339
 
 EventKey = tuple[str, str]  # (source, id)
 TagKey = tuple[str, str]  # (repository, tag)
-Accepted = TagMoved | Invalid
+Accepted = TagMoved | TagDeleted | Invalid
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +50,12 @@ def first_occurrences(items: Sequence[Item]) -> dict[EventKey, int]:
 
 
 def events_by_tag(items: Sequence[Item], indexes: Sequence[int]) -> dict[TagKey, list[int]]:
-    """The given tag-moved items grouped per tag, in batch (= delivery) order."""
+    """The given tag events (moves and deletions) grouped per tag, in batch (= delivery)
+    order."""
     groups: dict[TagKey, list[int]] = {}
     for index in indexes:
         event = items[index].event
-        if isinstance(event, TagMoved):
+        if not isinstance(event, Invalid):
             groups.setdefault((event.repository, event.tag), []).append(index)
     return groups
 
@@ -63,14 +64,14 @@ def decide_tag(
     stored: TagRecord | None, items: Sequence[Item], indexes: Sequence[int]
 ) -> tuple[TagRecord | None, list[Decision]]:
     events = [items[i].event for i in indexes]
-    return fold(stored, [e for e in events if isinstance(e, TagMoved)])
+    return fold(stored, [e for e in events if not isinstance(e, Invalid)])
 
 
 def decision_outcome(
     ctx: OutcomeContext, item: Item, decision: Decision, processed_at: datetime
 ) -> Outcome:
     event = item.event
-    assert isinstance(event, TagMoved)
+    assert not isinstance(event, Invalid)
     if isinstance(decision, Applied):
         return success(
             ctx,
@@ -85,7 +86,7 @@ def decision_outcome(
 
 def _rejected(ctx: OutcomeContext, item: Item, decision: Rejected, at: datetime) -> Outcome:
     event = item.event
-    subject = event.ocitag_id if isinstance(event, TagMoved) else event.subject
+    subject = event.subject if isinstance(event, Invalid) else event.ocitag_id
     return rejection(
         ctx,
         problem=decision.problem,

@@ -8,14 +8,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tests.model import Summary
-from worker.events import RawRecord, TagMoved
+from worker.events import Invalid, RawRecord, TagEvent
 from worker.outcomes import Outcome, OutcomeContext
 from worker.plan import Item
 
 CTX = OutcomeContext("urn:ocitag-worker:test", "https://ocitag-worker.dev/problems/")
 
 
-def items(events: Sequence[TagMoved], first_offset: int = 0) -> list[Item]:
+def items(events: Sequence[TagEvent | Invalid], first_offset: int = 0) -> list[Item]:
     return [
         Item(RawRecord("ocitag.events", 0, first_offset + n, 0, None, b"", ()), e)
         for n, e in enumerate(events)
@@ -27,7 +27,7 @@ def summary(outcome: Outcome | bytes) -> Summary:
     if body["status"] == 200:
         return Summary(200, body["change"], body["resourceversion"], body["data"]["artifact"])
     reason = body["data"]["type"].rsplit("/", 1)[-1]
-    return Summary(body["status"], reason=reason if body["status"] == 409 else None)
+    return Summary(body["status"], reason=reason if body["status"] in (404, 409) else None)
 
 
 def now() -> datetime:
