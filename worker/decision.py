@@ -1,4 +1,5 @@
-"""The apply / supersede / precondition / deletion decision of SPEC.md "Semantics". Pure.
+"""The apply / supersede / precondition / deletion decision of the contract
+(docs/contract.md "Semantics"). Pure.
 
 ``decide(stored, event)`` is the whole rule for one event (a move or a deletion) against
 the tag's current row; ``fold`` runs it over the events of one tag in delivery order.

@@ -1,5 +1,5 @@
 """Deletions end to end: ``ocitag.deleted.v1`` records through a real Kafka topic to the
-running worker, in both content modes; every status of the deletion rules (SPEC.md
+running worker, in both content modes; every status of the deletion rules (docs/contract.md
 "Deletion") with its outcome checked against schemas/ and the seed (the harness checks
 every outcome it collects), and the rows (tombstones, ``live_ocitags``) checked."""
 
@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.integration.harness import Record, binary, running_worker, structured
+from tests.helpers.harness import Record, binary, running_worker, structured
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -1,5 +1,5 @@
 """The apply / supersede / precondition / deletion decision: table-driven, then against
-the reference model (tests/model.py) over generated histories of moves and deletions."""
+the reference model (tests/helpers/model.py) over generated histories of moves and deletions."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.model import Model
-from tests.strategies import BASE, digest, histories, make_deletion, make_event
+from tests.helpers.model import Model
+from tests.helpers.strategies import BASE, digest, histories, make_deletion, make_event
 from worker.decision import Applied, Rejected, TagRecord, decide, fold
 from worker.events import TagEvent, TagMoved
 from worker.problems import ProblemKind

@@ -1,4 +1,4 @@
--- Tag deletions (SPEC.md "Deletion"): a deleted tag keeps its row as a tombstone, so
+-- Tag deletions (docs/contract.md "Deletion"): a deleted tag keeps its row as a tombstone, so
 -- that its key (last_modified_on, last_event_source, last_event_id) still supersedes
 -- older moves. A tombstone keeps the last artifact and version; one recorded for a tag
 -- never seen live (a deletion answered 404) is at version 0, with no artifact and no
