@@ -1,7 +1,7 @@
 """PostgreSQL: a batch of events applied in one transaction, settled by the database.
 
 Round trips per batch, whatever its size: claim the events (1), read the stored outcome
-of those already processed (0-1), read the tags (1), write the tags with the version
+of those already processed (0-1), read the tags (1), write the tags with the key
 guard (1, again only for tags a concurrent writer changed in between), store the
 outcomes (1). Two appliers of one event are serialised by the claim's primary key; two
 writers of one tag by the row lock and the guard in the UPDATE (the row still has the
