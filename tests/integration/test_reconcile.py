@@ -78,17 +78,8 @@ def registry_state(crane: Crane, repositories: list[str]) -> dict[str, str]:
 
 
 async def live_state(pool: asyncpg.Pool) -> dict[str, str]:
-    relation = await pool.fetchval(
-        "SELECT CASE WHEN to_regclass('live_ocitags') IS NULL THEN 'ocitags' "
-        "ELSE 'live_ocitags' END"
-    )
-    rows = await pool.fetch(f"SELECT repository, tag, artifact FROM {relation}")
+    rows = await pool.fetch("SELECT repository, tag, artifact FROM live_ocitags")
     return {f"{r['repository']}:{r['tag']}": r["artifact"] for r in rows}
-
-
-async def applies_deletions(pool: asyncpg.Pool) -> bool:
-    """The deletions migration (live_ocitags) is what makes the worker apply deletions."""
-    return bool(await pool.fetchval("SELECT to_regclass('live_ocitags') IS NOT NULL"))
 
 
 async def converges(pool: asyncpg.Pool, expected: dict[str, str]) -> None:
@@ -148,8 +139,6 @@ async def test_reconcile_repairs_pushes_moves_and_deletes(
         summary, differences = await run_reconcile(settings, host)
         assert differences == expected
         assert summary["events_published"] == 4
-        if not await applies_deletions(pool):
-            pytest.xfail("this worker does not apply ocitag.deleted.v1 yet (branch deletions)")
         await converges(pool, registry_state(crane, repositories))
 
         summary, differences = await run_reconcile(settings, host)
