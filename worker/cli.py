@@ -1,4 +1,4 @@
-"""``ocitag-worker run | migrate | publish | outcomes``.
+"""``ocitag-worker run | migrate | publish | outcomes | reconcile``.
 
 Every setting is a flag on every command (``--input-topic`` for ``OCITAG_INPUT_TOPIC``);
 flags win over the environment. Exit codes: 0 done, 1 a fatal error (one line naming the
@@ -87,6 +87,36 @@ def build_parser() -> argparse.ArgumentParser:
     outcomes.add_argument("--idle-timeout", type=float, help="stop after this many quiet seconds")
     outcomes.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
     _add_setting_flags(outcomes)
+
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="repair drift between a registry and the live records",
+        description="List the registry's tags, compare them with the live records of that "
+        "host and publish the events that repair every difference. Exit 0 when done, 3 "
+        "when some repositories could not be read (the others were repaired).",
+    )
+    reconcile.add_argument(
+        "--registry", required=True, help="registry host as repositories name it, e.g. ghcr.io"
+    )
+    reconcile.add_argument(
+        "--repository",
+        action="append",
+        dest="repositories",
+        metavar="NAME",
+        help="a repository path in the registry (repeatable); default: the catalogue's "
+        "and every repository of the host with live records",
+    )
+    reconcile.add_argument(
+        "--dry-run", action="store_true", help="print the differences, publish nothing"
+    )
+    reconcile.add_argument(
+        "--interval",
+        type=float,
+        metavar="SECONDS",
+        help="run again every SECONDS (serving /metrics) until SIGTERM; default: once",
+    )
+    reconcile.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
+    _add_setting_flags(reconcile)
     return parser
 
 
@@ -133,7 +163,20 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await _migrate(settings)
     if args.command == "publish":
         return await _publish(args, settings)
+    if args.command == "reconcile":
+        return await _reconcile(args, settings)
     return await _outcomes(args, settings)
+
+
+async def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.reconcile.output import choose  # noqa: PLC0415
+    from worker.reconcile.run import parse_options, reconcile  # noqa: PLC0415
+
+    try:
+        options = parse_options(args.registry, args.repositories, args.dry_run, args.interval)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    return await reconcile(settings, options, choose(True if args.json else None))
 
 
 async def _migrate(settings: Settings) -> int:

@@ -69,6 +69,37 @@ PRUNED = Counter(
     "ocitag_processed_events_pruned", "Processed-event records deleted after retention."
 )
 
+# --- reconcile (worker/reconcile): one host per process, so no registry label
+_RUN_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1_800, 3_600)
+RECONCILE_RUNS = Counter(
+    "ocitag_reconcile_runs",
+    "Reconcile runs, by result: ok, partial (some repositories could not be read) or "
+    "failed (nothing published: registry, database or Kafka away).",
+    ["result"],
+)
+RECONCILE_TAGS_SCANNED = Counter("ocitag_reconcile_tags_scanned", "Registry tags listed.")
+RECONCILE_DIFFERENCES = Counter(
+    "ocitag_reconcile_differences",
+    "Differences found between the registry and the live records, by kind (moved, deleted).",
+    ["kind"],
+)
+RECONCILE_EVENTS_PUBLISHED = Counter(
+    "ocitag_reconcile_events_published", "Repair events acknowledged by Kafka."
+)
+RECONCILE_REPOSITORY_FAILURES = Counter(
+    "ocitag_reconcile_repository_failures",
+    "Repositories a run could not read (their records were left alone).",
+)
+RECONCILE_RUN_SECONDS = Histogram(
+    "ocitag_reconcile_run_duration_seconds",
+    "Duration of one reconcile run.",
+    buckets=_RUN_BUCKETS,
+)
+RECONCILE_LAST_SUCCESS = Gauge(
+    "ocitag_reconcile_last_success_timestamp_seconds",
+    "Unix time of the end of the last reconcile run that read every repository.",
+)
+
 
 def serve_without_created_series() -> None:
     """Leave out the ``*_created`` series (one per counter and histogram, and per label

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -34,6 +35,7 @@ from pydantic import (
 )
 
 from worker.errors import SettingsError
+from worker.oci_config import RegistryEndpoints, parse_endpoints
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -43,7 +45,13 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 # The secrets, the one list: each may come from a file (``<NAME>_FILE``), and none is
 # ever logged or echoed in an error (masked() and load_settings use this list).
 SECRET_FIELDS = frozenset(
-    {"database_url", "db_password", "kafka_sasl_password", "kafka_ssl_key_password"}
+    {
+        "database_url",
+        "db_password",
+        "kafka_sasl_password",
+        "kafka_ssl_key_password",
+        "ingest_registry_endpoints",
+    }
 )
 MASK = "****"
 
@@ -278,6 +286,40 @@ class Settings(BaseModel):
         True, description="Verify the broker's host name against its certificate"
     )
 
+    # --- registry client (worker/oci.py: ingest's digest look-ups, reconcile)
+    ingest_registry_endpoints: SecretStr | None = Field(
+        None,
+        description="Registry API base URL per host, comma-separated host=url; credentials "
+        "as the URL's user-info, percent-encoded (secret). Unlisted hosts: https://<host>, "
+        "docker.io: https://registry-1.docker.io",
+    )
+    registry_docker_config: Path | None = Field(
+        None,
+        description="A Docker config.json whose 'auths' give registry credentials (hosts "
+        "without credentials in OCITAG_INGEST_REGISTRY_ENDPOINTS)",
+    )
+    registry_ca_file: Path | None = Field(
+        None, description="CA certificate(s) to verify registries with (PEM); default: system"
+    )
+    registry_tls_verify: bool = Field(
+        True, description="Verify registries' TLS certificates (false only for testing)"
+    )
+    registry_timeout_seconds: float = Field(
+        10.0, gt=0, le=600, description="Timeout of one registry request"
+    )
+    registry_concurrency: int = Field(
+        8, ge=1, le=256, description="Most registry requests in flight at once"
+    )
+    registry_page_size: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        description="Page size (n=) of tags/list and _catalog; default: the registry's",
+    )
+    registry_rate_limit_retries: int = Field(
+        4, ge=0, le=20, description="Retries of a request the registry answered 429 (Retry-After)"
+    )
+
     # --- logs
     log_level: LogLevel = Field("info", description="debug, info, warning or error")
     log_format: LogFormat = Field(
@@ -310,7 +352,20 @@ class Settings(BaseModel):
             raise ValueError("must be an absolute URI")
         return value
 
-    @field_validator("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+    @field_validator("ingest_registry_endpoints")
+    @classmethod
+    def _endpoints(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_endpoints(value.get_secret_value())  # EndpointsError names the entry
+        return value
+
+    @field_validator(
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        "registry_docker_config",
+        "registry_ca_file",
+    )
     @classmethod
     def _readable_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
@@ -340,6 +395,12 @@ class Settings(BaseModel):
         super().__init__(**values)
 
     # --- derived values
+    @cached_property
+    def registry_endpoints(self) -> RegistryEndpoints:
+        """OCITAG_INGEST_REGISTRY_ENDPOINTS parsed (checked at load, parsed once)."""
+        value = self.ingest_registry_endpoints
+        return parse_endpoints(value.get_secret_value()) if value else RegistryEndpoints()
+
     def dsn(self) -> str:
         """The database URL with OCITAG_DB_PASSWORD applied, for asyncpg."""
         url = self.database_url.get_secret_value()
@@ -371,9 +432,9 @@ def _mask(value: SecretStr | str | None) -> str | None:
     if value is None:
         return None
     text = value.get_secret_value() if isinstance(value, SecretStr) else value
-    if "://" not in text:
-        return MASK
     parts = urlsplit(text)
+    if "://" not in text or not parts.scheme or not parts.netloc:
+        return MASK  # not one URL (e.g. a list of host=url): hidden whole
     if parts.password is None:
         return text
     host = parts.netloc.rpartition("@")[2]

@@ -376,14 +376,21 @@ def cmd_dashboard_rules(out: str) -> None:
 # ---------------------------------------------------------------- settings
 
 
+# Mounted files whose content has a syntax: their stand-ins must be valid.
+STUB_CONTENT = {
+    "OCITAG_INGEST_REGISTRY_ENDPOINTS_FILE": "registry.example=https://user:stand-in@registry.example\n",
+    "OCITAG_REGISTRY_DOCKER_CONFIG": '{"auths": {}}\n',
+}
+
+
 def _secret_stub_environ(extra: dict[str, str]) -> dict[str, str]:
     """Environment as the pod sees it, the Secret's files replaced by stand-ins."""
     environ = dict(extra)
     stub_dir = Path(tempfile.mkdtemp(prefix="ocitag-check-"))
     for name, value in list(environ.items()):
-        if name.endswith("_FILE"):
+        if name.endswith("_FILE") or name in STUB_CONTENT:
             stub = stub_dir / Path(value).name
-            stub.write_text("stand-in-secret\n", encoding="utf-8")
+            stub.write_text(STUB_CONTENT.get(name, "stand-in-secret\n"), encoding="utf-8")
             environ[name] = str(stub)
     return environ
 
@@ -413,8 +420,11 @@ def _load(where: str, environ: dict[str, str]) -> Any:
 
 def _containers(rendered: str) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
     for doc in load_yaml_all(Path(rendered)):
-        if doc["kind"] in {"Deployment", "Job"}:
-            for container in doc["spec"]["template"]["spec"]["containers"]:
+        spec = doc.get("spec", {})
+        if doc["kind"] == "CronJob":
+            spec = spec["jobTemplate"]["spec"]
+        if doc["kind"] in {"Deployment", "Job", "CronJob"}:
+            for container in spec["template"]["spec"]["containers"]:
                 yield f"{doc['kind']}/{doc['metadata']['name']}", doc, container
 
 
@@ -441,6 +451,9 @@ NOT_IN_CONFIGMAP = {
     "OCITAG_KAFKA_SSL_CAFILE",
     "OCITAG_KAFKA_SSL_CERTFILE",
     "OCITAG_KAFKA_SSL_KEYFILE",
+    "OCITAG_REGISTRY_CA_FILE",
+    "OCITAG_REGISTRY_DOCKER_CONFIG",
+    "OCITAG_REGISTRY_PAGE_SIZE",
 }
 
 
@@ -559,7 +572,12 @@ def cmd_consistency(rendered: str) -> None:
     job_labels = job["spec"]["template"]["metadata"]["labels"]
     if all(job_labels.get(k) == v for k, v in selector.items()):
         fail("the migration Job's pods match the worker selector")
-    ok("Service, PDB and ServiceMonitor select the worker pods (and not the Job's)")
+    for (kind, name), doc in docs.items():
+        if kind == "CronJob":
+            template = doc["spec"]["jobTemplate"]["spec"]["template"]
+            if all(template["metadata"]["labels"].get(k) == v for k, v in selector.items()):
+                fail(f"CronJob {name}'s pods match the worker selector")
+    ok("Service, PDB and ServiceMonitor select the worker pods (and not the Jobs')")
     scaled = docs[("ScaledObject", "ocitag-worker")]["spec"]
     (trigger,) = scaled["triggers"]
     meta = trigger["metadata"]

@@ -151,7 +151,10 @@ def test_the_secret_list_is_every_secret_typed_setting() -> None:
 
 @pytest.mark.parametrize("field", sorted(SECRET_FIELDS))
 def test_every_secret_comes_from_a_file_and_is_masked(field: str, tmp_path: Path) -> None:
-    value = "postgresql://app:hunter2@db:5432/x" if field == "database_url" else "hunter2"
+    value = {
+        "database_url": "postgresql://app:hunter2@db:5432/x",
+        "ingest_registry_endpoints": "r.example=https://app:hunter2@r.example",
+    }.get(field, "hunter2")
     secret = tmp_path / "secret"
     secret.write_text(value + "\n")
     s = load_settings(environ={env_name(field) + "_FILE": str(secret)})
