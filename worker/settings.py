@@ -27,8 +27,23 @@ LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 # Settings whose value may come from a file (``<NAME>_FILE``) and that are never logged.
+#: the registry kinds ingest serves (SPEC.md "Ingest"), each enabled by its secret
+INGEST_KINDS = (
+    "distribution",
+    "harbor",
+    "dockerhub",
+    "github",
+    "ecr",
+    "gar",
+    "acr",
+    "quay",
+    "artifactory",
+    "zot",
+    "cloudevents",
+)
 SECRET_FIELDS = frozenset(
     {"database_url", "db_password", "kafka_sasl_password", "kafka_ssl_key_password"}
+    | {f"ingest_{kind}_secret" for kind in INGEST_KINDS}
 )
 
 
@@ -256,6 +271,75 @@ class Settings(BaseSettings):
     )
     kafka_ssl_check_hostname: bool = Field(
         True, description="Verify the broker's host name against its certificate"
+    )
+
+    # --- ingest (`ocitag-worker ingest`: registry webhooks → tag events)
+    ingest_host: str = Field(
+        "0.0.0.0",  # noqa: S104 - registries post from outside the pod
+        description="Address the webhook receiver listens on",
+    )
+    ingest_port: int = Field(
+        8080, ge=1, le=65535, description="Port of POST /webhooks/<kind>[/<secret>]"
+    )
+    ingest_distribution_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/distribution: its secret(s), comma-separated (secret)",
+    )
+    ingest_harbor_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/harbor: its secret(s), comma-separated (secret)",
+    )
+    ingest_dockerhub_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/dockerhub: its secret(s), comma-separated (secret)",
+    )
+    ingest_github_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/github: its secret(s), comma-separated (secret)",
+    )
+    ingest_ecr_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/ecr: its secret(s), comma-separated (secret)",
+    )
+    ingest_gar_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/gar: its secret(s), comma-separated (secret)",
+    )
+    ingest_acr_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/acr: its secret(s), comma-separated (secret)",
+    )
+    ingest_quay_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/quay: its secret(s), comma-separated (secret)",
+    )
+    ingest_artifactory_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/artifactory: its secret(s), comma-separated (secret)",
+    )
+    ingest_zot_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/zot: its secret(s), comma-separated (secret)",
+    )
+    ingest_cloudevents_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/cloudevents: its secret(s), comma-separated (secret)",
+    )
+    ingest_max_body_bytes: int = Field(
+        1_048_576, ge=1_024, le=67_108_864, description="Largest delivery accepted (else 413)"
+    )
+    ingest_read_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, description="Longest a delivery's body may take to arrive (else 408)"
+    )
+    ingest_deadline_seconds: float = Field(
+        0.8,
+        gt=0,
+        le=60,
+        description="Longest from body read to answer (digest look-ups and Kafka acks); keep "
+        "it under the senders' timeouts (distribution's default is 1 s). Past it: 503",
+    )
+    ingest_retry_after_seconds: int = Field(
+        5, ge=1, le=3_600, description="Retry-After of a 503 while Kafka is unavailable"
     )
 
     # --- logs

@@ -25,6 +25,9 @@ class TagEvent:
     time: datetime  # aware UTC, from the delivery
     source: str  # ingest_source(kind, host)
     actor: str | None = None
+    # preconditions: only the `cloudevents` kind carries them (a registry never does)
+    previous_artifact: str | None = None
+    expected_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
