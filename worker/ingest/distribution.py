@@ -66,7 +66,9 @@ def map_event(raw: Any, location: str, host_override: str | None = None) -> Mapp
     """One notification event. Fields are read only where the decision needs them."""
     event = as_object(raw, location)
     action = optional_str(event, "action", location)
-    target = as_object(event.get("target") or {}, f"{location}.target")
+    if action not in ("push", "delete"):  # read nothing else of what is ignored anyway
+        return _OTHER.get(action or "", Ignored("other_action", action or ""))
+    target = _member(event, "target", location)
     where = f"{location}.target"
     tag = optional_str(target, "tag", where)
     if action == "push":
@@ -74,11 +76,8 @@ def map_event(raw: Any, location: str, host_override: str | None = None) -> Mapp
             return Ignored("blob")
         if tag is None:
             return Ignored("untagged", optional_str(target, "digest", where) or "")
-    elif action == "delete":
-        if tag is None:
-            return _untagged_delete(target, where)
-    else:
-        return _OTHER.get(action or "", Ignored("other_action", action or ""))
+    elif tag is None:
+        return _untagged_delete(target, where)
     return _tag_event(
         "moved" if action == "push" else "deleted",
         event,
@@ -120,8 +119,8 @@ def _tag_event(
     tag: str,
     host_override: str | None,
 ) -> TagEvent:
-    request = as_object(event.get("request") or {}, f"{location}.request")
-    actor = as_object(event.get("actor") or {}, f"{location}.actor")
+    request = _member(event, "request", location)
+    actor = _member(event, "actor", location)
     host = host_override or required_str(request, "host", f"{location}.request")
     repository = required_str(target, "repository", f"{location}.target")
     digest = required_str(target, "digest", f"{location}.target") if action == "moved" else None
@@ -135,3 +134,9 @@ def _tag_event(
         source=ingest_source(KIND, host),
         actor=optional_str(actor, "name", f"{location}.actor"),
     )
+
+
+def _member(event: Mapping[str, Any], name: str, location: str) -> Mapping[str, Any]:
+    """An object member; absent or null reads as empty (Go's zero value)."""
+    value = event.get(name)
+    return {} if value is None else as_object(value, f"{location}.{name}")
