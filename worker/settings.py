@@ -20,6 +20,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from worker.errors import SettingsError
+from worker.oci_config import RegistryEndpoints, parse_endpoints
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -42,7 +43,13 @@ INGEST_KINDS = (
     "cloudevents",
 )
 SECRET_FIELDS = frozenset(
-    {"database_url", "db_password", "kafka_sasl_password", "kafka_ssl_key_password"}
+    {
+        "database_url",
+        "db_password",
+        "kafka_sasl_password",
+        "kafka_ssl_key_password",
+        "ingest_registry_endpoints",
+    }
     | {f"ingest_{kind}_secret" for kind in INGEST_KINDS}
 )
 
@@ -342,6 +349,40 @@ class Settings(BaseSettings):
         5, ge=1, le=3_600, description="Retry-After of a 503 while Kafka is unavailable"
     )
 
+    # --- registry client (worker/oci.py: ingest's digest look-ups, reconcile)
+    ingest_registry_endpoints: RegistryEndpoints = Field(
+        RegistryEndpoints(),
+        description="Registry API base URL per host, comma-separated host=url; credentials "
+        "as the URL's user-info, percent-encoded (secret). Unlisted hosts: https://<host>, "
+        "docker.io: https://registry-1.docker.io",
+    )
+    registry_docker_config: Path | None = Field(
+        None,
+        description="A Docker config.json whose 'auths' give registry credentials (hosts "
+        "without credentials in OCITAG_INGEST_REGISTRY_ENDPOINTS)",
+    )
+    registry_ca_file: Path | None = Field(
+        None, description="CA certificate(s) to verify registries with (PEM); default: system"
+    )
+    registry_tls_verify: bool = Field(
+        True, description="Verify registries' TLS certificates (false only for testing)"
+    )
+    registry_timeout_seconds: float = Field(
+        10.0, gt=0, le=600, description="Timeout of one registry request"
+    )
+    registry_concurrency: int = Field(
+        8, ge=1, le=256, description="Most registry requests in flight at once"
+    )
+    registry_page_size: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        description="Page size (n=) of tags/list and _catalog; default: the registry's",
+    )
+    registry_rate_limit_retries: int = Field(
+        4, ge=0, le=20, description="Retries of a request the registry answered 429 (Retry-After)"
+    )
+
     # --- logs
     log_level: LogLevel = Field("info", description="debug, info, warning or error")
     log_format: LogFormat = Field(
@@ -374,7 +415,18 @@ class Settings(BaseSettings):
             raise ValueError("must be an absolute URI")
         return value
 
-    @field_validator("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+    @field_validator("ingest_registry_endpoints", mode="before")
+    @classmethod
+    def _endpoints(cls, value: object) -> object:
+        return parse_endpoints(value) if isinstance(value, str) else value
+
+    @field_validator(
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        "registry_docker_config",
+        "registry_ca_file",
+    )
     @classmethod
     def _readable_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
@@ -428,7 +480,7 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if name == "database_url":
                 out[name] = _mask_url(value.get_secret_value())
-            elif isinstance(value, SecretStr):
+            elif isinstance(value, SecretStr) or name in SECRET_FIELDS:
                 out[name] = "**********"
             elif isinstance(value, Path):
                 out[name] = str(value)

@@ -21,13 +21,16 @@ from worker.health import Check, Health
 from worker.http import serve
 from worker.ingest.auth import split_secrets
 from worker.ingest.kinds import KINDS
-from worker.ingest.resolve import DigestResolver, NoResolver
+from worker.ingest.resolve import NoResolver
 from worker.ingest.server import Enabled, IngestServer, Limits
 from worker.kafka import Message, Producer
+from worker.oci import RegistryClient
 from worker.pipeline import Backoff
 from worker.settings import INGEST_KINDS, Settings, env_name
 
 log = structlog.get_logger("worker.ingest")
+#: kinds whose payloads lack the digest: a registry client is made only for them
+NEEDS_RESOLVER = ("dockerhub", "quay")
 
 
 def enabled_kinds(settings: Settings) -> dict[str, Enabled]:
@@ -122,9 +125,13 @@ def limits(settings: Settings) -> Limits:
     )
 
 
-def resolver_for(settings: Settings) -> DigestResolver:
-    """The registry client for digest look-ups (worker.oci once it is in this build)."""
-    return NoResolver()
+def resolver_for(settings: Settings) -> RegistryClient | None:
+    """The registry client for digest look-ups, when a served kind needs one (Docker
+    Hub and Quay payloads carry no digest)."""
+    kinds = {f"ingest_{kind}_secret" for kind in NEEDS_RESOLVER}
+    if not any(getattr(settings, name) is not None for name in kinds):
+        return None
+    return RegistryClient.from_settings(settings)
 
 
 async def run_ingest(
@@ -142,7 +149,8 @@ async def run_ingest(
     probes = (
         await serve(health, settings.http_host, settings.http_port) if settings.http_port else None
     )
-    server = IngestServer(kinds, sink, resolver_for(settings), limits(settings))
+    registry = resolver_for(settings)
+    server = IngestServer(kinds, sink, registry or NoResolver(), limits(settings))
     runner = web.AppRunner(
         server.app(), access_log=None, shutdown_timeout=settings.shutdown_grace_seconds
     )
@@ -160,6 +168,8 @@ async def run_ingest(
         await runner.cleanup()
         await server.close()
         await sink.stop()
+        if registry is not None:
+            await registry.aclose()
         if probes is not None:
             await probes.cleanup()
     log.info("stopped")

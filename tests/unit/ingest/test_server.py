@@ -127,7 +127,8 @@ async def test_accepted_delivery_lists_published_and_ignored(setup: Setup) -> No
         b"127.0.0.1:45285/team/app:v1",
         b"127.0.0.1:45285/team/app:v2",
     ]
-    assert [json.loads(m[2] or b"")["id"] for m in setup.sink.sent] == [p["id"] for p in body["published"]]
+    sent_ids = [json.loads(m[2] or b"")["id"] for m in setup.sink.sent]
+    assert sent_ids == [p["id"] for p in body["published"]]
 
 
 async def test_a_retried_delivery_sends_the_same_bytes(setup: Setup) -> None:
