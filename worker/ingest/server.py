@@ -113,8 +113,8 @@ class IngestServer:
         self._sink = sink
         self._resolver = resolver
         self._limits = limits
-        # sends still running after their delivery's deadline: kept referenced until done
-        self._late: set[asyncio.Task[None]] = set()
+        # sends in flight by record value: a retry of the same delivery joins them
+        self._sending: dict[bytes | None, asyncio.Future[None]] = {}
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self._limits.max_body_bytes)
@@ -124,8 +124,8 @@ class IngestServer:
 
     async def close(self) -> None:
         """Wait (briefly) for sends that outlived their delivery."""
-        if self._late:
-            await asyncio.wait(self._late, timeout=5)
+        if self._sending:
+            await asyncio.wait(set(self._sending.values()), timeout=5)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
@@ -229,26 +229,38 @@ class IngestServer:
             ) from None
 
     async def _produce(self, batch: list[Message], delivery: _Delivery, budget: float) -> None:
+        """Send and wait for every ack. A send that outlives its delivery's deadline is
+        left to finish (asyncio.wait, not wait_for), and a retried delivery waits for it
+        rather than sending the same events again: a sender retrying every second while
+        Kafka is away must not pile up copies."""
         started = time.monotonic()
-        task = asyncio.ensure_future(self._sink.send_all(batch))
-        # asyncio.wait, not wait_for: a send past the deadline is left to finish (its
-        # events carry the delivery's ids, so the sender's retry is the same events)
-        done, _ = await asyncio.wait({task}, timeout=max(budget, 0.001))
-        if not done:
-            self._late.add(task)
-            task.add_done_callback(self._late_done)
+        waits = {self._sending[m[2]] for m in batch if m[2] in self._sending}
+        fresh = [m for m in batch if m[2] not in self._sending]
+        if fresh:
+            task = asyncio.ensure_future(self._sink.send_all(fresh))
+            values = [m[2] for m in fresh]
+            for value in values:
+                self._sending[value] = task
+            task.add_done_callback(lambda done: self._sent(done, values))
+            waits.add(task)
+        done, pending = await asyncio.wait(waits, timeout=max(budget, 0.001))
+        if pending:
             raise self._unavailable("Kafka did not acknowledge within the deadline")
-        error = task.exception()
-        if error is not None:
+        for finished in done:
+            error = finished.exception()
+            if error is None:
+                continue
             if not isinstance(error, WorkerError):
                 raise error
             raise self._unavailable(str(error))
         metrics.INGEST_PRODUCE_SECONDS.labels(delivery.kind).observe(time.monotonic() - started)
 
-    def _late_done(self, task: asyncio.Task[None]) -> None:
-        self._late.discard(task)
+    def _sent(self, task: asyncio.Future[None], values: list[bytes | None]) -> None:
+        for value in values:
+            if self._sending.get(value) is task:
+                del self._sending[value]
         if not task.cancelled() and task.exception() is not None:
-            log.warning("ingest_late_send_failed", error=str(task.exception()))
+            log.debug("ingest_send_failed", error=str(task.exception()))
 
     def _unavailable(self, detail: str) -> RefusedError:
         refused = RefusedError(

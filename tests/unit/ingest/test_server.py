@@ -28,10 +28,12 @@ ART = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 class FakeSink:
     def __init__(self) -> None:
         self.sent: list[Message] = []
+        self.calls = 0
         self.error: Exception | None = None
         self.hang = False
 
     async def send_all(self, messages: Sequence[Message]) -> None:
+        self.calls += 1
         if self.hang:
             await asyncio.sleep(3600)
         if self.error is not None:
@@ -225,6 +227,16 @@ async def test_kafka_slower_than_the_deadline_is_503(setup: Setup) -> None:
         setup, "/webhooks/distribution", fixture("push-tag"), {"Authorization": TOKEN}
     )
     assert status == 503 and headers["Retry-After"] == "7"
+
+
+async def test_a_retry_joins_the_send_still_in_flight(setup: Setup) -> None:
+    setup.sink.hang = True
+    for _ in range(3):
+        status, _, _ = await post(
+            setup, "/webhooks/distribution", fixture("push-tag"), {"Authorization": TOKEN}
+        )
+        assert status == 503
+    assert setup.sink.calls == 1
 
 
 async def test_nothing_to_publish_is_answered_while_kafka_is_away(setup: Setup) -> None:
