@@ -23,7 +23,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from worker.ingest.mapping import Ignored, Mapped, MappingError, TagEvent, ingest_source
+from worker.ingest.mapping import (
+    REGISTRY_HEADER,
+    Ignored,
+    Mapped,
+    MappingError,
+    TagEvent,
+    ingest_source,
+)
 from worker.ingest.payload import (
     as_list,
     as_object,
@@ -34,9 +41,6 @@ from worker.ingest.payload import (
 )
 
 KIND = "distribution"
-#: where the sender (or the ``?registry=`` query) names the registry host, overriding
-#: the payload's own (a registry behind a proxy sees its internal host name)
-REGISTRY_HEADER = "x-ocitag-registry"
 
 MANIFEST_MEDIA_TYPES = frozenset(
     {

@@ -12,6 +12,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+#: headers the server adds to what a mapper sees: the registry host named by
+#: ``?registry=<host>`` on the webhook URL, or by the sender's own header of this name
+#: (where a payload has none, or only an internal one) …
+REGISTRY_HEADER = "x-ocitag-registry"
+#: … and when the delivery arrived (RFC 3339; always the server's), the time of events
+#: from payloads that carry no timestamp of their own
+RECEIVED_AT_HEADER = "x-ocitag-received-at"
+
 
 @dataclass(frozen=True, slots=True)
 class TagEvent:

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
@@ -27,12 +28,12 @@ from worker import metrics
 from worker.errors import WorkerError
 from worker.ingest.auth import authentic
 from worker.ingest.delivery import accepted_body, cloud_event, messages, plan
-from worker.ingest.distribution import REGISTRY_HEADER
 from worker.ingest.kinds import KindSpec
-from worker.ingest.mapping import MappingError
+from worker.ingest.mapping import RECEIVED_AT_HEADER, REGISTRY_HEADER, MappingError
 from worker.ingest.resolve import DigestResolver, UnresolvedDigestError, resolve_all
 from worker.kafka import Message
 from worker.problems import ErrorItem
+from worker.timefmt import format_rfc3339
 
 log = structlog.get_logger("worker.ingest")
 
@@ -129,13 +130,16 @@ class IngestServer:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
+        received = datetime.now(UTC)
         name = request.match_info["kind"]
         enabled = self._kinds.get(name)
         delivery = _Delivery(kind=name if enabled else "unknown")
         try:
             if enabled is None:
                 raise RefusedError(404, "not_found")
-            status, body, headers = await self._deliver(request, enabled, delivery, started)
+            status, body, headers = await self._deliver(
+                request, enabled, delivery, started, received
+            )
         except RefusedError as refused:
             status, body, headers = refused.status, refused.body, refused.headers
             delivery.cause = refused.cause
@@ -153,7 +157,12 @@ class IngestServer:
         )
 
     async def _deliver(
-        self, request: web.Request, enabled: Enabled, delivery: _Delivery, started: float
+        self,
+        request: web.Request,
+        enabled: Enabled,
+        delivery: _Delivery,
+        started: float,
+        received: datetime,
     ) -> tuple[int, dict[str, Any], dict[str, str]]:
         spec = enabled.spec
         headers = {k.lower(): v for k, v in request.headers.items()}
@@ -170,6 +179,7 @@ class IngestServer:
             raise RefusedError(401, "unauthenticated")
         if "registry" in request.query:
             headers[REGISTRY_HEADER] = request.query["registry"]
+        headers[RECEIVED_AT_HEADER] = format_rfc3339(received)
         try:
             decided = plan(spec.map_delivery(body, headers))
         except MappingError as exc:

@@ -18,8 +18,14 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from worker.ingest.cehttp import Received, read_events
-from worker.ingest.distribution import REGISTRY_HEADER
-from worker.ingest.mapping import Ignored, Mapped, MappingError, TagEvent, ingest_source
+from worker.ingest.mapping import (
+    REGISTRY_HEADER,
+    Ignored,
+    Mapped,
+    MappingError,
+    TagEvent,
+    ingest_source,
+)
 from worker.ingest.payload import as_object, optional_str, required_str
 
 KIND = "zot"

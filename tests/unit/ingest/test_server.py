@@ -270,3 +270,24 @@ async def test_handshake_is_answered_as_given(setup: Setup) -> None:
     status, body, _ = await post(setup, "/webhooks/acr", b"[]", {"Authorization": TOKEN})
     assert (status, body) == (200, {"validationResponse": "abc"})
     assert setup.sink.sent == []
+
+
+async def test_mappers_see_the_registry_query_and_the_arrival_time() -> None:
+    seen: list[Mapping[str, str]] = []
+
+    def mapper(body: bytes, headers: Mapping[str, str]) -> list[Mapped]:
+        seen.append(headers)
+        return []
+
+    kinds = {"zot": Enabled(KindSpec("zot", Auth.HEADER, mapper), (TOKEN.encode(),))}
+    server = IngestServer(kinds, FakeSink(), FakeResolver({}), _limits())
+    async with TestClient(TestServer(server.app())) as client:
+        response = await client.post(
+            "/webhooks/zot?registry=zot.example.com:5000",
+            data=b"{}",
+            headers={"Authorization": TOKEN, "X-Ocitag-Received-At": "1999-01-01T00:00:00Z"},
+        )
+    assert response.status == 200
+    assert seen[0]["x-ocitag-registry"] == "zot.example.com:5000"
+    assert seen[0]["x-ocitag-received-at"] != "1999-01-01T00:00:00Z"
+    assert seen[0]["x-ocitag-received-at"].endswith("Z")
