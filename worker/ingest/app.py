@@ -3,7 +3,8 @@ shutdown.
 
 Ingest starts and answers while Kafka is unreachable: the producer is (re)started in the
 background with backoff, and until it is up every delivery with events gets 503 with
-Retry-After (deliveries with nothing to publish are still answered 200).
+Retry-After (deliveries with nothing to publish are still answered 200). For the same
+reason /readyz does not depend on Kafka: it says whether it is connected.
 """
 
 from __future__ import annotations
@@ -98,12 +99,10 @@ class KafkaSink:
             raise TransientError("kafka_unavailable", "not connected to Kafka yet")
         await self._producer.send_all(messages)
 
-    async def ready(self) -> Check:
+    async def kafka_state(self) -> str:
         if self._producer is None:
-            return Check(False, "not connected to Kafka yet")
-        if not await self._producer.ready():
-            return Check(False, "producer has no broker")
-        return Check(True, "ready")
+            return "not connected yet"
+        return "connected" if await self._producer.ready() else "no broker"
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -145,7 +144,13 @@ async def run_ingest(
     log.info("starting", settings=settings.masked(), kinds=sorted(kinds))
     sink = KafkaSink(settings)
     health = Health(settings.liveness_timeout_seconds)
-    health.readiness_probe = sink.ready
+
+    async def ready() -> Check:
+        # Ready while serving, whatever Kafka's state: a sender must get the 503 with
+        # Retry-After, not a Service without endpoints (the reason shows Kafka's state).
+        return Check(True, f"serving; kafka {await sink.kafka_state()}")
+
+    health.readiness_probe = ready
     probes = (
         await serve(health, settings.http_host, settings.http_port) if settings.http_port else None
     )
