@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 WITH_SERVICES = if [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ] || [ -z "$${DATABASE_URL:-}" ]; then \
 	$(STACK) up >&2 && eval "$$($(STACK) env)"; fi;
 
-.PHONY: install services run migrate test test-unit lint format fuzz faults faults-long bench bench-store bench-decode schemas check-schemas down clean check-deploy
+.PHONY: install services run migrate test test-unit lint format fuzz faults faults-long bench bench-store bench-decode bench-ingest schemas check-schemas down clean check-deploy
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -99,3 +99,6 @@ bench-store: install
 
 bench-decode: install
 	$(PY) -m bench.decode
+
+bench-ingest: install
+	@$(WITH_SERVICES) $(PY) -m bench.ingest

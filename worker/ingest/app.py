@@ -97,7 +97,7 @@ class KafkaSink:
     async def send_all(self, messages: Sequence[Message]) -> None:
         if self._producer is None:
             raise TransientError("kafka_unavailable", "not connected to Kafka yet")
-        await self._producer.send_all(messages)
+        await self._producer.send_each(messages)
 
     async def kafka_state(self) -> str:
         if self._producer is None:
