@@ -15,12 +15,12 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from tests.helpers.harness import Received, running_worker
 from tests.helpers.images import Crane
 from tests.helpers.ingest import load_delivery, running_ingest
 from tests.helpers.registry import STACK, Endpoint, Registry, free_port
-from tests.integration.harness import Received, running_worker
-from tests.integration.test_ops import eventually
-from tests.services import Services
+from tests.helpers.services import Services
+from tests.helpers.wait import eventually
 from worker import metrics
 from worker.settings import Settings
 

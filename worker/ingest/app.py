@@ -17,7 +17,7 @@ import structlog
 from aiohttp import web
 
 from worker.app import _install_signals
-from worker.errors import SettingsError, TransientError
+from worker.errors import Cause, SettingsError, TransientError
 from worker.health import Check, Health
 from worker.http import serve
 from worker.ingest.auth import split_secrets
@@ -26,7 +26,7 @@ from worker.ingest.resolve import NoResolver
 from worker.ingest.server import Enabled, IngestServer, Limits
 from worker.kafka import Message, Producer
 from worker.oci import RegistryClient
-from worker.pipeline import Backoff
+from worker.retry import Backoff
 from worker.settings import INGEST_KINDS, Settings, env_name
 
 log = structlog.get_logger("worker.ingest")
@@ -96,7 +96,7 @@ class KafkaSink:
 
     async def send_all(self, messages: Sequence[Message]) -> None:
         if self._producer is None:
-            raise TransientError("kafka_unavailable", "not connected to Kafka yet")
+            raise TransientError(Cause.KAFKA_UNAVAILABLE, "not connected to Kafka yet")
         await self._producer.send_each(messages)
 
     async def kafka_state(self) -> str:

@@ -3,7 +3,7 @@ CloudEvents HTTP content mode (binary, structured, batched).
 
 The sender's ``source``, ``id`` and ``time`` are kept, so an event published here and
 the same event published straight to Kafka are one event to the worker. ``data`` is
-checked here by the contract's rules (SPEC.md "Input: tag events"), so a bad event is
+checked here by the contract's rules (docs/contract.md "Input: tag events"), so a bad event is
 answered 400 at once instead of becoming a rejection outcome later.
 """
 

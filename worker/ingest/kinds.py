@@ -1,5 +1,5 @@
 """The registry kinds ingest serves: each one's mapper and how its sender proves itself
-(SPEC.md "Ingest", the authentication table)."""
+(docs/contract.md "Ingest", the authentication table)."""
 
 from __future__ import annotations
 

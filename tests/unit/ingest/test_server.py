@@ -15,7 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.helpers.ingest import load_delivery
-from worker.errors import TransientError
+from worker.errors import Cause, TransientError
 from worker.ingest.kinds import KINDS, Auth, KindSpec
 from worker.ingest.mapping import Handshake, Ignored, Mapped, TagEvent
 from worker.ingest.server import Enabled, IngestServer, Limits
@@ -213,7 +213,7 @@ async def test_unmappable_is_400_problem_naming_the_field(setup: Setup) -> None:
 
 
 async def test_kafka_away_is_503_with_retry_after(setup: Setup) -> None:
-    setup.sink.error = TransientError("kafka_unavailable", "not connected")
+    setup.sink.error = TransientError(Cause.KAFKA_UNAVAILABLE, "not connected")
     status, body, headers = await post(
         setup, "/webhooks/distribution", fixture("push-tag"), {"Authorization": TOKEN}
     )
@@ -240,7 +240,7 @@ async def test_a_retry_joins_the_send_still_in_flight(setup: Setup) -> None:
 
 
 async def test_nothing_to_publish_is_answered_while_kafka_is_away(setup: Setup) -> None:
-    setup.sink.error = TransientError("kafka_unavailable", "not connected")
+    setup.sink.error = TransientError(Cause.KAFKA_UNAVAILABLE, "not connected")
     status, body, _ = await post(
         setup, "/webhooks/distribution", fixture("pull"), {"Authorization": TOKEN}
     )
