@@ -12,11 +12,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers.ingest_fixtures import MapDelivery, fixture, fixture_names
-from worker.ingest import harbor
+from worker.ingest import dockerhub, harbor
 from worker.ingest.mapping import MappingError
 
 KINDS: dict[str, MapDelivery] = {
     "harbor": harbor.map_delivery,
+    "dockerhub": dockerhub.map_delivery,
 }
 #: headers each kind reads, with a realistic value, for the fixtures
 HEADERS: dict[str, dict[str, str]] = {}
