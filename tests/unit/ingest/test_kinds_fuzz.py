@@ -12,15 +12,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers.ingest_fixtures import MapDelivery, fixture, fixture_names
-from worker.ingest import dockerhub, harbor
+from worker.ingest import dockerhub, github, harbor
 from worker.ingest.mapping import MappingError
 
 KINDS: dict[str, MapDelivery] = {
     "harbor": harbor.map_delivery,
     "dockerhub": dockerhub.map_delivery,
+    "github": github.map_delivery,
 }
 #: headers each kind reads, with a realistic value, for the fixtures
-HEADERS: dict[str, dict[str, str]] = {}
+HEADERS: dict[str, dict[str, str]] = {
+    "github": {"x-github-delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958"},
+}
 
 json_values = st.recursive(
     st.none()
