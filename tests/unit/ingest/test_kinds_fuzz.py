@@ -12,13 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers.ingest_fixtures import MapDelivery, fixture, fixture_names
-from worker.ingest import dockerhub, github, harbor
+from worker.ingest import dockerhub, ecr, github, harbor
 from worker.ingest.mapping import MappingError
 
 KINDS: dict[str, MapDelivery] = {
     "harbor": harbor.map_delivery,
     "dockerhub": dockerhub.map_delivery,
     "github": github.map_delivery,
+    "ecr": ecr.map_delivery,
 }
 #: headers each kind reads, with a realistic value, for the fixtures
 HEADERS: dict[str, dict[str, str]] = {
