@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers.ingest_fixtures import MapDelivery, fixture, fixture_names
-from worker.ingest import dockerhub, ecr, github, harbor
+from worker.ingest import dockerhub, ecr, gar, github, harbor
 from worker.ingest.mapping import MappingError
 
 KINDS: dict[str, MapDelivery] = {
@@ -20,10 +20,15 @@ KINDS: dict[str, MapDelivery] = {
     "dockerhub": dockerhub.map_delivery,
     "github": github.map_delivery,
     "ecr": ecr.map_delivery,
+    "gar": gar.map_delivery,
 }
 #: headers each kind reads, with a realistic value, for the fixtures
 HEADERS: dict[str, dict[str, str]] = {
     "github": {"x-github-delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958"},
+    "gar": {
+        "x-goog-pubsub-message-id": "9001",
+        "x-goog-pubsub-publish-time": "2024-05-01T12:00:00.5Z",
+    },
 }
 
 json_values = st.recursive(
