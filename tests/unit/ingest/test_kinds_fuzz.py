@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers.ingest_fixtures import MapDelivery, fixture, fixture_names
-from worker.ingest import dockerhub, ecr, gar, github, harbor
+from worker.ingest import acr, dockerhub, ecr, gar, github, harbor
 from worker.ingest.mapping import MappingError
 
 KINDS: dict[str, MapDelivery] = {
@@ -21,6 +21,7 @@ KINDS: dict[str, MapDelivery] = {
     "github": github.map_delivery,
     "ecr": ecr.map_delivery,
     "gar": gar.map_delivery,
+    "acr": acr.map_delivery,
 }
 #: headers each kind reads, with a realistic value, for the fixtures
 HEADERS: dict[str, dict[str, str]] = {
