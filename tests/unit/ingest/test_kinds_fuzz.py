@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers.ingest_fixtures import MapDelivery, fixture, fixture_names
-from worker.ingest import acr, dockerhub, ecr, gar, github, harbor, quay
+from worker.ingest import acr, artifactory, dockerhub, ecr, gar, github, harbor, quay
 from worker.ingest.mapping import MappingError
 
 KINDS: dict[str, MapDelivery] = {
@@ -23,11 +23,13 @@ KINDS: dict[str, MapDelivery] = {
     "gar": gar.map_delivery,
     "acr": acr.map_delivery,
     "quay": quay.map_delivery,
+    "artifactory": artifactory.map_delivery,
 }
 #: headers each kind reads, with a realistic value, for the fixtures
 HEADERS: dict[str, dict[str, str]] = {
     "github": {"x-github-delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958"},
     "quay": {"x-ocitag-received-at": "2025-01-21T08:03:21.250Z"},
+    "artifactory": {"x-ocitag-received-at": "2025-01-21T08:03:21Z"},
     "gar": {
         "x-goog-pubsub-message-id": "9001",
         "x-goog-pubsub-publish-time": "2024-05-01T12:00:00.5Z",
