@@ -173,3 +173,37 @@ async def test_kafka_stopped_is_503_and_the_registry_retry_delivers(
     assert during[0].body["type"] == "ocitag.updated.v1"
     assert during[0].body["change"] == "created"
     assert {o.value for o in during} == {during[0].value}
+
+
+async def test_docker_hub_digest_is_resolved_from_the_registry_or_502(
+    make_settings: Callable[..., Settings], registry_tools: Path
+) -> None:
+    with Registry() as registry:
+        crane = Crane(registry)
+        digest = await asyncio.to_thread(crane.push, REPO, "v1")
+        settings = ingest_settings(
+            make_settings,
+            ingest_dockerhub_secret="hub-path-secret",
+            # the registry stands in for Docker Hub (the setting exists for mirrors)
+            ingest_registry_endpoints=f"docker.io={registry.url}",
+        )
+
+        def hub(tag: str) -> bytes:
+            return json.dumps(
+                {
+                    "push_data": {"pushed_at": 1767225600, "pusher": "bob", "tag": tag},
+                    "repository": {"repo_name": REPO, "namespace": "team", "name": "app"},
+                }
+            ).encode()
+
+        async with running_worker(settings) as worker, running_ingest(settings) as url:
+            endpoint = f"{url}/webhooks/dockerhub/hub-path-secret"
+            missing, _ = await post(endpoint, hub("not-there"), {})
+            assert missing == 502
+            assert await end_offsets(settings, settings.input_topic) == 0
+            status, body = await post(endpoint, hub("v1"), {})
+            assert status == 200, body
+            [outcome] = await worker.outcomes(1)
+    assert outcome.body["subject"] == f"docker.io/{REPO}:v1"
+    assert outcome.body["data"]["artifact"] == digest.removeprefix("sha256:")
+    assert outcome.body["data"]["last_modified_by"] == "bob"

@@ -24,13 +24,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal
 
-from worker.ingest.entries import (
-    REGISTRY_HEADER,
-    received_time,
-    tag_event,
-    url_host,
-)
-from worker.ingest.mapping import Ignored, Mapped, MappingError, body_event_id
+from worker.ingest.entries import received_time, tag_event, url_host
+from worker.ingest.mapping import REGISTRY_HEADER, Ignored, Mapped, MappingError, body_event_id
 from worker.ingest.payload import as_object, optional_str, parse_json, required_str
 
 KIND = "artifactory"

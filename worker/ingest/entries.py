@@ -20,15 +20,8 @@ from worker.identifiers import (
     normalize_repository,
     validate_tag,
 )
-from worker.ingest.mapping import MappingError, TagEvent, ingest_source
+from worker.ingest.mapping import RECEIVED_AT_HEADER, MappingError, TagEvent, ingest_source
 from worker.timefmt import parse_rfc3339
-
-#: set by the ingest server on every delivery (RFC 3339, when the request arrived): the
-#: time of events from payloads that carry no timestamp of their own (Quay, Artifactory)
-RECEIVED_AT_HEADER = "x-ocitag-received-at"
-#: an optional header (e.g. a custom header the sender can set) naming the registry host
-#: where the payload's own is missing or internal; the same name as the distribution kind's
-REGISTRY_HEADER = "x-ocitag-registry"
 
 
 def tag_event(

@@ -7,7 +7,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from worker.ingest import cloudevents, distribution, zot
+from worker.ingest import (
+    acr,
+    artifactory,
+    cloudevents,
+    distribution,
+    dockerhub,
+    ecr,
+    gar,
+    github,
+    harbor,
+    quay,
+    zot,
+)
 from worker.ingest.mapping import Mapped
 
 Mapper = Callable[[bytes, Mapping[str, str]], list[Mapped]]
@@ -61,6 +73,14 @@ KINDS: dict[str, KindSpec] = {
     spec.name: spec
     for spec in (
         _spec("distribution", distribution.map_delivery),
+        _spec("harbor", harbor.map_delivery),
+        _spec("dockerhub", dockerhub.map_delivery),
+        _spec("github", github.map_delivery),
+        _spec("ecr", ecr.map_delivery),
+        _spec("gar", gar.map_delivery),
+        _spec("acr", acr.map_delivery),
+        _spec("quay", quay.map_delivery),
+        _spec("artifactory", artifactory.map_delivery),
         _spec("zot", zot.map_delivery),
         _spec("cloudevents", cloudevents.map_delivery),
     )
