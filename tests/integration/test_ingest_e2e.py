@@ -8,6 +8,7 @@ import asyncio
 import json
 import subprocess
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -207,3 +208,34 @@ async def test_docker_hub_digest_is_resolved_from_the_registry_or_502(
     assert outcome.body["subject"] == f"docker.io/{REPO}:v1"
     assert outcome.body["data"]["artifact"] == digest.removeprefix("sha256:")
     assert outcome.body["data"]["last_modified_by"] == "bob"
+
+
+async def test_cloudevents_sent_by_the_sdk_keep_their_identity(
+    make_settings: Callable[..., Settings],
+) -> None:
+    from cloudevents.core.bindings import http as ce_http
+    from cloudevents.core.formats.json import JSONFormat
+    from cloudevents.core.v1.event import CloudEvent
+
+    settings = ingest_settings(make_settings, ingest_cloudevents_secret=TOKEN)
+    event = CloudEvent(
+        attributes={
+            "type": "ocitag.moved.v1",
+            "source": "https://ci.example.com/pipelines/42",
+            "id": "build-42",
+            "time": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+            "datacontenttype": "application/json",
+        },
+        data={"repository": "istio/pilot", "tag": "1.3.0", "artifact": "ab" * 32},
+    )
+    message = ce_http.to_binary(event, JSONFormat())
+    async with running_worker(settings) as worker, running_ingest(settings) as url:
+        status, body = await post(
+            f"{url}/webhooks/cloudevents", message.body, {**message.headers, "Authorization": TOKEN}
+        )
+        assert status == 200, body
+        [outcome] = await worker.outcomes(1)
+    assert outcome.body["causationsource"] == "https://ci.example.com/pipelines/42"
+    assert outcome.body["causationid"] == "build-42"
+    assert outcome.body["subject"] == "docker.io/istio/pilot:1.3.0"
+    assert outcome.body["data"]["last_modified_on"].startswith("2026-01-02T03:04:05")
