@@ -291,3 +291,21 @@ async def test_mappers_see_the_registry_query_and_the_arrival_time() -> None:
     assert seen[0]["x-ocitag-registry"] == "zot.example.com:5000"
     assert seen[0]["x-ocitag-received-at"] != "1999-01-01T00:00:00Z"
     assert seen[0]["x-ocitag-received-at"].endswith("Z")
+
+
+async def test_a_body_slower_than_the_read_timeout_is_408() -> None:
+    sink = FakeSink()
+    kinds = {"distribution": Enabled(KINDS["distribution"], (TOKEN.encode(),))}
+    server = IngestServer(kinds, sink, FakeResolver({}), _limits(read_timeout=0.2))
+
+    async def slow() -> AsyncIterator[bytes]:
+        yield b'{"events": ['
+        await asyncio.sleep(1.0)
+        yield b"]}"
+
+    async with TestClient(TestServer(server.app())) as client:
+        response = await client.post(
+            "/webhooks/distribution", data=slow(), headers={"Authorization": TOKEN}
+        )
+    assert response.status == 408
+    assert sink.sent == []
