@@ -72,7 +72,7 @@ async def test_starts_and_answers_without_kafka() -> None:
     )
     push, _ = load_delivery("distribution", "push-tag")
     pull, _ = load_delivery("distribution", "pull")
-    async with running_ingest(settings) as url, aiohttp.ClientSession() as http:
+    async with running_ingest(settings, kafka=False) as url, aiohttp.ClientSession() as http:
         headers = {"Authorization": "Bearer t"}
         async with http.post(f"{url}/webhooks/distribution", data=push, headers=headers) as r:
             assert r.status == 503 and r.headers["Retry-After"] == "5"
