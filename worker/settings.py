@@ -342,6 +342,22 @@ class Settings(BaseModel):
         None,
         description="Enables /webhooks/cloudevents: its secret(s), comma-separated (secret)",
     )
+    ingest_gar_oidc_audience: str | None = Field(
+        None,
+        min_length=1,
+        description="Also accept gar deliveries with a Pub/Sub OIDC token for this audience "
+        "(POST /webhooks/gar, no path secret)",
+    )
+    ingest_gar_oidc_email: str | None = Field(
+        None,
+        min_length=1,
+        description="The service account the Pub/Sub OIDC token must be for (verified email)",
+    )
+    ingest_gar_oidc_jwks_url: str = Field(
+        "https://www.googleapis.com/oauth2/v3/certs",
+        pattern=r"^https?://",
+        description="Where Google's token signing keys (JWKS) are fetched",
+    )
     ingest_max_body_bytes: int = Field(
         1_048_576, ge=1_024, le=67_108_864, description="Largest delivery accepted (else 413)"
     )

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 
+import httpx
 import structlog
 from aiohttp import web
 
@@ -22,6 +23,7 @@ from worker.health import Check, Health
 from worker.http import serve
 from worker.ingest.auth import split_secrets
 from worker.ingest.kinds import KINDS
+from worker.ingest.oidc import HttpKeySource, OidcPolicy, OidcVerifier
 from worker.ingest.resolve import NoResolver
 from worker.ingest.server import Enabled, IngestServer, Limits
 from worker.kafka import Message, Producer
@@ -34,9 +36,10 @@ log = structlog.get_logger("worker.ingest")
 NEEDS_RESOLVER = ("dockerhub", "quay")
 
 
-def enabled_kinds(settings: Settings) -> dict[str, Enabled]:
+def enabled_kinds(settings: Settings, oidc: OidcVerifier | None = None) -> dict[str, Enabled]:
     """The kinds whose secret is set; SettingsError naming the setting when one is set
-    for a kind this build cannot map, or holds no secret at all."""
+    for a kind this build cannot map, or holds no secret at all. ``oidc``: gar's
+    Pub/Sub token check, when configured."""
     enabled: dict[str, Enabled] = {}
     for kind in INGEST_KINDS:
         secret = getattr(settings, f"ingest_{kind}_secret")
@@ -48,7 +51,7 @@ def enabled_kinds(settings: Settings) -> dict[str, Enabled]:
         secrets = split_secrets(secret.get_secret_value())
         if not secrets:
             raise SettingsError(f"invalid setting {name}: holds no secret (comma-separated)")
-        enabled[kind] = Enabled(KINDS[kind], secrets)
+        enabled[kind] = Enabled(KINDS[kind], secrets, oidc=oidc if kind == "gar" else None)
     if not enabled:
         raise SettingsError(
             "ingest serves no registry kind: set at least one OCITAG_INGEST_<KIND>_SECRET "
@@ -113,6 +116,14 @@ class KafkaSink:
             await self._producer.stop()
 
 
+def gar_oidc(settings: Settings, client: httpx.AsyncClient) -> OidcVerifier | None:
+    """gar's Pub/Sub OIDC check, when OCITAG_INGEST_GAR_OIDC_AUDIENCE is set."""
+    if settings.ingest_gar_oidc_audience is None:
+        return None
+    policy = OidcPolicy(settings.ingest_gar_oidc_audience, settings.ingest_gar_oidc_email)
+    return OidcVerifier(policy, HttpKeySource(settings.ingest_gar_oidc_jwks_url, client))
+
+
 def limits(settings: Settings) -> Limits:
     return Limits(
         topic=settings.input_topic,
@@ -137,7 +148,12 @@ async def run_ingest(
     settings: Settings, stop: asyncio.Event | None = None, *, handle_signals: bool = True
 ) -> None:
     """Serve webhooks until SIGTERM/SIGINT (or ``stop``); in-flight deliveries finish."""
-    kinds = enabled_kinds(settings)
+    keys_client = httpx.AsyncClient(headers={"User-Agent": "ocitag-worker"})
+    try:
+        kinds = enabled_kinds(settings, gar_oidc(settings, keys_client))
+    except BaseException:
+        await keys_client.aclose()
+        raise
     stop = stop or asyncio.Event()
     if handle_signals:
         _install_signals(stop)
@@ -175,6 +191,7 @@ async def run_ingest(
         await sink.stop()
         if registry is not None:
             await registry.aclose()
+        await keys_client.aclose()
         if probes is not None:
             await probes.cleanup()
     log.info("stopped")

@@ -30,6 +30,7 @@ from worker.ingest.auth import authentic
 from worker.ingest.delivery import accepted_body, cloud_event, messages, plan
 from worker.ingest.kinds import KindSpec
 from worker.ingest.mapping import RECEIVED_AT_HEADER, REGISTRY_HEADER, MappingError
+from worker.ingest.oidc import OidcVerifier
 from worker.ingest.resolve import DigestResolver, UnresolvedDigestError, resolve_all
 from worker.kafka import Message
 from worker.problems import ErrorItem
@@ -53,6 +54,8 @@ class Enabled:
 
     spec: KindSpec
     secrets: tuple[bytes, ...]
+    #: also accepted on the route without a path secret: a verified OIDC token (gar)
+    oidc: OidcVerifier | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,9 +170,7 @@ class IngestServer:
         spec = enabled.spec
         headers = {k.lower(): v for k, v in request.headers.items()}
         path_secret = request.match_info.get("secret")
-        if not spec.auth.needs_body and not authentic(
-            spec.auth, enabled.secrets, headers, b"", path_secret
-        ):
+        if not spec.auth.needs_body and not await self._authentic(enabled, headers, path_secret):
             raise RefusedError(401, "unauthenticated")
         body = await self._read(request)
         delivery.size = len(body)
@@ -198,6 +199,14 @@ class IngestServer:
                 metrics.INGEST_EVENTS.labels(delivery.kind, event.action).inc()
         delivery.published = len(built)
         return 200, accepted_body(built, decided.ignored), {}
+
+    @staticmethod
+    async def _authentic(
+        enabled: Enabled, headers: Mapping[str, str], path_secret: str | None
+    ) -> bool:
+        if path_secret is None and enabled.oidc is not None:
+            return await enabled.oidc.authentic(headers.get("authorization"))
+        return authentic(enabled.spec.auth, enabled.secrets, headers, b"", path_secret)
 
     async def _read(self, request: web.Request) -> bytes:
         limit = self._limits.max_body_bytes
