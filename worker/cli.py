@@ -60,12 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     publish = commands.add_parser(
         "publish",
-        help="publish tag-moved events",
-        description="publish OCITAG_ID ARTIFACT [options], or publish --file events.ndjson",
+        help="publish tag events (moves; deletions with --delete)",
+        description="publish OCITAG_ID ARTIFACT [options], publish --delete OCITAG_ID "
+        "[options], or publish --file events.ndjson",
     )
     publish.add_argument("ocitag_id", nargs="?", help="e.g. docker.io/istio/pilot:1.3.0")
     publish.add_argument("artifact", nargs="?", help="digest, e.g. sha256:ba78…15ad")
     publish.add_argument("--file", type=Path, help="JSON array, JSON object or NDJSON file")
+    publish.add_argument(
+        "--delete",
+        action="store_true",
+        help="publish an ocitag.deleted.v1 for OCITAG_ID (the tag was deleted; no ARTIFACT)",
+    )
     publish.add_argument("--actor")
     publish.add_argument("--previous-artifact")
     publish.add_argument("--expected-version", type=int)
@@ -163,12 +169,16 @@ async def _publish(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         if args.file is not None:
+            if args.delete or args.ocitag_id:
+                raise UsageError("publish --file takes no OCITAG_ID, ARTIFACT or --delete")
             events = [event_from_item(item, args.source) for item in read_items(args.file)]
-        elif args.ocitag_id and args.artifact:
+        elif args.delete and args.artifact:
+            raise UsageError("publish --delete takes OCITAG_ID only: a deletion has no ARTIFACT")
+        elif args.ocitag_id and (args.artifact or args.delete):
             events = [
                 build_event(
                     args.ocitag_id,
-                    args.artifact,
+                    None if args.delete else args.artifact,
                     actor=args.actor,
                     previous_artifact=args.previous_artifact,
                     expected_version=args.expected_version,
@@ -178,7 +188,7 @@ async def _publish(args: argparse.Namespace, settings: Settings) -> int:
                 )
             ]
         else:
-            raise UsageError("publish needs OCITAG_ID ARTIFACT, or --file")
+            raise UsageError("publish needs OCITAG_ID ARTIFACT, --delete OCITAG_ID, or --file")
     except (ValueError, OSError) as exc:  # a bad OCITag ID, file or JSON
         raise UsageError(str(exc)) from exc
     for event_id, partition, offset in await publish(settings, events, args.mode):

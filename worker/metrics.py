@@ -14,7 +14,7 @@ _SIZE_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000
 EVENTS_CONSUMED = Counter("ocitag_events_consumed", "Input records taken from Kafka.")
 OUTCOMES = Counter(
     "ocitag_outcomes",
-    "Outcomes published, by status and change (created/updated/unchanged; 'none' for "
+    "Outcomes published, by status and change (created/updated/unchanged/deleted; 'none' for "
     "rejections); replay='true' when republished for a duplicate input.",
     ["status", "change", "replay"],
 )
@@ -113,3 +113,9 @@ def serve_without_created_series() -> None:
     set): nobody graphs a metric's creation time, and they double the scrape. Called
     when /metrics starts to be served, not at import."""
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+
+
+# ---- deletions
+TOMBSTONES_PRUNED = Counter(
+    "ocitag_tombstones_pruned", "Tombstones of deleted tags deleted after retention."
+)

@@ -262,7 +262,17 @@ class Settings(BaseModel):
         604_800, ge=60, description="How long processed-event records (idempotency) are kept"
     )
     prune_interval_seconds: float = Field(
-        300.0, gt=0, description="How often expired processed-event records are deleted"
+        300.0,
+        gt=0,
+        description="How often expired processed-event records and tombstones are deleted",
+    )
+
+    # --- deletions (tombstones)
+    tombstone_retention_seconds: int = Field(
+        2_592_000,
+        ge=60,
+        description="How long a deleted tag's tombstone is kept (from when it was last "
+        "recorded); an older move arriving later can bring a pruned tag back",
     )
 
     # --- Kafka security

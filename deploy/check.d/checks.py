@@ -228,7 +228,9 @@ def promql_parts(expr: str) -> tuple[set[str], set[str], list[tuple[str, set[str
     expr = re.sub(r"#[^\n]*", "", expr)
     selectors = []
     for metric, body in _SELECTOR.findall(_QUOTED.sub('""', expr)):
-        labels = {m.split("=")[0].strip(" !~") for m in body.split(",") if m.strip()}
+        # the label name before its matcher: =, !=, =~ or !~
+        matchers = [m for m in body.split(",") if m.strip()]
+        labels = {re.split(r"=~|!~|!=|=", m, maxsplit=1)[0].strip() for m in matchers}
         selectors.append((metric, labels))
     stripped = _QUOTED.sub('""', expr)
     grouping: set[str] = set()
