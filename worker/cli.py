@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--mode", choices=["structured", "binary"], default="structured")
     _add_setting_flags(publish)
 
+    ingest = commands.add_parser(
+        "ingest",
+        help="serve registry webhooks (POST /webhooks/<kind>) and publish tag events",
+    )
+    _add_setting_flags(ingest)
+
     outcomes = commands.add_parser("outcomes", help="print outcomes as they arrive")
     outcomes.add_argument("--from-beginning", action="store_true")
     outcomes.add_argument("--count", type=int, help="stop after this many")
@@ -139,6 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(settings.log_level, settings.log_format)
     try:
         return asyncio.run(_dispatch(args, settings))
+    except (SettingsError, UsageError) as exc:  # SettingsError: ingest's kinds, at start
+        print(f"ocitag-worker: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except WorkerError as exc:
         structlog.get_logger("worker").error("fatal", error=str(exc))
         print(f"ocitag-worker: {exc}", file=sys.stderr)
@@ -146,9 +155,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KafkaError as exc:
         print(f"ocitag-worker: Kafka at KAFKA_BOOTSTRAP_SERVERS: {exc}", file=sys.stderr)
         return EXIT_FATAL
-    except UsageError as exc:
-        print(f"ocitag-worker: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
 
@@ -165,6 +171,11 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await _publish(args, settings)
     if args.command == "reconcile":
         return await _reconcile(args, settings)
+    if args.command == "ingest":
+        from worker.ingest.app import run_ingest  # noqa: PLC0415
+
+        await run_ingest(settings)
+        return 0
     return await _outcomes(args, settings)
 
 

@@ -101,6 +101,45 @@ RECONCILE_LAST_SUCCESS = Gauge(
 )
 
 
+# --- ingest (`ocitag-worker ingest`). `kind` is one of the served kinds or "unknown"
+# (the path is the sender's: never a label as given).
+INGEST_DELIVERIES = Counter(
+    "ocitag_ingest_deliveries",
+    "Webhook deliveries answered, by kind and result (accepted, ignored: nothing to "
+    "publish, rejected).",
+    ["kind", "result"],
+)
+INGEST_EVENTS = Counter(
+    "ocitag_ingest_events_published",
+    "Tag events published and acknowledged, by kind and action (moved, deleted).",
+    ["kind", "action"],
+)
+INGEST_IGNORED = Counter(
+    "ocitag_ingest_entries_ignored",
+    "Delivery entries acknowledged and not published, by kind and reason (pull, blob, "
+    "untagged, digest_delete, …).",
+    ["kind", "reason"],
+)
+INGEST_REJECTED = Counter(
+    "ocitag_ingest_deliveries_rejected",
+    "Deliveries refused, by kind and cause (not_found, unauthenticated, too_large, "
+    "read_timeout, unmappable, unresolved_digest, kafka_unavailable, internal).",
+    ["kind", "cause"],
+)
+INGEST_PRODUCE_SECONDS = Histogram(
+    "ocitag_ingest_produce_seconds",
+    "Per delivery with events: produce until Kafka acknowledged every event.",
+    ["kind"],
+    buckets=_LATENCY_BUCKETS,
+)
+INGEST_DELIVERY_SECONDS = Histogram(
+    "ocitag_ingest_delivery_seconds",
+    "Per delivery: request received to answer sent.",
+    ["kind"],
+    buckets=_LATENCY_BUCKETS,
+)
+
+
 def serve_without_created_series() -> None:
     """Leave out the ``*_created`` series (one per counter and histogram, and per label
     set): nobody graphs a metric's creation time, and they double the scrape. Called

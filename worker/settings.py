@@ -42,6 +42,20 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
+#: the registry kinds ingest serves (docs/contract.md "Ingest"), each enabled by its secret
+INGEST_KINDS = (
+    "distribution",
+    "harbor",
+    "dockerhub",
+    "github",
+    "ecr",
+    "gar",
+    "acr",
+    "quay",
+    "artifactory",
+    "zot",
+    "cloudevents",
+)
 # The secrets, the one list: each may come from a file (``<NAME>_FILE``), and none is
 # ever logged or echoed in an error (masked() and load_settings use this list).
 SECRET_FIELDS = frozenset(
@@ -52,6 +66,7 @@ SECRET_FIELDS = frozenset(
         "kafka_ssl_key_password",
         "ingest_registry_endpoints",
     }
+    | {f"ingest_{kind}_secret" for kind in INGEST_KINDS}
 )
 MASK = "****"
 
@@ -286,6 +301,91 @@ class Settings(BaseModel):
         True, description="Verify the broker's host name against its certificate"
     )
 
+    # --- ingest (`ocitag-worker ingest`: registry webhooks → tag events)
+    ingest_host: str = Field(
+        "0.0.0.0",  # noqa: S104 - registries post from outside the pod
+        description="Address the webhook receiver listens on",
+    )
+    ingest_port: int = Field(
+        8080, ge=1, le=65535, description="Port of POST /webhooks/<kind>[/<secret>]"
+    )
+    ingest_distribution_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/distribution: its secret(s), comma-separated (secret)",
+    )
+    ingest_harbor_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/harbor: its secret(s), comma-separated (secret)",
+    )
+    ingest_dockerhub_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/dockerhub: its secret(s), comma-separated (secret)",
+    )
+    ingest_github_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/github: its secret(s), comma-separated (secret)",
+    )
+    ingest_ecr_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/ecr: its secret(s), comma-separated (secret)",
+    )
+    ingest_gar_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/gar: its secret(s), comma-separated (secret)",
+    )
+    ingest_acr_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/acr: its secret(s), comma-separated (secret)",
+    )
+    ingest_quay_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/quay: its secret(s), comma-separated (secret)",
+    )
+    ingest_artifactory_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/artifactory: its secret(s), comma-separated (secret)",
+    )
+    ingest_zot_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/zot: its secret(s), comma-separated (secret)",
+    )
+    ingest_cloudevents_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/cloudevents: its secret(s), comma-separated (secret)",
+    )
+    ingest_gar_oidc_audience: str | None = Field(
+        None,
+        min_length=1,
+        description="Also accept gar deliveries with a Pub/Sub OIDC token for this audience "
+        "(POST /webhooks/gar, no path secret)",
+    )
+    ingest_gar_oidc_email: str | None = Field(
+        None,
+        min_length=1,
+        description="The service account the Pub/Sub OIDC token must be for (verified email)",
+    )
+    ingest_gar_oidc_jwks_url: str = Field(
+        "https://www.googleapis.com/oauth2/v3/certs",
+        pattern=r"^https?://",
+        description="Where Google's token signing keys (JWKS) are fetched",
+    )
+    ingest_max_body_bytes: int = Field(
+        1_048_576, ge=1_024, le=67_108_864, description="Largest delivery accepted (else 413)"
+    )
+    ingest_read_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, description="Longest a delivery's body may take to arrive (else 408)"
+    )
+    ingest_deadline_seconds: float = Field(
+        0.8,
+        gt=0,
+        le=60,
+        description="Longest from body read to answer (digest look-ups and Kafka acks); keep "
+        "it under the senders' timeouts (distribution's default is 1 s). Past it: 503",
+    )
+    ingest_retry_after_seconds: int = Field(
+        5, ge=1, le=3_600, description="Retry-After of a 503 while Kafka is unavailable"
+    )
+
     # --- registry client (worker/oci.py: ingest's digest look-ups, reconcile)
     ingest_registry_endpoints: SecretStr | None = Field(
         None,
@@ -426,11 +526,13 @@ class Settings(BaseModel):
         return out
 
 
-def _mask(value: SecretStr | str | None) -> str | None:
+def _mask(value: object) -> str | None:
     """A secret as it may be shown: unset stays unset; a URL keeps all but its password
     (where the database is matters when reading a log); anything else is hidden whole."""
     if value is None:
         return None
+    if not isinstance(value, SecretStr | str):
+        return MASK  # a parsed secret (registry endpoints with credentials)
     text = value.get_secret_value() if isinstance(value, SecretStr) else value
     parts = urlsplit(text)
     if "://" not in text or not parts.scheme or not parts.netloc:
