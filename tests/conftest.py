@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from tests.helpers.clients import ClientUnavailableError, kafka_libs, kcat_path
 from tests.helpers.registry import ToolsUnavailableError, tools_dir
 from tests.helpers.services import IN_CI, Services, UnavailableError, discover, with_database
 from worker.migrate import migrate
@@ -43,6 +44,26 @@ def registry_tools() -> Path:
     try:
         return tools_dir()
     except ToolsUnavailableError as exc:
+        _unavailable(str(exc))
+        raise
+
+
+@pytest.fixture(scope="session")
+def kcat() -> str:
+    """kcat (librdkafka's command-line client)."""
+    try:
+        return kcat_path()
+    except ClientUnavailableError as exc:
+        _unavailable(str(exc))
+        raise
+
+
+@pytest.fixture(scope="session")
+def kafka_console() -> Path:
+    """The jars of Kafka's Java console tools."""
+    try:
+        return kafka_libs()
+    except ClientUnavailableError as exc:
         _unavailable(str(exc))
         raise
 
