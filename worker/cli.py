@@ -1,4 +1,4 @@
-"""``ocitag-worker run | migrate | publish | outcomes``.
+"""``ocitag-worker run | migrate | publish | outcomes | api``.
 
 Every setting is a flag on every command (``--input-topic`` for ``OCITAG_INPUT_TOPIC``);
 flags win over the environment. Exit codes: 0 done, 1 a fatal error (one line naming the
@@ -34,7 +34,7 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("settings (each also an environment variable)")
     for name, field in Settings.model_fields.items():
         default = field.default
-        shown = "****" if name in {"database_url", "db_password"} else default
+        shown = "****" if name in {"database_url", "db_password", "api_tokens"} else default
         group.add_argument(
             flag_name(name),
             dest=f"setting_{name}",
@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     outcomes.add_argument("--idle-timeout", type=float, help="stop after this many quiet seconds")
     outcomes.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
     _add_setting_flags(outcomes)
+
+    # --- api
+    api = commands.add_parser(
+        "api", help="serve the seed's HTTP API (PUT/DELETE/GET /ocitags/{tag}/) over Kafka"
+    )
+    _add_setting_flags(api)
     return parser
 
 
@@ -127,6 +133,11 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await _migrate(settings)
     if args.command == "publish":
         return await _publish(args, settings)
+    if args.command == "api":
+        from worker.api.app import run_api  # noqa: PLC0415 - the api's imports only when serving
+
+        await run_api(settings)
+        return 0
     return await _outcomes(args, settings)
 
 

@@ -51,3 +51,26 @@ PRODUCER_RECREATED = Counter(
 PRUNED = Counter(
     "ocitag_processed_events_pruned", "Processed-event records deleted after retention."
 )
+
+# --- api (`ocitag-worker api`)
+API_REQUESTS = Counter(
+    "ocitag_api_requests",
+    "API requests answered, by operation (operationId, 'other' for no route) and status.",
+    ["operation", "status"],
+)
+API_REQUEST_SECONDS = Histogram(
+    "ocitag_api_request_duration_seconds",
+    "API request received to answer sent, by operation.",
+    ["operation"],
+    buckets=_LATENCY_BUCKETS,
+)
+API_OUTCOME_WAIT_SECONDS = Histogram(
+    "ocitag_api_outcome_wait_seconds",
+    "Per write: the event acknowledged by Kafka to its outcome arriving (or giving up).",
+    buckets=_LATENCY_BUCKETS,
+)
+API_OUTCOMES_LATE = Counter(
+    "ocitag_api_outcomes_late",
+    "Writes answered 202 because their outcome did not arrive in OCITAG_API_TIMEOUT_SECONDS.",
+)
+API_WAITING = Gauge("ocitag_api_waiting_requests", "Writes waiting for their outcome now.")
