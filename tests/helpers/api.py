@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -112,3 +112,55 @@ def api_overrides(**more: Any) -> dict[str, Any]:
     }
     values.update(more)
     return values
+
+
+def settings_environ(settings: Settings, **flags: Any) -> dict[str, str]:
+    """Every setting as the environment variable a subprocess reads it from."""
+    import os
+
+    from pydantic import SecretStr
+
+    from worker.settings import env_name
+
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("OCITAG_", "KAFKA_"))}
+    environ.pop("DATABASE_URL", None)
+    for name in type(settings).model_fields:
+        value = flags.get(name, getattr(settings, name))
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        environ[env_name(name)] = str(value)
+    return environ
+
+
+@contextlib.contextmanager
+def api_processes(settings: Settings, log_dir: Any) -> Iterator[None]:
+    """``ocitag-worker run`` and ``ocitag-worker api`` as processes (the API must answer
+    callers that block, such as schemathesis); their logs go to ``log_dir``."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    binary = Path(sys.executable).with_name("ocitag-worker")
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        for command, flags in (("run", {"http_port": 0}), ("api", {})):
+            with (Path(log_dir) / f"{command}.log").open("wb") as out:
+                started.append(
+                    subprocess.Popen(
+                        [str(binary), command],
+                        env=settings_environ(settings, **flags),
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        yield
+    finally:
+        for proc in started:
+            proc.terminate()
+        for proc in started:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()

@@ -20,6 +20,15 @@ from worker.api.requests import MAX_KEY_CHARS, MAX_LIMIT
 from worker.models import DIGEST_PATTERN, MAX_ACTOR_LENGTH
 
 Doc = dict[str, Any]
+# The OCITag ID grammar of SPEC.md "Identifiers" as one pattern, for generators and
+# readers of the document (the API checks with worker.identifiers, which also limits the
+# repository to 255 characters and names the broken rule).
+_COMPONENT = "[a-z0-9]+(?:(?:[.]|_|__|-+)[a-z0-9]+)*"
+_LABEL = "(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_HOST = f"(?:{_LABEL}(?:[.]{_LABEL})*|\\[[0-9A-Fa-f:.]+\\])(?::[0-9]+)?"
+OCITAG_ID_PATTERN = (
+    f"^(?:{_HOST}/)?{_COMPONENT}(?:/{_COMPONENT})*:[A-Za-z0-9_][A-Za-z0-9._-]{{0,127}}$"
+)
 _PROBLEM = {"$ref": "#/components/schemas/ErrorModel"}
 _RECORD = {"$ref": "#/components/schemas/OCITag"}
 
@@ -104,7 +113,11 @@ def _components() -> Doc:
                 "description": "The OCITag ID, e.g. `docker.io/istio/pilot:1.3.0`: "
                 "percent-encoded (`docker.io%2Fistio%2Fpilot:1.3.0`), or with its slashes "
                 "as path segments (`/ocitags/docker.io/istio/pilot:1.3.0/`).",
-                "schema": {"type": "string", "examples": ["docker.io/istio/pilot:1.3.0"]},
+                "schema": {
+                    "type": "string",
+                    "pattern": OCITAG_ID_PATTERN,
+                    "examples": ["docker.io/istio/pilot:1.3.0"],
+                },
             },
             "IdempotencyKey": {
                 "name": "Idempotency-Key",

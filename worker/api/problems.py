@@ -8,7 +8,6 @@ listed in the README's API section.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -36,13 +35,16 @@ class ApiProblemKind(Enum):
         self.title = title
 
 
-@dataclass(frozen=True, slots=True)
 class ApiProblem(Exception):  # noqa: N818 - raised and answered as the problem it is
     """A problem answered as it is; raised from deep inside a handler."""
 
-    kind: ApiProblemKind
-    detail: str | None = None
-    errors: tuple[ErrorItem, ...] = field(default=())
+    def __init__(
+        self, kind: ApiProblemKind, detail: str | None = None, errors: tuple[ErrorItem, ...] = ()
+    ) -> None:
+        super().__init__(detail or kind.title)
+        self.kind = kind
+        self.detail = detail
+        self.errors = errors
 
     @property
     def status(self) -> int:

@@ -40,14 +40,15 @@ from worker.timefmt import format_rfc3339
 
 log = structlog.get_logger("worker.api")
 
-TAG_PATH = "/ocitags/{tag:.+}/"
+TAG_PATH = "/ocitags/{tag:.+}/"  # slashes of the ID as path segments, or percent-encoded
+TAG_TEMPLATE = "/ocitags/{tag}/"  # the route's canonical form (aiohttp drops the regex)
 LIST_PATH = "/ocitags/"
 OPENAPI_PATH = "/openapi.json"
 #: (method, route) → operationId: the low-cardinality label of metrics and logs
 OPERATIONS = {
-    ("PUT", TAG_PATH): "oci-tag-update",
-    ("DELETE", TAG_PATH): "oci-tag-delete",
-    ("GET", TAG_PATH): "oci-tag-get",
+    ("PUT", TAG_TEMPLATE): "oci-tag-update",
+    ("DELETE", TAG_TEMPLATE): "oci-tag-delete",
+    ("GET", TAG_TEMPLATE): "oci-tag-get",
     ("GET", LIST_PATH): "oci-tag-list",
     ("GET", OPENAPI_PATH): "openapi",
 }
