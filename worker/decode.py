@@ -5,6 +5,9 @@ Content modes (CloudEvents Kafka protocol binding):
 - structured: ``content-type: application/cloudevents+json``, the value is the event;
 - binary: attributes in ``ce_*`` headers, the value is ``data``.
 A record with neither ``ce_specversion`` nor a content type is read as structured.
+
+Content is compared by meaning, not spelling (``fingerprint``): the same event re-sent by
+another client, or in the other content mode, is a duplicate, not an id reuse.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -28,7 +33,7 @@ from worker.timefmt import parse_rfc3339
 STRUCTURED = "application/cloudevents+json"
 CE_PREFIX = "ce_"
 _SURROGATE_ESCAPE_RE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
-_FINGERPRINTED = ("specversion", "id", "source", "type", "time", "subject")
+_FINGERPRINTED = ("specversion", "id", "source", "type")
 
 
 class _NotDecodableError(Exception):
@@ -38,6 +43,7 @@ class _NotDecodableError(Exception):
         self.problem = problem
         self.source = source
         self.event_id = event_id
+        self.subject: str | None = None
 
 
 def decode(record: RawRecord, max_bytes: int) -> Decoded:
@@ -45,7 +51,7 @@ def decode(record: RawRecord, max_bytes: int) -> Decoded:
     try:
         return _decode(record, max_bytes)
     except _NotDecodableError as exc:
-        return Undecodable(exc.problem, exc.source, exc.event_id)
+        return Undecodable(exc.problem, exc.source, exc.event_id, exc.subject)
     except Exception as exc:
         return Undecodable(
             Problem(ProblemKind.UNDECODABLE, f"record could not be decoded: {type(exc).__name__}")
@@ -76,8 +82,12 @@ def _decode(record: RawRecord, max_bytes: int) -> Decoded:
     content_type = headers.get("content-type")
     structured = content_type is not None and _media_type(content_type) == STRUCTURED
     if not structured and f"{CE_PREFIX}specversion" in headers:
-        attributes, data, prefix = _binary(headers, value)
-        data_prefix = "body"
+        attributes = _binary(headers)
+        try:
+            data = _json_value(value, "body") if value else _MISSING
+        except _NotDecodableError as exc:
+            raise _with_subject(exc, attributes, _MISSING) from None
+        prefix, data_prefix = "headers.ce_", "body"
     else:
         content_type = content_type or STRUCTURED
         if _media_type(content_type) != STRUCTURED:
@@ -89,6 +99,8 @@ def _decode(record: RawRecord, max_bytes: int) -> Decoded:
                     (ErrorItem("headers.content-type", f"must be {STRUCTURED}", content_type),),
                 )
             )
+        if not value:
+            raise _NotDecodableError(_empty_value(record.value))
         event = _json_value(value, "body")
         if not isinstance(event, dict):
             raise _NotDecodableError(
@@ -99,12 +111,51 @@ def _decode(record: RawRecord, max_bytes: int) -> Decoded:
                 )
             )
         data = event.pop("data", _MISSING)
+        if "data_base64" in event:
+            # binary data (CloudEvents JSON format): kept apart so the data rules say so
+            data = _Base64(event.pop("data_base64"), data)
         attributes, prefix, data_prefix = event, "body.", "body.data"
-    envelope = _envelope(attributes, prefix)
+    try:
+        envelope = _envelope(attributes, prefix)
+    except _NotDecodableError as exc:
+        raise _with_subject(exc, attributes, data) from None
     return _event(envelope, attributes, data, data_prefix)
 
 
 _MISSING: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Base64:
+    """A structured event's ``data_base64`` (and its ``data``, which must not be there
+    too): not accepted, the tag-moved data must be JSON."""
+
+    encoded: Any
+    data: Any
+
+    def content(self) -> dict[str, Any]:
+        """What the fingerprint sees of it."""
+        shown = {"data_base64": self.encoded}
+        return shown if self.data is _MISSING else {**shown, "data": self.data}
+
+
+def _empty_value(value: bytes | None) -> Problem:
+    """A tombstone or an empty value is no CloudEvent, whatever parsing would say."""
+    what = "null (a Kafka tombstone)" if value is None else "empty"
+    return Problem(
+        ProblemKind.UNDECODABLE,
+        f"the record value is {what}: a {'tombstone' if value is None else 'record'} with no "
+        "value is not a CloudEvent (a structured CloudEvent is a JSON object)",
+        (ErrorItem("body", "must be a CloudEvent, not an empty or null value", None),),
+    )
+
+
+def _with_subject(
+    exc: _NotDecodableError, attributes: Mapping[str, Any], data: Any
+) -> _NotDecodableError:
+    """A 400 keeps the tag it is about, when the input names one validly."""
+    exc.subject = _known_subject(attributes.get("subject"), data)
+    return exc
 
 
 def _header_map(headers: Iterable[tuple[str, bytes]]) -> dict[str, str]:
@@ -174,7 +225,7 @@ def _json_value(value: bytes, location: str) -> Any:
         ) from None
 
 
-def _binary(headers: Mapping[str, str], value: bytes) -> tuple[dict[str, Any], Any, str]:
+def _binary(headers: Mapping[str, str]) -> dict[str, Any]:
     attributes: dict[str, Any] = {
         name.removeprefix(CE_PREFIX): text
         for name, text in headers.items()
@@ -182,8 +233,7 @@ def _binary(headers: Mapping[str, str], value: bytes) -> tuple[dict[str, Any], A
     }
     if "content-type" in headers:
         attributes["datacontenttype"] = headers["content-type"]
-    data = _json_value(value, "body") if value else _MISSING
-    return attributes, data, "headers.ce_"
+    return attributes
 
 
 def _location(prefix: str, loc: tuple[int | str, ...]) -> str:
@@ -260,10 +310,23 @@ def _envelope(attributes: dict[str, Any], prefix: str) -> EventAttributes:
     return envelope
 
 
-def fingerprint(envelope: EventAttributes, data: Any) -> bytes:
-    """SHA-256 of the event's content (attributes and data as sent, extensions aside):
-    equal for the same event in either content mode; differs when an id is reused."""
+def fingerprint(
+    envelope: EventAttributes, moment: datetime, subject: str | None, data: Any
+) -> bytes:
+    """SHA-256 of the event's meaning: equal for the same event however it is spelled,
+    different when an id is reused for other content.
+
+    What counts: ``specversion``, ``id``, ``source``, ``type``; ``time`` as the instant
+    it names (``moment``, parsed: UTC, to the microsecond events are ordered at, so
+    ``.5Z``, ``.500000Z`` and ``+07:30`` spellings of one instant are equal); ``subject``
+    and ``data`` as the caller reads them (``_event``: normalised when valid). Extension
+    attributes and the content mode do not count. ``data`` is compared as JSON values,
+    canonically encoded (sorted members, no white space, escapes resolved), so member
+    order and white space do not matter; a number keeps its JSON type: ``1`` and ``1.0``
+    differ (a valid event has only integers, ``expected_version``, and 1.0 is not one)."""
     content = {name: getattr(envelope, name) for name in _FINGERPRINTED}
+    content["time"] = moment.isoformat()  # parse_rfc3339 gives UTC: one text per instant
+    content["subject"] = subject
     content["data"] = None if data is _MISSING else data
     try:
         canonical = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
@@ -272,31 +335,47 @@ def fingerprint(envelope: EventAttributes, data: Any) -> bytes:
     return hashlib.sha256(canonical).digest()
 
 
+def _data_items(data: Any, prefix: str) -> tuple[TagMovedData | None, list[ErrorItem]]:
+    """The tag-moved data, or every rule it breaks."""
+    if isinstance(data, _Base64):
+        base64_item = ErrorItem(
+            prefix + "_base64",
+            "is not accepted: the tag-moved data must be JSON, a JSON object in 'data'",
+            data.encoded,
+        )
+        if data.data is _MISSING:
+            return None, [base64_item]
+        _, items = _data_items(data.data, prefix)
+        return None, [base64_item, *items]
+    if data is _MISSING:
+        what = "the tag-moved data object" + (
+            " (in binary mode the record value, which is empty)" if prefix == "body" else ""
+        )
+        return None, [ErrorItem(prefix, f"is required: {what}", None)]
+    if not isinstance(data, dict):
+        return None, [ErrorItem(prefix, "must be a JSON object", data)]
+    try:
+        return TagMovedData.model_validate(data), []
+    except ValidationError as exc:
+        return None, _items(exc, prefix, data)
+
+
 def _event(
     envelope: EventAttributes, attributes: Mapping[str, Any], data: Any, prefix: str
 ) -> Decoded:
-    print_ = fingerprint(envelope, data)
-    items: list[ErrorItem] = []
-    parsed: TagMovedData | None = None
-    if data is _MISSING:
-        items.append(ErrorItem(prefix, "is required: the tag-moved data object", None))
-    elif not isinstance(data, dict):
-        items.append(ErrorItem(prefix, "must be a JSON object", data))
-    else:
-        try:
-            parsed = TagMovedData.model_validate(data)
-        except ValidationError as exc:
-            items.extend(_items(exc, prefix, data))
+    moment = parse_rfc3339(envelope.time)
+    parsed, items = _data_items(data, prefix)
     canonical_id = parsed.ocitag_id if parsed else _partial_id(data)
     subject_item = _subject_item(envelope.subject, canonical_id, attributes, prefix)
     if subject_item:
         items.append(subject_item)
     if items or parsed is None:
+        raw = data.content() if isinstance(data, _Base64) else data
         return Invalid(
             source=envelope.source,
             id=envelope.id,
-            fingerprint=print_,
-            subject=canonical_id,
+            fingerprint=fingerprint(envelope, moment, _normalized_or_raw(envelope.subject), raw),
+            subject=canonical_id or _known_subject(envelope.subject, _MISSING),
             binary=prefix == "body",
             problem=Problem(
                 ProblemKind.INVALID_DATA,
@@ -305,11 +384,13 @@ def _event(
                 tuple(items),
             ),
         )
+    # valid: the subject, if any, names the tag of data, so it adds nothing to the meaning
+    meaning = parsed.model_dump(exclude_none=True)
     return TagMoved(
         source=envelope.source,
         id=envelope.id,
-        fingerprint=print_,
-        time=parse_rfc3339(envelope.time),
+        fingerprint=fingerprint(envelope, moment, None, meaning),
+        time=moment,
         repository=parsed.repository,
         tag=parsed.tag,
         artifact=parsed.artifact,
@@ -320,9 +401,32 @@ def _event(
     )
 
 
+def _normalized_or_raw(subject: str | None) -> str | None:
+    if subject is None:
+        return None
+    try:
+        return normalize_ocitag_id(subject)
+    except InvalidIdentifierError:
+        return subject
+
+
+def _known_subject(subject: Any, data: Any) -> str | None:
+    """The canonical OCITag ID an input is about: its data's when data names a valid
+    tag, else its ``subject`` attribute's when that is a valid OCITag ID."""
+    named = _partial_id(data)
+    if named is not None or not isinstance(subject, str):
+        return named
+    try:
+        return normalize_ocitag_id(subject)
+    except InvalidIdentifierError:
+        return None
+
+
 def _partial_id(data: Any) -> str | None:
     """The canonical OCITag ID when repository and tag are valid though other members are
     not, so the rejection is keyed and filed under its tag."""
+    if isinstance(data, _Base64):
+        data = data.data
     if not isinstance(data, dict):
         return None
     repository, tag = data.get("repository"), data.get("tag")

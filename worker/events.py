@@ -80,6 +80,7 @@ class Invalid:
     source: str
     id: str
     fingerprint: bytes
+    #: the canonical OCITag ID when data or the subject attribute names a valid one
     subject: str | None
     problem: Problem
     binary: bool = field(default=False, compare=False)
@@ -90,11 +91,13 @@ class Invalid:
 
 @dataclass(frozen=True, slots=True)
 class Undecodable:
-    """Not a decodable CloudEvent (400): dead-lettered, never stored."""
+    """Not a decodable CloudEvent (400): dead-lettered, never stored. Source, id and
+    subject (the canonical OCITag ID) are kept when the input got that far."""
 
     problem: Problem
     source: str | None = None
     id: str | None = None
+    subject: str | None = None
 
 
 Decoded = TagMoved | Invalid | Undecodable

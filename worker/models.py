@@ -172,7 +172,7 @@ class TagMovedEvent(EventAttributes):
     data: TagMovedData
 
 
-# ---- the seed's records (../shared/seed/): same members, same required list.
+# ---- the seed's records (schemas/seed/ocitag-api.yaml): same members, same required list.
 # schemas/ocitag.schema.json and schemas/error-model.schema.json are generated from these
 # and must keep the seed's JSON Schema (tests/unit/test_schemas.py): members that may be
 # left out are never null there (``_omittable``), ``errors`` is ``type: [array, null]``.
@@ -330,10 +330,23 @@ class _OutcomeBase(BaseModel):
     id: str = Field(description="Derived from the input's (source, id, content)")
     source: str = Field(description="Names the worker (OCITAG_WORKER_SOURCE)")
     time: str = Field(description="When the input was first processed (RFC 3339)")
-    subject: str | None = Field(description="The canonical OCITag ID, if known")
+    # An attribute with no value is left out, never null: CloudEvents SDKs reject null.
+    subject: str | None = Field(
+        None,
+        description="The canonical OCITag ID; left out when the input names no valid one",
+        json_schema_extra=_omittable,
+    )
     status: int = Field(description="HTTP-style status code of the outcome")
-    causationid: str | None = Field(description="The input's id (null if undecodable)")
-    causationsource: str | None = Field(description="The input's source (null if undecodable)")
+    causationid: str | None = Field(
+        None,
+        description="The input's id; left out when the input was not read that far (400)",
+        json_schema_extra=_omittable,
+    )
+    causationsource: str | None = Field(
+        None,
+        description="The input's source; left out when the input was not read that far (400)",
+        json_schema_extra=_omittable,
+    )
 
 
 class UpdatedOutcome(_OutcomeBase):

@@ -1,7 +1,25 @@
-"""Outcome CloudEvents: one per input, built as bytes once. Pure.
+"""Outcome CloudEvents: the one place that turns an input and what became of it into the
+outcome published for it. Pure: no I/O, no clock.
+
+What became of an input is one of:
+
+- a **decision** about a stored input (``Applied`` → 200, ``Rejected`` → its problem's
+  status): ``decision_outcome``; a 422 input is ``Rejected`` by its own problem
+  (``invalid_outcome``);
+- a **repeat** of an input already processed: its first outcome byte for byte, or 409
+  id-reused when the content differs (``repeat_outcome``, ``replayed``);
+- a **problem without a stored input**: 400 for a record that is not a decodable
+  CloudEvent (``undecodable_outcome``), 500 for one the database refused
+  (``internal_outcome``); neither is stored, so both are timed by the record's own Kafka
+  timestamp and a redelivery rebuilds the same bytes.
+
+``batch_outcomes`` assembles a whole batch from what the store found and decided; the
+store does the I/O around it and stores what it returns.
 
 A processed event's outcome is stored and republished byte-identical, so nothing here
-may depend on when or where it is rebuilt except what is passed in.
+may depend on when or where it is rebuilt except what is passed in. An attribute with no
+value is left out, never ``null`` (CloudEvents SDKs reject ``null`` attributes):
+``_envelope`` is the one place an outcome's attributes are written.
 """
 
 from __future__ import annotations
@@ -9,21 +27,31 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from worker.decision import Applied, Change, TagRecord
-from worker.events import RawRecord, Undecodable
+from worker.decision import Applied, Change, Decision, Rejected
+from worker.events import Invalid, RawRecord, TagMoved, Undecodable
 from worker.models import REJECTED_TYPE, UPDATED_TYPE
-from worker.problems import Problem, error_model
+from worker.plan import EventKey, Item, ProcessedRow
+from worker.problems import ErrorItem, Problem, ProblemKind, error_model
 from worker.timefmt import format_rfc3339
 
 CONTENT_TYPE = b"application/cloudevents+json"
 _HEADERS = [("content-type", CONTENT_TYPE)]  # shared, never modified
 _NAMESPACE = uuid.UUID("6f0d3c1e-2b7a-5e44-9c1d-0a7c3f9e8b21")
+
+#: The CloudEvents type of a successful outcome, by its change. A new kind of success
+#: (deletions: ``"deleted": REMOVED_TYPE``) is one more entry here.
+SUCCESS_TYPES: Mapping[Change, str] = {
+    "created": UPDATED_TYPE,
+    "updated": UPDATED_TYPE,
+    "unchanged": UPDATED_TYPE,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +78,9 @@ class OutcomeContext:
     problem_base_uri: str
 
 
+# ---- identities and times
+
+
 def outcome_id(source: str, event_id: str, fingerprint: bytes) -> str:
     """Deterministic: a republished outcome has the same id; a reused input id with other
     content gets another (its outcome is another event)."""
@@ -74,67 +105,12 @@ def record_outcome_id(record: RawRecord) -> str:
     return _uuid5(f"{record.instance}\n{digest}")
 
 
-def _encode(envelope: dict[str, Any]) -> bytes:
-    try:
-        return orjson.dumps(envelope)
-    except TypeError:  # an offending value with an integer beyond 64 bits
-        return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def success(
-    ctx: OutcomeContext,
-    *,
-    source: str,
-    event_id: str,
-    fingerprint: bytes,
-    processed_at: datetime,
-    applied: Applied,
-) -> Outcome:
-    record: TagRecord = applied.record
-    subject = f"{record.repository}:{record.tag}"
-    envelope = {
-        "specversion": "1.0",
-        "id": outcome_id(source, event_id, fingerprint),
-        "source": ctx.worker_source,
-        "type": UPDATED_TYPE,
-        "time": format_rfc3339(processed_at),
-        "subject": subject,
-        "datacontenttype": "application/json",
-        "status": 200,
-        "causationid": event_id,
-        "causationsource": source,
-        "resourceversion": record.version,
-        "change": applied.change,
-        "data": record.as_ocitag(),
-    }
-    return Outcome(subject.encode(), _encode(envelope), 200, applied.change)
-
-
-def rejection(
-    ctx: OutcomeContext,
-    *,
-    problem: Problem,
-    instance: str,
-    subject: str | None,
-    outcome_uuid: str,
-    processed_at: datetime,
-    source: str | None,
-    event_id: str | None,
-) -> Outcome:
-    envelope = {
-        "specversion": "1.0",
-        "id": outcome_uuid,
-        "source": ctx.worker_source,
-        "type": REJECTED_TYPE,
-        "time": format_rfc3339(processed_at),
-        "subject": subject,
-        "datacontenttype": "application/problem+json",
-        "status": problem.status,
-        "causationid": event_id,
-        "causationsource": source,
-        "data": error_model(problem, ctx.problem_base_uri, instance),
-    }
-    return Outcome(subject.encode() if subject else None, _encode(envelope), problem.status)
+def undecodable_outcome_id(raw: RawRecord, event: Undecodable) -> str:
+    """From the input's (source, id) and bytes when it got that far, else from the
+    record's coordinates and bytes."""
+    if event.source is not None and event.id is not None:
+        return outcome_id(event.source, event.id, hashlib.sha256(raw.value or b"").digest())
+    return record_outcome_id(raw)
 
 
 def record_time(raw: RawRecord) -> datetime:
@@ -146,23 +122,216 @@ def record_time(raw: RawRecord) -> datetime:
         return datetime.fromtimestamp(0, UTC)
 
 
-def undecodable_outcome_id(raw: RawRecord, event: Undecodable) -> str:
-    """From the input's (source, id) and bytes when it got that far, else from the
-    record's coordinates and bytes."""
-    if event.source is not None and event.id is not None:
-        return outcome_id(event.source, event.id, hashlib.sha256(raw.value or b"").digest())
-    return record_outcome_id(raw)
+# ---- the envelope: the one place attributes are written
+
+
+def _envelope(
+    ctx: OutcomeContext,
+    *,
+    outcome_uuid: str,
+    type_: str,
+    at: datetime,
+    subject: str | None,
+    datacontenttype: str,
+    status: int,
+    causation: tuple[str | None, str | None],
+    extensions: Mapping[str, Any],
+    data: Mapping[str, Any],
+) -> bytes:
+    source, event_id = causation
+    attributes: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": outcome_uuid,
+        "source": ctx.worker_source,
+        "type": type_,
+        "time": format_rfc3339(at),
+        "subject": subject,
+        "datacontenttype": datacontenttype,
+        "status": status,
+        "causationid": event_id,
+        "causationsource": source,
+        **extensions,
+    }
+    envelope = {name: value for name, value in attributes.items() if value is not None}
+    envelope["data"] = data
+    try:
+        return orjson.dumps(envelope)
+    except TypeError:  # an offending value with an integer beyond 64 bits
+        return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _success(ctx: OutcomeContext, event: TagMoved, applied: Applied, at: datetime) -> Outcome:
+    record = applied.record
+    subject = f"{record.repository}:{record.tag}"
+    value = _envelope(
+        ctx,
+        outcome_uuid=outcome_id(event.source, event.id, event.fingerprint),
+        type_=SUCCESS_TYPES[applied.change],
+        at=at,
+        subject=subject,
+        datacontenttype="application/json",
+        status=200,
+        causation=(event.source, event.id),
+        extensions={"resourceversion": record.version, "change": applied.change},
+        data=record.as_ocitag(),
+    )
+    return Outcome(subject.encode(), value, 200, applied.change)
+
+
+def _problem(
+    ctx: OutcomeContext,
+    problem: Problem,
+    *,
+    instance: str,
+    subject: str | None,
+    outcome_uuid: str,
+    at: datetime,
+    causation: tuple[str | None, str | None],
+) -> Outcome:
+    value = _envelope(
+        ctx,
+        outcome_uuid=outcome_uuid,
+        type_=REJECTED_TYPE,
+        at=at,
+        subject=subject,
+        datacontenttype="application/problem+json",
+        status=problem.status,
+        causation=causation,
+        extensions={},
+        data=error_model(problem, ctx.problem_base_uri, instance),
+    )
+    return Outcome(subject.encode() if subject else None, value, problem.status)
+
+
+def _subject(event: TagMoved | Invalid) -> str | None:
+    return event.ocitag_id if isinstance(event, TagMoved) else event.subject
+
+
+def _rejected(ctx: OutcomeContext, item: Item, problem: Problem, at: datetime) -> Outcome:
+    event = item.event
+    return _problem(
+        ctx,
+        problem,
+        instance=item.record.instance,
+        subject=_subject(event),
+        outcome_uuid=outcome_id(event.source, event.id, event.fingerprint),
+        at=at,
+        causation=(event.source, event.id),
+    )
+
+
+# ---- what became of an input → its outcome
+
+
+def decision_outcome(
+    ctx: OutcomeContext, item: Item, decision: Decision, processed_at: datetime
+) -> Outcome:
+    """The outcome of a decision about a stored input, timed at its processing. A new
+    kind of decision is one more case here."""
+    match decision:
+        case Applied():
+            assert isinstance(item.event, TagMoved), "only tag-moved events are applied"
+            return _success(ctx, item.event, decision, processed_at)
+        case Rejected(problem):
+            return _rejected(ctx, item, problem, processed_at)
+
+
+def invalid_outcome(ctx: OutcomeContext, item: Item, processed_at: datetime) -> Outcome:
+    """422: a decodable event whose data breaks a rule (stored like any other)."""
+    assert isinstance(item.event, Invalid)
+    return decision_outcome(ctx, item, Rejected(item.event.problem), processed_at)
+
+
+def internal_outcome(ctx: OutcomeContext, item: Item, reason: str) -> Outcome:
+    """500: the database refused this one event. Not stored: timed by the record, so a
+    redelivery gets the same bytes."""
+    problem = Problem(ProblemKind.INTERNAL, f"the event could not be stored: {reason}")
+    return _rejected(ctx, item, problem, record_time(item.record))
 
 
 def undecodable_outcome(ctx: OutcomeContext, raw: RawRecord, event: Undecodable) -> Outcome:
-    """The 400 for a record that is not a decodable CloudEvent (never stored)."""
-    return rejection(
+    """400: a record that is not a decodable CloudEvent (never stored, timed by the
+    record). Subject and causation are there as far as the input got."""
+    return _problem(
         ctx,
-        problem=event.problem,
+        event.problem,
         instance=raw.instance,
-        subject=None,
+        subject=event.subject,
         outcome_uuid=undecodable_outcome_id(raw, event),
-        processed_at=record_time(raw),
-        source=event.source,
-        event_id=event.id,
+        at=record_time(raw),
+        causation=(event.source, event.id),
     )
+
+
+def replayed(row: ProcessedRow) -> Outcome:
+    """The stored outcome of an input processed by an earlier batch, as it was."""
+    return Outcome(row.outcome_key, row.outcome, row.status, None, True)
+
+
+def repeat_outcome(
+    ctx: OutcomeContext,
+    item: Item,
+    first_fingerprint: bytes,
+    first_processed_at: datetime,
+    first_outcome: Outcome,
+) -> Outcome:
+    """A duplicate gets the first outcome itself; an id reused with other content gets
+    409, timed at the first processing so that its own replays are identical too."""
+    if item.event.fingerprint == first_fingerprint:
+        return Outcome(first_outcome.key, first_outcome.value, first_outcome.status, None, True)
+    source, event_id = item.key
+    problem = Problem(
+        ProblemKind.ID_REUSED,
+        f"event (source {source}, id {event_id}) was first processed at "
+        f"{format_rfc3339(first_processed_at)} with different content; a new event needs a "
+        "new id",
+        (
+            ErrorItem(
+                item.event.attribute_location("id"),
+                "must be unique per source for different content",
+                event_id,
+            ),
+        ),
+    )
+    return _rejected(ctx, item, problem, first_processed_at)
+
+
+def batch_outcomes(
+    ctx: OutcomeContext,
+    items: Sequence[Item],
+    *,
+    new: Sequence[int],
+    decisions: Mapping[int, Decision],
+    earlier: Mapping[EventKey, ProcessedRow],
+    processed_at: datetime,
+) -> list[Outcome]:
+    """The outcome of each item of a batch, in order.
+
+    ``new`` are the indexes of the items processed now (the first of each (source, id)
+    the store claimed), ``decisions`` the decision for each new tag-moved item,
+    ``earlier`` what the store holds for the (source, id)s processed before. Every other
+    item repeats one of those: an earlier batch's or the first of its own batch."""
+    outcomes: dict[int, Outcome] = {}
+    firsts: dict[EventKey, int] = {}
+    for index in new:
+        item = items[index]
+        firsts[item.key] = index
+        outcomes[index] = (
+            invalid_outcome(ctx, item, processed_at)
+            if isinstance(item.event, Invalid)
+            else decision_outcome(ctx, item, decisions[index], processed_at)
+        )
+    for index, item in enumerate(items):
+        if index in outcomes:
+            continue
+        row = earlier.get(item.key)
+        if row is not None:  # processed by an earlier batch
+            outcomes[index] = repeat_outcome(
+                ctx, item, row.fingerprint, row.processed_at, replayed(row)
+            )
+        else:  # first processed earlier in this batch
+            first = firsts[item.key]
+            outcomes[index] = repeat_outcome(
+                ctx, item, items[first].event.fingerprint, processed_at, outcomes[first]
+            )
+    return [outcomes[i] for i in range(len(items))]

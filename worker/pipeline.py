@@ -1,6 +1,6 @@
 """The consume → apply → publish → commit loop.
 
-Rules (aiokafka's consumer rules; SPEC.md "Delivery"):
+Rules (aiokafka's consumer rules; docs/contract.md "Semantics", Delivery):
 - partitions are worked concurrently, each strictly in order: a partition is paused
   while a batch of it is in flight, so the next fetch of it starts after that batch;
 - a batch's offset (last + 1) is committed only after its database transaction has
@@ -36,8 +36,8 @@ from worker.errors import FatalError, PermanentError, TransientError
 from worker.events import Invalid, RawRecord, TagMoved, Undecodable
 from worker.health import Health
 from worker.kafka import Message, Producer, classify_kafka_error
-from worker.outcomes import Outcome, OutcomeContext, record_time, undecodable_outcome
-from worker.plan import Item, internal_outcome
+from worker.outcomes import Outcome, OutcomeContext, internal_outcome, undecodable_outcome
+from worker.plan import Item
 from worker.settings import Settings
 from worker.store import EventStore
 
@@ -297,8 +297,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
                 outcomes.extend(await self._store.apply([item], processed_at))
             except PermanentError as exc:
                 log.error("event_refused", error=str(exc), offset=item.record.offset)
-                at = record_time(item.record)
-                outcomes.append(internal_outcome(self._ctx, item, str(exc)[:200], at))
+                outcomes.append(internal_outcome(self._ctx, item, str(exc)[:200]))
         return outcomes
 
     def _dead_letter(self, raw: RawRecord, event: Undecodable) -> Message:

@@ -20,20 +20,15 @@ from worker import metrics
 from worker.db import Connection, classify_db_error
 from worker.decision import Decision, TagRecord
 from worker.errors import FatalError, PermanentError, TransientError
-from worker.events import Invalid
-from worker.outcomes import Outcome, OutcomeContext
+from worker.outcomes import Outcome, OutcomeContext, batch_outcomes
 from worker.plan import (
     EventKey,
     Item,
     ProcessedRow,
     TagKey,
     decide_tag,
-    decision_outcome,
     events_by_tag,
     first_occurrences,
-    invalid_outcome,
-    repeat_outcome,
-    replayed,
 )
 
 MAX_WRITE_ROUNDS = 8
@@ -255,29 +250,9 @@ async def _apply(
     new = sorted(firsts[k] for k in claimed)
     decisions = await _decide_and_write(conn, items, events_by_tag(items, new))
 
-    outcomes: dict[int, Outcome] = {}
-    for index in new:
-        item = items[index]
-        outcomes[index] = (
-            invalid_outcome(ctx, item, at)
-            if isinstance(item.event, Invalid)
-            else decision_outcome(ctx, item, decisions[index], at)
-        )
-    new_indexes = set(new)
-    for index, item in enumerate(items):
-        if index in new_indexes:
-            continue
-        row = earlier.get(item.key)
-        if row is not None:  # processed by an earlier batch
-            outcomes[index] = repeat_outcome(
-                ctx, item, row.fingerprint, row.processed_at, replayed(row)
-            )
-        else:  # first processed earlier in this batch
-            first = firsts[item.key]
-            outcomes[index] = repeat_outcome(
-                ctx, item, items[first].event.fingerprint, at, outcomes[first]
-            )
-
+    outcomes = batch_outcomes(
+        ctx, items, new=new, decisions=decisions, earlier=earlier, processed_at=at
+    )
     if new:
         await conn.execute(
             _STORE_OUTCOMES,
@@ -287,4 +262,4 @@ async def _apply(
             [outcomes[i].key for i in new],
             [outcomes[i].value for i in new],
         )
-    return [outcomes[i] for i in range(len(items))]
+    return outcomes

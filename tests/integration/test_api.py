@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from tests.faults.harness import stack
 from tests.helpers.api import (
     DIGEST_A,
     DIGEST_B,
@@ -22,10 +21,11 @@ from tests.helpers.api import (
     api_overrides,
     running_api,
 )
-from tests.integration.harness import running_worker, structured
-from tests.integration.test_ops import eventually
-from tests.services import Services
-from tests.unit.test_schemas import errors_of, seed_validator
+from tests.helpers.contract import errors_of, seed_validator
+from tests.helpers.faults import stack
+from tests.helpers.harness import running_worker, structured
+from tests.helpers.services import Services
+from tests.helpers.wait import eventually
 from worker.problems import ProblemKind
 from worker.publisher import build_event
 from worker.settings import Settings

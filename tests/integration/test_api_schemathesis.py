@@ -4,7 +4,6 @@ worker) with schemathesis: no answer may break the document, none may be a 5xx."
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.api import TOKEN, api_overrides, api_processes
+from tests.helpers.registry import free_port
 from worker.kafka import ensure_topics
 from worker.settings import Settings
 
@@ -33,13 +33,6 @@ CHECKS = ",".join(
         "ignored_auth",
     ]
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_ready(port: int, timeout: float = 60.0) -> None:

@@ -1,5 +1,6 @@
 """End to end: records through a real Kafka topic to the running worker, outcomes and
-rows checked. Every row of SPEC.md's status table and every identifier rule."""
+rows checked. Every row of the contract's status table (docs/contract.md) and every
+identifier rule."""
 
 from __future__ import annotations
 
@@ -11,31 +12,18 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.integration.harness import Received, binary, running_worker, structured
+from tests.helpers.events import HEX, event
+from tests.helpers.harness import Received, Record, binary, running_worker, structured
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-HEX = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 HEX2 = hashlib.sha256(b"2").hexdigest()
 HEX512 = hashlib.sha512(b"x").hexdigest()
 
 
-def event(event_id: str, time: str = "2026-11-28T15:00:00Z", **data: Any) -> dict[str, Any]:
-    body = {"repository": "docker.io/istio/pilot", "tag": "1.3.0", "artifact": HEX}
-    body.update(data)
-    return {
-        "specversion": "1.0",
-        "id": event_id,
-        "source": "https://registry.example.com/webhook",
-        "type": "ocitag.moved.v1",
-        "time": time,
-        "data": {k: v for k, v in body.items() if v is not None},
-    }
-
-
 def by_cause(outcomes: list[Received]) -> dict[str, dict[str, Any]]:
-    return {o.body["causationid"]: o.body for o in outcomes if o.body["causationid"]}
+    return {o.body["causationid"]: o.body for o in outcomes if "causationid" in o.body}
 
 
 async def test_valid_event_is_applied_and_its_outcome_is_the_ocitag_record(
@@ -139,7 +127,9 @@ async def test_every_status_of_the_table(make_settings: Callable[..., Settings])
     assert {e["location"] for e in invalid["errors"]} == {"body.data.artifact", "body.data.tag"}
     assert invalid["instance"] == f"urn:kafka:{settings.input_topic}:0:7"
     undecodable = outcomes[8].body
-    assert undecodable["subject"] is None and outcomes[8].key is None
+    # attributes with no value are left out, never null
+    assert "subject" not in undecodable and outcomes[8].key is None
+    assert "causationid" not in undecodable and "causationsource" not in undecodable
     # the dead letter is the original record, its headers, and where and why
     headers = dict(dead.headers)
     assert (dead.key, dead.value, headers["trace"]) == (b"k", b"\x00not json", b"t1")
@@ -268,6 +258,44 @@ async def test_duplicates_get_the_first_outcome_byte_identical(
         outcomes = await worker.outcomes(3)
     assert outcomes[1].value == one.value == outcomes[2].value
     assert json.loads(one.value)["data"]["created_by"] == "alice"
+
+
+async def test_the_same_event_spelled_by_another_client_is_a_duplicate(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Content is compared by meaning: another spelling of the instant, the short
+    repository, the prefixed digest, other member order and white space, the other
+    content mode — each gets the first outcome byte for byte, not a 409 id-reused."""
+    settings = make_settings(topic_partitions=1)
+
+    def spellings(event_id: str, tag: str) -> tuple[Record, Record, Record]:
+        first = event(event_id, "2026-11-28T10:00:02.5Z", tag=tag, actor="alice")
+        again = event(
+            event_id,
+            "2026-11-28T17:30:02.500000+07:30",
+            repository="istio/pilot",
+            tag=tag,
+            artifact="sha256:" + HEX,
+            actor="alice",
+        )
+        again["data"] = dict(reversed(list(again["data"].items())))
+        spaced = (None, json.dumps(again, indent=2).encode(), structured(again)[2])
+        return structured(first), spaced, binary(again)
+
+    a_first, a_spaced, a_binary = spellings("spelled-a", "a")
+    b_first, b_spaced, b_binary = spellings("spelled-b", "b")
+    async with running_worker(settings) as worker:
+        await worker.publish([a_first])
+        await worker.outcomes(1)
+        # a duplicate of an event of an earlier batch (its stored outcome) ...
+        await worker.publish([a_spaced, a_binary])
+        await worker.outcomes(3)
+        # ... and of an event first processed in the same batch
+        await worker.publish([b_first, b_spaced, b_binary])
+        outcomes = await worker.outcomes(6)
+    assert [(o.body["status"], o.body.get("change")) for o in outcomes] == [(200, "created")] * 6
+    assert outcomes[1].value == outcomes[0].value == outcomes[2].value
+    assert outcomes[4].value == outcomes[3].value == outcomes[5].value
 
 
 async def test_outcomes_are_keyed_and_ordered_per_tag(

@@ -1,7 +1,8 @@
 """The published contract holds for what the real worker publishes: every outcome of
 every status validates against schemas/outcome-*.schema.json, its data against the
 seed's OCITag / ErrorModel (from the vendored OpenAPI document), its headers and the dead
-letters' headers against schemas/asyncapi.yaml; the input events validate against
+letters' headers against schemas/asyncapi.yaml, and the CloudEvents SDK reads it (the
+harness checks both for every outcome it collects); the input events validate against
 schemas/tag-moved-event.schema.json (and the schema is never stricter than the worker)."""
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import Received, Record, binary, running_worker, structured
-from tests.unit.test_schemas import (
+from tests.helpers.cloudevents_sdk import sdk_errors
+from tests.helpers.contract import (
     asyncapi_validator,
     errors_of,
     schema_validator,
     seed_validator,
 )
+from tests.helpers.harness import Received, Record, binary, running_worker, structured
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -42,10 +44,21 @@ def event(event_id: str, time: str, **data: Any) -> dict[str, Any]:
 
 #: (name, record, the event it carries or None, expected status, change or problem slug)
 CASES: list[tuple[str, Record, dict[str, Any] | None, int, str]] = []
+TAG = "docker.io/istio/pilot:1.3.0"
+#: the subject (and key) of each case's outcome when it is not TAG
+SUBJECTS: dict[str, str | None] = {}
 
 
-def _case(name: str, record: Record, sent: dict[str, Any] | None, status: int, what: str) -> None:
+def _case(
+    name: str,
+    record: Record,
+    sent: dict[str, Any] | None,
+    status: int,
+    what: str,
+    subject: str | None = TAG,
+) -> None:
     CASES.append((name, record, sent, status, what))
+    SUBJECTS[name] = subject
 
 
 def _structured(name: str, ev: dict[str, Any], status: int, what: str) -> None:
@@ -79,13 +92,32 @@ _structured(
     422,
     "invalid-data",
 )
+SUBJECTS["invalid"] = None  # neither data nor a subject names a valid tag
+_structured(
+    "invalid, subject kept",
+    {**event("invalid-2", "2026-11-28T15:00:05Z", tag="-bad"), "subject": "nginx:1"},
+    422,
+    "invalid-data",
+)
+SUBJECTS["invalid, subject kept"] = "docker.io/library/nginx:1"
+_structured(
+    "invalid, data names the tag",
+    event("invalid-3", "2026-11-28T15:00:05Z", artifact="sha256:xyz"),
+    422,
+    "invalid-data",
+)
+base64 = {k: v for k, v in event("base64", "2026-11-28T15:00:05Z").items() if k != "data"}
+_structured("data_base64", {**base64, "data_base64": "e30="}, 422, "invalid-data")
+SUBJECTS["data_base64"] = None
 _case(
     "undecodable",
     (b"k", b"\xffnot json", [("content-type", b"application/cloudevents+json"), ("t", b"1")]),
     None,
     400,
     "undecodable",
+    None,
 )
+_case("tombstone", (b"k", None, []), None, 400, "undecodable", None)
 no_time = {k: v for k, v in event("no-time", "x").items() if k != "time"}
 _structured("no-time", no_time, 400, "invalid-envelope")
 bad_time = event("bad-time", "later")
@@ -125,6 +157,20 @@ async def test_every_outcome_and_dead_letter_matches_the_published_schemas(
     got = [(o.body["status"], _outcome_kind(o.body)) for o in outcomes]
     assert got == [(status, what) for _, _, _, status, what in CASES]
     assert {status for status, _ in got} == {200, 400, 409, 412, 422}
+    for (name, *_), outcome in zip(CASES, outcomes, strict=True):
+        # the tag the input names, kept whatever the status; no attribute is ever null
+        subject = SUBJECTS[name]
+        assert (outcome.body.get("subject"), outcome.key) == (
+            subject,
+            subject.encode() if subject else None,
+        ), name
+        assert None not in outcome.body.values(), name
+        # the harness had the SDK read every outcome; here it is plain to see
+        assert sdk_errors(outcome.key, outcome.value, outcome.headers) == [], name
+    tombstone = next(
+        o for (name, *_), o in zip(CASES, outcomes, strict=True) if name == "tombstone"
+    )
+    assert "tombstone" in tombstone.body["data"]["detail"]
 
     updated_check = schema_validator("outcome-updated.schema.json")
     rejected_check = schema_validator("outcome-rejected.schema.json")

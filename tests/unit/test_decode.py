@@ -1,5 +1,6 @@
-"""Decoding and validation: every rule of SPEC.md "Identifiers" and "Input", table-driven,
-and properties over generated input (never raises; valid events accepted and round-trip)."""
+"""Decoding and validation: every rule of docs/contract.md "Identifiers" and "Input",
+table-driven, and properties over generated input (never raises; valid events accepted
+and round-trip)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.strategies import cloud_events
+from tests.helpers.strategies import cloud_events
 from worker.decode import decode
 from worker.events import Invalid, RawRecord, TagMoved, Undecodable
 from worker.identifiers import normalize_digest, normalize_repository
@@ -341,3 +342,197 @@ def test_binary_mode_is_remembered_for_problem_locations() -> None:
     assert isinstance(decoded, TagMoved) and decoded.binary
     assert decoded.attribute_location("time") == "headers.ce_time"
     assert decoded.data_location("expected_version") == "body.expected_version"
+
+
+# ---- content is compared by meaning, not spelling (the fingerprint)
+
+
+def _print(body: dict[str, Any], mode: Any = None) -> bytes:
+    decoded = decode((mode or structured)(body), LIMIT)
+    assert isinstance(decoded, TagMoved | Invalid), decoded
+    return decoded.fingerprint
+
+
+@pytest.mark.parametrize(
+    ("spelling", "body"),
+    [
+        ("fraction digits", event(time="2026-11-28T15:12:02.000000Z")),
+        ("offset +00:00", event(time="2026-11-28T15:12:02+00:00")),
+        ("lower-case z", event(time="2026-11-28t15:12:02z")),
+        ("another offset", event(time="2026-11-28T22:42:02+07:30")),
+        ("beyond microseconds", event(time="2026-11-28T15:12:02.0000004Z")),
+        ("short repository", event(data=data(repository="istio/pilot"))),
+        ("registry alias", event(data=data(repository="index.docker.io/istio/pilot"))),
+        ("digest prefix", event(data=data(artifact="sha256:" + HEX))),
+        ("member order", event(data=dict(reversed(list(data().items()))))),
+        ("null actor is no actor", event(data=data(actor=None))),
+        ("subject naming the tag", event(subject="docker.io/istio/pilot:1.3.0")),
+        ("short subject", event(subject="istio/pilot:1.3.0")),
+        ("extension", event(partitionkey="x")),
+    ],
+)
+def test_the_same_event_spelled_otherwise_has_the_same_fingerprint(
+    spelling: str, body: dict[str, Any]
+) -> None:
+    assert _print(body) == _print(event()), spelling
+
+
+def test_sub_second_spellings_of_one_instant_have_one_fingerprint() -> None:
+    spellings = [
+        "2026-11-28T10:00:02.5Z",
+        "2026-11-28T10:00:02.500000Z",
+        "2026-11-28T10:00:02.500Z",
+        "2026-11-28T17:30:02.5+07:30",
+        "2026-11-28T05:00:02.5-05:00",
+    ]
+    assert len({_print(event(time=t)) for t in spellings}) == 1
+
+
+def test_white_space_does_not_count() -> None:
+    spaced = record(json.dumps(event(), indent=4, separators=(" ,", " : ")).encode())
+    compact = decode(record(json.dumps(event(), separators=(",", ":")).encode()), LIMIT)
+    found = decode(spaced, LIMIT)
+    assert isinstance(found, TagMoved) and isinstance(compact, TagMoved)
+    assert found.fingerprint == compact.fingerprint
+
+
+@pytest.mark.parametrize(
+    ("change", "body"),
+    [
+        ("another instant", event(time="2026-11-28T15:12:02.000001Z")),
+        ("another id", event(id="evt-2")),
+        ("another source", event(source="urn:other")),
+        ("another tag", event(data=data(tag="1.3.1"))),
+        ("another artifact", event(data=data(artifact="sha256:" + "0" * 64))),
+        ("an actor", event(data=data(actor="alice"))),
+        ("a precondition", event(data=data(expected_version=0))),
+    ],
+)
+def test_other_content_has_another_fingerprint(change: str, body: dict[str, Any]) -> None:
+    assert _print(body) != _print(event()), change
+
+
+def test_invalid_data_is_compared_as_json_values() -> None:
+    """422s are recorded too: their data is compared canonically, numbers keep their
+    JSON type (1.0 is not an integer, so it is another, equally invalid, event)."""
+    bad = data(tag="-bad", expected_version=1)
+    reordered = dict(reversed(list(bad.items())))
+    assert _print(event(data=bad)) == _print(
+        event(data=reordered, time="2026-11-28T15:12:02+00:00")
+    )
+    assert _print(event(data=bad)) != _print(event(data=data(tag="-bad", expected_version=1.0)))
+    assert _print(event(data=bad)) != _print(event(data=data(tag="-worse", expected_version=1)))
+
+
+@st.composite
+def respelled(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A valid event and the same event as another client might write it."""
+    from tests.helpers.strategies import offsets, rfc3339
+
+    body = draw(cloud_events())
+    original = parse_rfc3339(body["time"])
+    d = dict(body["data"])
+    if draw(st.booleans()):
+        d["repository"] = normalize_repository(d["repository"])
+    if draw(st.booleans()):
+        d["artifact"] = normalize_digest(d["artifact"])
+    members = draw(st.permutations(list(d.items())))
+    other = {k: v for k, v in body.items() if k not in {"data", "subject", "myextension"}}
+    other["time"] = rfc3339(original, draw(offsets))
+    other["data"] = dict(members)
+    if draw(st.booleans()):
+        other["subject"] = f"{normalize_repository(d['repository'])}:{d['tag']}"
+    return body, dict(draw(st.permutations(list(other.items()))))
+
+
+@given(respelled(), st.booleans())
+def test_any_respelling_of_an_event_is_the_same_event(
+    pair: tuple[dict[str, Any], dict[str, Any]], as_binary: bool
+) -> None:
+    first, again = pair
+    assert _print(again, binary if as_binary else structured) == _print(first)
+
+
+# ---- problems that say what is actually wrong
+
+
+@pytest.mark.parametrize(("value", "says"), [(None, "null (a Kafka tombstone)"), (b"", "empty")])
+def test_a_tombstone_or_empty_value_is_said_to_be_no_cloudevent(
+    value: bytes | None, says: str
+) -> None:
+    for headers in (STRUCTURED, ()):
+        decoded = decode(record(value, headers), LIMIT)
+        assert isinstance(decoded, Undecodable)
+        assert says in decoded.problem.detail and "not a CloudEvent" in decoded.problem.detail
+        assert "JSON:" not in decoded.problem.detail
+        assert [i.location for i in decoded.problem.errors] == ["body"]
+
+
+def test_binary_mode_with_no_value_lacks_data() -> None:
+    headers = binary(event()).headers
+    decoded = decode(record(None, headers), LIMIT)
+    assert isinstance(decoded, Invalid)
+    (problem,) = decoded.problem.errors
+    assert problem.location == "body" and "empty" in problem.message
+
+
+def test_data_base64_is_named_as_not_accepted() -> None:
+    body = event(data=_DROP, data_base64="eyJ0YWciOiAieCJ9")
+    decoded = decode(structured(body), LIMIT)
+    assert isinstance(decoded, Invalid)
+    assert [(i.location, i.value) for i in decoded.problem.errors] == [
+        ("body.data_base64", "eyJ0YWciOiAieCJ9")
+    ]
+    assert "must be JSON" in decoded.problem.detail and "is required" not in decoded.problem.detail
+    # beside data: still named, data is checked too, and the tag it names is kept
+    both = decode(structured(event(data_base64="eA==", data=data(artifact="x"))), LIMIT)
+    assert isinstance(both, Invalid)
+    assert [i.location for i in both.problem.errors] == ["body.data_base64", "body.data.artifact"]
+    assert both.subject == "docker.io/istio/pilot:1.3.0"
+    # and the encoded data counts as content
+    assert _print(event(data=_DROP, data_base64="eA==")) != _print(body)
+
+
+@pytest.mark.parametrize(
+    ("name", "rec", "subject"),
+    [
+        (
+            "422, data names it",
+            structured(event(data=data(artifact="x"))),
+            "docker.io/istio/pilot:1.3.0",
+        ),
+        (
+            "422, only the subject names it",
+            structured(event(subject="istio/pilot:2", data=data(tag="-bad"))),
+            "docker.io/istio/pilot:2",
+        ),
+        ("422, nothing names it", structured(event(data=data(tag="-bad"))), None),
+        (
+            "400 unknown type, data names it",
+            structured(event(type="x.y")),
+            "docker.io/istio/pilot:1.3.0",
+        ),
+        (
+            "400 bad envelope, subject names it",
+            structured(event(time="noon", subject="nginx:1", data=_DROP)),
+            "docker.io/library/nginx:1",
+        ),
+        (
+            "400 bad envelope, invalid subject",
+            structured(event(time="noon", subject="x@y", data=_DROP)),
+            None,
+        ),
+        (
+            "400 binary body not JSON, ce_subject names it",
+            record(b"{", (*binary(event(subject="nginx:1")).headers,)),
+            "docker.io/library/nginx:1",
+        ),
+        ("400 not JSON at all", record(b"{"), None),
+    ],
+)
+def test_rejections_keep_the_tag_the_input_names(
+    name: str, rec: RawRecord, subject: str | None
+) -> None:
+    decoded = decode(rec, LIMIT)
+    assert isinstance(decoded, Invalid | Undecodable), name
+    assert decoded.subject == subject, name

@@ -20,7 +20,7 @@ from worker.api.requests import MAX_KEY_CHARS, MAX_LIMIT
 from worker.models import DIGEST_PATTERN, MAX_ACTOR_LENGTH
 
 Doc = dict[str, Any]
-# The OCITag ID grammar of SPEC.md "Identifiers" as one pattern, for generators and
+# The OCITag ID grammar of docs/contract.md "Identifiers" as one pattern, for generators and
 # readers of the document (the API checks with worker.identifiers, which also limits the
 # repository to 255 characters and names the broken rule).
 _COMPONENT = "[a-z0-9]+(?:(?:[.]|_|__|-+)[a-z0-9]+)*"

@@ -1,4 +1,4 @@
-"""What a request says, by the API's rules (SPEC.md "API"). Pure: raises ApiProblem.
+"""What a request says, by the API's rules (docs/contract.md "API"). Pure: raises ApiProblem.
 
 Locations in ``errors[]`` name where the caller put the value: ``path.tag``,
 ``body.artifact``, ``header.if-match``, ``query.limit`` …  The identifier rules are the

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
-from tests.unit.test_schemas import SEED, load_yaml
+from tests.helpers.contract import SEED, load_yaml
 from worker.api import requests
 from worker.api.openapi import OCITAG_ID_PATTERN, document, extend, seed
 from worker.api.problems import ApiProblem

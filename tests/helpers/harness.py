@@ -12,12 +12,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from tests.unit.test_schemas import errors_of, schema_validator, seed_validator
+from tests.helpers.cloudevents_sdk import sdk_errors
+from tests.helpers.contract import errors_of, schema_validator, seed_validator
 from worker.app import run
 from worker.kafka import ensure_topics
 from worker.settings import Settings
 
-Record = tuple[bytes | None, bytes, list[tuple[str, bytes]]]
+Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
 
 
 @dataclass
@@ -88,10 +89,12 @@ class Harness:
 
     async def outcomes(self, count: int, timeout: float = 30.0) -> list[Received]:
         """The first ``count`` outcomes, each checked against the published contract
-        (schemas/ and the seed's records): every end-to-end test checks it."""
+        (schemas/ and the seed's records) and read by the CloudEvents SDK: every
+        end-to-end test checks it."""
         found = await self.collect(self.settings.outcome_topic, count, timeout)
         for outcome in found:
             problems = contract_errors(outcome.body)
+            problems += sdk_errors(outcome.key, outcome.value, outcome.headers)
             assert not problems, (outcome.body, problems)
         return found
 

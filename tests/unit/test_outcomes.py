@@ -1,0 +1,382 @@
+"""Outcome building (worker/outcomes.py) without PostgreSQL: every status, table-driven,
+from real decoded records and real decisions; each outcome is checked against the
+published schemas and read by the CloudEvents SDK; replays are byte-identical and ids
+deterministic; properties over generated events and records."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.helpers.cloudevents_sdk import sdk_errors
+from tests.helpers.contract import errors_of, schema_validator
+from tests.helpers.strategies import cloud_events
+from worker.decision import Applied, Rejected, TagRecord, decide
+from worker.decode import decode
+from worker.events import Invalid, RawRecord, TagMoved, Undecodable
+from worker.outcomes import (
+    Outcome,
+    OutcomeContext,
+    batch_outcomes,
+    decision_outcome,
+    internal_outcome,
+    invalid_outcome,
+    outcome_id,
+    record_outcome_id,
+    repeat_outcome,
+    replayed,
+    undecodable_outcome,
+)
+from worker.plan import Item, ProcessedRow
+
+CTX = OutcomeContext("urn:ocitag-worker:test", "https://ocitag-worker.dev/problems/")
+HEX = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+HEX2 = "d4735e3a265e16eee03f59718b9b5d03019c07d8b6c51f90da3a666eec13ab35"
+SOURCE = "https://registry.example.com/webhook"
+TAG = "docker.io/istio/pilot:1.3.0"
+AT = datetime(2026, 11, 28, 16, 0, 0, 123456, tzinfo=UTC)
+RECORD_MS = 1_700_000_000_000
+STRUCTURED = (("content-type", b"application/cloudevents+json"),)
+
+
+def event(event_id: str = "e1", time: str = "2026-11-28T15:00:00Z", **data: Any) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": SOURCE,
+        "type": "ocitag.moved.v1",
+        "time": time,
+        "data": {"repository": "istio/pilot", "tag": "1.3.0", "artifact": HEX, **data},
+    }
+
+
+def raw(value: bytes | None, offset: int = 7, headers: Any = STRUCTURED) -> RawRecord:
+    return RawRecord("ocitag.events", 3, offset, RECORD_MS, None, value, headers)
+
+
+def item(body: dict[str, Any], offset: int = 7) -> Item:
+    decoded = decode(raw(json.dumps(body).encode(), offset), 65_536)
+    assert isinstance(decoded, TagMoved | Invalid), decoded
+    return Item(raw(json.dumps(body).encode(), offset), decoded)
+
+
+def moved(body: dict[str, Any]) -> TagMoved:
+    found = item(body).event
+    assert isinstance(found, TagMoved)
+    return found
+
+
+def stored(artifact: str = HEX, version: int = 1, time: str = "2026-11-28T14:00:00Z") -> TagRecord:
+    applied = decide(None, moved(event("first", time, artifact=artifact)))
+    assert isinstance(applied, Applied)
+    return replace(applied.record, version=version)
+
+
+def undecodable(value: bytes | None, headers: Any = STRUCTURED) -> Outcome:
+    record = raw(value, headers=headers)
+    decoded = decode(record, 65_536)
+    assert isinstance(decoded, Undecodable)
+    return undecodable_outcome(CTX, record, decoded)
+
+
+def decided(stored_record: TagRecord | None, body: dict[str, Any]) -> Outcome:
+    it = item(body)
+    assert isinstance(it.event, TagMoved)
+    return decision_outcome(CTX, it, decide(stored_record, it.event), AT)
+
+
+def id_reused() -> Outcome:
+    first = item(event("e1"))
+    again = item(event("e1", artifact=HEX2), offset=8)
+    first_outcome = decided(None, event("e1"))
+    return repeat_outcome(CTX, again, first.event.fingerprint, AT, first_outcome)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    build: Any  # () -> Outcome
+    status: int
+    #: change (200) or problem slug
+    what: str
+    subject: str | None
+    causation: bool = True
+
+
+CASES = [
+    Case("created", lambda: decided(None, event()), 200, "created", TAG),
+    Case("updated", lambda: decided(stored(HEX2), event("e2")), 200, "updated", TAG),
+    Case("unchanged", lambda: decided(stored(), event("e2")), 200, "unchanged", TAG),
+    Case(
+        "superseded",
+        lambda: decided(stored(time="2026-11-28T15:00:01Z"), event("e2")),
+        409,
+        "superseded",
+        TAG,
+    ),
+    Case("id-reused", id_reused, 409, "id-reused", TAG),
+    Case(
+        "precondition-failed",
+        lambda: decided(stored(), event("e2", "2026-11-28T15:00:01Z", expected_version=3)),
+        412,
+        "precondition-failed",
+        TAG,
+    ),
+    Case(
+        "invalid-data",
+        lambda: invalid_outcome(CTX, item(event(artifact="sha256:xyz")), AT),
+        422,
+        "invalid-data",
+        TAG,
+    ),
+    Case(
+        "invalid-data, nothing names a tag",
+        lambda: invalid_outcome(CTX, item(event(tag="-bad")), AT),
+        422,
+        "invalid-data",
+        None,
+    ),
+    Case(
+        "invalid-data, the subject names the tag",
+        lambda: invalid_outcome(CTX, item({**event(tag="-bad"), "subject": "istio/x:1"}), AT),
+        422,
+        "invalid-data",
+        "docker.io/istio/x:1",
+    ),
+    Case("undecodable", lambda: undecodable(b"\xff"), 400, "undecodable", None, False),
+    Case("tombstone", lambda: undecodable(None), 400, "undecodable", None, False),
+    Case(
+        "unknown type, data names the tag",
+        lambda: undecodable(json.dumps({**event(), "type": "x.y"}).encode()),
+        400,
+        "unknown-type",
+        TAG,
+    ),
+    Case(
+        "invalid envelope, subject names the tag",
+        lambda: undecodable(
+            json.dumps({**event(), "time": "later", "subject": "istio/x:1", "data": 1}).encode()
+        ),
+        400,
+        "invalid-envelope",
+        "docker.io/istio/x:1",
+    ),
+    Case(
+        "binary body not JSON, ce_subject names the tag",
+        lambda: undecodable(
+            b"{",
+            (
+                ("ce_specversion", b"1.0"),
+                ("ce_id", b"b1"),
+                ("ce_subject", TAG.encode()),
+                ("content-type", b"application/json"),
+            ),
+        ),
+        400,
+        "undecodable",
+        TAG,
+        False,
+    ),
+    Case(
+        "internal",
+        lambda: internal_outcome(CTX, item(event()), "value too long"),
+        500,
+        "internal",
+        TAG,
+    ),
+]
+
+
+def _body(outcome: Outcome) -> dict[str, Any]:
+    parsed: dict[str, Any] = json.loads(outcome.value)
+    return parsed
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_every_status_is_built_as_the_contract_says(case: Case) -> None:
+    outcome: Outcome = case.build()
+    body = _body(outcome)
+    assert (outcome.status, body["status"]) == (case.status, case.status)
+    if case.status == 200:
+        assert (body["type"], body["change"], outcome.change) == (
+            "ocitag.updated.v1",
+            case.what,
+            case.what,
+        )
+        assert body["datacontenttype"] == "application/json"
+        assert body["data"]["repository"] == "docker.io/istio/pilot"
+        assert errors_of(schema_validator("outcome-updated.schema.json"), body) == []
+    else:
+        assert body["type"] == "ocitag.rejected.v1"
+        assert body["datacontenttype"] == "application/problem+json"
+        assert body["data"]["type"] == CTX.problem_base_uri + case.what
+        assert body["data"]["instance"].startswith("urn:kafka:ocitag.events:3:")
+        assert outcome.change is None
+        assert errors_of(schema_validator("outcome-rejected.schema.json"), body) == []
+    assert body.get("subject") == case.subject
+    assert outcome.key == (case.subject.encode() if case.subject else None)
+    assert ("causationid" in body, "causationsource" in body) == (case.causation,) * 2
+    if case.causation:
+        assert body["causationsource"] == SOURCE
+    assert body["source"] == CTX.worker_source
+    # never null: an attribute with no value is left out
+    assert [name for name, value in body.items() if value is None] == []
+    assert sdk_errors(outcome.key, outcome.value, outcome.headers) == []
+    # nothing of the moment it is built enters it
+    assert case.build() == outcome
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_outcomes_not_stored_are_timed_by_their_record(case: Case) -> None:
+    """400 and 500 are rebuilt on redelivery: their time is the record's timestamp; the
+    others are stored and timed at processing."""
+    body = _body(case.build())
+    expected = (
+        "2023-11-14T22:13:20Z" if case.status in {400, 500} else "2026-11-28T16:00:00.123456Z"
+    )
+    assert body["time"] == expected
+
+
+def test_the_published_schemas_refuse_null_attributes() -> None:
+    """Left out, never null: the schemas say so too (CloudEvents SDKs reject null)."""
+    rejected = _body(undecodable(b"\xff"))
+    updated = _body(decided(None, event()))
+    for name in ("subject", "causationid", "causationsource"):
+        for check, body in (
+            ("outcome-rejected.schema.json", rejected),
+            ("outcome-updated.schema.json", updated),
+        ):
+            assert errors_of(schema_validator(check), {**body, name: None}), (check, name)
+
+
+def test_a_duplicate_gets_the_first_outcome_byte_for_byte() -> None:
+    first = item(event())
+    # the same event, spelled by another client, delivered at another offset
+    again = item(event(time="2026-11-28T15:00:00.000000+00:00"), offset=99)
+    first_outcome = decided(None, event())
+    replay = repeat_outcome(CTX, again, first.event.fingerprint, AT, first_outcome)
+    assert replay.value == first_outcome.value and replay.key == first_outcome.key
+    assert (replay.status, replay.replay, replay.change) == (200, True, None)
+    row = ProcessedRow(first.event.fingerprint, AT, 200, first_outcome.key, first_outcome.value)
+    assert replayed(row) == Outcome(first_outcome.key, first_outcome.value, 200, None, True)
+
+
+def test_an_id_reuse_is_timed_at_the_first_processing_so_it_replays_identically() -> None:
+    reuse = id_reused()
+    body = _body(reuse)
+    assert body["time"] == "2026-11-28T16:00:00.123456Z"
+    assert body["data"]["errors"][0]["location"] == "body.id"
+    assert reuse.value == id_reused().value
+
+
+def test_outcome_ids_depend_on_source_id_and_content_only() -> None:
+    a = _body(decided(None, event()))
+    later = decision_outcome(
+        CTX, item(event(), offset=50), decide(None, moved(event())), AT + timedelta(days=1)
+    )
+    assert _body(later)["id"] == a["id"]
+    assert a["id"] == outcome_id(SOURCE, "e1", moved(event()).fingerprint)
+    assert _body(decided(None, event(artifact=HEX2)))["id"] != a["id"]
+    assert _body(decided(None, event("e2")))["id"] != a["id"]
+    # a 400 without (source, id): from the record's coordinates and bytes
+    assert _body(undecodable(b"\xff"))["id"] == record_outcome_id(raw(b"\xff"))
+    assert _body(undecodable(b"\xfe"))["id"] != record_outcome_id(raw(b"\xff"))
+
+
+def test_a_batch_gets_one_outcome_per_item_in_order() -> None:
+    """New items decided now, duplicates of them, repeats of earlier batches (replay or
+    id reuse), and a 422, in one batch."""
+    items = [
+        item(event("a")),
+        item(event("a"), offset=8),  # duplicate in the batch
+        item(event("bad", artifact="x"), offset=9),  # 422
+        item(event("a", artifact=HEX2), offset=10),  # id reused in the batch
+        item(event("old"), offset=11),  # processed by an earlier batch
+        item(event("old", artifact=HEX2), offset=12),  # id of an earlier batch reused
+    ]
+    earlier_outcome = b'{"stored":"as it was"}'
+    earlier = {
+        (SOURCE, "old"): ProcessedRow(
+            items[4].event.fingerprint, AT - timedelta(hours=1), 200, b"k", earlier_outcome
+        )
+    }
+    event_a = items[0].event
+    assert isinstance(event_a, TagMoved)
+    out = batch_outcomes(
+        CTX,
+        items,
+        new=[0, 2],
+        decisions={0: decide(None, event_a)},
+        earlier=earlier,
+        processed_at=AT,
+    )
+    assert [(o.status, o.replay) for o in out] == [
+        (200, False),
+        (200, True),
+        (422, False),
+        (409, False),
+        (200, True),
+        (409, False),
+    ]
+    assert out[1].value == out[0].value
+    assert out[4].value == earlier_outcome
+    assert _body(out[3])["time"] == "2026-11-28T16:00:00.123456Z"
+    assert _body(out[5])["time"] == "2026-11-28T15:00:00.123456Z"  # the earlier batch's
+
+
+def test_a_new_kind_of_rejection_needs_no_new_builder() -> None:
+    """A decision is Applied or Rejected(problem): any problem kind maps to an outcome."""
+    from worker.problems import Problem, ProblemKind
+
+    for kind in ProblemKind:
+        outcome = decision_outcome(CTX, item(event()), Rejected(Problem(kind, "why")), AT)
+        assert _body(outcome)["data"]["type"].endswith("/" + kind.slug)
+        assert outcome.status == kind.status
+
+
+@given(cloud_events())
+def test_generated_events_give_outcomes_every_reader_takes(body: dict[str, Any]) -> None:
+    record = raw(json.dumps(body).encode())
+    decoded = decode(record, 65_536)
+    assert isinstance(decoded, TagMoved)
+    it = Item(record, decoded)
+    for outcome in (
+        decision_outcome(CTX, it, decide(None, decoded), AT),
+        internal_outcome(CTX, it, "refused"),
+    ):
+        parsed = _body(outcome)
+        assert outcome.key == decoded.ocitag_id.encode() == parsed["subject"].encode()
+        assert None not in parsed.values()
+        assert sdk_errors(outcome.key, outcome.value, outcome.headers) == []
+
+
+@given(
+    st.one_of(st.none(), st.binary(max_size=200), cloud_events().map(json.dumps).map(str.encode)),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["ce_specversion", "ce_id", "ce_subject", "content-type", "x"]),
+            st.binary(max_size=40),
+        ),
+        max_size=4,
+    ),
+)
+def test_any_record_gets_an_outcome_every_reader_takes(
+    value: bytes | None, headers: list[tuple[str, bytes]]
+) -> None:
+    record = raw(value, headers=tuple(headers))
+    decoded = decode(record, 65_536)
+    if isinstance(decoded, Undecodable):
+        outcome = undecodable_outcome(CTX, record, decoded)
+    else:
+        outcome = internal_outcome(CTX, Item(record, decoded), "refused")
+    parsed = _body(outcome)
+    assert None not in parsed.values()
+    check = "outcome-rejected.schema.json"
+    assert errors_of(schema_validator(check), parsed) == []
+    assert sdk_errors(outcome.key, outcome.value, outcome.headers) == []
