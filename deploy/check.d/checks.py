@@ -164,12 +164,12 @@ def cmd_crds(rendered: str) -> None:
 
     print("custom resources against their CRD schemas")
     models = _crd_models()
-    seen = 0
+    seen: set[tuple[str, str]] = set()
     for doc in load_yaml_all(Path(rendered)):
         key = (doc.get("apiVersion"), doc.get("kind"))
         if key not in models:
             continue
-        seen += 1
+        seen.add(key)
         name = f"{doc['kind']}/{doc['metadata']['name']}"
         try:
             model = models[key].model_validate(doc)
@@ -182,8 +182,9 @@ def cmd_crds(rendered: str) -> None:
             fail(f"{name}: not in the CRD schema: {', '.join(unknown)}")
         else:
             ok(f"{name} ({key[0]})")
-    if seen != len(models):
-        fail(f"expected {len(models)} custom resources in the kustomization, found {seen}")
+    if seen != set(models):
+        missing = ", ".join(kind for _, kind in sorted(set(models) - seen))
+        fail(f"custom resources of every checked kind expected; missing: {missing}")
     finish()
 
 
