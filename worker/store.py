@@ -16,10 +16,9 @@ from typing import Protocol
 
 import asyncpg
 
-from worker import metrics
 from worker.db import Connection, classify_db_error
 from worker.decision import Decision, TagRecord
-from worker.errors import FatalError, PermanentError, TransientError
+from worker.errors import Cause, FatalError, PermanentError, TransientError
 from worker.outcomes import Outcome, OutcomeContext, batch_outcomes
 from worker.plan import (
     EventKey,
@@ -30,6 +29,7 @@ from worker.plan import (
     events_by_tag,
     first_occurrences,
 )
+from worker.retry import Backoff, count_retry, retrying
 
 MAX_WRITE_ROUNDS = 8
 MAX_TX_ATTEMPTS = 5
@@ -110,6 +110,12 @@ class EventStore(Protocol):
     async def ping(self) -> None: ...
 
 
+def _classify(exc: BaseException) -> BaseException:
+    if isinstance(exc, TransientError | PermanentError | FatalError):
+        return exc
+    return classify_db_error(exc)
+
+
 class Store:
     """Applies batches through a connection pool."""
 
@@ -123,23 +129,21 @@ class Store:
         TransientError, PermanentError or FatalError."""
         if not items:
             return []
-        for attempt in range(1, MAX_TX_ATTEMPTS + 1):
-            try:
-                # the version-guard loop relies on each statement seeing the latest commits
-                async with (
-                    self._pool.acquire() as conn,
-                    conn.transaction(isolation="read_committed"),
-                ):
-                    return await _apply(conn, self._ctx, items, processed_at)
-            except (asyncpg.SerializationError, asyncpg.DeadlockDetectedError) as exc:
-                metrics.DB_RETRIES.labels(cause=type(exc).__name__).inc()
-                if attempt == MAX_TX_ATTEMPTS:
-                    raise TransientError("db_conflict", str(exc)) from exc
-            except (TransientError, PermanentError, FatalError):
-                raise
-            except Exception as exc:
-                raise classify_db_error(exc) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        async def transaction() -> list[Outcome]:
+            # the version-guard loop relies on each statement seeing the latest commits
+            async with self._pool.acquire() as conn, conn.transaction(isolation="read_committed"):
+                return await _apply(conn, self._ctx, items, processed_at)
+
+        # a lost conflict is redone here at once (briefly backed off); any other fault,
+        # and a conflict lost MAX_TX_ATTEMPTS times, goes up to the caller's retry
+        return await retrying(
+            transaction,
+            Backoff(0.005, 0.1),
+            classify=_classify,
+            causes={Cause.DB_CONFLICT},
+            attempts=MAX_TX_ATTEMPTS,
+        )
 
     async def ping(self) -> None:
         async with self._pool.acquire() as conn:
@@ -233,9 +237,9 @@ async def _decide_and_write(
                 decided.update(zip(pending[tag], decisions, strict=True))
         if not conflicted:
             return decided
-        metrics.DB_RETRIES.labels(cause="version_conflict").inc(len(conflicted))
+        count_retry(Cause.DB_VERSION_CONFLICT, len(conflicted))
         pending = {tag: pending[tag] for tag in conflicted}
-    raise TransientError("db_write_conflict", f"{len(pending)} tags kept changing under us")
+    raise TransientError(Cause.DB_VERSION_CONFLICT, f"{len(pending)} tags kept changing under us")
 
 
 async def _apply(
@@ -246,7 +250,7 @@ async def _apply(
     claimed = await _claim(conn, keys, [items[firsts[k]].event.fingerprint for k in keys], at)
     earlier = await _processed(conn, [k for k in keys if k not in claimed])
     if len(claimed) + len(earlier) != len(keys):
-        raise TransientError("db_claim_vanished", "a processed-event record vanished mid-batch")
+        raise TransientError(Cause.DB_CONFLICT, "a processed-event record vanished mid-batch")
     new = sorted(firsts[k] for k in claimed)
     decisions = await _decide_and_write(conn, items, events_by_tag(items, new))
 
