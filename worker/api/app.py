@@ -20,15 +20,26 @@ from worker.api.auth import parse_tokens
 from worker.api.listener import OutcomeListener
 from worker.api.server import Api, Backends, utc_now
 from worker.api.store import PgReads
-from worker.db import open_pool
+from worker.db import classify_db_error, open_pool
+from worker.errors import Cause, FatalError, TransientError
 from worker.health import Check, Health
 from worker.http import serve
-from worker.kafka import Producer
+from worker.kafka import Producer, classify_kafka_error
 from worker.migrate import check_schema
-from worker.pipeline import Backoff
+from worker.retry import Backoff, retrying
 from worker.settings import Settings
 
 log = structlog.get_logger("worker.api")
+
+
+def _db(exc: BaseException) -> BaseException:
+    return exc if isinstance(exc, FatalError) else classify_db_error(exc)
+
+
+def _kafka(exc: BaseException) -> BaseException:
+    if isinstance(exc, LookupError):  # the outcome topic is not there (yet): the worker
+        return TransientError(Cause.KAFKA_UNAVAILABLE, str(exc))  # creates it at start
+    return classify_kafka_error(exc, "connecting")
 
 
 class ApiProcess:
@@ -51,6 +62,9 @@ class ApiProcess:
         self._producer: Producer | None = None
         self._listener: OutcomeListener | None = None
         self.port = 0
+        #: set when the process must stop (a fatal error in a background part)
+        self.stopping = asyncio.Event()
+        self.fatal: FatalError | None = None
 
     async def start(self) -> None:
         s = self._settings
@@ -68,25 +82,29 @@ class ApiProcess:
             asyncio.create_task(self._connect_db(), name="api-db"),
             asyncio.create_task(self._connect_kafka(), name="api-kafka"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(self._task_done)
         log.info("api_listening", port=self.port, topic=s.input_topic)
 
-    async def _retry(self, what: str, attempt: Callable[[], Awaitable[None]]) -> None:
-        backoff = Backoff(0.25, 5.0)
-        while True:
-            try:
-                await attempt()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                delay = backoff.next_delay()
-                log.warning(
-                    "waiting_for_service",
-                    service=what,
-                    error=f"{type(exc).__name__}: {exc}"[:300],
-                    retry_in_seconds=round(delay, 2),
-                )
-                await asyncio.sleep(delay)
+    async def _retry(
+        self,
+        what: str,
+        attempt: Callable[[], Awaitable[None]],
+        classify: Callable[[BaseException], BaseException],
+    ) -> None:
+        """The one retry policy (worker.retry) while ``what`` is away, for as long as it
+        takes (callers get 503 meanwhile); a refusal (credentials, schema) raises."""
+
+        def waiting(error: TransientError, attempt: int, delay: float) -> None:
+            log.warning(
+                "waiting_for_service",
+                service=what,
+                error=str(error)[:300],
+                attempt=attempt,
+                retry_in_seconds=round(delay, 2),
+            )
+
+        await retrying(attempt, Backoff(0.25, 5.0), classify=classify, on_retry=waiting)
 
     async def _connect_db(self) -> None:
         s = self._settings
@@ -107,7 +125,7 @@ class ApiProcess:
                 raise
             self._pool = pool
 
-        await self._retry("PostgreSQL", connect)
+        await self._retry("PostgreSQL", connect, _db)
         assert self._pool is not None
         reads = PgReads(self._pool)
         self.backends.reads = reads
@@ -130,7 +148,7 @@ class ApiProcess:
                 raise
             self._producer = producer
 
-        await self._retry("Kafka", start_producer)
+        await self._retry("Kafka", start_producer, _kafka)
 
         async def start_listener() -> None:
             listener = OutcomeListener(s, self.backends.waiters)
@@ -141,11 +159,22 @@ class ApiProcess:
                 raise
             self._listener = listener
 
-        await self._retry("Kafka outcome topic", start_listener)
+        await self._retry("Kafka outcome topic", start_listener, _kafka)
         assert self._listener is not None
         self.backends.publish = self._publish
         log.info("api_kafka_ready", outcome_topic=s.outcome_topic)
         await self._listener.run()
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        """A background part that ends by itself was refused for good: stop the process,
+        naming why (run_api raises it)."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        error = exc if isinstance(exc, FatalError) else FatalError(f"{task.get_name()}: {exc!r}")
+        log.error("api_fatal", error=str(error))
+        self.fatal = error
+        self.stopping.set()
 
     async def _publish(self, messages: Any) -> None:
         assert self._producer is not None
@@ -192,6 +221,12 @@ async def run_api(
     process = ApiProcess(settings)
     await process.start()
     try:
-        await stop.wait()
+        stopped = asyncio.create_task(stop.wait())
+        failed = asyncio.create_task(process.stopping.wait())
+        await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        failed.cancel()
     finally:
         await process.stop()
+    if process.fatal is not None:
+        raise process.fatal
