@@ -4,11 +4,13 @@ Every answer is checked against the seed's OCITag or ErrorModel."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 
 from tests.helpers.api import (
@@ -26,6 +28,7 @@ from tests.helpers.faults import stack
 from tests.helpers.harness import running_worker, structured
 from tests.helpers.services import Services
 from tests.helpers.wait import eventually
+from worker.api.store import PgReads
 from worker.problems import ProblemKind
 from worker.publisher import build_event
 from worker.settings import Settings
@@ -394,3 +397,29 @@ async def test_outcomes_of_other_producers_are_ignored(settings: Settings) -> No
         await worker.publish(foreign)
         answer = await api.put(tag, {"artifact": DIGEST_C}, headers={"Idempotency-Key": "mine"})
         assert json.loads(answer.raw)["artifact"] == DIGEST_C
+
+
+async def test_idempotency_key_times_are_kept_once_and_pruned(pool: asyncpg.Pool) -> None:
+    reads = PgReads(pool)
+    first = datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    assert await reads.received_at("urn:ocitag:api:ci", "k", first) == first
+    later = first + timedelta(minutes=5)
+    assert await reads.received_at("urn:ocitag:api:ci", "k", later) == first
+    assert await reads.received_at("urn:ocitag:api:other", "k", later) == later
+    assert await reads.prune(3600) == 2  # both older than an hour (2026-01-01)
+    assert await reads.received_at("urn:ocitag:api:ci", "k", later) == later
+
+
+async def test_two_replicas_each_answer_their_own_requests(settings: Settings) -> None:
+    """Both replicas read every outcome; each answers its requests and ignores the
+    other's (same caller, so the same source: only the ids tell them apart)."""
+    tags = [f"docker.io/team/replica:{n}" for n in range(10)]
+    async with running_worker(settings), running_api(settings) as one, running_api(settings) as two:
+        answers = await asyncio.gather(
+            *(
+                (one if n % 2 else two).put(tag, {"artifact": f"{n:064x}"})
+                for n, tag in enumerate(tags)
+            )
+        )
+        assert [record_of(a)["artifact"] for a in answers] == [f"{n:064x}" for n in range(10)]
+        assert [record_of(a)["tag"] for a in answers] == [t.rsplit(":", 1)[1] for t in tags]
