@@ -256,3 +256,38 @@ async def test_waiters_ignore_what_is_not_an_outcome(value: bytes | None) -> Non
         assert not waiters.deliver(value)
         await asyncio.sleep(0)
         assert not future.done()
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["artifact", "actor", "previous_artifact", "other"]) | st.text(),
+        _JSON | st.just(A),
+        max_size=4,
+    )
+)
+def test_any_json_body_is_a_put_or_a_422_naming_body_members(body: dict[str, Any]) -> None:
+    raw = json.dumps(body).encode()
+    if (
+        set(body) <= set(requests.PUT_MEMBERS)
+        and body.get("artifact") == A
+        and all(body.get(name, A) == A for name in ("previous_artifact",))
+        and (body.get("actor", "x") and isinstance(body.get("actor", "x"), str))
+    ):
+        assert requests.put_body(raw, "application/json", TAG).artifact == A
+        return
+    with pytest.raises(ApiProblem) as caught:
+        requests.put_body(raw, "application/json", TAG)
+    assert caught.value.status == 422
+    assert caught.value.errors
+    assert all(e.location.startswith("body.") for e in caught.value.errors)
