@@ -145,14 +145,17 @@ def _install_signals(stop: asyncio.Event) -> None:
 
 
 async def _prune_loop(store: Store, settings: Settings) -> None:
-    """Delete processed-event records past retention, in small batches, forever."""
+    """Delete processed-event records and tombstones past retention, in small batches,
+    forever."""
     while True:
         await asyncio.sleep(settings.prune_interval_seconds)
         try:
             pruned = await store.prune(settings.processed_retention_seconds)
             metrics.PRUNED.inc(pruned)
-            if pruned:
-                log.info("pruned", processed_events=pruned)
+            tombstones = await store.prune_tombstones(settings.tombstone_retention_seconds)
+            metrics.TOMBSTONES_PRUNED.inc(tombstones)
+            if pruned or tombstones:
+                log.info("pruned", processed_events=pruned, tombstones=tombstones)
         except Exception as exc:
             log.warning("prune_failed", error=str(exc))
 

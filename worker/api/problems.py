@@ -11,7 +11,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
-from worker.problems import ErrorItem
+from worker.problems import ErrorItem, ProblemKind
 
 
 class ApiProblemKind(Enum):
@@ -19,8 +19,12 @@ class ApiProblemKind(Enum):
 
     MALFORMED_REQUEST = ("malformed-request", 400, "Malformed request")
     UNAUTHORIZED = ("unauthorized", 401, "Unauthorized")
-    # same slug and title as the worker's deletion of a missing tag: one meaning
-    NOT_FOUND = ("not-found", 404, "Tag not found")
+    # the worker's own kind for a deletion of a missing tag: one meaning, one type
+    NOT_FOUND = (
+        ProblemKind.NOT_FOUND.slug,
+        ProblemKind.NOT_FOUND.status,
+        ProblemKind.NOT_FOUND.title,
+    )
     NO_ROUTE = ("no-route", 404, "No such resource")
     METHOD_NOT_ALLOWED = ("method-not-allowed", 405, "Method not allowed")
     REQUEST_TOO_LARGE = ("request-too-large", 413, "Request body too large")

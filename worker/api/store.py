@@ -14,8 +14,8 @@ import asyncpg
 
 from worker.timefmt import format_rfc3339
 
-# the live records; ``ocitags`` holds only live ones until deletions (tombstones) land
-LIVE = "ocitags"
+# the live records (``ocitags`` also holds tombstones of deleted tags)
+LIVE = "live_ocitags"
 
 _COLUMNS = (
     "artifact, repository, tag, created_by, created_on, last_modified_by, last_modified_on, version"
