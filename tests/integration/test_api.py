@@ -329,6 +329,8 @@ async def test_delete_answers_with_the_outcome(settings: Settings) -> None:
         again = await api.delete(tag, headers={"Idempotency-Key": "rm-1"})
         assert (again.status, again.raw) == (deleted.status, deleted.raw)
         problem_of(await api.get(tag), 404)
+        listed = await api.call("GET", f"{api.base}/ocitags/?repository=docker.io/team/gone")
+        assert listed.body == {"items": [], "next": None}  # tombstones are not listed
         problem_of(await api.delete(tag), 404)
         reused = problem_of(
             await api.put(tag, {"artifact": DIGEST_A}, headers={"Idempotency-Key": "rm-1"}), 409
