@@ -294,7 +294,7 @@ class IngestServer:
         limit = self._limits.max_body_bytes
         return self._problem(
             413,
-            "too-large",
+            "request-too-large",  # the API's type for the same thing (not the 400 record one)
             f"the delivery is over {limit} bytes (OCITAG_INGEST_MAX_BODY_BYTES)",
             [ErrorItem("body", f"must be at most {limit} bytes", size)],
         )
