@@ -63,10 +63,12 @@ class KindSpec:
     name: str
     auth: Auth
     map_delivery: Mapper
+    #: the mapper's repositories start with the registry host (not cloudevents')
+    hosted: bool = True
 
 
-def _spec(name: str, mapper: Mapper) -> KindSpec:
-    return KindSpec(name, AUTH[name], mapper)
+def _spec(name: str, mapper: Mapper, *, hosted: bool = True) -> KindSpec:
+    return KindSpec(name, AUTH[name], mapper, hosted)
 
 
 KINDS: dict[str, KindSpec] = {
@@ -82,6 +84,6 @@ KINDS: dict[str, KindSpec] = {
         _spec("quay", quay.map_delivery),
         _spec("artifactory", artifactory.map_delivery),
         _spec("zot", zot.map_delivery),
-        _spec("cloudevents", cloudevents.map_delivery),
+        _spec("cloudevents", cloudevents.map_delivery, hosted=False),
     )
 }

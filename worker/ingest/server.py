@@ -152,7 +152,7 @@ class IngestServer:
             headers[REGISTRY_HEADER] = request.query["registry"]
         headers[RECEIVED_AT_HEADER] = format_rfc3339(received)
         try:
-            decided = plan(spec.map_delivery(body, headers))
+            decided = plan(spec.map_delivery(body, headers), hosted=spec.hosted)
         except MappingError as exc:
             base = self._limits.problem_base_uri
             raise refusals.unmappable(base, exc, delivery.delivery_id) from None
