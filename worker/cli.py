@@ -1,4 +1,4 @@
-"""``ocitag-worker run | migrate | publish | outcomes | reconcile``.
+"""``ocitag-worker run | migrate | publish | outcomes | reconcile | api``.
 
 Every setting is a flag on every command (``--input-topic`` for ``OCITAG_INPUT_TOPIC``);
 flags win over the environment. Exit codes: 0 done, 1 a fatal error (one line naming the
@@ -123,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reconcile.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
     _add_setting_flags(reconcile)
+
+    # --- api
+    api = commands.add_parser(
+        "api", help="serve the seed's HTTP API (PUT/DELETE/GET /ocitags/{tag}/) over Kafka"
+    )
+    _add_setting_flags(api)
     return parser
 
 
@@ -175,6 +181,10 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from worker.ingest.app import run_ingest  # noqa: PLC0415
 
         await run_ingest(settings)
+    if args.command == "api":
+        from worker.api.app import run_api  # noqa: PLC0415 - the api's imports only when serving
+
+        await run_api(settings)
         return 0
     return await _outcomes(args, settings)
 
