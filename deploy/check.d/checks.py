@@ -36,10 +36,13 @@ COMPOSE = DEPLOY / "compose.yaml"
 EXTERNAL_METRICS = {
     "up": "Prometheus, per scrape target",
     "prober_probe_total": "kubelet /metrics/probes",
+    # the reconcile CronJob's runs are too short to scrape: its Job status tells instead
+    "kube_cronjob_status_last_successful_time": "kube-state-metrics",
+    "kube_cronjob_created": "kube-state-metrics",
 }
 # Labels a Prometheus Operator scrape adds to every series of a target.
 TARGET_LABELS = {"job", "instance", "namespace", "pod", "service", "container", "endpoint"}
-EXTERNAL_LABELS = {"probe_type", "result", "pod_uid"}
+EXTERNAL_LABELS = {"probe_type", "result", "pod_uid", "cronjob"}
 # Grafana's variables: ours (templating) are checked separately.
 GRAFANA_BUILTINS = {"__rate_interval", "__interval", "__range", "__range_s", "__interval_ms"}
 

@@ -58,15 +58,21 @@ AUTH: dict[str, Auth] = {
 }
 
 
+#: kinds whose payloads carry no time: their events take the delivery's arrival, and a
+#: retry of a body keeps its first arrival's (worker/ingest/arrivals.py)
+ARRIVAL_TIMED = frozenset({"quay", "artifactory"})
+
+
 @dataclass(frozen=True, slots=True)
 class KindSpec:
     name: str
     auth: Auth
     map_delivery: Mapper
+    arrival_timed: bool = False
 
 
 def _spec(name: str, mapper: Mapper) -> KindSpec:
-    return KindSpec(name, AUTH[name], mapper)
+    return KindSpec(name, AUTH[name], mapper, name in ARRIVAL_TIMED)
 
 
 KINDS: dict[str, KindSpec] = {

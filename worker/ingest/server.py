@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -26,6 +26,7 @@ from aiohttp import web
 
 from worker import metrics
 from worker.errors import WorkerError
+from worker.ingest.arrivals import Arrivals
 from worker.ingest.auth import authentic
 from worker.ingest.delivery import accepted_body, cloud_event, messages, plan
 from worker.ingest.kinds import KindSpec
@@ -112,11 +113,14 @@ class IngestServer:
         sink: EventSink,
         resolver: DigestResolver,
         limits: Limits,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._kinds = dict(kinds)
         self._sink = sink
         self._resolver = resolver
         self._limits = limits
+        self._clock = clock
+        self._arrivals = Arrivals()
         # sends in flight by record value: a retry of the same delivery joins them
         self._sending: dict[bytes | None, asyncio.Future[None]] = {}
 
@@ -133,7 +137,7 @@ class IngestServer:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
-        received = datetime.now(UTC)
+        received = self._clock()
         name = request.match_info["kind"]
         enabled = self._kinds.get(name)
         delivery = _Delivery(kind=name if enabled else "unknown")
@@ -180,6 +184,8 @@ class IngestServer:
             raise RefusedError(401, "unauthenticated")
         if "registry" in request.query:
             headers[REGISTRY_HEADER] = request.query["registry"]
+        if spec.arrival_timed:  # a retry of this body keeps its first arrival's time
+            received = self._arrivals.first(spec.name, body, received)
         headers[RECEIVED_AT_HEADER] = format_rfc3339(received)
         try:
             decided = plan(spec.map_delivery(body, headers))
