@@ -453,6 +453,9 @@ def pod_environ(rendered: str, container: dict[str, Any]) -> dict[str, str]:
 NOT_IN_CONFIGMAP = {
     "OCITAG_HTTP_HOST",
     "OCITAG_INGEST_HOST",
+    "OCITAG_INGEST_GAR_OIDC_AUDIENCE",
+    "OCITAG_INGEST_GAR_OIDC_EMAIL",
+    "OCITAG_INGEST_GAR_OIDC_JWKS_URL",
     "OCITAG_KAFKA_SSL_CAFILE",
     "OCITAG_KAFKA_SSL_CERTFILE",
     "OCITAG_KAFKA_SSL_KEYFILE",
