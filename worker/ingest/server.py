@@ -104,6 +104,10 @@ class _Delivery:
     cause: str | None = None
 
 
+#: kinds whose senders validate an endpoint with the CloudEvents webhook handshake
+VALIDATING_KINDS = frozenset({"acr", "cloudevents", "zot"})
+
+
 class IngestServer:
     """The aiohttp application of ``ocitag-worker ingest`` (probes are served apart)."""
 
@@ -128,7 +132,35 @@ class IngestServer:
         app = web.Application(client_max_size=self._limits.max_body_bytes)
         app.router.add_post("/webhooks/{kind}", self.handle)
         app.router.add_post("/webhooks/{kind}/{secret}", self.handle)
+        app.router.add_route("OPTIONS", "/webhooks/{kind}", self.validation)
         return app
+
+    async def validation(self, request: web.Request) -> web.StreamResponse:
+        """The CloudEvents HTTP webhook validation handshake ("abuse protection"): an
+        ``OPTIONS`` with ``WebHook-Request-Origin``, answered with
+        ``WebHook-Allowed-Origin``. Event Grid sends it for subscriptions in the
+        CloudEvents schema (acr); CloudEvents senders may too. It publishes nothing and
+        Event Grid sends it without the subscription's delivery headers, so it is
+        answered without the secret, for enabled CloudEvents-speaking kinds only."""
+        name = request.match_info["kind"]
+        origin = request.headers.get("WebHook-Request-Origin", "").strip()
+        if name not in VALIDATING_KINDS or name not in self._kinds or not origin:
+            status = 404 if name not in self._kinds or name not in VALIDATING_KINDS else 400
+            title = _TITLES[404] if status == 404 else "WebHook-Request-Origin is required"
+            return web.Response(
+                status=status,
+                body=orjson.dumps({"title": title, "status": status}),
+                headers={"Content-Type": PROBLEM_JSON},
+            )
+        log.info("webhook_validation", kind=name, origin=origin[:200])
+        return web.Response(
+            status=200,
+            headers={
+                "WebHook-Allowed-Origin": origin,
+                "WebHook-Allowed-Rate": "*",
+                "Allow": "POST, OPTIONS",
+            },
+        )
 
     async def close(self) -> None:
         """Wait (briefly) for sends that outlived their delivery."""

@@ -335,3 +335,30 @@ async def test_a_retried_quay_delivery_keeps_its_first_arrival_time() -> None:
     assert json.loads(first[2] or b"")["time"] == "2026-12-02T04:00:00Z"
     assert json.loads(late[2] or b"")["time"] == "2026-12-02T05:07:00Z"
     assert json.loads(late[2] or b"")["id"] == json.loads(first[2] or b"")["id"]
+
+
+async def test_the_cloudevents_validation_handshake_allows_the_origin(setup: Setup) -> None:
+    origin = "eventgrid.azure.net"
+    response = await setup.client.options(
+        "/webhooks/acr", headers={"WebHook-Request-Origin": origin}
+    )
+    assert response.status == 200
+    assert response.headers["WebHook-Allowed-Origin"] == origin
+    assert response.headers["WebHook-Allowed-Rate"] == "*"
+    assert setup.sink.sent == []
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status"),
+    [
+        ("/webhooks/harbor", {"WebHook-Request-Origin": "x.example"}, 404),  # not enabled
+        ("/webhooks/distribution", {"WebHook-Request-Origin": "x.example"}, 404),  # no CE
+        ("/webhooks/acr", {}, 400),  # no origin to allow
+    ],
+)
+async def test_the_validation_handshake_is_only_for_enabled_cloudevents_kinds(
+    setup: Setup, path: str, headers: dict[str, str], status: int
+) -> None:
+    response = await setup.client.options(path, headers=headers)
+    assert response.status == status
+    assert "WebHook-Allowed-Origin" not in response.headers
