@@ -33,8 +33,10 @@ services:
 migrate: install
 	@$(WITH_SERVICES) $(BIN)/ocitag-worker migrate
 
+# The whole product (worker, ingest, api, and a local registry feeding ingest) on the
+# local stack, under one supervisor: deploy/local/run.
 run: install
-	@$(WITH_SERVICES) $(BIN)/ocitag-worker migrate && exec $(BIN)/ocitag-worker run
+	@exec deploy/local/run
 
 lint: install
 	$(BIN)/ruff check worker tests bench

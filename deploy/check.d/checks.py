@@ -36,10 +36,13 @@ COMPOSE = DEPLOY / "compose.yaml"
 EXTERNAL_METRICS = {
     "up": "Prometheus, per scrape target",
     "prober_probe_total": "kubelet /metrics/probes",
+    # the reconcile CronJob's runs are too short to scrape: its Job status tells instead
+    "kube_cronjob_status_last_successful_time": "kube-state-metrics",
+    "kube_cronjob_created": "kube-state-metrics",
 }
 # Labels a Prometheus Operator scrape adds to every series of a target.
 TARGET_LABELS = {"job", "instance", "namespace", "pod", "service", "container", "endpoint"}
-EXTERNAL_LABELS = {"probe_type", "result", "pod_uid"}
+EXTERNAL_LABELS = {"probe_type", "result", "pod_uid", "cronjob"}
 # Grafana's variables: ours (templating) are checked separately.
 GRAFANA_BUILTINS = {"__rate_interval", "__interval", "__range", "__range_s", "__interval_ms"}
 
@@ -450,6 +453,9 @@ def pod_environ(rendered: str, container: dict[str, Any]) -> dict[str, str]:
 NOT_IN_CONFIGMAP = {
     "OCITAG_HTTP_HOST",
     "OCITAG_INGEST_HOST",
+    "OCITAG_INGEST_GAR_OIDC_AUDIENCE",
+    "OCITAG_INGEST_GAR_OIDC_EMAIL",
+    "OCITAG_INGEST_GAR_OIDC_JWKS_URL",
     "OCITAG_KAFKA_SSL_CAFILE",
     "OCITAG_KAFKA_SSL_CERTFILE",
     "OCITAG_KAFKA_SSL_KEYFILE",

@@ -1,6 +1,7 @@
 """Reconcile end to end: the real CNCF Distribution registry with htpasswd auth, images
 pushed, moved and deleted by the real crane while no notification reaches the store
-(ingest stopped), the running worker applying what reconcile publishes."""
+(ingest not wired), the running worker applying what reconcile publishes; and reconcile
+racing a push that goes through the real ingest."""
 
 from __future__ import annotations
 
@@ -16,25 +17,24 @@ import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
-from tests.helpers.harness import Harness, running_worker, structured
+from tests.helpers.harness import running_worker
 from tests.helpers.images import Crane
-from tests.helpers.notifications import NotificationSink
-from tests.helpers.registry import Registry, free_port
+from tests.helpers.ingest import running_ingest
+from tests.helpers.registry import Endpoint, Registry, free_port
 from tests.helpers.wait import eventually
 from worker.identifiers import normalize_digest
 from worker.kafka import Producer
 from worker.oci import RegistryClient
-from worker.publisher import build_event
 from worker.reconcile.output import JsonLines
 from worker.reconcile.run import EventSink, KafkaSink, Reconciler, parse_options, reconcile
 from worker.reconcile.store import PostgresLiveRecords
 from worker.settings import Settings
-from worker.timefmt import format_rfc3339, parse_rfc3339
 
 pytestmark = pytest.mark.integration
 
 USER, PASSWORD = "alice", "pa:ss,word"
 ENCODED = "pa%3Ass%2Cword"
+INGEST_TOKEN = "Bearer ingest-t0ken"
 
 
 @pytest.fixture
@@ -161,91 +161,85 @@ class Interleaved:
             await self._newer()
 
 
+def wire_to_ingest(registry: Registry, settings: Settings) -> None:
+    """Restart ``registry`` (same storage, same port) notifying the real ingest: what it
+    held before was never delivered, so the store is behind it."""
+    registry.stop()
+    url = f"http://127.0.0.1:{settings.ingest_port}/webhooks/distribution"
+    # a generous timeout: ingest answers within its deadline, so the registry never
+    # re-sends (a re-send would only add the worker's byte-identical replay)
+    endpoint = Endpoint(
+        url, headers={"Authorization": INGEST_TOKEN}, timeout="10s", backoff="100ms"
+    )
+    registry.endpoints = [endpoint]
+    registry.start()
+
+
 @pytest.mark.parametrize("push_event_first", [True, False], ids=["push-first", "reconcile-first"])
-async def test_a_push_after_the_observation_wins(
-    registry_tools: Path,
+async def test_a_push_through_ingest_after_the_observation_wins(
+    registry: Registry,
     make_settings: Callable[..., Settings],
     pool: asyncpg.Pool,
     push_event_first: bool,
 ) -> None:
-    async with NotificationSink() as notifications:
-        registry = Registry(endpoints=[notifications.endpoint], users={USER: PASSWORD})
-        with registry:
-            crane = Crane(registry, USER, PASSWORD)
-            host = registry.host
-            old = normalize_digest(crane.push("team/app", "v1", "old"))
-            settings = reconcile_settings(make_settings, registry)
+    """Reconcile observes v1 → old while the store is behind; then v1 is pushed again and
+    the registry's notification goes through ``ocitag-worker ingest`` to Kafka. Whichever
+    of the two events reaches the worker first, the store ends at the registry's state."""
+    crane = Crane(registry, USER, PASSWORD)
+    host = registry.host
+    old = normalize_digest(crane.push("team/app", "v1", "old"))
+    settings = reconcile_settings(
+        make_settings,
+        registry,
+        ingest_port=free_port(),
+        ingest_host="127.0.0.1",
+        ingest_distribution_secret=INGEST_TOKEN,
+        ingest_deadline_seconds=2.0,  # a loaded 2-core test machine
+    )
+    wire_to_ingest(registry, settings)
+    newer: list[str] = []
 
-            async with running_worker(settings) as worker:
+    async with running_worker(settings) as worker, running_ingest(settings):
 
-                async def newer_push() -> None:
-                    # reconcile has observed v1 → old; now the registry moves it, and
-                    # its notification goes through as ingest would publish it: the
-                    # registry's own id and timestamp
-                    pushed = normalize_digest(
-                        await asyncio.to_thread(crane.push, "team/app", "v1", "newer")
-                    )
-                    await eventually(
-                        lambda: any(
-                            e["target"]["digest"].endswith(pushed)
-                            for e in notifications.pushes("team/app", "v1")
-                        )
-                    )
-                    event = next(
-                        e
-                        for e in notifications.pushes("team/app", "v1")
-                        if e["target"]["digest"].endswith(pushed)
-                    )
-                    await worker.publish(
-                        [
-                            structured(
-                                build_event(
-                                    f"{host}/team/app:v1",
-                                    pushed,
-                                    source=f"urn:ocitag:ingest:distribution:{host}",
-                                    event_id=event["id"],
-                                    time=format_rfc3339(parse_rfc3339(event["timestamp"])),
-                                ),
-                                key=f"{host}/team/app:v1".encode(),
-                            )
-                        ]
-                    )
-                    newer_digest.append(pushed)
+        async def push_newer() -> None:
+            # reconcile has observed v1 → old (its event is built, maybe published)
+            # no label: one manifest PUT, so one tag event (old carries a label: another image)
+            pushed = await asyncio.to_thread(crane.push, "team/app", "v1")
+            newer.append(normalize_digest(pushed))
+            if push_event_first:  # ingest's event is applied before reconcile's is sent
+                (outcome,) = await worker.outcomes(1, timeout=60)
+                assert outcome.body["data"]["artifact"] == newer[0]
 
-                newer_digest: list[str] = []
-                producer = Producer(settings)
-                await producer.start()
-                try:
-                    async with RegistryClient.from_settings(settings) as client:
-                        summary = await Reconciler(
-                            client,
-                            PostgresLiveRecords(pool),
-                            Interleaved(
-                                KafkaSink(producer, settings.input_topic),
-                                newer_push,
-                                push_event_first,
-                            ),
-                            JsonLines(io.StringIO()),
-                            concurrency=4,
-                        ).run(parse_options(host, ["team/app"], False, None))
-                finally:
-                    await producer.stop()
-                assert summary.differences == {"moved": 1}
+        producer = Producer(settings)
+        await producer.start()
+        try:
+            async with RegistryClient.from_settings(settings) as client:
+                summary = await Reconciler(
+                    client,
+                    PostgresLiveRecords(pool),
+                    Interleaved(
+                        KafkaSink(producer, settings.input_topic), push_newer, push_event_first
+                    ),
+                    JsonLines(io.StringIO()),
+                    concurrency=4,
+                ).run(parse_options(host, ["team/app"], False, None))
+        finally:
+            await producer.stop()
+        assert summary.differences == {"moved": 1}
 
-                outcomes = await outcomes_of(worker, 2)
-                statuses = sorted(o["source"] for o in outcomes)
-                assert len(statuses) == 2
-                (pushed,) = newer_digest
-                assert pushed != old
-                await converges(pool, {f"{host}/team/app:v1": pushed})
-                rejected = [o for o in outcomes if o["type"] != "ocitag.updated.v1"]
-                # the reconcile event was superseded when it came second, applied first
-                # otherwise; either way the newer push is what the store holds
-                assert len(rejected) == (1 if push_event_first else 0)
-
-
-async def outcomes_of(worker: Harness, count: int) -> list[dict[str, Any]]:
-    return [received.body for received in await worker.outcomes(count)]
+        outcomes = await worker.outcomes(2, timeout=60)
+        (pushed,) = newer
+        assert pushed != old
+        assert registry_state(crane, ["team/app"]) == {f"{host}/team/app:v1": pushed}
+        await converges(pool, registry_state(crane, ["team/app"]))
+    seen = [
+        (o.body["type"], o.body["data"].get("artifact", o.body["data"].get("status")))
+        for o in sorted(outcomes, key=lambda o: (o.partition, o.offset))
+    ]
+    if push_event_first:  # reconcile's older observation is superseded
+        assert seen == [("ocitag.updated.v1", pushed), ("ocitag.rejected.v1", 409)]
+    else:  # reconcile's repair applied, then the push moves the tag on
+        assert seen == [("ocitag.updated.v1", old), ("ocitag.updated.v1", pushed)]
 
 
 async def test_interval_runs_again_and_serves_metrics(

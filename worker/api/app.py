@@ -23,7 +23,7 @@ from worker.db import classify_db_error, open_pool
 from worker.errors import Cause, FatalError, TransientError
 from worker.health import Check, Health
 from worker.http import serve
-from worker.kafka import Producer, classify_kafka_error
+from worker.kafka import Producer, classify_kafka_error, ensure_topics
 from worker.migrate import check_schema
 from worker.retry import Backoff, retrying
 from worker.settings import Settings
@@ -139,6 +139,8 @@ class ApiProcess:
         s = self._settings
 
         async def start_producer() -> None:
+            if s.create_topics:  # as the worker does: start order does not matter
+                await ensure_topics(s, [s.input_topic, s.outcome_topic])
             producer = Producer(s)
             try:
                 await producer.start()

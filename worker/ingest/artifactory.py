@@ -14,7 +14,8 @@ input, which parses the same envelope): ``{"domain": "docker", "event_type": "pu
   for ``list.manifest.json``) digest. A manifest pushed by digest is stored under a
   ``sha256__<hex>`` folder and reported with that as its ``tag``: ignored as ``untagged``.
 - Identity: the payload carries neither an id nor a time. The id is derived from the
-  body; the time is the arrival time the server stamps (``x-ocitag-received-at``).
+  body; the time is the arrival time the server stamps (``x-ocitag-received-at``), the
+  first arrival of this body as the process remembers it (worker/ingest/arrivals.py).
 - ``promoted`` (a copy into another repository, which the payload does not name) and
   other domains are ignored; reconcile repairs what they change.
 """

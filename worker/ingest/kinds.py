@@ -58,17 +58,23 @@ AUTH: dict[str, Auth] = {
 }
 
 
+#: kinds whose payloads carry no time: their events take the delivery's arrival, and a
+#: retry of a body keeps its first arrival's (worker/ingest/arrivals.py)
+ARRIVAL_TIMED = frozenset({"quay", "artifactory"})
+
+
 @dataclass(frozen=True, slots=True)
 class KindSpec:
     name: str
     auth: Auth
     map_delivery: Mapper
+    arrival_timed: bool = False
     #: the mapper's repositories start with the registry host (not cloudevents')
     hosted: bool = True
 
 
 def _spec(name: str, mapper: Mapper, *, hosted: bool = True) -> KindSpec:
-    return KindSpec(name, AUTH[name], mapper, hosted)
+    return KindSpec(name, AUTH[name], mapper, name in ARRIVAL_TIMED, hosted)
 
 
 KINDS: dict[str, KindSpec] = {

@@ -17,7 +17,8 @@ from typing import Literal
 #: (where a payload has none, or only an internal one) …
 REGISTRY_HEADER = "x-ocitag-registry"
 #: … and when the delivery arrived (RFC 3339; always the server's), the time of events
-#: from payloads that carry no timestamp of their own
+#: from payloads that carry no timestamp of their own (for those kinds, the first arrival
+#: of the same body: worker/ingest/arrivals.py)
 RECEIVED_AT_HEADER = "x-ocitag-received-at"
 
 

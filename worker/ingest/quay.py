@@ -9,9 +9,10 @@ notification lists every tag the push updated: each becomes a move. Quay sends n
 
 Identity: the payload carries neither an id nor a time. The id of tag ``i`` is derived
 from the body and ``i`` (Quay's notification worker retries the same body); the time is
-the arrival time the server stamps on the delivery (``x-ocitag-received-at``), so a
-retry of a delivery that was already published carries a later time and the worker
-answers it 409 (same id, other content): one effect either way.
+the arrival time the server stamps on the delivery (``x-ocitag-received-at``): the first
+arrival of this body, which the server remembers for an hour (worker/ingest/arrivals.py),
+so a retry reaching the same process yields the same events. A retry elsewhere carries a
+later time and the worker answers it 409 (same id, other content): one effect either way.
 
 Other notifications sent to the same endpoint (builds, vulnerabilities, mirroring) are
 ignored.

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +27,7 @@ from aiohttp import web
 from worker import metrics
 from worker.errors import WorkerError
 from worker.ingest import refusals
+from worker.ingest.arrivals import Arrivals
 from worker.ingest.auth import authentic
 from worker.ingest.delivery import accepted_body, cloud_event, messages, plan
 from worker.ingest.kinds import KindSpec
@@ -76,6 +77,10 @@ class _Delivery:
     cause: str | None = None
 
 
+#: kinds whose senders validate an endpoint with the CloudEvents webhook handshake
+VALIDATING_KINDS = frozenset({"acr", "cloudevents", "zot"})
+
+
 class IngestServer:
     """The aiohttp application of ``ocitag-worker ingest`` (probes are served apart)."""
 
@@ -85,17 +90,48 @@ class IngestServer:
         sink: EventSink,
         resolver: DigestResolver,
         limits: Limits,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._kinds = dict(kinds)
         self._sends = InFlightSends(sink)
         self._resolver = resolver
         self._limits = limits
+        self._clock = clock
+        self._arrivals = Arrivals()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self._limits.max_body_bytes)
         app.router.add_post("/webhooks/{kind}", self.handle)
         app.router.add_post("/webhooks/{kind}/{secret}", self.handle)
+        app.router.add_route("OPTIONS", "/webhooks/{kind}", self.validation)
         return app
+
+    async def validation(self, request: web.Request) -> web.StreamResponse:
+        """The CloudEvents HTTP webhook validation handshake ("abuse protection"): an
+        ``OPTIONS`` with ``WebHook-Request-Origin``, answered with
+        ``WebHook-Allowed-Origin``. Event Grid sends it for subscriptions in the
+        CloudEvents schema (acr); CloudEvents senders may too. It publishes nothing and
+        Event Grid sends it without the subscription's delivery headers, so it is
+        answered without the secret, for enabled CloudEvents-speaking kinds only."""
+        name = request.match_info["kind"]
+        origin = request.headers.get("WebHook-Request-Origin", "").strip()
+        if name not in VALIDATING_KINDS or name not in self._kinds or not origin:
+            status = 404 if name not in self._kinds or name not in VALIDATING_KINDS else 400
+            title = refusals.TITLES[404] if status == 404 else "WebHook-Request-Origin is required"
+            return web.Response(
+                status=status,
+                body=orjson.dumps({"title": title, "status": status}),
+                headers={"Content-Type": PROBLEM_JSON},
+            )
+        log.info("webhook_validation", kind=name, origin=origin[:200])
+        return web.Response(
+            status=200,
+            headers={
+                "WebHook-Allowed-Origin": origin,
+                "WebHook-Allowed-Rate": "*",
+                "Allow": "POST, OPTIONS",
+            },
+        )
 
     async def close(self) -> None:
         """Wait (briefly) for sends that outlived their delivery."""
@@ -103,7 +139,7 @@ class IngestServer:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
-        received = datetime.now(UTC)
+        received = self._clock()
         name = request.match_info["kind"]
         enabled = self._kinds.get(name)
         delivery = _Delivery(kind=name if enabled else "unknown")
@@ -150,6 +186,8 @@ class IngestServer:
             raise RefusedError(401, "unauthenticated")
         if "registry" in request.query:
             headers[REGISTRY_HEADER] = request.query["registry"]
+        if spec.arrival_timed:  # a retry of this body keeps its first arrival's time
+            received = self._arrivals.first(spec.name, body, received)
         headers[RECEIVED_AT_HEADER] = format_rfc3339(received)
         try:
             decided = plan(spec.map_delivery(body, headers), hosted=spec.hosted)

@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -314,3 +314,56 @@ async def test_a_body_slower_than_the_read_timeout_is_408() -> None:
         )
     assert response.status == 408
     assert sink.sent == []
+
+
+async def test_a_retried_quay_delivery_keeps_its_first_arrival_time() -> None:
+    """Quay sends no id and no time: the retry of a delivery yields the same records
+    (the worker replays them) as long as this process remembers its first arrival."""
+    now = [datetime(2026, 12, 2, 4, 0, tzinfo=UTC)]
+    sink = FakeSink()
+    kinds = {"quay": Enabled(KINDS["quay"], (b"quay-path-secret",))}
+    resolver = FakeResolver({"quay.io/mynamespace/repository:latest": f"sha256:{ART}"})
+    server = IngestServer(kinds, sink, resolver, _limits(), clock=lambda: now[0])
+    body, _ = load_delivery("quay", "repo_push")
+    async with TestClient(TestServer(server.app())) as client:
+
+        async def deliver(after: timedelta) -> None:
+            now[0] += after
+            response = await client.post("/webhooks/quay/quay-path-secret", data=body)
+            assert response.status == 200
+
+        await deliver(timedelta(0))
+        await deliver(timedelta(minutes=7))  # the sender's retry
+        await deliver(timedelta(minutes=60))  # 67 minutes after the first: forgotten
+    first, retry, late = sink.sent
+    assert retry == first  # byte for byte: key, value, headers
+    assert json.loads(first[2] or b"")["time"] == "2026-12-02T04:00:00Z"
+    assert json.loads(late[2] or b"")["time"] == "2026-12-02T05:07:00Z"
+    assert json.loads(late[2] or b"")["id"] == json.loads(first[2] or b"")["id"]
+
+
+async def test_the_cloudevents_validation_handshake_allows_the_origin(setup: Setup) -> None:
+    origin = "eventgrid.azure.net"
+    response = await setup.client.options(
+        "/webhooks/acr", headers={"WebHook-Request-Origin": origin}
+    )
+    assert response.status == 200
+    assert response.headers["WebHook-Allowed-Origin"] == origin
+    assert response.headers["WebHook-Allowed-Rate"] == "*"
+    assert setup.sink.sent == []
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status"),
+    [
+        ("/webhooks/harbor", {"WebHook-Request-Origin": "x.example"}, 404),  # not enabled
+        ("/webhooks/distribution", {"WebHook-Request-Origin": "x.example"}, 404),  # no CE
+        ("/webhooks/acr", {}, 400),  # no origin to allow
+    ],
+)
+async def test_the_validation_handshake_is_only_for_enabled_cloudevents_kinds(
+    setup: Setup, path: str, headers: dict[str, str], status: int
+) -> None:
+    response = await setup.client.options(path, headers=headers)
+    assert response.status == status
+    assert "WebHook-Allowed-Origin" not in response.headers
