@@ -1,15 +1,18 @@
 """The worker with Kafka clients nobody on the team wrote: events produced by kcat in
-both CloudEvents content modes (structured, and binary through ``-H`` headers), outcomes
-read back by kcat and by Kafka's Java ConsoleConsumer, and each outcome read by the
-CloudEvents SDK."""
+both CloudEvents content modes (structured, and binary through ``-H`` headers) and by the
+CloudEvents SDK's Kafka binding, outcomes read back by kcat and by Kafka's Java
+ConsoleConsumer, and each outcome read by the CloudEvents SDK."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cloudevents.core.bindings.kafka import to_binary_event, to_structured_event
+from cloudevents.core.v1.event import CloudEvent
 
 from tests.helpers.clients import console_consume, kcat_consume, kcat_produce
 from tests.helpers.cloudevents_sdk import sdk_errors
@@ -93,3 +96,35 @@ async def test_the_java_console_consumer_reads_outcomes_with_their_keys_and_head
     assert key.encode() == outcome.key == b"docker.io/istio/pilot:1.3.0"
     assert value.encode() == outcome.value
     assert sdk_errors(key.encode(), value.encode(), [("content-type", STRUCTURED.encode())]) == []
+
+
+@pytest.mark.parametrize("mode", ["binary", "structured"])
+async def test_events_written_by_the_cloudevents_sdk_kafka_binding(
+    make_settings: Callable[..., Settings], mode: str
+) -> None:
+    """The SDK's Kafka binding writes the key as text and adds its ``partitionkey``
+    extension (as ``ce_partitionkey`` in binary mode): an ordinary extension attribute."""
+    sent = CloudEvent(
+        attributes={
+            "specversion": "1.0",
+            "id": f"sdk-{mode}",
+            "source": "urn:sdk",
+            "type": "ocitag.moved.v1",
+            "time": datetime(2026, 11, 28, 15, 0, 0, 123456, tzinfo=UTC),
+            "datacontenttype": "application/json",
+            "partitionkey": "docker.io/istio/pilot:1.3.0",
+        },
+        data={"repository": "istio/pilot", "tag": "1.3.0", "artifact": f"sha256:{HEX}"},
+    )
+    convert = to_binary_event if mode == "binary" else to_structured_event
+    message = convert(sent)
+    key = message.key.encode() if isinstance(message.key, str) else message.key
+    headers = [(name, bytes(value)) for name, value in message.headers.items()]
+    settings = make_settings(topic_partitions=1)
+    async with running_worker(settings) as worker:
+        await worker.publish([(key, message.value, headers)])
+        (outcome,) = await worker.outcomes(1)
+    assert outcome.key == b"docker.io/istio/pilot:1.3.0"
+    body = outcome.body
+    assert (body["status"], body["change"], body["causationid"]) == (200, "created", f"sdk-{mode}")
+    assert body["data"]["created_on"] == "2026-11-28T15:00:00.123456Z"
