@@ -92,7 +92,7 @@ check-deploy:
 # KAFKA_BOOTSTRAP_SERVERS/DATABASE_URL when set, else start the local stack; each run makes
 # its own topics and databases and drops them afterwards. Knobs: BENCH_* variables.
 bench: install
-	@$(WITH_SERVICES) $(PY) -m bench.pipeline
+	@$(WITH_SERVICES) $(PY) -m bench.history
 
 bench-store: install
 	@$(WITH_SERVICES) $(PY) -m bench.store

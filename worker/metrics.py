@@ -25,6 +25,15 @@ BATCH_SECONDS = Histogram(
     "Per partition batch: decode, apply, publish and commit.",
     buckets=_LATENCY_BUCKETS,
 )
+BATCH_STAGE_SECONDS = Histogram(
+    "ocitag_batch_stage_seconds",
+    "Per partition batch, by stage: fetch (the oldest record's Kafka timestamp to the "
+    "batch being fetched: time in the topic, behind the partition's previous batch "
+    "included), decode, apply (the database transaction), produce (every outcome "
+    "acknowledged), commit (the offset commit). Where an event's latency goes.",
+    ["stage"],
+    buckets=_LATENCY_BUCKETS,
+)
 BATCH_EVENTS = Histogram(
     "ocitag_batch_size_events", "Records per partition batch.", buckets=_SIZE_BUCKETS
 )

@@ -48,6 +48,11 @@ COMMIT_TIMEOUT_SECONDS = 30.0
 MAX_PROBE_RECORDS = 100_000
 # Kafka's default message size is about 1 MB; a dead letter is the record plus headers
 MAX_DEAD_LETTER_VALUE = 1_000_000
+_STAGE_FETCH = metrics.BATCH_STAGE_SECONDS.labels("fetch")
+_STAGE_DECODE = metrics.BATCH_STAGE_SECONDS.labels("decode")
+_STAGE_APPLY = metrics.BATCH_STAGE_SECONDS.labels("apply")
+_STAGE_PRODUCE = metrics.BATCH_STAGE_SECONDS.labels("produce")
+_STAGE_COMMIT = metrics.BATCH_STAGE_SECONDS.labels("commit")
 
 
 class Backoff:
@@ -69,6 +74,8 @@ class _Batch:
     tp: TopicPartition
     records: list[RawRecord]
     fetched_at: float
+    #: wall-clock time of the fetch, against the records' Kafka timestamps
+    fetched_wall: float = field(default_factory=time.time)
     task: asyncio.Task[None] | None = None
     give_up: asyncio.Event = field(default_factory=asyncio.Event)
     retrying: bool = False
@@ -239,11 +246,18 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def _process(self, batch: _Batch) -> None:
         started = time.monotonic()
+        oldest = min((r.timestamp_ms for r in batch.records if r.timestamp_ms > 0), default=None)
+        if oldest is not None:
+            _STAGE_FETCH.observe(max(0.0, batch.fetched_wall - oldest / 1000))
         decoded = [decode(r, self._settings.max_event_bytes) for r in batch.records]
+        decoded_at = time.monotonic()
+        _STAGE_DECODE.observe(decoded_at - started)
         outcomes = await self._retrying(batch, lambda: self._apply_and_publish(batch, decoded))
+        published = time.monotonic()
         await self._retrying(batch, lambda: self._commit(batch.tp, batch.next_offset))
         batch.committed = True
         done = time.monotonic()
+        _STAGE_COMMIT.observe(done - published)
         metrics.BATCH_SECONDS.observe(done - started)
         metrics.BATCH_EVENTS.observe(len(batch.records))
         elapsed = done - batch.fetched_at
@@ -267,7 +281,10 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             for raw, event in zip(batch.records, decoded, strict=True)
             if not isinstance(event, Undecodable)
         ]
+        started = time.monotonic()
         applied = iter(await self._apply(items, processed_at))
+        applied_at = time.monotonic()
+        _STAGE_APPLY.observe(applied_at - started)
         messages: list[Message] = []
         outcomes: list[Outcome] = []
         for raw, event in zip(batch.records, decoded, strict=True):
@@ -281,6 +298,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
                 (self._settings.outcome_topic, outcome.key, outcome.value, outcome.headers)
             )
         await self._producer.send_all(messages)
+        _STAGE_PRODUCE.observe(time.monotonic() - applied_at)
         metrics.DEAD_LETTERED.inc(sum(isinstance(e, Undecodable) for e in decoded))
         return outcomes
 
