@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,15 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop unless the settings ask for the standard loop (bench: each measured)."""
+    if settings.event_loop == "uvloop":
+        import uvloop  # noqa: PLC0415 - only when chosen
+
+        return uvloop.new_event_loop
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -102,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     logs.configure(settings.log_level, settings.log_format)
     try:
-        return asyncio.run(_dispatch(args, settings))
+        with asyncio.Runner(loop_factory=_loop_factory(settings)) as runner:
+            return runner.run(_dispatch(args, settings))
     except WorkerError as exc:
         structlog.get_logger("worker").error("fatal", error=str(exc))
         print(f"ocitag-worker: {exc}", file=sys.stderr)

@@ -25,6 +25,7 @@ SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+EventLoop = Literal["uvloop", "asyncio"]
 
 # Settings whose value may come from a file (``<NAME>_FILE``) and that are never logged.
 SECRET_FIELDS = frozenset(
@@ -262,6 +263,13 @@ class Settings(BaseSettings):
     log_level: LogLevel = Field("info", description="debug, info, warning or error")
     log_format: LogFormat = Field(
         "auto", description="auto (console on a terminal, JSON lines otherwise), json or console"
+    )
+
+    # --- runtime
+    event_loop: EventLoop = Field(
+        "uvloop",
+        description="uvloop (libuv: less CPU per socket read and callback) or asyncio "
+        "(the standard library's loop)",
     )
 
     @field_validator("database_url")
