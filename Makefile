@@ -9,9 +9,13 @@ BIN := $(CURDIR)/$(VENV)/bin
 STACK := deploy/local/stack
 PYTEST_ARGS ?=
 
-# Point at the local stack unless the environment names other servers.
-WITH_SERVICES = if [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ] || [ -z "$${DATABASE_URL:-}" ]; then \
-	$(STACK) up >&2 && eval "$$($(STACK) env)"; fi;
+# The one rule for services (tests/helpers/services.py applies the same): when both
+# KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL are set, those servers; otherwise the local
+# stack. START_STACK only starts it (the tests find it themselves, as the local stack
+# they may stop and start); WITH_SERVICES also exports its variables to the command.
+NEED_STACK = [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ] || [ -z "$${DATABASE_URL:-}" ]
+START_STACK = if $(NEED_STACK); then $(STACK) up >&2; fi;
+WITH_SERVICES = if $(NEED_STACK); then $(STACK) up >&2 && eval "$$($(STACK) env)"; fi;
 
 .PHONY: install services run migrate test test-unit lint format fuzz faults faults-long bench bench-store bench-decode schemas check-schemas down clean check-deploy
 
@@ -44,9 +48,8 @@ format: install
 # The whole suite on real services: the local stack is started here (the fixtures would
 # start it too) so that its start-up shows in the log before the tests.
 test: install lint check-schemas check-deploy
-	@if [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then $(STACK) up; fi
 	@$(STACK) tools >/dev/null
-	$(BIN)/pytest $(PYTEST_ARGS)
+	@$(START_STACK) $(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: install
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

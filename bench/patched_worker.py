@@ -1,7 +1,9 @@
 """The real worker with extra keyword arguments for its Kafka consumer: a what-if
 experiment for the benchmarks (``BENCH_CONSUMER_OVERRIDES='{"fetch_max_wait_ms": 10}'``),
 to measure a tuning before the worker has a setting for it. Nothing in ``worker/`` is
-changed; the consumer class gets different defaults in this process only.
+changed; in this process only, the consumer's constructor gets the overrides in place of
+what the worker passes (the worker passes most options explicitly, so defaults would not
+do).
 
     BENCH_CONSUMER_OVERRIDES='{"fetch_max_wait_ms": 10}' python -m bench.patched_worker
 """
@@ -20,12 +22,12 @@ ENV = "BENCH_CONSUMER_OVERRIDES"
 
 
 def patch_consumer(overrides: dict[str, Any]) -> None:
+    """Every AIOKafkaConsumer built from now on gets ``overrides``, winning over the
+    keyword arguments of its caller."""
     original = aiokafka.AIOKafkaConsumer.__init__
 
     def init(self: aiokafka.AIOKafkaConsumer, *args: Any, **kwargs: Any) -> None:
-        for name, value in overrides.items():
-            kwargs.setdefault(name, value)
-        original(self, *args, **kwargs)
+        original(self, *args, **{**kwargs, **overrides})
 
     aiokafka.AIOKafkaConsumer.__init__ = init
 

@@ -1,26 +1,23 @@
-"""Shared fixtures. Integration tests get real services (tests/services.py), each test
+"""Shared fixtures. Integration tests get real services (tests/helpers/services.py), each test
 its own database (cloned from a migrated template) and its own topics."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.helpers.registry import ToolsUnavailableError, tools_dir
-from tests.services import Services, UnavailableError, discover
+from tests.helpers.services import IN_CI, Services, UnavailableError, discover, with_database
 from worker.migrate import migrate
 from worker.settings import Settings, load_settings
 
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 TEMPLATE_DB = "ocitag_test_template"
 
 
@@ -48,10 +45,6 @@ def registry_tools() -> Path:
     except ToolsUnavailableError as exc:
         _unavailable(str(exc))
         raise
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
 
 
 @pytest.fixture(scope="session")

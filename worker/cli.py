@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaError
 
 from worker import __version__, logs
 from worker.errors import FatalError, SettingsError, WorkerError
-from worker.settings import Settings, env_name, flag_name, load_settings
+from worker.settings import MASK, SECRET_FIELDS, Settings, env_name, flag_name, load_settings
 
 EXIT_FATAL = 1
 EXIT_USAGE = 2
@@ -34,7 +34,7 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("settings (each also an environment variable)")
     for name, field in Settings.model_fields.items():
         default = field.default
-        shown = "****" if name in {"database_url", "db_password"} else default
+        shown = MASK if name in SECRET_FIELDS else default
         group.add_argument(
             flag_name(name),
             dest=f"setting_{name}",

@@ -1,4 +1,5 @@
-"""The apply / supersede / precondition decision of SPEC.md "Semantics". Pure.
+"""The apply / supersede / precondition decision of the contract (docs/contract.md
+"Semantics"). Pure.
 
 ``decide(stored, event)`` is the whole rule for one event against the tag's current
 record; ``fold`` runs it over the events of one tag in delivery order. The store runs the

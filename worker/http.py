@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from worker import metrics
 from worker.health import Health
 
 
@@ -35,6 +36,7 @@ def make_app(health: Health) -> web.Application:
 
 
 async def serve(health: Health, host: str, port: int) -> web.AppRunner:
+    metrics.serve_without_created_series()
     runner = web.AppRunner(make_app(health), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

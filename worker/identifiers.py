@@ -1,4 +1,5 @@
-"""Repository, tag and digest rules of SPEC.md "Identifiers". Pure functions.
+"""Repository, tag and digest rules of the contract (docs/contract.md "Identifiers").
+Pure functions.
 
 Each ``normalize_*`` returns the canonical (stored and published) form, or raises
 ``InvalidIdentifier`` whose message states the broken rule in plain words.

@@ -1,5 +1,11 @@
 """structlog set-up: JSON lines when not on a terminal, readable console output on one.
-Called once at start; nothing is configured at import time."""
+Called once at start; nothing is configured at import time.
+
+The standard library's loggers (aiokafka, asyncpg, aiohttp) go through structlog's
+``ProcessorFormatter`` with the same processors, so that every line on the stream has
+the same shape: one JSON object with ``timestamp``, ``level`` and ``event`` (plus
+``logger`` for a library's line), or one console line.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,11 @@ import structlog
 from worker.settings import LogFormat, LogLevel
 
 
+def _json_text(obj: Any, **_: Any) -> str:
+    """orjson for the standard library's lines, which the formatter must return as text."""
+    return orjson.dumps(obj, default=str).decode()
+
+
 def configure(level: LogLevel, fmt: LogFormat, stream: TextIO | None = None) -> None:
     out = stream or sys.stderr
     as_json = fmt == "json" or (fmt == "auto" and not out.isatty())
@@ -21,16 +32,22 @@ def configure(level: LogLevel, fmt: LogFormat, stream: TextIO | None = None) -> 
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.format_exc_info,
     ]
     # One line per event is written at full throughput: orjson straight to the byte
     # stream costs about a quarter of the standard JSON renderer.
     processors: list[structlog.typing.Processor]
+    renderer: structlog.typing.Processor
     if as_json:
-        processors = [*shared, structlog.processors.JSONRenderer(serializer=orjson.dumps)]
+        processors = [
+            *shared,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(serializer=orjson.dumps),
+        ]
+        renderer = structlog.processors.JSONRenderer(serializer=_json_text)
         factory: Any = structlog.BytesLoggerFactory(out.buffer)
     else:
-        processors = [*shared, structlog.dev.ConsoleRenderer(colors=out.isatty())]
+        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+        processors = [*shared, renderer]
         factory = structlog.PrintLoggerFactory(out)
     structlog.configure(
         processors=processors,
@@ -38,5 +55,21 @@ def configure(level: LogLevel, fmt: LogFormat, stream: TextIO | None = None) -> 
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
-    # aiokafka logs through the standard library: keep its warnings, in the same stream
-    logging.basicConfig(stream=out, level=max(numeric, logging.WARNING), force=True)
+    # The libraries' own records: same keys, same renderer, same stream. Their INFO
+    # chatter (aiokafka's every join and rebalance) stays out: warnings and above only.
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *([structlog.processors.format_exc_info] if as_json else []),
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(max(numeric, logging.WARNING))

@@ -3,6 +3,7 @@ labels are low-cardinality (status, change, cause, partition number)."""
 
 from __future__ import annotations
 
+import prometheus_client
 from prometheus_client import Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -60,3 +61,10 @@ PRODUCER_RECREATED = Counter(
 PRUNED = Counter(
     "ocitag_processed_events_pruned", "Processed-event records deleted after retention."
 )
+
+
+def serve_without_created_series() -> None:
+    """Leave out the ``*_created`` series (one per counter and histogram, and per label
+    set): nobody graphs a metric's creation time, and they double the scrape. Called
+    when /metrics starts to be served, not at import."""
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]

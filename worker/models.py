@@ -172,7 +172,7 @@ class TagMovedEvent(EventAttributes):
     data: TagMovedData
 
 
-# ---- the seed's records (../shared/seed/): same members, same required list.
+# ---- the seed's records (schemas/seed/ocitag-api.yaml): same members, same required list.
 # schemas/ocitag.schema.json and schemas/error-model.schema.json are generated from these
 # and must keep the seed's JSON Schema (tests/unit/test_schemas.py): members that may be
 # left out are never null there (``_omittable``), ``errors`` is ``type: [array, null]``.

@@ -1,6 +1,6 @@
 """The consume → apply → publish → commit loop.
 
-Rules (aiokafka's consumer rules; SPEC.md "Delivery"):
+Rules (aiokafka's consumer rules; docs/contract.md "Semantics", Delivery):
 - partitions are worked concurrently, each strictly in order: a partition is paused
   while a batch of it is in flight, so the next fetch of it starts after that batch;
 - a batch's offset (last + 1) is committed only after its database transaction has

@@ -44,6 +44,10 @@ class _Generator(GenerateJsonSchema):
         return False
 
 
+#: where every schema file's description points for the rules a schema cannot say
+CONTRACT_NOTE = "The contract: docs/contract.md of the ocitag-worker project."
+
+
 @dataclass(frozen=True, slots=True)
 class SchemaFile:
     name: str
@@ -62,9 +66,9 @@ FILES: tuple[SchemaFile, ...] = (
         "Tag-moved event (structured mode)",
         "A CloudEvents 1.0 'ocitag.moved.v1' event as the value of a record on the input "
         "topic (ocitag.events) with content-type application/cloudevents+json. Extension "
-        "attributes are allowed and ignored. The identifier rules of SPEC.md (repository "
-        "grammar and normalisation, tag, digest) are checked by the worker; a breach is a "
-        "422 outcome, an envelope breach a 400.",
+        "attributes are allowed and ignored. The identifier rules of the contract "
+        "(repository grammar and normalisation, tag, digest) are checked by the worker; a "
+        "breach is a 422 outcome, an envelope breach a 400.",
     ),
     SchemaFile(
         "tag-moved-data.schema.json",
@@ -121,7 +125,7 @@ def schema_of(spec: SchemaFile) -> dict[str, Any]:
         "$id": SCHEMA_BASE_URI + spec.name,
         **schema,
         "title": spec.title,
-        "description": spec.description,
+        "description": f"{spec.description} {CONTRACT_NOTE}",
     }
 
 

@@ -1,9 +1,17 @@
 """The one settings object: read once at start, frozen, typed.
 
-Every setting comes from an environment variable (the names of SPEC.md) and has a
-command-line flag of the same name (``OCITAG_INPUT_TOPIC`` ↔ ``--input-topic``). Secrets
-may also come from a file named by ``<NAME>_FILE`` (how container platforms mount them).
-An invalid value fails start-up with one line naming the variable, the flag and the rule.
+Every setting comes from an environment variable (the names of the contract,
+docs/contract.md "Interfaces") and has a command-line flag of the same name
+(``OCITAG_INPUT_TOPIC`` ↔ ``--input-topic``). Secrets may also come from a file named by
+``<NAME>_FILE`` (how container platforms mount them). An invalid value fails start-up
+with one line naming the variable, the flag and the rule.
+
+``Settings`` is a plain frozen pydantic model rather than pydantic-settings'
+``BaseSettings``: the variable names are not one prefix plus the field name, secrets have
+``_FILE`` variants, and the environment must be an argument (tests pass their own), none
+of which that class's sources do without a custom source and a module-level slot.
+Building ``Settings`` always reads an environment, so a default-only object cannot be
+made by mistake.
 """
 
 from __future__ import annotations
@@ -15,9 +23,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from worker.errors import SettingsError
 
@@ -27,14 +41,17 @@ LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 EventLoop = Literal["uvloop", "asyncio"]
 
-# Settings whose value may come from a file (``<NAME>_FILE``) and that are never logged.
+# The secrets, the one list: each may come from a file (``<NAME>_FILE``), and none is
+# ever logged or echoed in an error (masked() and load_settings use this list).
 SECRET_FIELDS = frozenset(
     {"database_url", "db_password", "kafka_sasl_password", "kafka_ssl_key_password"}
 )
+MASK = "****"
 
 
 def env_name(field: str) -> str:
-    """The environment variable of a field: SPEC.md's names, ``OCITAG_`` for the rest."""
+    """The environment variable of a field: the contract's names for the two services,
+    ``OCITAG_`` for the rest."""
     if field in {"kafka_bootstrap_servers", "database_url"}:
         return field.upper()
     return "OCITAG_" + field.upper()
@@ -45,41 +62,34 @@ def flag_name(field: str) -> str:
     return "--" + env_name(field).lower().removeprefix("ocitag_").replace("_", "-")
 
 
-class _EnvAndFileSource(PydanticBaseSettingsSource):
-    """Reads ``NAME`` or, for secrets, ``NAME_FILE`` from the given environment."""
-
-    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
-        super().__init__(settings_cls)
-        self._environ = environ
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        name = env_name(field_name)
-        if name in self._environ:
-            return self._environ[name], name, False
+def _from_environment(fields: Mapping[str, object], environ: Mapping[str, str]) -> dict[str, Any]:
+    """The fields set in ``environ``: ``NAME``, or for secrets ``NAME_FILE``."""
+    values: dict[str, Any] = {}
+    for field in fields:
+        name = env_name(field)
         file_var = name + "_FILE"
-        if field_name in SECRET_FIELDS and file_var in self._environ:
-            path = Path(self._environ[file_var])
+        if name in environ:
+            values[field] = environ[name]
+        elif field in SECRET_FIELDS and file_var in environ:
+            path = Path(environ[file_var])
             try:
-                return path.read_text(encoding="utf-8").strip(), file_var, False
+                values[field] = path.read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise SettingsError(
                     f"invalid setting {file_var}: cannot read {path}: {exc.strerror}"
                 ) from exc
-        return None, name, False
-
-    def __call__(self) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for field_name, field in self.settings_cls.model_fields.items():
-            value, _, _ = self.get_field_value(field, field_name)
-            if value is not None:
-                values[field_name] = value
-        return values
+    return values
 
 
-class Settings(BaseSettings):
-    """Everything the worker can be told. Defaults suit a local single-node setup."""
+class Settings(BaseModel):
+    """Everything the worker can be told. Defaults suit a local single-node setup.
 
-    model_config = SettingsConfigDict(frozen=True, extra="forbid", validate_default=True)
+    ``Settings()`` reads the process environment; ``Settings(environ={...})`` reads the
+    given one instead; keyword arguments (the command-line flags) win over either.
+    ``load_settings`` is the same with start-up's one-line error.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
     # --- where things are
     kafka_bootstrap_servers: str = Field(
@@ -320,18 +330,12 @@ class Settings(BaseSettings):
             raise ValueError("OCITAG_HEARTBEAT_INTERVAL_MS must be below OCITAG_SESSION_TIMEOUT_MS")
         return self
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Flags (passed as init kwargs) win over the environment; the environment is the
-        # one given to load_settings, so tests never leak into each other.
-        return (init_settings, _EnvAndFileSource(settings_cls, _environ_for_load))
+    def __init__(self, /, environ: Mapping[str, str] | None = None, **flags: Any) -> None:
+        values = _from_environment(
+            type(self).model_fields, os.environ if environ is None else environ
+        )
+        values.update({name: value for name, value in flags.items() if value is not None})
+        super().__init__(**values)
 
     # --- derived values
     def dsn(self) -> str:
@@ -350,10 +354,8 @@ class Settings(BaseSettings):
         out: dict[str, object] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
-            if name == "database_url":
-                out[name] = _mask_url(value.get_secret_value())
-            elif isinstance(value, SecretStr):
-                out[name] = "**********"
+            if name in SECRET_FIELDS:
+                out[name] = _mask(value)
             elif isinstance(value, Path):
                 out[name] = str(value)
             else:
@@ -361,54 +363,49 @@ class Settings(BaseSettings):
         return out
 
 
-# load_settings hands the environment to the settings source through this module-level
-# slot for the duration of one constructor call (pydantic-settings builds sources from
-# the class, not the instance).
-_environ_for_load: Mapping[str, str] = {}
-
-
-def _mask_url(url: str) -> str:
-    parts = urlsplit(url)
+def _mask(value: SecretStr | str | None) -> str | None:
+    """A secret as it may be shown: unset stays unset; a URL keeps all but its password
+    (where the database is matters when reading a log); anything else is hidden whole."""
+    if value is None:
+        return None
+    text = value.get_secret_value() if isinstance(value, SecretStr) else value
+    if "://" not in text:
+        return MASK
+    parts = urlsplit(text)
     if parts.password is None:
-        return url
+        return text
     host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:****@{host}"))
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:{MASK}@{host}"))
 
 
 @dataclass(frozen=True)
 class _Located:
+    field: str
     env: str
     flag: str
 
 
 def _where(loc: tuple[int | str, ...]) -> _Located | None:
     if loc and isinstance(loc[0], str) and loc[0] in Settings.model_fields:
-        return _Located(env_name(loc[0]), flag_name(loc[0]))
+        return _Located(loc[0], env_name(loc[0]), flag_name(loc[0]))
     return None
 
 
 def load_settings(
     overrides: Mapping[str, object] | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
-    """Build the settings once, or raise SettingsError with one line naming the setting."""
-    global _environ_for_load  # noqa: PLW0603 - see the comment on the slot
-    _environ_for_load = os.environ if environ is None else environ
+    """Build the settings once, from ``environ`` (default: the process environment) and
+    ``overrides`` (the flags, which win), or raise SettingsError with one line naming
+    the setting."""
     try:
-        values: dict[str, Any] = {k: v for k, v in (overrides or {}).items() if v is not None}
-        return Settings(**values)
+        return Settings(environ, **dict(overrides or {}))
     except ValidationError as exc:
         err = exc.errors()[0]
         where = _where(tuple(err["loc"]))
         message = str(err["msg"]).removeprefix("Value error, ")
         if where is None:
             raise SettingsError(f"invalid settings: {message}") from None
-        shown = (
-            "****"
-            if where.env.lower().removeprefix("ocitag_") in SECRET_FIELDS
-            else err.get("input")
-        )
+        shown = MASK if where.field in SECRET_FIELDS else err.get("input")
         raise SettingsError(
             f"invalid setting {where.env} ({where.flag}): {message} (got {shown!r})"
         ) from None
-    finally:
-        _environ_for_load = {}

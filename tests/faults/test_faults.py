@@ -1,6 +1,7 @@
-"""Delivery under faults (SPEC.md "Delivery", "Faults"): real worker processes against the
-real broker and database; each scenario streams >= 20,000 events over >= 1,000 tags,
-injects its fault mid-stream, and then checks everything against the reference model.
+"""Delivery under faults (docs/contract.md "Semantics": Delivery, Faults): real worker
+processes against the real broker and database; each scenario streams >= 20,000 events
+over >= 1,000 tags, injects its fault mid-stream, and then checks everything against the
+reference model.
 
 ``make faults-long`` runs more seeds and longer streams (OCITAG_FAULT_SEEDS,
 OCITAG_FAULT_EVENTS). Recovery times and duplicate counts go to
@@ -19,9 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI
-from tests.faults.harness import Scenario, Stream, scenario, stack
-from tests.services import REPO, Services
+from tests.helpers.faults import Scenario, Stream, scenario, stack
+from tests.helpers.services import IN_CI, REPO, Services
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

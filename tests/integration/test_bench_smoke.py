@@ -11,7 +11,7 @@ import pytest
 
 from bench import pipeline
 from bench.services import Services as BenchServices
-from tests.services import Services
+from tests.helpers.services import Services
 
 pytestmark = pytest.mark.integration
 

@@ -3,12 +3,10 @@ publish → run → outcomes, SIGTERM exits 0."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,46 +14,14 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.conftest import with_database
-from tests.services import Services
+from tests.helpers.cli import EXE, env_for, last_line, run_cli
+from tests.helpers.events import HEX
+from tests.helpers.services import Services, with_database
+from tests.helpers.wait import eventually
 from worker.kafka import missing_topics
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
-
-HEX = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-EXE = [sys.executable, "-m", "worker"]
-
-
-def env_for(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("OCITAG_", "KAFKA_", "DATABASE_"))
-    }
-    env.update(
-        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
-        DATABASE_URL=settings.database_url.get_secret_value(),
-        OCITAG_INPUT_TOPIC=settings.input_topic,
-        OCITAG_OUTCOME_TOPIC=settings.outcome_topic,
-        OCITAG_DLQ_TOPIC=settings.dlq_topic,
-        OCITAG_GROUP_ID=settings.group_id,
-        OCITAG_HTTP_PORT="0",
-        OCITAG_TOPIC_PARTITIONS="2",
-        OCITAG_LOG_FORMAT="json",
-    )
-    env.update(extra)
-    return env
-
-
-def run_cli(
-    args: list[str], env: dict[str, str], timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*EXE, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
-def last_line(text: str) -> str:
-    return text.strip().splitlines()[-1]
 
 
 def test_invalid_setting_exits_2_with_one_line(make_settings: Callable[..., Settings]) -> None:
@@ -149,9 +115,13 @@ async def test_publish_run_outcomes_and_sigterm(
         [*EXE, "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        async with asyncio.timeout(60):  # the worker creates its topics at start
-            while await missing_topics(settings, [settings.input_topic, settings.outcome_topic]):
-                await asyncio.sleep(0.2)
+
+        async def topics_made() -> bool:  # the worker creates its topics at start
+            return not await missing_topics(
+                settings, [settings.input_topic, settings.outcome_topic]
+            )
+
+        await eventually(topics_made, timeout=60)
         published = run_cli(
             ["publish", "docker.io/istio/pilot:1.3.0", "sha256:" + HEX, "--actor", "alice"], env
         )

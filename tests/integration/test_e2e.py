@@ -1,5 +1,6 @@
 """End to end: records through a real Kafka topic to the running worker, outcomes and
-rows checked. Every row of SPEC.md's status table and every identifier rule."""
+rows checked. Every row of the contract's status table (docs/contract.md) and every
+identifier rule."""
 
 from __future__ import annotations
 
@@ -11,27 +12,14 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.integration.harness import Received, Record, binary, running_worker, structured
+from tests.helpers.events import HEX, event
+from tests.helpers.harness import Received, Record, binary, running_worker, structured
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-HEX = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 HEX2 = hashlib.sha256(b"2").hexdigest()
 HEX512 = hashlib.sha512(b"x").hexdigest()
-
-
-def event(event_id: str, time: str = "2026-11-28T15:00:00Z", **data: Any) -> dict[str, Any]:
-    body = {"repository": "docker.io/istio/pilot", "tag": "1.3.0", "artifact": HEX}
-    body.update(data)
-    return {
-        "specversion": "1.0",
-        "id": event_id,
-        "source": "https://registry.example.com/webhook",
-        "type": "ocitag.moved.v1",
-        "time": time,
-        "data": {k: v for k, v in body.items() if v is not None},
-    }
 
 
 def by_cause(outcomes: list[Received]) -> dict[str, dict[str, Any]]:

@@ -14,8 +14,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.harness import running_worker, structured
-from tests.integration.test_e2e import HEX, event
+from tests.helpers.events import HEX, event
+from tests.helpers.harness import running_worker, structured
+from tests.helpers.wait import eventually
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -42,17 +43,6 @@ async def scrape(port: int) -> dict[str, float]:
 async def probe(port: int, path: str) -> tuple[int, dict[str, str]]:
     async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}{path}") as r:
         return r.status, await r.json()
-
-
-async def eventually(check: Callable[[], object], timeout: float = 20.0) -> None:
-    async with asyncio.timeout(timeout):
-        while True:
-            result = check()
-            if asyncio.iscoroutine(result):
-                result = await result
-            if result:
-                return
-            await asyncio.sleep(0.2)
 
 
 async def test_metrics_move_and_probes_answer(make_settings: Callable[..., Settings]) -> None:
@@ -102,6 +92,7 @@ async def test_metrics_move_and_probes_answer(make_settings: Callable[..., Setti
     assert after["ocitag_last_commit_timestamp_seconds{}"] > 0
     assert after["ocitag_assigned_partitions{}"] == 1
     assert any(name.startswith("process_resident_memory_bytes") for name in after)
+    assert not [name for name in after if "_created" in name]
 
 
 async def test_stuck_loop_turns_liveness_false(
@@ -130,8 +121,14 @@ async def test_stuck_loop_turns_liveness_false(
 
         await eventually(live)
         stuck.set()
-        await asyncio.sleep(2.5)
-        status, body = await probe(port, "/healthz")
+        answers: list[tuple[int, dict[str, str]]] = []
+
+        async def dead() -> bool:
+            answers.append(await probe(port, "/healthz"))
+            return answers[-1][0] != 200
+
+        await eventually(dead)
+        status, body = answers[-1]
         assert status == 503 and "poll loop has not run" in body["reason"]
         # the stuck fetch never returns: stop it the way a supervisor would
         assert task is not None

@@ -12,8 +12,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.util import calc_crc32c
 
-from tests.integration.harness import running_worker, structured
-from tests.integration.test_e2e import event
+from tests.helpers.events import event
+from tests.helpers.harness import running_worker, structured
 from worker.outcomes import Outcome
 from worker.plan import Item
 from worker.settings import Settings

@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 
 from tests.helpers.cloudevents_sdk import sdk_errors
-from tests.integration.harness import Received, Record, binary, running_worker, structured
-from tests.unit.test_schemas import (
+from tests.helpers.contract import (
     asyncapi_validator,
     errors_of,
     schema_validator,
     seed_validator,
 )
+from tests.helpers.harness import Received, Record, binary, running_worker, structured
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -17,11 +17,10 @@ import asyncpg
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
-from tests.conftest import IN_CI
-from tests.integration.harness import running_worker, structured
-from tests.integration.test_cli import env_for, last_line, run_cli
-from tests.integration.test_e2e import event
-from tests.services import Services
+from tests.helpers.cli import env_for, last_line, run_cli
+from tests.helpers.events import event
+from tests.helpers.harness import running_worker, structured
+from tests.helpers.services import IN_CI, Services
 from worker.kafka import check_connection
 from worker.settings import Settings
 

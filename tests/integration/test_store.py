@@ -17,10 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.integration.helpers import CTX, items, now, summary
-from tests.model import Model
-from tests.services import STACK, Services
-from tests.strategies import BASE, digest, histories, make_event
+from tests.helpers.model import Model
+from tests.helpers.services import STACK, Services
+from tests.helpers.store import CTX, items, now, race_events, summary
+from tests.helpers.strategies import BASE, digest, histories, make_event
+from tests.helpers.wait import eventually
 from worker.events import TagMoved
 from worker.store import Store
 
@@ -92,7 +93,8 @@ async def test_one_batch_costs_a_bounded_number_of_round_trips(pool: asyncpg.Poo
         await store.apply(items(events[:500]), now())  # warms asyncpg's type introspection
         conn.add_query_logger(lambda q: calls.update([" ".join(q.query.split()[:4])]))
         await store.apply(items(events[500:] + events[:10]), now())
-        await asyncio.sleep(0.01)  # query loggers are called soon after, not during
+        # query loggers are called soon after the statements, not during
+        await eventually(lambda: sum(calls.values()) >= 7, timeout=5)
         # BEGIN, claim, read processed (10 duplicates), read tags, write tags, outcomes, COMMIT
         assert sum(calls.values()) == 7, calls
 
@@ -109,23 +111,6 @@ class _SinglePool:
 
     async def __aexit__(self, *exc: object) -> None:
         return None
-
-
-def _race_events(seed: int, tags: int, per_tag: int) -> list[TagMoved]:
-    rng = random.Random(seed)
-    events = []
-    for t in range(tags):
-        for n in range(per_tag):
-            events.append(
-                make_event(
-                    f"race{t}",
-                    digest(rng.randrange(5)),
-                    BASE + timedelta(milliseconds=rng.randrange(10_000)),
-                    event_id=f"r{t}-{n}",
-                    actor=f"a{rng.randrange(3)}",
-                )
-            )
-    return events
 
 
 def _check_race(
@@ -157,7 +142,7 @@ def _check_race(
 async def test_concurrent_appliers_on_separate_connections(
     database_url: str, pool: asyncpg.Pool
 ) -> None:
-    events = _race_events(seed=7, tags=6, per_tag=60)
+    events = race_events(seed=7, tags=6, per_tag=60)
 
     async def applier(n: int) -> list[tuple[str, bytes, bool]]:
         rng = random.Random(n)
@@ -191,7 +176,7 @@ async def test_concurrent_appliers_on_separate_connections(
 async def test_concurrent_appliers_in_separate_processes(
     database_url: str, pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
-    events = _race_events(seed=11, tags=5, per_tag=40)
+    events = race_events(seed=11, tags=5, per_tag=40)
     procs = []
     for n in range(8):
         out = tmp_path / f"applier{n}.json"
@@ -202,7 +187,7 @@ async def test_concurrent_appliers_in_separate_processes(
                     [
                         sys.executable,
                         "-m",
-                        "tests.integration.applier",
+                        "tests.helpers.applier",
                         database_url,
                         "11",
                         "5",

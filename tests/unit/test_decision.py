@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.model import Model
-from tests.strategies import BASE, digest, histories, make_event
+from tests.helpers.model import Model
+from tests.helpers.strategies import BASE, digest, histories, make_event
 from worker.decision import Applied, Rejected, TagRecord, decide, fold
 from worker.events import TagMoved
 from worker.problems import ProblemKind

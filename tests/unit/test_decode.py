@@ -1,5 +1,6 @@
-"""Decoding and validation: every rule of SPEC.md "Identifiers" and "Input", table-driven,
-and properties over generated input (never raises; valid events accepted and round-trip)."""
+"""Decoding and validation: every rule of docs/contract.md "Identifiers" and "Input",
+table-driven, and properties over generated input (never raises; valid events accepted
+and round-trip)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.strategies import cloud_events
+from tests.helpers.strategies import cloud_events
 from worker.decode import decode
 from worker.events import Invalid, RawRecord, TagMoved, Undecodable
 from worker.identifiers import normalize_digest, normalize_repository
@@ -426,7 +427,7 @@ def test_invalid_data_is_compared_as_json_values() -> None:
 @st.composite
 def respelled(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
     """A valid event and the same event as another client might write it."""
-    from tests.strategies import offsets, rfc3339
+    from tests.helpers.strategies import offsets, rfc3339
 
     body = draw(cloud_events())
     original = parse_rfc3339(body["time"])

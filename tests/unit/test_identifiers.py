@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 
-from tests.strategies import digests, repositories, tags
+from tests.helpers.strategies import digests, repositories, tags
 from worker.identifiers import (
     InvalidIdentifierError,
     normalize_digest,

@@ -15,8 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.helpers.cloudevents_sdk import sdk_errors
-from tests.strategies import cloud_events
-from tests.unit.test_schemas import errors_of, schema_validator
+from tests.helpers.contract import errors_of, schema_validator
+from tests.helpers.strategies import cloud_events
 from worker.decision import Applied, Rejected, TagRecord, decide
 from worker.decode import decode
 from worker.events import Invalid, RawRecord, TagMoved, Undecodable

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.strategies import BASE, digest, make_event
+from tests.helpers.strategies import BASE, digest, make_event
 from worker.decode import decode
 from worker.errors import PermanentError
 from worker.events import RawRecord, Undecodable

@@ -3,24 +3,32 @@ models, the seed's OCITag and ErrorModel kept, the problem catalogue complete, a
 AsyncAPI document's channels, messages and examples consistent with the schema files.
 (Full AsyncAPI validation, with the reference parser, is ``make check-schemas``.)
 
-The helpers here (registries and validators) are used by
-tests/integration/test_schemas_e2e.py too.
+The registry and validators are in tests/helpers/contract.py.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from jsonschema import Draft202012Validator
-from referencing import Registry
-from referencing.jsonschema import DRAFT202012
 
+from tests.helpers.contract import (
+    ASYNCAPI,
+    REPO,
+    SCHEMAS,
+    SEED,
+    asyncapi_validator,
+    errors_of,
+    load_yaml,
+    schema_file,
+    schema_validator,
+    seed_components,
+    seed_validator,
+)
 from worker.models import (
     SCHEMA_BASE_URI,
     RejectedOutcome,
@@ -31,92 +39,16 @@ from worker.models import (
 from worker.problems import ProblemKind
 from worker.schemas import DRAFT, generate, render
 
-REPO = Path(__file__).resolve().parents[2]
-SCHEMAS = REPO / "schemas"
-SEED = SCHEMAS / "seed" / "ocitag-api.yaml"
-SHARED_SEED = REPO.parent / "shared" / "seed"
-ASYNCAPI = SCHEMAS / "asyncapi.yaml"
 PROBLEMS = REPO / "docs" / "problems.md"
 PROBLEM_BASE = "https://ocitag-worker.dev/problems/"
-#: where the seed and the AsyncAPI document live for $ref resolution
-SEED_URI = "urn:ocitag-worker:seed:ocitag-api"
-ASYNCAPI_URI = SCHEMA_BASE_URI + "asyncapi.yaml"
+# the OpenAPI block of the seed page ("Update Tag", PUT /ocitags/{tag}/) as vendored
+SEED_SHA256 = "0f65bfb47b963011f1f2b4464bd4e3feccef62758257ee23182bbef5aa089a5a"
 SEED_SCHEMA_FILES = {"OCITag": "ocitag.schema.json", "ErrorModel": "error-model.schema.json"}
 CHANNELS = {
     "ocitag.events": {"ocitag.moved.v1.structured", "ocitag.moved.v1.binary"},
     "ocitag.outcomes": {"ocitag.updated.v1", "ocitag.rejected.v1"},
     "ocitag.events.dlq": {"ocitag.dead-letter"},
 }
-
-# ---- shared helpers
-
-
-def load_yaml(path: Path) -> dict[str, Any]:
-    loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    assert isinstance(loaded, dict), path
-    return loaded
-
-
-def schema_file(name: str) -> dict[str, Any]:
-    loaded = json.loads((SCHEMAS / name).read_text(encoding="utf-8"))
-    assert isinstance(loaded, dict), name
-    return loaded
-
-
-def seed_components() -> dict[str, dict[str, Any]]:
-    schemas: dict[str, dict[str, Any]] = load_yaml(SEED)["components"]["schemas"]
-    return schemas
-
-
-@cache
-def registry() -> Registry[Any]:
-    """The schema files (by their $id), the seed's OpenAPI document and the AsyncAPI
-    document, so that every $ref of any of them resolves offline. The AsyncAPI document
-    sits beside the schema files, so its relative file references land on their $ids."""
-    resources = [
-        (schema["$id"], DRAFT202012.create_resource(schema))
-        for schema in (schema_file(name) for name in generate())
-    ]
-    resources.append((SEED_URI, DRAFT202012.create_resource(load_yaml(SEED))))
-    resources.append((ASYNCAPI_URI, DRAFT202012.create_resource(load_yaml(ASYNCAPI))))
-    registry: Registry[Any] = Registry().with_resources(resources)
-    return registry.crawl()
-
-
-@cache
-def validator(ref: str) -> Draft202012Validator:
-    """A validator (formats checked) for the schema at an absolute URI, e.g.
-    ``SCHEMA_BASE_URI + "ocitag.schema.json"`` or ``SEED_URI + "#/components/schemas/OCITag"``."""
-    return Draft202012Validator(
-        {"$schema": DRAFT, "$ref": ref},
-        registry=registry(),
-        format_checker=Draft202012Validator.FORMAT_CHECKER,
-    )
-
-
-def schema_validator(name: str) -> Draft202012Validator:
-    return validator(SCHEMA_BASE_URI + name)
-
-
-def seed_validator(component: str) -> Draft202012Validator:
-    return validator(f"{SEED_URI}#/components/schemas/{component}")
-
-
-def asyncapi_validator(pointer: str) -> Draft202012Validator:
-    """For a schema inside the AsyncAPI document, e.g. ``/components/messages/x/payload``."""
-    return validator(f"{ASYNCAPI_URI}#{pointer}")
-
-
-def errors_of(validator: Draft202012Validator, instance: Any) -> list[str]:
-    return [
-        f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
-        for e in validator.iter_errors(instance)
-    ]
-
-
-def yaml_blocks(text: str) -> list[str]:
-    """The ````yaml fenced blocks of a seed page."""
-    return re.findall(r"^````yaml[^\n]*\n(.*?)^````", text, re.MULTILINE | re.DOTALL)
 
 
 # ---- generated schema files
@@ -228,16 +160,9 @@ def test_the_schemas_reject_what_the_contract_rejects() -> None:
 
 
 def test_the_vendored_seed_is_the_seed_pages_openapi_block() -> None:
-    if not SHARED_SEED.is_dir():
-        pytest.skip(f"{SHARED_SEED} is not here to compare with")
-    blocks = [
-        block
-        for page in sorted(SHARED_SEED.glob("*.txt"))
-        for block in yaml_blocks(page.read_text(encoding="utf-8"))
-        if "OCITag:" in block
-    ]
-    assert blocks, f"no OpenAPI block with OCITag in {SHARED_SEED}"
-    assert SEED.read_text(encoding="utf-8") in blocks
+    assert hashlib.sha256(SEED.read_bytes()).hexdigest() == SEED_SHA256, (
+        "schemas/seed/ocitag-api.yaml is the seed's OpenAPI block, verbatim: do not edit it"
+    )
 
 
 def test_the_vendored_seed_has_the_three_records() -> None:

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import pytest
+from pydantic import SecretStr
 
 from worker.errors import SettingsError
-from worker.settings import env_name, flag_name, load_settings
+from worker.settings import SECRET_FIELDS, Settings, env_name, flag_name, load_settings
 
 
 def test_defaults_are_the_spec_names_and_values() -> None:
@@ -112,8 +114,6 @@ def test_invalid_secret_value_is_not_echoed() -> None:
 
 
 def test_the_readme_documents_every_setting_with_its_default() -> None:
-    from worker.settings import Settings
-
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for name, field in Settings.model_fields.items():
         row = next(
@@ -128,3 +128,34 @@ def test_the_readme_documents_every_setting_with_its_default() -> None:
             and name != "database_url"
         ):
             assert f"`{default}`" in row, (name, row)
+
+
+def test_settings_read_the_process_environment_unless_given_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OCITAG_INPUT_TOPIC", "from-process")
+    assert Settings().input_topic == "from-process"
+    assert Settings(environ={}).input_topic == "ocitag.events"
+    assert Settings(environ={}, input_topic="from-flag").input_topic == "from-flag"
+    assert load_settings().input_topic == "from-process"
+
+
+def test_the_secret_list_is_every_secret_typed_setting() -> None:
+    typed = {
+        name
+        for name, field in Settings.model_fields.items()
+        if field.annotation is SecretStr or SecretStr in get_args(field.annotation)
+    }
+    assert typed == SECRET_FIELDS
+
+
+@pytest.mark.parametrize("field", sorted(SECRET_FIELDS))
+def test_every_secret_comes_from_a_file_and_is_masked(field: str, tmp_path: Path) -> None:
+    value = "postgresql://app:hunter2@db:5432/x" if field == "database_url" else "hunter2"
+    secret = tmp_path / "secret"
+    secret.write_text(value + "\n")
+    s = load_settings(environ={env_name(field) + "_FILE": str(secret)})
+    loaded = getattr(s, field)
+    assert isinstance(loaded, SecretStr) and loaded.get_secret_value() == value
+    assert "hunter2" not in repr(s.masked())
+    assert "hunter2" not in repr(s)

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import given
 
-from tests.strategies import offsets, rfc3339, times
+from tests.helpers.strategies import offsets, rfc3339, times
 from worker.timefmt import format_rfc3339, parse_rfc3339
 
 

@@ -1,5 +1,5 @@
-"""A small reference model of SPEC.md "Semantics", written separately from the worker's
-code so that the two can be checked against each other.
+"""A small reference model of the contract's "Semantics" (docs/contract.md), written
+separately from the worker's code so that the two can be checked against each other.
 
 Events are delivered one at a time; the model answers each with a summary of its
 outcome and keeps the rows the database should hold.

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import asyncpg
 
-from tests.integration.helpers import CTX, items, now
-from tests.integration.test_store import _race_events
+from tests.helpers.store import CTX, items, now, race_events
 from worker.store import Store
 
 
 async def main(url: str, seed: int, tags: int, per_tag: int, n: int, out: Path) -> None:
-    events = _race_events(seed, tags, per_tag)
+    events = race_events(seed, tags, per_tag)
     mine = random.Random(n).sample(events, k=len(events) * 3 // 4)
     pool = await asyncpg.create_pool(url, min_size=1, max_size=1)
     result = []

@@ -24,9 +24,9 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from tests.integration.helpers import summary
-from tests.model import Model, Summary
-from tests.services import REPO, STACK
+from tests.helpers.model import Model, Summary
+from tests.helpers.services import REPO, STACK
+from tests.helpers.store import summary
 from worker.decode import decode
 from worker.events import Invalid, RawRecord, TagMoved, Undecodable
 from worker.outcomes import outcome_id, undecodable_outcome_id

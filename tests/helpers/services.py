@@ -17,8 +17,10 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 STACK = REPO / "deploy" / "local" / "stack"
 
 
@@ -99,3 +101,7 @@ def discover(stack: ExitStack) -> Services:
     if _docker_answers():
         return _from_testcontainers(stack)
     return _from_local_stack()
+
+
+def with_database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))

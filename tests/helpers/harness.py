@@ -13,7 +13,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from tests.helpers.cloudevents_sdk import sdk_errors
-from tests.unit.test_schemas import errors_of, schema_validator, seed_validator
+from tests.helpers.contract import errors_of, schema_validator, seed_validator
 from worker.app import run
 from worker.kafka import ensure_topics
 from worker.settings import Settings

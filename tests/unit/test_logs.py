@@ -1,0 +1,75 @@
+"""Every line on the log stream is JSON when not on a terminal: the worker's own lines
+and the libraries' (aiokafka, asyncpg, aiohttp) through the standard library."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+
+from worker import logs
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.reset_defaults()
+    for handler in root.handlers[:]:
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+def _lines(raw: io.BytesIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in raw.getvalue().decode().splitlines()]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_library_lines_are_json_with_the_same_keys() -> None:
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="utf-8", write_through=True)
+    logs.configure("info", "auto", stream)  # a BytesIO is not a terminal
+
+    structlog.get_logger("worker").info("event", status=200, topic="ocitag.events")
+    logging.getLogger("aiokafka.consumer.group_coordinator").error(
+        "Group Coordinator Request failed: [Error 15] GroupCoordinatorNotAvailableError"
+    )
+    logging.getLogger("aiokafka").info("joined group")  # library chatter: left out
+    logging.getLogger("asyncpg").warning("connection %s lost", "c1")
+    logging.getLogger("aiohttp.access").warning('127.0.0.1 "GET /metrics HTTP/1.1" 200')
+    try:
+        raise ZeroDivisionError("boom")
+    except ZeroDivisionError:
+        logging.getLogger("aiokafka").exception("Unexpected error in coordinator routine")
+    stream.flush()
+
+    own, coordinator, asyncpg, access, failed = _lines(raw)
+    for line in (own, coordinator, asyncpg, access, failed):
+        assert set(line) >= {"timestamp", "level", "event"}, line
+        assert line["timestamp"].endswith("Z")
+    assert (own["event"], own["level"], own["status"]) == ("event", "info", 200)
+    assert coordinator["level"] == "error"
+    assert coordinator["logger"] == "aiokafka.consumer.group_coordinator"
+    assert "GroupCoordinatorNotAvailableError" in coordinator["event"]
+    assert (asyncpg["event"], asyncpg["level"]) == ("connection c1 lost", "warning")
+    assert access["logger"] == "aiohttp.access"
+    assert "ZeroDivisionError: boom" in failed["exception"]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_console_format_renders_library_lines_too() -> None:
+    stream = io.StringIO()
+    logs.configure("info", "console", stream)
+    logging.getLogger("aiokafka").warning("coordinator away")
+    line = stream.getvalue()
+    assert "coordinator away" in line and "warning" in line
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(line)
