@@ -104,6 +104,9 @@ class Config:
     results_dir: Path = RESULTS
     quick: bool = False
     consumer_overrides: dict[str, Any] = field(default_factory=dict)
+    #: extra worker settings for every worker run (BENCH_WORKER_ENV, JSON), e.g.
+    #: '{"OCITAG_EVENT_LOOP": "asyncio"}': one change measured on its own
+    worker_env: dict[str, str] = field(default_factory=dict)
     #: the history sizes (``make bench`` runs bench.history, which runs this module
     #: first unless ``history_only``)
     history: bool = True
@@ -128,6 +131,7 @@ class Config:
             results_dir=Path(os.environ.get("BENCH_RESULTS", str(RESULTS))),
             quick=quick,
             consumer_overrides=json.loads(os.environ.get("BENCH_CONSUMER_OVERRIDES") or "{}"),
+            worker_env=json.loads(os.environ.get("BENCH_WORKER_ENV") or "{}"),
             history=os.environ.get("BENCH_HISTORY", "1") != "0",
             history_only=env_flag("BENCH_HISTORY_ONLY"),
         )
@@ -347,6 +351,7 @@ class WorkerSetup:
             self.log_level,
             ctx.log_dir / f"{ctx.prefix}-{self.label}{suffix}.log",
             consumer_overrides=ctx.config.consumer_overrides,
+            extra_env=ctx.config.worker_env,
         )
 
 

@@ -166,22 +166,31 @@ class WorkerProcess:
 
 
 STAGES = ("fetch", "decode", "apply", "produce", "commit")
-_STAGE_METRIC = "ocitag_batch_stage_seconds"
+#: garbage-collector pauses by generation (``ocitag_gc_pause_seconds``), read like stages
+GC_GENERATIONS = ("gc0", "gc1", "gc2")
+_SERIES = {"ocitag_batch_stage_seconds": "stage", "ocitag_gc_pause_seconds": "generation"}
 
 
 def stage_histograms(text: str) -> dict[str, dict[str, Any]]:
-    """The worker's per-stage batch histograms from a /metrics text: per stage the
-    cumulative bucket counts (by upper bound), count and sum."""
+    """The worker's per-stage batch histograms and its collector pauses from a /metrics
+    text: per stage (and ``gc<generation>``) the cumulative bucket counts (by upper
+    bound), count and sum."""
     found: dict[str, dict[str, Any]] = {
-        s: {"buckets": {}, "count": 0.0, "sum": 0.0} for s in STAGES
+        s: {"buckets": {}, "count": 0.0, "sum": 0.0} for s in STAGES + GC_GENERATIONS
     }
     for line in text.splitlines():
-        if not line.startswith(_STAGE_METRIC):
+        if not line.startswith(("ocitag_batch_stage_seconds", "ocitag_gc_pause_seconds")):
             continue
         name_labels, _, value = line.rpartition(" ")
         name, _, labels = name_labels.partition("{")
+        base = name.rsplit("_", 1)[0]
+        label = _SERIES.get(base)
+        if label is None:
+            continue
         pairs = dict(p.split("=", 1) for p in labels.rstrip("}").split(",") if "=" in p)
-        stage = pairs.get("stage", "").strip('"')
+        stage = pairs.get(label, "").strip('"')
+        if label == "generation":
+            stage = "gc" + stage
         if stage not in found:
             continue
         if name.endswith("_bucket"):
@@ -199,7 +208,7 @@ def stage_summary(
     """Per stage between two readings: batches, mean ms, and the bucket bounds (ms) that
     hold the p50, p99 and the slowest batch (histogram resolution)."""
     out: dict[str, dict[str, Any]] = {}
-    for stage in STAGES:
+    for stage in STAGES + GC_GENERATIONS:
         a, b = after[stage], before.get(stage, {"buckets": {}, "count": 0.0, "sum": 0.0})
         count = a["count"] - b["count"]
         bounds = sorted(

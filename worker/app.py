@@ -20,7 +20,7 @@ import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer
 
-from worker import metrics
+from worker import metrics, runtime
 from worker.db import classify_db_error, open_pool
 from worker.errors import FatalError, TransientError
 from worker.health import Check, Health
@@ -246,6 +246,9 @@ async def _consume(
     consumer.subscribe([settings.input_topic], listener=pipeline)
     health.readiness_probe = _readiness(consumer, store, producer)
     health.started()
+    runtime.watch_gc()
+    if settings.gc_tuning:
+        runtime.tune_gc()
     pruner = asyncio.create_task(_prune_loop(store, settings), name="prune")
     log.info("running", topic=settings.input_topic, group_id=settings.group_id)
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import asyncpg
 import structlog
 from aiokafka.errors import KafkaError
 
-from worker import __version__, logs
+from worker import __version__, logs, runtime
 from worker.errors import FatalError, SettingsError, WorkerError
 from worker.settings import MASK, SECRET_FIELDS, Settings, env_name, flag_name, load_settings
 
@@ -92,15 +92,6 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop unless the settings ask for the standard loop (bench: each measured)."""
-    if settings.event_loop == "uvloop":
-        import uvloop  # noqa: PLC0415 - only when chosen
-
-        return uvloop.new_event_loop
-    return None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -111,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     logs.configure(settings.log_level, settings.log_format)
     try:
-        with asyncio.Runner(loop_factory=_loop_factory(settings)) as runner:
+        with asyncio.Runner(loop_factory=runtime.loop_factory(settings.event_loop)) as runner:
             return runner.run(_dispatch(args, settings))
     except WorkerError as exc:
         structlog.get_logger("worker").error("fatal", error=str(exc))

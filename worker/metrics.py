@@ -68,3 +68,13 @@ def serve_without_created_series() -> None:
     set): nobody graphs a metric's creation time, and they double the scrape. Called
     when /metrics starts to be served, not at import."""
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+
+
+# ---- the Python runtime (worker/runtime.py): collector pauses stop the whole event loop,
+# so a long one shows as a latency spike in every stage at once
+GC_PAUSE_SECONDS = Histogram(
+    "ocitag_gc_pause_seconds",
+    "Python garbage-collector pauses, by generation (2 = full collection).",
+    ["generation"],
+    buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)

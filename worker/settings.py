@@ -281,6 +281,11 @@ class Settings(BaseModel):
         description="uvloop (libuv: less CPU per socket read and callback) or asyncio "
         "(the standard library's loop)",
     )
+    gc_tuning: bool = Field(
+        True,
+        description="Freeze start-up objects and collect the young generation every 50,000 "
+        "allocations instead of 700 (shorter, rarer collector pauses)",
+    )
 
     @field_validator("database_url")
     @classmethod
