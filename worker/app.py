@@ -20,7 +20,7 @@ import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer
 
-from worker import metrics, runtime
+from worker import metrics, partitions, runtime
 from worker.db import classify_db_error, open_pool
 from worker.errors import FatalError, TransientError
 from worker.health import Check, Health
@@ -127,15 +127,25 @@ def _install_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(signum, on_signal, signum)
 
 
-async def _prune_loop(store: Store, settings: Settings) -> None:
-    """Delete processed-event records past retention, in small batches, forever."""
+async def _prune_loop(pool: asyncpg.Pool, settings: Settings) -> None:
+    """Rotate the idempotency record's partitions and drop the expired ones, forever
+    (worker/partitions.py)."""
     while True:
         await asyncio.sleep(settings.prune_interval_seconds)
         try:
-            pruned = await store.prune(settings.processed_retention_seconds)
-            metrics.PRUNED.inc(pruned)
-            if pruned:
-                log.info("pruned", processed_events=pruned)
+            done = await partitions.maintain(
+                pool,
+                retention_seconds=settings.processed_retention_seconds,
+                partition_seconds=settings.processed_partition_seconds,
+            )
+            metrics.PRUNED.inc(done.dropped_records)
+            if done.rotated_to is not None or done.dropped:
+                log.info(
+                    "processed_partitions",
+                    rotated_to=done.rotated_to,
+                    dropped=list(done.dropped),
+                    dropped_records=done.dropped_records,
+                )
         except Exception as exc:
             log.warning("prune_failed", error=str(exc))
 
@@ -249,7 +259,7 @@ async def _consume(
     runtime.watch_gc()
     if settings.gc_tuning:
         runtime.tune_gc()
-    pruner = asyncio.create_task(_prune_loop(store, settings), name="prune")
+    pruner = asyncio.create_task(_prune_loop(pool, settings), name="prune")
     log.info("running", topic=settings.input_topic, group_id=settings.group_id)
     try:
         await pipeline.run(stop)

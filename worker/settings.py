@@ -240,8 +240,17 @@ class Settings(BaseModel):
     processed_retention_seconds: int = Field(
         604_800, ge=60, description="How long processed-event records (idempotency) are kept"
     )
+    processed_partition_seconds: int = Field(
+        86_400,
+        ge=60,
+        description="Period of one partition of the processed-event records: expiry drops "
+        "a whole partition, so a record is kept between the retention and the retention "
+        "plus this",
+    )
     prune_interval_seconds: float = Field(
-        300.0, gt=0, description="How often expired processed-event records are deleted"
+        300.0,
+        gt=0,
+        description="How often the processed-event partitions are rotated and expired ones dropped",
     )
 
     # --- Kafka security

@@ -19,6 +19,7 @@ from tests.helpers.events import HEX
 from tests.helpers.services import Services, with_database
 from tests.helpers.wait import eventually
 from worker.kafka import missing_topics
+from worker.migrate import expected_version
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -86,8 +87,8 @@ async def test_run_refuses_an_unmigrated_or_newer_schema(
         result = run_cli(["run"], env)
         assert result.returncode == 1
         assert (
-            "schema is at version 0, this build needs 1: run `ocitag-worker migrate`"
-            in last_line(result.stderr)
+            f"schema is at version 0, this build needs {expected_version()}: "
+            "run `ocitag-worker migrate`" in last_line(result.stderr)
         )
         migrated = run_cli(["migrate"], env)
         assert migrated.returncode == 0 and "0001_initial" in migrated.stdout
