@@ -17,7 +17,7 @@ NEED_STACK = [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ] || [ -z "$${DATABASE_URL:-}"
 START_STACK = if $(NEED_STACK); then $(STACK) up >&2; fi;
 WITH_SERVICES = if $(NEED_STACK); then $(STACK) up >&2 && eval "$$($(STACK) env)"; fi;
 
-.PHONY: install services run migrate test test-unit lint format fuzz faults faults-long bench bench-store bench-decode schemas check-schemas down clean check-deploy
+.PHONY: install services run migrate test test-unit lint format fuzz faults faults-long bench bench-store bench-decode bench-retention schemas check-schemas down clean check-deploy
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -102,3 +102,6 @@ bench-store: install
 
 bench-decode: install
 	$(PY) -m bench.decode
+
+bench-retention: install
+	@$(WITH_SERVICES) $(PY) -m bench.retention

@@ -176,6 +176,11 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
                 "p99_ms": lat.get("p99_ms"),
                 "max_ms": lat.get("max_ms"),
                 "peak_rss_mib": max(drain.get("peak_rss_mib") or 0, lat.get("peak_rss_mib") or 0),
+                # CPU per event: steadier than the pace on a shared machine
+                "worker_us_per_event": _per_event(cpu.get("worker"), drain["events_per_second"]),
+                "postgres_us_per_event": _per_event(
+                    cpu.get("postgres"), drain["events_per_second"]
+                ),
                 "cpu_worker": cpu.get("worker"),
                 "cpu_postgres": cpu.get("postgres"),
                 "cpu_other": cpu.get("other"),
@@ -190,16 +195,24 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
     return {"table": rows, "flat_ratio": flat}
 
 
+def _per_event(cores: float | None, events_per_second: float) -> float | None:
+    if cores is None or not events_per_second:
+        return None
+    return round(cores / events_per_second * 1e6, 1)
+
+
 def render(results: dict[str, Any]) -> str:
     rows = results["summary"]["table"]
     headers = [
         "history events", "events/s", "events/s at 75-95 %", "DB MiB", "DB B/event",
-        "p50 ms", "p99 ms", "max ms", "peak RSS MiB", "CPU worker", "CPU postgres",
+        "p50 ms", "p99 ms", "max ms", "peak RSS MiB", "worker CPU µs/event",
+        "postgres CPU µs/event", "CPU worker", "CPU postgres",
         "CPU other (drain)", "CPU other (latency)",
     ]  # fmt: skip
     columns = (
         "size", "events_per_second", "late_events_per_second", "database_mib",
-        "bytes_per_event", "p50_ms", "p99_ms", "max_ms", "peak_rss_mib", "cpu_worker",
+        "bytes_per_event", "p50_ms", "p99_ms", "max_ms", "peak_rss_mib",
+        "worker_us_per_event", "postgres_us_per_event", "cpu_worker",
         "cpu_postgres", "cpu_other", "latency_cpu_other",
     )  # fmt: skip
     lines = [table(headers, [[r[c] for c in columns] for r in rows])]
