@@ -13,12 +13,12 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.runner import Topics
+from worker.consumer import to_raw
 from worker.db import open_pool
 from worker.decode import decode
 from worker.events import Undecodable
 from worker.kafka import new_producer
 from worker.outcomes import OutcomeContext, undecodable_outcome
-from worker.pipeline import to_raw
 from worker.plan import Item
 from worker.settings import Settings, load_settings
 from worker.store import Store

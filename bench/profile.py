@@ -43,7 +43,7 @@ _STRONG: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             r"worker/decision\.py",
         ),
         ("database", r"asyncpg|worker/store\.py|worker/db\.py"),
-        ("commit", r"[Cc]ommit.*aiokafka/|Pipeline\._commit "),
+        ("commit", r"[Cc]ommit.*aiokafka/|BatchRunner\._commit "),
         ("produce", r"aiokafka/producer/|worker/kafka\.py"),
         ("fetch", r"aiokafka/consumer/|to_raw \(|Pipeline\._start |Pipeline\._fetch "),
     )

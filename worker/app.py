@@ -21,22 +21,30 @@ import structlog
 from aiokafka import AIOKafkaConsumer
 
 from worker import metrics, partitions, runtime
+from worker.batches import BatchRunner
 from worker.db import classify_db_error, open_pool
+from worker.deadletter import DeadLetters
 from worker.errors import FatalError, TransientError
 from worker.health import Check, Health
 from worker.http import serve
 from worker.kafka import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    MAX_REQUEST_BYTES,
     Producer,
     check_connection,
     classify_kafka_error,
     client_options,
     ensure_topics,
+    max_message_bytes,
 )
 from worker.migrate import check_schema
 from worker.outcomes import OutcomeContext
-from worker.pipeline import Backoff, Pipeline
+from worker.pipeline import Pipeline
+from worker.rawrecords import RawFetcher
+from worker.retry import Backoff, retrying
 from worker.settings import Settings
 from worker.store import Store
+from worker.unreadable import Unreadable
 
 log = structlog.get_logger("worker.app")
 T = TypeVar("T")
@@ -62,35 +70,44 @@ async def wait_for_service(
     """Retry ``attempt`` while it fails transiently, up to the start-up timeout; give
     up at once when ``stop`` is set."""
     deadline = time.monotonic() + settings.startup_timeout_seconds
-    backoff = Backoff(0.25, 5.0)
     stop = stop or asyncio.Event()
-    while True:
+
+    def checked(exc: BaseException) -> BaseException:
+        if isinstance(exc, FatalError):
+            return exc
+        error = classify(exc)
+        if not isinstance(error, TransientError):
+            return FatalError(f"{what} ({setting}) refused: {exc}")
+        if time.monotonic() >= deadline:
+            return FatalError(
+                f"{what} at {setting} did not answer within "
+                f"{settings.startup_timeout_seconds:g} s (OCITAG_STARTUP_TIMEOUT_SECONDS): "
+                f"{type(exc).__name__}: {exc}"
+            )
+        return error
+
+    def report(error: TransientError, attempt: int, delay: float) -> None:
+        log.warning(
+            "waiting_for_service",
+            service=what,
+            setting=setting,
+            cause=error.cause,
+            error=str(error),
+            attempt=attempt,
+            retry_in_seconds=round(delay, 2),
+        )
+
+    async def pause(delay: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=delay)
         if stop.is_set():
             raise StopRequestedError
-        try:
-            return await attempt()
-        except FatalError:
-            raise
-        except Exception as exc:
-            error = classify(exc)
-            if not isinstance(error, TransientError):
-                raise FatalError(f"{what} ({setting}) refused: {exc}") from exc
-            if time.monotonic() >= deadline:
-                raise FatalError(
-                    f"{what} at {setting} did not answer within "
-                    f"{settings.startup_timeout_seconds:g} s (OCITAG_STARTUP_TIMEOUT_SECONDS): "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
-            delay = backoff.next_delay()
-            log.warning(
-                "waiting_for_service",
-                service=what,
-                setting=setting,
-                error=str(exc),
-                retry_in_seconds=round(delay, 2),
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
+
+    if stop.is_set():
+        raise StopRequestedError
+    return await retrying(
+        attempt, Backoff(0.25, 5.0), classify=checked, wait=pause, on_retry=report
+    )
 
 
 async def create_pool(settings: Settings, stop: asyncio.Event | None = None) -> asyncpg.Pool:
@@ -221,6 +238,19 @@ async def _run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
     log.info("stopped")
 
 
+async def _dead_letters(settings: Settings, producer: Producer) -> DeadLetters:
+    """Dead letters sized to the dead-letter topic's max.message.bytes, read now (and
+    again whenever the broker refuses one as too large)."""
+
+    async def read_limit() -> int | None:
+        return await max_message_bytes(settings, settings.dlq_topic)
+
+    limit = await read_limit()
+    log.info("dead_letter_limit", topic=settings.dlq_topic, max_message_bytes=limit)
+    fallback = min(DEFAULT_MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES)
+    return DeadLetters(producer, settings.dlq_topic, limit or fallback, read_limit)
+
+
 async def _consume(
     settings: Settings,
     stop: asyncio.Event,
@@ -246,7 +276,12 @@ async def _consume(
         client_id=f"{settings.group_id}-input",
     )
     store = Store(pool, OutcomeContext(settings.worker_source, settings.problem_base_uri))
-    pipeline = Pipeline(settings, consumer, producer, store, health)
+    runner = BatchRunner(
+        settings, consumer, producer, store, await _dead_letters(settings, producer)
+    )
+    raw = RawFetcher(settings, client_options(settings))
+    unreadable = Unreadable(consumer, raw, settings.input_topic, settings.max_batch_records)
+    pipeline = Pipeline(settings, consumer, runner, unreadable, health)
 
     try:
         await kafka(consumer.start)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 
-from worker.errors import FatalError, PermanentError, TransientError
+from worker.errors import Cause, FatalError, PermanentError, TransientError
 
 if TYPE_CHECKING:  # the driver's classes are generic only in its type stubs
     from asyncpg.pool import PoolConnectionProxy
@@ -35,7 +35,7 @@ def classify_db_error(exc: BaseException) -> Exception:
     if isinstance(exc, asyncpg.PostgresError):
         code = exc.sqlstate or ""
         if code.startswith(_TRANSIENT_CLASSES) or code in _TRANSIENT_CODES:
-            return TransientError(f"db_{type(exc).__name__}", str(exc))
+            return TransientError(_cause(code), f"{type(exc).__name__}: {exc}")
         if code.startswith(_EVENT_CLASSES):
             return PermanentError(f"{type(exc).__name__}: {exc}")
         return FatalError(
@@ -55,9 +55,17 @@ def classify_db_error(exc: BaseException) -> Exception:
         exc,
         OSError | asyncio.TimeoutError | asyncpg.InterfaceError | asyncpg.InternalClientError,
     ):
-        return TransientError("db_connection", f"{type(exc).__name__}: {exc}")
+        return TransientError(Cause.DB_CONNECTION, f"{type(exc).__name__}: {exc}")
     # not the database's word: a bug; stop rather than reject events for it
     return FatalError(f"unexpected error applying events: {type(exc).__name__}: {exc}")
+
+
+def _cause(sqlstate: str) -> Cause:
+    if sqlstate.startswith("40"):
+        return Cause.DB_CONFLICT
+    if sqlstate.startswith(("08", "57")):  # connection gone, server shutting down
+        return Cause.DB_CONNECTION
+    return Cause.DB_UNAVAILABLE
 
 
 async def open_pool(

@@ -6,7 +6,41 @@
   a bug). It gets a problem outcome and its partition moves on.
 - ``FatalError``: the worker cannot do its job at all (bad setting, wrong schema version,
   bad credentials). It stops with a message naming the cause.
+
+A ``TransientError`` carries a ``Cause``: the one low-cardinality label the retry
+counters (``ocitag_db_retries``, ``ocitag_kafka_retries``) and log lines use.
 """
+
+from enum import StrEnum
+
+
+class Cause(StrEnum):
+    """Why work is redone. A fixed set: the metrics' ``cause`` label takes no other value
+    (never an exception class name, which would grow the label set without bound)."""
+
+    #: the database connection broke or timed out, or the server is shutting down
+    DB_CONNECTION = "db_connection"
+    #: the server is overloaded or briefly unable (too many connections, locks, read-only
+    #: during a failover, an internal error)
+    DB_UNAVAILABLE = "db_unavailable"
+    #: the transaction lost a serialisation conflict or a deadlock
+    DB_CONFLICT = "db_conflict"
+    #: a concurrent writer changed a tag between read and guarded write: decided again
+    DB_VERSION_CONFLICT = "db_version_conflict"
+    #: another applier recorded some of the batch's events first: the batch is done
+    #: again and replays them
+    DB_CLAIMED_MEANWHILE = "db_claimed_meanwhile"
+    #: the broker is away, moving a leader, or not yet ready
+    KAFKA_UNAVAILABLE = "kafka_unavailable"
+    #: a Kafka request (send, commit) did not complete in time
+    KAFKA_TIMEOUT = "kafka_timeout"
+    #: the idempotent producer's state broke; it is replaced
+    KAFKA_PRODUCER = "kafka_producer"
+
+    @property
+    def service(self) -> str:
+        """``db`` or ``kafka``: which retry counter counts it."""
+        return "db" if self.value.startswith("db") else "kafka"
 
 
 class WorkerError(Exception):
@@ -16,15 +50,14 @@ class WorkerError(Exception):
 class TransientError(WorkerError):
     """Retry the same work after a backoff."""
 
-    def __init__(self, cause: str, detail: str = "") -> None:
-        super().__init__(f"{cause}: {detail}" if detail else cause)
-        #: low-cardinality label for metrics and logs (``db_connection``, ``kafka_timeout``…)
+    def __init__(self, cause: Cause, detail: str = "") -> None:
+        super().__init__(f"{cause}: {detail}" if detail else str(cause))
         self.cause = cause
 
     @property
     def service(self) -> str:
         """``db`` or ``kafka``: which retry counter this fault counts in."""
-        return "db" if self.cause.startswith("db") else "kafka"
+        return self.cause.service
 
 
 class PermanentError(WorkerError):

@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
     AuthenticationFailedError,
@@ -21,10 +22,12 @@ from aiokafka.errors import (
     KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
+    MessageSizeTooLargeError,
     NoBrokersAvailable,
     NodeNotReadyError,
     OutOfOrderSequenceNumber,
     ProducerClosed,
+    RequestTimedOutError,
     SaslAuthenticationFailed,
     TopicAuthorizationFailedError,
     UnknownProducerId,
@@ -34,7 +37,7 @@ from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import DefaultPartitioner
 
 from worker import metrics
-from worker.errors import FatalError, PermanentError, TransientError
+from worker.errors import Cause, FatalError, PermanentError, TransientError
 from worker.settings import Settings
 
 log = structlog.get_logger("worker.kafka")
@@ -44,6 +47,10 @@ Message = tuple[
 ]  # topic, key, value, headers
 
 _TOPIC_ALREADY_EXISTS = 36
+# The broker's default max.message.bytes, and the producer's own cap on one request
+# (aiokafka's max_request_size): a message larger than either is refused.
+DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
+MAX_REQUEST_BYTES = 1_048_576
 # A producer that raised these will not recover by itself: replace it.
 _STUCK = (
     KafkaTimeoutError,
@@ -61,6 +68,10 @@ _FATAL = (
     GroupAuthorizationFailedError,
     ClusterAuthorizationFailedError,
 )
+
+
+class MessageTooLargeError(PermanentError):
+    """The broker (or the producer) refused a message as larger than the topic takes."""
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
@@ -95,6 +106,8 @@ def client_options(settings: Settings) -> dict[str, Any]:
 def classify_kafka_error(exc: BaseException, what: str) -> Exception:
     """Bad credentials or permissions stop the worker; a broker that is away or slow is
     retried; anything else is a problem with this one piece of work."""
+    if isinstance(exc, MessageSizeTooLargeError):
+        return MessageTooLargeError(f"{what}: {type(exc).__name__}: {exc}")
     if isinstance(exc, _FATAL):
         return FatalError(
             f"Kafka refused the worker while {what}: {exc} (check KAFKA_BOOTSTRAP_SERVERS and "
@@ -109,8 +122,14 @@ def classify_kafka_error(exc: BaseException, what: str) -> Exception:
         | asyncio.TimeoutError
         | OSError,
     ) or (isinstance(exc, KafkaError) and exc.retriable):
-        return TransientError(f"kafka_{type(exc).__name__}", f"{what}: {exc}")
+        return TransientError(_cause(exc), f"{what}: {type(exc).__name__}: {exc}")
     return PermanentError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def _cause(exc: BaseException) -> Cause:
+    if isinstance(exc, KafkaTimeoutError | RequestTimedOutError | asyncio.TimeoutError):
+        return Cause.KAFKA_TIMEOUT
+    return Cause.KAFKA_UNAVAILABLE
 
 
 async def check_connection(settings: Settings) -> None:
@@ -192,6 +211,26 @@ async def ensure_topics(settings: Settings, names: Sequence[str]) -> list[str]:
         await admin.close()
 
 
+async def max_message_bytes(settings: Settings, topic: str) -> int | None:
+    """The topic's ``max.message.bytes``, capped by what the producer sends in one
+    request; None when it cannot be read (no DescribeConfigs right, broker away)."""
+    admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=15_000)
+    try:
+        await admin.start()
+        resource = ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": None})
+        for response in await admin.describe_configs([resource]):
+            for code, _, _, _, entries in response.resources:
+                for name, value, *_ in entries if code == 0 else ():
+                    if name == "max.message.bytes" and value is not None:
+                        return min(int(value), MAX_REQUEST_BYTES)
+        return None
+    except Exception as exc:
+        log.warning("topic_config_unreadable", topic=topic, error=str(exc)[:300])
+        return None
+    finally:
+        await admin.close()
+
+
 def new_producer(settings: Settings) -> AIOKafkaProducer:
     """Idempotent, acks=all: an outcome is acknowledged only once it is on every in-sync
     replica, and a retried send is not written twice."""
@@ -232,25 +271,35 @@ class Producer:
         """Send (topic, key, value, headers), in order per partition, and wait for every
         acknowledgement. Messages are packed into one record batch per partition, which
         costs about half of what one ``send()`` per message does."""
+        await self._send(messages, alone=False)
+
+    async def send_alone(self, messages: Sequence[Message]) -> None:
+        """As ``send_all``, each message in a record batch of its own: what the broker
+        holds against a topic's max.message.bytes is then that message alone."""
+        await self._send(messages, alone=True)
+
+    async def _send(self, messages: Sequence[Message], *, alone: bool) -> None:
         producer = self._producer
         try:
             futures: list[asyncio.Future[Any]] = []
             for topic in dict.fromkeys(m[0] for m in messages):
                 same = [m for m in messages if m[0] == topic]
-                futures.extend(await self._send_topic(producer, topic, same))
+                futures.extend(await self._send_topic(producer, topic, same, alone))
             results = await asyncio.gather(*futures, return_exceptions=True)
             failed = next((r for r in results if isinstance(r, BaseException)), None)
             if failed is not None:
                 raise failed
         except Exception as exc:
             if isinstance(exc, _STUCK):
+                broken = not isinstance(exc, KafkaTimeoutError)
                 await self._maybe_recreate(producer, exc)
-                raise TransientError(f"kafka_{type(exc).__name__}", str(exc)) from exc
+                cause = Cause.KAFKA_PRODUCER if broken else Cause.KAFKA_TIMEOUT
+                raise TransientError(cause, f"{type(exc).__name__}: {exc}") from exc
             raise classify_kafka_error(exc, "publishing outcomes") from exc
         self._failures = 0
 
     async def _send_topic(
-        self, producer: AIOKafkaProducer, topic: str, messages: list[Message]
+        self, producer: AIOKafkaProducer, topic: str, messages: list[Message], alone: bool
     ) -> list[asyncio.Future[Any]]:
         partitions = sorted(await producer.partitions_for(topic))
         available = sorted(producer.client.cluster.available_partitions_for_topic(topic))
@@ -272,6 +321,10 @@ class Producer:
                             topic, value, key=key, headers=headers, partition=partition
                         )
                     )
+            if alone:
+                batch.close()
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                del batches[partition]
         for partition, batch in batches.items():
             if batch.record_count():
                 batch.close()

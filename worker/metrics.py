@@ -6,6 +6,8 @@ from __future__ import annotations
 import prometheus_client
 from prometheus_client import Counter, Gauge, Histogram
 
+from worker.errors import Cause
+
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _SIZE_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000)
 
@@ -47,8 +49,22 @@ OLDEST_UNPROCESSED_AGE = Gauge(
     "ocitag_oldest_unprocessed_event_age_seconds",
     "Age (by Kafka timestamp) of the oldest fetched record not yet committed; 0 when idle.",
 )
-DB_RETRIES = Counter("ocitag_db_retries", "Database work redone, by cause.", ["cause"])
-KAFKA_RETRIES = Counter("ocitag_kafka_retries", "Kafka work redone, by cause.", ["cause"])
+
+
+def _causes(service: str) -> str:
+    return ", ".join(c.value for c in Cause if c.service == service)
+
+
+DB_RETRIES = Counter(
+    "ocitag_db_retries",
+    f"Database work redone, by cause (one of: {_causes('db')}).",
+    ["cause"],
+)
+KAFKA_RETRIES = Counter(
+    "ocitag_kafka_retries",
+    f"Kafka work redone, by cause (one of: {_causes('kafka')}).",
+    ["cause"],
+)
 IN_FLIGHT = Gauge("ocitag_in_flight_events", "Records fetched and not yet committed.")
 LAST_COMMIT = Gauge(
     "ocitag_last_commit_timestamp_seconds", "Unix time of the last successful offset commit."

@@ -26,10 +26,9 @@ from typing import Protocol
 
 import asyncpg
 
-from worker import metrics
 from worker.db import Connection, classify_db_error
 from worker.decision import Change, Decision, TagRecord
-from worker.errors import FatalError, PermanentError, TransientError
+from worker.errors import Cause, FatalError, PermanentError, TransientError
 from worker.outcomes import Outcome, OutcomeContext, batch_outcomes, processed_row
 from worker.plan import (
     EventKey,
@@ -40,6 +39,7 @@ from worker.plan import (
     events_by_tag,
     first_occurrences,
 )
+from worker.retry import Backoff, count_retry, retrying
 
 MAX_WRITE_ROUNDS = 8
 MAX_TX_ATTEMPTS = 5
@@ -110,17 +110,18 @@ _CHANGES: dict[str, int] = {"created": 1, "updated": 2, "unchanged": 3}
 _CHANGE_NAMES: dict[int, Change] = {1: "created", 2: "updated", 3: "unchanged"}
 
 
-class _ClaimedMeanwhileError(Exception):
-    """Another transaction recorded one of this batch's events first: redo the batch
-    (it then finds the event processed and replays its outcome)."""
-
-
 class EventStore(Protocol):
     """What the pipeline needs of a store (the real one below; fakes in unit tests)."""
 
     async def apply(self, items: Sequence[Item], processed_at: datetime) -> list[Outcome]: ...
 
     async def ping(self) -> None: ...
+
+
+def _classify(exc: BaseException) -> BaseException:
+    if isinstance(exc, TransientError | PermanentError | FatalError):
+        return exc
+    return classify_db_error(exc)
 
 
 class Store:
@@ -138,31 +139,34 @@ class Store:
         or FatalError."""
         if not items:
             return []
-        failures = 0
-        for attempt in range(1, MAX_RACE_ATTEMPTS + 1):
-            try:
-                async with self._pool.acquire() as conn:
-                    await self._sources.load(conn)
-                    # the version-guard loop relies on each statement seeing the latest
-                    # commits
-                    async with conn.transaction(isolation="read_committed"):
-                        return await _apply(conn, self._ctx, self._sources, items, processed_at)
-            except (asyncpg.SerializationError, asyncpg.DeadlockDetectedError) as exc:
-                metrics.DB_RETRIES.labels(cause=type(exc).__name__).inc()
-                failures += 1
-                if failures == MAX_TX_ATTEMPTS:
-                    raise TransientError("db_conflict", str(exc)) from exc
-            except _ClaimedMeanwhileError as exc:
-                # another applier recorded some of these events first: that is progress,
-                # and the next attempt replays them
-                metrics.DB_RETRIES.labels(cause="claimed_meanwhile").inc()
-                if attempt == MAX_RACE_ATTEMPTS:
-                    raise TransientError("db_conflict", str(exc)) from exc
-            except (TransientError, PermanentError, FatalError):
-                raise
-            except Exception as exc:
-                raise classify_db_error(exc) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        async def transaction() -> list[Outcome]:
+            async with self._pool.acquire() as conn:
+                await self._sources.load(conn)
+                # the version-guard loop relies on each statement seeing the latest
+                # commits
+                async with conn.transaction(isolation="read_committed"):
+                    return await _apply(conn, self._ctx, self._sources, items, processed_at)
+
+        async def settled() -> list[Outcome]:
+            # a lost conflict is redone here at once (briefly backed off); any other
+            # fault, and a conflict lost MAX_TX_ATTEMPTS times, goes up to the caller
+            return await retrying(
+                transaction,
+                Backoff(0.005, 0.1),
+                classify=_classify,
+                causes={Cause.DB_CONFLICT},
+                attempts=MAX_TX_ATTEMPTS,
+            )
+
+        # another applier recorded some of the events first: that is progress there, and
+        # the batch done again replays them, so it has a budget of its own
+        return await retrying(
+            settled,
+            Backoff(0.001, 0.05),
+            causes={Cause.DB_CLAIMED_MEANWHILE},
+            attempts=MAX_RACE_ATTEMPTS,
+        )
 
     async def ping(self) -> None:
         async with self._pool.acquire() as conn:
@@ -249,7 +253,10 @@ async def _record(
             column.append(value)
     inserted = await conn.fetch(_RECORD, columns[0], epoch, at, *columns[1:])
     if len(inserted) != len(rows):
-        raise _ClaimedMeanwhileError(f"{len(rows) - len(inserted)} events recorded meanwhile")
+        raise TransientError(
+            Cause.DB_CLAIMED_MEANWHILE,
+            f"{len(rows) - len(inserted)} events recorded meanwhile by another applier",
+        )
 
 
 async def _read_tags(conn: Connection, tags: Iterable[TagKey]) -> dict[TagKey, TagRecord]:
@@ -304,9 +311,9 @@ async def _decide_and_write(
                 decided.update(zip(pending[tag], decisions, strict=True))
         if not conflicted:
             return decided
-        metrics.DB_RETRIES.labels(cause="version_conflict").inc(len(conflicted))
+        count_retry(Cause.DB_VERSION_CONFLICT, len(conflicted))
         pending = {tag: pending[tag] for tag in conflicted}
-    raise TransientError("db_write_conflict", f"{len(pending)} tags kept changing under us")
+    raise TransientError(Cause.DB_VERSION_CONFLICT, f"{len(pending)} tags kept changing under us")
 
 
 async def _apply(

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from tests.helpers.cloudevents_sdk import sdk_errors
 from tests.helpers.contract import errors_of, schema_validator, seed_validator
@@ -132,3 +132,18 @@ def binary(event: dict[str, Any], key: bytes | None = None) -> Record:
     headers = [(f"ce_{k}", str(v).encode()) for k, v in event.items() if k != "data"]
     headers.append(("content-type", b"application/json"))
     return key, json.dumps(event["data"]).encode(), headers
+
+
+async def committed(settings: Settings, partition: int = 0) -> int | None:
+    """The worker group's committed offset of an input partition."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, group_id=settings.group_id
+    )
+    await consumer.start()
+    try:
+        offset: int | None = await consumer.committed(
+            TopicPartition(settings.input_topic, partition)
+        )
+        return offset
+    finally:
+        await consumer.stop()

@@ -8,12 +8,12 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.util import calc_crc32c
 
 from tests.helpers.events import event
-from tests.helpers.harness import running_worker, structured
+from tests.helpers.harness import committed, running_worker, structured
 from worker.outcomes import Outcome
 from worker.plan import Item
 from worker.settings import Settings
@@ -62,18 +62,6 @@ async def send_raw(bootstrap: str, topic: str, raw: bytes) -> None:
         await producer.stop()
 
 
-async def committed(settings: Settings) -> int | None:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, group_id=settings.group_id
-    )
-    await consumer.start()
-    try:
-        offset: int | None = await consumer.committed(TopicPartition(settings.input_topic, 0))
-        return offset
-    finally:
-        await consumer.stop()
-
-
 async def test_a_record_the_client_cannot_read_is_rejected_alone(
     make_settings: Callable[..., Settings],
 ) -> None:
@@ -95,7 +83,15 @@ async def test_a_record_the_client_cannot_read_is_rejected_alone(
     problem = outcomes[2].body["data"]
     assert problem["instance"] == f"urn:kafka:{settings.input_topic}:0:2"
     assert "could not read this record" in problem["detail"]
-    assert dict(dead[0].headers)["ocitag_dlq_offset"] == b"2"
+    letter = dead[0]
+    headers = dict(letter.headers)
+    assert headers["ocitag_dlq_offset"] == b"2"
+    # what the client could not read is kept: key, value, the readable header as it
+    # was, the one with a non-UTF-8 key with its bytes escaped (and named as such)
+    assert (letter.key, letter.value) == (b"k", b"{}")
+    assert headers["content-type"] == b"application/cloudevents+json"
+    assert headers["\\xff\\xfe"] == b"1"
+    assert headers["ocitag_dlq_escaped_header_keys"] == b"1"
     assert await committed(settings) == 4
 
 

@@ -9,14 +9,15 @@ import pytest
 from aiokafka.errors import (
     KafkaConnectionError,
     KafkaTimeoutError,
+    MessageSizeTooLargeError,
     NotLeaderForPartitionError,
     SaslAuthenticationFailed,
     TopicAuthorizationFailedError,
 )
 
 from worker.db import classify_db_error
-from worker.errors import FatalError, PermanentError, TransientError
-from worker.kafka import classify_kafka_error
+from worker.errors import Cause, FatalError, PermanentError, TransientError
+from worker.kafka import MessageTooLargeError, classify_kafka_error
 
 
 @pytest.mark.parametrize(
@@ -73,5 +74,36 @@ def test_kafka_errors(error: BaseException, kind: type[Exception]) -> None:
 
 
 def test_transient_errors_say_which_service() -> None:
-    assert TransientError("db_connection").service == "db"
-    assert TransientError("kafka_KafkaTimeoutError").service == "kafka"
+    assert TransientError(Cause.DB_CONNECTION).service == "db"
+    assert TransientError(Cause.KAFKA_TIMEOUT).service == "kafka"
+
+
+@pytest.mark.parametrize(
+    ("error", "cause"),
+    [
+        (asyncpg.exceptions.ConnectionDoesNotExistError("gone"), Cause.DB_CONNECTION),
+        (asyncpg.exceptions.AdminShutdownError("shutdown"), Cause.DB_CONNECTION),
+        (ConnectionRefusedError(111, "refused"), Cause.DB_CONNECTION),
+        (asyncpg.exceptions.TooManyConnectionsError("too many"), Cause.DB_UNAVAILABLE),
+        (asyncpg.exceptions.ReadOnlySQLTransactionError("failover"), Cause.DB_UNAVAILABLE),
+        (asyncpg.exceptions.SerializationError("serialization"), Cause.DB_CONFLICT),
+        (asyncpg.exceptions.DeadlockDetectedError("deadlock"), Cause.DB_CONFLICT),
+        (KafkaConnectionError("down"), Cause.KAFKA_UNAVAILABLE),
+        (NotLeaderForPartitionError(), Cause.KAFKA_UNAVAILABLE),
+        (KafkaTimeoutError(), Cause.KAFKA_TIMEOUT),
+        (TimeoutError(), Cause.KAFKA_TIMEOUT),
+    ],
+)
+def test_transient_faults_carry_one_of_the_fixed_causes(error: BaseException, cause: Cause) -> None:
+    """The retry counters' label is one of a fixed set, never an exception's name."""
+    if cause.service == "db":
+        classified = classify_db_error(error)
+    else:
+        classified = classify_kafka_error(error, "testing")
+    assert isinstance(classified, TransientError) and classified.cause is cause
+
+
+def test_a_message_too_large_for_its_topic_is_told_apart() -> None:
+    """The dead letters react to it (trim the copy); it is not a retry and not fatal."""
+    classified = classify_kafka_error(MessageSizeTooLargeError(), "publishing")
+    assert isinstance(classified, MessageTooLargeError)

@@ -1,22 +1,236 @@
-"""The pipeline's decisions that need no broker: a refused event is rejected alone (and
-never stops the worker), dead letters, backoff. The store is a fake behind the
-EventStore protocol; the real one is tested against PostgreSQL."""
+"""The poll loop's and the batch runner's rules, against fakes of the consumer, the
+producer and the store (tests/helpers/fakes.py): pause/resume while a batch is in
+flight, commit only after apply and publish, nothing committed after a fatal error,
+a given-up batch fetched again, revocation finishing in-flight work, refused events
+rejected alone. The real edges are tested against Kafka and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError
+
+from tests.helpers.fakes import (
+    TOPIC,
+    FakeConsumer,
+    FakePublisher,
+    FakeStore,
+    event_value,
+    health,
+)
 from tests.helpers.strategies import BASE, digest, make_event
-from worker.decode import decode
+from worker.batches import BatchRunner
+from worker.deadletter import DeadLetters
 from worker.errors import PermanentError
-from worker.events import RawRecord, Undecodable
+from worker.events import RawRecord
 from worker.outcomes import Outcome
-from worker.pipeline import Backoff, Pipeline, _truncate_utf8
+from worker.pipeline import Pipeline
 from worker.plan import Item
-from worker.settings import load_settings
+from worker.rawrecords import RawParts
+from worker.settings import Settings, load_settings
+from worker.unreadable import Unreadable
+
+P0 = TopicPartition(TOPIC, 0)
+P1 = TopicPartition(TOPIC, 1)
+
+
+def settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "input_topic": TOPIC,
+        "poll_timeout_ms": 5,
+        "retry_backoff_initial_seconds": 0.001,
+        "retry_backoff_max_seconds": 0.005,
+        "shutdown_grace_seconds": 2,
+    }
+    values.update(overrides)
+    return load_settings(values, environ={})
+
+
+class World:
+    """A pipeline on fakes, and the journal of what they saw, in order."""
+
+    def __init__(self, dlq_limit: int = 1_000_000, reader: Any = None, **overrides: Any) -> None:
+        self.journal: list[tuple[str, object]] = []
+        self.settings = settings(**overrides)
+        self.consumer = FakeConsumer(self.journal)
+        self.store = FakeStore(self.journal)
+        self.publisher = FakePublisher(self.journal)
+        self.dead_letters = DeadLetters(self.publisher, self.settings.dlq_topic, dlq_limit)
+        self.runner = BatchRunner(
+            self.settings, self.consumer, self.publisher, self.store, self.dead_letters
+        )
+        unreadable = Unreadable(self.consumer, reader, TOPIC, self.settings.max_batch_records)
+        self.pipeline = Pipeline(self.settings, self.consumer, self.runner, unreadable, health())
+        self.stop = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def kinds(self, *kinds: str) -> list[tuple[str, object]]:
+        return [entry for entry in self.journal if entry[0] in kinds]
+
+    def outcomes(self) -> list[dict[str, Any] | bytes]:
+        out: list[dict[str, Any] | bytes] = []
+        for topic, _, value, _ in self.publisher.sent:
+            if topic == self.settings.outcome_topic:
+                assert value is not None
+                out.append(value if value.startswith(b"ok:") else json.loads(value))
+        return out
+
+
+@contextlib.asynccontextmanager
+async def running(world: World) -> AsyncIterator[World]:
+    world.task = asyncio.create_task(world.pipeline.run(world.stop))
+    try:
+        yield world
+    finally:
+        world.stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(world.task, 10)
+
+
+async def until(condition: Any, timeout: float = 5.0) -> None:
+    """As tests' ``eventually()``, polling faster: the fakes answer in microseconds."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.002)
+
+
+# ---- the loop's rules
+
+
+async def test_a_partition_is_paused_while_its_batch_is_in_flight_and_others_go_on() -> None:
+    world = World()
+    world.consumer.add(0, event_value("a"))
+    world.store.gate.clear()
+    async with running(world):
+        await until(lambda: world.kinds("apply"))
+        assert P0 in world.consumer.paused
+        world.consumer.add(1, event_value("b", "2.0"))  # another partition is not held up
+        await until(lambda: len(world.kinds("apply")) == 2)
+        assert not world.kinds("commit")
+        world.store.gate.set()
+        await until(lambda: world.consumer.commits == {P0: 1, P1: 1})
+        await until(lambda: P0 not in world.consumer.paused)
+
+
+async def test_every_partition_is_paused_while_the_in_flight_cap_is_reached() -> None:
+    world = World(max_in_flight_records=2)
+    world.consumer.add(0, event_value("a"), event_value("b"))
+    world.consumer.add(1)  # nothing yet, assigned
+    world.store.gate.clear()
+    async with running(world):
+        await until(lambda: world.kinds("apply"))
+        await until(lambda: world.consumer.paused == world.consumer.assigned)
+        world.consumer.add(1, event_value("c", "2.0"))
+        for _ in range(20):  # polls go on (membership), fetching nothing while full
+            await asyncio.sleep(0.002)
+        assert len(world.kinds("apply")) == 1
+        world.store.gate.set()
+        await until(lambda: world.consumer.commits == {P0: 2, P1: 1})
+
+
+async def test_the_offset_is_committed_last_plus_one_only_after_apply_and_publish() -> None:
+    world = World(max_batch_records=2)
+    world.consumer.add(0, event_value("a"), event_value("b"), event_value("c"))
+    world.publisher.gate.clear()
+    async with running(world):
+        await until(lambda: world.kinds("apply"))
+        await asyncio.sleep(0.05)  # publish is held: whatever else happens, no commit
+        assert not world.kinds("commit")
+        world.publisher.gate.set()
+        await until(lambda: world.consumer.commits == {P0: 3})
+    steps = [kind for kind, _ in world.kinds("apply", "publish", "commit")]
+    assert steps == ["apply", "publish", "commit", "apply", "publish", "commit"]
+    assert [value for kind, value in world.kinds("commit")] == [(0, 2), (0, 3)]
+
+
+async def test_nothing_commits_after_a_fatal_error() -> None:
+    world = World(max_batch_records=1)
+    world.consumer.add(0, event_value("ok-1"), event_value("boom"), event_value("ok-2"))
+    world.store.bugs = {"boom"}
+    task = asyncio.create_task(world.pipeline.run(world.stop))
+    with pytest.raises(RuntimeError, match="a bug"):
+        await asyncio.wait_for(task, 10)
+    assert world.consumer.commits == {P0: 1}
+    assert ["ok-2"] not in [ids for _, ids in world.kinds("apply")]
+
+
+async def test_a_transient_fault_retries_the_same_batch_and_then_commits() -> None:
+    world = World()
+    world.consumer.add(0, event_value("a"), event_value("b"))
+    world.store.transient = 3
+    async with running(world):
+        await until(lambda: world.consumer.commits == {P0: 2})
+    applied = [ids for _, ids in world.kinds("apply")]
+    assert applied == [["a", "b"]] * 4
+    assert [value for _, value in world.kinds("commit")] == [(0, 2)]
+
+
+async def test_a_batch_given_up_while_its_partition_stays_ours_is_fetched_again() -> None:
+    world = World()
+    world.consumer.add(0, event_value("a"), event_value("b"))
+    world.consumer.commit_errors = [CommitFailedError("rebalanced")]
+    async with running(world):
+        await until(lambda: world.consumer.commits == {P0: 2})
+    assert ("seek", (0, 0)) in world.journal
+    assert [ids for _, ids in world.kinds("apply")] == [["a", "b"], ["a", "b"]]
+
+
+async def test_revocation_finishes_in_flight_batches_before_the_partitions_go() -> None:
+    world = World()
+    world.consumer.add(0, event_value("a"))
+    world.store.gate.clear()
+    async with running(world):
+        await until(lambda: world.kinds("apply"))
+        revoking = asyncio.create_task(world.pipeline.on_partitions_revoked([P0]))
+        await asyncio.sleep(0.02)
+        assert not revoking.done()  # waits for the batch
+        world.store.gate.set()
+        await asyncio.wait_for(revoking, 5)
+        assert world.consumer.commits == {P0: 1}  # committed before the partition went
+
+
+async def test_an_unreadable_record_is_rejected_alone_with_what_could_be_read() -> None:
+    class Reader:
+        async def read(self, tp: TopicPartition, offset: int) -> RawParts | None:
+            return RawParts(5, b"k", b"raw", (("\udcff", b"1"),))
+
+    world = World(reader=Reader())
+    world.consumer.add(0, event_value("a"), b"bad", event_value("c", "2.0"))
+    world.consumer.unreadable.add((P0, 1))
+    async with running(world):
+        await until(lambda: world.consumer.commits == {P0: 3})
+    outcomes = world.outcomes()
+    assert outcomes[0] == b"ok:a" and outcomes[2] == b"ok:c"
+    rejected = outcomes[1]
+    assert isinstance(rejected, dict) and rejected["status"] == 400
+    assert rejected["data"]["instance"] == f"urn:kafka:{TOPIC}:0:1"
+    (letter,) = [m for m in world.publisher.sent if m[0] == world.settings.dlq_topic]
+    headers = dict(letter[3])
+    assert (letter[1], letter[2], headers["\\xff"]) == (b"k", b"raw", b"1")
+    assert headers["ocitag_dlq_escaped_header_keys"] == b"1"
+
+
+async def test_a_dead_letter_the_topic_refuses_is_trimmed_and_the_batch_commits() -> None:
+    """The limit read at start was wrong: the refusal halves it until the copy fits."""
+    world = World(dlq_limit=1_000_000)
+    world.publisher.limits[world.settings.dlq_topic] = 50_000
+    world.consumer.add(0, b"\xff" + b"x" * 150_000, event_value("after"))
+    async with running(world):
+        await until(lambda: world.consumer.commits == {P0: 2})
+    (letter,) = [m for m in world.publisher.sent if m[0] == world.settings.dlq_topic]
+    headers = dict(letter[3])
+    assert letter[2] is None and headers["ocitag_dlq_value_omitted_bytes"] == b"150001"
+    assert world.dead_letters.limit < 1_000_000  # remembered for the next ones
+
+
+# ---- refused events (the store says PermanentError)
 
 
 class RefusingStore:
@@ -36,8 +250,9 @@ class RefusingStore:
         return None
 
 
-def pipeline(store: RefusingStore) -> Pipeline:
-    return Pipeline(load_settings(environ={}), None, None, store, None)  # type: ignore[arg-type]
+def runner(store: RefusingStore) -> BatchRunner:
+    world = World()
+    return BatchRunner(world.settings, world.consumer, world.publisher, store, world.dead_letters)
 
 
 def items(*ids: str) -> list[Item]:
@@ -52,7 +267,7 @@ def items(*ids: str) -> list[Item]:
 
 async def test_a_refused_event_is_rejected_alone_and_the_rest_applied() -> None:
     store = RefusingStore({"bad"})
-    outcomes = await pipeline(store)._apply(items("a", "bad", "c"), datetime.now(UTC))
+    outcomes = await runner(store).apply(items("a", "bad", "c"), datetime.now(UTC))
     assert [o.status for o in outcomes] == [200, 500, 200]
     body: dict[str, Any] = json.loads(outcomes[1].value)
     assert (
@@ -63,44 +278,15 @@ async def test_a_refused_event_is_rejected_alone_and_the_rest_applied() -> None:
 
 
 async def test_a_refused_single_event_does_not_stop_the_worker() -> None:
-    outcomes = await pipeline(RefusingStore({"bad"}))._apply(items("bad"), datetime.now(UTC))
+    outcomes = await runner(RefusingStore({"bad"})).apply(items("bad"), datetime.now(UTC))
     assert [o.status for o in outcomes] == [500]
 
 
 async def test_internal_outcome_is_the_same_on_redelivery() -> None:
     """Not stored, so rebuilt on each delivery: nothing of the wall clock may enter it."""
-    first = await pipeline(RefusingStore({"bad"}))._apply(items("bad"), datetime.now(UTC))
-    again = await pipeline(RefusingStore({"bad"}))._apply(items("bad"), datetime.now(UTC))
+    first = await runner(RefusingStore({"bad"})).apply(items("bad"), datetime.now(UTC))
+    again = await runner(RefusingStore({"bad"})).apply(items("bad"), datetime.now(UTC))
     assert first[0].value == again[0].value
-
-
-def test_dead_letter_keeps_the_record_and_says_where_and_why() -> None:
-    raw = RawRecord("in", 2, 41, 0, b"key", b"\xff", (("trace", b"t"),))
-    decoded = decode(raw, 1024)
-    assert isinstance(decoded, Undecodable)
-    topic, key, value, headers = pipeline(RefusingStore(set()))._dead_letter(raw, decoded)
-    found = dict(headers)
-    assert (topic, key, value, found["trace"]) == ("ocitag.events.dlq", b"key", b"\xff", b"t")
-    assert (
-        found["ocitag_dlq_topic"],
-        found["ocitag_dlq_partition"],
-        found["ocitag_dlq_offset"],
-    ) == (b"in", b"2", b"41")
-    assert found["ocitag_dlq_status"] == b"400" and b"UTF-8" in found["ocitag_dlq_reason"]
-
-
-def test_truncation_never_splits_a_character() -> None:
-    cut = _truncate_utf8("é" * 10, 5)
-    assert cut == "éé".encode()
-    cut.decode("utf-8")
-
-
-def test_backoff_grows_with_jitter_up_to_the_cap() -> None:
-    backoff = Backoff(0.1, 1.0)
-    delays = [backoff.next_delay() for _ in range(8)]
-    assert 0.05 <= delays[0] <= 0.1
-    assert 0.1 <= delays[2] <= 0.4
-    assert all(0.5 <= d <= 1.0 for d in delays[4:])
 
 
 def test_outcome_ids_are_rfc_4122_uuid5() -> None:

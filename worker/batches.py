@@ -1,0 +1,238 @@
+"""One batch of one partition: decode → apply → publish → commit.
+
+- the outcomes are published (and the undecodable records dead-lettered) only after the
+  database transaction committed, and the offset (last + 1) is committed only after
+  Kafka acknowledged every one of them (acks=all);
+- a transient fault retries the same step with the one backoff policy, for as long as
+  the partition is ours and the batch is not given up (revocation, shutdown);
+- an event the database refuses is rejected alone (500), the others applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol, TypeVar
+
+import structlog
+from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from worker import metrics
+from worker.consumer import Consumer
+from worker.deadletter import DeadLetters
+from worker.decode import decode
+from worker.errors import Cause, PermanentError, TransientError
+from worker.events import Decoded, RawRecord, Undecodable
+from worker.kafka import Message, classify_kafka_error
+from worker.outcomes import Outcome, OutcomeContext, internal_outcome, undecodable_outcome
+from worker.plan import Item
+from worker.problems import Problem
+from worker.retry import Backoff, retrying
+from worker.settings import Settings
+from worker.store import EventStore
+
+log = structlog.get_logger("worker.batches")
+T = TypeVar("T")
+
+COMMIT_TIMEOUT_SECONDS = 30.0
+_STAGE_FETCH = metrics.BATCH_STAGE_SECONDS.labels("fetch")
+_STAGE_DECODE = metrics.BATCH_STAGE_SECONDS.labels("decode")
+_STAGE_APPLY = metrics.BATCH_STAGE_SECONDS.labels("apply")
+_STAGE_PRODUCE = metrics.BATCH_STAGE_SECONDS.labels("produce")
+_STAGE_COMMIT = metrics.BATCH_STAGE_SECONDS.labels("commit")
+
+
+class Publisher(Protocol):
+    """The outcome producer (``worker.kafka.Producer``; fakes in unit tests)."""
+
+    async def send_all(self, messages: Sequence[Message]) -> None: ...
+
+    async def send_alone(self, messages: Sequence[Message]) -> None: ...
+
+
+@dataclass
+class Batch:
+    tp: TopicPartition
+    records: list[RawRecord]
+    fetched_at: float
+    #: for a record the client could not read: what could be read of it after all,
+    #: for its dead letter (its outcome is built from the coordinates alone, so that
+    #: every redelivery gets the same bytes)
+    recovered: RawRecord | None = None
+    #: wall-clock time of the fetch, against the records' Kafka timestamps
+    fetched_wall: float = field(default_factory=time.time)
+    task: asyncio.Task[None] | None = None
+    give_up: asyncio.Event = field(default_factory=asyncio.Event)
+    retrying: bool = False
+    committed: bool = False
+
+    @property
+    def next_offset(self) -> int:
+        return self.records[-1].offset + 1
+
+
+class GiveUpError(Exception):
+    """The batch's partition was revoked or the worker is stopping: leave it
+    uncommitted, it will be redelivered."""
+
+
+class BatchRunner:
+    """Runs batches; holds no state of its own between them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        consumer: Consumer,
+        producer: Publisher,
+        store: EventStore,
+        dead_letters: DeadLetters,
+    ) -> None:
+        self._settings = settings
+        self._consumer = consumer
+        self._producer = producer
+        self._store = store
+        self._dead_letters = dead_letters
+        self._ctx = OutcomeContext(settings.worker_source, settings.problem_base_uri)
+        self._log_events = settings.log_level in {"debug", "info"}
+
+    async def run(self, batch: Batch) -> None:
+        """Process and commit ``batch``; raises GiveUpError, FatalError or a bug."""
+        started = time.monotonic()
+        oldest = min((r.timestamp_ms for r in batch.records if r.timestamp_ms > 0), default=None)
+        if oldest is not None:
+            _STAGE_FETCH.observe(max(0.0, batch.fetched_wall - oldest / 1000))
+        decoded = [decode(r, self._settings.max_event_bytes) for r in batch.records]
+        _STAGE_DECODE.observe(time.monotonic() - started)
+        outcomes = await self._retrying(batch, lambda: self._apply_and_publish(batch, decoded))
+        published = time.monotonic()
+        await self._retrying(batch, lambda: self._commit(batch.tp, batch.next_offset))
+        batch.committed = True
+        done = time.monotonic()
+        _STAGE_COMMIT.observe(done - published)
+        metrics.BATCH_SECONDS.observe(done - started)
+        metrics.BATCH_EVENTS.observe(len(batch.records))
+        elapsed = done - batch.fetched_at
+        counts = Counter(
+            (str(o.status), o.change or "none", "true" if o.replay else "false") for o in outcomes
+        )
+        for labels, count in counts.items():
+            metrics.OUTCOMES.labels(*labels).inc(count)
+        for _ in outcomes:
+            metrics.EVENT_SECONDS.observe(elapsed)
+        if self._log_events:  # the line's fields cost even when the level drops it
+            for raw, event, outcome in zip(batch.records, decoded, outcomes, strict=True):
+                _log_event(raw, event, outcome, elapsed)
+
+    async def _apply_and_publish(self, batch: Batch, decoded: Sequence[Decoded]) -> list[Outcome]:
+        processed_at = datetime.now(UTC)
+        items = [
+            Item(raw, event)
+            for raw, event in zip(batch.records, decoded, strict=True)
+            if not isinstance(event, Undecodable)
+        ]
+        started = time.monotonic()
+        applied = iter(await self.apply(items, processed_at))
+        applied_at = time.monotonic()
+        _STAGE_APPLY.observe(applied_at - started)
+        rejected: list[tuple[RawRecord, Problem]] = []
+        outcomes: list[Outcome] = []
+        for raw, event in zip(batch.records, decoded, strict=True):
+            if isinstance(event, Undecodable):
+                outcome = undecodable_outcome(self._ctx, raw, event)
+                copy = batch.recovered if raw.unreadable and batch.recovered else raw
+                rejected.append((copy, event.problem))
+            else:
+                outcome = next(applied)
+            outcomes.append(outcome)
+        await self._dead_letters.send(rejected)
+        topic = self._settings.outcome_topic
+        await self._producer.send_all([(topic, o.key, o.value, o.headers) for o in outcomes])
+        _STAGE_PRODUCE.observe(time.monotonic() - applied_at)
+        return outcomes
+
+    async def apply(self, items: Sequence[Item], processed_at: datetime) -> list[Outcome]:
+        try:
+            return await self._store.apply(items, processed_at)
+        except PermanentError as exc:
+            log.warning("batch_refused", error=str(exc)[:300], records=len(items))
+        # An event of the batch is refused by the database: find it by applying one at
+        # a time, reject it alone (500), and move on with the others.
+        outcomes = []
+        for item in items:
+            try:
+                outcomes.extend(await self._store.apply([item], processed_at))
+            except PermanentError as exc:
+                log.error("event_refused", error=str(exc), offset=item.record.offset)
+                outcomes.append(internal_outcome(self._ctx, item, str(exc)[:200]))
+        return outcomes
+
+    async def _commit(self, tp: TopicPartition, offset: int) -> None:
+        try:
+            # aiokafka retries a commit for as long as the coordinator is away: bound it,
+            # so that the batch can be given up on revocation or shutdown
+            await asyncio.wait_for(self._consumer.commit({tp: offset}), COMMIT_TIMEOUT_SECONDS)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # the partition went to another member, which redoes the batch with the same
+            # outcomes (they are stored); this member stops working on it
+            log.warning("commit_lost", partition=tp.partition, offset=offset, error=str(exc))
+            raise GiveUpError from exc
+        except TimeoutError as exc:
+            raise TransientError(Cause.KAFKA_TIMEOUT, f"commit of {tp}") from exc
+        except KafkaError as exc:
+            raise classify_kafka_error(exc, "committing offsets") from exc
+        metrics.LAST_COMMIT.set(time.time())
+
+    async def _retrying(self, batch: Batch, work: Callable[[], Awaitable[T]]) -> T:
+        """Retry ``work`` while it fails transiently, partition paused, for as long as
+        the partition is ours and the batch is not given up."""
+
+        async def attempt() -> T:
+            if batch.give_up.is_set() or batch.tp not in self._consumer.assignment():
+                raise GiveUpError
+            return await work()
+
+        def report(error: TransientError, attempt: int, delay: float) -> None:
+            batch.retrying = True
+            log.warning(
+                "retrying",
+                cause=error.cause,
+                error=str(error)[:300],
+                attempt=attempt,
+                delay_seconds=round(delay, 3),
+                partition=batch.tp.partition,
+            )
+
+        async def wait(delay: float) -> None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(batch.give_up.wait(), timeout=delay)
+
+        backoff = Backoff(
+            self._settings.retry_backoff_initial_seconds, self._settings.retry_backoff_max_seconds
+        )
+        result = await retrying(attempt, backoff, wait=wait, on_retry=report)
+        batch.retrying = False
+        return result
+
+
+def _log_event(raw: RawRecord, event: object, outcome: Outcome, seconds: float) -> None:
+    """The one canonical line per event."""
+    event_id = getattr(event, "id", None)
+    subject = getattr(event, "ocitag_id", None) or getattr(event, "subject", None)
+    log.info(
+        "event",
+        event_id=event_id,
+        ocitag_id=subject,
+        topic=raw.topic,
+        partition=raw.partition,
+        offset=raw.offset,
+        status=outcome.status,
+        change=outcome.change,
+        replay=outcome.replay,
+        duration_ms=round(seconds * 1000, 2),
+    )
