@@ -63,6 +63,7 @@ class HistoryConfig:
     partitions: int = 6
     seed: int = 20_261_128
     results_dir: Path = RESULTS
+    worker_env: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_env(cls, base: pipeline.Config) -> HistoryConfig:
@@ -75,6 +76,7 @@ class HistoryConfig:
             partitions=base.partitions,
             seed=env_int("BENCH_SEED", base.seed),
             results_dir=base.results_dir,
+            worker_env=tuple(sorted(base.worker_env.items())),
         )
 
 
@@ -121,6 +123,7 @@ async def one_size(
         seed=config.seed,
         results_dir=config.results_dir,
         chart=False,
+        worker_env=dict(config.worker_env),
     )
     ctx = pipeline.Context(
         base, services, unique(f"hist{size}"), log_dir=config.results_dir / "logs"
@@ -177,6 +180,7 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
                 "max_ms": lat.get("max_ms"),
                 "peak_rss_mib": max(drain.get("peak_rss_mib") or 0, lat.get("peak_rss_mib") or 0),
                 # CPU per event: steadier than the pace on a shared machine
+                "wal_bytes_per_event": drain.get("wal_bytes_per_event"),
                 "worker_us_per_event": _per_event(cpu.get("worker"), drain["events_per_second"]),
                 "postgres_us_per_event": _per_event(
                     cpu.get("postgres"), drain["events_per_second"]
@@ -205,13 +209,13 @@ def render(results: dict[str, Any]) -> str:
     rows = results["summary"]["table"]
     headers = [
         "history events", "events/s", "events/s at 75-95 %", "DB MiB", "DB B/event",
-        "p50 ms", "p99 ms", "max ms", "peak RSS MiB", "worker CPU µs/event",
+        "WAL B/event", "p50 ms", "p99 ms", "max ms", "peak RSS MiB", "worker CPU µs/event",
         "postgres CPU µs/event", "CPU worker", "CPU postgres",
         "CPU other (drain)", "CPU other (latency)",
     ]  # fmt: skip
     columns = (
         "size", "events_per_second", "late_events_per_second", "database_mib",
-        "bytes_per_event", "p50_ms", "p99_ms", "max_ms", "peak_rss_mib",
+        "bytes_per_event", "wal_bytes_per_event", "p50_ms", "p99_ms", "max_ms", "peak_rss_mib",
         "worker_us_per_event", "postgres_us_per_event", "cpu_worker",
         "cpu_postgres", "cpu_other", "latency_cpu_other",
     )  # fmt: skip

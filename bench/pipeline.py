@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -79,6 +80,7 @@ from bench.services import (
     service_pids,
     unique,
     vm_kib,
+    with_database,
     write_results,
 )
 from bench.stream import Generator, Record, StreamShape, kind_counts, produce
@@ -227,6 +229,7 @@ async def drain(
     total = sum(ctx.ends.values())
     timeout = max(300.0, total / 100)
     first_fetch = await worker.wait_first_fetch(within=120)
+    wal_before = await wal_position(ctx.services.database_url)
     processes = {"worker": worker.pid, "bench": os.getpid()}
     trees = service_pids(ctx.services)
     cpu_before = cpu_snapshot(processes, trees)
@@ -258,6 +261,7 @@ async def drain(
     cpu_after = cpu_snapshot(processes, trees)
     spy_output = spy.stop_recording(recorder) if recorder else None
     final = await worker.final_metrics()
+    wal_bytes = await wal_position(ctx.services.database_url) - wal_before
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
         stages = stage_summary({}, stage_histograms(await worker.metrics_text(session)))
     seconds = final["ocitag_last_commit_timestamp_seconds"] - first_fetch
@@ -288,11 +292,22 @@ async def drain(
             "kafka_retries": final.get("ocitag_kafka_retries_total", 0),
         },
         "stages": stages,
+        # PostgreSQL's write-ahead log written while draining (the whole server: the
+        # benchmark's databases are the only ones busy on the local stack)
+        "wal_bytes_per_event": round(wal_bytes / total, 1),
         "series": series,
     }
     if spy_output is not None:
         result["py_spy"] = spy_output.strip().splitlines()[-1:]
     return result
+
+
+async def wal_position(server_url: str) -> int:
+    conn = await asyncpg.connect(with_database(server_url, "postgres"))
+    try:
+        return int(await conn.fetchval("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
+    finally:
+        await conn.close()
 
 
 def steady_rate(series: Sequence[Sequence[float]], total: int) -> float | None:
