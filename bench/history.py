@@ -64,6 +64,7 @@ class HistoryConfig:
     seed: int = 20_261_128
     results_dir: Path = RESULTS
     worker_env: tuple[tuple[str, str], ...] = ()
+    database_settings: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_env(cls, base: pipeline.Config) -> HistoryConfig:
@@ -77,6 +78,7 @@ class HistoryConfig:
             seed=env_int("BENCH_SEED", base.seed),
             results_dir=base.results_dir,
             worker_env=tuple(sorted(base.worker_env.items())),
+            database_settings=tuple(sorted(base.database_settings.items())),
         )
 
 
@@ -124,6 +126,7 @@ async def one_size(
         results_dir=config.results_dir,
         chart=False,
         worker_env=dict(config.worker_env),
+        database_settings=dict(config.database_settings),
     )
     ctx = pipeline.Context(
         base, services, unique(f"hist{size}"), log_dir=config.results_dir / "logs"

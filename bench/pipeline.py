@@ -109,6 +109,9 @@ class Config:
     #: extra worker settings for every worker run (BENCH_WORKER_ENV, JSON), e.g.
     #: '{"OCITAG_EVENT_LOOP": "asyncio"}': one change measured on its own
     worker_env: dict[str, str] = field(default_factory=dict)
+    #: PostgreSQL settings of the benchmark's databases (BENCH_DATABASE_SETTINGS, JSON),
+    #: e.g. '{"synchronous_commit": "off"}': a what-if, never the product's setting
+    database_settings: dict[str, str] = field(default_factory=dict)
     #: the history sizes (``make bench`` runs bench.history, which runs this module
     #: first unless ``history_only``)
     history: bool = True
@@ -134,6 +137,7 @@ class Config:
             quick=quick,
             consumer_overrides=json.loads(os.environ.get("BENCH_CONSUMER_OVERRIDES") or "{}"),
             worker_env=json.loads(os.environ.get("BENCH_WORKER_ENV") or "{}"),
+            database_settings=json.loads(os.environ.get("BENCH_DATABASE_SETTINGS") or "{}"),
             history=os.environ.get("BENCH_HISTORY", "1") != "0",
             history_only=env_flag("BENCH_HISTORY_ONLY"),
         )
@@ -172,7 +176,15 @@ class Context:
     async def new_database(self, label: str) -> str:
         name = f"{self.prefix}_{label}".replace(".", "_")
         self.databases.append(name)
-        return await create_database(self.services.database_url, name)
+        url = await create_database(self.services.database_url, name)
+        if self.config.database_settings:  # a what-if (BENCH_DATABASE_SETTINGS)
+            conn = await asyncpg.connect(url)
+            try:
+                for setting, value in self.config.database_settings.items():
+                    await conn.execute(f'ALTER DATABASE "{name}" SET {setting} = {value}')
+            finally:
+                await conn.close()
+        return url
 
     @property
     def ends(self) -> dict[int, int]:
