@@ -17,7 +17,7 @@ NEED_STACK = [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ] || [ -z "$${DATABASE_URL:-}"
 START_STACK = if $(NEED_STACK); then $(STACK) up >&2; fi;
 WITH_SERVICES = if $(NEED_STACK); then $(STACK) up >&2 && eval "$$($(STACK) env)"; fi;
 
-.PHONY: install services run migrate test test-unit lint format fuzz faults faults-long bench bench-store bench-decode bench-retention schemas check-schemas down clean check-deploy
+.PHONY: install services run migrate test test-unit lint format fuzz faults faults-long bench bench-store bench-decode bench-retention bench-reconcile bench-ingest schemas check-schemas down clean check-deploy
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -105,3 +105,9 @@ bench-decode: install
 
 bench-retention: install
 	@$(WITH_SERVICES) $(PY) -m bench.retention
+# reconcile's scan against a local registry (no Kafka or PostgreSQL needed)
+bench-reconcile: install
+	$(PY) -m bench.reconcile
+
+bench-ingest: install
+	@$(WITH_SERVICES) $(PY) -m bench.ingest

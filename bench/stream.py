@@ -189,7 +189,7 @@ class Generator:
                     key, b"\x01not json " + body[:40], list(STRUCTURED), "undecodable", None
                 )
             case 1:
-                unknown = _json({**attributes, "type": "ocitag.deleted.v1", "data": data})
+                unknown = _json({**attributes, "type": "ocitag.renamed.v1", "data": data})
                 return Record(key, unknown, list(STRUCTURED), "undecodable", event_id)
             case 2:
                 no_id = {k: v for k, v in attributes.items() if k != "id"}

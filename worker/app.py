@@ -144,9 +144,10 @@ def _install_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(signum, on_signal, signum)
 
 
-async def _prune_loop(pool: asyncpg.Pool, settings: Settings) -> None:
-    """Rotate the idempotency record's partitions and drop the expired ones, forever
-    (worker/partitions.py)."""
+async def _prune_loop(pool: asyncpg.Pool, store: Store, settings: Settings) -> None:
+    """Rotate the idempotency record's partitions and drop the expired ones
+    (worker/partitions.py), and delete tombstones past retention in small batches,
+    forever."""
     while True:
         await asyncio.sleep(settings.prune_interval_seconds)
         try:
@@ -156,12 +157,15 @@ async def _prune_loop(pool: asyncpg.Pool, settings: Settings) -> None:
                 partition_seconds=settings.processed_partition_seconds,
             )
             metrics.PRUNED.inc(done.dropped_records)
-            if done.rotated_to is not None or done.dropped:
+            tombstones = await store.prune_tombstones(settings.tombstone_retention_seconds)
+            metrics.TOMBSTONES_PRUNED.inc(tombstones)
+            if done.rotated_to is not None or done.dropped or tombstones:
                 log.info(
-                    "processed_partitions",
+                    "pruned",
                     rotated_to=done.rotated_to,
-                    dropped=list(done.dropped),
-                    dropped_records=done.dropped_records,
+                    dropped_partitions=list(done.dropped),
+                    processed_events=done.dropped_records,
+                    tombstones=tombstones,
                 )
         except Exception as exc:
             log.warning("prune_failed", error=str(exc))
@@ -294,7 +298,7 @@ async def _consume(
     runtime.watch_gc()
     if settings.gc_tuning:
         runtime.tune_gc()
-    pruner = asyncio.create_task(_prune_loop(pool, settings), name="prune")
+    pruner = asyncio.create_task(_prune_loop(pool, store, settings), name="prune")
     log.info("running", topic=settings.input_topic, group_id=settings.group_id)
     try:
         await pipeline.run(stop)

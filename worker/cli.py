@@ -1,4 +1,4 @@
-"""``ocitag-worker run | migrate | publish | outcomes``.
+"""``ocitag-worker run | migrate | publish | outcomes | reconcile``.
 
 Every setting is a flag on every command (``--input-topic`` for ``OCITAG_INPUT_TOPIC``);
 flags win over the environment. Exit codes: 0 done, 1 a fatal error (one line naming the
@@ -60,12 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     publish = commands.add_parser(
         "publish",
-        help="publish tag-moved events",
-        description="publish OCITAG_ID ARTIFACT [options], or publish --file events.ndjson",
+        help="publish tag events (moves; deletions with --delete)",
+        description="publish OCITAG_ID ARTIFACT [options], publish --delete OCITAG_ID "
+        "[options], or publish --file events.ndjson",
     )
     publish.add_argument("ocitag_id", nargs="?", help="e.g. docker.io/istio/pilot:1.3.0")
     publish.add_argument("artifact", nargs="?", help="digest, e.g. sha256:ba78…15ad")
     publish.add_argument("--file", type=Path, help="JSON array, JSON object or NDJSON file")
+    publish.add_argument(
+        "--delete",
+        action="store_true",
+        help="publish an ocitag.deleted.v1 for OCITAG_ID (the tag was deleted; no ARTIFACT)",
+    )
     publish.add_argument("--actor")
     publish.add_argument("--previous-artifact")
     publish.add_argument("--expected-version", type=int)
@@ -75,12 +81,48 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--mode", choices=["structured", "binary"], default="structured")
     _add_setting_flags(publish)
 
+    ingest = commands.add_parser(
+        "ingest",
+        help="serve registry webhooks (POST /webhooks/<kind>) and publish tag events",
+    )
+    _add_setting_flags(ingest)
+
     outcomes = commands.add_parser("outcomes", help="print outcomes as they arrive")
     outcomes.add_argument("--from-beginning", action="store_true")
     outcomes.add_argument("--count", type=int, help="stop after this many")
     outcomes.add_argument("--idle-timeout", type=float, help="stop after this many quiet seconds")
     outcomes.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
     _add_setting_flags(outcomes)
+
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="repair drift between a registry and the live records",
+        description="List the registry's tags, compare them with the live records of that "
+        "host and publish the events that repair every difference. Exit 0 when done, 3 "
+        "when some repositories could not be read (the others were repaired).",
+    )
+    reconcile.add_argument(
+        "--registry", required=True, help="registry host as repositories name it, e.g. ghcr.io"
+    )
+    reconcile.add_argument(
+        "--repository",
+        action="append",
+        dest="repositories",
+        metavar="NAME",
+        help="a repository path in the registry (repeatable); default: the catalogue's "
+        "and every repository of the host with live records",
+    )
+    reconcile.add_argument(
+        "--dry-run", action="store_true", help="print the differences, publish nothing"
+    )
+    reconcile.add_argument(
+        "--interval",
+        type=float,
+        metavar="SECONDS",
+        help="run again every SECONDS (serving /metrics) until SIGTERM; default: once",
+    )
+    reconcile.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
+    _add_setting_flags(reconcile)
     return parser
 
 
@@ -104,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with asyncio.Runner(loop_factory=runtime.loop_factory(settings.event_loop)) as runner:
             return runner.run(_dispatch(args, settings))
+    except (SettingsError, UsageError) as exc:  # SettingsError: ingest's kinds, at start
+        print(f"ocitag-worker: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except WorkerError as exc:
         structlog.get_logger("worker").error("fatal", error=str(exc))
         print(f"ocitag-worker: {exc}", file=sys.stderr)
@@ -111,9 +156,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KafkaError as exc:
         print(f"ocitag-worker: Kafka at KAFKA_BOOTSTRAP_SERVERS: {exc}", file=sys.stderr)
         return EXIT_FATAL
-    except UsageError as exc:
-        print(f"ocitag-worker: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
 
@@ -128,7 +170,25 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await _migrate(settings)
     if args.command == "publish":
         return await _publish(args, settings)
+    if args.command == "reconcile":
+        return await _reconcile(args, settings)
+    if args.command == "ingest":
+        from worker.ingest.app import run_ingest  # noqa: PLC0415
+
+        await run_ingest(settings)
+        return 0
     return await _outcomes(args, settings)
+
+
+async def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.reconcile.output import choose  # noqa: PLC0415
+    from worker.reconcile.run import parse_options, reconcile  # noqa: PLC0415
+
+    try:
+        options = parse_options(args.registry, args.repositories, args.dry_run, args.interval)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    return await reconcile(settings, options, choose(True if args.json else None))
 
 
 async def _migrate(settings: Settings) -> int:
@@ -153,12 +213,16 @@ async def _publish(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         if args.file is not None:
+            if args.delete or args.ocitag_id:
+                raise UsageError("publish --file takes no OCITAG_ID, ARTIFACT or --delete")
             events = [event_from_item(item, args.source) for item in read_items(args.file)]
-        elif args.ocitag_id and args.artifact:
+        elif args.delete and args.artifact:
+            raise UsageError("publish --delete takes OCITAG_ID only: a deletion has no ARTIFACT")
+        elif args.ocitag_id and (args.artifact or args.delete):
             events = [
                 build_event(
                     args.ocitag_id,
-                    args.artifact,
+                    None if args.delete else args.artifact,
                     actor=args.actor,
                     previous_artifact=args.previous_artifact,
                     expected_version=args.expected_version,
@@ -168,7 +232,7 @@ async def _publish(args: argparse.Namespace, settings: Settings) -> int:
                 )
             ]
         else:
-            raise UsageError("publish needs OCITAG_ID ARTIFACT, or --file")
+            raise UsageError("publish needs OCITAG_ID ARTIFACT, --delete OCITAG_ID, or --file")
     except (ValueError, OSError) as exc:  # a bad OCITag ID, file or JSON
         raise UsageError(str(exc)) from exc
     for event_id, partition, offset in await publish(settings, events, args.mode):

@@ -1,9 +1,20 @@
-"""The apply / supersede / precondition decision of the contract (docs/contract.md
-"Semantics"). Pure.
+"""The apply / supersede / precondition / deletion decision of the contract
+(docs/contract.md "Semantics"). Pure.
 
-``decide(stored, event)`` is the whole rule for one event against the tag's current
-record; ``fold`` runs it over the events of one tag in delivery order. The store runs the
-fold inside a transaction and lets PostgreSQL settle races on the written rows.
+``decide(stored, event)`` is the whole rule for one event (a move or a deletion) against
+the tag's current row; ``fold`` runs it over the events of one tag in delivery order.
+The store runs the fold inside a transaction and lets PostgreSQL settle races on the
+written rows.
+
+The rule, in order:
+1. the event's key (time, source, id) must be greater than the row's (live or
+   tombstone), else 409 superseded;
+2. a deletion of a tag that is not live is 404, and still records its key (a tombstone,
+   at version 0 for a tag never seen) so that older moves stay superseded;
+3. preconditions, against the live record (a deleted tag does not exist: version 0, no
+   artifact), else 412;
+4. apply: a move creates (also over a tombstone, the version counting on), updates or
+   leaves the artifact unchanged; a deletion turns the live record into a tombstone.
 """
 
 from __future__ import annotations
@@ -12,34 +23,45 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
-from worker.events import OrderKey, TagMoved
+from worker.events import OrderKey, TagDeleted, TagEvent, TagMoved
 from worker.problems import ErrorItem, Problem, ProblemKind
 from worker.timefmt import format_rfc3339
 
-Change = Literal["created", "updated", "unchanged"]
+Change = Literal["created", "updated", "unchanged", "deleted"]
 
 
 @dataclass(frozen=True, slots=True)
 class TagRecord:
-    """A row of ``ocitags``: the seed's OCITag plus version and the last applied key."""
+    """A row of ``ocitags``: the seed's OCITag plus version, the last recorded key and
+    the deletion state. A tombstone (``deleted_on`` set) keeps the last artifact and
+    creation; one recorded for a tag never seen live has neither (version 0)."""
 
     repository: str
     tag: str
-    artifact: str
-    created_by: str
-    created_on: datetime
+    artifact: str | None
+    created_by: str | None
+    created_on: datetime | None
     last_modified_by: str
     last_modified_on: datetime
     version: int
     last_event_source: str
     last_event_id: str
+    deleted_on: datetime | None = None
+    deleted_by: str | None = None
 
     @property
     def order_key(self) -> OrderKey:
         return (self.last_modified_on, self.last_event_source, self.last_event_id)
 
+    @property
+    def live(self) -> bool:
+        return self.deleted_on is None
+
     def as_ocitag(self) -> dict[str, str]:
-        """The seed's OCITag, members in the schema's order."""
+        """The seed's OCITag, members in the schema's order. Only a record that was
+        live has one (a tombstone of a never-seen tag does not)."""
+        if self.artifact is None or self.created_by is None or self.created_on is None:
+            raise ValueError(f"{self.repository}:{self.tag} has never been live: no OCITag")
         return {
             "artifact": self.artifact,
             "repository": self.repository,
@@ -55,22 +77,38 @@ class TagRecord:
 class Applied:
     record: TagRecord
     change: Change
+    #: for a deletion, the live record it removed (the outcome's data)
+    removed: TagRecord | None = None
+
+    @property
+    def recorded(self) -> TagRecord:
+        """The row as this decision leaves it."""
+        return self.record
 
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
     problem: Problem
+    #: the row as a rejection that still records something leaves it (a deletion of a
+    #: tag that is not live records its key); None: nothing changes
+    record: TagRecord | None = None
+
+    @property
+    def recorded(self) -> TagRecord | None:
+        return self.record
 
 
 Decision = Applied | Rejected
 
 
-def decide(stored: TagRecord | None, event: TagMoved) -> Decision:
-    """Supersede (409) unless the event's key is greater than the last applied one;
-    then the preconditions (412); then apply."""
+def decide(stored: TagRecord | None, event: TagEvent) -> Decision:
+    """One event against the tag's row (None: never seen, or pruned)."""
     if stored is not None and event.order_key <= stored.order_key:
         return Rejected(_superseded(stored, event))
-    failed = _preconditions(stored, event)
+    live = stored if stored is not None and stored.live else None
+    if isinstance(event, TagDeleted) and live is None:
+        return Rejected(_not_found(stored, event), _tombstone(stored, event))
+    failed = _preconditions(live, event)
     if failed:
         return Rejected(
             Problem(
@@ -79,27 +117,32 @@ def decide(stored: TagRecord | None, event: TagMoved) -> Decision:
                 failed,
             )
         )
-    return _apply(stored, event)
+    if isinstance(event, TagDeleted):
+        assert live is not None  # a deletion without a live record was answered above
+        return Applied(_tombstone(live, event), "deleted", removed=live)
+    return _move(stored, event)
 
 
 def fold(
-    stored: TagRecord | None, events: list[TagMoved]
+    stored: TagRecord | None, events: list[TagEvent]
 ) -> tuple[TagRecord | None, list[Decision]]:
-    """Decide each event of one tag in order against the record the previous left."""
+    """Decide each event of one tag in order against the row the previous left."""
     decisions: list[Decision] = []
     current = stored
     for event in events:
         decision = decide(current, event)
-        if isinstance(decision, Applied):
-            current = decision.record
+        recorded = decision.recorded
+        if recorded is not None:
+            current = recorded
         decisions.append(decision)
     return current, decisions
 
 
-def _superseded(stored: TagRecord, event: TagMoved) -> Problem:
+def _superseded(stored: TagRecord, event: TagEvent) -> Problem:
+    done = "moved" if stored.live else "deleted"
     return Problem(
         ProblemKind.SUPERSEDED,
-        f"{event.ocitag_id} was already moved by a newer event (time "
+        f"{event.ocitag_id} was already {done} by a newer event (time "
         f"{format_rfc3339(stored.last_modified_on)}, source {stored.last_event_source}, "
         f"id {stored.last_event_id}); events are ordered by (time, source, id)",
         (
@@ -113,21 +156,31 @@ def _superseded(stored: TagRecord, event: TagMoved) -> Problem:
     )
 
 
-def _preconditions(stored: TagRecord | None, event: TagMoved) -> tuple[ErrorItem, ...]:
+def _not_found(stored: TagRecord | None, event: TagDeleted) -> Problem:
+    state = "was never seen" if stored is None or stored.version == 0 else "is already deleted"
+    return Problem(
+        ProblemKind.NOT_FOUND,
+        f"{event.ocitag_id} does not exist: it {state}; the deletion is recorded so that "
+        "older moves cannot bring the tag back",
+    )
+
+
+def _preconditions(live: TagRecord | None, event: TagEvent) -> tuple[ErrorItem, ...]:
+    """Against the live record: a deleted tag does not exist."""
     items: list[ErrorItem] = []
     if event.previous_artifact is not None:
-        current = stored.artifact if stored else None
+        current = live.artifact if live else None
         if current != event.previous_artifact:
             items.append(
                 ErrorItem(
                     event.data_location("previous_artifact"),
-                    f"{event.ocitag_id} points at {current or 'nothing (no record)'}, not at "
-                    "previous_artifact",
+                    f"{event.ocitag_id} points at {current or 'nothing (no live record)'}, "
+                    "not at previous_artifact",
                     event.previous_artifact,
                 )
             )
     if event.expected_version is not None:
-        version = stored.version if stored else 0
+        version = live.version if live else 0
         if version != event.expected_version:
             items.append(
                 ErrorItem(
@@ -139,8 +192,39 @@ def _preconditions(stored: TagRecord | None, event: TagMoved) -> tuple[ErrorItem
     return tuple(items)
 
 
-def _apply(stored: TagRecord | None, event: TagMoved) -> Applied:
+def _tombstone(stored: TagRecord | None, event: TagDeleted) -> TagRecord:
+    """The row after a deletion: deleted, with the deletion's key; the version counts
+    only an applied deletion (of a live record). Artifact and creation are kept."""
     if stored is None:
+        return TagRecord(
+            repository=event.repository,
+            tag=event.tag,
+            artifact=None,
+            created_by=None,
+            created_on=None,
+            last_modified_by=event.actor,
+            last_modified_on=event.time,
+            version=0,
+            last_event_source=event.source,
+            last_event_id=event.id,
+            deleted_on=event.time,
+            deleted_by=event.actor,
+        )
+    return replace(
+        stored,
+        last_modified_by=event.actor,
+        last_modified_on=event.time,
+        version=stored.version + 1 if stored.live else stored.version,
+        last_event_source=event.source,
+        last_event_id=event.id,
+        deleted_on=event.time,
+        deleted_by=event.actor,
+    )
+
+
+def _move(stored: TagRecord | None, event: TagMoved) -> Applied:
+    if stored is None or not stored.live:
+        # a new record, or one brought back from its tombstone: versions never go back
         record = TagRecord(
             repository=event.repository,
             tag=event.tag,
@@ -149,7 +233,7 @@ def _apply(stored: TagRecord | None, event: TagMoved) -> Applied:
             created_on=event.time,
             last_modified_by=event.actor,
             last_modified_on=event.time,
-            version=1,
+            version=(stored.version if stored else 0) + 1,
             last_event_source=event.source,
             last_event_id=event.id,
         )

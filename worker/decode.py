@@ -1,4 +1,4 @@
-"""Kafka record → tag-moved event, or the problem saying why not. Pure: no I/O, and no
+"""Kafka record → tag event (moved or deleted), or the problem saying why not. Pure: no I/O, and no
 input, however malformed, raises (the fuzz tests hold it to that).
 
 Content modes (CloudEvents Kafka protocol binding):
@@ -24,9 +24,16 @@ import orjson
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from worker.events import Decoded, Invalid, RawRecord, TagMoved, Undecodable
+from worker.events import Decoded, Invalid, RawRecord, TagDeleted, TagMoved, Undecodable
 from worker.identifiers import InvalidIdentifierError, normalize_ocitag_id
-from worker.models import EVENT_TYPE, EventAttributes, TagMovedData
+from worker.models import (
+    DELETED_EVENT_TYPE,
+    EVENT_TYPE,
+    EVENT_TYPES,
+    EventAttributes,
+    TagDeletedData,
+    TagMovedData,
+)
 from worker.problems import ErrorItem, Problem, ProblemKind
 from worker.timefmt import parse_rfc3339
 
@@ -247,23 +254,27 @@ def _location(prefix: str, loc: tuple[int | str, ...]) -> str:
 
 _MESSAGES = {
     "missing": "is required",
-    "extra_forbidden": "is not a member of tag-moved data (unknown members are rejected)",
     "string_type": "must be a string",
     "int_type": "must be an integer",
     "literal_error": None,
 }
 
 
-def _items(exc: ValidationError, prefix: str, raw: Mapping[str, Any]) -> list[ErrorItem]:
+def _items(
+    exc: ValidationError, prefix: str, raw: Mapping[str, Any], what: str = "the envelope"
+) -> list[ErrorItem]:
     items = []
     for err in exc.errors():
-        items.append(_item(err, prefix, raw))
+        items.append(_item(err, prefix, raw, what))
     return items
 
 
-def _item(err: ErrorDetails, prefix: str, raw: Mapping[str, Any]) -> ErrorItem:
+def _item(err: ErrorDetails, prefix: str, raw: Mapping[str, Any], what: str) -> ErrorItem:
     loc = tuple(err["loc"])
-    message = _MESSAGES.get(err["type"]) or str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        message = f"is not a member of {what} (unknown members are rejected)"
+    else:
+        message = _MESSAGES.get(err["type"]) or str(err["msg"]).removeprefix("Value error, ")
     value = raw.get(str(loc[0])) if loc and err["type"] != "missing" else None
     return ErrorItem(_location(prefix, loc), message, value)
 
@@ -292,17 +303,13 @@ def _envelope(attributes: dict[str, Any], prefix: str) -> EventAttributes:
             source if known else None,
             event_id if known else None,
         ) from None
-    if envelope.type != EVENT_TYPE:
+    if envelope.type not in EVENT_TYPES:
+        expected = f"'{EVENT_TYPE}' or '{DELETED_EVENT_TYPE}'"
         raise _NotDecodableError(
             Problem(
                 ProblemKind.UNKNOWN_TYPE,
-                f"event type '{envelope.type[:100]}' is not handled; this worker takes "
-                f"'{EVENT_TYPE}'",
-                (
-                    ErrorItem(
-                        _location(prefix, ("type",)), f"must be '{EVENT_TYPE}'", envelope.type
-                    ),
-                ),
+                f"event type '{envelope.type[:100]}' is not handled; this worker takes {expected}",
+                (ErrorItem(_location(prefix, ("type",)), f"must be {expected}", envelope.type),),
             ),
             envelope.source,
             envelope.id,
@@ -335,36 +342,44 @@ def fingerprint(
     return hashlib.sha256(canonical).digest()
 
 
-def _data_items(data: Any, prefix: str) -> tuple[TagMovedData | None, list[ErrorItem]]:
-    """The tag-moved data, or every rule it breaks."""
+_DataModel = TagMovedData | TagDeletedData
+
+
+def _data_items(
+    data: Any, prefix: str, model: type[_DataModel], what: str
+) -> tuple[_DataModel | None, list[ErrorItem]]:
+    """The tag event's data (``what``: "tag-moved data" or "tag-deleted data"), or every
+    rule it breaks."""
     if isinstance(data, _Base64):
         base64_item = ErrorItem(
             prefix + "_base64",
-            "is not accepted: the tag-moved data must be JSON, a JSON object in 'data'",
+            f"is not accepted: the {what} must be JSON, a JSON object in 'data'",
             data.encoded,
         )
         if data.data is _MISSING:
             return None, [base64_item]
-        _, items = _data_items(data.data, prefix)
+        _, items = _data_items(data.data, prefix, model, what)
         return None, [base64_item, *items]
     if data is _MISSING:
-        what = "the tag-moved data object" + (
+        whole = f"the {what} object" + (
             " (in binary mode the record value, which is empty)" if prefix == "body" else ""
         )
-        return None, [ErrorItem(prefix, f"is required: {what}", None)]
+        return None, [ErrorItem(prefix, f"is required: {whole}", None)]
     if not isinstance(data, dict):
         return None, [ErrorItem(prefix, "must be a JSON object", data)]
     try:
-        return TagMovedData.model_validate(data), []
+        return model.model_validate(data), []
     except ValidationError as exc:
-        return None, _items(exc, prefix, data)
+        return None, _items(exc, prefix, data, what)
 
 
 def _event(
     envelope: EventAttributes, attributes: Mapping[str, Any], data: Any, prefix: str
 ) -> Decoded:
     moment = parse_rfc3339(envelope.time)
-    parsed, items = _data_items(data, prefix)
+    deleted = envelope.type == DELETED_EVENT_TYPE
+    what = "tag-deleted data" if deleted else "tag-moved data"
+    parsed, items = _data_items(data, prefix, TagDeletedData if deleted else TagMovedData, what)
     canonical_id = parsed.ocitag_id if parsed else _partial_id(data)
     subject_item = _subject_item(envelope.subject, canonical_id, attributes, prefix)
     if subject_item:
@@ -379,13 +394,27 @@ def _event(
             binary=prefix == "body",
             problem=Problem(
                 ProblemKind.INVALID_DATA,
-                f"the tag-moved data breaks {len(items)} rule{'s' if len(items) > 1 else ''}: "
+                f"the {what} breaks {len(items)} rule{'s' if len(items) > 1 else ''}: "
                 + "; ".join(f"{i.location} {i.message}" for i in items),
                 tuple(items),
             ),
         )
     # valid: the subject, if any, names the tag of data, so it adds nothing to the meaning
     meaning = parsed.model_dump(exclude_none=True)
+    actor = parsed.actor if parsed.actor is not None else envelope.source
+    if isinstance(parsed, TagDeletedData):
+        return TagDeleted(
+            source=envelope.source,
+            id=envelope.id,
+            fingerprint=fingerprint(envelope, moment, None, meaning),
+            time=moment,
+            repository=parsed.repository,
+            tag=parsed.tag,
+            actor=actor,
+            previous_artifact=parsed.previous_artifact,
+            expected_version=parsed.expected_version,
+            binary=prefix == "body",
+        )
     return TagMoved(
         source=envelope.source,
         id=envelope.id,
@@ -394,7 +423,7 @@ def _event(
         repository=parsed.repository,
         tag=parsed.tag,
         artifact=parsed.artifact,
-        actor=parsed.actor if parsed.actor is not None else envelope.source,
+        actor=actor,
         previous_artifact=parsed.previous_artifact,
         expected_version=parsed.expected_version,
         binary=prefix == "body",

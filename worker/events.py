@@ -36,22 +36,19 @@ class RawRecord:
         return f"urn:kafka:{self.topic}:{self.partition}:{self.offset}"
 
 
-@dataclass(frozen=True, slots=True)
-class TagMoved:
-    """A valid tag-moved event, identifiers normalised."""
+class _TagEventMixin:
+    """What moves and deletions share: their identity, ordering key and where a broken
+    rule is in the record. Fields come from the dataclasses below."""
 
+    __slots__ = ()
     source: str
     id: str
-    fingerprint: bytes
     time: datetime
     repository: str
     tag: str
-    artifact: str
-    actor: str
     previous_artifact: str | None
     expected_version: int | None
-    #: arrived in binary content mode: problem locations point at headers, not body
-    binary: bool = field(default=False, compare=False)
+    binary: bool
 
     @property
     def ocitag_id(self) -> str:
@@ -70,6 +67,44 @@ class TagMoved:
     @property
     def has_preconditions(self) -> bool:
         return self.previous_artifact is not None or self.expected_version is not None
+
+
+@dataclass(frozen=True, slots=True)
+class TagMoved(_TagEventMixin):
+    """A valid tag-moved event (``ocitag.moved.v1``), identifiers normalised."""
+
+    source: str
+    id: str
+    fingerprint: bytes
+    time: datetime
+    repository: str
+    tag: str
+    artifact: str
+    actor: str
+    previous_artifact: str | None
+    expected_version: int | None
+    #: arrived in binary content mode: problem locations point at headers, not body
+    binary: bool = field(default=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class TagDeleted(_TagEventMixin):
+    """A valid tag-deleted event (``ocitag.deleted.v1``): a move's data without artifact."""
+
+    source: str
+    id: str
+    fingerprint: bytes
+    time: datetime
+    repository: str
+    tag: str
+    actor: str
+    previous_artifact: str | None
+    expected_version: int | None
+    binary: bool = field(default=False, compare=False)
+
+
+#: an event the decision takes
+TagEvent = TagMoved | TagDeleted
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,4 +135,4 @@ class Undecodable:
     subject: str | None = None
 
 
-Decoded = TagMoved | Invalid | Undecodable
+Decoded = TagMoved | TagDeleted | Invalid | Undecodable

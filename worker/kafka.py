@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
@@ -280,11 +280,39 @@ class Producer:
 
     async def _send(self, messages: Sequence[Message], *, alone: bool) -> None:
         producer = self._producer
-        try:
+
+        async def enqueue() -> list[asyncio.Future[Any]]:
             futures: list[asyncio.Future[Any]] = []
             for topic in dict.fromkeys(m[0] for m in messages):
                 same = [m for m in messages if m[0] == topic]
                 futures.extend(await self._send_topic(producer, topic, same, alone))
+            return futures
+
+        await self._acknowledged(producer, enqueue)
+
+    async def send_each(self, messages: Sequence[Message]) -> None:
+        """``send_all`` for small sends from many concurrent callers (ingest's
+        deliveries): each message goes through the producer's accumulator, so the
+        records of concurrent calls share batches, where ``send_all`` would make one
+        batch per call and (idempotent) one produce request per partition at a time."""
+        producer = self._producer
+
+        async def enqueue() -> list[asyncio.Future[Any]]:
+            return [
+                await producer.send(topic, value, key=key, headers=headers)
+                for topic, key, value, headers in messages
+            ]
+
+        await self._acknowledged(producer, enqueue)
+
+    async def _acknowledged(
+        self,
+        producer: AIOKafkaProducer,
+        enqueue: Callable[[], Awaitable[list[asyncio.Future[Any]]]],
+    ) -> None:
+        """Enqueue, wait for every acknowledgement, and say what a failure means."""
+        try:
+            futures = await enqueue()
             results = await asyncio.gather(*futures, return_exceptions=True)
             failed = next((r for r in results if isinstance(r, BaseException)), None)
             if failed is not None:

@@ -14,7 +14,7 @@ _SIZE_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000
 EVENTS_CONSUMED = Counter("ocitag_events_consumed", "Input records taken from Kafka.")
 OUTCOMES = Counter(
     "ocitag_outcomes",
-    "Outcomes published, by status and change (created/updated/unchanged; 'none' for "
+    "Outcomes published, by status and change (created/updated/unchanged/deleted; 'none' for "
     "rejections); replay='true' when republished for a duplicate input.",
     ["status", "change", "replay"],
 )
@@ -78,6 +78,76 @@ PRUNED = Counter(
     "ocitag_processed_events_pruned", "Processed-event records deleted after retention."
 )
 
+# --- reconcile (worker/reconcile): one host per process, so no registry label
+_RUN_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1_800, 3_600)
+RECONCILE_RUNS = Counter(
+    "ocitag_reconcile_runs",
+    "Reconcile runs, by result: ok, partial (some repositories could not be read) or "
+    "failed (nothing published: registry, database or Kafka away).",
+    ["result"],
+)
+RECONCILE_TAGS_SCANNED = Counter("ocitag_reconcile_tags_scanned", "Registry tags listed.")
+RECONCILE_DIFFERENCES = Counter(
+    "ocitag_reconcile_differences",
+    "Differences found between the registry and the live records, by kind (moved, deleted).",
+    ["kind"],
+)
+RECONCILE_EVENTS_PUBLISHED = Counter(
+    "ocitag_reconcile_events_published", "Repair events acknowledged by Kafka."
+)
+RECONCILE_REPOSITORY_FAILURES = Counter(
+    "ocitag_reconcile_repository_failures",
+    "Repositories a run could not read (their records were left alone).",
+)
+RECONCILE_RUN_SECONDS = Histogram(
+    "ocitag_reconcile_run_duration_seconds",
+    "Duration of one reconcile run.",
+    buckets=_RUN_BUCKETS,
+)
+RECONCILE_LAST_SUCCESS = Gauge(
+    "ocitag_reconcile_last_success_timestamp_seconds",
+    "Unix time of the end of the last reconcile run that read every repository.",
+)
+
+
+# --- ingest (`ocitag-worker ingest`). `kind` is one of the served kinds or "unknown"
+# (the path is the sender's: never a label as given).
+INGEST_DELIVERIES = Counter(
+    "ocitag_ingest_deliveries",
+    "Webhook deliveries answered, by kind and result (accepted, ignored: nothing to "
+    "publish, rejected).",
+    ["kind", "result"],
+)
+INGEST_EVENTS = Counter(
+    "ocitag_ingest_events_published",
+    "Tag events published and acknowledged, by kind and action (moved, deleted).",
+    ["kind", "action"],
+)
+INGEST_IGNORED = Counter(
+    "ocitag_ingest_entries_ignored",
+    "Delivery entries acknowledged and not published, by kind and reason (pull, blob, "
+    "untagged, digest_delete, …).",
+    ["kind", "reason"],
+)
+INGEST_REJECTED = Counter(
+    "ocitag_ingest_deliveries_rejected",
+    "Deliveries refused, by kind and cause (not_found, unauthenticated, too_large, "
+    "read_timeout, unmappable, unresolved_digest, kafka_unavailable, internal).",
+    ["kind", "cause"],
+)
+INGEST_PRODUCE_SECONDS = Histogram(
+    "ocitag_ingest_produce_seconds",
+    "Per delivery with events: produce until Kafka acknowledged every event.",
+    ["kind"],
+    buckets=_LATENCY_BUCKETS,
+)
+INGEST_DELIVERY_SECONDS = Histogram(
+    "ocitag_ingest_delivery_seconds",
+    "Per delivery: request received to answer sent.",
+    ["kind"],
+    buckets=_LATENCY_BUCKETS,
+)
+
 
 def serve_without_created_series() -> None:
     """Leave out the ``*_created`` series (one per counter and histogram, and per label
@@ -93,4 +163,8 @@ GC_PAUSE_SECONDS = Histogram(
     "Python garbage-collector pauses, by generation (2 = full collection).",
     ["generation"],
     buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
+# ---- deletions
+TOMBSTONES_PRUNED = Counter(
+    "ocitag_tombstones_pruned", "Tombstones of deleted tags deleted after retention."
 )

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic.config import JsonDict, JsonValue
 
 from worker.identifiers import normalize_digest, normalize_repository, validate_tag
@@ -17,7 +17,9 @@ from worker.timefmt import parse_rfc3339
 EVENT_TYPE = "ocitag.moved.v1"
 DELETED_EVENT_TYPE = "ocitag.deleted.v1"
 UPDATED_TYPE = "ocitag.updated.v1"
+REMOVED_TYPE = "ocitag.removed.v1"
 REJECTED_TYPE = "ocitag.rejected.v1"
+EVENT_TYPES = (EVENT_TYPE, DELETED_EVENT_TYPE)
 MAX_ID_LENGTH = 256
 MAX_SOURCE_LENGTH = 2_048
 MAX_ACTOR_LENGTH = 256
@@ -41,67 +43,82 @@ def _no_nul(value: str) -> str:
     return value
 
 
+# The members of tag event data, each rule in one place (both data models use them).
+# The patterns are for the published schema only: validation runs the identifier
+# functions, which say in words which rule broke.
+Repository = Annotated[
+    str,
+    AfterValidator(normalize_repository),
+    Field(
+        description="OCIRepository ID; normalised like `docker pull` "
+        "(no host → docker.io, official images → docker.io/library/…)",
+        examples=["docker.io/istio/pilot", "localhost:5000/team/app"],
+    ),
+]
+Tag = Annotated[
+    str,
+    AfterValidator(validate_tag),
+    Field(
+        description="Tag: [A-Za-z0-9_][A-Za-z0-9._-]{0,127}",
+        examples=["1.3.0"],
+        json_schema_extra={"pattern": "^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"},
+    ),
+]
+Digest = Annotated[
+    str, AfterValidator(normalize_digest), Field(json_schema_extra={"pattern": DIGEST_PATTERN})
+]
+Actor = Annotated[str, Field(min_length=1, max_length=MAX_ACTOR_LENGTH), AfterValidator(_no_nul)]
+ExpectedVersion = Annotated[int, Field(ge=0, le=MAX_VERSION)]
+
+
 class TagMovedData(BaseModel):
     """``data`` of a tag-moved event. Unknown members are rejected. Validation
     normalises: the model holds the canonical repository and digests."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
-    repository: str = Field(
-        description="OCIRepository ID; normalised like `docker pull` "
-        "(no host → docker.io, official images → docker.io/library/…)",
-        examples=["docker.io/istio/pilot", "localhost:5000/team/app"],
-    )
-    # The patterns below are for the published schema only: validation runs the
-    # identifier functions, which say in words which rule broke.
-    tag: str = Field(
-        description="Tag: [A-Za-z0-9_][A-Za-z0-9._-]{0,127}",
-        examples=["1.3.0"],
-        json_schema_extra={"pattern": "^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"},
-    )
-    artifact: str = Field(
+    repository: Repository
+    tag: Tag
+    artifact: Digest = Field(
         description="Digest the tag now points at: sha256:<64 hex>, sha512:<128 hex>, or "
         "bare 64 hex (sha256)",
         examples=["ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"],
-        json_schema_extra={"pattern": DIGEST_PATTERN},
     )
-    actor: str | None = Field(
-        None,
-        min_length=1,
-        max_length=MAX_ACTOR_LENGTH,
-        description="User who moved the tag; defaults to the event source",
+    actor: Actor | None = Field(
+        None, description="User who moved the tag; defaults to the event source"
     )
-    previous_artifact: str | None = Field(
-        None,
-        description="Precondition: the digest the tag must point at now",
-        json_schema_extra={"pattern": DIGEST_PATTERN},
+    previous_artifact: Digest | None = Field(
+        None, description="Precondition: the digest the tag must point at now"
     )
-    expected_version: int | None = Field(
+    expected_version: ExpectedVersion | None = Field(
         None,
-        ge=0,
-        le=MAX_VERSION,
         description="Precondition: the record version the tag must have now (0 = must not exist)",
     )
 
-    @field_validator("repository")
-    @classmethod
-    def _repository(cls, value: str) -> str:
-        return normalize_repository(value)
+    @property
+    def ocitag_id(self) -> str:
+        return f"{self.repository}:{self.tag}"
 
-    @field_validator("tag")
-    @classmethod
-    def _tag(cls, value: str) -> str:
-        return validate_tag(value)
 
-    @field_validator("artifact", "previous_artifact")
-    @classmethod
-    def _digest(cls, value: str | None) -> str | None:
-        return None if value is None else normalize_digest(value)
+class TagDeletedData(BaseModel):
+    """``data`` of a tag-deleted event: a move's data without ``artifact``. Unknown
+    members (``artifact`` among them) are rejected."""
 
-    @field_validator("actor")
-    @classmethod
-    def _actor(cls, value: str | None) -> str | None:
-        return None if value is None else _no_nul(value)
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    repository: Repository
+    tag: Tag
+    actor: Actor | None = Field(
+        None, description="User who deleted the tag; defaults to the event source"
+    )
+    previous_artifact: Digest | None = Field(
+        None, description="Precondition: the digest the tag must point at now"
+    )
+    expected_version: ExpectedVersion | None = Field(
+        None,
+        description="Precondition: the record version the tag must have now (a deleted or "
+        "never-seen tag is at 0)",
+    )
 
     @property
     def ocitag_id(self) -> str:
@@ -109,7 +126,7 @@ class TagMovedData(BaseModel):
 
 
 class EventAttributes(BaseModel):
-    """The CloudEvents 1.0 context attributes of a tag-moved event (both content modes).
+    """The CloudEvents 1.0 context attributes of a tag event (both content modes).
     Extension attributes are allowed and ignored."""
 
     model_config = ConfigDict(strict=True, extra="allow", frozen=True)
@@ -123,7 +140,7 @@ class EventAttributes(BaseModel):
         examples=["https://registry.example.com/webhook"],
         json_schema_extra={"format": "uri-reference"},
     )
-    type: str = Field(description=f"Event type, exactly '{EVENT_TYPE}'")
+    type: str = Field(description=f"Event type: '{EVENT_TYPE}' or '{DELETED_EVENT_TYPE}'")
     time: str = Field(
         description="RFC 3339 timestamp; orders events (microsecond precision)",
         examples=["2026-11-28T15:12:02.123456Z"],
@@ -170,6 +187,13 @@ class TagMovedEvent(EventAttributes):
 
     type: Literal["ocitag.moved.v1"] = Field(description=f"Exactly '{EVENT_TYPE}'")
     data: TagMovedData
+
+
+class TagDeletedEvent(EventAttributes):
+    """A tag-deleted event in structured content mode (the whole record value)."""
+
+    type: Literal["ocitag.deleted.v1"] = Field(description=f"Exactly '{DELETED_EVENT_TYPE}'")
+    data: TagDeletedData
 
 
 # ---- the seed's records (schemas/seed/ocitag-api.yaml): same members, same required list.
@@ -365,12 +389,28 @@ class UpdatedOutcome(_OutcomeBase):
     data: OCITag
 
 
+class RemovedOutcome(_OutcomeBase):
+    """Outcome of an applied (or already applied) deletion: status 200."""
+
+    model_config = ConfigDict(json_schema_extra=_outcome_formats)
+
+    type: Literal["ocitag.removed.v1"]
+    datacontenttype: Literal["application/json"]
+    status: Literal[200]
+    resourceversion: int = Field(ge=1, description="Record (tombstone) version after this event")
+    change: Literal["deleted"]
+    subject: str
+    causationid: str
+    causationsource: str
+    data: OCITag = Field(description="The record as it was just before the deletion")
+
+
 class RejectedOutcome(_OutcomeBase):
-    """Outcome of a rejected event: status 400, 409, 412, 422 or 500."""
+    """Outcome of a rejected event: status 400, 404, 409, 412, 422 or 500."""
 
     model_config = ConfigDict(json_schema_extra=_outcome_formats)
 
     type: Literal["ocitag.rejected.v1"]
     datacontenttype: Literal["application/problem+json"]
-    status: Literal[400, 409, 412, 422, 500]
+    status: Literal[400, 404, 409, 412, 422, 500]
     data: ErrorModel

@@ -39,8 +39,8 @@ from typing import Any
 import orjson
 
 from worker.decision import Applied, Change, Decision, Rejected, TagRecord
-from worker.events import Invalid, RawRecord, TagMoved, Undecodable
-from worker.models import REJECTED_TYPE, UPDATED_TYPE
+from worker.events import Invalid, RawRecord, TagEvent, TagMoved, Undecodable
+from worker.models import REJECTED_TYPE, REMOVED_TYPE, UPDATED_TYPE
 from worker.plan import EventKey, Item, ProcessedRow
 from worker.problems import ErrorItem, Problem, ProblemKind, error_model
 from worker.timefmt import format_rfc3339
@@ -52,12 +52,12 @@ STORED_FINGERPRINT_BYTES = 16
 _HEADERS = [("content-type", CONTENT_TYPE)]  # shared, never modified
 _NAMESPACE = uuid.UUID("6f0d3c1e-2b7a-5e44-9c1d-0a7c3f9e8b21")
 
-#: The CloudEvents type of a successful outcome, by its change. A new kind of success
-#: (deletions: ``"deleted": REMOVED_TYPE``) is one more entry here.
+#: The CloudEvents type of a successful outcome, by its change.
 SUCCESS_TYPES: Mapping[Change, str] = {
     "created": UPDATED_TYPE,
     "updated": UPDATED_TYPE,
     "unchanged": UPDATED_TYPE,
+    "deleted": REMOVED_TYPE,
 }
 
 
@@ -167,8 +167,11 @@ def _envelope(
         return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _success(ctx: OutcomeContext, event: TagMoved, applied: Applied, at: datetime) -> Outcome:
+def _success(ctx: OutcomeContext, event: TagEvent, applied: Applied, at: datetime) -> Outcome:
+    """200. ``resourceversion`` is the version the event left; ``data`` the record as
+    applied, or for an applied deletion the record as it was just before."""
     record = applied.record
+    shown = applied.removed if applied.removed is not None else record
     subject = f"{record.repository}:{record.tag}"
     value = _envelope(
         ctx,
@@ -180,7 +183,7 @@ def _success(ctx: OutcomeContext, event: TagMoved, applied: Applied, at: datetim
         status=200,
         causation=(event.source, event.id),
         extensions={"resourceversion": record.version, "change": applied.change},
-        data=record.as_ocitag(),
+        data=shown.as_ocitag(),
     )
     return Outcome(subject.encode(), value, 200, applied.change)
 
@@ -210,8 +213,8 @@ def _problem(
     return Outcome(subject.encode() if subject else None, value, problem.status)
 
 
-def _subject(event: TagMoved | Invalid) -> str | None:
-    return event.ocitag_id if isinstance(event, TagMoved) else event.subject
+def _subject(event: TagEvent | Invalid) -> str | None:
+    return event.subject if isinstance(event, Invalid) else event.ocitag_id
 
 
 def _rejected(ctx: OutcomeContext, item: Item, problem: Problem, at: datetime) -> Outcome:
@@ -237,9 +240,9 @@ def decision_outcome(
     kind of decision is one more case here."""
     match decision:
         case Applied():
-            assert isinstance(item.event, TagMoved), "only tag-moved events are applied"
+            assert not isinstance(item.event, Invalid), "only tag events are applied"
             return _success(ctx, item.event, decision, processed_at)
-        case Rejected(problem):
+        case Rejected(problem):  # a 404 deletion is one too: its record is the store's
             return _rejected(ctx, item, problem, processed_at)
 
 
@@ -386,7 +389,8 @@ def batch_outcomes(
     """The outcome of each item of a batch, in order.
 
     ``new`` are the indexes of the items processed now (the first of each (source, id)
-    the store claimed), ``decisions`` the decision for each new tag-moved item,
+    the store claimed), ``decisions`` the decision for each new tag event (move or
+    deletion),
     ``earlier`` what the store holds for the (source, id)s processed before. Every other
     item repeats one of those: an earlier batch's or the first of its own batch."""
     outcomes: dict[int, Outcome] = {}

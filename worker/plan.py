@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from worker.decision import Change, Decision, TagRecord, fold
-from worker.events import Invalid, RawRecord, TagMoved
+from worker.events import Invalid, RawRecord, TagDeleted, TagMoved
 
 EventKey = tuple[str, str]  # (source, id)
 TagKey = tuple[str, str]  # (repository, tag)
-Accepted = TagMoved | Invalid
+Accepted = TagMoved | TagDeleted | Invalid
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +56,12 @@ def first_occurrences(items: Sequence[Item]) -> dict[EventKey, int]:
 
 
 def events_by_tag(items: Sequence[Item], indexes: Sequence[int]) -> dict[TagKey, list[int]]:
-    """The given tag-moved items grouped per tag, in batch (= delivery) order."""
+    """The given tag events (moves and deletions) grouped per tag, in batch (= delivery)
+    order."""
     groups: dict[TagKey, list[int]] = {}
     for index in indexes:
         event = items[index].event
-        if isinstance(event, TagMoved):
+        if not isinstance(event, Invalid):
             groups.setdefault((event.repository, event.tag), []).append(index)
     return groups
 
@@ -69,4 +70,4 @@ def decide_tag(
     stored: TagRecord | None, items: Sequence[Item], indexes: Sequence[int]
 ) -> tuple[TagRecord | None, list[Decision]]:
     events = [items[i].event for i in indexes]
-    return fold(stored, [e for e in events if isinstance(e, TagMoved)])
+    return fold(stored, [e for e in events if not isinstance(e, Invalid)])

@@ -20,10 +20,11 @@ class ProblemKind(Enum):
     INVALID_ENVELOPE = ("invalid-envelope", 400, "Invalid CloudEvents envelope")
     UNKNOWN_TYPE = ("unknown-type", 400, "Unknown event type")
     TOO_LARGE = ("too-large", 400, "Record too large")
+    NOT_FOUND = ("not-found", 404, "Tag not found")
     SUPERSEDED = ("superseded", 409, "Superseded by a newer event")
     ID_REUSED = ("id-reused", 409, "Event id reused with different content")
     PRECONDITION_FAILED = ("precondition-failed", 412, "Precondition failed")
-    INVALID_DATA = ("invalid-data", 422, "Invalid tag-moved data")
+    INVALID_DATA = ("invalid-data", 422, "Invalid tag event data")
     INTERNAL = ("internal", 500, "Event could not be processed")
 
     def __init__(self, slug: str, status: int, title: str) -> None:

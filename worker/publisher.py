@@ -1,6 +1,7 @@
-"""``ocitag-worker publish``: tag-moved events from arguments or a JSON/NDJSON file, as
-CloudEvents in either Kafka content mode. A producer-side tool: it checks nothing the
-worker checks, so it can also send bad events on purpose."""
+"""``ocitag-worker publish``: tag events (moved, or deleted with ``--delete``) from
+arguments or a JSON/NDJSON file, as CloudEvents in either Kafka content mode. A
+producer-side tool: it checks nothing the worker checks, so it can also send bad events
+on purpose."""
 
 from __future__ import annotations
 

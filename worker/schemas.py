@@ -26,6 +26,9 @@ from worker.models import (
     ErrorModel,
     OCITag,
     RejectedOutcome,
+    RemovedOutcome,
+    TagDeletedData,
+    TagDeletedEvent,
     TagMovedData,
     TagMovedEvent,
     UpdatedOutcome,
@@ -80,11 +83,31 @@ FILES: tuple[SchemaFile, ...] = (
         "Unknown members are rejected.",
     ),
     SchemaFile(
+        "tag-deleted-event.schema.json",
+        TagDeletedEvent,
+        "validation",
+        "Tag-deleted event (structured mode)",
+        "A CloudEvents 1.0 'ocitag.deleted.v1' event (the tag was deleted in the registry) "
+        "as the value of a record on the input topic (ocitag.events) with content-type "
+        "application/cloudevents+json. Same envelope and identifier rules as a tag-moved "
+        "event; a breach of the data rules is a 422 outcome, an envelope breach a 400.",
+    ),
+    SchemaFile(
+        "tag-deleted-data.schema.json",
+        TagDeletedData,
+        "validation",
+        "Tag-deleted data",
+        "The 'data' of a tag-deleted event: in structured mode the event's 'data' member, in "
+        "binary mode the whole record value. A tag-moved data object without 'artifact'; "
+        "unknown members ('artifact' included) are rejected.",
+    ),
+    SchemaFile(
         "ocitag.schema.json",
         OCITag,
         "serialization",
         "OCITag",
-        "An OCITag record: the 'data' of an ocitag.updated.v1 outcome. The seed API's "
+        "An OCITag record: the 'data' of an ocitag.updated.v1 or ocitag.removed.v1 outcome. "
+        "The seed API's "
         "OCITag schema: same members, same required list.",
     ),
     SchemaFile(
@@ -105,13 +128,24 @@ FILES: tuple[SchemaFile, ...] = (
         "(unchanged). Status 200; data is the OCITag record.",
     ),
     SchemaFile(
+        "outcome-removed.schema.json",
+        RemovedOutcome,
+        "serialization",
+        "Outcome: tag removed",
+        "A CloudEvents 1.0 'ocitag.removed.v1' event on the outcome topic (ocitag.outcomes): "
+        "a tag-deleted event was applied (change deleted). Status 200; resourceversion is "
+        "the version of the tombstone; data is the OCITag record as it was just before "
+        "the deletion.",
+    ),
+    SchemaFile(
         "outcome-rejected.schema.json",
         RejectedOutcome,
         "serialization",
         "Outcome: event rejected",
         "A CloudEvents 1.0 'ocitag.rejected.v1' event on the outcome topic (ocitag.outcomes): "
-        "the event was not applied. Status 400, 409, 412, 422 (or 500); data is the "
-        "ErrorModel problem details.",
+        "the event was not applied. Status 400, 404 (a deletion of a tag that does not "
+        "exist; still recorded), 409, 412, 422 (or 500); data is the ErrorModel problem "
+        "details.",
     ),
 )
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -34,6 +35,7 @@ from pydantic import (
 )
 
 from worker.errors import SettingsError
+from worker.oci_config import RegistryEndpoints, parse_endpoints
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -41,10 +43,31 @@ LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 EventLoop = Literal["uvloop", "asyncio"]
 
+#: the registry kinds ingest serves (docs/contract.md "Ingest"), each enabled by its secret
+INGEST_KINDS = (
+    "distribution",
+    "harbor",
+    "dockerhub",
+    "github",
+    "ecr",
+    "gar",
+    "acr",
+    "quay",
+    "artifactory",
+    "zot",
+    "cloudevents",
+)
 # The secrets, the one list: each may come from a file (``<NAME>_FILE``), and none is
 # ever logged or echoed in an error (masked() and load_settings use this list).
 SECRET_FIELDS = frozenset(
-    {"database_url", "db_password", "kafka_sasl_password", "kafka_ssl_key_password"}
+    {
+        "database_url",
+        "db_password",
+        "kafka_sasl_password",
+        "kafka_ssl_key_password",
+        "ingest_registry_endpoints",
+    }
+    | {f"ingest_{kind}_secret" for kind in INGEST_KINDS}
 )
 MASK = "****"
 
@@ -250,7 +273,16 @@ class Settings(BaseModel):
     prune_interval_seconds: float = Field(
         300.0,
         gt=0,
-        description="How often the processed-event partitions are rotated and expired ones dropped",
+        description="How often the processed-event partitions are rotated and expired ones "
+        "dropped, and expired tombstones deleted",
+    )
+
+    # --- deletions (tombstones)
+    tombstone_retention_seconds: int = Field(
+        2_592_000,
+        ge=60,
+        description="How long a deleted tag's tombstone is kept (from when it was last "
+        "recorded); an older move arriving later can bring a pruned tag back",
     )
 
     # --- Kafka security
@@ -276,6 +308,125 @@ class Settings(BaseModel):
     )
     kafka_ssl_check_hostname: bool = Field(
         True, description="Verify the broker's host name against its certificate"
+    )
+
+    # --- ingest (`ocitag-worker ingest`: registry webhooks → tag events)
+    ingest_host: str = Field(
+        "0.0.0.0",  # noqa: S104 - registries post from outside the pod
+        description="Address the webhook receiver listens on",
+    )
+    ingest_port: int = Field(
+        8080, ge=1, le=65535, description="Port of POST /webhooks/<kind>[/<secret>]"
+    )
+    ingest_distribution_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/distribution: its secret(s), comma-separated (secret)",
+    )
+    ingest_harbor_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/harbor: its secret(s), comma-separated (secret)",
+    )
+    ingest_dockerhub_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/dockerhub: its secret(s), comma-separated (secret)",
+    )
+    ingest_github_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/github: its secret(s), comma-separated (secret)",
+    )
+    ingest_ecr_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/ecr: its secret(s), comma-separated (secret)",
+    )
+    ingest_gar_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/gar: its secret(s), comma-separated (secret)",
+    )
+    ingest_acr_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/acr: its secret(s), comma-separated (secret)",
+    )
+    ingest_quay_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/quay: its secret(s), comma-separated (secret)",
+    )
+    ingest_artifactory_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/artifactory: its secret(s), comma-separated (secret)",
+    )
+    ingest_zot_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/zot: its secret(s), comma-separated (secret)",
+    )
+    ingest_cloudevents_secret: SecretStr | None = Field(
+        None,
+        description="Enables /webhooks/cloudevents: its secret(s), comma-separated (secret)",
+    )
+    ingest_gar_oidc_audience: str | None = Field(
+        None,
+        min_length=1,
+        description="Also accept gar deliveries with a Pub/Sub OIDC token for this audience "
+        "(POST /webhooks/gar, no path secret)",
+    )
+    ingest_gar_oidc_email: str | None = Field(
+        None,
+        min_length=1,
+        description="The service account the Pub/Sub OIDC token must be for (verified email)",
+    )
+    ingest_gar_oidc_jwks_url: str = Field(
+        "https://www.googleapis.com/oauth2/v3/certs",
+        pattern=r"^https?://",
+        description="Where Google's token signing keys (JWKS) are fetched",
+    )
+    ingest_max_body_bytes: int = Field(
+        1_048_576, ge=1_024, le=67_108_864, description="Largest delivery accepted (else 413)"
+    )
+    ingest_read_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, description="Longest a delivery's body may take to arrive (else 408)"
+    )
+    ingest_deadline_seconds: float = Field(
+        0.8,
+        gt=0,
+        le=60,
+        description="Longest from body read to answer (digest look-ups and Kafka acks); keep "
+        "it under the senders' timeouts (distribution's default is 1 s). Past it: 503",
+    )
+    ingest_retry_after_seconds: int = Field(
+        5, ge=1, le=3_600, description="Retry-After of a 503 while Kafka is unavailable"
+    )
+
+    # --- registry client (worker/oci.py: ingest's digest look-ups, reconcile)
+    ingest_registry_endpoints: SecretStr | None = Field(
+        None,
+        description="Registry API base URL per host, comma-separated host=url; credentials "
+        "as the URL's user-info, percent-encoded (secret). Unlisted hosts: https://<host>, "
+        "docker.io: https://registry-1.docker.io",
+    )
+    registry_docker_config: Path | None = Field(
+        None,
+        description="A Docker config.json whose 'auths' give registry credentials (hosts "
+        "without credentials in OCITAG_INGEST_REGISTRY_ENDPOINTS)",
+    )
+    registry_ca_file: Path | None = Field(
+        None, description="CA certificate(s) to verify registries with (PEM); default: system"
+    )
+    registry_tls_verify: bool = Field(
+        True, description="Verify registries' TLS certificates (false only for testing)"
+    )
+    registry_timeout_seconds: float = Field(
+        10.0, gt=0, le=600, description="Timeout of one registry request"
+    )
+    registry_concurrency: int = Field(
+        8, ge=1, le=256, description="Most registry requests in flight at once"
+    )
+    registry_page_size: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        description="Page size (n=) of tags/list and _catalog; default: the registry's",
+    )
+    registry_rate_limit_retries: int = Field(
+        4, ge=0, le=20, description="Retries of a request the registry answered 429 (Retry-After)"
     )
 
     # --- logs
@@ -322,7 +473,20 @@ class Settings(BaseModel):
             raise ValueError("must be an absolute URI")
         return value
 
-    @field_validator("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+    @field_validator("ingest_registry_endpoints")
+    @classmethod
+    def _endpoints(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_endpoints(value.get_secret_value())  # EndpointsError names the entry
+        return value
+
+    @field_validator(
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        "registry_docker_config",
+        "registry_ca_file",
+    )
     @classmethod
     def _readable_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
@@ -352,6 +516,12 @@ class Settings(BaseModel):
         super().__init__(**values)
 
     # --- derived values
+    @cached_property
+    def registry_endpoints(self) -> RegistryEndpoints:
+        """OCITAG_INGEST_REGISTRY_ENDPOINTS parsed (checked at load, parsed once)."""
+        value = self.ingest_registry_endpoints
+        return parse_endpoints(value.get_secret_value()) if value else RegistryEndpoints()
+
     def dsn(self) -> str:
         """The database URL with OCITAG_DB_PASSWORD applied, for asyncpg."""
         url = self.database_url.get_secret_value()
@@ -377,15 +547,17 @@ class Settings(BaseModel):
         return out
 
 
-def _mask(value: SecretStr | str | None) -> str | None:
+def _mask(value: object) -> str | None:
     """A secret as it may be shown: unset stays unset; a URL keeps all but its password
     (where the database is matters when reading a log); anything else is hidden whole."""
     if value is None:
         return None
+    if not isinstance(value, SecretStr | str):
+        return MASK  # a parsed secret (registry endpoints with credentials)
     text = value.get_secret_value() if isinstance(value, SecretStr) else value
-    if "://" not in text:
-        return MASK
     parts = urlsplit(text)
+    if "://" not in text or not parts.scheme or not parts.netloc:
+        return MASK  # not one URL (e.g. a list of host=url): hidden whole
     if parts.password is None:
         return text
     host = parts.netloc.rpartition("@")[2]

@@ -2,26 +2,28 @@
 
 Round trips per batch, whatever its size: the current epoch of the idempotency record
 (1), what it holds for the batch's events (1), read the tags (1), write the tags with the
-version guard (1, again only for tags a concurrent writer changed in between), record
-the new events with what rebuilds their outcomes (1). Two writers of one tag are
-serialised by the row lock and ``version = expected`` in the UPDATE, or by ``ON CONFLICT
-DO NOTHING`` for a new tag: the loser re-reads and decides again. Two appliers of one
-event are serialised by the record's primary key (key, epoch): the second one's insert
-waits for the first to commit and then inserts nothing, and its transaction is redone
-(it then finds the event processed). The epoch is read FOR SHARE, so a rotation to the
-next one waits for every applier of the old one: both never run at once.
+key guard (1, again only for tags a concurrent writer changed in between), record the
+new events with what rebuilds their outcomes (1). Two writers of one tag are serialised
+by the row lock and the guard in the UPDATE (the row still has the key the decision was
+made against: every write, a 404 deletion's included, sets a greater key, whereas the
+version does not always change), or by ``ON CONFLICT DO NOTHING`` for a new tag: the
+loser re-reads and decides again. Two appliers of one event are serialised by the
+record's primary key (key, epoch): the second one's insert waits for the first to commit
+and then inserts nothing, and its transaction is redone (it then finds the event
+processed). The epoch is read FOR SHARE, so a rotation to the next one waits for every
+applier of the old one: both never run at once.
 
 The record (migration 0003): a 16-byte key hashed from (source, id), a 16-byte
 fingerprint, and what rebuilds the outcome (worker/outcomes.py), in a table partitioned
-by epoch; ``maintain`` rotates to a new partition every ``partition_seconds`` and drops
-the partitions that ended more than the retention ago.
+by epoch; worker/partitions.py rotates to a new partition every ``partition_seconds`` and
+drops the partitions that ended more than the retention ago.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import asyncpg
@@ -69,36 +71,44 @@ RETURNING key
 
 _READ_TAGS = """
 SELECT t.repository, t.tag, t.artifact, t.created_by, t.created_on, t.last_modified_by,
-       t.last_modified_on, t.version, t.last_event_source, t.last_event_id
+       t.last_modified_on, t.version, t.last_event_source, t.last_event_id, t.deleted_on,
+       t.deleted_by
 FROM ocitags t
 JOIN unnest($1::text[], $2::text[]) AS u(r, g) ON t.repository = u.r AND t.tag = u.g
 """
 
-# The guard: an existing row is updated only at the version the decision was made
-# against; a new row is inserted only if nobody inserted it first. What is returned was
-# written; what is not must be decided again against the row as it now is.
+# The guard: an existing row is updated only while it still has the key the decision
+# was made against; a new row is inserted only if nobody inserted it first. What is
+# returned was written; what is not must be decided again against the row as it now is.
 _WRITE_TAGS = """
 WITH u AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
                          $6::text[], $7::timestamptz[], $8::bigint[], $9::text[], $10::text[],
-                         $11::bigint[])
+                         $11::timestamptz[], $12::text[], $13::timestamptz[], $14::text[],
+                         $15::text[])
         AS u(repository, tag, artifact, created_by, created_on, last_modified_by,
-             last_modified_on, version, last_event_source, last_event_id, expected)
+             last_modified_on, version, last_event_source, last_event_id, deleted_on,
+             deleted_by, expected_on, expected_source, expected_id)
 ), upd AS (
     UPDATE ocitags t
-    SET artifact = u.artifact, last_modified_by = u.last_modified_by,
-        last_modified_on = u.last_modified_on, version = u.version,
-        last_event_source = u.last_event_source, last_event_id = u.last_event_id
+    SET artifact = u.artifact, created_by = u.created_by, created_on = u.created_on,
+        last_modified_by = u.last_modified_by, last_modified_on = u.last_modified_on,
+        version = u.version, last_event_source = u.last_event_source,
+        last_event_id = u.last_event_id, deleted_on = u.deleted_on, deleted_by = u.deleted_by,
+        recorded_at = $16
     FROM u
-    WHERE u.expected > 0 AND t.repository = u.repository AND t.tag = u.tag
-      AND t.version = u.expected
+    WHERE u.expected_id IS NOT NULL AND t.repository = u.repository AND t.tag = u.tag
+      AND t.last_modified_on = u.expected_on AND t.last_event_source = u.expected_source
+      AND t.last_event_id = u.expected_id
     RETURNING t.repository, t.tag
 ), ins AS (
     INSERT INTO ocitags (repository, tag, artifact, created_by, created_on, last_modified_by,
-                         last_modified_on, version, last_event_source, last_event_id)
+                         last_modified_on, version, last_event_source, last_event_id,
+                         deleted_on, deleted_by, recorded_at)
     SELECT repository, tag, artifact, created_by, created_on, last_modified_by,
-           last_modified_on, version, last_event_source, last_event_id
-    FROM u WHERE u.expected = 0
+           last_modified_on, version, last_event_source, last_event_id, deleted_on,
+           deleted_by, $16
+    FROM u WHERE u.expected_id IS NULL
     ORDER BY repository, tag
     ON CONFLICT (repository, tag) DO NOTHING
     RETURNING repository, tag
@@ -106,8 +116,28 @@ WITH u AS (
 SELECT repository, tag FROM upd UNION ALL SELECT repository, tag FROM ins
 """
 
+# the deleted_on test is repeated in the outer WHERE: a row brought back to life between
+# the inner SELECT and the DELETE is a live record and must stay
+_PRUNE_TOMBSTONES = """
+DELETE FROM ocitags
+WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM ocitags
+    WHERE deleted_on IS NOT NULL AND recorded_at < now() - $1::interval LIMIT $2
+)) AND deleted_on IS NOT NULL AND recorded_at < now() - $1::interval
+"""
+
 _CHANGES: dict[str, int] = {"created": 1, "updated": 2, "unchanged": 3}
 _CHANGE_NAMES: dict[int, Change] = {1: "created", 2: "updated", 3: "unchanged"}
+
+# the deleted_on test is repeated in the outer WHERE: a row brought back to life between
+# the inner SELECT and the DELETE is a live record and must stay
+_PRUNE_TOMBSTONES = """
+DELETE FROM ocitags
+WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM ocitags
+    WHERE deleted_on IS NOT NULL AND recorded_at < now() - $1::interval LIMIT $2
+)) AND deleted_on IS NOT NULL AND recorded_at < now() - $1::interval
+"""
 
 
 class EventStore(Protocol):
@@ -171,6 +201,22 @@ class Store:
     async def ping(self) -> None:
         async with self._pool.acquire() as conn:
             await conn.fetchval("SELECT 1")
+
+    async def prune_tombstones(self, older_than_seconds: int, batch: int = 5_000) -> int:
+        """Delete tombstones recorded longer ago than the retention, in batches like
+        ``prune``. A move older than a pruned tombstone's deletion can then bring the tag
+        back (README, "Deletions"). A small batch per statement, so that no long lock or
+        transaction holds up the appliers."""
+        total = 0
+        while True:
+            async with self._pool.acquire() as conn:
+                status = await conn.execute(
+                    _PRUNE_TOMBSTONES, timedelta(seconds=older_than_seconds), batch
+                )
+            deleted = int(status.split()[-1])
+            total += deleted
+            if deleted < batch:
+                return total
 
 
 class _Sources:
@@ -265,9 +311,12 @@ async def _read_tags(conn: Connection, tags: Iterable[TagKey]) -> dict[TagKey, T
     return {(r["repository"], r["tag"]): TagRecord(**dict(r)) for r in rows}
 
 
-async def _write_tags(conn: Connection, writes: Sequence[tuple[TagRecord, int]]) -> set[TagKey]:
-    columns: list[list[object]] = [[] for _ in range(11)]
-    for record, expected in sorted(writes, key=lambda w: (w[0].repository, w[0].tag)):
+async def _write_tags(
+    conn: Connection, writes: Sequence[tuple[TagRecord, TagRecord | None]], at: datetime
+) -> set[TagKey]:
+    """Each (new row, the row it was decided against) under the guard."""
+    columns: list[list[object]] = [[] for _ in range(15)]
+    for record, before in sorted(writes, key=lambda w: (w[0].repository, w[0].tag)):
         values = (
             record.repository,
             record.tag,
@@ -279,16 +328,20 @@ async def _write_tags(conn: Connection, writes: Sequence[tuple[TagRecord, int]])
             record.version,
             record.last_event_source,
             record.last_event_id,
-            expected,
+            record.deleted_on,
+            record.deleted_by,
+            before.last_modified_on if before else None,
+            before.last_event_source if before else None,
+            before.last_event_id if before else None,
         )
         for column, value in zip(columns, values, strict=True):
             column.append(value)
-    rows = await conn.fetch(_WRITE_TAGS, *columns)
+    rows = await conn.fetch(_WRITE_TAGS, *columns, at)
     return {(r["repository"], r["tag"]) for r in rows}
 
 
 async def _decide_and_write(
-    conn: Connection, items: Sequence[Item], groups: dict[TagKey, list[int]]
+    conn: Connection, items: Sequence[Item], groups: dict[TagKey, list[int]], at: datetime
 ) -> dict[int, Decision]:
     """Fold each tag's events against its row and write the result under the version
     guard; tags whose guard failed are read again and decided again."""
@@ -296,15 +349,15 @@ async def _decide_and_write(
     pending = dict(groups)
     for _ in range(MAX_WRITE_ROUNDS):
         stored = await _read_tags(conn, pending)
-        writes: list[tuple[TagRecord, int]] = []
+        writes: list[tuple[TagRecord, TagRecord | None]] = []
         outcomes: dict[TagKey, list[Decision]] = {}
         for tag, indexes in pending.items():
             before = stored.get(tag)
             after, decisions = decide_tag(before, items, indexes)
             outcomes[tag] = decisions
             if after is not None and after is not before:
-                writes.append((after, before.version if before else 0))
-        written = await _write_tags(conn, writes) if writes else set()
+                writes.append((after, before))
+        written = await _write_tags(conn, writes, at) if writes else set()
         conflicted = {(w.repository, w.tag) for w, _ in writes} - written
         for tag, decisions in outcomes.items():
             if tag not in conflicted:
@@ -324,7 +377,7 @@ async def _apply(
     hashed = {k: event_key(k) for k in firsts}
     earlier = await _processed(conn, sources, {h: k for k, h in hashed.items()})
     new = sorted(index for key, index in firsts.items() if key not in earlier)
-    decisions = await _decide_and_write(conn, items, events_by_tag(items, new))
+    decisions = await _decide_and_write(conn, items, events_by_tag(items, new), at)
 
     outcomes = batch_outcomes(
         ctx, items, new=new, decisions=decisions, earlier=earlier, processed_at=at

@@ -21,6 +21,13 @@ def describe(outcome: dict[str, Any]) -> str:
     status = outcome.get("status")
     subject = outcome.get("subject") or "-"
     data = outcome.get("data") or {}
+    if status == 200 and outcome.get("change") == "deleted":
+        return (
+            # data is the record as it was: the deleter is not in it, the input's source is
+            f"{status} deleted {subject} (was {data.get('artifact')}) "
+            f"v{outcome.get('resourceversion')} "
+            f"(event {outcome.get('causationid')} from {outcome.get('causationsource')})"
+        )
     if status == 200:
         return (
             f"{status} {outcome.get('change')} {subject} -> {data.get('artifact')} "

@@ -164,12 +164,12 @@ def cmd_crds(rendered: str) -> None:
 
     print("custom resources against their CRD schemas")
     models = _crd_models()
-    seen = 0
+    seen: set[tuple[str, str]] = set()
     for doc in load_yaml_all(Path(rendered)):
         key = (doc.get("apiVersion"), doc.get("kind"))
         if key not in models:
             continue
-        seen += 1
+        seen.add(key)
         name = f"{doc['kind']}/{doc['metadata']['name']}"
         try:
             model = models[key].model_validate(doc)
@@ -182,8 +182,9 @@ def cmd_crds(rendered: str) -> None:
             fail(f"{name}: not in the CRD schema: {', '.join(unknown)}")
         else:
             ok(f"{name} ({key[0]})")
-    if seen != len(models):
-        fail(f"expected {len(models)} custom resources in the kustomization, found {seen}")
+    if seen != set(models):
+        missing = ", ".join(kind for _, kind in sorted(set(models) - seen))
+        fail(f"custom resources of every checked kind expected; missing: {missing}")
     finish()
 
 
@@ -227,7 +228,9 @@ def promql_parts(expr: str) -> tuple[set[str], set[str], list[tuple[str, set[str
     expr = re.sub(r"#[^\n]*", "", expr)
     selectors = []
     for metric, body in _SELECTOR.findall(_QUOTED.sub('""', expr)):
-        labels = {m.split("=")[0].strip(" !~") for m in body.split(",") if m.strip()}
+        # the label name before its matcher: =, !=, =~ or !~
+        matchers = [m for m in body.split(",") if m.strip()]
+        labels = {re.split(r"=~|!~|!=|=", m, maxsplit=1)[0].strip() for m in matchers}
         selectors.append((metric, labels))
     stripped = _QUOTED.sub('""', expr)
     grouping: set[str] = set()
@@ -374,14 +377,21 @@ def cmd_dashboard_rules(out: str) -> None:
 # ---------------------------------------------------------------- settings
 
 
+# Mounted files whose content has a syntax: their stand-ins must be valid.
+STUB_CONTENT = {
+    "OCITAG_INGEST_REGISTRY_ENDPOINTS_FILE": "registry.example=https://user:stand-in@registry.example\n",
+    "OCITAG_REGISTRY_DOCKER_CONFIG": '{"auths": {}}\n',
+}
+
+
 def _secret_stub_environ(extra: dict[str, str]) -> dict[str, str]:
     """Environment as the pod sees it, the Secret's files replaced by stand-ins."""
     environ = dict(extra)
     stub_dir = Path(tempfile.mkdtemp(prefix="ocitag-check-"))
     for name, value in list(environ.items()):
-        if name.endswith("_FILE"):
+        if name.endswith("_FILE") or name in STUB_CONTENT:
             stub = stub_dir / Path(value).name
-            stub.write_text("stand-in-secret\n", encoding="utf-8")
+            stub.write_text(STUB_CONTENT.get(name, "stand-in-secret\n"), encoding="utf-8")
             environ[name] = str(stub)
     return environ
 
@@ -411,8 +421,11 @@ def _load(where: str, environ: dict[str, str]) -> Any:
 
 def _containers(rendered: str) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
     for doc in load_yaml_all(Path(rendered)):
-        if doc["kind"] in {"Deployment", "Job"}:
-            for container in doc["spec"]["template"]["spec"]["containers"]:
+        spec = doc.get("spec", {})
+        if doc["kind"] == "CronJob":
+            spec = spec["jobTemplate"]["spec"]
+        if doc["kind"] in {"Deployment", "Job", "CronJob"}:
+            for container in spec["template"]["spec"]["containers"]:
                 yield f"{doc['kind']}/{doc['metadata']['name']}", doc, container
 
 
@@ -436,9 +449,13 @@ def pod_environ(rendered: str, container: dict[str, Any]) -> dict[str, str]:
 # Settings the ConfigMap leaves out on purpose (see its header comment).
 NOT_IN_CONFIGMAP = {
     "OCITAG_HTTP_HOST",
+    "OCITAG_INGEST_HOST",
     "OCITAG_KAFKA_SSL_CAFILE",
     "OCITAG_KAFKA_SSL_CERTFILE",
     "OCITAG_KAFKA_SSL_KEYFILE",
+    "OCITAG_REGISTRY_CA_FILE",
+    "OCITAG_REGISTRY_DOCKER_CONFIG",
+    "OCITAG_REGISTRY_PAGE_SIZE",
 }
 
 
@@ -557,7 +574,12 @@ def cmd_consistency(rendered: str) -> None:
     job_labels = job["spec"]["template"]["metadata"]["labels"]
     if all(job_labels.get(k) == v for k, v in selector.items()):
         fail("the migration Job's pods match the worker selector")
-    ok("Service, PDB and ServiceMonitor select the worker pods (and not the Job's)")
+    for (kind, name), doc in docs.items():
+        if kind == "CronJob":
+            template = doc["spec"]["jobTemplate"]["spec"]["template"]
+            if all(template["metadata"]["labels"].get(k) == v for k, v in selector.items()):
+                fail(f"CronJob {name}'s pods match the worker selector")
+    ok("Service, PDB and ServiceMonitor select the worker pods (and not the Jobs')")
     scaled = docs[("ScaledObject", "ocitag-worker")]["spec"]
     (trigger,) = scaled["triggers"]
     meta = trigger["metadata"]

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,7 +28,7 @@ from tests.helpers.model import Model, Summary
 from tests.helpers.services import REPO, STACK
 from tests.helpers.store import summary
 from worker.decode import decode
-from worker.events import Invalid, RawRecord, TagMoved, Undecodable
+from worker.events import Invalid, RawRecord, TagDeleted, TagMoved, Undecodable
 from worker.outcomes import outcome_id, undecodable_outcome_id
 
 PARTITIONS = 6
@@ -42,7 +42,8 @@ def stack(command: str) -> None:
 @dataclass
 class Stream:
     """Records to publish, made from a seed: skewed tag popularity, duplicates,
-    out-of-order times, invalid data and undecodable records."""
+    out-of-order times, deletions (5 %: of live tags, of deleted or never-seen ones, and
+    late ones), invalid data and undecodable records."""
 
     records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]
 
@@ -69,11 +70,14 @@ class Stream:
             }
             if roll > 0.99:
                 data["artifact"] = "not-a-digest"  # 422
+            deletion = 0.93 < roll <= 0.98
+            if deletion:  # the tag was deleted: 200 removed, 404 or 409
+                del data["artifact"]
             body = {
                 "specversion": "1.0",
                 "id": f"evt-{seed}-{n}",
                 "source": SOURCE,
-                "type": "ocitag.moved.v1",
+                "type": "ocitag.deleted.v1" if deletion else "ocitag.moved.v1",
                 "time": (base + timedelta(seconds=when)).isoformat().replace("+00:00", "Z"),
                 "data": data,
             }
@@ -328,7 +332,7 @@ class Scenario:
                     self.input_topic, partition, r.offset, 0, r.key, r.value, tuple(r.headers)
                 )
                 decoded = decode(raw, 65_536)
-                if isinstance(decoded, TagMoved):
+                if isinstance(decoded, TagMoved | TagDeleted):
                     oid, want = (
                         outcome_id(decoded.source, decoded.id, decoded.fingerprint),
                         model.deliver(decoded),
@@ -359,8 +363,8 @@ class Scenario:
         conn = await asyncpg.connect(self.database_url)
         try:
             rows = await conn.fetch(
-                "SELECT repository, tag, artifact, last_modified_by, last_modified_on, version "
-                "FROM ocitags"
+                "SELECT repository, tag, artifact, last_modified_by, last_modified_on, version, "
+                "deleted_on, deleted_by FROM ocitags"
             )
         finally:
             await conn.close()
@@ -370,11 +374,20 @@ class Scenario:
                 r["last_modified_by"],
                 r["last_modified_on"],
                 r["version"],
+                r["deleted_on"],
+                r["deleted_by"],
             )
             for r in rows
         }
         want_rows = {
-            k: (r.artifact, r.last_modified_by, r.last_modified_on, r.version)
+            k: (
+                r.artifact,
+                r.last_modified_by,
+                r.last_modified_on,
+                r.version,
+                r.deleted_on,
+                r.deleted_by,
+            )
             for k, r in model.rows.items()
         }
         wrong_rows = [k for k in want_rows.keys() | got.keys() if want_rows.get(k) != got.get(k)]
@@ -382,9 +395,15 @@ class Scenario:
             f"{len(wrong_rows)} rows differ from the model, e.g. {wrong_rows[:3]}"
         )
         assert await self.lag() == 0, "offsets left uncommitted"
+        changes = Counter(w.change for w in expected.values())
+        if self.events >= 1_000:  # the stream exercised the deletion rules
+            assert changes["deleted"] and any(w.status == 404 for w in expected.values())
         self.report.update(
             inputs=inputs,
             tags=len(want_rows),
+            tombstones=sum(1 for r in model.rows.values() if not r.live),
+            statuses=dict(sorted(Counter(w.status for w in expected.values()).items())),
+            deleted=changes["deleted"],
             outcomes=len(outcomes),
             duplicate_outcomes=len(outcomes) - inputs,
         )

@@ -99,13 +99,19 @@ class Harness:
         return found
 
 
+_OUTCOME_SCHEMAS = {
+    "ocitag.updated.v1": ("outcome-updated.schema.json", "OCITag"),
+    "ocitag.removed.v1": ("outcome-removed.schema.json", "OCITag"),
+}
+
+
 def contract_errors(body: dict[str, Any]) -> list[str]:
     """Why an outcome breaks schemas/outcome-*.schema.json or the seed's record schemas."""
-    updated = body.get("type") == "ocitag.updated.v1"
-    envelope = schema_validator(
-        "outcome-updated.schema.json" if updated else "outcome-rejected.schema.json"
+    envelope_file, record_name = _OUTCOME_SCHEMAS.get(
+        str(body.get("type")), ("outcome-rejected.schema.json", "ErrorModel")
     )
-    record = seed_validator("OCITag" if updated else "ErrorModel")
+    envelope = schema_validator(envelope_file)
+    record = seed_validator(record_name)
     return errors_of(envelope, body) + errors_of(record, body.get("data"))
 
 

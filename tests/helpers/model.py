@@ -1,8 +1,8 @@
 """A small reference model of the contract's "Semantics" (docs/contract.md), written
 separately from the worker's code so that the two can be checked against each other.
 
-Events are delivered one at a time; the model answers each with a summary of its
-outcome and keeps the rows the database should hold.
+Events (moves and deletions) are delivered one at a time; the model answers each with a
+summary of its outcome and keeps the rows the database should hold, tombstones included.
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from worker.events import TagMoved
+from worker.events import TagDeleted, TagEvent
 
 
 @dataclass(frozen=True)
 class Summary:
-    """What matters of an outcome: status, change, version and artifact (200 only)."""
+    """What matters of an outcome: status, change, version and artifact (200 only: for
+    a deletion the artifact of the record it removed)."""
 
     status: int
     change: str | None = None
@@ -27,13 +28,19 @@ class Summary:
 
 @dataclass
 class Row:
-    artifact: str
-    created_by: str
-    created_on: datetime
+    artifact: str | None
+    created_by: str | None
+    created_on: datetime | None
     last_modified_by: str
     last_modified_on: datetime
     version: int
     key: tuple[datetime, str, str]
+    deleted_on: datetime | None = None
+    deleted_by: str | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.deleted_on is None
 
 
 @dataclass
@@ -41,7 +48,7 @@ class Model:
     rows: dict[tuple[str, str], Row] = field(default_factory=dict)
     seen: dict[tuple[str, str], tuple[bytes, Summary]] = field(default_factory=dict)
 
-    def deliver(self, e: TagMoved) -> Summary:
+    def deliver(self, e: TagEvent) -> Summary:
         return self._once(e.source, e.id, e.fingerprint, lambda: self._decide(e))
 
     def deliver_invalid(self, source: str, event_id: str, fingerprint: bytes) -> Summary:
@@ -59,21 +66,47 @@ class Model:
         self.seen[(source, event_id)] = (fingerprint, summary)
         return summary
 
-    def _decide(self, e: TagMoved) -> Summary:
+    def _decide(self, e: TagEvent) -> Summary:
         tag = (e.repository, e.tag)
         row = self.rows.get(tag)
         key = (e.time, e.source, e.id)
         if row is not None and not key > row.key:
             return Summary(409, reason="superseded")
-        if e.previous_artifact is not None and (row is None or row.artifact != e.previous_artifact):
+        live = row if row is not None and row.live else None
+        if isinstance(e, TagDeleted) and live is None:  # 404, but the key is recorded
+            if row is None:
+                self.rows[tag] = Row(None, None, None, e.actor, e.time, 0, key, e.time, e.actor)
+            else:
+                self._stamp(row, e, key)
+            return Summary(404, reason="not-found")
+        if not self._preconditions_hold(live, e):
             return Summary(412)
-        if e.expected_version is not None and (row.version if row else 0) != e.expected_version:
-            return Summary(412)
-        if row is None:
-            self.rows[tag] = Row(e.artifact, e.actor, e.time, e.actor, e.time, 1, key)
-            return Summary(200, "created", 1, e.artifact)
-        change = "unchanged" if row.artifact == e.artifact else "updated"
-        row.artifact, row.last_modified_by, row.last_modified_on = e.artifact, e.actor, e.time
-        row.version += 1
-        row.key = key
-        return Summary(200, change, row.version, e.artifact)
+        if isinstance(e, TagDeleted):
+            assert live is not None
+            before = live.artifact
+            live.version += 1
+            self._stamp(live, e, key)
+            return Summary(200, "deleted", live.version, before)
+        if live is None:
+            version = (row.version if row else 0) + 1
+            self.rows[tag] = Row(e.artifact, e.actor, e.time, e.actor, e.time, version, key)
+            return Summary(200, "created", version, e.artifact)
+        change = "unchanged" if live.artifact == e.artifact else "updated"
+        live.artifact, live.last_modified_by, live.last_modified_on = e.artifact, e.actor, e.time
+        live.version += 1
+        live.key = key
+        return Summary(200, change, live.version, e.artifact)
+
+    @staticmethod
+    def _preconditions_hold(live: Row | None, e: TagEvent) -> bool:
+        if e.previous_artifact is not None and (
+            live is None or live.artifact != e.previous_artifact
+        ):
+            return False
+        return e.expected_version is None or (live.version if live else 0) == e.expected_version
+
+    @staticmethod
+    def _stamp(row: Row, e: TagDeleted, key: tuple[datetime, str, str]) -> None:
+        """A deletion's mark on the row: deleted, with the deletion's key."""
+        row.last_modified_by, row.last_modified_on, row.key = e.actor, e.time, key
+        row.deleted_on, row.deleted_by = e.time, e.actor

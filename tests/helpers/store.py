@@ -10,15 +10,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.helpers.model import Summary
-from tests.helpers.strategies import BASE, digest, make_event
-from worker.events import RawRecord, TagMoved
+from tests.helpers.strategies import BASE, digest, make_deletion, make_event
+from worker.events import Invalid, RawRecord, TagEvent
 from worker.outcomes import Outcome, OutcomeContext
 from worker.plan import Item
 
 CTX = OutcomeContext("urn:ocitag-worker:test", "https://ocitag-worker.dev/problems/")
 
 
-def items(events: Sequence[TagMoved], first_offset: int = 0) -> list[Item]:
+def items(events: Sequence[TagEvent | Invalid], first_offset: int = 0) -> list[Item]:
     return [
         Item(RawRecord("ocitag.events", 0, first_offset + n, 0, None, b"", ()), e)
         for n, e in enumerate(events)
@@ -30,27 +30,33 @@ def summary(outcome: Outcome | bytes) -> Summary:
     if body["status"] == 200:
         return Summary(200, body["change"], body["resourceversion"], body["data"]["artifact"])
     reason = body["data"]["type"].rsplit("/", 1)[-1]
-    return Summary(body["status"], reason=reason if body["status"] == 409 else None)
+    return Summary(body["status"], reason=reason if body["status"] in (404, 409) else None)
 
 
 def now() -> datetime:
     return datetime.now(UTC)
 
 
-def race_events(seed: int, tags: int, per_tag: int) -> list[TagMoved]:
-    """Events for the race tests: ``per_tag`` events on each of ``tags`` tags, a few
-    digests and actors, times within 10 s, so that orders and batches matter."""
+def race_events(seed: int, tags: int, per_tag: int) -> list[TagEvent]:
+    """Events for the race tests: ``per_tag`` events on each of ``tags`` tags, about one
+    in five a deletion, a few digests and actors, times within 10 s, so that orders and
+    batches matter."""
     rng = random.Random(seed)
-    events = []
+    events: list[TagEvent] = []
     for t in range(tags):
         for n in range(per_tag):
-            events.append(
-                make_event(
-                    f"race{t}",
-                    digest(rng.randrange(5)),
-                    BASE + timedelta(milliseconds=rng.randrange(10_000)),
-                    event_id=f"r{t}-{n}",
-                    actor=f"a{rng.randrange(3)}",
+            when = BASE + timedelta(milliseconds=rng.randrange(10_000))
+            actor = f"a{rng.randrange(3)}"
+            if rng.randrange(5) == 0:
+                events.append(make_deletion(f"race{t}", when, event_id=f"r{t}-{n}", actor=actor))
+            else:
+                events.append(
+                    make_event(
+                        f"race{t}",
+                        digest(rng.randrange(5)),
+                        when,
+                        event_id=f"r{t}-{n}",
+                        actor=actor,
+                    )
                 )
-            )
     return events

@@ -9,7 +9,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from worker.events import TagMoved
+from worker.events import TagDeleted, TagEvent, TagMoved
 from worker.timefmt import format_rfc3339
 
 HOSTS = [
@@ -121,16 +121,56 @@ def make_event(
     )
 
 
+def make_deletion(
+    tag: str,
+    time: datetime,
+    *,
+    source: str = "https://registry.example.com/webhook",
+    event_id: str | None = None,
+    actor: str = "alice",
+    previous_artifact: str | None = None,
+    expected_version: int | None = None,
+    repository: str = "docker.io/library/app",
+) -> TagDeleted:
+    """A decoded tag-deleted event, fingerprinted like ``make_event`` (the type is part
+    of the content, so a move and a deletion never share a fingerprint)."""
+    event_id = event_id or hashlib.sha1(f"{tag}-deleted-{time}".encode()).hexdigest()[:12]
+    content = [
+        "ocitag.deleted.v1",
+        source,
+        event_id,
+        format_rfc3339(time),
+        repository,
+        tag,
+        actor,
+        previous_artifact,
+        expected_version,
+    ]
+    fingerprint = hashlib.sha256(json.dumps(content).encode()).digest()
+    return TagDeleted(
+        source,
+        event_id,
+        fingerprint,
+        time,
+        repository,
+        tag,
+        actor,
+        previous_artifact,
+        expected_version,
+    )
+
+
 def digest(n: int) -> str:
     return hashlib.sha256(str(n).encode()).hexdigest()
 
 
 @st.composite
-def histories(draw: st.DrawFn, max_events: int = 30) -> list[TagMoved]:
-    """Event histories over a few tags: random times (with ties), artifacts, actors,
-    preconditions, duplicates and id reuse."""
+def histories(draw: st.DrawFn, max_events: int = 30, deletions: bool = True) -> list[TagEvent]:
+    """Event histories over a few tags: moves and (unless ``deletions`` is False) about
+    one deletion in four, with random times (with ties), artifacts, actors,
+    preconditions, duplicates and id reuse (also across a move and a deletion)."""
     count = draw(st.integers(min_value=1, max_value=max_events))
-    events: list[TagMoved] = []
+    events: list[TagEvent] = []
     for n in range(count):
         roll = draw(st.integers(0, 9))
         if events and roll == 0:  # duplicate delivery
@@ -140,14 +180,30 @@ def histories(draw: st.DrawFn, max_events: int = 30) -> list[TagMoved]:
         event_id = draw(st.sampled_from(events)).id if events and roll == 1 else f"e{n}"  # id reuse
         previous = draw(st.sampled_from([None, digest(0), digest(1)])) if roll == 2 else None
         expected = draw(st.integers(0, 3)) if roll == 3 else None
+        time = BASE + timedelta(seconds=draw(st.integers(0, 20)))
+        source = draw(st.sampled_from(["s1", "s2"]))
+        actor = draw(st.sampled_from(["alice", "bob"]))
+        if deletions and draw(st.integers(0, 3)) == 0:
+            events.append(
+                make_deletion(
+                    tag,
+                    time,
+                    event_id=event_id,
+                    source=source,
+                    actor=actor,
+                    previous_artifact=previous,
+                    expected_version=expected,
+                )
+            )
+            continue
         events.append(
             make_event(
                 tag,
                 digest(draw(st.integers(0, 3))),
-                BASE + timedelta(seconds=draw(st.integers(0, 20))),
+                time,
                 event_id=event_id,
-                source=draw(st.sampled_from(["s1", "s2"])),
-                actor=draw(st.sampled_from(["alice", "bob"])),
+                source=source,
+                actor=actor,
                 previous_artifact=previous,
                 expected_version=expected,
             )

@@ -19,7 +19,7 @@ from tests.helpers.events import HEX
 from tests.helpers.services import Services, with_database
 from tests.helpers.wait import eventually
 from worker.kafka import missing_topics
-from worker.migrate import expected_version
+from worker.migrate import available, expected_version, migrate
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -87,11 +87,12 @@ async def test_run_refuses_an_unmigrated_or_newer_schema(
         result = run_cli(["run"], env)
         assert result.returncode == 1
         assert (
-            f"schema is at version 0, this build needs {expected_version()}: "
-            "run `ocitag-worker migrate`" in last_line(result.stderr)
+            f"schema is at version 0, this build needs {expected_version()}: run "
+            "`ocitag-worker migrate`" in last_line(result.stderr)
         )
         migrated = run_cli(["migrate"], env)
         assert migrated.returncode == 0 and "0001_initial" in migrated.stdout
+        assert "0002_tombstones" in migrated.stdout
         again = run_cli(["migrate"], env)
         assert again.returncode == 0 and "up to date" in again.stdout
         conn = await asyncpg.connect(url)
@@ -102,6 +103,55 @@ async def test_run_refuses_an_unmigrated_or_newer_schema(
         newer = run_cli(["run"], env)
         assert newer.returncode == 1
         assert "newer than this build knows" in last_line(newer.stderr)
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
+
+
+async def test_migrating_a_populated_database_keeps_its_tags_live(services: Services) -> None:
+    """0002 (tombstones) on a database that has records from 0001: they stay live, whole
+    OCITags, and the worker's tables take deletions afterwards."""
+    admin = await asyncpg.connect(with_database(services.database_url, "postgres"))
+    name = f"upgrade_{os.getpid()}_{int(time.time())}"
+    await admin.execute(f"CREATE DATABASE {name}")
+    try:
+        conn = await asyncpg.connect(with_database(services.database_url, name))
+        try:
+            first, *_ = available()
+            await conn.execute(first.sql)
+            await conn.execute(
+                "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+                " checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                first.version,
+                first.name,
+                first.checksum,
+            )
+            await conn.execute(
+                "INSERT INTO ocitags VALUES ('docker.io/a/b', '1', $1, 'alice', now(), 'alice',"
+                " now(), 3, 's', 'e')",
+                HEX,
+            )
+            done = await migrate(conn)
+            assert [m.name for m in done] == [m.name for m in available()[1:]]
+            row = await conn.fetchrow("SELECT * FROM live_ocitags")
+            assert row is not None and (row["artifact"], row["version"]) == (HEX, 3)
+            stored = await conn.fetchrow("SELECT deleted_on, deleted_by, recorded_at FROM ocitags")
+            assert stored is not None and stored["deleted_on"] is None
+            assert stored["deleted_by"] is None and stored["recorded_at"] is not None
+            # a live row must stay a whole OCITag; a tombstone may lack one
+            with pytest.raises(asyncpg.CheckViolationError):
+                await conn.execute("UPDATE ocitags SET artifact = NULL")
+            await conn.execute(
+                "INSERT INTO ocitags (repository, tag, last_modified_by, last_modified_on, "
+                "version, last_event_source, last_event_id, deleted_on, deleted_by) "
+                "VALUES ('docker.io/a/b', '2', 'bob', now(), 0, 's', 'd', now(), 'bob')"
+            )
+            assert await conn.fetchval("SELECT count(*) FROM live_ocitags") == 1
+        finally:
+            await conn.close()
     finally:
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         await admin.close()
@@ -154,10 +204,34 @@ async def test_publish_run_outcomes_and_sigterm(
         )
         assert outcomes["docker.io/library/nginx:1.27"]["status"] == 200
         assert [o["status"] for o in outcomes.values()].count(422) == 1
+        # deletions: of a live tag (200 removed) and of one never seen (404, binary mode)
+        for args in (
+            ["--delete", "docker.io/istio/pilot:1.3.0", "--actor", "bob"],
+            ["--delete", "nginx:never", "--mode", "binary"],
+        ):
+            result = run_cli(["publish", *args], env)
+            assert result.returncode == 0, result.stderr
+        shown = run_cli(
+            ["outcomes", "--from-beginning", "--count", "5", "--idle-timeout", "30"],
+            env,
+            timeout=90,
+        )
+        assert shown.returncode == 0, shown.stderr
+        every = [json.loads(line) for line in shown.stdout.splitlines()]  # partitions interleave
+        (removed,) = (o for o in every if o["type"] == "ocitag.removed.v1")
+        (not_found,) = (o for o in every if o["status"] == 404)
+        assert (removed["type"], removed["change"], removed["resourceversion"]) == (
+            "ocitag.removed.v1",
+            "deleted",
+            2,
+        )
+        assert removed["data"]["created_by"] == "alice"  # the record as it was
+        assert (not_found["status"], not_found["subject"]) == (404, "docker.io/library/nginx:never")
         conn = await asyncpg.connect(database_url)
         count = await conn.fetchval("SELECT count(*) FROM ocitags")
+        live = await conn.fetchval("SELECT count(*) FROM live_ocitags")
         await conn.close()
-        assert count == 2
+        assert (count, live) == (3, 1)  # two tombstones, one live tag
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=settings.shutdown_grace_seconds + 10) == 0
         _, stderr = worker.communicate()
@@ -165,7 +239,8 @@ async def test_publish_run_outcomes_and_sigterm(
         assert any(line["event"] == "stopping" and line["signal"] == "SIGTERM" for line in lines)
         assert lines[-1]["event"] == "stopped"
         canonical = [line for line in lines if line["event"] == "event"]
-        assert len(canonical) == 3
+        assert len(canonical) == 5
+        assert {line["change"] for line in canonical} >= {"created", "deleted"}
         assert {
             "event_id",
             "ocitag_id",
@@ -208,6 +283,44 @@ def test_outcomes_is_readable_on_a_terminal() -> None:
         }
     )
     assert problem == "422 invalid-data -: bad (event e2)\n    body.data.tag: must match"
+    removed = describe(
+        {
+            "status": 200,
+            "type": "ocitag.removed.v1",
+            "change": "deleted",
+            "subject": "docker.io/a/b:1",
+            "resourceversion": 4,
+            "causationid": "e3",
+            "causationsource": "urn:x",
+            "data": {"artifact": HEX, "last_modified_by": "alice"},
+        }
+    )
+    assert removed == f"200 deleted docker.io/a/b:1 (was {HEX}) v4 (event e3 from urn:x)"
+    not_found = describe(
+        {
+            "status": 404,
+            "subject": "docker.io/a/b:1",
+            "causationid": "e4",
+            "data": {"type": "https://x/problems/not-found", "detail": "gone", "errors": []},
+        }
+    )
+    assert not_found == "404 not-found docker.io/a/b:1: gone (event e4)"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--delete", "docker.io/a/b:1", "sha256:" + HEX], "a deletion has no ARTIFACT"),
+        (["--delete"], "publish needs OCITAG_ID ARTIFACT, --delete OCITAG_ID, or --file"),
+        (["--delete", "docker.io/a/b"], "OCITag ID"),
+    ],
+)
+def test_publish_delete_usage_errors(
+    make_settings: Callable[..., Settings], args: list[str], message: str
+) -> None:
+    result = run_cli(["publish", *args], env_for(make_settings()))
+    assert result.returncode == 2, result.stderr
+    assert message in last_line(result.stderr)
 
 
 def test_publish_to_a_missing_topic_says_which(make_settings: Callable[..., Settings]) -> None:

@@ -3,7 +3,8 @@ every status validates against schemas/outcome-*.schema.json, its data against t
 seed's OCITag / ErrorModel (from the vendored OpenAPI document), its headers and the dead
 letters' headers against schemas/asyncapi.yaml, and the CloudEvents SDK reads it (the
 harness checks both for every outcome it collects); the input events validate against
-schemas/tag-moved-event.schema.json (and the schema is never stricter than the worker)."""
+schemas/tag-moved-event.schema.json or tag-deleted-event.schema.json (and the schemas are
+never stricter than the worker)."""
 
 from __future__ import annotations
 
@@ -133,6 +134,25 @@ _structured(
 )
 
 
+def deletion(event_id: str, time: str, **data: Any) -> dict[str, Any]:
+    body = {"repository": "docker.io/istio/pilot", "tag": "1.3.0", **data}
+    return {**event(event_id, time), "type": "ocitag.deleted.v1", "data": body}
+
+
+_structured("removed", deletion("removed", "2026-11-28T15:00:08Z", actor="eve"), 200, "deleted")
+not_found = deletion("not-found", "2026-11-28T15:00:09Z")
+_case("not-found", binary(not_found), not_found, 404, "not-found")
+_structured(
+    "deletion-with-artifact",
+    deletion("with-artifact", "2026-11-28T15:00:10Z", artifact=HEX),
+    422,
+    "invalid-data",
+)
+_structured(
+    "deletion-superseded", deletion("old-deletion", "2026-11-28T14:00:00Z"), 409, "superseded"
+)
+
+
 def _headers(record: Received) -> dict[str, str]:
     return {name: value.decode("utf-8") for name, value in record.headers}
 
@@ -156,7 +176,7 @@ async def test_every_outcome_and_dead_letter_matches_the_published_schemas(
 
     got = [(o.body["status"], _outcome_kind(o.body)) for o in outcomes]
     assert got == [(status, what) for _, _, _, status, what in CASES]
-    assert {status for status, _ in got} == {200, 400, 409, 412, 422}
+    assert {status for status, _ in got} == {200, 400, 404, 409, 412, 422}
     for (name, *_), outcome in zip(CASES, outcomes, strict=True):
         # the tag the input names, kept whatever the status; no attribute is ever null
         subject = SUBJECTS[name]
@@ -172,7 +192,10 @@ async def test_every_outcome_and_dead_letter_matches_the_published_schemas(
     )
     assert "tombstone" in tombstone.body["data"]["detail"]
 
-    updated_check = schema_validator("outcome-updated.schema.json")
+    success_checks = {
+        "ocitag.updated.v1": schema_validator("outcome-updated.schema.json"),
+        "ocitag.removed.v1": schema_validator("outcome-removed.schema.json"),
+    }
     rejected_check = schema_validator("outcome-rejected.schema.json")
     headers_check = asyncapi_validator("/components/schemas/outcomeHeaders")
     key_check = asyncapi_validator("/components/schemas/ocitagId")
@@ -180,7 +203,7 @@ async def test_every_outcome_and_dead_letter_matches_the_published_schemas(
         body = outcome.body
         assert errors_of(headers_check, _headers(outcome)) == [], name
         if body["status"] == 200:
-            assert errors_of(updated_check, body) == [], name
+            assert errors_of(success_checks[body["type"]], body) == [], name
             assert errors_of(seed_validator("OCITag"), body["data"]) == [], name
             assert errors_of(schema_validator("ocitag.schema.json"), body["data"]) == [], name
             assert outcome.key is not None
@@ -199,13 +222,20 @@ async def test_every_outcome_and_dead_letter_matches_the_published_schemas(
 def test_input_events_match_the_input_schemas() -> None:
     """The schemas describe what the worker takes: every event it decoded validates; the
     envelope rules JSON Schema can state reject what the worker rejected with a 400."""
-    event_check = schema_validator("tag-moved-event.schema.json")
-    data_check = schema_validator("tag-moved-data.schema.json")
-    binary_headers = asyncapi_validator("/components/messages/tagMovedBinary/headers")
-    structured_headers = asyncapi_validator("/components/messages/tagMovedStructured/headers")
+    checks = {
+        kind: (
+            schema_validator(f"tag-{kind}-event.schema.json"),
+            schema_validator(f"tag-{kind}-data.schema.json"),
+            asyncapi_validator(f"/components/messages/tag{kind.title()}Binary/headers"),
+            asyncapi_validator(f"/components/messages/tag{kind.title()}Structured/headers"),
+        )
+        for kind in ("moved", "deleted")
+    }
     for name, (_, _, headers), sent, status, what in CASES:
         if sent is None:
             continue
+        kind = "deleted" if sent.get("type") == "ocitag.deleted.v1" else "moved"
+        event_check, data_check, binary_headers, structured_headers = checks[kind]
         header_map = {k: v.decode() for k, v in headers}
         if status == 422:
             # data rules: the schema states only some (digest and tag patterns), the

@@ -1,5 +1,6 @@
-"""The store against real PostgreSQL: order, idempotency and preconditions under any
-delivery order and batching, races between appliers, durability across a restart."""
+"""The store against real PostgreSQL: order, idempotency, preconditions and deletions
+(tombstones) under any delivery order and batching, races between appliers, durability
+across a restart, pruning."""
 
 from __future__ import annotations
 
@@ -19,14 +20,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers.model import Model
+from tests.helpers.model import Model, Summary
 from tests.helpers.services import STACK, Services, with_database
 from tests.helpers.store import CTX, items, now, race_events, summary
-from tests.helpers.strategies import BASE, digest, histories, make_event
+from tests.helpers.strategies import BASE, digest, histories, make_deletion, make_event
 from tests.helpers.wait import eventually
 from worker import partitions
 from worker.decision import decide
-from worker.events import TagMoved
+from worker.events import TagDeleted, TagEvent
 from worker.migrate import available, migrate
 from worker.outcomes import decision_outcome
 from worker.store import Store
@@ -34,19 +35,43 @@ from worker.store import Store
 pytestmark = pytest.mark.integration
 
 
-async def rows(pool: asyncpg.Pool) -> dict[str, tuple[str, str, object, int]]:
+RowState = tuple[str | None, str, object, int, object, str | None, str | None, object]
+
+
+async def rows(pool: asyncpg.Pool) -> dict[str, RowState]:
+    """Every row, tombstones included: (artifact, last_modified_by, last_modified_on,
+    version, deleted_on, deleted_by, created_by, created_on)."""
     found = await pool.fetch(
-        "SELECT tag, artifact, last_modified_by, last_modified_on, version FROM ocitags"
+        "SELECT tag, artifact, last_modified_by, last_modified_on, version, deleted_on, "
+        "deleted_by, created_by, created_on FROM ocitags"
     )
     return {
-        r["tag"]: (r["artifact"], r["last_modified_by"], r["last_modified_on"], r["version"])
+        r["tag"]: (
+            r["artifact"],
+            r["last_modified_by"],
+            r["last_modified_on"],
+            r["version"],
+            r["deleted_on"],
+            r["deleted_by"],
+            r["created_by"],
+            r["created_on"],
+        )
         for r in found
     }
 
 
-def model_rows(model: Model) -> dict[str, tuple[str, str, object, int]]:
+def model_rows(model: Model) -> dict[str, RowState]:
     return {
-        tag: (r.artifact, r.last_modified_by, r.last_modified_on, r.version)
+        tag: (
+            r.artifact,
+            r.last_modified_by,
+            r.last_modified_on,
+            r.version,
+            r.deleted_on,
+            r.deleted_by,
+            r.created_by,
+            r.created_on,
+        )
         for (_, tag), r in model.rows.items()
     }
 
@@ -56,8 +81,10 @@ def model_rows(model: Model) -> dict[str, tuple[str, str, object, int]]:
 )
 @given(history=histories(), data=st.data())
 async def test_any_order_any_batching_matches_the_model(
-    pool: asyncpg.Pool, history: list[TagMoved], data: st.DataObject
+    pool: asyncpg.Pool, history: list[TagEvent], data: st.DataObject
 ) -> None:
+    """Moves and deletions, shuffled, duplicated, in random batches: every outcome and
+    every row (live or tombstone) is the model's."""
     await pool.execute("TRUNCATE ocitags, processed_events")
     order = data.draw(st.permutations(history), label="delivery order")
     store, model = Store(pool, CTX), Model()
@@ -70,6 +97,53 @@ async def test_any_order_any_batching_matches_the_model(
             assert summary(outcome) == model.deliver(event), event
         position += size
     assert await rows(pool) == model_rows(model)
+    live = {r["tag"] for r in await pool.fetch("SELECT tag FROM live_ocitags")}
+    assert live == {tag for (_, tag), r in model.rows.items() if r.live}
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(history=histories(max_events=40), data=st.data())
+async def test_concurrent_appliers_of_random_histories_match_the_model_at_the_end(
+    database_url: str, pool: asyncpg.Pool, history: list[TagEvent], data: st.DataObject
+) -> None:
+    """Random histories of moves and deletions split among four appliers on their own
+    connections, each in random batches: without preconditions the final rows are the
+    model's for the greatest-key events whatever the interleaving (live rows: the
+    greatest move; tombstones: the greatest deletion)."""
+    await pool.execute("TRUNCATE ocitags, processed_events")
+    # an id reused with other content: which content is applied depends on who claims
+    # it first, so such events are left out
+    prints: dict[tuple[str, str], set[bytes]] = defaultdict(set)
+    for e in history:
+        prints[(e.source, e.id)].add(e.fingerprint)
+    events = [e for e in history if not e.has_preconditions and len(prints[(e.source, e.id)]) == 1]
+    shares: list[list[TagEvent]] = [[] for _ in range(4)]
+    for e in data.draw(st.permutations(events), label="order"):
+        shares[data.draw(st.integers(0, 3), label="applier")].append(e)
+    sizes = [data.draw(st.integers(1, 6), label="batch size") for _ in shares]
+
+    applied: Counter[str] = Counter()  # 200s first given (not replays), per tag
+
+    async def applier(mine: list[TagEvent], size: int) -> None:
+        store = Store(pool, CTX)
+        for start in range(0, len(mine), size):
+            batch = mine[start : start + size]
+            for e, o in zip(batch, await store.apply(items(batch), now()), strict=True):
+                applied[e.tag] += o.status == 200 and not o.replay
+
+    await asyncio.gather(*(applier(m, n) for m, n in zip(shares, sizes, strict=True)))
+    final = await rows(pool)
+    for tag in {e.tag for e in events}:
+        best = max((e for e in events if e.tag == tag), key=lambda e: e.order_key)
+        artifact, actor, when, version, deleted_on, deleted_by, _, _ = final[tag]
+        assert (actor, when) == (best.actor, best.time), tag
+        assert version == applied[tag], tag  # each applied event counted once, 404s none
+        if isinstance(best, TagDeleted):
+            assert (deleted_on, deleted_by) == (best.time, best.actor), tag
+        else:
+            assert deleted_on is None and artifact == best.artifact, tag
 
 
 async def test_replays_are_byte_identical_and_reuse_is_409(pool: asyncpg.Pool) -> None:
@@ -91,8 +165,14 @@ async def test_replays_are_byte_identical_and_reuse_is_409(pool: asyncpg.Pool) -
 
 
 async def test_one_batch_costs_a_bounded_number_of_round_trips(pool: asyncpg.Pool) -> None:
-    """The statements one connection runs for a batch of 500 events on 50 tags."""
-    events = [make_event(f"t{i % 50}", digest(i), BASE + timedelta(seconds=i)) for i in range(1000)]
+    """The statements one connection runs for a batch of 500 events on 50 tags (moves,
+    deletions of live and of deleted tags, re-creations, a few never-seen tags)."""
+    events: list[TagEvent] = [
+        make_deletion(f"t{i % 60}", BASE + timedelta(seconds=i))
+        if i % 7 == 3 or i % 60 >= 50
+        else make_event(f"t{i % 60}", digest(i), BASE + timedelta(seconds=i))
+        for i in range(1000)
+    ]
     calls: Counter[str] = Counter()
     async with pool.acquire() as conn:
         store = Store(_SinglePool(conn), CTX)  # type: ignore[arg-type]
@@ -120,9 +200,9 @@ class _SinglePool:
 
 
 def _check_race(
-    events: list[TagMoved],
+    events: list[TagEvent],
     results: list[list[tuple[str, bytes, bool]]],
-    final: dict[str, tuple[str, str, object, int]],
+    final: dict[str, RowState],
 ) -> None:
     by_event: dict[str, list[tuple[bytes, bool]]] = defaultdict(list)
     for applier in results:
@@ -138,11 +218,13 @@ def _check_race(
             applied_per_tag[e.tag] += 1
     for tag in {e.tag for e in events}:
         best = max((e for e in events if e.tag == tag), key=lambda e: e.order_key)
-        artifact, actor, when, version = final[tag]
-        assert (artifact, actor, when) == (best.artifact, best.actor, best.time), (
-            tag
-        )  # no lost update
-        assert version == applied_per_tag[tag], tag
+        artifact, actor, when, version, deleted_on, _, _, _ = final[tag]
+        assert (actor, when) == (best.actor, best.time), tag  # no lost update
+        if isinstance(best, TagDeleted):
+            assert deleted_on == best.time, tag
+        else:
+            assert (deleted_on, artifact) == (None, best.artifact), tag
+        assert version == applied_per_tag[tag], tag  # every 200 counted once, 404s none
 
 
 async def test_concurrent_appliers_on_separate_connections(
@@ -334,3 +416,32 @@ async def test_records_of_the_old_schema_replay_after_migration(services: Servic
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def test_tombstones_are_pruned_after_retention_and_live_rows_never(
+    pool: asyncpg.Pool,
+) -> None:
+    store = Store(pool, CTX)
+    events: list[TagEvent] = [
+        make_event("kept", digest(1), BASE, event_id="k1"),
+        make_event("gone", digest(1), BASE, event_id="g1"),
+        make_deletion("gone", BASE + timedelta(seconds=1), event_id="g2"),
+        make_deletion("fresh", BASE + timedelta(seconds=1), event_id="f1"),  # 404, version 0
+        *(make_deletion(f"old{i}", BASE, event_id=f"o{i}") for i in range(10)),
+    ]
+    await store.apply(items(events), now())
+    # every row recorded long ago except "fresh": retention counts from when a row was
+    # written, not from the event's time
+    await pool.execute(
+        "UPDATE ocitags SET recorded_at = now() - interval '31 days' WHERE tag <> 'fresh'"
+    )
+    assert await store.prune_tombstones(older_than_seconds=30 * 86_400, batch=4) == 11
+    assert sorted(r["tag"] for r in await pool.fetch("SELECT tag FROM ocitags")) == [
+        "fresh",
+        "kept",
+    ]
+    # what pruning trades: the forgotten deletion no longer keeps an older move out
+    (late,) = await store.apply(
+        items([make_event("gone", digest(2), BASE, event_id="late")]), now()
+    )
+    assert summary(late) == Summary(200, "created", 1, digest(2))

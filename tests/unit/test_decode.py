@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from tests.helpers.strategies import cloud_events
 from worker.decode import decode
-from worker.events import Invalid, RawRecord, TagMoved, Undecodable
+from worker.events import Invalid, RawRecord, TagDeleted, TagMoved, Undecodable
 from worker.identifiers import normalize_digest, normalize_repository
 from worker.problems import ProblemKind
 from worker.timefmt import parse_rfc3339
@@ -342,6 +342,87 @@ def test_binary_mode_is_remembered_for_problem_locations() -> None:
     assert isinstance(decoded, TagMoved) and decoded.binary
     assert decoded.attribute_location("time") == "headers.ce_time"
     assert decoded.data_location("expected_version") == "body.expected_version"
+
+
+# ---- ocitag.deleted.v1
+
+
+def deletion(**data_changes: Any) -> dict[str, Any]:
+    body = event(type="ocitag.deleted.v1", data=data(artifact=_DROP))
+    for key, value in data_changes.items():
+        if value is _DROP:
+            body["data"].pop(key)
+        else:
+            body["data"][key] = value
+    return body
+
+
+@pytest.mark.parametrize("to_record", [structured, binary], ids=["structured", "binary"])
+def test_a_deletion_decodes_in_both_modes(to_record: Any) -> None:
+    body = deletion(repository="istio/pilot", actor="carol", expected_version=3)
+    body["subject"] = "docker.io/istio/pilot:1.3.0"
+    decoded = decode(to_record(body), LIMIT)
+    assert isinstance(decoded, TagDeleted)
+    assert (decoded.ocitag_id, decoded.actor, decoded.expected_version) == (
+        "docker.io/istio/pilot:1.3.0",
+        "carol",
+        3,
+    )
+    assert decoded.binary is (to_record is binary)
+    assert decoded == decode(structured(body), LIMIT)  # the same event in either mode
+
+
+def test_a_deletion_and_a_move_with_the_same_id_differ_in_content() -> None:
+    moved, deleted = decode(structured(event()), LIMIT), decode(structured(deletion()), LIMIT)
+    assert isinstance(moved, TagMoved) and isinstance(deleted, TagDeleted)
+    assert moved.fingerprint != deleted.fingerprint  # same (source, id): a reuse, 409
+
+
+@pytest.mark.parametrize(
+    ("body", "locations", "message"),
+    [
+        (deletion(artifact=HEX), ["body.data.artifact"], "is not a member of tag-deleted data"),
+        (deletion(colour="red"), ["body.data.colour"], "is not a member of tag-deleted data"),
+        (deletion(tag=_DROP), ["body.data.tag"], "is required"),
+        (
+            deletion(repository="Bad Repo", previous_artifact="sha256:xyz"),
+            ["body.data.repository", "body.data.previous_artifact"],
+            "",
+        ),
+        (deletion(expected_version=-1), ["body.data.expected_version"], "greater than or equal"),
+        (deletion(actor=""), ["body.data.actor"], "at least 1 character"),
+        ({**deletion(), "data": "x"}, ["body.data"], "must be a JSON object"),
+        (
+            {k: v for k, v in deletion().items() if k != "data"},
+            ["body.data"],
+            "the tag-deleted data object",
+        ),
+        ({**deletion(), "subject": "docker.io/other:1"}, ["body.subject"], "must name the tag"),
+    ],
+)
+def test_broken_deletion_data_is_422_naming_each_member(
+    body: dict[str, Any], locations: list[str], message: str
+) -> None:
+    decoded = decode(structured(body), LIMIT)
+    assert isinstance(decoded, Invalid), decoded
+    assert decoded.problem.kind is ProblemKind.INVALID_DATA
+    assert [e.location for e in decoded.problem.errors] == locations
+    assert message in decoded.problem.errors[0].message
+    assert decoded.problem.detail.startswith("the tag-deleted data breaks")
+
+
+def test_binary_deletion_with_an_artifact_names_the_body_member() -> None:
+    decoded = decode(binary(deletion(artifact=HEX)), LIMIT)
+    assert isinstance(decoded, Invalid)
+    assert [(e.location, e.value) for e in decoded.problem.errors] == [("body.artifact", HEX)]
+    assert decoded.subject == "docker.io/istio/pilot:1.3.0"
+
+
+def test_other_types_are_still_unknown() -> None:
+    decoded = decode(structured(event(type="ocitag.removed.v1")), LIMIT)
+    assert isinstance(decoded, Undecodable)
+    assert decoded.problem.kind is ProblemKind.UNKNOWN_TYPE
+    assert "ocitag.deleted.v1" in decoded.problem.errors[0].message
 
 
 # ---- content is compared by meaning, not spelling (the fingerprint)

@@ -19,7 +19,7 @@ from tests.helpers.contract import errors_of, schema_validator
 from tests.helpers.strategies import cloud_events, histories
 from worker.decision import Applied, Rejected, TagRecord, decide
 from worker.decode import decode
-from worker.events import Invalid, RawRecord, TagMoved, Undecodable
+from worker.events import Invalid, RawRecord, TagDeleted, TagMoved, Undecodable
 from worker.outcomes import (
     STORED_FINGERPRINT_BYTES,
     Outcome,
@@ -59,13 +59,21 @@ def event(event_id: str = "e1", time: str = "2026-11-28T15:00:00Z", **data: Any)
     }
 
 
+def deletion(
+    event_id: str = "d1", time: str = "2026-11-28T15:00:00Z", **data: Any
+) -> dict[str, Any]:
+    body = {**event(event_id, time), "type": "ocitag.deleted.v1"}
+    body["data"] = {"repository": "istio/pilot", "tag": "1.3.0", **data}
+    return body
+
+
 def raw(value: bytes | None, offset: int = 7, headers: Any = STRUCTURED) -> RawRecord:
     return RawRecord("ocitag.events", 3, offset, RECORD_MS, None, value, headers)
 
 
 def item(body: dict[str, Any], offset: int = 7) -> Item:
     decoded = decode(raw(json.dumps(body).encode(), offset), 65_536)
-    assert isinstance(decoded, TagMoved | Invalid), decoded
+    assert isinstance(decoded, TagMoved | TagDeleted | Invalid), decoded
     return Item(raw(json.dumps(body).encode(), offset), decoded)
 
 
@@ -90,7 +98,7 @@ def undecodable(value: bytes | None, headers: Any = STRUCTURED) -> Outcome:
 
 def decided(stored_record: TagRecord | None, body: dict[str, Any]) -> Outcome:
     it = item(body)
-    assert isinstance(it.event, TagMoved)
+    assert isinstance(it.event, TagMoved | TagDeleted)
     return decision_outcome(CTX, it, decide(stored_record, it.event), AT)
 
 
@@ -124,6 +132,31 @@ CASES = [
         TAG,
     ),
     Case("id-reused", id_reused, 409, "id-reused", TAG),
+    Case("deleted", lambda: decided(stored(), deletion()), 200, "deleted", TAG),
+    Case("not-found, never seen", lambda: decided(None, deletion()), 404, "not-found", TAG),
+    Case(
+        "not-found, already deleted",
+        lambda: decided(
+            replace(stored(), deleted_on=AT - timedelta(days=1), deleted_by="x"), deletion()
+        ),
+        404,
+        "not-found",
+        TAG,
+    ),
+    Case(
+        "superseded deletion",
+        lambda: decided(stored(time="2026-11-28T15:00:01Z"), deletion()),
+        409,
+        "superseded",
+        TAG,
+    ),
+    Case(
+        "invalid deletion data (an artifact)",
+        lambda: invalid_outcome(CTX, item(deletion(artifact=HEX)), AT),
+        422,
+        "invalid-data",
+        TAG,
+    ),
     Case(
         "precondition-failed",
         lambda: decided(stored(), event("e2", "2026-11-28T15:00:01Z", expected_version=3)),
@@ -207,14 +240,15 @@ def test_every_status_is_built_as_the_contract_says(case: Case) -> None:
     body = _body(outcome)
     assert (outcome.status, body["status"]) == (case.status, case.status)
     if case.status == 200:
+        kind = "removed" if case.what == "deleted" else "updated"
         assert (body["type"], body["change"], outcome.change) == (
-            "ocitag.updated.v1",
+            f"ocitag.{kind}.v1",
             case.what,
             case.what,
         )
         assert body["datacontenttype"] == "application/json"
         assert body["data"]["repository"] == "docker.io/istio/pilot"
-        assert errors_of(schema_validator("outcome-updated.schema.json"), body) == []
+        assert errors_of(schema_validator(f"outcome-{kind}.schema.json"), body) == []
     else:
         assert body["type"] == "ocitag.rejected.v1"
         assert body["datacontenttype"] == "application/problem+json"
@@ -441,3 +475,10 @@ def test_every_rebuilt_outcome_of_a_history_is_the_first_one(history: list[TagMo
         assert replayed(CTX, again, row).value == outcome.value
         if isinstance(decision, Applied):
             rows[tag] = decision.record
+
+
+def test_a_removed_outcome_shows_the_record_as_it_was_and_the_new_version() -> None:
+    before = stored(HEX2, version=4)
+    body = _body(decided(before, deletion(actor="carol")))
+    assert (body["resourceversion"], body["change"]) == (5, "deleted")
+    assert body["data"] == before.as_ocitag()  # last modified by the move, not "carol"

@@ -32,6 +32,9 @@ from tests.helpers.contract import (
 from worker.models import (
     SCHEMA_BASE_URI,
     RejectedOutcome,
+    RemovedOutcome,
+    TagDeletedData,
+    TagDeletedEvent,
     TagMovedData,
     TagMovedEvent,
     UpdatedOutcome,
@@ -45,8 +48,13 @@ PROBLEM_BASE = "https://ocitag-worker.dev/problems/"
 SEED_SHA256 = "0f65bfb47b963011f1f2b4464bd4e3feccef62758257ee23182bbef5aa089a5a"
 SEED_SCHEMA_FILES = {"OCITag": "ocitag.schema.json", "ErrorModel": "error-model.schema.json"}
 CHANNELS = {
-    "ocitag.events": {"ocitag.moved.v1.structured", "ocitag.moved.v1.binary"},
-    "ocitag.outcomes": {"ocitag.updated.v1", "ocitag.rejected.v1"},
+    "ocitag.events": {
+        "ocitag.moved.v1.structured",
+        "ocitag.moved.v1.binary",
+        "ocitag.deleted.v1.structured",
+        "ocitag.deleted.v1.binary",
+    },
+    "ocitag.outcomes": {"ocitag.updated.v1", "ocitag.removed.v1", "ocitag.rejected.v1"},
     "ocitag.events.dlq": {"ocitag.dead-letter"},
 }
 
@@ -255,7 +263,10 @@ def test_asyncapi_payloads_are_the_schema_files() -> None:
     assert payloads == {
         "ocitag.moved.v1.structured": "./tag-moved-event.schema.json",
         "ocitag.moved.v1.binary": "./tag-moved-data.schema.json",
+        "ocitag.deleted.v1.structured": "./tag-deleted-event.schema.json",
+        "ocitag.deleted.v1.binary": "./tag-deleted-data.schema.json",
         "ocitag.updated.v1": "./outcome-updated.schema.json",
+        "ocitag.removed.v1": "./outcome-removed.schema.json",
         "ocitag.rejected.v1": "./outcome-rejected.schema.json",
         "ocitag.dead-letter": None,
     }
@@ -286,7 +297,13 @@ def test_asyncapi_examples_are_accepted_by_the_models() -> None:
     examples = {key: ex for key, _, ex in _message_examples()}
     TagMovedEvent.model_validate(examples["tagMovedStructured"]["payload"])
     TagMovedData.model_validate(examples["tagMovedBinary"]["payload"])
+    TagDeletedEvent.model_validate(examples["tagDeletedStructured"]["payload"])
+    TagDeletedData.model_validate(examples["tagDeletedBinary"]["payload"])
     UpdatedOutcome.model_validate(examples["tagUpdated"]["payload"])
+    RemovedOutcome.model_validate(examples["tagRemoved"]["payload"])
+    for _, name, example in _message_examples():
+        if name == "not-found":
+            RejectedOutcome.model_validate(example["payload"])
     RejectedOutcome.model_validate(examples["tagRejected"]["payload"])
 
 

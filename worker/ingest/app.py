@@ -1,0 +1,197 @@
+"""``ocitag-worker ingest``: start-up, the Kafka connection kept in the background, and
+shutdown.
+
+Ingest starts and answers while Kafka is unreachable: the producer is (re)started in the
+background with backoff, and until it is up every delivery with events gets 503 with
+Retry-After (deliveries with nothing to publish are still answered 200). For the same
+reason /readyz does not depend on Kafka: it says whether it is connected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+
+import httpx
+import structlog
+from aiohttp import web
+
+from worker.app import _install_signals
+from worker.errors import Cause, SettingsError, TransientError
+from worker.health import Check, Health
+from worker.http import serve
+from worker.ingest.auth import split_secrets
+from worker.ingest.kinds import KINDS
+from worker.ingest.oidc import HttpKeySource, OidcPolicy, OidcVerifier
+from worker.ingest.resolve import NoResolver
+from worker.ingest.server import Enabled, IngestServer, Limits
+from worker.kafka import Message, Producer
+from worker.oci import RegistryClient
+from worker.retry import Backoff
+from worker.settings import INGEST_KINDS, Settings, env_name
+
+log = structlog.get_logger("worker.ingest")
+#: kinds whose payloads lack the digest: a registry client is made only for them
+NEEDS_RESOLVER = ("dockerhub", "quay")
+
+
+def enabled_kinds(settings: Settings, oidc: OidcVerifier | None = None) -> dict[str, Enabled]:
+    """The kinds whose secret is set; SettingsError naming the setting when one is set
+    for a kind this build cannot map, or holds no secret at all. ``oidc``: gar's
+    Pub/Sub token check, when configured."""
+    enabled: dict[str, Enabled] = {}
+    for kind in INGEST_KINDS:
+        secret = getattr(settings, f"ingest_{kind}_secret")
+        if secret is None:
+            continue
+        name = env_name(f"ingest_{kind}_secret")
+        if kind not in KINDS:
+            raise SettingsError(f"invalid setting {name}: this build does not serve '{kind}'")
+        secrets = split_secrets(secret.get_secret_value())
+        if not secrets:
+            raise SettingsError(f"invalid setting {name}: holds no secret (comma-separated)")
+        enabled[kind] = Enabled(KINDS[kind], secrets, oidc=oidc if kind == "gar" else None)
+    if not enabled:
+        raise SettingsError(
+            "ingest serves no registry kind: set at least one OCITAG_INGEST_<KIND>_SECRET "
+            f"(kinds: {', '.join(INGEST_KINDS)})"
+        )
+    return enabled
+
+
+class KafkaSink:
+    """The idempotent acks=all producer, started in the background and restarted with
+    backoff; TransientError while it is not up."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._producer: Producer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._connect(), name="ingest-producer")
+
+    async def _connect(self) -> None:
+        backoff = Backoff(
+            self._settings.retry_backoff_initial_seconds, self._settings.retry_backoff_max_seconds
+        )
+        while True:
+            producer = Producer(self._settings)
+            try:
+                await producer.start()
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                delay = backoff.next_delay()
+                log.warning(
+                    "waiting_for_service",
+                    service="Kafka",
+                    setting="KAFKA_BOOTSTRAP_SERVERS",
+                    error=str(exc),
+                    retry_in_seconds=round(delay, 2),
+                )
+                await asyncio.sleep(delay)
+                continue
+            self._producer = producer
+            log.info("kafka_connected")
+            return
+
+    async def send_all(self, messages: Sequence[Message]) -> None:
+        if self._producer is None:
+            raise TransientError(Cause.KAFKA_UNAVAILABLE, "not connected to Kafka yet")
+        await self._producer.send_each(messages)
+
+    async def kafka_state(self) -> str:
+        if self._producer is None:
+            return "not connected yet"
+        return "connected" if await self._producer.ready() else "no broker"
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._producer is not None:
+            await self._producer.stop()
+
+
+def gar_oidc(settings: Settings, client: httpx.AsyncClient) -> OidcVerifier | None:
+    """gar's Pub/Sub OIDC check, when OCITAG_INGEST_GAR_OIDC_AUDIENCE is set."""
+    if settings.ingest_gar_oidc_audience is None:
+        return None
+    policy = OidcPolicy(settings.ingest_gar_oidc_audience, settings.ingest_gar_oidc_email)
+    return OidcVerifier(policy, HttpKeySource(settings.ingest_gar_oidc_jwks_url, client))
+
+
+def limits(settings: Settings) -> Limits:
+    return Limits(
+        topic=settings.input_topic,
+        max_body_bytes=settings.ingest_max_body_bytes,
+        read_timeout=settings.ingest_read_timeout_seconds,
+        deadline=settings.ingest_deadline_seconds,
+        retry_after=settings.ingest_retry_after_seconds,
+        problem_base_uri=settings.problem_base_uri,
+    )
+
+
+def resolver_for(settings: Settings) -> RegistryClient | None:
+    """The registry client for digest look-ups, when a served kind needs one (Docker
+    Hub and Quay payloads carry no digest)."""
+    kinds = {f"ingest_{kind}_secret" for kind in NEEDS_RESOLVER}
+    if not any(getattr(settings, name) is not None for name in kinds):
+        return None
+    return RegistryClient.from_settings(settings)
+
+
+async def run_ingest(
+    settings: Settings, stop: asyncio.Event | None = None, *, handle_signals: bool = True
+) -> None:
+    """Serve webhooks until SIGTERM/SIGINT (or ``stop``); in-flight deliveries finish."""
+    keys_client = httpx.AsyncClient(headers={"User-Agent": "ocitag-worker"})
+    try:
+        kinds = enabled_kinds(settings, gar_oidc(settings, keys_client))
+    except BaseException:
+        await keys_client.aclose()
+        raise
+    stop = stop or asyncio.Event()
+    if handle_signals:
+        _install_signals(stop)
+    log.info("starting", settings=settings.masked(), kinds=sorted(kinds))
+    sink = KafkaSink(settings)
+    health = Health(settings.liveness_timeout_seconds)
+
+    async def ready() -> Check:
+        # Ready while serving, whatever Kafka's state: a sender must get the 503 with
+        # Retry-After, not a Service without endpoints (the reason shows Kafka's state).
+        return Check(True, f"serving; kafka {await sink.kafka_state()}")
+
+    health.readiness_probe = ready
+    probes = (
+        await serve(health, settings.http_host, settings.http_port) if settings.http_port else None
+    )
+    registry = resolver_for(settings)
+    server = IngestServer(kinds, sink, registry or NoResolver(), limits(settings))
+    runner = web.AppRunner(
+        server.app(), access_log=None, shutdown_timeout=settings.shutdown_grace_seconds
+    )
+    await runner.setup()
+    sink.start()
+    try:
+        await web.TCPSite(runner, settings.ingest_host, settings.ingest_port).start()
+        health.started()
+        log.info("running", port=settings.ingest_port, topic=settings.input_topic)
+        while not stop.is_set():
+            health.loop_beat()  # the event loop turns: deliveries can be answered
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+    finally:
+        await runner.cleanup()
+        await server.close()
+        await sink.stop()
+        if registry is not None:
+            await registry.aclose()
+        await keys_client.aclose()
+        if probes is not None:
+            await probes.cleanup()
+    log.info("stopped")
