@@ -80,6 +80,9 @@ JOIN unnest($1::text[], $2::text[]) AS u(r, g) ON t.repository = u.r AND t.tag =
 # The guard: an existing row is updated only while it still has the key the decision
 # was made against; a new row is inserted only if nobody inserted it first. What is
 # returned was written; what is not must be decided again against the row as it now is.
+# ``recorded_at`` (indexed, for tombstone pruning) changes only when the row becomes or
+# stays a tombstone: a move of a live tag then changes no indexed column and can be a
+# HOT update (no new index entry, the old version pruned without vacuum).
 _WRITE_TAGS = """
 WITH u AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
@@ -95,7 +98,7 @@ WITH u AS (
         last_modified_by = u.last_modified_by, last_modified_on = u.last_modified_on,
         version = u.version, last_event_source = u.last_event_source,
         last_event_id = u.last_event_id, deleted_on = u.deleted_on, deleted_by = u.deleted_by,
-        recorded_at = $16
+        recorded_at = CASE WHEN u.deleted_on IS NULL THEN t.recorded_at ELSE $16 END
     FROM u
     WHERE u.expected_id IS NOT NULL AND t.repository = u.repository AND t.tag = u.tag
       AND t.last_modified_on = u.expected_on AND t.last_event_source = u.expected_source
