@@ -156,7 +156,8 @@ def draw_history(history: Mapping[str, Any], path: Path) -> None:
     ax_lat.set_title("Latency at the steady offered rate, against history")
     ax_lat.set_ylabel("ms")
     ax_lat.set_yscale("log")
-    ax_lat.legend(fontsize=8)
+    if ax_lat.get_legend_handles_labels()[0]:
+        ax_lat.legend(fontsize=8)
     for stage in ("fetch", "decode", "apply", "produce", "commit"):
         points = [
             (e["size"], e["latency"]["stages"][stage]["mean_ms"])
@@ -168,7 +169,8 @@ def draw_history(history: Mapping[str, Any], path: Path) -> None:
     ax_stage.set_title("Mean batch time per stage at the steady rate")
     ax_stage.set_ylabel("ms")
     ax_stage.set_yscale("log")
-    ax_stage.legend(fontsize=8)
+    if ax_stage.get_legend_handles_labels()[0]:
+        ax_stage.legend(fontsize=8)
     for ax in (ax_pace, ax_lat, ax_stage):
         ax.set_xscale("log")
         ax.set_xlabel("history events")
