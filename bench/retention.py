@@ -1,13 +1,13 @@
 """Retention of the idempotency record (``make bench-retention``): deleting expired rows
 in batches (the record of migration 0001, ``DELETE … LIMIT``-style batches of 5,000 as
-the worker did) against dropping the partition that holds them (migration 0003,
+the worker did) against dropping the partition that holds them (migration 0004,
 worker/partitions.py), on the same number of records.
 
 Per approach: the time to expire half of the records, the WAL it wrote, the dead rows
 it left, the time and WAL of the VACUUM that cleans up after it (none is needed after a
 drop), and the size of the table with its indexes before and after. Rows are made with
 ``generate_series`` in the shape each schema stores (0001: text source and id, 32-byte
-fingerprint, ~700-byte outcome; 0003: 16-byte key and fingerprint, what rebuilds the
+fingerprint, ~700-byte outcome; 0004: 16-byte key and fingerprint, what rebuilds the
 outcome), the expired half first as time would have it.
 
 Knobs: BENCH_RETENTION_ROWS (400000), BENCH_RESULTS.
@@ -43,7 +43,7 @@ from worker import partitions
 from worker.db import Connection
 from worker.migrate import available
 
-# the worker's batched delete before migration 0003
+# the worker's batched delete before migration 0004
 _OLD_PRUNE = """
 DELETE FROM processed_events
 WHERE ctid = ANY(ARRAY(
@@ -160,7 +160,7 @@ async def new_schema(services: Services, name: str, rows: int) -> dict[str, Any]
     finally:
         await pool.close()
     return Measured(
-        "0003: drop the expired partition", rows, expired, before, after, expire_s,
+        "0004: drop the expired partition", rows, expired, before, after, expire_s,
         expire_wal, dead,
     ).result()  # fmt: skip
 

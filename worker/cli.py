@@ -1,4 +1,4 @@
-"""``ocitag-worker run | migrate | publish | outcomes | reconcile``.
+"""``ocitag-worker run | migrate | publish | outcomes | reconcile | api``.
 
 Every setting is a flag on every command (``--input-topic`` for ``OCITAG_INPUT_TOPIC``);
 flags win over the environment. Exit codes: 0 done, 1 a fatal error (one line naming the
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reconcile.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
     _add_setting_flags(reconcile)
+
+    # --- api
+    api = commands.add_parser(
+        "api", help="serve the seed's HTTP API (PUT/DELETE/GET /ocitags/{tag}/) over Kafka"
+    )
+    _add_setting_flags(api)
     return parser
 
 
@@ -161,23 +167,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
-    if args.command == "run":
-        from worker.app import run  # noqa: PLC0415 - the worker's imports only when running it
-
-        await run(settings)
-        return 0
+    if args.command in {"run", "ingest", "api"}:
+        return await _serve(args.command, settings)
     if args.command == "migrate":
         return await _migrate(settings)
     if args.command == "publish":
         return await _publish(args, settings)
     if args.command == "reconcile":
         return await _reconcile(args, settings)
-    if args.command == "ingest":
-        from worker.ingest.app import run_ingest  # noqa: PLC0415
+    if args.command == "outcomes":
+        return await _outcomes(args, settings)
+    raise AssertionError(f"unhandled command {args.command}")  # argparse knows them all
 
-        await run_ingest(settings)
-        return 0
-    return await _outcomes(args, settings)
+
+async def _serve(command: str, settings: Settings) -> int:
+    """The long-running components, until SIGTERM; each one's imports only when it runs."""
+    serve: Callable[[Settings], Awaitable[None]]
+    if command == "run":
+        from worker.app import run as serve  # noqa: PLC0415
+    elif command == "ingest":
+        from worker.ingest.app import run_ingest as serve  # noqa: PLC0415
+    else:
+        from worker.api.app import run_api as serve  # noqa: PLC0415
+    await serve(settings)
+    return 0
 
 
 async def _reconcile(args: argparse.Namespace, settings: Settings) -> int:

@@ -149,6 +149,30 @@ INGEST_DELIVERY_SECONDS = Histogram(
 )
 
 
+# --- api (`ocitag-worker api`)
+API_REQUESTS = Counter(
+    "ocitag_api_requests",
+    "API requests answered, by operation (operationId, 'other' for no route) and status.",
+    ["operation", "status"],
+)
+API_REQUEST_SECONDS = Histogram(
+    "ocitag_api_request_duration_seconds",
+    "API request received to answer sent, by operation.",
+    ["operation"],
+    buckets=_LATENCY_BUCKETS,
+)
+API_OUTCOME_WAIT_SECONDS = Histogram(
+    "ocitag_api_outcome_wait_seconds",
+    "Per write: the event acknowledged by Kafka to its outcome arriving (or giving up).",
+    buckets=_LATENCY_BUCKETS,
+)
+API_OUTCOMES_LATE = Counter(
+    "ocitag_api_outcomes_late",
+    "Writes answered 202 because their outcome did not arrive in OCITAG_API_TIMEOUT_SECONDS.",
+)
+API_WAITING = Gauge("ocitag_api_waiting_requests", "Writes waiting for their outcome now.")
+
+
 def serve_without_created_series() -> None:
     """Leave out the ``*_created`` series (one per counter and histogram, and per label
     set): nobody graphs a metric's creation time, and they double the scrape. Called

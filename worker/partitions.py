@@ -1,4 +1,4 @@
-"""The idempotency record's partitions (migration 0003): expiry drops a whole partition.
+"""The idempotency record's partitions (migration 0004): expiry drops a whole partition.
 
 ``processed_events`` is partitioned by ``epoch``; ``processed_current`` names the epoch
 new records go to and ``processed_partitions`` when each began and ended. ``maintain``
@@ -13,7 +13,7 @@ new records go to and ``processed_partitions`` when each began and ended. ``main
   (the appliers go on), then dropped. A record lives between the retention and the
   retention plus one partition period.
 
-Compared with deleting expired rows (the record before 0003): no dead rows, so nothing
+Compared with deleting expired rows (the record before 0004): no dead rows, so nothing
 for vacuum to clean and no bloat in the live partitions (bench/store.py, "retention").
 """
 
@@ -72,7 +72,7 @@ async def _maintain(
 ) -> Maintenance:
     current = await conn.fetchrow(_CURRENT)
     if current is None:
-        raise RuntimeError("processed_current names no partition: is migration 0003 applied?")
+        raise RuntimeError("processed_current names no partition: is migration 0004 applied?")
     epoch: int = current["epoch"]
     await ensure_partition(conn, epoch + 1)
     rotated_to = None

@@ -66,6 +66,8 @@ SECRET_FIELDS = frozenset(
         "kafka_sasl_password",
         "kafka_ssl_key_password",
         "ingest_registry_endpoints",
+        # --- api
+        "api_tokens",
     }
     | {f"ingest_{kind}_secret" for kind in INGEST_KINDS}
 )
@@ -445,6 +447,32 @@ class Settings(BaseModel):
         True,
         description="Freeze start-up objects and collect the young generation every 50,000 "
         "allocations instead of 700 (shorter, rarer collector pauses)",
+    )
+
+    # --- api (`ocitag-worker api`: the seed's HTTP operation over the event path)
+    api_host: str = Field(
+        "0.0.0.0",  # noqa: S104 - the API is called from outside the pod
+        description="Address the API listens on",
+    )
+    api_port: int = Field(
+        8081, ge=0, le=65535, description="Port of the API (0: any free port, for tests)"
+    )
+    api_tokens: SecretStr | None = Field(
+        None,
+        description="Bearer tokens the API accepts, comma-separated `caller:token` (or a bare "
+        "token); several per caller for rotation (secret); unset: every call is 401",
+    )
+    api_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="How long a write waits for its outcome before answering 202",
+    )
+    api_retry_after_seconds: int = Field(
+        2, ge=1, le=600, description="Retry-After of the API's 503 answers"
+    )
+    api_max_body_bytes: int = Field(
+        16_384, ge=1_024, le=1_048_576, description="Largest request body the API reads (413)"
     )
 
     @field_validator("database_url")

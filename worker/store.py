@@ -13,7 +13,7 @@ and then inserts nothing, and its transaction is redone (it then finds the event
 processed). The epoch is read FOR SHARE, so a rotation to the next one waits for every
 applier of the old one: both never run at once.
 
-The record (migration 0003): a 16-byte key hashed from (source, id), a 16-byte
+The record (migration 0004): a 16-byte key hashed from (source, id), a 16-byte
 fingerprint, and what rebuilds the outcome (worker/outcomes.py), in a table partitioned
 by epoch; worker/partitions.py rotates to a new partition every ``partition_seconds`` and
 drops the partitions that ended more than the retention ago.
@@ -245,7 +245,7 @@ class _Sources:
 
 def event_key(key: EventKey) -> bytes:
     """The record's key of (source, id): 16 bytes of SHA-256 over the source's length
-    (4 bytes, big-endian), the source and the id, in UTF-8 (migration 0003 computes the
+    (4 bytes, big-endian), the source and the id, in UTF-8 (migration 0004 computes the
     same for rows it converted)."""
     source = key[0].encode()
     return hashlib.sha256(len(source).to_bytes(4, "big") + source + key[1].encode()).digest()[:16]

@@ -374,7 +374,7 @@ async def test_processed_records_expire_by_dropping_their_partition(pool: asyncp
 
 
 async def test_records_of_the_old_schema_replay_after_migration(services: Services) -> None:
-    """Migration 0003 converts the records of 0001 (source, id, the outcome's bytes):
+    """Migration 0004 converts the records of 0001 (source, id, the outcome's bytes):
     their events still replay byte for byte, and ids reused are still 409."""
     admin = await asyncpg.connect(with_database(services.database_url, "postgres"))
     name = f"old_schema_{os.getpid()}_{int(time.time())}"

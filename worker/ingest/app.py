@@ -26,12 +26,18 @@ from worker.ingest.kinds import KINDS
 from worker.ingest.oidc import HttpKeySource, OidcPolicy, OidcVerifier
 from worker.ingest.resolve import NoResolver
 from worker.ingest.server import Enabled, IngestServer, Limits
-from worker.kafka import Message, Producer
+from worker.kafka import Message, Producer, ensure_topics
 from worker.oci import RegistryClient
-from worker.retry import Backoff
+from worker.retry import Backoff, retrying
 from worker.settings import INGEST_KINDS, Settings, env_name
 
 log = structlog.get_logger("worker.ingest")
+
+
+def _kafka_away(exc: BaseException) -> BaseException:
+    return TransientError(Cause.KAFKA_UNAVAILABLE, f"{type(exc).__name__}: {exc}")
+
+
 #: kinds whose payloads lack the digest: a registry client is made only for them
 NEEDS_RESOLVER = ("dockerhub", "quay")
 
@@ -73,29 +79,39 @@ class KafkaSink:
         self._task = asyncio.create_task(self._connect(), name="ingest-producer")
 
     async def _connect(self) -> None:
-        backoff = Backoff(
-            self._settings.retry_backoff_initial_seconds, self._settings.retry_backoff_max_seconds
-        )
-        while True:
+        """Create the input topic when it is missing and OCITAG_CREATE_TOPICS allows (as
+        the worker does: start order does not matter), then start the producer; both
+        retried by the one policy (worker.retry) for as long as it takes."""
+
+        async def start() -> Producer:
+            if self._settings.create_topics:
+                await ensure_topics(self._settings, [self._settings.input_topic])
             producer = Producer(self._settings)
             try:
                 await producer.start()
-            except Exception as exc:
+            except BaseException:
                 with contextlib.suppress(Exception):
                     await producer.stop()
-                delay = backoff.next_delay()
-                log.warning(
-                    "waiting_for_service",
-                    service="Kafka",
-                    setting="KAFKA_BOOTSTRAP_SERVERS",
-                    error=str(exc),
-                    retry_in_seconds=round(delay, 2),
-                )
-                await asyncio.sleep(delay)
-                continue
-            self._producer = producer
-            log.info("kafka_connected")
-            return
+                raise
+            return producer
+
+        def waiting(error: TransientError, attempt: int, delay: float) -> None:
+            log.warning(
+                "waiting_for_service",
+                service="Kafka",
+                setting="KAFKA_BOOTSTRAP_SERVERS",
+                error=str(error)[:300],
+                attempt=attempt,
+                retry_in_seconds=round(delay, 2),
+            )
+
+        backoff = Backoff(
+            self._settings.retry_backoff_initial_seconds, self._settings.retry_backoff_max_seconds
+        )
+        # every failure is waited out, refusals included: ingest keeps answering (503)
+        # and says why in the log, rather than stopping the receiver of every registry
+        self._producer = await retrying(start, backoff, classify=_kafka_away, on_retry=waiting)
+        log.info("kafka_connected")
 
     async def send_all(self, messages: Sequence[Message]) -> None:
         if self._producer is None:

@@ -1,0 +1,384 @@
+"""The API benchmark (``make bench-api``): PUT round trips through the whole event path
+(HTTP → Kafka → worker → PostgreSQL → outcome → HTTP) against the local stack, beside the
+worker's own event latency measured in the same run.
+
+One worker (``python -m worker run``) and one API (``python -m worker api``) as
+processes on a fresh database and fresh topics, then:
+
+- closed loop: BENCH_API_CLIENTS (50) concurrent clients, each PUTting as fast as its
+  answers come, BENCH_API_REQUESTS (3000) in all: round trips per second, p50/p99;
+- open loop: PUTs started at BENCH_API_RATE (200) per second for BENCH_API_SECONDS (15),
+  at most BENCH_API_CLIENTS in flight: latency at that load (goal: p99 < 100 ms).
+
+Each PUT moves one of BENCH_API_TAGS (1000) tags to a new digest (no preconditions). The
+worker's own latency (``ocitag_event_processing_seconds``: fetched to outcome
+acknowledged and committed) and the API's wait for outcomes
+(``ocitag_api_outcome_wait_seconds``) come from their /metrics histograms, the change
+over each phase (percentiles interpolated within buckets). CPU per process in cores.
+Results: a table on stdout, JSON in bench/results/api-*.json (BENCH_RESULTS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.report import percentile, table
+from bench.runner import Topics, WorkerProcess
+from bench.services import (
+    REPO,
+    RESULTS,
+    Services,
+    code_version,
+    cpu_snapshot,
+    cpu_usage,
+    create_database,
+    create_topics,
+    delete_topics,
+    discover,
+    drop_databases,
+    env_float,
+    env_int,
+    free_port,
+    machine,
+    service_pids,
+    unique,
+    write_results,
+)
+
+TOKEN = "bench-token-0123456789abcdef"
+Histogram = dict[float, float]  # upper bound → cumulative count
+
+
+def histogram(text: str, name: str) -> Histogram:
+    """The ``<name>_bucket`` series of a /metrics text (label sets summed)."""
+    found: Histogram = {}
+    for line in text.splitlines():
+        if not line.startswith(name + "_bucket{"):
+            continue
+        labels, _, value = line.rpartition(" ")
+        bound = labels.split('le="', 1)[1].split('"', 1)[0]
+        upper = float("inf") if bound == "+Inf" else float(bound)
+        found[upper] = found.get(upper, 0.0) + float(value)
+    return found
+
+
+def quantile(before: Histogram, after: Histogram, q: float) -> float | None:
+    """Like PromQL's histogram_quantile over the change between two scrapes (seconds)."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1] if counts else 0
+    if total <= 0:
+        return None
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for bound, cumulative in zip(bounds, counts, strict=True):
+        if cumulative >= rank:
+            if bound == float("inf"):
+                return lower
+            inside = cumulative - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
+        lower, below = bound, cumulative
+    return lower
+
+
+class ApiProcess:
+    """``python -m worker api`` on the run's topics and database."""
+
+    def __init__(self, worker: WorkerProcess, log_path: Path) -> None:
+        self.port = free_port()
+        self.probe_port = free_port()
+        self._env = {
+            **worker.env(),
+            "OCITAG_API_HOST": "127.0.0.1",
+            "OCITAG_API_PORT": str(self.port),
+            "OCITAG_HTTP_PORT": str(self.probe_port),
+            "OCITAG_API_TOKENS": f"bench:{TOKEN}",
+        }
+        self._log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self._log_path.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "worker", "api"],
+                env=self._env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
+
+    async def wait_ready(self, within: float = 60) -> None:
+        deadline = time.monotonic() + within
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            while time.monotonic() < deadline:
+                if self.proc is None or self.proc.poll() is not None:
+                    raise RuntimeError(self._log_path.read_text(errors="replace")[-3000:])
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    url = f"http://127.0.0.1:{self.probe_port}/readyz"
+                    async with session.get(url) as response:
+                        if response.status == 200:
+                            return
+                await asyncio.sleep(0.1)
+        raise TimeoutError("the API was not ready in time")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def digest(n: int) -> str:
+    return hashlib.sha256(str(n).encode()).hexdigest()
+
+
+class Load:
+    def __init__(self, base: str, tags: int) -> None:
+        self._base = base
+        self._tags = tags
+        self._n = 0
+        self.latencies: list[float] = []
+        self.statuses: Counter[int] = Counter()
+
+    async def put(self, session: aiohttp.ClientSession) -> None:
+        self._n += 1
+        n = self._n
+        url = f"{self._base}/ocitags/bench.example.com%2Fteam%2Fapp:t{n % self._tags}/"
+        started = time.perf_counter()
+        async with session.put(url, json={"artifact": digest(n)}) as response:
+            await response.read()
+        self.latencies.append(time.perf_counter() - started)
+        self.statuses[response.status] += 1
+
+    def summary(self, seconds: float) -> dict[str, Any]:
+        ordered = sorted(self.latencies)
+        return {
+            "requests": len(ordered),
+            "seconds": round(seconds, 3),
+            "puts_per_second": round(len(ordered) / seconds, 1) if seconds else None,
+            "p50_ms": round(percentile(ordered, 50) * 1000, 2),
+            "p90_ms": round(percentile(ordered, 90) * 1000, 2),
+            "p99_ms": round(percentile(ordered, 99) * 1000, 2),
+            "max_ms": round(ordered[-1] * 1000, 2) if ordered else None,
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+        }
+
+
+async def closed_loop(
+    session: aiohttp.ClientSession, base: str, clients: int, total: int, tags: int
+) -> dict[str, Any]:
+    load = Load(base, tags)
+    remaining = total
+
+    async def client() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await load.put(session)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return load.summary(time.perf_counter() - started)
+
+
+async def open_loop(
+    session: aiohttp.ClientSession,
+    base: str,
+    clients: int,
+    tags: int,
+    *,
+    rate: float,
+    seconds: float,
+) -> dict[str, Any]:
+    load = Load(base, tags)
+    slots = asyncio.Semaphore(clients)
+    skipped = 0
+    tasks: list[asyncio.Task[None]] = []
+
+    async def one() -> None:
+        try:
+            await load.put(session)
+        finally:
+            slots.release()
+
+    started = time.perf_counter()
+    for i in range(int(rate * seconds)):
+        delay = started + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if slots.locked():
+            skipped += 1  # all clients busy: the offered rate is not reached
+            continue
+        await slots.acquire()
+        tasks.append(asyncio.create_task(one()))
+    await asyncio.gather(*tasks)
+    result = load.summary(time.perf_counter() - started)
+    result["offered_per_second"] = rate
+    result["not_sent_all_clients_busy"] = skipped
+    return result
+
+
+async def scrape(session: aiohttp.ClientSession, port: int) -> str:
+    async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+        return await response.text()
+
+
+@dataclass
+class Processes:
+    worker: WorkerProcess
+    api: ApiProcess
+    pids: Mapping[str, int]  # single processes: worker, api, bench
+    trees: Mapping[str, int]  # process trees: the broker, the postmaster
+
+
+async def phase(
+    name: str, work: Any, session: aiohttp.ClientSession, procs: Processes
+) -> dict[str, Any]:
+    print(f"[bench-api] {name} …", file=sys.stderr)
+    worker, api = procs.worker, procs.api
+    w0, a0 = await scrape(session, worker.port), await scrape(session, api.probe_port)
+    cpu0 = cpu_snapshot(procs.pids, procs.trees)
+    result: dict[str, Any] = await work
+    cpu1 = cpu_snapshot(procs.pids, procs.trees)
+    w1, a1 = await scrape(session, worker.port), await scrape(session, api.probe_port)
+    event = ("ocitag_event_processing_seconds", w0, w1)
+    wait = ("ocitag_api_outcome_wait_seconds", a0, a1)
+    for label, (metric, before, after) in {"worker_event": event, "api_outcome_wait": wait}.items():
+        b, a = histogram(before, metric), histogram(after, metric)
+        for q in (50, 99):
+            value = quantile(b, a, q / 100)
+            result[f"{label}_p{q}_ms"] = None if value is None else round(value * 1000, 2)
+    result["cpu_cores"] = cpu_usage(cpu0, cpu1)
+    return result
+
+
+async def run(services: Services) -> dict[str, Any]:
+    clients = env_int("BENCH_API_CLIENTS", 50)
+    total = env_int("BENCH_API_REQUESTS", 3000)
+    tags = env_int("BENCH_API_TAGS", 1000)
+    rate = env_float("BENCH_API_RATE", 200.0)
+    seconds = env_float("BENCH_API_SECONDS", 15.0)
+    name = unique("bench_api")
+    topics = Topics(f"{name}.events", f"{name}.outcomes", f"{name}.dlq")
+    database_url = await create_database(services.database_url, name)
+    await create_topics(services.kafka, [topics.input, topics.outcomes, topics.dlq], 6)
+    logs = RESULTS / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    worker = WorkerProcess(
+        services.kafka, database_url, topics, f"{name}-group", "warning", logs / "api-worker.log"
+    )
+    api = ApiProcess(worker, logs / "api-api.log")
+    try:
+        worker.start()
+        await worker.wait_assigned(6, within=90)
+        api.start()
+        await api.wait_ready()
+        base = f"http://127.0.0.1:{api.port}"
+        connector = aiohttp.TCPConnector(limit=clients)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+            await closed_loop(session, base, clients, 300, tags)  # warm-up, not reported
+            assert api.proc is not None
+            pids = {"worker": worker.pid, "api": api.proc.pid, "bench": os.getpid()}
+            procs = Processes(worker, api, pids, service_pids(services))
+            closed = await phase(
+                "closed loop", closed_loop(session, base, clients, total, tags), session, procs
+            )
+            opened = await phase(
+                "open loop",
+                open_loop(session, base, clients, tags, rate=rate, seconds=seconds),
+                session,
+                procs,
+            )
+    finally:
+        api.stop()
+        worker.stop()
+        await delete_topics(services.kafka, [topics.input, topics.outcomes, topics.dlq])
+        await drop_databases(services.database_url, [name])
+    return {
+        "benchmark": "api",
+        "config": {
+            "clients": clients,
+            "requests": total,
+            "tags": tags,
+            "rate": rate,
+            "seconds": seconds,
+        },
+        "closed_loop": closed,
+        "open_loop": opened,
+        "goal": {
+            "p99_ms_below": 100,
+            "at_puts_per_second": 200,
+            "met": opened["p99_ms"] < 100 and opened["puts_per_second"] >= 0.95 * rate,
+        },
+        "code": code_version(),
+        "machine": machine(),
+        "services": services.origin,
+    }
+
+
+def render(results: dict[str, Any]) -> str:
+    rows = []
+    for label, key in (("closed loop", "closed_loop"), ("open loop", "open_loop")):
+        r = results[key]
+        rows.append(
+            [
+                label,
+                r["requests"],
+                r["puts_per_second"],
+                r["p50_ms"],
+                r["p99_ms"],
+                r["max_ms"],
+                r["worker_event_p50_ms"],
+                r["worker_event_p99_ms"],
+                r["api_outcome_wait_p99_ms"],
+                ", ".join(f"{k}: {v}" for k, v in r["statuses"].items()),
+            ]
+        )
+    headers = [
+        "run",
+        "PUTs",
+        "PUT/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "worker p50 ms",
+        "worker p99 ms",
+        "outcome wait p99 ms",
+        "statuses",
+    ]
+    goal = results["goal"]
+    verdict = "met" if goal["met"] else "NOT met"
+    return (
+        table(headers, rows)
+        + f"\n\ngoal p99 < {goal['p99_ms_below']} ms at {goal['at_puts_per_second']} PUT/s: "
+        + verdict
+        + f"\nCPU (cores) closed loop: {results['closed_loop']['cpu_cores']}"
+        + f"\nCPU (cores) open loop: {results['open_loop']['cpu_cores']}"
+    )
+
+
+def main() -> None:
+    results = asyncio.run(run(discover()))
+    print(render(results))
+    directory = Path(os.environ.get("BENCH_RESULTS", RESULTS))
+    print(f"\nresults: {write_results('api', results, directory)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""The API's routes with fakes behind its two edges (publish, reads): the request-reply
+flow, 202 when the outcome is late, 503 when a service is away, the operation labels."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from worker import metrics
+from worker.api.auth import parse_tokens
+from worker.api.server import Api, Backends
+from worker.api.store import Stored
+from worker.errors import Cause, TransientError
+from worker.kafka import Message
+from worker.settings import load_settings
+
+TOKEN = "unit-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+A = "a" * 64
+NOW = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+
+
+class FakeReads:
+    def __init__(self, stored: Stored | None = None) -> None:
+        self.stored = stored
+        self.keys: dict[tuple[str, str], datetime] = {}
+
+    async def get(self, repository: str, tag: str) -> Stored | None:
+        return self.stored
+
+    async def page(self, repository: str, after: str, limit: int) -> list[Stored]:
+        return []
+
+    async def received_at(self, source: str, key: str, now: datetime) -> datetime:
+        return self.keys.setdefault((source, key), now)
+
+
+class FakeWorker:
+    """Publishes into a list; answers each event with an outcome unless told not to."""
+
+    def __init__(self, backends: Backends, *, answer: bool = True, fail: bool = False) -> None:
+        self.backends = backends
+        self.answer = answer
+        self.fail = fail
+        self.published: list[dict[str, Any]] = []
+
+    async def publish(self, messages: Sequence[Message]) -> None:
+        if self.fail:
+            raise TransientError(Cause.KAFKA_TIMEOUT, "broker away")
+        for _, _, value, _ in messages:
+            assert value is not None
+            event = orjson.loads(value)
+            self.published.append(event)
+            if self.answer:
+                outcome = {
+                    "status": 200,
+                    "causationsource": event["source"],
+                    "causationid": event["id"],
+                    "resourceversion": len(self.published),
+                    "data": {"artifact": event["data"]["artifact"]},
+                }
+                # the outcome may arrive before the acknowledgement: it must not be missed
+                self.backends.waiters.deliver(orjson.dumps(outcome))
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[tuple[TestClient[Any, Any], Backends]]:
+    settings = load_settings(
+        {"api_timeout_seconds": 0.3, "api_tokens": f"unit:{TOKEN}"}, environ={}
+    )
+    backends = Backends()
+    app = Api(settings, parse_tokens(f"unit:{TOKEN}"), backends, lambda: NOW).app()
+    async with TestClient(TestServer(app)) as client:
+        yield client, backends
+
+
+async def test_a_put_is_answered_with_its_outcome(
+    api: tuple[TestClient[Any, Any], Backends],
+) -> None:
+    client, backends = api
+    worker = FakeWorker(backends)
+    backends.publish, backends.reads = worker.publish, FakeReads()
+    response = await client.put("/ocitags/nginx:1/", json={"artifact": A}, headers=AUTH)
+    assert (response.status, response.headers["ETag"]) == (200, '"1"')
+    (event,) = worker.published
+    assert event["source"] == "urn:ocitag:api:unit"
+    assert event["subject"] == "docker.io/library/nginx:1"
+    assert event["time"] == "2026-12-02T10:00:00Z"
+    assert len(backends.waiters) == 0
+
+
+async def test_a_keyed_retry_publishes_the_same_event(
+    api: tuple[TestClient[Any, Any], Backends],
+) -> None:
+    client, backends = api
+    worker = FakeWorker(backends)
+    reads = FakeReads()
+    backends.publish, backends.reads = worker.publish, reads
+    headers = {**AUTH, "Idempotency-Key": "k1"}
+    reads.keys[("urn:ocitag:api:unit", "k1")] = datetime(2026, 1, 1, tzinfo=UTC)
+    for _ in range(2):
+        await client.put("/ocitags/nginx:1/", json={"artifact": A}, headers=headers)
+    first, second = worker.published
+    assert first == second
+    assert (first["id"], first["time"]) == ("k1", "2026-01-01T00:00:00Z")
+
+
+async def test_a_late_outcome_is_202_with_location(
+    api: tuple[TestClient[Any, Any], Backends],
+) -> None:
+    client, backends = api
+    backends.publish, backends.reads = FakeWorker(backends, answer=False).publish, FakeReads()
+    before = metrics.API_OUTCOMES_LATE._value.get()
+    response = await client.put("/ocitags/a.io%2Fb:1/", json={"artifact": A}, headers=AUTH)
+    assert response.status == 202
+    assert response.headers["Location"] == "/ocitags/a.io%2Fb:1/"
+    assert metrics.API_OUTCOMES_LATE._value.get() == before + 1
+    assert len(backends.waiters) == 0
+
+
+@pytest.mark.parametrize("away", ["kafka", "db", "broker"])
+async def test_services_away_are_503_with_retry_after(
+    api: tuple[TestClient[Any, Any], Backends], away: str
+) -> None:
+    client, backends = api
+    if away != "kafka":
+        backends.publish = FakeWorker(backends, fail=away == "broker").publish
+    if away != "db":
+        backends.reads = FakeReads()
+    headers = {**AUTH, "Idempotency-Key": "k"}
+    response = await client.put("/ocitags/nginx:1/", json={"artifact": A}, headers=headers)
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "2"
+    assert response.content_type == "application/problem+json"
+    assert len(backends.waiters) == 0
+
+
+async def test_reads_and_the_operation_label(api: tuple[TestClient[Any, Any], Backends]) -> None:
+    client, backends = api
+    backends.reads = FakeReads(Stored({"artifact": A}, 4))
+    labels = metrics.API_REQUESTS.labels("oci-tag-get", "304")
+    before = labels._value.get()
+    response = await client.get(
+        "/ocitags/docker.io/library/nginx:1/", headers={**AUTH, "If-None-Match": '"4"'}
+    )
+    assert (response.status, response.headers["ETag"]) == (304, '"4"')
+    assert labels._value.get() == before + 1
+    missing = await client.get("/nowhere", headers=AUTH)
+    assert (missing.status, missing.content_type) == (404, "application/problem+json")
+    wrong = await client.post("/ocitags/nginx:1/", headers=AUTH)
+    assert wrong.status == 405
+    assert "PUT" in wrong.headers["Allow"]
+
+
+async def test_concurrent_writes_each_get_their_own_outcome(
+    api: tuple[TestClient[Any, Any], Backends],
+) -> None:
+    client, backends = api
+    worker = FakeWorker(backends)
+    backends.publish, backends.reads = worker.publish, FakeReads()
+    digests = [f"{n:064x}" for n in range(20)]
+    answers = await asyncio.gather(
+        *(client.put(f"/ocitags/nginx:t{n}/", json={"artifact": d}, headers=AUTH)
+          for n, d in enumerate(digests))
+    )  # fmt: skip
+    bodies = [await a.json() for a in answers]
+    assert [b["artifact"] for b in bodies] == digests

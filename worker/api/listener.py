@@ -1,0 +1,114 @@
+"""The one consumer of the outcome topic per API process: no consumer group (every
+replica reads every partition; there is nothing to commit), all partitions assigned,
+starting at their end when the process starts. Each outcome goes to ``Waiters``.
+
+Request-reply without per-request consumers or database polling: a request waits on a
+future; this loop resolves it when the outcome arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from worker.api.waiters import Waiters
+from worker.kafka import client_options
+from worker.settings import Settings
+
+log = structlog.get_logger("worker.api.listener")
+_PARTITION_CHECK_SECONDS = 30.0
+
+
+class OutcomeListener:
+    def __init__(self, settings: Settings, waiters: Waiters) -> None:
+        self._settings = settings
+        self._waiters = waiters
+        self._consumer = AIOKafkaConsumer(
+            **client_options(settings),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+            fetch_max_wait_ms=50,  # an outcome waits for no batch to fill
+            client_id="ocitag-api-outcomes",
+        )
+        self._assigned: set[TopicPartition] = set()
+        self._ready = False
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    async def start(self) -> None:
+        """Connect, assign every partition at its end, and resolve those positions, so
+        that no outcome of a request published after this returns can be missed."""
+        await self._consumer.start()
+        await self._assign_all()
+        self._ready = True
+
+    async def _assign_all(self) -> None:
+        topic = self._settings.outcome_topic
+        partitions = await self._partitions(topic)
+        if not partitions:
+            raise LookupError(f"topic {topic} has no partitions (OCITAG_OUTCOME_TOPIC)")
+        wanted = {TopicPartition(topic, p) for p in partitions}
+        if wanted == self._assigned:
+            return
+        new = wanted - self._assigned
+        # assign() forgets positions: keep those of the partitions read so far
+        kept = {tp: await self._consumer.position(tp) for tp in self._assigned}
+        self._consumer.assign(sorted(wanted))
+        if kept:
+            # partitions added while running hold nothing older than this process's writes
+            await self._consumer.seek_to_beginning(*new)
+            for tp, offset in kept.items():
+                self._consumer.seek(tp, offset)
+        else:
+            await self._consumer.seek_to_end(*new)
+        for tp in sorted(wanted):
+            await self._consumer.position(tp)
+        self._assigned = wanted
+
+    async def _partitions(self, topic: str) -> set[int]:
+        """The topic's partitions, from the cluster (the consumer only knows what it was
+        assigned)."""
+        admin = AIOKafkaAdminClient(**client_options(self._settings), request_timeout_ms=10_000)
+        try:
+            await admin.start()
+            described = await admin.describe_topics([topic])
+        finally:
+            await admin.close()
+        return {
+            int(p["partition"])
+            for t in described
+            if t.get("topic") == topic and not t.get("error_code")
+            for p in t.get("partitions", [])
+        }
+
+    async def run(self) -> None:
+        """Deliver outcomes until cancelled; a broker outage is waited out (the client
+        reconnects by itself)."""
+        loop = asyncio.get_running_loop()
+        next_check = loop.time() + _PARTITION_CHECK_SECONDS
+        while True:
+            try:
+                batches = await self._consumer.getmany(timeout_ms=500, max_records=2_000)
+                for records in batches.values():
+                    for record in records:
+                        self._waiters.deliver(record.value)
+                if loop.time() >= next_check:
+                    next_check = loop.time() + _PARTITION_CHECK_SECONDS
+                    await self._assign_all()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("outcome_listener_error", error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(1.0)
+
+    async def stop(self) -> None:
+        self._ready = False
+        with contextlib.suppress(Exception):
+            await self._consumer.stop()

@@ -1,0 +1,390 @@
+"""The API's OpenAPI 3.1 document (``GET /openapi.json``). Pure.
+
+The seed's ``oci-tag-update`` operation, ``OCITag``, ``ErrorModel`` and ``ErrorDetail``
+come verbatim from ``seed.json`` (the seed page's own text; a test holds it equal to
+``schemas/seed/``). The operation is only extended: members the seed does not have
+(``parameters``, ``requestBody``, the other statuses, response headers) are added, none
+of the seed's is changed — ``extend`` refuses to. Then the other operations.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from worker import __version__
+from worker.api.requests import MAX_KEY_CHARS, MAX_LIMIT
+from worker.models import DIGEST_PATTERN, MAX_ACTOR_LENGTH
+
+Doc = dict[str, Any]
+# The OCITag ID grammar of docs/contract.md "Identifiers" as one pattern, for generators and
+# readers of the document (the API checks with worker.identifiers, which also limits the
+# repository to 255 characters and names the broken rule).
+_COMPONENT = "[a-z0-9]+(?:(?:[.]|_|__|-+)[a-z0-9]+)*"
+_LABEL = "(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_HOST = f"(?:{_LABEL}(?:[.]{_LABEL})*|\\[[0-9A-Fa-f:.]+\\])(?::[0-9]+)?"
+OCITAG_ID_PATTERN = (
+    f"^(?:{_HOST}/)?{_COMPONENT}(?:/{_COMPONENT})*:[A-Za-z0-9_][A-Za-z0-9._-]{{0,127}}$"
+)
+_PROBLEM = {"$ref": "#/components/schemas/ErrorModel"}
+_RECORD = {"$ref": "#/components/schemas/OCITag"}
+
+
+@cache
+def seed() -> Doc:
+    """The seed's operation and schemas (package data, equal to schemas/seed/)."""
+    text = resources.files("worker.api").joinpath("seed.json").read_text(encoding="utf-8")
+    loaded: Doc = json.loads(text)
+    return loaded
+
+
+def extend(base: Doc, additions: Doc, where: str = "") -> Doc:
+    """``base`` with the members of ``additions`` added, recursively; a member both have
+    must be an object on both sides (then merged) — a changed value is a bug."""
+    out = copy.deepcopy(base)
+    for name, value in additions.items():
+        if name not in out:
+            out[name] = copy.deepcopy(value)
+        elif isinstance(out[name], dict) and isinstance(value, dict):
+            out[name] = extend(out[name], value, f"{where}/{name}")
+        else:
+            raise ValueError(f"{where}/{name}: the seed's value may not be changed")
+    return out
+
+
+def _problem(description: str, headers: Doc | None = None) -> Doc:
+    response: Doc = {
+        "description": description,
+        "content": {"application/problem+json": {"schema": _PROBLEM}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _ref(kind: str, name: str) -> Doc:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+_ETAG = {"ETag": _ref("headers", "ETag")}
+_COMMON = {
+    "401": _ref("responses", "Unauthorized"),
+    "503": _ref("responses", "Unavailable"),
+}
+_WRITE = {
+    "202": _ref("responses", "Accepted"),
+    "400": _problem("The body is not JSON."),
+    "409": _problem(
+        "Superseded (a newer event for this tag was already applied), or the "
+        "Idempotency-Key was used before with another request."
+    ),
+    "412": _problem("A precondition (If-Match, If-None-Match, previous_artifact) does not hold."),
+    "413": _problem("The body is larger than OCITAG_API_MAX_BODY_BYTES."),
+    "415": _problem("The body is not application/json."),
+    "422": _problem("The tag, the body or a header breaks a rule; errors[] names each."),
+    **_COMMON,
+}
+_WRITE_PARAMETERS = [
+    _ref("parameters", "IdempotencyKey"),
+    _ref("parameters", "IfMatch"),
+    _ref("parameters", "IfNoneMatchWrite"),
+]
+
+
+def _components() -> Doc:
+    version_pattern = '^"(0|[1-9][0-9]{0,18})"$'
+    return {
+        "securitySchemes": {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "A token of OCITAG_API_TOKENS; the caller it names is the "
+                "`source` of the events this caller's writes become.",
+            }
+        },
+        "parameters": {
+            "Tag": {
+                "name": "tag",
+                "in": "path",
+                "required": True,
+                "description": "The OCITag ID, e.g. `docker.io/istio/pilot:1.3.0`: "
+                "percent-encoded (`docker.io%2Fistio%2Fpilot:1.3.0`), or with its slashes "
+                "as path segments (`/ocitags/docker.io/istio/pilot:1.3.0/`).",
+                "schema": {
+                    "type": "string",
+                    "pattern": OCITAG_ID_PATTERN,
+                    "examples": ["docker.io/istio/pilot:1.3.0"],
+                },
+            },
+            "IdempotencyKey": {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "description": "Becomes the event id. The same key with the same request "
+                "gets the same answer; with another request, 409.",
+                "schema": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_KEY_CHARS,
+                    "pattern": "^[\\x21-\\x7e]+$",
+                },
+            },
+            "IfMatch": {
+                "name": "If-Match",
+                "in": "header",
+                "required": False,
+                "description": 'Apply only if the record is at this version ("<version>", '
+                "as its ETag); else 412.",
+                "schema": {"type": "string", "pattern": version_pattern},
+            },
+            "IfNoneMatchWrite": {
+                "name": "If-None-Match",
+                "in": "header",
+                "required": False,
+                "description": "`*`: apply only if the tag does not exist (no live record); "
+                "else 412.",
+                "schema": {"type": "string", "enum": ["*"]},
+            },
+            "IfNoneMatchRead": {
+                "name": "If-None-Match",
+                "in": "header",
+                "required": False,
+                "description": "Entity tags of versions the caller has: 304 if the record "
+                "is at one of them.",
+                "schema": {"type": "string"},
+            },
+        },
+        "headers": {
+            "ETag": {
+                "description": 'The record version, "<version>".',
+                "required": True,
+                "schema": {"type": "string", "pattern": version_pattern},
+            },
+            "Location": {
+                "description": "Where to read the tag once the event is applied.",
+                "required": True,
+                "schema": {"type": "string"},
+            },
+            "RetryAfter": {
+                "description": "Seconds to wait before retrying.",
+                "required": True,
+                "schema": {"type": "string", "pattern": "^[0-9]+$"},
+            },
+            "WWWAuthenticate": {
+                "description": "The bearer scheme.",
+                "required": True,
+                "schema": {"type": "string"},
+            },
+            "Link": {
+                "description": 'The next page, rel="next" (absent on the last page).',
+                "required": False,
+                "schema": {"type": "string"},
+            },
+        },
+        "responses": {
+            "Accepted": {
+                "description": "The event is published and will be applied; its outcome "
+                "did not arrive within OCITAG_API_TIMEOUT_SECONDS.",
+                "headers": {"Location": _ref("headers", "Location")},
+                "content": {"application/json": {"schema": _ref("schemas", "Accepted")}},
+            },
+            "Unauthorized": _problem(
+                "No valid bearer token (no detail is given).",
+                {"WWW-Authenticate": _ref("headers", "WWWAuthenticate")},
+            ),
+            "Unavailable": _problem(
+                "Kafka or PostgreSQL is not available.",
+                {"Retry-After": _ref("headers", "RetryAfter")},
+            ),
+        },
+        "schemas": {
+            **copy.deepcopy(seed()["schemas"]),
+            "OCITagUpdate": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["artifact"],
+                "properties": {
+                    "artifact": {
+                        "type": "string",
+                        "pattern": DIGEST_PATTERN,
+                        "description": "The digest the tag points at from now on.",
+                    },
+                    "actor": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": MAX_ACTOR_LENGTH,
+                        "description": "Who moves the tag; defaults to the caller's source.",
+                    },
+                    "previous_artifact": {
+                        "type": "string",
+                        "pattern": DIGEST_PATTERN,
+                        "description": "Precondition: the digest the tag points at now.",
+                    },
+                },
+            },
+            "Accepted": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["status", "source", "id", "location"],
+                "properties": {
+                    "status": {"const": "accepted"},
+                    "source": {"type": "string", "description": "The event's source."},
+                    "id": {"type": "string", "description": "The event's id."},
+                    "location": {"type": "string"},
+                },
+            },
+            "OCITagPage": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["items", "next"],
+                "properties": {
+                    "items": {"type": "array", "items": _RECORD},
+                    "next": {
+                        "type": ["string", "null"],
+                        "description": "The cursor of the next page; null on the last.",
+                    },
+                },
+            },
+        },
+    }
+
+
+def _put() -> Doc:
+    return extend(
+        seed()["operation"],
+        {
+            "parameters": _WRITE_PARAMETERS,
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("schemas", "OCITagUpdate")}},
+            },
+            "responses": {"200": {"headers": _ETAG}, **_WRITE},
+        },
+    )
+
+
+def _delete() -> Doc:
+    return {
+        "tags": ["OCI"],
+        "summary": "Delete Tag",
+        "description": "Publishes an `ocitag.deleted.v1` event; the answer is its outcome: the "
+        "record as it was before the deletion, or 404.",
+        "operationId": "oci-tag-delete",
+        "parameters": _WRITE_PARAMETERS,
+        "responses": {
+            "200": {
+                "description": "Deleted; the record as it was.",
+                "headers": _ETAG,
+                "content": {"application/json": {"schema": _RECORD}},
+            },
+            "404": _problem("The tag has no live record."),
+            **{k: v for k, v in _WRITE.items() if k not in ("400", "413", "415")},
+            "default": _problem("Error"),
+        },
+    }
+
+
+def _get() -> Doc:
+    return {
+        "tags": ["OCI"],
+        "summary": "Get Tag",
+        "description": "The live record of the tag, with its version as ETag.",
+        "operationId": "oci-tag-get",
+        "parameters": [_ref("parameters", "IfNoneMatchRead")],
+        "responses": {
+            "200": {
+                "description": "OK",
+                "headers": _ETAG,
+                "content": {"application/json": {"schema": _RECORD}},
+            },
+            "304": {
+                "description": "Not modified: the record is at that version.",
+                "headers": _ETAG,
+            },
+            "404": _problem("The tag has no live record."),
+            "422": _problem("The tag breaks the identifier rules."),
+            **_COMMON,
+            "default": _problem("Error"),
+        },
+    }
+
+
+def _list() -> Doc:
+    return {
+        "tags": ["OCI"],
+        "summary": "List Tags",
+        "description": "Live records of one repository by tag, paged by an opaque cursor.",
+        "operationId": "oci-tag-list",
+        "parameters": [
+            {
+                "name": "repository",
+                "in": "query",
+                "required": True,
+                "schema": {"type": "string", "examples": ["docker.io/istio/pilot"]},
+            },
+            {
+                "name": "limit",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 100},
+            },
+            {
+                "name": "cursor",
+                "in": "query",
+                "required": False,
+                "description": "`next` of the previous page, as given.",
+                "schema": {"type": "string"},
+            },
+        ],
+        "responses": {
+            "200": {
+                "description": "OK",
+                "headers": {"Link": _ref("headers", "Link")},
+                "content": {"application/json": {"schema": _ref("schemas", "OCITagPage")}},
+            },
+            "422": _problem("A query parameter breaks a rule; errors[] names each."),
+            **_COMMON,
+            "default": _problem("Error"),
+        },
+    }
+
+
+@cache
+def document() -> Doc:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "ocitag-worker API",
+            "version": __version__,
+            "description": "The seed's `PUT /ocitags/{tag}/` and its read and delete "
+            "companions. Every write is published to Kafka as a tag event and answered with "
+            "that event's outcome.",
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/ocitags/{tag}/": {
+                "parameters": [_ref("parameters", "Tag")],
+                "put": _put(),
+                "delete": _delete(),
+                "get": _get(),
+            },
+            "/ocitags/": {"get": _list()},
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "operationId": "openapi",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "OpenAPI 3.1",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
+        },
+        "components": _components(),
+    }

@@ -1,0 +1,297 @@
+"""The API's routes on aiohttp (the HTTP stack ingest and the probes share).
+
+One middleware per request does what every route needs: the bearer token, turning any
+problem into ``application/problem+json``, the metrics and one canonical log line. The
+handlers hold the request's flow; the rules are in ``requests`` and ``replies``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+import structlog
+from aiohttp import web
+
+from worker import metrics
+from worker.api import replies, requests
+from worker.api.auth import Tokens
+from worker.api.openapi import document
+from worker.api.problems import ApiProblem, ApiProblemKind
+from worker.api.replies import Reply
+from worker.api.store import Reads
+from worker.api.waiters import Waiters
+from worker.db import classify_db_error
+from worker.errors import PermanentError, TransientError
+from worker.identifiers import split_ocitag_id
+from worker.kafka import Message
+from worker.publisher import build_event, to_record
+from worker.settings import Settings
+from worker.timefmt import format_rfc3339
+
+log = structlog.get_logger("worker.api")
+
+TAG_PATH = "/ocitags/{tag:.+}/"  # slashes of the ID as path segments, or percent-encoded
+TAG_TEMPLATE = "/ocitags/{tag}/"  # the route's canonical form (aiohttp drops the regex)
+LIST_PATH = "/ocitags/"
+OPENAPI_PATH = "/openapi.json"
+#: (method, route) → operationId: the low-cardinality label of metrics and logs
+OPERATIONS = {
+    ("PUT", TAG_TEMPLATE): "oci-tag-update",
+    ("DELETE", TAG_TEMPLATE): "oci-tag-delete",
+    ("GET", TAG_TEMPLATE): "oci-tag-get",
+    ("GET", LIST_PATH): "oci-tag-list",
+    ("GET", OPENAPI_PATH): "openapi",
+}
+_PUBLIC = {OPENAPI_PATH}
+
+Publish = Callable[[Sequence[Message]], Awaitable[None]]
+#: this request's fields of its canonical log line (aiohttp runs each request in its own
+#: task, so each has its own value); the caller is among them once authenticated
+_FIELDS: ContextVar[dict[str, Any]] = ContextVar("api_request_fields")
+
+
+@dataclass
+class Backends:
+    """What the handlers talk to; None until connected (then writes or reads are 503)."""
+
+    publish: Publish | None = None
+    reads: Reads | None = None
+    waiters: Waiters = field(default_factory=Waiters)
+
+
+def _respond(reply: Reply) -> web.Response:
+    response = web.Response(status=reply.status, body=reply.body or None, headers=reply.headers)
+    if reply.content_type:
+        response.content_type = reply.content_type
+    return response
+
+
+def _unavailable(what: str) -> ApiProblem:
+    return ApiProblem(ApiProblemKind.UNAVAILABLE, f"{what} is not available; retry later")
+
+
+class Api:
+    def __init__(
+        self, settings: Settings, tokens: Tokens, backends: Backends, clock: Callable[[], datetime]
+    ) -> None:
+        self._settings = settings
+        self._tokens = tokens
+        self.backends = backends
+        self._clock = clock
+
+    def app(self) -> web.Application:
+        app = web.Application(
+            middlewares=[self._middleware], client_max_size=self._settings.api_max_body_bytes
+        )
+        app.router.add_put(TAG_PATH, self.put)
+        app.router.add_delete(TAG_PATH, self.delete)
+        app.router.add_get(TAG_PATH, self.get, allow_head=False)
+        app.router.add_get(LIST_PATH, self.list, allow_head=False)
+        app.router.add_get(OPENAPI_PATH, self.openapi, allow_head=False)
+        return app
+
+    # ---- the middleware: auth, problems, metrics, the canonical log line
+
+    @web.middleware
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        started = time.perf_counter()
+        route = request.match_info.route.resource
+        template = route.canonical if route is not None else ""
+        operation = OPERATIONS.get((request.method, template), "other")
+        instance = f"urn:uuid:{uuid.uuid4()}"
+        fields: dict[str, Any] = {"operation": operation, "instance": instance}
+        _FIELDS.set(fields)
+        try:
+            if template not in _PUBLIC:
+                caller = self._tokens.caller(request.headers.get("Authorization"))
+                if caller is None:
+                    raise ApiProblem(ApiProblemKind.UNAUTHORIZED)
+                fields["caller"] = caller
+            response = await handler(request)
+        except ApiProblem as exc:
+            response = self._problem(exc, instance)
+        except TransientError as exc:
+            fields["error"] = str(exc)[:300]
+            response = self._problem(_unavailable(exc.service), instance)
+        except web.HTTPException as exc:
+            response = self._problem(_http_problem(exc), instance)
+            if exc.status == 405 and "Allow" in exc.headers:
+                response.headers["Allow"] = exc.headers["Allow"]
+        except Exception as exc:  # a bug or a refusal (not an outage): answered, logged
+            log.exception("request_failed", **fields)
+            fields["error"] = f"{type(exc).__name__}: {exc}"[:300]
+            response = self._problem(ApiProblem(ApiProblemKind.INTERNAL), instance)
+        seconds = time.perf_counter() - started
+        metrics.API_REQUESTS.labels(operation, str(response.status)).inc()
+        metrics.API_REQUEST_SECONDS.labels(operation).observe(seconds)
+        log.info(
+            "request",
+            method=request.method,
+            path=request.path[:300],
+            status=response.status,
+            duration_ms=round(seconds * 1000, 2),
+            **fields,
+        )
+        return response
+
+    def _problem(self, exc: ApiProblem, instance: str) -> web.Response:
+        return _respond(
+            replies.problem(
+                exc,
+                base_uri=self._settings.problem_base_uri,
+                instance=instance,
+                retry_after=self._settings.api_retry_after_seconds,
+            )
+        )
+
+    # ---- writes: an event on the input topic, answered with its outcome
+
+    async def put(self, request: web.Request) -> web.Response:
+        ocitag = requests.ocitag_id(request.match_info["tag"])
+        body = await request.read()
+        update = requests.put_body(body, request.headers.get("Content-Type"), ocitag)
+        return await self._write(
+            request, ocitag, update.artifact, update.actor, update.previous_artifact
+        )
+
+    async def delete(self, request: web.Request) -> web.Response:
+        ocitag = requests.ocitag_id(request.match_info["tag"])
+        return await self._write(request, ocitag, None, None, None)
+
+    async def _write(
+        self,
+        request: web.Request,
+        ocitag: str,
+        artifact: str | None,
+        actor: str | None,
+        previous_artifact: str | None,
+    ) -> web.Response:
+        fields = _FIELDS.get()
+        fields["ocitag_id"] = ocitag
+        headers = request.headers
+        expected = requests.expected_version(headers.get("If-Match"), headers.get("If-None-Match"))
+        key = requests.idempotency_key(headers.get("Idempotency-Key"))
+        publish, reads = self.backends.publish, self.backends.reads
+        if publish is None:
+            raise _unavailable("kafka")
+        source = requests.api_source(fields["caller"])
+        received = self._clock()
+        if key is not None:
+            if reads is None:
+                raise _unavailable("db")
+            received = await _db(reads.received_at(source, key, received))
+        event_id = key or str(uuid.uuid4())
+        fields["event_id"] = event_id
+        event = build_event(
+            ocitag,
+            artifact,
+            actor=actor,
+            previous_artifact=previous_artifact,
+            expected_version=expected,
+            source=source,
+            event_id=event_id,
+            time=format_rfc3339(received),
+        )
+        record_key, value, record_headers = to_record(event, "structured")
+        message = (self._settings.input_topic, record_key, value, record_headers)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.api_timeout_seconds
+        # subscribed BEFORE publishing: the outcome may overtake the acknowledgement
+        with self.backends.waiters.expect((source, event_id)) as waiter:
+            try:
+                await asyncio.wait_for(publish([message]), timeout=deadline - loop.time())
+            except (TransientError, TimeoutError) as exc:
+                fields["error"] = f"publish: {type(exc).__name__}"
+                raise _unavailable("kafka") from exc
+            published = loop.time()
+            try:
+                outcome = await asyncio.wait_for(waiter, timeout=max(deadline - loop.time(), 0))
+            except TimeoutError:
+                metrics.API_OUTCOMES_LATE.inc()
+                fields["outcome"] = "late"
+                return _respond(replies.accepted(ocitag, source, event_id))
+            finally:
+                waited = loop.time() - published
+                metrics.API_OUTCOME_WAIT_SECONDS.observe(waited)
+                fields["outcome_wait_ms"] = round(waited * 1000, 2)
+        version_header = "if-none-match" if "If-None-Match" in headers else "if-match"
+        fields["outcome_status"] = outcome.get("status")
+        return _respond(replies.from_outcome(outcome, version_header=version_header))
+
+    # ---- reads: PostgreSQL
+
+    async def get(self, request: web.Request) -> web.Response:
+        ocitag = requests.ocitag_id(request.match_info["tag"])
+        _FIELDS.get()["ocitag_id"] = ocitag
+        reads = self.backends.reads
+        if reads is None:
+            raise _unavailable("db")
+        repository, tag = split_ocitag_id(ocitag)
+        stored = await _db(reads.get(repository, tag))
+        if stored is None:
+            raise ApiProblem(ApiProblemKind.NOT_FOUND, f"{ocitag} has no live record")
+        if requests.etag_matches(request.headers.get("If-None-Match"), stored.version):
+            return _respond(replies.not_modified(stored.version))
+        return _respond(replies.record(stored.record, stored.version))
+
+    async def list(self, request: web.Request) -> web.Response:
+        query = requests.list_query(request.query)
+        reads = self.backends.reads
+        if reads is None:
+            raise _unavailable("db")
+        rows = await _db(reads.page(query.repository, query.after or "", query.limit + 1))
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        cursor = requests.encode_cursor(query.repository, rows[-1].record["tag"]) if more else None
+        link = (
+            f"{LIST_PATH}?repository={quote(query.repository, safe='')}"
+            f"&limit={query.limit}&cursor={cursor}"
+            if cursor
+            else None
+        )
+        return _respond(replies.page([r.record for r in rows], cursor, link))
+
+    async def openapi(self, _: web.Request) -> web.Response:
+        return web.Response(body=_openapi_bytes(), content_type="application/json")
+
+
+@cache
+def _openapi_bytes() -> bytes:
+    return orjson.dumps(document())
+
+
+async def _db(work: Awaitable[Any]) -> Any:
+    """A database answer, or 503 when PostgreSQL is away."""
+    try:
+        return await work
+    except Exception as exc:
+        error = classify_db_error(exc)
+        if isinstance(error, TransientError):
+            raise error from exc
+        raise PermanentError(str(error)) from exc
+
+
+def _http_problem(exc: web.HTTPException) -> ApiProblem:
+    kinds = {
+        404: ApiProblemKind.NO_ROUTE,
+        405: ApiProblemKind.METHOD_NOT_ALLOWED,
+        413: ApiProblemKind.REQUEST_TOO_LARGE,
+    }
+    kind = kinds.get(exc.status, ApiProblemKind.MALFORMED_REQUEST)
+    return ApiProblem(kind, exc.reason)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
