@@ -17,7 +17,7 @@ NEED_STACK = [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ] || [ -z "$${DATABASE_URL:-}"
 START_STACK = if $(NEED_STACK); then $(STACK) up >&2; fi;
 WITH_SERVICES = if $(NEED_STACK); then $(STACK) up >&2 && eval "$$($(STACK) env)"; fi;
 
-.PHONY: install services run migrate test test-unit lint format fuzz faults faults-long bench bench-store bench-decode bench-reconcile bench-ingest bench-api schemas check-schemas down clean check-deploy
+.PHONY: install services run migrate test test-unit lint format fuzz faults faults-long bench bench-store bench-decode bench-retention bench-reconcile bench-ingest bench-api schemas check-schemas down clean check-deploy
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -97,7 +97,7 @@ check-deploy:
 # KAFKA_BOOTSTRAP_SERVERS/DATABASE_URL when set, else start the local stack; each run makes
 # its own topics and databases and drops them afterwards. Knobs: BENCH_* variables.
 bench: install
-	@$(WITH_SERVICES) $(PY) -m bench.pipeline
+	@$(WITH_SERVICES) $(PY) -m bench.history
 
 bench-store: install
 	@$(WITH_SERVICES) $(PY) -m bench.store
@@ -105,6 +105,8 @@ bench-store: install
 bench-decode: install
 	$(PY) -m bench.decode
 
+bench-retention: install
+	@$(WITH_SERVICES) $(PY) -m bench.retention
 # reconcile's scan against a local registry (no Kafka or PostgreSQL needed)
 bench-reconcile: install
 	$(PY) -m bench.reconcile

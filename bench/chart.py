@@ -120,3 +120,63 @@ def draw(results: Mapping[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def draw_history(history: Mapping[str, Any], path: Path) -> None:
+    """Pace, database bytes per event and latency against history size (bench.history)."""
+    entries: Sequence[Mapping[str, Any]] = history["sizes"]
+    rows: Sequence[Mapping[str, Any]] = history["summary"]["table"]
+    sizes = [r["size"] for r in rows]
+    fig, ((ax_pace, ax_bytes), (ax_lat, ax_stage)) = plt.subplots(2, 2, figsize=(14, 9))
+    ax_pace.plot(sizes, [r["events_per_second"] for r in rows], "o-", label="whole drain")
+    late = [(r["size"], r["late_events_per_second"]) for r in rows if r["late_events_per_second"]]
+    if late:
+        ax_pace.plot(*zip(*late, strict=True), "s--", label="at 75-95 % of the history")
+    ax_pace.set_title("Pace against history (same workload shape)")
+    ax_pace.set_ylabel("events/s")
+    ax_pace.set_ylim(bottom=0)
+    ax_pace.legend(fontsize=8)
+    names = sorted({n for e in entries for n in e["database"]["tables"]})
+    bottom = [0.0] * len(entries)
+    for name in names:
+        values = [
+            e["database"]["tables"].get(name, {}).get("total", 0) / e["size"] for e in entries
+        ]
+        ax_bytes.bar([str(s) for s in sizes], values, bottom=bottom, label=name)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax_bytes.axhline(400, color="black", linestyle=":", linewidth=0.8)
+    ax_bytes.set_title("Database bytes per processed event (tables + indexes; goal ≤ 400)")
+    ax_bytes.set_xlabel("history events")
+    ax_bytes.set_ylabel("bytes / event")
+    ax_bytes.legend(fontsize=8)
+    for key, style in (("p50_ms", "o-"), ("p99_ms", "s--"), ("max_ms", "^:")):
+        points = [(r["size"], r[key]) for r in rows if r[key] is not None]
+        if points:
+            ax_lat.plot(*zip(*points, strict=True), style, label=key.removesuffix("_ms"))
+    ax_lat.set_title("Latency at the steady offered rate, against history")
+    ax_lat.set_ylabel("ms")
+    ax_lat.set_yscale("log")
+    if ax_lat.get_legend_handles_labels()[0]:
+        ax_lat.legend(fontsize=8)
+    for stage in ("fetch", "decode", "apply", "produce", "commit"):
+        points = [
+            (e["size"], e["latency"]["stages"][stage]["mean_ms"])
+            for e in entries
+            if (e.get("latency") or {}).get("stages", {}).get(stage, {}).get("mean_ms")
+        ]
+        if points:
+            ax_stage.plot(*zip(*points, strict=True), "o-", label=stage)
+    ax_stage.set_title("Mean batch time per stage at the steady rate")
+    ax_stage.set_ylabel("ms")
+    ax_stage.set_yscale("log")
+    if ax_stage.get_legend_handles_labels()[0]:
+        ax_stage.legend(fontsize=8)
+    for ax in (ax_pace, ax_lat, ax_stage):
+        ax.set_xscale("log")
+        ax.set_xlabel("history events")
+        ax.grid(alpha=0.3, which="both")
+    fig.suptitle(f"ocitag-worker: cost against history, {history.get('started_at', '')}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import time
@@ -41,15 +42,25 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench import profile as spy
-from bench.chart import draw
+from bench.chart import draw, draw_history
 from bench.naive import run_naive, settings_for
 from bench.raw import decoded_batches, kafka_passthrough, store_batched
 from bench.report import percentile, ratio, table
-from bench.runner import Outcomes, Topics, WorkerProcess, committed_total, identity_of
+from bench.runner import (
+    Outcomes,
+    Topics,
+    WorkerProcess,
+    committed_total,
+    identity_of,
+    stage_histograms,
+    stage_summary,
+)
 from bench.runner import read_outcomes as read_topic
 from bench.services import (
     RESULTS,
@@ -69,6 +80,7 @@ from bench.services import (
     service_pids,
     unique,
     vm_kib,
+    with_database,
     write_results,
 )
 from bench.stream import Generator, Record, StreamShape, kind_counts, produce
@@ -94,6 +106,16 @@ class Config:
     results_dir: Path = RESULTS
     quick: bool = False
     consumer_overrides: dict[str, Any] = field(default_factory=dict)
+    #: extra worker settings for every worker run (BENCH_WORKER_ENV, JSON), e.g.
+    #: '{"OCITAG_EVENT_LOOP": "asyncio"}': one change measured on its own
+    worker_env: dict[str, str] = field(default_factory=dict)
+    #: PostgreSQL settings of the benchmark's databases (BENCH_DATABASE_SETTINGS, JSON),
+    #: e.g. '{"synchronous_commit": "off"}': a what-if, never the product's setting
+    database_settings: dict[str, str] = field(default_factory=dict)
+    #: the history sizes (``make bench`` runs bench.history, which runs this module
+    #: first unless ``history_only``)
+    history: bool = True
+    history_only: bool = False
 
     @classmethod
     def from_env(cls) -> Config:
@@ -114,6 +136,10 @@ class Config:
             results_dir=Path(os.environ.get("BENCH_RESULTS", str(RESULTS))),
             quick=quick,
             consumer_overrides=json.loads(os.environ.get("BENCH_CONSUMER_OVERRIDES") or "{}"),
+            worker_env=json.loads(os.environ.get("BENCH_WORKER_ENV") or "{}"),
+            database_settings=json.loads(os.environ.get("BENCH_DATABASE_SETTINGS") or "{}"),
+            history=os.environ.get("BENCH_HISTORY", "1") != "0",
+            history_only=env_flag("BENCH_HISTORY_ONLY"),
         )
 
 
@@ -150,7 +176,15 @@ class Context:
     async def new_database(self, label: str) -> str:
         name = f"{self.prefix}_{label}".replace(".", "_")
         self.databases.append(name)
-        return await create_database(self.services.database_url, name)
+        url = await create_database(self.services.database_url, name)
+        if self.config.database_settings:  # a what-if (BENCH_DATABASE_SETTINGS)
+            conn = await asyncpg.connect(url)
+            try:
+                for setting, value in self.config.database_settings.items():
+                    await conn.execute(f'ALTER DATABASE "{name}" SET {setting} = {value}')
+            finally:
+                await conn.close()
+        return url
 
     @property
     def ends(self) -> dict[int, int]:
@@ -163,9 +197,11 @@ class Context:
 # ---- the stream
 
 
-async def load_stream(ctx: Context) -> dict[str, Any]:
+async def load_stream(ctx: Context, shape: StreamShape | None = None) -> dict[str, Any]:
+    """Generate the backlog (the default realistic shape unless one is given) and
+    produce it to a fresh input topic."""
     config = ctx.config
-    shape = StreamShape(tags=config.tags)
+    shape = shape or StreamShape(tags=config.tags)
     ctx.generator = Generator(shape, config.seed, ctx.prefix)
     started = time.perf_counter()
     # a backlog of the last hours, one event every few milliseconds
@@ -205,6 +241,7 @@ async def drain(
     total = sum(ctx.ends.values())
     timeout = max(300.0, total / 100)
     first_fetch = await worker.wait_first_fetch(within=120)
+    wal_before = await wal_position(ctx.services.database_url)
     processes = {"worker": worker.pid, "bench": os.getpid()}
     trees = service_pids(ctx.services)
     cpu_before = cpu_snapshot(processes, trees)
@@ -236,6 +273,9 @@ async def drain(
     cpu_after = cpu_snapshot(processes, trees)
     spy_output = spy.stop_recording(recorder) if recorder else None
     final = await worker.final_metrics()
+    wal_bytes = await wal_position(ctx.services.database_url) - wal_before
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        stages = stage_summary({}, stage_histograms(await worker.metrics_text(session)))
     seconds = final["ocitag_last_commit_timestamp_seconds"] - first_fetch
     batches = final.get("ocitag_batch_processing_seconds_count", 0.0)
     result: dict[str, Any] = {
@@ -263,11 +303,23 @@ async def drain(
             "db_retries": final.get("ocitag_db_retries_total", 0),
             "kafka_retries": final.get("ocitag_kafka_retries_total", 0),
         },
+        "stages": stages,
+        # PostgreSQL's write-ahead log written while draining (the whole server: the
+        # benchmark's databases are the only ones busy on the local stack)
+        "wal_bytes_per_event": round(wal_bytes / total, 1),
         "series": series,
     }
     if spy_output is not None:
         result["py_spy"] = spy_output.strip().splitlines()[-1:]
     return result
+
+
+async def wal_position(server_url: str) -> int:
+    conn = await asyncpg.connect(with_database(server_url, "postgres"))
+    try:
+        return int(await conn.fetchval("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
+    finally:
+        await conn.close()
 
 
 def steady_rate(series: Sequence[Sequence[float]], total: int) -> float | None:
@@ -326,6 +378,7 @@ class WorkerSetup:
             self.log_level,
             ctx.log_dir / f"{ctx.prefix}-{self.label}{suffix}.log",
             consumer_overrides=ctx.config.consumer_overrides,
+            extra_env=ctx.config.worker_env,
         )
 
 
@@ -383,20 +436,78 @@ async def latency_run(ctx: Context, setup: WorkerSetup) -> dict[str, Any]:
     try:
         await worker.wait_assigned(ctx.config.partitions, within=120)
         await asyncio.sleep(1.0)  # let the first (empty) fetches settle
-        result.update(
-            await measure_latency(
-                ctx.services.kafka,
-                topics=setup.topics,
-                generator=ctx.generator,
-                rate=ctx.config.rate,
-                seconds=ctx.config.latency_seconds,
-                partitions=ctx.config.partitions,
+        processes = {"worker": worker.pid, "bench": os.getpid()}
+        trees = service_pids(ctx.services)
+        cpu_before = cpu_snapshot(processes, trees)
+        stages = StageRecorder(worker)
+        await stages.start()
+        try:
+            result.update(
+                await measure_latency(
+                    ctx.services.kafka,
+                    topics=setup.topics,
+                    generator=ctx.generator,
+                    rate=ctx.config.rate,
+                    seconds=ctx.config.latency_seconds,
+                    partitions=ctx.config.partitions,
+                )
             )
-        )
+        finally:
+            result["stages"], result["stage_timeline"] = await stages.stop()
+        result["cpu_cores"] = cpu_usage(cpu_before, cpu_snapshot(processes, trees))
         result["peak_rss_mib"] = round((vm_kib(worker.pid, "VmHWM") or 0) / 1024, 1)
     finally:
         _stopped(worker, result)
     return result
+
+
+class StageRecorder:
+    """Reads the worker's per-stage batch histograms every second while latency is
+    measured: the stages' totals, and per second each stage's slowest bucket (the tail's
+    cause shows as the stage whose time jumps when the latency does)."""
+
+    def __init__(self, worker: WorkerProcess, every: float = 1.0) -> None:
+        self._worker = worker
+        self._every = every
+        self._readings: list[tuple[float, dict[str, dict[str, Any]]]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+
+    async def _read(self, session: aiohttp.ClientSession) -> None:
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            text = await self._worker.metrics_text(session)
+            self._readings.append((time.perf_counter(), stage_histograms(text)))
+
+    async def start(self) -> None:
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
+        await self._read(session)
+
+        async def loop() -> None:
+            try:
+                while not self._stop.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), self._every)
+                    await self._read(session)
+            finally:
+                await session.close()
+
+        self._task = asyncio.create_task(loop())
+
+    async def stop(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+        if len(self._readings) < 2:
+            return {}, []
+        first_at = self._readings[0][0]
+        timeline = [
+            {"second": round(t1 - first_at, 1), **{
+                stage: {k: v[k] for k in ("batches", "mean_ms", "max_le_ms")}
+                for stage, v in stage_summary(r0, r1).items()
+            }}
+            for (_, r0), (t1, r1) in itertools.pairwise(self._readings)
+        ]  # fmt: skip
+        return stage_summary(self._readings[0][1], self._readings[-1][1]), timeline
 
 
 # ---- latency
@@ -451,9 +562,13 @@ async def measure_latency(
                 sends.append((sent_at, record, future))
             await asyncio.sleep(0.002)
         offered_seconds = time.perf_counter() - started
-        metas = await asyncio.gather(*(f for _, _, f in sends))
+        # the outcomes first: gathering ~100,000 send futures takes the event loop for
+        # most of a second, and outcomes read meanwhile would be timed late (this was the
+        # "end of stream" tail: the last second's events measured at 1-2 s while the
+        # worker's stage times said they were done in a tenth of that)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(all_received.wait(), timeout=60)
+        metas = await asyncio.gather(*(f for _, _, f in sends))
     finally:
         stopping.set()
         await receiver
@@ -570,32 +685,35 @@ async def run(config: Config, services: Services) -> dict[str, Any]:
         "runs": {},
     }
     runs: dict[str, Any] = results["runs"]
+    if config.history_only:  # bench.history adds its part
+        results["summary"] = summarise(results)
+        return results
     try:
-        _say(f"producing {config.events:,} events over {config.tags:,} tags")
+        say(f"producing {config.events:,} events over {config.tags:,} tags")
         results["stream"] = await load_stream(ctx)
-        _say(f"produced in {results['stream']['produce_seconds']} s; worker, log level warning")
+        say(f"produced in {results['stream']['produce_seconds']} s; worker, log level warning")
         # every drain first: the latency phases add events to the input topic
         warning, runs["worker_warning"] = await worker_run(ctx, "warning", "warning")
-        _say(f"worker: {runs['worker_warning']['events_per_second']:,.0f} events/s")
+        say(f"worker: {runs['worker_warning']['events_per_second']:,.0f} events/s")
         info = None
         if config.info_run:
-            _say("worker, log level info")
+            say("worker, log level info")
             info, runs["worker_info"] = await worker_run(ctx, "info", "info")
-            _say(f"worker: {runs['worker_info']['events_per_second']:,.0f} events/s")
+            say(f"worker: {runs['worker_info']['events_per_second']:,.0f} events/s")
         if config.profile:
-            _say("worker under py-spy")
+            say("worker under py-spy")
             _, profiled = await worker_run(ctx, "profiled", "warning", profile=True)
             profiled["label"] += ", under py-spy"
             results["profile"] = profiled.pop("profile")
             runs["worker_profiled"] = profiled
-        _say(f"naive baseline on {config.naive_events:,} events")
+        say(f"naive baseline on {config.naive_events:,} events")
         runs["naive"] = await naive_run(ctx)
-        _say("raw limits")
+        say("raw limits")
         runs.update(await raw_runs(ctx))
-        _say(f"latency: {config.rate:,.0f} events/s for {config.latency_seconds:g} s")
+        say(f"latency: {config.rate:,.0f} events/s for {config.latency_seconds:g} s")
         results["latency"] = await latency_run(ctx, warning)
         if info is not None and config.info_latency:
-            _say("latency at log level info")
+            say("latency at log level info")
             results["latency_info"] = await latency_run(ctx, info)
     finally:
         await clean_up(ctx)
@@ -614,10 +732,10 @@ async def clean_up(ctx: Context) -> None:
         try:
             await action
         except Exception as exc:
-            _say(f"could not remove {what} {names}: {type(exc).__name__}: {exc}")
+            say(f"could not remove {what} {names}: {type(exc).__name__}: {exc}")
 
 
-def _say(text: str) -> None:
+def say(text: str) -> None:
     print(f"[bench {datetime.now(UTC):%H:%M:%S}] {text}", flush=True)
 
 
@@ -686,12 +804,13 @@ def render(results: dict[str, Any]) -> str:
         "run", "events", "s", "events/s", "x naive", "x lower raw limit",
         "p50 ms", "p95 ms", "p99 ms", "max ms", "peak RSS MiB",
     ]  # fmt: skip
-    lines = [table(headers, rows), ""]
+    lines = [table(headers, rows), ""] if rows else []
     lower = results["summary"]["lower_raw_limit"]
-    lines.append(
-        f"lower raw limit: {lower['name']} at {lower['events_per_second']:,} events/s "
-        "(store = the better of its two shapes)"
-    )
+    if lower["name"]:
+        lines.append(
+            f"lower raw limit: {lower['name']} at {lower['events_per_second']:,} events/s "
+            "(store = the better of its two shapes)"
+        )
     for name, run in results["runs"].items():
         if "outcomes" in run:
             o = run["outcomes"]
@@ -756,10 +875,14 @@ def title(results: dict[str, Any]) -> str:
 def save(results: dict[str, Any], directory: Path, chart: bool = True) -> Path:
     results["title"] = title(results)
     path = write_results("pipeline", results, directory)
-    if chart:
+    if chart and results["runs"]:
         png = path.with_suffix(".png")
         draw(results, png)
         (directory / "latest.png").write_bytes(png.read_bytes())
+    if chart and results.get("history"):
+        png = path.with_name(path.stem + "-history.png")
+        draw_history(results["history"], png)
+        (directory / "history-latest.png").write_bytes(png.read_bytes())
     return path
 
 

@@ -114,6 +114,10 @@ class WorkerProcess:
                 values[name] = values.get(name, 0.0) + float(value)
         return values
 
+    async def metrics_text(self, session: aiohttp.ClientSession) -> str:
+        async with session.get(f"http://127.0.0.1:{self.port}/metrics") as response:
+            return await response.text()
+
     async def wait_first_fetch(self, within: float) -> float:
         """Wall-clock time at which /metrics first shows a consumed record."""
         deadline = time.monotonic() + within
@@ -159,6 +163,75 @@ class WorkerProcess:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+
+STAGES = ("fetch", "decode", "apply", "produce", "commit")
+#: garbage-collector pauses by generation (``ocitag_gc_pause_seconds``), read like stages
+GC_GENERATIONS = ("gc0", "gc1", "gc2")
+_SERIES = {"ocitag_batch_stage_seconds": "stage", "ocitag_gc_pause_seconds": "generation"}
+
+
+def stage_histograms(text: str) -> dict[str, dict[str, Any]]:
+    """The worker's per-stage batch histograms and its collector pauses from a /metrics
+    text: per stage (and ``gc<generation>``) the cumulative bucket counts (by upper
+    bound), count and sum."""
+    found: dict[str, dict[str, Any]] = {
+        s: {"buckets": {}, "count": 0.0, "sum": 0.0} for s in STAGES + GC_GENERATIONS
+    }
+    for line in text.splitlines():
+        if not line.startswith(("ocitag_batch_stage_seconds", "ocitag_gc_pause_seconds")):
+            continue
+        name_labels, _, value = line.rpartition(" ")
+        name, _, labels = name_labels.partition("{")
+        base = name.rsplit("_", 1)[0]
+        label = _SERIES.get(base)
+        if label is None:
+            continue
+        pairs = dict(p.split("=", 1) for p in labels.rstrip("}").split(",") if "=" in p)
+        stage = pairs.get(label, "").strip('"')
+        if label == "generation":
+            stage = "gc" + stage
+        if stage not in found:
+            continue
+        if name.endswith("_bucket"):
+            found[stage]["buckets"][pairs["le"].strip('"')] = float(value)
+        elif name.endswith("_count"):
+            found[stage]["count"] = float(value)
+        elif name.endswith("_sum"):
+            found[stage]["sum"] = float(value)
+    return found
+
+
+def stage_summary(
+    before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Per stage between two readings: batches, mean ms, and the bucket bounds (ms) that
+    hold the p50, p99 and the slowest batch (histogram resolution)."""
+    out: dict[str, dict[str, Any]] = {}
+    for stage in STAGES + GC_GENERATIONS:
+        a, b = after[stage], before.get(stage, {"buckets": {}, "count": 0.0, "sum": 0.0})
+        count = a["count"] - b["count"]
+        bounds = sorted(
+            ((float("inf") if le == "+Inf" else float(le)), n - b["buckets"].get(le, 0.0))
+            for le, n in a["buckets"].items()
+        )
+
+        def bound(
+            q: float, bounds: list[tuple[float, float]] = bounds, count: float = count
+        ) -> Any:
+            for upper, n in bounds:
+                if n >= q * count:
+                    return None if upper == float("inf") else round(upper * 1000, 1)
+            return None
+
+        out[stage] = {
+            "batches": int(count),
+            "mean_ms": round((a["sum"] - b["sum"]) / count * 1000, 2) if count else None,
+            "p50_le_ms": bound(0.5) if count else None,
+            "p99_le_ms": bound(0.99) if count else None,
+            "max_le_ms": bound(1.0) if count else None,
+        }
+    return out
 
 
 async def committed_total(admin: AIOKafkaAdminClient, group: str, topic: str) -> int:

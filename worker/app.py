@@ -18,7 +18,7 @@ import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer
 
-from worker import metrics
+from worker import metrics, partitions, runtime
 from worker.batches import BatchRunner
 from worker.db import classify_db_error, open_pool
 from worker.deadletter import DeadLetters
@@ -129,18 +129,29 @@ async def create_pool(settings: Settings, stop: asyncio.Event | None = None) -> 
     )
 
 
-async def _prune_loop(store: Store, settings: Settings) -> None:
-    """Delete processed-event records and tombstones past retention, in small batches,
+async def _prune_loop(pool: asyncpg.Pool, store: Store, settings: Settings) -> None:
+    """Rotate the idempotency record's partitions and drop the expired ones
+    (worker/partitions.py), and delete tombstones past retention in small batches,
     forever."""
     while True:
         await asyncio.sleep(settings.prune_interval_seconds)
         try:
-            pruned = await store.prune(settings.processed_retention_seconds)
-            metrics.PRUNED.inc(pruned)
+            done = await partitions.maintain(
+                pool,
+                retention_seconds=settings.processed_retention_seconds,
+                partition_seconds=settings.processed_partition_seconds,
+            )
+            metrics.PRUNED.inc(done.dropped_records)
             tombstones = await store.prune_tombstones(settings.tombstone_retention_seconds)
             metrics.TOMBSTONES_PRUNED.inc(tombstones)
-            if pruned or tombstones:
-                log.info("pruned", processed_events=pruned, tombstones=tombstones)
+            if done.rotated_to is not None or done.dropped or tombstones:
+                log.info(
+                    "pruned",
+                    rotated_to=done.rotated_to,
+                    dropped_partitions=list(done.dropped),
+                    processed_events=done.dropped_records,
+                    tombstones=tombstones,
+                )
         except Exception as exc:
             log.warning("prune_failed", error=str(exc))
 
@@ -269,7 +280,10 @@ async def _consume(
     consumer.subscribe([settings.input_topic], listener=pipeline)
     health.readiness_probe = _readiness(consumer, store, producer)
     health.started()
-    pruner = asyncio.create_task(_prune_loop(store, settings), name="prune")
+    runtime.watch_gc()
+    if settings.gc_tuning:
+        runtime.tune_gc()
+    pruner = asyncio.create_task(_prune_loop(pool, store, settings), name="prune")
     log.info("running", topic=settings.input_topic, group_id=settings.group_id)
     try:
         await pipeline.run(stop)

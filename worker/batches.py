@@ -41,6 +41,11 @@ log = structlog.get_logger("worker.batches")
 T = TypeVar("T")
 
 COMMIT_TIMEOUT_SECONDS = 30.0
+_STAGE_FETCH = metrics.BATCH_STAGE_SECONDS.labels("fetch")
+_STAGE_DECODE = metrics.BATCH_STAGE_SECONDS.labels("decode")
+_STAGE_APPLY = metrics.BATCH_STAGE_SECONDS.labels("apply")
+_STAGE_PRODUCE = metrics.BATCH_STAGE_SECONDS.labels("produce")
+_STAGE_COMMIT = metrics.BATCH_STAGE_SECONDS.labels("commit")
 
 
 class Publisher(Protocol):
@@ -60,6 +65,8 @@ class Batch:
     #: for its dead letter (its outcome is built from the coordinates alone, so that
     #: every redelivery gets the same bytes)
     recovered: RawRecord | None = None
+    #: wall-clock time of the fetch, against the records' Kafka timestamps
+    fetched_wall: float = field(default_factory=time.time)
     task: asyncio.Task[None] | None = None
     give_up: asyncio.Event = field(default_factory=asyncio.Event)
     retrying: bool = False
@@ -97,11 +104,17 @@ class BatchRunner:
     async def run(self, batch: Batch) -> None:
         """Process and commit ``batch``; raises GiveUpError, FatalError or a bug."""
         started = time.monotonic()
+        oldest = min((r.timestamp_ms for r in batch.records if r.timestamp_ms > 0), default=None)
+        if oldest is not None:
+            _STAGE_FETCH.observe(max(0.0, batch.fetched_wall - oldest / 1000))
         decoded = [decode(r, self._settings.max_event_bytes) for r in batch.records]
+        _STAGE_DECODE.observe(time.monotonic() - started)
         outcomes = await self._retrying(batch, lambda: self._apply_and_publish(batch, decoded))
+        published = time.monotonic()
         await self._retrying(batch, lambda: self._commit(batch.tp, batch.next_offset))
         batch.committed = True
         done = time.monotonic()
+        _STAGE_COMMIT.observe(done - published)
         metrics.BATCH_SECONDS.observe(done - started)
         metrics.BATCH_EVENTS.observe(len(batch.records))
         elapsed = done - batch.fetched_at
@@ -123,7 +136,10 @@ class BatchRunner:
             for raw, event in zip(batch.records, decoded, strict=True)
             if not isinstance(event, Undecodable)
         ]
+        started = time.monotonic()
         applied = iter(await self.apply(items, processed_at))
+        applied_at = time.monotonic()
+        _STAGE_APPLY.observe(applied_at - started)
         rejected: list[tuple[RawRecord, Problem]] = []
         outcomes: list[Outcome] = []
         for raw, event in zip(batch.records, decoded, strict=True):
@@ -137,6 +153,7 @@ class BatchRunner:
         await self._dead_letters.send(rejected)
         topic = self._settings.outcome_topic
         await self._producer.send_all([(topic, o.key, o.value, o.headers) for o in outcomes])
+        _STAGE_PRODUCE.observe(time.monotonic() - applied_at)
         return outcomes
 
     async def apply(self, items: Sequence[Item], processed_at: datetime) -> list[Outcome]:

@@ -18,7 +18,7 @@ import asyncpg
 import structlog
 from aiokafka.errors import KafkaError
 
-from worker import __version__, logs
+from worker import __version__, logs, runtime
 from worker.errors import FatalError, SettingsError, WorkerError
 from worker.settings import MASK, SECRET_FIELDS, Settings, env_name, flag_name, load_settings
 
@@ -150,7 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     logs.configure(settings.log_level, settings.log_format)
     try:
-        return asyncio.run(_dispatch(args, settings))
+        with asyncio.Runner(loop_factory=runtime.loop_factory(settings.event_loop)) as runner:
+            return runner.run(_dispatch(args, settings))
     except (SettingsError, UsageError) as exc:  # SettingsError: ingest's kinds, at start
         print(f"ocitag-worker: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -27,6 +27,9 @@ class Cause(StrEnum):
     DB_CONFLICT = "db_conflict"
     #: a concurrent writer changed a tag between read and guarded write: decided again
     DB_VERSION_CONFLICT = "db_version_conflict"
+    #: another applier recorded some of the batch's events first: the batch is done
+    #: again and replays them
+    DB_CLAIMED_MEANWHILE = "db_claimed_meanwhile"
     #: the broker is away, moving a leader, or not yet ready
     KAFKA_UNAVAILABLE = "kafka_unavailable"
     #: a Kafka request (send, commit) did not complete in time

@@ -28,6 +28,15 @@ BATCH_SECONDS = Histogram(
     "Per partition batch: decode, apply, publish and commit.",
     buckets=_LATENCY_BUCKETS,
 )
+BATCH_STAGE_SECONDS = Histogram(
+    "ocitag_batch_stage_seconds",
+    "Per partition batch, by stage: fetch (the oldest record's Kafka timestamp to the "
+    "batch being fetched: time in the topic, behind the partition's previous batch "
+    "included), decode, apply (the database transaction), produce (every outcome "
+    "acknowledged), commit (the offset commit). Where an event's latency goes.",
+    ["stage"],
+    buckets=_LATENCY_BUCKETS,
+)
 BATCH_EVENTS = Histogram(
     "ocitag_batch_size_events", "Records per partition batch.", buckets=_SIZE_BUCKETS
 )
@@ -171,6 +180,14 @@ def serve_without_created_series() -> None:
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
+# ---- the Python runtime (worker/runtime.py): collector pauses stop the whole event loop,
+# so a long one shows as a latency spike in every stage at once
+GC_PAUSE_SECONDS = Histogram(
+    "ocitag_gc_pause_seconds",
+    "Python garbage-collector pauses, by generation (2 = full collection).",
+    ["generation"],
+    buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
 # ---- deletions
 TOMBSTONES_PRUNED = Counter(
     "ocitag_tombstones_pruned", "Tombstones of deleted tags deleted after retention."

@@ -16,8 +16,12 @@ What became of an input is one of:
 ``batch_outcomes`` assembles a whole batch from what the store found and decided; the
 store does the I/O around it and stores what it returns.
 
-A processed event's outcome is stored and republished byte-identical, so nothing here
-may depend on when or where it is rebuilt except what is passed in. An attribute with no
+A processed event's outcome is republished byte-identical, so nothing here may depend on
+when or where it is rebuilt except what is passed in. The idempotency record keeps what
+rebuilds it (``processed_row``): a tag-moved event's 200 from the repeat itself — equal
+fingerprints mean equal meaning: repository, tag, artifact, actor, time, source and id —
+plus version, change, creation and the worker source of the first publication; any other
+outcome as its bytes. ``replayed`` gives it back. An attribute with no
 value is left out, never ``null`` (CloudEvents SDKs reject ``null`` attributes):
 ``_envelope`` is the one place an outcome's attributes are written.
 """
@@ -28,20 +32,23 @@ import hashlib
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from worker.decision import Applied, Change, Decision, Rejected
-from worker.events import Invalid, RawRecord, TagEvent, Undecodable
+from worker.decision import Applied, Change, Decision, Rejected, TagRecord
+from worker.events import Invalid, RawRecord, TagEvent, TagMoved, Undecodable
 from worker.models import REJECTED_TYPE, REMOVED_TYPE, UPDATED_TYPE
 from worker.plan import EventKey, Item, ProcessedRow
 from worker.problems import ErrorItem, Problem, ProblemKind, error_model
 from worker.timefmt import format_rfc3339
 
 CONTENT_TYPE = b"application/cloudevents+json"
+#: bytes of the content fingerprint (SHA-256) the idempotency record keeps: 128 random
+#: bits tell a replay from an id reuse with no collision in practice
+STORED_FINGERPRINT_BYTES = 16
 _HEADERS = [("content-type", CONTENT_TYPE)]  # shared, never modified
 _NAMESPACE = uuid.UUID("6f0d3c1e-2b7a-5e44-9c1d-0a7c3f9e8b21")
 
@@ -266,9 +273,75 @@ def undecodable_outcome(ctx: OutcomeContext, raw: RawRecord, event: Undecodable)
     )
 
 
-def replayed(row: ProcessedRow) -> Outcome:
-    """The stored outcome of an input processed by an earlier batch, as it was."""
-    return Outcome(row.outcome_key, row.outcome, row.status, None, True)
+def same_content(fingerprint: bytes, stored: bytes) -> bool:
+    """Whether an event's fingerprint is the one stored (the record keeps a prefix)."""
+    return fingerprint[:STORED_FINGERPRINT_BYTES] == stored[:STORED_FINGERPRINT_BYTES]
+
+
+def processed_row(
+    ctx: OutcomeContext,
+    item: Item,
+    decision: Decision | None,
+    outcome: Outcome,
+    processed_at: datetime,
+) -> ProcessedRow:
+    """What the idempotency record keeps of a new item's outcome: a tag-moved event's
+    200 as what rebuilds it with the repeat (``replayed``), anything else as its bytes."""
+    fingerprint = item.event.fingerprint[:STORED_FINGERPRINT_BYTES]
+    if (
+        isinstance(item.event, TagMoved)
+        and isinstance(decision, Applied)
+        and decision.change in _REBUILT_CHANGES
+    ):
+        record = decision.record
+        created = decision.change == "created"
+        return ProcessedRow(
+            fingerprint,
+            processed_at,
+            outcome.status,
+            change=decision.change,
+            version=record.version,
+            created_on=None if created else record.created_on,
+            created_by=None if created else record.created_by,
+            worker_source=ctx.worker_source,
+        )
+    return ProcessedRow(fingerprint, processed_at, outcome.status, outcome.key, outcome.value)
+
+
+#: the changes whose 200 is rebuilt from the repeat (a move's record is the event's)
+_REBUILT_CHANGES = frozenset({"created", "updated", "unchanged"})
+
+
+def replayable(item: Item, row: ProcessedRow) -> bool:
+    """Whether ``item`` repeats the event of ``row`` (else its id was reused)."""
+    if not same_content(item.event.fingerprint, row.fingerprint):
+        return False
+    return row.outcome is not None or isinstance(item.event, TagMoved)
+
+
+def replayed(ctx: OutcomeContext, item: Item, row: ProcessedRow) -> Outcome:
+    """The first outcome of the event ``item`` repeats (``replayable``), as it was."""
+    if row.outcome is not None:
+        return Outcome(row.outcome_key, row.outcome, row.status, None, True)
+    event = item.event
+    if not isinstance(event, TagMoved) or row.change is None or row.version is None:
+        raise ValueError(f"cannot rebuild the outcome of {item.key}: not a stored move")
+    # no creation stored: this event created the record
+    record = TagRecord(
+        repository=event.repository,
+        tag=event.tag,
+        artifact=event.artifact,
+        created_by=row.created_by if row.created_by is not None else event.actor,
+        created_on=row.created_on if row.created_on is not None else event.time,
+        last_modified_by=event.actor,
+        last_modified_on=event.time,
+        version=row.version,
+        last_event_source=event.source,
+        last_event_id=event.id,
+    )
+    then = replace(ctx, worker_source=row.worker_source or ctx.worker_source)
+    first = _success(then, event, Applied(record, row.change), row.processed_at)
+    return Outcome(first.key, first.value, first.status, None, True)
 
 
 def repeat_outcome(
@@ -280,8 +353,13 @@ def repeat_outcome(
 ) -> Outcome:
     """A duplicate gets the first outcome itself; an id reused with other content gets
     409, timed at the first processing so that its own replays are identical too."""
-    if item.event.fingerprint == first_fingerprint:
+    if same_content(item.event.fingerprint, first_fingerprint):
         return Outcome(first_outcome.key, first_outcome.value, first_outcome.status, None, True)
+    return id_reused_outcome(ctx, item, first_processed_at)
+
+
+def id_reused_outcome(ctx: OutcomeContext, item: Item, first_processed_at: datetime) -> Outcome:
+    """409: the input's (source, id) was first processed with other content."""
     source, event_id = item.key
     problem = Problem(
         ProblemKind.ID_REUSED,
@@ -330,8 +408,10 @@ def batch_outcomes(
             continue
         row = earlier.get(item.key)
         if row is not None:  # processed by an earlier batch
-            outcomes[index] = repeat_outcome(
-                ctx, item, row.fingerprint, row.processed_at, replayed(row)
+            outcomes[index] = (
+                replayed(ctx, item, row)
+                if replayable(item, row)
+                else id_reused_outcome(ctx, item, row.processed_at)
             )
         else:  # first processed earlier in this batch
             first = firsts[item.key]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from worker.decision import Decision, TagRecord, fold
+from worker.decision import Change, Decision, TagRecord, fold
 from worker.events import Invalid, RawRecord, TagDeleted, TagMoved
 
 EventKey = tuple[str, str]  # (source, id)
@@ -30,13 +30,21 @@ class Item:
 
 @dataclass(frozen=True, slots=True)
 class ProcessedRow:
-    """What ``processed_events`` holds for an event processed earlier."""
+    """What ``processed_events`` holds for an event processed earlier: enough to tell a
+    replay from an id reuse and to give the first outcome again, byte for byte — either
+    the outcome's bytes, or (a tag-moved event's 200) what rebuilds it with the repeat
+    (worker/outcomes.py ``processed_row`` and ``replayed``)."""
 
-    fingerprint: bytes
+    fingerprint: bytes  # the first STORED_FINGERPRINT_BYTES of the content fingerprint
     processed_at: datetime
     status: int
-    outcome_key: bytes | None
-    outcome: bytes
+    outcome_key: bytes | None = None
+    outcome: bytes | None = None  # kept as bytes; None: rebuilt from what follows
+    change: Change | None = None
+    version: int | None = None
+    created_on: datetime | None = None  # None: the record was created by this event
+    created_by: str | None = None
+    worker_source: str | None = None
 
 
 def first_occurrences(items: Sequence[Item]) -> dict[EventKey, int]:

@@ -1,17 +1,27 @@
 """PostgreSQL: a batch of events applied in one transaction, settled by the database.
 
-Round trips per batch, whatever its size: claim the events (1), read the stored outcome
-of those already processed (0-1), read the tags (1), write the tags with the key
-guard (1, again only for tags a concurrent writer changed in between), store the
-outcomes (1). Two appliers of one event are serialised by the claim's primary key; two
-writers of one tag by the row lock and the guard in the UPDATE (the row still has the
-key the decision was made against: every write, a 404 deletion's included, sets a
-greater key, whereas the version does not always change), or by ``ON CONFLICT DO
-NOTHING`` for a new tag: the loser re-reads and decides again.
+Round trips per batch, whatever its size: the current epoch of the idempotency record
+(1), what it holds for the batch's events (1), read the tags (1), write the tags with the
+key guard (1, again only for tags a concurrent writer changed in between), record the
+new events with what rebuilds their outcomes (1). Two writers of one tag are serialised
+by the row lock and the guard in the UPDATE (the row still has the key the decision was
+made against: every write, a 404 deletion's included, sets a greater key, whereas the
+version does not always change), or by ``ON CONFLICT DO NOTHING`` for a new tag: the
+loser re-reads and decides again. Two appliers of one event are serialised by the
+record's primary key (key, epoch): the second one's insert waits for the first to commit
+and then inserts nothing, and its transaction is redone (it then finds the event
+processed). The epoch is read FOR SHARE, so a rotation to the next one waits for every
+applier of the old one: both never run at once.
+
+The record (migration 0004): a 16-byte key hashed from (source, id), a 16-byte
+fingerprint, and what rebuilds the outcome (worker/outcomes.py), in a table partitioned
+by epoch; worker/partitions.py rotates to a new partition every ``partition_seconds`` and
+drops the partitions that ended more than the retention ago.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -19,9 +29,9 @@ from typing import Protocol
 import asyncpg
 
 from worker.db import Connection, classify_db_error
-from worker.decision import Decision, TagRecord
+from worker.decision import Change, Decision, TagRecord
 from worker.errors import Cause, FatalError, PermanentError, TransientError
-from worker.outcomes import Outcome, OutcomeContext, batch_outcomes
+from worker.outcomes import Outcome, OutcomeContext, batch_outcomes, processed_row
 from worker.plan import (
     EventKey,
     Item,
@@ -35,19 +45,28 @@ from worker.retry import Backoff, count_retry, retrying
 
 MAX_WRITE_ROUNDS = 8
 MAX_TX_ATTEMPTS = 5
+# batches redone because a concurrent applier recorded some of their events first (each
+# redo replays those): only appliers racing on the same events, as in a rebalance
+MAX_RACE_ATTEMPTS = 50
 
-_CLAIM = """
-INSERT INTO processed_events (source, id, fingerprint, processed_at)
-SELECT s, i, f, $4 FROM unnest($1::text[], $2::text[], $3::bytea[]) AS u(s, i, f)
-ORDER BY s, i
-ON CONFLICT (source, id) DO NOTHING
-RETURNING source, id
-"""
+_CURRENT_EPOCH = "SELECT epoch FROM processed_current FOR SHARE"
 
 _PROCESSED = """
-SELECT p.source, p.id, p.fingerprint, p.processed_at, p.status, p.outcome_key, p.outcome
-FROM processed_events p
-JOIN unnest($1::text[], $2::text[]) AS u(s, i) ON p.source = u.s AND p.id = u.i
+SELECT key, fingerprint, processed_at, status, change, version, created_on, created_by,
+       source_ref, outcome_key, outcome
+FROM processed_events WHERE key = ANY($1::bytea[])
+"""
+
+_RECORD = """
+INSERT INTO processed_events (key, epoch, fingerprint, processed_at, status, change, version,
+                              created_on, created_by, source_ref, outcome_key, outcome)
+SELECT k, $2, f, $3, st, ch, v, co, cb, sr, ok, o
+FROM unnest($1::bytea[], $4::bytea[], $5::smallint[], $6::smallint[], $7::bigint[],
+            $8::timestamptz[], $9::text[], $10::smallint[], $11::bytea[], $12::bytea[])
+    AS u(k, f, st, ch, v, co, cb, sr, ok, o)
+ORDER BY k
+ON CONFLICT (key, epoch) DO NOTHING
+RETURNING key
 """
 
 _READ_TAGS = """
@@ -61,6 +80,9 @@ JOIN unnest($1::text[], $2::text[]) AS u(r, g) ON t.repository = u.r AND t.tag =
 # The guard: an existing row is updated only while it still has the key the decision
 # was made against; a new row is inserted only if nobody inserted it first. What is
 # returned was written; what is not must be decided again against the row as it now is.
+# ``recorded_at`` (indexed, for tombstone pruning) changes only when the row becomes or
+# stays a tombstone: a move of a live tag then changes no indexed column and can be a
+# HOT update (no new index entry, the old version pruned without vacuum).
 _WRITE_TAGS = """
 WITH u AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
@@ -76,7 +98,7 @@ WITH u AS (
         last_modified_by = u.last_modified_by, last_modified_on = u.last_modified_on,
         version = u.version, last_event_source = u.last_event_source,
         last_event_id = u.last_event_id, deleted_on = u.deleted_on, deleted_by = u.deleted_by,
-        recorded_at = $16
+        recorded_at = CASE WHEN u.deleted_on IS NULL THEN t.recorded_at ELSE $16 END
     FROM u
     WHERE u.expected_id IS NOT NULL AND t.repository = u.repository AND t.tag = u.tag
       AND t.last_modified_on = u.expected_on AND t.last_event_source = u.expected_source
@@ -97,19 +119,18 @@ WITH u AS (
 SELECT repository, tag FROM upd UNION ALL SELECT repository, tag FROM ins
 """
 
-_STORE_OUTCOMES = """
-UPDATE processed_events p
-SET status = u.st, outcome_key = u.k, outcome = u.o
-FROM unnest($1::text[], $2::text[], $3::smallint[], $4::bytea[], $5::bytea[]) AS u(s, i, st, k, o)
-WHERE p.source = u.s AND p.id = u.i
+# the deleted_on test is repeated in the outer WHERE: a row brought back to life between
+# the inner SELECT and the DELETE is a live record and must stay
+_PRUNE_TOMBSTONES = """
+DELETE FROM ocitags
+WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM ocitags
+    WHERE deleted_on IS NOT NULL AND recorded_at < now() - $1::interval LIMIT $2
+)) AND deleted_on IS NOT NULL AND recorded_at < now() - $1::interval
 """
 
-_PRUNE = """
-DELETE FROM processed_events
-WHERE ctid = ANY(ARRAY(
-    SELECT ctid FROM processed_events WHERE processed_at < now() - $1::interval LIMIT $2
-))
-"""
+_CHANGES: dict[str, int] = {"created": 1, "updated": 2, "unchanged": 3}
+_CHANGE_NAMES: dict[int, Change] = {1: "created", 2: "updated", 3: "unchanged"}
 
 # the deleted_on test is repeated in the outer WHERE: a row brought back to life between
 # the inner SELECT and the DELETE is a live record and must stay
@@ -142,76 +163,149 @@ class Store:
     def __init__(self, pool: asyncpg.Pool, ctx: OutcomeContext) -> None:
         self._pool = pool
         self._ctx = ctx
+        self._sources = _Sources(ctx.worker_source)
 
     async def apply(self, items: Sequence[Item], processed_at: datetime) -> list[Outcome]:
         """The outcome of each item, in order, with every effect durable on return.
-        Serialisation failures and deadlocks redo the transaction; other faults raise
-        TransientError, PermanentError or FatalError."""
+        Serialisation failures, deadlocks and events recorded meanwhile by another
+        applier redo the transaction; other faults raise TransientError, PermanentError
+        or FatalError."""
         if not items:
             return []
 
         async def transaction() -> list[Outcome]:
-            # the version-guard loop relies on each statement seeing the latest commits
-            async with self._pool.acquire() as conn, conn.transaction(isolation="read_committed"):
-                return await _apply(conn, self._ctx, items, processed_at)
+            async with self._pool.acquire() as conn:
+                await self._sources.load(conn)
+                # the version-guard loop relies on each statement seeing the latest
+                # commits
+                async with conn.transaction(isolation="read_committed"):
+                    return await _apply(conn, self._ctx, self._sources, items, processed_at)
 
-        # a lost conflict is redone here at once (briefly backed off); any other fault,
-        # and a conflict lost MAX_TX_ATTEMPTS times, goes up to the caller's retry
+        async def settled() -> list[Outcome]:
+            # a lost conflict is redone here at once (briefly backed off); any other
+            # fault, and a conflict lost MAX_TX_ATTEMPTS times, goes up to the caller
+            return await retrying(
+                transaction,
+                Backoff(0.005, 0.1),
+                classify=_classify,
+                causes={Cause.DB_CONFLICT},
+                attempts=MAX_TX_ATTEMPTS,
+            )
+
+        # another applier recorded some of the events first: that is progress there, and
+        # the batch done again replays them, so it has a budget of its own
         return await retrying(
-            transaction,
-            Backoff(0.005, 0.1),
-            classify=_classify,
-            causes={Cause.DB_CONFLICT},
-            attempts=MAX_TX_ATTEMPTS,
+            settled,
+            Backoff(0.001, 0.05),
+            causes={Cause.DB_CLAIMED_MEANWHILE},
+            attempts=MAX_RACE_ATTEMPTS,
         )
 
     async def ping(self) -> None:
         async with self._pool.acquire() as conn:
             await conn.fetchval("SELECT 1")
 
-    async def prune(self, older_than_seconds: int, batch: int = 5_000) -> int:
-        """Delete processed-event records past retention, a small batch per statement
-        so no long lock or transaction holds up the appliers."""
-        return await self._prune(_PRUNE, older_than_seconds, batch)
-
     async def prune_tombstones(self, older_than_seconds: int, batch: int = 5_000) -> int:
         """Delete tombstones recorded longer ago than the retention, in batches like
         ``prune``. A move older than a pruned tombstone's deletion can then bring the tag
-        back (README, "Deletions")."""
-        return await self._prune(_PRUNE_TOMBSTONES, older_than_seconds, batch)
-
-    async def _prune(self, statement: str, older_than_seconds: int, batch: int) -> int:
+        back (README, "Deletions"). A small batch per statement, so that no long lock or
+        transaction holds up the appliers."""
         total = 0
         while True:
             async with self._pool.acquire() as conn:
-                status = await conn.execute(statement, timedelta(seconds=older_than_seconds), batch)
+                status = await conn.execute(
+                    _PRUNE_TOMBSTONES, timedelta(seconds=older_than_seconds), batch
+                )
             deleted = int(status.split()[-1])
             total += deleted
             if deleted < batch:
                 return total
 
 
-async def _claim(
-    conn: Connection, keys: Sequence[EventKey], prints: Sequence[bytes], at: datetime
-) -> set[EventKey]:
-    rows = await conn.fetch(_CLAIM, [k[0] for k in keys], [k[1] for k in keys], list(prints), at)
-    return {(r["source"], r["id"]) for r in rows}
+class _Sources:
+    """The worker sources outcomes were published under (``outcome_sources``), both
+    ways: a rebuilt outcome keeps the source of its first publication."""
+
+    def __init__(self, current: str) -> None:
+        self.current = current
+        self.ids: dict[str, int] = {}
+        self.names: dict[int, str] = {}
+
+    async def load(self, conn: Connection, *, refresh: bool = False) -> None:
+        if self.current in self.ids and not refresh:
+            return
+        await conn.execute(
+            "INSERT INTO outcome_sources (source) VALUES ($1) ON CONFLICT (source) DO NOTHING",
+            self.current,
+        )
+        rows = await conn.fetch("SELECT id, source FROM outcome_sources")
+        self.ids = {r["source"]: r["id"] for r in rows}
+        self.names = {r["id"]: r["source"] for r in rows}
 
 
-async def _processed(conn: Connection, keys: Sequence[EventKey]) -> dict[EventKey, ProcessedRow]:
-    if not keys:
-        return {}
-    rows = await conn.fetch(_PROCESSED, [k[0] for k in keys], [k[1] for k in keys])
+def event_key(key: EventKey) -> bytes:
+    """The record's key of (source, id): 16 bytes of SHA-256 over the source's length
+    (4 bytes, big-endian), the source and the id, in UTF-8 (migration 0004 computes the
+    same for rows it converted)."""
+    source = key[0].encode()
+    return hashlib.sha256(len(source).to_bytes(4, "big") + source + key[1].encode()).digest()[:16]
+
+
+async def _processed(
+    conn: Connection, sources: _Sources, keys: dict[bytes, EventKey]
+) -> dict[EventKey, ProcessedRow]:
+    rows = await conn.fetch(_PROCESSED, list(keys))
     found: dict[EventKey, ProcessedRow] = {}
     for r in rows:
-        if r["outcome"] is None:
-            # claims and their outcomes commit together, and a claim waits for a
-            # concurrent one: a committed claim without an outcome is a bug
-            raise FatalError(f"processed event without outcome: {r['source']} {r['id']}")
-        found[(r["source"], r["id"])] = ProcessedRow(
-            r["fingerprint"], r["processed_at"], r["status"], r["outcome_key"], r["outcome"]
+        ref = r["source_ref"]
+        if ref is not None and ref not in sources.names:  # another worker's, added since
+            await sources.load(conn, refresh=True)
+        found[keys[r["key"]]] = ProcessedRow(
+            r["fingerprint"],
+            r["processed_at"],
+            r["status"],
+            r["outcome_key"],
+            r["outcome"],
+            _CHANGE_NAMES.get(r["change"]),
+            r["version"],
+            r["created_on"],
+            r["created_by"],
+            sources.names.get(ref) if ref is not None else None,
         )
     return found
+
+
+async def _record(
+    conn: Connection,
+    sources: _Sources,
+    epoch: int,
+    at: datetime,
+    rows: Sequence[tuple[bytes, ProcessedRow]],
+) -> None:
+    """Insert the new events' records; one already there (another applier's, committed
+    meanwhile) makes the whole batch be redone."""
+    columns: list[list[object]] = [[] for _ in range(10)]
+    for key, row in rows:
+        values = (
+            key,
+            row.fingerprint,
+            row.status,
+            _CHANGES[row.change] if row.change is not None else None,
+            row.version,
+            row.created_on,
+            row.created_by,
+            sources.ids[row.worker_source] if row.worker_source is not None else None,
+            row.outcome_key,
+            row.outcome,
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    inserted = await conn.fetch(_RECORD, columns[0], epoch, at, *columns[1:])
+    if len(inserted) != len(rows):
+        raise TransientError(
+            Cause.DB_CLAIMED_MEANWHILE,
+            f"{len(rows) - len(inserted)} events recorded meanwhile by another applier",
+        )
 
 
 async def _read_tags(conn: Connection, tags: Iterable[TagKey]) -> dict[TagKey, TagRecord]:
@@ -279,27 +373,22 @@ async def _decide_and_write(
 
 
 async def _apply(
-    conn: Connection, ctx: OutcomeContext, items: Sequence[Item], at: datetime
+    conn: Connection, ctx: OutcomeContext, sources: _Sources, items: Sequence[Item], at: datetime
 ) -> list[Outcome]:
+    epoch = await conn.fetchval(_CURRENT_EPOCH)
     firsts = first_occurrences(items)
-    keys = sorted(firsts)
-    claimed = await _claim(conn, keys, [items[firsts[k]].event.fingerprint for k in keys], at)
-    earlier = await _processed(conn, [k for k in keys if k not in claimed])
-    if len(claimed) + len(earlier) != len(keys):
-        raise TransientError(Cause.DB_CONFLICT, "a processed-event record vanished mid-batch")
-    new = sorted(firsts[k] for k in claimed)
+    hashed = {k: event_key(k) for k in firsts}
+    earlier = await _processed(conn, sources, {h: k for k, h in hashed.items()})
+    new = sorted(index for key, index in firsts.items() if key not in earlier)
     decisions = await _decide_and_write(conn, items, events_by_tag(items, new), at)
 
     outcomes = batch_outcomes(
         ctx, items, new=new, decisions=decisions, earlier=earlier, processed_at=at
     )
     if new:
-        await conn.execute(
-            _STORE_OUTCOMES,
-            [items[i].key[0] for i in new],
-            [items[i].key[1] for i in new],
-            [outcomes[i].status for i in new],
-            [outcomes[i].key for i in new],
-            [outcomes[i].value for i in new],
-        )
+        rows = [
+            (hashed[items[i].key], processed_row(ctx, items[i], decisions.get(i), outcomes[i], at))
+            for i in new
+        ]
+        await _record(conn, sources, epoch, at, rows)
     return outcomes

@@ -144,6 +144,8 @@ async def test_rebalances_three_one_two(
             s.start_worker()
 
         async def scale() -> None:
+            for w in s.workers:
+                await w.running()
             await asyncio.sleep(2.5)
             for w in s.live()[:2]:  # 3 -> 1, as a Deployment scales down: SIGTERM
                 w.proc.send_signal(signal.SIGTERM)
@@ -190,6 +192,7 @@ async def test_sigterm_drains_and_exits_0(
         first = s.start_worker()
 
         async def terminate() -> None:
+            await first.running()
             await asyncio.sleep(3.0)
             sent = time.monotonic()
             first.proc.send_signal(signal.SIGTERM)

@@ -27,6 +27,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from tests.helpers.model import Model, Summary
 from tests.helpers.services import REPO, STACK
 from tests.helpers.store import summary
+from tests.helpers.wait import eventually
 from worker.decode import decode
 from worker.events import Invalid, RawRecord, TagDeleted, TagMoved, Undecodable
 from worker.outcomes import outcome_id, undecodable_outcome_id
@@ -108,6 +109,14 @@ class Worker:
         """The worker's JSON log lines."""
         lines = self.log.read_text().splitlines()
         return [json.loads(line) for line in lines if line.startswith("{")]
+
+    async def running(self, timeout: float = 120.0) -> None:
+        """Until the worker logged ``running`` (its signal handlers are installed and it
+        consumes). A SIGTERM before that meets the interpreter's default action while it
+        is still importing (exit -15), which on a loaded machine can take seconds."""
+        await eventually(
+            lambda: any(line.get("event") == "running" for line in self.events()), timeout
+        )
 
 
 @dataclass

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import pipeline
+from bench import history, pipeline
+from bench.chart import draw_history
 from bench.services import Services as BenchServices
 from tests.helpers.services import Services
 
@@ -87,3 +88,35 @@ async def test_pipeline_benchmark_runs_end_to_end_at_a_tiny_size(
     assert json.loads(path.read_text())["runs"].keys() == runs.keys()
     assert (tmp_path / "latest.json").exists()
     assert (tmp_path / "latest.png").stat().st_size > 10_000
+
+
+async def test_history_benchmark_runs_at_tiny_sizes(services: Services, tmp_path: Path) -> None:
+    """The cost-against-history part: every size drained with every outcome, database
+    bytes and WAL per event, per-stage times, the latency run, the table and chart."""
+    config = history.HistoryConfig(
+        sizes=(400, 1_200), rate=200.0, latency_seconds=2.0, results_dir=tmp_path
+    )
+    found = await history.run(
+        config,
+        BenchServices(services.kafka_bootstrap, services.database_url, "tests"),
+        lambda _: None,
+    )
+    assert [entry["size"] for entry in found["sizes"]] == [400, 1_200]
+    for entry in found["sizes"]:
+        drain = entry["drain"]
+        assert drain["outcomes"]["complete"] and drain["outcomes"]["statuses_match_stream"]
+        assert drain["exit_code"] == 0
+        assert drain["wal_bytes_per_event"] > 0
+        assert drain["stages"]["apply"]["batches"] > 0
+        tables = entry["database"]["tables"]
+        assert {"ocitags", "processed_events"} <= set(tables)
+        assert entry["database"]["total"] > 0
+        assert entry["latency"]["complete"], entry["latency"]
+        assert entry["latency"]["stages"]["commit"]["batches"] > 0
+        assert entry["latency"]["stage_timeline"]
+    rows = found["summary"]["table"]
+    assert all(row["bytes_per_event"] > 0 and row["cpu_other"] is not None for row in rows)
+    assert found["summary"]["flat_ratio"] is not None
+    assert "DB B/event" in history.render(found)
+    draw_history(found, tmp_path / "history.png")
+    assert (tmp_path / "history.png").stat().st_size > 10_000

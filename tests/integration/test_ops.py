@@ -18,6 +18,7 @@ from tests.helpers.events import HEX, event
 from tests.helpers.harness import running_worker, structured
 from tests.helpers.wait import eventually
 from worker.settings import Settings
+from worker.store import event_key
 
 pytestmark = pytest.mark.integration
 
@@ -152,12 +153,10 @@ async def test_hostile_strings_are_stored_verbatim(
     conn = await asyncpg.connect(database_url)
     try:
         row = await conn.fetchrow("SELECT created_by FROM ocitags")
-        processed = await conn.fetchrow("SELECT source, id FROM processed_events")
+        processed = await conn.fetchrow("SELECT key FROM processed_events")
     finally:
         await conn.close()
     assert row is not None and row["created_by"] == hostile
-    assert processed is not None and (processed["source"], processed["id"]) == (
-        body["source"],
-        body["id"],
-    )
+    assert processed is not None
+    assert processed["key"] == event_key((body["source"], body["id"]))
     assert outcome.body["data"]["created_by"] == hostile and outcome.body["data"]["artifact"] == HEX

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import subprocess
 import sys
+import time
 from collections import Counter, defaultdict
 from datetime import timedelta
 from pathlib import Path
@@ -19,11 +21,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers.model import Model, Summary
-from tests.helpers.services import STACK, Services
+from tests.helpers.services import STACK, Services, with_database
 from tests.helpers.store import CTX, items, now, race_events, summary
 from tests.helpers.strategies import BASE, digest, histories, make_deletion, make_event
 from tests.helpers.wait import eventually
+from worker import partitions
+from worker.decision import decide
 from worker.events import TagDeleted, TagEvent
+from worker.migrate import available, migrate
+from worker.outcomes import decision_outcome
 from worker.store import Store
 
 pytestmark = pytest.mark.integration
@@ -175,7 +181,7 @@ async def test_one_batch_costs_a_bounded_number_of_round_trips(pool: asyncpg.Poo
         await store.apply(items(events[500:] + events[:10]), now())
         # query loggers are called soon after the statements, not during
         await eventually(lambda: sum(calls.values()) >= 7, timeout=5)
-        # BEGIN, claim, read processed (10 duplicates), read tags, write tags, outcomes, COMMIT
+        # BEGIN, current epoch, read processed, read tags, write tags, record, COMMIT
         assert sum(calls.values()) == 7, calls
 
 
@@ -326,25 +332,90 @@ async def test_processed_record_survives_a_postgres_restart(
         await pool.close()
 
 
-async def test_processed_records_are_pruned_after_retention(pool: asyncpg.Pool) -> None:
+async def test_processed_records_expire_by_dropping_their_partition(pool: asyncpg.Pool) -> None:
+    """Rotation moves new records to the next partition; a partition that ended more than
+    the retention ago is dropped whole; an event whose record went with it is decided
+    again (superseded), and one recorded in the live partition still replays."""
     store = Store(pool, CTX)
-    events = [
+    old = [
         make_event("prune", digest(i), BASE + timedelta(seconds=i), event_id=f"p{i}")
-        for i in range(30)
+        for i in range(20)
     ]
-    await store.apply(items(events), now())
-    # age 20 of them past retention, in two prune batches of 8 rows and a remainder
+    first = await store.apply(items(old), now())
+    before = await pool.fetchval("SELECT epoch FROM processed_current")
+    # the current partition began long ago: this maintenance rotates to the next one
     await pool.execute(
-        "UPDATE processed_events SET processed_at = now() - interval '8 days' WHERE id = ANY($1)",
-        [f"p{i}" for i in range(20)],
+        "UPDATE processed_partitions SET started_at = now() - interval '2 days' WHERE epoch = $1",
+        before,
     )
-    assert await store.prune(older_than_seconds=7 * 86_400, batch=8) == 20
-    left = await pool.fetch("SELECT id FROM processed_events ORDER BY id")
-    assert sorted(r["id"] for r in left) == sorted(f"p{i}" for i in range(20, 30))
-    # the tag rows are untouched, and a pruned event delivered again is superseded, not re-applied
-    (again,) = await store.apply(items([events[0]]), now())
-    assert summary(again).reason == "superseded"
+    done = await partitions.maintain(pool, retention_seconds=7 * 86_400, partition_seconds=86_400)
+    assert done.rotated_to == before + 1 and not done.dropped
+    assert await pool.fetchval("SELECT epoch FROM processed_current") == before + 1
+    recent = [
+        make_event("prune", digest(100 + i), BASE + timedelta(seconds=100 + i), event_id=f"q{i}")
+        for i in range(10)
+    ]
+    await store.apply(items(recent), now())
+    # the old partition ended 8 days ago: dropped, the new one kept
+    await pool.execute(
+        "UPDATE processed_partitions SET ended_at = now() - interval '8 days' WHERE epoch = $1",
+        before,
+    )
+    done = await partitions.maintain(pool, retention_seconds=7 * 86_400, partition_seconds=86_400)
+    assert done.dropped == (before,) and done.rotated_to is None
+    assert await pool.fetchval("SELECT to_regclass($1)", partitions.partition_name(before)) is None
+    assert await pool.fetchval("SELECT count(*) FROM processed_events") == 10
+    # a dropped event delivered again is superseded, not re-applied; a kept one replays
+    (again,) = await store.apply(items([old[0]]), now())
+    assert summary(again).reason == "superseded" and again.value != first[0].value
+    (replay,) = await store.apply(items([recent[0]], first_offset=50), now())
+    assert replay.replay
     assert (await rows(pool))["prune"][3] == 30
+
+
+async def test_records_of_the_old_schema_replay_after_migration(services: Services) -> None:
+    """Migration 0004 converts the records of 0001 (source, id, the outcome's bytes):
+    their events still replay byte for byte, and ids reused are still 409."""
+    admin = await asyncpg.connect(with_database(services.database_url, "postgres"))
+    name = f"old_schema_{os.getpid()}_{int(time.time())}"
+    await admin.execute(f"CREATE DATABASE {name}")
+    try:
+        conn = await asyncpg.connect(with_database(services.database_url, name))
+        try:
+            initial = available()[0]
+            await conn.execute(initial.sql)
+            await conn.execute(
+                "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+                " checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                initial.version, initial.name, initial.checksum,
+            )  # fmt: skip
+            event = make_event("old", digest(1), BASE, event_id="o1")
+            first = decision_outcome(CTX, items([event])[0], decide(None, event), now())
+            await conn.execute(
+                "INSERT INTO processed_events (source, id, fingerprint, processed_at, status,"
+                " outcome_key, outcome) VALUES ($1, $2, $3, now(), 200, $4, $5)",
+                event.source, event.id, event.fingerprint, first.key, first.value,
+            )  # fmt: skip
+            await migrate(conn)
+        finally:
+            await conn.close()
+        pool = await asyncpg.create_pool(
+            with_database(services.database_url, name), min_size=1, max_size=2
+        )
+        try:
+            store = Store(pool, CTX)
+            reused = make_event("old", digest(2), BASE, event_id="o1")
+            again, other = await store.apply(items([event, reused], first_offset=10), now())
+            assert again.replay and again.value == first.value and again.key == first.key
+            assert summary(other).reason == "id-reused"
+        finally:
+            await pool.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
 
 
 async def test_tombstones_are_pruned_after_retention_and_live_rows_never(

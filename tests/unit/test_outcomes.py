@@ -16,11 +16,12 @@ from hypothesis import strategies as st
 
 from tests.helpers.cloudevents_sdk import sdk_errors
 from tests.helpers.contract import errors_of, schema_validator
-from tests.helpers.strategies import cloud_events
+from tests.helpers.strategies import cloud_events, histories
 from worker.decision import Applied, Rejected, TagRecord, decide
 from worker.decode import decode
 from worker.events import Invalid, RawRecord, TagDeleted, TagMoved, Undecodable
 from worker.outcomes import (
+    STORED_FINGERPRINT_BYTES,
     Outcome,
     OutcomeContext,
     batch_outcomes,
@@ -28,8 +29,10 @@ from worker.outcomes import (
     internal_outcome,
     invalid_outcome,
     outcome_id,
+    processed_row,
     record_outcome_id,
     repeat_outcome,
+    replayable,
     replayed,
     undecodable_outcome,
 )
@@ -298,7 +301,46 @@ def test_a_duplicate_gets_the_first_outcome_byte_for_byte() -> None:
     assert replay.value == first_outcome.value and replay.key == first_outcome.key
     assert (replay.status, replay.replay, replay.change) == (200, True, None)
     row = ProcessedRow(first.event.fingerprint, AT, 200, first_outcome.key, first_outcome.value)
-    assert replayed(row) == Outcome(first_outcome.key, first_outcome.value, 200, None, True)
+    assert replayed(CTX, again, row) == Outcome(
+        first_outcome.key, first_outcome.value, 200, None, True
+    )
+
+
+def test_a_rebuilt_200_is_the_first_outcome_byte_for_byte() -> None:
+    """The record keeps no bytes of a move's 200: a repeat (spelled otherwise, in the
+    other content mode, under another worker source) rebuilds the very same bytes."""
+    first = item(event())
+    creation = decide(None, moved(event()))
+    first_outcome = decision_outcome(CTX, first, creation, AT)
+    row = processed_row(CTX, first, creation, first_outcome, AT)
+    assert row.outcome is None and row.change == "created" and row.created_on is None
+    assert len(row.fingerprint) == STORED_FINGERPRINT_BYTES
+    again = item(event(time="2026-11-28T15:00:00.000000+00:00"), offset=99)
+    later = replace(CTX, worker_source="urn:ocitag-worker:renamed")
+    assert replayable(again, row)
+    rebuilt = replayed(later, again, row)
+    assert (rebuilt.key, rebuilt.value, rebuilt.status, rebuilt.replay) == (
+        first_outcome.key, first_outcome.value, 200, True,
+    )  # fmt: skip
+    # an update keeps the record's creation, which the repeat does not carry
+    assert isinstance(creation, Applied)
+    update_event = moved(event("e2", artifact=HEX2, time="2026-11-28T15:30:00Z"))
+    update = decide(creation.record, update_event)
+    update_item = item(event("e2", artifact=HEX2, time="2026-11-28T15:30:00Z"), offset=5)
+    update_outcome = decision_outcome(CTX, update_item, update, AT)
+    update_row = processed_row(CTX, update_item, update, update_outcome, AT)
+    assert update_row.created_on == creation.record.created_on
+    assert replayed(CTX, update_item, update_row).value == update_outcome.value
+    # other content under the same id is not a replay
+    assert not replayable(item(event(artifact=HEX2)), row)
+
+
+def test_rejections_keep_their_bytes() -> None:
+    bad = item(event("bad", artifact="x"))
+    outcome = invalid_outcome(CTX, bad, AT)
+    row = processed_row(CTX, bad, None, outcome, AT)
+    assert (row.outcome, row.outcome_key, row.change) == (outcome.value, outcome.key, None)
+    assert replayed(CTX, bad, row).value == outcome.value
 
 
 def test_an_id_reuse_is_timed_at_the_first_processing_so_it_replays_identically() -> None:
@@ -414,6 +456,25 @@ def test_any_record_gets_an_outcome_every_reader_takes(
     check = "outcome-rejected.schema.json"
     assert errors_of(schema_validator(check), parsed) == []
     assert sdk_errors(outcome.key, outcome.value, outcome.headers) == []
+
+
+@given(history=histories())
+def test_every_rebuilt_outcome_of_a_history_is_the_first_one(history: list[TagMoved]) -> None:
+    """Whatever a tag went through (creations, updates, supersedes, preconditions), the
+    record's compact form replays each first outcome byte for byte."""
+    rows: dict[tuple[str, str], TagRecord] = {}
+    for offset, tag_event in enumerate(history):
+        raw_record = RawRecord("ocitag.events", 0, offset, 0, None, b"", ())
+        first = Item(raw_record, tag_event)
+        tag = (tag_event.repository, tag_event.tag)
+        decision = decide(rows.get(tag), tag_event)
+        outcome = decision_outcome(CTX, first, decision, AT)
+        row = processed_row(CTX, first, decision, outcome, AT)
+        again = Item(replace(raw_record, offset=offset + 1000), tag_event)
+        assert replayable(again, row)
+        assert replayed(CTX, again, row).value == outcome.value
+        if isinstance(decision, Applied):
+            rows[tag] = decision.record
 
 
 def test_a_removed_outcome_shows_the_record_as_it_was_and_the_new_version() -> None:
