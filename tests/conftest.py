@@ -7,18 +7,20 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from tests.helpers.clients import ClientUnavailableError, kafka_libs, kcat_path
 from tests.helpers.registry import ToolsUnavailableError, tools_dir
 from tests.helpers.services import IN_CI, Services, UnavailableError, discover, with_database
 from worker.migrate import migrate
 from worker.settings import Settings, load_settings
 
 TEMPLATE_DB = "ocitag_test_template"
+T = TypeVar("T")
 
 
 def _unavailable(reason: str) -> None:
@@ -37,14 +39,32 @@ def services() -> Iterator[Services]:
         yield found
 
 
+def _required(find: Callable[[], T], *unavailable: type[Exception]) -> T:
+    """What ``find`` finds; a skip (a failure under CI=true) when it raises one of
+    ``unavailable``."""
+    try:
+        return find()
+    except unavailable as exc:
+        _unavailable(str(exc))
+        raise
+
+
 @pytest.fixture(scope="session")
 def registry_tools() -> Path:
     """The real OCI registry, crane and oras (built once by ``deploy/local/stack tools``)."""
-    try:
-        return tools_dir()
-    except ToolsUnavailableError as exc:
-        _unavailable(str(exc))
-        raise
+    return _required(tools_dir, ToolsUnavailableError)
+
+
+@pytest.fixture(scope="session")
+def kcat() -> str:
+    """kcat (librdkafka's command-line client)."""
+    return _required(kcat_path, ClientUnavailableError)
+
+
+@pytest.fixture(scope="session")
+def kafka_console() -> Path:
+    """The jars of Kafka's Java console tools."""
+    return _required(kafka_libs, ClientUnavailableError)
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -43,6 +41,7 @@ from worker.pipeline import Pipeline
 from worker.rawrecords import RawFetcher
 from worker.retry import Backoff, retrying
 from worker.settings import Settings
+from worker.shutdown import install_signals
 from worker.store import Store
 from worker.unreadable import Unreadable
 
@@ -130,20 +129,6 @@ async def create_pool(settings: Settings, stop: asyncio.Event | None = None) -> 
     )
 
 
-def _install_signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-
-    def on_signal(signum: int) -> None:
-        if stop.is_set():
-            # second signal: leave now; uncommitted work is redelivered
-            os._exit(128 + signum)
-        log.info("stopping", signal=signal.Signals(signum).name)
-        stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
-
-
 async def _prune_loop(pool: asyncpg.Pool, store: Store, settings: Settings) -> None:
     """Rotate the idempotency record's partitions and drop the expired ones
     (worker/partitions.py), and delete tombstones past retention in small batches,
@@ -203,7 +188,7 @@ async def run(
     """Run the worker until SIGTERM/SIGINT (or ``stop``); raises FatalError."""
     stop = stop or asyncio.Event()
     if handle_signals:
-        _install_signals(stop)
+        install_signals(stop)
     health = Health(settings.liveness_timeout_seconds)
     http = (
         await serve(health, settings.http_host, settings.http_port) if settings.http_port else None

@@ -46,7 +46,12 @@ def configure(level: LogLevel, fmt: LogFormat, stream: TextIO | None = None) -> 
         renderer = structlog.processors.JSONRenderer(serializer=_json_text)
         factory: Any = structlog.BytesLoggerFactory(out.buffer)
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+        # rich's tracebacks list every frame's locals by default: request headers,
+        # tokens, connection URLs. Where it failed, never what it held.
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=out.isatty(),
+            exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False),
+        )
         processors = [*shared, renderer]
         factory = structlog.PrintLoggerFactory(out)
     structlog.configure(

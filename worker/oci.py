@@ -140,16 +140,19 @@ def request_scope(path: str) -> str:
 
 
 def next_page(current: httpx.URL, links: Mapping[str | None, Mapping[str, str]]) -> str | None:
-    """The absolute URL of the ``rel="next"`` page (httpx parses ``Link``), or None.
-    Relative links resolve against the current URL; a link to another origin or to the
-    same page ends paging, so a broken registry can neither leak a token nor loop."""
+    """The absolute URL of the ``rel="next"`` page (httpx parses ``Link``), or None when
+    there is none. Relative links resolve against the current URL. A link to another
+    origin (it would take the token along) or to the same page is ValueError, not the
+    end: a listing cut short there would read as tags deleted."""
     link = links.get("next")
     if not link or not link.get("url"):
         return None
     target = current.join(link["url"])
     if (target.scheme, target.host, target.port) != (current.scheme, current.host, current.port):
-        return None
-    return None if target == current else str(target)
+        raise ValueError(f"the next page is on another origin ({target.scheme}://{target.host})")
+    if target == current:
+        raise ValueError("the next page is this page")
+    return str(target)
 
 
 def retry_after_seconds(value: str | None, now: float, default: float) -> float:
@@ -386,7 +389,9 @@ class RegistryClient:
         url: str | None = endpoint.base_url + path
         if self._page_size is not None:
             url = f"{url}?n={self._page_size}"
+        seen: set[str] = set()
         while url is not None:
+            seen.add(url)
             response = await self._request(host, "GET", url, absolute=True)
             shown = httpx.URL(url).path
             if response.status_code == 404 and _error_code(response) == "NAME_UNKNOWN":
@@ -401,7 +406,12 @@ class RegistryClient:
             if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
                 raise RegistryResponseError(f"{host}{shown}: '{member}' is not a list of strings")
             yield items
-            url = next_page(response.url, response.links)
+            try:
+                url = next_page(response.url, response.links)
+            except ValueError as exc:
+                raise RegistryResponseError(f"{host}{shown}: broken paging: {exc}") from None
+            if url in seen:  # a listing that loops must fail, not end or run forever
+                raise RegistryResponseError(f"{host}{shown}: broken paging: it loops")
 
     def _endpoint(self, host: str) -> tuple[Endpoint, RegistryAuth]:
         host = canonical_host(host)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
@@ -586,10 +586,19 @@ def _mask(value: object) -> str | None:
     parts = urlsplit(text)
     if "://" not in text or not parts.scheme or not parts.netloc:
         return MASK  # not one URL (e.g. a list of host=url): hidden whole
+    if parts.query:
+        # libpq and asyncpg also take the password as a query parameter
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        shown = [(k, MASK if k.lower() in _QUERY_SECRETS else v) for k, v in query]
+        parts = parts._replace(query=urlencode(shown, safe="*/:"))
     if parts.password is None:
-        return text
+        return urlunsplit(parts)
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=f"{parts.username}:{MASK}@{host}"))
+
+
+#: query parameters of a connection URL that hold a secret (libpq's and asyncpg's names)
+_QUERY_SECRETS = frozenset({"password", "sslpassword"})
 
 
 @dataclass(frozen=True)

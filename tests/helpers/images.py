@@ -63,3 +63,37 @@ class Crane:
         args = [arg for member in members for arg in ("-m", self.ref(*member))]
         self.run("index", "append", *args, "-t", self.ref(name, tag))
         return self.digest(name, tag)
+
+
+@dataclass
+class Oras:
+    """``oras`` against one registry (plain HTTP), as ``user``: OCI artifacts that are
+    not images (an ``artifactType``, a file as the layer)."""
+
+    registry: Registry
+    user: str
+    password: str
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="ocitag-oras-")))
+
+    def run(self, *args: str) -> str:
+        auth = ["--plain-http", "-u", self.user, "-p", self.password]
+        config = ["--registry-config", str(self.workdir / "config.json")]
+        done = run_tool("oras", *args, *auth, *config)
+        return done.stdout.strip()
+
+    def push(self, name: str, tag: str, content: str, artifact_type: str) -> str:
+        """Push ``content`` as a one-file artifact ``name:tag``; its digest."""
+        (self.workdir / "file.txt").write_text(content, encoding="utf-8")
+        ref = f"{self.registry.host}/{name}:{tag}"
+        self.run(
+            "push",
+            "--artifact-type",
+            artifact_type,
+            "--disable-path-validation",
+            ref,
+            str(self.workdir / "file.txt"),
+        )
+        return self.run("resolve", ref)
+
+    def tag(self, name: str, tag: str, *new_tags: str) -> None:
+        self.run("tag", f"{self.registry.host}/{name}:{tag}", *new_tags)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ import pytest
 
 from tests.helpers.cli import EXE, env_for, last_line, run_cli
 from tests.helpers.events import HEX
+from tests.helpers.registry import free_port
 from tests.helpers.services import Services, with_database
 from tests.helpers.wait import eventually
 from worker.kafka import missing_topics
@@ -328,3 +330,48 @@ def test_publish_to_a_missing_topic_says_which(make_settings: Callable[..., Sett
     result = run_cli(["publish", "docker.io/istio/pilot:1.3.0", "sha256:" + HEX], env)
     assert result.returncode == 1
     assert last_line(result.stderr).startswith("ocitag-worker: topic no.such.topic does not exist")
+
+
+@pytest.mark.parametrize(
+    ("command", "port_setting", "extra", "last_event"),
+    [
+        (
+            "ingest",
+            "OCITAG_INGEST_PORT",
+            {"OCITAG_INGEST_DISTRIBUTION_SECRET": "Bearer t0"},
+            "stopped",
+        ),
+        ("api", "OCITAG_API_PORT", {"OCITAG_API_TOKENS": "me:a-token-of-16-chars"}, "api_stopped"),
+    ],
+)
+async def test_ingest_and_api_exit_0_on_sigterm(
+    make_settings: Callable[..., Settings],
+    command: str,
+    port_setting: str,
+    extra: dict[str, str],
+    last_event: str,
+) -> None:
+    """A clean stop is exit 0 for every long-running command (ingest once fell through
+    to the ``outcomes`` command after stopping and exited 1 with a traceback)."""
+    port = free_port()
+    env = env_for(make_settings(), **{port_setting: str(port)}, **extra)
+    process = subprocess.Popen(
+        [*EXE, command], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        await eventually(lambda: _listening(port), timeout=60)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, process.communicate()[1][-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    _, stderr = process.communicate()
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert any(line["event"] == "stopping" and line["signal"] == "SIGTERM" for line in lines)
+    assert lines[-1]["event"] == last_event
+    assert "Traceback" not in stderr
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0

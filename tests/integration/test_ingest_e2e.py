@@ -17,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from tests.helpers.harness import Received, running_worker
-from tests.helpers.images import Crane
+from tests.helpers.images import Crane, Oras
 from tests.helpers.ingest import load_delivery, running_ingest
 from tests.helpers.registry import STACK, Endpoint, Registry, free_port
 from tests.helpers.services import Services
@@ -239,3 +239,37 @@ async def test_cloudevents_sent_by_the_sdk_keep_their_identity(
     assert outcome.body["causationid"] == "build-42"
     assert outcome.body["subject"] == "docker.io/istio/pilot:1.3.0"
     assert outcome.body["data"]["last_modified_on"].startswith("2026-01-02T03:04:05")
+
+
+async def test_oras_artifacts_and_an_index_become_tags(
+    make_settings: Callable[..., Settings], registry_tools: Path
+) -> None:
+    """Pushed with oras (a non-image OCI artifact, then tagged twice at once) and an
+    index built by crane: every tagged manifest kind is a tag; untagged pushes (the
+    index's member by digest) and blobs are not."""
+    settings = ingest_settings(make_settings)
+    async with running_worker(settings) as worker, running_ingest(settings):
+        with registry_for(settings, users={"alice": "s3cret-pw"}) as registry:
+            oras = Oras(registry, "alice", "s3cret-pw")
+            crane = Crane(registry, "alice", "s3cret-pw")
+            digest = await asyncio.to_thread(
+                oras.push, "team/sbom", "v1", "an sbom", "application/vnd.example.sbom"
+            )
+            await asyncio.to_thread(oras.tag, "team/sbom", "v1", "stable", "latest")
+            await asyncio.to_thread(crane.push, REPO, "amd64")
+            index = await asyncio.to_thread(crane.index, REPO, "multi", (REPO, "amd64"))
+            outcomes = await worker.outcomes(5, timeout=60)
+    host = registry.host
+    by_subject = {o.body["subject"]: o.body for o in outcomes}
+    assert set(by_subject) == {
+        f"{host}/team/sbom:v1",
+        f"{host}/team/sbom:stable",
+        f"{host}/team/sbom:latest",
+        f"{host}/{REPO}:amd64",
+        f"{host}/{REPO}:multi",
+    }
+    for tag in ("v1", "stable", "latest"):
+        record = by_subject[f"{host}/team/sbom:{tag}"]
+        assert (record["change"], record["data"]["artifact"]) == ("created", digest[7:])
+        assert record["data"]["last_modified_by"] == "alice"
+    assert by_subject[f"{host}/{REPO}:multi"]["data"]["artifact"] == index.removeprefix("sha256:")

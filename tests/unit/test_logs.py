@@ -13,6 +13,7 @@ import pytest
 import structlog
 
 from worker import logs
+from worker.settings import LogFormat
 
 
 @pytest.fixture
@@ -73,3 +74,27 @@ def test_console_format_renders_library_lines_too() -> None:
     assert "coordinator away" in line and "warning" in line
     with pytest.raises(json.JSONDecodeError):
         json.loads(line)
+
+
+def _fail_holding(authorization: str) -> None:
+    header = authorization  # a local a traceback could show
+    raise ValueError(f"failed after {len(header)} characters")
+
+
+@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize("fmt", ["console", "json"])
+def test_a_logged_exception_never_shows_local_variables(fmt: LogFormat) -> None:
+    """rich's tracebacks (the console renderer's default) list every frame's locals:
+    request headers, tokens, connection URLs. Tracebacks say where, never what was held."""
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="utf-8", write_through=True)
+    logs.configure("info", fmt, stream)
+    secret = "Bearer " + "".join(["hun", "ter2"])  # not in any source line shown
+    try:
+        _fail_holding(secret)
+    except ValueError:
+        structlog.get_logger("test").exception("ingest_internal_error")
+        logging.getLogger("aiohttp.server").exception("Error handling request")
+    text = raw.getvalue().decode()
+    assert "_fail_holding" in text  # the traceback is there
+    assert "hunter2" not in text

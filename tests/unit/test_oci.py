@@ -124,13 +124,27 @@ def _links(header: str | None) -> dict[str | None, dict[str, str]]:
         ),
         ("https://r/v2/_catalog", None, None),
         ("https://r/v2/_catalog", '</v2/_catalog?last=x>; rel="prev"', None),
-        ("https://r/v2/_catalog", '<https://evil.example/v2/_catalog?last=x>; rel="next"', None),
-        ("http://r/v2/_catalog", '<https://r/v2/_catalog?last=x>; rel="next"', None),
-        ("https://r/v2/_catalog?last=x", '</v2/_catalog?last=x>; rel="next"', None),
     ],
 )
 def test_next_page(current: str, header: str | None, expected: str | None) -> None:
     assert next_page(httpx.URL(current), _links(header)) == expected
+
+
+@pytest.mark.parametrize(
+    ("current", "header"),
+    [
+        ("https://r/v2/_catalog", '<https://evil.example/v2/_catalog?last=x>; rel="next"'),
+        ("http://r/v2/_catalog", '<https://r/v2/_catalog?last=x>; rel="next"'),
+        ("https://r/v2/_catalog?last=x", '</v2/_catalog?last=x>; rel="next"'),
+    ],
+)
+def test_a_next_link_that_cannot_be_followed_is_an_error_not_the_end(
+    current: str, header: str
+) -> None:
+    """Ending there would cut the listing short, and reconcile reads a missing tag as
+    deleted."""
+    with pytest.raises(ValueError, match="next page"):
+        next_page(httpx.URL(current), _links(header))
 
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC).timestamp()
@@ -281,6 +295,32 @@ async def test_paging_by_link_and_page_size() -> None:
         assert await client.list_tags("r.example/team/app") == ["a", "b", "c", "d", "e"]
     assert requested[0] == "https://r.example/v2/team/app/tags/list?n=2"
     assert len(requested) == 3
+
+
+@pytest.mark.parametrize(
+    "links",
+    [
+        # b -> d -> b: a registry whose cursor goes back
+        {None: "b", "b": "d", "d": "b"},
+        # a link to another host (where the token would go too)
+        {None: "https://elsewhere.example/v2/team/app/tags/list?last=b"},
+    ],
+)
+async def test_broken_paging_fails_the_listing_instead_of_ending_it(
+    links: dict[str | None, str],
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        last = request.url.params.get("last")
+        target = links.get(last)
+        if target is not None and "://" not in target:
+            target = f"/v2/team/app/tags/list?last={target}"
+        headers = {"link": f'<{target}>; rel="next"'} if target else {}
+        return httpx.Response(200, json={"tags": [last or "first"]}, headers=headers)
+
+    client, _ = _client(handler)
+    async with client:
+        with pytest.raises(RegistryResponseError, match="broken paging"):
+            await client.list_tags("r.example/team/app")
 
 
 async def test_catalog_names_repositories_with_the_host() -> None:

@@ -95,6 +95,26 @@ def test_secret_from_file_and_never_shown(tmp_path: Path) -> None:
     assert "app:****@db:5432" in shown
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql://app@db/x?password=dbpass&sslmode=require",
+            "postgresql://app@db/x?password=****&sslmode=require",
+        ),
+        (
+            "postgresql://app:dbpass@db/x?sslpassword=dbpass&sslrootcert=/etc/ca.pem",
+            "postgresql://app:****@db/x?sslpassword=****&sslrootcert=/etc/ca.pem",
+        ),
+        ("postgresql://app@db/x?sslmode=verify-full", "postgresql://app@db/x?sslmode=verify-full"),
+    ],
+)
+def test_a_password_in_the_url_query_is_masked_too(url: str, shown: str) -> None:
+    """libpq and asyncpg take ``password`` (and ``sslpassword``) as query parameters."""
+    masked = load_settings(environ={"DATABASE_URL": url}).masked()["database_url"]
+    assert masked == shown
+
+
 def test_unreadable_secret_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="OCITAG_DB_PASSWORD_FILE: cannot read"):
         load_settings(environ={"OCITAG_DB_PASSWORD_FILE": str(tmp_path / "missing")})

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,6 +27,7 @@ from worker.kafka import Producer, classify_kafka_error, ensure_topics
 from worker.migrate import check_schema
 from worker.retry import Backoff, retrying
 from worker.settings import Settings
+from worker.shutdown import install_signals
 
 log = structlog.get_logger("worker.api")
 
@@ -217,9 +217,7 @@ async def run_api(
     """``ocitag-worker api``: serve until SIGTERM/SIGINT (or ``stop``)."""
     stop = stop or asyncio.Event()
     if handle_signals:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+        install_signals(stop)
     process = ApiProcess(settings)
     await process.start()
     try:

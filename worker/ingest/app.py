@@ -17,7 +17,6 @@ import httpx
 import structlog
 from aiohttp import web
 
-from worker.app import _install_signals
 from worker.errors import Cause, SettingsError, TransientError
 from worker.health import Check, Health
 from worker.http import serve
@@ -30,6 +29,7 @@ from worker.kafka import Message, Producer, ensure_topics
 from worker.oci import RegistryClient
 from worker.retry import Backoff, retrying
 from worker.settings import INGEST_KINDS, Settings, env_name
+from worker.shutdown import install_signals
 
 log = structlog.get_logger("worker.ingest")
 
@@ -172,7 +172,7 @@ async def run_ingest(
         raise
     stop = stop or asyncio.Event()
     if handle_signals:
-        _install_signals(stop)
+        install_signals(stop)
     log.info("starting", settings=settings.masked(), kinds=sorted(kinds))
     sink = KafkaSink(settings)
     health = Health(settings.liveness_timeout_seconds)

@@ -23,6 +23,7 @@ from worker.timefmt import parse_rfc3339
 
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
+BINARY = "headers.ce-"  # where a binary-mode event's attributes are
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +35,11 @@ class Received:
     location: str  # where its attributes are: "headers.ce-" or "body." / "body[3]."
 
     def where(self, name: str) -> str:
-        """Where attribute ``name`` is: ``headers.ce-id`` or ``body.id``."""
+        """Where attribute ``name`` is: ``headers.ce-id`` or ``body.id``; in binary mode
+        ``datacontenttype`` is the Content-Type header (the binding has no
+        ``ce-datacontenttype``)."""
+        if name == "datacontenttype" and self.location == BINARY:
+            return "headers.content-type"
         return f"{self.location}{name}"
 
     def optional(self, name: str) -> str | None:
@@ -86,7 +91,7 @@ def read_events(body: bytes, headers: Mapping[str, str]) -> list[Received]:
         attributes["datacontenttype"] = headers["content-type"]
     data = parse_json(body, "body") if body.strip() else None
     _check_version(attributes, "headers.ce-specversion")
-    return [Received(attributes, data, "headers.ce-")]
+    return [Received(attributes, data, BINARY)]
 
 
 def _structured(raw: Any, location: str) -> Received:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from worker.identifiers import (
+    DEFAULT_DOMAIN,
+    DOCKER_ALIASES,
     InvalidIdentifierError,
     normalize_digest,
     normalize_repository,
@@ -31,8 +33,10 @@ class Plan:
     handshake: Handshake | None = None
 
 
-def plan(mapped: Sequence[Mapped]) -> Plan:
-    """Check and normalise every tag event; MappingError names the first broken one."""
+def plan(mapped: Sequence[Mapped], *, hosted: bool = True) -> Plan:
+    """Check and normalise every tag event; MappingError names the first broken one.
+    ``hosted``: the kind's repositories start with the registry host (all but the
+    ``cloudevents`` kind, whose senders name repositories as ``docker pull`` does)."""
     events: list[TagEvent] = []
     ignored: list[tuple[int, Ignored]] = []
     handshake: Handshake | None = None
@@ -42,18 +46,20 @@ def plan(mapped: Sequence[Mapped]) -> Plan:
         elif isinstance(entry, Ignored):
             ignored.append((index, entry))
         else:
-            event = normalised(entry, index)
+            event = normalised(entry, index, hosted=hosted)
             if event not in events:  # the same event twice in one delivery is one event
                 events.append(event)
     return Plan(tuple(events), tuple(ignored), handshake)
 
 
-def normalised(event: TagEvent, index: int) -> TagEvent:
+def normalised(event: TagEvent, index: int, *, hosted: bool = True) -> TagEvent:
     where = f"entries[{index}]"
     try:
         repository = normalize_repository(event.repository)
     except InvalidIdentifierError as exc:
         raise MappingError(f"{where}.repository", str(exc), event.repository) from None
+    if hosted:
+        _check_host(event.repository, repository, f"{where}.repository")
     try:
         tag = validate_tag(event.tag)
     except InvalidIdentifierError as exc:
@@ -63,6 +69,25 @@ def normalised(event: TagEvent, index: int) -> TagEvent:
     if event.time.tzinfo is None:
         raise MappingError(f"{where}.time", "must carry a UTC offset", event.time.isoformat())
     return replace(event, repository=repository, tag=tag, digest=digest, previous_artifact=previous)
+
+
+def _check_host(raw: str, canonical: str, location: str) -> None:
+    """Docker's rule reads a first component without '.', ':' or upper case as a Docker
+    Hub path: a registry reached as ``http://registry/`` would have its tags filed under
+    ``docker.io/registry/…``. Refused (400) rather than recorded as another registry's."""
+    host = raw.split("/", 1)[0]
+    if (
+        canonical.startswith(f"{DEFAULT_DOMAIN}/")
+        and host != DEFAULT_DOMAIN
+        and host not in DOCKER_ALIASES
+    ):
+        raise MappingError(
+            location,
+            f"registry host '{host}' would read as a Docker Hub path ({canonical}): "
+            "name the registry by a host with a '.' or a ':port' (?registry=<host> "
+            "where the kind takes it)",
+            raw,
+        )
 
 
 def _digest(value: str | None, location: str) -> str | None:

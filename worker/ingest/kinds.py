@@ -69,10 +69,12 @@ class KindSpec:
     auth: Auth
     map_delivery: Mapper
     arrival_timed: bool = False
+    #: the mapper's repositories start with the registry host (not cloudevents')
+    hosted: bool = True
 
 
-def _spec(name: str, mapper: Mapper) -> KindSpec:
-    return KindSpec(name, AUTH[name], mapper, name in ARRIVAL_TIMED)
+def _spec(name: str, mapper: Mapper, *, hosted: bool = True) -> KindSpec:
+    return KindSpec(name, AUTH[name], mapper, name in ARRIVAL_TIMED, hosted)
 
 
 KINDS: dict[str, KindSpec] = {
@@ -88,6 +90,6 @@ KINDS: dict[str, KindSpec] = {
         _spec("quay", quay.map_delivery),
         _spec("artifactory", artifactory.map_delivery),
         _spec("zot", zot.map_delivery),
-        _spec("cloudevents", cloudevents.map_delivery),
+        _spec("cloudevents", cloudevents.map_delivery, hosted=False),
     )
 }

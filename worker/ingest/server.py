@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 import structlog
@@ -26,27 +26,23 @@ from aiohttp import web
 
 from worker import metrics
 from worker.errors import WorkerError
+from worker.ingest import refusals
 from worker.ingest.arrivals import Arrivals
 from worker.ingest.auth import authentic
 from worker.ingest.delivery import accepted_body, cloud_event, messages, plan
 from worker.ingest.kinds import KindSpec
 from worker.ingest.mapping import RECEIVED_AT_HEADER, REGISTRY_HEADER, MappingError
 from worker.ingest.oidc import OidcVerifier
+from worker.ingest.refusals import RefusedError
 from worker.ingest.resolve import DigestResolver, UnresolvedDigestError, resolve_all
+from worker.ingest.sending import AckTimeoutError, EventSink, InFlightSends
 from worker.kafka import Message
-from worker.problems import ErrorItem
 from worker.timefmt import format_rfc3339
 
 log = structlog.get_logger("worker.ingest")
 
 PROBLEM_JSON = "application/problem+json"
 _CHUNK = 65_536
-
-
-class EventSink(Protocol):
-    """Where events go: ``worker.kafka.Producer`` (behind ``KafkaSink``) or a test fake."""
-
-    async def send_all(self, messages: Sequence[Message]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,29 +63,6 @@ class Limits:
     deadline: float
     retry_after: int
     problem_base_uri: str
-
-
-class RefusedError(Exception):
-    """The delivery ends with this answer (a problem, or a bare status)."""
-
-    def __init__(self, status: int, cause: str, body: dict[str, Any] | None = None) -> None:
-        super().__init__(cause)
-        self.status = status
-        self.cause = cause
-        self.body = body or {"title": _TITLES.get(status, "Error"), "status": status}
-        self.headers: dict[str, str] = {}
-
-
-_TITLES = {
-    400: "Delivery could not be mapped",
-    401: "Unauthorized",
-    404: "Not Found",
-    408: "Request Timeout",
-    413: "Content Too Large",
-    500: "Internal Server Error",
-    502: "Digest could not be resolved",
-    503: "Kafka unavailable",
-}
 
 
 @dataclass
@@ -120,13 +93,11 @@ class IngestServer:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._kinds = dict(kinds)
-        self._sink = sink
+        self._sends = InFlightSends(sink)
         self._resolver = resolver
         self._limits = limits
         self._clock = clock
         self._arrivals = Arrivals()
-        # sends in flight by record value: a retry of the same delivery joins them
-        self._sending: dict[bytes | None, asyncio.Future[None]] = {}
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self._limits.max_body_bytes)
@@ -146,7 +117,7 @@ class IngestServer:
         origin = request.headers.get("WebHook-Request-Origin", "").strip()
         if name not in VALIDATING_KINDS or name not in self._kinds or not origin:
             status = 404 if name not in self._kinds or name not in VALIDATING_KINDS else 400
-            title = _TITLES[404] if status == 404 else "WebHook-Request-Origin is required"
+            title = refusals.TITLES[404] if status == 404 else "WebHook-Request-Origin is required"
             return web.Response(
                 status=status,
                 body=orjson.dumps({"title": title, "status": status}),
@@ -164,8 +135,7 @@ class IngestServer:
 
     async def close(self) -> None:
         """Wait (briefly) for sends that outlived their delivery."""
-        if self._sending:
-            await asyncio.wait(set(self._sending.values()), timeout=5)
+        await self._sends.close()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
@@ -185,7 +155,7 @@ class IngestServer:
             headers = {**headers, "Content-Type": PROBLEM_JSON}
         except Exception:
             log.exception("ingest_internal_error", kind=delivery.kind)
-            status, body = 500, {"title": _TITLES[500], "status": 500}
+            status, body = 500, refusals.bare(500)
             headers = {"Content-Type": PROBLEM_JSON}
             delivery.cause = "internal"
         self._account(delivery, status, time.monotonic() - started)
@@ -220,9 +190,10 @@ class IngestServer:
             received = self._arrivals.first(spec.name, body, received)
         headers[RECEIVED_AT_HEADER] = format_rfc3339(received)
         try:
-            decided = plan(spec.map_delivery(body, headers))
+            decided = plan(spec.map_delivery(body, headers), hosted=spec.hosted)
         except MappingError as exc:
-            raise RefusedError(400, "unmappable", self._unmappable(exc, delivery)) from None
+            base = self._limits.problem_base_uri
+            raise refusals.unmappable(base, exc, delivery.delivery_id) from None
         for _, why in decided.ignored:
             delivery.ignored[why.reason] = delivery.ignored.get(why.reason, 0) + 1
         if decided.handshake is not None:
@@ -249,7 +220,7 @@ class IngestServer:
     async def _read(self, request: web.Request) -> bytes:
         limit = self._limits.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
-            raise RefusedError(413, "too_large", self._too_large(request.content_length))
+            raise self._too_large(request.content_length)
         chunks: list[bytes] = []
         size = 0
         try:
@@ -257,112 +228,40 @@ class IngestServer:
                 while chunk := await request.content.read(_CHUNK):
                     size += len(chunk)
                     if size > limit:
-                        raise RefusedError(413, "too_large", self._too_large(size))
+                        raise self._too_large(size)
                     chunks.append(chunk)
         except TimeoutError:
             raise RefusedError(408, "read_timeout") from None
         return b"".join(chunks)
+
+    def _too_large(self, size: int) -> RefusedError:
+        return refusals.too_large(self._limits.problem_base_uri, self._limits.max_body_bytes, size)
 
     async def _resolve(self, events: Sequence[Any], budget: float) -> list[Any]:
         try:
             async with asyncio.timeout(budget):
                 return await resolve_all(events, self._resolver)
         except UnresolvedDigestError as exc:
-            raise RefusedError(
-                502,
-                "unresolved_digest",
-                self._problem(502, "unresolved-digest", f"{exc.ocitag_id}: {exc.reason}"),
-            ) from None
+            detail = f"{exc.ocitag_id}: {exc.reason}"
+            raise refusals.unresolved(self._limits.problem_base_uri, detail) from None
         except TimeoutError:
-            raise RefusedError(
-                502,
-                "unresolved_digest",
-                self._problem(
-                    502,
-                    "unresolved-digest",
-                    "the registry did not answer the digest look-up "
-                    "within OCITAG_INGEST_DEADLINE_SECONDS",
-                ),
+            raise refusals.unresolved(
+                self._limits.problem_base_uri,
+                "the registry did not answer the digest look-up "
+                "within OCITAG_INGEST_DEADLINE_SECONDS",
             ) from None
 
     async def _produce(self, batch: list[Message], delivery: _Delivery, budget: float) -> None:
-        """Send and wait for every ack. A send that outlives its delivery's deadline is
-        left to finish (asyncio.wait, not wait_for), and a retried delivery waits for it
-        rather than sending the same events again: a sender retrying every second while
-        Kafka is away must not pile up copies."""
+        """Send and wait for every ack (sending.InFlightSends: a retry joins a send still
+        in flight); Kafka away or slower than the deadline is 503."""
         started = time.monotonic()
-        waits = {self._sending[m[2]] for m in batch if m[2] in self._sending}
-        fresh = [m for m in batch if m[2] not in self._sending]
-        if fresh:
-            task = asyncio.ensure_future(self._sink.send_all(fresh))
-            values = [m[2] for m in fresh]
-            for value in values:
-                self._sending[value] = task
-            task.add_done_callback(lambda done: self._sent(done, values))
-            waits.add(task)
-        done, pending = await asyncio.wait(waits, timeout=max(budget, 0.001))
-        if pending:
-            raise self._unavailable("Kafka did not acknowledge within the deadline")
-        for finished in done:
-            error = finished.exception()
-            if error is None:
-                continue
-            if not isinstance(error, WorkerError):
-                raise error
-            raise self._unavailable(str(error))
+        try:
+            await self._sends.send(batch, budget)
+        except (AckTimeoutError, WorkerError) as exc:
+            raise refusals.unavailable(
+                self._limits.problem_base_uri, str(exc), self._limits.retry_after
+            ) from None
         metrics.INGEST_PRODUCE_SECONDS.labels(delivery.kind).observe(time.monotonic() - started)
-
-    def _sent(self, task: asyncio.Future[None], values: list[bytes | None]) -> None:
-        for value in values:
-            if self._sending.get(value) is task:
-                del self._sending[value]
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("ingest_send_failed", error=str(task.exception()))
-
-    def _unavailable(self, detail: str) -> RefusedError:
-        refused = RefusedError(
-            503,
-            "kafka_unavailable",
-            self._problem(503, "kafka-unavailable", f"nothing was accepted: {detail}"),
-        )
-        refused.headers["Retry-After"] = str(self._limits.retry_after)
-        return refused
-
-    def _too_large(self, size: int) -> dict[str, Any]:
-        limit = self._limits.max_body_bytes
-        return self._problem(
-            413,
-            "too-large",
-            f"the delivery is over {limit} bytes (OCITAG_INGEST_MAX_BODY_BYTES)",
-            [ErrorItem("body", f"must be at most {limit} bytes", size)],
-        )
-
-    def _unmappable(self, exc: MappingError, delivery: _Delivery) -> dict[str, Any]:
-        return self._problem(
-            400,
-            "unmappable-delivery",
-            f"{exc.location} {exc.message}",
-            [ErrorItem(exc.location, exc.message, exc.value)],
-            instance=f"urn:uuid:{delivery.delivery_id}",
-        )
-
-    def _problem(
-        self,
-        status: int,
-        slug: str,
-        detail: str,
-        errors: Sequence[ErrorItem] = (),
-        instance: str | None = None,
-    ) -> dict[str, Any]:
-        """The seed's ErrorModel shape (RFC 9457)."""
-        return {
-            "type": self._limits.problem_base_uri + slug,
-            "title": _TITLES[status],
-            "status": status,
-            "detail": detail,
-            "instance": instance or f"urn:uuid:{uuid.uuid4()}",
-            "errors": [item.as_json() for item in errors],
-        }
 
     def _account(self, delivery: _Delivery, status: int, seconds: float) -> None:
         kind = delivery.kind

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from worker.reconcile.scan import (
 )
 from worker.reconcile.store import PostgresLiveRecords
 from worker.settings import Settings
+from worker.shutdown import install_signals
 
 log = structlog.get_logger("worker.reconcile")
 
@@ -247,9 +247,7 @@ async def _every(
     assert options.interval is not None
     if stop is None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+        install_signals(stop)
     # alive while runs keep finishing (or repositories keep completing)
     health = Health(settings.liveness_timeout_seconds + 2 * options.interval)
     runner = (

@@ -139,3 +139,22 @@ def test_invalid_events_are_named(change: dict[str, object], location: str) -> N
     with pytest.raises(MappingError) as caught:
         cloudevents.map_delivery(_structured(change), STRUCTURED)
     assert caught.value.location == location
+
+
+def test_binary_mode_data_content_type_is_named_as_the_content_type_header() -> None:
+    """In HTTP binary mode ``datacontenttype`` is the Content-Type header (there is no
+    ``ce-datacontenttype``): a sender posting form data (curl -d) must be told to fix
+    that header."""
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": "1",
+        "ce-source": "urn:s",
+        "ce-type": "ocitag.moved.v1",
+        "ce-time": "2026-01-01T00:00:00Z",
+        "content-type": "application/x-www-form-urlencoded",
+    }
+    body = b'{"repository": "a/b", "tag": "t", "artifact": "' + ART.encode() + b'"}'
+    with pytest.raises(MappingError) as caught:
+        cloudevents.map_delivery(body, headers)
+    assert caught.value.location == "headers.content-type"
+    assert caught.value.value == "application/x-www-form-urlencoded"

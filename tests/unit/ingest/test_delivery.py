@@ -125,3 +125,33 @@ def test_body_event_id_is_stable_and_distinct(body: bytes, index: int) -> None:
     assert body_event_id(body, index) == body_event_id(body, index)
     assert body_event_id(body, index) != body_event_id(body, index + 1)
     assert body_event_id(body, index) != body_event_id(body + b" ", index)
+
+
+@pytest.mark.parametrize("host", ["registry", "zot", "harbor-core"])
+def test_a_registry_host_that_would_read_as_a_docker_hub_path_is_refused(host: str) -> None:
+    """``http://registry/`` (an in-cluster Service): docker's rule would file its tags
+    under docker.io/registry/…, another registry's names."""
+    moved = event(repository=f"{host}/team/app", source=ingest_source("distribution", host))
+    with pytest.raises(MappingError) as caught:
+        plan([moved])
+    assert caught.value.location == "entries[0].repository"
+    assert f"registry host '{host}'" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("repository", "canonical"),
+    [
+        ("registry:5000/team/app", "registry:5000/team/app"),
+        ("localhost/team/app", "localhost/team/app"),
+        ("registry.internal/team/app", "registry.internal/team/app"),
+        ("docker.io/team/app", "docker.io/team/app"),
+        ("index.docker.io/nginx", "docker.io/library/nginx"),
+    ],
+)
+def test_qualified_registry_hosts_are_kept(repository: str, canonical: str) -> None:
+    assert plan([event(repository=repository)]).events[0].repository == canonical
+
+
+def test_the_cloudevents_kind_names_repositories_as_docker_pull_does() -> None:
+    moved = event(repository="istio/pilot", source="urn:my:pipeline")
+    assert plan([moved], hosted=False).events[0].repository == "docker.io/istio/pilot"

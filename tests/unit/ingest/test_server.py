@@ -183,6 +183,11 @@ async def test_over_the_size_limit_is_413(setup: Setup) -> None:
     )
     assert status == 413
     assert body["errors"][0]["location"] == "body"
+    # not the catalogue's too-large (a 400 record outcome): one type URI, one meaning
+    assert (body["type"], body["status"]) == (
+        "https://ocitag-worker.dev/problems/request-too-large",
+        413,
+    )
 
 
 async def test_over_the_limit_without_content_length_is_413(setup: Setup) -> None:

@@ -1,0 +1,70 @@
+"""Sending a delivery's events within its deadline, without piling up copies.
+
+A send that outlives its delivery's deadline is left to finish (``asyncio.wait``, not
+``wait_for``), and a retry of the same delivery waits for it instead of sending the same
+events again: a registry retrying every second while Kafka is away must not pile up
+copies. Sends in flight are known by record value (the same delivery builds the same
+bytes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Protocol
+
+import structlog
+
+from worker.kafka import Message
+
+log = structlog.get_logger("worker.ingest")
+
+
+class EventSink(Protocol):
+    """Where events go: ``worker.kafka.Producer`` (behind ``KafkaSink``) or a test fake."""
+
+    async def send_all(self, messages: Sequence[Message]) -> None: ...
+
+
+class AckTimeoutError(Exception):
+    """Kafka did not acknowledge every event within the deadline (the send goes on)."""
+
+
+class InFlightSends:
+    """The sends in flight, by record value: a retried delivery joins them."""
+
+    def __init__(self, sink: EventSink) -> None:
+        self._sink = sink
+        self._sending: dict[bytes | None, asyncio.Future[None]] = {}
+
+    async def send(self, batch: Sequence[Message], budget: float) -> None:
+        """Every message acknowledged within ``budget`` seconds; else AckTimeoutError,
+        or the error of a send that failed (the sink's TransientError when Kafka is away)."""
+        waits = {self._sending[m[2]] for m in batch if m[2] in self._sending}
+        fresh = [m for m in batch if m[2] not in self._sending]
+        if fresh:
+            task = asyncio.ensure_future(self._sink.send_all(fresh))
+            values = [m[2] for m in fresh]
+            for value in values:
+                self._sending[value] = task
+            task.add_done_callback(lambda done: self._sent(done, values))
+            waits.add(task)
+        done, pending = await asyncio.wait(waits, timeout=max(budget, 0.001))
+        if pending:
+            raise AckTimeoutError("Kafka did not acknowledge within the deadline")
+        for finished in done:
+            error = finished.exception()
+            if error is not None:
+                raise error
+
+    async def close(self) -> None:
+        """Wait (briefly) for sends that outlived their delivery."""
+        if self._sending:
+            await asyncio.wait(set(self._sending.values()), timeout=5)
+
+    def _sent(self, task: asyncio.Future[None], values: list[bytes | None]) -> None:
+        for value in values:
+            if self._sending.get(value) is task:
+                del self._sending[value]
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("ingest_send_failed", error=str(task.exception()))
