@@ -16,6 +16,7 @@ TITLES = {
     400: "Delivery could not be mapped",
     401: "Unauthorized",
     404: "Not Found",
+    405: "Method Not Allowed",
     408: "Request Timeout",
     413: "Content Too Large",
     500: "Internal Server Error",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -77,6 +77,23 @@ class _Delivery:
     cause: str | None = None
 
 
+@web.middleware
+async def _routing_problems(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """What the router refuses by itself (an unknown path, a method other than POST) is
+    answered as problem+json like every other refusal, not aiohttp's plain text."""
+    try:
+        return await handler(request)
+    except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as exc:
+        headers = {"Content-Type": PROBLEM_JSON}
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+        return web.Response(
+            status=exc.status, body=orjson.dumps(refusals.bare(exc.status)), headers=headers
+        )
+
+
 #: kinds whose senders validate an endpoint with the CloudEvents webhook handshake
 VALIDATING_KINDS = frozenset({"acr", "cloudevents", "zot"})
 
@@ -100,7 +117,9 @@ class IngestServer:
         self._arrivals = Arrivals()
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self._limits.max_body_bytes)
+        app = web.Application(
+            client_max_size=self._limits.max_body_bytes, middlewares=[_routing_problems]
+        )
         app.router.add_post("/webhooks/{kind}", self.handle)
         app.router.add_post("/webhooks/{kind}/{secret}", self.handle)
         app.router.add_route("OPTIONS", "/webhooks/{kind}", self.validation)

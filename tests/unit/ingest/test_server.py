@@ -367,3 +367,18 @@ async def test_the_validation_handshake_is_only_for_enabled_cloudevents_kinds(
     response = await setup.client.options(path, headers=headers)
     assert response.status == status
     assert "WebHook-Allowed-Origin" not in response.headers
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", "/webhooks/distribution", 405), ("POST", "/elsewhere", 404), ("GET", "/", 404)],
+)
+async def test_what_the_router_refuses_is_problem_json(
+    setup: Setup, method: str, path: str, status: int
+) -> None:
+    response = await setup.client.request(method, path)
+    assert response.status == status
+    assert response.headers["Content-Type"].startswith("application/problem+json")
+    assert json.loads(await response.read())["status"] == status
+    if status == 405:
+        assert "POST" in response.headers["Allow"]
