@@ -39,13 +39,14 @@ from typing import Any
 import orjson
 
 from worker.decision import Applied, Change, Decision, Rejected, TagRecord
+from worker.decode import STRUCTURED
 from worker.events import Invalid, RawRecord, TagEvent, TagMoved, Undecodable
 from worker.models import REJECTED_TYPE, REMOVED_TYPE, UPDATED_TYPE
 from worker.plan import EventKey, Item, ProcessedRow
-from worker.problems import ErrorItem, Problem, ProblemKind, error_model
+from worker.problems import PROBLEM_JSON, ErrorItem, Problem, ProblemKind, error_model
 from worker.timefmt import format_rfc3339
 
-CONTENT_TYPE = b"application/cloudevents+json"
+CONTENT_TYPE = STRUCTURED.encode()
 #: bytes of the content fingerprint (SHA-256) the idempotency record keeps: 128 random
 #: bits tell a replay from an id reuse with no collision in practice
 STORED_FINGERPRINT_BYTES = 16
@@ -204,7 +205,7 @@ def _problem(
         type_=REJECTED_TYPE,
         at=at,
         subject=subject,
-        datacontenttype="application/problem+json",
+        datacontenttype=PROBLEM_JSON,
         status=problem.status,
         causation=causation,
         extensions={},

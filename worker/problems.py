@@ -11,6 +11,8 @@ from enum import Enum
 from typing import Any
 
 MAX_VALUE_CHARS = 200
+#: the media type of an RFC 9457 problem document (outcomes, ingest and the api)
+PROBLEM_JSON = "application/problem+json"
 
 
 class ProblemKind(Enum):

@@ -18,9 +18,9 @@ from urllib.parse import quote
 import orjson
 
 from worker.api.problems import ApiProblem
+from worker.problems import PROBLEM_JSON
 
 JSON = "application/json"
-PROBLEM_JSON = "application/problem+json"
 _DATA_PREFIX = "body.data."
 
 

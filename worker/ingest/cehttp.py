@@ -17,11 +17,11 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
+from worker.decode import STRUCTURED
 from worker.ingest.mapping import MappingError
 from worker.ingest.payload import as_list, as_object, parse_json
 from worker.timefmt import parse_rfc3339
 
-STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 BINARY = "headers.ce-"  # where a binary-mode event's attributes are
 

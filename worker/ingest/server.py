@@ -37,11 +37,11 @@ from worker.ingest.refusals import RefusedError
 from worker.ingest.resolve import DigestResolver, UnresolvedDigestError, resolve_all
 from worker.ingest.sending import AckTimeoutError, EventSink, InFlightSends
 from worker.kafka import Message
+from worker.problems import PROBLEM_JSON
 from worker.timefmt import format_rfc3339
 
 log = structlog.get_logger("worker.ingest")
 
-PROBLEM_JSON = "application/problem+json"
 _CHUNK = 65_536
 
 
