@@ -12,7 +12,8 @@ then ``rate`` events/s offered for ``latency_seconds``: p50/p99/max and the per-
 times (fetch, decode, apply, produce, commit) per second of it.
 
 Knobs: BENCH_HISTORY_SIZES (50000,200000,1000000), BENCH_HISTORY_LATENCY_SECONDS
-(= BENCH_LATENCY_SECONDS, 60), BENCH_RATE (2000), BENCH_SEED.
+(= BENCH_LATENCY_SECONDS, 60), BENCH_RATE (2000), BENCH_SEED, BENCH_REPLICAS (1: worker
+processes of one group for the drains; the latency run is always one).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class HistoryConfig:
     results_dir: Path = RESULTS
     worker_env: tuple[tuple[str, str], ...] = ()
     database_settings: tuple[tuple[str, str], ...] = ()
+    replicas: int = 1
 
     @classmethod
     def from_env(cls, base: pipeline.Config) -> HistoryConfig:
@@ -79,6 +81,7 @@ class HistoryConfig:
             results_dir=base.results_dir,
             worker_env=tuple(sorted(base.worker_env.items())),
             database_settings=tuple(sorted(base.database_settings.items())),
+            replicas=base.replicas,
         )
 
 
@@ -103,14 +106,29 @@ async def database_bytes(url: str) -> dict[str, Any]:
     }
 
 
-def late_pace(series: Sequence[Sequence[float]], total: int) -> float | None:
-    """Events/s between 75 % and 95 % committed: the pace with most of the history in."""
+def window_pace(
+    series: Sequence[Sequence[float]], total: int, start: float, end: float
+) -> float | None:
+    """Events/s between ``start`` and ``end`` (shares of ``total``) committed."""
     points = [(s[0], s[1]) for s in series]
-    low = next((p for p in points if p[1] >= 0.75 * total), None)
-    high = next((p for p in points if p[1] >= 0.95 * total), None)
+    low = next((p for p in points if p[1] >= start * total), None)
+    high = next((p for p in points if p[1] >= end * total), None)
     if low is None or high is None or high[0] <= low[0]:
         return None
     return round((high[1] - low[1]) / (high[0] - low[0]), 1)
+
+
+def late_pace(series: Sequence[Sequence[float]], total: int) -> float | None:
+    """Events/s between 75 % and 95 % committed: the pace with most of the history in."""
+    return window_pace(series, total, 0.75, 0.95)
+
+
+def early_pace(series: Sequence[Sequence[float]], total: int) -> float | None:
+    """Events/s between 5 % and 25 % committed. Beside ``late_pace`` of the same drain it
+    says whether history slows the worker down with the machine's moods taken out:
+    sizes drained minutes apart on a shared virtual machine differ by more than that
+    (steal, other tenants), a window of one drain and the next window much less."""
+    return window_pace(series, total, 0.05, 0.25)
 
 
 async def one_size(
@@ -136,9 +154,12 @@ async def one_size(
         say(f"history {size:,}: producing")
         out["stream"] = await pipeline.load_stream(ctx, shape_for(size))
         say(f"history {size:,}: draining")
-        setup, drained = await pipeline.worker_run(ctx, f"h{size}", "warning")
+        setup, drained = await pipeline.worker_run(
+            ctx, f"h{size}", "warning", replicas=config.replicas
+        )
         drained.pop("label", None)
         drained["late_events_per_second"] = late_pace(drained["series"], drained["events"])
+        drained["early_events_per_second"] = early_pace(drained["series"], drained["events"])
         out["drain"] = drained
         out["database"] = await database_bytes(setup.database_url)
         say(
@@ -174,7 +195,9 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         rows.append(
             {
                 "size": size,
+                "replicas": drain.get("replicas", 1),
                 "events_per_second": drain["events_per_second"],
+                "early_events_per_second": drain.get("early_events_per_second"),
                 "late_events_per_second": drain.get("late_events_per_second"),
                 "database_mib": round(db["total"] / 2**20, 1),
                 "bytes_per_event": round(db["total"] / size),
@@ -191,7 +214,9 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
                 "cpu_worker": cpu.get("worker"),
                 "cpu_postgres": cpu.get("postgres"),
                 "cpu_other": cpu.get("other"),
+                "cpu_steal": cpu.get("steal"),
                 "latency_cpu_other": (lat.get("cpu_cores") or {}).get("other"),
+                "latency_cpu_steal": (lat.get("cpu_cores") or {}).get("steal"),
             }
         )
     flat = (
@@ -199,7 +224,13 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         if len(rows) > 1
         else None
     )
-    return {"table": rows, "flat_ratio": flat}
+    last = rows[-1] if rows else {}
+    within = (
+        round(last["late_events_per_second"] / last["early_events_per_second"], 3)
+        if last.get("late_events_per_second") and last.get("early_events_per_second")
+        else None
+    )
+    return {"table": rows, "flat_ratio": flat, "flat_within_largest": within}
 
 
 def _per_event(cores: float | None, events_per_second: float) -> float | None:
@@ -211,21 +242,28 @@ def _per_event(cores: float | None, events_per_second: float) -> float | None:
 def render(results: dict[str, Any]) -> str:
     rows = results["summary"]["table"]
     headers = [
-        "history events", "events/s", "events/s at 75-95 %", "DB MiB", "DB B/event",
+        "history events", "replicas", "events/s", "events/s at 5-25 %", "events/s at 75-95 %",
+        "DB MiB", "DB B/event",
         "WAL B/event", "p50 ms", "p99 ms", "max ms", "peak RSS MiB", "worker CPU µs/event",
         "postgres CPU µs/event", "CPU worker", "CPU postgres",
-        "CPU other (drain)", "CPU other (latency)",
+        "CPU other (drain)", "CPU steal (drain)", "CPU other (latency)", "CPU steal (latency)",
     ]  # fmt: skip
     columns = (
-        "size", "events_per_second", "late_events_per_second", "database_mib",
+        "size", "replicas", "events_per_second", "early_events_per_second",
+        "late_events_per_second", "database_mib",
         "bytes_per_event", "wal_bytes_per_event", "p50_ms", "p99_ms", "max_ms", "peak_rss_mib",
         "worker_us_per_event", "postgres_us_per_event", "cpu_worker",
-        "cpu_postgres", "cpu_other", "latency_cpu_other",
+        "cpu_postgres", "cpu_other", "cpu_steal", "latency_cpu_other", "latency_cpu_steal",
     )  # fmt: skip
     lines = [table(headers, [[r[c] for c in columns] for r in rows])]
     flat = results["summary"]["flat_ratio"]
     if flat is not None:
         lines.append(f"flat: pace at the largest history / pace at the smallest = {flat:.0%}")
+    within = results["summary"].get("flat_within_largest")
+    if within is not None:
+        lines.append(
+            f"flat within the largest drain: pace at 75-95 % / pace at 5-25 % = {within:.0%}"
+        )
     for entry in results["sizes"]:
         db = entry["database"]
         parts = ", ".join(

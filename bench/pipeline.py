@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import json
 import os
@@ -78,6 +79,7 @@ from bench.services import (
     env_int,
     machine,
     service_pids,
+    system_seconds,
     unique,
     vm_kib,
     with_database,
@@ -116,6 +118,9 @@ class Config:
     #: first unless ``history_only``)
     history: bool = True
     history_only: bool = False
+    #: worker processes of one group draining the history backlogs (BENCH_REPLICAS):
+    #: how throughput grows with replicas, up to the partition count
+    replicas: int = 1
 
     @classmethod
     def from_env(cls) -> Config:
@@ -140,6 +145,7 @@ class Config:
             database_settings=json.loads(os.environ.get("BENCH_DATABASE_SETTINGS") or "{}"),
             history=os.environ.get("BENCH_HISTORY", "1") != "0",
             history_only=env_flag("BENCH_HISTORY_ONLY"),
+            replicas=max(1, env_int("BENCH_REPLICAS", 1)),
         )
 
 
@@ -235,14 +241,20 @@ async def load_stream(ctx: Context, shape: StreamShape | None = None) -> dict[st
 
 
 async def drain(
-    worker: WorkerProcess, ctx: Context, profile_to: Path | None = None
+    worker: WorkerProcess,
+    ctx: Context,
+    profile_to: Path | None = None,
+    replicas: Sequence[WorkerProcess] = (),
 ) -> dict[str, Any]:
-    """Time the worker through the whole backlog; sample committed offsets and RSS."""
+    """Time the worker (and its ``replicas``, members of the same group) through the
+    whole backlog; sample committed offsets and RSS."""
     total = sum(ctx.ends.values())
     timeout = max(300.0, total / 100)
-    first_fetch = await worker.wait_first_fetch(within=120)
+    workers = [worker, *replicas]
+    first_fetch = min(await asyncio.gather(*(w.wait_first_fetch(within=120) for w in workers)))
     wal_before = await wal_position(ctx.services.database_url)
     processes = {"worker": worker.pid, "bench": os.getpid()}
+    processes.update({f"replica{i}": w.pid for i, w in enumerate(replicas, 2)})
     trees = service_pids(ctx.services)
     cpu_before = cpu_snapshot(processes, trees)
     recorder = (
@@ -263,7 +275,8 @@ async def drain(
             )
             if committed >= total:
                 break
-            worker.check_alive()
+            for each in workers:
+                each.check_alive()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"not drained in {timeout:.0f} s: {committed}/{total}")
             tick += SAMPLE_SECONDS
@@ -272,19 +285,31 @@ async def drain(
         await admin.close()
     cpu_after = cpu_snapshot(processes, trees)
     spy_output = spy.stop_recording(recorder) if recorder else None
-    final = await worker.final_metrics()
+    finals = await asyncio.gather(*(w.final_metrics() for w in workers))
+    final = {k: sum(f.get(k, 0.0) for f in finals) for k in finals[0]}
+    final["ocitag_last_commit_timestamp_seconds"] = max(
+        f.get("ocitag_last_commit_timestamp_seconds", 0.0) for f in finals
+    )
     wal_bytes = await wal_position(ctx.services.database_url) - wal_before
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
         stages = stage_summary({}, stage_histograms(await worker.metrics_text(session)))
     seconds = final["ocitag_last_commit_timestamp_seconds"] - first_fetch
+    cpu = cpu_usage(cpu_before, cpu_after)
+    if replicas:  # every replica's CPU counts as the worker's; each is kept too
+        cpu["worker_replicas"] = [
+            cpu.pop("worker"),
+            *(cpu.pop(f"replica{i}") for i in range(2, len(workers) + 1)),
+        ]
+        cpu["worker"] = round(sum(cpu["worker_replicas"]), 3)
     batches = final.get("ocitag_batch_processing_seconds_count", 0.0)
     result: dict[str, Any] = {
         "events": total,
         "seconds": round(seconds, 3),
         "events_per_second": round(total / seconds, 1),
         "steady_events_per_second": steady_rate(series, total),
-        "peak_rss_mib": round((vm_kib(worker.pid, "VmHWM") or 0) / 1024, 1),
-        "cpu_cores": cpu_usage(cpu_before, cpu_after),
+        "replicas": len(workers),
+        "peak_rss_mib": round(max(vm_kib(w.pid, "VmHWM") or 0 for w in workers) / 1024, 1),
+        "cpu_cores": cpu,
         # from the worker's own histograms: how big its batches were, how long each took,
         # and how much of the drain each partition had a batch in flight
         "worker_batches": {
@@ -394,25 +419,33 @@ def _stopped(worker: WorkerProcess, result: dict[str, Any]) -> None:
 
 
 async def worker_run(
-    ctx: Context, label: str, log_level: str, *, profile: bool = False
+    ctx: Context, label: str, log_level: str, *, profile: bool = False, replicas: int = 1
 ) -> tuple[WorkerSetup, dict[str, Any]]:
-    """One worker on its own database, group and outcome topic, over the whole backlog."""
+    """One worker (or ``replicas`` of it, one group) on its own database, group and
+    outcome topic, over the whole backlog."""
     setup = WorkerSetup(
         label, log_level, await ctx.new_database(label), await ctx.new_topics(label),
         f"{ctx.prefix}-{label}",
     )  # fmt: skip
     worker = setup.process(ctx)
+    others = [setup.process(ctx, f"-replica{i}") for i in range(2, replicas + 1)]
     profile_to = ctx.config.results_dir / "profile-latest.txt" if profile else None
     if profile_to is not None:
         profile_to.parent.mkdir(parents=True, exist_ok=True)
     worker.start()
+    for other in others:
+        other.start()
     label_text = f"worker, log level {log_level}"
+    if others:
+        label_text += f", {replicas} replicas"
     if ctx.config.consumer_overrides:
         label_text += f", consumer {json.dumps(ctx.config.consumer_overrides)}"
     result: dict[str, Any] = {"label": label_text, "log_level": log_level}
     try:
-        result.update(await drain(worker, ctx, profile_to))
+        result.update(await drain(worker, ctx, profile_to, others))
     finally:
+        for other in others:
+            other.stop()
         _stopped(worker, result)
     result["outcomes"] = check_outcomes(
         ctx, await read_topic(ctx.services.kafka, setup.topics.outcomes, ctx.config.partitions)
@@ -469,14 +502,15 @@ class StageRecorder:
     def __init__(self, worker: WorkerProcess, every: float = 1.0) -> None:
         self._worker = worker
         self._every = every
-        self._readings: list[tuple[float, dict[str, dict[str, Any]]]] = []
+        # (when, the stage histograms, the machine's busy and stolen CPU seconds so far)
+        self._readings: list[tuple[float, dict[str, dict[str, Any]], tuple[float, float]]] = []
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
     async def _read(self, session: aiohttp.ClientSession) -> None:
         with contextlib.suppress(aiohttp.ClientError, TimeoutError):
             text = await self._worker.metrics_text(session)
-            self._readings.append((time.perf_counter(), stage_histograms(text)))
+            self._readings.append((time.perf_counter(), stage_histograms(text), system_seconds()))
 
     async def start(self) -> None:
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
@@ -500,12 +534,15 @@ class StageRecorder:
         if len(self._readings) < 2:
             return {}, []
         first_at = self._readings[0][0]
+        # per second, beside the stages: how busy the machine was and how much of its
+        # CPU the hypervisor gave to someone else (a slow second with steal is the host's)
         timeline = [
             {"second": round(t1 - first_at, 1), **{
                 stage: {k: v[k] for k in ("batches", "mean_ms", "max_le_ms")}
                 for stage, v in stage_summary(r0, r1).items()
-            }}
-            for (_, r0), (t1, r1) in itertools.pairwise(self._readings)
+            }, "machine_cores": round((c1[0] - c0[0]) / (t1 - t0), 2),
+               "steal_cores": round((c1[1] - c0[1]) / (t1 - t0), 2)}
+            for (t0, r0, c0), (t1, r1, c1) in itertools.pairwise(self._readings)
         ]  # fmt: skip
         return stage_summary(self._readings[0][1], self._readings[-1][1]), timeline
 
@@ -544,6 +581,14 @@ async def measure_latency(
                 all_received.set()
 
     receiver = asyncio.create_task(receive())
+    # The benchmark holds the whole stream it drained (a million records at the largest
+    # history): a full collection of this process then stops its event loop for a
+    # second or more, and every send and receipt of that second is timed late. Found
+    # as seconds in which the load generator sent a few hundred events and then a
+    # burst; out of the timed window, the collector measures nothing of the worker.
+    gc.collect()
+    gc.freeze()
+    gc.disable()
     producer = AIOKafkaProducer(
         bootstrap_servers=kafka, acks="all", enable_idempotence=True, linger_ms=1
     )
@@ -574,6 +619,8 @@ async def measure_latency(
         await receiver
         await producer.stop()
         await consumer.stop()
+        gc.enable()
+        gc.unfreeze()
     latencies, timeline, unmatched = match_latencies(
         [(sent_at, record) for sent_at, record, _ in sends],
         [(m.partition, m.offset) for m in metas],

@@ -1,8 +1,9 @@
-"""One batch of one partition: decode → apply → publish → commit.
+"""One batch of one partition: decode → apply → publish. Its offset is then committed in
+the background (``worker.commits``).
 
 - the outcomes are published (and the undecodable records dead-lettered) only after the
-  database transaction committed, and the offset (last + 1) is committed only after
-  Kafka acknowledged every one of them (acks=all);
+  database transaction committed; the batch is done, and its offset (last + 1) may be
+  committed, only once Kafka acknowledged every one of them (acks=all);
 - a transient fault retries the same step with the one backoff policy, for as long as
   the partition is ours and the batch is not given up (revocation, shutdown);
 - an event the database refuses is rejected alone (500), the others applied.
@@ -21,15 +22,14 @@ from typing import Protocol, TypeVar
 
 import structlog
 from aiokafka import TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from worker import metrics
 from worker.consumer import Consumer
 from worker.deadletter import DeadLetters
 from worker.decode import decode
-from worker.errors import Cause, PermanentError, TransientError
+from worker.errors import PermanentError, TransientError
 from worker.events import Decoded, RawRecord, Undecodable
-from worker.kafka import Message, classify_kafka_error
+from worker.kafka import Message
 from worker.outcomes import Outcome, OutcomeContext, internal_outcome, undecodable_outcome
 from worker.plan import Item
 from worker.problems import Problem
@@ -40,12 +40,10 @@ from worker.store import EventStore
 log = structlog.get_logger("worker.batches")
 T = TypeVar("T")
 
-COMMIT_TIMEOUT_SECONDS = 30.0
 _STAGE_FETCH = metrics.BATCH_STAGE_SECONDS.labels("fetch")
 _STAGE_DECODE = metrics.BATCH_STAGE_SECONDS.labels("decode")
 _STAGE_APPLY = metrics.BATCH_STAGE_SECONDS.labels("apply")
 _STAGE_PRODUCE = metrics.BATCH_STAGE_SECONDS.labels("produce")
-_STAGE_COMMIT = metrics.BATCH_STAGE_SECONDS.labels("commit")
 
 
 class Publisher(Protocol):
@@ -70,7 +68,8 @@ class Batch:
     task: asyncio.Task[None] | None = None
     give_up: asyncio.Event = field(default_factory=asyncio.Event)
     retrying: bool = False
-    committed: bool = False
+    #: applied and every outcome acknowledged: its offset may be committed
+    published: bool = False
 
     @property
     def next_offset(self) -> int:
@@ -79,7 +78,7 @@ class Batch:
 
 class GiveUpError(Exception):
     """The batch's partition was revoked or the worker is stopping: leave it
-    uncommitted, it will be redelivered."""
+    unfinished, it will be redelivered."""
 
 
 class BatchRunner:
@@ -102,7 +101,7 @@ class BatchRunner:
         self._log_events = settings.log_level in {"debug", "info"}
 
     async def run(self, batch: Batch) -> None:
-        """Process and commit ``batch``; raises GiveUpError, FatalError or a bug."""
+        """Process and publish ``batch``; raises GiveUpError, FatalError or a bug."""
         started = time.monotonic()
         oldest = min((r.timestamp_ms for r in batch.records if r.timestamp_ms > 0), default=None)
         if oldest is not None:
@@ -110,11 +109,8 @@ class BatchRunner:
         decoded = [decode(r, self._settings.max_event_bytes) for r in batch.records]
         _STAGE_DECODE.observe(time.monotonic() - started)
         outcomes = await self._retrying(batch, lambda: self._apply_and_publish(batch, decoded))
-        published = time.monotonic()
-        await self._retrying(batch, lambda: self._commit(batch.tp, batch.next_offset))
-        batch.committed = True
+        batch.published = True
         done = time.monotonic()
-        _STAGE_COMMIT.observe(done - published)
         metrics.BATCH_SECONDS.observe(done - started)
         metrics.BATCH_EVENTS.observe(len(batch.records))
         elapsed = done - batch.fetched_at
@@ -171,22 +167,6 @@ class BatchRunner:
                 log.error("event_refused", error=str(exc), offset=item.record.offset)
                 outcomes.append(internal_outcome(self._ctx, item, str(exc)[:200]))
         return outcomes
-
-    async def _commit(self, tp: TopicPartition, offset: int) -> None:
-        try:
-            # aiokafka retries a commit for as long as the coordinator is away: bound it,
-            # so that the batch can be given up on revocation or shutdown
-            await asyncio.wait_for(self._consumer.commit({tp: offset}), COMMIT_TIMEOUT_SECONDS)
-        except (CommitFailedError, IllegalStateError) as exc:
-            # the partition went to another member, which redoes the batch with the same
-            # outcomes (they are stored); this member stops working on it
-            log.warning("commit_lost", partition=tp.partition, offset=offset, error=str(exc))
-            raise GiveUpError from exc
-        except TimeoutError as exc:
-            raise TransientError(Cause.KAFKA_TIMEOUT, f"commit of {tp}") from exc
-        except KafkaError as exc:
-            raise classify_kafka_error(exc, "committing offsets") from exc
-        metrics.LAST_COMMIT.set(time.time())
 
     async def _retrying(self, batch: Batch, work: Callable[[], Awaitable[T]]) -> T:
         """Retry ``work`` while it fails transiently, partition paused, for as long as

@@ -36,6 +36,9 @@ class Cause(StrEnum):
     KAFKA_TIMEOUT = "kafka_timeout"
     #: the idempotent producer's state broke; it is replaced
     KAFKA_PRODUCER = "kafka_producer"
+    #: an offset commit refused because the group rebalanced: retried for the
+    #: partitions still assigned
+    KAFKA_REBALANCE = "kafka_rebalance"
 
     @property
     def service(self) -> str:

@@ -25,7 +25,7 @@ EVENT_SECONDS = Histogram(
 )
 BATCH_SECONDS = Histogram(
     "ocitag_batch_processing_seconds",
-    "Per partition batch: decode, apply, publish and commit.",
+    "Per partition batch: decode, apply and publish (the offset commit follows in the background).",
     buckets=_LATENCY_BUCKETS,
 )
 BATCH_STAGE_SECONDS = Histogram(
@@ -33,7 +33,8 @@ BATCH_STAGE_SECONDS = Histogram(
     "Per partition batch, by stage: fetch (the oldest record's Kafka timestamp to the "
     "batch being fetched: time in the topic, behind the partition's previous batch "
     "included), decode, apply (the database transaction), produce (every outcome "
-    "acknowledged), commit (the offset commit). Where an event's latency goes.",
+    "acknowledged); commit: one background offset commit request, for every batch done "
+    "since the last (it holds up no partition). Where an event's latency goes.",
     ["stage"],
     buckets=_LATENCY_BUCKETS,
 )
@@ -65,7 +66,7 @@ KAFKA_RETRIES = Counter(
     f"Kafka work redone, by cause (one of: {_causes('kafka')}).",
     ["cause"],
 )
-IN_FLIGHT = Gauge("ocitag_in_flight_events", "Records fetched and not yet committed.")
+IN_FLIGHT = Gauge("ocitag_in_flight_events", "Records fetched and not yet published.")
 LAST_COMMIT = Gauge(
     "ocitag_last_commit_timestamp_seconds", "Unix time of the last successful offset commit."
 )

@@ -1,20 +1,22 @@
 """The poll loop: fetch, hand each partition's records to a batch, flow control,
-rebalances and shutdown. One batch is run by ``worker.batches``; records the client
-cannot read are tracked by ``worker.unreadable``.
+rebalances and shutdown. One batch is run by ``worker.batches``; offsets are committed
+by ``worker.commits``; records the client cannot read are tracked by
+``worker.unreadable``.
 
 Rules (aiokafka's consumer rules; docs/contract.md "Semantics", Delivery):
 - partitions are worked concurrently, each strictly in order: a partition is paused
   while a batch of it is in flight, so the next fetch of it starts after that batch;
 - a batch's offset (last + 1) is committed only after its database transaction has
-  committed and Kafka acknowledged every outcome (acks=all);
+  committed and Kafka acknowledged every outcome (acks=all); the commit itself runs in
+  the background, so the partition's next batch does not wait for it;
 - the poll loop never waits on work: it keeps calling ``getmany`` (heartbeats, group
   membership, ``max_poll_interval_ms``) while batches run, and pauses everything when
   the cap on records in flight is reached;
-- after a fatal error nothing more is started or committed: what was fetched and not
-  committed is redelivered to the next worker;
-- on revocation, in-flight batches of the revoked partitions are finished and
-  committed (or given up, to be redelivered) before the partitions go; a batch given up
-  while its partition stays ours is fetched again from its first record;
+- after a fatal error nothing more is started, and nothing past the failed batch is
+  committed: what was fetched and not committed is redelivered to the next worker;
+- on revocation, in-flight batches of the revoked partitions are finished and their
+  offsets committed (or given up, to be redelivered) before the partitions go; a batch
+  given up while its partition stays ours is fetched again from its first record;
 - a transient fault retries the same batch with the one backoff policy
   (``worker.retry``), partition paused, membership kept; a permanent one rejects that
   one event.
@@ -33,6 +35,7 @@ from aiokafka.errors import KafkaError
 
 from worker import metrics
 from worker.batches import Batch, BatchRunner, GiveUpError
+from worker.commits import Committer
 from worker.consumer import Consumer, Record, to_raw
 from worker.errors import FatalError, TransientError
 from worker.events import RawRecord
@@ -60,7 +63,11 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         self._unreadable = unreadable
         self._health = health
         self._batches: dict[TopicPartition, Batch] = {}
-        self._committed: dict[TopicPartition, int] = {}
+        self._committer = Committer(
+            consumer,
+            Backoff(settings.retry_backoff_initial_seconds, settings.retry_backoff_max_seconds),
+            on_fatal=self._set_fatal,
+        )
         # the offset after the last record handed to a batch, per partition: where the
         # consumer must be if a fetch fails half-way (aiokafka may have moved past
         # records it could not return)
@@ -76,6 +83,8 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop`` is set (or a fatal error), then drain and commit."""
+        committer = asyncio.create_task(self._committer.run(), name="committer")
+        committer.add_done_callback(self._committer_ended)
         try:
             while not stop.is_set() and self._fatal is None:
                 self._health.loop_beat()
@@ -87,11 +96,27 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
                     if records:
                         self._start(tp, [to_raw(r) for r in records])
                 await self._unreadable.advance(self._batches.keys(), self._start)
-                _update_gauges(self._consumer, self._batches, self._committed)
+                _update_gauges(self._consumer, self._batches, self._committer.committed)
         finally:
-            await self.drain(self._settings.shutdown_grace_seconds)
+            try:
+                await self.drain(self._settings.shutdown_grace_seconds)
+            finally:
+                committer.remove_done_callback(self._committer_ended)
+                committer.cancel()
+                await asyncio.gather(committer, return_exceptions=True)
         if self._fatal is not None:
             raise self._fatal
+
+    def _set_fatal(self, exc: BaseException) -> None:
+        if self._fatal is None:
+            self._fatal = exc
+
+    def _committer_ended(self, task: asyncio.Task[None]) -> None:
+        """The committer only ends when cancelled: anything else is a bug, and nothing
+        could be committed any more."""
+        if not task.cancelled() and task.exception() is not None:
+            log.error("committer_failed", error=repr(task.exception()))
+            self._set_fatal(task.exception() or RuntimeError("committer ended"))
 
     async def _fetch(self) -> Mapping[TopicPartition, Sequence[Record]]:
         """One poll. A broker that is away makes it fail: wait a little and poll again
@@ -145,7 +170,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _run_batch(self, batch: Batch) -> None:
         try:
             await self._runner.run(batch)
-            self._committed[batch.tp] = batch.next_offset
+            self._committer.done(batch.tp, batch.next_offset)
         except GiveUpError:
             log.info("batch_abandoned", partition=batch.tp.partition, records=len(batch.records))
         except asyncio.CancelledError:
@@ -161,13 +186,14 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             self._after_batch(batch)
 
     def _after_batch(self, batch: Batch) -> None:
-        """Where the partition goes on: after a commit it resumes (unless the in-flight
-        cap is reached: then flow control resumes it); after a failure nothing of it is
-        started again; a batch given up while the partition stays ours is fetched again."""
+        """Where the partition goes on: once its batch is published it resumes (unless the
+        in-flight cap is reached: then flow control resumes it); after a failure nothing
+        of it is started again; a batch given up while the partition stays ours is
+        fetched again."""
         tp = batch.tp
         if self._fatal is not None or self._stopping or tp not in self._consumer.assignment():
             return
-        if batch.committed:
+        if batch.published:
             if batch.records[-1].unreadable:  # the client cannot step over it by itself
                 self._consumer.seek(tp, batch.next_offset)
             # at once, not at the next poll: the poll in progress would sit out its
@@ -175,7 +201,8 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             if tp not in self._unreadable.held() and not self._full():
                 self._consumer.resume(tp)
             return
-        # given up while still ours (a commit lost to a rebalance): fetch it again
+        # given up while still ours (revocation began while it waited for a service):
+        # fetch it again
         self._consumer.seek(tp, batch.records[0].offset)
         self._handed[tp] = batch.records[0].offset
 
@@ -185,10 +212,14 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         """Finish (and commit) the revoked partitions' batches before they go; a batch
         stuck retrying is given up and will be redelivered to the next owner."""
         batches = [self._batches[tp] for tp in revoked if tp in self._batches]
-        await finish(batches, self._settings.shutdown_grace_seconds)
+        grace = self._settings.shutdown_grace_seconds
+        started = time.monotonic()
+        await finish(batches, grace)
+        await self._committer.flush(revoked, max(1.0, grace - (time.monotonic() - started)))
         for tp in revoked:
-            if self._committed.pop(tp, None) is not None:
+            if tp in self._committer.committed:
                 metrics.CONSUMER_LAG.remove(str(tp.partition))
+        self._committer.forget(revoked)
         log.info("partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
@@ -205,13 +236,16 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp in partitions:
             with contextlib.suppress(KafkaError, TimeoutError):
                 committed = await asyncio.wait_for(self._consumer.committed(tp), 5)
-                if committed is not None and tp not in self._committed:
-                    self._committed[tp] = committed
+                if committed is not None and tp not in self._committer.committed:
+                    self._committer.committed[tp] = committed
 
     async def drain(self, grace: float) -> None:
-        """Let in-flight batches finish within the grace period; give up the rest."""
+        """Let in-flight batches finish within the grace period, give up the rest, and
+        commit what is done."""
         self._stopping = True
+        started = time.monotonic()
         await finish(list(self._batches.values()), grace)
+        await self._committer.flush(None, max(1.0, grace - (time.monotonic() - started)))
 
 
 async def finish(batches: list[Batch], grace: float) -> None:

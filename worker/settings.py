@@ -190,7 +190,7 @@ class Settings(BaseModel):
         20_000,
         ge=1,
         le=1_000_000,
-        description="Cap on fetched records not yet committed; fetching pauses above it",
+        description="Cap on fetched records not yet published; fetching pauses above it",
     )
     fetch_max_bytes: int = Field(16_777_216, ge=65_536, description="Consumer fetch.max.bytes")
     max_partition_fetch_bytes: int = Field(

@@ -64,6 +64,12 @@ class FakeConsumer:
     commits: dict[TopicPartition, int] = field(default_factory=dict)
     unreadable: set[tuple[TopicPartition, int]] = field(default_factory=set)
     commit_errors: list[BaseException] = field(default_factory=list)
+    #: cleared: commits wait at the "broker" until it is set again
+    commit_gate: asyncio.Event = field(default_factory=asyncio.Event)
+    commit_calls: int = 0
+
+    def __post_init__(self) -> None:
+        self.commit_gate.set()
 
     def add(self, partition: int, *values: bytes | None, key: bytes | None = None) -> None:
         tp = TopicPartition(TOPIC, partition)
@@ -117,6 +123,8 @@ class FakeConsumer:
         return out
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        self.commit_calls += 1
+        await self.commit_gate.wait()
         await asyncio.sleep(0)
         if self.commit_errors:
             raise self.commit_errors.pop(0)

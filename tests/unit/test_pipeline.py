@@ -145,9 +145,18 @@ async def test_the_offset_is_committed_last_plus_one_only_after_apply_and_publis
         assert not world.kinds("commit")
         world.publisher.gate.set()
         await until(lambda: world.consumer.commits == {P0: 3})
-    steps = [kind for kind, _ in world.kinds("apply", "publish", "commit")]
-    assert steps == ["apply", "publish", "commit", "apply", "publish", "commit"]
-    assert [value for kind, value in world.kinds("commit")] == [(0, 2), (0, 3)]
+    # commits run in the background: each names an offset whose batch was published
+    # before it (batches end at 2 and 3), never one ahead of the publishing
+    published = 0
+    committed = []
+    for kind, value in world.kinds("publish", "commit"):
+        if kind == "publish":
+            published += 1
+        else:
+            assert isinstance(value, tuple)
+            committed.append(value[1])
+            assert published >= {2: 1, 3: 2}[value[1]]
+    assert committed == sorted(set(committed)) and committed[-1] == 3
 
 
 async def test_nothing_commits_after_a_fatal_error() -> None:
@@ -172,14 +181,46 @@ async def test_a_transient_fault_retries_the_same_batch_and_then_commits() -> No
     assert [value for _, value in world.kinds("commit")] == [(0, 2)]
 
 
-async def test_a_batch_given_up_while_its_partition_stays_ours_is_fetched_again() -> None:
+async def test_a_commit_the_group_refused_is_retried_while_the_partition_stays_ours() -> None:
+    """A rebalance that left the partition here: the commit goes through under the new
+    generation, and the batch is not done again."""
     world = World()
     world.consumer.add(0, event_value("a"), event_value("b"))
     world.consumer.commit_errors = [CommitFailedError("rebalanced")]
     async with running(world):
         await until(lambda: world.consumer.commits == {P0: 2})
-    assert ("seek", (0, 0)) in world.journal
-    assert [ids for _, ids in world.kinds("apply")] == [["a", "b"], ["a", "b"]]
+    assert [ids for _, ids in world.kinds("apply")] == [["a", "b"]]
+
+
+async def test_one_commit_answers_for_the_batches_done_meanwhile() -> None:
+    """While a commit is on its way, batches of other partitions finish: the next
+    commit names all of them at once, and no partition waited for the first."""
+    world = World()
+    world.consumer.add(0, event_value("a"))
+    world.consumer.commit_gate.clear()
+    async with running(world):
+        await until(lambda: world.consumer.commit_calls == 1)  # held at the broker
+        world.consumer.add(1, event_value("b", "2.0"))
+        world.consumer.add(0, event_value("c", "3.0"))
+        await until(lambda: len(world.kinds("publish")) == 3)  # not held up by it
+        world.consumer.commit_gate.set()
+        await until(lambda: world.consumer.commits == {P0: 2, P1: 1})
+    assert world.consumer.commit_calls == 2
+
+
+async def test_a_batch_given_up_while_its_partition_stays_ours_is_fetched_again() -> None:
+    """Revocation began while the batch waited for the database; the partition was
+    assigned straight back: its records are fetched again from the batch's first."""
+    world = World()
+    world.consumer.add(0, event_value("a"), event_value("b"))
+    world.store.transient = 1_000_000
+    async with running(world):
+        await until(lambda: len(world.kinds("apply")) >= 2)  # retrying
+        await asyncio.wait_for(world.pipeline.on_partitions_revoked([P0]), 5)
+        await until(lambda: ("seek", (0, 0)) in world.journal)
+        assert not world.consumer.commits
+        world.store.transient = 0
+        await until(lambda: world.consumer.commits == {P0: 2})
 
 
 async def test_revocation_finishes_in_flight_batches_before_the_partitions_go() -> None:
