@@ -1,17 +1,17 @@
 """PostgreSQL: a batch of events applied in one transaction, settled by the database.
 
-Round trips per batch, whatever its size: the current epoch of the idempotency record
-(1), what it holds for the batch's events (1), read the tags (1), write the tags with the
-key guard (1, again only for tags a concurrent writer changed in between), record the
-new events with what rebuilds their outcomes (1). Two writers of one tag are serialised
-by the row lock and the guard in the UPDATE (the row still has the key the decision was
-made against: every write, a 404 deletion's included, sets a greater key, whereas the
-version does not always change), or by ``ON CONFLICT DO NOTHING`` for a new tag: the
-loser re-reads and decides again. Two appliers of one event are serialised by the
-record's primary key (key, epoch): the second one's insert waits for the first to commit
-and then inserts nothing, and its transaction is redone (it then finds the event
-processed). The epoch is read FOR SHARE, so a rotation to the next one waits for every
-applier of the old one: both never run at once.
+Round trips per batch, whatever its size: BEGIN (1), the current epoch of the
+idempotency record with what it holds for the batch's events (1), read the tags (1),
+write the tags with the key guard (1, again only for tags a concurrent writer changed in
+between), record the new events with what rebuilds their outcomes (1), COMMIT (1).
+Two writers of one tag are serialised by the row lock and the guard in the UPDATE (the
+row still has the key the decision was made against: every write, a 404 deletion's
+included, sets a greater key, whereas the version does not always change), or by ``ON
+CONFLICT DO NOTHING`` for a new tag: the loser re-reads and decides again. Two appliers
+of one event are serialised by the record's primary key (key, epoch): the second one's
+insert waits for the first to commit and then inserts nothing, and its transaction is
+redone (it then finds the event processed). The epoch is read FOR SHARE, so a rotation
+to the next one waits for every applier of the old one: both never run at once.
 
 The record (migration 0004): a 16-byte key hashed from (source, id), a 16-byte
 fingerprint, and what rebuilds the outcome (worker/outcomes.py), in a table partitioned
@@ -49,12 +49,14 @@ MAX_TX_ATTEMPTS = 5
 # redo replays those): only appliers racing on the same events, as in a rebalance
 MAX_RACE_ATTEMPTS = 50
 
-_CURRENT_EPOCH = "SELECT epoch FROM processed_current FOR SHARE"
-
+# The epoch and the records in one round trip: one row with no record when none of the
+# keys was processed before (a batch at a low rate has ~8 events: a round trip is a fair
+# share of its time)
 _PROCESSED = """
-SELECT key, fingerprint, processed_at, status, change, version, created_on, created_by,
-       source_ref, outcome_key, outcome
-FROM processed_events WHERE key = ANY($1::bytea[])
+WITH current AS (SELECT epoch FROM processed_current FOR SHARE)
+SELECT c.epoch, p.key, p.fingerprint, p.processed_at, p.status, p.change, p.version,
+       p.created_on, p.created_by, p.source_ref, p.outcome_key, p.outcome
+FROM current c LEFT JOIN processed_events p ON p.key = ANY($1::bytea[])
 """
 
 _RECORD = """
@@ -131,16 +133,6 @@ WHERE ctid = ANY(ARRAY(
 
 _CHANGES: dict[str, int] = {"created": 1, "updated": 2, "unchanged": 3}
 _CHANGE_NAMES: dict[int, Change] = {1: "created", 2: "updated", 3: "unchanged"}
-
-# the deleted_on test is repeated in the outer WHERE: a row brought back to life between
-# the inner SELECT and the DELETE is a live record and must stay
-_PRUNE_TOMBSTONES = """
-DELETE FROM ocitags
-WHERE ctid = ANY(ARRAY(
-    SELECT ctid FROM ocitags
-    WHERE deleted_on IS NOT NULL AND recorded_at < now() - $1::interval LIMIT $2
-)) AND deleted_on IS NOT NULL AND recorded_at < now() - $1::interval
-"""
 
 
 class EventStore(Protocol):
@@ -253,10 +245,16 @@ def event_key(key: EventKey) -> bytes:
 
 async def _processed(
     conn: Connection, sources: _Sources, keys: dict[bytes, EventKey]
-) -> dict[EventKey, ProcessedRow]:
+) -> tuple[int, dict[EventKey, ProcessedRow]]:
+    """The current epoch (read FOR SHARE: a rotation waits for this transaction) and
+    what the idempotency record holds for ``keys``."""
     rows = await conn.fetch(_PROCESSED, list(keys))
+    if not rows:
+        raise FatalError("processed_current has no row: the database was not migrated")
     found: dict[EventKey, ProcessedRow] = {}
     for r in rows:
+        if r["key"] is None:  # the epoch's row, no record
+            continue
         ref = r["source_ref"]
         if ref is not None and ref not in sources.names:  # another worker's, added since
             await sources.load(conn, refresh=True)
@@ -272,7 +270,7 @@ async def _processed(
             r["created_by"],
             sources.names.get(ref) if ref is not None else None,
         )
-    return found
+    return rows[0]["epoch"], found
 
 
 async def _record(
@@ -375,10 +373,9 @@ async def _decide_and_write(
 async def _apply(
     conn: Connection, ctx: OutcomeContext, sources: _Sources, items: Sequence[Item], at: datetime
 ) -> list[Outcome]:
-    epoch = await conn.fetchval(_CURRENT_EPOCH)
     firsts = first_occurrences(items)
     hashed = {k: event_key(k) for k in firsts}
-    earlier = await _processed(conn, sources, {h: k for k, h in hashed.items()})
+    epoch, earlier = await _processed(conn, sources, {h: k for k, h in hashed.items()})
     new = sorted(index for key, index in firsts.items() if key not in earlier)
     decisions = await _decide_and_write(conn, items, events_by_tag(items, new), at)
 

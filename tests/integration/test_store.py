@@ -180,9 +180,11 @@ async def test_one_batch_costs_a_bounded_number_of_round_trips(pool: asyncpg.Poo
         conn.add_query_logger(lambda q: calls.update([" ".join(q.query.split()[:4])]))
         await store.apply(items(events[500:] + events[:10]), now())
         # query loggers are called soon after the statements, not during
-        await eventually(lambda: sum(calls.values()) >= 7, timeout=5)
-        # BEGIN, current epoch, read processed, read tags, write tags, record, COMMIT
-        assert sum(calls.values()) == 7, calls
+        await eventually(lambda: sum(calls.values()) >= 6, timeout=5)
+        await asyncio.sleep(0.1)  # one more would show by now
+        # BEGIN, current epoch with what was processed, read tags, write tags, record,
+        # COMMIT
+        assert sum(calls.values()) == 6, calls
 
 
 class _SinglePool:
