@@ -503,7 +503,9 @@ class StageRecorder:
         self._worker = worker
         self._every = every
         # (when, the stage histograms, the machine's busy and stolen CPU seconds so far)
-        self._readings: list[tuple[float, dict[str, dict[str, Any]], tuple[float, float]]] = []
+        self._readings: list[
+            tuple[float, dict[str, dict[str, Any]], tuple[float, float, float]]
+        ] = []
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
@@ -534,14 +536,16 @@ class StageRecorder:
         if len(self._readings) < 2:
             return {}, []
         first_at = self._readings[0][0]
-        # per second, beside the stages: how busy the machine was and how much of its
-        # CPU the hypervisor gave to someone else (a slow second with steal is the host's)
+        # per second, beside the stages: how busy the machine was, how much of its CPU the
+        # hypervisor gave to someone else (a slow second with steal is the host's), and
+        # how long idle CPUs waited for the disk (a slow second with iowait is an fsync's)
         timeline = [
             {"second": round(t1 - first_at, 1), **{
                 stage: {k: v[k] for k in ("batches", "mean_ms", "max_le_ms")}
                 for stage, v in stage_summary(r0, r1).items()
             }, "machine_cores": round((c1[0] - c0[0]) / (t1 - t0), 2),
-               "steal_cores": round((c1[1] - c0[1]) / (t1 - t0), 2)}
+               "steal_cores": round((c1[1] - c0[1]) / (t1 - t0), 2),
+               "iowait_cores": round((c1[2] - c0[2]) / (t1 - t0), 2)}
             for (t0, r0, c0), (t1, r1, c1) in itertools.pairwise(self._readings)
         ]  # fmt: skip
         return stage_summary(self._readings[0][1], self._readings[-1][1]), timeline

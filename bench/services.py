@@ -139,13 +139,18 @@ def _cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
 
-def system_seconds() -> tuple[float, float]:
-    """The machine's busy seconds so far, and of those the steal: time the hypervisor
-    gave this virtual machine's CPUs to someone else (no process of ours ran)."""
+def system_seconds() -> tuple[float, float, float]:
+    """The machine's busy seconds so far; of those the steal: time the hypervisor gave
+    this virtual machine's CPUs to someone else (no process of ours ran); and, not
+    busy, the iowait: idle CPUs with a process waiting for the disk."""
     first = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
     values = [int(v) for v in first]
     idle = values[3] + values[4]  # idle + iowait
-    return (sum(values[:8]) - idle) / CLOCK_TICKS, values[7] / CLOCK_TICKS
+    return (
+        (sum(values[:8]) - idle) / CLOCK_TICKS,
+        values[7] / CLOCK_TICKS,
+        values[4] / CLOCK_TICKS,
+    )
 
 
 def _listening_inodes(port: int) -> set[str]:
@@ -221,7 +226,7 @@ def cpu_snapshot(processes: Mapping[str, int], trees: Mapping[str, int]) -> CpuS
     per: dict[str, float] = {name: _cpu_seconds(pid) or 0.0 for name, pid in processes.items()}
     for name, root in trees.items():
         per[name] = sum(_cpu_seconds(pid) or 0.0 for pid in [root, *_children(root)])
-    busy, steal = system_seconds()
+    busy, steal, _ = system_seconds()
     return CpuSnapshot(time.monotonic(), busy, per, steal)
 
 

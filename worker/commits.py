@@ -10,9 +10,11 @@ partition is fetched again as soon as its batch is done, not a commit round trip
 Nothing is lost by committing late: a record done and not yet committed when the worker
 stops or loses the partition is redelivered, and its outcome replayed byte for byte from
 the idempotency record. So a commit refused by a rebalance is retried for the
-partitions still ours (the next generation accepts it) and forgotten for the others;
-a broker that is away is waited for with the one retry policy; refused credentials stop
-the worker. Revocation and shutdown flush what is pending first, within their grace.
+partitions still ours (the next generation accepts it) and forgotten for the others and
+for those being revoked; a broker that is away is waited for with the one retry policy;
+refused credentials, or any other error a retry cannot mend, stop the worker (nothing
+could be committed any more). Revocation and shutdown flush what is pending first,
+within their grace, cutting short a backoff in progress.
 
 Written here rather than left to aiokafka's auto-commit: that commits what was
 *fetched*, on a timer, not what was done.
@@ -21,6 +23,7 @@ Written here rather than left to aiokafka's auto-commit: that commits what was
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Collection, Mapping
 
@@ -30,7 +33,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from worker import metrics
 from worker.consumer import Consumer
-from worker.errors import Cause, FatalError, TransientError
+from worker.errors import Cause, TransientError
 from worker.kafka import classify_kafka_error
 from worker.retry import Backoff, count_retry
 
@@ -60,8 +63,12 @@ class Committer:
         #: the last offset committed per partition (or read from the group on assignment)
         self.committed: dict[TopicPartition, int] = {}
         self._wake = asyncio.Event()
-        self._round = asyncio.Event()  # replaced after each commit attempt
+        self._hurry = asyncio.Event()  # a flush waits: cut a backoff short
+        self._round = asyncio.Event()  # replaced after each round
         self._failed: BaseException | None = None
+        # partitions a flush is settling before they go (revocation, shutdown): a
+        # refused commit gives up on them rather than retrying
+        self._leaving: set[TopicPartition] = set()
 
     def done(self, tp: TopicPartition, offset: int) -> None:
         """``offset`` (a batch's last + 1) may be committed: everything before it in
@@ -81,43 +88,58 @@ class Committer:
 
     async def run(self) -> None:
         """Commit whatever is done, as soon as it is (until cancelled or a fatal error)."""
-        while self._failed is None:
-            await self._wake.wait()
-            self._wake.clear()
-            delay = await self._commit_once()
-            if delay is not None:
-                await asyncio.sleep(delay)
-                self._wake.set()
+        try:
+            while self._failed is None:
+                await self._wake.wait()
+                self._wake.clear()
+                delay = await self._commit_once()
+                if delay is not None:
+                    self._hurry.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._hurry.wait(), delay)
+                    self._wake.set()
+        except Exception as exc:  # a bug: flushes must not wait for a dead task
+            self._failed = exc
+            self._end_round()
+            raise
 
     async def flush(self, partitions: Collection[TopicPartition] | None, within: float) -> bool:
         """Until the done offsets of ``partitions`` (all when None) are committed, for at
         most ``within`` seconds (the background task does the committing). True when
         nothing of theirs is pending any more."""
         deadline = time.monotonic() + within
-        while True:
-            waiting = [tp for tp in self._pending if partitions is None or tp in partitions]
-            if not waiting:
-                return True
-            left = deadline - time.monotonic()
-            if self._failed is not None or left <= 0:
-                log.warning(
-                    "commit_unfinished",
-                    partitions=sorted(tp.partition for tp in waiting),
-                    reason="fatal error" if self._failed else "grace period over",
-                )
-                return False
-            round_done = self._round
-            self._wake.set()
-            try:
-                await asyncio.wait_for(round_done.wait(), left)
-            except TimeoutError:
-                continue
+        self._leaving = set(self._pending if partitions is None else partitions)
+        try:
+            while True:
+                waiting = [tp for tp in self._pending if partitions is None or tp in partitions]
+                if not waiting:
+                    return True
+                left = deadline - time.monotonic()
+                if self._failed is not None or left <= 0:
+                    log.warning(
+                        "commit_unfinished",
+                        partitions=sorted(tp.partition for tp in waiting),
+                        reason="fatal error" if self._failed else "grace period over",
+                    )
+                    return False
+                round_done = self._round
+                self._wake.set()
+                self._hurry.set()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(round_done.wait(), left)
+        finally:
+            self._leaving = set()
+
+    def _end_round(self) -> None:
+        self._round.set()
+        self._round = asyncio.Event()
 
     async def _commit_once(self) -> float | None:
         """One commit of everything pending; the delay before the next attempt when it
         must be retried, else None."""
         offsets = dict(self._pending)
         if not offsets:
+            self._end_round()
             return None
         started = time.monotonic()
         try:
@@ -126,17 +148,15 @@ class Committer:
             return self._refused(offsets, exc)
         except (KafkaError, TimeoutError) as exc:
             error = classify_kafka_error(exc, "committing offsets")
-            if isinstance(error, FatalError):
+            if not isinstance(error, TransientError):  # fatal, or no retry would mend it
                 self._failed = error
                 self._on_fatal(error)
                 return None
-            cause = error.cause if isinstance(error, TransientError) else Cause.KAFKA_UNAVAILABLE
-            count_retry(cause)
-            log.warning("commit_retrying", cause=cause, error=str(exc)[:300])
+            count_retry(error.cause)
+            log.warning("commit_retrying", cause=error.cause, error=str(exc)[:300])
             return self._backoff.next_delay()
         finally:
-            self._round.set()
-            self._round = asyncio.Event()
+            self._end_round()
         self._backoff.reset()
         _STAGE_COMMIT.observe(time.monotonic() - started)
         metrics.LAST_COMMIT.set(time.time())
@@ -148,8 +168,9 @@ class Committer:
 
     def _refused(self, offsets: Mapping[TopicPartition, int], exc: BaseException) -> float | None:
         """The group moved on (a rebalance): retry for the partitions still ours, forget
-        the others (their next owner redoes those records, replaying their outcomes)."""
-        assigned = self._consumer.assignment()
+        the others and those being revoked (whoever owns them next redoes those records,
+        replaying their outcomes)."""
+        assigned = self._consumer.assignment() - self._leaving
         lost = sorted(tp.partition for tp in offsets if tp not in assigned)
         for tp in offsets:
             if tp not in assigned and self._pending.get(tp) == offsets[tp]:

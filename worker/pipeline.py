@@ -75,6 +75,9 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         self._fatal: BaseException | None = None
         self._stopping = False
         self._lag_task: asyncio.Task[None] | None = None
+        # the group's committed offsets as read on assignment, for the lag gauge only
+        # until this worker commits its own (never a floor for what it commits)
+        self._group_committed: dict[TopicPartition, int] = {}
         self._fetch_backoff = Backoff(
             settings.retry_backoff_initial_seconds, settings.retry_backoff_max_seconds
         )
@@ -96,7 +99,11 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
                     if records:
                         self._start(tp, [to_raw(r) for r in records])
                 await self._unreadable.advance(self._batches.keys(), self._start)
-                _update_gauges(self._consumer, self._batches, self._committer.committed)
+                _update_gauges(
+                    self._consumer,
+                    self._batches,
+                    {**self._group_committed, **self._committer.committed},
+                )
         finally:
             try:
                 await self.drain(self._settings.shutdown_grace_seconds)
@@ -217,8 +224,9 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         await finish(batches, grace)
         await self._committer.flush(revoked, max(1.0, grace - (time.monotonic() - started)))
         for tp in revoked:
-            if tp in self._committer.committed:
+            if tp in self._committer.committed or tp in self._group_committed:
                 metrics.CONSUMER_LAG.remove(str(tp.partition))
+            self._group_committed.pop(tp, None)
         self._committer.forget(revoked)
         log.info("partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
 
@@ -236,8 +244,8 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp in partitions:
             with contextlib.suppress(KafkaError, TimeoutError):
                 committed = await asyncio.wait_for(self._consumer.committed(tp), 5)
-                if committed is not None and tp not in self._committer.committed:
-                    self._committer.committed[tp] = committed
+                if committed is not None:
+                    self._group_committed[tp] = committed
 
     async def drain(self, grace: float) -> None:
         """Let in-flight batches finish within the grace period, give up the rest, and

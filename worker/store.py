@@ -51,12 +51,23 @@ MAX_RACE_ATTEMPTS = 50
 
 # The epoch and the records in one round trip: one row with no record when none of the
 # keys was processed before (a batch at a low rate has ~8 events: a round trip is a fair
-# share of its time)
+# share of its time). Under READ COMMITTED the statement's snapshot is taken before the
+# lock is granted: if a rotation committed meanwhile, the lock returns the new epoch
+# while the join read the old snapshot, which may lack the records of the appliers the
+# rotation waited for. ``seen`` (the epoch unlocked, in that snapshot) tells: when the
+# two differ the lookup is run again, with a snapshot taken after the lock.
 _PROCESSED = """
 WITH current AS (SELECT epoch FROM processed_current FOR SHARE)
-SELECT c.epoch, p.key, p.fingerprint, p.processed_at, p.status, p.change, p.version,
-       p.created_on, p.created_by, p.source_ref, p.outcome_key, p.outcome
+SELECT c.epoch, (SELECT epoch FROM processed_current) AS seen, p.key, p.fingerprint,
+       p.processed_at, p.status, p.change, p.version, p.created_on, p.created_by,
+       p.source_ref, p.outcome_key, p.outcome
 FROM current c LEFT JOIN processed_events p ON p.key = ANY($1::bytea[])
+"""
+_PROCESSED_AGAIN = """
+SELECT NULL AS epoch, NULL AS seen, p.key, p.fingerprint, p.processed_at, p.status,
+       p.change, p.version, p.created_on, p.created_by, p.source_ref, p.outcome_key,
+       p.outcome
+FROM processed_events p WHERE p.key = ANY($1::bytea[])
 """
 
 _RECORD = """
@@ -251,6 +262,9 @@ async def _processed(
     rows = await conn.fetch(_PROCESSED, list(keys))
     if not rows:
         raise FatalError("processed_current has no row: the database was not migrated")
+    epoch = rows[0]["epoch"]
+    if rows[0]["seen"] != epoch:  # a rotation committed while the lock was awaited
+        rows = await conn.fetch(_PROCESSED_AGAIN, list(keys))
     found: dict[EventKey, ProcessedRow] = {}
     for r in rows:
         if r["key"] is None:  # the epoch's row, no record
@@ -270,7 +284,7 @@ async def _processed(
             r["created_by"],
             sources.names.get(ref) if ref is not None else None,
         )
-    return rows[0]["epoch"], found
+    return epoch, found
 
 
 async def _record(

@@ -26,6 +26,7 @@ from tests.helpers.store import CTX, items, now, race_events, summary
 from tests.helpers.strategies import BASE, digest, histories, make_deletion, make_event
 from tests.helpers.wait import eventually
 from worker import partitions
+from worker import store as store_module
 from worker.decision import decide
 from worker.events import TagDeleted, TagEvent
 from worker.migrate import available, migrate
@@ -373,6 +374,46 @@ async def test_processed_records_expire_by_dropping_their_partition(pool: asyncp
     (replay,) = await store.apply(items([recent[0]], first_offset=50), now())
     assert replay.replay
     assert (await rows(pool))["prune"][3] == 30
+
+
+async def _lock_waiters(pool: asyncpg.Pool, count: int) -> None:
+    query = (
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    async with asyncio.timeout(10):
+        while await pool.fetchval(query) < count:
+            await asyncio.sleep(0.01)
+
+
+async def test_an_applier_that_waited_out_a_rotation_sees_what_it_waited_for(
+    pool: asyncpg.Pool,
+) -> None:
+    """Applier A holds the epoch FOR SHARE, a rotation waits for A, and applier B (a
+    redelivery of A's event) starts meanwhile and waits behind the rotation. When A and
+    the rotation commit, B's lock returns the new epoch, though B's statement began
+    before A's record existed: B must still find that record and replay A's outcome,
+    not apply the event a second time in the new epoch."""
+    store = Store(pool, CTX)
+    event = make_event("rotation", digest(1), BASE, event_id="rotation-1")
+    epoch = await pool.fetchval("SELECT epoch FROM processed_current")
+    async with pool.acquire() as a, pool.acquire() as r:
+        await partitions.ensure_partition(r, epoch + 1)
+        sources = store_module._Sources(CTX.worker_source)
+        await sources.load(a)
+        transaction = a.transaction()
+        await transaction.start()
+        (first,) = await store_module._apply(a, CTX, sources, items([event]), now())
+        rotating = asyncio.create_task(partitions.rotate(r, epoch))
+        await _lock_waiters(pool, 1)
+        redelivered = asyncio.create_task(store.apply(items([event]), now()))
+        await _lock_waiters(pool, 2)
+        await transaction.commit()
+        await asyncio.wait_for(rotating, 10)
+        (second,) = await asyncio.wait_for(redelivered, 10)
+    assert await pool.fetchval("SELECT epoch FROM processed_current") == epoch + 1
+    assert second.replay and second.value == first.value
+    assert await pool.fetchval("SELECT count(*) FROM processed_events") == 1
 
 
 async def test_records_of_the_old_schema_replay_after_migration(services: Services) -> None:
