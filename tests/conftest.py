@@ -3,6 +3,7 @@ its own database (cloned from a migrated template) and its own topics."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
@@ -11,6 +12,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 import pytest
+import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.helpers.clients import ClientUnavailableError, kafka_libs, kcat_path
@@ -21,6 +23,27 @@ from worker.settings import Settings, load_settings
 
 TEMPLATE_DB = "ocitag_test_template"
 T = TypeVar("T")
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """Logging is global state: a test that configures it (``worker.logs.configure``,
+    directly or through ``worker.cli.main``) binds it to that test's captured stream,
+    which pytest closes after the test; the next test logging a warning would write to
+    a closed file. Every test starts from structlog's defaults and the root logger as
+    it was."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    if structlog.is_configured():
+        structlog.reset_defaults()
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
 
 
 def _unavailable(reason: str) -> None:

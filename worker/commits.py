@@ -3,9 +3,9 @@
 A batch is *done* once its database transaction committed and Kafka acknowledged every
 outcome (acks=all); its offset (last + 1) may then be committed, and not before. Which
 request carries it does not matter: one commit names every partition's latest done
-offset, so a commit answers for several batches of several partitions at once (at
-2,000 events/s in batches of ~8, about 40 requests a second instead of 250), and the
-partition is fetched again as soon as its batch is done, not a commit round trip later.
+offset, so a commit answers for every batch done while the previous one was on its way
+(at 2,000 events/s, 0.6 commit requests per batch instead of one), and the partition is
+fetched again as soon as its batch is done, not a commit round trip later.
 
 Nothing is lost by committing late: a record done and not yet committed when the worker
 stops or loses the partition is redelivered, and its outcome replayed byte for byte from

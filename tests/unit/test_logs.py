@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,24 +15,10 @@ from worker import logs
 from worker.settings import LogFormat
 
 
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    structlog.reset_defaults()
-    for handler in root.handlers[:]:
-        root.removeHandler(handler)
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
-
-
 def _lines(raw: io.BytesIO) -> list[dict[str, Any]]:
     return [json.loads(line) for line in raw.getvalue().decode().splitlines()]
 
 
-@pytest.mark.usefixtures("restore_logging")
 def test_library_lines_are_json_with_the_same_keys() -> None:
     raw = io.BytesIO()
     stream = io.TextIOWrapper(raw, encoding="utf-8", write_through=True)
@@ -65,7 +50,6 @@ def test_library_lines_are_json_with_the_same_keys() -> None:
     assert "ZeroDivisionError: boom" in failed["exception"]
 
 
-@pytest.mark.usefixtures("restore_logging")
 def test_console_format_renders_library_lines_too() -> None:
     stream = io.StringIO()
     logs.configure("info", "console", stream)
@@ -81,7 +65,6 @@ def _fail_holding(authorization: str) -> None:
     raise ValueError(f"failed after {len(header)} characters")
 
 
-@pytest.mark.usefixtures("restore_logging")
 @pytest.mark.parametrize("fmt", ["console", "json"])
 def test_a_logged_exception_never_shows_local_variables(fmt: LogFormat) -> None:
     """rich's tracebacks (the console renderer's default) list every frame's locals:
