@@ -122,20 +122,31 @@ def draw(results: Mapping[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _pace_panel(ax: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Each drain's pace, and its pace early and late in the drain (one drain's windows
+    compare without the run-to-run noise of the host)."""
+    sizes = [r["size"] for r in rows]
+    ax.plot(sizes, [r["events_per_second"] for r in rows], "o-", label="whole drain")
+    for key, style, label in (
+        ("early_events_per_second", "^:", "at 5-25 % of the history"),
+        ("late_events_per_second", "s--", "at 75-95 % of the history"),
+    ):
+        points = [(r["size"], r[key]) for r in rows if r.get(key)]
+        if points:
+            ax.plot(*zip(*points, strict=True), style, label=label)
+    ax.set_title("Pace against history (same workload shape)")
+    ax.set_ylabel("events/s")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+
+
 def draw_history(history: Mapping[str, Any], path: Path) -> None:
     """Pace, database bytes per event and latency against history size (bench.history)."""
     entries: Sequence[Mapping[str, Any]] = history["sizes"]
     rows: Sequence[Mapping[str, Any]] = history["summary"]["table"]
     sizes = [r["size"] for r in rows]
     fig, ((ax_pace, ax_bytes), (ax_lat, ax_stage)) = plt.subplots(2, 2, figsize=(14, 9))
-    ax_pace.plot(sizes, [r["events_per_second"] for r in rows], "o-", label="whole drain")
-    late = [(r["size"], r["late_events_per_second"]) for r in rows if r["late_events_per_second"]]
-    if late:
-        ax_pace.plot(*zip(*late, strict=True), "s--", label="at 75-95 % of the history")
-    ax_pace.set_title("Pace against history (same workload shape)")
-    ax_pace.set_ylabel("events/s")
-    ax_pace.set_ylim(bottom=0)
-    ax_pace.legend(fontsize=8)
+    _pace_panel(ax_pace, rows)
     names = sorted({n for e in entries for n in e["database"]["tables"]})
     bottom = [0.0] * len(entries)
     for name in names:
