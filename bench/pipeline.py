@@ -502,7 +502,8 @@ class StageRecorder:
     def __init__(self, worker: WorkerProcess, every: float = 1.0) -> None:
         self._worker = worker
         self._every = every
-        # (when, the stage histograms, the machine's busy and stolen CPU seconds so far)
+        # (when, the stage histograms, the machine's busy, stolen and iowait CPU seconds
+        # so far)
         self._readings: list[
             tuple[float, dict[str, dict[str, Any]], tuple[float, float, float]]
         ] = []

@@ -60,7 +60,7 @@ class Committer:
         self._on_fatal = on_fatal
         self._timeout = timeout
         self._pending: dict[TopicPartition, int] = {}
-        #: the last offset committed per partition (or read from the group on assignment)
+        #: the last offset this worker committed per partition
         self.committed: dict[TopicPartition, int] = {}
         self._wake = asyncio.Event()
         self._hurry = asyncio.Event()  # a flush waits: cut a backoff short

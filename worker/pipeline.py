@@ -121,9 +121,10 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
     def _committer_ended(self, task: asyncio.Task[None]) -> None:
         """The committer only ends when cancelled: anything else is a bug, and nothing
         could be committed any more."""
-        if not task.cancelled() and task.exception() is not None:
-            log.error("committer_failed", error=repr(task.exception()))
-            self._set_fatal(task.exception() or RuntimeError("committer ended"))
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            log.error("committer_failed", error=repr(error))
+            self._set_fatal(error)
 
     async def _fetch(self) -> Mapping[TopicPartition, Sequence[Record]]:
         """One poll. A broker that is away makes it fail: wait a little and poll again
@@ -219,10 +220,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         """Finish (and commit) the revoked partitions' batches before they go; a batch
         stuck retrying is given up and will be redelivered to the next owner."""
         batches = [self._batches[tp] for tp in revoked if tp in self._batches]
-        grace = self._settings.shutdown_grace_seconds
-        started = time.monotonic()
-        await finish(batches, grace)
-        await self._committer.flush(revoked, max(1.0, grace - (time.monotonic() - started)))
+        await self._finish_and_commit(batches, revoked, self._settings.shutdown_grace_seconds)
         for tp in revoked:
             if tp in self._committer.committed or tp in self._group_committed:
                 metrics.CONSUMER_LAG.remove(str(tp.partition))
@@ -251,9 +249,16 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         """Let in-flight batches finish within the grace period, give up the rest, and
         commit what is done."""
         self._stopping = True
+        await self._finish_and_commit(list(self._batches.values()), None, grace)
+
+    async def _finish_and_commit(
+        self, batches: list[Batch], partitions: list[TopicPartition] | None, grace: float
+    ) -> None:
+        """``finish`` the batches, then commit the done offsets of ``partitions`` (all
+        when None) in what is left of ``grace`` (a second at least: a commit round trip)."""
         started = time.monotonic()
-        await finish(list(self._batches.values()), grace)
-        await self._committer.flush(None, max(1.0, grace - (time.monotonic() - started)))
+        await finish(batches, grace)
+        await self._committer.flush(partitions, max(1.0, grace - (time.monotonic() - started)))
 
 
 async def finish(batches: list[Batch], grace: float) -> None:
