@@ -12,7 +12,7 @@ processes on a fresh database and fresh topics, then:
 
 Each PUT moves one of BENCH_API_TAGS (1000) tags to a new digest (no preconditions). The
 worker's own latency (``ocitag_event_processing_seconds``: fetched to outcome
-acknowledged and committed) and the API's wait for outcomes
+acknowledged) and the API's wait for outcomes
 (``ocitag_api_outcome_wait_seconds``) come from their /metrics histograms, the change
 over each phase (percentiles interpolated within buckets). CPU per process in cores.
 Results: a table on stdout, JSON in bench/results/api-*.json (BENCH_RESULTS).

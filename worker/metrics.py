@@ -20,7 +20,8 @@ OUTCOMES = Counter(
 )
 EVENT_SECONDS = Histogram(
     "ocitag_event_processing_seconds",
-    "Per input record: fetched to outcome acknowledged and offset committed.",
+    "Per input record: fetched to outcome acknowledged (its offset is committed after, "
+    "in the background).",
     buckets=_LATENCY_BUCKETS,
 )
 BATCH_SECONDS = Histogram(
@@ -48,7 +49,7 @@ CONSUMER_LAG = Gauge(
 )
 OLDEST_UNPROCESSED_AGE = Gauge(
     "ocitag_oldest_unprocessed_event_age_seconds",
-    "Age (by Kafka timestamp) of the oldest fetched record not yet committed; 0 when idle.",
+    "Age (by Kafka timestamp) of the oldest fetched record not yet published; 0 when idle.",
 )
 
 
