@@ -291,4 +291,5 @@ async def _consume(
         pruner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await pruner
+        await store.close()
         await consumer.stop()

@@ -73,6 +73,15 @@ async def open_pool(
 ) -> asyncpg.Pool:
     # A worker frozen mid-transaction (a zombie) must not hold its claims and row locks
     # for ever: PostgreSQL ends such a session, the live owner of the partition goes on.
+    # Every statement is planned for its parameters (plan_cache_mode): asyncpg prepares
+    # each statement once per connection, and after five executions PostgreSQL may cache
+    # a generic plan built for the tables as they were then. On a fresh store, or a new
+    # partition of the idempotency record before its first analyse, that plan was a
+    # sequential scan, and it stayed one as the tables grew: every batch read the whole
+    # record and tag table (p99 12.9 s at 2,000 events/s; tests/integration/test_plans.py).
+    # A custom plan reads the tables' current size each time, so it follows their growth
+    # without waiting for autoanalyze. Its price is planning each execution, a fraction
+    # of the round trip for these statements (docs/scaling.md, "Plans").
     return await asyncpg.create_pool(
         dsn,
         min_size=min_size,
@@ -82,5 +91,6 @@ async def open_pool(
         server_settings={
             "idle_in_transaction_session_timeout": str(int(idle_in_transaction * 1000)),
             "application_name": "ocitag-worker",
+            "plan_cache_mode": "force_custom_plan",
         },
     )

@@ -21,8 +21,10 @@ drops the partitions that ended more than the retention ago.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -42,6 +44,7 @@ from worker.plan import (
     first_occurrences,
 )
 from worker.retry import Backoff, count_retry, retrying
+from worker.statistics import Statistics, analyse_tables
 
 MAX_WRITE_ROUNDS = 8
 MAX_TX_ATTEMPTS = 5
@@ -153,6 +156,16 @@ def _classify(exc: BaseException) -> BaseException:
     return classify_db_error(exc)
 
 
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What one transaction did: each item's outcome, and the records it added to the
+    partition of ``epoch``."""
+
+    outcomes: list[Outcome]
+    epoch: int
+    recorded: int
+
+
 class Store:
     """Applies batches through a connection pool."""
 
@@ -160,6 +173,7 @@ class Store:
         self._pool = pool
         self._ctx = ctx
         self._sources = _Sources(ctx.worker_source)
+        self.statistics = Statistics(functools.partial(analyse_tables, pool))
 
     async def apply(self, items: Sequence[Item], processed_at: datetime) -> list[Outcome]:
         """The outcome of each item, in order, with every effect durable on return.
@@ -169,7 +183,7 @@ class Store:
         if not items:
             return []
 
-        async def transaction() -> list[Outcome]:
+        async def transaction() -> Applied:
             async with self._pool.acquire() as conn:
                 await self._sources.load(conn)
                 # the version-guard loop relies on each statement seeing the latest
@@ -177,7 +191,7 @@ class Store:
                 async with conn.transaction(isolation="read_committed"):
                     return await _apply(conn, self._ctx, self._sources, items, processed_at)
 
-        async def settled() -> list[Outcome]:
+        async def settled() -> Applied:
             # a lost conflict is redone here at once (briefly backed off); any other
             # fault, and a conflict lost MAX_TX_ATTEMPTS times, goes up to the caller
             return await retrying(
@@ -190,12 +204,18 @@ class Store:
 
         # another applier recorded some of the events first: that is progress there, and
         # the batch done again replays them, so it has a budget of its own
-        return await retrying(
+        applied = await retrying(
             settled,
             Backoff(0.001, 0.05),
             causes={Cause.DB_CLAIMED_MEANWHILE},
             attempts=MAX_RACE_ATTEMPTS,
         )
+        self.statistics.recorded(applied.epoch, applied.recorded)
+        return applied.outcomes
+
+    async def close(self) -> None:
+        """Let an analysis in progress finish, before the pool closes."""
+        await self.statistics.close()
 
     async def ping(self) -> None:
         async with self._pool.acquire() as conn:
@@ -370,7 +390,7 @@ async def _decide_and_write(
 
 async def _apply(
     conn: Connection, ctx: OutcomeContext, sources: _Sources, items: Sequence[Item], at: datetime
-) -> list[Outcome]:
+) -> Applied:
     epoch = await conn.fetchval(_CURRENT_EPOCH)
     firsts = first_occurrences(items)
     hashed = {k: event_key(k) for k in firsts}
@@ -387,4 +407,4 @@ async def _apply(
             for i in new
         ]
         await _record(conn, sources, epoch, at, rows)
-    return outcomes
+    return Applied(outcomes, epoch, len(new))

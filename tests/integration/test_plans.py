@@ -1,0 +1,147 @@
+"""The store's statements keep using their indexes as a fresh store grows.
+
+Prepared statements whose plan was cached while the tables were empty and never
+analysed used to keep that plan (sequential scans of the idempotency record and the tag
+table, one or two per batch) as the tables grew, until the first autoanalyze: on a new
+deployment p99 went from tens of milliseconds to over ten seconds. The same happened to
+every new partition of the record. The product's pool plans these statements for their
+parameters each time (worker/db.py); these tests hold that on a fresh database.
+
+Autovacuum is switched off for the tables under test: an autoanalyze arriving during the
+run would re-plan the statements and hide the fault, and a store must not depend on when
+autovacuum comes by. While a table spans a few pages a sequential scan is its cheapest
+plan and PostgreSQL rightly takes it, so each phase first grows the tables (warm-up),
+then counts the scans of the next batches, which must all use the indexes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import asyncpg
+import pytest
+
+from tests.helpers.store import CTX, items, now
+from tests.helpers.strategies import BASE, digest, make_event
+from worker import partitions
+from worker.db import open_pool
+from worker.store import Store
+
+pytestmark = pytest.mark.integration
+
+PER_BATCH = 8
+WARM_UP = 400  # batches that grow the tables past where a scan is their cheapest plan
+COUNTED = 400  # batches whose scans are counted
+
+_SEQ_SCANS = """
+SELECT relname, seq_scan FROM pg_stat_user_tables
+WHERE relname = 'ocitags' OR relname LIKE 'processed_events_e%'
+"""
+
+
+class _Run:
+    """Batches of new tags, and a few moves of earlier ones, through the product's pool."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.store = Store(pool, CTX)
+        self.batches = 0
+
+    async def batches_of_new_tags(self, count: int) -> None:
+        for _ in range(count):
+            n = self.batches
+            events = [
+                make_event(f"t{n}-{i}", digest(n), BASE + timedelta(seconds=n), event_id=f"{n}-{i}")
+                for i in range(PER_BATCH - 2)
+            ]
+            # moves of tags made earlier: the tag table is read for existing rows too
+            events += [
+                make_event(
+                    f"t{n // 2}-{i}",
+                    digest(n + 1),
+                    BASE + timedelta(seconds=n),
+                    event_id=f"m{n}-{i}",
+                )
+                for i in range(2)
+            ]
+            await self.store.apply(items(events), now())
+            self.batches += 1
+
+    async def seq_scans(self, admin: asyncpg.Connection) -> dict[str, int]:
+        """Each table's sequential scans so far, the pool's pending counts flushed first."""
+        for _ in range(self.pool.get_size()):
+            async with self.pool.acquire() as conn:
+                # counts are flushed when the statement ends, before its answer
+                await conn.execute("SELECT pg_stat_force_next_flush()")
+        await admin.execute("SELECT pg_stat_clear_snapshot()")
+        return {r["relname"]: r["seq_scan"] for r in await admin.fetch(_SEQ_SCANS)}
+
+
+async def _no_autovacuum(admin: asyncpg.Connection) -> None:
+    tables = await admin.fetch(
+        "SELECT relname FROM pg_class WHERE relkind = 'r' "
+        "AND (relname = 'ocitags' OR relname LIKE 'processed_events_e%')"
+    )
+    for t in tables:
+        await admin.execute(f"ALTER TABLE {t['relname']} SET (autovacuum_enabled = off)")
+
+
+def _grown(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {name: n - before.get(name, 0) for name, n in after.items() if n > before.get(name, 0)}
+
+
+@pytest.fixture
+async def admin(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await _no_autovacuum(conn)
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def run(database_url: str, admin: asyncpg.Connection) -> AsyncIterator[_Run]:
+    # the worker's own pool: its session settings are what is under test
+    pool = await open_pool(
+        database_url, min_size=2, max_size=2, command_timeout=30, idle_in_transaction=60
+    )
+    try:
+        yield _Run(pool)
+    finally:
+        await pool.close()
+
+
+async def test_a_growing_fresh_store_is_read_through_its_indexes(
+    run: _Run, admin: asyncpg.Connection
+) -> None:
+    await run.batches_of_new_tags(WARM_UP)
+    before = await run.seq_scans(admin)
+    await run.batches_of_new_tags(COUNTED)
+    after = await run.seq_scans(admin)
+    assert await admin.fetchval("SELECT count(*) FROM ocitags") == (WARM_UP + COUNTED) * 6
+    assert _grown(before, after) == {}, (
+        f"sequential scans in {COUNTED} batches after {WARM_UP}: {_grown(before, after)}"
+    )
+
+
+async def test_a_new_partition_of_the_record_is_read_through_its_index(
+    run: _Run, admin: asyncpg.Connection
+) -> None:
+    """After a rotation new records go to an empty, never analysed partition, which every
+    lookup reads beside the old one."""
+    await run.batches_of_new_tags(WARM_UP)
+    epoch = await admin.fetchval("SELECT epoch FROM processed_current")
+    await partitions.ensure_partition(admin, epoch + 1)
+    await partitions.rotate(admin, epoch)
+    await _no_autovacuum(admin)
+    await run.batches_of_new_tags(WARM_UP)
+    before = await run.seq_scans(admin)
+    await run.batches_of_new_tags(COUNTED)
+    after = await run.seq_scans(admin)
+    new = partitions.partition_name(epoch + 1)
+    assert await admin.fetchval(f"SELECT count(*) FROM {new}") == (WARM_UP + COUNTED) * PER_BATCH
+    assert _grown(before, after) == {}, (
+        f"sequential scans in {COUNTED} batches after the rotation: {_grown(before, after)}"
+    )
