@@ -201,3 +201,17 @@ class FakePublisher:
 
 def health() -> Health:
     return Health(60.0)
+
+
+@dataclass
+class FakeClock:
+    """A monotonic clock that moves only when told: time passing without the event loop
+    running anything (a blocked loop, a stuck await)."""
+
+    now: float = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -18,7 +18,7 @@ import structlog
 from aiohttp import web
 
 from worker.errors import Cause, SettingsError, TransientError
-from worker.health import Check, Health
+from worker.health import HTTP, Check, Health
 from worker.http import serve
 from worker.ingest.auth import split_secrets
 from worker.ingest.kinds import KINDS
@@ -193,15 +193,15 @@ async def run_ingest(
     )
     await runner.setup()
     sink.start()
+    # the event loop that answers deliveries keeps running tasks
+    heartbeat = asyncio.create_task(health.heartbeat(HTTP), name="ingest-heartbeat")
     try:
         await web.TCPSite(runner, settings.ingest_host, settings.ingest_port).start()
         health.started()
         log.info("running", port=settings.ingest_port, topic=settings.input_topic)
-        while not stop.is_set():
-            health.loop_beat()  # the event loop turns: deliveries can be answered
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=1.0)
+        await stop.wait()
     finally:
+        heartbeat.cancel()
         await runner.cleanup()
         await server.close()
         await sink.stop()
