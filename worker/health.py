@@ -1,20 +1,17 @@
 """Liveness and readiness state. The parts of a command report in; the HTTP probes read.
 
-Live: every part that has reported beat within its command's timeout
-(OCITAG_LIVENESS_TIMEOUT_SECONDS). Each command names its own parts: the worker its poll
-loop (``poll-loop``), ingest the event loop serving its HTTP (``http``), the api that
-loop and its outcome consumer (``http``, ``outcome-listener``), ``reconcile --every`` its
-runs (``reconcile``). A part waiting for a service (retrying while Kafka or PostgreSQL is
-away) is alive: a restart would not bring the service back. The decision is
-``liveness()``, without I/O; /healthz names the stale part and for how long.
-Ready: each command's own probe (``readiness_probe``), once started.
+Live: every part the command watches (``COMMAND_PARTS``) has beaten within its timeout
+(OCITAG_LIVENESS_TIMEOUT_SECONDS). A part waiting for a service (retrying while Kafka or
+PostgreSQL is away), or for start-up to finish, is alive: a restart would not bring the
+service back. The decision is ``liveness()``, without I/O; /healthz names the stale part
+and for how long. Ready: each command's own probe (``readiness_probe``), once started.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 #: the parts, one name each, as /healthz reports them
@@ -22,6 +19,17 @@ POLL_LOOP = "poll-loop"
 HTTP = "http"
 OUTCOME_LISTENER = "outcome-listener"
 RECONCILE = "reconcile"
+
+#: what /healthz watches, per command that serves it (deploy/check holds the Deployments'
+#: probes to these commands)
+COMMAND_PARTS: Mapping[str, tuple[str, ...]] = {
+    "run": (POLL_LOOP,),  # the poll loop: fetch, hand out batches, commit
+    "ingest": (HTTP,),  # the event loop that answers the webhooks
+    "api": (HTTP, OUTCOME_LISTENER),  # that loop, and the consumer that answers requests
+    "reconcile": (RECONCILE,),  # with --every: runs (and repositories) completing
+}
+#: what a part waits for until its first beat
+START_UP = "start-up"
 
 #: the ``http`` heartbeat's period, at most (a quarter of the timeout when shorter)
 _HEARTBEAT_SECONDS = 1.0
@@ -70,11 +78,17 @@ def _seconds(value: float) -> str:
 
 class Health:
     def __init__(
-        self, liveness_timeout: float, clock: Callable[[], float] = time.monotonic
+        self,
+        liveness_timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        parts: Sequence[str] = (),
     ) -> None:
+        """``parts``: those the command watches, each waiting for start-up until it
+        beats (so /healthz names them all from the start)."""
         self._timeout = liveness_timeout
         self._clock = clock
-        self._beats: dict[str, Beat] = {}
+        self._beats = {part: Beat(clock(), START_UP) for part in parts}
         self._started = False
         self.readiness_probe: Callable[[], Awaitable[Check]] | None = None
 

@@ -17,7 +17,16 @@ from tests.helpers.wait import eventually
 from worker.api import listener
 from worker.api.listener import OutcomeListener
 from worker.api.waiters import Waiters
-from worker.health import HTTP, OUTCOME_LISTENER, POLL_LOOP, Beat, Health, liveness
+from worker.health import (
+    COMMAND_PARTS,
+    HTTP,
+    OUTCOME_LISTENER,
+    POLL_LOOP,
+    Beat,
+    Check,
+    Health,
+    liveness,
+)
 from worker.settings import load_settings
 
 NOW = 1_000.0
@@ -65,6 +74,18 @@ NOW = 1_000.0
 def test_liveness(beats: dict[str, Beat], ok: bool, reason: str) -> None:
     check = liveness(beats, NOW, 60.0)
     assert (check.ok, check.reason) == (ok, reason)
+
+
+def test_every_watched_part_is_named_from_the_start() -> None:
+    clock = FakeClock()
+    health = Health(60.0, clock, parts=COMMAND_PARTS["api"])
+    clock.advance(600)  # start-up waits as long as it must
+    assert health.live() == Check(
+        True, "http waiting for start-up, outcome-listener waiting for start-up"
+    )
+    health.beat(HTTP)
+    clock.advance(61)
+    assert health.live() == Check(False, "http has not run for 61 s (timeout 60 s)")
 
 
 def test_a_beat_ends_waiting() -> None:

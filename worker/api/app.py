@@ -21,7 +21,7 @@ from worker.api.server import Api, Backends, utc_now
 from worker.api.store import PgReads
 from worker.db import classify_db_error, open_pool
 from worker.errors import Cause, FatalError, TransientError
-from worker.health import HTTP, OUTCOME_LISTENER, Check, Health
+from worker.health import COMMAND_PARTS, HTTP, OUTCOME_LISTENER, Check, Health
 from worker.http import serve
 from worker.kafka import Producer, classify_kafka_error, ensure_topics
 from worker.migrate import check_schema
@@ -54,7 +54,7 @@ class ApiProcess:
             log.warning("api_no_tokens", hint="OCITAG_API_TOKENS is empty: every call is 401")
         self.backends = Backends()
         self._api = Api(settings, tokens, self.backends, utc_now)
-        self._health = Health(settings.liveness_timeout_seconds)
+        self._health = Health(settings.liveness_timeout_seconds, parts=COMMAND_PARTS["api"])
         self._runner: web.AppRunner | None = None
         self._probes: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []

@@ -18,7 +18,7 @@ import structlog
 from aiohttp import web
 
 from worker.errors import Cause, SettingsError, TransientError
-from worker.health import HTTP, Check, Health
+from worker.health import COMMAND_PARTS, HTTP, Check, Health
 from worker.http import serve
 from worker.ingest.auth import split_secrets
 from worker.ingest.kinds import KINDS
@@ -175,7 +175,7 @@ async def run_ingest(
         install_signals(stop)
     log.info("starting", settings=settings.masked(), kinds=sorted(kinds))
     sink = KafkaSink(settings)
-    health = Health(settings.liveness_timeout_seconds)
+    health = Health(settings.liveness_timeout_seconds, parts=COMMAND_PARTS["ingest"])
 
     async def ready() -> Check:
         # Ready while serving, whatever Kafka's state: a sender must get the 503 with
