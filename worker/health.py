@@ -55,13 +55,10 @@ def liveness(beats: Mapping[str, Beat], now: float, timeout: float) -> Check:
     each part's state). No part yet: starting, which is alive."""
     if not beats:
         return Check(True, "starting")
-    stale = sorted(
-        ((now - beat.at, part) for part, beat in beats.items() if beat.waiting_for is None),
-        reverse=True,
-    )
-    stale = [(idle, part) for idle, part in stale if idle > timeout]
+    idle = {part: now - beat.at for part, beat in beats.items() if beat.waiting_for is None}
+    stale = sorted(((s, part) for part, s in idle.items() if s > timeout), reverse=True)
     if stale:
-        parts = ", ".join(f"{part} has not run for {_seconds(idle)} s" for idle, part in stale)
+        parts = ", ".join(f"{part} has not run for {_seconds(s)} s" for s, part in stale)
         return Check(False, f"{parts} (timeout {timeout:g} s)")
     states = [
         f"{part} waiting for {beat.waiting_for}"
