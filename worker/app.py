@@ -23,7 +23,7 @@ from worker.batches import BatchRunner
 from worker.db import classify_db_error, open_pool
 from worker.deadletter import DeadLetters
 from worker.errors import FatalError, TransientError
-from worker.health import Check, Health
+from worker.health import COMMAND_PARTS, Check, Health
 from worker.http import serve
 from worker.kafka import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -189,7 +189,7 @@ async def run(
     stop = stop or asyncio.Event()
     if handle_signals:
         install_signals(stop)
-    health = Health(settings.liveness_timeout_seconds)
+    health = Health(settings.liveness_timeout_seconds, parts=COMMAND_PARTS["run"])
     http = (
         await serve(health, settings.http_host, settings.http_port) if settings.http_port else None
     )

@@ -39,7 +39,7 @@ from worker.commits import Committer
 from worker.consumer import Consumer, Record, to_raw
 from worker.errors import FatalError, TransientError
 from worker.events import RawRecord
-from worker.health import Health
+from worker.health import POLL_LOOP, Health
 from worker.kafka import classify_kafka_error
 from worker.retry import Backoff, count_retry
 from worker.settings import Settings
@@ -90,7 +90,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         committer.add_done_callback(self._committer_ended)
         try:
             while not stop.is_set() and self._fatal is None:
-                self._health.loop_beat()
+                self._health.beat(POLL_LOOP)
                 self._flow_control()
                 fetched = await self._fetch()
                 if self._fatal is not None or stop.is_set():
@@ -144,6 +144,8 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             if isinstance(error, TransientError) and isinstance(exc, KafkaError):
                 count_retry(error.cause)
                 log.warning("fetch_failed", error=str(exc), attempt=self._fetch_backoff.attempt)
+                # the backoff may outlast the liveness timeout: waiting for Kafka is alive
+                self._health.waiting(POLL_LOOP, "Kafka")
                 await asyncio.sleep(self._fetch_backoff.next_delay())
                 return {}
             await self._unreadable.locate(exc, self._batches.keys(), self._handed)

@@ -242,7 +242,10 @@ class Settings(BaseModel):
         description="How long start-up waits for Kafka and PostgreSQL before failing",
     )
     liveness_timeout_seconds: float = Field(
-        60.0, gt=0, description="/healthz fails when the poll loop has not run for this long"
+        60.0,
+        gt=0,
+        description="/healthz fails when a part the command watches (the worker's poll "
+        "loop, the HTTP loop, the api's outcome listener) has not run for this long",
     )
 
     # --- database

@@ -535,6 +535,61 @@ def _duration_seconds(text: str) -> float:
     return float(text)
 
 
+# What each probe must ask: /healthz (worker/health.py) for liveness and start-up.
+PROBE_PATHS = {"startupProbe": "/healthz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"}
+
+
+def _check_probe_targets(where: str, container: dict[str, Any], port: int, http: str) -> None:
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    for probe, path in PROBE_PATHS.items():
+        get = container.get(probe, {}).get("httpGet")
+        if get is None:
+            fail(f"{where}: no {probe} (httpGet {path})")
+            continue
+        if ports.get(get["port"], get["port"]) != port:
+            fail(f"{where}: {probe} asks port {get['port']}, not OCITAG_HTTP_PORT {port}")
+        if get["path"] != path or f'"{path}"' not in http:
+            fail(f"{where}: {probe} asks {get['path']}, not {path} (worker/http.py)")
+
+
+def _check_probes(rendered: str) -> None:
+    """Each Deployment runs a command that serves probes (worker.health.COMMAND_PARTS),
+    and probes the port and paths that command serves: OCITAG_HTTP_PORT as the pod's
+    settings make it, /healthz and /readyz (worker/http.py)."""
+    from worker.health import COMMAND_PARTS
+
+    http = (ROOT / "worker" / "http.py").read_text(encoding="utf-8")
+    for where, doc, container in _containers(rendered):
+        if doc["kind"] != "Deployment":
+            continue
+        command = container["args"][0]
+        parts = COMMAND_PARTS.get(command)
+        if parts is None:
+            fail(f"{where}: `ocitag-worker {command}` serves no /healthz to probe")
+            continue
+        settings = _load(where, _secret_stub_environ(pod_environ(rendered, container)))
+        if settings is None:
+            continue
+        if not settings.http_port:
+            fail(f"{where}: OCITAG_HTTP_PORT is 0: `{command}` serves no probes")
+            continue
+        found = len(failures)
+        _check_probe_targets(where, container, settings.http_port, http)
+        liveness = container.get("livenessProbe", {})
+        period = liveness.get("periodSeconds", 10)
+        # one slow answer (a busy loop, a GC pause) must not restart a live process:
+        # /healthz itself already waits OCITAG_LIVENESS_TIMEOUT_SECONDS
+        if liveness.get("failureThreshold", 3) < 2 or liveness.get("timeoutSeconds", 1) >= period:
+            fail(f"{where}: livenessProbe restarts on one slow answer")
+        if len(failures) > found:
+            continue
+        restart = settings.liveness_timeout_seconds + period * liveness.get("failureThreshold", 3)
+        ok(
+            f"{where} ({command}): probes on {settings.http_port}; /healthz watches "
+            f"{', '.join(parts)}; a stalled part restarts within {restart:g} s"
+        )
+
+
 def cmd_consistency(rendered: str) -> None:
     print("cross-file consistency")
     docs = {(d["kind"], d["metadata"]["name"]): d for d in load_yaml_all(Path(rendered))}
@@ -555,16 +610,8 @@ def cmd_consistency(rendered: str) -> None:
     service = docs[("Service", "ocitag-worker")]["spec"]
     if [p["name"] for p in service["ports"]] != ["metrics"] or service["ports"][0]["port"] != port:
         fail("Service does not expose port 'metrics' on OCITAG_HTTP_PORT")
-    http = (ROOT / "worker" / "http.py").read_text(encoding="utf-8")
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        path = container[probe]["httpGet"]["path"]
-        if f'"{path}"' not in http:
-            fail(f"{probe} path {path} is not served by worker/http.py")
-    if container["livenessProbe"]["httpGet"]["path"] != "/healthz":
-        fail("livenessProbe is not /healthz")
-    if container["readinessProbe"]["httpGet"]["path"] != "/readyz":
-        fail("readinessProbe is not /readyz")
-    ok(f"port {port} (container, Service 'metrics'), probes /healthz and /readyz served")
+    ok(f"port {port} (container, Service 'metrics')")
+    _check_probes(rendered)
     selector = deployment["spec"]["selector"]["matchLabels"]
     for kind in ("Service", "PodDisruptionBudget", "ServiceMonitor"):
         doc = docs[(kind, "ocitag-worker")]

@@ -83,11 +83,13 @@ class ApiClient:
 
 @contextlib.asynccontextmanager
 async def running_api(settings: Settings, *, ready: bool = True) -> AsyncIterator[ApiClient]:
-    """The API's own process object in this event loop; ``ready``: wait until it has
-    connected to PostgreSQL and Kafka (its outcome listener is at the end of the topic)."""
-    await ensure_topics(
-        settings, [settings.input_topic, settings.outcome_topic, settings.dlq_topic]
-    )
+    """The API's own process object in this event loop; ``ready``: create the topics and
+    wait until it has connected to PostgreSQL and Kafka (its outcome listener is at the
+    end of the topic); without, Kafka may be unreachable."""
+    if ready:
+        await ensure_topics(
+            settings, [settings.input_topic, settings.outcome_topic, settings.dlq_topic]
+        )
     process = ApiProcess(settings)
     await process.start()
     try:

@@ -64,6 +64,8 @@ class FakeConsumer:
     commits: dict[TopicPartition, int] = field(default_factory=dict)
     unreadable: set[tuple[TopicPartition, int]] = field(default_factory=set)
     commit_errors: list[BaseException] = field(default_factory=list)
+    #: raised by the next fetches, one each (a broker away)
+    fetch_errors: list[BaseException] = field(default_factory=list)
     #: cleared: commits wait at the "broker" until it is set again
     commit_gate: asyncio.Event = field(default_factory=asyncio.Event)
     commit_calls: int = 0
@@ -101,6 +103,8 @@ class FakeConsumer:
         self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
     ) -> Mapping[TopicPartition, Sequence[FakeRecord]]:
         await asyncio.sleep(0.001)
+        if self.fetch_errors:
+            raise self.fetch_errors.pop(0)
         budget = max_records or 10_000
         out: dict[TopicPartition, list[FakeRecord]] = {}
         for tp in sorted(partitions or self.assigned):
@@ -201,3 +205,17 @@ class FakePublisher:
 
 def health() -> Health:
     return Health(60.0)
+
+
+@dataclass
+class FakeClock:
+    """A monotonic clock that moves only when told: time passing without the event loop
+    running anything (a blocked loop, a stuck await)."""
+
+    now: float = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, KafkaConnectionError
 
 from tests.helpers.fakes import (
     TOPIC,
+    FakeClock,
     FakeConsumer,
     FakePublisher,
     FakeStore,
@@ -30,6 +31,7 @@ from worker.batches import BatchRunner
 from worker.deadletter import DeadLetters
 from worker.errors import PermanentError
 from worker.events import RawRecord
+from worker.health import Check, Health
 from worker.outcomes import Outcome
 from worker.pipeline import Pipeline
 from worker.plan import Item
@@ -56,7 +58,13 @@ def settings(**overrides: Any) -> Settings:
 class World:
     """A pipeline on fakes, and the journal of what they saw, in order."""
 
-    def __init__(self, dlq_limit: int = 1_000_000, reader: Any = None, **overrides: Any) -> None:
+    def __init__(
+        self,
+        dlq_limit: int = 1_000_000,
+        reader: Any = None,
+        liveness: Health | None = None,
+        **overrides: Any,
+    ) -> None:
         self.journal: list[tuple[str, object]] = []
         self.settings = settings(**overrides)
         self.consumer = FakeConsumer(self.journal)
@@ -67,7 +75,9 @@ class World:
             self.settings, self.consumer, self.publisher, self.store, self.dead_letters
         )
         unreadable = Unreadable(self.consumer, reader, TOPIC, self.settings.max_batch_records)
-        self.pipeline = Pipeline(self.settings, self.consumer, self.runner, unreadable, health())
+        self.pipeline = Pipeline(
+            self.settings, self.consumer, self.runner, unreadable, liveness or health()
+        )
         self.stop = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
@@ -168,6 +178,24 @@ async def test_nothing_commits_after_a_fatal_error() -> None:
         await asyncio.wait_for(task, 10)
     assert world.consumer.commits == {P0: 1}
     assert ["ok-2"] not in [ids for _, ids in world.kinds("apply")]
+
+
+async def test_the_poll_loop_waiting_out_a_broker_outage_is_alive() -> None:
+    clock = FakeClock()
+    liveness = Health(1.0, clock)
+    # a backoff far longer than the liveness timeout (the shipped 30 s vs 60 s is closer)
+    world = World(liveness=liveness, retry_backoff_initial_seconds=30, retry_backoff_max_seconds=30)
+    world.consumer.fetch_errors.append(KafkaConnectionError("broker away"))
+    world.task = asyncio.create_task(world.pipeline.run(world.stop))
+    try:
+        await until(lambda: not world.consumer.fetch_errors)
+        await asyncio.sleep(0)  # the loop is in its backoff now
+        clock.advance(100)
+        assert liveness.live() == Check(True, "poll-loop waiting for Kafka")
+    finally:
+        world.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await world.task
 
 
 async def test_a_transient_fault_retries_the_same_batch_and_then_commits() -> None:

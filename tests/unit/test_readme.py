@@ -1,12 +1,14 @@
 """The README for a newcomer, kept true: its prerequisites are complete, its sample
-output is what ``outcomes`` prints, its layout map names every module, and the Makefile
-decides local stack or given servers by one rule."""
+output is what ``outcomes`` prints, its layout map names every module, the Makefile
+decides local stack or given servers by one rule, and /healthz names what each command
+watches."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+from worker.health import COMMAND_PARTS
 from worker.settings import SECRET_FIELDS, env_name
 from worker.watch import describe
 
@@ -79,3 +81,12 @@ def test_the_secrets_the_readme_names_are_the_secret_settings() -> None:
     assert sentence is not None
     named = set(re.findall(r"`([A-Z_]+)`", sentence.group(1)))
     assert named == {env_name(field) for field in SECRET_FIELDS}
+
+
+def test_the_healthz_text_names_what_each_command_watches() -> None:
+    start = README.index("- `/healthz` — liveness")
+    text = README[start : README.index("\n- `/readyz`", start)]
+    for command, parts in COMMAND_PARTS.items():
+        after = text.index(f"`{command}")
+        for part in parts:
+            assert f"(`{part}`" in text[after:], f"/healthz does not say {command} watches {part}"

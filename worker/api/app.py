@@ -21,7 +21,7 @@ from worker.api.server import Api, Backends, utc_now
 from worker.api.store import PgReads
 from worker.db import classify_db_error, open_pool
 from worker.errors import Cause, FatalError, TransientError
-from worker.health import Check, Health
+from worker.health import COMMAND_PARTS, HTTP, OUTCOME_LISTENER, Check, Health
 from worker.http import serve
 from worker.kafka import Producer, classify_kafka_error, ensure_topics
 from worker.migrate import check_schema
@@ -54,7 +54,7 @@ class ApiProcess:
             log.warning("api_no_tokens", hint="OCITAG_API_TOKENS is empty: every call is 401")
         self.backends = Backends()
         self._api = Api(settings, tokens, self.backends, utc_now)
-        self._health = Health(settings.liveness_timeout_seconds)
+        self._health = Health(settings.liveness_timeout_seconds, parts=COMMAND_PARTS["api"])
         self._runner: web.AppRunner | None = None
         self._probes: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -78,7 +78,9 @@ class ApiProcess:
             self._probes = await serve(self._health, s.http_host, s.http_port)
         self._health.readiness_probe = self._ready
         self._health.started()
+        self._health.waiting(OUTCOME_LISTENER, "Kafka")  # until the listener runs
         self._tasks = [
+            asyncio.create_task(self._health.heartbeat(HTTP), name="api-heartbeat"),
             asyncio.create_task(self._connect_db(), name="api-db"),
             asyncio.create_task(self._connect_kafka(), name="api-kafka"),
         ]
@@ -153,7 +155,7 @@ class ApiProcess:
         await self._retry("Kafka", start_producer, _kafka)
 
         async def start_listener() -> None:
-            listener = OutcomeListener(s, self.backends.waiters)
+            listener = OutcomeListener(s, self.backends.waiters, self._health)
             try:
                 await listener.start()
             except BaseException:

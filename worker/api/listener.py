@@ -16,17 +16,20 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from worker.api.waiters import Waiters
+from worker.health import OUTCOME_LISTENER, Health
 from worker.kafka import client_options
 from worker.settings import Settings
 
 log = structlog.get_logger("worker.api.listener")
 _PARTITION_CHECK_SECONDS = 30.0
+_ERROR_PAUSE_SECONDS = 1.0
 
 
 class OutcomeListener:
-    def __init__(self, settings: Settings, waiters: Waiters) -> None:
+    def __init__(self, settings: Settings, waiters: Waiters, health: Health) -> None:
         self._settings = settings
         self._waiters = waiters
+        self._health = health
         self._consumer = AIOKafkaConsumer(
             **client_options(settings),
             group_id=None,
@@ -90,10 +93,12 @@ class OutcomeListener:
 
     async def run(self) -> None:
         """Deliver outcomes until cancelled; a broker outage is waited out (the client
-        reconnects by itself)."""
+        reconnects by itself). Beats each turn, outcomes or not (getmany returns empty
+        after its timeout), errors included: a loop that turns is alive."""
         loop = asyncio.get_running_loop()
         next_check = loop.time() + _PARTITION_CHECK_SECONDS
         while True:
+            self._health.beat(OUTCOME_LISTENER)
             try:
                 batches = await self._consumer.getmany(timeout_ms=500, max_records=2_000)
                 for records in batches.values():
@@ -101,12 +106,14 @@ class OutcomeListener:
                         self._waiters.deliver(record.value)
                 if loop.time() >= next_check:
                     next_check = loop.time() + _PARTITION_CHECK_SECONDS
+                    # asks the cluster (up to its request timeout): waiting for Kafka
+                    self._health.waiting(OUTCOME_LISTENER, "Kafka")
                     await self._assign_all()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("outcome_listener_error", error=f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(_ERROR_PAUSE_SECONDS)
 
     async def stop(self) -> None:
         self._ready = False

@@ -18,7 +18,7 @@ import structlog
 from aiohttp import web
 
 from worker.errors import Cause, SettingsError, TransientError
-from worker.health import Check, Health
+from worker.health import COMMAND_PARTS, HTTP, Check, Health
 from worker.http import serve
 from worker.ingest.auth import split_secrets
 from worker.ingest.kinds import KINDS
@@ -175,7 +175,7 @@ async def run_ingest(
         install_signals(stop)
     log.info("starting", settings=settings.masked(), kinds=sorted(kinds))
     sink = KafkaSink(settings)
-    health = Health(settings.liveness_timeout_seconds)
+    health = Health(settings.liveness_timeout_seconds, parts=COMMAND_PARTS["ingest"])
 
     async def ready() -> Check:
         # Ready while serving, whatever Kafka's state: a sender must get the 503 with
@@ -193,15 +193,15 @@ async def run_ingest(
     )
     await runner.setup()
     sink.start()
+    # the event loop that answers deliveries keeps running tasks
+    heartbeat = asyncio.create_task(health.heartbeat(HTTP), name="ingest-heartbeat")
     try:
         await web.TCPSite(runner, settings.ingest_host, settings.ingest_port).start()
         health.started()
         log.info("running", port=settings.ingest_port, topic=settings.input_topic)
-        while not stop.is_set():
-            health.loop_beat()  # the event loop turns: deliveries can be answered
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=1.0)
+        await stop.wait()
     finally:
+        heartbeat.cancel()
         await runner.cleanup()
         await server.close()
         await sink.stop()

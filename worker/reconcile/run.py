@@ -21,7 +21,7 @@ import structlog
 from worker import metrics
 from worker.db import classify_db_error, open_pool
 from worker.errors import FatalError, TransientError, WorkerError
-from worker.health import Health
+from worker.health import COMMAND_PARTS, RECONCILE, Health
 from worker.http import serve
 from worker.identifiers import InvalidIdentifierError
 from worker.kafka import Producer, missing_topics
@@ -249,7 +249,9 @@ async def _every(
         stop = asyncio.Event()
         install_signals(stop)
     # alive while runs keep finishing (or repositories keep completing)
-    health = Health(settings.liveness_timeout_seconds + 2 * options.interval)
+    health = Health(
+        settings.liveness_timeout_seconds + 2 * options.interval, parts=COMMAND_PARTS["reconcile"]
+    )
     runner = (
         await serve(health, settings.http_host, settings.http_port) if settings.http_port else None
     )
@@ -260,11 +262,11 @@ async def _every(
         sink,
         output,
         concurrency=settings.registry_concurrency,
-        on_repository=health.loop_beat,
+        on_repository=lambda: health.beat(RECONCILE),
     )
     try:
         while not stop.is_set():
-            health.loop_beat()
+            health.beat(RECONCILE)
             run = asyncio.create_task(reconciler.run(options))
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait({run, stopping}, return_when=asyncio.FIRST_COMPLETED)
