@@ -191,7 +191,9 @@ async def run(
         install_signals(stop)
     health = Health(settings.liveness_timeout_seconds)
     http = (
-        await serve(health, settings.http_host, settings.http_port) if settings.http_port else None
+        await serve(health, settings.http_host, settings.http_port, "run")
+        if settings.http_port
+        else None
     )
     try:
         await _run(settings, stop, health)

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers.events import HEX, event
 from tests.helpers.harness import running_worker, structured
+from tests.helpers.metrics import expected_families, scrape_families
 from tests.helpers.wait import eventually
 from worker.settings import Settings
 from worker.store import event_key
@@ -79,7 +80,10 @@ async def test_metrics_move_and_probes_answer(make_settings: Callable[..., Setti
 
         await eventually(lag_is_zero)
         status, body = await probe(port, "/healthz")
+        shown = await scrape_families(port)
     assert (status, body["status"]) == (200, "ok")
+    # the worker's own metrics and the shared ones it moves: no ingest, api or reconcile
+    assert {name for name in shown if name.startswith("ocitag_")} == expected_families("run")
 
     def delta(name: str) -> float:
         return after.get(name, 0.0) - before.get(name, 0.0)

@@ -75,7 +75,7 @@ class ApiProcess:
         await site.start()
         self.port = self._runner.addresses[0][1]
         if s.http_port:
-            self._probes = await serve(self._health, s.http_host, s.http_port)
+            self._probes = await serve(self._health, s.http_host, s.http_port, "api")
         self._health.readiness_probe = self._ready
         self._health.started()
         self._tasks = [

@@ -184,7 +184,9 @@ async def run_ingest(
 
     health.readiness_probe = ready
     probes = (
-        await serve(health, settings.http_host, settings.http_port) if settings.http_port else None
+        await serve(health, settings.http_host, settings.http_port, "ingest")
+        if settings.http_port
+        else None
     )
     registry = resolver_for(settings)
     server = IngestServer(kinds, sink, registry or NoResolver(), limits(settings))

@@ -251,7 +251,9 @@ async def _every(
     # alive while runs keep finishing (or repositories keep completing)
     health = Health(settings.liveness_timeout_seconds + 2 * options.interval)
     runner = (
-        await serve(health, settings.http_host, settings.http_port) if settings.http_port else None
+        await serve(health, settings.http_host, settings.http_port, "reconcile")
+        if settings.http_port
+        else None
     )
     health.started()
     reconciler = Reconciler(

@@ -11,6 +11,7 @@ import pytest
 
 from tests.helpers.cli import run_cli
 from tests.helpers.ingest import load_delivery, running_ingest
+from tests.helpers.metrics import expected_families, families
 from tests.helpers.registry import free_port
 from worker.errors import SettingsError
 from worker.ingest.app import enabled_kinds
@@ -90,3 +91,6 @@ async def test_starts_and_answers_without_kafka() -> None:
         'ocitag_ingest_deliveries_rejected_total{cause="kafka_unavailable",kind="distribution"}'
         in text
     )
+    # ingest's own metrics and the shared ones it moves: no worker or reconcile ones at 0
+    shown = {name for name in families(text) if name.startswith("ocitag_")}
+    assert shown == expected_families("ingest")
