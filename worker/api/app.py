@@ -26,7 +26,7 @@ from worker.http import serve
 from worker.kafka import Producer, classify_kafka_error, ensure_topics
 from worker.migrate import check_schema
 from worker.retry import Backoff, retrying
-from worker.settings import Settings
+from worker.settings import COMMAND_SETTINGS, Settings
 from worker.shutdown import install_signals
 
 log = structlog.get_logger("worker.api")
@@ -68,7 +68,7 @@ class ApiProcess:
 
     async def start(self) -> None:
         s = self._settings
-        log.info("api_starting", settings=s.masked())
+        log.info("api_starting", settings=s.masked(COMMAND_SETTINGS["api"]))
         self._runner = web.AppRunner(self._api.app(), access_log=None, shutdown_timeout=10)
         await self._runner.setup()
         site = web.TCPSite(self._runner, s.api_host, s.api_port)

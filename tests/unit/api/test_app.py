@@ -3,13 +3,18 @@ PostgreSQL and Kafka are there."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.helpers.metrics import expected_families, scrape_families
 from tests.helpers.registry import free_port
+from tests.helpers.settings_reads import record_reads
 from worker.api.app import ApiProcess
-from worker.settings import load_settings
+from worker.settings import COMMAND_SETTINGS, load_settings
 
 
-async def test_serves_its_own_metrics_before_its_services_are_there() -> None:
+async def test_serves_its_own_metrics_before_its_services_are_there(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     probes = free_port()
     settings = load_settings(
         {
@@ -23,6 +28,7 @@ async def test_serves_its_own_metrics_before_its_services_are_there() -> None:
         },
         environ={},
     )
+    recorded = record_reads(monkeypatch)
     process = ApiProcess(settings)
     await process.start()
     try:
@@ -31,3 +37,6 @@ async def test_serves_its_own_metrics_before_its_services_are_there() -> None:
         await process.stop()
     # the API's own metrics and the shared ones it moves: no worker or ingest ones at 0
     assert {name for name in shown if name.startswith("ocitag_")} == expected_families("api")
+    # what it read is what its flags and start-up line show
+    assert recorded.reads <= COMMAND_SETTINGS["api"]
+    assert {"api_port", "api_tokens", "http_port"} <= recorded.reads
