@@ -323,7 +323,7 @@ def replayable(item: Item, row: ProcessedRow) -> bool:
 def replayed(ctx: OutcomeContext, item: Item, row: ProcessedRow) -> Outcome:
     """The first outcome of the event ``item`` repeats (``replayable``), as it was."""
     if row.outcome is not None:
-        return Outcome(row.outcome_key, row.outcome, row.status, kept_change(row), True)
+        return Outcome(row.outcome_key, row.outcome, row.status, _kept_change(row), True)
     event = item.event
     if not isinstance(event, TagMoved) or row.change is None or row.version is None:
         raise ValueError(f"cannot rebuild the outcome of {item.key}: not a stored move")
@@ -345,7 +345,7 @@ def replayed(ctx: OutcomeContext, item: Item, row: ProcessedRow) -> Outcome:
     return Outcome(first.key, first.value, first.status, row.change, True)
 
 
-def kept_change(row: ProcessedRow) -> Change | None:
+def _kept_change(row: ProcessedRow) -> Change | None:
     """The change a 200 kept as bytes says (a deletion's, or a move's recorded before the
     compact form): its ``change`` attribute. Read for the replay's metric labels only,
     so the rare parse is the price of not storing it twice."""

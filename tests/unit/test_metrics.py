@@ -57,3 +57,14 @@ def test_importing_the_metrics_registers_nothing() -> None:
     """The default registry (which any library may scrape) holds no metric of ours."""
     shown = {family.name for family in prometheus_client.REGISTRY.collect()}
     assert not [name for name in shown if name.startswith("ocitag_")]
+
+
+def test_every_metric_is_some_commands() -> None:
+    """A metric no command registers would be moved and never shown."""
+    defined = {
+        value
+        for value in vars(metrics).values()
+        if isinstance(value, prometheus_client.metrics.MetricWrapperBase)
+    }
+    registered = {c for collectors in metrics.COMMANDS.values() for c in collectors}
+    assert defined == registered
