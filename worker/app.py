@@ -40,7 +40,7 @@ from worker.outcomes import OutcomeContext
 from worker.pipeline import Pipeline
 from worker.rawrecords import RawFetcher
 from worker.retry import Backoff, retrying
-from worker.settings import Settings
+from worker.settings import COMMAND_SETTINGS, Settings
 from worker.shutdown import install_signals
 from worker.store import Store
 from worker.unreadable import Unreadable
@@ -191,7 +191,9 @@ async def run(
         install_signals(stop)
     health = Health(settings.liveness_timeout_seconds, parts=COMMAND_PARTS["run"])
     http = (
-        await serve(health, settings.http_host, settings.http_port) if settings.http_port else None
+        await serve(health, settings.http_host, settings.http_port, "run")
+        if settings.http_port
+        else None
     )
     try:
         await _run(settings, stop, health)
@@ -203,7 +205,7 @@ async def run(
 
 
 async def _run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
-    log.info("starting", settings=settings.masked())
+    log.info("starting", settings=settings.masked(COMMAND_SETTINGS["run"]))
     pool = await create_pool(settings, stop)
     try:
         async with pool.acquire() as conn:

@@ -1,7 +1,8 @@
 """``ocitag-worker run | migrate | publish | outcomes | reconcile | api``.
 
-Every setting is a flag on every command (``--input-topic`` for ``OCITAG_INPUT_TOPIC``);
-flags win over the environment. Exit codes: 0 done, 1 a fatal error (one line naming the
+Each command has a flag for every setting it uses (``--input-topic`` for
+``OCITAG_INPUT_TOPIC``; worker/settings.py ``COMMAND_SETTINGS``); flags win over the
+environment. Exit codes: 0 done, 1 a fatal error (one line naming the
 cause), 2 bad usage or settings.
 """
 
@@ -20,7 +21,15 @@ from aiokafka.errors import KafkaError
 
 from worker import __version__, logs, runtime
 from worker.errors import FatalError, SettingsError, WorkerError
-from worker.settings import MASK, SECRET_FIELDS, Settings, env_name, flag_name, load_settings
+from worker.settings import (
+    COMMAND_SETTINGS,
+    MASK,
+    SECRET_FIELDS,
+    Settings,
+    env_name,
+    flag_name,
+    load_settings,
+)
 
 EXIT_FATAL = 1
 EXIT_USAGE = 2
@@ -30,9 +39,13 @@ class UsageError(Exception):
     """The command's arguments or input file are wrong (exit 2)."""
 
 
-def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+def _add_setting_flags(parser: argparse.ArgumentParser, command: str) -> None:
+    """The flags of the settings ``command`` uses, in ``Settings``' order."""
     group = parser.add_argument_group("settings (each also an environment variable)")
+    used = COMMAND_SETTINGS[command]
     for name, field in Settings.model_fields.items():
+        if name not in used:
+            continue
         default = field.default
         shown = MASK if name in SECRET_FIELDS else default
         group.add_argument(
@@ -53,10 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the worker")
-    _add_setting_flags(run)
+    _add_setting_flags(run, "run")
 
     migrate = commands.add_parser("migrate", help="apply database migrations")
-    _add_setting_flags(migrate)
+    _add_setting_flags(migrate, "migrate")
 
     publish = commands.add_parser(
         "publish",
@@ -79,20 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--id", dest="event_id", help="event id (default: a new UUID)")
     publish.add_argument("--time", help="RFC 3339 event time (default: now)")
     publish.add_argument("--mode", choices=["structured", "binary"], default="structured")
-    _add_setting_flags(publish)
+    _add_setting_flags(publish, "publish")
 
     ingest = commands.add_parser(
         "ingest",
         help="serve registry webhooks (POST /webhooks/<kind>) and publish tag events",
     )
-    _add_setting_flags(ingest)
+    _add_setting_flags(ingest, "ingest")
 
     outcomes = commands.add_parser("outcomes", help="print outcomes as they arrive")
     outcomes.add_argument("--from-beginning", action="store_true")
     outcomes.add_argument("--count", type=int, help="stop after this many")
     outcomes.add_argument("--idle-timeout", type=float, help="stop after this many quiet seconds")
     outcomes.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
-    _add_setting_flags(outcomes)
+    _add_setting_flags(outcomes, "outcomes")
 
     reconcile = commands.add_parser(
         "reconcile",
@@ -122,13 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run again every SECONDS (serving /metrics) until SIGTERM; default: once",
     )
     reconcile.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
-    _add_setting_flags(reconcile)
+    _add_setting_flags(reconcile, "reconcile")
 
     # --- api
     api = commands.add_parser(
         "api", help="serve the seed's HTTP API (PUT/DELETE/GET /ocitags/{tag}/) over Kafka"
     )
-    _add_setting_flags(api)
+    _add_setting_flags(api, "api")
     return parser
 
 
@@ -149,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ocitag-worker: {exc}", file=sys.stderr)
         return EXIT_USAGE
     logs.configure(settings.log_level, settings.log_format)
+    if settings.log_level == "debug":  # every setting; each start-up line has its own only
+        structlog.get_logger("worker").debug("settings", settings=settings.masked())
     try:
         with asyncio.Runner(loop_factory=runtime.loop_factory(settings.event_loop)) as runner:
             return runner.run(_dispatch(args, settings))

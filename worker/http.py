@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from worker import metrics
 from worker.health import Health
 
 
-def make_app(health: Health) -> web.Application:
+def make_app(health: Health, registry: CollectorRegistry) -> web.Application:
     async def metrics_view(_: web.Request) -> web.Response:
-        body = generate_latest(REGISTRY)
+        body = generate_latest(registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_: web.Request) -> web.Response:
@@ -35,9 +35,10 @@ def make_app(health: Health) -> web.Application:
     return app
 
 
-async def serve(health: Health, host: str, port: int) -> web.AppRunner:
+async def serve(health: Health, host: str, port: int, command: str) -> web.AppRunner:
+    """Serve ``command``'s metrics (worker/metrics.py ``COMMANDS``) and probes."""
     metrics.serve_without_created_series()
-    runner = web.AppRunner(make_app(health), access_log=None)
+    runner = web.AppRunner(make_app(health, metrics.registry(command)), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner

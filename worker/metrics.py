@@ -1,33 +1,58 @@
 """Every metric of the worker, in one place. Base units (seconds, events, bytes);
-labels are low-cardinality (status, change, cause, partition number)."""
+labels are low-cardinality (status, change, cause, partition number).
+
+The metrics are defined here unregistered (``registry=None``: importing this module
+registers nothing anywhere); ``COMMANDS`` says which families each long-running command
+exports, and ``registry(command)`` builds the registry its /metrics serves. So a
+process shows its own families and the shared ones that apply to it, never another
+component's at 0.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import prometheus_client
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
+from prometheus_client.registry import Collector
 
 from worker.errors import Cause
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _SIZE_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000)
 
-EVENTS_CONSUMED = Counter("ocitag_events_consumed", "Input records taken from Kafka.")
+EVENTS_CONSUMED = Counter(
+    "ocitag_events_consumed",
+    "Input records taken from Kafka.",
+    registry=None,
+)
 OUTCOMES = Counter(
     "ocitag_outcomes",
     "Outcomes published, by status and change (created/updated/unchanged/deleted; 'none' for "
     "rejections); replay='true' when republished for a duplicate input.",
     ["status", "change", "replay"],
+    registry=None,
 )
 EVENT_SECONDS = Histogram(
     "ocitag_event_processing_seconds",
     "Per input record: fetched to outcome acknowledged (its offset is committed after, "
     "in the background).",
     buckets=_LATENCY_BUCKETS,
+    registry=None,
 )
 BATCH_SECONDS = Histogram(
     "ocitag_batch_processing_seconds",
     "Per partition batch: decode, apply and publish (the offset commit follows in the background).",
     buckets=_LATENCY_BUCKETS,
+    registry=None,
 )
 BATCH_STAGE_SECONDS = Histogram(
     "ocitag_batch_stage_seconds",
@@ -38,18 +63,24 @@ BATCH_STAGE_SECONDS = Histogram(
     "since the last (it holds up no partition). Where an event's latency goes.",
     ["stage"],
     buckets=_LATENCY_BUCKETS,
+    registry=None,
 )
 BATCH_EVENTS = Histogram(
-    "ocitag_batch_size_events", "Records per partition batch.", buckets=_SIZE_BUCKETS
+    "ocitag_batch_size_events",
+    "Records per partition batch.",
+    buckets=_SIZE_BUCKETS,
+    registry=None,
 )
 CONSUMER_LAG = Gauge(
     "ocitag_consumer_lag_events",
     "Log end offset minus committed offset, per assigned input partition.",
     ["partition"],
+    registry=None,
 )
 OLDEST_UNPROCESSED_AGE = Gauge(
     "ocitag_oldest_unprocessed_event_age_seconds",
     "Age (by Kafka timestamp) of the oldest fetched record not yet published; 0 when idle.",
+    registry=None,
 )
 
 
@@ -61,23 +92,43 @@ DB_RETRIES = Counter(
     "ocitag_db_retries",
     f"Database work redone, by cause (one of: {_causes('db')}).",
     ["cause"],
+    registry=None,
 )
 KAFKA_RETRIES = Counter(
     "ocitag_kafka_retries",
     f"Kafka work redone, by cause (one of: {_causes('kafka')}).",
     ["cause"],
+    registry=None,
 )
-IN_FLIGHT = Gauge("ocitag_in_flight_events", "Records fetched and not yet published.")
+IN_FLIGHT = Gauge(
+    "ocitag_in_flight_events",
+    "Records fetched and not yet published.",
+    registry=None,
+)
 LAST_COMMIT = Gauge(
-    "ocitag_last_commit_timestamp_seconds", "Unix time of the last successful offset commit."
+    "ocitag_last_commit_timestamp_seconds",
+    "Unix time of the last successful offset commit.",
+    registry=None,
 )
-DEAD_LETTERED = Counter("ocitag_dead_lettered", "Records copied to the dead-letter topic.")
-ASSIGNED_PARTITIONS = Gauge("ocitag_assigned_partitions", "Input partitions assigned.")
+DEAD_LETTERED = Counter(
+    "ocitag_dead_lettered",
+    "Records copied to the dead-letter topic.",
+    registry=None,
+)
+ASSIGNED_PARTITIONS = Gauge(
+    "ocitag_assigned_partitions",
+    "Input partitions assigned.",
+    registry=None,
+)
 PRODUCER_RECREATED = Counter(
-    "ocitag_producer_recreated", "Times the outcome producer was replaced after it got stuck."
+    "ocitag_producer_recreated",
+    "Times the outcome producer was replaced after it got stuck.",
+    registry=None,
 )
 PRUNED = Counter(
-    "ocitag_processed_events_pruned", "Processed-event records deleted after retention."
+    "ocitag_processed_events_pruned",
+    "Processed-event records deleted after retention.",
+    registry=None,
 )
 
 # --- reconcile (worker/reconcile): one host per process, so no registry label
@@ -87,28 +138,39 @@ RECONCILE_RUNS = Counter(
     "Reconcile runs, by result: ok, partial (some repositories could not be read) or "
     "failed (nothing published: registry, database or Kafka away).",
     ["result"],
+    registry=None,
 )
-RECONCILE_TAGS_SCANNED = Counter("ocitag_reconcile_tags_scanned", "Registry tags listed.")
+RECONCILE_TAGS_SCANNED = Counter(
+    "ocitag_reconcile_tags_scanned",
+    "Registry tags listed.",
+    registry=None,
+)
 RECONCILE_DIFFERENCES = Counter(
     "ocitag_reconcile_differences",
     "Differences found between the registry and the live records, by kind (moved, deleted).",
     ["kind"],
+    registry=None,
 )
 RECONCILE_EVENTS_PUBLISHED = Counter(
-    "ocitag_reconcile_events_published", "Repair events acknowledged by Kafka."
+    "ocitag_reconcile_events_published",
+    "Repair events acknowledged by Kafka.",
+    registry=None,
 )
 RECONCILE_REPOSITORY_FAILURES = Counter(
     "ocitag_reconcile_repository_failures",
     "Repositories a run could not read (their records were left alone).",
+    registry=None,
 )
 RECONCILE_RUN_SECONDS = Histogram(
     "ocitag_reconcile_run_duration_seconds",
     "Duration of one reconcile run.",
     buckets=_RUN_BUCKETS,
+    registry=None,
 )
 RECONCILE_LAST_SUCCESS = Gauge(
     "ocitag_reconcile_last_success_timestamp_seconds",
     "Unix time of the end of the last reconcile run that read every repository.",
+    registry=None,
 )
 
 
@@ -119,35 +181,41 @@ INGEST_DELIVERIES = Counter(
     "Webhook deliveries answered, by kind and result (accepted, ignored: nothing to "
     "publish, rejected).",
     ["kind", "result"],
+    registry=None,
 )
 INGEST_EVENTS = Counter(
     "ocitag_ingest_events_published",
     "Tag events published and acknowledged, by kind and action (moved, deleted).",
     ["kind", "action"],
+    registry=None,
 )
 INGEST_IGNORED = Counter(
     "ocitag_ingest_entries_ignored",
     "Delivery entries acknowledged and not published, by kind and reason (pull, blob, "
     "untagged, digest_delete, …).",
     ["kind", "reason"],
+    registry=None,
 )
 INGEST_REJECTED = Counter(
     "ocitag_ingest_deliveries_rejected",
     "Deliveries refused, by kind and cause (not_found, unauthenticated, too_large, "
     "read_timeout, unmappable, unresolved_digest, kafka_unavailable, internal).",
     ["kind", "cause"],
+    registry=None,
 )
 INGEST_PRODUCE_SECONDS = Histogram(
     "ocitag_ingest_produce_seconds",
     "Per delivery with events: produce until Kafka acknowledged every event.",
     ["kind"],
     buckets=_LATENCY_BUCKETS,
+    registry=None,
 )
 INGEST_DELIVERY_SECONDS = Histogram(
     "ocitag_ingest_delivery_seconds",
     "Per delivery: request received to answer sent.",
     ["kind"],
     buckets=_LATENCY_BUCKETS,
+    registry=None,
 )
 
 
@@ -156,23 +224,31 @@ API_REQUESTS = Counter(
     "ocitag_api_requests",
     "API requests answered, by operation (operationId, 'other' for no route) and status.",
     ["operation", "status"],
+    registry=None,
 )
 API_REQUEST_SECONDS = Histogram(
     "ocitag_api_request_duration_seconds",
     "API request received to answer sent, by operation.",
     ["operation"],
     buckets=_LATENCY_BUCKETS,
+    registry=None,
 )
 API_OUTCOME_WAIT_SECONDS = Histogram(
     "ocitag_api_outcome_wait_seconds",
     "Per write: the event acknowledged by Kafka to its outcome arriving (or giving up).",
     buckets=_LATENCY_BUCKETS,
+    registry=None,
 )
 API_OUTCOMES_LATE = Counter(
     "ocitag_api_outcomes_late",
     "Writes answered 202 because their outcome did not arrive in OCITAG_API_TIMEOUT_SECONDS.",
+    registry=None,
 )
-API_WAITING = Gauge("ocitag_api_waiting_requests", "Writes waiting for their outcome now.")
+API_WAITING = Gauge(
+    "ocitag_api_waiting_requests",
+    "Writes waiting for their outcome now.",
+    registry=None,
+)
 
 
 def serve_without_created_series() -> None:
@@ -189,8 +265,76 @@ GC_PAUSE_SECONDS = Histogram(
     "Python garbage-collector pauses, by generation (2 = full collection).",
     ["generation"],
     buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+    registry=None,
 )
 # ---- deletions
 TOMBSTONES_PRUNED = Counter(
-    "ocitag_tombstones_pruned", "Tombstones of deleted tags deleted after retention."
+    "ocitag_tombstones_pruned",
+    "Tombstones of deleted tags deleted after retention.",
+    registry=None,
 )
+
+
+# ---- which command exports what: the one declaration
+
+#: the worker (``ocitag-worker run``)
+WORKER: tuple[Collector, ...] = (
+    EVENTS_CONSUMED,
+    OUTCOMES,
+    EVENT_SECONDS,
+    BATCH_SECONDS,
+    BATCH_STAGE_SECONDS,
+    BATCH_EVENTS,
+    CONSUMER_LAG,
+    OLDEST_UNPROCESSED_AGE,
+    IN_FLIGHT,
+    LAST_COMMIT,
+    DEAD_LETTERED,
+    ASSIGNED_PARTITIONS,
+    PRUNED,
+    TOMBSTONES_PRUNED,
+    GC_PAUSE_SECONDS,  # only the worker watches its collector (runtime.watch_gc)
+)
+RECONCILE: tuple[Collector, ...] = (
+    RECONCILE_RUNS,
+    RECONCILE_TAGS_SCANNED,
+    RECONCILE_DIFFERENCES,
+    RECONCILE_EVENTS_PUBLISHED,
+    RECONCILE_REPOSITORY_FAILURES,
+    RECONCILE_RUN_SECONDS,
+    RECONCILE_LAST_SUCCESS,
+)
+INGEST: tuple[Collector, ...] = (
+    INGEST_DELIVERIES,
+    INGEST_EVENTS,
+    INGEST_IGNORED,
+    INGEST_REJECTED,
+    INGEST_PRODUCE_SECONDS,
+    INGEST_DELIVERY_SECONDS,
+)
+API: tuple[Collector, ...] = (
+    API_REQUESTS,
+    API_REQUEST_SECONDS,
+    API_OUTCOME_WAIT_SECONDS,
+    API_OUTCOMES_LATE,
+    API_WAITING,
+)
+
+#: each long-running command's families: its component's, plus the shared ones it can
+#: move (retries by the services it retries, the producer it may replace); the
+#: process_* and python_* families of prometheus-client come with every registry
+COMMANDS: Mapping[str, tuple[Collector, ...]] = {
+    "run": (*WORKER, DB_RETRIES, KAFKA_RETRIES, PRODUCER_RECREATED),
+    "ingest": (*INGEST, KAFKA_RETRIES, PRODUCER_RECREATED),
+    "api": (*API, DB_RETRIES, KAFKA_RETRIES, PRODUCER_RECREATED),
+    "reconcile": (*RECONCILE, PRODUCER_RECREATED),
+}
+
+
+def registry(command: str) -> CollectorRegistry:
+    """A new registry holding what ``command`` exports (``COMMANDS``), for its /metrics.
+    A new one per call: tests run several commands in one process, each with its own."""
+    built = CollectorRegistry()
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR, *COMMANDS[command]):
+        built.register(collector)
+    return built

@@ -323,7 +323,7 @@ def replayable(item: Item, row: ProcessedRow) -> bool:
 def replayed(ctx: OutcomeContext, item: Item, row: ProcessedRow) -> Outcome:
     """The first outcome of the event ``item`` repeats (``replayable``), as it was."""
     if row.outcome is not None:
-        return Outcome(row.outcome_key, row.outcome, row.status, None, True)
+        return Outcome(row.outcome_key, row.outcome, row.status, _kept_change(row), True)
     event = item.event
     if not isinstance(event, TagMoved) or row.change is None or row.version is None:
         raise ValueError(f"cannot rebuild the outcome of {item.key}: not a stored move")
@@ -342,7 +342,17 @@ def replayed(ctx: OutcomeContext, item: Item, row: ProcessedRow) -> Outcome:
     )
     then = replace(ctx, worker_source=row.worker_source or ctx.worker_source)
     first = _success(then, event, Applied(record, row.change), row.processed_at)
-    return Outcome(first.key, first.value, first.status, None, True)
+    return Outcome(first.key, first.value, first.status, row.change, True)
+
+
+def _kept_change(row: ProcessedRow) -> Change | None:
+    """The change a 200 kept as bytes says (a deletion's, or a move's recorded before the
+    compact form): its ``change`` attribute. Read for the replay's metric labels only,
+    so the rare parse is the price of not storing it twice."""
+    if row.status != 200 or row.outcome is None:
+        return None
+    change = orjson.loads(row.outcome).get("change")
+    return change if change in SUCCESS_TYPES else None
 
 
 def repeat_outcome(
@@ -355,7 +365,7 @@ def repeat_outcome(
     """A duplicate gets the first outcome itself; an id reused with other content gets
     409, timed at the first processing so that its own replays are identical too."""
     if same_content(item.event.fingerprint, first_fingerprint):
-        return Outcome(first_outcome.key, first_outcome.value, first_outcome.status, None, True)
+        return replace(first_outcome, replay=True)
     return id_reused_outcome(ctx, item, first_processed_at)
 
 

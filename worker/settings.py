@@ -1,10 +1,11 @@
 """The one settings object: read once at start, frozen, typed.
 
 Every setting comes from an environment variable (the names of the contract,
-docs/contract.md "Interfaces") and has a command-line flag of the same name
-(``OCITAG_INPUT_TOPIC`` ↔ ``--input-topic``). Secrets may also come from a file named by
-``<NAME>_FILE`` (how container platforms mount them). An invalid value fails start-up
-with one line naming the variable, the flag and the rule.
+docs/contract.md "Interfaces") and has a command-line flag of the same name on the
+commands that use it (``OCITAG_INPUT_TOPIC`` ↔ ``--input-topic``; ``COMMAND_SETTINGS``).
+Secrets may also come from a file named by ``<NAME>_FILE`` (how container platforms
+mount them). An invalid value fails start-up with one line naming the variable, the
+flag and the rule.
 
 ``Settings`` is a plain frozen pydantic model rather than pydantic-settings'
 ``BaseSettings``: the variable names are not one prefix plus the field name, secrets have
@@ -17,7 +18,7 @@ made by mistake.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -564,10 +565,11 @@ class Settings(BaseModel):
         netloc = f"{user}:{quote(self.db_password.get_secret_value(), safe='')}@{host}"
         return urlunsplit(parts._replace(netloc=netloc))
 
-    def masked(self) -> dict[str, object]:
-        """The effective settings for the start-up log line, secrets masked."""
+    def masked(self, names: Iterable[str] | None = None) -> dict[str, object]:
+        """The effective settings (``names``: those only, e.g. a command's
+        ``COMMAND_SETTINGS``) for a start-up log line, secrets masked."""
         out: dict[str, object] = {}
-        for name in type(self).model_fields:
+        for name in type(self).model_fields if names is None else sorted(names):
             value = getattr(self, name)
             if name in SECRET_FIELDS:
                 out[name] = _mask(value)
@@ -635,3 +637,158 @@ def load_settings(
         raise SettingsError(
             f"invalid setting {where.env} ({where.flag}): {message} (got {shown!r})"
         ) from None
+
+
+# ---- which command uses which settings: the one declaration
+#
+# Groups of fields (the sections of ``Settings``), and each command's as a union of
+# groups: the command's flags (worker/cli.py) and its start-up line (info) are these; the
+# full set is logged at debug. Every command still reads the whole environment (one
+# environment serves them all). Names are fields, so that a later regrouping of
+# ``Settings`` into sub-models maps a group onto one.
+
+#: what every command reads before running (worker/cli.py: logs, event loop)
+PROCESS = frozenset({"log_level", "log_format", "event_loop"})
+#: a Kafka client's connection (worker/kafka.py ``client_options``)
+KAFKA = frozenset(
+    {
+        "kafka_bootstrap_servers",
+        "kafka_security_protocol",
+        "kafka_sasl_mechanism",
+        "kafka_sasl_username",
+        "kafka_sasl_password",
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        "kafka_ssl_key_password",
+        "kafka_ssl_check_hostname",
+    }
+)
+#: the idempotent producer (worker/kafka.py ``Producer``: its client id is the group's)
+PRODUCER = frozenset({"kafka_request_timeout_ms", "group_id"})
+#: topics created at start (worker/kafka.py ``ensure_topics``)
+TOPIC_CREATION = frozenset({"create_topics", "topic_partitions", "topic_replication_factor"})
+DATABASE = frozenset(
+    {
+        "database_url",
+        "db_password",
+        "db_pool_min_size",
+        "db_pool_max_size",
+        "db_command_timeout_seconds",
+        "db_idle_in_transaction_timeout_seconds",
+    }
+)
+#: /metrics, /healthz and /readyz (worker/http.py)
+PROBES = frozenset({"http_host", "http_port", "liveness_timeout_seconds"})
+#: the worker's consumer and its flow control
+CONSUMER = frozenset(
+    {
+        "group_id",
+        "max_batch_records",
+        "max_in_flight_records",
+        "fetch_max_bytes",
+        "max_partition_fetch_bytes",
+        "fetch_max_wait_ms",
+        "poll_timeout_ms",
+        "session_timeout_ms",
+        "heartbeat_interval_ms",
+        "max_poll_interval_ms",
+    }
+)
+BACKOFF = frozenset({"retry_backoff_initial_seconds", "retry_backoff_max_seconds"})
+#: the idempotency record's and the tombstones' retention
+RETENTION = frozenset(
+    {
+        "processed_retention_seconds",
+        "processed_partition_seconds",
+        "prune_interval_seconds",
+        "tombstone_retention_seconds",
+    }
+)
+#: the registry client (worker/oci.py: ingest's digest look-ups, reconcile)
+REGISTRY_CLIENT = frozenset(
+    {
+        "ingest_registry_endpoints",
+        "registry_docker_config",
+        "registry_ca_file",
+        "registry_tls_verify",
+        "registry_timeout_seconds",
+        "registry_concurrency",
+        "registry_page_size",
+        "registry_rate_limit_retries",
+    }
+)
+INGEST = frozenset(
+    {
+        "ingest_host",
+        "ingest_port",
+        "ingest_gar_oidc_audience",
+        "ingest_gar_oidc_email",
+        "ingest_gar_oidc_jwks_url",
+        "ingest_max_body_bytes",
+        "ingest_read_timeout_seconds",
+        "ingest_deadline_seconds",
+        "ingest_retry_after_seconds",
+    }
+    | {f"ingest_{kind}_secret" for kind in INGEST_KINDS}
+)
+API = frozenset(
+    {
+        "api_host",
+        "api_port",
+        "api_tokens",
+        "api_timeout_seconds",
+        "api_retry_after_seconds",
+        "api_max_body_bytes",
+    }
+)
+
+COMMAND_SETTINGS: Mapping[str, frozenset[str]] = {
+    "run": PROCESS
+    | KAFKA
+    | PRODUCER
+    | TOPIC_CREATION
+    | DATABASE
+    | PROBES
+    | CONSUMER
+    | BACKOFF
+    | RETENTION
+    | {
+        "input_topic",
+        "outcome_topic",
+        "dlq_topic",
+        "worker_source",
+        "problem_base_uri",
+        "max_event_bytes",
+        "shutdown_grace_seconds",
+        "startup_timeout_seconds",
+        "gc_tuning",
+    },
+    "migrate": PROCESS | DATABASE | {"startup_timeout_seconds"},
+    "publish": PROCESS | KAFKA | {"input_topic"},
+    "outcomes": PROCESS | KAFKA | {"outcome_topic"},
+    "ingest": PROCESS
+    | KAFKA
+    | PRODUCER
+    | TOPIC_CREATION
+    | PROBES
+    | BACKOFF
+    | INGEST
+    | REGISTRY_CLIENT
+    | {"input_topic", "problem_base_uri", "shutdown_grace_seconds"},
+    "reconcile": PROCESS | KAFKA | PRODUCER | DATABASE | PROBES | REGISTRY_CLIENT | {"input_topic"},
+    "api": PROCESS
+    | KAFKA
+    | PRODUCER
+    | TOPIC_CREATION
+    | DATABASE
+    | PROBES
+    | API
+    | {
+        "input_topic",
+        "outcome_topic",
+        "problem_base_uri",
+        "processed_retention_seconds",
+        "prune_interval_seconds",
+    },
+}

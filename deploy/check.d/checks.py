@@ -195,10 +195,9 @@ def cmd_crds(rendered: str) -> None:
 
 
 def exposed_metrics() -> dict[str, set[str]]:
-    """Sample names the worker exposes (with prometheus-client's suffixes), mapped to
-    their label names, as its /metrics would show them."""
+    """Sample names the worker's commands expose (with prometheus-client's suffixes),
+    mapped to their label names, as their /metrics would show them."""
     import prometheus_client
-    from prometheus_client import REGISTRY
 
     import worker.metrics as m
 
@@ -207,7 +206,7 @@ def exposed_metrics() -> dict[str, set[str]]:
         if isinstance(value, prometheus_client.metrics.MetricWrapperBase) and value._labelnames:
             value.labels(*["x"] * len(value._labelnames))
     names: dict[str, set[str]] = {}
-    for family in REGISTRY.collect():
+    for family in (f for command in m.COMMANDS for f in m.registry(command).collect()):
         for sample in family.samples:
             names.setdefault(sample.name, set()).update(sample.labels)
     return names

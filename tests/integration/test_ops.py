@@ -17,9 +17,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers.events import HEX, event
 from tests.helpers.harness import running_worker, structured
+from tests.helpers.metrics import expected_families, scrape_families
 from tests.helpers.probes import answering, probe
+from tests.helpers.settings_reads import record_reads
 from tests.helpers.wait import eventually
-from worker.settings import Settings
+from worker.settings import COMMAND_SETTINGS, Settings
 from worker.store import event_key
 
 pytestmark = pytest.mark.integration
@@ -43,9 +45,12 @@ async def scrape(port: int) -> dict[str, float]:
     return values
 
 
-async def test_metrics_move_and_probes_answer(make_settings: Callable[..., Settings]) -> None:
+async def test_metrics_move_and_probes_answer(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
     port = free_port()
     settings = make_settings(http_port=port, http_host="127.0.0.1", topic_partitions=1)
+    recorded = record_reads(monkeypatch)
     async with running_worker(settings) as worker:
         await eventually(lambda: answering(port, "/readyz"))
         before = await scrape(port)
@@ -69,7 +74,13 @@ async def test_metrics_move_and_probes_answer(make_settings: Callable[..., Setti
 
         await eventually(lag_is_zero)
         status, body = await probe(port, "/healthz")
+        shown = await scrape_families(port)
     assert (status, body["status"]) == (200, "ok")
+    # the worker's own metrics and the shared ones it moves: no ingest, api or reconcile
+    assert {name for name in shown if name.startswith("ocitag_")} == expected_families("run")
+    # what the worker read is what its flags and start-up line show
+    assert recorded.reads <= COMMAND_SETTINGS["run"]
+    assert {"group_id", "max_batch_records", "dlq_topic", "worker_source"} <= recorded.reads
 
     def delta(name: str) -> float:
         return after.get(name, 0.0) - before.get(name, 0.0)

@@ -15,13 +15,14 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
-from prometheus_client import REGISTRY
 
 from tests.helpers.harness import running_worker
 from tests.helpers.images import Crane
 from tests.helpers.ingest import running_ingest
+from tests.helpers.metrics import expected_families, scrape_families
 from tests.helpers.registry import Endpoint, Registry, free_port
 from tests.helpers.wait import eventually
+from worker import metrics
 from worker.identifiers import normalize_digest
 from worker.kafka import Producer
 from worker.oci import RegistryClient
@@ -251,7 +252,7 @@ async def test_interval_runs_again_and_serves_metrics(
     worker_settings = reconcile_settings(make_settings, registry)
     settings = reconcile_settings(make_settings, registry, http_port=port, http_host="127.0.0.1")
     runs = 'ocitag_reconcile_runs_total{result="ok"}'
-    before = REGISTRY.get_sample_value("ocitag_reconcile_runs_total", {"result": "ok"}) or 0.0
+    before = metrics.RECONCILE_RUNS.labels("ok")._value.get()
     out = io.StringIO()
     async with running_worker(worker_settings):
         stop = asyncio.Event()
@@ -276,6 +277,7 @@ async def test_interval_runs_again_and_serves_metrics(
             http.get(f"http://127.0.0.1:{port}/healthz") as response,
         ):
             assert response.status == 200
+        shown = await scrape_families(port)
         stop.set()
         assert await asyncio.wait_for(task, 30) == 0
     summaries = [json.loads(s) for s in out.getvalue().splitlines() if '"summary"' in s]
@@ -283,3 +285,5 @@ async def test_interval_runs_again_and_serves_metrics(
     # the first run repaired the store; later ones found it in step
     assert summaries[0]["events_published"] == 1
     assert summaries[-1]["differences"] == {"moved": 0, "deleted": 0}
+    # reconcile's own metrics and the shared ones it moves: no worker or ingest ones at 0
+    assert {name for name in shown if name.startswith("ocitag_")} == expected_families("reconcile")

@@ -158,6 +158,8 @@ async def test_replays_are_byte_identical_and_reuse_is_409(pool: asyncpg.Pool) -
     out2 = await store.apply(items([first, bad_precondition, reused, reused]), now())
     assert [o.value for o in out2[:2]] == [o.value for o in out1]
     assert all(o.replay for o in out2[:2]) and not out2[2].replay
+    # counted by the change its outcome says (the rejection has none)
+    assert [o.change for o in out2[:2]] == [o.change for o in out1] == ["created", None]
     assert summary(out2[2]) == summary(out2[3]) and summary(out2[2]).reason == "id-reused"
     # a redelivery of the same record (same offset) gets the very same bytes
     (again,) = await store.apply(items([reused], first_offset=2), now())

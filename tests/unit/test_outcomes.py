@@ -299,11 +299,43 @@ def test_a_duplicate_gets_the_first_outcome_byte_for_byte() -> None:
     first_outcome = decided(None, event())
     replay = repeat_outcome(CTX, again, first.event.fingerprint, AT, first_outcome)
     assert replay.value == first_outcome.value and replay.key == first_outcome.key
-    assert (replay.status, replay.replay, replay.change) == (200, True, None)
+    assert (replay.status, replay.replay, replay.change) == (200, True, "created")
     row = ProcessedRow(first.event.fingerprint, AT, 200, first_outcome.key, first_outcome.value)
     assert replayed(CTX, again, row) == Outcome(
-        first_outcome.key, first_outcome.value, 200, None, True
+        first_outcome.key, first_outcome.value, 200, "created", True
     )
+
+
+@pytest.mark.parametrize(
+    ("stored_record", "body", "change"),
+    [
+        (None, event(), "created"),
+        (stored(HEX2), event(), "updated"),
+        (stored(HEX), event(), "unchanged"),
+        (stored(HEX2), deletion(), "deleted"),
+        (None, event(artifact="x"), None),  # a rejection has no change
+    ],
+)
+def test_a_replay_carries_the_change_its_outcome_says(
+    stored_record: TagRecord | None, body: dict[str, Any], change: str | None
+) -> None:
+    """Counted by it (ocitag_outcomes_total{change, replay="true"}): a replayed 200 says
+    what the first one said, whichever way the record keeps it (rebuilt or as bytes)."""
+    first = item(body)
+    decision = None if isinstance(first.event, Invalid) else decide(stored_record, first.event)
+    outcome = (
+        invalid_outcome(CTX, first, AT)
+        if decision is None
+        else decision_outcome(CTX, first, decision, AT)
+    )
+    assert outcome.change == change
+    again = item(body, offset=99)
+    assert repeat_outcome(CTX, again, first.event.fingerprint, AT, outcome).change == change
+    row = processed_row(CTX, first, decision, outcome, AT)
+    as_bytes = ProcessedRow(first.event.fingerprint, AT, outcome.status, outcome.key, outcome.value)
+    for kept in (row, as_bytes):
+        replay = replayed(CTX, again, kept)
+        assert (replay.value, replay.change, replay.replay) == (outcome.value, change, True)
 
 
 def test_a_rebuilt_200_is_the_first_outcome_byte_for_byte() -> None:

@@ -26,7 +26,7 @@ from worker.http import serve
 from worker.kafka import Producer, classify_kafka_error, ensure_topics
 from worker.migrate import check_schema
 from worker.retry import Backoff, retrying
-from worker.settings import Settings
+from worker.settings import COMMAND_SETTINGS, Settings
 from worker.shutdown import install_signals
 
 log = structlog.get_logger("worker.api")
@@ -68,14 +68,14 @@ class ApiProcess:
 
     async def start(self) -> None:
         s = self._settings
-        log.info("api_starting", settings=s.masked())
+        log.info("api_starting", settings=s.masked(COMMAND_SETTINGS["api"]))
         self._runner = web.AppRunner(self._api.app(), access_log=None, shutdown_timeout=10)
         await self._runner.setup()
         site = web.TCPSite(self._runner, s.api_host, s.api_port)
         await site.start()
         self.port = self._runner.addresses[0][1]
         if s.http_port:
-            self._probes = await serve(self._health, s.http_host, s.http_port)
+            self._probes = await serve(self._health, s.http_host, s.http_port, "api")
         self._health.readiness_probe = self._ready
         self._health.started()
         self._health.waiting(OUTCOME_LISTENER, "Kafka")  # until the listener runs

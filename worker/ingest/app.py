@@ -28,7 +28,7 @@ from worker.ingest.server import Enabled, IngestServer, Limits
 from worker.kafka import Message, Producer, ensure_topics
 from worker.oci import RegistryClient
 from worker.retry import Backoff, retrying
-from worker.settings import INGEST_KINDS, Settings, env_name
+from worker.settings import COMMAND_SETTINGS, INGEST_KINDS, Settings, env_name
 from worker.shutdown import install_signals
 
 log = structlog.get_logger("worker.ingest")
@@ -173,7 +173,7 @@ async def run_ingest(
     stop = stop or asyncio.Event()
     if handle_signals:
         install_signals(stop)
-    log.info("starting", settings=settings.masked(), kinds=sorted(kinds))
+    log.info("starting", settings=settings.masked(COMMAND_SETTINGS["ingest"]), kinds=sorted(kinds))
     sink = KafkaSink(settings)
     health = Health(settings.liveness_timeout_seconds, parts=COMMAND_PARTS["ingest"])
 
@@ -184,7 +184,9 @@ async def run_ingest(
 
     health.readiness_probe = ready
     probes = (
-        await serve(health, settings.http_host, settings.http_port) if settings.http_port else None
+        await serve(health, settings.http_host, settings.http_port, "ingest")
+        if settings.http_port
+        else None
     )
     registry = resolver_for(settings)
     server = IngestServer(kinds, sink, registry or NoResolver(), limits(settings))

@@ -253,7 +253,9 @@ async def _every(
         settings.liveness_timeout_seconds + 2 * options.interval, parts=COMMAND_PARTS["reconcile"]
     )
     runner = (
-        await serve(health, settings.http_host, settings.http_port) if settings.http_port else None
+        await serve(health, settings.http_host, settings.http_port, "reconcile")
+        if settings.http_port
+        else None
     )
     health.started()
     reconciler = Reconciler(

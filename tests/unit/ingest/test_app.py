@@ -8,13 +8,16 @@ import os
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from tests.helpers.cli import run_cli
 from tests.helpers.ingest import load_delivery, running_ingest
+from tests.helpers.metrics import expected_families, families
 from tests.helpers.registry import free_port
+from tests.helpers.settings_reads import record_reads
 from worker.errors import SettingsError
 from worker.ingest.app import enabled_kinds
-from worker.settings import load_settings
+from worker.settings import COMMAND_SETTINGS, MASK, Settings, load_settings
 
 
 def test_only_kinds_with_a_secret_are_served() -> None:
@@ -55,7 +58,7 @@ def test_the_cli_exits_2_naming_the_setting() -> None:
     assert "OCITAG_INGEST_<KIND>_SECRET" in done.stderr
 
 
-async def test_starts_and_answers_without_kafka() -> None:
+async def test_starts_and_answers_without_kafka(monkeypatch: pytest.MonkeyPatch) -> None:
     probes = free_port()
     settings = load_settings(
         {
@@ -70,6 +73,26 @@ async def test_starts_and_answers_without_kafka() -> None:
         },
         environ={},
     )
+    recorded = record_reads(monkeypatch)
+    with capture_logs() as lines:
+        text = await _deliveries_and_probes(settings, probes)
+    assert (
+        'ocitag_ingest_deliveries_rejected_total{cause="kafka_unavailable",kind="distribution"}'
+        in text
+    )
+    # ingest's own metrics and the shared ones it moves: no worker or reconcile ones at 0
+    shown = {name for name in families(text) if name.startswith("ocitag_")}
+    assert shown == expected_families("ingest")
+    # what it read is what its flags and start-up line show
+    assert recorded.reads <= COMMAND_SETTINGS["ingest"]
+    assert {"ingest_port", "ingest_distribution_secret", "input_topic"} <= recorded.reads
+    [starting] = [line for line in lines if line["event"] == "starting"]
+    assert set(starting["settings"]) == COMMAND_SETTINGS["ingest"]
+    assert starting["settings"]["ingest_distribution_secret"] == MASK
+
+
+async def _deliveries_and_probes(settings: Settings, probes: int) -> str:
+    """Two deliveries and the probes answered with no Kafka; the /metrics text."""
     push, _ = load_delivery("distribution", "push-tag")
     pull, _ = load_delivery("distribution", "pull")
     async with running_ingest(settings, kafka=False) as url, aiohttp.ClientSession() as http:
@@ -85,8 +108,4 @@ async def test_starts_and_answers_without_kafka() -> None:
         async with http.get(f"http://127.0.0.1:{probes}/healthz") as r:
             assert r.status == 200
         async with http.get(f"http://127.0.0.1:{probes}/metrics") as r:
-            text = await r.text()
-    assert (
-        'ocitag_ingest_deliveries_rejected_total{cause="kafka_unavailable",kind="distribution"}'
-        in text
-    )
+            return await r.text()

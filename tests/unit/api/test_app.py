@@ -1,0 +1,42 @@
+"""``ocitag-worker api`` start-up: it serves (503) and shows its metrics before
+PostgreSQL and Kafka are there."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers.metrics import expected_families, scrape_families
+from tests.helpers.registry import free_port
+from tests.helpers.settings_reads import record_reads
+from worker.api.app import ApiProcess
+from worker.settings import COMMAND_SETTINGS, load_settings
+
+
+async def test_serves_its_own_metrics_before_its_services_are_there(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    probes = free_port()
+    settings = load_settings(
+        {
+            "kafka_bootstrap_servers": f"127.0.0.1:{free_port()}",  # nothing listens
+            "database_url": f"postgresql://postgres@127.0.0.1:{free_port()}/none",
+            "api_host": "127.0.0.1",
+            "api_port": 0,
+            "http_host": "127.0.0.1",
+            "http_port": probes,
+            "log_level": "warning",
+        },
+        environ={},
+    )
+    recorded = record_reads(monkeypatch)
+    process = ApiProcess(settings)
+    await process.start()
+    try:
+        shown = await scrape_families(probes)
+    finally:
+        await process.stop()
+    # the API's own metrics and the shared ones it moves: no worker or ingest ones at 0
+    assert {name for name in shown if name.startswith("ocitag_")} == expected_families("api")
+    # what it read is what its flags and start-up line show
+    assert recorded.reads <= COMMAND_SETTINGS["api"]
+    assert {"api_port", "api_tokens", "http_port"} <= recorded.reads
