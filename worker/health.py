@@ -26,7 +26,7 @@ COMMAND_PARTS: Mapping[str, tuple[str, ...]] = {
     "run": (POLL_LOOP,),  # the poll loop: fetch, hand out batches, commit
     "ingest": (HTTP,),  # the event loop that answers the webhooks
     "api": (HTTP, OUTCOME_LISTENER),  # that loop, and the consumer that answers requests
-    "reconcile": (RECONCILE,),  # with --every: runs (and repositories) completing
+    "reconcile": (RECONCILE,),  # with --interval: runs (and repositories) completing
 }
 #: what a part waits for until its first beat
 START_UP = "start-up"
