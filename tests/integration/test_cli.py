@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -15,10 +14,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.helpers.cli import EXE, env_for, last_line, run_cli
+from tests.helpers.cli import EXE, env_for, last_line, run_cli, stopped_by_sigterm
 from tests.helpers.events import HEX
 from tests.helpers.registry import free_port
-from tests.helpers.services import Services, with_database
+from tests.helpers.services import Services, with_database, with_login
 from tests.helpers.wait import eventually
 from worker.kafka import missing_topics
 from worker.migrate import available, expected_version, migrate
@@ -62,6 +61,63 @@ def test_missing_database_fails_at_once(
         result.stderr
     )
     assert time.monotonic() - started < 15
+
+
+BAD_PASSWORD = "hunter2-not-the-password"
+
+
+@pytest.mark.parametrize(
+    ("command", "component"),
+    [
+        (["api"], "api"),
+        (["run"], "worker"),
+        (["migrate"], "migration"),
+        (["reconcile", "--registry", "registry.example", "--dry-run"], "reconcile"),
+    ],
+)
+def test_a_refused_login_names_the_command_and_database_url_never_the_password(
+    make_settings: Callable[..., Settings], services: Services, command: list[str], component: str
+) -> None:
+    """A role that does not exist, with a password: 28000 on a server that trusts local
+    logins (the local stack), 28P01 on one that checks passwords. Either way the command
+    stops at once naming itself and DATABASE_URL; it does not send the reader to
+    ``ocitag-worker migrate``, and the password is nowhere in its output."""
+    url = with_login(services.database_url, "no_such_role", BAD_PASSWORD)
+    env = env_for(
+        make_settings(),
+        DATABASE_URL=url,
+        OCITAG_API_PORT="0",
+        OCITAG_API_TOKENS="me:a-token-of-16-chars",
+        OCITAG_STARTUP_TIMEOUT_SECONDS="60",
+    )
+    started = time.monotonic()
+    result = run_cli(command, env)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert time.monotonic() - started < 30  # refused at once, not waited out
+    line = last_line(result.stderr)
+    assert line.startswith(f"ocitag-worker: PostgreSQL refused the {component}: "), line
+    assert "(SQLSTATE 28" in line, line
+    assert "user name" in line and "DATABASE_URL" in line, line
+    assert "migrate`" not in line, line
+    assert BAD_PASSWORD not in result.stderr + result.stdout
+
+
+async def test_ingest_does_not_use_the_database(
+    make_settings: Callable[..., Settings], services: Services
+) -> None:
+    """Ingest publishes to Kafka only: a DATABASE_URL it could not log in with changes
+    nothing (it serves and stops cleanly), and its password is never printed."""
+    port = free_port()
+    env = env_for(
+        make_settings(),
+        DATABASE_URL=with_login(services.database_url, "no_such_role", BAD_PASSWORD),
+        OCITAG_INGEST_PORT=str(port),
+        OCITAG_INGEST_DISTRIBUTION_SECRET="Bearer t0",
+    )
+    returncode, stdout, stderr = await stopped_by_sigterm("ingest", env, port)
+    assert returncode == 0, stderr[-3000:]
+    assert "PostgreSQL" not in stderr
+    assert BAD_PASSWORD not in stdout + stderr
 
 
 def test_unreachable_broker_names_kafka_bootstrap_servers(
@@ -355,23 +411,9 @@ async def test_ingest_and_api_exit_0_on_sigterm(
     to the ``outcomes`` command after stopping and exited 1 with a traceback)."""
     port = free_port()
     env = env_for(make_settings(), **{port_setting: str(port)}, **extra)
-    process = subprocess.Popen(
-        [*EXE, command], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        await eventually(lambda: _listening(port), timeout=60)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 0, process.communicate()[1][-3000:]
-    finally:
-        if process.poll() is None:
-            process.kill()
-    _, stderr = process.communicate()
+    returncode, _, stderr = await stopped_by_sigterm(command, env, port)
+    assert returncode == 0, stderr[-3000:]
     lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     assert any(line["event"] == "stopping" and line["signal"] == "SIGTERM" for line in lines)
     assert lines[-1]["event"] == last_event
     assert "Traceback" not in stderr
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0

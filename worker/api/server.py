@@ -277,7 +277,7 @@ async def _db(work: Awaitable[Any]) -> Any:
     try:
         return await work
     except Exception as exc:
-        error = classify_db_error(exc)
+        error = classify_db_error(exc, "api")
         if isinstance(error, TransientError):
             raise error from exc
         raise PermanentError(str(error)) from exc
