@@ -315,56 +315,6 @@ async def test_publish_run_outcomes_and_sigterm(
             worker.wait()
 
 
-def test_outcomes_is_readable_on_a_terminal() -> None:
-    from worker.watch import describe
-
-    line = describe(
-        {
-            "status": 200,
-            "change": "created",
-            "subject": "docker.io/a/b:1",
-            "resourceversion": 1,
-            "causationid": "e1",
-            "data": {"artifact": HEX, "last_modified_by": "alice"},
-        }
-    )
-    assert line == f"200 created docker.io/a/b:1 -> {HEX} v1 by alice (event e1)"
-    problem = describe(
-        {
-            "status": 422,
-            "causationid": "e2",
-            "data": {
-                "type": "https://x/problems/invalid-data",
-                "detail": "bad",
-                "errors": [{"location": "body.data.tag", "message": "must match"}],
-            },
-        }
-    )
-    assert problem == "422 invalid-data -: bad (event e2)\n    body.data.tag: must match"
-    removed = describe(
-        {
-            "status": 200,
-            "type": "ocitag.removed.v1",
-            "change": "deleted",
-            "subject": "docker.io/a/b:1",
-            "resourceversion": 4,
-            "causationid": "e3",
-            "causationsource": "urn:x",
-            "data": {"artifact": HEX, "last_modified_by": "alice"},
-        }
-    )
-    assert removed == f"200 deleted docker.io/a/b:1 (was {HEX}) v4 (event e3 from urn:x)"
-    not_found = describe(
-        {
-            "status": 404,
-            "subject": "docker.io/a/b:1",
-            "causationid": "e4",
-            "data": {"type": "https://x/problems/not-found", "detail": "gone", "errors": []},
-        }
-    )
-    assert not_found == "404 not-found docker.io/a/b:1: gone (event e4)"
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
