@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -64,25 +65,21 @@ def test_missing_database_fails_at_once(
 
 
 BAD_PASSWORD = "hunter2-not-the-password"
+#: every command that logs in to PostgreSQL, and the name its refusal gives it
+LOGGING_IN = [
+    (["api"], "api"),
+    (["run"], "worker"),
+    (["migrate"], "migration"),
+    (["reconcile", "--registry", "registry.example", "--dry-run"], "reconcile"),
+]
 
 
-@pytest.mark.parametrize(
-    ("command", "component"),
-    [
-        (["api"], "api"),
-        (["run"], "worker"),
-        (["migrate"], "migration"),
-        (["reconcile", "--registry", "registry.example", "--dry-run"], "reconcile"),
-    ],
-)
-def test_a_refused_login_names_the_command_and_database_url_never_the_password(
-    make_settings: Callable[..., Settings], services: Services, command: list[str], component: str
-) -> None:
-    """A role that does not exist, with a password: 28000 on a server that trusts local
-    logins (the local stack), 28P01 on one that checks passwords. Either way the command
-    stops at once naming itself and DATABASE_URL; it does not send the reader to
-    ``ocitag-worker migrate``, and the password is nowhere in its output."""
-    url = with_login(services.database_url, "no_such_role", BAD_PASSWORD)
+def refused_login(
+    make_settings: Callable[..., Settings], command: list[str], component: str, url: str
+) -> str:
+    """Run ``command`` with a DATABASE_URL whose login PostgreSQL refuses: it stops at
+    once (exit 1) naming itself and DATABASE_URL, never sends the reader to
+    ``ocitag-worker migrate`` nor prints the password. Its last line."""
     env = env_for(
         make_settings(),
         DATABASE_URL=url,
@@ -96,10 +93,39 @@ def test_a_refused_login_names_the_command_and_database_url_never_the_password(
     assert time.monotonic() - started < 30  # refused at once, not waited out
     line = last_line(result.stderr)
     assert line.startswith(f"ocitag-worker: PostgreSQL refused the {component}: "), line
-    assert "(SQLSTATE 28" in line, line
-    assert "user name" in line and "DATABASE_URL" in line, line
+    assert "DATABASE_URL" in line, line
     assert "migrate`" not in line, line
-    assert BAD_PASSWORD not in result.stderr + result.stdout
+    password = urlsplit(url).password
+    assert password and password not in result.stderr + result.stdout
+    return line
+
+
+@pytest.mark.parametrize(("command", "component"), LOGGING_IN)
+def test_a_wrong_password_is_named_as_such(
+    make_settings: Callable[..., Settings],
+    password_database: str,
+    command: list[str],
+    component: str,
+) -> None:
+    """On a server that checks passwords (a private one: the shared stack trusts local
+    logins and would let any password in)."""
+    url = with_login(password_database, "postgres", BAD_PASSWORD)
+    line = refused_login(make_settings, command, component, url)
+    assert 'password authentication failed for user "postgres" (SQLSTATE 28P01)' in line, line
+    assert line.endswith("check the user name and password in DATABASE_URL"), line
+    assert str(urlsplit(password_database).password) not in line
+
+
+@pytest.mark.parametrize(("command", "component"), LOGGING_IN)
+def test_a_missing_role_is_named_as_such(
+    make_settings: Callable[..., Settings], services: Services, command: list[str], component: str
+) -> None:
+    """A role that does not exist, with a password: 28000 on a server that trusts local
+    logins (the local stack), 28P01 on one that checks passwords (which does not tell a
+    missing role from a wrong password)."""
+    url = with_login(services.database_url, "no_such_role", BAD_PASSWORD)
+    line = refused_login(make_settings, command, component, url)
+    assert "(SQLSTATE 28" in line and "user name" in line, line
 
 
 async def test_ingest_does_not_use_the_database(
