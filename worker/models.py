@@ -44,27 +44,37 @@ def _no_nul(value: str) -> str:
     return value
 
 
-# What a broken rule of these models says, in the project's words: a problem detail or
-# an API 422 lists them after the member's location ("body.data.actor must not be
-# empty"). pydantic's own messages ("Input should be …", "String should have …") are
-# written for Python programmers and read oddly after a JSON location, so every error
-# type these strict models raise has its words here; the validators below raise
-# ValueError in the project's words already.
+# What a broken rule says, in the project's words: a problem detail or an API 422 lists
+# them after the member's location ("body.data.actor must not be empty"), a bad setting
+# after its name. pydantic's own messages ("Input should be …", "String should have …")
+# are written for Python programmers and read oddly there, so every error type these
+# models and the settings raise has its words here; the validators raise ValueError in
+# the project's words already.
 _RULE_WORDS: dict[str, Callable[[Any], str]] = {
     "missing": lambda _: "is required",
     "extra_forbidden": lambda _: "is not a known member",
     "string_type": lambda _: "must be a string",
     "int_type": lambda _: "must be an integer",
+    "int_parsing": lambda _: "must be an integer",
+    "float_parsing": lambda _: "must be a number",
+    "bool_parsing": lambda _: "must be true or false",
     "literal_error": lambda ctx: f"must be {ctx['expected']}",
+    "string_pattern_mismatch": lambda ctx: f"must match {ctx['pattern']}",
     "string_too_short": lambda ctx: (
         "must not be empty"
         if ctx["min_length"] == 1
         else f"must be at least {ctx['min_length']} characters"
     ),
     "string_too_long": lambda ctx: f"must be at most {ctx['max_length']} characters",
-    "greater_than_equal": lambda ctx: f"must be {ctx['ge']} or more",
-    "less_than_equal": lambda ctx: f"must be {ctx['le']} or less",
+    "greater_than_equal": lambda ctx: f"must be {_number(ctx['ge'])} or more",
+    "greater_than": lambda ctx: f"must be more than {_number(ctx['gt'])}",
+    "less_than_equal": lambda ctx: f"must be {_number(ctx['le'])} or less",
 }
+
+
+def _number(bound: float) -> str:
+    """A bound as written: 0 for a float bound of 0.0, integers in full."""
+    return str(bound) if isinstance(bound, int) else f"{bound:g}"
 
 
 def rule_message(error: ErrorDetails) -> str:

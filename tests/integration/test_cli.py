@@ -31,8 +31,8 @@ def test_invalid_setting_exits_2_with_one_line(make_settings: Callable[..., Sett
     result = run_cli(["run"], env_for(make_settings(), OCITAG_HTTP_PORT="99999"))
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        "ocitag-worker: invalid setting OCITAG_HTTP_PORT (--http-port): Input should be less "
-        "than or equal to 65535 (got '99999')"
+        "ocitag-worker: invalid setting OCITAG_HTTP_PORT (--http-port): must be 65535 or less "
+        "(got '99999')"
     )
 
 
