@@ -16,6 +16,7 @@ import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.helpers.clients import ClientUnavailableError, kafka_libs, kcat_path
+from tests.helpers.postgres import PostgresUnavailableError, password_postgres, server_binaries
 from tests.helpers.registry import ToolsUnavailableError, tools_dir
 from tests.helpers.services import IN_CI, Services, UnavailableError, discover, with_database
 from worker.migrate import migrate
@@ -76,6 +77,14 @@ def _required(find: Callable[[], T], *unavailable: type[Exception]) -> T:
 def registry_tools() -> Path:
     """The real OCI registry, crane and oras (built once by ``deploy/local/stack tools``)."""
     return _required(tools_dir, ToolsUnavailableError)
+
+
+@pytest.fixture(scope="session")
+def password_database() -> Iterator[str]:
+    """The URL (with its password) of a private PostgreSQL that checks passwords."""
+    _required(server_binaries, PostgresUnavailableError)
+    with password_postgres(f"pw-{uuid.uuid4().hex}") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -75,6 +75,8 @@ async def wait_for_service(
         if isinstance(exc, FatalError):
             return exc
         error = classify(exc)
+        if isinstance(error, FatalError):  # the classifier's words name the cause and fix
+            return error
         if not isinstance(error, TransientError):
             return FatalError(f"{what} ({setting}) refused: {exc}")
         if time.monotonic() >= deadline:
@@ -109,7 +111,11 @@ async def wait_for_service(
     )
 
 
-async def create_pool(settings: Settings, stop: asyncio.Event | None = None) -> asyncpg.Pool:
+async def create_pool(
+    settings: Settings, component: str, stop: asyncio.Event | None = None
+) -> asyncpg.Pool:
+    """The pool, once PostgreSQL answers; a refusal stops ``component`` (named in it)."""
+
     async def connect() -> asyncpg.Pool:
         return await open_pool(
             settings.dsn(),
@@ -120,9 +126,7 @@ async def create_pool(settings: Settings, stop: asyncio.Event | None = None) -> 
         )
 
     def classify(exc: BaseException) -> Exception:
-        if isinstance(exc, asyncpg.InvalidCatalogNameError):
-            return FatalError(f"database does not exist: {exc} (DATABASE_URL)")
-        return classify_db_error(exc)
+        return classify_db_error(exc, component)
 
     return await wait_for_service(
         "PostgreSQL", "DATABASE_URL", connect, settings, classify=classify, stop=stop
@@ -206,7 +210,7 @@ async def run(
 
 async def _run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
     log.info("starting", settings=settings.masked(COMMAND_SETTINGS["run"]))
-    pool = await create_pool(settings, stop)
+    pool = await create_pool(settings, "worker", stop)
     try:
         async with pool.acquire() as conn:
             version = await check_schema(conn)

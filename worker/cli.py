@@ -223,7 +223,7 @@ async def _migrate(settings: Settings) -> int:
     from worker.app import create_pool  # noqa: PLC0415
     from worker.migrate import migrate  # noqa: PLC0415
 
-    pool = await create_pool(settings)
+    pool = await create_pool(settings, "migration")
     try:
         async with pool.acquire() as conn:
             done = await migrate(conn)

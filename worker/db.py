@@ -31,23 +31,51 @@ _TRANSIENT_CODES = frozenset({"0A000"})
 _EVENT_CLASSES = ("22", "54")
 
 
-def classify_db_error(exc: BaseException) -> Exception:
+#: What to do about a refusal, by SQLSTATE (exact code first, then its class). The
+#: server's own words say what was refused; these name the setting or command that fixes
+#: it. Never the password: the server's message does not hold it and neither do these.
+_REFUSAL_HINTS: dict[str, str] = {
+    "28P01": "check the user name and password in DATABASE_URL",
+    "28000": "check the user name in DATABASE_URL: the role must exist and be allowed to "
+    "connect from this host (pg_hba.conf)",
+    "28": "check the user name and password in DATABASE_URL",
+    "3D000": "check the database name in DATABASE_URL (create that database, then run "
+    "`ocitag-worker migrate`)",
+    "42501": "grant the role in DATABASE_URL that privilege (the tables belong to the role "
+    "that ran `ocitag-worker migrate`)",
+    "42P01": "the tables are missing: run `ocitag-worker migrate`",
+    "3F000": "the schema is missing: run `ocitag-worker migrate`",
+    "42": "the database schema does not match this version: run `ocitag-worker migrate` "
+    "for this version",
+}
+_DEFAULT_HINT = (
+    "check DATABASE_URL, the role's rights and that `ocitag-worker migrate` ran for this version"
+)
+
+
+def refusal_message(component: str, sqlstate: str, reason: str) -> str:
+    """What a person reads when PostgreSQL refuses ``component`` (``worker``, ``api``,
+    ``reconcile``, ``migrate``) for good: the server's reason, its SQLSTATE and what to
+    change. Pure."""
+    hint = _REFUSAL_HINTS.get(sqlstate) or _REFUSAL_HINTS.get(sqlstate[:2], _DEFAULT_HINT)
+    return f"PostgreSQL refused the {component}: {reason} (SQLSTATE {sqlstate}): {hint}"
+
+
+def classify_db_error(exc: BaseException, component: str) -> Exception:
+    """Retry, reject the one event, or stop ``component`` (named in the message)."""
     if isinstance(exc, asyncpg.PostgresError):
         code = exc.sqlstate or ""
         if code.startswith(_TRANSIENT_CLASSES) or code in _TRANSIENT_CODES:
             return TransientError(_cause(code), f"{type(exc).__name__}: {exc}")
         if code.startswith(_EVENT_CLASSES):
             return PermanentError(f"{type(exc).__name__}: {exc}")
-        return FatalError(
-            f"PostgreSQL refused the worker: {exc} (SQLSTATE {code}; check DATABASE_URL, the "
-            "role's rights and that `ocitag-worker migrate` ran for this version)"
-        )
+        return FatalError(refusal_message(component, code, str(exc)))
     # before OSError (its base): a server certificate that sslrootcert/sslmode reject (wrong
     # CA, host name mismatch) does not get better by retrying
     if isinstance(exc, ssl.SSLCertVerificationError):
         return FatalError(
-            f"PostgreSQL's TLS certificate was rejected: {exc} (check sslmode and sslrootcert "
-            "in DATABASE_URL)"
+            f"the {component} rejected PostgreSQL's TLS certificate: {exc} (check sslmode and "
+            "sslrootcert in DATABASE_URL)"
         )
     # InternalClientError: the driver's protocol state broke with the connection (seen
     # when the server shuts down under a running transaction); the pool replaces it
@@ -57,7 +85,7 @@ def classify_db_error(exc: BaseException) -> Exception:
     ):
         return TransientError(Cause.DB_CONNECTION, f"{type(exc).__name__}: {exc}")
     # not the database's word: a bug; stop rather than reject events for it
-    return FatalError(f"unexpected error applying events: {type(exc).__name__}: {exc}")
+    return FatalError(f"unexpected error in the {component}: {type(exc).__name__}: {exc}")
 
 
 def _cause(sqlstate: str) -> Cause:

@@ -175,7 +175,7 @@ def _preconditions(live: TagRecord | None, event: TagEvent) -> tuple[ErrorItem, 
                 ErrorItem(
                     event.data_location("previous_artifact"),
                     f"{event.ocitag_id} points at {current or 'nothing (no live record)'}, "
-                    "not at previous_artifact",
+                    f"not at {event.previous_artifact} (previous_artifact)",
                     event.previous_artifact,
                 )
             )
@@ -185,7 +185,8 @@ def _preconditions(live: TagRecord | None, event: TagEvent) -> tuple[ErrorItem, 
             items.append(
                 ErrorItem(
                     event.data_location("expected_version"),
-                    f"{event.ocitag_id} is at version {version}, not at expected_version",
+                    f"{event.ocitag_id} is at version {version}, not at "
+                    f"{event.expected_version} (expected_version)",
                     event.expected_version,
                 )
             )

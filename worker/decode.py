@@ -33,6 +33,7 @@ from worker.models import (
     EventAttributes,
     TagDeletedData,
     TagMovedData,
+    rule_message,
 )
 from worker.problems import ErrorItem, Problem, ProblemKind
 from worker.timefmt import parse_rfc3339
@@ -252,14 +253,6 @@ def _location(prefix: str, loc: tuple[int | str, ...]) -> str:
     return f"{prefix}.{path}" if path else prefix
 
 
-_MESSAGES = {
-    "missing": "is required",
-    "string_type": "must be a string",
-    "int_type": "must be an integer",
-    "literal_error": None,
-}
-
-
 def _items(
     exc: ValidationError, prefix: str, raw: Mapping[str, Any], what: str = "the envelope"
 ) -> list[ErrorItem]:
@@ -274,7 +267,7 @@ def _item(err: ErrorDetails, prefix: str, raw: Mapping[str, Any], what: str) -> 
     if err["type"] == "extra_forbidden":
         message = f"is not a member of {what} (unknown members are rejected)"
     else:
-        message = _MESSAGES.get(err["type"]) or str(err["msg"]).removeprefix("Value error, ")
+        message = rule_message(err)
     value = raw.get(str(loc[0])) if loc and err["type"] != "missing" else None
     return ErrorItem(_location(prefix, loc), message, value)
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic.config import JsonDict, JsonValue
+from pydantic_core import ErrorDetails
 
 from worker.identifiers import normalize_digest, normalize_repository, validate_tag
 from worker.timefmt import parse_rfc3339
@@ -41,6 +42,51 @@ def _no_nul(value: str) -> str:
     if _SURROGATE_RE.search(value):
         raise ValueError("must be valid Unicode (it contains a lone surrogate escape)")
     return value
+
+
+# What a broken rule says, in the project's words: a problem detail or an API 422 lists
+# them after the member's location ("body.data.actor must not be empty"), a bad setting
+# after its name. pydantic's own messages ("Input should be …", "String should have …")
+# are written for Python programmers and read oddly there, so every error type these
+# models and the settings raise has its words here; the validators raise ValueError in
+# the project's words already.
+_RULE_WORDS: dict[str, Callable[[Any], str]] = {
+    "missing": lambda _: "is required",
+    "extra_forbidden": lambda _: "is not a known member",
+    "string_type": lambda _: "must be a string",
+    "int_type": lambda _: "must be an integer",
+    "int_parsing": lambda _: "must be an integer",
+    "float_parsing": lambda _: "must be a number",
+    "bool_parsing": lambda _: "must be true or false",
+    "literal_error": lambda ctx: f"must be {ctx['expected']}",
+    "string_pattern_mismatch": lambda ctx: f"must match {ctx['pattern']}",
+    "string_too_short": lambda ctx: (
+        "must not be empty"
+        if ctx["min_length"] == 1
+        else f"must be at least {ctx['min_length']} characters"
+    ),
+    "string_too_long": lambda ctx: f"must be at most {ctx['max_length']} characters",
+    "greater_than_equal": lambda ctx: f"must be {_number(ctx['ge'])} or more",
+    "greater_than": lambda ctx: f"must be more than {_number(ctx['gt'])}",
+    "less_than_equal": lambda ctx: f"must be {_number(ctx['le'])} or less",
+}
+
+
+def _number(bound: float) -> str:
+    """A bound as written: 0 for a float bound of 0.0, integers in full."""
+    return str(bound) if isinstance(bound, int) else f"{bound:g}"
+
+
+def rule_message(error: ErrorDetails) -> str:
+    """The project's words for one pydantic validation error (the location is the
+    caller's). A ValueError from a validator is already in them; an error type no model
+    here raises is named by its type, never by pydantic's sentence."""
+    words = _RULE_WORDS.get(error["type"])
+    if words is not None:
+        return words(error.get("ctx", {}))
+    if error["type"] == "value_error":
+        return str(error["ctx"]["error"])
+    return f"breaks the rule {error['type']}"
 
 
 # The members of tag event data, each rule in one place (both data models use them).

@@ -36,6 +36,7 @@ from pydantic import (
 )
 
 from worker.errors import SettingsError
+from worker.models import rule_message
 from worker.oci_config import RegistryEndpoints, parse_endpoints
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -630,7 +631,7 @@ def load_settings(
     except ValidationError as exc:
         err = exc.errors()[0]
         where = _where(tuple(err["loc"]))
-        message = str(err["msg"]).removeprefix("Value error, ")
+        message = rule_message(err)
         if where is None:
             raise SettingsError(f"invalid settings: {message}") from None
         shown = MASK if where.field in SECRET_FIELDS else err.get("input")

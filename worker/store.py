@@ -153,7 +153,7 @@ class EventStore(Protocol):
 def _classify(exc: BaseException) -> BaseException:
     if isinstance(exc, TransientError | PermanentError | FatalError):
         return exc
-    return classify_db_error(exc)
+    return classify_db_error(exc, "worker")
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from worker.settings import Settings
 def describe(outcome: dict[str, Any]) -> str:
     """One readable line for a person."""
     status = outcome.get("status")
-    subject = outcome.get("subject") or "-"
+    subject = outcome.get("subject")
     data = outcome.get("data") or {}
     if status == 200 and outcome.get("change") == "deleted":
         return (
@@ -35,9 +35,12 @@ def describe(outcome: dict[str, Any]) -> str:
             f"(event {outcome.get('causationid')})"
         )
     kind = str(data.get("type", "")).rsplit("/", 1)[-1]
-    lines = [
-        f"{status} {kind} {subject}: {data.get('detail')} (event {outcome.get('causationid')})"
-    ]
+    # A record that is not a readable event has no subject or event id: name only what
+    # is known, and the record itself (its problem's instance) when there is no event id.
+    about = f" {outcome['subject']}" if outcome.get("subject") else ""
+    causation = outcome.get("causationid")
+    origin = f"event {causation}" if causation else f"record {data.get('instance')}"
+    lines = [f"{status} {kind}{about}: {data.get('detail')} ({origin})"]
     lines += [f"    {e.get('location')}: {e.get('message')}" for e in data.get("errors") or []]
     return "\n".join(lines)
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 
+from tests.helpers.wait import eventually
 from worker.settings import Settings
 
 EXE = [sys.executable, "-m", "worker"]
@@ -40,3 +43,25 @@ def run_cli(
 
 def last_line(text: str) -> str:
     return text.strip().splitlines()[-1]
+
+
+async def stopped_by_sigterm(command: str, env: dict[str, str], port: int) -> tuple[int, str, str]:
+    """Start a long-running ``command``, wait until it listens on ``port``, send SIGTERM:
+    its exit code, stdout and stderr."""
+    process = subprocess.Popen(
+        [*EXE, command], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        await eventually(lambda: listening(port), timeout=60)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    stdout, stderr = process.communicate()
+    return process.returncode, stdout, stderr
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0

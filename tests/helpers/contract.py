@@ -87,3 +87,13 @@ def errors_of(validator: Draft202012Validator, instance: Any) -> list[str]:
         f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
         for e in validator.iter_errors(instance)
     ]
+
+
+#: pydantic's own phrasing, which must not reach a problem detail (the project words its
+#: rules itself: worker.models.rule_message)
+PYDANTIC_PHRASES = ("Input should", "String should", "should be a valid", "Value error")
+
+
+def pydantic_phrases(text: str) -> list[str]:
+    """The pydantic phrases in ``text`` (none, in a problem the project worded)."""
+    return [phrase for phrase in PYDANTIC_PHRASES if phrase in text]

@@ -105,3 +105,10 @@ def discover(stack: ExitStack) -> Services:
 
 def with_database(url: str, name: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+def with_login(url: str, user: str, password: str) -> str:
+    """``url`` logging in as ``user`` with ``password`` instead."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))

@@ -250,7 +250,7 @@ async def test_malformed_bodies_and_auth(settings: Settings) -> None:
         big = await api.call(
             "PUT", url, data=b" " * 20_000, headers={"Content-Type": "application/json"}
         )
-        problem_of(big, 413)
+        assert "(OCITAG_API_MAX_BODY_BYTES)" in problem_of(big, 413)["detail"]
 
         for token in (None, "wrong-token-0123456789", OTHER_TOKEN + "x"):
             for method in ("PUT", "DELETE", "GET"):

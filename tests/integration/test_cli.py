@@ -6,19 +6,19 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 
-from tests.helpers.cli import EXE, env_for, last_line, run_cli
+from tests.helpers.cli import EXE, env_for, last_line, run_cli, stopped_by_sigterm
 from tests.helpers.events import HEX
 from tests.helpers.registry import free_port
-from tests.helpers.services import Services, with_database
+from tests.helpers.services import Services, with_database, with_login
 from tests.helpers.wait import eventually
 from worker.kafka import missing_topics
 from worker.migrate import available, expected_version, migrate
@@ -31,8 +31,8 @@ def test_invalid_setting_exits_2_with_one_line(make_settings: Callable[..., Sett
     result = run_cli(["run"], env_for(make_settings(), OCITAG_HTTP_PORT="99999"))
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        "ocitag-worker: invalid setting OCITAG_HTTP_PORT (--http-port): Input should be less "
-        "than or equal to 65535 (got '99999')"
+        "ocitag-worker: invalid setting OCITAG_HTTP_PORT (--http-port): must be 65535 or less "
+        "(got '99999')"
     )
 
 
@@ -62,6 +62,88 @@ def test_missing_database_fails_at_once(
         result.stderr
     )
     assert time.monotonic() - started < 15
+
+
+BAD_PASSWORD = "hunter2-not-the-password"
+#: every command that logs in to PostgreSQL, and the name its refusal gives it
+LOGGING_IN = [
+    (["api"], "api"),
+    (["run"], "worker"),
+    (["migrate"], "migration"),
+    (["reconcile", "--registry", "registry.example", "--dry-run"], "reconcile"),
+]
+
+
+def refused_login(
+    make_settings: Callable[..., Settings], command: list[str], component: str, url: str
+) -> str:
+    """Run ``command`` with a DATABASE_URL whose login PostgreSQL refuses: it stops at
+    once (exit 1) naming itself and DATABASE_URL, never sends the reader to
+    ``ocitag-worker migrate`` nor prints the password. Its last line."""
+    env = env_for(
+        make_settings(),
+        DATABASE_URL=url,
+        OCITAG_API_PORT="0",
+        OCITAG_API_TOKENS="me:a-token-of-16-chars",
+        OCITAG_STARTUP_TIMEOUT_SECONDS="60",
+    )
+    started = time.monotonic()
+    result = run_cli(command, env)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert time.monotonic() - started < 30  # refused at once, not waited out
+    line = last_line(result.stderr)
+    assert line.startswith(f"ocitag-worker: PostgreSQL refused the {component}: "), line
+    assert "DATABASE_URL" in line, line
+    assert "migrate`" not in line, line
+    password = urlsplit(url).password
+    assert password and password not in result.stderr + result.stdout
+    return line
+
+
+@pytest.mark.parametrize(("command", "component"), LOGGING_IN)
+def test_a_wrong_password_is_named_as_such(
+    make_settings: Callable[..., Settings],
+    password_database: str,
+    command: list[str],
+    component: str,
+) -> None:
+    """On a server that checks passwords (a private one: the shared stack trusts local
+    logins and would let any password in)."""
+    url = with_login(password_database, "postgres", BAD_PASSWORD)
+    line = refused_login(make_settings, command, component, url)
+    assert 'password authentication failed for user "postgres" (SQLSTATE 28P01)' in line, line
+    assert line.endswith("check the user name and password in DATABASE_URL"), line
+    assert str(urlsplit(password_database).password) not in line
+
+
+@pytest.mark.parametrize(("command", "component"), LOGGING_IN)
+def test_a_missing_role_is_named_as_such(
+    make_settings: Callable[..., Settings], services: Services, command: list[str], component: str
+) -> None:
+    """A role that does not exist, with a password: 28000 on a server that trusts local
+    logins (the local stack), 28P01 on one that checks passwords (which does not tell a
+    missing role from a wrong password)."""
+    url = with_login(services.database_url, "no_such_role", BAD_PASSWORD)
+    line = refused_login(make_settings, command, component, url)
+    assert "(SQLSTATE 28" in line and "user name" in line, line
+
+
+async def test_ingest_does_not_use_the_database(
+    make_settings: Callable[..., Settings], services: Services
+) -> None:
+    """Ingest publishes to Kafka only: a DATABASE_URL it could not log in with changes
+    nothing (it serves and stops cleanly), and its password is never printed."""
+    port = free_port()
+    env = env_for(
+        make_settings(),
+        DATABASE_URL=with_login(services.database_url, "no_such_role", BAD_PASSWORD),
+        OCITAG_INGEST_PORT=str(port),
+        OCITAG_INGEST_DISTRIBUTION_SECRET="Bearer t0",
+    )
+    returncode, stdout, stderr = await stopped_by_sigterm("ingest", env, port)
+    assert returncode == 0, stderr[-3000:]
+    assert "PostgreSQL" not in stderr
+    assert BAD_PASSWORD not in stdout + stderr
 
 
 def test_unreachable_broker_names_kafka_bootstrap_servers(
@@ -259,56 +341,6 @@ async def test_publish_run_outcomes_and_sigterm(
             worker.wait()
 
 
-def test_outcomes_is_readable_on_a_terminal() -> None:
-    from worker.watch import describe
-
-    line = describe(
-        {
-            "status": 200,
-            "change": "created",
-            "subject": "docker.io/a/b:1",
-            "resourceversion": 1,
-            "causationid": "e1",
-            "data": {"artifact": HEX, "last_modified_by": "alice"},
-        }
-    )
-    assert line == f"200 created docker.io/a/b:1 -> {HEX} v1 by alice (event e1)"
-    problem = describe(
-        {
-            "status": 422,
-            "causationid": "e2",
-            "data": {
-                "type": "https://x/problems/invalid-data",
-                "detail": "bad",
-                "errors": [{"location": "body.data.tag", "message": "must match"}],
-            },
-        }
-    )
-    assert problem == "422 invalid-data -: bad (event e2)\n    body.data.tag: must match"
-    removed = describe(
-        {
-            "status": 200,
-            "type": "ocitag.removed.v1",
-            "change": "deleted",
-            "subject": "docker.io/a/b:1",
-            "resourceversion": 4,
-            "causationid": "e3",
-            "causationsource": "urn:x",
-            "data": {"artifact": HEX, "last_modified_by": "alice"},
-        }
-    )
-    assert removed == f"200 deleted docker.io/a/b:1 (was {HEX}) v4 (event e3 from urn:x)"
-    not_found = describe(
-        {
-            "status": 404,
-            "subject": "docker.io/a/b:1",
-            "causationid": "e4",
-            "data": {"type": "https://x/problems/not-found", "detail": "gone", "errors": []},
-        }
-    )
-    assert not_found == "404 not-found docker.io/a/b:1: gone (event e4)"
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -355,23 +387,9 @@ async def test_ingest_and_api_exit_0_on_sigterm(
     to the ``outcomes`` command after stopping and exited 1 with a traceback)."""
     port = free_port()
     env = env_for(make_settings(), **{port_setting: str(port)}, **extra)
-    process = subprocess.Popen(
-        [*EXE, command], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        await eventually(lambda: _listening(port), timeout=60)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 0, process.communicate()[1][-3000:]
-    finally:
-        if process.poll() is None:
-            process.kill()
-    _, stderr = process.communicate()
+    returncode, _, stderr = await stopped_by_sigterm(command, env, port)
+    assert returncode == 0, stderr[-3000:]
     lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     assert any(line["event"] == "stopping" and line["signal"] == "SIGTERM" for line in lines)
     assert lines[-1]["event"] == last_event
     assert "Traceback" not in stderr
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0

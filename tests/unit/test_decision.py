@@ -118,6 +118,50 @@ def test_preconditions(
         assert [i.location for i in decision.problem.errors] == locations
 
 
+@pytest.mark.parametrize(
+    ("stored", "previous", "expected", "detail"),
+    [
+        (
+            record(version=1),
+            None,
+            7,
+            "docker.io/library/app:v1 is at version 1, not at 7 (expected_version)",
+        ),
+        (
+            None,
+            None,
+            2,
+            "docker.io/library/app:v1 is at version 0, not at 2 (expected_version)",
+        ),
+        (
+            record(),
+            digest(9),
+            None,
+            f"docker.io/library/app:v1 points at {digest(1)}, not at {digest(9)} "
+            "(previous_artifact)",
+        ),
+        (
+            None,
+            digest(9),
+            None,
+            "docker.io/library/app:v1 points at nothing (no live record), not at "
+            f"{digest(9)} (previous_artifact)",
+        ),
+    ],
+)
+def test_a_failed_precondition_says_what_was_expected(
+    stored: TagRecord | None, previous: str | None, expected: int | None, detail: str
+) -> None:
+    """The detail names both sides: what the record holds and what the event expected."""
+    decision = decide(
+        stored,
+        make_event("v1", digest(5), T2, previous_artifact=previous, expected_version=expected),
+    )
+    assert isinstance(decision, Rejected)
+    assert decision.problem.detail == detail
+    assert [item.message for item in decision.problem.errors] == [detail]
+
+
 def test_superseded_wins_over_a_failing_precondition() -> None:
     decision = decide(record(version=3), make_event("v1", digest(5), T0, expected_version=1))
     assert isinstance(decision, Rejected) and decision.problem.kind is ProblemKind.SUPERSEDED

@@ -54,7 +54,89 @@ from worker.kafka import MessageTooLargeError, classify_kafka_error
     ],
 )
 def test_database_errors(error: BaseException, kind: type[Exception]) -> None:
-    assert isinstance(classify_db_error(error), kind)
+    assert isinstance(classify_db_error(error, "worker"), kind)
+
+
+# One row per refusal a person meets at start-up: the component that was refused, the
+# server's reason and SQLSTATE, and the fix: the setting for a login or a database name,
+# `ocitag-worker migrate` only where the schema is what is missing.
+@pytest.mark.parametrize(
+    ("error", "component", "says", "never"),
+    [
+        (
+            asyncpg.exceptions.InvalidPasswordError(
+                'password authentication failed for user "ocitag"'
+            ),
+            "api",
+            [
+                "refused the api:",
+                "password authentication failed",
+                "28P01",
+                "password in DATABASE_URL",
+            ],
+            ["migrate`", "the worker"],
+        ),
+        (
+            asyncpg.exceptions.InvalidAuthorizationSpecificationError(
+                'role "nobody" does not exist'
+            ),
+            "reconcile",
+            [
+                "refused the reconcile:",
+                'role "nobody" does not exist',
+                "28000",
+                "user name in DATABASE_URL",
+                "pg_hba.conf",
+            ],
+            ["migrate`", "the worker"],
+        ),
+        (
+            asyncpg.exceptions.InvalidCatalogNameError('database "ocitag" does not exist'),
+            "worker",
+            ["refused the worker:", "3D000", "database name in DATABASE_URL"],
+            ["api"],
+        ),
+        (
+            asyncpg.exceptions.UndefinedTableError('relation "ocitags" does not exist'),
+            "api",
+            ["refused the api:", "42P01", "run `ocitag-worker migrate`"],
+            ["DATABASE_URL", "the worker"],
+        ),
+        (
+            asyncpg.exceptions.UndefinedColumnError('column "deleted_on" does not exist'),
+            "worker",
+            ["42703", "does not match this version: run `ocitag-worker migrate`"],
+            ["DATABASE_URL"],
+        ),
+        (
+            asyncpg.exceptions.InsufficientPrivilegeError("permission denied for table ocitags"),
+            "reconcile",
+            ["refused the reconcile:", "42501", "grant the role in DATABASE_URL"],
+            ["the worker"],
+        ),
+        (
+            asyncpg.exceptions.NotNullViolationError("a new constraint"),
+            "migration",
+            ["refused the migration:", "23502", "ocitag-worker migrate` ran for this version"],
+            ["the worker"],
+        ),
+        (
+            ssl.SSLCertVerificationError("bad certificate"),
+            "api",
+            ["the api rejected"],
+            ["the worker"],
+        ),
+        (KeyError("a bug"), "reconcile", ["unexpected error in the reconcile"], ["the worker"]),
+    ],
+)
+def test_a_refusal_names_the_component_the_cause_and_the_fix(
+    error: BaseException, component: str, says: list[str], never: list[str]
+) -> None:
+    message = str(classify_db_error(error, component))
+    for words in says:
+        assert words in message, message
+    for words in never:
+        assert words not in message, message
 
 
 @pytest.mark.parametrize(
@@ -97,7 +179,7 @@ def test_transient_errors_say_which_service() -> None:
 def test_transient_faults_carry_one_of_the_fixed_causes(error: BaseException, cause: Cause) -> None:
     """The retry counters' label is one of a fixed set, never an exception's name."""
     if cause.service == "db":
-        classified = classify_db_error(error)
+        classified = classify_db_error(error, "worker")
     else:
         classified = classify_kafka_error(error, "testing")
     assert isinstance(classified, TransientError) and classified.cause is cause

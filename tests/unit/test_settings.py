@@ -6,6 +6,7 @@ from typing import get_args
 import pytest
 from pydantic import SecretStr
 
+from tests.helpers.contract import pydantic_phrases
 from worker.errors import SettingsError
 from worker.settings import SECRET_FIELDS, Settings, env_name, flag_name, load_settings
 
@@ -45,7 +46,7 @@ def test_names() -> None:
     [
         (
             {"OCITAG_HTTP_PORT": "70000"},
-            "OCITAG_HTTP_PORT (--http-port): Input should be less than or equal to 65535",
+            "OCITAG_HTTP_PORT (--http-port): must be 65535 or less (got '70000')",
         ),
         ({"OCITAG_HTTP_PORT": "nine"}, "OCITAG_HTTP_PORT (--http-port)"),
         (
@@ -75,6 +76,49 @@ def test_invalid_setting_fails_with_one_line_naming_it(env: dict[str, str], word
     message = str(caught.value)
     assert words in message
     assert "\n" not in message
+
+
+# One row per kind of pydantic error a setting can raise: the project's words after the
+# setting's names, none of pydantic's ("Input should be a valid integer, unable to …").
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"OCITAG_HTTP_PORT": "nine"}, "OCITAG_HTTP_PORT (--http-port): must be an integer"),
+        ({"OCITAG_HTTP_PORT": "-5"}, "OCITAG_HTTP_PORT (--http-port): must be 0 or more"),
+        (
+            {"OCITAG_RETRY_BACKOFF_INITIAL_SECONDS": "soon"},
+            "OCITAG_RETRY_BACKOFF_INITIAL_SECONDS (--retry-backoff-initial-seconds): must be a "
+            "number",
+        ),
+        (
+            {"OCITAG_RETRY_BACKOFF_INITIAL_SECONDS": "0"},
+            "OCITAG_RETRY_BACKOFF_INITIAL_SECONDS (--retry-backoff-initial-seconds): must be "
+            "more than 0",
+        ),
+        (
+            {"OCITAG_CREATE_TOPICS": "maybe"},
+            "OCITAG_CREATE_TOPICS (--create-topics): must be true or false",
+        ),
+        (
+            {"OCITAG_KAFKA_SECURITY_PROTOCOL": "TLS"},
+            "OCITAG_KAFKA_SECURITY_PROTOCOL (--kafka-security-protocol): must be 'PLAINTEXT', "
+            "'SSL', 'SASL_PLAINTEXT' or 'SASL_SSL'",
+        ),
+        (
+            {"OCITAG_INPUT_TOPIC": "bad topic"},
+            "OCITAG_INPUT_TOPIC (--input-topic): must match ^[A-Za-z0-9._-]{1,249}$",
+        ),
+        (
+            {"KAFKA_BOOTSTRAP_SERVERS": ""},
+            "KAFKA_BOOTSTRAP_SERVERS (--kafka-bootstrap-servers): must not be empty",
+        ),
+    ],
+)
+def test_a_bad_setting_is_in_the_projects_words(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(environ=env)
+    assert str(caught.value).startswith(f"invalid setting {message} (got "), caught.value
+    assert not pydantic_phrases(str(caught.value))
 
 
 def test_secret_from_file_and_never_shown(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ log = structlog.get_logger("worker.api")
 
 
 def _db(exc: BaseException) -> BaseException:
-    return exc if isinstance(exc, FatalError) else classify_db_error(exc)
+    return exc if isinstance(exc, FatalError) else classify_db_error(exc, "api")
 
 
 def _kafka(exc: BaseException) -> BaseException:

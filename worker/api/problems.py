@@ -69,6 +69,15 @@ class ApiProblem(Exception):  # noqa: N818 - raised and answered as the problem 
         return model
 
 
+def too_large(limit: int, size: int | None) -> ApiProblem:
+    """413 naming the limit and its setting (``size``: the Content-Length, if sent)."""
+    return ApiProblem(
+        ApiProblemKind.REQUEST_TOO_LARGE,
+        f"the body is over {limit} bytes (OCITAG_API_MAX_BODY_BYTES)",
+        (ErrorItem("body", f"must be at most {limit} bytes", size),),
+    )
+
+
 def invalid(*items: ErrorItem) -> ApiProblem:
     """422 listing every broken rule."""
     return ApiProblem(

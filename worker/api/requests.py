@@ -24,7 +24,7 @@ from worker.identifiers import (
     normalize_repository,
     split_ocitag_id,
 )
-from worker.models import MAX_VERSION, TagMovedData
+from worker.models import MAX_VERSION, TagMovedData, rule_message
 from worker.problems import ErrorItem
 
 API_SOURCE_PREFIX = "urn:ocitag:api:"
@@ -100,10 +100,8 @@ def _items(exc: ValidationError, body: Mapping[str, Any]) -> list[ErrorItem]:
     for err in exc.errors():
         name = str(err["loc"][0]) if err["loc"] else ""
         where = "path.tag" if name in ("repository", "tag") else f"body.{name}"
-        message = str(err["msg"]).removeprefix("Value error, ")
-        if err["type"] == "missing":
-            message = "is required"
-        out.append(ErrorItem(where, message, None if err["type"] == "missing" else body.get(name)))
+        value = None if err["type"] == "missing" else body.get(name)
+        out.append(ErrorItem(where, rule_message(err), value))
     return out
 
 

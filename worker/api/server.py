@@ -26,7 +26,7 @@ from worker import metrics
 from worker.api import replies, requests
 from worker.api.auth import Tokens
 from worker.api.openapi import document
-from worker.api.problems import ApiProblem, ApiProblemKind
+from worker.api.problems import ApiProblem, ApiProblemKind, too_large
 from worker.api.replies import Reply
 from worker.api.store import Reads
 from worker.api.waiters import Waiters
@@ -126,7 +126,8 @@ class Api:
             fields["error"] = str(exc)[:300]
             response = self._problem(_unavailable(exc.service), instance)
         except web.HTTPException as exc:
-            response = self._problem(_http_problem(exc), instance)
+            limit = self._settings.api_max_body_bytes
+            response = self._problem(_http_problem(exc, limit, request.content_length), instance)
             if exc.status == 405 and "Allow" in exc.headers:
                 response.headers["Allow"] = exc.headers["Allow"]
         except Exception as exc:  # a bug or a refusal (not an outage): answered, logged
@@ -277,18 +278,20 @@ async def _db(work: Awaitable[Any]) -> Any:
     try:
         return await work
     except Exception as exc:
-        error = classify_db_error(exc)
+        error = classify_db_error(exc, "api")
         if isinstance(error, TransientError):
             raise error from exc
         raise PermanentError(str(error)) from exc
 
 
-def _http_problem(exc: web.HTTPException) -> ApiProblem:
-    kinds = {
-        404: ApiProblemKind.NO_ROUTE,
-        405: ApiProblemKind.METHOD_NOT_ALLOWED,
-        413: ApiProblemKind.REQUEST_TOO_LARGE,
-    }
+def _http_problem(
+    exc: web.HTTPException, max_body_bytes: int, body_bytes: int | None
+) -> ApiProblem:
+    """aiohttp's own refusals as the API's problems; 413 (aiohttp reads no more than
+    ``client_max_size``) names the limit and its setting rather than only the reason."""
+    if exc.status == 413:
+        return too_large(max_body_bytes, body_bytes)
+    kinds = {404: ApiProblemKind.NO_ROUTE, 405: ApiProblemKind.METHOD_NOT_ALLOWED}
     kind = kinds.get(exc.status, ApiProblemKind.MALFORMED_REQUEST)
     return ApiProblem(kind, exc.reason)
 

@@ -190,7 +190,9 @@ async def reconcile(
             settings.db_idle_in_transaction_timeout_seconds,
         )
     except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError) as exc:
-        raise classify_db_error(exc) from exc  # a message naming the cause, not a traceback
+        raise classify_db_error(
+            exc, "reconcile"
+        ) from exc  # a message naming the cause, not a traceback
     producer: Producer | None = None
     try:
         async with RegistryClient.from_settings(settings) as client:

@@ -40,4 +40,4 @@ class PostgresLiveRecords:
         try:
             return await self._pool.fetch(query, *args)
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
-            raise classify_db_error(exc) from exc
+            raise classify_db_error(exc, "reconcile") from exc

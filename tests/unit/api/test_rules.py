@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.helpers.contract import pydantic_phrases
 from worker.api import replies, requests
 from worker.api.auth import parse_tokens
 from worker.api.problems import ApiProblem, ApiProblemKind
@@ -292,3 +293,28 @@ def test_any_json_body_is_a_put_or_a_422_naming_body_members(body: dict[str, Any
     assert caught.value.status == 422
     assert caught.value.errors
     assert all(e.location.startswith("body.") for e in caught.value.errors)
+    assert not pydantic_phrases(str(caught.value.detail))
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        # the example: the project's words for the digest, and now for the actor too
+        (
+            {"artifact": "sha256:abcdefabcdef", "actor": 5},
+            "the request breaks 2 rules: body.artifact sha256 digest must be 64 lower-case hex "
+            "characters (got 12); body.actor must be a string",
+        ),
+        ({"artifact": 12}, "the request breaks a rule: body.artifact must be a string"),
+        ({}, "the request breaks a rule: body.artifact is required"),
+        ({"artifact": A, "actor": ""}, "the request breaks a rule: body.actor must not be empty"),
+        (
+            {"artifact": A, "actor": "x" * 257},
+            "the request breaks a rule: body.actor must be at most 256 characters",
+        ),
+    ],
+)
+def test_a_put_body_422_is_in_the_projects_words(body: dict[str, Any], detail: str) -> None:
+    with pytest.raises(ApiProblem) as caught:
+        requests.put_body(json.dumps(body).encode(), "application/json", TAG)
+    assert caught.value.detail == detail

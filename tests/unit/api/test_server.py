@@ -24,6 +24,7 @@ TOKEN = "unit-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 A = "a" * 64
 NOW = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+LIMIT = 4096
 
 
 class FakeReads:
@@ -72,7 +73,8 @@ class FakeWorker:
 @pytest.fixture
 async def api() -> AsyncIterator[tuple[TestClient[Any, Any], Backends]]:
     settings = load_settings(
-        {"api_timeout_seconds": 0.3, "api_tokens": f"unit:{TOKEN}"}, environ={}
+        {"api_timeout_seconds": 0.3, "api_tokens": f"unit:{TOKEN}", "api_max_body_bytes": LIMIT},
+        environ={},
     )
     backends = Backends()
     app = Api(settings, parse_tokens(f"unit:{TOKEN}"), backends, lambda: NOW).app()
@@ -171,3 +173,33 @@ async def test_concurrent_writes_each_get_their_own_outcome(
     )  # fmt: skip
     bodies = [await a.json() for a in answers]
     assert [b["artifact"] for b in bodies] == digests
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_a_body_over_the_limit_is_413_naming_the_setting(
+    api: tuple[TestClient[Any, Any], Backends], chunked: bool
+) -> None:
+    """Not aiohttp's bare "Request Entity Too Large": the limit and the setting that sets
+    it, as ingest's 413 says (the size when the client sent Content-Length)."""
+    client, backends = api
+    backends.publish, backends.reads = FakeWorker(backends).publish, FakeReads()
+    body = b" " * (LIMIT + 1)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield body
+
+    response = await client.put(
+        "/ocitags/nginx:1/",
+        data=chunks() if chunked else body,
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
+    assert response.status == 413
+    problem = await response.json()
+    assert problem["detail"] == f"the body is over {LIMIT} bytes (OCITAG_API_MAX_BODY_BYTES)"
+    assert problem["errors"] == [
+        {
+            "location": "body",
+            "message": f"must be at most {LIMIT} bytes",
+            "value": None if chunked else LIMIT + 1,
+        }
+    ]
