@@ -18,11 +18,11 @@ import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer
 
-from worker import metrics, partitions, runtime
+from worker import metrics, partitions, reachability, runtime
 from worker.batches import BatchRunner
 from worker.db import classify_db_error, open_pool
 from worker.deadletter import DeadLetters
-from worker.errors import FatalError, TransientError
+from worker.errors import FatalError, TransientError, describe
 from worker.health import Check, Health
 from worker.http import serve
 from worker.kafka import (
@@ -81,7 +81,7 @@ async def wait_for_service(
             return FatalError(
                 f"{what} at {setting} did not answer within "
                 f"{settings.startup_timeout_seconds:g} s (OCITAG_STARTUP_TIMEOUT_SECONDS): "
-                f"{type(exc).__name__}: {exc}"
+                f"{describe(exc)}"
             )
         return error
 
@@ -173,8 +173,8 @@ def _readiness(
         db = cache["db"][1]
         if not db.ok:
             return db
-        if not await producer.ready():
-            return Check(False, "producer has no broker")
+        if not await producer.reachable(0):  # asking makes an idle producer try again
+            return Check(False, "kafka unreachable (no broker answered the producer's last try)")
         if not consumer.subscription():
             return Check(False, "consumer not subscribed")
         return Check(True, "ready")
@@ -205,6 +205,7 @@ async def run(
 async def _run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
     log.info("starting", settings=settings.masked())
     pool = await create_pool(settings, stop)
+    reachability.POSTGRESQL.succeeded()
     try:
         async with pool.acquire() as conn:
             version = await check_schema(conn)
@@ -219,6 +220,7 @@ async def _run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
         producer = Producer(settings)
         try:
             await kafka(producer.start)
+            reachability.KAFKA.succeeded()
             await _consume(settings, stop, health, pool=pool, producer=producer, kafka=kafka)
         finally:
             await producer.stop()

@@ -194,3 +194,11 @@ GC_PAUSE_SECONDS = Histogram(
 TOMBSTONES_PRUNED = Counter(
     "ocitag_tombstones_pruned", "Tombstones of deleted tags deleted after retention."
 )
+
+# ---- dependencies (worker/reachability.py), in every command that uses them
+DEPENDENCY_UP = Gauge(
+    "ocitag_dependency_up",
+    "1 while this process reaches the dependency (kafka, postgresql), 0 during an outage "
+    "(from the first failure to the first success after it).",
+    ["dependency"],
+)

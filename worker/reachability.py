@@ -1,0 +1,111 @@
+"""Whether this process reaches Kafka and PostgreSQL: the outage tracker
+(worker/outage.py) of each, fed with what fails and succeeds, its lines logged here and
+its state in the gauge ``ocitag_dependency_up``.
+
+Fed by the retry paths (worker/retry.py: a transient error whose cause is an outage,
+then the work succeeding), by the database reads of the api, and for Kafka by the
+client's own log records (``KafkaClientLogFilter``, installed by worker/logs.py): the
+client retries by itself, about 70 times a second, and says so in a line each time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import structlog
+
+from worker import metrics
+from worker.kafka import ClientRecord, classify_client_record
+from worker.outage import Change, OutageTracker, Report
+
+#: the most an outage logs while it lasts: one line per this many seconds
+REPORT_EVERY_SECONDS = 30.0
+
+
+class Dependency:
+    def __init__(
+        self,
+        name: str,
+        every: float = REPORT_EVERY_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self._tracker = OutageTracker(every)
+        self._clock = clock
+        # the Kafka client's records may come from other threads (a test's to_thread)
+        self._lock = threading.Lock()
+
+    @property
+    def down(self) -> bool:
+        return self._tracker.down
+
+    def failed(self, error: str) -> None:
+        with self._lock:
+            report = self._tracker.failed(self._clock(), error)
+        metrics.DEPENDENCY_UP.labels(self.name).set(0)
+        if report is not None:
+            self._log(report)
+
+    def succeeded(self) -> None:
+        with self._lock:
+            report = self._tracker.succeeded(self._clock())
+        metrics.DEPENDENCY_UP.labels(self.name).set(1)
+        if report is not None:
+            self._log(report)
+
+    def _log(self, report: Report) -> None:
+        # a new proxy each time: outage lines are rare, and a process-wide tracker must
+        # not keep a logger bound to the stream of the configuration it first saw
+        log = structlog.get_logger("worker.reachability")
+        fields = {
+            "dependency": self.name,
+            "errors": report.errors,
+            "error": report.error[:300],
+            "seconds": round(report.seconds, 1),
+        }
+        if report.change is Change.STARTED:
+            log.warning("outage_started", **fields)
+        elif report.change is Change.ONGOING:
+            log.warning("outage_ongoing", **fields)
+        else:
+            log.info("outage_ended", **fields)
+
+
+KAFKA = Dependency("kafka")
+POSTGRESQL = Dependency("postgresql")
+
+
+def of(service: str) -> Dependency:
+    """The dependency of a ``Cause.service`` (``db`` or ``kafka``)."""
+    return POSTGRESQL if service == "db" else KAFKA
+
+
+class KafkaClientLogFilter(logging.Filter):
+    """On the log handler: the Kafka client's connection failures go to ``KAFKA``
+    instead of the stream, its metadata refreshes tell ``KAFKA`` it is back, and the
+    retriable answers of a broker that is there drop to debug. ``level``: the configured
+    one (debug lets those through)."""
+
+    #: aiokafka.cluster logs each metadata refresh at DEBUG: lowered to it to hear them
+    LISTENS_TO = "aiokafka.cluster"
+
+    def __init__(self, level: int, kafka: Dependency = KAFKA) -> None:
+        super().__init__()
+        self._level = level
+        self._kafka = kafka
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = classify_client_record(record.name, record.msg, record.args)
+        if kind is ClientRecord.UNREACHABLE:
+            self._kafka.failed(record.getMessage())
+            return False
+        if kind is ClientRecord.REACHED:
+            self._kafka.succeeded()
+        elif kind is ClientRecord.TRANSIENT:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return self._level <= logging.DEBUG
+        # the libraries' own INFO chatter stays out, as worker/logs.py has it
+        return record.levelno >= max(self._level, logging.WARNING)
