@@ -18,8 +18,9 @@ import asyncpg
 import structlog
 from aiokafka.errors import KafkaError
 
-from worker import __version__, logs, runtime
+from worker import __version__, logs, reachability, runtime
 from worker.errors import FatalError, SettingsError, WorkerError
+from worker.kafka import check_connection
 from worker.settings import MASK, SECRET_FIELDS, Settings, env_name, flag_name, load_settings
 
 EXIT_FATAL = 1
@@ -167,6 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    # an outage of Kafka ends when a broker answers this (worker/reachability.py)
+    reachability.KAFKA.probe_with(lambda: check_connection(settings))
     if args.command in {"run", "ingest", "api"}:
         return await _serve(args.command, settings)
     if args.command == "migrate":

@@ -97,23 +97,31 @@ class ClientRecord(Enum):
     OTHER = "other"  # anything else: logged as it is
 
 
-# aiokafka.cluster's DEBUG line on every successful metadata refresh (bootstrap included)
-# and aiokafka.client's line when every known broker failed one (it names no exception)
-_METADATA_UPDATED = "Updated cluster metadata to %s"
-_METADATA_FAILED = "Unable to update metadata from %s"
+# Records known by their wording, as they name no exception: aiokafka.cluster's DEBUG
+# line on every successful metadata refresh (bootstrap included), aiokafka.client's line
+# when every known broker failed one, and the consumer group's coordinator gone (an
+# outage, or it moved): the client finds it again and rejoins, and a lost assignment
+# shows in the worker's own rebalance lines.
+_BY_TEMPLATE = {
+    "Updated cluster metadata to %s": ClientRecord.REACHED,
+    "Unable to update metadata from %s": ClientRecord.UNREACHABLE,
+    "Marking the coordinator dead (node %s)for group %s.": ClientRecord.TRANSIENT,
+    "Heartbeat session expired - marking coordinator dead": ClientRecord.TRANSIENT,
+    "Heartbeat failed for group %s: coordinator (node %s) is either not started or not"
+    " valid": ClientRecord.TRANSIENT,
+}
 
 
 def classify_client_record(logger: str, template: object, args: object) -> ClientRecord:
-    """Sort the Kafka client's log records by the error they carry, not their wording:
-    an error in a broker's response means the broker is there (a retriable one, such as
-    COORDINATOR_NOT_AVAILABLE while the first start creates __consumer_offsets, is the
-    client's business); a connection error or timeout means it is not."""
+    """Sort the Kafka client's log records by the error they carry (by their wording
+    only when they carry none, above): an error in a broker's response means the broker
+    is there (a retriable one, such as COORDINATOR_NOT_AVAILABLE while a first start
+    creates __consumer_offsets, is the client's business); a connection error or a
+    timeout means it is not."""
     if not logger.startswith("aiokafka"):
         return ClientRecord.OTHER
-    if template == _METADATA_UPDATED:
-        return ClientRecord.REACHED
-    if template == _METADATA_FAILED:
-        return ClientRecord.UNREACHABLE
+    if isinstance(template, str) and template in _BY_TEMPLATE:
+        return _BY_TEMPLATE[template]
     values = args.values() if isinstance(args, dict) else args if isinstance(args, tuple) else ()
     for value in values:
         if isinstance(value, BrokerResponseError):

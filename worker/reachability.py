@@ -10,10 +10,11 @@ client retries by itself, about 70 times a second, and says so in a line each ti
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -23,6 +24,8 @@ from worker.outage import Change, OutageTracker, Report
 
 #: the most an outage logs while it lasts: one line per this many seconds
 REPORT_EVERY_SECONDS = 30.0
+#: while a dependency is down, how often its probe (if it has one) asks whether it is back
+PROBE_EVERY_SECONDS = 2.0
 
 
 class Dependency:
@@ -31,12 +34,23 @@ class Dependency:
         name: str,
         every: float = REPORT_EVERY_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        probe_every: float = PROBE_EVERY_SECONDS,
     ) -> None:
         self.name = name
+        self._probe_every = probe_every
         self._tracker = OutageTracker(every)
         self._clock = clock
         # the Kafka client's records may come from other threads (a test's to_thread)
         self._lock = threading.Lock()
+        self._probe: Callable[[], Awaitable[object]] | None = None
+        self._watch: asyncio.Task[None] | None = None
+
+    def probe_with(self, probe: Callable[[], Awaitable[object]]) -> None:
+        """How to tell that the dependency is back, tried every ``probe_every`` seconds
+        while it is down. A client that reconnects by itself says nothing when it
+        succeeds (a producer with the metadata it had sends again without asking for
+        more), so an idle process would otherwise never see an outage end."""
+        self._probe = probe
 
     @property
     def down(self) -> bool:
@@ -48,6 +62,7 @@ class Dependency:
         metrics.DEPENDENCY_UP.labels(self.name).set(0)
         if report is not None:
             self._log(report)
+        self._watch_until_back()
 
     def succeeded(self) -> None:
         with self._lock:
@@ -55,6 +70,24 @@ class Dependency:
         metrics.DEPENDENCY_UP.labels(self.name).set(1)
         if report is not None:
             self._log(report)
+
+    def _watch_until_back(self) -> None:
+        if self._probe is None or (self._watch is not None and not self._watch.done()):
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a record from another thread: the next failure starts it
+            return
+        self._watch = loop.create_task(self._until_back(self._probe), name="reachability")
+
+    async def _until_back(self, probe: Callable[[], Awaitable[object]]) -> None:
+        while self.down:
+            await asyncio.sleep(self._probe_every)
+            try:
+                await asyncio.wait_for(probe(), self._probe_every)
+            except Exception:  # noqa: S112 - still away: its failure is not news
+                continue
+            self.succeeded()
 
     def _log(self, report: Report) -> None:
         # a new proxy each time: outage lines are rare, and a process-wide tracker must

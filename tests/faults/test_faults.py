@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.faults import Scenario, Stream, scenario, stack
-from tests.helpers.services import IN_CI, REPO, Services
+from tests.helpers.services import REPO, Services
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -30,16 +30,6 @@ TAGS = int(os.environ.get("OCITAG_FAULT_TAGS", "1000"))
 SEEDS = list(range(1, int(os.environ.get("OCITAG_FAULT_SEEDS", "1")) + 1))
 RATE = float(os.environ.get("OCITAG_FAULT_RATE", "2500"))
 REPORT = REPO / ".cache" / "faults-report.json"
-
-
-@pytest.fixture
-def local_stack(services: Services) -> Services:
-    if not services.can_restart:
-        message = "fault scenarios stop and start services: they need the local stack"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return services
 
 
 def record(name: str, seed: int, report: dict[str, object]) -> None:

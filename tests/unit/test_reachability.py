@@ -22,6 +22,7 @@ from aiokafka.errors import (
     UnknownMemberIdError,
 )
 
+from tests.helpers.wait import eventually
 from worker import logs, metrics, reachability
 from worker.errors import Cause, TransientError, describe
 from worker.kafka import ClientRecord, Producer, classify_client_record, classify_kafka_error
@@ -119,6 +120,12 @@ RECORDS = {
         (GroupCoordinatorNotAvailableError(),),
         ClientRecord.TRANSIENT,
     ),
+    "the group's coordinator lost": (
+        "aiokafka.consumer.group_coordinator",
+        "Heartbeat session expired - marking coordinator dead",
+        (),
+        ClientRecord.TRANSIENT,
+    ),
     "a refusal stays an error": (
         "aiokafka.consumer.fetcher",
         "Failed fetch messages from %s: %s",
@@ -201,3 +208,19 @@ def test_aiokafka_keeps_the_refresh_times_the_producer_reads() -> None:
 def test_errors_name_their_type_once(error: Exception, text: str) -> None:
     assert describe(error) == text
     assert str(classify_kafka_error(error, "connecting")).endswith(f"connecting: {text}")
+
+
+async def test_an_idle_process_hears_the_end_of_an_outage_from_its_probe() -> None:
+    """Nothing of the client says it reconnected: the probe, tried while down, does."""
+    dependency = reachability.Dependency("kafka", probe_every=0.01)
+    answers = iter([False, False, True])
+
+    async def probe() -> None:
+        if not next(answers):
+            raise ConnectionRefusedError
+
+    dependency.probe_with(probe)
+    with structlog.testing.capture_logs() as captured:
+        dependency.failed("Unable connect to node with id 1")
+        await eventually(lambda: not dependency.down, 5)
+    assert [c["event"] for c in captured] == ["outage_started", "outage_ended"]
