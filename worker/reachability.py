@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from worker import metrics
+from worker.errors import describe
 from worker.kafka import ClientRecord, classify_client_record
 from worker.outage import Change, OutageTracker, Report
 
@@ -116,21 +117,34 @@ def of(service: str) -> Dependency:
     return POSTGRESQL if service == "db" else KAFKA
 
 
+#: asyncpg's pool reconnecting its minimum of connections, with a traceback, while the
+#: server is away (its own backoff: 1 s doubling to 60 s)
+_POOL_FLOOR_LOST = "Failed to restore the pool connection floor; retrying"
+
+
 class KafkaClientLogFilter(logging.Filter):
     """On the log handler: the Kafka client's connection failures go to ``KAFKA``
     instead of the stream, its metadata refreshes tell ``KAFKA`` it is back, and the
-    retriable answers of a broker that is there drop to debug. ``level``: the configured
-    one (debug lets those through)."""
+    retriable answers of a broker that is there drop to debug; asyncpg's pool failing to
+    reconnect goes to ``POSTGRESQL``. ``level``: the configured one (debug lets those
+    through)."""
 
     #: aiokafka.cluster logs each metadata refresh at DEBUG: lowered to it to hear them
     LISTENS_TO = "aiokafka.cluster"
 
-    def __init__(self, level: int, kafka: Dependency = KAFKA) -> None:
+    def __init__(
+        self, level: int, kafka: Dependency | None = None, postgresql: Dependency | None = None
+    ) -> None:
         super().__init__()
         self._level = level
-        self._kafka = kafka
+        self._kafka = kafka or KAFKA
+        self._postgresql = postgresql or POSTGRESQL
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "asyncpg.pool" and record.msg == _POOL_FLOOR_LOST:
+            error = record.exc_info[1] if record.exc_info else None
+            self._postgresql.failed(describe(error) if error else record.getMessage())
+            return False
         kind = classify_client_record(record.name, record.msg, record.args)
         if kind is ClientRecord.UNREACHABLE:
             self._kafka.failed(record.getMessage())

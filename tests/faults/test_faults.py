@@ -98,7 +98,13 @@ async def test_postgres_stopped_for_10_seconds(
         (worker,) = s.workers
         assert worker.proc.poll() is None, "the worker must ride out a database outage"
         lines = worker.events()
-        assert any(line["event"] == "retrying" for line in lines)
+        # waited out as one outage: a line when it started and one when it ended, not
+        # one per batch and attempt
+        said = [line["event"] for line in lines if line.get("dependency") == "postgresql"]
+        assert said[0] == "outage_started", said
+        assert said[-1] == "outage_ended", said
+        assert said.count("outage_started") == 1, said
+        assert not any(line["event"] == "retrying" for line in lines)
         # retried, never turned into a problem outcome
         statuses = {line["status"] for line in lines if line["event"] == "event"}
         assert statuses <= {200, 400, 404, 409, 422}, statuses

@@ -33,6 +33,14 @@ CONNECT = "Unable connect to node with id %s: %s"
 REFUSED = KafkaConnectionError("Connection at 127.0.0.1:19092 closed")
 
 
+@pytest.fixture(autouse=True)
+def fresh_dependencies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test its own outage state: the process-wide trackers remember what earlier
+    tests did to them (an outage ended less than 30 s ago reopens silently)."""
+    monkeypatch.setattr(reachability, "KAFKA", reachability.Dependency("kafka"))
+    monkeypatch.setattr(reachability, "POSTGRESQL", reachability.Dependency("postgresql"))
+
+
 def _configured(level: str = "info") -> tuple[io.BytesIO, io.TextIOWrapper]:
     raw = io.BytesIO()
     stream = io.TextIOWrapper(raw, encoding="utf-8", write_through=True)
@@ -49,7 +57,6 @@ def _up(dependency: str) -> float:
 
 
 def test_a_kafka_outage_is_two_lines_however_often_the_client_fails() -> None:
-    reachability.KAFKA.succeeded()  # whatever an earlier test left
     raw, stream = _configured()
     client = logging.getLogger("aiokafka.client")
     for node in range(300):
@@ -158,7 +165,6 @@ def test_the_clients_records_are_sorted_by_the_error_they_carry(
 
 
 async def test_retries_for_a_database_away_are_one_outage() -> None:
-    reachability.POSTGRESQL.succeeded()
     failures = iter([True] * 5 + [False])
 
     async def work() -> str:
@@ -224,3 +230,18 @@ async def test_an_idle_process_hears_the_end_of_an_outage_from_its_probe() -> No
         dependency.failed("Unable connect to node with id 1")
         await eventually(lambda: not dependency.down, 5)
     assert [c["event"] for c in captured] == ["outage_started", "outage_ended"]
+
+
+def test_the_database_pool_reconnecting_is_part_of_the_outage() -> None:
+    raw, stream = _configured()
+    for _ in range(3):
+        try:
+            raise ConnectionRefusedError(111, "Connect call failed")
+        except ConnectionRefusedError:
+            logging.getLogger("asyncpg.pool").warning(
+                "Failed to restore the pool connection floor; retrying", exc_info=True
+            )
+    stream.flush()
+    (started,) = _lines(raw)  # no tracebacks: one line for the outage
+    assert (started["event"], started["dependency"]) == ("outage_started", "postgresql")
+    assert started["error"] == "ConnectionRefusedError: [Errno 111] Connect call failed"
