@@ -124,8 +124,12 @@ def classify_client_record(logger: str, template: object, args: object) -> Clien
         return _BY_TEMPLATE[template]
     values = args.values() if isinstance(args, dict) else args if isinstance(args, tuple) else ()
     for value in values:
-        if isinstance(value, BrokerResponseError):
-            return ClientRecord.TRANSIENT if value.retriable else ClientRecord.OTHER
+        # the producer names the class of a broker's error, not an instance
+        if isinstance(value, BrokerResponseError) or (
+            isinstance(value, type) and issubclass(value, BrokerResponseError)
+        ):
+            retriable = bool(getattr(value, "retriable", False))
+            return ClientRecord.TRANSIENT if retriable else ClientRecord.OTHER
         if isinstance(value, BaseException):
             error = classify_kafka_error(value, "")
             return (

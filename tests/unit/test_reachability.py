@@ -18,6 +18,7 @@ from aiokafka.errors import (
     GroupCoordinatorNotAvailableError,
     KafkaConnectionError,
     NodeNotReadyError,
+    NotLeaderForPartitionError,
     TopicAuthorizationFailedError,
     UnknownMemberIdError,
 )
@@ -131,6 +132,12 @@ RECORDS = {
         "aiokafka.consumer.group_coordinator",
         "Heartbeat session expired - marking coordinator dead",
         (),
+        ClientRecord.TRANSIENT,
+    ),
+    "a leader moving, as the producer says it": (
+        "aiokafka.producer.sender",
+        "Got error produce response on topic-partition %s, retrying. Error: %s",
+        ("tp", NotLeaderForPartitionError),
         ClientRecord.TRANSIENT,
     ),
     "a refusal stays an error": (
