@@ -4,8 +4,9 @@ its state in the gauge ``ocitag_dependency_up``.
 
 Fed by the retry paths (worker/retry.py: a transient error whose cause is an outage,
 then the work succeeding), by the database reads of the api, and for Kafka by the
-client's own log records (``KafkaClientLogFilter``, installed by worker/logs.py): the
-client retries by itself, about 70 times a second, and says so in a line each time.
+client's own log records (``ClientLogFilter``, installed by worker/logs.py): the
+client retries by itself, about 70 times a second, and says so in a line each time
+(asyncpg's pool, reconnecting, in one with a traceback).
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ PROBE_EVERY_SECONDS = 2.0
 
 
 class Dependency:
+    """One dependency as this process sees it: told of failures and successes from
+    anywhere (the event loop or another thread), it logs what its tracker decides and
+    keeps the gauge."""
+
     def __init__(
         self,
         name: str,
@@ -122,12 +127,12 @@ def of(service: str) -> Dependency:
 _POOL_FLOOR_LOST = "Failed to restore the pool connection floor; retrying"
 
 
-class KafkaClientLogFilter(logging.Filter):
-    """On the log handler: the Kafka client's connection failures go to ``KAFKA``
-    instead of the stream, its metadata refreshes tell ``KAFKA`` it is back, and the
-    retriable answers of a broker that is there drop to debug; asyncpg's pool failing to
-    reconnect goes to ``POSTGRESQL``. ``level``: the configured one (debug lets those
-    through)."""
+class ClientLogFilter(logging.Filter):
+    """On the log handler, for the clients' own records: the Kafka client's connection
+    failures go to ``KAFKA`` instead of the stream, its metadata refreshes tell
+    ``KAFKA`` it is back, the retriable answers of a broker that is there drop to debug,
+    and asyncpg's pool failing to reconnect goes to ``POSTGRESQL``. ``level``: the
+    configured one (debug lets the debug lines through)."""
 
     #: aiokafka.cluster logs each metadata refresh at DEBUG: lowered to it to hear them
     LISTENS_TO = "aiokafka.cluster"
