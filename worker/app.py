@@ -18,11 +18,11 @@ import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer
 
-from worker import metrics, partitions, runtime
+from worker import metrics, partitions, reachability, runtime
 from worker.batches import BatchRunner
 from worker.db import classify_db_error, open_pool
 from worker.deadletter import DeadLetters
-from worker.errors import FatalError, TransientError
+from worker.errors import FatalError, TransientError, describe
 from worker.health import COMMAND_PARTS, Check, Health
 from worker.http import serve
 from worker.kafka import (
@@ -83,7 +83,7 @@ async def wait_for_service(
             return FatalError(
                 f"{what} at {setting} did not answer within "
                 f"{settings.startup_timeout_seconds:g} s (OCITAG_STARTUP_TIMEOUT_SECONDS): "
-                f"{type(exc).__name__}: {exc}"
+                f"{describe(exc)}"
             )
         return error
 
@@ -177,8 +177,8 @@ def _readiness(
         db = cache["db"][1]
         if not db.ok:
             return db
-        if not await producer.ready():
-            return Check(False, "producer has no broker")
+        if not await producer.reachable(0):  # asking makes an idle producer try again
+            return Check(False, "kafka unreachable (no broker answered the producer's last try)")
         if not consumer.subscription():
             return Check(False, "consumer not subscribed")
         return Check(True, "ready")
@@ -211,6 +211,7 @@ async def run(
 async def _run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
     log.info("starting", settings=settings.masked(COMMAND_SETTINGS["run"]))
     pool = await create_pool(settings, "worker", stop)
+    reachability.POSTGRESQL.succeeded()
     try:
         async with pool.acquire() as conn:
             version = await check_schema(conn)
@@ -225,6 +226,7 @@ async def _run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
         producer = Producer(settings)
         try:
             await kafka(producer.start)
+            reachability.KAFKA.succeeded()
             await _consume(settings, stop, health, pool=pool, producer=producer, kafka=kafka)
         finally:
             await producer.stop()

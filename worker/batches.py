@@ -179,6 +179,8 @@ class BatchRunner:
 
         def report(error: TransientError, attempt: int, delay: float) -> None:
             batch.retrying = True
+            if error.cause.outage:  # logged once per outage (worker/reachability.py)
+                return
             log.warning(
                 "retrying",
                 cause=error.cause,

@@ -31,11 +31,11 @@ import structlog
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from worker import metrics
+from worker import metrics, reachability
 from worker.consumer import Consumer
 from worker.errors import Cause, TransientError
 from worker.kafka import classify_kafka_error
-from worker.retry import Backoff, count_retry
+from worker.retry import Backoff, count_retry, retry_failed
 
 log = structlog.get_logger("worker.commits")
 
@@ -152,11 +152,13 @@ class Committer:
                 self._failed = error
                 self._on_fatal(error)
                 return None
-            count_retry(error.cause)
-            log.warning("commit_retrying", cause=error.cause, error=str(exc)[:300])
+            if not retry_failed(error):  # an outage is logged once, not per attempt
+                log.warning("commit_retrying", cause=error.cause, error=str(exc)[:300])
             return self._backoff.next_delay()
         finally:
             self._end_round()
+        if self._backoff.attempt:  # committed after failing: the broker is back
+            reachability.KAFKA.succeeded()
         self._backoff.reset()
         _STAGE_COMMIT.observe(time.monotonic() - started)
         metrics.LAST_COMMIT.set(time.time())

@@ -45,6 +45,17 @@ class Cause(StrEnum):
         """``db`` or ``kafka``: which retry counter counts it."""
         return "db" if self.value.startswith("db") else "kafka"
 
+    @property
+    def outage(self) -> bool:
+        """The service is away (not a conflict, a rebalance or a broken producer): an
+        outage, logged as one (worker/outage.py), not once per attempt."""
+        return self in _OUTAGES
+
+
+_OUTAGES = frozenset(
+    {Cause.DB_CONNECTION, Cause.DB_UNAVAILABLE, Cause.KAFKA_UNAVAILABLE, Cause.KAFKA_TIMEOUT}
+)
+
 
 class WorkerError(Exception):
     """Base of every error the worker raises on purpose."""
@@ -77,3 +88,13 @@ class SettingsError(FatalError):
 
 class SchemaVersionError(FatalError):
     """The database schema is not the one this build expects."""
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message``, the type named once: the Kafka client's errors already start
+    their text with it (``KafkaConnectionError: …``), others do not."""
+    name = type(exc).__name__
+    text = str(exc)
+    if not text:
+        return name
+    return text if text.startswith(name) else f"{name}: {text}"

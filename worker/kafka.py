@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
+from enum import Enum
 from typing import Any
 
 import structlog
@@ -16,6 +17,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
     AuthenticationFailedError,
+    BrokerResponseError,
     ClusterAuthorizationFailedError,
     GroupAuthorizationFailedError,
     InvalidProducerEpoch,
@@ -37,7 +39,7 @@ from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import DefaultPartitioner
 
 from worker import metrics
-from worker.errors import Cause, FatalError, PermanentError, TransientError
+from worker.errors import Cause, FatalError, PermanentError, TransientError, describe
 from worker.settings import Settings
 
 log = structlog.get_logger("worker.kafka")
@@ -51,6 +53,10 @@ _TOPIC_ALREADY_EXISTS = 36
 # (aiokafka's max_request_size): a message larger than either is refused.
 DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
 MAX_REQUEST_BYTES = 1_048_576
+#: how long a caller refused at once may wait for a producer that had given up on the
+#: cluster to try again (Producer.reachable): a broker that is back answers a metadata
+#: request in milliseconds, one that is away refuses the connection at once
+REACH_PROBE_SECONDS = 0.5
 # A producer that raised these will not recover by itself: replace it.
 _STUCK = (
     KafkaTimeoutError,
@@ -72,6 +78,74 @@ _FATAL = (
 
 class MessageTooLargeError(PermanentError):
     """The broker (or the producer) refused a message as larger than the topic takes."""
+
+
+class BrokerUnreachableError(TransientError):
+    """Refused before the messages were handed to the producer, which knows no broker
+    answers: they will not be published (a retry may be)."""
+
+    def __init__(self) -> None:
+        super().__init__(Cause.KAFKA_UNAVAILABLE, "no broker answered the producer's last try")
+
+
+class ClientRecord(Enum):
+    """What one of the Kafka client's own log records says."""
+
+    UNREACHABLE = "unreachable"  # a broker could not be reached: part of an outage
+    REACHED = "reached"  # cluster metadata refreshed: brokers answer
+    TRANSIENT = "transient"  # a broker answered "not now" (the client retries): debug
+    OTHER = "other"  # anything else: logged as it is
+
+
+# Records known by their wording, as they name no exception: aiokafka.cluster's DEBUG
+# line on every successful metadata refresh (bootstrap included), aiokafka.client's line
+# when every known broker failed one, and the consumer group's coordinator gone (an
+# outage, or it moved): the client finds it again and rejoins, and a lost assignment
+# shows in the worker's own rebalance lines.
+_BY_TEMPLATE = {
+    "Updated cluster metadata to %s": ClientRecord.REACHED,
+    "Unable to update metadata from %s": ClientRecord.UNREACHABLE,
+    "Marking the coordinator dead (node %s)for group %s.": ClientRecord.TRANSIENT,
+    "Heartbeat session expired - marking coordinator dead": ClientRecord.TRANSIENT,
+    "Heartbeat failed for group %s: coordinator (node %s) is either not started or not"
+    " valid": ClientRecord.TRANSIENT,
+}
+
+
+def classify_client_record(logger: str, template: object, args: object) -> ClientRecord:
+    """Sort the Kafka client's log records by the error they carry (by their wording
+    only when they carry none, above): an error in a broker's response means the broker
+    is there (a retriable one, such as COORDINATOR_NOT_AVAILABLE while a first start
+    creates __consumer_offsets, is the client's business); a connection error or a
+    timeout means it is not."""
+    if not logger.startswith("aiokafka"):
+        return ClientRecord.OTHER
+    if isinstance(template, str) and template in _BY_TEMPLATE:
+        return _BY_TEMPLATE[template]
+    values = args.values() if isinstance(args, dict) else args if isinstance(args, tuple) else ()
+    for value in values:
+        # the producer names the class of a broker's error, not an instance
+        if isinstance(value, BrokerResponseError) or (
+            isinstance(value, type) and issubclass(value, BrokerResponseError)
+        ):
+            retriable = bool(getattr(value, "retriable", False))
+            return ClientRecord.TRANSIENT if retriable else ClientRecord.OTHER
+        if isinstance(value, BaseException):
+            error = classify_kafka_error(value, "")
+            return (
+                ClientRecord.UNREACHABLE
+                if isinstance(error, TransientError) and error.cause.outage
+                else ClientRecord.OTHER
+            )
+    return ClientRecord.OTHER
+
+
+def metadata_refresh_failed(cluster: Any) -> bool:
+    """The client's last metadata refresh failed (every broker it knows, or the
+    bootstrap servers, could not be reached). aiokafka keeps both times only in private
+    fields (tests/unit/test_kafka_records.py pins them to the installed version)."""
+    last = float(getattr(cluster, "_last_refresh_ms", 0))
+    return last > float(getattr(cluster, "_last_successful_refresh_ms", 0))
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
@@ -107,7 +181,7 @@ def classify_kafka_error(exc: BaseException, what: str) -> Exception:
     """Bad credentials or permissions stop the worker; a broker that is away or slow is
     retried; anything else is a problem with this one piece of work."""
     if isinstance(exc, MessageSizeTooLargeError):
-        return MessageTooLargeError(f"{what}: {type(exc).__name__}: {exc}")
+        return MessageTooLargeError(f"{what}: {describe(exc)}")
     if isinstance(exc, _FATAL):
         return FatalError(
             f"Kafka refused the worker while {what}: {exc} (check KAFKA_BOOTSTRAP_SERVERS and "
@@ -122,8 +196,8 @@ def classify_kafka_error(exc: BaseException, what: str) -> Exception:
         | asyncio.TimeoutError
         | OSError,
     ) or (isinstance(exc, KafkaError) and exc.retriable):
-        return TransientError(_cause(exc), f"{what}: {type(exc).__name__}: {exc}")
-    return PermanentError(f"{what}: {type(exc).__name__}: {exc}")
+        return TransientError(_cause(exc), f"{what}: {describe(exc)}")
+    return PermanentError(f"{what}: {describe(exc)}")
 
 
 def _cause(exc: BaseException) -> Cause:
@@ -322,7 +396,7 @@ class Producer:
                 broken = not isinstance(exc, KafkaTimeoutError)
                 await self._maybe_recreate(producer, exc)
                 cause = Cause.KAFKA_PRODUCER if broken else Cause.KAFKA_TIMEOUT
-                raise TransientError(cause, f"{type(exc).__name__}: {exc}") from exc
+                raise TransientError(cause, describe(exc)) from exc
             raise classify_kafka_error(exc, "publishing outcomes") from exc
         self._failures = 0
 
@@ -406,9 +480,24 @@ class Producer:
             log.warning("producer_stop_failed", error=str(exc))
 
     async def ready(self) -> bool:
-        """Usable: started and knows at least one broker."""
+        """Usable: started, knows at least one broker, and its last try to reach the
+        cluster (a metadata refresh: after any broken connection, and every
+        metadata_max_age_ms) did not fail. The broker list alone is kept through an
+        outage: it said "connected" while no broker answered."""
         try:
-            client = self._producer.client
-            return bool(client.cluster.brokers())
+            cluster = self._producer.client.cluster
+            return bool(cluster.brokers()) and not metadata_refresh_failed(cluster)
         except Exception:
             return False
+
+    async def reachable(self, within: float) -> bool:
+        """``ready()``, or else whether a metadata refresh asked for now succeeds within
+        ``within`` seconds: a producer that gave up on the cluster refreshes again only
+        when something asks (or metadata_max_age_ms later), and a caller turned away at
+        once must not be turned away after the broker came back."""
+        if await self.ready():
+            return True
+        with contextlib.suppress(Exception):
+            refreshed = self._producer.client.force_metadata_update()
+            await asyncio.wait_for(asyncio.shield(refreshed), timeout=within)
+        return await self.ready()

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 import orjson
 import structlog
 
+from worker.reachability import ClientLogFilter
 from worker.settings import LogFormat, LogLevel
 
 
@@ -73,6 +74,10 @@ def configure(level: LogLevel, fmt: LogFormat, stream: TextIO | None = None) -> 
             ],
         )
     )
+    # A Kafka outage is one state change, not 70 client lines a second (the filter
+    # hands them to worker/reachability.py, which hears the recovery at DEBUG)
+    handler.addFilter(ClientLogFilter(numeric))
+    logging.getLogger(ClientLogFilter.LISTENS_TO).setLevel(logging.DEBUG)
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)

@@ -274,6 +274,15 @@ TOMBSTONES_PRUNED = Counter(
     registry=None,
 )
 
+# ---- dependencies (worker/reachability.py), in every command that uses them
+DEPENDENCY_UP = Gauge(
+    "ocitag_dependency_up",
+    "1 while this process reaches the dependency (kafka, postgresql), 0 during an outage "
+    "(from the first failure to the first success after it).",
+    ["dependency"],
+    registry=None,
+)
+
 
 # ---- which command exports what: the one declaration
 
@@ -324,10 +333,10 @@ API: tuple[Collector, ...] = (
 #: move (retries by the services it retries, the producer it may replace); the
 #: process_* and python_* families of prometheus-client come with every registry
 COMMANDS: Mapping[str, tuple[Collector, ...]] = {
-    "run": (*WORKER, DB_RETRIES, KAFKA_RETRIES, PRODUCER_RECREATED),
-    "ingest": (*INGEST, KAFKA_RETRIES, PRODUCER_RECREATED),
-    "api": (*API, DB_RETRIES, KAFKA_RETRIES, PRODUCER_RECREATED),
-    "reconcile": (*RECONCILE, PRODUCER_RECREATED),
+    "run": (*WORKER, DB_RETRIES, KAFKA_RETRIES, PRODUCER_RECREATED, DEPENDENCY_UP),
+    "ingest": (*INGEST, KAFKA_RETRIES, PRODUCER_RECREATED, DEPENDENCY_UP),
+    "api": (*API, DB_RETRIES, KAFKA_RETRIES, PRODUCER_RECREATED, DEPENDENCY_UP),
+    "reconcile": (*RECONCILE, PRODUCER_RECREATED, DEPENDENCY_UP),
 }
 
 

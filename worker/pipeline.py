@@ -41,7 +41,7 @@ from worker.errors import FatalError, TransientError
 from worker.events import RawRecord
 from worker.health import POLL_LOOP, Health
 from worker.kafka import classify_kafka_error
-from worker.retry import Backoff, count_retry
+from worker.retry import Backoff, retry_failed
 from worker.settings import Settings
 from worker.unreadable import Unreadable
 
@@ -142,8 +142,8 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             if isinstance(error, FatalError):
                 raise error from exc
             if isinstance(error, TransientError) and isinstance(exc, KafkaError):
-                count_retry(error.cause)
-                log.warning("fetch_failed", error=str(exc), attempt=self._fetch_backoff.attempt)
+                if not retry_failed(error):  # an outage is logged once, not per poll
+                    log.warning("fetch_failed", error=str(exc), attempt=self._fetch_backoff.attempt)
                 # the backoff may outlast the liveness timeout: waiting for Kafka is alive
                 self._health.waiting(POLL_LOOP, "Kafka")
                 await asyncio.sleep(self._fetch_backoff.next_delay())

@@ -16,10 +16,10 @@ import random
 from collections.abc import Awaitable, Callable, Collection
 from typing import TypeVar
 
-from worker import metrics
+from worker import metrics, reachability
 from worker.errors import Cause, TransientError
 
-__all__ = ["Backoff", "Cause", "backoff_delay", "retrying"]
+__all__ = ["Backoff", "Cause", "backoff_delay", "retry_failed", "retrying"]
 
 T = TypeVar("T")
 
@@ -63,6 +63,16 @@ def count_retry(cause: Cause, amount: int = 1) -> None:
     counter.labels(cause=cause.value).inc(amount)
 
 
+def retry_failed(error: TransientError) -> bool:
+    """Count work to redo; when its service is away, tell that service's outage tracker
+    (worker/reachability.py), which logs the outage. True then: the caller logs no line
+    of its own for this attempt."""
+    count_retry(error.cause)
+    if error.cause.outage:
+        reachability.of(error.service).failed(str(error))
+    return error.cause.outage
+
+
 def _as_is(exc: BaseException) -> BaseException:
     return exc
 
@@ -82,10 +92,12 @@ async def retrying(
     None) is counted, reported to ``on_retry(error, attempt, delay)`` (which may raise to
     stop, e.g. past a deadline), waited for with ``wait(delay)`` (which may raise to give
     up, e.g. on revocation) and retried, at most ``attempts`` times in all when given.
-    Anything else is raised, the classified error chained to the original."""
+    Anything else is raised, the classified error chained to the original. A service
+    that was away and now did its part is reported back (worker/reachability.py)."""
+    away: set[str] = set()
     while True:
         try:
-            return await work()
+            result = await work()
         except Exception as exc:
             error = classify(exc)
             retry = isinstance(error, TransientError) and (causes is None or error.cause in causes)
@@ -95,7 +107,12 @@ async def retrying(
                 raise error from exc
             assert isinstance(error, TransientError)
             delay = backoff.next_delay()
-            count_retry(error.cause)
+            if retry_failed(error):
+                away.add(error.service)
             if on_retry is not None:
                 on_retry(error, backoff.attempt, delay)
             await wait(delay)
+        else:
+            for service in away:
+                reachability.of(service).succeeded()
+            return result

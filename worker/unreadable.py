@@ -19,7 +19,7 @@ import structlog
 from aiokafka import TopicPartition
 
 from worker.consumer import Consumer, to_raw
-from worker.errors import FatalError
+from worker.errors import FatalError, describe
 from worker.events import RawRecord
 from worker.rawrecords import RawParts
 
@@ -65,7 +65,7 @@ class Unreadable:
     ) -> None:
         """A fetch failed on a record the client cannot read: find it (or stop, if no
         partition has one: then the failure is not about a record)."""
-        reason = f"{type(exc).__name__}: {exc}"[:300]
+        reason = describe(exc)[:300]
         candidates = [
             tp for tp in self._consumer.assignment() if tp not in busy and tp not in self._found
         ]

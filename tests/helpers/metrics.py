@@ -59,13 +59,15 @@ COMPONENT_FAMILIES: dict[str, frozenset[str]] = {
     ),
 }
 
+_EVERY = frozenset({"ocitag_producer_recreated", "ocitag_dependency_up"})
+
 #: the shared families each command can move: retries of the services it retries, the
-#: producer it may replace
+#: producer it may replace, whether its dependencies answer
 SHARED_FAMILIES: dict[str, frozenset[str]] = {
-    "run": frozenset({"ocitag_db_retries", "ocitag_kafka_retries", "ocitag_producer_recreated"}),
-    "ingest": frozenset({"ocitag_kafka_retries", "ocitag_producer_recreated"}),
-    "api": frozenset({"ocitag_db_retries", "ocitag_kafka_retries", "ocitag_producer_recreated"}),
-    "reconcile": frozenset({"ocitag_producer_recreated"}),
+    "run": _EVERY | {"ocitag_db_retries", "ocitag_kafka_retries"},
+    "ingest": _EVERY | {"ocitag_kafka_retries"},
+    "api": _EVERY | {"ocitag_db_retries", "ocitag_kafka_retries"},
+    "reconcile": _EVERY,
 }
 
 

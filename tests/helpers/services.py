@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,6 +38,15 @@ class Services:
     def can_restart(self) -> bool:
         """Only the local stack can be stopped and started by the fault tests."""
         return self.origin == "local stack"
+
+
+def skip_or_fail(message: str) -> NoReturn:
+    """A test that cannot run here: skipped locally, failed under ``CI=true``."""
+    import pytest
+
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 class UnavailableError(Exception):

@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaConnectionError
 from tests.helpers.cli import env_for, last_line, run_cli
 from tests.helpers.events import event
 from tests.helpers.harness import running_worker, structured
-from tests.helpers.services import IN_CI, Services
+from tests.helpers.services import IN_CI, Services, skip_or_fail
 from worker.kafka import check_connection
 from worker.settings import Settings
 
@@ -43,10 +43,7 @@ def refused_at_once(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def sasl_bootstrap(services: Services) -> str:
     if not services.sasl_bootstrap:
-        message = "no SASL listener known (OCITAG_KAFKA_SASL_BOOTSTRAP, or the local stack)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail("no SASL listener known (OCITAG_KAFKA_SASL_BOOTSTRAP, or the local stack)")
     return services.sasl_bootstrap
 
 

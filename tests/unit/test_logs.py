@@ -26,7 +26,7 @@ def test_library_lines_are_json_with_the_same_keys() -> None:
 
     structlog.get_logger("worker").info("event", status=200, topic="ocitag.events")
     logging.getLogger("aiokafka.consumer.group_coordinator").error(
-        "Group Coordinator Request failed: [Error 15] GroupCoordinatorNotAvailableError"
+        "Failed to commit on finallization: [Error 25] UnknownMemberIdError"
     )
     logging.getLogger("aiokafka").info("joined group")  # library chatter: left out
     logging.getLogger("asyncpg").warning("connection %s lost", "c1")
@@ -44,7 +44,7 @@ def test_library_lines_are_json_with_the_same_keys() -> None:
     assert (own["event"], own["level"], own["status"]) == ("event", "info", 200)
     assert coordinator["level"] == "error"
     assert coordinator["logger"] == "aiokafka.consumer.group_coordinator"
-    assert "GroupCoordinatorNotAvailableError" in coordinator["event"]
+    assert "UnknownMemberIdError" in coordinator["event"]
     assert (asyncpg["event"], asyncpg["level"]) == ("connection c1 lost", "warning")
     assert access["logger"] == "aiohttp.access"
     assert "ZeroDivisionError: boom" in failed["exception"]

@@ -14,7 +14,7 @@ import asyncpg
 import structlog
 from aiohttp import web
 
-from worker import metrics
+from worker import metrics, reachability
 from worker.api.auth import parse_tokens
 from worker.api.listener import OutcomeListener
 from worker.api.server import Api, Backends, utc_now
@@ -23,7 +23,13 @@ from worker.db import classify_db_error, open_pool
 from worker.errors import Cause, FatalError, TransientError
 from worker.health import COMMAND_PARTS, HTTP, OUTCOME_LISTENER, Check, Health
 from worker.http import serve
-from worker.kafka import Producer, classify_kafka_error, ensure_topics
+from worker.kafka import (
+    REACH_PROBE_SECONDS,
+    BrokerUnreachableError,
+    Producer,
+    classify_kafka_error,
+    ensure_topics,
+)
 from worker.migrate import check_schema
 from worker.retry import Backoff, retrying
 from worker.settings import COMMAND_SETTINGS, Settings
@@ -129,6 +135,7 @@ class ApiProcess:
 
         await self._retry("PostgreSQL", connect, _db)
         assert self._pool is not None
+        reachability.POSTGRESQL.succeeded()
         reads = PgReads(self._pool)
         self.backends.reads = reads
         log.info("api_database_ready")
@@ -153,6 +160,7 @@ class ApiProcess:
             self._producer = producer
 
         await self._retry("Kafka", start_producer, _kafka)
+        reachability.KAFKA.succeeded()
 
         async def start_listener() -> None:
             listener = OutcomeListener(s, self.backends.waiters, self._health)
@@ -183,6 +191,10 @@ class ApiProcess:
     async def _publish(self, messages: Any) -> None:
         assert self._producer is not None
         metrics.API_WAITING.set(len(self.backends.waiters))
+        # refused before the producer takes it (then it is surely not published) rather
+        # than waiting OCITAG_API_TIMEOUT_SECONDS for an acknowledgement that cannot come
+        if not await self._producer.reachable(REACH_PROBE_SECONDS):
+            raise BrokerUnreachableError
         await self._producer.send_all(messages)
 
     async def _ready(self) -> Check:

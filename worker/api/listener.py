@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from worker.api.waiters import Waiters
+from worker.errors import describe
 from worker.health import OUTCOME_LISTENER, Health
 from worker.kafka import client_options
 from worker.settings import Settings
@@ -112,7 +113,7 @@ class OutcomeListener:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("outcome_listener_error", error=f"{type(exc).__name__}: {exc}")
+                log.warning("outcome_listener_error", error=describe(exc))
                 await asyncio.sleep(_ERROR_PAUSE_SECONDS)
 
     async def stop(self) -> None:

@@ -88,3 +88,22 @@ def invalid(*items: ErrorItem) -> ApiProblem:
         + "; ".join(f"{i.location} {i.message}" for i in items),
         items,
     )
+
+
+def unpublished() -> ApiProblem:
+    """503 for a write refused before its event reached the producer (Kafka known to be
+    unreachable): nothing will happen unless it is retried."""
+    return ApiProblem(
+        ApiProblemKind.UNAVAILABLE,
+        "Kafka is unreachable: the event was not published; retry later",
+    )
+
+
+def unacknowledged() -> ApiProblem:
+    """503 for a write whose event the producer took but Kafka did not acknowledge in
+    time: the producer may still deliver it, and then it is applied."""
+    return ApiProblem(
+        ApiProblemKind.UNAVAILABLE,
+        "Kafka did not acknowledge the event in time: it may still be published and "
+        "applied; retry with the same Idempotency-Key",
+    )

@@ -22,18 +22,24 @@ import orjson
 import structlog
 from aiohttp import web
 
-from worker import metrics
+from worker import metrics, reachability
 from worker.api import replies, requests
 from worker.api.auth import Tokens
 from worker.api.openapi import document
-from worker.api.problems import ApiProblem, ApiProblemKind, too_large
+from worker.api.problems import (
+    ApiProblem,
+    ApiProblemKind,
+    too_large,
+    unacknowledged,
+    unpublished,
+)
 from worker.api.replies import Reply
 from worker.api.store import Reads
 from worker.api.waiters import Waiters
 from worker.db import classify_db_error
-from worker.errors import PermanentError, TransientError
+from worker.errors import PermanentError, TransientError, describe
 from worker.identifiers import split_ocitag_id
-from worker.kafka import Message
+from worker.kafka import BrokerUnreachableError, Message
 from worker.publisher import build_event, to_record
 from worker.settings import Settings
 from worker.timefmt import format_rfc3339
@@ -132,7 +138,7 @@ class Api:
                 response.headers["Allow"] = exc.headers["Allow"]
         except Exception as exc:  # a bug or a refusal (not an outage): answered, logged
             log.exception("request_failed", **fields)
-            fields["error"] = f"{type(exc).__name__}: {exc}"[:300]
+            fields["error"] = describe(exc)[:300]
             response = self._problem(ApiProblem(ApiProblemKind.INTERNAL), instance)
         seconds = time.perf_counter() - started
         metrics.API_REQUESTS.labels(operation, str(response.status)).inc()
@@ -213,9 +219,12 @@ class Api:
         with self.backends.waiters.expect((source, event_id)) as waiter:
             try:
                 await asyncio.wait_for(publish([message]), timeout=deadline - loop.time())
+            except BrokerUnreachableError as exc:  # refused before the producer had it
+                fields["error"] = "publish: kafka unreachable"
+                raise unpublished() from exc
             except (TransientError, TimeoutError) as exc:
                 fields["error"] = f"publish: {type(exc).__name__}"
-                raise _unavailable("kafka") from exc
+                raise unacknowledged() from exc
             published = loop.time()
             try:
                 outcome = await asyncio.wait_for(waiter, timeout=max(deadline - loop.time(), 0))
@@ -276,12 +285,16 @@ def _openapi_bytes() -> bytes:
 async def _db(work: Awaitable[Any]) -> Any:
     """A database answer, or 503 when PostgreSQL is away."""
     try:
-        return await work
+        answer = await work
     except Exception as exc:
         error = classify_db_error(exc, "api")
         if isinstance(error, TransientError):
+            if error.cause.outage:  # logged once per outage, not per request
+                reachability.POSTGRESQL.failed(str(error))
             raise error from exc
         raise PermanentError(str(error)) from exc
+    reachability.POSTGRESQL.succeeded()
+    return answer
 
 
 def _http_problem(

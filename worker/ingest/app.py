@@ -4,7 +4,8 @@ shutdown.
 Ingest starts and answers while Kafka is unreachable: the producer is (re)started in the
 background with backoff, and until it is up every delivery with events gets 503 with
 Retry-After (deliveries with nothing to publish are still answered 200). For the same
-reason /readyz does not depend on Kafka: it says whether it is connected.
+reason /readyz does not depend on Kafka: its reason says whether the producer reaches
+it now (``kafka connected``, or ``kafka unreachable …`` during an outage).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import httpx
 import structlog
 from aiohttp import web
 
-from worker.errors import Cause, SettingsError, TransientError
+from worker import reachability
+from worker.errors import Cause, SettingsError, TransientError, describe
 from worker.health import COMMAND_PARTS, HTTP, Check, Health
 from worker.http import serve
 from worker.ingest.auth import split_secrets
@@ -35,7 +37,7 @@ log = structlog.get_logger("worker.ingest")
 
 
 def _kafka_away(exc: BaseException) -> BaseException:
-    return TransientError(Cause.KAFKA_UNAVAILABLE, f"{type(exc).__name__}: {exc}")
+    return TransientError(Cause.KAFKA_UNAVAILABLE, describe(exc))
 
 
 #: kinds whose payloads lack the digest: a registry client is made only for them
@@ -111,6 +113,7 @@ class KafkaSink:
         # every failure is waited out, refusals included: ingest keeps answering (503)
         # and says why in the log, rather than stopping the receiver of every registry
         self._producer = await retrying(start, backoff, classify=_kafka_away, on_retry=waiting)
+        reachability.KAFKA.succeeded()
         log.info("kafka_connected")
 
     async def send_all(self, messages: Sequence[Message]) -> None:
@@ -119,9 +122,14 @@ class KafkaSink:
         await self._producer.send_each(messages)
 
     async def kafka_state(self) -> str:
+        """What the producer knows now. Asking is also what makes an idle producer
+        that gave up on the cluster try again (without waiting for it): the next probe
+        sees the broker back."""
         if self._producer is None:
             return "not connected yet"
-        return "connected" if await self._producer.ready() else "no broker"
+        if await self._producer.reachable(0):
+            return "connected"
+        return "unreachable (no broker answered the producer's last try)"
 
     async def stop(self) -> None:
         if self._task is not None:

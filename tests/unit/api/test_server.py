@@ -4,7 +4,7 @@ flow, 202 when the outcome is late, 503 when a service is away, the operation la
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +17,7 @@ from worker.api.auth import parse_tokens
 from worker.api.server import Api, Backends
 from worker.api.store import Stored
 from worker.errors import Cause, TransientError
-from worker.kafka import Message
+from worker.kafka import BrokerUnreachableError, Message
 from worker.settings import load_settings
 
 TOKEN = "unit-token-0123456789abcdef"
@@ -203,3 +203,29 @@ async def test_a_body_over_the_limit_is_413_naming_the_setting(
             "value": None if chunked else LIMIT + 1,
         }
     ]
+
+
+async def _refused(messages: Sequence[Message]) -> None:
+    raise BrokerUnreachableError
+
+
+@pytest.mark.parametrize(
+    ("publish", "says"),
+    [
+        # the producer knew no broker answered: refused before it took the event
+        (_refused, "the event was not published"),
+        # the producer took it and Kafka did not acknowledge: it may yet be delivered
+        (FakeWorker(Backends(), fail=True).publish, "it may still be published and applied"),
+    ],
+)
+async def test_a_503_says_whether_the_event_may_still_be_published(
+    api: tuple[TestClient[Any, Any], Backends],
+    publish: Callable[[Sequence[Message]], Awaitable[None]],
+    says: str,
+) -> None:
+    client, backends = api
+    backends.publish, backends.reads = publish, FakeReads()
+    response = await client.put("/ocitags/nginx:1/", json={"artifact": A}, headers=AUTH)
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "2"
+    assert says in (await response.json())["detail"]
