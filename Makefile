@@ -50,7 +50,7 @@ format: install
 # The whole suite on real services: the local stack is started here (the fixtures would
 # start it too) so that its start-up shows in the log before the tests.
 test: install lint check-schemas check-deploy
-	@$(STACK) tools >/dev/null
+	@$(STACK) tools --test >/dev/null
 	@$(START_STACK) $(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: install

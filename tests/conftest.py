@@ -75,7 +75,7 @@ def _required(find: Callable[[], T], *unavailable: type[Exception]) -> T:
 
 @pytest.fixture(scope="session")
 def registry_tools() -> Path:
-    """The real OCI registry, crane and oras (built once by ``deploy/local/stack tools``)."""
+    """The real OCI registry, crane and oras (built once by ``deploy/local/stack tools --test``)."""
     return _required(tools_dir, ToolsUnavailableError)
 
 

@@ -221,14 +221,23 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         """Finish (and commit) the revoked partitions' batches before they go; a batch
         stuck retrying is given up and will be redelivered to the next owner."""
+        if not revoked:  # every join before the first assignment: nothing to finish or say
+            return
         batches = [self._batches[tp] for tp in revoked if tp in self._batches]
-        await self._finish_and_commit(batches, revoked, self._settings.shutdown_grace_seconds)
+        finished, given_up = await self._finish_and_commit(
+            batches, revoked, self._settings.shutdown_grace_seconds
+        )
         for tp in revoked:
             if tp in self._committer.committed or tp in self._group_committed:
                 metrics.CONSUMER_LAG.remove(str(tp.partition))
             self._group_committed.pop(tp, None)
         self._committer.forget(revoked)
-        log.info("partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
+        log.info(
+            "partitions_revoked",
+            partitions=sorted(tp.partition for tp in revoked),
+            finished=finished,
+            given_up=given_up,
+        )
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         metrics.ASSIGNED_PARTITIONS.set(len(self._consumer.assignment()))
@@ -251,25 +260,30 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         """Let in-flight batches finish within the grace period, give up the rest, and
         commit what is done."""
         self._stopping = True
-        await self._finish_and_commit(list(self._batches.values()), None, grace)
+        finished, given_up = await self._finish_and_commit(
+            list(self._batches.values()), None, grace
+        )
+        log.info("drained", finished=finished, given_up=given_up)
 
     async def _finish_and_commit(
         self, batches: list[Batch], partitions: list[TopicPartition] | None, grace: float
-    ) -> None:
+    ) -> tuple[int, int]:
         """``finish`` the batches, then commit the done offsets of ``partitions`` (all
-        when None) in what is left of ``grace`` (a second at least: a commit round trip)."""
+        when None) in what is left of ``grace`` (a second at least: a commit round trip).
+        How many batches finished and how many were given up."""
         started = time.monotonic()
-        await finish(batches, grace)
+        counts = await finish(batches, grace)
         await self._committer.flush(partitions, max(1.0, grace - (time.monotonic() - started)))
+        return counts
 
 
-async def finish(batches: list[Batch], grace: float) -> None:
+async def finish(batches: list[Batch], grace: float) -> tuple[int, int]:
     """Let ``batches`` finish within ``grace``; give up those retrying at once, and the
-    rest when it is over (they stay uncommitted and are redelivered)."""
+    rest when it is over (they stay uncommitted and are redelivered). How many finished
+    and how many were given up."""
     tasks = [b.task for b in batches if b.task is not None]
     if not tasks:
-        log.info("drained", finished=0, given_up=0)
-        return
+        return 0, 0
     for batch in batches:
         if batch.retrying:  # waiting for a service: it would not finish in time
             batch.give_up.set()
@@ -281,7 +295,7 @@ async def finish(batches: list[Batch], grace: float) -> None:
         for task in still:
             task.cancel()
         await asyncio.gather(*still, return_exceptions=True)
-    log.info("drained", finished=len(done), given_up=len(pending))
+    return len(done), len(pending)
 
 
 def _update_gauges(

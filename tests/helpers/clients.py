@@ -1,5 +1,5 @@
 """Kafka clients nobody on the team wrote, for the interoperability tests: ``kcat``
-(librdkafka; ``deploy/local/stack tools`` installs it with apt when run as root) and
+(librdkafka; ``deploy/local/stack tools --test`` installs it with apt when run as root) and
 Kafka's own Java console tools (the ``kafka-tools`` jars the local stack downloads from
 Maven Central to run its broker).
 
@@ -27,7 +27,8 @@ def kcat_path() -> str:
     found = shutil.which("kcat")
     if found is None:
         raise ClientUnavailableError(
-            "kcat not found: `deploy/local/stack tools` installs it as root, or apt install kcat"
+            "kcat not found: `deploy/local/stack tools --test` installs it as root, "
+            "or apt install kcat"
         )
     return found
 

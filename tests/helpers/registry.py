@@ -1,5 +1,5 @@
 """A real OCI registry for integration tests: the CNCF Distribution registry v3, built by
-``deploy/local/stack tools`` (with crane and oras), run as a child process on a free
+``deploy/local/stack tools --test`` (with crane and oras), run as a child process on a free
 loopback port with the configuration a test asks for (notifications to ingest, htpasswd
 auth, deletes enabled). Push clients are the real ones: ``crane`` and ``oras``.
 
@@ -40,10 +40,16 @@ def tools_dir() -> Path:
     global _tools_dir  # noqa: PLW0603 - one build per test session
     if _tools_dir is None:
         done = subprocess.run(
-            [str(STACK), "tools"], capture_output=True, text=True, check=False, timeout=1200
+            [str(STACK), "tools", "--test"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=1200,
         )
         if done.returncode != 0:
-            raise ToolsUnavailableError(f"deploy/local/stack tools failed:\n{done.stderr[-3000:]}")
+            raise ToolsUnavailableError(
+                f"deploy/local/stack tools --test failed:\n{done.stderr[-3000:]}"
+            )
         _tools_dir = Path(done.stdout.strip().splitlines()[-1])
     return _tools_dir
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import structlog.testing
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaConnectionError
 
@@ -263,6 +264,28 @@ async def test_revocation_finishes_in_flight_batches_before_the_partitions_go() 
         world.store.gate.set()
         await asyncio.wait_for(revoking, 5)
         assert world.consumer.commits == {P0: 1}  # committed before the partition went
+
+
+async def test_a_join_before_the_first_assignment_logs_no_revocation_and_no_drain() -> None:
+    """aiokafka revokes the previous assignment, none, on the first join: no
+    ``partitions_revoked []`` nor ``drained`` then. A real revocation is one line saying
+    what finished; the shutdown drain is logged even when nothing was in flight."""
+    world = World()
+    world.consumer.add(0, event_value("a"))
+    with structlog.testing.capture_logs() as captured:
+        await world.pipeline.on_partitions_revoked([])
+        async with running(world):
+            await until(lambda: world.consumer.commits == {P0: 1})
+            await world.pipeline.on_partitions_revoked([P0])
+    said = [
+        {k: v for k, v in line.items() if k != "log_level"}
+        for line in captured
+        if line["event"] in {"partitions_revoked", "drained"}
+    ]
+    assert said == [
+        {"event": "partitions_revoked", "partitions": [0], "finished": 0, "given_up": 0},
+        {"event": "drained", "finished": 0, "given_up": 0},
+    ]
 
 
 async def test_an_unreadable_record_is_rejected_alone_with_what_could_be_read() -> None:

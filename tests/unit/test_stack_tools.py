@@ -1,0 +1,90 @@
+"""``deploy/local/stack tools`` builds what ``make run`` uses (the registry and crane),
+``tools --test`` what the tests use too (oras), and a build says how it is going while
+``go install`` is silent. Against a stand-in ``go`` that records what it is asked to
+install and finishes only when the test lets it (once the progress line was seen)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+from tests.helpers.services import STACK
+
+FAKE_GO = """#!/usr/bin/env bash
+printf '%s\\n' "${@: -1}" >>"$FAKE_GO_LOG"
+name=${@: -1}; name=${name%@*}; name=${name##*/}
+echo "compiling example.org/$name"
+while [[ ! -e $FAKE_GO_RELEASE ]]; do sleep 0.02; done
+printf '#!/bin/sh\\n' >"$GOBIN/$name" && chmod +x "$GOBIN/$name"
+"""
+
+
+def _tools(tmp_path: Path, *args: str) -> tuple[int, str, list[str], list[str]]:
+    """Runs ``stack tools *args``: its exit status, stdout, stderr lines, and the
+    packages go was asked to install. A build goes on only once a progress line came
+    (or after 20 s, so that a script printing none still ends)."""
+    fake = tmp_path / "fake-bin"
+    fake.mkdir(exist_ok=True)
+    (fake / "go").write_text(FAKE_GO, encoding="utf-8")
+    (fake / "go").chmod(0o755)
+    release, log = tmp_path / "release", tmp_path / "go.log"
+    release.unlink(missing_ok=True)
+    log.write_text("", encoding="utf-8")
+    env = {
+        **os.environ,
+        "PATH": f"{fake}:{os.environ['PATH']}",
+        "OCITAG_TOOLS_DIR": str(tmp_path / "bin"),
+        "OCITAG_TOOLS_PROGRESS_SECONDS": "1",
+        "FAKE_GO_LOG": str(log),
+        "FAKE_GO_RELEASE": str(release),
+    }
+    process = subprocess.Popen(
+        [str(STACK), "tools", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    lines: list[str] = []
+
+    def read() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line.rstrip("\n"))
+            if "still building" in line:
+                release.touch()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    timer = threading.Timer(20, release.touch)
+    timer.start()
+    try:
+        out = process.stdout.read()
+        code = process.wait(60)
+    finally:
+        timer.cancel()
+        release.touch()
+    reader.join(10)
+    return code, out, lines, log.read_text(encoding="utf-8").split()
+
+
+def test_tools_builds_what_make_run_uses_and_says_how_it_goes(tmp_path: Path) -> None:
+    code, out, said, installed = _tools(tmp_path)
+    assert code == 0, said
+    assert out.strip().splitlines()[-1] == str(tmp_path / "bin")
+    assert [p.split("@")[0].rsplit("/", 1)[-1] for p in installed] == ["registry", "crane"]
+    progress = [line for line in said if "still building registry" in line]
+    assert progress, said
+    assert "(go install github.com/distribution/distribution/v3/cmd/registry@" in progress[0]
+    assert progress[0].endswith("s: compiling example.org/registry")
+
+
+def test_tools_test_adds_what_only_the_tests_use(tmp_path: Path) -> None:
+    assert _tools(tmp_path)[0] == 0
+    code, _, said, installed = _tools(tmp_path, "--test")
+    assert code == 0, said
+    assert [p.split("@")[0].rsplit("/", 1)[-1] for p in installed] == ["oras"]
+    assert _tools(tmp_path, "--bogus")[0] == 2
