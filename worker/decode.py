@@ -35,7 +35,7 @@ from worker.models import (
     TagMovedData,
     rule_message,
 )
-from worker.problems import ErrorItem, Problem, ProblemKind
+from worker.problems import ErrorItem, Problem, ProblemKind, breaks_rules
 from worker.timefmt import parse_rfc3339
 
 STRUCTURED = "application/cloudevents+json"
@@ -287,10 +287,7 @@ def _envelope(attributes: dict[str, Any], prefix: str) -> EventAttributes:
         raise _NotDecodableError(
             Problem(
                 ProblemKind.INVALID_ENVELOPE,
-                "the CloudEvents envelope breaks "
-                + ("a rule" if len(items) == 1 else f"{len(items)} rules")
-                + ": "
-                + "; ".join(f"{i.location} {i.message}" for i in items),
+                breaks_rules("CloudEvents envelope", items),
                 tuple(items),
             ),
             source if known else None,
@@ -387,8 +384,7 @@ def _event(
             binary=prefix == "body",
             problem=Problem(
                 ProblemKind.INVALID_DATA,
-                f"the {what} breaks {len(items)} rule{'s' if len(items) > 1 else ''}: "
-                + "; ".join(f"{i.location} {i.message}" for i in items),
+                breaks_rules(what, items, numbered=True),
                 tuple(items),
             ),
         )

@@ -1,13 +1,19 @@
-"""The problem catalogue (RFC 9457): one absolute type URI per kind of rejection.
+"""The problem catalogue (RFC 9457): every problem any command answers or publishes, one
+absolute type URI per kind, and the one renderer of its body (the seed's ErrorModel).
+Pure.
 
-docs/problems.md lists the same catalogue for people; a test keeps the two in sync.
+The worker publishes its kinds in outcomes; the api and ingest answer theirs over HTTP
+(the api passes the worker's through). Each component keeps only its exception types.
+docs/problems.md lists the same catalogue for people; a test keeps the two equal.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
+from http import HTTPStatus
 from typing import Any
 
 MAX_VALUE_CHARS = 200
@@ -15,29 +21,78 @@ MAX_VALUE_CHARS = 200
 PROBLEM_JSON = "application/problem+json"
 
 
+class Sender(StrEnum):
+    """Who sends a kind: the worker publishes it in an outcome; the api and ingest answer
+    it over HTTP."""
+
+    WORKER = "worker"
+    API = "api"
+    INGEST = "ingest"
+
+
+_WORKER = frozenset({Sender.WORKER})
+_API = frozenset({Sender.API})
+_INGEST = frozenset({Sender.INGEST})
+
+
 class ProblemKind(Enum):
-    """Each kind: (slug, status, title). The slug is appended to the base URI."""
+    """Each kind: (slug, status, title, senders). The slug is appended to the base URI.
 
-    UNDECODABLE = ("undecodable", 400, "Record is not decodable")
-    INVALID_ENVELOPE = ("invalid-envelope", 400, "Invalid CloudEvents envelope")
-    UNKNOWN_TYPE = ("unknown-type", 400, "Unknown event type")
-    TOO_LARGE = ("too-large", 400, "Record too large")
-    NOT_FOUND = ("not-found", 404, "Tag not found")
-    SUPERSEDED = ("superseded", 409, "Superseded by a newer event")
-    ID_REUSED = ("id-reused", 409, "Event id reused with different content")
-    PRECONDITION_FAILED = ("precondition-failed", 412, "Precondition failed")
-    INVALID_DATA = ("invalid-data", 422, "Invalid tag event data")
-    INTERNAL = ("internal", 500, "Event could not be processed")
+    The worker's slugs, statuses and titles are in published outcomes, compared byte for
+    byte on replay: they do not change."""
 
-    def __init__(self, slug: str, status: int, title: str) -> None:
+    # the worker's, published in outcomes
+    UNDECODABLE = ("undecodable", 400, "Record is not decodable", _WORKER)
+    INVALID_ENVELOPE = ("invalid-envelope", 400, "Invalid CloudEvents envelope", _WORKER)
+    UNKNOWN_TYPE = ("unknown-type", 400, "Unknown event type", _WORKER)
+    TOO_LARGE = ("too-large", 400, "Record too large", _WORKER)
+    # the api answers a read or deletion of a missing tag with it too: one meaning, one type
+    NOT_FOUND = ("not-found", 404, "Tag not found", frozenset({Sender.WORKER, Sender.API}))
+    SUPERSEDED = ("superseded", 409, "Superseded by a newer event", _WORKER)
+    ID_REUSED = ("id-reused", 409, "Event id reused with different content", _WORKER)
+    PRECONDITION_FAILED = ("precondition-failed", 412, "Precondition failed", _WORKER)
+    INVALID_DATA = ("invalid-data", 422, "Invalid tag event data", _WORKER)
+    INTERNAL = ("internal", 500, "Event could not be processed", _WORKER)
+    # the api's own answers
+    MALFORMED_REQUEST = ("malformed-request", 400, "Malformed request", _API)
+    UNAUTHORIZED = ("unauthorized", 401, "Unauthorized", _API)
+    NO_ROUTE = ("no-route", 404, "No such resource", _API)
+    METHOD_NOT_ALLOWED = ("method-not-allowed", 405, "Method not allowed", _API)
+    REQUEST_TOO_LARGE = (
+        "request-too-large",
+        413,
+        "Request body too large",
+        frozenset({Sender.API, Sender.INGEST}),
+    )
+    UNSUPPORTED_MEDIA_TYPE = ("unsupported-media-type", 415, "Unsupported media type", _API)
+    INVALID_REQUEST = ("invalid-request", 422, "Invalid request", _API)
+    UNEXPECTED_ERROR = ("unexpected-error", 500, "Unexpected error", _API)
+    UNAVAILABLE = ("unavailable", 503, "Service unavailable", _API)
+    # ingest's own answers
+    UNMAPPABLE_DELIVERY = ("unmappable-delivery", 400, "Delivery could not be mapped", _INGEST)
+    UNRESOLVED_DIGEST = ("unresolved-digest", 502, "Digest could not be resolved", _INGEST)
+    KAFKA_UNAVAILABLE = ("kafka-unavailable", 503, "Kafka unavailable", _INGEST)
+
+    def __init__(self, slug: str, status: int, title: str, senders: frozenset[Sender]) -> None:
         self.slug = slug
         self.status = status
         self.title = title
+        self.senders = senders
+
+    @property
+    def published(self) -> bool:
+        """The worker publishes it in an outcome."""
+        return Sender.WORKER in self.senders
 
     @property
     def dead_letter(self) -> bool:
-        """400s are copied to the dead-letter topic with their original headers."""
-        return self.status == 400
+        """The worker's 400s are copied to the dead-letter topic with their original headers."""
+        return self.published and self.status == 400
+
+    @property
+    def terse(self) -> bool:
+        """Its body says nothing beyond type, title and status (a 401 tells no prober why)."""
+        return self is ProblemKind.UNAUTHORIZED
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +139,31 @@ def problem_type_uri(base: str, kind: ProblemKind) -> str:
 
 
 def error_model(problem: Problem, base_uri: str, instance: str) -> dict[str, Any]:
-    """The seed's ErrorModel for a problem: exactly its members, in a fixed order."""
-    return {
+    """The seed's ErrorModel for a problem, published or answered: exactly its members, in
+    a fixed order (outcomes are compared byte for byte). A terse kind stops at status."""
+    model: dict[str, Any] = {
         "type": problem_type_uri(base_uri, problem.kind),
         "title": problem.kind.title,
         "status": problem.kind.status,
-        "detail": problem.detail,
-        "instance": instance,
-        "errors": [item.as_json() for item in problem.errors],
     }
+    if problem.kind.terse:
+        return model
+    model["detail"] = problem.detail
+    model["instance"] = instance
+    model["errors"] = [item.as_json() for item in problem.errors]
+    return model
+
+
+def about_blank(status: int, title: str | None = None) -> dict[str, Any]:
+    """A problem with no type of ours (RFC 9457 "about:blank"): a title, the status's own
+    phrase unless given, and the status; for answers that say nothing more."""
+    return {"title": title or HTTPStatus(status).phrase, "status": status}
+
+
+def breaks_rules(what: str, items: Sequence[ErrorItem], *, numbered: bool = False) -> str:
+    """The detail of a problem listing every broken rule: "the <what> breaks a rule:
+    <location> <message>; …". ``numbered`` spells a single rule "1 rule": the tag-moved
+    data's published wording, kept as it is (outcomes are compared byte for byte)."""
+    count = len(items)
+    rules = f"{count} rules" if count != 1 else ("1 rule" if numbered else "a rule")
+    return f"the {what} breaks {rules}: " + "; ".join(f"{i.location} {i.message}" for i in items)

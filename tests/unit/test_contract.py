@@ -50,7 +50,7 @@ def _first_column(section: str) -> list[str]:
 
 def test_the_status_table_is_the_statuses_the_worker_gives() -> None:
     table = {int(cell) for cell in _first_column(_section("### Statuses"))}
-    known = {200} | {kind.status for kind in ProblemKind}
+    known = {200} | {kind.status for kind in ProblemKind if kind.published}
     assert known <= table, f"statuses the worker gives but the contract lacks: {known - table}"
     assert table - known == PLANNED_STATUSES
 

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from worker.api.problems import ApiProblem, ApiProblemKind, invalid
+from worker.api.problems import ApiProblem, invalid
 from worker.identifiers import (
     InvalidIdentifierError,
     normalize_ocitag_id,
@@ -25,7 +25,7 @@ from worker.identifiers import (
     split_ocitag_id,
 )
 from worker.models import MAX_VERSION, TagMovedData, rule_message
-from worker.problems import ErrorItem
+from worker.problems import ErrorItem, ProblemKind
 
 API_SOURCE_PREFIX = "urn:ocitag:api:"
 PUT_MEMBERS = ("artifact", "actor", "previous_artifact")
@@ -64,7 +64,7 @@ def put_body(raw: bytes, content_type: str | None, ocitag: str) -> Put:
     rule are 422 (all listed); a body that is not JSON is 400."""
     if content_type and content_type.split(";")[0].strip().lower() not in _JSON_TYPES:
         raise ApiProblem(
-            ApiProblemKind.UNSUPPORTED_MEDIA_TYPE,
+            ProblemKind.UNSUPPORTED_MEDIA_TYPE,
             f"the body must be application/json, not {content_type[:100]}",
             (ErrorItem("header.content-type", "must be application/json", content_type),),
         )
@@ -72,7 +72,7 @@ def put_body(raw: bytes, content_type: str | None, ocitag: str) -> Put:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ApiProblem(
-            ApiProblemKind.MALFORMED_REQUEST,
+            ProblemKind.MALFORMED_REQUEST,
             f"the body is not JSON: {exc}",
             (ErrorItem("body", "must be a JSON object", raw[:200]),),
         ) from None

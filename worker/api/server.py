@@ -26,13 +26,7 @@ from worker import metrics, reachability
 from worker.api import replies, requests
 from worker.api.auth import Tokens
 from worker.api.openapi import document
-from worker.api.problems import (
-    ApiProblem,
-    ApiProblemKind,
-    too_large,
-    unacknowledged,
-    unpublished,
-)
+from worker.api.problems import ApiProblem, too_large, unacknowledged, unpublished
 from worker.api.replies import Reply
 from worker.api.store import Reads
 from worker.api.waiters import Waiters
@@ -40,6 +34,7 @@ from worker.db import classify_db_error
 from worker.errors import PermanentError, TransientError, describe
 from worker.identifiers import split_ocitag_id
 from worker.kafka import BrokerUnreachableError, Message
+from worker.problems import ProblemKind
 from worker.publisher import build_event, to_record
 from worker.settings import Settings
 from worker.timefmt import format_rfc3339
@@ -83,7 +78,7 @@ def _respond(reply: Reply) -> web.Response:
 
 
 def _unavailable(what: str) -> ApiProblem:
-    return ApiProblem(ApiProblemKind.UNAVAILABLE, f"{what} is not available; retry later")
+    return ApiProblem(ProblemKind.UNAVAILABLE, f"{what} is not available; retry later")
 
 
 class Api:
@@ -123,7 +118,7 @@ class Api:
             if template not in _PUBLIC:
                 caller = self._tokens.caller(request.headers.get("Authorization"))
                 if caller is None:
-                    raise ApiProblem(ApiProblemKind.UNAUTHORIZED)
+                    raise ApiProblem(ProblemKind.UNAUTHORIZED)
                 fields["caller"] = caller
             response = await handler(request)
         except ApiProblem as exc:
@@ -139,7 +134,7 @@ class Api:
         except Exception as exc:  # a bug or a refusal (not an outage): answered, logged
             log.exception("request_failed", **fields)
             fields["error"] = describe(exc)[:300]
-            response = self._problem(ApiProblem(ApiProblemKind.INTERNAL), instance)
+            response = self._problem(ApiProblem(ProblemKind.UNEXPECTED_ERROR), instance)
         seconds = time.perf_counter() - started
         metrics.API_REQUESTS.labels(operation, str(response.status)).inc()
         metrics.API_REQUEST_SECONDS.labels(operation).observe(seconds)
@@ -251,7 +246,7 @@ class Api:
         repository, tag = split_ocitag_id(ocitag)
         stored = await _db(reads.get(repository, tag))
         if stored is None:
-            raise ApiProblem(ApiProblemKind.NOT_FOUND, f"{ocitag} has no live record")
+            raise ApiProblem(ProblemKind.NOT_FOUND, f"{ocitag} has no live record")
         if requests.etag_matches(request.headers.get("If-None-Match"), stored.version):
             return _respond(replies.not_modified(stored.version))
         return _respond(replies.record(stored.record, stored.version))
@@ -304,8 +299,8 @@ def _http_problem(
     ``client_max_size``) names the limit and its setting rather than only the reason."""
     if exc.status == 413:
         return too_large(max_body_bytes, body_bytes)
-    kinds = {404: ApiProblemKind.NO_ROUTE, 405: ApiProblemKind.METHOD_NOT_ALLOWED}
-    kind = kinds.get(exc.status, ApiProblemKind.MALFORMED_REQUEST)
+    kinds = {404: ProblemKind.NO_ROUTE, 405: ProblemKind.METHOD_NOT_ALLOWED}
+    kind = kinds.get(exc.status, ProblemKind.MALFORMED_REQUEST)
     return ApiProblem(kind, exc.reason)
 
 

@@ -37,7 +37,7 @@ from worker.ingest.refusals import RefusedError
 from worker.ingest.resolve import DigestResolver, UnresolvedDigestError, resolve_all
 from worker.ingest.sending import AckTimeoutError, EventSink, InFlightSends
 from worker.kafka import Message
-from worker.problems import PROBLEM_JSON
+from worker.problems import PROBLEM_JSON, about_blank
 from worker.timefmt import format_rfc3339
 
 log = structlog.get_logger("worker.ingest")
@@ -90,7 +90,7 @@ async def _routing_problems(
         if isinstance(exc, web.HTTPMethodNotAllowed):
             headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
         return web.Response(
-            status=exc.status, body=orjson.dumps(refusals.bare(exc.status)), headers=headers
+            status=exc.status, body=orjson.dumps(about_blank(exc.status)), headers=headers
         )
 
 
@@ -136,10 +136,10 @@ class IngestServer:
         origin = request.headers.get("WebHook-Request-Origin", "").strip()
         if name not in VALIDATING_KINDS or name not in self._kinds or not origin:
             status = 404 if name not in self._kinds or name not in VALIDATING_KINDS else 400
-            title = refusals.TITLES[404] if status == 404 else "WebHook-Request-Origin is required"
+            title = None if status == 404 else "WebHook-Request-Origin is required"
             return web.Response(
                 status=status,
-                body=orjson.dumps({"title": title, "status": status}),
+                body=orjson.dumps(about_blank(status, title)),
                 headers={"Content-Type": PROBLEM_JSON},
             )
         log.info("webhook_validation", kind=name, origin=origin[:200])
@@ -174,7 +174,7 @@ class IngestServer:
             headers = {**headers, "Content-Type": PROBLEM_JSON}
         except Exception:
             log.exception("ingest_internal_error", kind=delivery.kind)
-            status, body = 500, refusals.bare(500)
+            status, body = 500, about_blank(500)
             headers = {"Content-Type": PROBLEM_JSON}
             delivery.cause = "internal"
         self._account(delivery, status, time.monotonic() - started)

@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 from tests.helpers.contract import pydantic_phrases
 from worker.api import replies, requests
 from worker.api.auth import parse_tokens
-from worker.api.problems import ApiProblem, ApiProblemKind
+from worker.api.problems import ApiProblem
 from worker.api.waiters import Waiters
 from worker.errors import SettingsError
+from worker.problems import ProblemKind
 
 A = "a" * 64
 TAG = "docker.io/team/app:1"
@@ -212,7 +213,7 @@ def test_problem_outcomes_name_where_the_caller_put_the_value(
 
 def test_a_401_says_nothing_more() -> None:
     reply = replies.problem(
-        ApiProblem(ApiProblemKind.UNAUTHORIZED, "secret detail"),
+        ApiProblem(ProblemKind.UNAUTHORIZED, "secret detail"),
         base_uri="urn:p:",
         instance="urn:x",
     )
@@ -226,7 +227,7 @@ def test_a_401_says_nothing_more() -> None:
 
 def test_a_503_says_when_to_retry() -> None:
     reply = replies.problem(
-        ApiProblem(ApiProblemKind.UNAVAILABLE), base_uri="urn:p:", instance="urn:x", retry_after=3
+        ApiProblem(ProblemKind.UNAVAILABLE), base_uri="urn:p:", instance="urn:x", retry_after=3
     )
     assert (reply.status, reply.headers["Retry-After"]) == (503, "3")
 
