@@ -17,10 +17,12 @@ leaves the rest to autovacuum. Each analysis samples at most 30,000 rows (tens o
 milliseconds) and runs beside the batches, one at a time, never inside one. A restarted
 worker climbs the ladder again: at most three extra analyses per partition.
 
-The worker owns the record's partitions (it creates them). A role that does not own
-``ocitags`` gets a warning from PostgreSQL instead of its analysis; the tag table's
-lookups match its whole primary key, which the planner costs as one row a probe without
-statistics, so they keep to the index once the table spans a few dozen pages anyway.
+PostgreSQL analyses a table only for its owner (or the database's): a worker whose role
+does not own them gets a warning instead, logged once per table (``analyse_skipped``),
+and its plans depend on autovacuum again. The tag table's lookups match its whole
+primary key, which the planner costs as one row a probe even without statistics, so
+they keep to the index anyway; the record's lookups do not. The worker's role must own
+the record to rotate its partitions in any case (worker/partitions.py).
 """
 
 from __future__ import annotations
@@ -44,23 +46,44 @@ def rungs_crossed(before: int, after: int, ladder: Sequence[int] = LADDER) -> bo
     return any(before < rung <= after for rung in ladder)
 
 
-async def analyse_tables(pool: asyncpg.Pool, tables: Sequence[str]) -> None:
-    """ANALYZE the tables, on a connection of the pool (not a batch's)."""
+async def analyse_table(pool: asyncpg.Pool, table: str) -> str | None:
+    """ANALYZE one table on a connection of the pool (not a batch's). Returns the
+    server's warning when it skipped the table instead: PostgreSQL analyses only for the
+    table's or the database's owner, and otherwise warns rather than fails. Waits at
+    most a second for the table's analysis lock (``LockNotAvailableError`` then): one
+    held by another session that analyses it, or by an anti-wraparound vacuum, which
+    PostgreSQL does not cancel for a waiting ANALYZE."""
+    warnings: list[str] = []
+
+    def heard(_: object, message: asyncpg.PostgresLogMessage) -> None:
+        if message.severity in ("WARNING", "ERROR"):
+            warnings.append(str(message.message))
+
     async with pool.acquire() as conn:
-        await conn.execute(f"ANALYZE {', '.join(tables)}")
+        conn.add_log_listener(heard)
+        try:
+            async with conn.transaction():
+                await conn.execute("SET LOCAL lock_timeout = '1s'")
+                await conn.execute(f"ANALYZE {table}")
+            await asyncio.sleep(0)  # the listener is called soon after, not during
+        finally:
+            conn.remove_log_listener(heard)
+    return warnings[0] if warnings else None
 
 
 class Statistics:
     """Counts the records added per partition and analyses when a rung is crossed
-    (``analyse``: ``analyse_tables`` on the store's pool; a fake in unit tests)."""
+    (``analyse``: ``analyse_table`` on the store's pool; a fake in unit tests)."""
 
-    def __init__(self, analyse: Callable[[Sequence[str]], Awaitable[None]]) -> None:
-        self._analyse_tables = analyse
+    def __init__(self, analyse: Callable[[str], Awaitable[str | None]]) -> None:
+        self._analyse_table = analyse
         self._epoch: int | None = None
         self._recorded = 0
         self._task: asyncio.Task[None] | None = None
         self._pending: int | None = None  # an epoch whose analysis waits for the running one
         self.analyses = 0
+        #: tables PostgreSQL would not analyse for this role (warned once each)
+        self.skipped: set[str] = set()
 
     def recorded(self, epoch: int, count: int) -> None:
         """``count`` records were committed to ``epoch``'s partition."""
@@ -80,19 +103,44 @@ class Statistics:
 
     async def _analyse(self, epoch: int) -> None:
         while True:
-            tables = [partition_name(epoch), "ocitags"]
-            try:
-                await self._analyse_tables(tables)
-                self.analyses += 1
-                log.info("tables_analysed", tables=tables, records=self._recorded)
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-                # statistics only speed the plans up: autovacuum still comes by
-                log.warning("analyse_failed", tables=tables, error=f"{type(exc).__name__}: {exc}")
+            for table in (partition_name(epoch), "ocitags"):
+                await self._one(table)
             if self._pending is None:
                 return
             epoch, self._pending = self._pending, None
 
+    async def _one(self, table: str) -> None:
+        try:
+            warning = await self._analyse_table(table)
+        except asyncpg.LockNotAvailableError:
+            # another session analyses or vacuums it: that does the same job
+            log.info("analyse_deferred", table=table, reason="its analysis lock is held")
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # statistics only speed the plans up: never stop for them
+            log.warning("analyse_failed", table=table, error=f"{type(exc).__name__}: {exc}")
+            return
+        if warning is None:
+            self.analyses += 1
+            log.info("table_analysed", table=table, records=self._recorded)
+        elif table not in self.skipped:
+            self.skipped.add(table)
+            log.warning(
+                "analyse_skipped",
+                table=table,
+                error=warning,
+                consequence="its plans wait for autovacuum's first analysis",
+                fix="let the worker's role own the tables (docs/scaling.md, Plans)",
+            )
+
+    async def settled(self) -> None:
+        """Wait until no analysis is running or queued."""
+        while self._task is not None and not self._task.done():
+            await asyncio.gather(self._task, return_exceptions=True)
+
     async def close(self) -> None:
-        """Wait for an analysis in progress (a pool closing under it would wait anyway)."""
-        if self._task is not None:
+        """Stop an analysis in progress: shutdown must not wait for statistics."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

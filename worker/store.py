@@ -44,7 +44,7 @@ from worker.plan import (
     first_occurrences,
 )
 from worker.retry import Backoff, count_retry, retrying
-from worker.statistics import Statistics, analyse_tables
+from worker.statistics import Statistics, analyse_table
 
 MAX_WRITE_ROUNDS = 8
 MAX_TX_ATTEMPTS = 5
@@ -173,7 +173,7 @@ class Store:
         self._pool = pool
         self._ctx = ctx
         self._sources = _Sources(ctx.worker_source)
-        self.statistics = Statistics(functools.partial(analyse_tables, pool))
+        self.statistics = Statistics(functools.partial(analyse_table, pool))
 
     async def apply(self, items: Sequence[Item], processed_at: datetime) -> list[Outcome]:
         """The outcome of each item, in order, with every effect durable on return.
@@ -214,7 +214,7 @@ class Store:
         return applied.outcomes
 
     async def close(self) -> None:
-        """Let an analysis in progress finish, before the pool closes."""
+        """Stop an analysis in progress, before the pool closes."""
         await self.statistics.close()
 
     async def ping(self) -> None:

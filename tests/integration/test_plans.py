@@ -16,8 +16,10 @@ then counts the scans of the next batches, which must all use the indexes.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -69,7 +71,9 @@ class _Run:
             self.batches += 1
 
     async def seq_scans(self, admin: asyncpg.Connection) -> dict[str, int]:
-        """Each table's sequential scans so far, the pool's pending counts flushed first."""
+        """Each table's sequential scans so far (analyses done, the pool's pending counts
+        flushed first)."""
+        await self.store.statistics.settled()
         for _ in range(self.pool.get_size()):
             async with self.pool.acquire() as conn:
                 # counts are flushed when the statement ends, before its answer
@@ -101,12 +105,14 @@ async def admin(database_url: str) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
+async def _product_pool(url: str) -> asyncpg.Pool:
+    # the worker's own pool: its session settings are what is under test
+    return await open_pool(url, min_size=2, max_size=2, command_timeout=30, idle_in_transaction=60)
+
+
 @pytest.fixture
 async def run(database_url: str, admin: asyncpg.Connection) -> AsyncIterator[_Run]:
-    # the worker's own pool: its session settings are what is under test
-    pool = await open_pool(
-        database_url, min_size=2, max_size=2, command_timeout=30, idle_in_transaction=60
-    )
+    pool = await _product_pool(database_url)
     try:
         yield _Run(pool)
     finally:
@@ -145,3 +151,32 @@ async def test_a_new_partition_of_the_record_is_read_through_its_index(
     assert _grown(before, after) == {}, (
         f"sequential scans in {COUNTED} batches after the rotation: {_grown(before, after)}"
     )
+
+
+async def test_a_role_that_does_not_own_the_tables_is_told_its_plans_wait_for_autovacuum(
+    database_url: str, admin: asyncpg.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """PostgreSQL analyses only for a table's owner and warns otherwise: the worker says
+    so once per table instead of counting an analysis that did not happen."""
+    role = f"dml_{uuid.uuid4().hex[:8]}"
+    await admin.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        await admin.execute(
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
+        )
+        await admin.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
+        parts = urlsplit(database_url)
+        as_role = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
+        pool = await _product_pool(as_role)
+        try:
+            run = _Run(pool)
+            await run.batches_of_new_tags(130)  # 1,040 records: past the first rung
+            await run.store.statistics.settled()
+            assert run.store.statistics.skipped == {"processed_events_e1", "ocitags"}
+            assert run.store.statistics.analyses == 0
+        finally:
+            await pool.close()
+    finally:
+        await admin.execute(f"DROP OWNED BY {role}")
+        await admin.execute(f"DROP ROLE {role}")
+    assert capsys.readouterr().out.count("analyse_skipped") == 2
