@@ -21,7 +21,6 @@ from aiokafka.errors import KafkaError
 
 from worker import __version__, logs, reachability, runtime
 from worker.errors import FatalError, SettingsError, WorkerError
-from worker.kafka import check_connection
 from worker.settings import (
     COMMAND_SETTINGS,
     MASK,
@@ -183,8 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
-    # an outage of Kafka ends when a broker answers this (worker/reachability.py)
-    reachability.KAFKA.probe_with(lambda: check_connection(settings))
+    reachability.probe_services(settings)
     if args.command in {"run", "ingest", "api"}:
         return await _serve(args.command, settings)
     if args.command == "migrate":

@@ -12,6 +12,7 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer
+from aiokafka import errors as aiokafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.conn import create_conn
@@ -112,6 +113,20 @@ _BY_TEMPLATE = {
 }
 
 
+# A broker's answers that mean the cluster is moving a coordinator or a leader (a first
+# start creating __consumer_offsets, a broker restarting, a rebalance): the client finds
+# the new one by itself. Other retriable answers (NOT_ENOUGH_REPLICAS,
+# UNKNOWN_TOPIC_OR_PARTITION, KAFKA_STORAGE_ERROR) say something is wrong: logged as they are.
+_MOVING: tuple[type[BrokerResponseError], ...] = (
+    aiokafka_errors.GroupCoordinatorNotAvailableError,
+    aiokafka_errors.NotCoordinatorForGroupError,
+    aiokafka_errors.GroupLoadInProgressError,
+    aiokafka_errors.NotLeaderForPartitionError,
+    aiokafka_errors.LeaderNotAvailableError,
+    aiokafka_errors.RebalanceInProgressError,
+)
+
+
 def classify_client_record(logger: str, template: object, args: object) -> ClientRecord:
     """Sort the Kafka client's log records by the error they carry (by their wording
     only when they carry none, above): an error in a broker's response means the broker
@@ -128,8 +143,8 @@ def classify_client_record(logger: str, template: object, args: object) -> Clien
         if isinstance(value, BrokerResponseError) or (
             isinstance(value, type) and issubclass(value, BrokerResponseError)
         ):
-            retriable = bool(getattr(value, "retriable", False))
-            return ClientRecord.TRANSIENT if retriable else ClientRecord.OTHER
+            kind = value if isinstance(value, type) else type(value)
+            return ClientRecord.TRANSIENT if issubclass(kind, _MOVING) else ClientRecord.OTHER
         if isinstance(value, BaseException):
             error = classify_kafka_error(value, "")
             return (

@@ -20,9 +20,11 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from worker import metrics
+from worker.db import ping
 from worker.errors import describe
-from worker.kafka import ClientRecord, classify_client_record
+from worker.kafka import ClientRecord, check_connection, classify_client_record
 from worker.outage import Change, OutageTracker, Report
+from worker.settings import Settings
 
 #: the most an outage logs while it lasts: one line per this many seconds
 REPORT_EVERY_SECONDS = 30.0
@@ -99,10 +101,11 @@ class Dependency:
         # a new proxy each time: outage lines are rare, and a process-wide tracker must
         # not keep a logger bound to the stream of the configuration it first saw
         log = structlog.get_logger("worker.reachability")
+        # the last error of an outage that ended is history, not a failure now
         fields = {
             "dependency": self.name,
             "errors": report.errors,
-            "error": report.error[:300],
+            "last_error" if report.change is Change.ENDED else "error": report.error[:300],
             "seconds": round(report.seconds, 1),
         }
         if report.change is Change.STARTED:
@@ -115,6 +118,15 @@ class Dependency:
 
 KAFKA = Dependency("kafka")
 POSTGRESQL = Dependency("postgresql")
+
+
+def probe_services(settings: Settings) -> None:
+    """How each dependency's outage is known to end: a broker of KAFKA_BOOTSTRAP_SERVERS
+    answers, PostgreSQL at DATABASE_URL accepts a session. Neither client says so by
+    itself: asyncpg's pool reconnects without a word, and an idle Kafka client does not
+    try."""
+    KAFKA.probe_with(lambda: check_connection(settings))
+    POSTGRESQL.probe_with(lambda: ping(settings.dsn()))
 
 
 def of(service: str) -> Dependency:
@@ -146,6 +158,14 @@ class ClientLogFilter(logging.Filter):
         self._postgresql = postgresql or POSTGRESQL
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # logging guards a handler's emit, not its filters: an error here would be raised
+        # inside the client's own task (its sender, its coordinator, the pool)
+        try:
+            return self._sort(record)
+        except Exception:
+            return True
+
+    def _sort(self, record: logging.LogRecord) -> bool:
         if record.name == "asyncpg.pool" and record.msg == _POOL_FLOOR_LOST:
             error = record.exc_info[1] if record.exc_info else None
             self._postgresql.failed(describe(error) if error else record.getMessage())

@@ -18,9 +18,11 @@ from aiokafka.errors import (
     GroupCoordinatorNotAvailableError,
     KafkaConnectionError,
     NodeNotReadyError,
+    NotEnoughReplicasError,
     NotLeaderForPartitionError,
     TopicAuthorizationFailedError,
     UnknownMemberIdError,
+    UnknownTopicOrPartitionError,
 )
 
 from tests.helpers.wait import eventually
@@ -140,6 +142,18 @@ RECORDS = {
         ("tp", NotLeaderForPartitionError),
         ClientRecord.TRANSIENT,
     ),
+    "too few in-sync replicas is news, retriable or not": (
+        "aiokafka.producer.sender",
+        "Got error produce response on topic-partition %s, retrying. Error: %s",
+        ("tp", NotEnoughReplicasError),
+        ClientRecord.OTHER,
+    ),
+    "a topic the broker does not know is news": (
+        "aiokafka.consumer.fetcher",
+        "Failed fetch messages from %s: %s",
+        (1, UnknownTopicOrPartitionError()),
+        ClientRecord.OTHER,
+    ),
     "a refusal stays an error": (
         "aiokafka.consumer.fetcher",
         "Failed fetch messages from %s: %s",
@@ -252,3 +266,49 @@ def test_the_database_pool_reconnecting_is_part_of_the_outage() -> None:
     (started,) = _lines(raw)  # no tracebacks: one line for the outage
     assert (started["event"], started["dependency"]) == ("outage_started", "postgresql")
     assert started["error"] == "ConnectionRefusedError: [Errno 111] Connect call failed"
+
+
+async def test_a_database_outage_ends_when_its_probe_connects() -> None:
+    """asyncpg's pool says when it cannot reconnect, never when it can: the probe ends
+    the outage, and the gauge follows."""
+    probes = iter([ConnectionRefusedError(111, "Connect call failed"), None])
+
+    async def probe() -> None:
+        answer = next(probes)
+        if answer is not None:
+            raise answer
+
+    postgresql = reachability.Dependency("postgresql", probe_every=0.01)
+    postgresql.probe_with(probe)
+    filter_ = reachability.ClientLogFilter(logging.INFO, postgresql=postgresql)
+    record = logging.LogRecord(
+        "asyncpg.pool",
+        logging.WARNING,
+        __file__,
+        1,
+        "Failed to restore the pool connection floor; retrying",
+        (),
+        None,
+    )
+    with structlog.testing.capture_logs() as captured:
+        assert filter_.filter(record) is False
+        assert _up("postgresql") == 0
+        await eventually(lambda: not postgresql.down, 5)
+    assert [c["event"] for c in captured] == ["outage_started", "outage_ended"]
+    assert "last_error" in captured[1] and "error" not in captured[1]
+    assert _up("postgresql") == 1
+
+
+def test_a_filter_that_fails_lets_the_record_through() -> None:
+    """logging does not guard filters: an error sorting a record must not reach the
+    client's task that logged it."""
+
+    class Broken(reachability.Dependency):
+        def failed(self, error: str) -> None:
+            raise RuntimeError("broken")
+
+    filter_ = reachability.ClientLogFilter(logging.INFO, kafka=Broken("kafka"))
+    record = logging.LogRecord(
+        "aiokafka.client", logging.ERROR, __file__, 1, CONNECT, (1, REFUSED), None
+    )
+    assert filter_.filter(record) is True

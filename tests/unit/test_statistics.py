@@ -31,7 +31,7 @@ def test_rungs(before: int, after: int, crossed: bool) -> None:
 class _Analyser:
     """Records the tables asked for; answers as told (None: analysed)."""
 
-    def __init__(self, answer: str | None | BaseException = None) -> None:
+    def __init__(self, answer: str | BaseException | None = None) -> None:
         self.calls: list[str] = []
         self.release = asyncio.Event()
         self.release.set()
