@@ -177,7 +177,8 @@ def _readiness(
         db = cache["db"][1]
         if not db.ok:
             return db
-        if not await producer.reachable(0):  # asking makes an idle producer try again
+        # asking makes an idle producer try again, after an outage too
+        if not await producer.reachable(0.5, unknown=False):
             return Check(False, "kafka unreachable (no broker answered the producer's last try)")
         if not consumer.subscription():
             return Check(False, "consumer not subscribed")

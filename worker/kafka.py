@@ -505,14 +505,19 @@ class Producer:
         except Exception:
             return False
 
-    async def reachable(self, within: float) -> bool:
-        """``ready()``, or else whether a metadata refresh asked for now succeeds within
-        ``within`` seconds: a producer that gave up on the cluster refreshes again only
-        when something asks (or metadata_max_age_ms later), and a caller turned away at
-        once must not be turned away after the broker came back."""
+    async def reachable(self, within: float, *, unknown: bool) -> bool:
+        """``ready()``, or else whether a metadata refresh asked for now succeeds: a
+        producer that gave up on the cluster refreshes again only when something asks
+        (or metadata_max_age_ms later), and a caller turned away at once must not be
+        turned away after the broker came back. ``unknown``: the answer when the refresh
+        has not finished within ``within`` seconds (a slow handshake is not an outage)."""
         if await self.ready():
             return True
-        with contextlib.suppress(Exception):
+        try:
             refreshed = self._producer.client.force_metadata_update()
             await asyncio.wait_for(asyncio.shield(refreshed), timeout=within)
+        except TimeoutError:
+            return unknown
+        except Exception:
+            return False
         return await self.ready()

@@ -84,6 +84,13 @@ def test_ingest_readiness_says_kafka_is_unreachable_and_then_connected(outage: O
     assert "kafka connected" in outage.ingest_reasons["after"]
 
 
+def test_the_api_stays_ready_and_says_what_writes_meet(outage: Outage) -> None:
+    """Ready (its reads still answer), with a reason that tells the operator why its
+    writes answer 503."""
+    assert outage.api_reasons["during"].startswith("ready; ")
+    assert "kafka unreachable" in outage.api_reasons["during"]
+
+
 def test_an_api_write_during_the_outage_is_refused_at_once(outage: Outage) -> None:
     assert outage.api["before"].status == 200
     during = outage.api["during"]

@@ -76,6 +76,7 @@ class Outage:
     stopped_at: float = 0.0
     started_at: float = 0.0
     ingest_reasons: dict[str, str] = field(default_factory=dict)
+    api_reasons: dict[str, str] = field(default_factory=dict)
     api: dict[str, Answer] = field(default_factory=dict)
 
 
@@ -210,6 +211,8 @@ async def kafka_outage(
 
             with contextlib.suppress(TimeoutError):  # judged by the tests
                 await eventually(ingest_says_unreachable, 15)
+            _, body = await probe(f"http://127.0.0.1:{ports.api_probes}/readyz")
+            outage.api_reasons["during"] = str(body.get("reason"))
             outage.api["during"] = await put(ports.api, "outage/app:during", artifact, "during")
             await asyncio.sleep(max(0.0, outage.stopped_at + seconds - time.time()))
         finally:

@@ -215,6 +215,38 @@ async def test_a_producer_whose_last_try_failed_is_not_ready() -> None:
     assert not await producer.ready()
 
 
+@pytest.mark.parametrize(
+    ("refresh", "unknown", "reachable"),
+    [
+        ("fails", True, False),  # the refresh answered: no broker, whatever the caller says
+        ("never ends", True, True),  # a slow handshake is not an outage: the send decides
+        ("never ends", False, False),  # a probe that cannot tell says not ready
+        ("succeeds", False, True),
+    ],
+)
+async def test_a_producer_whose_last_try_failed_asks_again(
+    refresh: str, unknown: bool, reachable: bool
+) -> None:
+    producer = Producer(load_settings({}, environ={}))
+    client = producer._producer.client
+    cluster = client.cluster
+    cluster.brokers = lambda: {"broker 1"}
+    cluster.failed_update(None)
+    pending: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    def force_metadata_update() -> asyncio.Future[bool]:
+        if refresh == "fails":
+            cluster.failed_update(None)
+            pending.set_result(False)
+        elif refresh == "succeeds":
+            cluster._last_successful_refresh_ms = cluster._last_refresh_ms + 1
+            pending.set_result(True)
+        return pending
+
+    client.force_metadata_update = force_metadata_update
+    assert await producer.reachable(0.05, unknown=unknown) is reachable
+
+
 def test_aiokafka_keeps_the_refresh_times_the_producer_reads() -> None:
     """worker/kafka.py reads two private fields of the client's cluster metadata."""
     cluster = ClusterMetadata()

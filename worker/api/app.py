@@ -193,7 +193,9 @@ class ApiProcess:
         metrics.API_WAITING.set(len(self.backends.waiters))
         # refused before the producer takes it (then it is surely not published) rather
         # than waiting OCITAG_API_TIMEOUT_SECONDS for an acknowledgement that cannot come
-        if not await self._producer.reachable(REACH_PROBE_SECONDS):
+        # a refresh still under way is no proof of an outage: the send decides, and its
+        # 503 then says the event may still be published
+        if not await self._producer.reachable(REACH_PROBE_SECONDS, unknown=True):
             raise BrokerUnreachableError
         await self._producer.send_all(messages)
 
@@ -205,6 +207,9 @@ class ApiProcess:
             return Check(False, "database not connected yet")
         if self.backends.publish is None:
             return Check(False, "kafka not connected yet")
+        away = [d.name for d in (reachability.KAFKA, reachability.POSTGRESQL) if d.down]
+        if away:  # still ready (above), but the reason says what callers meet meanwhile
+            return Check(True, f"ready; {' and '.join(away)} unreachable: requests answer 503")
         return Check(True, "ready")
 
     async def stop(self) -> None:

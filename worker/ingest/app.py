@@ -127,7 +127,7 @@ class KafkaSink:
         sees the broker back."""
         if self._producer is None:
             return "not connected yet"
-        if await self._producer.reachable(0):
+        if await self._producer.reachable(0.5, unknown=False):
             return "connected"
         return "unreachable (no broker answered the producer's last try)"
 
