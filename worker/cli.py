@@ -270,13 +270,18 @@ async def _publish(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _outcomes(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.shutdown import install_signals  # noqa: PLC0415
     from worker.watch import watch  # noqa: PLC0415
 
+    # Ctrl-C is how a person stops following: a clean stop, exit 0
+    stop = asyncio.Event()
+    install_signals(stop)
     await watch(
         settings,
         from_beginning=args.from_beginning,
         count=args.count,
         idle_timeout=args.idle_timeout,
         as_json=True if args.json else None,
+        stop=stop,
     )
     return 0

@@ -9,11 +9,14 @@ import json
 import sys
 from typing import Any, TextIO
 
+import structlog
 from aiokafka import AIOKafkaConsumer
 
 from worker.errors import FatalError
 from worker.kafka import client_options, missing_topics
 from worker.settings import Settings
+
+log = structlog.get_logger("worker.watch")
 
 
 def describe(outcome: dict[str, Any]) -> str:
@@ -53,10 +56,13 @@ async def watch(
     idle_timeout: float | None,
     out: TextIO = sys.stdout,
     as_json: bool | None = None,
+    stop: asyncio.Event | None = None,
 ) -> int:
-    """Print outcomes until ``count`` were printed or none came for ``idle_timeout``
-    seconds (forever if neither). Returns how many were printed."""
+    """Print outcomes until ``count`` were printed, none came for ``idle_timeout``
+    seconds, or ``stop`` is set (forever if none of these). Says on the log (stderr) when
+    it is following, so that a person knows when to send. Returns how many it printed."""
     readable = out.isatty() if as_json is None else not as_json
+    stop = stop or asyncio.Event()
     if await missing_topics(settings, [settings.outcome_topic]):
         raise FatalError(
             f"topic {settings.outcome_topic} does not exist: start the worker (it creates its "
@@ -72,10 +78,18 @@ async def watch(
     printed = 0
     try:
         await consumer.start()
+        # where each partition starts, resolved now: what is sent after this line shows
+        for partition in consumer.assignment():
+            await consumer.position(partition)
+        log.info(
+            "following",
+            topic=settings.outcome_topic,
+            start="beginning" if from_beginning else "end",
+            partitions=len(consumer.assignment()),
+        )
         while count is None or printed < count:
-            try:
-                record = await asyncio.wait_for(consumer.getone(), timeout=idle_timeout)
-            except TimeoutError:
+            record = await _next(consumer, stop, idle_timeout)
+            if record is None:
                 break
             text = record.value.decode("utf-8", "replace")
             if readable:
@@ -86,3 +100,19 @@ async def watch(
     finally:
         await consumer.stop()
     return printed
+
+
+async def _next(consumer: AIOKafkaConsumer, stop: asyncio.Event, idle_timeout: float | None) -> Any:
+    """The next record, or None once ``stop`` is set or ``idle_timeout`` passed."""
+    getting = asyncio.ensure_future(consumer.getone())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {getting, stopping}, timeout=idle_timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        for task in (getting, stopping):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(getting, stopping, return_exceptions=True)
+    return getting.result() if getting in done else None

@@ -3,6 +3,7 @@ publish → run → outcomes, SIGTERM exits 0."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ from tests.helpers.events import HEX
 from tests.helpers.registry import free_port
 from tests.helpers.services import Services, with_database, with_login
 from tests.helpers.wait import eventually
-from worker.kafka import missing_topics
+from worker.kafka import ensure_topics, missing_topics
 from worker.migrate import available, expected_version, migrate
 from worker.settings import Settings
 
@@ -392,4 +393,32 @@ async def test_ingest_and_api_exit_0_on_sigterm(
     lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     assert any(line["event"] == "stopping" and line["signal"] == "SIGTERM" for line in lines)
     assert lines[-1]["event"] == last_event
+    assert "Traceback" not in stderr
+
+
+async def test_outcomes_says_when_it_follows_and_stops_at_ctrl_c(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A person at a terminal is told when to send, and Ctrl-C is a clean stop (exit 0,
+    not 130 and a traceback)."""
+    settings = make_settings()
+    await ensure_topics(settings, [settings.outcome_topic])
+    process = subprocess.Popen(
+        [*EXE, "outcomes"],
+        env=env_for(settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        following = await asyncio.wait_for(asyncio.to_thread(process.stderr.readline), 60)
+        assert json.loads(following)["event"] == "following", following
+        process.send_signal(signal.SIGINT)
+        await asyncio.to_thread(process.wait, 30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    _, stderr = process.communicate()
+    assert process.returncode == 0, stderr
     assert "Traceback" not in stderr
