@@ -11,8 +11,7 @@ from typing import Any, TextIO
 
 from aiokafka import AIOKafkaConsumer
 
-from worker.errors import FatalError
-from worker.kafka import client_options, missing_topics
+from worker.kafka import client_options, require_topics
 from worker.settings import Settings
 
 
@@ -57,11 +56,7 @@ async def watch(
     """Print outcomes until ``count`` were printed or none came for ``idle_timeout``
     seconds (forever if neither). Returns how many were printed."""
     readable = out.isatty() if as_json is None else not as_json
-    if await missing_topics(settings, [settings.outcome_topic]):
-        raise FatalError(
-            f"topic {settings.outcome_topic} does not exist: start the worker (it creates its "
-            "topics) or create it, or set OCITAG_OUTCOME_TOPIC"
-        )
+    await require_topics(settings, ["outcome_topic"])
     consumer = AIOKafkaConsumer(
         settings.outcome_topic,
         **client_options(settings),
