@@ -9,7 +9,6 @@ at once. Either way the message names the setting to look at.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
@@ -128,7 +127,7 @@ async def _run(settings: Settings, process: Lifecycle, health: Health) -> None:
         opened.on_exit(producer.stop)
         await kafka(producer.start)
         reachability.KAFKA.succeeded()
-        await _consume(settings, stop, health, pool=pool, producer=producer, kafka=kafka)
+        await _consume(settings, opened, health, pool=pool, producer=producer, kafka=kafka)
     log.info("stopped")
 
 
@@ -147,7 +146,7 @@ async def _dead_letters(settings: Settings, producer: Producer) -> DeadLetters:
 
 async def _consume(
     settings: Settings,
-    stop: asyncio.Event,
+    opened: Lifecycle,
     health: Health,
     *,
     pool: asyncpg.Pool,
@@ -169,7 +168,9 @@ async def _consume(
         max_poll_interval_ms=settings.max_poll_interval_ms,
         client_id=f"{settings.group_id}-input",
     )
+    opened.on_exit(consumer.stop)
     store = Store(pool, OutcomeContext(settings.worker_source, settings.problem_base_uri))
+    opened.on_exit(store.close)  # before the pool closes
     runner = BatchRunner(
         settings, consumer, producer, store, await _dead_letters(settings, producer)
     )
@@ -177,24 +178,13 @@ async def _consume(
     unreadable = Unreadable(consumer, raw, settings.input_topic, settings.max_batch_records)
     pipeline = Pipeline(settings, consumer, runner, unreadable, health)
 
-    try:
-        await kafka(consumer.start)
-    except BaseException:
-        await consumer.stop()
-        raise
+    await kafka(consumer.start)
     consumer.subscribe([settings.input_topic], listener=pipeline)
     health.readiness_probe = _readiness(consumer, store, producer)
     health.started()
     runtime.watch_gc()
     if settings.gc_tuning:
         runtime.tune_gc()
-    pruner = asyncio.create_task(_prune_loop(pool, store, settings), name="prune")
+    opened.task(_prune_loop(pool, store, settings), name="prune")
     log.info("running", topic=settings.input_topic, group_id=settings.group_id)
-    try:
-        await pipeline.run(stop)
-    finally:
-        pruner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pruner
-        await store.close()
-        await consumer.stop()
+    await pipeline.run(opened.stop)
