@@ -9,10 +9,8 @@ at once. Either way the message names the setting to look at.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 import asyncpg
 import structlog
@@ -20,17 +18,13 @@ from aiokafka import AIOKafkaConsumer
 
 from worker import metrics, partitions, reachability, runtime
 from worker.batches import BatchRunner
-from worker.db import classify_db_error, open_pool
 from worker.deadletter import DeadLetters
-from worker.errors import FatalError, TransientError, describe
 from worker.health import COMMAND_PARTS, Check, Health
-from worker.http import serve
 from worker.kafka import (
     DEFAULT_MAX_MESSAGE_BYTES,
     MAX_REQUEST_BYTES,
     Producer,
     check_connection,
-    classify_kafka_error,
     client_options,
     ensure_topics,
     max_message_bytes,
@@ -39,98 +33,12 @@ from worker.migrate import check_schema
 from worker.outcomes import OutcomeContext
 from worker.pipeline import Pipeline
 from worker.rawrecords import RawFetcher
-from worker.retry import Backoff, retrying
 from worker.settings import COMMAND_SETTINGS, Settings
-from worker.shutdown import install_signals
+from worker.startup import KAFKA, Lifecycle, StopRequestedError, create_pool, wait_for_service
 from worker.store import Store
 from worker.unreadable import Unreadable
 
 log = structlog.get_logger("worker.app")
-T = TypeVar("T")
-
-
-class StopRequestedError(Exception):
-    """SIGTERM/SIGINT arrived while start-up was waiting for a service."""
-
-
-def _connecting_to_kafka(exc: BaseException) -> Exception:
-    return classify_kafka_error(exc, "connecting")
-
-
-async def wait_for_service(
-    what: str,
-    setting: str,
-    attempt: Callable[[], Awaitable[T]],
-    settings: Settings,
-    *,
-    classify: Callable[[BaseException], Exception] = _connecting_to_kafka,
-    stop: asyncio.Event | None = None,
-) -> T:
-    """Retry ``attempt`` while it fails transiently, up to the start-up timeout; give
-    up at once when ``stop`` is set."""
-    deadline = time.monotonic() + settings.startup_timeout_seconds
-    stop = stop or asyncio.Event()
-
-    def checked(exc: BaseException) -> BaseException:
-        if isinstance(exc, FatalError):
-            return exc
-        error = classify(exc)
-        if isinstance(error, FatalError):  # the classifier's words name the cause and fix
-            return error
-        if not isinstance(error, TransientError):
-            return FatalError(f"{what} ({setting}) refused: {exc}")
-        if time.monotonic() >= deadline:
-            return FatalError(
-                f"{what} at {setting} did not answer within "
-                f"{settings.startup_timeout_seconds:g} s (OCITAG_STARTUP_TIMEOUT_SECONDS): "
-                f"{describe(exc)}"
-            )
-        return error
-
-    def report(error: TransientError, attempt: int, delay: float) -> None:
-        log.warning(
-            "waiting_for_service",
-            service=what,
-            setting=setting,
-            cause=error.cause,
-            error=str(error),
-            attempt=attempt,
-            retry_in_seconds=round(delay, 2),
-        )
-
-    async def pause(delay: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=delay)
-        if stop.is_set():
-            raise StopRequestedError
-
-    if stop.is_set():
-        raise StopRequestedError
-    return await retrying(
-        attempt, Backoff(0.25, 5.0), classify=checked, wait=pause, on_retry=report
-    )
-
-
-async def create_pool(
-    settings: Settings, component: str, stop: asyncio.Event | None = None
-) -> asyncpg.Pool:
-    """The pool, once PostgreSQL answers; a refusal stops ``component`` (named in it)."""
-
-    async def connect() -> asyncpg.Pool:
-        return await open_pool(
-            settings.dsn(),
-            settings.db_pool_min_size,
-            settings.db_pool_max_size,
-            settings.db_command_timeout_seconds,
-            settings.db_idle_in_transaction_timeout_seconds,
-        )
-
-    def classify(exc: BaseException) -> Exception:
-        return classify_db_error(exc, component)
-
-    return await wait_for_service(
-        "PostgreSQL", "DATABASE_URL", connect, settings, classify=classify, stop=stop
-    )
 
 
 async def _prune_loop(pool: asyncpg.Pool, store: Store, settings: Settings) -> None:
@@ -191,48 +99,36 @@ async def run(
     settings: Settings, stop: asyncio.Event | None = None, *, handle_signals: bool = True
 ) -> None:
     """Run the worker until SIGTERM/SIGINT (or ``stop``); raises FatalError."""
-    stop = stop or asyncio.Event()
-    if handle_signals:
-        install_signals(stop)
     health = Health(settings.liveness_timeout_seconds, parts=COMMAND_PARTS["run"])
-    http = (
-        await serve(health, settings.http_host, settings.http_port, "run")
-        if settings.http_port
-        else None
-    )
-    try:
-        await _run(settings, stop, health)
-    except StopRequestedError:
-        log.info("stopped", during="start-up")
-    finally:
-        if http is not None:
-            await http.cleanup()
+    async with Lifecycle(stop, handle_signals=handle_signals) as process:
+        await process.probes(settings, health, "run")
+        try:
+            await _run(settings, process, health)
+        except StopRequestedError:
+            log.info("stopped", during="start-up")
 
 
-async def _run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
+async def _run(settings: Settings, process: Lifecycle, health: Health) -> None:
     log.info("starting", settings=settings.masked(COMMAND_SETTINGS["run"]))
-    pool = await create_pool(settings, "worker", stop)
-    reachability.POSTGRESQL.succeeded()
-    try:
+    stop, timeout = process.stop, settings.startup_timeout_seconds
+    async with Lifecycle(stop, handle_signals=False) as opened:  # closed before "stopped"
+        pool = await opened.pool(create_pool(settings, "worker", stop, give_up_after=timeout))
+        reachability.POSTGRESQL.succeeded()
         async with pool.acquire() as conn:
             version = await check_schema(conn)
         log.info("database_ready", schema_version=version)
 
         async def kafka(attempt: Callable[[], Awaitable[object]]) -> None:
-            await wait_for_service("Kafka", "KAFKA_BOOTSTRAP_SERVERS", attempt, settings, stop=stop)
+            await wait_for_service(KAFKA, attempt, stop=stop, give_up_after=timeout)
 
         topics = [settings.input_topic, settings.outcome_topic, settings.dlq_topic]
         await kafka(lambda: check_connection(settings))
         await kafka(lambda: ensure_topics(settings, topics))
         producer = Producer(settings)
-        try:
-            await kafka(producer.start)
-            reachability.KAFKA.succeeded()
-            await _consume(settings, stop, health, pool=pool, producer=producer, kafka=kafka)
-        finally:
-            await producer.stop()
-    finally:
-        await pool.close()
+        opened.on_exit(producer.stop)
+        await kafka(producer.start)
+        reachability.KAFKA.succeeded()
+        await _consume(settings, opened, health, pool=pool, producer=producer, kafka=kafka)
     log.info("stopped")
 
 
@@ -251,7 +147,7 @@ async def _dead_letters(settings: Settings, producer: Producer) -> DeadLetters:
 
 async def _consume(
     settings: Settings,
-    stop: asyncio.Event,
+    opened: Lifecycle,
     health: Health,
     *,
     pool: asyncpg.Pool,
@@ -273,7 +169,9 @@ async def _consume(
         max_poll_interval_ms=settings.max_poll_interval_ms,
         client_id=f"{settings.group_id}-input",
     )
+    opened.on_exit(consumer.stop)
     store = Store(pool, OutcomeContext(settings.worker_source, settings.problem_base_uri))
+    opened.on_exit(store.close)  # before the pool closes
     runner = BatchRunner(
         settings, consumer, producer, store, await _dead_letters(settings, producer)
     )
@@ -281,24 +179,13 @@ async def _consume(
     unreadable = Unreadable(consumer, raw, settings.input_topic, settings.max_batch_records)
     pipeline = Pipeline(settings, consumer, runner, unreadable, health)
 
-    try:
-        await kafka(consumer.start)
-    except BaseException:
-        await consumer.stop()
-        raise
+    await kafka(consumer.start)
     consumer.subscribe([settings.input_topic], listener=pipeline)
     health.readiness_probe = _readiness(consumer, store, producer)
     health.started()
     runtime.watch_gc()
     if settings.gc_tuning:
         runtime.tune_gc()
-    pruner = asyncio.create_task(_prune_loop(pool, store, settings), name="prune")
+    opened.task(_prune_loop(pool, store, settings), name="prune")
     log.info("running", topic=settings.input_topic, group_id=settings.group_id)
-    try:
-        await pipeline.run(stop)
-    finally:
-        pruner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pruner
-        await store.close()
-        await consumer.stop()
+    await pipeline.run(opened.stop)

@@ -221,10 +221,10 @@ async def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _migrate(settings: Settings) -> int:
-    from worker.app import create_pool  # noqa: PLC0415
     from worker.migrate import migrate  # noqa: PLC0415
+    from worker.startup import create_pool  # noqa: PLC0415
 
-    pool = await create_pool(settings, "migration")
+    pool = await create_pool(settings, "migration", give_up_after=settings.startup_timeout_seconds)
     try:
         async with pool.acquire() as conn:
             done = await migrate(conn)

@@ -41,7 +41,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from worker import metrics
 from worker.errors import Cause, FatalError, PermanentError, TransientError, describe
-from worker.settings import Settings
+from worker.settings import Settings, env_name
 
 log = structlog.get_logger("worker.kafka")
 
@@ -259,6 +259,18 @@ async def missing_topics(settings: Settings, names: Sequence[str]) -> list[str]:
         return [name for name in names if name not in existing]
     finally:
         await admin.close()
+
+
+async def require_topics(settings: Settings, fields: Sequence[str]) -> None:
+    """FatalError naming the first topic setting (``input_topic``, ``outcome_topic``)
+    whose topic the cluster lacks: for commands that never create topics."""
+    names = {getattr(settings, field): field for field in fields}
+    missing = await missing_topics(settings, list(names))
+    if missing:
+        raise FatalError(
+            f"topic {missing[0]} does not exist: start the worker (it creates its topics) "
+            f"or create it, or set {env_name(names[missing[0]])}"
+        )
 
 
 async def ensure_topics(settings: Settings, names: Sequence[str]) -> list[str]:

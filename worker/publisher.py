@@ -15,9 +15,8 @@ from typing import Any, Literal
 from aiokafka import AIOKafkaProducer
 
 from worker.decode import STRUCTURED
-from worker.errors import FatalError
 from worker.identifiers import InvalidIdentifierError, normalize_ocitag_id, split_ocitag_id
-from worker.kafka import client_options, missing_topics
+from worker.kafka import client_options, require_topics
 from worker.models import DELETED_EVENT_TYPE, EVENT_TYPE
 from worker.settings import Settings
 from worker.timefmt import format_rfc3339
@@ -128,11 +127,7 @@ async def publish(
     settings: Settings, events: list[dict[str, Any]], mode: Mode
 ) -> list[tuple[str, int, int]]:
     """Send the events, wait for every acknowledgement; (id, partition, offset) each."""
-    if await missing_topics(settings, [settings.input_topic]):
-        raise FatalError(
-            f"topic {settings.input_topic} does not exist: start the worker (it creates its "
-            "topics) or create it, or set OCITAG_INPUT_TOPIC"
-        )
+    await require_topics(settings, ["input_topic"])
     producer = AIOKafkaProducer(**client_options(settings), acks="all", enable_idempotence=True)
     try:
         await producer.start()

@@ -12,8 +12,7 @@ from typing import Any, TextIO
 import structlog
 from aiokafka import AIOKafkaConsumer
 
-from worker.errors import FatalError
-from worker.kafka import client_options, missing_topics
+from worker.kafka import client_options, require_topics
 from worker.settings import Settings
 
 log = structlog.get_logger("worker.watch")
@@ -63,11 +62,7 @@ async def watch(
     it is following, so that a person knows when to send. Returns how many it printed."""
     readable = out.isatty() if as_json is None else not as_json
     stop = stop or asyncio.Event()
-    if await missing_topics(settings, [settings.outcome_topic]):
-        raise FatalError(
-            f"topic {settings.outcome_topic} does not exist: start the worker (it creates its "
-            "topics) or create it, or set OCITAG_OUTCOME_TOPIC"
-        )
+    await require_topics(settings, ["outcome_topic"])
     consumer = AIOKafkaConsumer(
         settings.outcome_topic,
         **client_options(settings),

@@ -24,12 +24,12 @@ from tests.helpers.registry import Endpoint, Registry, free_port
 from tests.helpers.wait import eventually
 from worker import metrics
 from worker.identifiers import normalize_digest
-from worker.kafka import Producer
 from worker.oci import RegistryClient
 from worker.reconcile.output import JsonLines
-from worker.reconcile.run import EventSink, KafkaSink, Reconciler, parse_options, reconcile
+from worker.reconcile.run import EventPublisher, Reconciler, parse_options, reconcile
 from worker.reconcile.store import PostgresLiveRecords
 from worker.settings import Settings
+from worker.startup import InputSink
 
 pytestmark = pytest.mark.integration
 
@@ -151,7 +151,7 @@ async def test_reconcile_repairs_pushes_moves_and_deletes(
 class Interleaved:
     """Publishes reconcile's events before or after ``newer`` has run."""
 
-    def __init__(self, inner: EventSink, newer: Callable[[], Awaitable[None]], first: bool):
+    def __init__(self, inner: EventPublisher, newer: Callable[[], Awaitable[None]], first: bool):
         self._inner, self._newer, self._first = inner, newer, first
 
     async def publish(self, events: list[dict[str, Any]]) -> None:
@@ -211,21 +211,19 @@ async def test_a_push_through_ingest_after_the_observation_wins(
                 (outcome,) = await worker.outcomes(1, timeout=60)
                 assert outcome.body["data"]["artifact"] == newer[0]
 
-        producer = Producer(settings)
-        await producer.start()
+        sink = InputSink(settings)
+        await sink.start()
         try:
             async with RegistryClient.from_settings(settings) as client:
                 summary = await Reconciler(
                     client,
                     PostgresLiveRecords(pool),
-                    Interleaved(
-                        KafkaSink(producer, settings.input_topic), push_newer, push_event_first
-                    ),
+                    Interleaved(sink, push_newer, push_event_first),
                     JsonLines(io.StringIO()),
                     concurrency=4,
                 ).run(parse_options(host, ["team/app"], False, None))
         finally:
-            await producer.stop()
+            await sink.stop()
         assert summary.differences == {"moved": 1}
 
         outcomes = await worker.outcomes(2, timeout=60)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -19,33 +18,29 @@ from worker.api.auth import parse_tokens
 from worker.api.listener import OutcomeListener
 from worker.api.server import Api, Backends, utc_now
 from worker.api.store import PgReads
-from worker.db import classify_db_error, open_pool
 from worker.errors import Cause, FatalError, TransientError
 from worker.health import COMMAND_PARTS, HTTP, OUTCOME_LISTENER, Check, Health
-from worker.http import serve
-from worker.kafka import (
-    REACH_PROBE_SECONDS,
-    BrokerUnreachableError,
-    Producer,
-    classify_kafka_error,
-    ensure_topics,
-)
+from worker.kafka import REACH_PROBE_SECONDS, BrokerUnreachableError
 from worker.migrate import check_schema
-from worker.retry import Backoff, retrying
 from worker.settings import COMMAND_SETTINGS, Settings
-from worker.shutdown import install_signals
+from worker.startup import (
+    InputSink,
+    Lifecycle,
+    Service,
+    create_pool,
+    kafka_connecting,
+    wait_for_service,
+)
 
 log = structlog.get_logger("worker.api")
 
-
-def _db(exc: BaseException) -> BaseException:
-    return exc if isinstance(exc, FatalError) else classify_db_error(exc, "api")
+OUTCOME_TOPIC = Service("Kafka outcome topic", "OCITAG_OUTCOME_TOPIC")
 
 
 def _kafka(exc: BaseException) -> BaseException:
     if isinstance(exc, LookupError):  # the outcome topic is not there (yet): the worker
         return TransientError(Cause.KAFKA_UNAVAILABLE, str(exc))  # creates it at start
-    return classify_kafka_error(exc, "connecting")
+    return kafka_connecting(exc)
 
 
 class ApiProcess:
@@ -61,11 +56,9 @@ class ApiProcess:
         self.backends = Backends()
         self._api = Api(settings, tokens, self.backends, utc_now)
         self._health = Health(settings.liveness_timeout_seconds, parts=COMMAND_PARTS["api"])
-        self._runner: web.AppRunner | None = None
-        self._probes: web.AppRunner | None = None
-        self._tasks: list[asyncio.Task[Any]] = []
+        self._process = Lifecycle(handle_signals=False)
+        self._sink = InputSink(settings)
         self._pool: asyncpg.Pool | None = None
-        self._producer: Producer | None = None
         self._listener: OutcomeListener | None = None
         self.port = 0
         #: set when the process must stop (a fatal error in a background part)
@@ -73,70 +66,50 @@ class ApiProcess:
         self.fatal: FatalError | None = None
 
     async def start(self) -> None:
+        """Connect in the background and serve; ``stop`` closes all in reverse: stop
+        taking requests, let those in flight answer, then disconnect."""
         s = self._settings
+        process = self._process
         log.info("api_starting", settings=s.masked(COMMAND_SETTINGS["api"]))
-        self._runner = web.AppRunner(self._api.app(), access_log=None, shutdown_timeout=10)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, s.api_host, s.api_port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-        if s.http_port:
-            self._probes = await serve(self._health, s.http_host, s.http_port, "api")
+        process.on_exit(self._disconnect)
         self._health.readiness_probe = self._ready
-        self._health.started()
         self._health.waiting(OUTCOME_LISTENER, "Kafka")  # until the listener runs
-        self._tasks = [
-            asyncio.create_task(self._health.heartbeat(HTTP), name="api-heartbeat"),
-            asyncio.create_task(self._connect_db(), name="api-db"),
-            asyncio.create_task(self._connect_kafka(), name="api-kafka"),
+        tasks = [
+            process.task(self._health.heartbeat(HTTP), name="api-heartbeat"),
+            process.task(self._connect_db(), name="api-db"),
+            process.task(self._connect_kafka(), name="api-kafka"),
         ]
-        for task in self._tasks:
+        for task in tasks:
             task.add_done_callback(self._task_done)
+        await process.probes(s, self._health, "api")
+        runner = web.AppRunner(self._api.app(), access_log=None, shutdown_timeout=10)
+        await runner.setup()
+        process.on_exit(runner.cleanup)
+        await web.TCPSite(runner, s.api_host, s.api_port).start()
+        self.port = runner.addresses[0][1]
+        self._health.started()
         log.info("api_listening", port=self.port, topic=s.input_topic)
 
-    async def _retry(
-        self,
-        what: str,
-        attempt: Callable[[], Awaitable[None]],
-        classify: Callable[[BaseException], BaseException],
-    ) -> None:
-        """The one retry policy (worker.retry) while ``what`` is away, for as long as it
-        takes (callers get 503 meanwhile); a refusal (credentials, schema) raises."""
-
-        def waiting(error: TransientError, attempt: int, delay: float) -> None:
-            log.warning(
-                "waiting_for_service",
-                service=what,
-                error=str(error)[:300],
-                attempt=attempt,
-                retry_in_seconds=round(delay, 2),
-            )
-
-        await retrying(attempt, Backoff(0.25, 5.0), classify=classify, on_retry=waiting)
+    async def _disconnect(self) -> None:
+        if self._listener is not None:
+            await self._listener.stop()
+        await self._sink.stop()
+        if self._pool is not None:
+            await self._pool.close()
 
     async def _connect_db(self) -> None:
+        """PostgreSQL, retried for as long as it takes (callers get 503 meanwhile); a
+        refusal (credentials, schema) raises."""
         s = self._settings
 
-        async def connect() -> None:
-            pool = await open_pool(
-                s.dsn(),
-                s.db_pool_min_size,
-                s.db_pool_max_size,
-                s.db_command_timeout_seconds,
-                s.db_idle_in_transaction_timeout_seconds,
-            )
-            try:
-                async with pool.acquire() as conn:
-                    await check_schema(conn)
-            except BaseException:
-                await pool.close()
-                raise
-            self._pool = pool
+        async def schema(pool: asyncpg.Pool) -> None:
+            async with pool.acquire() as conn:
+                await check_schema(conn)
 
-        await self._retry("PostgreSQL", connect, _db)
-        assert self._pool is not None
+        pool = await create_pool(s, "api", give_up_after=None, ready=schema)
+        self._pool = pool
         reachability.POSTGRESQL.succeeded()
-        reads = PgReads(self._pool)
+        reads = PgReads(pool)
         self.backends.reads = reads
         log.info("api_database_ready")
         while True:  # the Idempotency-Key times live as long as processed events do
@@ -146,36 +119,22 @@ class ApiProcess:
 
     async def _connect_kafka(self) -> None:
         s = self._settings
-
-        async def start_producer() -> None:
-            if s.create_topics:  # as the worker does: start order does not matter
-                await ensure_topics(s, [s.input_topic, s.outcome_topic])
-            producer = Producer(s)
-            try:
-                await producer.start()
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-                raise
-            self._producer = producer
-
-        await self._retry("Kafka", start_producer, _kafka)
+        await self._sink.keep_starting([s.input_topic, s.outcome_topic], classify=_kafka)
         reachability.KAFKA.succeeded()
+        listener = OutcomeListener(s, self.backends.waiters, self._health)
 
         async def start_listener() -> None:
-            listener = OutcomeListener(s, self.backends.waiters, self._health)
             try:
                 await listener.start()
             except BaseException:
                 await listener.stop()
                 raise
-            self._listener = listener
 
-        await self._retry("Kafka outcome topic", start_listener, _kafka)
-        assert self._listener is not None
+        await wait_for_service(OUTCOME_TOPIC, start_listener, classify=_kafka)
+        self._listener = listener
         self.backends.publish = self._publish
         log.info("api_kafka_ready", outcome_topic=s.outcome_topic)
-        await self._listener.run()
+        await listener.run()
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         """A background part that ends by itself was refused for good: stop the process,
@@ -189,15 +148,14 @@ class ApiProcess:
         self.stopping.set()
 
     async def _publish(self, messages: Any) -> None:
-        assert self._producer is not None
         metrics.API_WAITING.set(len(self.backends.waiters))
         # refused before the producer takes it (then it is surely not published) rather
         # than waiting OCITAG_API_TIMEOUT_SECONDS for an acknowledgement that cannot come
         # a refresh still under way is no proof of an outage: the send decides, and its
         # 503 then says the event may still be published
-        if not await self._producer.reachable(REACH_PROBE_SECONDS, unknown=True):
+        if not await self._sink.reachable(REACH_PROBE_SECONDS, unknown=True):
             raise BrokerUnreachableError
-        await self._producer.send_all(messages)
+        await self._sink.send_all(messages)
 
     async def _ready(self) -> Check:
         """Ready once it has reached PostgreSQL and Kafka (the outcome consumer at the end
@@ -214,19 +172,7 @@ class ApiProcess:
 
     async def stop(self) -> None:
         """Stop taking requests, let those in flight answer, then disconnect."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._probes is not None:
-            await self._probes.cleanup()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._listener is not None:
-            await self._listener.stop()
-        if self._producer is not None:
-            await self._producer.stop()
-        if self._pool is not None:
-            await self._pool.close()
+        await self._process.aclose()
         log.info("api_stopped")
 
 
@@ -234,18 +180,14 @@ async def run_api(
     settings: Settings, stop: asyncio.Event | None = None, *, handle_signals: bool = True
 ) -> None:
     """``ocitag-worker api``: serve until SIGTERM/SIGINT (or ``stop``)."""
-    stop = stop or asyncio.Event()
-    if handle_signals:
-        install_signals(stop)
     process = ApiProcess(settings)
-    await process.start()
-    try:
-        stopped = asyncio.create_task(stop.wait())
+    async with Lifecycle(stop, handle_signals=handle_signals) as signals:
+        signals.on_exit(process.stop)
+        await process.start()
+        stopped = asyncio.create_task(signals.stop.wait())
         failed = asyncio.create_task(process.stopping.wait())
         await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
         failed.cancel()
-    finally:
-        await process.stop()
     if process.fatal is not None:
         raise process.fatal

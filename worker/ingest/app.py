@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
 
 import httpx
 import structlog
@@ -21,17 +20,15 @@ from aiohttp import web
 from worker import reachability
 from worker.errors import Cause, SettingsError, TransientError, describe
 from worker.health import COMMAND_PARTS, HTTP, Check, Health
-from worker.http import serve
 from worker.ingest.auth import split_secrets
 from worker.ingest.kinds import KINDS
 from worker.ingest.oidc import HttpKeySource, OidcPolicy, OidcVerifier
 from worker.ingest.resolve import NoResolver
 from worker.ingest.server import Enabled, IngestServer, Limits
-from worker.kafka import Message, Producer, ensure_topics
 from worker.oci import RegistryClient
-from worker.retry import Backoff, retrying
+from worker.retry import Backoff
 from worker.settings import COMMAND_SETTINGS, INGEST_KINDS, Settings, env_name
-from worker.shutdown import install_signals
+from worker.startup import InputSink, Lifecycle
 
 log = structlog.get_logger("worker.ingest")
 
@@ -68,76 +65,15 @@ def enabled_kinds(settings: Settings, oidc: OidcVerifier | None = None) -> dict[
     return enabled
 
 
-class KafkaSink:
-    """The idempotent acks=all producer, started in the background and restarted with
-    backoff; TransientError while it is not up."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._producer: Producer | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._connect(), name="ingest-producer")
-
-    async def _connect(self) -> None:
-        """Create the input topic when it is missing and OCITAG_CREATE_TOPICS allows (as
-        the worker does: start order does not matter), then start the producer; both
-        retried by the one policy (worker.retry) for as long as it takes."""
-
-        async def start() -> Producer:
-            if self._settings.create_topics:
-                await ensure_topics(self._settings, [self._settings.input_topic])
-            producer = Producer(self._settings)
-            try:
-                await producer.start()
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-                raise
-            return producer
-
-        def waiting(error: TransientError, attempt: int, delay: float) -> None:
-            log.warning(
-                "waiting_for_service",
-                service="Kafka",
-                setting="KAFKA_BOOTSTRAP_SERVERS",
-                error=str(error)[:300],
-                attempt=attempt,
-                retry_in_seconds=round(delay, 2),
-            )
-
-        backoff = Backoff(
-            self._settings.retry_backoff_initial_seconds, self._settings.retry_backoff_max_seconds
-        )
-        # every failure is waited out, refusals included: ingest keeps answering (503)
-        # and says why in the log, rather than stopping the receiver of every registry
-        self._producer = await retrying(start, backoff, classify=_kafka_away, on_retry=waiting)
-        reachability.KAFKA.succeeded()
-        log.info("kafka_connected")
-
-    async def send_all(self, messages: Sequence[Message]) -> None:
-        if self._producer is None:
-            raise TransientError(Cause.KAFKA_UNAVAILABLE, "not connected to Kafka yet")
-        await self._producer.send_each(messages)
-
-    async def kafka_state(self) -> str:
-        """What the producer knows now. Asking is also what makes an idle producer
-        that gave up on the cluster try again (without waiting for it): the next probe
-        sees the broker back."""
-        if self._producer is None:
-            return "not connected yet"
-        if await self._producer.reachable(0.5, unknown=False):
-            return "connected"
-        return "unreachable (no broker answered the producer's last try)"
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._producer is not None:
-            await self._producer.stop()
+async def _connect(sink: InputSink, settings: Settings) -> None:
+    """Create the input topic when it is missing and OCITAG_CREATE_TOPICS allows, then
+    start the producer, for as long as it takes (the settings' backoff). Every failure
+    is waited out, refusals included: ingest keeps answering (503) and says why in the
+    log, rather than stopping the receiver of every registry."""
+    backoff = Backoff(settings.retry_backoff_initial_seconds, settings.retry_backoff_max_seconds)
+    await sink.keep_starting([settings.input_topic], classify=_kafka_away, backoff=backoff)
+    reachability.KAFKA.succeeded()
+    log.info("kafka_connected")
 
 
 def gar_oidc(settings: Settings, client: httpx.AsyncClient) -> OidcVerifier | None:
@@ -178,12 +114,22 @@ async def run_ingest(
     except BaseException:
         await keys_client.aclose()
         raise
-    stop = stop or asyncio.Event()
-    if handle_signals:
-        install_signals(stop)
-    log.info("starting", settings=settings.masked(COMMAND_SETTINGS["ingest"]), kinds=sorted(kinds))
-    sink = KafkaSink(settings)
+    async with contextlib.AsyncExitStack() as closing:
+        closing.push_async_callback(keys_client.aclose)
+        kinds = enabled_kinds(settings, gar_oidc(settings, keys_client))
+        process = await closing.enter_async_context(Lifecycle(stop, handle_signals=handle_signals))
+        log.info(
+            "starting", settings=settings.masked(COMMAND_SETTINGS["ingest"]), kinds=sorted(kinds)
+        )
+        await _serve(settings, kinds, process)
+    log.info("stopped")
+
+
+async def _serve(settings: Settings, kinds: dict[str, Enabled], process: Lifecycle) -> None:
     health = Health(settings.liveness_timeout_seconds, parts=COMMAND_PARTS["ingest"])
+    # on the way down, in reverse: deliveries in flight finish, then the sink stops
+    sink = await process.input_sink(settings)
+    process.task(_connect(sink, settings), name="ingest-producer")
 
     async def ready() -> Check:
         # Ready while serving, whatever Kafka's state: a sender must get the 503 with
@@ -191,33 +137,20 @@ async def run_ingest(
         return Check(True, f"serving; kafka {await sink.kafka_state()}")
 
     health.readiness_probe = ready
-    probes = (
-        await serve(health, settings.http_host, settings.http_port, "ingest")
-        if settings.http_port
-        else None
-    )
+    await process.probes(settings, health, "ingest")
     registry = resolver_for(settings)
+    if registry is not None:
+        process.on_exit(registry.aclose)
     server = IngestServer(kinds, sink, registry or NoResolver(), limits(settings))
+    process.on_exit(server.close)
     runner = web.AppRunner(
         server.app(), access_log=None, shutdown_timeout=settings.shutdown_grace_seconds
     )
     await runner.setup()
-    sink.start()
+    process.on_exit(runner.cleanup)
     # the event loop that answers deliveries keeps running tasks
-    heartbeat = asyncio.create_task(health.heartbeat(HTTP), name="ingest-heartbeat")
-    try:
-        await web.TCPSite(runner, settings.ingest_host, settings.ingest_port).start()
-        health.started()
-        log.info("running", port=settings.ingest_port, topic=settings.input_topic)
-        await stop.wait()
-    finally:
-        heartbeat.cancel()
-        await runner.cleanup()
-        await server.close()
-        await sink.stop()
-        if registry is not None:
-            await registry.aclose()
-        await keys_client.aclose()
-        if probes is not None:
-            await probes.cleanup()
-    log.info("stopped")
+    process.task(health.heartbeat(HTTP), name="ingest-heartbeat")
+    await web.TCPSite(runner, settings.ingest_host, settings.ingest_port).start()
+    health.started()
+    log.info("running", port=settings.ingest_port, topic=settings.input_topic)
+    await process.stop.wait()

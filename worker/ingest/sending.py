@@ -11,19 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Protocol
 
 import structlog
 
 from worker.kafka import Message
+from worker.startup import EventSink
 
 log = structlog.get_logger("worker.ingest")
-
-
-class EventSink(Protocol):
-    """Where events go: ``worker.kafka.Producer`` (behind ``KafkaSink``) or a test fake."""
-
-    async def send_all(self, messages: Sequence[Message]) -> None: ...
 
 
 class AckTimeoutError(Exception):

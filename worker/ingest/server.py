@@ -35,9 +35,10 @@ from worker.ingest.mapping import RECEIVED_AT_HEADER, REGISTRY_HEADER, MappingEr
 from worker.ingest.oidc import OidcVerifier
 from worker.ingest.refusals import RefusedError
 from worker.ingest.resolve import DigestResolver, UnresolvedDigestError, resolve_all
-from worker.ingest.sending import AckTimeoutError, EventSink, InFlightSends
+from worker.ingest.sending import AckTimeoutError, InFlightSends
 from worker.kafka import Message
 from worker.problems import PROBLEM_JSON, about_blank
+from worker.startup import EventSink
 from worker.timefmt import format_rfc3339
 
 log = structlog.get_logger("worker.ingest")

@@ -19,14 +19,11 @@ import asyncpg
 import structlog
 
 from worker import metrics
-from worker.db import classify_db_error, open_pool
+from worker.db import classify_db_error
 from worker.errors import FatalError, TransientError, WorkerError
 from worker.health import COMMAND_PARTS, RECONCILE, Health
-from worker.http import serve
 from worker.identifiers import InvalidIdentifierError
-from worker.kafka import Producer, missing_topics
 from worker.oci import RegistryClient, RegistryError
-from worker.publisher import to_record
 from worker.reconcile.diff import RepositoryDiff
 from worker.reconcile.events import new_run_id, to_event
 from worker.reconcile.output import Output, Summary
@@ -39,7 +36,7 @@ from worker.reconcile.scan import (
 )
 from worker.reconcile.store import PostgresLiveRecords
 from worker.settings import Settings
-from worker.shutdown import install_signals
+from worker.startup import InputSink, Lifecycle, open_component_pool
 
 log = structlog.get_logger("worker.reconcile")
 
@@ -74,22 +71,10 @@ def parse_options(
     return Options(canonical, tuple(names), dry_run, interval)
 
 
-class EventSink(Protocol):
+class EventPublisher(Protocol):
+    """What reconcile publishes through: whole events (``InputSink.publish``, or a fake)."""
+
     async def publish(self, events: list[dict[str, Any]]) -> None: ...
-
-
-class KafkaSink:
-    """The input topic, through the worker's producer (one repository at a time)."""
-
-    def __init__(self, producer: Producer, topic: str) -> None:
-        self._producer = producer
-        self._topic = topic
-        self._lock = asyncio.Lock()
-
-    async def publish(self, events: list[dict[str, Any]]) -> None:
-        messages = [(self._topic, *to_record(event, "structured")) for event in events]
-        async with self._lock:
-            await self._producer.send_all(messages)
 
 
 class Reconciler:
@@ -99,7 +84,7 @@ class Reconciler:
         self,
         registry: RegistryReader,
         records: LiveRecords,
-        sink: EventSink | None,
+        sink: EventPublisher | None,
         output: Output,
         *,
         concurrency: int,
@@ -181,59 +166,42 @@ async def reconcile(
 ) -> int:
     """The ``reconcile`` command: once, or on an interval until SIGTERM/SIGINT (or until
     ``stop`` is set, when given: then no signal handlers are installed)."""
-    try:
-        pool = await open_pool(
-            settings.dsn(),
-            1,
-            max(2, min(settings.db_pool_max_size, 4)),
-            settings.db_command_timeout_seconds,
-            settings.db_idle_in_transaction_timeout_seconds,
-        )
-    except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError) as exc:
-        raise classify_db_error(
-            exc, "reconcile"
-        ) from exc  # a message naming the cause, not a traceback
-    producer: Producer | None = None
-    try:
-        async with RegistryClient.from_settings(settings) as client:
-            sink: KafkaSink | None = None
-            if not options.dry_run:
-                producer = await _start_producer(settings)
-                sink = KafkaSink(producer, settings.input_topic)
-            if options.interval is None:
-                summary = await Reconciler(
-                    client,
-                    PostgresLiveRecords(pool),
-                    sink,
-                    output,
-                    concurrency=settings.registry_concurrency,
-                ).run(options)
-                return EXIT_PARTIAL if summary.failed_repositories else EXIT_OK
-            await _every(
-                settings,
-                options=options,
-                client=client,
-                pool=pool,
-                sink=sink,
-                output=output,
-                stop=stop,
+    # SIGTERM/SIGINT end a run on an interval, unless the caller stops it
+    signals = stop is None and options.interval is not None
+    async with Lifecycle(stop, handle_signals=signals) as process:
+        try:
+            pool = await process.pool(
+                open_component_pool(
+                    settings, min_size=1, max_size=max(2, min(settings.db_pool_max_size, 4))
+                )
             )
-            return EXIT_OK
-    finally:
-        if producer is not None:
-            await producer.stop()
-        await pool.close()
-
-
-async def _start_producer(settings: Settings) -> Producer:
-    if await missing_topics(settings, [settings.input_topic]):
-        raise FatalError(
-            f"topic {settings.input_topic} does not exist: start the worker (it creates its "
-            "topics) or create it, or set OCITAG_INPUT_TOPIC"
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError) as exc:
+            # a message naming the cause, not a traceback
+            raise classify_db_error(exc, "reconcile") from exc
+        client = await process.enter(RegistryClient.from_settings(settings))
+        sink: InputSink | None = None
+        if not options.dry_run:
+            sink = await process.input_sink(settings)
+            await sink.start_checked()
+        if options.interval is None:
+            summary = await Reconciler(
+                client,
+                PostgresLiveRecords(pool),
+                sink,
+                output,
+                concurrency=settings.registry_concurrency,
+            ).run(options)
+            return EXIT_PARTIAL if summary.failed_repositories else EXIT_OK
+        await _every(
+            settings,
+            options=options,
+            client=client,
+            pool=pool,
+            sink=sink,
+            output=output,
+            process=process,
         )
-    producer = Producer(settings)
-    await producer.start()
-    return producer
+        return EXIT_OK
 
 
 async def _every(
@@ -242,23 +210,17 @@ async def _every(
     options: Options,
     client: RegistryClient,
     pool: Any,
-    sink: KafkaSink | None,
+    sink: InputSink | None,
     output: Output,
-    stop: asyncio.Event | None,
+    process: Lifecycle,
 ) -> None:
     assert options.interval is not None
-    if stop is None:
-        stop = asyncio.Event()
-        install_signals(stop)
+    stop = process.stop
     # alive while runs keep finishing (or repositories keep completing)
     health = Health(
         settings.liveness_timeout_seconds + 2 * options.interval, parts=COMMAND_PARTS["reconcile"]
     )
-    runner = (
-        await serve(health, settings.http_host, settings.http_port, "reconcile")
-        if settings.http_port
-        else None
-    )
+    await process.probes(settings, health, "reconcile")
     health.started()
     reconciler = Reconciler(
         client,
@@ -268,24 +230,20 @@ async def _every(
         concurrency=settings.registry_concurrency,
         on_repository=lambda: health.beat(RECONCILE),
     )
-    try:
-        while not stop.is_set():
-            health.beat(RECONCILE)
-            run = asyncio.create_task(reconciler.run(options))
-            stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait({run, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if not run.done():  # stopped mid-run: what is published stays published
-                run.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await run
-                break
-            _log_failure(run)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), options.interval)
-    finally:
-        if runner is not None:
-            await runner.cleanup()
+    while not stop.is_set():
+        health.beat(RECONCILE)
+        run = asyncio.create_task(reconciler.run(options))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({run, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not run.done():  # stopped mid-run: what is published stays published
+            run.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run
+            break
+        _log_failure(run)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), options.interval)
 
 
 def _log_failure(run: asyncio.Task[Summary]) -> None:
