@@ -28,6 +28,7 @@ from worker.http import serve
 from worker.kafka import (
     DEFAULT_MAX_MESSAGE_BYTES,
     MAX_REQUEST_BYTES,
+    PUBLISHING_OUTCOMES,
     Producer,
     check_connection,
     classify_kafka_error,
@@ -223,7 +224,7 @@ async def _run(settings: Settings, stop: asyncio.Event, health: Health) -> None:
         topics = [settings.input_topic, settings.outcome_topic, settings.dlq_topic]
         await kafka(lambda: check_connection(settings))
         await kafka(lambda: ensure_topics(settings, topics))
-        producer = Producer(settings)
+        producer = Producer(settings, component="the worker", action=PUBLISHING_OUTCOMES)
         try:
             await kafka(producer.start)
             reachability.KAFKA.succeeded()

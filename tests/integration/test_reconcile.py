@@ -24,7 +24,7 @@ from tests.helpers.registry import Endpoint, Registry, free_port
 from tests.helpers.wait import eventually
 from worker import metrics
 from worker.identifiers import normalize_digest
-from worker.kafka import Producer
+from worker.kafka import PUBLISHING_INPUT_EVENTS, Producer
 from worker.oci import RegistryClient
 from worker.reconcile.output import JsonLines
 from worker.reconcile.run import EventSink, KafkaSink, Reconciler, parse_options, reconcile
@@ -211,7 +211,7 @@ async def test_a_push_through_ingest_after_the_observation_wins(
                 (outcome,) = await worker.outcomes(1, timeout=60)
                 assert outcome.body["data"]["artifact"] == newer[0]
 
-        producer = Producer(settings)
+        producer = Producer(settings, component="reconcile", action=PUBLISHING_INPUT_EVENTS)
         await producer.start()
         try:
             async with RegistryClient.from_settings(settings) as client:

@@ -24,6 +24,7 @@ from worker.errors import Cause, FatalError, TransientError
 from worker.health import COMMAND_PARTS, HTTP, OUTCOME_LISTENER, Check, Health
 from worker.http import serve
 from worker.kafka import (
+    PUBLISHING_INPUT_EVENTS,
     REACH_PROBE_SECONDS,
     BrokerUnreachableError,
     Producer,
@@ -150,7 +151,7 @@ class ApiProcess:
         async def start_producer() -> None:
             if s.create_topics:  # as the worker does: start order does not matter
                 await ensure_topics(s, [s.input_topic, s.outcome_topic])
-            producer = Producer(s)
+            producer = Producer(s, component="the api", action=PUBLISHING_INPUT_EVENTS)
             try:
                 await producer.start()
             except BaseException:

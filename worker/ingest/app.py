@@ -27,7 +27,7 @@ from worker.ingest.kinds import KINDS
 from worker.ingest.oidc import HttpKeySource, OidcPolicy, OidcVerifier
 from worker.ingest.resolve import NoResolver
 from worker.ingest.server import Enabled, IngestServer, Limits
-from worker.kafka import Message, Producer, ensure_topics
+from worker.kafka import PUBLISHING_INPUT_EVENTS, Message, Producer, ensure_topics
 from worker.oci import RegistryClient
 from worker.retry import Backoff, retrying
 from worker.settings import COMMAND_SETTINGS, INGEST_KINDS, Settings, env_name
@@ -88,7 +88,7 @@ class KafkaSink:
         async def start() -> Producer:
             if self._settings.create_topics:
                 await ensure_topics(self._settings, [self._settings.input_topic])
-            producer = Producer(self._settings)
+            producer = Producer(self._settings, component="ingest", action=PUBLISHING_INPUT_EVENTS)
             try:
                 await producer.start()
             except BaseException:

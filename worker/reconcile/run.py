@@ -20,13 +20,13 @@ import structlog
 
 from worker import metrics
 from worker.db import classify_db_error, open_pool
+from worker.encode import to_record
 from worker.errors import FatalError, TransientError, WorkerError
 from worker.health import COMMAND_PARTS, RECONCILE, Health
 from worker.http import serve
-from worker.identifiers import InvalidIdentifierError
-from worker.kafka import Producer, missing_topics
+from worker.identifiers import InvalidIdentifierError, canonical_host
+from worker.kafka import PUBLISHING_INPUT_EVENTS, Message, Producer, missing_topics
 from worker.oci import RegistryClient, RegistryError
-from worker.publisher import to_record
 from worker.reconcile.diff import RepositoryDiff
 from worker.reconcile.events import new_run_id, to_event
 from worker.reconcile.output import Output, Summary
@@ -34,7 +34,6 @@ from worker.reconcile.scan import (
     LiveRecords,
     RegistryReader,
     Scanner,
-    canonical_host,
     repository_names,
 )
 from worker.reconcile.store import PostgresLiveRecords
@@ -87,7 +86,7 @@ class KafkaSink:
         self._lock = asyncio.Lock()
 
     async def publish(self, events: list[dict[str, Any]]) -> None:
-        messages = [(self._topic, *to_record(event, "structured")) for event in events]
+        messages = [Message(self._topic, *to_record(event, "structured")) for event in events]
         async with self._lock:
             await self._producer.send_all(messages)
 
@@ -231,7 +230,7 @@ async def _start_producer(settings: Settings) -> Producer:
             f"topic {settings.input_topic} does not exist: start the worker (it creates its "
             "topics) or create it, or set OCITAG_INPUT_TOPIC"
         )
-    producer = Producer(settings)
+    producer = Producer(settings, component="reconcile", action=PUBLISHING_INPUT_EVENTS)
     await producer.start()
     return producer
 
