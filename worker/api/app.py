@@ -46,7 +46,7 @@ def _db(exc: BaseException) -> BaseException:
 def _kafka(exc: BaseException) -> BaseException:
     if isinstance(exc, LookupError):  # the outcome topic is not there (yet): the worker
         return TransientError(Cause.KAFKA_UNAVAILABLE, str(exc))  # creates it at start
-    return classify_kafka_error(exc, "connecting")
+    return classify_kafka_error(exc, "connecting", component="the api")
 
 
 class ApiProcess:
