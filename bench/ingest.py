@@ -31,7 +31,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import orjson
@@ -49,7 +48,8 @@ from bench.services import (
 )
 from worker.ingest import distribution
 from worker.ingest.delivery import cloud_event, messages, plan
-from worker.ingest.mapping import TagEvent
+from worker.ingest.mapping import TagChange
+from worker.kafka import Message
 
 TOKEN = "Bearer bench-ingest"
 DIGEST = "sha256:" + "ab" * 32
@@ -98,10 +98,10 @@ def deliveries(run: str, size: int) -> Iterator[bytes]:
         yield orjson.dumps({"events": events})
 
 
-def records(topic: str, body: bytes) -> list[tuple[str, bytes | None, bytes | None, Any]]:
+def records(topic: str, body: bytes) -> list[Message]:
     """The Kafka records ingest would produce for ``body`` (for the raw producer)."""
     planned = plan(distribution.map_delivery(body, {}))
-    events: list[TagEvent] = list(planned.events)
+    events: list[TagChange] = list(planned.events)
     return messages(topic, [cloud_event(e) for e in events])
 
 
@@ -275,8 +275,7 @@ async def raw(kafka: str, topic: str, args: argparse.Namespace) -> list[Result]:
         async def send(body: bytes) -> bool:
             batch = records(topic, body)
             futures = [
-                await producer.send(t, value, key=key, headers=headers)
-                for t, key, value, headers in batch
+                await producer.send(m.topic, m.value, key=m.key, headers=m.headers) for m in batch
             ]
             await asyncio.gather(*futures)
             return True

@@ -23,6 +23,7 @@ from worker.health import COMMAND_PARTS, Check, Health
 from worker.kafka import (
     DEFAULT_MAX_MESSAGE_BYTES,
     MAX_REQUEST_BYTES,
+    PUBLISHING_OUTCOMES,
     Producer,
     check_connection,
     client_options,
@@ -124,7 +125,7 @@ async def _run(settings: Settings, process: Lifecycle, health: Health) -> None:
         topics = [settings.input_topic, settings.outcome_topic, settings.dlq_topic]
         await kafka(lambda: check_connection(settings))
         await kafka(lambda: ensure_topics(settings, topics))
-        producer = Producer(settings)
+        producer = Producer(settings, component="the worker", action=PUBLISHING_OUTCOMES)
         opened.on_exit(producer.stop)
         await kafka(producer.start)
         reachability.KAFKA.succeeded()

@@ -46,8 +46,9 @@ _STAGE_APPLY = metrics.BATCH_STAGE_SECONDS.labels("apply")
 _STAGE_PRODUCE = metrics.BATCH_STAGE_SECONDS.labels("produce")
 
 
-class Publisher(Protocol):
-    """The outcome producer (``worker.kafka.Producer``; fakes in unit tests)."""
+class OutcomeProducer(Protocol):
+    """What sends a batch's outcomes and dead letters (``worker.kafka.Producer``; fakes
+    in unit tests)."""
 
     async def send_all(self, messages: Sequence[Message]) -> None: ...
 
@@ -88,7 +89,7 @@ class BatchRunner:
         self,
         settings: Settings,
         consumer: Consumer,
-        producer: Publisher,
+        producer: OutcomeProducer,
         store: EventStore,
         dead_letters: DeadLetters,
     ) -> None:
@@ -148,7 +149,7 @@ class BatchRunner:
             outcomes.append(outcome)
         await self._dead_letters.send(rejected)
         topic = self._settings.outcome_topic
-        await self._producer.send_all([(topic, o.key, o.value, o.headers) for o in outcomes])
+        await self._producer.send_all([Message(topic, o.key, o.value, o.headers) for o in outcomes])
         _STAGE_PRODUCE.observe(time.monotonic() - applied_at)
         return outcomes
 

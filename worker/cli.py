@@ -238,7 +238,8 @@ async def _migrate(settings: Settings) -> int:
 
 
 async def _publish(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.publisher import build_event, event_from_item, publish, read_items  # noqa: PLC0415
+    from worker.encode import build_event  # noqa: PLC0415
+    from worker.publisher import event_from_item, publish, read_items  # noqa: PLC0415
 
     try:
         if args.file is not None:

@@ -57,7 +57,7 @@ def dead_letter(raw: RawRecord, problem: Problem, topic: str, limit: int) -> Mes
         ours.append(("ocitag_dlq_escaped_header_keys", str(escaped).encode()))
     key, value = raw.key, raw.value
     if _size(key, value, own + ours) <= limit:
-        return (topic, key, value, own + ours)
+        return Message(topic, key, value, own + ours)
     if value is not None:
         ours.append(("ocitag_dlq_value_omitted_bytes", str(len(value)).encode()))
         value = None
@@ -73,12 +73,12 @@ def dead_letter(raw: RawRecord, problem: Problem, topic: str, limit: int) -> Mes
     if key is not None and _size(key, value, kept + ours) > limit:
         ours.append(("ocitag_dlq_key_omitted_bytes", str(len(key)).encode()))
         key = None
-    return (topic, key, value, kept + ours)
+    return Message(topic, key, value, kept + ours)
 
 
 def omitted(message: Message) -> list[str]:
     """The names of the ``ocitag_dlq_*_omitted*`` headers of a dead letter."""
-    return [name for name, _ in message[3] if "_omitted" in name]
+    return [name for name, _ in message.headers if "_omitted" in name]
 
 
 def _writable(headers: Sequence[Header]) -> tuple[list[Header], int]:

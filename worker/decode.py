@@ -30,6 +30,7 @@ from worker.models import (
     DELETED_EVENT_TYPE,
     EVENT_TYPE,
     EVENT_TYPES,
+    STRUCTURED,
     EventAttributes,
     TagDeletedData,
     TagMovedData,
@@ -38,7 +39,6 @@ from worker.models import (
 from worker.problems import ErrorItem, Problem, ProblemKind, breaks_rules
 from worker.timefmt import parse_rfc3339
 
-STRUCTURED = "application/cloudevents+json"
 CE_PREFIX = "ce_"
 _SURROGATE_ESCAPE_RE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _FINGERPRINTED = ("specversion", "id", "source", "type")

@@ -2,8 +2,13 @@
 Pure functions.
 
 Each ``normalize_*`` returns the canonical (stored and published) form, or raises
-``InvalidIdentifier`` whose message states the broken rule in plain words.
+``InvalidIdentifierError`` whose message states the broken rule in plain words.
 Normalisation follows ``docker pull`` (distribution/reference ``ParseNormalizedNamed``).
+
+The grammar is spelled once here as pattern strings (``HOST_PATTERN``, ``PATH_PATTERN``,
+``TAG_PATTERN``, ``DIGEST_PATTERN``, ``OCITAG_ID_PATTERN``): the published schemas (the
+data models, the api's OpenAPI document) are built from them, and the checks below
+compile them.
 """
 
 from __future__ import annotations
@@ -18,19 +23,47 @@ MAX_REPOSITORY_LENGTH = 255
 MAX_TAG_LENGTH = 128
 
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
-_PATH_RE = re.compile(rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*")
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_HOST_RE = re.compile(
-    rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9A-Fa-f:.]+\])(?::[0-9]+)?"
-)
+#: A registry host: DNS labels or a bracketed IPv6 address, with an optional :port.
+HOST_PATTERN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9A-Fa-f:.]+\])(?::[0-9]+)?"
+#: A repository path: lower-case components joined by '/' (OCI distribution name grammar).
+PATH_PATTERN = rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+TAG_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}"
+#: A digest as accepted on input (bare 64 hex is sha256).
+DIGEST_PATTERN = r"(?:(?:sha256:)?[0-9a-f]{64}|sha512:[0-9a-f]{128})"
+#: ``[host/]path:tag``; the length limits are checked apart.
+OCITAG_ID_PATTERN = rf"(?:{HOST_PATTERN}/)?{PATH_PATTERN}:{TAG_PATTERN}"
+
+_PATH_RE = re.compile(PATH_PATTERN)
+_HOST_RE = re.compile(HOST_PATTERN)
 _SPACE_RE = re.compile(r"\s")
-_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+_TAG_RE = re.compile(TAG_PATTERN)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX128 = re.compile(r"[0-9a-f]{128}")
 
 
 class InvalidIdentifierError(ValueError):
     """The value breaks an identifier rule; the message says which."""
+
+
+def anchored(pattern: str) -> str:
+    """One of the ``*_PATTERN`` strings as a whole-string JSON Schema pattern: JSON
+    Schema matches anywhere, so the published form carries ``^…$`` (each pattern has no
+    top-level '|', so no group is needed)."""
+    return f"^{pattern}$"
+
+
+def canonical_host(host: str) -> str:
+    """A registry host as repositories and endpoints name it: checked against
+    ``HOST_PATTERN``, lower-case (host names are case-insensitive), Docker Hub's aliases
+    as ``docker.io``. Raises InvalidIdentifierError for something that is not a
+    host[:port]."""
+    if not _HOST_RE.fullmatch(host):
+        raise InvalidIdentifierError(
+            f"registry host '{host[:100]}' is not a valid host name with an optional :port"
+        )
+    host = host.lower()
+    return DEFAULT_DOMAIN if host in DOCKER_ALIASES else host
 
 
 def _split_domain(name: str) -> tuple[str, str]:

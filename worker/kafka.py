@@ -1,5 +1,6 @@
 """Kafka at the edge: client options from settings (TLS, SASL), topic set-up, the
-outcome producer, and what a Kafka error means for the loop (retry, reject, stop)."""
+producer every command shares (outcomes, input events, dead letters), and what a Kafka
+error means for the loop (retry, reject, stop)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import contextlib
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -45,9 +46,19 @@ from worker.settings import Settings, env_name
 
 log = structlog.get_logger("worker.kafka")
 
-Message = tuple[
-    str, bytes | None, bytes | None, list[tuple[str, bytes]]
-]  # topic, key, value, headers
+
+class Message(NamedTuple):
+    """One record to produce: what every producer of this package sends."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+#: What a command's producer is doing when Kafka refuses it (``Producer``'s ``action``).
+PUBLISHING_OUTCOMES = "publishing outcomes"
+PUBLISHING_INPUT_EVENTS = "publishing input events"
 
 _TOPIC_ALREADY_EXISTS = 36
 # The broker's default max.message.bytes, and the producer's own cap on one request
@@ -192,15 +203,18 @@ def client_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def classify_kafka_error(exc: BaseException, what: str) -> Exception:
-    """Bad credentials or permissions stop the worker; a broker that is away or slow is
-    retried; anything else is a problem with this one piece of work."""
+def classify_kafka_error(
+    exc: BaseException, what: str, *, component: str = "the worker"
+) -> Exception:
+    """Bad credentials or permissions stop the process; a broker that is away or slow is
+    retried; anything else is a problem with this one piece of work. ``what`` is what
+    the caller was doing ("publishing outcomes"), ``component`` who it is ("ingest")."""
     if isinstance(exc, MessageSizeTooLargeError):
         return MessageTooLargeError(f"{what}: {describe(exc)}")
     if isinstance(exc, _FATAL):
         return FatalError(
-            f"Kafka refused the worker while {what}: {exc} (check KAFKA_BOOTSTRAP_SERVERS and "
-            "the OCITAG_KAFKA_SASL_*/OCITAG_KAFKA_SSL_* settings)"
+            f"Kafka refused {component} while {what}: {exc} (check KAFKA_BOOTSTRAP_SERVERS "
+            "and the OCITAG_KAFKA_SASL_*/OCITAG_KAFKA_SSL_* settings)"
         )
     if isinstance(
         exc,
@@ -333,7 +347,7 @@ async def max_message_bytes(settings: Settings, topic: str) -> int | None:
 
 
 def new_producer(settings: Settings) -> AIOKafkaProducer:
-    """Idempotent, acks=all: an outcome is acknowledged only once it is on every in-sync
+    """Idempotent, acks=all: a message is acknowledged only once it is on every in-sync
     replica, and a retried send is not written twice."""
     return AIOKafkaProducer(
         **client_options(settings),
@@ -347,11 +361,18 @@ def new_producer(settings: Settings) -> AIOKafkaProducer:
 
 
 class Producer:
-    """The outcome producer, replaced when it gets stuck (sends time out again and again:
-    an idempotent producer whose sequence state went bad never recovers by itself)."""
+    """The producer of one command (the worker's outcomes and dead letters, or the input
+    events of ingest, the api and reconcile), replaced when it gets stuck (sends time out
+    again and again: an idempotent producer whose sequence state went bad never recovers
+    by itself). Its errors name ``component`` and ``action``: "Kafka refused ingest while
+    publishing input events"."""
 
-    def __init__(self, settings: Settings, stuck_after: int = 3) -> None:
+    def __init__(
+        self, settings: Settings, *, component: str, action: str, stuck_after: int = 3
+    ) -> None:
         self._settings = settings
+        self._component = component
+        self._action = action
         self._producer = new_producer(settings)
         self._stuck_after = stuck_after
         self._failures = 0
@@ -384,8 +405,8 @@ class Producer:
 
         async def enqueue() -> list[asyncio.Future[Any]]:
             futures: list[asyncio.Future[Any]] = []
-            for topic in dict.fromkeys(m[0] for m in messages):
-                same = [m for m in messages if m[0] == topic]
+            for topic in dict.fromkeys(m.topic for m in messages):
+                same = [m for m in messages if m.topic == topic]
                 futures.extend(await self._send_topic(producer, topic, same, alone))
             return futures
 
@@ -400,8 +421,8 @@ class Producer:
 
         async def enqueue() -> list[asyncio.Future[Any]]:
             return [
-                await producer.send(topic, value, key=key, headers=headers)
-                for topic, key, value, headers in messages
+                await producer.send(m.topic, m.value, key=m.key, headers=m.headers)
+                for m in messages
             ]
 
         await self._acknowledged(producer, enqueue)
@@ -424,7 +445,7 @@ class Producer:
                 await self._maybe_recreate(producer, exc)
                 cause = Cause.KAFKA_PRODUCER if broken else Cause.KAFKA_TIMEOUT
                 raise TransientError(cause, describe(exc)) from exc
-            raise classify_kafka_error(exc, "publishing outcomes") from exc
+            raise classify_kafka_error(exc, self._action, component=self._component) from exc
         self._failures = 0
 
     async def _send_topic(
@@ -434,7 +455,8 @@ class Producer:
         available = sorted(producer.client.cluster.available_partitions_for_topic(topic))
         futures: list[asyncio.Future[Any]] = []
         batches: dict[int, Any] = {}
-        for _, key, value, headers in messages:
+        for message in messages:
+            key, value, headers = message.key, message.value, message.headers
             partition = self._partition(key, partitions, available)
             batch = batches.get(partition)
             if batch is None:

@@ -12,9 +12,18 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from pydantic.config import JsonDict, JsonValue
 from pydantic_core import ErrorDetails
 
-from worker.identifiers import normalize_digest, normalize_repository, validate_tag
+from worker import identifiers
+from worker.identifiers import (
+    TAG_PATTERN,
+    anchored,
+    normalize_digest,
+    normalize_repository,
+    validate_tag,
+)
 from worker.timefmt import parse_rfc3339
 
+#: The content type of a structured-mode CloudEvent, on input events and outcomes alike.
+STRUCTURED = "application/cloudevents+json"
 EVENT_TYPE = "ocitag.moved.v1"
 DELETED_EVENT_TYPE = "ocitag.deleted.v1"
 UPDATED_TYPE = "ocitag.updated.v1"
@@ -25,7 +34,7 @@ MAX_ID_LENGTH = 256
 MAX_SOURCE_LENGTH = 2_048
 MAX_ACTOR_LENGTH = 256
 MAX_VERSION = 2**63 - 1
-DIGEST_PATTERN = "^(?:(?:sha256:)?[0-9a-f]{64}|sha512:[0-9a-f]{128})$"
+DIGEST_PATTERN = anchored(identifiers.DIGEST_PATTERN)
 
 # RFC 3986 URI-reference: only these characters, '%' only as %HH, a scheme if any is
 # ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ).
@@ -105,9 +114,9 @@ Tag = Annotated[
     str,
     AfterValidator(validate_tag),
     Field(
-        description="Tag: [A-Za-z0-9_][A-Za-z0-9._-]{0,127}",
+        description=f"Tag: {TAG_PATTERN}",
         examples=["1.3.0"],
-        json_schema_extra={"pattern": "^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"},
+        json_schema_extra={"pattern": anchored(TAG_PATTERN)},
     ),
 ]
 Digest = Annotated[

@@ -37,12 +37,11 @@ from urllib.parse import urlencode
 import httpx
 
 from worker.errors import WorkerError
-from worker.identifiers import normalize_repository
+from worker.identifiers import canonical_host, normalize_repository
 from worker.oci_config import (
     Credentials,
     Endpoint,
     RegistryEndpoints,
-    canonical_host,
     credentials_for,
     parse_docker_config,
 )

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from worker.identifiers import _HOST_RE, DEFAULT_DOMAIN, DOCKER_ALIASES
+from worker.identifiers import DEFAULT_DOMAIN, InvalidIdentifierError, canonical_host
 
 #: Docker Hub's API is not served on its repository host name.
 DOCKER_HUB_URL = "https://registry-1.docker.io"
@@ -63,7 +63,8 @@ class RegistryEndpoints:
         return "RegistryEndpoints(" + ", ".join(f"{e.host}={e.base_url}" for e in self) + ")"
 
     def for_host(self, host: str) -> Endpoint:
-        """The configured endpoint of ``host``, else the default ``https://<host>``."""
+        """The configured endpoint of ``host``, else the default ``https://<host>``.
+        Raises InvalidIdentifierError for something that is not a host[:port]."""
         host = canonical_host(host)
         for entry in self.entries:
             if entry.host == host:
@@ -73,12 +74,6 @@ class RegistryEndpoints:
 
 class EndpointsError(ValueError):
     """The endpoints setting breaks its syntax; the message says where (never the value)."""
-
-
-def canonical_host(host: str) -> str:
-    """Docker Hub's aliases are one host, ``docker.io``; others as given, lower-case."""
-    host = host.lower()
-    return DEFAULT_DOMAIN if host in DOCKER_ALIASES else host
 
 
 def default_base_url(host: str) -> str:
@@ -102,9 +97,12 @@ def parse_endpoints(text: str) -> RegistryEndpoints:
             raise EndpointsError(
                 f"{where} must be host=url (e.g. docker.io=https://mirror.example)"
             )
-        if not _HOST_RE.fullmatch(host):
-            raise EndpointsError(f"{where}: '{host}' is not a host name with an optional :port")
-        host = canonical_host(host)
+        try:
+            host = canonical_host(host)
+        except InvalidIdentifierError:
+            raise EndpointsError(
+                f"{where}: '{host}' is not a host name with an optional :port"
+            ) from None
         if host in entries:
             raise EndpointsError(f"{where}: host '{host}' is listed twice")
         entries[host] = _endpoint(host, url, f"{where} ({host})")
@@ -149,13 +147,18 @@ def parse_docker_config(text: str) -> dict[str, Credentials]:
         if not isinstance(entry, Mapping):
             continue
         credentials = _entry_credentials(entry)
-        if credentials is not None:
+        if credentials is None:
+            continue
+        try:
             found[config_key_host(str(key))] = credentials
+        except InvalidIdentifierError:
+            continue  # not a registry host: no repository could ever be looked up by it
     return found
 
 
 def config_key_host(key: str) -> str:
-    """An ``auths`` key is a host or a URL (``https://index.docker.io/v1/``)."""
+    """An ``auths`` key is a host or a URL (``https://index.docker.io/v1/``). Raises
+    InvalidIdentifierError when it names no registry host."""
     if key in _DOCKER_HUB_CONFIG_KEYS:
         return DEFAULT_DOMAIN
     if "://" in key:

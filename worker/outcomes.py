@@ -39,9 +39,8 @@ from typing import Any
 import orjson
 
 from worker.decision import Applied, Change, Decision, Rejected, TagRecord
-from worker.decode import STRUCTURED
 from worker.events import Invalid, RawRecord, TagEvent, TagMoved, Undecodable
-from worker.models import REJECTED_TYPE, REMOVED_TYPE, UPDATED_TYPE
+from worker.models import REJECTED_TYPE, REMOVED_TYPE, STRUCTURED, UPDATED_TYPE
 from worker.plan import EventKey, Item, ProcessedRow
 from worker.problems import PROBLEM_JSON, ErrorItem, Problem, ProblemKind, error_model
 from worker.timefmt import format_rfc3339

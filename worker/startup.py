@@ -27,11 +27,18 @@ import asyncpg
 import structlog
 
 from worker.db import classify_db_error, open_pool
+from worker.encode import to_record
 from worker.errors import Cause, FatalError, TransientError, describe
 from worker.health import Health
 from worker.http import serve
-from worker.kafka import Message, Producer, classify_kafka_error, ensure_topics, require_topics
-from worker.publisher import to_record
+from worker.kafka import (
+    PUBLISHING_INPUT_EVENTS,
+    Message,
+    Producer,
+    classify_kafka_error,
+    ensure_topics,
+    require_topics,
+)
 from worker.retry import Backoff, retrying
 from worker.settings import Settings
 from worker.shutdown import install_signals
@@ -64,8 +71,9 @@ class StopRequestedError(Exception):
     """SIGTERM/SIGINT arrived while start-up was waiting for a service."""
 
 
-def kafka_connecting(exc: BaseException) -> Exception:
-    return classify_kafka_error(exc, "connecting")
+def kafka_connecting(exc: BaseException, component: str = "the worker") -> Exception:
+    """What a failure to reach Kafka at start means (``component``: who was refused)."""
+    return classify_kafka_error(exc, "connecting", component=component)
 
 
 async def wait_for_service(
@@ -191,7 +199,8 @@ class InputSink:
     (``Producer.send_each``): these commands send a few events per call from many
     concurrent callers, whose records then share batches."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, component: str) -> None:
+        self._component = component  # who publishes, as Kafka's refusals name it
         self._settings = settings
         self._producer: Producer | None = None
         self.topic = settings.input_topic
@@ -201,7 +210,9 @@ class InputSink:
         does: start order does not matter), then start the producer."""
         if creates and self._settings.create_topics:
             await ensure_topics(self._settings, creates)
-        producer = Producer(self._settings)
+        producer = Producer(
+            self._settings, component=self._component, action=PUBLISHING_INPUT_EVENTS
+        )
         try:
             await producer.start()
         except BaseException:
@@ -235,7 +246,9 @@ class InputSink:
 
     async def publish(self, events: list[dict[str, Any]]) -> None:
         """Send whole events to the input topic, structured mode."""
-        await self.send_all([(self.topic, *to_record(event, "structured")) for event in events])
+        await self.send_all(
+            [Message(self.topic, *to_record(event, "structured")) for event in events]
+        )
 
     async def reachable(self, within: float, *, unknown: bool) -> bool:
         """Connected, and a broker answered (asked again within ``within`` seconds when
@@ -315,7 +328,7 @@ class Lifecycle:
         self.on_exit(opened.close)
         return opened
 
-    async def input_sink(self, settings: Settings) -> InputSink:
-        sink = InputSink(settings)
+    async def input_sink(self, settings: Settings, component: str) -> InputSink:
+        sink = InputSink(settings, component)
         self.on_exit(sink.stop)
         return sink

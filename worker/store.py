@@ -55,9 +55,8 @@ MAX_RACE_ATTEMPTS = 50
 # Two statements, not one: under READ COMMITTED a statement's snapshot is taken before
 # its locks are granted, so a lookup joined to the FOR SHARE read could miss the records
 # of appliers that a rotation, committed meanwhile, waited for. Read after the lock is
-# held, the lookup's own snapshot sees them (a merged form with a re-check was tried and
-# dropped: its window could not be staged in a test, and the round trip it saved was
-# within the benchmark's noise).
+# held, the lookup's own snapshot sees them (a merged form with a re-check would save one
+# round trip, within the benchmark's noise, and its window cannot be staged in a test).
 _CURRENT_EPOCH = "SELECT epoch FROM processed_current FOR SHARE"
 
 _PROCESSED = """
@@ -369,16 +368,16 @@ async def _decide_and_write(
     for _ in range(MAX_WRITE_ROUNDS):
         stored = await _read_tags(conn, pending)
         writes: list[tuple[TagRecord, TagRecord | None]] = []
-        outcomes: dict[TagKey, list[Decision]] = {}
+        by_tag: dict[TagKey, list[Decision]] = {}
         for tag, indexes in pending.items():
             before = stored.get(tag)
             after, decisions = decide_tag(before, items, indexes)
-            outcomes[tag] = decisions
+            by_tag[tag] = decisions
             if after is not None and after is not before:
                 writes.append((after, before))
         written = await _write_tags(conn, writes, at) if writes else set()
         conflicted = {(w.repository, w.tag) for w, _ in writes} - written
-        for tag, decisions in outcomes.items():
+        for tag, decisions in by_tag.items():
             if tag not in conflicted:
                 decided.update(zip(pending[tag], decisions, strict=True))
         if not conflicted:

@@ -1,4 +1,4 @@
-"""Fakes of the pipeline's edges (behind the Consumer, Publisher and EventStore
+"""Fakes of the pipeline's edges (behind the Consumer, OutcomeProducer and EventStore
 protocols), for unit tests of the loop's pause/resume/seek/commit rules. Each keeps a
 shared ``journal`` of what happened, in order."""
 
@@ -172,7 +172,7 @@ class FakeStore:
 
 
 @dataclass
-class FakePublisher:
+class FakeOutcomeProducer:
     """Acknowledges every message, after ``gate`` opens; refuses (as the broker does) a
     message over ``limits[topic]`` bytes sent alone, and a batch over it otherwise."""
 
@@ -181,7 +181,7 @@ class FakePublisher:
     limits: dict[str, int] = field(default_factory=dict)
     sent: list[Message] = field(default_factory=list)
     size: Callable[[Message], int] = lambda m: (
-        len(m[2] or b"") + sum(len(k) + len(v) for k, v in m[3])
+        len(m.value or b"") + sum(len(k) + len(v) for k, v in m.headers)
     )
 
     def __post_init__(self) -> None:
@@ -196,11 +196,11 @@ class FakePublisher:
     async def _send(self, messages: Sequence[Message]) -> None:
         await self.gate.wait()
         for message in messages:
-            limit = self.limits.get(message[0])
+            limit = self.limits.get(message.topic)
             if limit is not None and self.size(message) > limit:
                 raise classify_kafka_error(MessageSizeTooLargeError(), "publishing")
         self.sent.extend(messages)
-        self.journal.append(("publish", [m[0] for m in messages]))
+        self.journal.append(("publish", [m.topic for m in messages]))
 
 
 def health() -> Health:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from worker.ingest.mapping import Handshake, Ignored, Mapped, TagEvent
+from worker.ingest.mapping import Handshake, Ignored, Mapped, TagChange
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ingest"
 
@@ -28,7 +28,7 @@ def summary(mapped: list[Mapped]) -> list[tuple[Any, ...]]:
     ``("ignored", reason)``, or ``("handshake", body)``."""
     out: list[tuple[Any, ...]] = []
     for item in mapped:
-        if isinstance(item, TagEvent):
+        if isinstance(item, TagChange):
             out.append((item.action, item.repository, item.tag, item.digest, item.actor))
         elif isinstance(item, Ignored):
             out.append(("ignored", item.reason))
@@ -37,5 +37,5 @@ def summary(mapped: list[Mapped]) -> list[tuple[Any, ...]]:
     return out
 
 
-def events(mapped: list[Mapped]) -> list[TagEvent]:
-    return [item for item in mapped if isinstance(item, TagEvent)]
+def events(mapped: list[Mapped]) -> list[TagChange]:
+    return [item for item in mapped if isinstance(item, TagChange)]

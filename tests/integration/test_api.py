@@ -29,8 +29,8 @@ from tests.helpers.harness import running_worker, structured
 from tests.helpers.services import Services
 from tests.helpers.wait import eventually
 from worker.api.store import PgReads
+from worker.encode import build_event
 from worker.problems import ProblemKind
-from worker.publisher import build_event
 from worker.settings import Settings
 from worker.timefmt import format_rfc3339
 

@@ -1,11 +1,11 @@
 """The store's statements keep using their indexes as a fresh store grows.
 
-Prepared statements whose plan was cached while the tables were empty and never
-analysed used to keep that plan (sequential scans of the idempotency record and the tag
-table, one or two per batch) as the tables grew, until the first autoanalyze: on a new
-deployment p99 went from tens of milliseconds to over ten seconds. The same happened to
-every new partition of the record. The product's pool plans these statements for their
-parameters each time (worker/db.py); these tests hold that on a fresh database.
+A prepared statement whose generic plan is cached while the tables are empty and never
+analysed keeps that plan (sequential scans of the idempotency record and the tag table,
+one or two per batch) as the tables grow, until the first autoanalyze: on a new
+deployment p99 goes from tens of milliseconds to over ten seconds, and so on every new
+partition of the record. The product's pool plans these statements for their parameters
+each time (worker/db.py); these tests hold that on a fresh database.
 
 Autovacuum is switched off for the tables under test: an autoanalyze arriving during the
 run would re-plan the statements and hide the fault, and a store must not depend on when

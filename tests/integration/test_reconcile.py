@@ -211,7 +211,7 @@ async def test_a_push_through_ingest_after_the_observation_wins(
                 (outcome,) = await worker.outcomes(1, timeout=60)
                 assert outcome.body["data"]["artifact"] == newer[0]
 
-        sink = InputSink(settings)
+        sink = InputSink(settings, "reconcile")
         await sink.start()
         try:
             async with RegistryClient.from_settings(settings) as client:

@@ -17,7 +17,15 @@ from aiokafka.errors import (
 
 from worker.db import classify_db_error
 from worker.errors import Cause, FatalError, PermanentError, TransientError
-from worker.kafka import MessageTooLargeError, classify_kafka_error
+from worker.kafka import (
+    PUBLISHING_INPUT_EVENTS,
+    PUBLISHING_OUTCOMES,
+    Message,
+    MessageTooLargeError,
+    Producer,
+    classify_kafka_error,
+)
+from worker.settings import load_settings
 
 
 @pytest.mark.parametrize(
@@ -189,3 +197,28 @@ def test_a_message_too_large_for_its_topic_is_told_apart() -> None:
     """The dead letters react to it (trim the copy); it is not a retry and not fatal."""
     classified = classify_kafka_error(MessageSizeTooLargeError(), "publishing")
     assert isinstance(classified, MessageTooLargeError)
+
+
+@pytest.mark.parametrize(
+    ("component", "action"),
+    [
+        ("the worker", PUBLISHING_OUTCOMES),
+        ("ingest", PUBLISHING_INPUT_EVENTS),
+        ("the api", PUBLISHING_INPUT_EVENTS),
+        ("reconcile", PUBLISHING_INPUT_EVENTS),
+    ],
+)
+async def test_a_refused_producer_names_its_command_and_what_it_was_doing(
+    component: str, action: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    producer = Producer(load_settings({}, environ={}), component=component, action=action)
+
+    async def refused(*args: object, **kwargs: object) -> None:
+        raise SaslAuthenticationFailed()
+
+    monkeypatch.setattr(producer._producer, "send", refused)
+    try:
+        with pytest.raises(FatalError, match=f"^Kafka refused {component} while {action}: "):
+            await producer.send_each([Message("t", b"k", b"v", [])])
+    finally:
+        await producer.stop()

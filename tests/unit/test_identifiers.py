@@ -1,11 +1,19 @@
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given
 
 from tests.helpers.strategies import digests, repositories, tags
 from worker.identifiers import (
+    DIGEST_PATTERN,
+    OCITAG_ID_PATTERN,
+    TAG_PATTERN,
     InvalidIdentifierError,
+    anchored,
+    canonical_host,
     normalize_digest,
     normalize_ocitag_id,
     normalize_repository,
@@ -171,3 +179,57 @@ def test_digest_normalisation_is_idempotent(raw: str) -> None:
 
 def test_a_numeric_first_component_is_a_path_not_a_host() -> None:
     assert normalize_repository("123/app") == "docker.io/123/app"
+
+
+@pytest.mark.parametrize(
+    ("raw", "canonical"),
+    [
+        ("ghcr.io", "ghcr.io"),
+        ("Registry.Example.COM:5000", "registry.example.com:5000"),
+        ("registry-1.docker.io", "docker.io"),
+        ("INDEX.docker.io", "docker.io"),
+        ("localhost:5000", "localhost:5000"),
+        ("[::1]:5000", "[::1]:5000"),
+        ("myhost", "myhost"),
+    ],
+)
+def test_canonical_host_is_lower_case_with_docker_hub_aliases_folded(
+    raw: str, canonical: str
+) -> None:
+    assert canonical_host(raw) == canonical
+
+
+@pytest.mark.parametrize("raw", ["", "a b", "-bad.io", "ghcr.io/team", "host:port", "a_b.io"])
+def test_canonical_host_refuses_what_is_not_a_host(raw: str) -> None:
+    with pytest.raises(InvalidIdentifierError, match="not a valid host name"):
+        canonical_host(raw)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "check", "samples"),
+    [
+        (TAG_PATTERN, validate_tag, ["v1", "_x", ".x", "-x", "a" * 128, "a" * 129, "a:b"]),
+        (
+            DIGEST_PATTERN,
+            normalize_digest,
+            ["a" * 64, "sha256:" + "a" * 64, "sha512:" + "b" * 128, "A" * 64, "md5:" + "a" * 32],
+        ),
+    ],
+)
+def test_published_patterns_accept_what_the_checks_accept(
+    pattern: str, check: Callable[[str], str], samples: list[str]
+) -> None:
+    """The schema patterns are built from the same strings the checks compile."""
+    published = re.compile(anchored(pattern))
+    for sample in samples:
+        try:
+            check(sample)
+            accepted = True
+        except InvalidIdentifierError:
+            accepted = False
+        assert (published.search(sample) is not None) == accepted, sample
+
+
+@given(repositories, tags)
+def test_every_valid_ocitag_id_matches_the_published_pattern(repository: str, tag: str) -> None:
+    assert re.search(anchored(OCITAG_ID_PATTERN), f"{repository}:{tag}")

@@ -22,7 +22,7 @@ from tests.helpers.fakes import (
     TOPIC,
     FakeClock,
     FakeConsumer,
-    FakePublisher,
+    FakeOutcomeProducer,
     FakeStore,
     event_value,
     health,
@@ -70,7 +70,7 @@ class World:
         self.settings = settings(**overrides)
         self.consumer = FakeConsumer(self.journal)
         self.store = FakeStore(self.journal)
-        self.publisher = FakePublisher(self.journal)
+        self.publisher = FakeOutcomeProducer(self.journal)
         self.dead_letters = DeadLetters(self.publisher, self.settings.dlq_topic, dlq_limit)
         self.runner = BatchRunner(
             self.settings, self.consumer, self.publisher, self.store, self.dead_letters
@@ -303,7 +303,7 @@ async def test_an_unreadable_record_is_rejected_alone_with_what_could_be_read() 
     rejected = outcomes[1]
     assert isinstance(rejected, dict) and rejected["status"] == 400
     assert rejected["data"]["instance"] == f"urn:kafka:{TOPIC}:0:1"
-    (letter,) = [m for m in world.publisher.sent if m[0] == world.settings.dlq_topic]
+    (letter,) = [m for m in world.publisher.sent if m.topic == world.settings.dlq_topic]
     headers = dict(letter[3])
     assert (letter[1], letter[2], headers["\\xff"]) == (b"k", b"raw", b"1")
     assert headers["ocitag_dlq_escaped_header_keys"] == b"1"
@@ -316,7 +316,7 @@ async def test_a_dead_letter_the_topic_refuses_is_trimmed_and_the_batch_commits(
     world.consumer.add(0, b"\xff" + b"x" * 150_000, event_value("after"))
     async with running(world):
         await until(lambda: world.consumer.commits == {P0: 2})
-    (letter,) = [m for m in world.publisher.sent if m[0] == world.settings.dlq_topic]
+    (letter,) = [m for m in world.publisher.sent if m.topic == world.settings.dlq_topic]
     headers = dict(letter[3])
     assert letter[2] is None and headers["ocitag_dlq_value_omitted_bytes"] == b"150001"
     assert world.dead_letters.limit < 1_000_000  # remembered for the next ones

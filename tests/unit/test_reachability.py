@@ -28,7 +28,13 @@ from aiokafka.errors import (
 from tests.helpers.wait import eventually
 from worker import logs, metrics, reachability
 from worker.errors import Cause, TransientError, describe
-from worker.kafka import ClientRecord, Producer, classify_client_record, classify_kafka_error
+from worker.kafka import (
+    PUBLISHING_OUTCOMES,
+    ClientRecord,
+    Producer,
+    classify_client_record,
+    classify_kafka_error,
+)
 from worker.retry import Backoff, retrying
 from worker.settings import load_settings
 
@@ -207,7 +213,9 @@ async def test_retries_for_a_database_away_are_one_outage() -> None:
 
 async def test_a_producer_whose_last_try_failed_is_not_ready() -> None:
     """It still lists the brokers it knew: that said "kafka connected" during outages."""
-    producer = Producer(load_settings({}, environ={}))
+    producer = Producer(
+        load_settings({}, environ={}), component="the worker", action=PUBLISHING_OUTCOMES
+    )
     cluster = producer._producer.client.cluster
     cluster.brokers = lambda: {"broker 1"}
     assert await producer.ready()
@@ -227,7 +235,7 @@ async def test_a_producer_whose_last_try_failed_is_not_ready() -> None:
 async def test_a_producer_whose_last_try_failed_asks_again(
     refresh: str, unknown: bool, reachable: bool
 ) -> None:
-    producer = Producer(load_settings({}, environ={}))
+    producer = Producer(load_settings({}, environ={}), component="the worker", action="testing")
     client = producer._producer.client
     cluster = client.cluster
     cluster.brokers = lambda: {"broker 1"}

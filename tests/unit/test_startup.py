@@ -13,6 +13,7 @@ import pytest
 from tests.helpers.imports import imported
 from worker import kafka
 from worker.errors import Cause, FatalError, TransientError
+from worker.kafka import Message
 from worker.retry import Backoff
 from worker.settings import Settings, load_settings
 from worker.startup import (
@@ -134,7 +135,7 @@ async def test_the_lifecycle_closes_in_reverse_on_any_exit(failing: bool) -> Non
 
 async def test_the_sink_is_transient_until_started() -> None:
     with pytest.raises(TransientError) as raised:
-        await InputSink(_settings()).send_all([("t", None, b"{}", [])])
+        await InputSink(_settings(), "ingest").send_all([Message("t", None, b"{}", [])])
     assert raised.value.cause is Cause.KAFKA_UNAVAILABLE
 
 

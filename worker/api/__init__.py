@@ -3,7 +3,7 @@ and delete companions, served through the worker's own event path.
 
 Every write becomes an event on the input topic; the HTTP answer is that event's outcome,
 so the API and the event stream can never disagree. A component: it depends on the
-shared core (``worker.publisher``, ``worker.kafka``, ``worker.identifiers`` …), never on
+shared core (``worker.encode``, ``worker.kafka``, ``worker.identifiers`` …), never on
 ingest or reconcile.
 
 - ``auth``: bearer tokens and the caller each names (pure);

@@ -40,7 +40,7 @@ OUTCOME_TOPIC = Service("Kafka outcome topic", "OCITAG_OUTCOME_TOPIC")
 def _kafka(exc: BaseException) -> BaseException:
     if isinstance(exc, LookupError):  # the outcome topic is not there (yet): the worker
         return TransientError(Cause.KAFKA_UNAVAILABLE, str(exc))  # creates it at start
-    return kafka_connecting(exc)
+    return kafka_connecting(exc, "the api")
 
 
 class ApiProcess:
@@ -57,7 +57,7 @@ class ApiProcess:
         self._api = Api(settings, tokens, self.backends, utc_now)
         self._health = Health(settings.liveness_timeout_seconds, parts=COMMAND_PARTS["api"])
         self._process = Lifecycle(handle_signals=False)
-        self._sink = InputSink(settings)
+        self._sink = InputSink(settings, "the api")
         self._pool: asyncpg.Pool | None = None
         self._listener: OutcomeListener | None = None
         self.port = 0

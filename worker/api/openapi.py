@@ -15,20 +15,16 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from worker import __version__
+from worker import __version__, identifiers
 from worker.api.requests import MAX_KEY_CHARS, MAX_LIMIT
+from worker.identifiers import anchored
 from worker.models import DIGEST_PATTERN, MAX_ACTOR_LENGTH
 
 Doc = dict[str, Any]
 # The OCITag ID grammar of docs/contract.md "Identifiers" as one pattern, for generators and
 # readers of the document (the API checks with worker.identifiers, which also limits the
 # repository to 255 characters and names the broken rule).
-_COMPONENT = "[a-z0-9]+(?:(?:[.]|_|__|-+)[a-z0-9]+)*"
-_LABEL = "(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_HOST = f"(?:{_LABEL}(?:[.]{_LABEL})*|\\[[0-9A-Fa-f:.]+\\])(?::[0-9]+)?"
-OCITAG_ID_PATTERN = (
-    f"^(?:{_HOST}/)?{_COMPONENT}(?:/{_COMPONENT})*:[A-Za-z0-9_][A-Za-z0-9._-]{{0,127}}$"
-)
+OCITAG_ID_PATTERN = anchored(identifiers.OCITAG_ID_PATTERN)
 _PROBLEM = {"$ref": "#/components/schemas/ErrorModel"}
 _RECORD = {"$ref": "#/components/schemas/OCITag"}
 

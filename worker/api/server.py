@@ -31,11 +31,11 @@ from worker.api.replies import Reply
 from worker.api.store import Reads
 from worker.api.waiters import Waiters
 from worker.db import classify_db_error
+from worker.encode import build_event, to_record
 from worker.errors import PermanentError, TransientError, describe
 from worker.identifiers import split_ocitag_id
 from worker.kafka import BrokerUnreachableError, Message
 from worker.problems import ProblemKind
-from worker.publisher import build_event, to_record
 from worker.settings import Settings
 from worker.timefmt import format_rfc3339
 
@@ -206,8 +206,7 @@ class Api:
             event_id=event_id,
             time=format_rfc3339(received),
         )
-        record_key, value, record_headers = to_record(event, "structured")
-        message = (self._settings.input_topic, record_key, value, record_headers)
+        message = Message(self._settings.input_topic, *to_record(event, "structured"))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.api_timeout_seconds
         # subscribed BEFORE publishing: the outcome may overtake the acknowledgement

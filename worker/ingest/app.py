@@ -128,7 +128,7 @@ async def run_ingest(
 async def _serve(settings: Settings, kinds: dict[str, Enabled], process: Lifecycle) -> None:
     health = Health(settings.liveness_timeout_seconds, parts=COMMAND_PARTS["ingest"])
     # on the way down, in reverse: deliveries in flight finish, then the sink stops
-    sink = await process.input_sink(settings)
+    sink = await process.input_sink(settings, "ingest")
     process.task(_connect(sink, settings), name="ingest-producer")
 
     async def ready() -> Check:

@@ -17,9 +17,9 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
-from worker.decode import STRUCTURED
 from worker.ingest.mapping import MappingError
 from worker.ingest.payload import as_list, as_object, parse_json
+from worker.models import STRUCTURED
 from worker.timefmt import parse_rfc3339
 
 BATCH = "application/cloudevents-batch+json"

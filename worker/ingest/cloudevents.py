@@ -14,7 +14,7 @@ from typing import Any
 
 from worker.identifiers import InvalidIdentifierError, normalize_ocitag_id
 from worker.ingest.cehttp import Received, read_events
-from worker.ingest.mapping import Mapped, MappingError, TagEvent
+from worker.ingest.mapping import Mapped, MappingError, TagChange
 from worker.ingest.payload import as_object, optional_str, required_str
 
 MOVED = "ocitag.moved.v1"
@@ -46,7 +46,7 @@ def _map(event: Received) -> Mapped:
     repository = required_str(data, "repository", where)
     tag = required_str(data, "tag", where)
     _check_subject(event, f"{repository}:{tag}")
-    return TagEvent(
+    return TagChange(
         action="moved" if kind == MOVED else "deleted",
         repository=repository,
         tag=tag,

@@ -2,7 +2,7 @@
 
 ``plan`` checks every tag event against the Identifiers rules (normalising repository
 and digest), keeps the ignored entries with their reasons, and picks out a handshake;
-``messages`` builds the input events (through the one builder, ``worker.publisher``),
+``messages`` builds the input events (through the one builder, ``worker.encode``),
 keyed by their OCITag ID; ``accepted_body`` is the 2xx answer.
 """
 
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from worker.encode import build_event, to_record
 from worker.identifiers import (
     DEFAULT_DOMAIN,
     DOCKER_ALIASES,
@@ -20,15 +21,14 @@ from worker.identifiers import (
     normalize_repository,
     validate_tag,
 )
-from worker.ingest.mapping import Handshake, Ignored, Mapped, MappingError, TagEvent
+from worker.ingest.mapping import Handshake, Ignored, Mapped, MappingError, TagChange
 from worker.kafka import Message
-from worker.publisher import build_event, to_record
 from worker.timefmt import format_rfc3339
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    events: tuple[TagEvent, ...]  # normalised; digest None: still to be resolved
+    events: tuple[TagChange, ...]  # normalised; digest None: still to be resolved
     ignored: tuple[tuple[int, Ignored], ...]  # (entry index, why)
     handshake: Handshake | None = None
 
@@ -37,7 +37,7 @@ def plan(mapped: Sequence[Mapped], *, hosted: bool = True) -> Plan:
     """Check and normalise every tag event; MappingError names the first broken one.
     ``hosted``: the kind's repositories start with the registry host (all but the
     ``cloudevents`` kind, whose senders name repositories as ``docker pull`` does)."""
-    events: list[TagEvent] = []
+    events: list[TagChange] = []
     ignored: list[tuple[int, Ignored]] = []
     handshake: Handshake | None = None
     for index, entry in enumerate(mapped):
@@ -52,7 +52,7 @@ def plan(mapped: Sequence[Mapped], *, hosted: bool = True) -> Plan:
     return Plan(tuple(events), tuple(ignored), handshake)
 
 
-def normalised(event: TagEvent, index: int, *, hosted: bool = True) -> TagEvent:
+def normalised(event: TagChange, index: int, *, hosted: bool = True) -> TagChange:
     where = f"entries[{index}]"
     try:
         repository = normalize_repository(event.repository)
@@ -99,7 +99,7 @@ def _digest(value: str | None, location: str) -> str | None:
         raise MappingError(location, str(exc), value) from None
 
 
-def cloud_event(event: TagEvent) -> dict[str, Any]:
+def cloud_event(event: TagChange) -> dict[str, Any]:
     """The input event (structured CloudEvent) of a normalised, resolved tag event."""
     if event.action == "moved" and event.digest is None:
         raise ValueError("a move needs its digest resolved before it is published")
@@ -117,11 +117,7 @@ def cloud_event(event: TagEvent) -> dict[str, Any]:
 
 def messages(topic: str, events: Sequence[dict[str, Any]]) -> list[Message]:
     """Kafka messages (structured mode, keyed by OCITag ID) of the built events."""
-    out: list[Message] = []
-    for event in events:
-        key, value, headers = to_record(event, "structured")
-        out.append((topic, key, value, headers))
-    return out
+    return [Message(topic, *to_record(event, "structured")) for event in events]
 
 
 def accepted_body(

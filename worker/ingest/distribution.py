@@ -28,7 +28,7 @@ from worker.ingest.mapping import (
     Ignored,
     Mapped,
     MappingError,
-    TagEvent,
+    TagChange,
     ingest_source,
 )
 from worker.ingest.payload import (
@@ -122,13 +122,13 @@ def _tag_event(
     location: str,
     tag: str,
     host_override: str | None,
-) -> TagEvent:
+) -> TagChange:
     request = _member(event, "request", location)
     actor = _member(event, "actor", location)
     host = host_override or required_str(request, "host", f"{location}.request")
     repository = required_str(target, "repository", f"{location}.target")
     digest = required_str(target, "digest", f"{location}.target") if action == "moved" else None
-    return TagEvent(
+    return TagChange(
         action="moved" if action == "moved" else "deleted",
         repository=f"{host}/{repository}",
         tag=tag,

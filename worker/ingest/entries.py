@@ -1,4 +1,4 @@
-"""Turning one registry entry into a :class:`TagEvent`: the identifier checks, hosts,
+"""Turning one registry entry into a :class:`TagChange`: the identifier checks, hosts,
 times and ids that the kind mappers share. Pure.
 
 Every mapper decides first whether an entry is a tag change at all (pulls, blobs, scans,
@@ -20,7 +20,7 @@ from worker.identifiers import (
     normalize_repository,
     validate_tag,
 )
-from worker.ingest.mapping import RECEIVED_AT_HEADER, MappingError, TagEvent, ingest_source
+from worker.ingest.mapping import RECEIVED_AT_HEADER, MappingError, TagChange, ingest_source
 from worker.timefmt import parse_rfc3339
 
 
@@ -35,7 +35,7 @@ def tag_event(
     time: datetime,
     actor: str | None,
     at: Mapping[str, str],
-) -> TagEvent:
+) -> TagChange:
     """A checked event. ``repository`` carries the registry host; it is normalised as the
     Identifiers rules say. ``at`` names where ``repository``, ``tag`` and ``digest`` were
     read, for the MappingError of a value that breaks a rule."""
@@ -49,7 +49,7 @@ def tag_event(
         raise MappingError(at["tag"], str(exc), tag) from None
     if action == "moved" and digest is not None:
         digest = checked_digest(digest, at["digest"])
-    return TagEvent(
+    return TagChange(
         action=action,
         repository=canonical,
         tag=tag,

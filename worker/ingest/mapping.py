@@ -23,8 +23,9 @@ RECEIVED_AT_HEADER = "x-ocitag-received-at"
 
 
 @dataclass(frozen=True, slots=True)
-class TagEvent:
-    """One tag move or delete read from a delivery."""
+class TagChange:
+    """One tag move or delete read from a delivery: what ingest builds an input event
+    from (the worker's decoded event is ``worker.events.TagEvent``)."""
 
     action: Literal["moved", "deleted"]
     repository: str  # with the registry host, e.g. "ghcr.io/org/app" (normalised before publishing)
@@ -64,7 +65,7 @@ class MappingError(Exception):
         self.value = value
 
 
-Mapped = TagEvent | Ignored | Handshake
+Mapped = TagChange | Ignored | Handshake
 
 
 def ingest_source(kind: str, host: str) -> str:

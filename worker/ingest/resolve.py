@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Protocol
 
 from worker.identifiers import InvalidIdentifierError, normalize_digest
-from worker.ingest.mapping import TagEvent
+from worker.ingest.mapping import TagChange
 
 
 class DigestResolver(Protocol):
@@ -36,7 +36,7 @@ class UnresolvedDigestError(Exception):
         self.reason = reason
 
 
-async def resolve_all(events: Sequence[TagEvent], resolver: DigestResolver) -> list[TagEvent]:
+async def resolve_all(events: Sequence[TagChange], resolver: DigestResolver) -> list[TagChange]:
     """The events with every missing move digest filled in (looked up concurrently)."""
     missing = [e for e in events if e.action == "moved" and e.digest is None]
     if not missing:
@@ -44,7 +44,7 @@ async def resolve_all(events: Sequence[TagEvent], resolver: DigestResolver) -> l
     found = await asyncio.gather(
         *(resolver.resolve_digest(e.repository, e.tag) for e in missing), return_exceptions=True
     )
-    resolved: dict[int, TagEvent] = {}
+    resolved: dict[int, TagChange] = {}
     for event, digest in zip(missing, found, strict=True):
         ocitag_id = f"{event.repository}:{event.tag}"
         if isinstance(digest, BaseException):

@@ -34,11 +34,11 @@ class InFlightSends:
     async def send(self, batch: Sequence[Message], budget: float) -> None:
         """Every message acknowledged within ``budget`` seconds; else AckTimeoutError,
         or the error of a send that failed (the sink's TransientError when Kafka is away)."""
-        waits = {self._sending[m[2]] for m in batch if m[2] in self._sending}
-        fresh = [m for m in batch if m[2] not in self._sending]
+        waits = {self._sending[m.value] for m in batch if m.value in self._sending}
+        fresh = [m for m in batch if m.value not in self._sending]
         if fresh:
             task = asyncio.ensure_future(self._sink.send_all(fresh))
-            values = [m[2] for m in fresh]
+            values = [m.value for m in fresh]
             for value in values:
                 self._sending[value] = task
             task.add_done_callback(lambda done: self._sent(done, values))

@@ -23,7 +23,7 @@ from worker.ingest.mapping import (
     Ignored,
     Mapped,
     MappingError,
-    TagEvent,
+    TagChange,
     ingest_source,
 )
 from worker.ingest.payload import as_object, optional_str, required_str
@@ -60,7 +60,7 @@ def _map(event: Received, override: str | None) -> Mapped:
             "zot does not name its registry host (its source is always zotregistry.dev): "
             "add ?registry=<host> to the sink address",
         )
-    return TagEvent(
+    return TagChange(
         action="moved" if kind == UPDATED else "deleted",
         repository=f"{host}/{required_str(data, 'name', where)}",
         tag=reference,

@@ -15,7 +15,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from worker.publisher import build_event
+from worker.encode import build_event
 from worker.reconcile.diff import Difference
 from worker.timefmt import format_rfc3339
 

@@ -22,7 +22,7 @@ from worker import metrics
 from worker.db import classify_db_error
 from worker.errors import FatalError, TransientError, WorkerError
 from worker.health import COMMAND_PARTS, RECONCILE, Health
-from worker.identifiers import InvalidIdentifierError
+from worker.identifiers import InvalidIdentifierError, canonical_host
 from worker.oci import RegistryClient, RegistryError
 from worker.reconcile.diff import RepositoryDiff
 from worker.reconcile.events import new_run_id, to_event
@@ -31,7 +31,6 @@ from worker.reconcile.scan import (
     LiveRecords,
     RegistryReader,
     Scanner,
-    canonical_host,
     repository_names,
 )
 from worker.reconcile.store import PostgresLiveRecords
@@ -181,7 +180,7 @@ async def reconcile(
         client = await process.enter(RegistryClient.from_settings(settings))
         sink: InputSink | None = None
         if not options.dry_run:
-            sink = await process.input_sink(settings)
+            sink = await process.input_sink(settings, "reconcile")
             await sink.start_checked()
         if options.interval is None:
             summary = await Reconciler(

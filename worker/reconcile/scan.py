@@ -75,12 +75,6 @@ class ScanResult:
     failures: list[RepositoryFailure] = field(default_factory=list)
 
 
-def canonical_host(host: str) -> str:
-    """The registry host as repositories name it (``registry-1.docker.io`` → docker.io).
-    Raises InvalidIdentifierError for something that is not a host[:port]."""
-    return normalize_repository(f"{host}/probe").partition("/")[0]
-
-
 def repository_names(host: str, names: Iterable[str]) -> list[str]:
     """``--repository`` values (paths in the registry, or with the host) as normalised
     repositories of ``host``. Raises InvalidIdentifierError naming the bad one."""

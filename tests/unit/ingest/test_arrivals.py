@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from tests.helpers.ingest import fixture_names, load_delivery
 from worker.ingest.arrivals import Arrivals
 from worker.ingest.kinds import ARRIVAL_TIMED, KINDS
-from worker.ingest.mapping import RECEIVED_AT_HEADER, REGISTRY_HEADER, MappingError, TagEvent
+from worker.ingest.mapping import RECEIVED_AT_HEADER, REGISTRY_HEADER, MappingError, TagChange
 
 T0 = datetime(2026, 12, 2, 4, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -70,7 +70,7 @@ def _event_times(kind: str, name: str, received: str) -> list[datetime]:
         mapped = KINDS[kind].map_delivery(body, headers)
     except MappingError:
         return []
-    return [entry.time for entry in mapped if isinstance(entry, TagEvent)]
+    return [entry.time for entry in mapped if isinstance(entry, TagChange)]
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))

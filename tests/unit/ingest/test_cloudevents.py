@@ -11,7 +11,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 from tests.helpers.ingest import load_delivery
 from worker.ingest import cloudevents
-from worker.ingest.mapping import Mapped, MappingError, TagEvent
+from worker.ingest.mapping import Mapped, MappingError, TagChange
 
 ART = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 
@@ -19,7 +19,7 @@ CASES: list[tuple[str, list[Mapped]]] = [
     (
         "moved-structured",
         [
-            TagEvent(
+            TagChange(
                 "moved",
                 "istio/pilot",
                 "1.3.0",
@@ -35,7 +35,7 @@ CASES: list[tuple[str, list[Mapped]]] = [
     (
         "deleted-binary",
         [
-            TagEvent(
+            TagChange(
                 "deleted",
                 "ghcr.io/org/app",
                 "pr-12",
@@ -49,7 +49,7 @@ CASES: list[tuple[str, list[Mapped]]] = [
     (
         "batch",
         [
-            TagEvent(
+            TagChange(
                 "moved",
                 "localhost:5000/team/app",
                 "v1",
@@ -58,7 +58,7 @@ CASES: list[tuple[str, list[Mapped]]] = [
                 datetime(2026, 11, 28, 15, 0, tzinfo=UTC),
                 "urn:example:batch",
             ),
-            TagEvent(
+            TagChange(
                 "deleted",
                 "localhost:5000/team/app",
                 "v0",
@@ -95,7 +95,7 @@ def test_sent_by_the_sdk(mode: str) -> None:
     message = convert(event, JSONFormat())
     headers = {k.lower(): v for k, v in message.headers.items()}
     [mapped] = cloudevents.map_delivery(message.body, headers)
-    assert isinstance(mapped, TagEvent)
+    assert isinstance(mapped, TagChange)
     assert (mapped.source, mapped.event_id, mapped.digest) == ("urn:example:sdk", "x-1", ART)
     assert mapped.time == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 

@@ -15,7 +15,7 @@ from worker.ingest.mapping import (
     Handshake,
     Ignored,
     MappingError,
-    TagEvent,
+    TagChange,
     body_event_id,
     ingest_source,
 )
@@ -24,7 +24,7 @@ ART = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 T = datetime(2026, 1, 2, 3, 4, 5, 600000, UTC)
 
 
-def event(**change: object) -> TagEvent:
+def event(**change: object) -> TagChange:
     values: dict[str, object] = {
         "action": "moved",
         "repository": "index.docker.io/nginx",
@@ -36,7 +36,7 @@ def event(**change: object) -> TagEvent:
         "actor": "alice",
     }
     values.update(change)
-    return TagEvent(**values)  # type: ignore[arg-type]
+    return TagChange(**values)  # type: ignore[arg-type]
 
 
 def test_normalises_repository_and_digest() -> None:

@@ -9,15 +9,15 @@ import pytest
 
 from tests.helpers.ingest import load_delivery
 from worker.ingest import distribution
-from worker.ingest.mapping import Ignored, Mapped, MappingError, TagEvent
+from worker.ingest.mapping import Ignored, Mapped, MappingError, TagChange
 
 HOST = "127.0.0.1:45285"
 SOURCE = f"urn:ocitag:ingest:distribution:{HOST}"
 DIGEST = "sha256:ac079e987c065475c4feb3688dc79540f7b332dce28ad2a922eedc750b130b01"
 
 
-def moved(tag: str, event_id: str, time: datetime) -> TagEvent:
-    return TagEvent("moved", f"{HOST}/team/app", tag, DIGEST, event_id, time, SOURCE, "alice")
+def moved(tag: str, event_id: str, time: datetime) -> TagChange:
+    return TagChange("moved", f"{HOST}/team/app", tag, DIGEST, event_id, time, SOURCE, "alice")
 
 
 V1 = moved(
@@ -35,7 +35,7 @@ CASES: list[tuple[str, list[Mapped]]] = [
     (
         "delete-tag",
         [
-            TagEvent(
+            TagChange(
                 "deleted",
                 f"{HOST}/team/app",
                 "v2",
@@ -52,7 +52,7 @@ CASES: list[tuple[str, list[Mapped]]] = [
     (
         "gitlab-v1-push",
         [
-            TagEvent(
+            TagChange(
                 "moved",
                 "registry.gitlab.com/group/project",
                 "latest",
@@ -76,7 +76,7 @@ def test_fixture(name: str, expected: list[Mapped]) -> None:
 def test_registry_header_overrides_the_request_host() -> None:
     body, headers = load_delivery("distribution", "push-tag")
     [event] = distribution.map_delivery(body, {**headers, "x-ocitag-registry": "reg.example.com"})
-    assert isinstance(event, TagEvent)
+    assert isinstance(event, TagChange)
     assert event.repository == "reg.example.com/team/app"
     assert event.source == "urn:ocitag:ingest:distribution:reg.example.com"
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from worker.ingest.kinds import KINDS
-from worker.ingest.mapping import Handshake, Ignored, MappingError, TagEvent
+from worker.ingest.mapping import Handshake, Ignored, MappingError, TagChange
 
 _SCALARS = st.none() | st.booleans() | st.integers() | st.text(max_size=20)
 _KEYS = st.sampled_from(
@@ -48,4 +48,4 @@ def test_mappers_only_raise_mapping_error(kind: str, value: Any, headers: dict[s
         result = KINDS[kind].map_delivery(json.dumps(value).encode(), headers)
     except MappingError:
         return
-    assert all(isinstance(entry, TagEvent | Ignored | Handshake) for entry in result)
+    assert all(isinstance(entry, TagChange | Ignored | Handshake) for entry in result)

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from tests.helpers.ingest import load_delivery
 from worker.errors import Cause, TransientError
 from worker.ingest.kinds import KINDS, Auth, KindSpec
-from worker.ingest.mapping import Handshake, Ignored, Mapped, TagEvent
+from worker.ingest.mapping import Handshake, Ignored, Mapped, TagChange
 from worker.ingest.server import Enabled, IngestServer, Limits
 from worker.kafka import Message
 
@@ -51,7 +51,7 @@ class FakeResolver:
 
 def _no_digest(body: bytes, headers: Mapping[str, str]) -> list[Mapped]:
     return [
-        TagEvent("moved", "docker.io/org/app", "v1", None, "d-1",
+        TagChange("moved", "docker.io/org/app", "v1", None, "d-1",
                  datetime(2026, 1, 1, tzinfo=UTC), "urn:ocitag:ingest:dockerhub:docker.io"),
         Ignored("other_action", "x"),
     ]  # fmt: skip
@@ -125,11 +125,11 @@ async def test_accepted_delivery_lists_published_and_ignored(setup: Setup) -> No
         "127.0.0.1:45285/team/app:v2",
     ]
     assert [i["reason"] for i in body["ignored"]] == ["blob", "blob", "pull"]
-    assert [m[1] for m in setup.sink.sent] == [
+    assert [m.key for m in setup.sink.sent] == [
         b"127.0.0.1:45285/team/app:v1",
         b"127.0.0.1:45285/team/app:v2",
     ]
-    sent_ids = [json.loads(m[2] or b"")["id"] for m in setup.sink.sent]
+    sent_ids = [json.loads(m.value or b"")["id"] for m in setup.sink.sent]
     assert sent_ids == [p["id"] for p in body["published"]]
 
 

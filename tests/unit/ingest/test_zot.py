@@ -12,7 +12,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 from tests.helpers.ingest import load_delivery
 from worker.ingest import zot
-from worker.ingest.mapping import Ignored, Mapped, MappingError, TagEvent
+from worker.ingest.mapping import Ignored, Mapped, MappingError, TagChange
 
 REGISTRY = {"x-ocitag-registry": "zot.example.com:5000"}
 SOURCE = "urn:ocitag:ingest:zot:zot.example.com:5000"
@@ -22,7 +22,7 @@ CASES: list[tuple[str, list[Mapped]]] = [
     (
         "updated-structured",
         [
-            TagEvent(
+            TagChange(
                 "moved",
                 "zot.example.com:5000/golang",
                 "latest",
@@ -36,7 +36,7 @@ CASES: list[tuple[str, list[Mapped]]] = [
     (
         "updated-binary",
         [
-            TagEvent(
+            TagChange(
                 "moved",
                 "zot.example.com:5000/team/app",
                 "v2",
@@ -50,7 +50,7 @@ CASES: list[tuple[str, list[Mapped]]] = [
     (
         "deleted-tag",
         [
-            TagEvent(
+            TagChange(
                 "deleted",
                 "zot.example.com:5000/golang",
                 "latest",
@@ -85,7 +85,7 @@ def test_a_source_url_names_the_host() -> None:
     event = _sdk_event(source="https://zot.internal:8443/events")
     message = ce_http.to_structured(event, JSONFormat())
     [mapped] = zot.map_delivery(message.body, _lower(message.headers))
-    assert isinstance(mapped, TagEvent)
+    assert isinstance(mapped, TagChange)
     assert mapped.repository == "zot.internal:8443/golang"
 
 
@@ -111,7 +111,7 @@ def test_the_cloudevents_sdk_in_both_modes(mode: str) -> None:
     convert = ce_http.to_binary if mode == "binary" else ce_http.to_structured
     message = convert(_sdk_event(), JSONFormat())
     [mapped] = zot.map_delivery(message.body, {**_lower(message.headers), **REGISTRY})
-    assert mapped == TagEvent(
+    assert mapped == TagChange(
         "moved",
         "zot.example.com:5000/golang",
         "1.22",
