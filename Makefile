@@ -17,7 +17,7 @@ NEED_STACK = [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ] || [ -z "$${DATABASE_URL:-}"
 START_STACK = if $(NEED_STACK); then $(STACK) up >&2; fi;
 WITH_SERVICES = if $(NEED_STACK); then $(STACK) up >&2 && eval "$$($(STACK) env)"; fi;
 
-.PHONY: install services run migrate test test-unit lint format fuzz faults faults-long bench bench-store bench-decode bench-retention bench-reconcile bench-ingest bench-api schemas check-schemas down clean check-deploy
+.PHONY: install services run migrate test test-unit lint docs format fuzz faults faults-long bench bench-store bench-decode bench-retention bench-reconcile bench-ingest bench-api schemas check-schemas down clean check-deploy
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -43,13 +43,18 @@ lint: install
 	$(BIN)/ruff format --check worker tests bench
 	$(BIN)/mypy
 
+# The documentation site (mkdocs.yml) into site/: strict, so that a broken link or anchor,
+# or a page left out of the navigation, fails (make test runs it, and so CI).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 format: install
 	$(BIN)/ruff format worker tests bench
 	$(BIN)/ruff check --fix worker tests bench
 
 # The whole suite on real services: the local stack is started here (the fixtures would
 # start it too) so that its start-up shows in the log before the tests.
-test: install lint check-schemas check-deploy
+test: install lint docs check-schemas check-deploy
 	@$(STACK) tools --test >/dev/null
 	@$(START_STACK) $(BIN)/pytest $(PYTEST_ARGS)
 
