@@ -112,3 +112,12 @@ def test_the_strict_site_build_fails_on_a_broken_link(
         check=False,
     )
     assert (built.returncode == 0) == builds, built.stderr
+
+
+def test_the_readmes_links_resolve() -> None:
+    # the README is outside the site, so the strict build does not check it
+    for target, anchor in re.findall(r"\]\((?!https?:)([^)#\s]*)(?:#([^)\s]*))?\)", README):
+        path = REPO / target if target else REPO / "README.md"
+        assert path.exists(), f"the README links to {target}, which is not in the repository"
+        if anchor:
+            assert anchor in anchors(path.read_text(encoding="utf-8")), f"{target}#{anchor}"
