@@ -39,8 +39,8 @@ run: install
 	@exec deploy/local/run
 
 lint: install
-	$(BIN)/ruff check worker tests bench
-	$(BIN)/ruff format --check worker tests bench
+	$(BIN)/ruff check worker tests bench tools/docs_links.py
+	$(BIN)/ruff format --check worker tests bench tools/docs_links.py
 	$(BIN)/mypy
 
 # The documentation site (mkdocs.yml) into site/: strict, so that a broken link or anchor,
@@ -49,8 +49,8 @@ docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 format: install
-	$(BIN)/ruff format worker tests bench
-	$(BIN)/ruff check --fix worker tests bench
+	$(BIN)/ruff format worker tests bench tools/docs_links.py
+	$(BIN)/ruff check --fix worker tests bench tools/docs_links.py
 
 # The whole suite on real services: the local stack is started here (the fixtures would
 # start it too) so that its start-up shows in the log before the tests.
@@ -80,7 +80,7 @@ down:
 	$(STACK) down
 
 clean: down
-	rm -rf $(VENV) .cache
+	rm -rf $(VENV) .cache site
 
 # The contract documents: schemas/*.json in sync with worker/models.py, and
 # schemas/asyncapi.yaml valid per the AsyncAPI reference parser (@asyncapi/parser, pinned
