@@ -17,7 +17,7 @@ NEED_STACK = [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ] || [ -z "$${DATABASE_URL:-}"
 START_STACK = if $(NEED_STACK); then $(STACK) up >&2; fi;
 WITH_SERVICES = if $(NEED_STACK); then $(STACK) up >&2 && eval "$$($(STACK) env)"; fi;
 
-.PHONY: install services run migrate test test-unit lint format fuzz faults faults-long bench bench-store bench-decode bench-retention bench-reconcile bench-ingest bench-api schemas check-schemas down clean check-deploy
+.PHONY: install services run migrate test test-unit lint docs format fuzz faults faults-long bench bench-store bench-decode bench-retention bench-reconcile bench-ingest bench-api schemas check-schemas down clean check-deploy
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -39,17 +39,22 @@ run: install
 	@exec deploy/local/run
 
 lint: install
-	$(BIN)/ruff check worker tests bench
-	$(BIN)/ruff format --check worker tests bench
+	$(BIN)/ruff check worker tests bench tools/docs_links.py
+	$(BIN)/ruff format --check worker tests bench tools/docs_links.py
 	$(BIN)/mypy
 
+# The documentation site (mkdocs.yml) into site/: strict, so that a broken link or anchor,
+# or a page left out of the navigation, fails (make test runs it, and so CI).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 format: install
-	$(BIN)/ruff format worker tests bench
-	$(BIN)/ruff check --fix worker tests bench
+	$(BIN)/ruff format worker tests bench tools/docs_links.py
+	$(BIN)/ruff check --fix worker tests bench tools/docs_links.py
 
 # The whole suite on real services: the local stack is started here (the fixtures would
 # start it too) so that its start-up shows in the log before the tests.
-test: install lint check-schemas check-deploy
+test: install lint docs check-schemas check-deploy
 	@$(STACK) tools --test >/dev/null
 	@$(START_STACK) $(BIN)/pytest $(PYTEST_ARGS)
 
@@ -75,7 +80,7 @@ down:
 	$(STACK) down
 
 clean: down
-	rm -rf $(VENV) .cache
+	rm -rf $(VENV) .cache site
 
 # The contract documents: schemas/*.json in sync with worker/models.py, and
 # schemas/asyncapi.yaml valid per the AsyncAPI reference parser (@asyncapi/parser, pinned

@@ -1,29 +1,22 @@
-"""The README for a newcomer, kept true: its prerequisites are complete, its sample
-output is what ``outcomes`` prints, its layout map names every module, the Makefile
-decides local stack or given servers by one rule, and /healthz names what each command
-watches."""
+"""The README and the pages it leads to, kept true for a newcomer: the README's
+prerequisites are complete, its sample output is what ``outcomes`` prints, the layout
+page names every module, the Makefile decides local stack or given servers by one rule,
+the settings page names every secret and the observability page what /healthz watches."""
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
+from tests.helpers.docs import README, REPO, page, section
 from worker.health import COMMAND_PARTS
 from worker.settings import SECRET_FIELDS, env_name
 from worker.watch import describe
 
-REPO = Path(__file__).resolve().parents[2]
-README = (REPO / "README.md").read_text(encoding="utf-8")
 HEX = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 
 
-def _section(title: str) -> str:
-    start = README.index(f"\n## {title}\n")
-    return README[start : README.index("\n## ", start + 1)]
-
-
 def test_the_prerequisites_name_everything_make_test_needs() -> None:
-    needs = _section("Prerequisites")
+    needs = section(README, "Prerequisites")
     for what in (
         "Python 3.11",
         "Java 17",
@@ -43,7 +36,7 @@ def test_the_prerequisites_name_everything_make_test_needs() -> None:
 
 
 def test_the_sample_output_is_what_outcomes_prints() -> None:
-    sample = _section("Set up and run: two commands")
+    sample = section(README, "Set up and run: two commands")
     line = re.search(r"^200 created .*\(event ([0-9a-f-]+)\)$", sample, re.MULTILINE)
     assert line is not None, "no sample outcome line in the README"
     printed = describe(
@@ -60,13 +53,13 @@ def test_the_sample_output_is_what_outcomes_prints() -> None:
 
 
 def test_the_layout_comes_first_and_names_every_module() -> None:
-    assert README.index("\n## Layout\n") < README.index("\n## Guarantees\n")
-    layout = _section("Layout")
+    assert README.index("(docs/layout.md)") < README.index("\n## Guarantees\n")
+    layout = page("layout.md")
     modules = {
         p.stem for p in (REPO / "worker").glob("*.py") if p.stem not in {"__init__", "__main__"}
     }
     missing = {m for m in modules if f"`{m}`" not in layout}
-    assert not missing, f"the README's layout does not name worker/{missing}"
+    assert not missing, f"docs/layout.md does not name worker/{missing}"
 
 
 def test_the_makefile_has_one_rule_for_local_stack_or_given_servers() -> None:
@@ -76,16 +69,17 @@ def test_the_makefile_has_one_rule_for_local_stack_or_given_servers() -> None:
     assert "$(STACK) up" not in makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
 
 
-def test_the_secrets_the_readme_names_are_the_secret_settings() -> None:
-    sentence = re.search(r"Secrets \(([^)]*)\)", _section("Settings"))
+def test_the_secrets_the_settings_page_names_are_the_secret_settings() -> None:
+    sentence = re.search(r"Secrets \(([^)]*)\)", page("settings.md"))
     assert sentence is not None
     named = set(re.findall(r"`([A-Z_]+)`", sentence.group(1)))
     assert named == {env_name(field) for field in SECRET_FIELDS}
 
 
 def test_the_healthz_text_names_what_each_command_watches() -> None:
-    start = README.index("- `/healthz` — liveness")
-    text = README[start : README.index("\n- `/readyz`", start)]
+    observability = page("observability.md")
+    start = observability.index("- `/healthz` — liveness")
+    text = observability[start : observability.index("\n- `/readyz`", start)]
     for command, parts in COMMAND_PARTS.items():
         after = text.index(f"`{command}")
         for part in parts:
