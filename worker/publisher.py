@@ -128,9 +128,9 @@ async def publish(
     settings: Settings, events: list[dict[str, Any]], mode: Mode
 ) -> list[tuple[str, int, int]]:
     """Send the events, wait for every acknowledgement; (id, partition, offset) each."""
-    if await missing_topics(settings, [settings.input_topic]):
+    if await missing_topics(settings, [settings.topics.input_topic]):
         raise FatalError(
-            f"topic {settings.input_topic} does not exist: start the worker (it creates its "
+            f"topic {settings.topics.input_topic} does not exist: start the worker (it creates its "
             "topics) or create it, or set OCITAG_INPUT_TOPIC"
         )
     producer = AIOKafkaProducer(**client_options(settings), acks="all", enable_idempotence=True)
@@ -140,7 +140,7 @@ async def publish(
         for event in events:
             key, value, headers = to_record(event, mode)
             futures.append(
-                await producer.send(settings.input_topic, value, key=key, headers=headers)
+                await producer.send(settings.topics.input_topic, value, key=key, headers=headers)
             )
         results = []
         for event, future in zip(events, futures, strict=True):

@@ -57,13 +57,13 @@ async def watch(
     """Print outcomes until ``count`` were printed or none came for ``idle_timeout``
     seconds (forever if neither). Returns how many were printed."""
     readable = out.isatty() if as_json is None else not as_json
-    if await missing_topics(settings, [settings.outcome_topic]):
+    if await missing_topics(settings, [settings.topics.outcome_topic]):
         raise FatalError(
-            f"topic {settings.outcome_topic} does not exist: start the worker (it creates its "
-            "topics) or create it, or set OCITAG_OUTCOME_TOPIC"
+            f"topic {settings.topics.outcome_topic} does not exist: start the worker (it creates "
+            "its topics) or create it, or set OCITAG_OUTCOME_TOPIC"
         )
     consumer = AIOKafkaConsumer(
-        settings.outcome_topic,
+        settings.topics.outcome_topic,
         **client_options(settings),
         group_id=None,
         enable_auto_commit=False,

@@ -54,13 +54,13 @@ class ApiProcess:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         tokens = parse_tokens(
-            settings.api_tokens.get_secret_value() if settings.api_tokens else None
+            settings.api.api_tokens.get_secret_value() if settings.api.api_tokens else None
         )
         if not tokens.entries:
             log.warning("api_no_tokens", hint="OCITAG_API_TOKENS is empty: every call is 401")
         self.backends = Backends()
         self._api = Api(settings, tokens, self.backends, utc_now)
-        self._health = Health(settings.liveness_timeout_seconds, parts=COMMAND_PARTS["api"])
+        self._health = Health(settings.probes.liveness_timeout_seconds, parts=COMMAND_PARTS["api"])
         self._runner: web.AppRunner | None = None
         self._probes: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -77,11 +77,11 @@ class ApiProcess:
         log.info("api_starting", settings=s.masked(COMMAND_SETTINGS["api"]))
         self._runner = web.AppRunner(self._api.app(), access_log=None, shutdown_timeout=10)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, s.api_host, s.api_port)
+        site = web.TCPSite(self._runner, s.api.api_host, s.api.api_port)
         await site.start()
         self.port = self._runner.addresses[0][1]
-        if s.http_port:
-            self._probes = await serve(self._health, s.http_host, s.http_port, "api")
+        if s.probes.http_port:
+            self._probes = await serve(self._health, s.probes.http_host, s.probes.http_port, "api")
         self._health.readiness_probe = self._ready
         self._health.started()
         self._health.waiting(OUTCOME_LISTENER, "Kafka")  # until the listener runs
@@ -92,7 +92,7 @@ class ApiProcess:
         ]
         for task in self._tasks:
             task.add_done_callback(self._task_done)
-        log.info("api_listening", port=self.port, topic=s.input_topic)
+        log.info("api_listening", port=self.port, topic=s.topics.input_topic)
 
     async def _retry(
         self,
@@ -119,11 +119,11 @@ class ApiProcess:
 
         async def connect() -> None:
             pool = await open_pool(
-                s.dsn(),
-                s.db_pool_min_size,
-                s.db_pool_max_size,
-                s.db_command_timeout_seconds,
-                s.db_idle_in_transaction_timeout_seconds,
+                s.database.dsn(),
+                s.database.db_pool_min_size,
+                s.database.db_pool_max_size,
+                s.database.db_command_timeout_seconds,
+                s.database.db_idle_in_transaction_timeout_seconds,
             )
             try:
                 async with pool.acquire() as conn:
@@ -140,16 +140,16 @@ class ApiProcess:
         self.backends.reads = reads
         log.info("api_database_ready")
         while True:  # the Idempotency-Key times live as long as processed events do
-            await asyncio.sleep(s.prune_interval_seconds)
+            await asyncio.sleep(s.retention.prune_interval_seconds)
             with contextlib.suppress(Exception):
-                await reads.prune(s.processed_retention_seconds)
+                await reads.prune(s.retention.processed_retention_seconds)
 
     async def _connect_kafka(self) -> None:
         s = self._settings
 
         async def start_producer() -> None:
-            if s.create_topics:  # as the worker does: start order does not matter
-                await ensure_topics(s, [s.input_topic, s.outcome_topic])
+            if s.topics.create_topics:  # as the worker does: start order does not matter
+                await ensure_topics(s, [s.topics.input_topic, s.topics.outcome_topic])
             producer = Producer(s)
             try:
                 await producer.start()
@@ -174,7 +174,7 @@ class ApiProcess:
         await self._retry("Kafka outcome topic", start_listener, _kafka)
         assert self._listener is not None
         self.backends.publish = self._publish
-        log.info("api_kafka_ready", outcome_topic=s.outcome_topic)
+        log.info("api_kafka_ready", outcome_topic=s.topics.outcome_topic)
         await self._listener.run()
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:

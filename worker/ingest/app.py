@@ -50,12 +50,10 @@ def enabled_kinds(settings: Settings, oidc: OidcVerifier | None = None) -> dict[
     Pub/Sub token check, when configured."""
     enabled: dict[str, Enabled] = {}
     for kind in INGEST_KINDS:
-        secret = getattr(settings, f"ingest_{kind}_secret")
+        secret = settings.value(f"ingest_{kind}_secret")
         if secret is None:
             continue
         name = env_name(f"ingest_{kind}_secret")
-        if kind not in KINDS:
-            raise SettingsError(f"invalid setting {name}: this build does not serve '{kind}'")
         secrets = split_secrets(secret.get_secret_value())
         if not secrets:
             raise SettingsError(f"invalid setting {name}: holds no secret (comma-separated)")
@@ -86,8 +84,8 @@ class KafkaSink:
         retried by the one policy (worker.retry) for as long as it takes."""
 
         async def start() -> Producer:
-            if self._settings.create_topics:
-                await ensure_topics(self._settings, [self._settings.input_topic])
+            if self._settings.topics.create_topics:
+                await ensure_topics(self._settings, [self._settings.topics.input_topic])
             producer = Producer(self._settings)
             try:
                 await producer.start()
@@ -108,7 +106,8 @@ class KafkaSink:
             )
 
         backoff = Backoff(
-            self._settings.retry_backoff_initial_seconds, self._settings.retry_backoff_max_seconds
+            self._settings.lifecycle.retry_backoff_initial_seconds,
+            self._settings.lifecycle.retry_backoff_max_seconds,
         )
         # every failure is waited out, refusals included: ingest keeps answering (503)
         # and says why in the log, rather than stopping the receiver of every registry
@@ -142,20 +141,22 @@ class KafkaSink:
 
 def gar_oidc(settings: Settings, client: httpx.AsyncClient) -> OidcVerifier | None:
     """gar's Pub/Sub OIDC check, when OCITAG_INGEST_GAR_OIDC_AUDIENCE is set."""
-    if settings.ingest_gar_oidc_audience is None:
+    if settings.ingest.ingest_gar_oidc_audience is None:
         return None
-    policy = OidcPolicy(settings.ingest_gar_oidc_audience, settings.ingest_gar_oidc_email)
-    return OidcVerifier(policy, HttpKeySource(settings.ingest_gar_oidc_jwks_url, client))
+    policy = OidcPolicy(
+        settings.ingest.ingest_gar_oidc_audience, settings.ingest.ingest_gar_oidc_email
+    )
+    return OidcVerifier(policy, HttpKeySource(settings.ingest.ingest_gar_oidc_jwks_url, client))
 
 
 def limits(settings: Settings) -> Limits:
     return Limits(
-        topic=settings.input_topic,
-        max_body_bytes=settings.ingest_max_body_bytes,
-        read_timeout=settings.ingest_read_timeout_seconds,
-        deadline=settings.ingest_deadline_seconds,
-        retry_after=settings.ingest_retry_after_seconds,
-        problem_base_uri=settings.problem_base_uri,
+        topic=settings.topics.input_topic,
+        max_body_bytes=settings.ingest.ingest_max_body_bytes,
+        read_timeout=settings.ingest.ingest_read_timeout_seconds,
+        deadline=settings.ingest.ingest_deadline_seconds,
+        retry_after=settings.ingest.ingest_retry_after_seconds,
+        problem_base_uri=settings.contract.problem_base_uri,
     )
 
 
@@ -163,7 +164,7 @@ def resolver_for(settings: Settings) -> RegistryClient | None:
     """The registry client for digest look-ups, when a served kind needs one (Docker
     Hub and Quay payloads carry no digest)."""
     kinds = {f"ingest_{kind}_secret" for kind in NEEDS_RESOLVER}
-    if not any(getattr(settings, name) is not None for name in kinds):
+    if not any(settings.value(name) is not None for name in kinds):
         return None
     return RegistryClient.from_settings(settings)
 
@@ -183,7 +184,7 @@ async def run_ingest(
         install_signals(stop)
     log.info("starting", settings=settings.masked(COMMAND_SETTINGS["ingest"]), kinds=sorted(kinds))
     sink = KafkaSink(settings)
-    health = Health(settings.liveness_timeout_seconds, parts=COMMAND_PARTS["ingest"])
+    health = Health(settings.probes.liveness_timeout_seconds, parts=COMMAND_PARTS["ingest"])
 
     async def ready() -> Check:
         # Ready while serving, whatever Kafka's state: a sender must get the 503 with
@@ -192,23 +193,23 @@ async def run_ingest(
 
     health.readiness_probe = ready
     probes = (
-        await serve(health, settings.http_host, settings.http_port, "ingest")
-        if settings.http_port
+        await serve(health, settings.probes.http_host, settings.probes.http_port, "ingest")
+        if settings.probes.http_port
         else None
     )
     registry = resolver_for(settings)
     server = IngestServer(kinds, sink, registry or NoResolver(), limits(settings))
     runner = web.AppRunner(
-        server.app(), access_log=None, shutdown_timeout=settings.shutdown_grace_seconds
+        server.app(), access_log=None, shutdown_timeout=settings.lifecycle.shutdown_grace_seconds
     )
     await runner.setup()
     sink.start()
     # the event loop that answers deliveries keeps running tasks
     heartbeat = asyncio.create_task(health.heartbeat(HTTP), name="ingest-heartbeat")
     try:
-        await web.TCPSite(runner, settings.ingest_host, settings.ingest_port).start()
+        await web.TCPSite(runner, settings.ingest.ingest_host, settings.ingest.ingest_port).start()
         health.started()
-        log.info("running", port=settings.ingest_port, topic=settings.input_topic)
+        log.info("running", port=settings.ingest.ingest_port, topic=settings.topics.input_topic)
         await stop.wait()
     finally:
         heartbeat.cancel()

@@ -183,11 +183,11 @@ async def reconcile(
     ``stop`` is set, when given: then no signal handlers are installed)."""
     try:
         pool = await open_pool(
-            settings.dsn(),
+            settings.database.dsn(),
             1,
-            max(2, min(settings.db_pool_max_size, 4)),
-            settings.db_command_timeout_seconds,
-            settings.db_idle_in_transaction_timeout_seconds,
+            max(2, min(settings.database.db_pool_max_size, 4)),
+            settings.database.db_command_timeout_seconds,
+            settings.database.db_idle_in_transaction_timeout_seconds,
         )
     except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError) as exc:
         raise classify_db_error(
@@ -199,14 +199,14 @@ async def reconcile(
             sink: KafkaSink | None = None
             if not options.dry_run:
                 producer = await _start_producer(settings)
-                sink = KafkaSink(producer, settings.input_topic)
+                sink = KafkaSink(producer, settings.topics.input_topic)
             if options.interval is None:
                 summary = await Reconciler(
                     client,
                     PostgresLiveRecords(pool),
                     sink,
                     output,
-                    concurrency=settings.registry_concurrency,
+                    concurrency=settings.registry.registry_concurrency,
                 ).run(options)
                 return EXIT_PARTIAL if summary.failed_repositories else EXIT_OK
             await _every(
@@ -226,9 +226,9 @@ async def reconcile(
 
 
 async def _start_producer(settings: Settings) -> Producer:
-    if await missing_topics(settings, [settings.input_topic]):
+    if await missing_topics(settings, [settings.topics.input_topic]):
         raise FatalError(
-            f"topic {settings.input_topic} does not exist: start the worker (it creates its "
+            f"topic {settings.topics.input_topic} does not exist: start the worker (it creates its "
             "topics) or create it, or set OCITAG_INPUT_TOPIC"
         )
     producer = Producer(settings)
@@ -252,11 +252,12 @@ async def _every(
         install_signals(stop)
     # alive while runs keep finishing (or repositories keep completing)
     health = Health(
-        settings.liveness_timeout_seconds + 2 * options.interval, parts=COMMAND_PARTS["reconcile"]
+        settings.probes.liveness_timeout_seconds + 2 * options.interval,
+        parts=COMMAND_PARTS["reconcile"],
     )
     runner = (
-        await serve(health, settings.http_host, settings.http_port, "reconcile")
-        if settings.http_port
+        await serve(health, settings.probes.http_host, settings.probes.http_port, "reconcile")
+        if settings.probes.http_port
         else None
     )
     health.started()
@@ -265,7 +266,7 @@ async def _every(
         PostgresLiveRecords(pool),
         sink,
         output,
-        concurrency=settings.registry_concurrency,
+        concurrency=settings.registry.registry_concurrency,
         on_repository=lambda: health.beat(RECONCILE),
     )
     try:
