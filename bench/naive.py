@@ -41,20 +41,20 @@ def settings_for(kafka: str, database_url: str, topics: Topics, group: str) -> S
 async def run_naive(settings: Settings, count: int) -> dict[str, Any]:
     """Process the first ``count`` records of the input topic one by one; events/s from
     the first record fetched to the last offset committed."""
-    ctx = OutcomeContext(settings.worker_source, settings.problem_base_uri)
+    ctx = OutcomeContext(settings.contract.worker_source, settings.contract.problem_base_uri)
     pool = await open_pool(
-        settings.dsn(),
-        settings.db_pool_min_size,
-        settings.db_pool_max_size,
-        settings.db_command_timeout_seconds,
-        settings.db_idle_in_transaction_timeout_seconds,
+        settings.database.dsn(),
+        settings.database.db_pool_min_size,
+        settings.database.db_pool_max_size,
+        settings.database.db_command_timeout_seconds,
+        settings.database.db_idle_in_transaction_timeout_seconds,
     )
     store = Store(pool, ctx)
     producer = new_producer(settings)
     consumer = AIOKafkaConsumer(
-        settings.input_topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=settings.group_id,
+        settings.topics.input_topic,
+        bootstrap_servers=settings.kafka.kafka_bootstrap_servers,
+        group_id=settings.kafka.group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
@@ -69,16 +69,22 @@ async def run_naive(settings: Settings, count: int) -> dict[str, Any]:
             if n == 0:
                 started = time.perf_counter()
             raw = to_raw(record)
-            event = decode(raw, settings.max_event_bytes)
+            event = decode(raw, settings.contract.max_event_bytes)
             if isinstance(event, Undecodable):
                 outcome = undecodable_outcome(ctx, raw, event)
                 await producer.send_and_wait(
-                    settings.dlq_topic, raw.value or b"", key=raw.key, headers=list(raw.headers)
+                    settings.topics.dlq_topic,
+                    raw.value or b"",
+                    key=raw.key,
+                    headers=list(raw.headers),
                 )
             else:
                 (outcome,) = await store.apply([Item(raw, event)], datetime.now(UTC))
             await producer.send_and_wait(
-                settings.outcome_topic, outcome.value, key=outcome.key, headers=outcome.headers
+                settings.topics.outcome_topic,
+                outcome.value,
+                key=outcome.key,
+                headers=outcome.headers,
             )
             await consumer.commit({TopicPartition(raw.topic, raw.partition): raw.offset + 1})
             statuses[outcome.status] = statuses.get(outcome.status, 0) + 1

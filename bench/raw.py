@@ -34,15 +34,15 @@ async def kafka_passthrough(settings: Settings, count: int, batch: int = 500) ->
     """(a): events/s from the first non-empty fetch to the commit of the ``count``-th."""
     producer = new_producer(settings)
     consumer = AIOKafkaConsumer(
-        settings.input_topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=settings.group_id,
+        settings.topics.input_topic,
+        bootstrap_servers=settings.kafka.kafka_bootstrap_servers,
+        group_id=settings.kafka.group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
         max_poll_records=batch,
-        fetch_max_bytes=settings.fetch_max_bytes,
-        max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
+        fetch_max_bytes=settings.consumer.fetch_max_bytes,
+        max_partition_fetch_bytes=settings.consumer.max_partition_fetch_bytes,
     )
     await producer.start()
     await consumer.start()
@@ -57,7 +57,7 @@ async def kafka_passthrough(settings: Settings, count: int, batch: int = 500) ->
                 started = time.perf_counter()
             futures = [
                 await producer.send(
-                    settings.outcome_topic, r.value, key=r.key, headers=list(r.headers)
+                    settings.topics.outcome_topic, r.value, key=r.key, headers=list(r.headers)
                 )
                 for records in fetched.values()
                 for r in records
@@ -102,13 +102,13 @@ async def store_batched(
 ) -> dict[str, Any]:
     """(b): events/s of ``Store.apply`` over all the batches; ``events`` counts every
     input record of the slice (undecodable ones included, as for the worker)."""
-    ctx = OutcomeContext(settings.worker_source, settings.problem_base_uri)
+    ctx = OutcomeContext(settings.contract.worker_source, settings.contract.problem_base_uri)
     pool = await open_pool(
-        settings.dsn(),
-        settings.db_pool_min_size,
-        settings.db_pool_max_size,
-        settings.db_command_timeout_seconds,
-        settings.db_idle_in_transaction_timeout_seconds,
+        settings.database.dsn(),
+        settings.database.db_pool_min_size,
+        settings.database.db_pool_max_size,
+        settings.database.db_command_timeout_seconds,
+        settings.database.db_idle_in_transaction_timeout_seconds,
     )
     store = Store(pool, ctx)
     statuses: dict[int, int] = defaultdict(int)

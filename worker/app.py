@@ -47,15 +47,17 @@ async def _prune_loop(pool: asyncpg.Pool, store: Store, settings: Settings) -> N
     (worker/partitions.py), and delete tombstones past retention in small batches,
     forever."""
     while True:
-        await asyncio.sleep(settings.prune_interval_seconds)
+        await asyncio.sleep(settings.retention.prune_interval_seconds)
         try:
             done = await partitions.maintain(
                 pool,
-                retention_seconds=settings.processed_retention_seconds,
-                partition_seconds=settings.processed_partition_seconds,
+                retention_seconds=settings.retention.processed_retention_seconds,
+                partition_seconds=settings.retention.processed_partition_seconds,
             )
             metrics.PRUNED.inc(done.dropped_records)
-            tombstones = await store.prune_tombstones(settings.tombstone_retention_seconds)
+            tombstones = await store.prune_tombstones(
+                settings.retention.tombstone_retention_seconds
+            )
             metrics.TOMBSTONES_PRUNED.inc(tombstones)
             if done.rotated_to is not None or done.dropped or tombstones:
                 log.info(
@@ -100,7 +102,7 @@ async def run(
     settings: Settings, stop: asyncio.Event | None = None, *, handle_signals: bool = True
 ) -> None:
     """Run the worker until SIGTERM/SIGINT (or ``stop``); raises FatalError."""
-    health = Health(settings.liveness_timeout_seconds, parts=COMMAND_PARTS["run"])
+    health = Health(settings.probes.liveness_timeout_seconds, parts=COMMAND_PARTS["run"])
     async with Lifecycle(stop, handle_signals=handle_signals) as process:
         await process.probes(settings, health, "run")
         try:
@@ -111,7 +113,7 @@ async def run(
 
 async def _run(settings: Settings, process: Lifecycle, health: Health) -> None:
     log.info("starting", settings=settings.masked(COMMAND_SETTINGS["run"]))
-    stop, timeout = process.stop, settings.startup_timeout_seconds
+    stop, timeout = process.stop, settings.lifecycle.startup_timeout_seconds
     async with Lifecycle(stop, handle_signals=False) as opened:  # closed before "stopped"
         pool = await opened.pool(create_pool(settings, "worker", stop, give_up_after=timeout))
         reachability.POSTGRESQL.succeeded()
@@ -122,7 +124,11 @@ async def _run(settings: Settings, process: Lifecycle, health: Health) -> None:
         async def kafka(attempt: Callable[[], Awaitable[object]]) -> None:
             await wait_for_service(KAFKA, attempt, stop=stop, give_up_after=timeout)
 
-        topics = [settings.input_topic, settings.outcome_topic, settings.dlq_topic]
+        topics = [
+            settings.topics.input_topic,
+            settings.topics.outcome_topic,
+            settings.topics.dlq_topic,
+        ]
         await kafka(lambda: check_connection(settings))
         await kafka(lambda: ensure_topics(settings, topics))
         producer = Producer(settings, component="the worker", action=PUBLISHING_OUTCOMES)
@@ -138,12 +144,12 @@ async def _dead_letters(settings: Settings, producer: Producer) -> DeadLetters:
     again whenever the broker refuses one as too large)."""
 
     async def read_limit() -> int | None:
-        return await max_message_bytes(settings, settings.dlq_topic)
+        return await max_message_bytes(settings, settings.topics.dlq_topic)
 
     limit = await read_limit()
-    log.info("dead_letter_limit", topic=settings.dlq_topic, max_message_bytes=limit)
+    log.info("dead_letter_limit", topic=settings.topics.dlq_topic, max_message_bytes=limit)
     fallback = min(DEFAULT_MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES)
-    return DeadLetters(producer, settings.dlq_topic, limit or fallback, read_limit)
+    return DeadLetters(producer, settings.topics.dlq_topic, limit or fallback, read_limit)
 
 
 async def _consume(
@@ -157,36 +163,40 @@ async def _consume(
 ) -> None:
     consumer = AIOKafkaConsumer(
         **client_options(settings),
-        group_id=settings.group_id,
+        group_id=settings.kafka.group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
-        max_poll_records=settings.max_batch_records,
-        fetch_max_bytes=settings.fetch_max_bytes,
-        fetch_max_wait_ms=settings.fetch_max_wait_ms,
-        max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
-        session_timeout_ms=settings.session_timeout_ms,
-        heartbeat_interval_ms=settings.heartbeat_interval_ms,
-        max_poll_interval_ms=settings.max_poll_interval_ms,
-        client_id=f"{settings.group_id}-input",
+        max_poll_records=settings.consumer.max_batch_records,
+        fetch_max_bytes=settings.consumer.fetch_max_bytes,
+        fetch_max_wait_ms=settings.consumer.fetch_max_wait_ms,
+        max_partition_fetch_bytes=settings.consumer.max_partition_fetch_bytes,
+        session_timeout_ms=settings.consumer.session_timeout_ms,
+        heartbeat_interval_ms=settings.consumer.heartbeat_interval_ms,
+        max_poll_interval_ms=settings.consumer.max_poll_interval_ms,
+        client_id=f"{settings.kafka.group_id}-input",
     )
     opened.on_exit(consumer.stop)
-    store = Store(pool, OutcomeContext(settings.worker_source, settings.problem_base_uri))
+    store = Store(
+        pool, OutcomeContext(settings.contract.worker_source, settings.contract.problem_base_uri)
+    )
     opened.on_exit(store.close)  # before the pool closes
     runner = BatchRunner(
         settings, consumer, producer, store, await _dead_letters(settings, producer)
     )
     raw = RawFetcher(settings, client_options(settings))
-    unreadable = Unreadable(consumer, raw, settings.input_topic, settings.max_batch_records)
+    unreadable = Unreadable(
+        consumer, raw, settings.topics.input_topic, settings.consumer.max_batch_records
+    )
     pipeline = Pipeline(settings, consumer, runner, unreadable, health)
 
     await kafka(consumer.start)
-    consumer.subscribe([settings.input_topic], listener=pipeline)
+    consumer.subscribe([settings.topics.input_topic], listener=pipeline)
     health.readiness_probe = _readiness(consumer, store, producer)
     health.started()
     runtime.watch_gc()
-    if settings.gc_tuning:
+    if settings.process.gc_tuning:
         runtime.tune_gc()
     opened.task(_prune_loop(pool, store, settings), name="prune")
-    log.info("running", topic=settings.input_topic, group_id=settings.group_id)
+    log.info("running", topic=settings.topics.input_topic, group_id=settings.kafka.group_id)
     await pipeline.run(opened.stop)

@@ -98,8 +98,10 @@ class BatchRunner:
         self._producer = producer
         self._store = store
         self._dead_letters = dead_letters
-        self._ctx = OutcomeContext(settings.worker_source, settings.problem_base_uri)
-        self._log_events = settings.log_level in {"debug", "info"}
+        self._ctx = OutcomeContext(
+            settings.contract.worker_source, settings.contract.problem_base_uri
+        )
+        self._log_events = settings.process.log_level in {"debug", "info"}
 
     async def run(self, batch: Batch) -> None:
         """Process and publish ``batch``; raises GiveUpError, FatalError or a bug."""
@@ -107,7 +109,7 @@ class BatchRunner:
         oldest = min((r.timestamp_ms for r in batch.records if r.timestamp_ms > 0), default=None)
         if oldest is not None:
             _STAGE_FETCH.observe(max(0.0, batch.fetched_wall - oldest / 1000))
-        decoded = [decode(r, self._settings.max_event_bytes) for r in batch.records]
+        decoded = [decode(r, self._settings.contract.max_event_bytes) for r in batch.records]
         _STAGE_DECODE.observe(time.monotonic() - started)
         outcomes = await self._retrying(batch, lambda: self._apply_and_publish(batch, decoded))
         batch.published = True
@@ -148,7 +150,7 @@ class BatchRunner:
                 outcome = next(applied)
             outcomes.append(outcome)
         await self._dead_letters.send(rejected)
-        topic = self._settings.outcome_topic
+        topic = self._settings.topics.outcome_topic
         await self._producer.send_all([Message(topic, o.key, o.value, o.headers) for o in outcomes])
         _STAGE_PRODUCE.observe(time.monotonic() - applied_at)
         return outcomes
@@ -196,7 +198,8 @@ class BatchRunner:
                 await asyncio.wait_for(batch.give_up.wait(), timeout=delay)
 
         backoff = Backoff(
-            self._settings.retry_backoff_initial_seconds, self._settings.retry_backoff_max_seconds
+            self._settings.lifecycle.retry_backoff_initial_seconds,
+            self._settings.lifecycle.retry_backoff_max_seconds,
         )
         result = await retrying(attempt, backoff, wait=wait, on_retry=report)
         batch.retrying = False

@@ -24,8 +24,11 @@ from worker.errors import FatalError, SettingsError, WorkerError
 from worker.settings import (
     COMMAND_SETTINGS,
     MASK,
+    RENAMED,
     SECRET_FIELDS,
+    Renamed,
     Settings,
+    env_flag,
     env_name,
     flag_name,
     load_settings,
@@ -40,10 +43,11 @@ class UsageError(Exception):
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser, command: str) -> None:
-    """The flags of the settings ``command`` uses, in ``Settings``' order."""
+    """The flags of the settings ``command`` uses, in ``Settings``' order (by group);
+    a renamed setting's old flag still works, unlisted."""
     group = parser.add_argument_group("settings (each also an environment variable)")
     used = COMMAND_SETTINGS[command]
-    for name, field in Settings.model_fields.items():
+    for name, field in Settings.FIELDS.items():
         if name not in used:
             continue
         default = field.default
@@ -54,6 +58,9 @@ def _add_setting_flags(parser: argparse.ArgumentParser, command: str) -> None:
             metavar="VALUE",
             help=f"{env_name(name)}: {field.description} (default: {shown})",
         )
+    for old, name in RENAMED.items():
+        if name in used:
+            group.add_argument(env_flag(old), dest=f"renamed_{name}", help=argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,27 +152,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {
+def _overrides(args: argparse.Namespace) -> tuple[dict[str, Any], list[Renamed]]:
+    """The settings given as flags, and the old flags used (the new one wins)."""
+    given = vars(args)
+    values = {
         key.removeprefix("setting_"): value
-        for key, value in vars(args).items()
+        for key, value in given.items()
         if key.startswith("setting_") and value is not None
     }
+    renamed: list[Renamed] = []
+    for old, name in RENAMED.items():
+        value = given.get(f"renamed_{name}")
+        if value is not None:
+            renamed.append(Renamed(env_flag(old), flag_name(name)))
+            values.setdefault(name, value)
+    return values, renamed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    flags, renamed_flags = _overrides(args)
     try:
-        settings = load_settings(_overrides(args))
+        settings = load_settings(flags)
     except SettingsError as exc:
         print(f"ocitag-worker: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    logs.configure(settings.log_level, settings.log_format)
-    if settings.log_level == "debug":  # every setting; each start-up line has its own only
-        structlog.get_logger("worker").debug("settings", settings=settings.masked())
+    logs.configure(settings.process.log_level, settings.process.log_format)
+    log = structlog.get_logger("worker")
+    for renamed in (*settings.renamed, *renamed_flags):
+        log.warning("setting_renamed", old=renamed.old, new=renamed.new, hint=renamed.warning())
+    if settings.process.log_level == "debug":  # every setting; each start-up line has its own
+        log.debug("settings", settings=settings.masked())
     try:
-        with asyncio.Runner(loop_factory=runtime.loop_factory(settings.event_loop)) as runner:
+        with asyncio.Runner(
+            loop_factory=runtime.loop_factory(settings.process.event_loop)
+        ) as runner:
             return runner.run(_dispatch(args, settings))
     except (SettingsError, UsageError) as exc:  # SettingsError: ingest's kinds, at start
         print(f"ocitag-worker: {exc}", file=sys.stderr)
@@ -224,7 +246,9 @@ async def _migrate(settings: Settings) -> int:
     from worker.migrate import migrate  # noqa: PLC0415
     from worker.startup import create_pool  # noqa: PLC0415
 
-    pool = await create_pool(settings, "migration", give_up_after=settings.startup_timeout_seconds)
+    pool = await create_pool(
+        settings, "migration", give_up_after=settings.lifecycle.startup_timeout_seconds
+    )
     try:
         async with pool.acquire() as conn:
             done = await migrate(conn)
@@ -266,7 +290,7 @@ async def _publish(args: argparse.Namespace, settings: Settings) -> int:
     except (ValueError, OSError) as exc:  # a bad OCITag ID, file or JSON
         raise UsageError(str(exc)) from exc
     for event_id, partition, offset in await publish(settings, events, args.mode):
-        print(f"published {event_id} to {settings.input_topic}[{partition}]@{offset}")
+        print(f"published {event_id} to {settings.topics.input_topic}[{partition}]@{offset}")
     return 0
 
 

@@ -177,28 +177,34 @@ def metadata_refresh_failed(cluster: Any) -> bool:
 def client_options(settings: Settings) -> dict[str, Any]:
     """Connection and security options shared by consumer, producer and admin client."""
     options: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap_servers,
-        "security_protocol": settings.kafka_security_protocol,
+        "bootstrap_servers": settings.kafka.kafka_bootstrap_servers,
+        "security_protocol": settings.kafka.kafka_security_protocol,
     }
-    if settings.kafka_security_protocol in {"SSL", "SASL_SSL"}:
+    if settings.kafka.kafka_security_protocol in {"SSL", "SASL_SSL"}:
         context = create_ssl_context(
-            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None,
-            certfile=str(settings.kafka_ssl_certfile) if settings.kafka_ssl_certfile else None,
-            keyfile=str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+            cafile=str(settings.kafka.kafka_ssl_cafile)
+            if settings.kafka.kafka_ssl_cafile
+            else None,
+            certfile=str(settings.kafka.kafka_ssl_certfile)
+            if settings.kafka.kafka_ssl_certfile
+            else None,
+            keyfile=str(settings.kafka.kafka_ssl_keyfile)
+            if settings.kafka.kafka_ssl_keyfile
+            else None,
             password=(
-                settings.kafka_ssl_key_password.get_secret_value()
-                if settings.kafka_ssl_key_password
+                settings.kafka.kafka_ssl_key_password.get_secret_value()
+                if settings.kafka.kafka_ssl_key_password
                 else None
             ),
         )
-        context.check_hostname = settings.kafka_ssl_check_hostname
+        context.check_hostname = settings.kafka.kafka_ssl_check_hostname
         options["ssl_context"] = context
-    if settings.kafka_security_protocol.startswith("SASL"):
-        assert settings.kafka_sasl_password is not None  # checked by Settings
+    if settings.kafka.kafka_security_protocol.startswith("SASL"):
+        assert settings.kafka.kafka_sasl_password is not None  # checked by Settings
         options.update(
-            sasl_mechanism=settings.kafka_sasl_mechanism,
-            sasl_plain_username=settings.kafka_sasl_username,
-            sasl_plain_password=settings.kafka_sasl_password.get_secret_value(),
+            sasl_mechanism=settings.kafka.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka.kafka_sasl_username,
+            sasl_plain_password=settings.kafka.kafka_sasl_password.get_secret_value(),
         )
     return options
 
@@ -241,14 +247,14 @@ async def check_connection(settings: Settings) -> None:
     would be retried until the start-up timeout: this tells the two apart."""
     options = client_options(settings)
     last: BaseException | None = None
-    for server in settings.kafka_bootstrap_servers.split(","):
+    for server in settings.kafka.kafka_bootstrap_servers.split(","):
         host, _, port = server.strip().rpartition(":")
         try:
             conn = await create_conn(
                 host.strip("[]"),
                 int(port),
                 ssl_context=options.get("ssl_context"),
-                security_protocol=settings.kafka_security_protocol,
+                security_protocol=settings.kafka.kafka_security_protocol,
                 sasl_mechanism=options.get("sasl_mechanism", "PLAIN"),
                 sasl_plain_username=options.get("sasl_plain_username"),
                 sasl_plain_password=options.get("sasl_plain_password"),
@@ -278,7 +284,7 @@ async def missing_topics(settings: Settings, names: Sequence[str]) -> list[str]:
 async def require_topics(settings: Settings, fields: Sequence[str]) -> None:
     """FatalError naming the first topic setting (``input_topic``, ``outcome_topic``)
     whose topic the cluster lacks: for commands that never create topics."""
-    names = {getattr(settings, field): field for field in fields}
+    names = {settings.value(field): field for field in fields}
     missing = await missing_topics(settings, list(names))
     if missing:
         raise FatalError(
@@ -297,18 +303,18 @@ async def ensure_topics(settings: Settings, names: Sequence[str]) -> list[str]:
         missing = [name for name in names if name not in existing]
         if not missing:
             return []
-        if not settings.create_topics:
+        if not settings.topics.create_topics:
             raise FatalError(
                 f"topic {missing[0]} does not exist and OCITAG_CREATE_TOPICS is off: create "
                 "it, or point the topic setting at an existing one"
             )
-        replication = settings.topic_replication_factor
+        replication = settings.topics.topic_replication_factor
         if replication < 1:
             # "the cluster's choice": three copies, or as many as there are brokers
             brokers = (await admin.describe_cluster()).get("brokers") or [None]
             replication = min(3, len(brokers))
         response = await admin.create_topics(
-            [NewTopic(name, settings.topic_partitions, replication) for name in missing]
+            [NewTopic(name, settings.topics.topic_partitions, replication) for name in missing]
         )
         for topic, code, *rest in response.topic_errors:
             if code not in (0, _TOPIC_ALREADY_EXISTS):
@@ -318,7 +324,7 @@ async def ensure_topics(settings: Settings, names: Sequence[str]) -> list[str]:
         log.info(
             "topics_created",
             topics=missing,
-            partitions=settings.topic_partitions,
+            partitions=settings.topics.topic_partitions,
             replication_factor=replication,
         )
         return missing
@@ -355,8 +361,8 @@ def new_producer(settings: Settings) -> AIOKafkaProducer:
         enable_idempotence=True,
         linger_ms=2,
         max_batch_size=262_144,
-        request_timeout_ms=settings.kafka_request_timeout_ms,
-        client_id=f"{settings.group_id}-outcomes",
+        request_timeout_ms=settings.kafka.kafka_request_timeout_ms,
+        client_id=f"{settings.kafka.group_id}-outcomes",
     )
 
 

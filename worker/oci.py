@@ -319,16 +319,18 @@ class RegistryClient:
     ) -> RegistryClient:
         """The client the settings describe (endpoints, config.json, TLS, limits)."""
         auths: dict[str, Credentials] = {}
-        if settings.registry_docker_config is not None:
-            auths = parse_docker_config(settings.registry_docker_config.read_text("utf-8"))
+        if settings.registry.registry_docker_config is not None:
+            auths = parse_docker_config(settings.registry.registry_docker_config.read_text("utf-8"))
         return cls(
-            settings.registry_endpoints,
+            settings.registry.endpoints,
             docker_auths=auths,
-            verify=tls_verify(settings.registry_tls_verify, settings.registry_ca_file),
-            timeout=settings.registry_timeout_seconds,
-            concurrency=settings.registry_concurrency,
-            page_size=settings.registry_page_size,
-            rate_limit_retries=settings.registry_rate_limit_retries,
+            verify=tls_verify(
+                settings.registry.registry_tls_verify, settings.registry.registry_ca_file
+            ),
+            timeout=settings.registry.registry_timeout_seconds,
+            concurrency=settings.registry.registry_concurrency,
+            page_size=settings.registry.registry_page_size,
+            rate_limit_retries=settings.registry.registry_rate_limit_retries,
             transport=transport,
         )
 
@@ -463,7 +465,7 @@ class RegistryClient:
         if status in {401, 403}:
             raise RegistryAuthError(
                 f"{where}: {status} (check the credentials for {host}: "
-                "OCITAG_INGEST_REGISTRY_ENDPOINTS or OCITAG_REGISTRY_DOCKER_CONFIG)"
+                "OCITAG_REGISTRY_ENDPOINTS or OCITAG_REGISTRY_DOCKER_CONFIG)"
             )
         if status >= 500:
             raise RegistryUnavailableError(f"{where}: {status}")

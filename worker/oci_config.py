@@ -1,9 +1,9 @@
 """Where each registry host is reached and with which credentials. Pure functions.
 
-``OCITAG_INGEST_REGISTRY_ENDPOINTS`` is a comma-separated list of ``host=url``; the URL
+``OCITAG_REGISTRY_ENDPOINTS`` is a comma-separated list of ``host=url``; the URL
 may carry credentials as its user-info, percent-encoded
 (``docker.io=https://robot%24ci:s3cret@mirror.example.com``). It is a secret setting
-(``OCITAG_INGEST_REGISTRY_ENDPOINTS_FILE`` works too) and is never logged. A host not
+(``OCITAG_REGISTRY_ENDPOINTS_FILE`` works too) and is never logged. A host not
 listed is reached at ``https://<host>`` (Docker Hub at ``https://registry-1.docker.io``).
 Credentials for a host without them in its URL come from a Docker ``config.json``
 (``auths`` entries, as ``docker login`` writes them and as Kubernetes mounts a
@@ -49,7 +49,7 @@ class Endpoint:
 
 @dataclass(frozen=True, slots=True)
 class RegistryEndpoints:
-    """The parsed ``OCITAG_INGEST_REGISTRY_ENDPOINTS``: host → endpoint."""
+    """The parsed ``OCITAG_REGISTRY_ENDPOINTS``: host → endpoint."""
 
     entries: tuple[Endpoint, ...] = ()
 

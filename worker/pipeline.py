@@ -65,7 +65,10 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         self._batches: dict[TopicPartition, Batch] = {}
         self._committer = Committer(
             consumer,
-            Backoff(settings.retry_backoff_initial_seconds, settings.retry_backoff_max_seconds),
+            Backoff(
+                settings.lifecycle.retry_backoff_initial_seconds,
+                settings.lifecycle.retry_backoff_max_seconds,
+            ),
             on_fatal=self._set_fatal,
         )
         # the offset after the last record handed to a batch, per partition: where the
@@ -79,7 +82,8 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         # until this worker commits its own (never a floor for what it commits)
         self._group_committed: dict[TopicPartition, int] = {}
         self._fetch_backoff = Backoff(
-            settings.retry_backoff_initial_seconds, settings.retry_backoff_max_seconds
+            settings.lifecycle.retry_backoff_initial_seconds,
+            settings.lifecycle.retry_backoff_max_seconds,
         )
 
     # ---- the poll loop
@@ -106,7 +110,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
                 )
         finally:
             try:
-                await self.drain(self._settings.shutdown_grace_seconds)
+                await self.drain(self._settings.lifecycle.shutdown_grace_seconds)
             finally:
                 committer.remove_done_callback(self._committer_ended)
                 committer.cancel()
@@ -132,8 +136,8 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         worker; any other failure is a record the client cannot read."""
         try:
             fetched = await self._consumer.getmany(
-                timeout_ms=self._settings.poll_timeout_ms,
-                max_records=self._settings.max_batch_records,
+                timeout_ms=self._settings.consumer.poll_timeout_ms,
+                max_records=self._settings.consumer.max_batch_records,
             )
             self._fetch_backoff.reset()
             return fetched
@@ -165,7 +169,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def _full(self) -> bool:
         in_flight = sum(len(b.records) for b in self._batches.values())
-        return in_flight >= self._settings.max_in_flight_records
+        return in_flight >= self._settings.consumer.max_in_flight_records
 
     def _start(
         self, tp: TopicPartition, records: list[RawRecord], recovered: RawRecord | None = None
@@ -225,7 +229,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             return
         batches = [self._batches[tp] for tp in revoked if tp in self._batches]
         finished, given_up = await self._finish_and_commit(
-            batches, revoked, self._settings.shutdown_grace_seconds
+            batches, revoked, self._settings.lifecycle.shutdown_grace_seconds
         )
         for tp in revoked:
             if tp in self._committer.committed or tp in self._group_committed:

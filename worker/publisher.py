@@ -63,7 +63,7 @@ async def publish(
         for event in events:
             key, value, headers = to_record(event, mode)
             futures.append(
-                await producer.send(settings.input_topic, value, key=key, headers=headers)
+                await producer.send(settings.topics.input_topic, value, key=key, headers=headers)
             )
         results = []
         for event, future in zip(events, futures, strict=True):

@@ -134,7 +134,7 @@ class RawFetcher:
         fetched or read (the dead letter then keeps only where it was and why)."""
         client = AIOKafkaClient(
             **self._options,
-            client_id=f"{self._settings.group_id}-raw",
+            client_id=f"{self._settings.kafka.group_id}-raw",
             request_timeout_ms=READ_TIMEOUT_MS,
         )
         try:
@@ -157,9 +157,14 @@ class RawFetcher:
         request = FetchRequest(
             0,
             1,
-            self._settings.max_partition_fetch_bytes,
+            self._settings.consumer.max_partition_fetch_bytes,
             _READ_COMMITTED,
-            [(tp.topic, [(tp.partition, offset, self._settings.max_partition_fetch_bytes)])],
+            [
+                (
+                    tp.topic,
+                    [(tp.partition, offset, self._settings.consumer.max_partition_fetch_bytes)],
+                )
+            ],
         )
         response = await client.send(leader, request)
         for _, partitions in response.topics:

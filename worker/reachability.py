@@ -126,7 +126,7 @@ def probe_services(settings: Settings) -> None:
     itself: asyncpg's pool reconnects without a word, and an idle Kafka client does not
     try."""
     KAFKA.probe_with(lambda: check_connection(settings))
-    POSTGRESQL.probe_with(lambda: ping(settings.dsn()))
+    POSTGRESQL.probe_with(lambda: ping(settings.database.dsn()))
 
 
 def of(service: str) -> Dependency:

@@ -1,4 +1,4 @@
-"""The one settings object: read once at start, frozen, typed.
+"""The one settings object: read once at start, frozen, typed, grouped by concern.
 
 Every setting comes from an environment variable (the names of the contract,
 docs/contract.md "Interfaces") and has a command-line flag of the same name on the
@@ -7,12 +7,17 @@ Secrets may also come from a file named by ``<NAME>_FILE`` (how container platfo
 mount them). An invalid value fails start-up with one line naming the variable, the
 flag and the rule.
 
-``Settings`` is a plain frozen pydantic model rather than pydantic-settings'
-``BaseSettings``: the variable names are not one prefix plus the field name, secrets have
-``_FILE`` variants, and the environment must be an argument (tests pass their own), none
-of which that class's sources do without a custom source and a module-level slot.
-Building ``Settings`` always reads an environment, so a default-only object cannot be
-made by mistake.
+``Settings`` holds one frozen sub-model per concern (``settings.kafka``,
+``settings.database``, ``settings.ingest``, …); a field keeps its flat name inside its
+group (``settings.topics.input_topic``), so that its environment variable and flag are
+derived from that name alone and ``load_settings`` takes flat names as before.
+
+These are plain frozen pydantic models rather than pydantic-settings' ``BaseSettings``:
+the variable names are not one prefix plus the field name, secrets have ``_FILE``
+variants, a renamed variable keeps its old name with a warning, and the environment must
+be an argument (tests pass their own), none of which that class's sources do without a
+custom source and a module-level slot. Building ``Settings`` always reads an
+environment, so a default-only object cannot be made by mistake.
 """
 
 from __future__ import annotations
@@ -22,18 +27,21 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
 from worker.errors import SettingsError
 from worker.models import rule_message
@@ -45,34 +53,6 @@ LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 EventLoop = Literal["uvloop", "asyncio"]
 
-#: the registry kinds ingest serves (docs/contract.md "Ingest"), each enabled by its secret
-INGEST_KINDS = (
-    "distribution",
-    "harbor",
-    "dockerhub",
-    "github",
-    "ecr",
-    "gar",
-    "acr",
-    "quay",
-    "artifactory",
-    "zot",
-    "cloudevents",
-)
-# The secrets, the one list: each may come from a file (``<NAME>_FILE``), and none is
-# ever logged or echoed in an error (masked() and load_settings use this list).
-SECRET_FIELDS = frozenset(
-    {
-        "database_url",
-        "db_password",
-        "kafka_sasl_password",
-        "kafka_ssl_key_password",
-        "ingest_registry_endpoints",
-        # --- api
-        "api_tokens",
-    }
-    | {f"ingest_{kind}_secret" for kind in INGEST_KINDS}
-)
 MASK = "****"
 
 
@@ -86,46 +66,115 @@ def env_name(field: str) -> str:
 
 def flag_name(field: str) -> str:
     """The command-line flag of a field: ``--input-topic`` for ``OCITAG_INPUT_TOPIC``."""
-    return "--" + env_name(field).lower().removeprefix("ocitag_").replace("_", "-")
+    return env_flag(env_name(field))
 
 
-def _from_environment(fields: Mapping[str, object], environ: Mapping[str, str]) -> dict[str, Any]:
-    """The fields set in ``environ``: ``NAME``, or for secrets ``NAME_FILE``."""
-    values: dict[str, Any] = {}
-    for field in fields:
-        name = env_name(field)
-        file_var = name + "_FILE"
-        if name in environ:
-            values[field] = environ[name]
-        elif field in SECRET_FIELDS and file_var in environ:
-            path = Path(environ[file_var])
-            try:
-                values[field] = path.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise SettingsError(
-                    f"invalid setting {file_var}: cannot read {path}: {exc.strerror}"
-                ) from exc
-    return values
+def env_flag(name: str) -> str:
+    """The command-line flag of an environment variable."""
+    return "--" + name.lower().removeprefix("ocitag_").replace("_", "-")
 
 
-class Settings(BaseModel):
-    """Everything the worker can be told. Defaults suit a local single-node setup.
+#: renamed settings, old environment variable → the field: the old name still works
+#: (its ``_FILE`` and flag too), with a warning naming both at start-up
+RENAMED = {"OCITAG_INGEST_REGISTRY_ENDPOINTS": "registry_endpoints"}
 
-    ``Settings()`` reads the process environment; ``Settings(environ={...})`` reads the
-    given one instead; keyword arguments (the command-line flags) win over either.
-    ``load_settings`` is the same with start-up's one-line error.
-    """
+
+class SettingsGroup(BaseModel):
+    """One concern's settings (a sub-model of ``Settings``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
-    # --- where things are
+
+def _readable_file(value: Path) -> Path:
+    if not value.is_file():
+        raise ValueError(f"no such file: {value}")
+    return value
+
+
+#: a path that must name a readable file when set
+ReadableFile = Annotated[Path, AfterValidator(_readable_file)]
+
+
+class ProcessSettings(SettingsGroup):
+    """What every command reads before running: logs and the runtime."""
+
+    log_level: LogLevel = Field("info", description="debug, info, warning or error")
+    log_format: LogFormat = Field(
+        "auto", description="auto (console on a terminal, JSON lines otherwise), json or console"
+    )
+    event_loop: EventLoop = Field(
+        "uvloop",
+        description="uvloop (libuv: less CPU per socket read and callback) or asyncio "
+        "(the standard library's loop)",
+    )
+    gc_tuning: bool = Field(
+        True,
+        description="Freeze start-up objects and collect the young generation every 50,000 "
+        "allocations instead of 700 (shorter, rarer collector pauses)",
+    )
+
+
+class KafkaSettings(SettingsGroup):
+    """A Kafka client's connection and identity (worker/kafka.py)."""
+
     kafka_bootstrap_servers: str = Field(
         "localhost:9092", min_length=1, description="Kafka brokers, host:port[,host:port…]"
     )
-    database_url: SecretStr = Field(
-        SecretStr("postgresql://postgres@localhost:5432/ocitags"),
-        description="PostgreSQL URL (libpq form; sslmode/sslrootcert go in its query string)",
+    group_id: str = Field("ocitag-worker", min_length=1, description="Kafka consumer group")
+    kafka_request_timeout_ms: int = Field(
+        30_000,
+        ge=1_000,
+        description="Timeout of one Kafka request; a producer that times out 3 times in a "
+        "row is replaced",
     )
+    kafka_security_protocol: SecurityProtocol = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+    )
+    kafka_sasl_mechanism: SaslMechanism = Field(
+        "PLAIN", description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (secret)")
+    kafka_ssl_cafile: ReadableFile | None = Field(
+        None, description="CA certificate(s) to verify the brokers (PEM)"
+    )
+    kafka_ssl_certfile: ReadableFile | None = Field(
+        None, description="Client certificate for mutual TLS (PEM)"
+    )
+    kafka_ssl_keyfile: ReadableFile | None = Field(
+        None, description="Client private key for mutual TLS (PEM)"
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(
+        None, description="Password of the client key (secret)"
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        True, description="Verify the broker's host name against its certificate"
+    )
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _host_ports(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"'{server}' is not host:port (a comma-separated list)")
+        return value
+
+    @model_validator(mode="after")
+    def _sasl_credentials(self) -> KafkaSettings:
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                "OCITAG_KAFKA_SECURITY_PROTOCOL is SASL: set OCITAG_KAFKA_SASL_USERNAME and "
+                "OCITAG_KAFKA_SASL_PASSWORD (or OCITAG_KAFKA_SASL_PASSWORD_FILE)"
+            )
+        return self
+
+
+class TopicSettings(SettingsGroup):
+    """The topics, and whether and how missing ones are created at start."""
+
     input_topic: str = Field(
         "ocitag.events", pattern=r"^[A-Za-z0-9._-]{1,249}$", description="Topic of tag-moved events"
     )
@@ -139,16 +188,6 @@ class Settings(BaseModel):
         pattern=r"^[A-Za-z0-9._-]{1,249}$",
         description="Dead-letter topic for undecodable records (400)",
     )
-    group_id: str = Field("ocitag-worker", min_length=1, description="Kafka consumer group")
-    http_host: str = Field(
-        "0.0.0.0",  # noqa: S104 - probes and scrapes come from outside the pod
-        description="Address of the HTTP server (/metrics, /healthz, /readyz)",
-    )
-    http_port: int = Field(
-        9400, ge=0, le=65535, description="Port of the HTTP server; 0 turns it off"
-    )
-
-    # --- topics
     create_topics: bool = Field(
         True, description="Create missing topics at start (else fail naming the missing one)"
     )
@@ -163,25 +202,10 @@ class Settings(BaseModel):
         "if fewer",
     )
 
-    # --- contract
-    worker_source: str = Field(
-        "urn:ocitag-worker",
-        min_length=1,
-        description="CloudEvents `source` of outcomes (keep it stable: replays must be identical)",
-    )
-    problem_base_uri: str = Field(
-        "https://ocitag-worker.dev/problems/",
-        min_length=1,
-        description="Base of problem `type` URIs (the slug is appended)",
-    )
-    max_event_bytes: int = Field(
-        65_536,
-        ge=1_024,
-        le=1_048_576,
-        description="Largest record value accepted; larger ones are rejected (400)",
-    )
 
-    # --- throughput and flow control
+class ConsumerSettings(SettingsGroup):
+    """The worker's consumer: throughput, flow control and group membership."""
+
     max_batch_records: int = Field(
         2_000,
         ge=1,
@@ -208,14 +232,6 @@ class Settings(BaseModel):
     poll_timeout_ms: int = Field(
         200, ge=1, le=10_000, description="Longest wait of one poll when there is nothing to fetch"
     )
-
-    # --- group membership
-    kafka_request_timeout_ms: int = Field(
-        30_000,
-        ge=1_000,
-        description="Timeout of one Kafka request; a producer that times out 3 times in a "
-        "row is replaced",
-    )
     session_timeout_ms: int = Field(10_000, ge=1_000, description="Consumer group session timeout")
     heartbeat_interval_ms: int = Field(
         3_000, ge=100, description="Consumer group heartbeat interval"
@@ -224,7 +240,44 @@ class Settings(BaseModel):
         300_000, ge=1_000, description="Consumer max.poll.interval.ms (the loop polls continuously)"
     )
 
-    # --- faults and shutdown
+    @model_validator(mode="after")
+    def _heartbeat_within_session(self) -> ConsumerSettings:
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError("OCITAG_HEARTBEAT_INTERVAL_MS must be below OCITAG_SESSION_TIMEOUT_MS")
+        return self
+
+
+class ContractSettings(SettingsGroup):
+    """What the published contract carries: outcome source, problem types, event size."""
+
+    worker_source: str = Field(
+        "urn:ocitag-worker",
+        min_length=1,
+        description="CloudEvents `source` of outcomes (keep it stable: replays must be identical)",
+    )
+    problem_base_uri: str = Field(
+        "https://ocitag-worker.dev/problems/",
+        min_length=1,
+        description="Base of problem `type` URIs (the slug is appended)",
+    )
+    max_event_bytes: int = Field(
+        65_536,
+        ge=1_024,
+        le=1_048_576,
+        description="Largest record value accepted; larger ones are rejected (400)",
+    )
+
+    @field_validator("problem_base_uri", "worker_source")
+    @classmethod
+    def _absolute_uri(cls, value: str) -> str:
+        if ":" not in value or any(c.isspace() for c in value):
+            raise ValueError("must be an absolute URI")
+        return value
+
+
+class LifecycleSettings(SettingsGroup):
+    """Start-up, faults and shutdown."""
+
     retry_backoff_initial_seconds: float = Field(
         0.2, gt=0, le=60, description="First backoff after a transient fault"
     )
@@ -243,6 +296,18 @@ class Settings(BaseModel):
         le=3_600,
         description="How long start-up waits for Kafka and PostgreSQL before failing",
     )
+
+
+class ProbeSettings(SettingsGroup):
+    """/metrics, /healthz and /readyz (worker/http.py)."""
+
+    http_host: str = Field(
+        "0.0.0.0",  # noqa: S104 - probes and scrapes come from outside the pod
+        description="Address of the HTTP server (/metrics, /healthz, /readyz)",
+    )
+    http_port: int = Field(
+        9400, ge=0, le=65535, description="Port of the HTTP server; 0 turns it off"
+    )
     liveness_timeout_seconds: float = Field(
         60.0,
         gt=0,
@@ -250,7 +315,14 @@ class Settings(BaseModel):
         "loop, the HTTP loop, the api's outcome listener) has not run for this long",
     )
 
-    # --- database
+
+class DatabaseSettings(SettingsGroup):
+    """PostgreSQL: where, who, and the connection pool."""
+
+    database_url: SecretStr = Field(
+        SecretStr("postgresql://postgres@localhost:5432/ocitags"),
+        description="PostgreSQL URL (libpq form; sslmode/sslrootcert go in its query string)",
+    )
     db_password: SecretStr | None = Field(
         None, description="PostgreSQL password, replacing the one in DATABASE_URL (secret)"
     )
@@ -267,6 +339,38 @@ class Settings(BaseModel):
         description="PostgreSQL ends a session idle in a transaction this long "
         "(a frozen worker's locks are freed)",
     )
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr) -> SecretStr:
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in {"postgresql", "postgres"}:
+            raise ValueError("must be a postgresql:// URL")
+        if not parts.hostname and "host=" not in parts.query:
+            raise ValueError("must name a host")
+        return value
+
+    @model_validator(mode="after")
+    def _pool_sizes(self) -> DatabaseSettings:
+        if self.db_pool_min_size > self.db_pool_max_size:
+            raise ValueError("OCITAG_DB_POOL_MIN_SIZE must not exceed OCITAG_DB_POOL_MAX_SIZE")
+        return self
+
+    def dsn(self) -> str:
+        """The database URL with OCITAG_DB_PASSWORD applied, for asyncpg."""
+        url = self.database_url.get_secret_value()
+        if self.db_password is None:
+            return url
+        parts = urlsplit(url)
+        user = parts.username or "postgres"
+        host = parts.netloc.rpartition("@")[2]
+        netloc = f"{user}:{quote(self.db_password.get_secret_value(), safe='')}@{host}"
+        return urlunsplit(parts._replace(netloc=netloc))
+
+
+class RetentionSettings(SettingsGroup):
+    """How long the idempotency records and the tombstones are kept."""
+
     processed_retention_seconds: int = Field(
         604_800, ge=60, description="How long processed-event records (idempotency) are kept"
     )
@@ -283,8 +387,6 @@ class Settings(BaseModel):
         description="How often the processed-event partitions are rotated and expired ones "
         "dropped, and expired tombstones deleted",
     )
-
-    # --- deletions (tombstones)
     tombstone_retention_seconds: int = Field(
         2_592_000,
         ge=60,
@@ -292,32 +394,62 @@ class Settings(BaseModel):
         "recorded); an older move arriving later can bring a pruned tag back",
     )
 
-    # --- Kafka security
-    kafka_security_protocol: SecurityProtocol = Field(
-        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+
+class RegistrySettings(SettingsGroup):
+    """The registry client (worker/oci.py: ingest's digest look-ups, reconcile)."""
+
+    registry_endpoints: SecretStr | None = Field(
+        None,
+        description="Registry API base URL per host, comma-separated host=url; credentials "
+        "as the URL's user-info, percent-encoded (secret). Unlisted hosts: https://<host>, "
+        "docker.io: https://registry-1.docker.io",
     )
-    kafka_sasl_mechanism: SaslMechanism = Field(
-        "PLAIN", description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+    registry_docker_config: ReadableFile | None = Field(
+        None,
+        description="A Docker config.json whose 'auths' give registry credentials (hosts "
+        "without credentials in OCITAG_REGISTRY_ENDPOINTS)",
     )
-    kafka_sasl_username: str | None = Field(None, description="SASL user name")
-    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (secret)")
-    kafka_ssl_cafile: Path | None = Field(
-        None, description="CA certificate(s) to verify the brokers (PEM)"
+    registry_ca_file: ReadableFile | None = Field(
+        None, description="CA certificate(s) to verify registries with (PEM); default: system"
     )
-    kafka_ssl_certfile: Path | None = Field(
-        None, description="Client certificate for mutual TLS (PEM)"
+    registry_tls_verify: bool = Field(
+        True, description="Verify registries' TLS certificates (false only for testing)"
     )
-    kafka_ssl_keyfile: Path | None = Field(
-        None, description="Client private key for mutual TLS (PEM)"
+    registry_timeout_seconds: float = Field(
+        10.0, gt=0, le=600, description="Timeout of one registry request"
     )
-    kafka_ssl_key_password: SecretStr | None = Field(
-        None, description="Password of the client key (secret)"
+    registry_concurrency: int = Field(
+        8, ge=1, le=256, description="Most registry requests in flight at once"
     )
-    kafka_ssl_check_hostname: bool = Field(
-        True, description="Verify the broker's host name against its certificate"
+    registry_page_size: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        description="Page size (n=) of tags/list and _catalog; default: the registry's",
+    )
+    registry_rate_limit_retries: int = Field(
+        4, ge=0, le=20, description="Retries of a request the registry answered 429 (Retry-After)"
     )
 
-    # --- ingest (`ocitag-worker ingest`: registry webhooks → tag events)
+    @field_validator("registry_endpoints")
+    @classmethod
+    def _endpoints(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_endpoints(value.get_secret_value())  # EndpointsError names the entry
+        return value
+
+    @cached_property
+    def endpoints(self) -> RegistryEndpoints:
+        """OCITAG_REGISTRY_ENDPOINTS parsed (checked at load, parsed once)."""
+        value = self.registry_endpoints
+        return parse_endpoints(value.get_secret_value()) if value else RegistryEndpoints()
+
+
+class IngestSettings(SettingsGroup):
+    """``ocitag-worker ingest``: registry webhooks → tag events. A kind is served when
+    its ``ingest_<kind>_secret`` is set: these fields are the one list of kinds
+    (``INGEST_KINDS``)."""
+
     ingest_host: str = Field(
         "0.0.0.0",  # noqa: S104 - registries post from outside the pod
         description="Address the webhook receiver listens on",
@@ -402,59 +534,10 @@ class Settings(BaseModel):
         5, ge=1, le=3_600, description="Retry-After of a 503 while Kafka is unavailable"
     )
 
-    # --- registry client (worker/oci.py: ingest's digest look-ups, reconcile)
-    ingest_registry_endpoints: SecretStr | None = Field(
-        None,
-        description="Registry API base URL per host, comma-separated host=url; credentials "
-        "as the URL's user-info, percent-encoded (secret). Unlisted hosts: https://<host>, "
-        "docker.io: https://registry-1.docker.io",
-    )
-    registry_docker_config: Path | None = Field(
-        None,
-        description="A Docker config.json whose 'auths' give registry credentials (hosts "
-        "without credentials in OCITAG_INGEST_REGISTRY_ENDPOINTS)",
-    )
-    registry_ca_file: Path | None = Field(
-        None, description="CA certificate(s) to verify registries with (PEM); default: system"
-    )
-    registry_tls_verify: bool = Field(
-        True, description="Verify registries' TLS certificates (false only for testing)"
-    )
-    registry_timeout_seconds: float = Field(
-        10.0, gt=0, le=600, description="Timeout of one registry request"
-    )
-    registry_concurrency: int = Field(
-        8, ge=1, le=256, description="Most registry requests in flight at once"
-    )
-    registry_page_size: int | None = Field(
-        None,
-        ge=1,
-        le=10_000,
-        description="Page size (n=) of tags/list and _catalog; default: the registry's",
-    )
-    registry_rate_limit_retries: int = Field(
-        4, ge=0, le=20, description="Retries of a request the registry answered 429 (Retry-After)"
-    )
 
-    # --- logs
-    log_level: LogLevel = Field("info", description="debug, info, warning or error")
-    log_format: LogFormat = Field(
-        "auto", description="auto (console on a terminal, JSON lines otherwise), json or console"
-    )
+class ApiSettings(SettingsGroup):
+    """``ocitag-worker api``: the seed's HTTP operation over the event path."""
 
-    # --- runtime
-    event_loop: EventLoop = Field(
-        "uvloop",
-        description="uvloop (libuv: less CPU per socket read and callback) or asyncio "
-        "(the standard library's loop)",
-    )
-    gc_tuning: bool = Field(
-        True,
-        description="Freeze start-up objects and collect the young generation every 50,000 "
-        "allocations instead of 700 (shorter, rarer collector pauses)",
-    )
-
-    # --- api (`ocitag-worker api`: the seed's HTTP operation over the event path)
     api_host: str = Field(
         "0.0.0.0",  # noqa: S104 - the API is called from outside the pod
         description="Address the API listens on",
@@ -480,105 +563,187 @@ class Settings(BaseModel):
         16_384, ge=1_024, le=1_048_576, description="Largest request body the API reads (413)"
     )
 
-    @field_validator("database_url")
-    @classmethod
-    def _postgres_url(cls, value: SecretStr) -> SecretStr:
-        parts = urlsplit(value.get_secret_value())
-        if parts.scheme not in {"postgresql", "postgres"}:
-            raise ValueError("must be a postgresql:// URL")
-        if not parts.hostname and "host=" not in parts.query:
-            raise ValueError("must name a host")
-        return value
 
-    @field_validator("kafka_bootstrap_servers")
-    @classmethod
-    def _host_ports(cls, value: str) -> str:
-        for server in value.split(","):
-            host, sep, port = server.strip().rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"'{server}' is not host:port (a comma-separated list)")
-        return value
+#: the registry kinds ingest serves (docs/contract.md "Ingest"), each enabled by its
+#: secret: read off ``IngestSettings``' fields, the one list
+INGEST_KINDS = tuple(
+    name.removeprefix("ingest_").removesuffix("_secret")
+    for name in IngestSettings.model_fields
+    if name.endswith("_secret")
+)
+# The secrets, the one list: each may come from a file (``<NAME>_FILE``), and none is
+# ever logged or echoed in an error (masked() and load_settings use this list).
+SECRET_FIELDS = frozenset(
+    {
+        "database_url",
+        "db_password",
+        "kafka_sasl_password",
+        "kafka_ssl_key_password",
+        "registry_endpoints",
+        "api_tokens",
+    }
+    | {f"ingest_{kind}_secret" for kind in INGEST_KINDS}
+)
 
-    @field_validator("problem_base_uri", "worker_source")
-    @classmethod
-    def _absolute_uri(cls, value: str) -> str:
-        if ":" not in value or any(c.isspace() for c in value):
-            raise ValueError("must be an absolute URI")
-        return value
 
-    @field_validator("ingest_registry_endpoints")
-    @classmethod
-    def _endpoints(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            parse_endpoints(value.get_secret_value())  # EndpointsError names the entry
-        return value
+@dataclass(frozen=True)
+class Renamed:
+    """A setting given under its old name (environment variable or flag)."""
 
-    @field_validator(
-        "kafka_ssl_cafile",
-        "kafka_ssl_certfile",
-        "kafka_ssl_keyfile",
-        "registry_docker_config",
-        "registry_ca_file",
-    )
-    @classmethod
-    def _readable_file(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"no such file: {value}")
-        return value
+    old: str
+    new: str
 
-    @model_validator(mode="after")
-    def _consistent(self) -> Settings:
-        if self.kafka_security_protocol.startswith("SASL") and not (
-            self.kafka_sasl_username and self.kafka_sasl_password
-        ):
-            raise ValueError(
-                "OCITAG_KAFKA_SECURITY_PROTOCOL is SASL: set OCITAG_KAFKA_SASL_USERNAME and "
-                "OCITAG_KAFKA_SASL_PASSWORD (or OCITAG_KAFKA_SASL_PASSWORD_FILE)"
-            )
-        if self.db_pool_min_size > self.db_pool_max_size:
-            raise ValueError("OCITAG_DB_POOL_MIN_SIZE must not exceed OCITAG_DB_POOL_MAX_SIZE")
-        if self.heartbeat_interval_ms >= self.session_timeout_ms:
-            raise ValueError("OCITAG_HEARTBEAT_INTERVAL_MS must be below OCITAG_SESSION_TIMEOUT_MS")
-        return self
+    def warning(self) -> str:
+        return f"{self.old} is deprecated and will be removed: use {self.new}"
+
+
+def _lookup(name: str, secret: bool, environ: Mapping[str, str]) -> str | None:
+    """The value of ``name``, or for a secret of ``name_FILE`` (read)."""
+    if name in environ:
+        return environ[name]
+    file_var = name + "_FILE"
+    if secret and file_var in environ:
+        path = Path(environ[file_var])
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SettingsError(
+                f"invalid setting {file_var}: cannot read {path}: {exc.strerror}"
+            ) from exc
+    return None
+
+
+def _from_environment(
+    environ: Mapping[str, str],
+) -> tuple[dict[str, Any], list[Renamed]]:
+    """The fields set in ``environ`` (``NAME``, or for secrets ``NAME_FILE``; a renamed
+    one under its old name when the new one is not set), and the old names used."""
+    old_of = {field: old for old, field in RENAMED.items()}
+    values: dict[str, Any] = {}
+    renamed: list[Renamed] = []
+    for field in FIELDS:
+        name = env_name(field)
+        secret = field in SECRET_FIELDS
+        found = _lookup(name, secret, environ)
+        old = old_of.get(field)
+        if old is not None and (old in environ or old + "_FILE" in environ):
+            renamed.append(Renamed(old, name))
+            if found is None:
+                found = _lookup(old, secret, environ)
+        if found is not None:
+            values[field] = found
+    return values, renamed
+
+
+class Settings(BaseModel):
+    """Everything the worker can be told, one sub-model per concern. Defaults suit a
+    local single-node setup.
+
+    ``Settings()`` reads the process environment; ``Settings(environ={...})`` reads the
+    given one instead; keyword arguments (the command-line flags, by flat field name)
+    win over either. ``load_settings`` is the same with start-up's one-line error.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: every field by its flat name (``FIELDS``, set below), for code that walks them all
+    FIELDS: ClassVar[Mapping[str, FieldInfo]]
+
+    process: ProcessSettings
+    kafka: KafkaSettings
+    topics: TopicSettings
+    consumer: ConsumerSettings
+    contract: ContractSettings
+    lifecycle: LifecycleSettings
+    probes: ProbeSettings
+    database: DatabaseSettings
+    retention: RetentionSettings
+    registry: RegistrySettings
+    ingest: IngestSettings
+    api: ApiSettings
+
+    _renamed: tuple[Renamed, ...] = PrivateAttr(default=())
 
     def __init__(self, /, environ: Mapping[str, str] | None = None, **flags: Any) -> None:
-        values = _from_environment(
-            type(self).model_fields, os.environ if environ is None else environ
-        )
+        values, renamed = _from_environment(os.environ if environ is None else environ)
         values.update({name: value for name, value in flags.items() if value is not None})
-        super().__init__(**values)
+        super().__init__(**_nest(values))
+        self._renamed = tuple(renamed)
 
-    # --- derived values
-    @cached_property
-    def registry_endpoints(self) -> RegistryEndpoints:
-        """OCITAG_INGEST_REGISTRY_ENDPOINTS parsed (checked at load, parsed once)."""
-        value = self.ingest_registry_endpoints
-        return parse_endpoints(value.get_secret_value()) if value else RegistryEndpoints()
+    @property
+    def renamed(self) -> tuple[Renamed, ...]:
+        """The settings given under an old name (start-up warns about each)."""
+        return self._renamed
 
-    def dsn(self) -> str:
-        """The database URL with OCITAG_DB_PASSWORD applied, for asyncpg."""
-        url = self.database_url.get_secret_value()
-        if self.db_password is None:
-            return url
-        parts = urlsplit(url)
-        user = parts.username or "postgres"
-        host = parts.netloc.rpartition("@")[2]
-        netloc = f"{user}:{quote(self.db_password.get_secret_value(), safe='')}@{host}"
-        return urlunsplit(parts._replace(netloc=netloc))
+    def value(self, name: str) -> Any:
+        """The field of flat name ``name`` (``settings.value("input_topic")``), for code
+        that walks fields by name."""
+        return getattr(getattr(self, GROUP_OF[name]), name)
 
-    def masked(self, names: Iterable[str] | None = None) -> dict[str, object]:
-        """The effective settings (``names``: those only, e.g. a command's
-        ``COMMAND_SETTINGS``) for a start-up log line, secrets masked."""
-        out: dict[str, object] = {}
-        for name in type(self).model_fields if names is None else sorted(names):
-            value = getattr(self, name)
-            if name in SECRET_FIELDS:
-                out[name] = _mask(value)
-            elif isinstance(value, Path):
-                out[name] = str(value)
-            else:
-                out[name] = value
+    def updated(self, update: Mapping[str, Any]) -> Settings:
+        """A copy with the fields of flat names ``update`` replaced (not validated,
+        as pydantic's ``model_copy``)."""
+        parts: dict[str, dict[str, Any]] = {}
+        for name, value in update.items():
+            parts.setdefault(GROUP_OF[name], {})[name] = value
+        copy = self.model_copy(
+            update={group: getattr(self, group).model_copy(update=p) for group, p in parts.items()}
+        )
+        copy._renamed = self._renamed
+        return copy
+
+    def masked(self, names: Iterable[str] | None = None) -> dict[str, dict[str, object]]:
+        """The effective settings by group (``names``: those fields only, e.g. a
+        command's ``COMMAND_SETTINGS``) for a start-up log line, secrets masked."""
+        wanted = set(FIELDS if names is None else names)
+        out: dict[str, dict[str, object]] = {}
+        for group, model in GROUPS.items():
+            for name in model.model_fields:
+                if name in wanted:
+                    out.setdefault(group, {})[name] = _shown(name, self.value(name))
         return out
+
+
+def _group_model(info: FieldInfo) -> type[SettingsGroup]:
+    model = info.annotation
+    if not (isinstance(model, type) and issubclass(model, SettingsGroup)):
+        raise TypeError(f"a field of Settings is not a group: {model}")
+    return model
+
+
+#: the groups, in ``Settings``' order (that of flags and start-up lines)
+GROUPS: Mapping[str, type[SettingsGroup]] = {
+    name: _group_model(info) for name, info in Settings.model_fields.items()
+}
+#: every field by its flat name (its environment variable's and flag's), groups' order
+FIELDS: Mapping[str, FieldInfo] = {
+    name: info for group in GROUPS.values() for name, info in group.model_fields.items()
+}
+Settings.FIELDS = FIELDS
+#: the group each flat field name lives in
+GROUP_OF: Mapping[str, str] = {
+    name: group for group, model in GROUPS.items() for name in model.model_fields
+}
+
+
+def _nest(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Flat field names → ``{group: {field: value}}``; an unknown name stays at the top,
+    where ``extra="forbid"`` refuses it."""
+    nested: dict[str, Any] = {group: {} for group in GROUPS}
+    for name, value in values.items():
+        if name in GROUP_OF:
+            nested[GROUP_OF[name]][name] = value
+        else:
+            nested[name] = value
+    return nested
+
+
+def _shown(name: str, value: object) -> object:
+    if name in SECRET_FIELDS:
+        return _mask(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def _mask(value: object) -> str | None:
@@ -615,8 +780,11 @@ class _Located:
 
 
 def _where(loc: tuple[int | str, ...]) -> _Located | None:
-    if loc and isinstance(loc[0], str) and loc[0] in Settings.model_fields:
-        return _Located(loc[0], env_name(loc[0]), flag_name(loc[0]))
+    """The field an error is about: ``(group, field)``; a group's own rule (its
+    ``model_validator``) is about no one field."""
+    name = loc[-1] if loc else None
+    if isinstance(name, str) and name in FIELDS:
+        return _Located(name, env_name(name), flag_name(name))
     return None
 
 
@@ -624,8 +792,8 @@ def load_settings(
     overrides: Mapping[str, object] | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
     """Build the settings once, from ``environ`` (default: the process environment) and
-    ``overrides`` (the flags, which win), or raise SettingsError with one line naming
-    the setting."""
+    ``overrides`` (the flags by flat field name, which win), or raise SettingsError with
+    one line naming the setting."""
     try:
         return Settings(environ, **dict(overrides or {}))
     except ValidationError as exc:
@@ -642,129 +810,45 @@ def load_settings(
 
 # ---- which command uses which settings: the one declaration
 #
-# Groups of fields (the sections of ``Settings``), and each command's as a union of
-# groups: the command's flags (worker/cli.py) and its start-up line (info) are these; the
-# full set is logged at debug. Every command still reads the whole environment (one
-# environment serves them all). Names are fields, so that a later regrouping of
-# ``Settings`` into sub-models maps a group onto one.
+# Each command's fields, as a union of groups and a few single fields (a command may use
+# part of a group, e.g. the api's retention): the command's flags (worker/cli.py) and its
+# start-up line (info, by group) are these; the full set is logged at debug. Every
+# command still reads the whole environment (one environment serves them all).
 
-#: what every command reads before running (worker/cli.py: logs, event loop)
-PROCESS = frozenset({"log_level", "log_format", "event_loop"})
-#: a Kafka client's connection (worker/kafka.py ``client_options``)
-KAFKA = frozenset(
-    {
-        "kafka_bootstrap_servers",
-        "kafka_security_protocol",
-        "kafka_sasl_mechanism",
-        "kafka_sasl_username",
-        "kafka_sasl_password",
-        "kafka_ssl_cafile",
-        "kafka_ssl_certfile",
-        "kafka_ssl_keyfile",
-        "kafka_ssl_key_password",
-        "kafka_ssl_check_hostname",
-    }
-)
-#: the idempotent producer (worker/kafka.py ``Producer``: its client id is the group's)
+
+def _group(model: type[SettingsGroup]) -> frozenset[str]:
+    return frozenset(model.model_fields)
+
+
+PROCESS = _group(ProcessSettings) - {"gc_tuning"}
+#: the producer's (worker/kafka.py ``Producer``: its client id is the group's)
 PRODUCER = frozenset({"kafka_request_timeout_ms", "group_id"})
+#: a Kafka client's connection (worker/kafka.py ``client_options``)
+KAFKA = _group(KafkaSettings) - PRODUCER
 #: topics created at start (worker/kafka.py ``ensure_topics``)
-TOPIC_CREATION = frozenset({"create_topics", "topic_partitions", "topic_replication_factor"})
-DATABASE = frozenset(
-    {
-        "database_url",
-        "db_password",
-        "db_pool_min_size",
-        "db_pool_max_size",
-        "db_command_timeout_seconds",
-        "db_idle_in_transaction_timeout_seconds",
-    }
-)
-#: /metrics, /healthz and /readyz (worker/http.py)
-PROBES = frozenset({"http_host", "http_port", "liveness_timeout_seconds"})
+TOPIC_CREATION = _group(TopicSettings) - {"input_topic", "outcome_topic", "dlq_topic"}
+DATABASE = _group(DatabaseSettings)
+PROBES = _group(ProbeSettings)
 #: the worker's consumer and its flow control
-CONSUMER = frozenset(
-    {
-        "group_id",
-        "max_batch_records",
-        "max_in_flight_records",
-        "fetch_max_bytes",
-        "max_partition_fetch_bytes",
-        "fetch_max_wait_ms",
-        "poll_timeout_ms",
-        "session_timeout_ms",
-        "heartbeat_interval_ms",
-        "max_poll_interval_ms",
-    }
-)
+CONSUMER = _group(ConsumerSettings) | {"group_id"}
 BACKOFF = frozenset({"retry_backoff_initial_seconds", "retry_backoff_max_seconds"})
-#: the idempotency record's and the tombstones' retention
-RETENTION = frozenset(
-    {
-        "processed_retention_seconds",
-        "processed_partition_seconds",
-        "prune_interval_seconds",
-        "tombstone_retention_seconds",
-    }
-)
-#: the registry client (worker/oci.py: ingest's digest look-ups, reconcile)
-REGISTRY_CLIENT = frozenset(
-    {
-        "ingest_registry_endpoints",
-        "registry_docker_config",
-        "registry_ca_file",
-        "registry_tls_verify",
-        "registry_timeout_seconds",
-        "registry_concurrency",
-        "registry_page_size",
-        "registry_rate_limit_retries",
-    }
-)
-INGEST = frozenset(
-    {
-        "ingest_host",
-        "ingest_port",
-        "ingest_gar_oidc_audience",
-        "ingest_gar_oidc_email",
-        "ingest_gar_oidc_jwks_url",
-        "ingest_max_body_bytes",
-        "ingest_read_timeout_seconds",
-        "ingest_deadline_seconds",
-        "ingest_retry_after_seconds",
-    }
-    | {f"ingest_{kind}_secret" for kind in INGEST_KINDS}
-)
-API = frozenset(
-    {
-        "api_host",
-        "api_port",
-        "api_tokens",
-        "api_timeout_seconds",
-        "api_retry_after_seconds",
-        "api_max_body_bytes",
-    }
-)
+RETENTION = _group(RetentionSettings)
+REGISTRY_CLIENT = _group(RegistrySettings)
+INGEST = _group(IngestSettings)
+API = _group(ApiSettings)
 
 COMMAND_SETTINGS: Mapping[str, frozenset[str]] = {
     "run": PROCESS
     | KAFKA
     | PRODUCER
-    | TOPIC_CREATION
+    | _group(TopicSettings)
     | DATABASE
     | PROBES
     | CONSUMER
-    | BACKOFF
+    | _group(ContractSettings)
+    | _group(LifecycleSettings)
     | RETENTION
-    | {
-        "input_topic",
-        "outcome_topic",
-        "dlq_topic",
-        "worker_source",
-        "problem_base_uri",
-        "max_event_bytes",
-        "shutdown_grace_seconds",
-        "startup_timeout_seconds",
-        "gc_tuning",
-    },
+    | {"gc_tuning"},
     "migrate": PROCESS | DATABASE | {"startup_timeout_seconds"},
     "publish": PROCESS | KAFKA | {"input_topic"},
     "outcomes": PROCESS | KAFKA | {"outcome_topic"},

@@ -136,11 +136,11 @@ async def open_component_pool(
 ) -> asyncpg.Pool:
     """One try at the pool, sized by the settings unless the component says otherwise."""
     return await open_pool(
-        settings.dsn(),
-        settings.db_pool_min_size if min_size is None else min_size,
-        settings.db_pool_max_size if max_size is None else max_size,
-        settings.db_command_timeout_seconds,
-        settings.db_idle_in_transaction_timeout_seconds,
+        settings.database.dsn(),
+        settings.database.db_pool_min_size if min_size is None else min_size,
+        settings.database.db_pool_max_size if max_size is None else max_size,
+        settings.database.db_command_timeout_seconds,
+        settings.database.db_idle_in_transaction_timeout_seconds,
     )
 
 
@@ -203,12 +203,12 @@ class InputSink:
         self._component = component  # who publishes, as Kafka's refusals name it
         self._settings = settings
         self._producer: Producer | None = None
-        self.topic = settings.input_topic
+        self.topic = settings.topics.input_topic
 
     async def start(self, creates: Sequence[str] = ()) -> None:
         """Create ``creates`` when missing and OCITAG_CREATE_TOPICS allows (as the worker
         does: start order does not matter), then start the producer."""
-        if creates and self._settings.create_topics:
+        if creates and self._settings.topics.create_topics:
             await ensure_topics(self._settings, creates)
         producer = Producer(
             self._settings, component=self._component, action=PUBLISHING_INPUT_EVENTS
@@ -304,8 +304,10 @@ class Lifecycle:
 
     async def probes(self, settings: Settings, health: Health, command: str) -> None:
         """/metrics, /healthz, /readyz on OCITAG_HTTP_PORT (when set)."""
-        if settings.http_port:
-            runner = await serve(health, settings.http_host, settings.http_port, command)
+        if settings.probes.http_port:
+            runner = await serve(
+                health, settings.probes.http_host, settings.probes.http_port, command
+            )
             self.on_exit(runner.cleanup)
 
     def task(self, work: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:

@@ -64,7 +64,7 @@ async def watch(
     stop = stop or asyncio.Event()
     await require_topics(settings, ["outcome_topic"])
     consumer = AIOKafkaConsumer(
-        settings.outcome_topic,
+        settings.topics.outcome_topic,
         **client_options(settings),
         group_id=None,
         enable_auto_commit=False,
@@ -78,7 +78,7 @@ async def watch(
             await consumer.position(partition)
         log.info(
             "following",
-            topic=settings.outcome_topic,
+            topic=settings.topics.outcome_topic,
             start="beginning" if from_beginning else "end",
             partitions=len(consumer.assignment()),
         )

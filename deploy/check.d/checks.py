@@ -381,7 +381,7 @@ def cmd_dashboard_rules(out: str) -> None:
 
 # Mounted files whose content has a syntax: their stand-ins must be valid.
 STUB_CONTENT = {
-    "OCITAG_INGEST_REGISTRY_ENDPOINTS_FILE": "registry.example=https://user:stand-in@registry.example\n",
+    "OCITAG_REGISTRY_ENDPOINTS_FILE": "registry.example=https://user:stand-in@registry.example\n",
     "OCITAG_REGISTRY_DOCKER_CONFIG": '{"auths": {}}\n',
 }
 
@@ -401,7 +401,7 @@ def _secret_stub_environ(extra: dict[str, str]) -> dict[str, str]:
 def _check_env_names(where: str, names: set[str]) -> None:
     from worker.settings import SECRET_FIELDS, Settings, env_name
 
-    plain = {env_name(f) for f in Settings.model_fields}
+    plain = {env_name(f) for f in Settings.FIELDS}
     files = {env_name(f) + "_FILE" for f in SECRET_FIELDS}
     for name in sorted(names):
         if name not in plain and name not in files:
@@ -472,7 +472,7 @@ def cmd_settings(rendered: str) -> None:
         d for d in load_yaml_all(Path(rendered))
         if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "ocitag-worker"
     )  # fmt: skip
-    expected = {env_name(f) for f in Settings.model_fields if f not in SECRET_FIELDS}
+    expected = {env_name(f) for f in Settings.FIELDS if f not in SECRET_FIELDS}
     expected.add("DATABASE_URL")  # secret-capable, but kept in the ConfigMap without password
     for name in sorted(expected - set(configmap["data"]) - NOT_IN_CONFIGMAP):
         print(f"  WARN setting {name} is not in deploy/k8s/configmap.yaml")
@@ -569,11 +569,11 @@ def _check_probes(rendered: str) -> None:
         settings = _load(where, _secret_stub_environ(pod_environ(rendered, container)))
         if settings is None:
             continue
-        if not settings.http_port:
+        if not settings.probes.http_port:
             fail(f"{where}: OCITAG_HTTP_PORT is 0: `{command}` serves no probes")
             continue
         found = len(failures)
-        _check_probe_targets(where, container, settings.http_port, http)
+        _check_probe_targets(where, container, settings.probes.http_port, http)
         liveness = container.get("livenessProbe", {})
         period = liveness.get("periodSeconds", 10)
         # one slow answer (a busy loop, a GC pause) must not restart a live process:
@@ -582,9 +582,11 @@ def _check_probes(rendered: str) -> None:
             fail(f"{where}: livenessProbe restarts on one slow answer")
         if len(failures) > found:
             continue
-        restart = settings.liveness_timeout_seconds + period * liveness.get("failureThreshold", 3)
+        restart = settings.probes.liveness_timeout_seconds + period * liveness.get(
+            "failureThreshold", 3
+        )
         ok(
-            f"{where} ({command}): probes on {settings.http_port}; /healthz watches "
+            f"{where} ({command}): probes on {settings.probes.http_port}; /healthz watches "
             f"{', '.join(parts)}; a stalled part restarts within {restart:g} s"
         )
 

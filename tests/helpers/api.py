@@ -88,7 +88,8 @@ async def running_api(settings: Settings, *, ready: bool = True) -> AsyncIterato
     end of the topic); without, Kafka may be unreachable."""
     if ready:
         await ensure_topics(
-            settings, [settings.input_topic, settings.outcome_topic, settings.dlq_topic]
+            settings,
+            [settings.topics.input_topic, settings.topics.outcome_topic, settings.topics.dlq_topic],
         )
     process = ApiProcess(settings)
     await process.start()
@@ -126,8 +127,8 @@ def settings_environ(settings: Settings, **flags: Any) -> dict[str, str]:
 
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("OCITAG_", "KAFKA_"))}
     environ.pop("DATABASE_URL", None)
-    for name in type(settings).model_fields:
-        value = flags.get(name, getattr(settings, name))
+    for name in type(settings).FIELDS:
+        value = flags.get(name, settings.value(name))
         if value is None:
             continue
         if isinstance(value, SecretStr):

@@ -19,12 +19,12 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
         k: v for k, v in os.environ.items() if not k.startswith(("OCITAG_", "KAFKA_", "DATABASE_"))
     }
     env.update(
-        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
-        DATABASE_URL=settings.database_url.get_secret_value(),
-        OCITAG_INPUT_TOPIC=settings.input_topic,
-        OCITAG_OUTCOME_TOPIC=settings.outcome_topic,
-        OCITAG_DLQ_TOPIC=settings.dlq_topic,
-        OCITAG_GROUP_ID=settings.group_id,
+        KAFKA_BOOTSTRAP_SERVERS=settings.kafka.kafka_bootstrap_servers,
+        DATABASE_URL=settings.database.database_url.get_secret_value(),
+        OCITAG_INPUT_TOPIC=settings.topics.input_topic,
+        OCITAG_OUTCOME_TOPIC=settings.topics.outcome_topic,
+        OCITAG_DLQ_TOPIC=settings.topics.dlq_topic,
+        OCITAG_GROUP_ID=settings.kafka.group_id,
         OCITAG_HTTP_PORT="0",
         OCITAG_TOPIC_PARTITIONS="2",
         OCITAG_LOG_FORMAT="json",

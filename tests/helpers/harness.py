@@ -45,13 +45,17 @@ class Harness:
         self, records: Sequence[Record], partition: int | None = None
     ) -> list[tuple[int, int]]:
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers, acks="all"
+            bootstrap_servers=self.settings.kafka.kafka_bootstrap_servers, acks="all"
         )
         await producer.start()
         try:
             futures = [
                 await producer.send(
-                    self.settings.input_topic, value, key=key, headers=headers, partition=partition
+                    self.settings.topics.input_topic,
+                    value,
+                    key=key,
+                    headers=headers,
+                    partition=partition,
                 )
                 for key, value, headers in records
             ]
@@ -63,7 +67,7 @@ class Harness:
         """The first ``count`` records of a topic (from the beginning)."""
         consumer = AIOKafkaConsumer(
             topic,
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            bootstrap_servers=self.settings.kafka.kafka_bootstrap_servers,
             group_id=None,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
@@ -91,7 +95,7 @@ class Harness:
         """The first ``count`` outcomes, each checked against the published contract
         (schemas/ and the seed's records) and read by the CloudEvents SDK: every
         end-to-end test checks it."""
-        found = await self.collect(self.settings.outcome_topic, count, timeout)
+        found = await self.collect(self.settings.topics.outcome_topic, count, timeout)
         for outcome in found:
             problems = contract_errors(outcome.body)
             problems += sdk_errors(outcome.key, outcome.value, outcome.headers)
@@ -119,7 +123,8 @@ def contract_errors(body: dict[str, Any]) -> list[str]:
 async def running_worker(settings: Settings) -> AsyncIterator[Harness]:
     """The worker's own run(), in this event loop, stopped (drained) on exit."""
     await ensure_topics(
-        settings, [settings.input_topic, settings.outcome_topic, settings.dlq_topic]
+        settings,
+        [settings.topics.input_topic, settings.topics.outcome_topic, settings.topics.dlq_topic],
     )
     harness = Harness(settings)
     harness.task = asyncio.create_task(run(settings, harness.stop, handle_signals=False))
@@ -127,7 +132,7 @@ async def running_worker(settings: Settings) -> AsyncIterator[Harness]:
         yield harness
     finally:
         harness.stop.set()
-        await asyncio.wait_for(harness.task, timeout=settings.shutdown_grace_seconds + 15)
+        await asyncio.wait_for(harness.task, timeout=settings.lifecycle.shutdown_grace_seconds + 15)
 
 
 def structured(event: dict[str, Any], key: bytes | None = None) -> Record:
@@ -143,12 +148,12 @@ def binary(event: dict[str, Any], key: bytes | None = None) -> Record:
 async def committed(settings: Settings, partition: int = 0) -> int | None:
     """The worker group's committed offset of an input partition."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, group_id=settings.group_id
+        bootstrap_servers=settings.kafka.kafka_bootstrap_servers, group_id=settings.kafka.group_id
     )
     await consumer.start()
     try:
         offset: int | None = await consumer.committed(
-            TopicPartition(settings.input_topic, partition)
+            TopicPartition(settings.topics.input_topic, partition)
         )
         return offset
     finally:

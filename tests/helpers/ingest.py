@@ -38,12 +38,12 @@ async def running_ingest(settings: Settings, *, kafka: bool = True) -> AsyncIter
     """``ocitag-worker ingest``'s own run, in this event loop, on
     ``settings.ingest_port``; yields its base URL once it serves (and, with ``kafka``,
     once its /readyz says Kafka is connected), stopped (drained) on exit."""
-    if not settings.http_port:  # the probes say when Kafka is connected
-        settings = settings.model_copy(update={"http_port": free_port(), "http_host": "127.0.0.1"})
+    if not settings.probes.http_port:  # the probes say when Kafka is connected
+        settings = settings.updated(update={"http_port": free_port(), "http_host": "127.0.0.1"})
     stop = asyncio.Event()
     task = asyncio.create_task(run_ingest(settings, stop, handle_signals=False))
-    url = f"http://127.0.0.1:{settings.ingest_port}"
-    ready = f"http://127.0.0.1:{settings.http_port}/readyz"
+    url = f"http://127.0.0.1:{settings.ingest.ingest_port}"
+    ready = f"http://127.0.0.1:{settings.probes.http_port}/readyz"
     try:
         async with asyncio.timeout(30), aiohttp.ClientSession() as http:
             while True:
@@ -55,7 +55,7 @@ async def running_ingest(settings: Settings, *, kafka: bool = True) -> AsyncIter
         yield url
     finally:
         stop.set()
-        await asyncio.wait_for(task, timeout=settings.shutdown_grace_seconds + 10)
+        await asyncio.wait_for(task, timeout=settings.lifecycle.shutdown_grace_seconds + 10)
 
 
 async def _serving(http: aiohttp.ClientSession, url: str, ready: str, kafka: bool) -> bool:

@@ -1,5 +1,5 @@
-"""Which settings a command reads while it runs: ``Settings``' fields read on any
-instance, recorded while ``active``, until the test ends. Tests hold them to the
+"""Which settings a command reads while it runs: the fields of ``Settings``' groups
+read on any instance, recorded while ``active``, until the test ends. Tests hold them to the
 command's declaration (worker/settings.py ``COMMAND_SETTINGS``), which its flags and
 start-up line follow."""
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import worker.cli
-from worker.settings import Settings
+from worker.settings import Settings, SettingsGroup
 
 
 @dataclass
@@ -23,16 +23,17 @@ class Reads:
 
 
 def record_reads(monkeypatch: pytest.MonkeyPatch, *, active: bool = True) -> Reads:
-    """Record the fields read on every ``Settings`` from now to the test's end."""
+    """Record the fields read on every ``Settings`` (on its groups) from now to the
+    test's end."""
     recorded = Reads(active=active)
-    fields = Settings.model_fields
+    fields = Settings.FIELDS
 
-    def getattribute(self: Settings, name: str) -> Any:
+    def getattribute(self: SettingsGroup, name: str) -> Any:
         if recorded.active and name in fields:
             recorded.reads.add(name)
         return object.__getattribute__(self, name)
 
-    monkeypatch.setattr(Settings, "__getattribute__", getattribute)
+    monkeypatch.setattr(SettingsGroup, "__getattribute__", getattribute)
     return recorded
 
 

@@ -60,7 +60,8 @@ async def test_the_openapi_document_holds_against_the_running_api(
         log_format="json",
     )
     await ensure_topics(
-        settings, [settings.input_topic, settings.outcome_topic, settings.dlq_topic]
+        settings,
+        [settings.topics.input_topic, settings.topics.outcome_topic, settings.topics.dlq_topic],
     )
     examples = os.environ.get("OCITAG_SCHEMATHESIS_EXAMPLES", "30")
     with api_processes(settings, tmp_path):

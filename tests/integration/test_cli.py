@@ -254,7 +254,7 @@ async def test_publish_run_outcomes_and_sigterm(
 
         async def topics_made() -> bool:  # the worker creates its topics at start
             return not await missing_topics(
-                settings, [settings.input_topic, settings.outcome_topic]
+                settings, [settings.topics.input_topic, settings.topics.outcome_topic]
             )
 
         await eventually(topics_made, timeout=60)
@@ -262,7 +262,7 @@ async def test_publish_run_outcomes_and_sigterm(
             ["publish", "docker.io/istio/pilot:1.3.0", "sha256:" + HEX, "--actor", "alice"], env
         )
         assert published.returncode == 0, published.stderr
-        assert f"to {settings.input_topic}[" in published.stdout
+        assert f"to {settings.topics.input_topic}[" in published.stdout
         events = tmp_path / "events.ndjson"
         events.write_text(
             json.dumps({"repository": "nginx", "tag": "1.27", "artifact": HEX})
@@ -318,7 +318,7 @@ async def test_publish_run_outcomes_and_sigterm(
         await conn.close()
         assert (count, live) == (3, 1)  # two tombstones, one live tag
         worker.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=settings.shutdown_grace_seconds + 10) == 0
+        assert worker.wait(timeout=settings.lifecycle.shutdown_grace_seconds + 10) == 0
         _, stderr = worker.communicate()
         lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
         assert any(line["event"] == "stopping" and line["signal"] == "SIGTERM" for line in lines)
@@ -402,7 +402,7 @@ async def test_outcomes_says_when_it_follows_and_stops_at_ctrl_c(
     """A person at a terminal is told when to send, and Ctrl-C is a clean stop (exit 0,
     not 130 and a traceback)."""
     settings = make_settings()
-    await ensure_topics(settings, [settings.outcome_topic])
+    await ensure_topics(settings, [settings.topics.outcome_topic])
     process = subprocess.Popen(
         [*EXE, "outcomes"],
         env=env_for(settings),

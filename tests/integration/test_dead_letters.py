@@ -22,7 +22,7 @@ BIG_HEADER = ("trace", b"t" * 20_000)
 
 
 async def create_topic(settings: Settings, name: str, configs: dict[str, str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.kafka_bootstrap_servers)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name, 1, 1, topic_configs=configs)])
@@ -31,7 +31,7 @@ async def create_topic(settings: Settings, name: str, configs: dict[str, str]) -
 
 
 async def set_limit(settings: Settings, name: str, limit: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.kafka_bootstrap_servers)
     await admin.start()
     try:
         resource = ConfigResource(ConfigResourceType.TOPIC, name, {"max.message.bytes": str(limit)})
@@ -45,7 +45,7 @@ def check_trimmed(letter: Received, settings: Settings, offset: int) -> None:
     assert letter.key == b"big"
     assert letter.value is None  # the value alone is past the limit
     assert headers["trace"] == BIG_HEADER[1]  # the headers fit: kept
-    assert headers["ocitag_dlq_topic"] == settings.input_topic.encode()
+    assert headers["ocitag_dlq_topic"] == settings.topics.input_topic.encode()
     assert (headers["ocitag_dlq_partition"], headers["ocitag_dlq_offset"]) == (
         b"0",
         str(offset).encode(),
@@ -60,7 +60,7 @@ async def test_a_worker_started_on_an_oversize_dead_letter_trims_it_and_goes_on(
 ) -> None:
     """The record is on the topic before the worker starts, as after a crash on it."""
     settings = make_settings(topic_partitions=1)
-    await create_topic(settings, settings.dlq_topic, {"max.message.bytes": str(DLQ_LIMIT)})
+    await create_topic(settings, settings.topics.dlq_topic, {"max.message.bytes": str(DLQ_LIMIT)})
     async with running_worker(settings) as worker:
         await worker.publish(
             [
@@ -69,7 +69,7 @@ async def test_a_worker_started_on_an_oversize_dead_letter_trims_it_and_goes_on(
             ]
         )
         outcomes = await worker.outcomes(2)
-        (letter,) = await worker.collect(settings.dlq_topic, 1)
+        (letter,) = await worker.collect(settings.topics.dlq_topic, 1)
         assert worker.task is not None and not worker.task.done()
     assert [o.body["status"] for o in outcomes] == [400, 200]
     assert outcomes[1].body["causationid"] == "after-big"
@@ -86,12 +86,12 @@ async def test_a_dead_letter_topic_whose_limit_shrank_is_noticed_and_the_copy_tr
     async with running_worker(settings) as worker:
         await worker.publish([structured(event("first"))])
         await worker.outcomes(1)
-        await set_limit(settings, settings.dlq_topic, DLQ_LIMIT)
+        await set_limit(settings, settings.topics.dlq_topic, DLQ_LIMIT)
         await worker.publish(
             [(b"big", BIG_VALUE, [BIG_HEADER]), structured(event("next", "2026-11-28T15:00:01Z"))]
         )
         outcomes = await worker.outcomes(3)
-        (letter,) = await worker.collect(settings.dlq_topic, 1)
+        (letter,) = await worker.collect(settings.topics.dlq_topic, 1)
         assert worker.task is not None and not worker.task.done()
     assert [o.body["status"] for o in outcomes] == [200, 400, 200]
     check_trimmed(letter, settings, 1)

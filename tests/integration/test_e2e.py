@@ -105,7 +105,7 @@ async def test_every_status_of_the_table(make_settings: Callable[..., Settings])
     async with running_worker(settings) as worker:
         await worker.publish(records)
         outcomes = await worker.outcomes(len(records))
-        (dead,) = await worker.collect(settings.dlq_topic, 1)
+        (dead,) = await worker.collect(settings.topics.dlq_topic, 1)
     got = [
         (o.body["status"], o.body.get("change"), o.body["data"].get("type", "").rsplit("/", 1)[-1])
         for o in outcomes
@@ -125,7 +125,7 @@ async def test_every_status_of_the_table(make_settings: Callable[..., Settings])
     assert outcomes[9].body["resourceversion"] == 4
     invalid = outcomes[7].body["data"]
     assert {e["location"] for e in invalid["errors"]} == {"body.data.artifact", "body.data.tag"}
-    assert invalid["instance"] == f"urn:kafka:{settings.input_topic}:0:7"
+    assert invalid["instance"] == f"urn:kafka:{settings.topics.input_topic}:0:7"
     undecodable = outcomes[8].body
     # attributes with no value are left out, never null
     assert "subject" not in undecodable and outcomes[8].key is None
@@ -133,7 +133,7 @@ async def test_every_status_of_the_table(make_settings: Callable[..., Settings])
     # the dead letter is the original record, its headers, and where and why
     headers = dict(dead.headers)
     assert (dead.key, dead.value, headers["trace"]) == (b"k", b"\x00not json", b"t1")
-    assert headers["ocitag_dlq_topic"] == settings.input_topic.encode()
+    assert headers["ocitag_dlq_topic"] == settings.topics.input_topic.encode()
     assert (headers["ocitag_dlq_partition"], headers["ocitag_dlq_offset"]) == (b"0", b"8")
     assert b"UTF-8" in headers["ocitag_dlq_reason"] or b"JSON" in headers["ocitag_dlq_reason"]
 
@@ -229,7 +229,7 @@ async def test_envelope_rules_through_kafka_are_400(make_settings: Callable[...,
     async with running_worker(settings) as worker:
         await worker.publish(records)
         outcomes = await worker.outcomes(len(records))
-        dead = await worker.collect(settings.dlq_topic, len(records))
+        dead = await worker.collect(settings.topics.dlq_topic, len(records))
     assert [o.body["status"] for o in outcomes] == [400] * len(records)
     kinds = [o.body["data"]["type"].rsplit("/", 1)[-1] for o in outcomes]
     assert kinds == [

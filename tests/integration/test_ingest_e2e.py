@@ -42,7 +42,7 @@ def ingest_settings(make_settings: Callable[..., Settings], **extra: object) -> 
 
 
 def registry_for(settings: Settings, **extra: object) -> Registry:
-    url = f"http://127.0.0.1:{settings.ingest_port}/webhooks/distribution"
+    url = f"http://127.0.0.1:{settings.ingest.ingest_port}/webhooks/distribution"
     return Registry(endpoints=[Endpoint(url, headers={"Authorization": TOKEN})], **extra)  # type: ignore[arg-type]
 
 
@@ -99,12 +99,12 @@ async def test_registry_pushes_tags_and_deletes_become_outcomes(
 
 
 async def end_offsets(settings: Settings, topic: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.kafka_bootstrap_servers)
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
         if not partitions:
-            partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+            partitions = [TopicPartition(topic, p) for p in range(settings.topics.topic_partitions)]
         ends = await consumer.end_offsets(partitions)
         return sum(ends.values())
     finally:
@@ -125,12 +125,12 @@ async def test_a_retried_delivery_is_one_effect_and_a_wrong_secret_nothing(
         endpoint = f"{url}/webhooks/distribution"
         status, _ = await post(endpoint, body, {"Authorization": "Bearer wrong"})
         assert status == 401
-        assert await end_offsets(settings, settings.input_topic) == 0
+        assert await end_offsets(settings, settings.topics.input_topic) == 0
         answers = [await post(endpoint, body, {"Authorization": TOKEN}) for _ in range(2)]
         assert [a[0] for a in answers] == [200, 200]
         assert answers[0][1] == answers[1][1]
         outcomes = await worker.outcomes(2)
-        inputs = await worker.collect(settings.input_topic, 2)
+        inputs = await worker.collect(settings.topics.input_topic, 2)
     assert inputs[0].value == inputs[1].value  # the same event, byte for byte
     assert outcomes[0].value == outcomes[1].value  # the worker's replay: one effect
     assert outcomes[0].body["change"] == "created"
@@ -168,7 +168,7 @@ async def test_kafka_stopped_is_503_and_the_registry_retry_delivers(
             outcomes = await worker.outcomes(2, timeout=120)
             # a send cut off by the deadline may still land: then the worker's replay
             # (byte-identical) is all it adds
-            extra = await worker.collect(settings.outcome_topic, len(outcomes), timeout=5)
+            extra = await worker.collect(settings.topics.outcome_topic, len(outcomes), timeout=5)
     during = [o for o in extra if o.body["subject"] == f"{registry.host}/{REPO}:during"]
     assert during, "the delivery refused while Kafka was away never arrived"
     assert during[0].body["type"] == "ocitag.updated.v1"
@@ -186,7 +186,7 @@ async def test_docker_hub_digest_is_resolved_from_the_registry_or_502(
             make_settings,
             ingest_dockerhub_secret="hub-path-secret",
             # the registry stands in for Docker Hub (the setting exists for mirrors)
-            ingest_registry_endpoints=f"docker.io={registry.url}",
+            registry_endpoints=f"docker.io={registry.url}",
         )
 
         def hub(tag: str) -> bytes:
@@ -201,7 +201,7 @@ async def test_docker_hub_digest_is_resolved_from_the_registry_or_502(
             endpoint = f"{url}/webhooks/dockerhub/hub-path-secret"
             missing, _ = await post(endpoint, hub("not-there"), {})
             assert missing == 502
-            assert await end_offsets(settings, settings.input_topic) == 0
+            assert await end_offsets(settings, settings.topics.input_topic) == 0
             status, body = await post(endpoint, hub("v1"), {})
             assert status == 200, body
             [outcome] = await worker.outcomes(1)

@@ -41,8 +41,8 @@ async def stays_live(port: int) -> str:
 async def test_idle_worker_stays_live(make_settings: Callable[..., Settings]) -> None:
     settings = probed(make_settings)
     async with running_worker(settings):
-        await eventually(lambda: answering(settings.http_port, "/readyz"))
-        reason = await stays_live(settings.http_port)
+        await eventually(lambda: answering(settings.probes.http_port, "/readyz"))
+        reason = await stays_live(settings.probes.http_port)
     assert "poll-loop" in reason
 
 
@@ -54,14 +54,14 @@ async def test_idle_ingest_stays_live(make_settings: Callable[..., Settings]) ->
         ingest_distribution_secret="Bearer t0ken",
     )
     async with running_ingest(settings):
-        reason = await stays_live(settings.http_port)
+        reason = await stays_live(settings.probes.http_port)
     assert "http" in reason
 
 
 async def test_idle_api_stays_live(make_settings: Callable[..., Settings]) -> None:
     settings = probed(make_settings, **api_overrides())
     async with running_api(settings):
-        reason = await stays_live(settings.http_port)
+        reason = await stays_live(settings.probes.http_port)
     assert "http" in reason and "outcome-listener" in reason
 
 
@@ -69,6 +69,6 @@ async def test_api_waiting_for_kafka_stays_live(make_settings: Callable[..., Set
     nobody = f"127.0.0.1:{free_port()}"  # nothing listens there: Kafka is away
     settings = probed(make_settings, kafka_bootstrap_servers=nobody, **api_overrides())
     async with running_api(settings, ready=False):
-        await eventually(lambda: answering(settings.http_port, "/healthz"))
-        reason = await stays_live(settings.http_port)
+        await eventually(lambda: answering(settings.probes.http_port, "/healthz"))
+        reason = await stays_live(settings.probes.http_port)
     assert "outcome-listener waiting for Kafka" in reason

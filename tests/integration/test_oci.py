@@ -88,7 +88,7 @@ async def test_credentials_from_docker_config_via_settings(
     assert registry.host in auths
     settings = load_settings(
         environ={
-            "OCITAG_INGEST_REGISTRY_ENDPOINTS": f"{registry.host}=http://{registry.host}",
+            "OCITAG_REGISTRY_ENDPOINTS": f"{registry.host}=http://{registry.host}",
             "OCITAG_REGISTRY_DOCKER_CONFIG": str(crane.docker_config),
         }
     )

@@ -71,17 +71,17 @@ async def test_a_record_the_client_cannot_read_is_rejected_alone(
             [structured(event("before-1")), structured(event("before-2", "2026-11-28T15:00:01Z"))]
         )
         await send_raw(
-            settings.kafka_bootstrap_servers,
-            settings.input_topic,
+            settings.kafka.kafka_bootstrap_servers,
+            settings.topics.input_topic,
             crafted_batch(b"{}"),
         )
         await worker.publish([structured(event("after", "2026-11-28T15:00:02Z"))])
         outcomes = await worker.outcomes(4)
-        dead = await worker.collect(settings.dlq_topic, 1)
+        dead = await worker.collect(settings.topics.dlq_topic, 1)
     assert [o.body.get("causationid") for o in outcomes] == ["before-1", "before-2", None, "after"]
     assert [o.body["status"] for o in outcomes] == [200, 200, 400, 200]
     problem = outcomes[2].body["data"]
-    assert problem["instance"] == f"urn:kafka:{settings.input_topic}:0:2"
+    assert problem["instance"] == f"urn:kafka:{settings.topics.input_topic}:0:2"
     assert "could not read this record" in problem["detail"]
     letter = dead[0]
     headers = dict(letter.headers)

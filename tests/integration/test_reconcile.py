@@ -48,7 +48,7 @@ def reconcile_settings(
     make_settings: Callable[..., Settings], registry: Registry, **overrides: Any
 ) -> Settings:
     return make_settings(
-        ingest_registry_endpoints=f"{registry.host}=http://{USER}:{ENCODED}@{registry.host}",
+        registry_endpoints=f"{registry.host}=http://{USER}:{ENCODED}@{registry.host}",
         **overrides,
     )
 
@@ -166,7 +166,7 @@ def wire_to_ingest(registry: Registry, settings: Settings) -> None:
     """Restart ``registry`` (same storage, same port) notifying the real ingest: what it
     held before was never delivered, so the store is behind it."""
     registry.stop()
-    url = f"http://127.0.0.1:{settings.ingest_port}/webhooks/distribution"
+    url = f"http://127.0.0.1:{settings.ingest.ingest_port}/webhooks/distribution"
     # a generous timeout: ingest answers within its deadline, so the registry never
     # re-sends (a re-send would only add the worker's byte-identical replay)
     endpoint = Endpoint(

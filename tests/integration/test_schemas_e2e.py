@@ -172,7 +172,7 @@ async def test_every_outcome_and_dead_letter_matches_the_published_schemas(
     async with running_worker(settings) as worker:
         await worker.publish([record for _, record, _, _, _ in CASES])
         outcomes = await worker.outcomes(len(CASES))
-        dead = await worker.collect(settings.dlq_topic, sum(c[3] == 400 for c in CASES))
+        dead = await worker.collect(settings.topics.dlq_topic, sum(c[3] == 400 for c in CASES))
 
     got = [(o.body["status"], _outcome_kind(o.body)) for o in outcomes]
     assert got == [(status, what) for _, _, _, status, what in CASES]
@@ -216,7 +216,7 @@ async def test_every_outcome_and_dead_letter_matches_the_published_schemas(
     dead_check = asyncapi_validator("/components/messages/deadLetter/headers")
     for letter in dead:
         assert errors_of(dead_check, _headers(letter)) == []
-        assert _headers(letter)["ocitag_dlq_topic"] == settings.input_topic
+        assert _headers(letter)["ocitag_dlq_topic"] == settings.topics.input_topic
 
 
 def test_input_events_match_the_input_schemas() -> None:

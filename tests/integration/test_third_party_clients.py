@@ -40,7 +40,7 @@ async def test_kcat_events_in_both_modes_and_outcomes_read_by_kcat_and_the_sdk(
     make_settings: Callable[..., Settings], kcat: str, tmp_path: Path
 ) -> None:
     settings = make_settings(topic_partitions=1)
-    bootstrap, topic = settings.kafka_bootstrap_servers, settings.input_topic
+    bootstrap, topic = settings.kafka.kafka_bootstrap_servers, settings.topics.input_topic
     whole = tmp_path / "structured.json"
     whole.write_text(json.dumps(event("kcat-structured", actor="kcat")))
     data = tmp_path / "data.json"
@@ -58,7 +58,7 @@ async def test_kcat_events_in_both_modes_and_outcomes_read_by_kcat_and_the_sdk(
         kcat_produce(bootstrap, topic, data, headers=_binary_headers("kcat-binary"))
         kcat_produce(bootstrap, topic, bad, headers=_binary_headers("kcat-bad"))
         await worker.outcomes(3)  # also checked against the schemas and by the SDK
-    read = kcat_consume(bootstrap, settings.outcome_topic)
+    read = kcat_consume(bootstrap, settings.topics.outcome_topic)
     assert len(read) == 3
     for record in read:
         assert ("content-type", STRUCTURED.encode()) in record.headers
@@ -90,7 +90,9 @@ async def test_the_java_console_consumer_reads_outcomes_with_their_keys_and_head
     async with running_worker(settings) as worker:
         await worker.publish([structured(event("java-1"), key=b"docker.io/istio/pilot:1.3.0")])
         (outcome,) = await worker.outcomes(1)
-    (line,) = console_consume(settings.kafka_bootstrap_servers, settings.outcome_topic, 1)
+    (line,) = console_consume(
+        settings.kafka.kafka_bootstrap_servers, settings.topics.outcome_topic, 1
+    )
     headers, key, value = line.split("\t", 2)
     assert headers == f"content-type:{STRUCTURED}"
     assert key.encode() == outcome.key == b"docker.io/istio/pilot:1.3.0"

@@ -16,6 +16,7 @@ from tests.helpers.settings_reads import record_cli_reads
 from worker import cli
 from worker.settings import (
     COMMAND_SETTINGS,
+    GROUPS,
     INGEST_KINDS,
     MASK,
     PROCESS,
@@ -35,7 +36,7 @@ def _subparser(command: str) -> argparse.ArgumentParser:
 
 
 def _setting_flags(command: str) -> set[str]:
-    every = {flag_name(name) for name in Settings.model_fields}
+    every = {flag_name(name) for name in Settings.FIELDS}
     return {
         option
         for action in _subparser(command)._actions
@@ -64,7 +65,7 @@ def test_a_command_has_the_flags_of_its_settings_only(command: str) -> None:
         ("outcomes", {"api_tokens", "api_port", "database_url", "db_password"}),
         ("publish", {"ingest_github_secret", "api_tokens", "database_url"}),
         ("migrate", {"kafka_sasl_password", "ingest_zot_secret", "api_tokens"}),
-        ("run", {"ingest_harbor_secret", "api_tokens", "ingest_registry_endpoints"}),
+        ("run", {"ingest_harbor_secret", "api_tokens", "registry_endpoints"}),
         ("api", {"ingest_acr_secret", "registry_docker_config"}),
         ("ingest", {"api_tokens", "database_url", "db_password"}),
         ("reconcile", {"ingest_quay_secret", "api_tokens"}),
@@ -77,9 +78,9 @@ def test_help_lists_no_other_commands_secrets(command: str, absent: set[str]) ->
 
 
 def test_every_setting_is_some_commands() -> None:
-    assert set().union(*COMMAND_SETTINGS.values()) == set(Settings.model_fields)
+    assert set().union(*COMMAND_SETTINGS.values()) == set(Settings.FIELDS)
     assert all(used >= PROCESS for used in COMMAND_SETTINGS.values())
-    assert set(Settings.model_fields) >= SECRET_FIELDS
+    assert set(Settings.FIELDS) >= SECRET_FIELDS
 
 
 @pytest.mark.parametrize(
@@ -131,5 +132,6 @@ def test_every_setting_is_logged_at_debug_only(
     if level == "info":
         assert shown == []
     else:
-        assert [set(settings) for settings in shown] == [set(Settings.model_fields)]
-        assert shown[0]["api_tokens"] == MASK
+        assert [set(settings) for settings in shown] == [set(GROUPS)]
+        assert {name for group in shown[0].values() for name in group} == set(Settings.FIELDS)
+        assert shown[0]["api"]["api_tokens"] == MASK

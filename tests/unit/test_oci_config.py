@@ -1,4 +1,4 @@
-"""OCITAG_INGEST_REGISTRY_ENDPOINTS and Docker config.json parsing (pure)."""
+"""OCITAG_REGISTRY_ENDPOINTS and Docker config.json parsing (pure)."""
 
 from __future__ import annotations
 
@@ -79,18 +79,18 @@ def test_parse_endpoints_errors_name_the_entry_never_the_secret(text: str, messa
 
 def test_bad_password_never_reaches_the_settings_error() -> None:
     with pytest.raises(SettingsError) as caught:
-        load_settings(environ={"OCITAG_INGEST_REGISTRY_ENDPOINTS": "a.io=ftp://u:hunter2@a.io"})
-    assert "OCITAG_INGEST_REGISTRY_ENDPOINTS" in str(caught.value)
+        load_settings(environ={"OCITAG_REGISTRY_ENDPOINTS": "a.io=ftp://u:hunter2@a.io"})
+    assert "OCITAG_REGISTRY_ENDPOINTS" in str(caught.value)
     assert "hunter2" not in str(caught.value)
 
 
 def test_endpoints_file_and_masking(tmp_path: Path) -> None:
     path = tmp_path / "endpoints"
     path.write_text("a.io=https://u:hunter2@a.io\n")
-    settings = load_settings(environ={"OCITAG_INGEST_REGISTRY_ENDPOINTS_FILE": str(path)})
-    endpoint = settings.registry_endpoints.for_host("a.io")
+    settings = load_settings(environ={"OCITAG_REGISTRY_ENDPOINTS_FILE": str(path)})
+    endpoint = settings.registry.endpoints.for_host("a.io")
     assert endpoint.credentials == Credentials("u", "hunter2")
-    assert "hunter2" not in repr(settings.registry_endpoints)
+    assert "hunter2" not in repr(settings.registry.endpoints)
     assert "hunter2" not in repr(endpoint)
     assert "hunter2" not in str(settings.masked())
 

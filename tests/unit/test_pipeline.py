@@ -71,11 +71,13 @@ class World:
         self.consumer = FakeConsumer(self.journal)
         self.store = FakeStore(self.journal)
         self.publisher = FakeOutcomeProducer(self.journal)
-        self.dead_letters = DeadLetters(self.publisher, self.settings.dlq_topic, dlq_limit)
+        self.dead_letters = DeadLetters(self.publisher, self.settings.topics.dlq_topic, dlq_limit)
         self.runner = BatchRunner(
             self.settings, self.consumer, self.publisher, self.store, self.dead_letters
         )
-        unreadable = Unreadable(self.consumer, reader, TOPIC, self.settings.max_batch_records)
+        unreadable = Unreadable(
+            self.consumer, reader, TOPIC, self.settings.consumer.max_batch_records
+        )
         self.pipeline = Pipeline(
             self.settings, self.consumer, self.runner, unreadable, liveness or health()
         )
@@ -88,7 +90,7 @@ class World:
     def outcomes(self) -> list[dict[str, Any] | bytes]:
         out: list[dict[str, Any] | bytes] = []
         for topic, _, value, _ in self.publisher.sent:
-            if topic == self.settings.outcome_topic:
+            if topic == self.settings.topics.outcome_topic:
                 assert value is not None
                 out.append(value if value.startswith(b"ok:") else json.loads(value))
         return out
@@ -303,7 +305,7 @@ async def test_an_unreadable_record_is_rejected_alone_with_what_could_be_read() 
     rejected = outcomes[1]
     assert isinstance(rejected, dict) and rejected["status"] == 400
     assert rejected["data"]["instance"] == f"urn:kafka:{TOPIC}:0:1"
-    (letter,) = [m for m in world.publisher.sent if m.topic == world.settings.dlq_topic]
+    (letter,) = [m for m in world.publisher.sent if m.topic == world.settings.topics.dlq_topic]
     headers = dict(letter[3])
     assert (letter[1], letter[2], headers["\\xff"]) == (b"k", b"raw", b"1")
     assert headers["ocitag_dlq_escaped_header_keys"] == b"1"
@@ -312,11 +314,11 @@ async def test_an_unreadable_record_is_rejected_alone_with_what_could_be_read() 
 async def test_a_dead_letter_the_topic_refuses_is_trimmed_and_the_batch_commits() -> None:
     """The limit read at start was wrong: the refusal halves it until the copy fits."""
     world = World(dlq_limit=1_000_000)
-    world.publisher.limits[world.settings.dlq_topic] = 50_000
+    world.publisher.limits[world.settings.topics.dlq_topic] = 50_000
     world.consumer.add(0, b"\xff" + b"x" * 150_000, event_value("after"))
     async with running(world):
         await until(lambda: world.consumer.commits == {P0: 2})
-    (letter,) = [m for m in world.publisher.sent if m.topic == world.settings.dlq_topic]
+    (letter,) = [m for m in world.publisher.sent if m.topic == world.settings.topics.dlq_topic]
     headers = dict(letter[3])
     assert letter[2] is None and headers["ocitag_dlq_value_omitted_bytes"] == b"150001"
     assert world.dead_letters.limit < 1_000_000  # remembered for the next ones

@@ -49,13 +49,13 @@ class ApiProcess:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         tokens = parse_tokens(
-            settings.api_tokens.get_secret_value() if settings.api_tokens else None
+            settings.api.api_tokens.get_secret_value() if settings.api.api_tokens else None
         )
         if not tokens.entries:
             log.warning("api_no_tokens", hint="OCITAG_API_TOKENS is empty: every call is 401")
         self.backends = Backends()
         self._api = Api(settings, tokens, self.backends, utc_now)
-        self._health = Health(settings.liveness_timeout_seconds, parts=COMMAND_PARTS["api"])
+        self._health = Health(settings.probes.liveness_timeout_seconds, parts=COMMAND_PARTS["api"])
         self._process = Lifecycle(handle_signals=False)
         self._sink = InputSink(settings, "the api")
         self._pool: asyncpg.Pool | None = None
@@ -85,10 +85,10 @@ class ApiProcess:
         runner = web.AppRunner(self._api.app(), access_log=None, shutdown_timeout=10)
         await runner.setup()
         process.on_exit(runner.cleanup)
-        await web.TCPSite(runner, s.api_host, s.api_port).start()
+        await web.TCPSite(runner, s.api.api_host, s.api.api_port).start()
         self.port = runner.addresses[0][1]
         self._health.started()
-        log.info("api_listening", port=self.port, topic=s.input_topic)
+        log.info("api_listening", port=self.port, topic=s.topics.input_topic)
 
     async def _disconnect(self) -> None:
         if self._listener is not None:
@@ -113,13 +113,15 @@ class ApiProcess:
         self.backends.reads = reads
         log.info("api_database_ready")
         while True:  # the Idempotency-Key times live as long as processed events do
-            await asyncio.sleep(s.prune_interval_seconds)
+            await asyncio.sleep(s.retention.prune_interval_seconds)
             with contextlib.suppress(Exception):
-                await reads.prune(s.processed_retention_seconds)
+                await reads.prune(s.retention.processed_retention_seconds)
 
     async def _connect_kafka(self) -> None:
         s = self._settings
-        await self._sink.keep_starting([s.input_topic, s.outcome_topic], classify=_kafka)
+        await self._sink.keep_starting(
+            [s.topics.input_topic, s.topics.outcome_topic], classify=_kafka
+        )
         reachability.KAFKA.succeeded()
         listener = OutcomeListener(s, self.backends.waiters, self._health)
 
@@ -133,7 +135,7 @@ class ApiProcess:
         await wait_for_service(OUTCOME_TOPIC, start_listener, classify=_kafka)
         self._listener = listener
         self.backends.publish = self._publish
-        log.info("api_kafka_ready", outcome_topic=s.outcome_topic)
+        log.info("api_kafka_ready", outcome_topic=s.topics.outcome_topic)
         await listener.run()
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:

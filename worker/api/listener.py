@@ -54,7 +54,7 @@ class OutcomeListener:
         self._ready = True
 
     async def _assign_all(self) -> None:
-        topic = self._settings.outcome_topic
+        topic = self._settings.topics.outcome_topic
         partitions = await self._partitions(topic)
         if not partitions:
             raise LookupError(f"topic {topic} has no partitions (OCITAG_OUTCOME_TOPIC)")

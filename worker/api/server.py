@@ -92,7 +92,7 @@ class Api:
 
     def app(self) -> web.Application:
         app = web.Application(
-            middlewares=[self._middleware], client_max_size=self._settings.api_max_body_bytes
+            middlewares=[self._middleware], client_max_size=self._settings.api.api_max_body_bytes
         )
         app.router.add_put(TAG_PATH, self.put)
         app.router.add_delete(TAG_PATH, self.delete)
@@ -127,7 +127,7 @@ class Api:
             fields["error"] = str(exc)[:300]
             response = self._problem(_unavailable(exc.service), instance)
         except web.HTTPException as exc:
-            limit = self._settings.api_max_body_bytes
+            limit = self._settings.api.api_max_body_bytes
             response = self._problem(_http_problem(exc, limit, request.content_length), instance)
             if exc.status == 405 and "Allow" in exc.headers:
                 response.headers["Allow"] = exc.headers["Allow"]
@@ -152,9 +152,9 @@ class Api:
         return _respond(
             replies.problem(
                 exc,
-                base_uri=self._settings.problem_base_uri,
+                base_uri=self._settings.contract.problem_base_uri,
                 instance=instance,
-                retry_after=self._settings.api_retry_after_seconds,
+                retry_after=self._settings.api.api_retry_after_seconds,
             )
         )
 
@@ -206,9 +206,9 @@ class Api:
             event_id=event_id,
             time=format_rfc3339(received),
         )
-        message = Message(self._settings.input_topic, *to_record(event, "structured"))
+        message = Message(self._settings.topics.input_topic, *to_record(event, "structured"))
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._settings.api_timeout_seconds
+        deadline = loop.time() + self._settings.api.api_timeout_seconds
         # subscribed BEFORE publishing: the outcome may overtake the acknowledgement
         with self.backends.waiters.expect((source, event_id)) as waiter:
             try:

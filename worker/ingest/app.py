@@ -47,12 +47,10 @@ def enabled_kinds(settings: Settings, oidc: OidcVerifier | None = None) -> dict[
     Pub/Sub token check, when configured."""
     enabled: dict[str, Enabled] = {}
     for kind in INGEST_KINDS:
-        secret = getattr(settings, f"ingest_{kind}_secret")
+        secret = settings.value(f"ingest_{kind}_secret")
         if secret is None:
             continue
         name = env_name(f"ingest_{kind}_secret")
-        if kind not in KINDS:
-            raise SettingsError(f"invalid setting {name}: this build does not serve '{kind}'")
         secrets = split_secrets(secret.get_secret_value())
         if not secrets:
             raise SettingsError(f"invalid setting {name}: holds no secret (comma-separated)")
@@ -70,28 +68,33 @@ async def _connect(sink: InputSink, settings: Settings) -> None:
     start the producer, for as long as it takes (the settings' backoff). Every failure
     is waited out, refusals included: ingest keeps answering (503) and says why in the
     log, rather than stopping the receiver of every registry."""
-    backoff = Backoff(settings.retry_backoff_initial_seconds, settings.retry_backoff_max_seconds)
-    await sink.keep_starting([settings.input_topic], classify=_kafka_away, backoff=backoff)
+    backoff = Backoff(
+        settings.lifecycle.retry_backoff_initial_seconds,
+        settings.lifecycle.retry_backoff_max_seconds,
+    )
+    await sink.keep_starting([settings.topics.input_topic], classify=_kafka_away, backoff=backoff)
     reachability.KAFKA.succeeded()
     log.info("kafka_connected")
 
 
 def gar_oidc(settings: Settings, client: httpx.AsyncClient) -> OidcVerifier | None:
     """gar's Pub/Sub OIDC check, when OCITAG_INGEST_GAR_OIDC_AUDIENCE is set."""
-    if settings.ingest_gar_oidc_audience is None:
+    if settings.ingest.ingest_gar_oidc_audience is None:
         return None
-    policy = OidcPolicy(settings.ingest_gar_oidc_audience, settings.ingest_gar_oidc_email)
-    return OidcVerifier(policy, HttpKeySource(settings.ingest_gar_oidc_jwks_url, client))
+    policy = OidcPolicy(
+        settings.ingest.ingest_gar_oidc_audience, settings.ingest.ingest_gar_oidc_email
+    )
+    return OidcVerifier(policy, HttpKeySource(settings.ingest.ingest_gar_oidc_jwks_url, client))
 
 
 def limits(settings: Settings) -> Limits:
     return Limits(
-        topic=settings.input_topic,
-        max_body_bytes=settings.ingest_max_body_bytes,
-        read_timeout=settings.ingest_read_timeout_seconds,
-        deadline=settings.ingest_deadline_seconds,
-        retry_after=settings.ingest_retry_after_seconds,
-        problem_base_uri=settings.problem_base_uri,
+        topic=settings.topics.input_topic,
+        max_body_bytes=settings.ingest.ingest_max_body_bytes,
+        read_timeout=settings.ingest.ingest_read_timeout_seconds,
+        deadline=settings.ingest.ingest_deadline_seconds,
+        retry_after=settings.ingest.ingest_retry_after_seconds,
+        problem_base_uri=settings.contract.problem_base_uri,
     )
 
 
@@ -99,7 +102,7 @@ def resolver_for(settings: Settings) -> RegistryClient | None:
     """The registry client for digest look-ups, when a served kind needs one (Docker
     Hub and Quay payloads carry no digest)."""
     kinds = {f"ingest_{kind}_secret" for kind in NEEDS_RESOLVER}
-    if not any(getattr(settings, name) is not None for name in kinds):
+    if not any(settings.value(name) is not None for name in kinds):
         return None
     return RegistryClient.from_settings(settings)
 
@@ -126,7 +129,7 @@ async def run_ingest(
 
 
 async def _serve(settings: Settings, kinds: dict[str, Enabled], process: Lifecycle) -> None:
-    health = Health(settings.liveness_timeout_seconds, parts=COMMAND_PARTS["ingest"])
+    health = Health(settings.probes.liveness_timeout_seconds, parts=COMMAND_PARTS["ingest"])
     # on the way down, in reverse: deliveries in flight finish, then the sink stops
     sink = await process.input_sink(settings, "ingest")
     process.task(_connect(sink, settings), name="ingest-producer")
@@ -144,13 +147,13 @@ async def _serve(settings: Settings, kinds: dict[str, Enabled], process: Lifecyc
     server = IngestServer(kinds, sink, registry or NoResolver(), limits(settings))
     process.on_exit(server.close)
     runner = web.AppRunner(
-        server.app(), access_log=None, shutdown_timeout=settings.shutdown_grace_seconds
+        server.app(), access_log=None, shutdown_timeout=settings.lifecycle.shutdown_grace_seconds
     )
     await runner.setup()
     process.on_exit(runner.cleanup)
     # the event loop that answers deliveries keeps running tasks
     process.task(health.heartbeat(HTTP), name="ingest-heartbeat")
-    await web.TCPSite(runner, settings.ingest_host, settings.ingest_port).start()
+    await web.TCPSite(runner, settings.ingest.ingest_host, settings.ingest.ingest_port).start()
     health.started()
-    log.info("running", port=settings.ingest_port, topic=settings.input_topic)
+    log.info("running", port=settings.ingest.ingest_port, topic=settings.topics.input_topic)
     await process.stop.wait()

@@ -171,7 +171,9 @@ async def reconcile(
         try:
             pool = await process.pool(
                 open_component_pool(
-                    settings, min_size=1, max_size=max(2, min(settings.db_pool_max_size, 4))
+                    settings,
+                    min_size=1,
+                    max_size=max(2, min(settings.database.db_pool_max_size, 4)),
                 )
             )
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError) as exc:
@@ -188,7 +190,7 @@ async def reconcile(
                 PostgresLiveRecords(pool),
                 sink,
                 output,
-                concurrency=settings.registry_concurrency,
+                concurrency=settings.registry.registry_concurrency,
             ).run(options)
             return EXIT_PARTIAL if summary.failed_repositories else EXIT_OK
         await _every(
@@ -217,7 +219,8 @@ async def _every(
     stop = process.stop
     # alive while runs keep finishing (or repositories keep completing)
     health = Health(
-        settings.liveness_timeout_seconds + 2 * options.interval, parts=COMMAND_PARTS["reconcile"]
+        settings.probes.liveness_timeout_seconds + 2 * options.interval,
+        parts=COMMAND_PARTS["reconcile"],
     )
     await process.probes(settings, health, "reconcile")
     health.started()
@@ -226,7 +229,7 @@ async def _every(
         PostgresLiveRecords(pool),
         sink,
         output,
-        concurrency=settings.registry_concurrency,
+        concurrency=settings.registry.registry_concurrency,
         on_repository=lambda: health.beat(RECONCILE),
     )
     while not stop.is_set():

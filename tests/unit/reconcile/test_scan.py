@@ -196,7 +196,7 @@ def test_bad_options(
         ["reconcile", "--registry", "not a host"],
         ["reconcile", "--registry", HOST, "--repository", "Bad/Name"],
         ["reconcile", "--registry", HOST, "--interval", "-5"],
-        ["reconcile", "--registry", HOST, "--ingest-registry-endpoints", "x=ftp://u:p@x"],
+        ["reconcile", "--registry", HOST, "--registry-endpoints", "x=ftp://u:p@x"],
     ],
 )
 def test_cli_rejects_bad_arguments_with_exit_2(
