@@ -8,6 +8,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from tests.helpers.contract import pydantic_phrases
+from tests.helpers.docs import page
 from tests.helpers.registry import free_port
 from worker import cli
 from worker.errors import SettingsError
@@ -201,14 +202,14 @@ def test_invalid_secret_value_is_not_echoed() -> None:
     assert "hunter2" not in str(caught.value)
 
 
-def test_the_readme_documents_every_setting_with_its_default() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+def test_the_settings_page_documents_every_setting_with_its_default() -> None:
+    table = page("settings.md")
     for name, field in Settings.FIELDS.items():
         row = next(
-            (line for line in readme.splitlines() if line.startswith(f"| `{env_name(name)}` |")),
+            (line for line in table.splitlines() if line.startswith(f"| `{env_name(name)}` |")),
             None,
         )
-        assert row is not None, f"{env_name(name)} is not in the README's settings table"
+        assert row is not None, f"{env_name(name)} is not in docs/settings.md's table"
         default = field.default
         if (
             isinstance(default, int | float | str)
