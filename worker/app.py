@@ -112,7 +112,7 @@ async def run(
 
 
 async def _run(settings: Settings, process: Lifecycle, health: Health) -> None:
-    log.info("starting", settings=settings.masked(COMMAND_SETTINGS["run"]))
+    log.info("starting", settings=settings.masked(COMMAND_SETTINGS["run"], changed=True))
     stop, timeout = process.stop, settings.lifecycle.startup_timeout_seconds
     async with Lifecycle(stop, handle_signals=False) as opened:  # closed before "stopped"
         pool = await opened.pool(create_pool(settings, "worker", stop, give_up_after=timeout))

@@ -692,15 +692,21 @@ class Settings(BaseModel):
         copy._renamed = self._renamed
         return copy
 
-    def masked(self, names: Iterable[str] | None = None) -> dict[str, dict[str, object]]:
+    def masked(
+        self, names: Iterable[str] | None = None, *, changed: bool = False
+    ) -> dict[str, dict[str, object]]:
         """The effective settings by group (``names``: those fields only, e.g. a
-        command's ``COMMAND_SETTINGS``) for a start-up log line, secrets masked."""
+        command's ``COMMAND_SETTINGS``; ``changed``: only those that differ from their
+        defaults, for a start-up line a person reads) for a log line, secrets masked."""
         wanted = set(FIELDS if names is None else names)
         out: dict[str, dict[str, object]] = {}
         for group, model in GROUPS.items():
-            for name in model.model_fields:
-                if name in wanted:
-                    out.setdefault(group, {})[name] = _shown(name, self.value(name))
+            for name, info in model.model_fields.items():
+                if name not in wanted:
+                    continue  # unread: tests record which settings a command reads
+                value = self.value(name)
+                if not (changed and _is_default(info, value)):
+                    out.setdefault(group, {})[name] = _shown(name, value)
         return out
 
 
@@ -736,6 +742,13 @@ def _nest(values: Mapping[str, Any]) -> dict[str, Any]:
         else:
             nested[name] = value
     return nested
+
+
+def _is_default(info: FieldInfo, value: object) -> bool:
+    default = info.get_default(call_default_factory=True)
+    if isinstance(default, SecretStr) and isinstance(value, SecretStr):
+        return default.get_secret_value() == value.get_secret_value()
+    return bool(value == default)
 
 
 def _shown(name: str, value: object) -> object:

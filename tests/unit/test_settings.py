@@ -407,3 +407,18 @@ def test_ingest_kinds_are_one_list() -> None:
     keeps two lists in step any more)."""
     assert list(INGEST_KINDS) == list(KINDS)
     assert {f"ingest_{kind}_secret" for kind in INGEST_KINDS} <= set(FIELDS)
+
+
+def test_a_start_up_line_shows_what_differs_from_the_defaults() -> None:
+    """The info line a person reads at start: the settings changed, secrets masked; the
+    whole set is the debug line's."""
+    settings = load_settings(
+        {"input_topic": "team.events", "api_tokens": "ci:secret-token-0123456789"}, environ={}
+    )
+    changed = settings.masked(changed=True)
+    named = {name for group in changed.values() for name in group}
+    assert {"input_topic", "api_tokens"} <= named
+    assert "outcome_topic" not in named and "max_batch_records" not in named
+    assert "secret-token" not in str(changed)
+    everything = {name for group in settings.masked().values() for name in group}
+    assert everything == set(Settings.FIELDS)

@@ -70,7 +70,7 @@ class ApiProcess:
         taking requests, let those in flight answer, then disconnect."""
         s = self._settings
         process = self._process
-        log.info("api_starting", settings=s.masked(COMMAND_SETTINGS["api"]))
+        log.info("api_starting", settings=s.masked(COMMAND_SETTINGS["api"], changed=True))
         process.on_exit(self._disconnect)
         self._health.readiness_probe = self._ready
         self._health.waiting(OUTCOME_LISTENER, "Kafka")  # until the listener runs

@@ -122,7 +122,9 @@ async def run_ingest(
         kinds = enabled_kinds(settings, gar_oidc(settings, keys_client))
         process = await closing.enter_async_context(Lifecycle(stop, handle_signals=handle_signals))
         log.info(
-            "starting", settings=settings.masked(COMMAND_SETTINGS["ingest"]), kinds=sorted(kinds)
+            "starting",
+            settings=settings.masked(COMMAND_SETTINGS["ingest"], changed=True),
+            kinds=sorted(kinds),
         )
         await _serve(settings, kinds, process)
     log.info("stopped")
