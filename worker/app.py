@@ -23,6 +23,7 @@ from worker.health import COMMAND_PARTS, Check, Health
 from worker.kafka import (
     DEFAULT_MAX_MESSAGE_BYTES,
     MAX_REQUEST_BYTES,
+    NO_BROKER_ANSWERED,
     PUBLISHING_OUTCOMES,
     Producer,
     check_connection,
@@ -90,7 +91,7 @@ def _readiness(
             return db
         # asking makes an idle producer try again, after an outage too
         if not await producer.reachable(0.5, unknown=False):
-            return Check(False, "kafka unreachable (no broker answered the producer's last try)")
+            return Check(False, f"kafka unreachable ({NO_BROKER_ANSWERED})")
         if not consumer.subscription():
             return Check(False, "consumer not subscribed")
         return Check(True, "ready")

@@ -92,12 +92,16 @@ class MessageTooLargeError(PermanentError):
     """The broker (or the producer) refused a message as larger than the topic takes."""
 
 
+#: why a producer is unreachable, as readiness probes and refusals say it
+NO_BROKER_ANSWERED = "no broker answered the producer's last try"
+
+
 class BrokerUnreachableError(TransientError):
     """Refused before the messages were handed to the producer, which knows no broker
     answers: they will not be published (a retry may be)."""
 
     def __init__(self) -> None:
-        super().__init__(Cause.KAFKA_UNAVAILABLE, "no broker answered the producer's last try")
+        super().__init__(Cause.KAFKA_UNAVAILABLE, NO_BROKER_ANSWERED)
 
 
 class ClientRecord(Enum):

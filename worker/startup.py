@@ -32,6 +32,7 @@ from worker.errors import Cause, FatalError, TransientError, describe
 from worker.health import Health
 from worker.http import serve
 from worker.kafka import (
+    NO_BROKER_ANSWERED,
     PUBLISHING_INPUT_EVENTS,
     Message,
     Producer,
@@ -266,7 +267,7 @@ class InputSink:
             return "not connected yet"
         if await self._producer.reachable(0.5, unknown=False):
             return "connected"
-        return "unreachable (no broker answered the producer's last try)"
+        return f"unreachable ({NO_BROKER_ANSWERED})"
 
     async def stop(self) -> None:
         if self._producer is not None:
