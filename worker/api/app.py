@@ -123,16 +123,18 @@ class ApiProcess:
             [s.topics.input_topic, s.topics.outcome_topic], classify=_kafka
         )
         reachability.KAFKA.succeeded()
-        listener = OutcomeListener(s, self.backends.waiters, self._health)
 
-        async def start_listener() -> None:
+        async def start_listener() -> OutcomeListener:
+            # a new one each attempt: a Kafka consumer once stopped cannot start again
+            listener = OutcomeListener(s, self.backends.waiters, self._health)
             try:
                 await listener.start()
             except BaseException:
                 await listener.stop()
                 raise
+            return listener
 
-        await wait_for_service(OUTCOME_TOPIC, start_listener, classify=_kafka)
+        listener = await wait_for_service(OUTCOME_TOPIC, start_listener, classify=_kafka)
         self._listener = listener
         self.backends.publish = self._publish
         log.info("api_kafka_ready", outcome_topic=s.topics.outcome_topic)

@@ -112,11 +112,6 @@ async def run_ingest(
 ) -> None:
     """Serve webhooks until SIGTERM/SIGINT (or ``stop``); in-flight deliveries finish."""
     keys_client = httpx.AsyncClient(headers={"User-Agent": "ocitag-worker"})
-    try:
-        kinds = enabled_kinds(settings, gar_oidc(settings, keys_client))
-    except BaseException:
-        await keys_client.aclose()
-        raise
     async with contextlib.AsyncExitStack() as closing:
         closing.push_async_callback(keys_client.aclose)
         kinds = enabled_kinds(settings, gar_oidc(settings, keys_client))

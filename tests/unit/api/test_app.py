@@ -8,6 +8,7 @@ import pytest
 from tests.helpers.metrics import expected_families, scrape_families
 from tests.helpers.registry import free_port
 from tests.helpers.settings_reads import record_reads
+from worker.api import app as api_app
 from worker.api.app import ApiProcess
 from worker.settings import COMMAND_SETTINGS, load_settings
 
@@ -40,3 +41,40 @@ async def test_serves_its_own_metrics_before_its_services_are_there(
     # what it read is what its flags and start-up line show
     assert recorded.reads <= COMMAND_SETTINGS["api"]
     assert {"api_port", "api_tokens", "http_port"} <= recorded.reads
+
+
+async def test_a_listener_that_failed_to_start_is_replaced_not_restarted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Kafka consumer once stopped cannot start again: each attempt to reach the
+    outcome topic (absent until the worker creates it) gets a listener of its own."""
+    made: list[_Listener] = []
+
+    class _Listener:
+        def __init__(self, *_: object) -> None:
+            self.stopped = False
+            made.append(self)
+
+        async def start(self) -> None:
+            if self.stopped:
+                raise AssertionError("Did you call `start` twice?")
+            if len(made) == 1:  # the topic is not there yet
+                raise LookupError("topic t.outcomes has no partitions yet")
+
+        async def stop(self) -> None:
+            self.stopped = True
+
+        async def run(self) -> None:
+            return None
+
+    monkeypatch.setattr(api_app, "OutcomeListener", _Listener)
+    process = ApiProcess(load_settings({"log_level": "warning"}, environ={}))
+
+    async def started(*_: object, **__: object) -> None:
+        return None
+
+    monkeypatch.setattr(process._sink, "keep_starting", started)
+    await process._connect_kafka()
+    assert len(made) == 2 and made[0].stopped and not made[1].stopped
+    listener: object = process._listener
+    assert listener is made[1] and process.backends.publish is not None
