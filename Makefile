@@ -17,7 +17,7 @@ NEED_STACK = [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ] || [ -z "$${DATABASE_URL:-}"
 START_STACK = if $(NEED_STACK); then $(STACK) up >&2; fi;
 WITH_SERVICES = if $(NEED_STACK); then $(STACK) up >&2 && eval "$$($(STACK) env)"; fi;
 
-.PHONY: install services run migrate test test-unit lint docs format fuzz faults faults-long bench bench-store bench-decode bench-retention bench-reconcile bench-ingest bench-api schemas check-schemas down clean check-deploy
+.PHONY: install services run migrate test test-unit lint docs format fuzz faults faults-long bench bench-store bench-decode bench-retention bench-reconcile bench-ingest bench-api bench-tracing schemas check-schemas down clean check-deploy
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -123,3 +123,8 @@ bench-ingest: install
 # concurrent clients, and at an offered 200 PUT/s, beside the worker's own event latency.
 bench-api: install
 	@$(WITH_SERVICES) $(PY) -m bench.api
+
+# tracing's cost (bench/tracing.py): drain pace with tracing off, on at 10 % sampling
+# (to Jaeger all-in-one, deploy/local/stack jaeger-start), and off again, in one run
+bench-tracing: install
+	@$(WITH_SERVICES) $(PY) -m bench.tracing

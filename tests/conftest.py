@@ -16,8 +16,8 @@ import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.helpers.clients import ClientUnavailableError, kafka_libs, kcat_path
-from tests.helpers.postgres import PostgresUnavailableError, password_postgres, server_binaries
 from tests.helpers.jaeger import JaegerUnavailableError, start_jaeger
+from tests.helpers.postgres import PostgresUnavailableError, password_postgres, server_binaries
 from tests.helpers.registry import ToolsUnavailableError, tools_dir
 from tests.helpers.services import IN_CI, Services, UnavailableError, discover, with_database
 from worker.migrate import migrate

@@ -63,7 +63,7 @@ async def test_a_pushed_tag_is_one_trace_from_the_webhook_to_the_outcome(
     endpoint = Endpoint(url, headers={"Authorization": WEBHOOK_TOKEN})
     with (
         api_processes(settings, tmp_path, commands, env),
-        Registry(endpoints=[endpoint]) as registry,  # type: ignore[arg-type]
+        Registry(endpoints=[endpoint]) as registry,
     ):
         crane = Crane(registry)
         await eventually(lambda: _listening(settings.ingest.ingest_port), timeout=60)
