@@ -375,3 +375,45 @@ def test_tracing_is_off_by_default_and_loads_nothing() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+# ---- the picture of a trace (tools/trace_svg.py)
+
+
+def test_a_trace_is_drawn_with_its_tree_its_links_and_its_errors() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "tools" / "trace_svg.py"
+    spec = importlib.util.spec_from_file_location("trace_svg", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def span(sid: str, name: str, start: int, refs: list[tuple[str, str]], **tags: Any) -> Any:
+        return {
+            "spanID": sid,
+            "operationName": name,
+            "startTime": start,
+            "duration": 1000,
+            "processID": "p1" if sid != "c" else "p2",
+            "references": [{"refType": kind, "spanID": ref} for kind, ref in refs],
+            "tags": [{"key": k, "value": v} for k, v in tags.items()],
+        }
+
+    trace_json = {
+        "traceID": "abc",
+        "processes": {"p1": {"serviceName": "ingest"}, "p2": {"serviceName": "worker"}},
+        "spans": [
+            span("c", "process t", 3000, [("CHILD_OF", "b"), ("FOLLOWS_FROM", "b")]),
+            span("a", "POST /webhooks/{kind}", 0, []),
+            span("b", "send t", 1000, [("CHILD_OF", "a")], **{"otel.status_code": "ERROR"}),
+        ],
+    }
+    svg = module.render(trace_json)
+    order = [svg.index(f">{name}<") for name in ("POST /webhooks/{kind}", "send t", "process t")]
+    assert order == sorted(order)  # parents above their children
+    assert 'x="22"' in svg and 'x="36"' in svg  # indented by depth
+    assert svg.count("stroke-dasharray") == 1  # the one link
+    assert svg.count('fill="#d62728"') == 1  # the one error
+    assert ">ingest<" in svg and ">worker<" in svg
