@@ -9,7 +9,7 @@ import contextlib
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from enum import Enum
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -44,22 +44,19 @@ from worker import metrics, tracing
 from worker.errors import Cause, FatalError, PermanentError, TransientError, describe
 from worker.settings import Settings, env_name
 
-if TYPE_CHECKING:
-    from opentelemetry.context import Context
-
 log = structlog.get_logger("worker.kafka")
 
 
 class Message(NamedTuple):
-    """One record to produce: what every producer of this package sends. ``context``:
-    the trace context the record continues when it is not the producer call's (the
-    worker's outcome of an event: that event's span); None while tracing is off."""
+    """One record to produce: what every producer of this package sends. While tracing
+    is on, a record whose headers already hold a ``traceparent`` keeps it (the worker's
+    outcome: its event's span; a dead letter: the record's own); the others get the
+    producer call's (worker/tracing_sdk.py)."""
 
     topic: str
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
-    context: Context | None = None
 
 
 #: What a command's producer is doing when Kafka refuses it (``Producer``'s ``action``).

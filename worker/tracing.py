@@ -8,8 +8,8 @@ exporter and the instrumentations once, before the command opens anything
 (worker/tracing_sdk.py), and ``stop()`` flushes what is left when it ends.
 
 The hop's trace context travels as W3C ``traceparent``/``tracestate`` Kafka headers
-(and HTTP headers): the one ``Producer`` writes them on every record it sends, so every
-topic the product writes carries them, whoever builds the records.
+(and HTTP headers): the one ``Producer`` writes them on every record it sends that has
+none yet, so every topic the product writes carries them, whoever builds the records.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class BatchTrace(Protocol):
 
     def message(self, index: int, message: Message) -> Message:
         """``message`` (the outcome of the batch's ``index``-th record) with that event's
-        trace context, for the producer to carry on."""
+        span as its ``traceparent``, which the producer keeps."""
         ...
 
     def finish(self, events: Sequence[object], statuses: Sequence[tuple[int, bytes]]) -> None:
@@ -126,8 +126,7 @@ def server_middlewares() -> list[Any]:
 
 
 def without_trace_headers(headers: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
-    """``headers`` less any trace context: a copied record (a dead letter) carries the
-    hop that wrote it, never two ``traceparent``s."""
+    """``headers`` less any trace context: a record gets one ``traceparent``, never two."""
     return [(name, value) for name, value in headers if name.lower() not in TRACE_HEADERS]
 
 

@@ -119,17 +119,12 @@ def record_context(headers: Sequence[tuple[str, bytes]]) -> Context:
     return _PROPAGATOR.extract(carrier) if carrier else Context()
 
 
-def carried(message: Message, shared: Context | None, mine: list[tuple[str, bytes]]) -> Message:
-    """``message`` with its trace headers: the send span's (``mine``) when the call
-    shares one context or the message has none, else its own context's."""
-    own = message.context
-    headers = mine if shared is not None or own is None else kafka_headers(own)
-    return Message(
-        message.topic,
-        message.key,
-        message.value,
-        [*without_trace_headers(message.headers), *headers],
-    )
+def carried(message: Message, mine: list[tuple[str, bytes]]) -> Message:
+    """``message`` as sent: with its own ``traceparent`` if it has one, else the send
+    span's (``mine``)."""
+    if trace_carrier(message.headers):
+        return message
+    return message._replace(headers=[*message.headers, *mine])
 
 
 def _span_context(ctx: Context) -> trace.SpanContext:
@@ -188,14 +183,13 @@ class OtelTracer:
 
     @contextlib.contextmanager
     def sending(self, messages: Sequence[Message]) -> Iterator[list[Message]]:
-        """One ``send`` span for the call. Records that carry their own context (the
-        worker's outcomes: their event's span) keep it, and the span links to each;
-        when they all carry the same one, or none, the span is its child (or the
-        current span's) and every record carries the span itself."""
+        """One ``send`` span for the call, child of the current span. A record that
+        carries its own ``traceparent`` (the worker's outcome: its event's span; a dead
+        letter: where the record was made) keeps it, and the span links to it; every
+        other record carries the span itself."""
         topics = ",".join(dict.fromkeys(m.topic for m in messages))
-        own = [m.context for m in messages]
-        shared = own[0] if all(c is own[0] for c in own) else None
-        links = [Link(_span_context(c)) for c in own if c is not None] if shared is None else []
+        carried_contexts = [record_context(m.headers) for m in messages if trace_carrier(m.headers)]
+        links = [Link(c) for c in map(_span_context, carried_contexts) if c.is_valid]
         attributes: dict[str, Any] = {
             "messaging.system": _KAFKA,
             "messaging.operation.type": "send",
@@ -207,14 +201,10 @@ class OtelTracer:
         elif messages and messages[0].key is not None:
             attributes["messaging.kafka.message.key"] = messages[0].key.decode("utf-8", "replace")
         with self._tracer.start_as_current_span(
-            f"send {topics}",
-            context=shared,
-            kind=SpanKind.PRODUCER,
-            links=links,
-            attributes=attributes,
+            f"send {topics}", kind=SpanKind.PRODUCER, links=links, attributes=attributes
         ) as span:
             mine = kafka_headers(trace.set_span_in_context(span))
-            yield [carried(m, shared, mine) for m in messages]
+            yield [carried(m, mine) for m in messages]
 
     def batch(self, records: Sequence[RawRecord], group: str) -> BatchTrace:
         return OtelBatch(self._tracer, records, group)
@@ -288,7 +278,8 @@ class OtelBatch:
                 span.end()
 
     def message(self, index: int, message: Message) -> Message:
-        return message._replace(context=trace.set_span_in_context(self._events[index]))
+        event = kafka_headers(trace.set_span_in_context(self._events[index]))
+        return message._replace(headers=[*without_trace_headers(message.headers), *event])
 
     def finish(self, events: Sequence[object], statuses: Sequence[tuple[int, bytes]]) -> None:
         for span, event, (status, value) in zip(self._events, events, statuses, strict=True):

@@ -99,7 +99,8 @@ async def test_a_pushed_tag_is_one_trace_from_the_webhook_to_the_outcome(
     assert database and all(s.parent == batch.span_id for s in database)
     assert all(s.service == worker for s in database)
     outcome = _one(spans, lambda s: s.name == f"send {outcomes}", "the outcome's send")
-    assert outcome.parent == event.span_id and outcome.service == worker
+    assert outcome.parent == batch.span_id and outcome.service == worker
+    assert event.span_id in outcome.links  # the outcome record carries its event's span
     assert not any("/webhooks/distribution/" in json.dumps(s.tags) for s in spans)
 
 
@@ -139,8 +140,11 @@ async def test_a_put_through_the_api_is_one_trace_that_ends_with_its_answer(
     produced = _one(spans, lambda s: s.name == f"send {settings.topics.input_topic}", "send")
     assert produced.parent == request.span_id
     heard = _one(spans, lambda s: s.service == api and s.name.startswith("process "), "outcome")
+    event = _one(spans, lambda s: "messaging.message.id" in s.tags, "the worker's event span")
     sent = _one(spans, lambda s: s.name == f"send {settings.topics.outcome_topic}", "outcome")
-    assert heard.parent == sent.span_id and sent.service == worker
+    assert sent.service == worker and event.span_id in sent.links
+    assert heard.parent == event.span_id  # the outcome's traceparent: its event's span
+    assert event.parent == produced.span_id
     # the trace ends with the api's answer: no span of it ends after the request's
     assert request.end_us >= max(s.end_us for s in spans)
 

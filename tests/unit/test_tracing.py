@@ -77,8 +77,9 @@ def test_one_send_span_per_call_and_every_record_carries_it(
     exported: tuple[OtelTracer, InMemorySpanExporter],
 ) -> None:
     tracer, exporter = exported
-    stale = [("traceparent", b"00-" + b"1" * 32 + b"-" + b"2" * 16 + b"-01"), ("ce_id", b"x")]
-    with tracer.sending([Message(TOPIC, b"a", b"1", stale), Message(TOPIC, b"b", b"2", [])]) as out:
+    with tracer.sending(
+        [Message(TOPIC, b"a", b"1", [("ce_id", b"x")]), Message(TOPIC, b"b", b"2", [])]
+    ) as out:
         pass
     (span,) = exporter.get_finished_spans()
     assert span.name == f"send {TOPIC}" and span.kind is SpanKind.PRODUCER
@@ -88,19 +89,22 @@ def test_one_send_span_per_call_and_every_record_carries_it(
     assert span.attributes["messaging.destination.name"] == TOPIC
     assert span.attributes["messaging.batch.message_count"] == 2
     for message in out:
-        # the copied record's old traceparent is replaced, never doubled
         assert _header(message.headers, "traceparent") == [_traceparent(span)]
     assert _header(out[0].headers, "ce_id") == [b"x"]
+    assert not span.links
 
 
-def test_records_with_their_own_context_keep_it_and_the_send_span_links_to_each(
+def test_records_with_their_own_traceparent_keep_it_and_the_send_span_links_to_each(
     exported: tuple[OtelTracer, InMemorySpanExporter],
 ) -> None:
+    """The worker's outcomes (each its event's span) and a dead letter (the copied
+    record's own) keep theirs; the one without gets the send span's."""
     tracer, exporter = exported
     first, second = _producer_span(tracer, "event a"), _producer_span(tracer, "event b")
     messages = [
-        Message("ocitag.outcomes", b"a", b"1", [], trace.set_span_in_context(first)),
-        Message("ocitag.outcomes", b"b", b"2", [], trace.set_span_in_context(second)),
+        Message("ocitag.outcomes", b"a", b"1", kafka_headers(trace.set_span_in_context(first))),
+        Message("ocitag.outcomes", b"b", b"2", kafka_headers(trace.set_span_in_context(second))),
+        Message("ocitag.outcomes", b"c", b"3", []),
     ]
     with tracer.sending(messages) as out:
         pass
@@ -108,6 +112,7 @@ def test_records_with_their_own_context_keep_it_and_the_send_span_links_to_each(
     assert [_header(m.headers, "traceparent") for m in out] == [
         [_traceparent(first)],
         [_traceparent(second)],
+        [_traceparent(send)],
     ]
     assert {link.context.span_id for link in send.links} == {
         first.get_span_context().span_id,
@@ -115,17 +120,18 @@ def test_records_with_their_own_context_keep_it_and_the_send_span_links_to_each(
     }
 
 
-def test_a_single_record_with_a_context_is_sent_from_a_child_of_it(
+def test_the_send_span_is_a_child_of_the_current_span(
     exported: tuple[OtelTracer, InMemorySpanExporter],
 ) -> None:
     tracer, exporter = exported
-    event = _producer_span(tracer, "event")
-    message = Message("ocitag.outcomes", b"k", b"1", [], trace.set_span_in_context(event))
-    with tracer.sending([message]) as out:
+    with (
+        tracer._tracer.start_as_current_span("POST /webhooks/{kind}") as request,
+        tracer.sending([Message(TOPIC, b"k", b"1", [])]),
+    ):
         pass
-    (send,) = exporter.get_finished_spans()
-    assert send.parent is not None and send.parent.span_id == event.get_span_context().span_id
-    assert _header(out[0].headers, "traceparent") == [_traceparent(send)]
+    send = next(s for s in exporter.get_finished_spans() if s.name.startswith("send"))
+    assert send.parent is not None
+    assert send.parent.span_id == request.get_span_context().span_id
     assert send.attributes is not None and send.attributes["messaging.kafka.message.key"] == "k"
 
 
@@ -214,7 +220,7 @@ def test_a_batch_links_every_producer_and_each_event_continues_its_own_trace(
     )
     assert first.status.status_code is StatusCode.UNSET
     # each outcome continues its event's trace
-    assert trace.get_current_span(outcomes[1].context).get_span_context() == second.context
+    assert _header(outcomes[1].headers, "traceparent") == [_traceparent(second)]
     assert batch.log_fields(0) == {
         "trace_id": format(first.context.trace_id, "032x"),
         "span_id": format(first.context.span_id, "016x"),
