@@ -16,7 +16,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-ROW, LABEL, WIDTH, TOP = 22, 360, 640, 40
+ROW, LABEL, WIDTH, TOP = 22, 400, 640, 40
 COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948")
 
 
@@ -25,10 +25,13 @@ def _rows(trace: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
     spans = {s["spanID"]: s for s in trace["spans"]}
     children: dict[str | None, list[dict[str, Any]]] = {}
     for span in spans.values():
-        parent = next(
-            (r["spanID"] for r in span.get("references", []) if r["refType"] == "CHILD_OF"),
-            None,
-        )
+        refs = span.get("references", [])
+        # Jaeger keeps one reference to a span that is both parent and link (the
+        # worker's batch and its first record's send span): a FOLLOWS_FROM then
+        # places the span when there is no CHILD_OF
+        parent = next((r["spanID"] for r in refs if r["refType"] == "CHILD_OF"), None)
+        if parent is None:
+            parent = next((r["spanID"] for r in refs if r["spanID"] in spans), None)
         children.setdefault(parent if parent in spans else None, []).append(span)
     rows: list[tuple[int, dict[str, Any]]] = []
 
@@ -39,6 +42,15 @@ def _rows(trace: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
 
     walk(None, 0)
     return rows
+
+
+def _label(name: str, tags: dict[str, Any]) -> str:
+    """The span's name, saying which of the worker's two ``process`` spans it is."""
+    if "messaging.batch.message_count" in tags and name.startswith("process"):
+        name += f" (batch of {tags['messaging.batch.message_count']})"
+    elif "messaging.message.id" in tags:
+        name += f" (event {str(tags['messaging.message.id'])[:8]}…)"
+    return name[:60]
 
 
 def render(trace: dict[str, Any]) -> str:
@@ -66,7 +78,7 @@ def render(trace: dict[str, Any]) -> str:
         failed = tags.get("otel.status_code") == "ERROR" or tags.get("error") is True
         service = trace["processes"][span["processID"]]["serviceName"]
         fill = "#d62728" if failed else colour[service]
-        name = escape(span["operationName"][:48])
+        name = escape(_label(span["operationName"], tags))
         out.append(f'<text x="{8 + depth * 14}" y="{y + 15}">{name}</text>')
         out.append(
             f'<rect x="{x:.1f}" y="{y + 4}" width="{w:.1f}" height="{ROW - 8}" fill="{fill}"/>'
