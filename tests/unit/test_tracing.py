@@ -205,7 +205,8 @@ def test_a_batch_links_every_producer_and_each_event_continues_its_own_trace(
     # each event: child of its producer span, linked to the batch, named by its id
     assert first.parent is not None and first.parent.span_id == ids[0].span_id
     assert third.parent is not None and third.parent.span_id == ids[1].span_id
-    assert second.parent is None and second.context.trace_id != whole.context.trace_id
+    # a record sent without tracing: its event span is the batch's child
+    assert second.parent is not None and second.parent.span_id == whole.context.span_id
     for span, n in ((first, 0), (second, 1), (third, 2)):
         assert [link.context.span_id for link in span.links] == [whole.context.span_id]
         assert span.attributes is not None
@@ -225,6 +226,24 @@ def test_a_batch_links_every_producer_and_each_event_continues_its_own_trace(
         "trace_id": format(first.context.trace_id, "032x"),
         "span_id": format(first.context.span_id, "016x"),
     }
+
+
+def test_an_event_whose_trace_is_not_kept_costs_no_span() -> None:
+    """At 10 % sampling nine batches (and nine events sent from unsampled traces) in
+    ten make no event span, and their outcomes carry no context of their own."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.0)))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = OtelTracer(provider)
+    unsampled = "00-" + "1" * 32 + "-" + "2" * 16 + "-00"
+    records = [_record(1, []), _record(2, [("traceparent", unsampled.encode())])]
+    with tracer.batch(records, "g") as batch:
+        outcome = batch.message(0, Message("ocitag.outcomes", None, b"", []))
+    batch.finish([object(), object()], [(200, b""), (200, b"")])
+    assert outcome.headers == []
+    assert batch.log_fields(1) == {}
+    assert exporter.get_finished_spans() == ()
+    provider.shutdown()
 
 
 def test_a_batch_given_up_ends_its_spans_as_errors(
