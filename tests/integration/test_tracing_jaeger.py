@@ -72,8 +72,12 @@ async def test_a_pushed_tag_is_one_trace_from_the_webhook_to_the_outcome(
         )
 
         def whole(spans: list[Span]) -> bool:
+            """Every span the test reads is in (each is exported when it ends)."""
             names = {(s.service, s.name) for s in spans}
-            return {(worker, f"send {outcomes}"), (ingest, f"send {events}")} <= names
+            return {(worker, f"send {outcomes}"), (ingest, f"send {events}")} <= names and all(
+                any(key in s.tags for s in spans)
+                for key in ("messaging.batch.message_count", "messaging.message.id", "db.system")
+            )
 
         trace = await _trace_with(jaeger, ingest, whole)
     (tmp_path / "trace.json").write_text(json.dumps(trace), encoding="utf-8")
@@ -109,7 +113,8 @@ async def test_a_put_through_the_api_is_one_trace_that_ends_with_its_answer(
 ) -> None:
     run = run_id()
     api, worker = f"ocitag-api-{run}", f"ocitag-worker-{run}"
-    settings = make_settings(**api_overrides(api_port=free_port()))
+    # a loaded machine: the first PUT waits for the worker's start (its group's join)
+    settings = make_settings(**api_overrides(api_port=free_port(), api_timeout_seconds=60))
     env = {"run": tracing_env(worker), "api": tracing_env(api)}
     base = f"http://127.0.0.1:{settings.api.api_port}"
     tag = f"registry.example/trace/app-{run}:v1"
@@ -136,9 +141,18 @@ async def test_a_put_through_the_api_is_one_trace_that_ends_with_its_answer(
         assert answers[-1][0] == 200, answers[-1]  # applied: the record
 
         def whole(spans: list[Span]) -> bool:
+            """Every span the test reads is in (each is exported when it ends)."""
             names = {(s.service, s.name) for s in spans}
-            wanted = {(api, f"process {settings.topics.outcome_topic}")}
-            return wanted <= names and any(s.service == worker for s in spans)
+            wanted = {
+                (api, f"process {settings.topics.outcome_topic}"),
+                (api, f"send {settings.topics.input_topic}"),
+                (worker, f"send {settings.topics.outcome_topic}"),
+            }
+            return (
+                wanted <= names
+                and any("messaging.message.id" in s.tags for s in spans)
+                and any(s.tags.get("span.kind") == "server" for s in spans)
+            )
 
         trace = await _trace_with(jaeger, api, whole)
     spans = spans_of(trace)
@@ -155,8 +169,12 @@ async def test_a_put_through_the_api_is_one_trace_that_ends_with_its_answer(
     assert sent.service == worker and event.span_id in sent.links
     assert heard.parent == event.span_id  # the outcome's traceparent: its event's span
     assert event.parent == produced.span_id
-    # the trace ends with the api's answer: no span of it ends after the request's
-    assert request.end_us >= max(s.end_us for s in spans)
+    # the trace ends with the api's answer: the request's span ends after the outcome was
+    # heard, and after every span of the api (the worker's batch and event spans close
+    # once its outcome is acknowledged, which may be a moment after the api heard it)
+    on_the_way = [produced, heard, *(s for s in spans if s.service == api)]
+    assert request.end_us == max(s.end_us for s in on_the_way)
+    assert sent.start_us <= heard.start_us <= request.end_us
 
 
 def _listening(port: int) -> bool:
