@@ -1,0 +1,197 @@
+{{/*
+Shared pieces of the ocitag-worker chart. Resource names are fixed (see values.yaml):
+the alerts and the dashboard select on them.
+*/}}
+
+{{- define "ocitag.labels" -}}
+app.kubernetes.io/name: ocitag-worker
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/part-of: ocitag
+app.kubernetes.io/version: {{ .root.Values.image.tag | default .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* what a component's Service, PDB and NetworkPolicy select: never the Jobs' pods */}}
+{{- define "ocitag.selector" -}}
+app.kubernetes.io/name: ocitag-worker
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "ocitag.image" -}}
+{{- $i := .Values.image -}}
+{{- if $i.digest -}}
+{{ $i.repository }}@{{ $i.digest }}
+{{- else -}}
+{{ $i.repository }}:{{ $i.tag | default .Chart.AppVersion }}
+{{- end -}}
+{{- end }}
+
+{{/*
+The secrets: the values key, the variable that names the mounted file, the file (and
+key of the Secret the chart creates), and whether the value is JSON.
+*/}}
+{{- define "ocitag.secretSpecs" -}}
+database: {env: OCITAG_DB_PASSWORD_FILE, file: db-password}
+kafka: {env: OCITAG_KAFKA_SASL_PASSWORD_FILE, file: kafka-sasl-password}
+kafkaCa: {env: OCITAG_KAFKA_SSL_CAFILE, file: kafka-ca.crt}
+apiTokens: {env: OCITAG_API_TOKENS_FILE, file: api-tokens}
+apiGrants: {env: OCITAG_API_GRANTS_FILE, file: api-grants.json, json: true}
+ingestReceivers: {env: OCITAG_INGEST_RECEIVERS_FILE, file: ingest-receivers.json, json: true}
+registryEndpoints: {env: OCITAG_REGISTRY_ENDPOINTS_FILE, file: registry-endpoints}
+{{- end }}
+
+{{/* the Secret and key holding secret .name, or "" when it is not set */}}
+{{- define "ocitag.secretRef" -}}
+{{- $s := index .root.Values.secrets .name -}}
+{{- if and $s.existingSecret $s.value -}}
+{{- fail (printf "secrets.%s: set value or existingSecret, not both" .name) -}}
+{{- else if $s.existingSecret -}}
+{{ toJson (dict "secret" $s.existingSecret "key" $s.existingSecretKey) }}
+{{- else if $s.value -}}
+{{- $spec := index (include "ocitag.secretSpecs" . | fromYaml) .name -}}
+{{ toJson (dict "secret" "ocitag-worker" "key" $spec.file) }}
+{{- end -}}
+{{- end }}
+
+{{/* env entries pointing at the mounted files of the secrets in .names that are set */}}
+{{- define "ocitag.secretEnv" -}}
+{{- $root := .root -}}
+{{- $specs := include "ocitag.secretSpecs" . | fromYaml -}}
+{{- range .names }}
+{{- if include "ocitag.secretRef" (dict "root" $root "name" .) }}
+- name: {{ (index $specs .).env }}
+  value: /var/run/secrets/ocitag/{{ (index $specs .).file }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* one projected volume with those files, or nothing when none is set */}}
+{{- define "ocitag.secretVolume" -}}
+{{- $root := .root -}}
+{{- $specs := include "ocitag.secretSpecs" . | fromYaml -}}
+{{- $sources := list -}}
+{{- range .names }}
+{{- $ref := include "ocitag.secretRef" (dict "root" $root "name" .) -}}
+{{- if $ref }}
+{{- $ref = $ref | fromJson }}
+{{- $sources = append $sources (dict "secret" (dict "name" $ref.secret "items" (list (dict "key" $ref.key "path" (index $specs .).file)))) }}
+{{- end }}
+{{- end }}
+{{- if $sources }}
+- name: secrets
+  projected:
+    defaultMode: 0440
+    sources:
+      {{- toYaml $sources | nindent 6 }}
+{{- end }}
+{{- end }}
+
+{{- define "ocitag.secretMount" -}}
+{{- if include "ocitag.secretVolume" . | trim }}
+- name: secrets
+  mountPath: /var/run/secrets/ocitag
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* pod-level: uid/gid 10001 of the image, non-root, seccomp RuntimeDefault */}}
+{{- define "ocitag.podSecurity" -}}
+automountServiceAccountToken: false
+serviceAccountName: {{ .Values.serviceAccount.name }}
+securityContext:
+  runAsNonRoot: true
+  runAsUser: 10001
+  runAsGroup: 10001
+  fsGroup: 10001
+  seccompProfile:
+    type: RuntimeDefault
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- range . }}
+  - name: {{ . }}
+  {{- end }}
+{{- end }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- end }}
+
+{{/* container-level: read-only root filesystem, no capabilities, no escalation */}}
+{{- define "ocitag.containerSecurity" -}}
+securityContext:
+  runAsNonRoot: true
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+  capabilities:
+    drop: ["ALL"]
+  seccompProfile:
+    type: RuntimeDefault
+{{- end }}
+
+{{/* the probes of the long-running commands: /healthz and /readyz on OCITAG_HTTP_PORT */}}
+{{- define "ocitag.probes" -}}
+# /healthz answers from the moment the HTTP server is up: the startup probe covers
+# interpreter start-up on a slow node
+startupProbe:
+  httpGet:
+    path: /healthz
+    port: metrics
+  periodSeconds: 2
+  timeoutSeconds: 2
+  failureThreshold: 30
+# 503 once a watched part has not run for OCITAG_LIVENESS_TIMEOUT_SECONDS; waiting for
+# Kafka or PostgreSQL is alive
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: metrics
+  periodSeconds: 10
+  timeoutSeconds: 3
+  failureThreshold: 3
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: metrics
+  periodSeconds: 5
+  timeoutSeconds: 3
+  failureThreshold: 3
+{{- end }}
+
+{{/* a Deployment's grace period must exceed the drain (OCITAG_SHUTDOWN_GRACE_SECONDS) */}}
+{{- define "ocitag.grace" -}}
+{{- $drain := .root.Values.config.OCITAG_SHUTDOWN_GRACE_SECONDS | default "20" | float64 -}}
+{{- if le (float64 .grace) $drain -}}
+{{- fail (printf "%s.terminationGracePeriodSeconds (%v) must be above config.OCITAG_SHUTDOWN_GRACE_SECONDS (%v)" .component .grace $drain) -}}
+{{- end -}}
+{{ .grace }}
+{{- end }}
+
+{{- define "ocitag.httpPort" -}}
+{{ .Values.config.OCITAG_HTTP_PORT | default "9400" | int }}
+{{- end }}
+
+{{/* pod annotations: roll the pods when the settings or created secrets change */}}
+{{- define "ocitag.checksums" -}}
+checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
+checksum/secrets: {{ include (print .Template.BasePath "/secret.yaml") . | sha256sum }}
+{{- end }}
+
+{{/* the tmp emptyDir every pod mounts (the root filesystem is read-only) */}}
+{{- define "ocitag.tmpMount" -}}
+- name: tmp
+  mountPath: /tmp
+{{- end }}
