@@ -88,10 +88,10 @@ spec:
             {{- toYaml $v.resources | nindent 12 }}
           {{- include "ocitag.containerSecurity" $root | nindent 10 }}
           volumeMounts:
-            {{- include "ocitag.secretMount" (dict "root" $root "names" .secrets) | indent 12 }}
+            {{- with include "ocitag.secretMount" (dict "root" $root "names" .secrets) | trim }}{{ . | nindent 12 }}{{ end }}
             {{- include "ocitag.tmpMount" $root | nindent 12 }}
       volumes:
-        {{- include "ocitag.secretVolume" (dict "root" $root "names" .secrets) | indent 8 }}
+        {{- with include "ocitag.secretVolume" (dict "root" $root "names" .secrets) | trim }}{{ . | nindent 8 }}{{ end }}
         - name: tmp
           emptyDir:
             sizeLimit: 64Mi

@@ -46,7 +46,8 @@ ingestReceivers: {env: OCITAG_INGEST_RECEIVERS_FILE, file: ingest-receivers.json
 registryEndpoints: {env: OCITAG_REGISTRY_ENDPOINTS_FILE, file: registry-endpoints}
 {{- end }}
 
-{{/* the Secret and key holding secret .name, or "" when it is not set */}}
+{{/* the Secret and key holding secret .name, or "" when it is not set; .created names
+the Secret the chart creates for values (default ocitag-worker) */}}
 {{- define "ocitag.secretRef" -}}
 {{- $s := index .root.Values.secrets .name -}}
 {{- if and $s.existingSecret $s.value -}}
@@ -55,16 +56,17 @@ registryEndpoints: {env: OCITAG_REGISTRY_ENDPOINTS_FILE, file: registry-endpoint
 {{ toJson (dict "secret" $s.existingSecret "key" $s.existingSecretKey) }}
 {{- else if $s.value -}}
 {{- $spec := index (include "ocitag.secretSpecs" . | fromYaml) .name -}}
-{{ toJson (dict "secret" "ocitag-worker" "key" $spec.file) }}
+{{ toJson (dict "secret" (.created | default "ocitag-worker") "key" $spec.file) }}
 {{- end -}}
 {{- end }}
 
 {{/* env entries pointing at the mounted files of the secrets in .names that are set */}}
 {{- define "ocitag.secretEnv" -}}
 {{- $root := .root -}}
+{{- $created := .created -}}
 {{- $specs := include "ocitag.secretSpecs" . | fromYaml -}}
 {{- range .names }}
-{{- if include "ocitag.secretRef" (dict "root" $root "name" .) }}
+{{- if include "ocitag.secretRef" (dict "root" $root "name" . "created" $created) }}
 - name: {{ (index $specs .).env }}
   value: /var/run/secrets/ocitag/{{ (index $specs .).file }}
 {{- end }}
@@ -74,10 +76,11 @@ registryEndpoints: {env: OCITAG_REGISTRY_ENDPOINTS_FILE, file: registry-endpoint
 {{/* one projected volume with those files, or nothing when none is set */}}
 {{- define "ocitag.secretVolume" -}}
 {{- $root := .root -}}
+{{- $created := .created -}}
 {{- $specs := include "ocitag.secretSpecs" . | fromYaml -}}
 {{- $sources := list -}}
 {{- range .names }}
-{{- $ref := include "ocitag.secretRef" (dict "root" $root "name" .) -}}
+{{- $ref := include "ocitag.secretRef" (dict "root" $root "name" . "created" $created) -}}
 {{- if $ref }}
 {{- $ref = $ref | fromJson }}
 {{- $sources = append $sources (dict "secret" (dict "name" $ref.secret "items" (list (dict "key" $ref.key "path" (index $specs .).file)))) }}
