@@ -429,7 +429,9 @@ PENDING_SETTINGS = {
 }
 
 
-def _secret_stub_environ(extra: dict[str, str], files: dict[str, str] | None = None) -> dict[str, str]:
+def _secret_stub_environ(
+    extra: dict[str, str], files: dict[str, str] | None = None
+) -> dict[str, str]:
     """Environment as the pod sees it, each mounted file (a path under
     /var/run/secrets/) replaced by a local file: with its content when the rendering
     holds it (``files``: path -> content), else a stand-in."""
@@ -478,11 +480,15 @@ def _load(where: str, environ: dict[str, str]) -> Any:
     return settings
 
 
-def _pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
+def _pod_template(doc: dict[str, Any]) -> dict[str, Any]:
     spec = doc["spec"]
     if doc["kind"] == "CronJob":
         spec = spec["jobTemplate"]["spec"]
-    return spec["template"]["spec"]  # type: ignore[no-any-return]
+    return spec["template"]  # type: ignore[no-any-return]
+
+
+def _pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
+    return _pod_template(doc)["spec"]  # type: ignore[no-any-return]
 
 
 def _containers(rendered: str) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
@@ -509,7 +515,9 @@ def pod_environ(rendered: str, container: dict[str, Any]) -> dict[str, str]:
     return environ
 
 
-def pod_files(rendered: str, doc: dict[str, Any], container: dict[str, Any]) -> dict[str, str | None]:
+def pod_files(
+    rendered: str, doc: dict[str, Any], container: dict[str, Any]
+) -> dict[str, str | None]:
     """The files the container sees from Secrets: mounted path -> content (decoded from
     the rendering's Secret), or None for a Secret the rendering does not hold (an
     existing one)."""
@@ -523,7 +531,9 @@ def pod_files(rendered: str, doc: dict[str, Any], container: dict[str, Any]) -> 
     for volume in _pod_spec(doc).get("volumes", []):
         if volume["name"] not in mounts:
             continue
-        sources = [s["secret"] for s in volume.get("projected", {}).get("sources", []) if "secret" in s]
+        sources = [
+            s["secret"] for s in volume.get("projected", {}).get("sources", []) if "secret" in s
+        ]
         if "secret" in volume:
             sources.append({"name": volume["secret"]["secretName"], **volume["secret"]})
         for source in sources:
@@ -555,8 +565,8 @@ NOT_IN_CONFIGMAP = {
 def cmd_settings(*rendered: str) -> None:
     print("settings: names and values against worker/settings.py")
     for path in rendered:
-        for where, doc, container in _containers(path):
-            where = f"{Path(path).stem}: {where}"
+        for what, doc, container in _containers(path):
+            where = f"{Path(path).stem}: {what}"
             environ = pod_environ(path, container)
             _check_env_names(where, set(environ))
             files = {k: v for k, v in pod_files(path, doc, container).items() if v is not None}
@@ -679,7 +689,7 @@ def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 
 def _check_deployment(docs: dict[tuple[str, str], Any], name: str, config: dict[str, str]) -> None:
-    """One Deployment against its Service, PDB and ServiceMonitor (those present)."""
+    """One Deployment: its own pods, grace period above the drain, the metrics port."""
     deployment = docs[("Deployment", name)]
     pod = deployment["spec"]["template"]["spec"]
     selector = deployment["spec"]["selector"]["matchLabels"]
@@ -693,15 +703,32 @@ def _check_deployment(docs: dict[tuple[str, str], Any], name: str, config: dict[
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     if ports.get("metrics") != port:
         fail(f"Deployment {name}: container port 'metrics' is not OCITAG_HTTP_PORT {port}")
+    extras = _check_service(docs, name, selector, ports, port)
+    listed = ", ".join(f"{k} {v}" for k, v in ports.items())
+    ok(
+        f"{name}: grace {pod['terminationGracePeriodSeconds']} > drain {grace:g}; "
+        f"ports {listed} in {', '.join(extras)}"
+    )
+
+
+def _check_service(
+    docs: dict[tuple[str, str], Any],
+    name: str,
+    selector: dict[str, str],
+    ports: dict[str, int],
+    port: int,
+) -> list[str]:
+    """The Deployment's Service (named as it: the job label the alerts select on), PDB
+    and ServiceMonitor select its pods and ports; returns the kinds present."""
     service = docs.get(("Service", name))
     if service is None:
         fail(f"Deployment {name} has no Service {name} (the job label the alerts select on)")
-        return
+        return []
     if service["spec"]["selector"] != selector:
         fail(f"Service {name} does not select the Deployment's pods")
     for sp in service["spec"]["ports"]:
         if sp["targetPort"] not in ports:
-            fail(f"Service {name} port {sp['name']} targets {sp['targetPort']}, not a container port")
+            fail(f"Service {name} port {sp['name']} targets {sp['targetPort']}: no such port")
     if {sp["name"]: sp["port"] for sp in service["spec"]["ports"]}.get("metrics") != port:
         fail(f"Service {name} does not expose 'metrics' on OCITAG_HTTP_PORT {port}")
     pdb = docs.get(("PodDisruptionBudget", name))
@@ -712,11 +739,7 @@ def _check_deployment(docs: dict[tuple[str, str], Any], name: str, config: dict[
         monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"]
     ):
         fail(f"ServiceMonitor {name} does not select the Service {name}")
-    extras = [k for k in ("PodDisruptionBudget", "ServiceMonitor") if (k, name) in docs]
-    ok(
-        f"{name}: grace {pod['terminationGracePeriodSeconds']} > drain {grace:g}; ports "
-        f"{', '.join(f'{k} {v}' for k, v in ports.items())} in Service{''.join(', ' + e for e in extras)}"
-    )
+    return ["Service"] + [k for k in ("PodDisruptionBudget", "ServiceMonitor") if (k, name) in docs]
 
 
 def _check_keda(docs: dict[tuple[str, str], Any], config: dict[str, str]) -> None:
@@ -746,23 +769,28 @@ def _check_keda(docs: dict[tuple[str, str], Any], config: dict[str, str]) -> Non
         fail(f"ScaledObject sasl/tls do not match {protocol}")
     if "authenticationRef" in trigger:
         auth = docs[("TriggerAuthentication", trigger["authenticationRef"]["name"])]["spec"]
-        # what the worker's pods mount: (Secret, key) by file name
-        pod = deployment["spec"]["template"]["spec"]
-        mounted = {
-            (s["secret"]["name"], item["key"]): item["path"]
-            for v in pod["volumes"]
-            for s in v.get("projected", {}).get("sources", [])
-            if "secret" in s
-            for item in s["secret"].get("items", [])
-        }
-        files = {"password": "kafka-sasl-password", "ca": "kafka-ca.crt"}
-        for ref in auth.get("secretTargetRef", []):
-            if mounted.get((ref["name"], ref["key"])) != files.get(ref["parameter"]):
-                fail(f"TriggerAuthentication {ref['parameter']} is not the worker's {files.get(ref['parameter'])}")
-        for ref in auth.get("env", []):
-            if ref["name"] not in config or ref.get("containerName") != "worker":
-                fail(f"TriggerAuthentication env {ref['name']} is not in the worker's config")
+        _check_trigger_auth(auth, deployment["spec"]["template"]["spec"], config)
     ok("ScaledObject: brokers, group, topic, sasl/tls from the settings; max <= partitions")
+
+
+def _check_trigger_auth(auth: dict[str, Any], pod: dict[str, Any], config: dict[str, str]) -> None:
+    """KEDA reads the password and CA from the very Secret keys the worker mounts, and
+    the SASL user from the worker container's settings."""
+    mounted = {
+        (s["secret"]["name"], item["key"]): item["path"]
+        for v in pod["volumes"]
+        for s in v.get("projected", {}).get("sources", [])
+        if "secret" in s
+        for item in s["secret"].get("items", [])
+    }
+    files = {"password": "kafka-sasl-password", "ca": "kafka-ca.crt"}
+    for ref in auth.get("secretTargetRef", []):
+        want = files.get(ref["parameter"])
+        if mounted.get((ref["name"], ref["key"])) != want:
+            fail(f"TriggerAuthentication {ref['parameter']} is not the worker's {want}")
+    for ref in auth.get("env", []):
+        if ref["name"] not in config or ref.get("containerName") != "worker":
+            fail(f"TriggerAuthentication env {ref['name']} is not in the worker's config")
 
 
 def _check_mounted_files(path: str) -> None:
@@ -797,12 +825,14 @@ def cmd_consistency(*rendered: str) -> None:
         for name in deployments:
             _check_deployment(docs, name, config)
         _check_probes(path)
-        selectors = [docs[("Deployment", n)]["spec"]["selector"]["matchLabels"] for n in deployments]
-        for _, doc, _ in _containers(path):
+        selectors = [
+            docs[("Deployment", n)]["spec"]["selector"]["matchLabels"] for n in deployments
+        ]
+        for what, doc, _ in _containers(path):
             if doc["kind"] in {"Job", "CronJob"}:
-                labels = _pod_template_labels(doc)
+                labels = _pod_template(doc)["metadata"]["labels"]
                 if any(_selects(s, labels) for s in selectors):
-                    fail(f"{doc['kind']} {doc['metadata']['name']}'s pods match a Deployment's selector")
+                    fail(f"{what}'s pods match a Deployment's selector")
         ok("the Jobs' pods match no Deployment's selector")
         if ("ScaledObject", "ocitag-worker") in docs:
             _check_keda(docs, config)
@@ -814,13 +844,6 @@ def cmd_consistency(*rendered: str) -> None:
         fail("Dockerfile base is not an exact python:3.11.x-slim-bookworm tag")
     ok("Dockerfile: exact base tag, EXPOSE 9400, HEALTHCHECK /healthz")
     finish()
-
-
-def _pod_template_labels(doc: dict[str, Any]) -> dict[str, str]:
-    spec = doc["spec"]
-    if doc["kind"] == "CronJob":
-        spec = spec["jobTemplate"]["spec"]
-    return spec["template"]["metadata"]["labels"]  # type: ignore[no-any-return]
 
 
 def main() -> None:
