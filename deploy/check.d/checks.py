@@ -120,12 +120,16 @@ def config_properties() -> dict[str, Any]:
 
 
 def cmd_helm_schema(mode: str) -> None:
-    print("values.schema.json: config is the settings of worker/settings.py")
+    print("values.schema.json: config is the settings of worker/settings.py, kinds its kinds")
+    from worker.settings import INGEST_KINDS
+
     schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
     config = schema["properties"]["config"]
     want = config_properties()
+    kinds = schema["properties"]["secrets"]["properties"]["ingestKinds"]["properties"]["kinds"]
     if mode == "--write":
         config["properties"] = want
+        kinds["items"]["enum"] = list(INGEST_KINDS)
         SCHEMA.write_text(json.dumps(schema, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         ok(f"wrote {len(want)} settings into {SCHEMA.relative_to(ROOT)}")
         return
@@ -136,6 +140,8 @@ def cmd_helm_schema(mode: str) -> None:
         fail(f"config.{name} in the schema is no setting: run checks.py helm-schema --write")
     if not failures and have != want:
         fail("the schema's config descriptions differ: run checks.py helm-schema --write")
+    if kinds["items"]["enum"] != list(INGEST_KINDS):
+        fail("secrets.ingestKinds.kinds differ from worker.settings.INGEST_KINDS: run --write")
     if config.get("additionalProperties") is not False:
         fail("the schema's config accepts unknown names")
     defaults = yaml.safe_load(CHART_VALUES.read_text(encoding="utf-8"))["config"]

@@ -60,31 +60,48 @@ the Secret the chart creates for values (default ocitag-worker) */}}
 {{- end -}}
 {{- end }}
 
-{{/* env entries pointing at the mounted files of the secrets in .names that are set */}}
-{{- define "ocitag.secretEnv" -}}
+{{/*
+The files of the secrets in .names that are set, as a JSON list of {env, file, secret,
+key}: the variable naming the file, the file under /var/run/secrets/ocitag, and the
+Secret and key it comes from. "ingestKinds" stands for one file per kind listed.
+*/}}
+{{- define "ocitag.secretFiles" -}}
 {{- $root := .root -}}
 {{- $created := .created -}}
 {{- $specs := include "ocitag.secretSpecs" . | fromYaml -}}
+{{- $files := list -}}
 {{- range .names }}
-{{- if include "ocitag.secretRef" (dict "root" $root "name" . "created" $created) }}
-- name: {{ (index $specs .).env }}
-  value: /var/run/secrets/ocitag/{{ (index $specs .).file }}
+{{- if eq . "ingestKinds" }}
+{{- $k := $root.Values.secrets.ingestKinds }}
+{{- if and $k.existingSecret (not $k.kinds) }}{{ fail "secrets.ingestKinds: list the kinds its Secret holds" }}{{ end }}
+{{- if and $k.kinds (not $k.existingSecret) }}{{ fail "secrets.ingestKinds: name the existingSecret holding the kinds' secrets" }}{{ end }}
+{{- range $k.kinds }}
+{{- $files = append $files (dict "env" (printf "OCITAG_INGEST_%s_SECRET_FILE" (upper .)) "file" (printf "ingest-%s" .) "secret" $k.existingSecret "key" .) }}
 {{- end }}
+{{- else }}
+{{- $ref := include "ocitag.secretRef" (dict "root" $root "name" . "created" $created) -}}
+{{- if $ref }}
+{{- $ref = $ref | fromJson }}
+{{- $files = append $files (dict "env" (index $specs .).env "file" (index $specs .).file "secret" $ref.secret "key" $ref.key) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toJson $files }}
+{{- end }}
+
+{{/* env entries pointing at those files */}}
+{{- define "ocitag.secretEnv" -}}
+{{- range include "ocitag.secretFiles" . | fromJsonArray }}
+- name: {{ .env }}
+  value: /var/run/secrets/ocitag/{{ .file }}
 {{- end }}
 {{- end }}
 
 {{/* one projected volume with those files, or nothing when none is set */}}
 {{- define "ocitag.secretVolume" -}}
-{{- $root := .root -}}
-{{- $created := .created -}}
-{{- $specs := include "ocitag.secretSpecs" . | fromYaml -}}
 {{- $sources := list -}}
-{{- range .names }}
-{{- $ref := include "ocitag.secretRef" (dict "root" $root "name" . "created" $created) -}}
-{{- if $ref }}
-{{- $ref = $ref | fromJson }}
-{{- $sources = append $sources (dict "secret" (dict "name" $ref.secret "items" (list (dict "key" $ref.key "path" (index $specs .).file)))) }}
-{{- end }}
+{{- range include "ocitag.secretFiles" . | fromJsonArray }}
+{{- $sources = append $sources (dict "secret" (dict "name" .secret "items" (list (dict "key" .key "path" .file)))) }}
 {{- end }}
 {{- if $sources }}
 - name: secrets
