@@ -135,13 +135,16 @@ def cmd_helm_schema(mode: str) -> None:
         return
     have = config.get("properties", {})
     for name in sorted(set(want) - set(have)):
-        fail(f"setting {name} is not in the schema's config: run checks.py helm-schema --write")
+        fail(f"setting {name} is not in the schema's config: run deploy/check --write-helm-schema")
     for name in sorted(set(have) - set(want)):
-        fail(f"config.{name} in the schema is no setting: run checks.py helm-schema --write")
+        fail(f"config.{name} in the schema is no setting: run deploy/check --write-helm-schema")
     if not failures and have != want:
-        fail("the schema's config descriptions differ: run checks.py helm-schema --write")
+        fail("the schema's config descriptions differ: run deploy/check --write-helm-schema")
     if kinds["items"]["enum"] != list(INGEST_KINDS):
-        fail("secrets.ingestKinds.kinds differ from worker.settings.INGEST_KINDS: run --write")
+        fail(
+            "secrets.ingestKinds.kinds are not worker.settings.INGEST_KINDS: "
+            "run deploy/check --write-helm-schema"
+        )
     if config.get("additionalProperties") is not False:
         fail("the schema's config accepts unknown names")
     defaults = yaml.safe_load(CHART_VALUES.read_text(encoding="utf-8"))["config"]
