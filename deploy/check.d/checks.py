@@ -424,8 +424,9 @@ def cmd_dashboard_rules(out: str) -> None:
 STUB_CONTENT = {
     "OCITAG_REGISTRY_ENDPOINTS_FILE": "registry.example=https://user:stand-in@registry.example\n",
     "OCITAG_REGISTRY_DOCKER_CONFIG": '{"auths": {}}\n',
-    "OCITAG_API_GRANTS_FILE": "{}\n",
-    "OCITAG_INGEST_RECEIVERS_FILE": "[]\n",
+    "OCITAG_API_GRANTS_FILE": '{"ci": [{"actions": ["read"], "tags": ["**"]}]}\n',
+    "OCITAG_INGEST_RECEIVERS_FILE": '[{"name": "prod", "kind": "distribution", '
+    '"secret": "Bearer stand-in", "hosts": ["registry.example"]}]\n',
 }
 MOUNTED = "/var/run/secrets/"
 
@@ -458,10 +459,12 @@ def _secret_stub_environ(
 
 
 def _known_env_names() -> set[str]:
-    from worker.settings import SECRET_FIELDS, Settings, env_name
+    import worker.settings as s
 
-    plain = {env_name(f) for f in Settings.FIELDS}
-    return plain | {env_name(f) + "_FILE" for f in SECRET_FIELDS}
+    plain = {s.env_name(f) for f in s.Settings.FIELDS}
+    # the settings read from a file too: the secrets, and (branch authz) the grants
+    files = getattr(s, "FILE_FIELDS", s.SECRET_FIELDS)
+    return plain | {s.env_name(f) + "_FILE" for f in files}
 
 
 def _check_env_names(where: str, names: set[str]) -> None:

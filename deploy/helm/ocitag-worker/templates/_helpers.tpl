@@ -41,8 +41,8 @@ database: {env: OCITAG_DB_PASSWORD_FILE, file: db-password}
 kafka: {env: OCITAG_KAFKA_SASL_PASSWORD_FILE, file: kafka-sasl-password}
 kafkaCa: {env: OCITAG_KAFKA_SSL_CAFILE, file: kafka-ca.crt}
 apiTokens: {env: OCITAG_API_TOKENS_FILE, file: api-tokens}
-apiGrants: {env: OCITAG_API_GRANTS_FILE, file: api-grants.json, json: true}
-ingestReceivers: {env: OCITAG_INGEST_RECEIVERS_FILE, file: ingest-receivers.json, json: true}
+apiGrants: {env: OCITAG_API_GRANTS_FILE, file: api-grants, json: true}
+ingestReceivers: {env: OCITAG_INGEST_RECEIVERS_FILE, file: ingest-receivers, json: true}
 registryEndpoints: {env: OCITAG_REGISTRY_ENDPOINTS_FILE, file: registry-endpoints}
 {{- end }}
 
