@@ -795,7 +795,13 @@ def _check_trigger_auth(auth: dict[str, Any], pod: dict[str, Any], config: dict[
         if "secret" in s
         for item in s["secret"].get("items", [])
     }
-    files = {"password": "kafka-sasl-password", "ca": "kafka-ca.crt"}
+    files = {
+        "password": "kafka-sasl-password",
+        "ca": "kafka-ca.crt",
+        "cert": "kafka-client.crt",
+        "key": "kafka-client.key",
+        "keyPassword": "kafka-key-password",
+    }
     for ref in auth.get("secretTargetRef", []):
         want = files.get(ref["parameter"])
         if mounted.get((ref["name"], ref["key"])) != want:

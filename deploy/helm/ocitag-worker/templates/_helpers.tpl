@@ -40,10 +40,14 @@ key of the Secret the chart creates), and whether the value is JSON.
 database: {env: OCITAG_DB_PASSWORD_FILE, file: db-password}
 kafka: {env: OCITAG_KAFKA_SASL_PASSWORD_FILE, file: kafka-sasl-password}
 kafkaCa: {env: OCITAG_KAFKA_SSL_CAFILE, file: kafka-ca.crt}
+kafkaClientCert: {env: OCITAG_KAFKA_SSL_CERTFILE, file: kafka-client.crt}
+kafkaClientKey: {env: OCITAG_KAFKA_SSL_KEYFILE, file: kafka-client.key}
+kafkaKeyPassword: {env: OCITAG_KAFKA_SSL_KEY_PASSWORD_FILE, file: kafka-key-password}
 apiTokens: {env: OCITAG_API_TOKENS_FILE, file: api-tokens}
 apiGrants: {env: OCITAG_API_GRANTS_FILE, file: api-grants, json: true}
 ingestReceivers: {env: OCITAG_INGEST_RECEIVERS_FILE, file: ingest-receivers, json: true}
 registryEndpoints: {env: OCITAG_REGISTRY_ENDPOINTS_FILE, file: registry-endpoints}
+registryCa: {env: OCITAG_REGISTRY_CA_FILE, file: registry-ca.crt}
 {{- end }}
 
 {{/* the Secret and key holding secret .name, or "" when it is not set; .created names
