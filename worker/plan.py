@@ -29,11 +29,25 @@ class Item:
 
 
 @dataclass(frozen=True, slots=True)
+class Superseded:
+    """What rebuilds a superseded event's 409 with its repeat (migration 0007): the key
+    (time, source, id) of the row that was newer and whether it was live, the first
+    delivery's content mode and its record (the problem's ``instance``)."""
+
+    on: datetime
+    source: str
+    id: str
+    live: bool
+    binary: bool
+    instance: str
+
+
+@dataclass(frozen=True, slots=True)
 class ProcessedRow:
     """What ``processed_events`` holds for an event processed earlier: enough to tell a
     replay from an id reuse and to give the first outcome again, byte for byte — either
-    the outcome's bytes, or (a tag-moved event's 200) what rebuilds it with the repeat
-    (worker/outcomes.py ``processed_row`` and ``replayed``)."""
+    the outcome's bytes, or (a tag-moved event's 200, a superseded event's 409) what
+    rebuilds it with the repeat (worker/outcomes.py ``processed_row`` and ``replayed``)."""
 
     fingerprint: bytes  # the first STORED_FINGERPRINT_BYTES of the content fingerprint
     processed_at: datetime
@@ -45,6 +59,9 @@ class ProcessedRow:
     created_on: datetime | None = None  # None: the record was created by this event
     created_by: str | None = None
     worker_source: str | None = None
+    #: a rebuilt 409's problem base URI (with ``worker_source``: its first publication's)
+    problem_base: str | None = None
+    superseded: Superseded | None = None
 
 
 def first_occurrences(items: Sequence[Item]) -> dict[EventKey, int]:

@@ -402,7 +402,7 @@ async def test_a_redelivery_racing_an_applier_and_a_rotation_replays_its_outcome
     epoch = await pool.fetchval("SELECT epoch FROM processed_current")
     async with pool.acquire() as a, pool.acquire() as r:
         await partitions.ensure_partition(r, epoch + 1)
-        sources = store_module._Sources(CTX.worker_source)
+        sources = store_module._Sources(CTX.worker_source, CTX.problem_base_uri)
         await sources.load(a)
         transaction = a.transaction()
         await transaction.start()
