@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -165,6 +166,38 @@ async def test_replays_are_byte_identical_and_reuse_is_409(pool: asyncpg.Pool) -
     (again,) = await store.apply(items([reused], first_offset=2), now())
     assert again.value == out2[2].value
     assert (await rows(pool))["v1"][3] == 1
+
+
+async def test_a_late_events_409_is_kept_compact_and_replays_byte_identical(
+    pool: asyncpg.Pool,
+) -> None:
+    """Migration 0007: a superseded event's record keeps the newer key, the content mode
+    and the record it came in, not its outcome's bytes. Redelivered at other offsets,
+    after the tag moved on, to a worker with another problem base URI, it gets its first
+    409 byte for byte."""
+    store = Store(pool, CTX)
+    newer = make_event("late", digest(1), BASE + timedelta(seconds=10), event_id="new")
+    late = make_event("late", digest(2), BASE, event_id="old")
+    late_deletion = make_deletion("late", BASE + timedelta(seconds=1), event_id="old-del")
+    first = await store.apply(items([newer, late, late_deletion]), now())
+    assert [o.status for o in first] == [200, 409, 409]
+    kept = await pool.fetch(
+        "SELECT outcome, change, superseded_id, superseded_live, superseded_instance,"
+        " pg_column_size(p.*) AS size FROM processed_events p WHERE status = 409"
+    )
+    assert [
+        (r["outcome"], r["change"], r["superseded_id"], r["superseded_live"]) for r in kept
+    ] == [(None, None, "new", True)] * 2
+    assert {r["superseded_instance"] for r in kept} == {
+        "urn:kafka:ocitag.events:0:1", "urn:kafka:ocitag.events:0:2",
+    }  # fmt: skip
+    assert all(r["size"] < len(first[1].value) / 2 for r in kept)
+    moved_on = make_event("late", digest(3), BASE + timedelta(seconds=20), event_id="newest")
+    await store.apply(items([moved_on], first_offset=10), now())
+    elsewhere = Store(pool, replace(CTX, problem_base_uri="https://example.com/problems/"))
+    again = await elsewhere.apply(items([late, late_deletion], first_offset=50), now())
+    assert [o.value for o in again] == [o.value for o in first[1:]]
+    assert all(o.replay and o.status == 409 for o in again)
 
 
 async def test_one_batch_costs_a_bounded_number_of_round_trips(pool: asyncpg.Pool) -> None:
