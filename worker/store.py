@@ -62,22 +62,19 @@ _CURRENT_EPOCH = "SELECT epoch FROM processed_current FOR SHARE"
 
 _PROCESSED = """
 SELECT key, fingerprint, processed_at, status, change, version, created_on, created_by,
-       source_ref, outcome_key, outcome, superseded_on, superseded_live, superseded_binary,
-       superseded_source, superseded_id, superseded_instance
+       source_ref, outcome_key, outcome, superseded
 FROM processed_events WHERE key = ANY($1::bytea[])
 """
 
 _RECORD = """
 INSERT INTO processed_events (key, epoch, fingerprint, processed_at, status, change, version,
                               created_on, created_by, source_ref, outcome_key, outcome,
-                              superseded_on, superseded_live, superseded_binary,
-                              superseded_source, superseded_id, superseded_instance)
-SELECT k, $2, f, $3, st, ch, v, co, cb, sr, ok, o, son, sl, sb, ss, si, sn
+                              superseded)
+SELECT k, $2, f, $3, st, ch, v, co, cb, sr, ok, o, s
 FROM unnest($1::bytea[], $4::bytea[], $5::smallint[], $6::smallint[], $7::bigint[],
             $8::timestamptz[], $9::text[], $10::smallint[], $11::bytea[], $12::bytea[],
-            $13::timestamptz[], $14::boolean[], $15::boolean[], $16::text[], $17::text[],
-            $18::text[])
-    AS u(k, f, st, ch, v, co, cb, sr, ok, o, son, sl, sb, ss, si, sn)
+            $13::bytea[])
+    AS u(k, f, st, ch, v, co, cb, sr, ok, o, s)
 ORDER BY k
 ON CONFLICT (key, epoch) DO NOTHING
 RETURNING key
@@ -299,22 +296,9 @@ async def _processed(
             r["created_by"],
             published[0] if published else None,
             published[1] if published else None,
-            _superseded(r),
+            Superseded.from_bytes(r["superseded"]) if r["superseded"] is not None else None,
         )
     return found
-
-
-def _superseded(r: asyncpg.Record) -> Superseded | None:
-    if r["superseded_id"] is None:
-        return None
-    return Superseded(
-        r["superseded_on"],
-        r["superseded_source"],
-        r["superseded_id"],
-        r["superseded_live"],
-        r["superseded_binary"],
-        r["superseded_instance"],
-    )
 
 
 async def _record(
@@ -326,9 +310,8 @@ async def _record(
 ) -> None:
     """Insert the new events' records; one already there (another applier's, committed
     meanwhile) makes the whole batch be redone."""
-    columns: list[list[object]] = [[] for _ in range(16)]
+    columns: list[list[object]] = [[] for _ in range(11)]
     for key, row in rows:
-        late = row.superseded
         values = (
             key,
             row.fingerprint,
@@ -342,12 +325,7 @@ async def _record(
             else None,
             row.outcome_key,
             row.outcome,
-            late.on if late else None,
-            late.live if late else None,
-            late.binary if late else None,
-            late.source if late else None,
-            late.id if late else None,
-            late.instance if late else None,
+            row.superseded.to_bytes() if row.superseded is not None else None,
         )
         for column, value in zip(columns, values, strict=True):
             column.append(value)

@@ -32,6 +32,7 @@ from worker.decision import decide
 from worker.events import TagDeleted, TagEvent
 from worker.migrate import available, migrate
 from worker.outcomes import decision_outcome
+from worker.plan import Superseded
 from worker.store import Store
 
 pytestmark = pytest.mark.integration
@@ -182,13 +183,15 @@ async def test_a_late_events_409_is_kept_compact_and_replays_byte_identical(
     first = await store.apply(items([newer, late, late_deletion]), now())
     assert [o.status for o in first] == [200, 409, 409]
     kept = await pool.fetch(
-        "SELECT outcome, change, superseded_id, superseded_live, superseded_instance,"
-        " pg_column_size(p.*) AS size FROM processed_events p WHERE status = 409"
+        "SELECT outcome, change, superseded, pg_column_size(p.*) AS size"
+        " FROM processed_events p WHERE status = 409"
     )
-    assert [
-        (r["outcome"], r["change"], r["superseded_id"], r["superseded_live"]) for r in kept
-    ] == [(None, None, "new", True)] * 2
-    assert {r["superseded_instance"] for r in kept} == {
+    assert [(r["outcome"], r["change"]) for r in kept] == [(None, None)] * 2
+    held = {Superseded.from_bytes(r["superseded"]) for r in kept}
+    assert {(h.on, h.source, h.id, h.live, h.binary) for h in held} == {
+        (newer.time, newer.source, "new", True, False)
+    }
+    assert {h.instance for h in held} == {
         "urn:kafka:ocitag.events:0:1", "urn:kafka:ocitag.events:0:2",
     }  # fmt: skip
     assert all(r["size"] < len(first[1].value) / 2 for r in kept)

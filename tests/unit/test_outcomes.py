@@ -36,7 +36,7 @@ from worker.outcomes import (
     replayed,
     undecodable_outcome,
 )
-from worker.plan import Item, ProcessedRow
+from worker.plan import Item, ProcessedRow, Superseded
 
 CTX = OutcomeContext("urn:ocitag-worker:test", "https://ocitag-worker.dev/problems/")
 HEX = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
@@ -419,6 +419,19 @@ def test_a_rebuilt_409_superseded_is_the_first_outcome_byte_for_byte(
     )  # fmt: skip
     # other content under the same id is not a replay
     assert not replayable(item({**body, "time": "2026-11-28T15:00:01Z"}), row)
+
+
+@given(
+    on=st.datetimes(timezones=st.just(UTC)),
+    texts=st.tuples(st.text(), st.text(), st.text()),
+    flags=st.tuples(st.booleans(), st.booleans()),
+)
+def test_what_rebuilds_a_409_round_trips_through_its_column(
+    on: datetime, texts: tuple[str, str, str], flags: tuple[bool, bool]
+) -> None:
+    kept = Superseded(on, texts[0], texts[1], flags[0], flags[1], texts[2])
+    again = Superseded.from_bytes(kept.to_bytes())
+    assert again == kept and again.on.utcoffset() == timedelta(0)
 
 
 def test_rejections_keep_their_bytes() -> None:

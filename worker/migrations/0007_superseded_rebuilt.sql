@@ -18,20 +18,15 @@ ALTER TABLE outcome_sources DROP CONSTRAINT outcome_sources_source_key;
 ALTER TABLE outcome_sources ADD CONSTRAINT outcome_sources_source_problem_base_key
     UNIQUE NULLS NOT DISTINCT (source, problem_base);
 
--- Nullable, at the end: no rewrite; a row without them pays no byte (the null bitmap
--- of 18 columns still fits the 8-byte-aligned header).
-ALTER TABLE processed_events
-    ADD COLUMN superseded_on       timestamptz,  -- the newer row's key: time,
-    ADD COLUMN superseded_live     boolean,      -- (moved; false: deleted)
-    ADD COLUMN superseded_binary   boolean,      -- the first delivery's content mode
-    ADD COLUMN superseded_source   text,         -- source,
-    ADD COLUMN superseded_id       text,         -- and id
-    ADD COLUMN superseded_instance text;         -- the first delivery's record (urn:kafka:…)
+-- One nullable column at the end (no rewrite; a row without it pays no byte): the
+-- newer key, its state, the first delivery's content mode and record, encoded by
+-- worker/plan.py (``Superseded.to_bytes``). One column, not six: a partition never
+-- analysed (the next one, empty until the rotation) is costed by the planner from its
+-- columns' default widths, and six more tipped its lookup from the primary key to a
+-- sequential scan (tests/integration/test_plans.py); one bytea column does not.
+ALTER TABLE processed_events ADD COLUMN superseded bytea;
 
 -- An outcome is kept one way: its bytes, a rebuilt 200 (change) or a rebuilt 409.
 ALTER TABLE processed_events DROP CONSTRAINT processed_events_v2_check;
 ALTER TABLE processed_events ADD CONSTRAINT processed_events_kept_one_way
-    CHECK (num_nonnulls(outcome, change, superseded_id) = 1);
-ALTER TABLE processed_events ADD CONSTRAINT processed_events_superseded_whole
-    CHECK (num_nulls(superseded_on, superseded_live, superseded_binary, superseded_source,
-                     superseded_id, superseded_instance) IN (0, 6));
+    CHECK (num_nonnulls(outcome, change, superseded) = 1);
