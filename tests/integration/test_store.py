@@ -500,6 +500,85 @@ async def test_records_of_the_old_schema_replay_after_migration(services: Servic
         await admin.close()
 
 
+async def test_records_of_before_0007_replay_after_it(services: Services) -> None:
+    """Migration 0007 makes ``outcome_sources`` rows (source, problem base) pairs: a 200
+    rebuilt from a record written before it (its source row has no base) and a 409 kept
+    as bytes still replay byte for byte, and a new late event's 409 is kept compact."""
+    admin = await asyncpg.connect(with_database(services.database_url, "postgres"))
+    name = f"before_0007_{os.getpid()}_{int(time.time())}"
+    await admin.execute(f"CREATE DATABASE {name}")
+    try:
+        conn = await asyncpg.connect(with_database(services.database_url, name))
+        try:
+            await conn.execute(
+                "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+                " checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            for migration in available():
+                if migration.version < 7:
+                    await conn.execute(migration.sql)
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (version, name, checksum)"
+                        " VALUES ($1, $2, $3)",
+                        migration.version, migration.name, migration.checksum,
+                    )  # fmt: skip
+            moved = make_event("old7", digest(1), BASE + timedelta(seconds=5), event_id="m1")
+            late = make_event("old7", digest(2), BASE, event_id="l1")
+            (first_item, late_item) = items([moved, late])
+            created = decide(None, moved)
+            superseded = decide(created.recorded, late)
+            at = now()
+            created_outcome = decision_outcome(CTX, first_item, created, at)
+            late_outcome = decision_outcome(CTX, late_item, superseded, at)
+            ref = await conn.fetchval(
+                "INSERT INTO outcome_sources (source) VALUES ($1) RETURNING id", CTX.worker_source
+            )
+            await conn.execute(  # 0004's compact 200, and a 409 as its bytes
+                "INSERT INTO processed_events (key, epoch, fingerprint, processed_at, status,"
+                " change, version, source_ref, outcome_key, outcome) VALUES"
+                " ($1, 1, $2, $3, 200, 1, 1, $4, NULL, NULL),"
+                " ($5, 1, $6, $3, 409, NULL, NULL, NULL, $7, $8)",
+                store_module.event_key(first_item.key), moved.fingerprint[:16], at, ref,
+                store_module.event_key(late_item.key), late.fingerprint[:16],
+                late_outcome.key, late_outcome.value,
+            )  # fmt: skip
+            await conn.execute(
+                "INSERT INTO ocitags (repository, tag, artifact, created_by, created_on,"
+                " last_modified_by, last_modified_on, version, last_event_source,"
+                " last_event_id, recorded_at) VALUES ($1, $2, $3, $4, $5, $4, $5, 1, $6, $7, $8)",
+                moved.repository, moved.tag, moved.artifact, moved.actor, moved.time,
+                moved.source, moved.id, at,
+            )  # fmt: skip
+            await migrate(conn)
+        finally:
+            await conn.close()
+        pool = await asyncpg.create_pool(
+            with_database(services.database_url, name), min_size=1, max_size=2
+        )
+        try:
+            store = Store(pool, CTX)
+            later = make_event("old7", digest(3), BASE + timedelta(seconds=1), event_id="l2")
+            again, late_again, new_late = await store.apply(
+                items([moved, late, later], first_offset=10), now()
+            )
+            assert (again.value, again.replay) == (created_outcome.value, True)
+            assert (late_again.value, late_again.replay) == (late_outcome.value, True)
+            assert summary(new_late).reason == "superseded" and not new_late.replay
+            kept = await pool.fetchval(
+                "SELECT superseded IS NOT NULL AND outcome IS NULL FROM processed_events"
+                " WHERE key = $1",
+                store_module.event_key((later.source, later.id)),
+            )
+            assert kept
+            (replayed,) = await store.apply(items([later], first_offset=20), now())
+            assert replayed.value == new_late.value and replayed.replay
+        finally:
+            await pool.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
 async def test_tombstones_are_pruned_after_retention_and_live_rows_never(
     pool: asyncpg.Pool,
 ) -> None:

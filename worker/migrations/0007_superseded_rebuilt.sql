@@ -12,11 +12,13 @@
 
 -- A rebuilt outcome keeps the problem base URI of its first publication too: a source
 -- row is now a (worker source, problem base) pair; the rows of before have no base
--- (their rebuilt outcomes, 200s, carry none).
+-- (their rebuilt outcomes, 200s, carry none), one per source as the old key made them,
+-- and new rows always have one: a plain unique key (PostgreSQL 14 has no NULLS NOT
+-- DISTINCT) is enough for the worker's ON CONFLICT (source, problem_base).
 ALTER TABLE outcome_sources ADD COLUMN problem_base text;
 ALTER TABLE outcome_sources DROP CONSTRAINT outcome_sources_source_key;
 ALTER TABLE outcome_sources ADD CONSTRAINT outcome_sources_source_problem_base_key
-    UNIQUE NULLS NOT DISTINCT (source, problem_base);
+    UNIQUE (source, problem_base);
 
 -- One nullable column at the end (no rewrite; a row without it pays no byte): the
 -- newer key, its state, the first delivery's content mode and record, encoded by
