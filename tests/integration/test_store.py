@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import subprocess
 import sys
-import time
 from collections import Counter, defaultdict
 from dataclasses import replace
 from datetime import timedelta
@@ -22,7 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers.model import Model, Summary
-from tests.helpers.services import STACK, Services, with_database
+from tests.helpers.schema import scratch_database
+from tests.helpers.services import STACK, Services
 from tests.helpers.store import CTX, items, now, race_events, summary
 from tests.helpers.strategies import BASE, digest, histories, make_deletion, make_event
 from tests.helpers.wait import eventually
@@ -30,7 +29,7 @@ from worker import partitions
 from worker import store as store_module
 from worker.decision import decide
 from worker.events import TagDeleted, TagEvent
-from worker.migrate import available, migrate
+from worker.migrate import migrate
 from worker.outcomes import decision_outcome
 from worker.plan import Superseded
 from worker.store import Store
@@ -458,22 +457,10 @@ async def test_a_redelivery_racing_an_applier_and_a_rotation_replays_its_outcome
 async def test_records_of_the_old_schema_replay_after_migration(services: Services) -> None:
     """Migration 0004 converts the records of 0001 (source, id, the outcome's bytes):
     their events still replay byte for byte, and ids reused are still 409."""
-    admin = await asyncpg.connect(with_database(services.database_url, "postgres"))
-    name = f"old_schema_{os.getpid()}_{int(time.time())}"
-    await admin.execute(f"CREATE DATABASE {name}")
-    try:
-        conn = await asyncpg.connect(with_database(services.database_url, name))
+    async with scratch_database(services.database_url, "old_schema") as url:
+        conn = await asyncpg.connect(url)
         try:
-            initial = available()[0]
-            await conn.execute(initial.sql)
-            await conn.execute(
-                "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
-                " checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            await conn.execute(
-                "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                initial.version, initial.name, initial.checksum,
-            )  # fmt: skip
+            await migrate(conn, up_to=1)
             event = make_event("old", digest(1), BASE, event_id="o1")
             first = decision_outcome(CTX, items([event])[0], decide(None, event), now())
             await conn.execute(
@@ -484,9 +471,7 @@ async def test_records_of_the_old_schema_replay_after_migration(services: Servic
             await migrate(conn)
         finally:
             await conn.close()
-        pool = await asyncpg.create_pool(
-            with_database(services.database_url, name), min_size=1, max_size=2
-        )
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
         try:
             store = Store(pool, CTX)
             reused = make_event("old", digest(2), BASE, event_id="o1")
@@ -495,33 +480,16 @@ async def test_records_of_the_old_schema_replay_after_migration(services: Servic
             assert summary(other).reason == "id-reused"
         finally:
             await pool.close()
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def test_records_of_before_0007_replay_after_it(services: Services) -> None:
     """Migration 0007 makes ``outcome_sources`` rows (source, problem base) pairs: a 200
     rebuilt from a record written before it (its source row has no base) and a 409 kept
     as bytes still replay byte for byte, and a new late event's 409 is kept compact."""
-    admin = await asyncpg.connect(with_database(services.database_url, "postgres"))
-    name = f"before_0007_{os.getpid()}_{int(time.time())}"
-    await admin.execute(f"CREATE DATABASE {name}")
-    try:
-        conn = await asyncpg.connect(with_database(services.database_url, name))
+    async with scratch_database(services.database_url, "before_0007") as url:
+        conn = await asyncpg.connect(url)
         try:
-            await conn.execute(
-                "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
-                " checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            for migration in available():
-                if migration.version < 7:
-                    await conn.execute(migration.sql)
-                    await conn.execute(
-                        "INSERT INTO schema_migrations (version, name, checksum)"
-                        " VALUES ($1, $2, $3)",
-                        migration.version, migration.name, migration.checksum,
-                    )  # fmt: skip
+            await migrate(conn, up_to=6)
             moved = make_event("old7", digest(1), BASE + timedelta(seconds=5), event_id="m1")
             late = make_event("old7", digest(2), BASE, event_id="l1")
             (first_item, late_item) = items([moved, late])
@@ -552,9 +520,7 @@ async def test_records_of_before_0007_replay_after_it(services: Services) -> Non
             await migrate(conn)
         finally:
             await conn.close()
-        pool = await asyncpg.create_pool(
-            with_database(services.database_url, name), min_size=1, max_size=2
-        )
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
         try:
             store = Store(pool, CTX)
             later = make_event("old7", digest(3), BASE + timedelta(seconds=1), event_id="l2")
@@ -574,9 +540,6 @@ async def test_records_of_before_0007_replay_after_it(services: Services) -> Non
             assert replayed.value == new_late.value and replayed.replay
         finally:
             await pool.close()
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def test_tombstones_are_pruned_after_retention_and_live_rows_never(
