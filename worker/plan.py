@@ -32,7 +32,7 @@ class Item:
 
 @dataclass(frozen=True, slots=True)
 class Superseded:
-    """What rebuilds a superseded event's 409 with its repeat (migration 0007): the key
+    """What rebuilds a superseded event's 409 with its repeat (migration 0006): the key
     (time, source, id) of the row that was newer and whether it was live, the first
     delivery's content mode and its record (the problem's ``instance``)."""
 

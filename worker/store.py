@@ -246,7 +246,7 @@ Published = tuple[str, str | None]  # (worker source, problem base URI)
 class _Sources:
     """The (worker source, problem base) pairs outcomes were published under
     (``outcome_sources``), both ways: a rebuilt outcome keeps those of its first
-    publication. Rows of before migration 0007 have no problem base."""
+    publication. Rows of before migration 0006 have no problem base."""
 
     def __init__(self, current: str, problem_base: str) -> None:
         self.current: Published = (current, problem_base)

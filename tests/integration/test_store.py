@@ -171,7 +171,7 @@ async def test_replays_are_byte_identical_and_reuse_is_409(pool: asyncpg.Pool) -
 async def test_a_late_events_409_is_kept_compact_and_replays_byte_identical(
     pool: asyncpg.Pool,
 ) -> None:
-    """Migration 0007: a superseded event's record keeps the newer key, the content mode
+    """Migration 0006: a superseded event's record keeps the newer key, the content mode
     and the record it came in, not its outcome's bytes. Redelivered at other offsets,
     after the tag moved on, to a worker with another problem base URI, it gets its first
     409 byte for byte."""
@@ -482,14 +482,14 @@ async def test_records_of_the_old_schema_replay_after_migration(services: Servic
             await pool.close()
 
 
-async def test_records_of_before_0007_replay_after_it(services: Services) -> None:
-    """Migration 0007 makes ``outcome_sources`` rows (source, problem base) pairs: a 200
+async def test_records_of_before_0006_replay_after_it(services: Services) -> None:
+    """Migration 0006 makes ``outcome_sources`` rows (source, problem base) pairs: a 200
     rebuilt from a record written before it (its source row has no base) and a 409 kept
     as bytes still replay byte for byte, and a new late event's 409 is kept compact."""
-    async with scratch_database(services.database_url, "before_0007") as url:
+    async with scratch_database(services.database_url, "before_0006") as url:
         conn = await asyncpg.connect(url)
         try:
-            await migrate(conn, up_to=6)
+            await migrate(conn, up_to=5)
             moved = make_event("old7", digest(1), BASE + timedelta(seconds=5), event_id="m1")
             late = make_event("old7", digest(2), BASE, event_id="l1")
             (first_item, late_item) = items([moved, late])

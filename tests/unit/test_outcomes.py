@@ -397,7 +397,7 @@ def binary_item(body: dict[str, Any], offset: int) -> Item:
 def test_a_rebuilt_409_superseded_is_the_first_outcome_byte_for_byte(
     newer: TagRecord, body: dict[str, Any], first_binary: bool
 ) -> None:
-    """The record keeps no bytes of a late event's 409 (migration 0007): a repeat in the
+    """The record keeps no bytes of a late event's 409 (migration 0006): a repeat in the
     other content mode, spelled otherwise, at another offset, under another worker source
     and problem base, after the tag moved on again, rebuilds the very same bytes."""
     first = binary_item(body, 7) if first_binary else item(body)
