@@ -249,6 +249,14 @@ API_WAITING = Gauge(
     "Writes waiting for their outcome now.",
     registry=None,
 )
+# callers are the names OCITAG_API_TOKENS configures: bounded by that list
+API_CALLER_REQUESTS = Counter(
+    "ocitag_api_caller_requests",
+    "Authenticated API requests by caller and result: allowed, forbidden (outside its "
+    "grants, 403), rate_limited (over OCITAG_API_RATE_LIMIT, 429).",
+    ["caller", "result"],
+    registry=None,
+)
 
 
 def serve_without_created_series() -> None:
@@ -327,6 +335,7 @@ API: tuple[Collector, ...] = (
     API_OUTCOME_WAIT_SECONDS,
     API_OUTCOMES_LATE,
     API_WAITING,
+    API_CALLER_REQUESTS,
 )
 
 #: each long-running command's families: its component's, plus the shared ones it can
