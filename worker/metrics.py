@@ -203,6 +203,15 @@ INGEST_REJECTED = Counter(
     ["kind", "cause"],
     registry=None,
 )
+# receivers are the names OCITAG_INGEST_RECEIVERS (and the kinds' secrets) configure,
+# "unknown" for any other: bounded by that list
+INGEST_RECEIVER_REFUSALS = Counter(
+    "ocitag_ingest_receiver_refusals",
+    "Deliveries refused (4xx), by receiver and reason (unknown_receiver, unauthenticated, "
+    "host_not_allowed, unmappable, too_large, read_timeout).",
+    ["receiver", "reason"],
+    registry=None,
+)
 INGEST_PRODUCE_SECONDS = Histogram(
     "ocitag_ingest_produce_seconds",
     "Per delivery with events: produce until Kafka acknowledged every event.",
@@ -326,6 +335,7 @@ INGEST: tuple[Collector, ...] = (
     INGEST_EVENTS,
     INGEST_IGNORED,
     INGEST_REJECTED,
+    INGEST_RECEIVER_REFUSALS,
     INGEST_PRODUCE_SECONDS,
     INGEST_DELIVERY_SECONDS,
 )

@@ -33,6 +33,7 @@ COMPONENT_FAMILIES: dict[str, frozenset[str]] = {
             "ocitag_ingest_events_published",
             "ocitag_ingest_entries_ignored",
             "ocitag_ingest_deliveries_rejected",
+            "ocitag_ingest_receiver_refusals",
             "ocitag_ingest_produce_seconds",
             "ocitag_ingest_delivery_seconds",
         }

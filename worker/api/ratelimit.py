@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+_EPSILON = 1e-9
 _LIMIT_RE = re.compile(r"([0-9]+)/([0-9]+(?:\.[0-9]+)?)")
 
 
@@ -60,8 +61,8 @@ class Bucket:
         elapsed = max(now - self.updated, 0.0)
         self.tokens = min(float(limit.requests), self.tokens + elapsed * limit.per_second)
         self.updated = max(now, self.updated)
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= 1.0 - _EPSILON:  # waiting the answer is enough, rounding aside
+            self.tokens = max(self.tokens - 1.0, 0.0)
             return 0.0
         return (1.0 - self.tokens) / limit.per_second
 
