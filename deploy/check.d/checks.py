@@ -383,6 +383,9 @@ def cmd_dashboard_rules(out: str) -> None:
 STUB_CONTENT = {
     "OCITAG_REGISTRY_ENDPOINTS_FILE": "registry.example=https://user:stand-in@registry.example\n",
     "OCITAG_REGISTRY_DOCKER_CONFIG": '{"auths": {}}\n',
+    "OCITAG_API_GRANTS_FILE": '{"ci": [{"actions": ["read"], "tags": ["**"]}]}\n',
+    "OCITAG_INGEST_RECEIVERS_FILE": '[{"name": "prod", "kind": "distribution", '
+    '"secret": "Bearer stand-in", "hosts": ["registry.example"]}]\n',
 }
 
 
@@ -399,10 +402,10 @@ def _secret_stub_environ(extra: dict[str, str]) -> dict[str, str]:
 
 
 def _check_env_names(where: str, names: set[str]) -> None:
-    from worker.settings import SECRET_FIELDS, Settings, env_name
+    from worker.settings import FILE_FIELDS, Settings, env_name
 
     plain = {env_name(f) for f in Settings.FIELDS}
-    files = {env_name(f) + "_FILE" for f in SECRET_FIELDS}
+    files = {env_name(f) + "_FILE" for f in FILE_FIELDS}
     for name in sorted(names):
         if name not in plain and name not in files:
             fail(f"{where}: {name} is not a setting of the worker (worker/settings.py)")
