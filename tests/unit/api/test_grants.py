@@ -5,12 +5,15 @@ repository part is normalised like a repository; a broken document names its pla
 from __future__ import annotations
 
 import json
+import os
 import re
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.helpers.cli import run_cli
 from worker.api.access import access_from_settings
 from worker.api.grants import Grants, matches, may_read, normalize_pattern, parse_grants
 from worker.documents import DocumentError
@@ -166,3 +169,23 @@ def test_without_the_setting_everyone_may_do_everything() -> None:
     grants = Grants.everyone()
     assert grants.allows("anyone", "delete", "docker.io/library/nginx:1")
     assert may_read(grants, "anyone")("x:y")
+
+
+def test_the_grants_may_come_from_a_file(tmp_path: Any) -> None:
+    path = tmp_path / "grants.json"
+    path.write_text(json.dumps(SPEC_EXAMPLE))
+    settings = load_settings(environ={"OCITAG_API_GRANTS_FILE": str(path)})
+    grants = access_from_settings(settings, lambda: 0.0).grants
+    assert grants.allows("auditor", "read", "docker.io/library/nginx:1")
+
+
+def test_the_cli_exits_2_naming_the_setting_and_the_place() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCITAG_")}
+    env["OCITAG_API_TOKENS"] = "ci-team-a:a-token-of-16-chars"
+    env["OCITAG_API_GRANTS"] = '{"ci-team-a": [{"actions": ["read", "writ"], "tags": ["**"]}]}'
+    done = run_cli(["api", "--api-port", "0", "--http-port", "0"], env, timeout=30)
+    assert done.returncode == 2, done.stderr
+    assert (
+        'invalid setting OCITAG_API_GRANTS: $["ci-team-a"][0].actions[1]: unknown action "writ"'
+        in done.stderr
+    )

@@ -7,6 +7,7 @@ does (the same number of comparisons, over inputs of the same length)."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -14,13 +15,19 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
+from tests.helpers.cli import run_cli
 from tests.helpers.ingest import load_delivery
+from tests.helpers.registry import free_port
 from worker.documents import DocumentError
+from worker.errors import SettingsError
+from worker.ingest.app import enabled_kinds
 from worker.ingest.auth import SLOTS
 from worker.ingest.kinds import KINDS
 from worker.ingest.receivers import hosts_of, parse_receivers
 from worker.ingest.server import Enabled, IngestServer, Limits
+from worker.settings import load_settings
 
 PROD = "Bearer prod-secret-0123456789"
 DEV = "Bearer dev-secret-0123456789"
@@ -222,3 +229,50 @@ async def test_an_unknown_name_and_a_wrong_secret_answer_and_cost_alike(
     }
     assert [calls for _, _, calls in answers] == [[(32, 32)] * SLOTS] * 3
     assert setup.sink.sent == []
+
+
+def test_receivers_and_kind_secrets_are_served_together(tmp_path: Any) -> None:
+    secret = tmp_path / "dev-secret"
+    secret.write_text(DEV + "\n")
+    document = [
+        {**GOOD, "hosts": ["r.example.com"]},
+        {"name": "dev", "kind": "zot", "secret_file": str(secret), "hosts": ["*.dev.example"]},
+    ]
+    settings = load_settings(
+        environ={
+            "OCITAG_INGEST_RECEIVERS": json.dumps(document),
+            "OCITAG_INGEST_GITHUB_SECRET": "gh",
+        }
+    )
+    with capture_logs() as logs:
+        served = enabled_kinds(settings)
+    assert {name: e.spec.name for name, e in served.items()} == {
+        "github": "github",
+        "prod": "distribution",
+        "dev": "zot",
+    }
+    assert served["dev"].secrets == (DEV.encode(),)
+    assert served["github"].hosts.unbound and not served["prod"].hosts.unbound
+    assert [line["receiver"] for line in logs if line["event"] == "ingest_unbound_receiver"] == [
+        "github"
+    ]
+
+
+def test_a_receiver_named_like_a_served_kind_stops_start_up() -> None:
+    settings = load_settings(
+        environ={
+            "OCITAG_INGEST_RECEIVERS": json.dumps([{**GOOD, "name": "github"}]),
+            "OCITAG_INGEST_GITHUB_SECRET": "gh",
+        }
+    )
+    with pytest.raises(SettingsError, match="receiver github is also served by"):
+        enabled_kinds(settings)
+
+
+def test_the_cli_exits_2_naming_the_setting_and_the_place() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCITAG_INGEST_")}
+    env["OCITAG_INGEST_RECEIVERS"] = json.dumps([{**GOOD, "hosts": ["bad host"]}])
+    done = run_cli(["ingest", "--ingest-port", str(free_port())], env, timeout=30)
+    assert done.returncode == 2, done.stderr
+    assert "invalid setting OCITAG_INGEST_RECEIVERS: $[0].hosts[0]:" in done.stderr
+    assert PROD not in done.stderr + done.stdout  # never the secret
