@@ -203,6 +203,15 @@ INGEST_REJECTED = Counter(
     ["kind", "cause"],
     registry=None,
 )
+# receivers are the names OCITAG_INGEST_RECEIVERS (and the kinds' secrets) configure,
+# "unknown" for any other: bounded by that list
+INGEST_RECEIVER_REFUSALS = Counter(
+    "ocitag_ingest_receiver_refusals",
+    "Deliveries refused (4xx), by receiver and reason (unknown_receiver, unauthenticated, "
+    "host_not_allowed, unmappable, too_large, read_timeout).",
+    ["receiver", "reason"],
+    registry=None,
+)
 INGEST_PRODUCE_SECONDS = Histogram(
     "ocitag_ingest_produce_seconds",
     "Per delivery with events: produce until Kafka acknowledged every event.",
@@ -247,6 +256,14 @@ API_OUTCOMES_LATE = Counter(
 API_WAITING = Gauge(
     "ocitag_api_waiting_requests",
     "Writes waiting for their outcome now.",
+    registry=None,
+)
+# callers are the names OCITAG_API_TOKENS configures: bounded by that list
+API_CALLER_REQUESTS = Counter(
+    "ocitag_api_caller_requests",
+    "Authenticated API requests by caller and result: allowed, forbidden (outside its "
+    "grants, 403), rate_limited (over OCITAG_API_RATE_LIMIT, 429).",
+    ["caller", "result"],
     registry=None,
 )
 
@@ -318,6 +335,7 @@ INGEST: tuple[Collector, ...] = (
     INGEST_EVENTS,
     INGEST_IGNORED,
     INGEST_REJECTED,
+    INGEST_RECEIVER_REFUSALS,
     INGEST_PRODUCE_SECONDS,
     INGEST_DELIVERY_SECONDS,
 )
@@ -327,6 +345,7 @@ API: tuple[Collector, ...] = (
     API_OUTCOME_WAIT_SECONDS,
     API_OUTCOMES_LATE,
     API_WAITING,
+    API_CALLER_REQUESTS,
 )
 
 #: each long-running command's families: its component's, plus the shared ones it can

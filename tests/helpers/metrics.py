@@ -33,6 +33,7 @@ COMPONENT_FAMILIES: dict[str, frozenset[str]] = {
             "ocitag_ingest_events_published",
             "ocitag_ingest_entries_ignored",
             "ocitag_ingest_deliveries_rejected",
+            "ocitag_ingest_receiver_refusals",
             "ocitag_ingest_produce_seconds",
             "ocitag_ingest_delivery_seconds",
         }
@@ -44,6 +45,7 @@ COMPONENT_FAMILIES: dict[str, frozenset[str]] = {
             "ocitag_api_outcome_wait_seconds",
             "ocitag_api_outcomes_late",
             "ocitag_api_waiting_requests",
+            "ocitag_api_caller_requests",
         }
     ),
     "reconcile": frozenset(

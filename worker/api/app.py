@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 import asyncpg
@@ -14,6 +15,7 @@ import structlog
 from aiohttp import web
 
 from worker import metrics, reachability
+from worker.api.access import access_from_settings
 from worker.api.auth import parse_tokens
 from worker.api.listener import OutcomeListener
 from worker.api.server import Api, Backends, utc_now
@@ -54,7 +56,17 @@ class ApiProcess:
         if not tokens.entries:
             log.warning("api_no_tokens", hint="OCITAG_API_TOKENS is empty: every call is 401")
         self.backends = Backends()
-        self._api = Api(settings, tokens, self.backends, utc_now)
+        access = access_from_settings(settings, time.monotonic)  # SettingsError: exit 2
+        if access.grants.unrestricted:
+            log.warning(
+                "api_no_grants",
+                hint="OCITAG_API_GRANTS is not set: every caller may read, write and delete "
+                "every tag (docs/authorization.md)",
+            )
+        unknown = sorted(access.grants.callers() - {caller for _, caller in tokens.entries})
+        if unknown:  # a typo in either setting: that caller's grants can never apply
+            log.warning("api_grants_without_tokens", callers=unknown)
+        self._api = Api(settings, tokens, self.backends, utc_now, access)
         self._health = Health(settings.probes.liveness_timeout_seconds, parts=COMMAND_PARTS["api"])
         self._process = Lifecycle(handle_signals=False)
         self._sink = InputSink(settings, "the api")

@@ -24,7 +24,10 @@ from aiohttp import web
 
 from worker import metrics, reachability, tracing
 from worker.api import replies, requests
+from worker.api.access import Access, access_from_settings
 from worker.api.auth import Tokens
+from worker.api.grants import Action
+from worker.api.listing import visible_page
 from worker.api.openapi import document
 from worker.api.problems import ApiProblem, too_large, unacknowledged, unpublished
 from worker.api.replies import Reply
@@ -83,12 +86,19 @@ def _unavailable(what: str) -> ApiProblem:
 
 class Api:
     def __init__(
-        self, settings: Settings, tokens: Tokens, backends: Backends, clock: Callable[[], datetime]
+        self,
+        settings: Settings,
+        tokens: Tokens,
+        backends: Backends,
+        clock: Callable[[], datetime],
+        access: Access | None = None,
     ) -> None:
         self._settings = settings
         self._tokens = tokens
         self.backends = backends
         self._clock = clock
+        #: grants and the rate limit; by default the settings' (monotonic clock)
+        self.access = access or access_from_settings(settings, time.monotonic)
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -121,6 +131,7 @@ class Api:
                 if caller is None:
                     raise ApiProblem(ProblemKind.UNAUTHORIZED)
                 fields["caller"] = caller
+                self.access.admit(caller)
             response = await handler(request)
         except ApiProblem as exc:
             response = self._problem(exc, instance)
@@ -161,8 +172,13 @@ class Api:
 
     # ---- writes: an event on the input topic, answered with its outcome
 
+    def _allowed(self, action: Action, ocitag: str) -> None:
+        """403 from the pattern alone: before any lookup, read or publish."""
+        self.access.require(_FIELDS.get()["caller"], action, ocitag)
+
     async def put(self, request: web.Request) -> web.Response:
         ocitag = requests.ocitag_id(request.match_info["tag"])
+        self._allowed("write", ocitag)
         body = await request.read()
         update = requests.put_body(body, request.headers.get("Content-Type"), ocitag)
         return await self._write(
@@ -171,6 +187,7 @@ class Api:
 
     async def delete(self, request: web.Request) -> web.Response:
         ocitag = requests.ocitag_id(request.match_info["tag"])
+        self._allowed("delete", ocitag)
         return await self._write(request, ocitag, None, None, None)
 
     async def _write(
@@ -240,6 +257,7 @@ class Api:
     async def get(self, request: web.Request) -> web.Response:
         ocitag = requests.ocitag_id(request.match_info["tag"])
         _FIELDS.get()["ocitag_id"] = ocitag
+        self._allowed("read", ocitag)
         reads = self.backends.reads
         if reads is None:
             raise _unavailable("db")
@@ -253,13 +271,14 @@ class Api:
 
     async def list(self, request: web.Request) -> web.Response:
         query = requests.list_query(request.query)
+        caller = _FIELDS.get()["caller"]
+        self.access.require_any(caller, "read", "query.repository", query.repository)
         reads = self.backends.reads
         if reads is None:
             raise _unavailable("db")
-        rows = await _db(reads.page(query.repository, query.after or "", query.limit + 1))
-        more = len(rows) > query.limit
-        rows = rows[: query.limit]
-        cursor = requests.encode_cursor(query.repository, rows[-1].record["tag"]) if more else None
+        visible = None if self.access.grants.unrestricted else self.access.reader(caller)
+        rows, last = await _db(visible_page(reads, query, visible))
+        cursor = requests.encode_cursor(query.repository, last) if last else None
         link = (
             f"{LIST_PATH}?repository={quote(query.repository, safe='')}"
             f"&limit={query.limit}&cursor={cursor}"
