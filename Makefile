@@ -39,8 +39,8 @@ run: install
 	@exec deploy/local/run
 
 lint: install
-	$(BIN)/ruff check worker tests bench tools/docs_links.py
-	$(BIN)/ruff format --check worker tests bench tools/docs_links.py
+	$(BIN)/ruff check worker tests bench examples tools/docs_links.py
+	$(BIN)/ruff format --check worker tests bench examples tools/docs_links.py
 	$(BIN)/mypy
 
 # The documentation site (mkdocs.yml) into site/: strict, so that a broken link or anchor,
@@ -49,8 +49,8 @@ docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 format: install
-	$(BIN)/ruff format worker tests bench tools/docs_links.py
-	$(BIN)/ruff check --fix worker tests bench tools/docs_links.py
+	$(BIN)/ruff format worker tests bench examples tools/docs_links.py
+	$(BIN)/ruff check --fix worker tests bench examples tools/docs_links.py
 
 # The whole suite on real services: the local stack is started here (the fixtures would
 # start it too) so that its start-up shows in the log before the tests.

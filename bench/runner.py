@@ -30,6 +30,12 @@ class Topics:
     outcomes: str
     dlq: str
 
+    @property
+    def state(self) -> str:
+        """The state topic beside them (the worker creates it; a run with
+        ``OCITAG_STATE_TOPIC`` empty in ``extra_env`` has none)."""
+        return f"{self.input.removesuffix('.events')}.state"
+
 
 @dataclass
 class WorkerProcess:
@@ -61,6 +67,7 @@ class WorkerProcess:
             OCITAG_INPUT_TOPIC=self.topics.input,
             OCITAG_OUTCOME_TOPIC=self.topics.outcomes,
             OCITAG_DLQ_TOPIC=self.topics.dlq,
+            OCITAG_STATE_TOPIC=self.topics.state,
             OCITAG_GROUP_ID=self.group,
             OCITAG_HTTP_HOST="127.0.0.1",
             OCITAG_HTTP_PORT=str(self.port),
