@@ -32,9 +32,10 @@ class Topics:
 
     @property
     def state(self) -> str:
-        """The state topic beside them (the worker creates it; a run with
-        ``OCITAG_STATE_TOPIC`` empty in ``extra_env`` has none)."""
-        return f"{self.input.removesuffix('.events')}.state"
+        """The state topic beside the outcome topic, one per run as the outcomes (the
+        worker creates it; a run with ``OCITAG_STATE_TOPIC`` empty in ``extra_env`` has
+        none)."""
+        return f"{self.outcomes.removesuffix('.outcomes')}.state"
 
 
 @dataclass
