@@ -98,17 +98,32 @@ async def run(config: Config, services: Services, rounds: int) -> dict[str, Any]
                     "off": off,
                     "first": "on" if order[0] else "off",
                     "ratio": round(on["events_per_second"] / off["events_per_second"], 3),
+                    "cpu_ratio": round(cpu_ms_per_event(on) / cpu_ms_per_event(off), 3),
                 }
             )
     finally:
         await clean_up(ctx)
-    ratios = [r["ratio"] for r in results["rounds"]]
-    results["summary"] = {
-        "median_ratio": statistics.median(ratios),
-        "cost_percent": round((1 - statistics.median(ratios)) * 100, 1),
-    }
+    results["summary"] = summarise(results["rounds"])
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     return results
+
+
+def cpu_ms_per_event(run: dict[str, Any]) -> float:
+    """The worker's CPU per event: what the state topic adds to the worker's own work,
+    less sensitive than the pace to what else the shared machine runs."""
+    seconds = float(run["cpu_cores"]["worker"]) * float(run["seconds"])
+    return round(seconds / int(run["events"]) * 1000, 4)
+
+
+def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    ratio = round(statistics.median(r["ratio"] for r in rounds), 3)
+    cpu_ratio = round(statistics.median(r["cpu_ratio"] for r in rounds), 3)
+    return {
+        "median_ratio": ratio,
+        "cost_percent": round((1 - ratio) * 100, 1),
+        "median_cpu_ratio": cpu_ratio,
+        "cpu_cost_percent": round((cpu_ratio - 1) * 100, 1),
+    }
 
 
 def _cores(run: dict[str, Any], name: str) -> float | None:
@@ -128,21 +143,24 @@ def render(results: dict[str, Any]) -> str:
                     round(run_["events_per_second"]),
                     round(run_["seconds"], 1),
                     run_.get("state_records", 0),
+                    cpu_ms_per_event(run_),
                     _cores(run_, "worker"),
                     _cores(run_, "kafka"),
                     _cores(run_, "other"),
                     round_["ratio"] if side == "on" else None,
+                    round_["cpu_ratio"] if side == "on" else None,
                 ]
             )
     headers = [
-        "round", "state topic", "events/s", "seconds", "state records",
-        "worker cores", "kafka cores", "other cores", "on/off",
+        "round", "state topic", "events/s", "seconds", "state records", "worker CPU ms/event",
+        "worker cores", "kafka cores", "other cores", "pace on/off", "CPU on/off",
     ]  # fmt: skip
     summary = results["summary"]
     return (
         f"{table(headers, rows)}\n\n{results['config']['events']:,} events; median pace "
-        f"on/off {summary['median_ratio']} (cost {summary['cost_percent']} %). A shared "
-        "machine: read the figures with their 'other cores'."
+        f"on/off {summary['median_ratio']} (cost {summary['cost_percent']} %), median worker "
+        f"CPU per event on/off {summary['median_cpu_ratio']} (+{summary['cpu_cost_percent']} "
+        "%). A shared machine: read the figures with their 'other cores'."
     )
 
 
