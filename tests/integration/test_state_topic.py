@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 
 from tests.helpers.cli import env_for, run_cli
 from tests.helpers.clients import kcat_read_state
+from tests.helpers.contract import errors_of, schema_validator
 from tests.helpers.events import HEX
 from tests.helpers.harness import running_worker, structured
 from worker.encode import build_event
@@ -79,6 +80,8 @@ async def test_each_applied_change_is_one_state_record_read_back_by_kcat(
         "version": 1,
     }
     assert {k for k, _, _ in read} == {TAG, OTHER}  # the 404 and the 409 produce nothing
+    schema = schema_validator("state-record.schema.json")
+    assert [errors_of(schema, json.loads(v)) for _, v, _ in read if v is not None] == [[]] * 4
     assert all(h["content-type"] == "application/json" for _, _, h in read)
 
     verified = run_cli(["state", "verify", "--json"], env_for(settings))
