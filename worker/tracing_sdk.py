@@ -187,21 +187,29 @@ class OtelTracer:
         carries its own ``traceparent`` (the worker's outcome: its event's span; a dead
         letter: where the record was made) keeps it, and the span links to it; every
         other record carries the span itself."""
-        topics = ",".join(dict.fromkeys(m.topic for m in messages))
+        topics = list(dict.fromkeys(m.topic for m in messages))
         carried_contexts = [record_context(m.headers) for m in messages if trace_carrier(m.headers)]
         links = [Link(c) for c in map(_span_context, carried_contexts) if c.is_valid]
         attributes: dict[str, Any] = {
             "messaging.system": _KAFKA,
             "messaging.operation.type": "send",
             "messaging.operation.name": "send",
-            "messaging.destination.name": topics,
         }
+        # semantic conventions: a destination only when the batch has one; the worker's
+        # send of outcomes with their state records names both in a span called "send"
+        if len(topics) == 1:
+            attributes["messaging.destination.name"] = topics[0]
+        else:
+            attributes["ocitag.destinations"] = topics
         if len(messages) > 1:
             attributes["messaging.batch.message_count"] = len(messages)
         elif messages and messages[0].key is not None:
             attributes["messaging.kafka.message.key"] = messages[0].key.decode("utf-8", "replace")
         with self._tracer.start_as_current_span(
-            f"send {topics}", kind=SpanKind.PRODUCER, links=links, attributes=attributes
+            " ".join(["send", *topics[:1]]) if len(topics) == 1 else "send",
+            kind=SpanKind.PRODUCER,
+            links=links,
+            attributes=attributes,
         ) as span:
             mine = kafka_headers(trace.set_span_in_context(span))
             yield [carried(m, mine) for m in messages]
