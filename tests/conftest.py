@@ -22,7 +22,9 @@ from tests.helpers.services import IN_CI, Services, UnavailableError, discover, 
 from worker.migrate import migrate
 from worker.settings import Settings, load_settings
 
-TEMPLATE_DB = "ocitag_test_template"
+#: one per test session: sessions sharing a server (branches with other migrations, a
+#: CI run beside a local one) never drop or clone each other's template
+TEMPLATE_DB = f"ocitag_test_template_{uuid.uuid4().hex[:12]}"
 T = TypeVar("T")
 
 
@@ -100,7 +102,7 @@ def kafka_console() -> Path:
 
 
 @pytest.fixture(scope="session")
-async def template_db(services: Services) -> str:
+async def template_db(services: Services) -> AsyncIterator[str]:
     """A migrated database that every test's database is cloned from."""
     admin = await asyncpg.connect(with_database(services.database_url, "postgres"))
     try:
@@ -113,7 +115,12 @@ async def template_db(services: Services) -> str:
         await migrate(conn)
     finally:
         await conn.close()
-    return TEMPLATE_DB
+    yield TEMPLATE_DB
+    admin = await asyncpg.connect(with_database(services.database_url, "postgres"))
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
+    finally:
+        await admin.close()
 
 
 @pytest.fixture

@@ -98,9 +98,7 @@ class BatchRunner:
         self._producer = producer
         self._store = store
         self._dead_letters = dead_letters
-        self._ctx = OutcomeContext(
-            settings.contract.worker_source, settings.contract.problem_base_uri
-        )
+        self._ctx = OutcomeContext.of(settings.contract)
         self._log_events = settings.process.log_level in {"debug", "info"}
 
     async def run(self, batch: Batch) -> None:
@@ -122,6 +120,9 @@ class BatchRunner:
         )
         for labels, count in counts.items():
             metrics.OUTCOMES.labels(*labels).inc(count)
+        repointed = sum(1 for o in outcomes if o.repointed and not o.replay)
+        if repointed:
+            metrics.REPOINTED.inc(repointed)
         for _ in outcomes:
             metrics.EVENT_SECONDS.observe(elapsed)
         if self._log_events:  # the line's fields cost even when the level drops it

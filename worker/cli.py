@@ -1,4 +1,4 @@
-"""``ocitag-worker run | migrate | publish | outcomes | reconcile | api``.
+"""``ocitag-worker run | migrate | publish | outcomes | history | reconcile | api``.
 
 Each command has a flag for every setting it uses (``--input-topic`` for
 ``OCITAG_INPUT_TOPIC``; worker/settings.py ``COMMAND_SETTINGS``); flags win over the
@@ -114,6 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
     outcomes.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
     _add_setting_flags(outcomes, "outcomes")
 
+    history = commands.add_parser(
+        "history",
+        help="print a tag's history, newest first",
+        description="Every applied change of one tag, newest version first: a table on a "
+        "terminal, JSON lines when piped. Exit 3 when the tag has no history.",
+    )
+    history.add_argument("ocitag_id", metavar="OCITAG_ID")
+    history.add_argument("--limit", type=int, help="the newest this many entries only")
+    history.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
+    _add_setting_flags(history, "history")
+
     reconcile = commands.add_parser(
         "reconcile",
         help="repair drift between a registry and the live records",
@@ -215,6 +226,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await _reconcile(args, settings)
     if args.command == "outcomes":
         return await _outcomes(args, settings)
+    if args.command == "history":
+        return await _history(args, settings)
     raise AssertionError(f"unhandled command {args.command}")  # argparse knows them all
 
 
@@ -292,6 +305,19 @@ async def _publish(args: argparse.Namespace, settings: Settings) -> int:
     for event_id, partition, offset in await publish(settings, events, args.mode):
         print(f"published {event_id} to {settings.topics.input_topic}[{partition}]@{offset}")
     return 0
+
+
+async def _history(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.history_command import history  # noqa: PLC0415
+
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("history --limit must be at least 1")
+    try:
+        return await history(
+            settings, args.ocitag_id, limit=args.limit, as_json=True if args.json else None
+        )
+    except ValueError as exc:  # a bad OCITag ID
+        raise UsageError(str(exc)) from exc
 
 
 async def _outcomes(args: argparse.Namespace, settings: Settings) -> int:

@@ -31,8 +31,10 @@ from typing import Protocol
 import asyncpg
 
 from worker.db import Connection, classify_db_error
+from worker.decision import Applied as AppliedDecision
 from worker.decision import Change, Decision, TagRecord
 from worker.errors import Cause, FatalError, PermanentError, TransientError
+from worker.history import Entry, StoredColumns, entry_of, stored_columns
 from worker.outcomes import Outcome, OutcomeContext, batch_outcomes, processed_row
 from worker.plan import (
     EventKey,
@@ -65,7 +67,23 @@ SELECT key, fingerprint, processed_at, status, change, version, created_on, crea
 FROM processed_events WHERE key = ANY($1::bytea[])
 """
 
+# The new events' records and, in the same statement (no round trip of its own), the
+# history entries of their 200 outcomes with the names those entries introduce
+# (migration 0005): no change without its entry, no entry without its change. Data-
+# modifying CTEs run whether or not the main statement reads them.
 _RECORD = """
+WITH names AS (
+    INSERT INTO ocitag_history_names (ref, name)
+    SELECT r, n FROM unnest($13::bigint[], $14::text[]) AS x(r, n) ORDER BY r
+    ON CONFLICT (ref) DO NOTHING
+), history AS (
+    INSERT INTO ocitag_history (at, recorded_at, tag_ref, by_ref, source_ref, version, epoch,
+                                change, repointed, artifact, event_id)
+    SELECT ha, $3, ht, hb, hs, hv, $2, hc, hr, hx, hi
+    FROM unnest($15::timestamptz[], $16::bigint[], $17::bigint[], $18::bigint[],
+                $19::bigint[], $20::smallint[], $21::boolean[], $22::bytea[], $23::text[])
+        AS h(ha, ht, hb, hs, hv, hc, hr, hx, hi)
+)
 INSERT INTO processed_events (key, epoch, fingerprint, processed_at, status, change, version,
                               created_on, created_by, source_ref, outcome_key, outcome)
 SELECT k, $2, f, $3, st, ch, v, co, cb, sr, ok, o
@@ -163,6 +181,8 @@ class Applied:
     outcomes: list[Outcome]
     epoch: int
     recorded: int
+    #: the history names it stored (known once it committed)
+    names: tuple[int, ...] = ()
 
 
 class Store:
@@ -172,6 +192,8 @@ class Store:
         self._pool = pool
         self._ctx = ctx
         self._sources = _Sources(ctx.worker_source)
+        #: the refs of ``ocitag_history_names`` known to be committed (never deleted)
+        self._names: set[int] = set()
         self.statistics = Statistics(functools.partial(analyse_table, pool))
 
     async def apply(self, items: Sequence[Item], processed_at: datetime) -> list[Outcome]:
@@ -188,7 +210,9 @@ class Store:
                 # the version-guard loop relies on each statement seeing the latest
                 # commits
                 async with conn.transaction(isolation="read_committed"):
-                    return await _apply(conn, self._ctx, self._sources, items, processed_at)
+                    return await _apply(
+                        conn, self._ctx, self._sources, items, processed_at, names=self._names
+                    )
 
         async def settled() -> Applied:
             # a lost conflict is redone here at once (briefly backed off); any other
@@ -210,6 +234,7 @@ class Store:
             attempts=MAX_RACE_ATTEMPTS,
         )
         self.statistics.recorded(applied.epoch, applied.recorded)
+        self._names.update(applied.names)
         return applied.outcomes
 
     async def close(self) -> None:
@@ -296,9 +321,12 @@ async def _record(
     epoch: int,
     at: datetime,
     rows: Sequence[tuple[bytes, ProcessedRow]],
+    *,
+    history: StoredColumns,
 ) -> None:
-    """Insert the new events' records; one already there (another applier's, committed
-    meanwhile) makes the whole batch be redone."""
+    """Insert the new events' records and the history entries of their changes; a record
+    already there (another applier's, committed meanwhile) makes the whole batch be
+    redone (the entries with it)."""
     columns: list[list[object]] = [[] for _ in range(10)]
     for key, row in rows:
         values = (
@@ -315,7 +343,16 @@ async def _record(
         )
         for column, value in zip(columns, values, strict=True):
             column.append(value)
-    inserted = await conn.fetch(_RECORD, columns[0], epoch, at, *columns[1:])
+    inserted = await conn.fetch(
+        _RECORD,
+        columns[0],
+        epoch,
+        at,
+        *columns[1:],
+        history.name_refs,
+        history.names,
+        *history.columns,
+    )
     if len(inserted) != len(rows):
         raise TransientError(
             Cause.DB_CLAIMED_MEANWHILE,
@@ -387,8 +424,30 @@ async def _decide_and_write(
     raise TransientError(Cause.DB_VERSION_CONFLICT, f"{len(pending)} tags kept changing under us")
 
 
+def history_entries(
+    ctx: OutcomeContext, decisions: dict[int, Decision], new: Sequence[int], at: datetime
+) -> list[tuple[str, Entry]]:
+    """The history entries of a batch: one per 200 outcome (an applied decision), as
+    (OCITag ID, entry)."""
+    entries = []
+    for index in new:
+        decision = decisions.get(index)
+        if isinstance(decision, AppliedDecision):
+            record = decision.record
+            entries.append(
+                (f"{record.repository}:{record.tag}", entry_of(decision, ctx.immutable_tags, at))
+            )
+    return entries
+
+
 async def _apply(
-    conn: Connection, ctx: OutcomeContext, sources: _Sources, items: Sequence[Item], at: datetime
+    conn: Connection,
+    ctx: OutcomeContext,
+    sources: _Sources,
+    items: Sequence[Item],
+    at: datetime,
+    *,
+    names: set[int],
 ) -> Applied:
     epoch = await conn.fetchval(_CURRENT_EPOCH)
     firsts = first_occurrences(items)
@@ -405,5 +464,7 @@ async def _apply(
             (hashed[items[i].key], processed_row(ctx, items[i], decisions.get(i), outcomes[i], at))
             for i in new
         ]
-        await _record(conn, sources, epoch, at, rows)
+        history = stored_columns(history_entries(ctx, decisions, new, at), names)
+        await _record(conn, sources, epoch, at, rows, history=history)
+        return Applied(outcomes, epoch, len(new), tuple(history.name_refs))
     return Applied(outcomes, epoch, len(new))

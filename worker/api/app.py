@@ -15,6 +15,7 @@ from aiohttp import web
 
 from worker import metrics, reachability
 from worker.api.auth import parse_tokens
+from worker.api.history_reads import PgHistoryReads
 from worker.api.listener import OutcomeListener
 from worker.api.server import Api, Backends, utc_now
 from worker.api.store import PgReads
@@ -110,6 +111,7 @@ class ApiProcess:
         self._pool = pool
         reachability.POSTGRESQL.succeeded()
         reads = PgReads(pool)
+        self.backends.history = PgHistoryReads(pool)
         self.backends.reads = reads
         log.info("api_database_ready")
         while True:  # the Idempotency-Key times live as long as processed events do

@@ -25,6 +25,13 @@ from aiohttp import web
 from worker import metrics, reachability
 from worker.api import replies, requests
 from worker.api.auth import Tokens
+from worker.api.history_reads import HistoryReads
+from worker.api.history_routes import (
+    ARTIFACT_TAGS_PATH,
+    HISTORY_PATH,
+    HISTORY_TEMPLATE,
+    HistoryAnswers,
+)
 from worker.api.openapi import document
 from worker.api.problems import ApiProblem, too_large, unacknowledged, unpublished
 from worker.api.replies import Reply
@@ -51,6 +58,8 @@ OPERATIONS = {
     ("DELETE", TAG_TEMPLATE): "oci-tag-delete",
     ("GET", TAG_TEMPLATE): "oci-tag-get",
     ("GET", LIST_PATH): "oci-tag-list",
+    ("GET", HISTORY_TEMPLATE): "oci-tag-history",
+    ("GET", ARTIFACT_TAGS_PATH): "artifact-tags",
     ("GET", OPENAPI_PATH): "openapi",
 }
 _PUBLIC = {OPENAPI_PATH}
@@ -67,6 +76,7 @@ class Backends:
 
     publish: Publish | None = None
     reads: Reads | None = None
+    history: HistoryReads | None = None
     waiters: Waiters = field(default_factory=Waiters)
 
 
@@ -89,11 +99,14 @@ class Api:
         self._tokens = tokens
         self.backends = backends
         self._clock = clock
+        self.history = HistoryAnswers(lambda: self.backends.history, _db)
 
     def app(self) -> web.Application:
         app = web.Application(
             middlewares=[self._middleware], client_max_size=self._settings.api.api_max_body_bytes
         )
+        app.router.add_get(HISTORY_PATH, self.tag_history, allow_head=False)
+        app.router.add_get(ARTIFACT_TAGS_PATH, self.artifact_tags, allow_head=False)
         app.router.add_put(TAG_PATH, self.put)
         app.router.add_delete(TAG_PATH, self.delete)
         app.router.add_get(TAG_PATH, self.get, allow_head=False)
@@ -239,6 +252,8 @@ class Api:
     async def get(self, request: web.Request) -> web.Response:
         ocitag = requests.ocitag_id(request.match_info["tag"])
         _FIELDS.get()["ocitag_id"] = ocitag
+        if "at" in request.query:
+            return _respond(await self.history.as_of(ocitag, request.query["at"]))
         reads = self.backends.reads
         if reads is None:
             raise _unavailable("db")
@@ -266,6 +281,14 @@ class Api:
             else None
         )
         return _respond(replies.page([r.record for r in rows], cursor, link))
+
+    async def tag_history(self, request: web.Request) -> web.Response:
+        ocitag = requests.ocitag_id(request.match_info["tag"])
+        _FIELDS.get()["ocitag_id"] = ocitag
+        return _respond(await self.history.history(ocitag, request.query))
+
+    async def artifact_tags(self, request: web.Request) -> web.Response:
+        return _respond(await self.history.tags(request.match_info["digest"], request.query))
 
     async def openapi(self, _: web.Request) -> web.Response:
         return web.Response(body=_openapi_bytes(), content_type="application/json")
