@@ -20,6 +20,7 @@ from tests.helpers.strategies import cloud_events, histories
 from worker.decision import Applied, Rejected, TagRecord, decide
 from worker.decode import decode
 from worker.events import Invalid, RawRecord, TagDeleted, TagMoved, Undecodable
+from worker.history import ImmutableTags
 from worker.outcomes import (
     STORED_FINGERPRINT_BYTES,
     Outcome,
@@ -36,7 +37,6 @@ from worker.outcomes import (
     replayed,
     undecodable_outcome,
 )
-from worker.history import ImmutableTags
 from worker.plan import Item, ProcessedRow
 
 #: release tags unflagged: 1.3.0 moving is the ordinary case here (test_repointed flags it)
