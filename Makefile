@@ -17,7 +17,7 @@ NEED_STACK = [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ] || [ -z "$${DATABASE_URL:-}"
 START_STACK = if $(NEED_STACK); then $(STACK) up >&2; fi;
 WITH_SERVICES = if $(NEED_STACK); then $(STACK) up >&2 && eval "$$($(STACK) env)"; fi;
 
-.PHONY: install services run migrate test test-unit lint docs format fuzz faults faults-long bench bench-store bench-decode bench-retention bench-reconcile bench-ingest bench-api schemas check-schemas down clean check-deploy
+.PHONY: install services run migrate test test-unit lint docs format fuzz faults faults-long bench bench-store bench-decode bench-retention bench-reconcile bench-ingest bench-api bench-history schemas check-schemas down clean check-deploy
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -123,3 +123,8 @@ bench-ingest: install
 # concurrent clients, and at an offered 200 PUT/s, beside the worker's own event latency.
 bench-api: install
 	@$(WITH_SERVICES) $(PY) -m bench.api
+
+# Tag history (bench/tag_history.py): drain pace and database bytes per applied change
+# with history on against off in the same run, then ?at= and digest query p99.
+bench-history: install
+	@$(WITH_SERVICES) $(PY) -m bench.tag_history
