@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -158,7 +159,7 @@ class StoredColumns:
     columns: tuple[list[object], ...]
 
 
-def stored_columns(rows: Sequence[tuple[str, Entry]], known: set[int]) -> StoredColumns:
+def stored_columns(rows: Sequence[tuple[str, Entry]], known: AbstractSet[int]) -> StoredColumns:
     """``rows`` of (OCITag ID, entry); ``known`` the refs already in
     ``ocitag_history_names`` (they are never deleted), which are not sent again."""
     new_names: dict[int, str] = {}

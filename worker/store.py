@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -447,7 +448,7 @@ async def _apply(
     items: Sequence[Item],
     at: datetime,
     *,
-    names: set[int],
+    names: AbstractSet[int] = frozenset(),
 ) -> Applied:
     epoch = await conn.fetchval(_CURRENT_EPOCH)
     firsts = first_occurrences(items)

@@ -323,3 +323,27 @@ def test_the_instant_helper_covers_both_sides_of_every_change() -> None:
     assert instants(model)[0] < BASE - timedelta(days=1)
     assert BASE - timedelta(microseconds=1) in instants(model)
     assert instants(model)[-1] >= BASE + timedelta(days=365)
+
+
+async def test_the_digest_question_shows_only_tags_the_caller_may_read(
+    pool: asyncpg.Pool,
+) -> None:
+    """``may_read`` filters the items; paging goes on past the unreadable ones."""
+    await pool.execute(_TRUNCATE)
+    events: list[TagEvent] = [
+        make_event(tag, digest(7), BASE, event_id=f"m-{tag}") for tag in "abcdefgh"
+    ]
+    await Store(pool, CTX).apply(items(events), now())
+    reads = PgHistoryReads(pool)
+    found: list[str] = []
+    after = FIRST
+    while True:
+        page = await reads.tags(
+            digest(7), history=False, after=after, limit=2, may_read=lambda t: t[-1] in "aceg"
+        )
+        assert len(page.items) <= 2
+        found += [i["tag"] for i in page.items]
+        if page.after is None:
+            break
+        after = page.after
+    assert sorted(found) == [f"{REPO}:{t}" for t in "aceg"]
