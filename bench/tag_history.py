@@ -36,8 +36,8 @@ from bench import pipeline
 from bench.history import database_bytes, shape_for
 from bench.report import table
 from bench.services import Services, discover, env_int, unique
-from worker.api.history_reads import PgHistoryReads, allow_all
 from worker.history import artifact_text
+from worker.history_reads import PgHistoryReads, allow_all
 
 OFF_ENV = "BENCH_HISTORY_OFF"
 

@@ -9,7 +9,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from worker.api.history_reads import NEWEST, PgHistoryReads
+from worker.history_reads import NEWEST, PgHistoryReads
 from worker.identifiers import normalize_ocitag_id
 from worker.settings import Settings
 from worker.startup import create_pool

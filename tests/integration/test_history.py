@@ -28,9 +28,9 @@ from tests.helpers.model import Model
 from tests.helpers.store import CTX, items, now, race_events, summary
 from tests.helpers.strategies import BASE, digest, histories, make_deletion, make_event
 from worker import partitions
-from worker.api.history_reads import FIRST, NEWEST, PgHistoryReads, allow_all
 from worker.events import TagEvent
 from worker.history import ImmutableTags
+from worker.history_reads import FIRST, NEWEST, PgHistoryReads, allow_all
 from worker.migrate import available
 from worker.outcomes import Outcome, OutcomeContext
 from worker.store import Store

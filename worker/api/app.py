@@ -15,12 +15,12 @@ from aiohttp import web
 
 from worker import metrics, reachability
 from worker.api.auth import parse_tokens
-from worker.api.history_reads import PgHistoryReads
 from worker.api.listener import OutcomeListener
 from worker.api.server import Api, Backends, utc_now
 from worker.api.store import PgReads
 from worker.errors import Cause, FatalError, TransientError
 from worker.health import COMMAND_PARTS, HTTP, OUTCOME_LISTENER, Check, Health
+from worker.history_reads import PgHistoryReads
 from worker.kafka import REACH_PROBE_SECONDS, BrokerUnreachableError
 from worker.migrate import check_schema
 from worker.settings import COMMAND_SETTINGS, Settings

@@ -17,9 +17,9 @@ from typing import Protocol, TypeVar
 from urllib.parse import quote
 
 from worker.api import replies, requests
-from worker.api.history_reads import FIRST, NEWEST, HistoryReads, MayRead, allow_all
 from worker.api.problems import ApiProblem, invalid
 from worker.api.replies import Reply
+from worker.history_reads import FIRST, NEWEST, HistoryReads, MayRead, allow_all
 from worker.identifiers import InvalidIdentifierError, normalize_digest
 from worker.problems import ErrorItem, ProblemKind
 from worker.timefmt import parse_rfc3339

@@ -25,7 +25,6 @@ from aiohttp import web
 from worker import metrics, reachability
 from worker.api import replies, requests
 from worker.api.auth import Tokens
-from worker.api.history_reads import HistoryReads
 from worker.api.history_routes import (
     ARTIFACT_TAGS_PATH,
     HISTORY_PATH,
@@ -40,6 +39,7 @@ from worker.api.waiters import Waiters
 from worker.db import classify_db_error
 from worker.encode import build_event, to_record
 from worker.errors import PermanentError, TransientError, describe
+from worker.history_reads import HistoryReads
 from worker.identifiers import split_ocitag_id
 from worker.kafka import BrokerUnreachableError, Message
 from worker.problems import ProblemKind

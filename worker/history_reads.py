@@ -1,5 +1,6 @@
 """PostgreSQL for the history questions (docs/history.md): a tag's entries, a record as
-of an instant, the tags that carry a digest. Read-only; the worker writes the entries.
+of an instant, the tags that carry a digest. Read-only (the worker writes the entries);
+asked by the api (worker/api/history_routes.py) and the ``history`` command.
 
 Each question is one statement on the indexes of migration 0005: by tag and time (which
 orders by version too), the creations, and by artifact. ``may_read`` (an OCITag ID →
