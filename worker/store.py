@@ -50,6 +50,10 @@ from worker.retry import Backoff, count_retry, retrying
 from worker.statistics import Statistics, analyse_table
 
 MAX_WRITE_ROUNDS = 8
+#: history names (tags, actors, sources) remembered as stored, so that a batch does not
+#: send them again; forgotten all at once past this many (about 6 MB), then relearned:
+#: sending a stored name again costs an index probe, nothing more
+NAMES_REMEMBERED = 100_000
 MAX_TX_ATTEMPTS = 5
 # batches redone because a concurrent applier recorded some of their events first (each
 # redo replays those): only appliers racing on the same events, as in a rebalance
@@ -235,6 +239,8 @@ class Store:
             attempts=MAX_RACE_ATTEMPTS,
         )
         self.statistics.recorded(applied.epoch, applied.recorded)
+        if len(self._names) + len(applied.names) > NAMES_REMEMBERED:
+            self._names.clear()
         self._names.update(applied.names)
         return applied.outcomes
 
