@@ -54,9 +54,10 @@ def artifact_text(raw: bytes) -> str:
     return raw.hex() if len(raw) == 32 else f"sha512:{raw.hex()}"
 
 
-def artifact_prefix(raw: bytes) -> bytes:
-    """What the artifact index holds (migration 0005): the digest's first 8 bytes."""
-    return raw[:8]
+def artifact_prefix(raw: bytes) -> int:
+    """What the artifact index holds (migration 0005): the digest's first 8 bytes, as a
+    signed bigint."""
+    return int.from_bytes(raw[:8], "big", signed=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,7 +73,8 @@ LEFT JOIN LATERAL (
       AND (h.change = 4 OR h.artifact <> s.artifact)
     ORDER BY h.at, h.version LIMIT 1
 ) e ON true
-WHERE substring(s.artifact FROM 1 FOR 8) = $1 AND s.artifact = $2 AND s.change IN (0, 1, 2)
+WHERE ('x' || encode(substring(s.artifact FROM 1 FOR 8), 'hex'))::bit(64)::bigint = $1
+  AND s.artifact = $2 AND s.change IN (0, 1, 2)
   AND (s.tag_ref, s.version) > ($3, $4)
   AND ($5 OR e.at IS NULL)
 ORDER BY s.tag_ref, s.version

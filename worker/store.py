@@ -6,9 +6,10 @@ write the tags with the key guard (1, again only for tags a concurrent writer ch
 between), record the new events with what rebuilds their outcomes and, in the same
 statement, the history entries of their 200 outcomes (1; docs/history.md), COMMIT (1).
 An entry is written only with the change it records, so the guard that serialises the
-writers of a tag gives its entries one version each, without gaps. Two writers of one tag are serialised by the row lock and the guard in the UPDATE (the
-row still has the key the decision was made against: every write, a 404 deletion's
-included, sets a greater key, whereas the version does not always change), or by ``ON
+writers of a tag gives its entries one version each, without gaps. Two writers of one
+tag are serialised by the row lock and the guard in the UPDATE (the row still has the
+key the decision was made against: every write, a 404 deletion's included, sets a
+greater key, whereas the version does not always change), or by ``ON
 CONFLICT DO NOTHING`` for a new tag: the loser re-reads and decides again. Two appliers
 of one event are serialised by the record's primary key (key, epoch): the second one's
 insert waits for the first to commit and then inserts nothing, and its transaction is

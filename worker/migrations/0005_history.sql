@@ -45,8 +45,10 @@ CREATE TABLE ocitag_history (
 -- entries are ordered alike by both (an event is applied only with a greater key
 -- (time, source, id), and every applied event adds one to the version).
 CREATE INDEX ocitag_history_tag_at ON ocitag_history (tag_ref, at, version);
--- By artifact: its first 8 bytes are selective enough (the query re-checks the whole).
-CREATE INDEX ocitag_history_artifact ON ocitag_history (substring(artifact FROM 1 FOR 8));
+-- By artifact: its first 8 bytes, as a bigint (an index entry of 16 bytes; as bytea it
+-- would be 24), are selective enough (the query re-checks the whole digest).
+CREATE INDEX ocitag_history_artifact ON ocitag_history (
+    (('x' || encode(substring(artifact FROM 1 FOR 8), 'hex'))::bit(64)::bigint));
 -- The creation of the record as of an entry (?at= shows created_by / created_on): the
 -- latest creation at or before it, found without walking every move since. Only
 -- creations (and baselines) pay for it.
