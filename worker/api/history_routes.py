@@ -141,7 +141,11 @@ class HistoryAnswers:
             raise ApiProblem(ProblemKind.NOT_FOUND, f"{ocitag} did not exist at {raw_at}")
         return replies.record(found.record, found.version)
 
-    async def tags(self, raw_digest: str, query: Mapping[str, str]) -> Reply:
+    async def tags(
+        self, raw_digest: str, query: Mapping[str, str], may_read: MayRead | None = None
+    ) -> Reply:
+        """The digest question; ``may_read`` (this caller's, e.g. from its grants) or the
+        default given at construction filters the tags."""
         artifact = digest(raw_digest)
         with_history = history_flag(query)
         scope = f"{artifact} {'history' if with_history else 'now'}"
@@ -152,7 +156,7 @@ class HistoryAnswers:
                 history=with_history,
                 after=page.position or FIRST,
                 limit=page.limit,
-                may_read=self.may_read,
+                may_read=may_read or self.may_read,
             )
         )
         items, after = found.items, found.after

@@ -61,7 +61,8 @@ class FakeReads:
         self, digest: str, *, history: bool, after: tuple[int, int], limit: int, may_read: MayRead
     ) -> TagsPage:
         self.asked.append(("tags", digest, history, after, limit))
-        return TagsPage([{"tag": TAG}], (7, 1) if after == FIRST else None)
+        readable = [{"tag": TAG}] if may_read(TAG) else []
+        return TagsPage(readable, (7, 1) if after == FIRST else None)
 
 
 async def _db(work: Awaitable[T]) -> T:
@@ -147,3 +148,11 @@ def test_the_command_table_has_a_header_and_flags_repointed_entries() -> None:
     assert lines[1].split()[0] == "2" and lines[1].endswith("REPOINTED")
     assert not lines[2].endswith("REPOINTED")
     assert "…" in lines[1]  # the digest shortened
+
+
+async def test_a_callers_may_read_filters_the_digest_question() -> None:
+    api, _ = answers()
+    everyone = orjson.loads((await api.tags(HEX, {})).body)
+    assert everyone["items"] == [{"tag": TAG}]
+    nobody = orjson.loads((await api.tags(HEX, {}, may_read=lambda _: False)).body)
+    assert nobody["items"] == []
