@@ -17,7 +17,7 @@ NEED_STACK = [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ] || [ -z "$${DATABASE_URL:-}"
 START_STACK = if $(NEED_STACK); then $(STACK) up >&2; fi;
 WITH_SERVICES = if $(NEED_STACK); then $(STACK) up >&2 && eval "$$($(STACK) env)"; fi;
 
-.PHONY: install services run migrate test test-unit lint docs format fuzz faults faults-long bench bench-store bench-decode bench-retention bench-reconcile bench-ingest bench-api bench-history schemas check-schemas down clean check-deploy
+.PHONY: install services run migrate test test-unit lint docs format fuzz faults faults-long bench bench-floor bench-store bench-decode bench-retention bench-reconcile bench-ingest bench-api bench-history schemas check-schemas down clean check-deploy
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -102,7 +102,12 @@ check-deploy:
 # KAFKA_BOOTSTRAP_SERVERS/DATABASE_URL when set, else start the local stack; each run makes
 # its own topics and databases and drops them afterwards. Knobs: BENCH_* variables.
 bench: install
-	@$(WITH_SERVICES) $(PY) -m bench.history
+	@$(WITH_SERVICES) $(PY) -m bench.history && $(PY) -m bench.versus
+
+# the project against the floor (bench/floor.py), side by side in one run (bench/versus.py);
+# also the last part of `make bench`
+bench-floor: install
+	@$(WITH_SERVICES) $(PY) -m bench.versus
 
 bench-store: install
 	@$(WITH_SERVICES) $(PY) -m bench.store

@@ -3,6 +3,7 @@ its own database (cloned from a migrated template) and its own topics."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -19,12 +20,16 @@ from tests.helpers.clients import ClientUnavailableError, kafka_libs, kcat_path
 from tests.helpers.postgres import PostgresUnavailableError, password_postgres, server_binaries
 from tests.helpers.registry import ToolsUnavailableError, tools_dir
 from tests.helpers.services import IN_CI, Services, UnavailableError, discover, with_database
-from worker.migrate import migrate
+from worker.migrate import available, migrate
 from worker.settings import Settings, load_settings
 
-#: one per test session: sessions sharing a server (branches with other migrations, a
-#: CI run beside a local one) never drop or clone each other's template
-TEMPLATE_DB = f"ocitag_test_template_{uuid.uuid4().hex[:12]}"
+# Named after the migrations it holds: test runs of branches with other migrations share
+# the server (the team's local stack) and must not clone each other's template (a
+# clone of a newer schema refuses to run: "newer than this build knows").
+TEMPLATE_DB = (
+    "ocitag_test_template_"
+    + hashlib.sha256("".join(m.checksum for m in available()).encode()).hexdigest()[:10]
+)
 T = TypeVar("T")
 
 
@@ -102,7 +107,7 @@ def kafka_console() -> Path:
 
 
 @pytest.fixture(scope="session")
-async def template_db(services: Services) -> AsyncIterator[str]:
+async def template_db(services: Services) -> str:
     """A migrated database that every test's database is cloned from."""
     admin = await asyncpg.connect(with_database(services.database_url, "postgres"))
     try:
@@ -115,12 +120,7 @@ async def template_db(services: Services) -> AsyncIterator[str]:
         await migrate(conn)
     finally:
         await conn.close()
-    yield TEMPLATE_DB
-    admin = await asyncpg.connect(with_database(services.database_url, "postgres"))
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
-    finally:
-        await admin.close()
+    return TEMPLATE_DB
 
 
 @pytest.fixture

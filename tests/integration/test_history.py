@@ -31,7 +31,7 @@ from worker import partitions
 from worker.events import TagEvent
 from worker.history import ImmutableTags
 from worker.history_reads import FIRST, NEWEST, PgHistoryReads, allow_all
-from worker.migrate import available
+from worker.migrate import migrate
 from worker.outcomes import Outcome, OutcomeContext
 from worker.store import Store
 
@@ -234,7 +234,7 @@ async def test_an_upgrade_from_0004_starts_history_with_a_baseline(
     await pool.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
     conn = await asyncpg.connect(database_url)
     try:
-        await _migrate_up_to(conn, 4)
+        await migrate(conn, up_to=4)
         await _with_schema_0004(
             pool,
             [
@@ -244,9 +244,12 @@ async def test_an_upgrade_from_0004_starts_history_with_a_baseline(
                 make_deletion("gone", BASE + timedelta(hours=1), event_id="g2"),
             ],
         )
-        await _migrate_up_to(conn, 5)
+        await migrate(conn, up_to=5)
+        baselines = await conn.fetchval("SELECT count(*) FROM ocitag_history")
+        await migrate(conn)  # and what came after 0005
     finally:
         await conn.close()
+    assert baselines == 1  # the live record only
     reads = PgHistoryReads(pool)
     (entry,) = await reads.entries(f"{REPO}:kept", NEWEST, 10)
     assert (entry["change"], entry["version"], entry["artifact"]) == ("baseline", 2, digest(2))
@@ -268,27 +271,6 @@ async def test_an_upgrade_from_0004_starts_history_with_a_baseline(
     )
     changes = [e["change"] for e in await reads.entries(f"{REPO}:kept", NEWEST, 10)]
     assert changes == ["updated", "baseline"]
-
-
-async def _migrate_up_to(conn: asyncpg.Connection, version: int) -> None:
-    """Apply the migrations up to ``version`` as ``migrate`` does, in order."""
-    await conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, "
-        "name text NOT NULL, checksum text NOT NULL, "
-        "applied_at timestamptz NOT NULL DEFAULT now())"
-    )
-    done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-    for migration in available():
-        if migration.version > version or migration.version in done:
-            continue
-        async with conn.transaction():
-            await conn.execute(migration.sql)
-            await conn.execute(
-                "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                migration.version,
-                migration.name,
-                migration.checksum,
-            )
 
 
 async def _with_schema_0004(pool: asyncpg.Pool, events: list[TagEvent]) -> None:
