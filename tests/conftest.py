@@ -17,6 +17,7 @@ import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.helpers.clients import ClientUnavailableError, kafka_libs, kcat_path
+from tests.helpers.jaeger import JaegerUnavailableError, start_jaeger
 from tests.helpers.postgres import PostgresUnavailableError, password_postgres, server_binaries
 from tests.helpers.registry import ToolsUnavailableError, tools_dir
 from tests.helpers.services import IN_CI, Services, UnavailableError, discover, with_database
@@ -84,6 +85,12 @@ def _required(find: Callable[[], T], *unavailable: type[Exception]) -> T:
 def registry_tools() -> Path:
     """The real OCI registry, crane and oras (built once by ``deploy/local/stack tools --test``)."""
     return _required(tools_dir, ToolsUnavailableError)
+
+
+@pytest.fixture(scope="session")
+def jaeger(registry_tools: Path) -> str:
+    """Jaeger all-in-one, in memory (built with the registry's tools): its query URL."""
+    return _required(start_jaeger, JaegerUnavailableError)
 
 
 @pytest.fixture(scope="session")
