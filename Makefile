@@ -17,7 +17,7 @@ NEED_STACK = [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ] || [ -z "$${DATABASE_URL:-}"
 START_STACK = if $(NEED_STACK); then $(STACK) up >&2; fi;
 WITH_SERVICES = if $(NEED_STACK); then $(STACK) up >&2 && eval "$$($(STACK) env)"; fi;
 
-.PHONY: install services run migrate test test-unit lint docs format fuzz faults faults-long bench bench-floor bench-store bench-decode bench-retention bench-reconcile bench-ingest bench-api bench-tracing bench-state schemas check-schemas down clean check-deploy
+.PHONY: install services run migrate test test-unit lint docs format fuzz faults faults-long bench bench-floor bench-store bench-decode bench-retention bench-reconcile bench-ingest bench-api bench-tracing bench-state bench-history schemas check-schemas down clean check-deploy
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -138,3 +138,8 @@ bench-tracing: install
 # same run, same backlog (BENCH_EVENTS, default 100000; BENCH_ROUNDS alternates the order)
 bench-state: install
 	@$(WITH_SERVICES) $(PY) -m bench.state
+
+# Tag history (bench/tag_history.py): drain pace and database bytes per applied change
+# with history on against off in the same run, then ?at= and digest query p99.
+bench-history: install
+	@$(WITH_SERVICES) $(PY) -m bench.tag_history

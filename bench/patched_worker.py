@@ -6,6 +6,10 @@ what the worker passes (the worker passes most options explicitly, so defaults w
 do).
 
     BENCH_CONSUMER_OVERRIDES='{"fetch_max_wait_ms": 10}' python -m bench.patched_worker
+
+``BENCH_HISTORY_OFF=1``: the worker writes no history entries (bench/tag_history.py
+measures what they cost against it); everything else, the statement included, is the
+worker's own.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ from typing import Any
 
 import aiokafka
 
+import worker.store
 from worker.cli import main
 
 ENV = "BENCH_CONSUMER_OVERRIDES"
+HISTORY_OFF = "BENCH_HISTORY_OFF"
 
 
 def patch_consumer(overrides: dict[str, Any]) -> None:
@@ -32,6 +38,17 @@ def patch_consumer(overrides: dict[str, Any]) -> None:
     aiokafka.AIOKafkaConsumer.__init__ = init
 
 
+def patch_history_off() -> None:
+    """No history entries: the store's statement runs with none to insert."""
+
+    def none(*_: Any, **__: Any) -> list[Any]:
+        return []
+
+    worker.store.history_entries = none
+
+
 if __name__ == "__main__":
     patch_consumer(json.loads(os.environ.get(ENV) or "{}"))
+    if os.environ.get(HISTORY_OFF) == "1":
+        patch_history_off()
     raise SystemExit(main(["run"]))

@@ -80,7 +80,7 @@ class WorkerProcess:
         return env
 
     def command(self) -> list[str]:
-        if self.consumer_overrides:
+        if self.consumer_overrides or self.extra_env.get("BENCH_HISTORY_OFF") == "1":
             return [sys.executable, "-m", "bench.patched_worker"]
         return [sys.executable, "-m", "worker", "run"]
 

@@ -55,19 +55,23 @@ async def _prune_loop(pool: asyncpg.Pool, store: Store, settings: Settings) -> N
                 pool,
                 retention_seconds=settings.retention.processed_retention_seconds,
                 partition_seconds=settings.retention.processed_partition_seconds,
+                history_retention_seconds=settings.retention.history_retention_seconds,
             )
             metrics.PRUNED.inc(done.dropped_records)
+            metrics.HISTORY_PARTITIONS_DROPPED.inc(done.history_dropped_entries)
             tombstones = await store.prune_tombstones(
                 settings.retention.tombstone_retention_seconds
             )
             metrics.TOMBSTONES_PRUNED.inc(tombstones)
-            if done.rotated_to is not None or done.dropped or tombstones:
+            if done.rotated_to is not None or done.dropped or done.history_dropped or tombstones:
                 log.info(
                     "pruned",
                     rotated_to=done.rotated_to,
                     dropped_partitions=list(done.dropped),
                     processed_events=done.dropped_records,
                     tombstones=tombstones,
+                    dropped_history_partitions=list(done.history_dropped),
+                    history_entries=done.history_dropped_entries,
                 )
         except Exception as exc:
             log.warning("prune_failed", error=str(exc))
@@ -180,9 +184,7 @@ async def _consume(
         client_id=f"{settings.kafka.group_id}-input",
     )
     opened.on_exit(consumer.stop)
-    store = Store(
-        pool, OutcomeContext(settings.contract.worker_source, settings.contract.problem_base_uri)
-    )
+    store = Store(pool, OutcomeContext.of(settings.contract))
     opened.on_exit(store.close)  # before the pool closes
     runner = BatchRunner(
         settings, consumer, producer, store, await _dead_letters(settings, producer)

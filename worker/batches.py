@@ -100,9 +100,7 @@ class BatchRunner:
         self._producer = producer
         self._store = store
         self._dead_letters = dead_letters
-        self._ctx = OutcomeContext(
-            settings.contract.worker_source, settings.contract.problem_base_uri
-        )
+        self._ctx = OutcomeContext.of(settings.contract)
         self._log_events = settings.process.log_level in {"debug", "info"}
         self._state_topic = settings.topics.state_topic  # empty: off
 
@@ -138,6 +136,9 @@ class BatchRunner:
             kinds = Counter(o.state.kind for o in outcomes if o.state is not None)
             for kind, count in kinds.items():
                 metrics.STATE_RECORDS.labels(kind).inc(count)
+        repointed = sum(1 for o in outcomes if o.repointed and not o.replay)
+        if repointed:
+            metrics.REPOINTED.inc(repointed)
         for _ in outcomes:
             metrics.EVENT_SECONDS.observe(elapsed)
         if self._log_events:  # the line's fields cost even when the level drops it

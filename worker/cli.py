@@ -1,4 +1,4 @@
-"""``ocitag-worker run | migrate | publish | outcomes | reconcile | api | state verify``.
+"""``ocitag-worker run | migrate | publish | outcomes | history | reconcile | api | state verify``.
 
 Each command has a flag for every setting it uses (``--input-topic`` for
 ``OCITAG_INPUT_TOPIC``; worker/settings.py ``COMMAND_SETTINGS``); flags win over the
@@ -114,6 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
     outcomes.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
     _add_setting_flags(outcomes, "outcomes")
 
+    history = commands.add_parser(
+        "history",
+        help="print a tag's history, newest first",
+        description="Every applied change of one tag, newest version first: a table on a "
+        "terminal, JSON lines when piped. Exit 3 when the tag has no history.",
+    )
+    history.add_argument("ocitag_id", metavar="OCITAG_ID")
+    history.add_argument("--limit", type=int, help="the newest this many entries only")
+    history.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
+    _add_setting_flags(history, "history")
+
     reconcile = commands.add_parser(
         "reconcile",
         help="repair drift between a registry and the live records",
@@ -227,15 +238,10 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await _serve(args.command, settings)
     if args.command == "migrate":
         return await _migrate(settings)
-    if args.command == "publish":
-        return await _publish(args, settings)
-    if args.command == "reconcile":
-        return await _reconcile(args, settings)
-    if args.command == "outcomes":
-        return await _outcomes(args, settings)
-    if args.command == "state":
-        return await _state_verify(args, settings)
-    raise AssertionError(f"unhandled command {args.command}")  # argparse knows them all
+    handler = _COMMANDS.get(args.command)
+    if handler is None:
+        raise AssertionError(f"unhandled command {args.command}")  # argparse knows them all
+    return await handler(args, settings)
 
 
 async def _serve(command: str, settings: Settings) -> int:
@@ -325,6 +331,19 @@ async def _state_verify(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_FATAL if verified.differences else 0
 
 
+async def _history(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.history_command import history  # noqa: PLC0415
+
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("history --limit must be at least 1")
+    try:
+        return await history(
+            settings, args.ocitag_id, limit=args.limit, as_json=True if args.json else None
+        )
+    except ValueError as exc:  # a bad OCITag ID
+        raise UsageError(str(exc)) from exc
+
+
 async def _outcomes(args: argparse.Namespace, settings: Settings) -> int:
     from worker.shutdown import install_signals  # noqa: PLC0415
     from worker.watch import watch  # noqa: PLC0415
@@ -341,3 +360,14 @@ async def _outcomes(args: argparse.Namespace, settings: Settings) -> int:
         stop=stop,
     )
     return 0
+
+
+#: the one-shot commands that take their arguments (``run``/``ingest``/``api`` serve,
+#: ``migrate`` takes none)
+_COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Awaitable[int]]] = {
+    "publish": _publish,
+    "reconcile": _reconcile,
+    "outcomes": _outcomes,
+    "state": _state_verify,
+    "history": _history,
+}

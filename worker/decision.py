@@ -79,6 +79,9 @@ class Applied:
     change: Change
     #: for a deletion, the live record it removed (the outcome's data)
     removed: TagRecord | None = None
+    #: for a move that points the tag elsewhere than it last pointed (live, or before
+    #: its deletion): the artifact it pointed at (worker/history.py ``repointed``)
+    replaced: str | None = None
 
     @property
     def recorded(self) -> TagRecord:
@@ -246,7 +249,8 @@ def _move(stored: TagRecord | None, event: TagMoved) -> Applied:
             last_event_source=event.source,
             last_event_id=event.id,
         )
-        return Applied(record, "created")
+        before = stored.artifact if stored is not None else None
+        return Applied(record, "created", replaced=before if before != event.artifact else None)
     change: Change = "unchanged" if stored.artifact == event.artifact else "updated"
     record = replace(
         stored,
@@ -257,4 +261,4 @@ def _move(stored: TagRecord | None, event: TagMoved) -> Applied:
         last_event_source=event.source,
         last_event_id=event.id,
     )
-    return Applied(record, change)
+    return Applied(record, change, replaced=stored.artifact if change == "updated" else None)

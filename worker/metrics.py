@@ -291,6 +291,19 @@ GC_PAUSE_SECONDS = Histogram(
     buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
     registry=None,
 )
+# ---- history
+REPOINTED = Counter(
+    "ocitag_repointed",
+    "Release tags (OCITAG_IMMUTABLE_TAGS) moved from one artifact to another, also across "
+    "a deletion: applied, and flagged `repointed` (replays not counted).",
+    registry=None,
+)
+HISTORY_PARTITIONS_DROPPED = Counter(
+    "ocitag_history_entries_dropped",
+    "History entries dropped with their partitions past OCITAG_HISTORY_RETENTION_SECONDS "
+    "(PostgreSQL's estimate).",
+    registry=None,
+)
 # ---- deletions
 TOMBSTONES_PRUNED = Counter(
     "ocitag_tombstones_pruned",
@@ -327,6 +340,8 @@ WORKER: tuple[Collector, ...] = (
     ASSIGNED_PARTITIONS,
     PRUNED,
     TOMBSTONES_PRUNED,
+    REPOINTED,
+    HISTORY_PARTITIONS_DROPPED,
     GC_PAUSE_SECONDS,  # only the worker watches its collector (runtime.watch_gc)
 )
 RECONCILE: tuple[Collector, ...] = (

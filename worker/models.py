@@ -450,6 +450,12 @@ class UpdatedOutcome(_OutcomeBase):
     status: Literal[200]
     resourceversion: int = Field(ge=1, description="Record version after this event")
     change: Literal["created", "updated", "unchanged"]
+    repointed: Literal[True] | None = Field(
+        None,
+        description="Present (true) when a release tag (OCITAG_IMMUTABLE_TAGS) moved from "
+        "one artifact to another, also across a deletion; left out otherwise",
+        json_schema_extra=_omittable,
+    )
     subject: str
     causationid: str
     causationsource: str

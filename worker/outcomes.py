@@ -37,17 +37,21 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from worker.decision import Applied, Change, Decision, Rejected, TagRecord, superseded_problem
 from worker.events import Invalid, RawRecord, TagEvent, TagMoved, Undecodable
+from worker.history import DEFAULT_IMMUTABLE, ImmutableTags, repointed
 from worker.models import REJECTED_TYPE, REMOVED_TYPE, STRUCTURED, UPDATED_TYPE
 from worker.plan import EventKey, Item, ProcessedRow, Superseded
 from worker.problems import PROBLEM_JSON, ErrorItem, Problem, ProblemKind, error_model
 from worker.state import StateRecord, tombstone, upsert
 from worker.timefmt import format_rfc3339
+
+if TYPE_CHECKING:
+    from worker.settings import ContractSettings
 
 CONTENT_TYPE = STRUCTURED.encode()
 #: bytes of the content fingerprint (SHA-256) the idempotency record keeps: 128 random
@@ -78,6 +82,8 @@ class Outcome:
     #: an applied change's record for the state topic (worker/state.py): the record as
     #: applied, or a tombstone for a deletion; the store refreshes a repeat's
     state: StateRecord | None = None
+    #: a release tag moved elsewhere (worker/history.py ``repointed``)
+    repointed: bool = False
 
     @property
     def headers(self) -> list[tuple[str, bytes]]:
@@ -90,6 +96,17 @@ class OutcomeContext:
 
     worker_source: str
     problem_base_uri: str
+    #: OCITAG_IMMUTABLE_TAGS: a move of one of these elsewhere is flagged ``repointed``
+    immutable_tags: ImmutableTags = DEFAULT_IMMUTABLE
+
+    @classmethod
+    def of(cls, contract: ContractSettings) -> OutcomeContext:
+        """From the settings of what the contract carries."""
+        return cls(
+            contract.worker_source,
+            contract.problem_base_uri,
+            ImmutableTags.parse(contract.immutable_tags),
+        )
 
 
 # ---- identities and times
@@ -176,8 +193,13 @@ def _envelope(
 
 def _success(ctx: OutcomeContext, event: TagEvent, applied: Applied, at: datetime) -> Outcome:
     """200. ``resourceversion`` is the version the event left; ``data`` the record as
-    applied, or for an applied deletion the record as it was just before."""
+    applied, or for an applied deletion the record as it was just before; ``repointed``
+    (only when true) for a release tag moved elsewhere."""
     record = applied.record
+    flagged = repointed(applied, ctx.immutable_tags)
+    extensions: dict[str, Any] = {"resourceversion": record.version, "change": applied.change}
+    if flagged:
+        extensions["repointed"] = True
     shown = applied.removed if applied.removed is not None else record
     subject = f"{record.repository}:{record.tag}"
     value = _envelope(
@@ -189,11 +211,11 @@ def _success(ctx: OutcomeContext, event: TagEvent, applied: Applied, at: datetim
         datacontenttype="application/json",
         status=200,
         causation=(event.source, event.id),
-        extensions={"resourceversion": record.version, "change": applied.change},
+        extensions=extensions,
         data=shown.as_ocitag(),
     )
     state = tombstone(subject, record.version) if applied.change == "deleted" else upsert(record)
-    return Outcome(subject.encode(), value, 200, applied.change, state=state)
+    return Outcome(subject.encode(), value, 200, applied.change, state=state, repointed=flagged)
 
 
 def _problem(
@@ -295,7 +317,8 @@ def processed_row(
 ) -> ProcessedRow:
     """What the idempotency record keeps of a new item's outcome: a tag-moved event's
     200 and a superseded event's 409 as what rebuilds them with the repeat
-    (``replayed``), anything else as its bytes."""
+    (``replayed``), anything else as its bytes (a re-pointed release tag's 200 too: the
+    repeat does not say where the tag was)."""
     fingerprint = item.event.fingerprint[:STORED_FINGERPRINT_BYTES]
     if isinstance(decision, Rejected) and decision.newer is not None:
         newer = decision.newer
@@ -318,6 +341,7 @@ def processed_row(
         isinstance(item.event, TagMoved)
         and isinstance(decision, Applied)
         and decision.change in _REBUILT_CHANGES
+        and not outcome.repointed
     ):
         record = decision.record
         created = decision.change == "created"

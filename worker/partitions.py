@@ -13,13 +13,19 @@ new records go to and ``processed_partitions`` when each began and ended. ``main
   (the appliers go on), then dropped. A record lives between the retention and the
   retention plus one partition period.
 
+History (migration 0005) shares the epochs: every epoch has a partition of
+``ocitag_history`` too, created, attached and rotated with the record's, and
+``ocitag_history_partitions`` keeps when each ended (after the record's own partition is
+gone). With a history retention (``history_retention_seconds`` > 0) the history
+partitions that ended more than that ago are dropped the same way; with 0 never.
+
 Compared with deleting expired rows (the record before 0004): no dead rows, so nothing
 for vacuum to clean and no bloat in the live partitions (bench/store.py, "retention").
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import asyncpg
@@ -42,6 +48,18 @@ ORDER BY p.epoch
 """
 
 
+_HISTORY_EXPIRED = """
+SELECT p.epoch, coalesce(c.reltuples, 0)::bigint AS rows
+FROM ocitag_history_partitions p
+LEFT JOIN pg_class c ON c.oid = to_regclass('ocitag_history_e' || p.epoch)
+WHERE p.ended_at < now() - $1::interval
+ORDER BY p.epoch
+"""
+
+#: the partitioned tables of an epoch: (parent, partition name prefix)
+_TABLES = (("processed_events", "processed_events_e"), ("ocitag_history", "ocitag_history_e"))
+
+
 @dataclass(frozen=True, slots=True)
 class Maintenance:
     rotated_to: int | None = None
@@ -49,22 +67,46 @@ class Maintenance:
     #: records in the dropped partitions (PostgreSQL's estimate, from its statistics)
     dropped_records: int = 0
     skipped: bool = False  # another replica was maintaining
+    #: history partitions dropped (past OCITAG_HISTORY_RETENTION_SECONDS) and their entries
+    history_dropped: tuple[int, ...] = ()
+    history_dropped_entries: int = 0
 
 
-def partition_name(epoch: int) -> str:
-    return f"processed_events_e{int(epoch)}"
+def partition_name(epoch: int, prefix: str = "processed_events_e") -> str:
+    return f"{prefix}{int(epoch)}"
 
 
 async def maintain(
-    pool: asyncpg.Pool, *, retention_seconds: float, partition_seconds: float
+    pool: asyncpg.Pool,
+    *,
+    retention_seconds: float,
+    partition_seconds: float,
+    history_retention_seconds: float = 0,
 ) -> Maintenance:
     async with pool.acquire() as conn:
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LOCK_KEY):
             return Maintenance(skipped=True)
         try:
-            return await _maintain(conn, retention_seconds, partition_seconds)
+            done = await _maintain(conn, retention_seconds, partition_seconds)
+            if history_retention_seconds <= 0:
+                return done
+            dropped = await _drop_history(conn, history_retention_seconds)
+            return replace(
+                done,
+                history_dropped=tuple(e for e, _ in dropped),
+                history_dropped_entries=sum(n for _, n in dropped),
+            )
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+
+
+async def _drop_history(conn: Connection, retention_seconds: float) -> list[tuple[int, int]]:
+    """The history partitions that ended more than the retention ago, dropped."""
+    expired = await conn.fetch(_HISTORY_EXPIRED, timedelta(seconds=retention_seconds))
+    for row in expired:
+        await drop_partition(conn, row["epoch"], table="ocitag_history")
+        await conn.execute("DELETE FROM ocitag_history_partitions WHERE epoch = $1", row["epoch"])
+    return [(row["epoch"], max(0, row["rows"])) for row in expired]
 
 
 async def _maintain(
@@ -91,18 +133,20 @@ async def _maintain(
 
 
 async def ensure_partition(conn: Connection, epoch: int) -> None:
-    """The partition of ``epoch``, created and attached unless it is there."""
-    name = partition_name(epoch)
-    if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", name):
-        return
-    async with conn.transaction():
-        await conn.execute(
-            f"CREATE TABLE {name} (LIKE processed_events INCLUDING DEFAULTS "
-            "INCLUDING CONSTRAINTS INCLUDING INDEXES)"
-        )
-        await conn.execute(
-            f"ALTER TABLE processed_events ATTACH PARTITION {name} FOR VALUES IN ({int(epoch)})"
-        )
+    """The partitions of ``epoch`` (the record's and history's), created and attached
+    unless they are there."""
+    for table, prefix in _TABLES:
+        name = partition_name(epoch, prefix)
+        if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", name):
+            continue
+        async with conn.transaction():
+            await conn.execute(
+                f"CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS "
+                "INCLUDING CONSTRAINTS INCLUDING INDEXES)"
+            )
+            await conn.execute(
+                f"ALTER TABLE {table} ATTACH PARTITION {name} FOR VALUES IN ({int(epoch)})"
+            )
 
 
 async def rotate(conn: Connection, epoch: int) -> None:
@@ -120,11 +164,18 @@ async def rotate(conn: Connection, epoch: int) -> None:
         await conn.execute(
             "INSERT INTO processed_partitions (epoch, started_at) VALUES ($1, now())", epoch + 1
         )
+        await conn.execute(
+            "UPDATE ocitag_history_partitions SET ended_at = now() WHERE epoch = $1", epoch
+        )
+        await conn.execute(
+            "INSERT INTO ocitag_history_partitions (epoch, started_at) VALUES ($1, now())",
+            epoch + 1,
+        )
 
 
-async def drop_partition(conn: Connection, epoch: int) -> None:
+async def drop_partition(conn: Connection, epoch: int, *, table: str = "processed_events") -> None:
     """Detach (concurrently: the appliers are not stopped) and drop one partition."""
-    name = partition_name(epoch)
+    name = partition_name(epoch, f"{table}_e")
     if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", name):
         attached = await conn.fetchval(
             "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1))", name
@@ -135,6 +186,7 @@ async def drop_partition(conn: Connection, epoch: int) -> None:
                 name,
             )
             how = "FINALIZE" if pending else "CONCURRENTLY"
-            await conn.execute(f"ALTER TABLE processed_events DETACH PARTITION {name} {how}")
+            await conn.execute(f"ALTER TABLE {table} DETACH PARTITION {name} {how}")
         await conn.execute(f"DROP TABLE {name}")
-    await conn.execute("DELETE FROM processed_partitions WHERE epoch = $1", epoch)
+    if table == "processed_events":
+        await conn.execute("DELETE FROM processed_partitions WHERE epoch = $1", epoch)

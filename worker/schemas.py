@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema
 
+from worker.history_models import HistoryPage, TagIntervalPage
 from worker.models import (
     SCHEMA_BASE_URI,
     ErrorModel,
@@ -147,6 +148,23 @@ FILES: tuple[SchemaFile, ...] = (
         "a tag-deleted event was applied (change deleted). Status 200; resourceversion is "
         "the version of the tombstone; data is the OCITag record as it was just before "
         "the deletion.",
+    ),
+    SchemaFile(
+        "history-page.schema.json",
+        HistoryPage,
+        "serialization",
+        "History page",
+        "The answer of GET /ocitags/{tag}/history (and, one entry per line, of "
+        "`ocitag-worker history`): a tag's applied changes, newest version first, one per "
+        "200 outcome.",
+    ),
+    SchemaFile(
+        "artifact-tags-page.schema.json",
+        TagIntervalPage,
+        "serialization",
+        "Tags of an artifact",
+        "The answer of GET /artifacts/{digest}/tags: the spans in which tags pointed (or, "
+        "with history=false, point now) at the digest.",
     ),
     SchemaFile(
         "outcome-rejected.schema.json",

@@ -44,6 +44,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from worker.errors import SettingsError
+from worker.history import DEFAULT_IMMUTABLE_TAGS
 from worker.models import rule_message
 from worker.oci_config import RegistryEndpoints, parse_endpoints
 
@@ -289,6 +290,12 @@ class ContractSettings(SettingsGroup):
         min_length=1,
         description="Base of problem `type` URIs (the slug is appended)",
     )
+    immutable_tags: str = Field(
+        DEFAULT_IMMUTABLE_TAGS,
+        description="Release tags that should never move: comma-separated globs over the "
+        "tag alone; a move of one elsewhere is applied and flagged `repointed`; empty "
+        "disables",
+    )
     max_event_bytes: int = Field(
         65_536,
         ge=1_024,
@@ -421,6 +428,12 @@ class RetentionSettings(SettingsGroup):
         ge=60,
         description="How long a deleted tag's tombstone is kept (from when it was last "
         "recorded); an older move arriving later can bring a pruned tag back",
+    )
+    history_retention_seconds: int = Field(
+        0,
+        ge=0,
+        description="How long history entries are kept (whole partitions, each "
+        "OCITAG_PROCESSED_PARTITION_SECONDS long, are dropped); 0 keeps them forever",
     )
 
 
@@ -959,6 +972,7 @@ COMMAND_SETTINGS: Mapping[str, frozenset[str]] = {
     | TRACING
     | {"gc_tuning"},
     "migrate": PROCESS | DATABASE | {"startup_timeout_seconds"},
+    "history": PROCESS | DATABASE | {"startup_timeout_seconds"},
     "publish": PROCESS | KAFKA | {"input_topic"},
     "outcomes": PROCESS | KAFKA | {"outcome_topic"},
     "state": PROCESS | KAFKA | DATABASE | {"state_topic", "startup_timeout_seconds"},

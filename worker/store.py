@@ -3,12 +3,15 @@
 Round trips per batch, whatever its size: BEGIN (1), the current epoch of the
 idempotency record (1), what it holds for the batch's events (1), read the tags (1),
 write the tags with the key guard (1, again only for tags a concurrent writer changed in
-between), record the new events with what rebuilds their outcomes (1), COMMIT (1). The
-tags of repeated applied changes (a redelivery) are read with the batch's own, for the
-state topic (worker/state.py ``refreshed``).
-Two writers of one tag are serialised by the row lock and the guard in the UPDATE (the
-row still has the key the decision was made against: every write, a 404 deletion's
-included, sets a greater key, whereas the version does not always change), or by ``ON
+between), record the new events with what rebuilds their outcomes and, in the same
+statement, the history entries of their 200 outcomes (1; docs/history.md), COMMIT (1).
+The tags of repeated applied changes (a redelivery) are read with the batch's own, for
+the state topic (worker/state.py ``refreshed``).
+An entry is written only with the change it records, so the guard that serialises the
+writers of a tag gives its entries one version each, without gaps. Two writers of one
+tag are serialised by the row lock and the guard in the UPDATE (the row still has the
+key the decision was made against: every write, a 404 deletion's included, sets a
+greater key, whereas the version does not always change), or by ``ON
 CONFLICT DO NOTHING`` for a new tag: the loser re-reads and decides again. Two appliers
 of one event are serialised by the record's primary key (key, epoch): the second one's
 insert waits for the first to commit and then inserts nothing, and its transaction is
@@ -26,6 +29,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -33,8 +37,10 @@ from typing import Protocol
 import asyncpg
 
 from worker.db import Connection, classify_db_error
+from worker.decision import Applied as AppliedDecision
 from worker.decision import Change, Decision, TagRecord
 from worker.errors import Cause, FatalError, PermanentError, TransientError
+from worker.history import Entry, StoredColumns, entry_of, stored_columns
 from worker.outcomes import Outcome, OutcomeContext, batch_outcomes, processed_row
 from worker.plan import (
     EventKey,
@@ -51,6 +57,10 @@ from worker.state import refreshed, repeated_tags
 from worker.statistics import Statistics, analyse_table
 
 MAX_WRITE_ROUNDS = 8
+#: history names (tags, actors, sources) remembered as stored, so that a batch does not
+#: send them again; forgotten all at once past this many (about 6 MB), then relearned:
+#: sending a stored name again costs an index probe, nothing more
+NAMES_REMEMBERED = 100_000
 MAX_TX_ATTEMPTS = 5
 # batches redone because a concurrent applier recorded some of their events first (each
 # redo replays those): only appliers racing on the same events, as in a rebalance
@@ -69,7 +79,23 @@ SELECT key, fingerprint, processed_at, status, change, version, created_on, crea
 FROM processed_events WHERE key = ANY($1::bytea[])
 """
 
+# The new events' records and, in the same statement (no round trip of its own), the
+# history entries of their 200 outcomes with the names those entries introduce
+# (migration 0005): no change without its entry, no entry without its change. Data-
+# modifying CTEs run whether or not the main statement reads them.
 _RECORD = """
+WITH names AS (
+    INSERT INTO ocitag_history_names (ref, name)
+    SELECT r, n FROM unnest($14::bigint[], $15::text[]) AS x(r, n) ORDER BY r
+    ON CONFLICT (ref) DO NOTHING
+), history AS (
+    INSERT INTO ocitag_history (at, recorded_at, tag_ref, by_ref, source_ref, version, epoch,
+                                change, repointed, artifact, event_id)
+    SELECT ha, $3, ht, hb, hs, hv, $2, hc, hr, hx, hi
+    FROM unnest($16::timestamptz[], $17::bigint[], $18::bigint[], $19::bigint[],
+                $20::bigint[], $21::smallint[], $22::boolean[], $23::bytea[], $24::text[])
+        AS h(ha, ht, hb, hs, hv, hc, hr, hx, hi)
+)
 INSERT INTO processed_events (key, epoch, fingerprint, processed_at, status, change, version,
                               created_on, created_by, source_ref, outcome_key, outcome,
                               superseded)
@@ -169,6 +195,8 @@ class Applied:
     outcomes: list[Outcome]
     epoch: int
     recorded: int
+    #: the history names it stored (known once it committed)
+    names: tuple[int, ...] = ()
 
 
 class Store:
@@ -178,6 +206,8 @@ class Store:
         self._pool = pool
         self._ctx = ctx
         self._sources = _Sources(ctx.worker_source, ctx.problem_base_uri)
+        #: the refs of ``ocitag_history_names`` known to be committed (never deleted)
+        self._names: set[int] = set()
         self.statistics = Statistics(functools.partial(analyse_table, pool))
 
     async def apply(self, items: Sequence[Item], processed_at: datetime) -> list[Outcome]:
@@ -194,7 +224,9 @@ class Store:
                 # the version-guard loop relies on each statement seeing the latest
                 # commits
                 async with conn.transaction(isolation="read_committed"):
-                    return await _apply(conn, self._ctx, self._sources, items, processed_at)
+                    return await _apply(
+                        conn, self._ctx, self._sources, items, processed_at, names=self._names
+                    )
 
         async def settled() -> Applied:
             # a lost conflict is redone here at once (briefly backed off); any other
@@ -216,6 +248,9 @@ class Store:
             attempts=MAX_RACE_ATTEMPTS,
         )
         self.statistics.recorded(applied.epoch, applied.recorded)
+        if len(self._names) + len(applied.names) > NAMES_REMEMBERED:
+            self._names.clear()
+        self._names.update(applied.names)
         return applied.outcomes
 
     async def close(self) -> None:
@@ -310,9 +345,12 @@ async def _record(
     epoch: int,
     at: datetime,
     rows: Sequence[tuple[bytes, ProcessedRow]],
+    *,
+    history: StoredColumns,
 ) -> None:
-    """Insert the new events' records; one already there (another applier's, committed
-    meanwhile) makes the whole batch be redone."""
+    """Insert the new events' records and the history entries of their changes; a record
+    already there (another applier's, committed meanwhile) makes the whole batch be
+    redone (the entries with it)."""
     columns: list[list[object]] = [[] for _ in range(11)]
     for key, row in rows:
         values = (
@@ -332,7 +370,16 @@ async def _record(
         )
         for column, value in zip(columns, values, strict=True):
             column.append(value)
-    inserted = await conn.fetch(_RECORD, columns[0], epoch, at, *columns[1:])
+    inserted = await conn.fetch(
+        _RECORD,
+        columns[0],
+        epoch,
+        at,
+        *columns[1:],
+        history.name_refs,
+        history.names,
+        *history.columns,
+    )
     if len(inserted) != len(rows):
         raise TransientError(
             Cause.DB_CLAIMED_MEANWHILE,
@@ -415,8 +462,30 @@ async def _decide_and_write(
     raise TransientError(Cause.DB_VERSION_CONFLICT, f"{len(pending)} tags kept changing under us")
 
 
+def history_entries(
+    ctx: OutcomeContext, decisions: dict[int, Decision], new: Sequence[int], at: datetime
+) -> list[tuple[str, Entry]]:
+    """The history entries of a batch: one per 200 outcome (an applied decision), as
+    (OCITag ID, entry)."""
+    entries = []
+    for index in new:
+        decision = decisions.get(index)
+        if isinstance(decision, AppliedDecision):
+            record = decision.record
+            entries.append(
+                (f"{record.repository}:{record.tag}", entry_of(decision, ctx.immutable_tags, at))
+            )
+    return entries
+
+
 async def _apply(
-    conn: Connection, ctx: OutcomeContext, sources: _Sources, items: Sequence[Item], at: datetime
+    conn: Connection,
+    ctx: OutcomeContext,
+    sources: _Sources,
+    items: Sequence[Item],
+    at: datetime,
+    *,
+    names: AbstractSet[int] = frozenset(),
 ) -> Applied:
     epoch = await conn.fetchval(_CURRENT_EPOCH)
     firsts = first_occurrences(items)
@@ -440,5 +509,7 @@ async def _apply(
             (hashed[items[i].key], processed_row(ctx, items[i], decisions.get(i), outcomes[i], at))
             for i in new
         ]
-        await _record(conn, sources, epoch, at, rows)
+        history = stored_columns(history_entries(ctx, decisions, new, at), names)
+        await _record(conn, sources, epoch, at, rows, history=history)
+        return Applied(outcomes, epoch, len(new), tuple(history.name_refs))
     return Applied(outcomes, epoch, len(new))

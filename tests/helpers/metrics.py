@@ -25,6 +25,8 @@ COMPONENT_FAMILIES: dict[str, frozenset[str]] = {
             "ocitag_assigned_partitions",
             "ocitag_processed_events_pruned",
             "ocitag_tombstones_pruned",
+            "ocitag_repointed",
+            "ocitag_history_entries_dropped",
             "ocitag_gc_pause_seconds",
         }
     ),

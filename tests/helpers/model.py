@@ -43,10 +43,22 @@ class Row:
         return self.deleted_on is None
 
 
+@dataclass(frozen=True)
+class Change:
+    """A 200 outcome of the model: the event applied, its summary, and for a move the
+    artifact the tag pointed at before when it now points elsewhere (live or tombstone)."""
+
+    event: TagEvent
+    summary: Summary
+    replaced: str | None = None
+
+
 @dataclass
 class Model:
     rows: dict[tuple[str, str], Row] = field(default_factory=dict)
     seen: dict[tuple[str, str], tuple[bytes, Summary]] = field(default_factory=dict)
+    #: every 200 outcome per tag, in the order given (= version order)
+    changes: dict[tuple[str, str], list[Change]] = field(default_factory=dict)
 
     def deliver(self, e: TagEvent) -> Summary:
         return self._once(e.source, e.id, e.fingerprint, lambda: self._decide(e))
@@ -67,35 +79,44 @@ class Model:
         return summary
 
     def _decide(self, e: TagEvent) -> Summary:
+        summary, replaced = self._apply(e)
+        if summary.status == 200:
+            self.changes.setdefault((e.repository, e.tag), []).append(Change(e, summary, replaced))
+        return summary
+
+    def _apply(self, e: TagEvent) -> tuple[Summary, str | None]:
         tag = (e.repository, e.tag)
         row = self.rows.get(tag)
         key = (e.time, e.source, e.id)
         if row is not None and not key > row.key:
-            return Summary(409, reason="superseded")
+            return Summary(409, reason="superseded"), None
         live = row if row is not None and row.live else None
         if isinstance(e, TagDeleted) and live is None:  # 404, but the key is recorded
             if row is None:
                 self.rows[tag] = Row(None, None, None, e.actor, e.time, 0, key, e.time, e.actor)
             else:
                 self._stamp(row, e, key)
-            return Summary(404, reason="not-found")
+            return Summary(404, reason="not-found"), None
         if not self._preconditions_hold(live, e):
-            return Summary(412)
+            return Summary(412), None
         if isinstance(e, TagDeleted):
             assert live is not None
             before = live.artifact
             live.version += 1
             self._stamp(live, e, key)
-            return Summary(200, "deleted", live.version, before)
+            return Summary(200, "deleted", live.version, before), None
         if live is None:
             version = (row.version if row else 0) + 1
+            last = row.artifact if row else None
             self.rows[tag] = Row(e.artifact, e.actor, e.time, e.actor, e.time, version, key)
-            return Summary(200, "created", version, e.artifact)
+            moved = last if last is not None and last != e.artifact else None
+            return Summary(200, "created", version, e.artifact), moved
         change = "unchanged" if live.artifact == e.artifact else "updated"
+        moved = live.artifact if change == "updated" else None
         live.artifact, live.last_modified_by, live.last_modified_on = e.artifact, e.actor, e.time
         live.version += 1
         live.key = key
-        return Summary(200, change, live.version, e.artifact)
+        return Summary(200, change, live.version, e.artifact), moved
 
     @staticmethod
     def _preconditions_hold(live: Row | None, e: TagEvent) -> bool:

@@ -20,6 +20,7 @@ from tests.helpers.strategies import cloud_events, histories
 from worker.decision import Applied, Rejected, TagRecord, decide
 from worker.decode import decode
 from worker.events import Invalid, RawRecord, TagDeleted, TagMoved, Undecodable
+from worker.history import ImmutableTags
 from worker.outcomes import (
     STORED_FINGERPRINT_BYTES,
     Outcome,
@@ -38,7 +39,10 @@ from worker.outcomes import (
 )
 from worker.plan import Item, ProcessedRow, Superseded
 
-CTX = OutcomeContext("urn:ocitag-worker:test", "https://ocitag-worker.dev/problems/")
+#: release tags unflagged: 1.3.0 moving is the ordinary case here (test_repointed flags it)
+CTX = OutcomeContext(
+    "urn:ocitag-worker:test", "https://ocitag-worker.dev/problems/", ImmutableTags(())
+)
 HEX = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 HEX2 = "d4735e3a265e16eee03f59718b9b5d03019c07d8b6c51f90da3a666eec13ab35"
 SOURCE = "https://registry.example.com/webhook"

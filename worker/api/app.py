@@ -22,6 +22,7 @@ from worker.api.server import Api, Backends, utc_now
 from worker.api.store import PgReads
 from worker.errors import Cause, FatalError, TransientError
 from worker.health import COMMAND_PARTS, HTTP, OUTCOME_LISTENER, Check, Health
+from worker.history_reads import PgHistoryReads
 from worker.kafka import REACH_PROBE_SECONDS, BrokerUnreachableError
 from worker.migrate import check_schema
 from worker.settings import COMMAND_SETTINGS, Settings
@@ -122,6 +123,7 @@ class ApiProcess:
         self._pool = pool
         reachability.POSTGRESQL.succeeded()
         reads = PgReads(pool)
+        self.backends.history = PgHistoryReads(pool)
         self.backends.reads = reads
         log.info("api_database_ready")
         while True:  # the Idempotency-Key times live as long as processed events do

@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any
 
 from worker import __version__, identifiers
+from worker.api import openapi_history
 from worker.api.requests import MAX_KEY_CHARS, MAX_LIMIT
 from worker.identifiers import anchored
 from worker.models import DIGEST_PATTERN, MAX_ACTOR_LENGTH
@@ -298,9 +299,10 @@ def _get() -> Doc:
     return {
         "tags": ["OCI"],
         "summary": "Get Tag",
-        "description": "The live record of the tag, with its version as ETag.",
+        "description": "The live record of the tag, with its version as ETag; with `at`, the "
+        "record as it was at that instant.",
         "operationId": "oci-tag-get",
-        "parameters": [_ref("parameters", "IfNoneMatchRead")],
+        "parameters": [_ref("parameters", "IfNoneMatchRead"), openapi_history.at_parameter()],
         "responses": {
             "200": {
                 "description": "OK",
@@ -379,6 +381,7 @@ def document() -> Doc:
                 "get": _get(),
             },
             "/ocitags/": {"get": _list()},
+            **openapi_history.paths(),
             "/openapi.json": {
                 "get": {
                     "summary": "This document",
@@ -393,5 +396,10 @@ def document() -> Doc:
                 }
             },
         },
-        "components": _components(),
+        "components": _with_history(_components()),
     }
+
+
+def _with_history(components: Doc) -> Doc:
+    components["schemas"].update(openapi_history.schemas())
+    return components

@@ -182,15 +182,7 @@ def list_query(query: Mapping[str, str]) -> ListQuery:
             repository = normalize_repository(raw_repository)
         except InvalidIdentifierError as exc:
             items.append(ErrorItem("query.repository", str(exc), raw_repository))
-    limit = DEFAULT_LIMIT
-    raw_limit = query.get("limit")
-    if raw_limit is not None:
-        if raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= MAX_LIMIT:
-            limit = int(raw_limit)
-        else:
-            items.append(
-                ErrorItem("query.limit", f"must be an integer from 1 to {MAX_LIMIT}", raw_limit)
-            )
+    limit = limit_of(query, items)
     after = None
     raw_cursor = query.get("cursor")
     if raw_cursor is not None:
@@ -211,21 +203,50 @@ def list_query(query: Mapping[str, str]) -> ListQuery:
 def encode_cursor(repository: str, last_tag: str) -> str:
     """Opaque to callers: base64url of the repository and the page's last tag (keyset
     paging: stable while records come and go)."""
-    raw = orjson.dumps([repository, last_tag])
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    return encode_position(repository, last_tag)
 
 
 def decode_cursor(cursor: str, repository: str) -> str | None:
+    found = decode_position(cursor, repository, (str,))
+    return None if found is None else str(found[0])
+
+
+def encode_position(scope: str, *position: str | int) -> str:
+    """A keyset cursor: base64url of what it pages (``scope``: a repository, a tag, a
+    digest) and the position of the page's last item."""
+    raw = orjson.dumps([scope, *position])
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_position(
+    cursor: str, scope: str, types: tuple[type, ...]
+) -> tuple[str | int, ...] | None:
+    """The position of a cursor ``encode_position`` gave for ``scope``, its members of
+    ``types``; None for anything else."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         value = orjson.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
     except (ValueError, binascii.Error, UnicodeEncodeError):
         return None
     if (
-        isinstance(value, list)
-        and len(value) == 2
-        and value[0] == repository
-        and isinstance(value[1], str)
+        not isinstance(value, list)
+        or len(value) != len(types) + 1
+        or value[0] != scope
+        or not all(
+            isinstance(v, t) and not isinstance(v, bool)
+            for v, t in zip(value[1:], types, strict=True)
+        )
     ):
-        return value[1]
-    return None
+        return None
+    return tuple(value[1:])
+
+
+def limit_of(query: Mapping[str, str], items: list[ErrorItem]) -> int:
+    """``limit`` (1-1000, default 100); a bad one is added to ``items``."""
+    raw_limit = query.get("limit")
+    if raw_limit is None:
+        return DEFAULT_LIMIT
+    if raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= MAX_LIMIT:
+        return int(raw_limit)
+    items.append(ErrorItem("query.limit", f"must be an integer from 1 to {MAX_LIMIT}", raw_limit))
+    return DEFAULT_LIMIT

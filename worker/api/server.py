@@ -27,6 +27,12 @@ from worker.api import replies, requests
 from worker.api.access import Access, access_from_settings
 from worker.api.auth import Tokens
 from worker.api.grants import Action
+from worker.api.history_routes import (
+    ARTIFACT_TAGS_PATH,
+    HISTORY_PATH,
+    HISTORY_TEMPLATE,
+    HistoryAnswers,
+)
 from worker.api.listing import visible_page
 from worker.api.openapi import document
 from worker.api.problems import ApiProblem, too_large, unacknowledged, unpublished
@@ -36,6 +42,7 @@ from worker.api.waiters import Waiters
 from worker.db import classify_db_error
 from worker.encode import build_event, to_record
 from worker.errors import PermanentError, TransientError, describe
+from worker.history_reads import HistoryReads
 from worker.identifiers import split_ocitag_id
 from worker.kafka import BrokerUnreachableError, Message
 from worker.problems import ProblemKind
@@ -54,6 +61,8 @@ OPERATIONS = {
     ("DELETE", TAG_TEMPLATE): "oci-tag-delete",
     ("GET", TAG_TEMPLATE): "oci-tag-get",
     ("GET", LIST_PATH): "oci-tag-list",
+    ("GET", HISTORY_TEMPLATE): "oci-tag-history",
+    ("GET", ARTIFACT_TAGS_PATH): "artifact-tags",
     ("GET", OPENAPI_PATH): "openapi",
 }
 _PUBLIC = {OPENAPI_PATH}
@@ -70,6 +79,7 @@ class Backends:
 
     publish: Publish | None = None
     reads: Reads | None = None
+    history: HistoryReads | None = None
     waiters: Waiters = field(default_factory=Waiters)
 
 
@@ -99,12 +109,15 @@ class Api:
         self._clock = clock
         #: grants and the rate limit; by default the settings' (monotonic clock)
         self.access = access or access_from_settings(settings, time.monotonic)
+        self.history = HistoryAnswers(lambda: self.backends.history, _db)
 
     def app(self) -> web.Application:
         app = web.Application(
             middlewares=[*tracing.server_middlewares(), self._middleware],
             client_max_size=self._settings.api.api_max_body_bytes,
         )
+        app.router.add_get(HISTORY_PATH, self.tag_history, allow_head=False)
+        app.router.add_get(ARTIFACT_TAGS_PATH, self.artifact_tags, allow_head=False)
         app.router.add_put(TAG_PATH, self.put)
         app.router.add_delete(TAG_PATH, self.delete)
         app.router.add_get(TAG_PATH, self.get, allow_head=False)
@@ -258,6 +271,8 @@ class Api:
         ocitag = requests.ocitag_id(request.match_info["tag"])
         _FIELDS.get()["ocitag_id"] = ocitag
         self._allowed("read", ocitag)
+        if "at" in request.query:
+            return _respond(await self.history.as_of(ocitag, request.query["at"]))
         reads = self.backends.reads
         if reads is None:
             raise _unavailable("db")
@@ -286,6 +301,19 @@ class Api:
             else None
         )
         return _respond(replies.page([r.record for r in rows], cursor, link))
+
+    async def tag_history(self, request: web.Request) -> web.Response:
+        ocitag = requests.ocitag_id(request.match_info["tag"])
+        _FIELDS.get()["ocitag_id"] = ocitag
+        self._allowed("read", ocitag)
+        return _respond(await self.history.history(ocitag, request.query))
+
+    async def artifact_tags(self, request: web.Request) -> web.Response:
+        digest = request.match_info["digest"]
+        caller = _FIELDS.get()["caller"]
+        self.access.require_any(caller, "read", "path.digest", digest)
+        visible = None if self.access.grants.unrestricted else self.access.reader(caller)
+        return _respond(await self.history.tags(digest, request.query, visible))
 
     async def openapi(self, _: web.Request) -> web.Response:
         return web.Response(body=_openapi_bytes(), content_type="application/json")

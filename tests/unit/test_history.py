@@ -1,0 +1,200 @@
+"""worker/history.py, pure: release-tag globs, the repointed decision (table-driven, then
+against the reference model over generated histories), entries, the compact storage
+form, and the digest question's intervals against the model's brute force."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from hypothesis import given
+
+from tests.helpers.history import replay_intervals
+from tests.helpers.model import Model
+from tests.helpers.strategies import BASE, digest, digests, histories, make_deletion, make_event
+from worker.decision import Applied, TagRecord, fold
+from worker.events import TagEvent
+from worker.history import (
+    DEFAULT_IMMUTABLE,
+    Entry,
+    ImmutableTags,
+    artifact_bytes,
+    artifact_text,
+    entry_of,
+    intervals,
+    name_ref,
+    repointed,
+    stored_columns,
+)
+from worker.identifiers import normalize_digest
+
+T = [BASE + timedelta(seconds=n) for n in range(6)]
+
+
+@pytest.mark.parametrize(
+    ("tag", "release"),
+    [
+        ("v1.4.2", True),
+        ("1.4.2", True),
+        ("v10.0.0-rc1", True),  # a glob: anything after the third number
+        ("1.2.3.4", True),
+        ("v1.4", False),
+        ("latest", False),
+        ("prod", False),
+        ("V1.4.2", False),  # case-sensitive
+        ("release-1.2.3", False),
+    ],
+)
+def test_the_default_release_globs(tag: str, release: bool) -> None:
+    assert (tag in DEFAULT_IMMUTABLE) is release
+
+
+def test_the_setting_is_comma_separated_and_empty_disables() -> None:
+    assert ImmutableTags.parse(" v*, stable ,").globs == ("v*", "stable")
+    assert "v1" not in ImmutableTags.parse("")
+    assert ImmutableTags.parse("").globs == ()
+
+
+def _moves(tag: str, *steps: str | None) -> list[Applied]:
+    """The applied decisions of moves (an artifact) and deletions (None), in order."""
+    events: list[TagEvent] = [
+        make_deletion(tag, T[n], event_id=f"e{n}")
+        if step is None
+        else make_event(tag, step, T[n], event_id=f"e{n}")
+        for n, step in enumerate(steps)
+    ]
+    _, decisions = fold(None, events)
+    return [d for d in decisions if isinstance(d, Applied)]
+
+
+@pytest.mark.parametrize(
+    ("tag", "steps", "flags"),
+    [
+        ("v1.4.2", [digest(1), digest(2)], [False, True]),  # moved elsewhere
+        ("v1.4.2", [digest(1), digest(1)], [False, False]),  # pushed again, same
+        ("v1.4.2", [digest(1), None, digest(2)], [False, False, True]),  # re-created elsewhere
+        ("v1.4.2", [digest(1), None, digest(1)], [False, False, False]),  # re-created, same
+        ("v1.4.2", [digest(1), digest(2), digest(1)], [False, True, True]),  # back again
+        ("latest", [digest(1), digest(2)], [False, False]),  # not a release tag
+        ("v1.4", [digest(1), digest(2)], [False, False]),
+    ],
+)
+def test_repointed(tag: str, steps: list[str | None], flags: list[bool]) -> None:
+    applied = _moves(tag, *steps)
+    assert [repointed(a, DEFAULT_IMMUTABLE) for a in applied] == flags
+    assert not any(repointed(a, ImmutableTags(())) for a in applied)  # setting emptied
+
+
+def test_a_deletion_of_a_never_seen_tag_then_a_creation_is_not_repointed() -> None:
+    events: list[TagEvent] = [
+        make_deletion("v1.0.0", T[0], event_id="d"),  # 404: a tombstone without artifact
+        make_event("v1.0.0", digest(1), T[1], event_id="m"),
+    ]
+    _, decisions = fold(None, events)
+    (applied,) = [d for d in decisions if isinstance(d, Applied)]
+    assert applied.change == "created" and not repointed(applied, DEFAULT_IMMUTABLE)
+
+
+@given(history=histories(max_events=40))
+def test_replaced_is_the_models_artifact_before_a_move_elsewhere(history: list[TagEvent]) -> None:
+    """``Applied.replaced`` (what repointed rests on) is, event by event, the artifact the
+    reference model's tag pointed at before a move that points it elsewhere, also across
+    a deletion."""
+    model, stored = Model(), dict[tuple[str, str], TagRecord]()
+    seen: set[tuple[str, str]] = set()
+    for event in history:
+        model.deliver(event)
+        if (event.source, event.id) in seen:  # a replay or an id reused: never decided
+            continue
+        seen.add((event.source, event.id))
+        key = (event.repository, event.tag)
+        after, (decision,) = fold(stored.get(key), [event])
+        if after is not None:
+            stored[key] = after
+        if isinstance(decision, Applied):
+            change = model.changes[key][-1]
+            assert change.event == event
+            assert decision.replaced == change.replaced
+
+
+def test_an_entry_is_the_changed_record_or_for_a_deletion_what_it_removed() -> None:
+    created, deleted = _moves("v2.0.0", digest(1), None)
+    entry = entry_of(created, DEFAULT_IMMUTABLE, T[5])
+    assert (entry.version, entry.change, entry.artifact, entry.by, entry.at) == (
+        1,
+        "created",
+        digest(1),
+        "alice",
+        T[0],
+    )
+    gone = entry_of(deleted, DEFAULT_IMMUTABLE, T[5])
+    assert (gone.version, gone.change, gone.artifact, gone.at, gone.event_id) == (
+        2,
+        "deleted",
+        digest(1),
+        T[1],
+        "e1",
+    )
+
+
+@given(artifact=digests)
+def test_artifacts_are_stored_as_raw_digests_and_come_back_in_the_seeds_form(
+    artifact: str,
+) -> None:
+    stored = normalize_digest(artifact)
+    raw = artifact_bytes(stored)
+    assert len(raw) in (32, 64)
+    assert artifact_text(raw) == stored
+
+
+def test_stored_columns_send_each_unknown_name_once() -> None:
+    entry = Entry(1, "created", digest(1), "alice", T[0], T[1], "s", "e", False)
+    rows = [("docker.io/library/app:a", entry), ("docker.io/library/app:b", entry)]
+    columns = stored_columns(rows, known={name_ref("s")})
+    assert sorted(columns.names) == ["alice", "docker.io/library/app:a", "docker.io/library/app:b"]
+    assert columns.columns[1] == [
+        name_ref("docker.io/library/app:a"),
+        name_ref("docker.io/library/app:b"),
+    ]
+    assert columns.columns[7] == [bytes.fromhex(digest(1))] * 2
+
+
+@given(history=histories(max_events=40))
+def test_intervals_equal_the_brute_force_of_the_model(history: list[TagEvent]) -> None:
+    """The digest question's intervals from one tag's entries are those of walking the
+    model's applied events."""
+    model = Model()
+    for event in history:
+        model.deliver(event)
+    for n in range(4):
+        found = []
+        for (repository, tag), changes in model.changes.items():
+            entries = [
+                Entry(
+                    c.summary.version or 0,
+                    c.summary.change,  # type: ignore[arg-type]
+                    c.summary.artifact or "",
+                    c.event.actor,
+                    c.event.time,
+                    c.event.time,
+                    c.event.source,
+                    c.event.id,
+                    False,
+                )
+                for c in changes
+            ]
+            found += [
+                {
+                    "tag": i.tag,
+                    "from": i.start,
+                    "until": i.until,
+                    "from_version": i.from_version,
+                }
+                for i in intervals(f"{repository}:{tag}", entries)
+                if i.artifact == digest(n)
+            ]
+        want = replay_intervals(model, digest(n), history=True)
+        assert [
+            (i["tag"], i["from_version"], i["until"] is None)
+            for i in sorted(found, key=lambda i: (i["tag"], i["from_version"]))
+        ] == [(i["tag"], i["from_version"], i["until"] is None) for i in want]
