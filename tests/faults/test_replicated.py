@@ -1,0 +1,352 @@
+"""The guarantees on replicated Kafka and PostgreSQL (docs/replicated.md): three KRaft
+nodes (replication factor 3, ``min.insync.replicas=2``, no unclean leader election) and a
+PostgreSQL primary with a streaming standby, from ``deploy/local/stack up --brokers 3
+--standby`` (tests/helpers/replicated.py). Real worker and ingest processes; each
+scenario kills what production loses (a partition leader, two brokers, the primary)
+mid-stream and then checks everything against the reference model.
+
+``OCITAG_REPLICATED_EVENTS`` (default 20,000) sizes the leader scenario's stream, the
+others stream a quarter of it. Recovery times go to .cache/faults-report.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+
+from tests.faults.test_faults import RATE, record
+from tests.helpers.faults import Scenario, Stream, scenario
+from tests.helpers.registry import free_port
+from tests.helpers.replicated import Replicated, replicated_stack, stack
+from tests.helpers.services import REPO, UnavailableError, skip_or_fail
+from tests.helpers.wait import eventually
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.replicated]
+
+EVENTS = int(os.environ.get("OCITAG_REPLICATED_EVENTS", "20000"))
+TAGS = 1000
+SEED = 1
+TOKEN = "Bearer replicated-ingest"
+INGESTED = "registry.example.com/ingest/"
+
+
+@pytest.fixture(scope="module")
+def replicated() -> Iterator[Replicated]:
+    try:
+        yield replicated_stack()
+    except UnavailableError as exc:
+        skip_or_fail(f"the replicated stack did not start: {exc}")
+
+
+def replicated_env(s: Scenario) -> None:
+    """What a deployment on replicated services sets: requests that give up within a
+    leader election, so that a stuck request is replaced rather than waited on."""
+    s.worker_env["OCITAG_KAFKA_REQUEST_TIMEOUT_MS"] = "10000"
+
+
+async def run_stream(
+    s: Scenario, fault: object, events: int, ingest: Ingest | None = None, timeout: float = 240
+) -> None:
+    """Produce the stream while ``fault`` runs (and ``ingest`` posts, until the stream is
+    produced); wait for the drain; verify."""
+    stream = Stream.make(s.seed, events, s.tags)
+    producing = asyncio.create_task(s.produce(stream, RATE))
+    started = time.monotonic()
+    await fault  # type: ignore[misc]
+    await producing
+    if ingest is not None:
+        await ingest.halt()
+    s.report["produce_seconds"] = round(time.monotonic() - started, 1)
+    s.report["recovery_seconds"] = round(await s.wait_drained(len(stream.records), timeout), 2)
+    await s.verify()
+
+
+def versions_in_order(s: Scenario) -> dict[str, list[int]]:
+    """The 200 outcomes' versions per tag, first delivery of each outcome, in offset order
+    (the outcome topic is keyed by tag, so one tag's outcomes share a partition). A
+    redelivery repeats an earlier outcome: it counts once, where it first appeared."""
+    seen: set[str] = set()
+    versions: dict[str, list[int]] = defaultdict(list)
+    for _, value in s.seen_outcomes:
+        body = json.loads(value)
+        if body["id"] in seen or body["status"] != 200:
+            continue
+        seen.add(body["id"])
+        versions[body["subject"]].append(body["resourceversion"])
+    return versions
+
+
+def assert_versions_in_order_and_stored(s: Scenario) -> None:
+    """Per tag, the 200 outcomes' versions rise, and the store holds the last of them:
+    no acknowledged write was lost."""
+    stored = {f"{repo}:{tag}": row[3] for (repo, tag), row in s.rows.items()}
+    backwards = {t: v for t, v in versions_in_order(s).items() if v != sorted(set(v))}
+    assert not backwards, f"{len(backwards)} tags with versions out of order: {list(backwards.items())[:2]}"
+    lost = {
+        t: (v[-1], stored.get(t.removeprefix("docker.io/")))
+        for t, v in versions_in_order(s).items()
+        if (stored.get(t.removeprefix("docker.io/")) or 0) < v[-1]
+    }
+    assert not lost, f"{len(lost)} outcomes whose version the store lacks: {list(lost.items())[:3]}"
+
+
+@dataclass
+class Posted:
+    sent: float
+    answered: float
+    status: int
+    event_id: str
+
+
+@dataclass
+class Ingest:
+    """``ocitag-worker ingest`` as a process, and senders posting one new tag per
+    CloudEvent to it for as long as they run."""
+
+    url: str
+    proc: subprocess.Popen[bytes]
+    answers: list[Posted] = field(default_factory=list)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    senders: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def halt(self) -> None:
+        """Stop posting; every post sent has its answer."""
+        self.stop.set()
+        await asyncio.gather(*self.senders, return_exceptions=True)
+
+    async def post_until_stopped(self, sender: int) -> None:
+        n = 0
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+            while not self.stop.is_set():
+                n += 1
+                event_id = f"ing-{sender}-{n}"
+                body = {
+                    "specversion": "1.0",
+                    "type": "ocitag.moved.v1",
+                    "source": "https://ci.example.com/replicated",
+                    "id": event_id,
+                    "time": "2026-11-02T00:00:00Z",
+                    "data": {
+                        "repository": f"{INGESTED}app{sender}",
+                        "tag": f"t{n}",
+                        "artifact": f"{n:064x}",
+                    },
+                }
+                sent = time.monotonic()
+                try:
+                    async with http.post(
+                        f"{self.url}/webhooks/cloudevents",
+                        data=json.dumps(body),
+                        headers={
+                            "content-type": "application/cloudevents+json",
+                            "Authorization": TOKEN,
+                        },
+                    ) as answer:
+                        status = answer.status
+                except (aiohttp.ClientError, TimeoutError):
+                    status = 0
+                self.answers.append(Posted(sent, time.monotonic(), status, event_id))
+                await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def ingesting(s: Scenario, deadline: float, senders: int = 2) -> AsyncIterator[Ingest]:
+    port = free_port()
+    env = s.env()
+    env.update(
+        OCITAG_INGEST_PORT=str(port),
+        OCITAG_INGEST_HOST="127.0.0.1",
+        OCITAG_INGEST_CLOUDEVENTS_SECRET=TOKEN,
+        OCITAG_INGEST_DEADLINE_SECONDS=str(deadline),
+    )
+    log = s.tmp / f"{s.name}-ingest.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "worker", "ingest"], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO
+        )
+    ingest = Ingest(f"http://127.0.0.1:{port}", proc)
+
+    async def serving() -> bool:
+        try:
+            async with aiohttp.ClientSession() as http, http.get(f"{ingest.url}/webhooks/-") as r:
+                return r.status == 405
+        except aiohttp.ClientError:
+            return False
+
+    try:
+        await eventually(serving, 120)
+        ingest.senders = [asyncio.create_task(ingest.post_until_stopped(n)) for n in range(senders)]
+        yield ingest
+    finally:
+        await ingest.halt()
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(proc.wait, 30)
+
+
+def check_ingest(s: Scenario, ingest: Ingest, windows: list[tuple[float, float]]) -> None:
+    """2xx only for what Kafka acknowledged (each has its outcome and its row), 503 only
+    in ``windows`` (while a partition had no in-sync quorum to acknowledge)."""
+    statuses = [a.status for a in ingest.answers]
+    s.report["ingest"] = {str(code): statuses.count(code) for code in sorted(set(statuses))}
+    accepted = {a.event_id for a in ingest.answers if 200 <= a.status < 300}
+    assert accepted, "ingest accepted nothing"
+    causes = {json.loads(v).get("causationid") for _, v in s.seen_outcomes}
+    without = accepted - causes
+    assert not without, f"{len(without)} events ingest acknowledged have no outcome: {sorted(without)[:3]}"
+    rows = sum(1 for (repo, _) in s.rows if repo.startswith(INGESTED))
+    assert rows >= len(accepted), (rows, len(accepted))
+    assert set(statuses) <= {200, 202, 503}, statuses
+    outside = [
+        a for a in ingest.answers if a.status == 503 and not any(lo <= a.answered and a.sent <= hi for lo, hi in windows)
+    ]
+    assert not outside, f"{len(outside)} answers 503 outside the outage windows: {outside[:3]}"
+
+
+async def test_partition_leaders_killed_mid_stream(replicated: Replicated, tmp_path: Path) -> None:
+    """kill -9 the broker leading input partition 0, bring it back, then kill -9 the one
+    leading outcome partition 0: nothing lost, nothing missing, versions in order, and
+    ingest (posting throughout) never refused: a quorum was there all along."""
+    url = await replicated.fresh_database()
+    async with scenario("leaders", replicated.kafka, url, tmp_path, EVENTS, TAGS, SEED, 3) as s:
+        replicated_env(s)
+        s.foreign_prefix = INGESTED
+        s.start_worker()
+        windows: list[tuple[float, float]] = []
+        async with ingesting(s, deadline=15.0) as ingest:
+
+            async def kill_leaders() -> None:
+                await s.workers[0].running()
+                await asyncio.sleep(2)
+                topics = [s.input_topic, s.outcome_topic]
+                for topic, name in ((s.input_topic, "input"), (s.outcome_topic, "outcome")):
+                    victim = await replicated.leader(topic, 0)
+                    assert victim is not None
+                    killed = time.monotonic()
+                    await asyncio.to_thread(replicated.kill_broker, victim)
+                    elected = await replicated.wait_leader_other_than(topic, 0, victim)
+                    windows.append((killed, killed + elected))
+                    s.report[f"{name}_leader_elected_seconds"] = round(elected, 2)
+                    await asyncio.sleep(2)
+                    back = await replicated.restart_broker(victim, topics)
+                    s.report[f"{name}_broker_back_in_sync_seconds"] = round(back, 1)
+                s.fault_ended_at = time.monotonic()
+
+            await run_stream(s, kill_leaders(), EVENTS, ingest)
+        check_ingest(s, ingest, windows)
+        assert_versions_in_order_and_stored(s)
+        assert s.workers[0].proc.poll() is None, "the worker rides out a leader change"
+        record("replicated-leaders", SEED, s.report)
+
+
+async def metric(port: int, name: str) -> float:
+    """The sum of a family's samples on a worker's /metrics."""
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as r:
+        text = await r.text()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
+async def test_two_of_three_brokers_down(replicated: Replicated, tmp_path: Path) -> None:
+    """No in-sync quorum (and no controller quorum): the worker pauses (no outcome, no
+    commit, no exit), says so in the metrics its alerts read, and resumes when one
+    broker returns; ingest answers 503 meanwhile, and 2xx again after."""
+    url = await replicated.fresh_database()
+    events = EVENTS // 4
+    async with scenario("quorum", replicated.kafka, url, tmp_path, events, TAGS, SEED, 3) as s:
+        replicated_env(s)
+        s.foreign_prefix = INGESTED
+        port = free_port()
+        s.worker_env["OCITAG_HTTP_PORT"] = str(port)
+        s.worker_env["OCITAG_HTTP_HOST"] = "127.0.0.1"
+        worker = s.start_worker()
+        windows: list[tuple[float, float]] = []
+        async with ingesting(s, deadline=2.0, senders=1) as ingest:
+
+            async def lose_quorum() -> None:
+                await worker.running()
+                await asyncio.sleep(2)
+                down = time.monotonic()
+                await asyncio.to_thread(replicated.kill_broker, 2)
+                await asyncio.to_thread(replicated.kill_broker, 3)
+                await asyncio.sleep(8)  # past the session timeout and a few retries
+                retries = await metric(port, "ocitag_kafka_retries_total")
+                committed = await metric(port, "ocitag_last_commit_timestamp_seconds")
+                await asyncio.sleep(8)
+                # paused: nothing committed, work retried (what OcitagWorkerNoCommits and
+                # OcitagWorkerRetryStorm read), and still the one process
+                assert await metric(port, "ocitag_last_commit_timestamp_seconds") == committed
+                assert await metric(port, "ocitag_kafka_retries_total") > retries
+                assert worker.proc.poll() is None
+                s.report["outage_503s"] = sum(
+                    1 for a in ingest.answers if a.status == 503 and a.sent >= down
+                )
+                await asyncio.to_thread(stack, "start-broker", "2", "--no-wait")
+                s.fault_ended_at = time.monotonic()
+                # the outage lasts until a second replica is in sync again: ingest's
+                # answers may say 503 until then (and for one deadline after)
+                back = await replicated.wait_min_in_sync([s.input_topic, s.outcome_topic], 2)
+                windows.append((down, time.monotonic() + 2.0))
+                s.report["quorum_back_seconds"] = round(back, 1)
+
+            await run_stream(s, lose_quorum(), events, ingest)
+            s.report["all_in_sync_seconds"] = round(
+                await replicated.restart_broker(3, [s.input_topic, s.outcome_topic]), 1
+            )
+        assert s.report["outage_503s"] > 0, "ingest must refuse while Kafka cannot acknowledge"
+        check_ingest(s, ingest, windows)
+        assert_versions_in_order_and_stored(s)
+        assert sum(1 for line in worker.events() if line.get("event") == "running") == 1
+        record("replicated-quorum", SEED, s.report)
+
+
+async def test_primary_killed_synchronous_standby_promoted(
+    replicated: Replicated, tmp_path: Path
+) -> None:
+    """kill -9 the PostgreSQL primary mid-stream, promote its synchronous standby: the
+    worker follows (multi-host DATABASE_URL), nothing is lost, the rows are the
+    model's, and every 200 outcome's version is in the store."""
+    rebuilt = await asyncio.to_thread(replicated.pg_rebuild)
+    url = await replicated.fresh_database()
+    events = EVENTS // 4
+    async with scenario("promote", replicated.kafka, url, tmp_path, events, TAGS, SEED, 3) as s:
+        replicated_env(s)
+        worker = s.start_worker()
+
+        async def fail_over() -> None:
+            await worker.running()
+            await asyncio.sleep(2)
+            killed = time.monotonic()
+            await asyncio.to_thread(replicated.pg_kill)
+            s.report["promote_seconds"] = round(await asyncio.to_thread(replicated.promote), 2)
+            s.report["killed_to_promoted_seconds"] = round(time.monotonic() - killed, 2)
+            s.fault_ended_at = time.monotonic()
+
+        await run_stream(s, fail_over(), events)
+        assert_versions_in_order_and_stored(s)
+        assert worker.proc.poll() is None, "the worker follows the promotion without a restart"
+        conn = await asyncpg.connect(url)
+        try:
+            assert await conn.fetchval("select inet_server_port()") == int(
+                url.split(",")[1].split("/")[0].rsplit(":", 1)[1]
+            ), "served by the promoted standby"
+        finally:
+            await conn.close()
+        s.report["pg_rebuild_seconds"] = round(rebuilt, 1)
+        record("replicated-promote", SEED, s.report)
