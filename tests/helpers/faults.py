@@ -429,7 +429,7 @@ class Scenario:
             duplicate_outcomes=sum(
                 1
                 for _, v in outcomes
-                if foreign is None or not json.loads(v)["subject"].startswith(foreign)
+                if foreign is None or not json.loads(v).get("subject", "").startswith(foreign)
             )
             - inputs,
         )
