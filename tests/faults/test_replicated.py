@@ -95,7 +95,9 @@ def assert_versions_in_order_and_stored(s: Scenario) -> None:
     no acknowledged write was lost."""
     stored = {f"{repo}:{tag}": row[3] for (repo, tag), row in s.rows.items()}
     backwards = {t: v for t, v in versions_in_order(s).items() if v != sorted(set(v))}
-    assert not backwards, f"{len(backwards)} tags with versions out of order: {list(backwards.items())[:2]}"
+    assert not backwards, (
+        f"{len(backwards)} tags with versions out of order: {list(backwards.items())[:2]}"
+    )
     lost = {
         t: (v[-1], stored.get(t.removeprefix("docker.io/")))
         for t, v in versions_in_order(s).items()
@@ -177,7 +179,11 @@ async def ingesting(s: Scenario, deadline: float, senders: int = 2) -> AsyncIter
     log = s.tmp / f"{s.name}-ingest.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "worker", "ingest"], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO
+            [sys.executable, "-m", "worker", "ingest"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
         )
     ingest = Ingest(f"http://127.0.0.1:{port}", proc)
 
@@ -211,12 +217,16 @@ def check_ingest(s: Scenario, ingest: Ingest, windows: list[tuple[float, float]]
     assert accepted, "ingest accepted nothing"
     causes = {json.loads(v).get("causationid") for _, v in s.seen_outcomes}
     without = accepted - causes
-    assert not without, f"{len(without)} events ingest acknowledged have no outcome: {sorted(without)[:3]}"
+    assert not without, (
+        f"{len(without)} events ingest acknowledged have no outcome: {sorted(without)[:3]}"
+    )
     rows = sum(1 for (repo, _) in s.rows if repo.startswith(INGESTED))
     assert rows >= len(accepted), (rows, len(accepted))
     assert set(statuses) <= {200, 202, 503}, statuses
     outside = [
-        a for a in ingest.answers if a.status == 503 and not any(lo <= a.answered and a.sent <= hi for lo, hi in windows)
+        a
+        for a in ingest.answers
+        if a.status == 503 and not any(lo <= a.answered and a.sent <= hi for lo, hi in windows)
     ]
     assert not outside, f"{len(outside)} answers 503 outside the outage windows: {outside[:3]}"
 

@@ -399,7 +399,9 @@ class Scenario:
             for r in rows
         }
         self.seen_outcomes = outcomes
-        got = {k: v for k, v in self.rows.items() if foreign is None or not k[0].startswith(foreign)}
+        got = {
+            k: v for k, v in self.rows.items() if foreign is None or not k[0].startswith(foreign)
+        }
         want_rows = {
             k: (
                 r.artifact,

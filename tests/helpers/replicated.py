@@ -26,7 +26,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from tests.helpers.services import REPO, STACK, UnavailableError, with_database
 from worker.migrate import migrate
 
-STACK_DIR = Path(os.environ.get("OCITAG_REPLICATED_STACK_DIR", REPO / ".cache" / "stack-replicated"))
+STACK_DIR = Path(
+    os.environ.get("OCITAG_REPLICATED_STACK_DIR", REPO / ".cache" / "stack-replicated")
+)
 KAFKA_PORT = int(os.environ.get("OCITAG_REPLICATED_KAFKA_PORT", "39092"))
 PG_PORT = int(os.environ.get("OCITAG_REPLICATED_PG_PORT", "35432"))
 
@@ -46,7 +48,12 @@ def stack(*args: str, timeout: float = 240) -> float:
     """Run ``deploy/local/stack`` on the replicated stack; the seconds it took."""
     started = time.monotonic()
     done = subprocess.run(
-        [str(STACK), *args], env=_env(), capture_output=True, text=True, timeout=timeout
+        [str(STACK), *args],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     if done.returncode != 0:
         raise AssertionError(f"stack {' '.join(args)} failed:\n{done.stderr[-3000:]}")
@@ -83,7 +90,7 @@ class Replicated:
             try:
                 if await self._in_sync(topics, replicas):
                     return time.monotonic() - started
-            except Exception:  # noqa: S110 - no answer yet
+            except Exception:
                 pass
             await asyncio.sleep(0.5)
         raise AssertionError(f"{topics}: not {replicas} replicas in sync within 180 s")
@@ -131,7 +138,7 @@ class Replicated:
         while time.monotonic() - started < 60:
             try:
                 leader = await self.leader(topic, partition)
-            except Exception:  # noqa: S112 - the metadata may be unavailable for a moment
+            except Exception:
                 leader = None
             if leader is not None and leader != old:
                 return time.monotonic() - started
