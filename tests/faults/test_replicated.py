@@ -59,12 +59,17 @@ def replicated_env(s: Scenario) -> None:
 
 
 async def run_stream(
-    s: Scenario, fault: object, events: int, ingest: Ingest | None = None, timeout: float = 240
+    s: Scenario,
+    fault: object,
+    events: int,
+    ingest: Ingest | None = None,
+    timeout: float = 240,
+    rate: float = RATE,
 ) -> None:
-    """Produce the stream while ``fault`` runs (and ``ingest`` posts, until the stream is
-    produced); wait for the drain; verify."""
+    """Produce the stream at ``rate`` while ``fault`` runs (and ``ingest`` posts, until
+    the stream is produced); wait for the drain; verify."""
     stream = Stream.make(s.seed, events, s.tags)
-    producing = asyncio.create_task(s.produce(stream, RATE))
+    producing = asyncio.create_task(s.produce(stream, rate))
     started = time.monotonic()
     await fault  # type: ignore[misc]
     await producing
@@ -366,3 +371,61 @@ async def test_primary_killed_synchronous_standby_promoted(
             await conn.close()
         s.report["pg_rebuild_seconds"] = round(rebuilt, 1)
         record("replicated-promote", SEED, s.report)
+
+
+async def test_promoted_primary_still_listing_a_synchronous_standby(
+    replicated: Replicated, tmp_path: Path
+) -> None:
+    """The defect issue 24 found: a promoted standby that kept
+    ``synchronous_standby_names`` makes every commit wait. The worker says so
+    (``sync_replication_stalled``, the gauge the alert reads) instead of a bare
+    TimeoutError, keeps retrying, and once the setting is emptied carries on: nothing
+    lost, the rows the model's."""
+    await asyncio.to_thread(replicated.pg_rebuild)
+    url = await replicated.fresh_database()
+    events = EVENTS // 20
+    async with scenario("syncrep", replicated.kafka, url, tmp_path, events, TAGS, SEED, 3) as s:
+        replicated_env(s)
+        port = free_port()
+        s.worker_env.update(
+            OCITAG_HTTP_PORT=str(port),
+            OCITAG_HTTP_HOST="127.0.0.1",
+            OCITAG_DB_COMMAND_TIMEOUT_SECONDS="3",
+        )
+        worker = s.start_worker()
+
+        async def stall_then_fix() -> None:
+            await worker.running()
+            await asyncio.sleep(1)
+            await asyncio.to_thread(replicated.pg_kill)
+            await asyncio.to_thread(replicated.promote, keep_sync=True)
+            promoted = time.monotonic()
+
+            def said() -> bool:
+                return any(e.get("event") == "sync_replication_stalled" for e in worker.events())
+
+            await eventually(said, 60)
+            s.report["stall_detected_seconds"] = round(time.monotonic() - promoted, 1)
+            assert await metric(port, "ocitag_db_sync_replication_stalled") == 1
+            outage = [e for e in worker.events() if e.get("event") == "outage_ongoing"]
+            assert all("synchronous" in e["error"] for e in outage[-1:]), outage[-1:]
+            conn = await asyncpg.connect(url)  # the promoted node: the only read-write one
+            try:
+                await conn.execute("ALTER SYSTEM SET synchronous_standby_names = ''")
+                await conn.execute("SELECT pg_reload_conf()")
+            finally:
+                await conn.close()
+            s.fault_ended_at = time.monotonic()
+
+        # slowly enough that events arrive all through the stall
+        await run_stream(s, stall_then_fix(), events, rate=events / 12)
+
+        async def cleared() -> bool:
+            return await metric(port, "ocitag_db_sync_replication_stalled") == 0
+
+        await eventually(cleared, 30)
+        said = [e["event"] for e in worker.events() if e.get("dependency") == "postgresql"]
+        assert said[-1] == "outage_ended", said
+        assert_versions_in_order_and_stored(s)
+        assert worker.proc.poll() is None
+        record("replicated-syncrep", SEED, s.report)
