@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -36,6 +37,7 @@ from worker.settings import (
 
 EXIT_FATAL = 1
 EXIT_USAGE = 2
+EXIT_FINDINGS = 3  # audit: the store lacks what outcomes announced
 
 
 class UsageError(Exception):
@@ -144,6 +146,16 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
     _add_setting_flags(reconcile, "reconcile")
 
+    audit = commands.add_parser(
+        "audit",
+        help="compare the outcome topic with the store: versions announced but not stored",
+        description="Read the outcome topic from the beginning and compare each tag's 200 "
+        "outcomes with its row: 'lost' (an announced version above the stored one) and "
+        "'reused' (one version announced for two events), as after a failover to an "
+        "asynchronous standby. One JSON line per finding; exit 0 when none, 3 otherwise.",
+    )
+    _add_setting_flags(audit, "audit")
+
     # --- api
     api = commands.add_parser(
         "api", help="serve the seed's HTTP API (PUT/DELETE/GET /ocitags/{tag}/) over Kafka"
@@ -215,6 +227,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await _reconcile(args, settings)
     if args.command == "outcomes":
         return await _outcomes(args, settings)
+    if args.command == "audit":
+        return await _audit(settings)
     raise AssertionError(f"unhandled command {args.command}")  # argparse knows them all
 
 
@@ -292,6 +306,20 @@ async def _publish(args: argparse.Namespace, settings: Settings) -> int:
     for event_id, partition, offset in await publish(settings, events, args.mode):
         print(f"published {event_id} to {settings.topics.input_topic}[{partition}]@{offset}")
     return 0
+
+
+async def _audit(settings: Settings) -> int:
+    from worker.audit import audit  # noqa: PLC0415
+
+    found = await audit(settings)
+    for finding in found:
+        print(json.dumps(finding.as_dict()))
+    structlog.get_logger("worker.audit").info(
+        "audited",
+        lost=sum(1 for f in found if f.kind == "lost"),
+        reused=sum(1 for f in found if f.kind == "reused"),
+    )
+    return EXIT_FINDINGS if found else 0
 
 
 async def _outcomes(args: argparse.Namespace, settings: Settings) -> int:

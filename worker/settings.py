@@ -865,6 +865,7 @@ COMMAND_SETTINGS: Mapping[str, frozenset[str]] = {
     "migrate": PROCESS | DATABASE | {"startup_timeout_seconds"},
     "publish": PROCESS | KAFKA | {"input_topic"},
     "outcomes": PROCESS | KAFKA | {"outcome_topic"},
+    "audit": PROCESS | KAFKA | DATABASE | {"outcome_topic"},
     "ingest": PROCESS
     | KAFKA
     | PRODUCER

@@ -80,6 +80,21 @@ async def run_stream(
     await s.verify()
 
 
+def run_audit(s: Scenario) -> tuple[int, list[dict[str, object]]]:
+    """``ocitag-worker audit`` on the scenario's topics and database: exit code, findings."""
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", "audit"],
+        env=s.env(),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+    found = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return done.returncode, found
+
+
 def versions_in_order(s: Scenario) -> dict[str, list[int]]:
     """The 200 outcomes' versions per tag, first delivery of each outcome, in offset order
     (the outcome topic is keyed by tag, so one tag's outcomes share a partition). A
@@ -376,6 +391,7 @@ async def test_primary_killed_synchronous_standby_promoted(
             ), "served by the promoted standby"
         finally:
             await conn.close()
+        assert run_audit(s) == (0, []), "audit finds nothing after a synchronous failover"
         s.report["pg_rebuild_seconds"] = round(rebuilt, 1)
         record("replicated-promote", SEED, s.report)
 
@@ -500,4 +516,11 @@ async def test_primary_killed_asynchronous_standby_promoted(
         reused = [t for t, v in versions.items() if len(v) != len(set(v))]
         s.report.update(tags_with_a_lost_version=len(lost), tags_with_a_reused_version=len(reused))
         assert lost or reused, "the standby was 2 s behind: its promotion must lose writes"
+        # the product sees the same: ocitag-worker audit
+        code, found = run_audit(s)
+        assert code == 3
+        assert sorted(str(f["ocitag_id"]) for f in found if f["finding"] == "lost") == sorted(
+            t.removeprefix("docker.io/") for t in lost
+        )
+        assert len({f["ocitag_id"] for f in found if f["finding"] == "reused"}) == len(reused)
         record("replicated-async", SEED, s.report)
