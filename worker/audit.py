@@ -17,14 +17,17 @@ the topic's retention already dropped cannot be compared: run it soon after a fa
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
+from worker.db import classify_db_error
+from worker.errors import FatalError
 from worker.kafka import client_options, require_topics
 from worker.settings import Settings
 
@@ -85,14 +88,23 @@ def findings(tags: Mapping[str, Announced], stored: Mapping[str, int]) -> list[F
 async def read_outcomes(settings: Settings) -> list[bytes]:
     """The outcome topic from the beginning to its end offsets now."""
     await require_topics(settings, ["outcome_topic"])
-    topic = settings.topics.outcome_topic
-    consumer = AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        settings.topics.outcome_topic,
+        **client_options(settings),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
     await consumer.start()
     try:
-        await consumer.topics()  # the cluster's metadata, partitions included
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
+        # without a group every partition is assigned, once the metadata has come
+        for _ in range(300):  # at most 30 s
+            if consumer.assignment():
+                break
+            await asyncio.sleep(0.1)
+        partitions = sorted(consumer.assignment())
+        if not partitions:
+            raise FatalError(f"no partition of {settings.topics.outcome_topic} within 30 s")
         ends = await consumer.end_offsets(partitions)
         values: list[bytes] = []
 
@@ -109,11 +121,14 @@ async def read_outcomes(settings: Settings) -> list[bytes]:
 
 async def stored_versions(settings: Settings) -> dict[str, int]:
     """Every row's version, by ``repository:tag`` (tombstones included)."""
-    conn = await asyncpg.connect(settings.database.dsn())
     try:
-        rows = await conn.fetch("SELECT repository, tag, version FROM ocitags")
-    finally:
-        await conn.close()
+        conn = await asyncpg.connect(settings.database.dsn())
+        try:
+            rows = await conn.fetch("SELECT repository, tag, version FROM ocitags")
+        finally:
+            await conn.close()
+    except (asyncpg.PostgresError, OSError) as exc:  # said as every command says it
+        raise classify_db_error(exc, "audit") from exc
     return {f"{r['repository']}:{r['tag']}": int(r["version"]) for r in rows}
 
 

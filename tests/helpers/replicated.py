@@ -82,20 +82,23 @@ class Replicated:
         await self.wait_min_in_sync(topics, 3)
         return time.monotonic() - started
 
-    async def wait_min_in_sync(self, topics: list[str], replicas: int) -> float:
+    async def wait_min_in_sync(
+        self, topics: list[str], replicas: int, dead: frozenset[int] = frozenset()
+    ) -> float:
         """Seconds until every partition of ``topics`` has a leader and ``replicas`` in
-        sync."""
+        sync, none of them a ``dead`` node (the metadata names a dead leader until the
+        controller fences it)."""
         started = time.monotonic()
         while time.monotonic() - started < 180:
             try:
-                if await self._in_sync(topics, replicas):
+                if await self._in_sync(topics, replicas, dead):
                     return time.monotonic() - started
             except Exception:
                 pass
             await asyncio.sleep(0.5)
         raise AssertionError(f"{topics}: not {replicas} replicas in sync within 180 s")
 
-    async def _in_sync(self, topics: list[str], replicas: int) -> bool:
+    async def _in_sync(self, topics: list[str], replicas: int, dead: frozenset[int]) -> bool:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka, request_timeout_ms=5000)
         await admin.start()
         try:
@@ -103,7 +106,7 @@ class Replicated:
         finally:
             await admin.close()
         return all(
-            p["leader"] >= 0 and len(p["isr"]) >= replicas
+            p["leader"] >= 0 and p["leader"] not in dead and len(set(p["isr"]) - dead) >= replicas
             for t in described
             for p in t["partitions"]
         )
