@@ -28,8 +28,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.faults.test_faults import RATE, record
-from tests.helpers.faults import Scenario, Stream, scenario
+from tests.helpers.faults import RATE, Scenario, Stream, record, scenario
 from tests.helpers.registry import free_port
 from tests.helpers.replicated import STACK_DIR, Replicated, replicated_stack, stack
 from tests.helpers.services import REPO, UnavailableError, skip_or_fail

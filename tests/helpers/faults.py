@@ -34,6 +34,17 @@ from worker.outcomes import outcome_id, undecodable_outcome_id
 
 PARTITIONS = 6
 SOURCE = "https://registry.example.com/webhook"
+RATE = float(os.environ.get("OCITAG_FAULT_RATE", "2500"))  # records/s the streams go at
+REPORT = REPO / ".cache" / "faults-report.json"
+
+
+def record(name: str, seed: int, report: dict[str, object]) -> None:
+    """A scenario's numbers, into .cache/faults-report.json and the test output."""
+    REPORT.parent.mkdir(exist_ok=True)
+    found = json.loads(REPORT.read_text()) if REPORT.exists() else {}
+    found[f"{name}[{seed}]"] = report
+    REPORT.write_text(json.dumps(found, indent=2, sort_keys=True))
+    print(f"\n{name}[seed {seed}]: {json.dumps(report, sort_keys=True)}")
 
 
 def stack(command: str) -> None:
