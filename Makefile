@@ -17,7 +17,7 @@ NEED_STACK = [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ] || [ -z "$${DATABASE_URL:-}"
 START_STACK = if $(NEED_STACK); then $(STACK) up >&2; fi;
 WITH_SERVICES = if $(NEED_STACK); then $(STACK) up >&2 && eval "$$($(STACK) env)"; fi;
 
-.PHONY: install services run migrate test test-unit lint docs format fuzz faults faults-long bench bench-floor bench-store bench-decode bench-retention bench-reconcile bench-ingest bench-api bench-tracing bench-state bench-history schemas check-schemas down clean check-deploy
+.PHONY: install services run migrate test test-unit lint docs format fuzz faults faults-long faults-replicated bench bench-floor bench-store bench-decode bench-retention bench-reconcile bench-ingest bench-api bench-tracing bench-state bench-history schemas check-schemas down clean check-deploy
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -68,6 +68,12 @@ faults: install
 	@$(STACK) up
 	$(BIN)/pytest tests/faults $(PYTEST_ARGS)
 
+# The fault scenarios on replicated Kafka and PostgreSQL (tests/faults/test_replicated.py):
+# three brokers and a PostgreSQL standby, in .cache/stack-replicated on their own ports
+# (OCITAG_REPLICATED_STACK_DIR, _KAFKA_PORT, _PG_PORT). make test runs them too.
+faults-replicated: install
+	$(BIN)/pytest tests/faults/test_replicated.py $(PYTEST_ARGS)
+
 faults-long: install
 	@$(STACK) up
 	OCITAG_FAULT_SEEDS=$${OCITAG_FAULT_SEEDS:-5} OCITAG_FAULT_EVENTS=$${OCITAG_FAULT_EVENTS:-50000} \
@@ -78,6 +84,9 @@ schemas: install
 
 down:
 	$(STACK) down
+	OCITAG_STACK_DIR=$${OCITAG_REPLICATED_STACK_DIR:-.cache/stack-replicated} \
+		OCITAG_KAFKA_PORT=$${OCITAG_REPLICATED_KAFKA_PORT:-39092} \
+		OCITAG_PG_PORT=$${OCITAG_REPLICATED_PG_PORT:-35432} $(STACK) down
 
 clean: down
 	rm -rf $(VENV) .cache site

@@ -1,4 +1,5 @@
-"""``ocitag-worker run | migrate | publish | outcomes | history | reconcile | api | state verify``.
+"""``ocitag-worker run | migrate | publish | outcomes | history | audit | reconcile | api``
+(and ``state verify``).
 
 Each command has a flag for every setting it uses (``--input-topic`` for
 ``OCITAG_INPUT_TOPIC``; worker/settings.py ``COMMAND_SETTINGS``); flags win over the
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -36,6 +38,7 @@ from worker.settings import (
 
 EXIT_FATAL = 1
 EXIT_USAGE = 2
+EXIT_FINDINGS = 3  # audit: the store lacks what outcomes announced
 
 
 class UsageError(Exception):
@@ -167,6 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
     _add_setting_flags(verify, "state")
+
+    audit = commands.add_parser(
+        "audit",
+        help="compare the outcome topic with the store: versions announced but not stored",
+        description="Read the outcome topic from the beginning and compare each tag's 200 "
+        "outcomes with its row: 'lost' (an announced version above the stored one) and "
+        "'reused' (one version announced for two events), as after a failover to an "
+        "asynchronous standby. One JSON line per finding; exit 0 when none, 3 otherwise.",
+    )
+    _add_setting_flags(audit, "audit")
 
     # --- api
     api = commands.add_parser(
@@ -344,6 +357,20 @@ async def _history(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(str(exc)) from exc
 
 
+async def _audit(settings: Settings) -> int:
+    from worker.audit import audit  # noqa: PLC0415
+
+    found = await audit(settings)
+    for finding in found:
+        print(json.dumps(finding.as_dict()))
+    structlog.get_logger("worker.audit").info(
+        "audited",
+        lost=sum(1 for f in found if f.kind == "lost"),
+        reused=sum(1 for f in found if f.kind == "reused"),
+    )
+    return EXIT_FINDINGS if found else 0
+
+
 async def _outcomes(args: argparse.Namespace, settings: Settings) -> int:
     from worker.shutdown import install_signals  # noqa: PLC0415
     from worker.watch import watch  # noqa: PLC0415
@@ -370,4 +397,5 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Awaitable[int]]] =
     "outcomes": _outcomes,
     "state": _state_verify,
     "history": _history,
+    "audit": lambda _args, settings: _audit(settings),
 }

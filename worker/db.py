@@ -123,10 +123,3 @@ async def open_pool(
             "plan_cache_mode": "force_custom_plan",
         },
     )
-
-
-async def ping(dsn: str) -> None:
-    """Connect and close: PostgreSQL at ``dsn`` accepts a session (an outage's probe,
-    worker/reachability.py, which bounds the wait). Raises what the driver raises."""
-    conn = await asyncpg.connect(dsn)
-    await conn.close()

@@ -320,6 +320,14 @@ DEPENDENCY_UP = Gauge(
     registry=None,
 )
 
+SYNC_REP_STALLED = Gauge(
+    "ocitag_db_sync_replication_stalled",
+    "1 while PostgreSQL's commits wait for a synchronous standby that is not connected "
+    "(synchronous_standby_names set, none streaming), as its outage probe last saw; 0 "
+    "otherwise (worker/syncrep.py).",
+    registry=None,
+)
+
 
 # ---- which command exports what: the one declaration
 
@@ -375,10 +383,24 @@ API: tuple[Collector, ...] = (
 #: move (retries by the services it retries, the producer it may replace); the
 #: process_* and python_* families of prometheus-client come with every registry
 COMMANDS: Mapping[str, tuple[Collector, ...]] = {
-    "run": (*WORKER, DB_RETRIES, KAFKA_RETRIES, PRODUCER_RECREATED, DEPENDENCY_UP),
+    "run": (
+        *WORKER,
+        DB_RETRIES,
+        KAFKA_RETRIES,
+        PRODUCER_RECREATED,
+        DEPENDENCY_UP,
+        SYNC_REP_STALLED,
+    ),
     "ingest": (*INGEST, KAFKA_RETRIES, PRODUCER_RECREATED, DEPENDENCY_UP),
-    "api": (*API, DB_RETRIES, KAFKA_RETRIES, PRODUCER_RECREATED, DEPENDENCY_UP),
-    "reconcile": (*RECONCILE, PRODUCER_RECREATED, DEPENDENCY_UP),
+    "api": (
+        *API,
+        DB_RETRIES,
+        KAFKA_RETRIES,
+        PRODUCER_RECREATED,
+        DEPENDENCY_UP,
+        SYNC_REP_STALLED,
+    ),
+    "reconcile": (*RECONCILE, PRODUCER_RECREATED, DEPENDENCY_UP, SYNC_REP_STALLED),
 }
 
 

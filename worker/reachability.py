@@ -19,12 +19,12 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from worker import metrics
-from worker.db import ping
+from worker import metrics, syncrep
 from worker.errors import describe
 from worker.kafka import ClientRecord, check_connection, classify_client_record
 from worker.outage import Change, OutageTracker, Report
 from worker.settings import Settings
+from worker.syncrep import SyncReplicationStalledError
 
 #: the most an outage logs while it lasts: one line per this many seconds
 REPORT_EVERY_SECONDS = 30.0
@@ -51,14 +51,20 @@ class Dependency:
         # the Kafka client's records may come from other threads (a test's to_thread)
         self._lock = threading.Lock()
         self._probe: Callable[[], Awaitable[object]] | None = None
+        self._on_back: Callable[[], object] | None = None
         self._watch: asyncio.Task[None] | None = None
 
-    def probe_with(self, probe: Callable[[], Awaitable[object]]) -> None:
+    def probe_with(
+        self, probe: Callable[[], Awaitable[object]], on_back: Callable[[], object] | None = None
+    ) -> None:
         """How to tell that the dependency is back, tried every ``probe_every`` seconds
         while it is down. A client that reconnects by itself says nothing when it
         succeeds (a producer with the metadata it had sends again without asking for
-        more), so an idle process would otherwise never see an outage end."""
+        more), so an idle process would otherwise never see an outage end. A probe that
+        raises ``SyncReplicationStalledError`` knows why the outage goes on: its words
+        become the outage's error. ``on_back`` runs when the dependency answers again."""
         self._probe = probe
+        self._on_back = on_back
 
     @property
     def down(self) -> bool:
@@ -78,6 +84,8 @@ class Dependency:
         metrics.DEPENDENCY_UP.labels(self.name).set(1)
         if report is not None:
             self._log(report)
+            if self._on_back is not None:
+                self._on_back()
 
     def _watch_until_back(self) -> None:
         if self._probe is None or (self._watch is not None and not self._watch.done()):
@@ -93,6 +101,9 @@ class Dependency:
             await asyncio.sleep(self._probe_every)
             try:
                 await asyncio.wait_for(probe(), self._probe_every)
+            except SyncReplicationStalledError as exc:  # not away: stalled, and why
+                self.failed(str(exc))
+                continue
             except Exception:  # noqa: S112 - still away: its failure is not news
                 continue
             self.succeeded()
@@ -122,11 +133,12 @@ POSTGRESQL = Dependency("postgresql")
 
 def probe_services(settings: Settings) -> None:
     """How each dependency's outage is known to end: a broker of KAFKA_BOOTSTRAP_SERVERS
-    answers, PostgreSQL at DATABASE_URL accepts a session. Neither client says so by
+    answers, PostgreSQL at DATABASE_URL accepts a session whose commits are not stalled on
+    synchronous replication (worker/syncrep.py). Neither client says so by
     itself: asyncpg's pool reconnects without a word, and an idle Kafka client does not
     try."""
     KAFKA.probe_with(lambda: check_connection(settings))
-    POSTGRESQL.probe_with(lambda: ping(settings.database.dsn()))
+    POSTGRESQL.probe_with(lambda: syncrep.probe(settings.database.dsn()), syncrep.WATCH.clear)
 
 
 def of(service: str) -> Dependency:

@@ -976,6 +976,7 @@ COMMAND_SETTINGS: Mapping[str, frozenset[str]] = {
     "publish": PROCESS | KAFKA | {"input_topic"},
     "outcomes": PROCESS | KAFKA | {"outcome_topic"},
     "state": PROCESS | KAFKA | DATABASE | {"state_topic", "startup_timeout_seconds"},
+    "audit": PROCESS | KAFKA | DATABASE | {"outcome_topic"},
     "ingest": PROCESS
     | KAFKA
     | PRODUCER

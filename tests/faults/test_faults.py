@@ -11,7 +11,6 @@ OCITAG_FAULT_EVENTS). Recovery times and duplicate counts go to
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import signal
@@ -20,24 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.faults import Scenario, Stream, scenario, stack
-from tests.helpers.services import REPO, Services
+from tests.helpers.faults import RATE, Scenario, Stream, record, scenario, stack
+from tests.helpers.services import Services
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 EVENTS = int(os.environ.get("OCITAG_FAULT_EVENTS", "20000"))
 TAGS = int(os.environ.get("OCITAG_FAULT_TAGS", "1000"))
 SEEDS = list(range(1, int(os.environ.get("OCITAG_FAULT_SEEDS", "1")) + 1))
-RATE = float(os.environ.get("OCITAG_FAULT_RATE", "2500"))
-REPORT = REPO / ".cache" / "faults-report.json"
-
-
-def record(name: str, seed: int, report: dict[str, object]) -> None:
-    REPORT.parent.mkdir(exist_ok=True)
-    found = json.loads(REPORT.read_text()) if REPORT.exists() else {}
-    found[f"{name}[{seed}]"] = report
-    REPORT.write_text(json.dumps(found, indent=2, sort_keys=True))
-    print(f"\n{name}[seed {seed}]: {json.dumps(report, sort_keys=True)}")
 
 
 async def outage(s: Scenario, service: str, after: float = 2.0, seconds: float = 10) -> None:

@@ -65,14 +65,16 @@ COMPONENT_FAMILIES: dict[str, frozenset[str]] = {
 }
 
 _EVERY = frozenset({"ocitag_producer_recreated", "ocitag_dependency_up"})
+#: the commands that use PostgreSQL: whether their commits wait for a missing standby
+_DB = frozenset({"ocitag_db_sync_replication_stalled"})
 
 #: the shared families each command can move: retries of the services it retries, the
 #: producer it may replace, whether its dependencies answer
 SHARED_FAMILIES: dict[str, frozenset[str]] = {
-    "run": _EVERY | {"ocitag_db_retries", "ocitag_kafka_retries"},
+    "run": _EVERY | _DB | {"ocitag_db_retries", "ocitag_kafka_retries"},
     "ingest": _EVERY | {"ocitag_kafka_retries"},
-    "api": _EVERY | {"ocitag_db_retries", "ocitag_kafka_retries"},
-    "reconcile": _EVERY,
+    "api": _EVERY | _DB | {"ocitag_db_retries", "ocitag_kafka_retries"},
+    "reconcile": _EVERY | _DB,
 }
 
 
