@@ -188,6 +188,12 @@ class TopicSettings(SettingsGroup):
         pattern=r"^[A-Za-z0-9._-]{1,249}$",
         description="Dead-letter topic for undecodable records (400)",
     )
+    state_topic: str = Field(
+        "ocitag.state",
+        pattern=r"^[A-Za-z0-9._-]{0,249}$",
+        description="Compacted topic of every tag's current record (docs/subscribers.md); "
+        "empty turns it off",
+    )
     create_topics: bool = Field(
         True, description="Create missing topics at start (else fail naming the missing one)"
     )
@@ -562,6 +568,35 @@ class ApiSettings(SettingsGroup):
     api_max_body_bytes: int = Field(
         16_384, ge=1_024, le=1_048_576, description="Largest request body the API reads (413)"
     )
+    api_max_watches: int = Field(
+        2_000,
+        ge=0,
+        le=1_000_000,
+        description="Concurrent watches (`GET /ocitags/?watch=true`) one api process serves; "
+        "past it 429 (0: the watch is off)",
+    )
+    api_max_watches_per_caller: int = Field(
+        100, ge=1, le=1_000_000, description="Concurrent watches of one caller per api process"
+    )
+    api_watch_queue_events: int = Field(
+        10_000,
+        ge=10,
+        le=10_000_000,
+        description="Changes queued for one watcher at most; a watcher that falls further "
+        "behind is disconnected (reason too_slow)",
+    )
+    api_watch_heartbeat_seconds: float = Field(
+        15.0,
+        gt=0,
+        le=15,
+        description="Longest a watch goes without a comment line (keeps idle connections open)",
+    )
+    api_watch_snapshot_page: int = Field(
+        1_000,
+        ge=1,
+        le=100_000,
+        description="Records per PostgreSQL read of a watch's snapshot",
+    )
 
 
 #: the registry kinds ingest serves (docs/contract.md "Ingest"), each enabled by its
@@ -839,7 +874,7 @@ PRODUCER = frozenset({"kafka_request_timeout_ms", "group_id"})
 #: a Kafka client's connection (worker/kafka.py ``client_options``)
 KAFKA = _group(KafkaSettings) - PRODUCER
 #: topics created at start (worker/kafka.py ``ensure_topics``)
-TOPIC_CREATION = _group(TopicSettings) - {"input_topic", "outcome_topic", "dlq_topic"}
+TOPIC_CREATION = _group(TopicSettings) - {"input_topic", "outcome_topic", "dlq_topic", "state_topic"}
 DATABASE = _group(DatabaseSettings)
 PROBES = _group(ProbeSettings)
 #: the worker's consumer and its flow control
@@ -885,6 +920,7 @@ COMMAND_SETTINGS: Mapping[str, frozenset[str]] = {
     | {
         "input_topic",
         "outcome_topic",
+        "state_topic",
         "problem_base_uri",
         "processed_retention_seconds",
         "prune_interval_seconds",

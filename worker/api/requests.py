@@ -229,3 +229,23 @@ def decode_cursor(cursor: str, repository: str) -> str | None:
     ):
         return value[1]
     return None
+
+
+def watch_query(query: Mapping[str, str]) -> str | None:
+    """A watch's query (``watch=true``): ``repository`` (optional: every repository);
+    ``limit`` and ``cursor`` are a list's, not a watch's."""
+    items: list[ErrorItem] = []
+    repository = None
+    raw_repository = query.get("repository")
+    if raw_repository is not None:
+        try:
+            repository = normalize_repository(raw_repository)
+        except InvalidIdentifierError as exc:
+            items.append(ErrorItem("query.repository", str(exc), raw_repository))
+    for name in ("limit", "cursor"):
+        if name in query:
+            rule = "is not a watch's (a watch sends every record)"
+            items.append(ErrorItem(f"query.{name}", rule, query[name]))
+    if items:
+        raise invalid(*items)
+    return repository

@@ -25,11 +25,15 @@ from aiohttp import web
 from worker import metrics, reachability
 from worker.api import replies, requests
 from worker.api.auth import Tokens
+from worker.api.feed import Feed
 from worker.api.openapi import document
 from worker.api.problems import ApiProblem, too_large, unacknowledged, unpublished
 from worker.api.replies import Reply
 from worker.api.store import Reads
 from worker.api.waiters import Waiters
+from worker.api.watch import Scope, Watch, WatchOptions
+from worker.api.watch import serve as serve_watch
+from worker.api.watchlimits import WatchLimits
 from worker.db import classify_db_error
 from worker.encode import build_event, to_record
 from worker.errors import PermanentError, TransientError, describe
@@ -51,6 +55,7 @@ OPERATIONS = {
     ("DELETE", TAG_TEMPLATE): "oci-tag-delete",
     ("GET", TAG_TEMPLATE): "oci-tag-get",
     ("GET", LIST_PATH): "oci-tag-list",
+    ("GET", LIST_PATH + "?watch"): "oci-tag-watch",
     ("GET", OPENAPI_PATH): "openapi",
 }
 _PUBLIC = {OPENAPI_PATH}
@@ -68,6 +73,21 @@ class Backends:
     publish: Publish | None = None
     reads: Reads | None = None
     waiters: Waiters = field(default_factory=Waiters)
+    #: the state topic's feed of the watches (None until it runs, or with no state topic)
+    feed: Feed | None = None
+
+
+def _allow_all(_: str) -> bool:
+    return True
+
+
+def read_all(_: str) -> Callable[[str], bool]:
+    """The default grants: every caller may read every tag."""
+    return _allow_all
+
+
+def _is_watch(request: web.Request) -> bool:
+    return request.method == "GET" and request.query.get("watch") == "true"
 
 
 def _respond(reply: Reply) -> web.Response:
@@ -83,12 +103,24 @@ def _unavailable(what: str) -> ApiProblem:
 
 class Api:
     def __init__(
-        self, settings: Settings, tokens: Tokens, backends: Backends, clock: Callable[[], datetime]
+        self,
+        settings: Settings,
+        tokens: Tokens,
+        backends: Backends,
+        clock: Callable[[], datetime],
+        may_read: Callable[[str], Callable[[str], bool]] = read_all,
     ) -> None:
         self._settings = settings
         self._tokens = tokens
         self.backends = backends
         self._clock = clock
+        #: caller → whether it may read a tag (OCITAG_API_GRANTS' ``read``)
+        self._may_read = may_read
+        a = settings.api
+        self.watch_limits = WatchLimits(a.api_max_watches, a.api_max_watches_per_caller)
+        self._watch_options = WatchOptions(
+            a.api_watch_queue_events, a.api_watch_heartbeat_seconds, a.api_watch_snapshot_page
+        )
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -110,6 +142,8 @@ class Api:
         started = time.perf_counter()
         route = request.match_info.route.resource
         template = route.canonical if route is not None else ""
+        if template == LIST_PATH and _is_watch(request):
+            template += "?watch"
         operation = OPERATIONS.get((request.method, template), "other")
         instance = f"urn:uuid:{uuid.uuid4()}"
         fields: dict[str, Any] = {"operation": operation, "instance": instance}
@@ -250,7 +284,9 @@ class Api:
             return _respond(replies.not_modified(stored.version))
         return _respond(replies.record(stored.record, stored.version))
 
-    async def list(self, request: web.Request) -> web.Response:
+    async def list(self, request: web.Request) -> web.StreamResponse:
+        if _is_watch(request):
+            return await self._watch(request)
         query = requests.list_query(request.query)
         reads = self.backends.reads
         if reads is None:
@@ -266,6 +302,41 @@ class Api:
             else None
         )
         return _respond(replies.page([r.record for r in rows], cursor, link))
+
+    async def _watch(self, request: web.Request) -> web.StreamResponse:
+        """``GET /ocitags/?watch=true``: Server-Sent Events (worker/api/watch.py)."""
+        fields = _FIELDS.get()
+        repository = requests.watch_query(request.query)
+        if not self._settings.topics.state_topic:
+            detail = "the watch needs the state topic (OCITAG_STATE_TOPIC is empty)"
+            raise ApiProblem(ProblemKind.UNAVAILABLE, detail)
+        feed, reads = self.backends.feed, self.backends.reads
+        if feed is None:
+            raise _unavailable("kafka")
+        if reads is None:
+            raise _unavailable("db")
+        caller = fields["caller"]
+        refused = self.watch_limits.admit(caller)
+        if refused is not None:
+            raise ApiProblem(ProblemKind.TOO_MANY_WATCHES, refused)
+        metrics.API_WATCHERS.set(len(self.watch_limits))
+        may_read = self._may_read(caller)
+        options = self._watch_options
+        try:
+            return await serve_watch(
+                request,
+                lambda response: Watch(
+                    response,
+                    feed,
+                    reads,
+                    options=options,
+                    scope=Scope(repository, may_read),
+                    fields=fields,
+                ),
+            )
+        finally:
+            self.watch_limits.release(caller)
+            metrics.API_WATCHERS.set(len(self.watch_limits))
 
     async def openapi(self, _: web.Request) -> web.Response:
         return web.Response(body=_openapi_bytes(), content_type="application/json")
