@@ -12,7 +12,7 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import structlog
@@ -33,6 +33,12 @@ HEADERS = {
 _EVENTS = {
     name: metrics.API_WATCH_EVENTS.labels(name) for name in ("upsert", "delete", "synced", "reset")
 }
+
+
+class Writer(Protocol):
+    """Where a watch writes (aiohttp's StreamResponse)."""
+
+    async def write(self, data: bytes) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +67,7 @@ class Watch:
 
     def __init__(
         self,
-        response: web.StreamResponse,
+        response: Writer,
         feed: Feed,
         reads: Reads,
         *,
@@ -175,8 +181,10 @@ class Watch:
             wait = heartbeat - (time.monotonic() - self._last_beat)
             if wait > 0 and not self.subscription.outbox.queued:
                 wake.clear()
+                # not wait_for: on 3.11 it swallows a cancel that meets a wake-up
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=wait)
+                    async with asyncio.timeout(wait):
+                        await wake.wait()
             await self._drain(cursor)
             if time.monotonic() - self._last_beat >= heartbeat:
                 await self._write(sse.comment("heartbeat"))
