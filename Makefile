@@ -17,7 +17,7 @@ NEED_STACK = [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ] || [ -z "$${DATABASE_URL:-}"
 START_STACK = if $(NEED_STACK); then $(STACK) up >&2; fi;
 WITH_SERVICES = if $(NEED_STACK); then $(STACK) up >&2 && eval "$$($(STACK) env)"; fi;
 
-.PHONY: install services run migrate test test-unit lint docs format fuzz faults faults-long bench bench-store bench-decode bench-retention bench-reconcile bench-ingest bench-api schemas check-schemas down clean check-deploy
+.PHONY: install services run migrate test test-unit lint docs format fuzz faults faults-long bench bench-store bench-decode bench-retention bench-reconcile bench-ingest bench-api bench-state schemas check-schemas down clean check-deploy
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -39,8 +39,8 @@ run: install
 	@exec deploy/local/run
 
 lint: install
-	$(BIN)/ruff check worker tests bench tools/docs_links.py
-	$(BIN)/ruff format --check worker tests bench tools/docs_links.py
+	$(BIN)/ruff check worker tests bench examples tools/docs_links.py
+	$(BIN)/ruff format --check worker tests bench examples tools/docs_links.py
 	$(BIN)/mypy
 
 # The documentation site (mkdocs.yml) into site/: strict, so that a broken link or anchor,
@@ -49,8 +49,8 @@ docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 format: install
-	$(BIN)/ruff format worker tests bench tools/docs_links.py
-	$(BIN)/ruff check --fix worker tests bench tools/docs_links.py
+	$(BIN)/ruff format worker tests bench examples tools/docs_links.py
+	$(BIN)/ruff check --fix worker tests bench examples tools/docs_links.py
 
 # The whole suite on real services: the local stack is started here (the fixtures would
 # start it too) so that its start-up shows in the log before the tests.
@@ -123,3 +123,8 @@ bench-ingest: install
 # concurrent clients, and at an offered 200 PUT/s, beside the worker's own event latency.
 bench-api: install
 	@$(WITH_SERVICES) $(PY) -m bench.api
+
+# The state topic's cost (bench/state.py): drain pace with OCITAG_STATE_TOPIC on and off,
+# same run, same backlog (BENCH_EVENTS, default 100000; BENCH_ROUNDS alternates the order)
+bench-state: install
+	@$(WITH_SERVICES) $(PY) -m bench.state

@@ -32,6 +32,7 @@ def settings_for(kafka: str, database_url: str, topics: Topics, group: str) -> S
             "input_topic": topics.input,
             "outcome_topic": topics.outcomes,
             "dlq_topic": topics.dlq,
+            "state_topic": topics.state,
             "group_id": group,
         },
         environ={},

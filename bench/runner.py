@@ -30,6 +30,13 @@ class Topics:
     outcomes: str
     dlq: str
 
+    @property
+    def state(self) -> str:
+        """The state topic beside the outcome topic, one per run as the outcomes (the
+        worker creates it; a run with ``OCITAG_STATE_TOPIC`` empty in ``extra_env`` has
+        none)."""
+        return f"{self.outcomes.removesuffix('.outcomes')}.state"
+
 
 @dataclass
 class WorkerProcess:
@@ -61,6 +68,7 @@ class WorkerProcess:
             OCITAG_INPUT_TOPIC=self.topics.input,
             OCITAG_OUTCOME_TOPIC=self.topics.outcomes,
             OCITAG_DLQ_TOPIC=self.topics.dlq,
+            OCITAG_STATE_TOPIC=self.topics.state,
             OCITAG_GROUP_ID=self.group,
             OCITAG_HTTP_HOST="127.0.0.1",
             OCITAG_HTTP_PORT=str(self.port),

@@ -170,6 +170,7 @@ def make_settings(
             "input_topic": f"{topic_prefix}.events",
             "outcome_topic": f"{topic_prefix}.outcomes",
             "dlq_topic": f"{topic_prefix}.events.dlq",
+            "state_topic": f"{topic_prefix}.state",
             "group_id": f"{topic_prefix}-group",
             "http_port": 0,
             "topic_partitions": 3,

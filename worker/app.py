@@ -37,6 +37,7 @@ from worker.pipeline import Pipeline
 from worker.rawrecords import RawFetcher
 from worker.settings import COMMAND_SETTINGS, Settings
 from worker.startup import KAFKA, Lifecycle, StopRequestedError, create_pool, wait_for_service
+from worker.statetopic import ensure_state_topic
 from worker.store import Store
 from worker.unreadable import Unreadable
 
@@ -132,6 +133,7 @@ async def _run(settings: Settings, process: Lifecycle, health: Health) -> None:
         ]
         await kafka(lambda: check_connection(settings))
         await kafka(lambda: ensure_topics(settings, topics))
+        await kafka(lambda: ensure_state_topic(settings))
         producer = Producer(settings, component="the worker", action=PUBLISHING_OUTCOMES)
         opened.on_exit(producer.stop)
         await kafka(producer.start)

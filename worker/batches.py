@@ -1,9 +1,11 @@
 """One batch of one partition: decode → apply → publish. Its offset is then committed in
 the background (``worker.commits``).
 
-- the outcomes are published (and the undecodable records dead-lettered) only after the
-  database transaction committed; the batch is done, and its offset (last + 1) may be
-  committed, only once Kafka acknowledged every one of them (acks=all);
+- the outcomes and the state topic's records of the applied changes (worker/state.py)
+  are published (and the undecodable records dead-lettered) only after the database
+  transaction committed; the batch is done, and its offset (last + 1) may be committed,
+  only once Kafka acknowledged every one of them (acks=all); a failed send retries the
+  whole send, so a state record is never skipped (a duplicate is the same key and value);
 - a transient fault retries the same step with the one backoff policy, for as long as
   the partition is ours and the batch is not given up (revocation, shutdown);
 - an event the database refuses is rejected alone (500), the others applied.
@@ -102,6 +104,7 @@ class BatchRunner:
             settings.contract.worker_source, settings.contract.problem_base_uri
         )
         self._log_events = settings.process.log_level in {"debug", "info"}
+        self._state_topic = settings.topics.state_topic  # empty: off
 
     async def run(self, batch: Batch) -> None:
         """Process and publish ``batch``; raises GiveUpError, FatalError or a bug."""
@@ -122,6 +125,10 @@ class BatchRunner:
         )
         for labels, count in counts.items():
             metrics.OUTCOMES.labels(*labels).inc(count)
+        if self._state_topic:
+            kinds = Counter(o.state.kind for o in outcomes if o.state is not None)
+            for kind, count in kinds.items():
+                metrics.STATE_RECORDS.labels(kind).inc(count)
         for _ in outcomes:
             metrics.EVENT_SECONDS.observe(elapsed)
         if self._log_events:  # the line's fields cost even when the level drops it
@@ -151,7 +158,14 @@ class BatchRunner:
             outcomes.append(outcome)
         await self._dead_letters.send(rejected)
         topic = self._settings.topics.outcome_topic
-        await self._producer.send_all([Message(topic, o.key, o.value, o.headers) for o in outcomes])
+        messages = [Message(topic, o.key, o.value, o.headers) for o in outcomes]
+        if self._state_topic:  # acknowledged with the outcomes, before the offset commit
+            messages += [
+                Message(self._state_topic, s.key, s.value, s.headers)
+                for o in outcomes
+                if (s := o.state) is not None
+            ]
+        await self._producer.send_all(messages)
         _STAGE_PRODUCE.observe(time.monotonic() - applied_at)
         return outcomes
 

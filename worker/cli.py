@@ -1,4 +1,4 @@
-"""``ocitag-worker run | migrate | publish | outcomes | reconcile | api``.
+"""``ocitag-worker run | migrate | publish | outcomes | reconcile | api | state verify``.
 
 Each command has a flag for every setting it uses (``--input-topic`` for
 ``OCITAG_INPUT_TOPIC``; worker/settings.py ``COMMAND_SETTINGS``); flags win over the
@@ -144,6 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
     _add_setting_flags(reconcile, "reconcile")
 
+    state = commands.add_parser("state", help="the state topic (docs/subscribers.md)")
+    state_commands = state.add_subparsers(dest="state_command", required=True)
+    verify = state_commands.add_parser(
+        "verify",
+        help="compare the state topic, folded by key, with the live records",
+        description="Read the state topic from the beginning to its end offsets, keep the "
+        "last value per key, and compare with live_ocitags. Prints each difference "
+        "(missing, extra, differing with the fields); exit 1 if any, 0 if in step. Run it "
+        "while the worker is idle.",
+    )
+    verify.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
+    _add_setting_flags(verify, "state")
+
     # --- api
     api = commands.add_parser(
         "api", help="serve the seed's HTTP API (PUT/DELETE/GET /ocitags/{tag}/) over Kafka"
@@ -215,6 +228,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await _reconcile(args, settings)
     if args.command == "outcomes":
         return await _outcomes(args, settings)
+    if args.command == "state":
+        return await _state_verify(args, settings)
     raise AssertionError(f"unhandled command {args.command}")  # argparse knows them all
 
 
@@ -292,6 +307,17 @@ async def _publish(args: argparse.Namespace, settings: Settings) -> int:
     for event_id, partition, offset in await publish(settings, events, args.mode):
         print(f"published {event_id} to {settings.topics.input_topic}[{partition}]@{offset}")
     return 0
+
+
+async def _state_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.stateverify import print_verified, verify  # noqa: PLC0415
+
+    try:
+        verified = await verify(settings)
+    except ValueError as exc:  # the state topic is off
+        raise UsageError(str(exc)) from exc
+    print_verified(verified, True if args.json else None)
+    return EXIT_FATAL if verified.differences else 0
 
 
 async def _outcomes(args: argparse.Namespace, settings: Settings) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from enum import Enum
 from typing import Any, NamedTuple
 
@@ -297,9 +297,16 @@ async def require_topics(settings: Settings, fields: Sequence[str]) -> None:
         )
 
 
-async def ensure_topics(settings: Settings, names: Sequence[str]) -> list[str]:
-    """Create missing topics (OCITAG_CREATE_TOPICS) or name the missing one. Returns
-    the topics created."""
+async def ensure_topics(
+    settings: Settings,
+    names: Sequence[str],
+    *,
+    partitions: int | None = None,
+    configs: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Create missing topics (OCITAG_CREATE_TOPICS) or name the missing one, with
+    ``partitions`` (default OCITAG_TOPIC_PARTITIONS) and topic ``configs``. Returns the
+    topics created."""
     admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=15_000)
     try:
         await admin.start()
@@ -317,8 +324,10 @@ async def ensure_topics(settings: Settings, names: Sequence[str]) -> list[str]:
             # "the cluster's choice": three copies, or as many as there are brokers
             brokers = (await admin.describe_cluster()).get("brokers") or [None]
             replication = min(3, len(brokers))
+        count = partitions or settings.topics.topic_partitions
+        extra = dict(configs or {})
         response = await admin.create_topics(
-            [NewTopic(name, settings.topics.topic_partitions, replication) for name in missing]
+            [NewTopic(name, count, replication, topic_configs=extra) for name in missing]
         )
         for topic, code, *rest in response.topic_errors:
             if code not in (0, _TOPIC_ALREADY_EXISTS):
@@ -328,8 +337,9 @@ async def ensure_topics(settings: Settings, names: Sequence[str]) -> list[str]:
         log.info(
             "topics_created",
             topics=missing,
-            partitions=settings.topics.topic_partitions,
+            partitions=count,
             replication_factor=replication,
+            configs=dict(configs or {}),
         )
         return missing
     finally:
@@ -339,18 +349,38 @@ async def ensure_topics(settings: Settings, names: Sequence[str]) -> list[str]:
 async def max_message_bytes(settings: Settings, topic: str) -> int | None:
     """The topic's ``max.message.bytes``, capped by what the producer sends in one
     request; None when it cannot be read (no DescribeConfigs right, broker away)."""
+    value = await topic_config(settings, topic, "max.message.bytes")
+    return None if value is None else min(int(value), MAX_REQUEST_BYTES)
+
+
+async def topic_config(settings: Settings, topic: str, config: str) -> str | None:
+    """One configuration value of a topic; None when it cannot be read (no
+    DescribeConfigs right, broker away)."""
     admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=15_000)
     try:
         await admin.start()
-        resource = ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": None})
+        resource = ConfigResource(ConfigResourceType.TOPIC, topic, {config: None})
         for response in await admin.describe_configs([resource]):
             for code, _, _, _, entries in response.resources:
                 for name, value, *_ in entries if code == 0 else ():
-                    if name == "max.message.bytes" and value is not None:
-                        return min(int(value), MAX_REQUEST_BYTES)
+                    if name == config and value is not None:
+                        return str(value)
         return None
     except Exception as exc:
-        log.warning("topic_config_unreadable", topic=topic, error=str(exc)[:300])
+        log.warning("topic_config_unreadable", topic=topic, config=config, error=str(exc)[:300])
+        return None
+    finally:
+        await admin.close()
+
+
+async def partition_count(settings: Settings, topic: str) -> int | None:
+    """How many partitions ``topic`` has; None if the cluster does not know it."""
+    admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=15_000)
+    try:
+        await admin.start()
+        for described in await admin.describe_topics([topic]):
+            if described.get("error_code", 0) == 0 and described.get("partitions"):
+                return len(described["partitions"])
         return None
     finally:
         await admin.close()

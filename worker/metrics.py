@@ -41,6 +41,13 @@ OUTCOMES = Counter(
     ["status", "change", "replay"],
     registry=None,
 )
+STATE_RECORDS = Counter(
+    "ocitag_state_records",
+    "Records published to the state topic (acknowledged), by kind: upsert (a live record) or "
+    "tombstone (a deletion).",
+    ["kind"],
+    registry=None,
+)
 EVENT_SECONDS = Histogram(
     "ocitag_event_processing_seconds",
     "Per input record: fetched to outcome acknowledged (its offset is committed after, "
@@ -307,6 +314,7 @@ DEPENDENCY_UP = Gauge(
 WORKER: tuple[Collector, ...] = (
     EVENTS_CONSUMED,
     OUTCOMES,
+    STATE_RECORDS,
     EVENT_SECONDS,
     BATCH_SECONDS,
     BATCH_STAGE_SECONDS,

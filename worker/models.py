@@ -333,6 +333,18 @@ class OCITag(BaseModel):
     )
 
 
+class StateRecord(OCITag):
+    """A live record on the state topic (docs/subscribers.md): the OCITag plus its
+    version. A deleted tag's record there is a tombstone (a null value)."""
+
+    version: int = Field(
+        ge=1,
+        description="The record's version: 1 on creation, one more for every applied change "
+        "(it counts on across a deletion); per tag it only grows along the topic.",
+        examples=[3],
+    )
+
+
 class ErrorDetail(BaseModel):
     """The seed's ErrorDetail: one broken rule."""
 

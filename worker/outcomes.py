@@ -43,6 +43,7 @@ from worker.events import Invalid, RawRecord, TagEvent, TagMoved, Undecodable
 from worker.models import REJECTED_TYPE, REMOVED_TYPE, STRUCTURED, UPDATED_TYPE
 from worker.plan import EventKey, Item, ProcessedRow
 from worker.problems import PROBLEM_JSON, ErrorItem, Problem, ProblemKind, error_model
+from worker.state import StateRecord, tombstone, upsert
 from worker.timefmt import format_rfc3339
 
 CONTENT_TYPE = STRUCTURED.encode()
@@ -71,6 +72,9 @@ class Outcome:
     change: Change | None = None
     #: republished from the processed-event record (a duplicate delivery)
     replay: bool = False
+    #: an applied change's record for the state topic (worker/state.py): the record as
+    #: applied, or a tombstone for a deletion; the store refreshes a repeat's
+    state: StateRecord | None = None
 
     @property
     def headers(self) -> list[tuple[str, bytes]]:
@@ -185,7 +189,8 @@ def _success(ctx: OutcomeContext, event: TagEvent, applied: Applied, at: datetim
         extensions={"resourceversion": record.version, "change": applied.change},
         data=shown.as_ocitag(),
     )
-    return Outcome(subject.encode(), value, 200, applied.change)
+    state = tombstone(subject, record.version) if applied.change == "deleted" else upsert(record)
+    return Outcome(subject.encode(), value, 200, applied.change, state=state)
 
 
 def _problem(
@@ -322,6 +327,7 @@ def replayable(item: Item, row: ProcessedRow) -> bool:
 def replayed(ctx: OutcomeContext, item: Item, row: ProcessedRow) -> Outcome:
     """The first outcome of the event ``item`` repeats (``replayable``), as it was."""
     if row.outcome is not None:
+        # a kept 200's state record is the tag's as it now is: the store fills it in
         return Outcome(row.outcome_key, row.outcome, row.status, _kept_change(row), True)
     event = item.event
     if not isinstance(event, TagMoved) or row.change is None or row.version is None:
@@ -341,7 +347,7 @@ def replayed(ctx: OutcomeContext, item: Item, row: ProcessedRow) -> Outcome:
     )
     then = replace(ctx, worker_source=row.worker_source or ctx.worker_source)
     first = _success(then, event, Applied(record, row.change), row.processed_at)
-    return Outcome(first.key, first.value, first.status, row.change, True)
+    return replace(first, replay=True)
 
 
 def _kept_change(row: ProcessedRow) -> Change | None:

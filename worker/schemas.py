@@ -27,6 +27,7 @@ from worker.models import (
     OCITag,
     RejectedOutcome,
     RemovedOutcome,
+    StateRecord,
     TagDeletedData,
     TagDeletedEvent,
     TagMovedData,
@@ -109,6 +110,16 @@ FILES: tuple[SchemaFile, ...] = (
         "An OCITag record: the 'data' of an ocitag.updated.v1 or ocitag.removed.v1 outcome. "
         "The seed API's "
         "OCITag schema: same members, same required list.",
+    ),
+    SchemaFile(
+        "state-record.schema.json",
+        StateRecord,
+        "serialization",
+        "State record",
+        "The value of a record on the state topic (ocitag.state, compacted, key = the OCITag "
+        "ID, content-type application/json): the tag's record as it now is, the OCITag "
+        "plus its version ('$schema' is never set there). A deleted tag's record is a "
+        "tombstone: a null value. Subscribers: docs/subscribers.md.",
     ),
     SchemaFile(
         "error-model.schema.json",

@@ -194,6 +194,18 @@ class TopicSettings(SettingsGroup):
         description="Compacted topic of every tag's current record (docs/subscribers.md); "
         "empty turns it off",
     )
+    state_min_compaction_lag_ms: int = Field(
+        3_600_000,
+        ge=0,
+        description="min.compaction.lag.ms of a state topic the worker creates: every change "
+        "stays readable at least this long before compaction may drop it",
+    )
+    state_delete_retention_ms: int = Field(
+        604_800_000,
+        ge=0,
+        description="delete.retention.ms of a state topic the worker creates: how long a "
+        "deletion's tombstone stays readable after compaction",
+    )
     create_topics: bool = Field(
         True, description="Create missing topics at start (else fail naming the missing one)"
     )
@@ -874,7 +886,14 @@ PRODUCER = frozenset({"kafka_request_timeout_ms", "group_id"})
 #: a Kafka client's connection (worker/kafka.py ``client_options``)
 KAFKA = _group(KafkaSettings) - PRODUCER
 #: topics created at start (worker/kafka.py ``ensure_topics``)
-TOPIC_CREATION = _group(TopicSettings) - {"input_topic", "outcome_topic", "dlq_topic", "state_topic"}
+TOPIC_CREATION = _group(TopicSettings) - {
+    "input_topic",
+    "outcome_topic",
+    "dlq_topic",
+    "state_topic",
+    "state_min_compaction_lag_ms",
+    "state_delete_retention_ms",
+}
 DATABASE = _group(DatabaseSettings)
 PROBES = _group(ProbeSettings)
 #: the worker's consumer and its flow control
@@ -900,6 +919,7 @@ COMMAND_SETTINGS: Mapping[str, frozenset[str]] = {
     "migrate": PROCESS | DATABASE | {"startup_timeout_seconds"},
     "publish": PROCESS | KAFKA | {"input_topic"},
     "outcomes": PROCESS | KAFKA | {"outcome_topic"},
+    "state": PROCESS | KAFKA | DATABASE | {"state_topic", "startup_timeout_seconds"},
     "ingest": PROCESS
     | KAFKA
     | PRODUCER

@@ -3,7 +3,9 @@
 Round trips per batch, whatever its size: BEGIN (1), the current epoch of the
 idempotency record (1), what it holds for the batch's events (1), read the tags (1),
 write the tags with the key guard (1, again only for tags a concurrent writer changed in
-between), record the new events with what rebuilds their outcomes (1), COMMIT (1).
+between), record the new events with what rebuilds their outcomes (1), COMMIT (1); and
+for a batch that repeats applied changes (a redelivery), their tags read again after the
+writes (1), for the state topic (worker/state.py ``refreshed``).
 Two writers of one tag are serialised by the row lock and the guard in the UPDATE (the
 row still has the key the decision was made against: every write, a 404 deletion's
 included, sets a greater key, whereas the version does not always change), or by ``ON
@@ -44,6 +46,7 @@ from worker.plan import (
     first_occurrences,
 )
 from worker.retry import Backoff, count_retry, retrying
+from worker.state import refreshed, repeated_tags
 from worker.statistics import Statistics, analyse_table
 
 MAX_WRITE_ROUNDS = 8
@@ -329,6 +332,16 @@ async def _read_tags(conn: Connection, tags: Iterable[TagKey]) -> dict[TagKey, T
     return {(r["repository"], r["tag"]): TagRecord(**dict(r)) for r in rows}
 
 
+async def _current_rows(conn: Connection, ocitag_ids: Sequence[str]) -> dict[str, TagRecord]:
+    """The rows of the tags named by OCITag ID (the tag follows the last ``:``)."""
+    keys: list[TagKey] = []
+    for ocitag_id in ocitag_ids:
+        repository, _, tag = ocitag_id.rpartition(":")
+        keys.append((repository, tag))
+    rows = await _read_tags(conn, keys)
+    return {f"{repository}:{tag}": row for (repository, tag), row in rows.items()}
+
+
 async def _write_tags(
     conn: Connection, writes: Sequence[tuple[TagRecord, TagRecord | None]], at: datetime
 ) -> set[TagKey]:
@@ -400,6 +413,9 @@ async def _apply(
     outcomes = batch_outcomes(
         ctx, items, new=new, decisions=decisions, earlier=earlier, processed_at=at
     )
+    repeated = repeated_tags(outcomes)
+    if repeated:  # a redelivery: one more round trip, for the state topic's records
+        outcomes = refreshed(outcomes, await _current_rows(conn, repeated))
     if new:
         rows = [
             (hashed[items[i].key], processed_row(ctx, items[i], decisions.get(i), outcomes[i], at))

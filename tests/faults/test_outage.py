@@ -40,6 +40,7 @@ async def outage(
         OCITAG_INPUT_TOPIC=f"{prefix}.events",
         OCITAG_OUTCOME_TOPIC=f"{prefix}.outcomes",
         OCITAG_DLQ_TOPIC=f"{prefix}.events.dlq",
+        OCITAG_STATE_TOPIC=f"{prefix}.state",
         OCITAG_GROUP_ID=f"{prefix}-group",
         OCITAG_TOPIC_PARTITIONS="2",
         OCITAG_TOPIC_REPLICATION_FACTOR="1",

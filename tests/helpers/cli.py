@@ -24,6 +24,7 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
         OCITAG_INPUT_TOPIC=settings.topics.input_topic,
         OCITAG_OUTCOME_TOPIC=settings.topics.outcome_topic,
         OCITAG_DLQ_TOPIC=settings.topics.dlq_topic,
+        OCITAG_STATE_TOPIC=settings.topics.state_topic,
         OCITAG_GROUP_ID=settings.kafka.group_id,
         OCITAG_HTTP_PORT="0",
         OCITAG_TOPIC_PARTITIONS="2",

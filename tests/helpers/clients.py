@@ -87,6 +87,25 @@ def kcat_consume(bootstrap: str, topic: str) -> list[KcatRecord]:
     return records
 
 
+def kcat_read_state(bootstrap: str, topic: str) -> list[tuple[str, str | None, dict[str, str]]]:
+    """Every record of a compacted topic so far, as kcat prints it: key, value (None for
+    a tombstone: ``-Z`` prints a null value as NULL) and headers, one per line in a
+    format of tab-separated fields (``-f``)."""
+    args = ["-C", "-b", bootstrap, "-t", topic, "-o", "beginning", "-e", "-q", "-Z"]
+    done = subprocess.run(
+        [kcat_path(), *args, "-f", "%k\t%s\t%h\n"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    records = []
+    for line in done.stdout.decode().splitlines():
+        key, value, headers = line.split("\t")
+        pairs = dict(pair.split("=", 1) for pair in headers.split(",") if pair)
+        records.append((key, None if value == "NULL" else value, pairs))
+    return records
+
+
 def console_consume(bootstrap: str, topic: str, count: int) -> list[str]:
     """``count`` records read from the beginning by Kafka's Java ConsoleConsumer,
     printed as ``headers<TAB>key<TAB>value`` lines."""

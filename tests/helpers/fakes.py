@@ -18,6 +18,7 @@ from worker.health import Health
 from worker.kafka import Message, classify_kafka_error
 from worker.outcomes import Outcome
 from worker.plan import Item
+from worker.state import StateRecord
 
 TOPIC = "in"
 
@@ -152,6 +153,8 @@ class FakeStore:
     gate: asyncio.Event = field(default_factory=asyncio.Event)
     transient: int = 0
     bugs: set[str] = field(default_factory=set)
+    #: give each outcome a state topic record (as an applied change has)
+    with_state: bool = False
 
     def __post_init__(self) -> None:
         self.gate.set()
@@ -165,7 +168,16 @@ class FakeStore:
             raise TransientError(Cause.DB_CONNECTION, "away")
         if self.bugs & set(ids):
             raise RuntimeError("a bug")
-        return [Outcome(b"k", f"ok:{i}".encode(), 200, "created") for i in ids]
+        return [
+            Outcome(
+                b"k",
+                f"ok:{i}".encode(),
+                200,
+                "created",
+                state=StateRecord(f"tag:{i}".encode(), b"{}", 1) if self.with_state else None,
+            )
+            for i in ids
+        ]
 
     async def ping(self) -> None:
         return None
@@ -179,6 +191,8 @@ class FakeOutcomeProducer:
     journal: list[tuple[str, object]]
     gate: asyncio.Event = field(default_factory=asyncio.Event)
     limits: dict[str, int] = field(default_factory=dict)
+    #: how many more sends that include a message to the topic fail (a broker timeout)
+    failures: dict[str, int] = field(default_factory=dict)
     sent: list[Message] = field(default_factory=list)
     size: Callable[[Message], int] = lambda m: (
         len(m.value or b"") + sum(len(k) + len(v) for k, v in m.headers)
@@ -195,6 +209,11 @@ class FakeOutcomeProducer:
 
     async def _send(self, messages: Sequence[Message]) -> None:
         await self.gate.wait()
+        for topic in {m.topic for m in messages}:
+            if self.failures.get(topic):
+                self.failures[topic] -= 1
+                self.journal.append(("send_failed", topic))
+                raise TransientError(Cause.KAFKA_TIMEOUT, f"{topic}: request timed out")
         for message in messages:
             limit = self.limits.get(message.topic)
             if limit is not None and self.size(message) > limit:

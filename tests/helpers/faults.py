@@ -136,6 +136,10 @@ class Scenario:
     fault_ended_at: float | None = None
     report: dict[str, Any] = field(default_factory=dict)
     worker_env: dict[str, str] = field(default_factory=dict)
+    #: the state topic's configuration (the workers do not create topics here)
+    state_configs: dict[str, str] = field(
+        default_factory=lambda: {"cleanup.policy": "compact", "min.compaction.lag.ms": "3600000"}
+    )
     _count: int = 0
 
     def __post_init__(self) -> None:
@@ -150,6 +154,10 @@ class Scenario:
         return f"{self.prefix}.outcomes"
 
     @property
+    def state_topic(self) -> str:
+        return f"{self.prefix}.state"
+
+    @property
     def group(self) -> str:
         return f"{self.prefix}-group"
 
@@ -162,6 +170,7 @@ class Scenario:
                     NewTopic(t, PARTITIONS, 1)
                     for t in (self.input_topic, self.outcome_topic, f"{self.input_topic}.dlq")
                 ]
+                + [NewTopic(self.state_topic, PARTITIONS, 1, topic_configs=self.state_configs)]
             )
         finally:
             await admin.close()
@@ -178,6 +187,7 @@ class Scenario:
             OCITAG_INPUT_TOPIC=self.input_topic,
             OCITAG_OUTCOME_TOPIC=self.outcome_topic,
             OCITAG_DLQ_TOPIC=f"{self.input_topic}.dlq",
+            OCITAG_STATE_TOPIC=self.state_topic,
             OCITAG_GROUP_ID=self.group,
             OCITAG_HTTP_PORT="0",
             OCITAG_CREATE_TOPICS="false",

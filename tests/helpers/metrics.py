@@ -12,6 +12,7 @@ COMPONENT_FAMILIES: dict[str, frozenset[str]] = {
         {
             "ocitag_events_consumed",
             "ocitag_outcomes",
+            "ocitag_state_records",
             "ocitag_event_processing_seconds",
             "ocitag_batch_processing_seconds",
             "ocitag_batch_stage_seconds",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import history, pipeline
+from bench import history, pipeline, state
 from bench.chart import draw_history
 from bench.services import Services as BenchServices
 from tests.helpers.services import Services
@@ -120,3 +120,22 @@ async def test_history_benchmark_runs_at_tiny_sizes(services: Services, tmp_path
     assert "DB B/event" in history.render(found)
     draw_history(found, tmp_path / "history.png")
     assert (tmp_path / "history.png").stat().st_size > 10_000
+
+
+async def test_state_benchmark_drains_with_the_state_topic_on_and_off(
+    services: Services, tmp_path: Path
+) -> None:
+    config = pipeline.Config(events=EVENTS, tags=400, results_dir=tmp_path, info_run=False)
+    bench_services = BenchServices(services.kafka_bootstrap, services.database_url, "tests")
+    results = await state.run(config, bench_services, rounds=1)
+    (round_,) = results["rounds"]
+    for side in ("on", "off"):
+        assert round_[side]["events"] == EVENTS
+        assert round_[side]["exit_code"] == 0
+        assert round_[side]["outcomes"]["complete"]
+    # one state record per applied change: as many as 200 outcomes; none when off
+    applied = round_["on"]["outcomes"]["by_status"]["200"]
+    assert round_["on"]["state_records"] == applied > 0
+    assert "state_records" not in round_["off"]
+    assert round_["ratio"] > 0
+    assert "median pace" in state.render(results)

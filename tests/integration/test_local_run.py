@@ -53,6 +53,7 @@ async def test_ctrl_c_stops_every_process_with_0_and_make_run_exits_0(
         "OCITAG_INPUT_TOPIC": f"{topic_prefix}.events",
         "OCITAG_OUTCOME_TOPIC": f"{topic_prefix}.outcomes",
         "OCITAG_DLQ_TOPIC": f"{topic_prefix}.events.dlq",
+        "OCITAG_STATE_TOPIC": f"{topic_prefix}.state",
         "OCITAG_GROUP_ID": f"{topic_prefix}-group",
         "OCITAG_TOPIC_PARTITIONS": "1",
         "OCITAG_TOPIC_REPLICATION_FACTOR": "1",

@@ -32,6 +32,11 @@ def _subparser(command: str) -> argparse.ArgumentParser:
     parser = cli.build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     sub: argparse.ArgumentParser = commands.choices[command]
+    nested = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
+    if nested:  # ``state verify``: the settings are the one subcommand's
+        (verb,) = nested[0].choices.values()
+        chosen: argparse.ArgumentParser = verb
+        return chosen
     return sub
 
 
@@ -90,6 +95,7 @@ def test_every_setting_is_some_commands() -> None:
         ("publish", ["docker.io/istio/pilot:1.3.0", "sha256:" + "ab" * 32]),
         ("outcomes", ["--count", "1"]),
         ("reconcile", ["--registry", "registry.example"]),
+        ("state", ["verify"]),
     ],
 )
 def test_a_one_shot_command_reads_only_its_settings(

@@ -82,7 +82,7 @@ def _site_copy(tmp_path: Path) -> Path:
         shutil.copy(REPO / name, tmp_path / name)
     shutil.copytree(DOCS, tmp_path / "docs")
     shutil.copytree(REPO / "tools", tmp_path / "tools", ignore=shutil.ignore_patterns("node_*"))
-    for top in ("deploy", "schemas", "bench"):  # the pages link into them
+    for top in ("deploy", "schemas", "bench", "examples"):  # the pages link into them
         (tmp_path / top).symlink_to(REPO / top)
     return tmp_path
 

@@ -391,3 +391,58 @@ def test_outcome_ids_are_rfc_4122_uuid5() -> None:
     for source, event_id in [("s", "e"), ("https://r.example/hook", "ünïcode-id"), ("", "")]:
         expected = uuid.uuid5(_NAMESPACE, f"{source}\n{event_id}\n{b'fp'.hex()}")
         assert outcome_id(source, event_id, b"fp") == str(expected)
+
+
+# ---- the state topic's records (worker/state.py), in the same discipline
+
+
+async def test_state_records_are_acknowledged_with_the_outcomes_before_the_commit() -> None:
+    world = World(max_batch_records=2)
+    world.store.with_state = True
+    world.consumer.add(0, event_value("a"), event_value("b"))
+    world.publisher.gate.clear()
+    async with running(world):
+        await until(lambda: world.kinds("apply"))
+        await asyncio.sleep(0.05)  # nothing acknowledged: nothing committed
+        assert not world.kinds("commit")
+        world.publisher.gate.set()
+        await until(lambda: world.consumer.commits == {P0: 2})
+    state = world.settings.topics.state_topic
+    sent = [(m.topic, m.key) for m in world.publisher.sent]
+    assert sent == [
+        (world.settings.topics.outcome_topic, b"k"),
+        (world.settings.topics.outcome_topic, b"k"),
+        (state, b"tag:a"),
+        (state, b"tag:b"),
+    ]
+    first_commit = next(i for i, e in enumerate(world.journal) if e[0] == "commit")
+    publish = next(i for i, e in enumerate(world.journal) if e[0] == "publish")
+    assert publish < first_commit
+    assert all(
+        ("content-type", b"application/json") in m.headers
+        for m in world.publisher.sent
+        if m.topic == state
+    )
+
+
+async def test_a_failed_state_send_blocks_the_commit_and_the_batch_is_retried() -> None:
+    world = World()
+    world.store.with_state = True
+    world.publisher.failures = {world.settings.topics.state_topic: 3}
+    world.consumer.add(0, event_value("a"))
+    async with running(world):
+        await until(lambda: world.consumer.commits == {P0: 1})
+    kinds = [kind for kind, _ in world.kinds("apply", "send_failed", "publish", "commit")]
+    # three failed sends, each retried from the apply (a replay), then published, then
+    # committed: never a commit before the state record was acknowledged
+    assert kinds == ["apply", "send_failed"] * 3 + ["apply", "publish", "commit"]
+    assert [m.key for m in world.publisher.sent if m.topic.endswith("state")] == [b"tag:a"]
+
+
+async def test_with_the_state_topic_off_nothing_is_sent_to_it() -> None:
+    world = World(state_topic="")
+    world.store.with_state = True
+    world.consumer.add(0, event_value("a"))
+    async with running(world):
+        await until(lambda: world.consumer.commits == {P0: 1})
+    assert {m.topic for m in world.publisher.sent} == {world.settings.topics.outcome_topic}

@@ -33,6 +33,7 @@ from worker.models import (
     SCHEMA_BASE_URI,
     RejectedOutcome,
     RemovedOutcome,
+    StateRecord,
     TagDeletedData,
     TagDeletedEvent,
     TagMovedData,
@@ -56,6 +57,7 @@ CHANNELS = {
     },
     "ocitag.outcomes": {"ocitag.updated.v1", "ocitag.removed.v1", "ocitag.rejected.v1"},
     "ocitag.events.dlq": {"ocitag.dead-letter"},
+    "ocitag.state": {"ocitag.state.upsert", "ocitag.state.tombstone"},
 }
 
 
@@ -254,6 +256,7 @@ def test_asyncapi_operations_receive_input_and_send_outcomes_and_dead_letters() 
         "ocitag.events": "receive",
         "ocitag.outcomes": "send",
         "ocitag.events.dlq": "send",
+        "ocitag.state": "send",
     }
 
 
@@ -269,6 +272,8 @@ def test_asyncapi_payloads_are_the_schema_files() -> None:
         "ocitag.removed.v1": "./outcome-removed.schema.json",
         "ocitag.rejected.v1": "./outcome-rejected.schema.json",
         "ocitag.dead-letter": None,
+        "ocitag.state.upsert": "./state-record.schema.json",
+        "ocitag.state.tombstone": None,
     }
 
 
@@ -301,6 +306,7 @@ def test_asyncapi_examples_are_accepted_by_the_models() -> None:
     TagDeletedData.model_validate(examples["tagDeletedBinary"]["payload"])
     UpdatedOutcome.model_validate(examples["tagUpdated"]["payload"])
     RemovedOutcome.model_validate(examples["tagRemoved"]["payload"])
+    StateRecord.model_validate(examples["stateUpsert"]["payload"])
     for _, name, example in _message_examples():
         if name == "not-found":
             RejectedOutcome.model_validate(example["payload"])

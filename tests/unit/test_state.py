@@ -1,0 +1,170 @@
+"""The state topic's records and their reading back (worker/state.py): what an applied
+change produces, what a repeat produces, and the fold and comparison of
+``ocitag-worker state verify``. Pure: table-driven and hypothesis."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.helpers.strategies import BASE, digest
+from worker.decision import TagRecord
+from worker.outcomes import Outcome
+from worker.state import (
+    UNREADABLE,
+    Difference,
+    current,
+    differences,
+    fold,
+    refreshed,
+    repeated_tags,
+    state_value,
+    tombstone,
+    upsert,
+)
+
+
+def record(tag: str = "1.0", version: int = 1, **changes: Any) -> TagRecord:
+    values: dict[str, Any] = {
+        "repository": "docker.io/library/app",
+        "tag": tag,
+        "artifact": digest(version),
+        "created_by": "alice",
+        "created_on": BASE,
+        "last_modified_by": "bob",
+        "last_modified_on": BASE + timedelta(seconds=version),
+        "version": version,
+        "last_event_source": "urn:test",
+        "last_event_id": f"e{version}",
+    }
+    values.update(changes)
+    return TagRecord(**values)
+
+
+# ---- records
+
+
+def test_an_upsert_is_the_ocitag_json_plus_version_keyed_by_the_ocitag_id() -> None:
+    built = upsert(record(version=3))
+    assert built.key == b"docker.io/library/app:1.0"
+    assert json.loads(built.value or b"") == {
+        "artifact": digest(3),
+        "repository": "docker.io/library/app",
+        "tag": "1.0",
+        "created_by": "alice",
+        "created_on": "2026-01-01T00:00:00Z",
+        "last_modified_by": "bob",
+        "last_modified_on": "2026-01-01T00:00:03Z",
+        "version": 3,
+    }
+    assert built.headers == [("content-type", b"application/json"), ("version", b"3")]
+    assert built.kind == "upsert"
+
+
+def test_a_tombstone_has_a_null_value_and_says_its_version_in_a_header() -> None:
+    built = tombstone("docker.io/library/app:1.0", 4)
+    assert (built.key, built.value, built.kind) == (b"docker.io/library/app:1.0", None, "tombstone")
+    assert ("version", b"4") in built.headers
+
+
+@pytest.mark.parametrize(
+    ("row", "value", "version"),
+    [
+        (None, None, None),  # no row (a pruned tombstone): a tombstone, version unknown
+        (record(version=5, deleted_on=BASE, deleted_by="carol"), None, 5),
+        (record(version=6), state_value(record(version=6)), 6),
+    ],
+)
+def test_the_current_record_of_a_tag_follows_its_row(
+    row: TagRecord | None, value: dict[str, Any] | None, version: int | None
+) -> None:
+    built = current("docker.io/library/app:1.0", row)
+    assert (json.loads(built.value) if built.value else None, built.version) == (value, version)
+
+
+def test_a_repeat_gets_the_tag_as_it_now_is_and_a_first_processing_keeps_its_own() -> None:
+    key = b"docker.io/library/app:1.0"
+    first = Outcome(key, b"v", 200, "updated", state=upsert(record(version=2)))
+    again = Outcome(key, b"v", 200, "updated", replay=True, state=upsert(record(version=2)))
+    rejected = Outcome(key, b"v", 409, replay=True)
+    now = record(version=4)
+    assert repeated_tags([first, again, rejected]) == ["docker.io/library/app:1.0"]
+    out = refreshed([first, again, rejected], {"docker.io/library/app:1.0": now})
+    assert out[0].state == upsert(record(version=2))
+    assert out[1].state == upsert(now)
+    assert out[2].state is None
+    gone = refreshed([again], {})
+    assert gone[0].state == tombstone("docker.io/library/app:1.0", None)
+
+
+# ---- reading back
+
+KEYS = st.sampled_from([f"docker.io/library/app:{n}" for n in range(6)])
+VALUES = st.none() | st.builds(lambda v: {"artifact": digest(v), "version": v}, st.integers(1, 9))
+LOGS = st.lists(st.tuples(KEYS, VALUES), max_size=60)
+
+
+def encoded(log: list[tuple[str, dict[str, Any] | None]]) -> list[tuple[bytes, bytes | None]]:
+    return [(k.encode(), None if v is None else json.dumps(v).encode()) for k, v in log]
+
+
+def compacted(log: list[tuple[str, dict[str, Any] | None]], drop_tombstones: bool) -> list[Any]:
+    """What the log cleaner may leave: the last record of each key, in offset order,
+    tombstones dropped once delete.retention.ms passed."""
+    last = {key: index for index, (key, _) in enumerate(log)}
+    kept = [(k, v) for i, (k, v) in enumerate(log) if last[k] == i]
+    return [(k, v) for k, v in kept if not (drop_tombstones and v is None)]
+
+
+@given(LOGS, st.booleans())
+def test_the_fold_is_the_same_before_and_after_compaction(
+    log: list[tuple[str, dict[str, Any] | None]], drop_tombstones: bool
+) -> None:
+    assert fold(encoded(log)) == fold(encoded(compacted(log, drop_tombstones)))
+
+
+@given(LOGS)
+def test_the_fold_holds_each_key_whose_last_value_is_not_null(
+    log: list[tuple[str, dict[str, Any] | None]],
+) -> None:
+    folded = fold(encoded(log))
+    for key in {k for k, _ in log}:
+        last = [v for k, v in log if k == key][-1]
+        assert folded.get(key) == last
+
+
+def test_the_fold_skips_keyless_records_and_keeps_an_unreadable_value_visible() -> None:
+    folded = fold([(None, b"{}"), (b"a:1", b"not json"), (b"b:1", b"[1]")])
+    assert folded == {"a:1": {UNREADABLE: "not json"}, "b:1": {UNREADABLE: "[1]"}}
+
+
+MAPS = st.dictionaries(KEYS, st.builds(lambda v: {"version": v}, st.integers(1, 3)), max_size=6)
+
+
+@given(MAPS, MAPS)
+def test_differences_name_every_key_on_which_the_two_disagree(
+    topic: dict[str, dict[str, Any]], live: dict[str, dict[str, Any]]
+) -> None:
+    found = {d.ocitag_id: d for d in differences(topic, live)}
+    assert {k for k, d in found.items() if d.kind == "missing"} == live.keys() - topic.keys()
+    assert {k for k, d in found.items() if d.kind == "extra"} == topic.keys() - live.keys()
+    both = topic.keys() & live.keys()
+    assert {k for k, d in found.items() if d.kind == "differing"} == {
+        k for k in both if topic[k] != live[k]
+    }
+    assert differences(live, live) == []
+
+
+def test_a_differing_tag_names_the_fields_with_both_values() -> None:
+    topic = {"a:1": {"artifact": digest(1), "version": 2, UNREADABLE: "x"}}
+    live = {"a:1": {"artifact": digest(2), "version": 2}}
+    (found,) = differences(topic, live)
+    assert found == Difference(
+        "a:1", "differing", {"artifact": (digest(1), digest(2)), UNREADABLE: ("x", None)}
+    )
+    assert found.as_json()["fields"]["artifact"] == {"topic": digest(1), "live": digest(2)}

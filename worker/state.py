@@ -1,0 +1,173 @@
+"""The state topic's records (docs/subscribers.md): the one place that turns a tag's
+record into what the state topic holds for it, and the one place that reads it back.
+Pure: no I/O, no clock.
+
+- ``upsert``: a live record, keyed by its OCITag ID; the value is the seed's OCITag
+  JSON plus ``"version"``; ``tombstone``: a deleted (or never seen) tag, a null value.
+  Every record carries the version it shows in a ``version`` header too (a tombstone
+  has no value to carry it), and ``content-type: application/json``.
+- ``refreshed``: a batch's repeats of applied changes get the tag's record as it now is
+  (after the batch), not the one their first processing produced: a repeat can arrive
+  after later changes of its tag, and a compacted topic keeps the LAST record per key.
+- ``fold`` and ``differences``: a reader's view (the last value per key, keys whose
+  last value is null dropped) and how it differs from ``live_ocitags``
+  (``ocitag-worker state verify``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+
+from worker.decision import TagRecord
+
+if TYPE_CHECKING:  # worker.outcomes carries these records in its Outcome
+    from worker.outcomes import Outcome
+
+CONTENT_TYPE = b"application/json"
+VERSION_HEADER = "version"
+#: how a field of a record that is not a JSON object is named in a difference
+UNREADABLE = "(value)"
+
+Kind = Literal["upsert", "tombstone"]
+
+
+@dataclass(frozen=True, slots=True)
+class StateRecord:
+    """One record of the state topic: key, value (None: a tombstone) and the version."""
+
+    key: bytes
+    value: bytes | None
+    version: int | None
+
+    @property
+    def kind(self) -> Kind:
+        return "tombstone" if self.value is None else "upsert"
+
+    @property
+    def headers(self) -> list[tuple[str, bytes]]:
+        headers = [("content-type", CONTENT_TYPE)]
+        if self.version is not None:
+            headers.append((VERSION_HEADER, str(self.version).encode()))
+        return headers
+
+
+def state_value(record: TagRecord) -> dict[str, Any]:
+    """What the topic and ``live_ocitags`` both say of a live record."""
+    return {**record.as_ocitag(), "version": record.version}
+
+
+def upsert(record: TagRecord) -> StateRecord:
+    key = f"{record.repository}:{record.tag}".encode()
+    return StateRecord(key, orjson.dumps(state_value(record)), record.version)
+
+
+def tombstone(ocitag_id: str, version: int | None) -> StateRecord:
+    return StateRecord(ocitag_id.encode(), None, version)
+
+
+def current(ocitag_id: str, row: TagRecord | None) -> StateRecord:
+    """The record for a tag as it now is: its row, a tombstone if it is deleted or has
+    no row (a pruned tombstone: the version is gone with it)."""
+    if row is None:
+        return tombstone(ocitag_id, None)
+    if not row.live:
+        return tombstone(ocitag_id, row.version)
+    return upsert(row)
+
+
+def refreshed(outcomes: Sequence[Outcome], rows: Mapping[str, TagRecord | None]) -> list[Outcome]:
+    """``outcomes`` with each repeated applied change's state record replaced by its
+    tag's record as it now is (``rows`` by OCITag ID, read after the batch's writes).
+    A first processing keeps the record it applied: the batch's order is the order of
+    its changes, and the last one of a tag is its row."""
+    out = []
+    for outcome in outcomes:
+        ocitag_id = _repeated_change(outcome)
+        out.append(
+            outcome
+            if ocitag_id is None
+            else replace(outcome, state=current(ocitag_id, rows.get(ocitag_id)))
+        )
+    return out
+
+
+def repeated_tags(outcomes: Sequence[Outcome]) -> list[str]:
+    """The OCITag IDs whose current record ``refreshed`` needs."""
+    return sorted({t for o in outcomes if (t := _repeated_change(o)) is not None})
+
+
+def _repeated_change(outcome: Outcome) -> str | None:
+    """The OCITag ID of a repeated applied change (a 200 given again), else None."""
+    if outcome.replay and outcome.status == 200 and outcome.key is not None:
+        return outcome.key.decode()
+    return None
+
+
+# ---- reading it back
+
+
+def fold(records: Iterable[tuple[bytes | None, bytes | None]]) -> dict[str, dict[str, Any]]:
+    """A reader's map after the records (key, value) in topic order: the last value per
+    key, keys whose last value is null dropped. A value that is not a JSON object is
+    kept as ``{UNREADABLE: its text}`` so that a comparison shows it."""
+    state: dict[str, dict[str, Any]] = {}
+    for key, value in records:
+        if key is None:
+            continue
+        name = key.decode("utf-8", "replace")
+        if value is None:
+            state.pop(name, None)
+            continue
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            parsed = {UNREADABLE: value.decode("utf-8", "replace")[:200]}
+        state[name] = parsed
+    return state
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """One tag on which the topic and ``live_ocitags`` disagree: ``missing`` (live, not
+    on the topic), ``extra`` (on the topic, not live) or ``differing`` (both: the fields
+    that differ, each (topic's, live's); an absent field is None)."""
+
+    ocitag_id: str
+    kind: Literal["missing", "extra", "differing"]
+    fields: Mapping[str, tuple[Any, Any]]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "ocitag_id": self.ocitag_id,
+            "difference": self.kind,
+            "fields": {name: {"topic": t, "live": v} for name, (t, v) in self.fields.items()},
+        }
+
+
+def differences(
+    topic: Mapping[str, Mapping[str, Any]], live: Mapping[str, Mapping[str, Any]]
+) -> list[Difference]:
+    """Every tag on which the folded topic and the live records disagree, by OCITag ID."""
+    found = []
+    for ocitag_id in sorted(topic.keys() | live.keys()):
+        mine, theirs = topic.get(ocitag_id), live.get(ocitag_id)
+        if mine is None:
+            found.append(Difference(ocitag_id, "missing", {}))
+        elif theirs is None:
+            found.append(Difference(ocitag_id, "extra", {}))
+        else:
+            fields = {
+                name: (mine.get(name), theirs.get(name))
+                for name in sorted(mine.keys() | theirs.keys())
+                if mine.get(name) != theirs.get(name)
+            }
+            if fields:
+                found.append(Difference(ocitag_id, "differing", fields))
+    return found
