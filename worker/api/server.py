@@ -307,6 +307,10 @@ class Api:
         """``GET /ocitags/?watch=true``: Server-Sent Events (worker/api/watch.py)."""
         fields = _FIELDS.get()
         repository = requests.watch_query(request.query)
+        if not self._settings.api.api_max_watches:
+            raise ApiProblem(
+                ProblemKind.TOO_MANY_WATCHES, "the watch is off (OCITAG_API_MAX_WATCHES=0)"
+            )
         if not self._settings.topics.state_topic:
             detail = "the watch needs the state topic (OCITAG_STATE_TOPIC is empty)"
             raise ApiProblem(ProblemKind.UNAVAILABLE, detail)

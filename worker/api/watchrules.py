@@ -202,9 +202,12 @@ class Cursor:
 
 
 class Outbox:
-    """The bounded queue between the feed and one watcher. ``offer`` never waits: past
-    ``limit`` queued records the outbox closes with reason ``too_slow`` (the watcher is
-    cut off; the feed and the other watchers go on)."""
+    """The bounded queue between the feed and one watcher. ``offer`` never waits: a
+    batch that would take a watcher with records still queued past ``limit`` closes the
+    outbox with reason ``too_slow`` (the watcher is cut off; the feed and the other
+    watchers go on). A watcher that took everything accepts any batch: one read of the
+    feed (at most 5,000 records) may be larger than the limit, and a watcher that keeps
+    up is not too slow. So an outbox holds at most ``limit`` + one read."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -216,7 +219,7 @@ class Outbox:
         """Queue a batch; False once closed (now or before)."""
         if self.closed is not None:
             return False
-        if self.queued + len(batch) > self.limit:
+        if self.queued and self.queued + len(batch) > self.limit:
             self.close("too_slow")
             return False
         self._batches.append(batch)

@@ -234,6 +234,8 @@ def test_a_delete_says_the_tag_and_its_version() -> None:
 
 def test_an_outbox_past_its_limit_closes_and_stays_closed() -> None:
     outbox = Outbox(3)
+    assert outbox.offer([_c(0, i, A, 1) for i in range(5)])  # empty: any one read
+    outbox.take()
     assert outbox.offer([_c(0, 0, A, 1), _c(0, 1, A, 2)])
     assert not outbox.offer([_c(0, 2, A, 3), _c(0, 3, A, 4)])
     assert outbox.closed == "too_slow"
@@ -245,8 +247,10 @@ def test_an_outbox_past_its_limit_closes_and_stays_closed() -> None:
 def test_an_outbox_never_holds_more_than_its_limit(batches: list[int], limit: int) -> None:
     outbox = Outbox(limit)
     for size in batches:
+        before = outbox.queued
         accepted = outbox.offer([_c(0, i, A, 1) for i in range(size)])
-        assert outbox.queued <= limit
+        assert outbox.queued <= max(limit, size)
+        assert accepted == (outbox.closed is None and (before == 0 or before + size <= limit))
         if not accepted:
             assert outbox.closed == "too_slow"
         if size % 2:
