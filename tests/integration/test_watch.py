@@ -8,11 +8,16 @@ follows a watch."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import shutil
+import signal
 import socket
+import sys
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -21,7 +26,9 @@ from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from tests.helpers.api import DIGEST_A, DIGEST_B, TOKEN, ApiClient, api_overrides, running_api
 from tests.helpers.harness import running_worker
+from tests.helpers.registry import free_port
 from tests.helpers.sse import Event, events_of
+from tests.helpers.state import live_ocitags
 from tests.helpers.watch import Watcher, watch_url, watching
 from worker import metrics
 from worker.api.listener import topic_partitions
@@ -48,16 +55,9 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 
 async def live(database_url: str, repository: str | None) -> dict[str, int]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        rows = await conn.fetch("SELECT repository, tag, version FROM live_ocitags")
-    finally:
-        await conn.close()
-    return {
-        f"{r['repository']}:{r['tag']}": r["version"]
-        for r in rows
-        if repository in (None, r["repository"])
-    }
+    """``live_ocitags`` in scope: OCITag ID → version."""
+    rows = await live_ocitags(database_url)
+    return {k: r["version"] for k, r in rows.items() if repository in (None, r["repository"])}
 
 
 def held(events: list[Event]) -> dict[str, int]:
@@ -360,3 +360,62 @@ async def test_curl_follows_a_watch(settings: Settings, curl: str) -> None:
         events = list(events_of(lines))
         assert [e.name for e in events] == ["upsert", "synced", "upsert"]
         assert [e.json["version"] for e in events if e.name == "upsert"] == [1, 2]
+
+
+async def test_the_example_subscriber_resumes_across_an_api_restart(
+    make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    """examples/watch_subscriber.py follows the watch; the api stops and starts again
+    (same port) while changes go on; the example reconnects with Last-Event-ID and ends
+    holding live_ocitags, having taken no second snapshot."""
+    settings = make_settings(**api_overrides(api_port=free_port()))
+    tags = [f"{R}:ex{i}" for i in range(4)]
+    example = Path(__file__).parents[2] / "examples" / "watch_subscriber.py"
+    async with running_worker(settings):
+        async with running_api(settings, watch=True) as api:
+            await changes(api, tags, 4, seed=10)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                str(example),
+                "--url",
+                api.base,
+                "--token",
+                TOKEN,
+                "--repository",
+                R,
+                "--retry-seconds",
+                "0.2",
+                stdout=asyncio.subprocess.PIPE,
+            )
+            assert proc.stdout is not None
+            lines: list[dict[str, Any]] = []
+
+            async def read_until(done: Callable[[dict[str, Any]], bool]) -> None:
+                async with asyncio.timeout(30):
+                    while not lines or not done(lines[-1]):
+                        lines.append(json.loads(await proc.stdout.readline()))  # type: ignore[union-attr]
+
+            await read_until(lambda line: line.get("event") == "synced")
+            await changes(api, tags, 4, seed=11)
+        try:
+            await read_until(lambda line: "reconnecting" in line)
+            async with running_api(settings, watch=True) as api:
+                await changes(api, tags, 6, seed=12)
+                expected = await live(database_url, R)
+                last = {t: 0 for t in expected}
+
+                def caught_up(line: dict[str, Any]) -> bool:
+                    if line.get("event") in ("upsert", "delete"):
+                        data = json.loads(line["data"])
+                        tag = data["tag"] if line["event"] == "delete" else f"{R}:{data['tag']}"
+                        last[tag] = data["version"]
+                    return all(last.get(t) == v for t, v in expected.items())
+
+                await read_until(caught_up)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            rest, _ = await asyncio.wait_for(proc.communicate(), 20)
+        final = json.loads(rest.decode().strip().splitlines()[-1])
+        assert final["tags"] == expected
+        names = [line.get("event") for line in lines]
+        assert names.count("synced") == 1 and "reset" not in names
