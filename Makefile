@@ -17,7 +17,7 @@ NEED_STACK = [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ] || [ -z "$${DATABASE_URL:-}"
 START_STACK = if $(NEED_STACK); then $(STACK) up >&2; fi;
 WITH_SERVICES = if $(NEED_STACK); then $(STACK) up >&2 && eval "$$($(STACK) env)"; fi;
 
-.PHONY: install services run migrate test test-unit lint docs format fuzz faults faults-long bench bench-store bench-decode bench-retention bench-reconcile bench-ingest bench-api bench-state schemas check-schemas down clean check-deploy
+.PHONY: install services run migrate test test-unit lint docs format fuzz faults faults-long bench bench-store bench-decode bench-retention bench-reconcile bench-ingest bench-api bench-state bench-watch schemas check-schemas down clean check-deploy
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -128,3 +128,9 @@ bench-api: install
 # same run, same backlog (BENCH_EVENTS, default 100000; BENCH_ROUNDS alternates the order)
 bench-state: install
 	@$(WITH_SERVICES) $(PY) -m bench.state
+
+# Many watchers on one api process at a steady change rate (bench/watch.py): per-event
+# delivery latency p50/p99, the api's CPU and memory (BENCH_WATCHERS 50, BENCH_WATCH_RATE
+# 200 by default; the issue's target is 1000 watchers at 2000 changes/s)
+bench-watch: install
+	@$(WITH_SERVICES) $(PY) -m bench.watch

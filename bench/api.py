@@ -97,7 +97,9 @@ def quantile(before: Histogram, after: Histogram, q: float) -> float | None:
 class ApiProcess:
     """``python -m worker api`` on the run's topics and database."""
 
-    def __init__(self, worker: WorkerProcess, log_path: Path) -> None:
+    def __init__(
+        self, worker: WorkerProcess, log_path: Path, extra_env: Mapping[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.probe_port = free_port()
         self._env = {
@@ -106,6 +108,7 @@ class ApiProcess:
             "OCITAG_API_PORT": str(self.port),
             "OCITAG_HTTP_PORT": str(self.probe_port),
             "OCITAG_API_TOKENS": f"bench:{TOKEN}",
+            **(extra_env or {}),
         }
         self._log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
