@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import history, pipeline, state
+from bench import history, pipeline, state, watch
 from bench.chart import draw_history
 from bench.services import Services as BenchServices
 from tests.helpers.services import Services
@@ -139,3 +139,23 @@ async def test_state_benchmark_drains_with_the_state_topic_on_and_off(
     assert "state_records" not in round_["off"]
     assert round_["ratio"] > 0
     assert "median pace" in state.render(results)
+
+
+async def test_watch_benchmark_runs_at_a_tiny_size(
+    services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {
+        "BENCH_WATCHERS": "4",
+        "BENCH_WATCH_MEASURED": "2",
+        "BENCH_WATCH_RATE": "20",
+        "BENCH_WATCH_SECONDS": "2",
+    }.items():
+        monkeypatch.setenv(name, value)
+    bench_services = BenchServices(services.kafka_bootstrap, services.database_url, "tests")
+    results = await watch.run(bench_services)
+    assert results["changes_published"] >= 30
+    assert results["complete_watchers"] == 4  # every watcher got every change
+    assert results["cut_off_or_failed"] == 0
+    assert results["latency_ms"]["samples"] == 2 * results["changes_published"]
+    assert results["api_rss_mib"]["peak"] > 0
+    assert "p99 ms" in watch.render(results)
