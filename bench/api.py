@@ -55,6 +55,7 @@ from bench.services import (
     machine,
     service_pids,
     unique,
+    vm_kib,
     write_results,
 )
 
@@ -267,6 +268,9 @@ async def phase(
             value = quantile(b, a, q / 100)
             result[f"{label}_p{q}_ms"] = None if value is None else round(value * 1000, 2)
     result["cpu_cores"] = cpu_usage(cpu0, cpu1)
+    # peak RSS so far (VmHWM) of the worker and the api: the Helm chart's memory requests
+    peaks = {name: vm_kib(pid, "VmHWM") for name, pid in procs.pids.items() if name != "bench"}
+    result["peak_rss_mib"] = {k: round(v / 1024, 1) for k, v in peaks.items() if v is not None}
     return result
 
 
@@ -373,6 +377,7 @@ def render(results: dict[str, Any]) -> str:
         + verdict
         + f"\nCPU (cores) closed loop: {results['closed_loop']['cpu_cores']}"
         + f"\nCPU (cores) open loop: {results['open_loop']['cpu_cores']}"
+        + f"\npeak RSS MiB (VmHWM) after the open loop: {results['open_loop']['peak_rss_mib']}"
     )
 
 

@@ -45,6 +45,7 @@ from bench.services import (
     discover,
     free_port,
     unique,
+    vm_kib,
 )
 from worker.ingest import distribution
 from worker.ingest.delivery import cloud_event, messages, plan
@@ -70,6 +71,9 @@ class Result:
     max_ms: float
     #: CPU of the ingest process per delivery (the capacity of one core: 1000 / this)
     cpu_ms_per_delivery: float | None = None
+    #: the ingest process's peak RSS so far (VmHWM), after this scenario: what the Helm
+    #: chart's memory request for ingest is sized from
+    peak_rss_mib: float | None = None
 
 
 def deliveries(run: str, size: int) -> Iterator[bytes]:
@@ -239,18 +243,25 @@ async def run(args: argparse.Namespace) -> list[Result]:
                 lat, err, secs = await closed_loop(post, bodies, concurrency, args.seconds)
                 result = summarise(f"ingest closed c={concurrency}", size, lat, err, secs)
                 result.cpu_ms_per_delivery = per_delivery(process.pid, cpu, result)
+                result.peak_rss_mib = peak_rss_mib(process.pid)
                 results.append(result)
             bodies = deliveries(unique("r"), 1)
             cpu = cpu_seconds(process.pid)
             lat, err, secs = await fixed_rate(post, bodies, args.rate, args.seconds)
             result = summarise(f"ingest {args.rate:g}/s", 1, lat, err, secs)
             result.cpu_ms_per_delivery = per_delivery(process.pid, cpu, result)
+            result.peak_rss_mib = peak_rss_mib(process.pid)
             results.append(result)
         results.extend(await raw(services.kafka, topic, args))
     finally:
         await asyncio.to_thread(stop_ingest, process)
         await delete_topics(services.kafka, [topic])
     return results
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    kib = vm_kib(pid, "VmHWM")
+    return kib / 1024 if kib is not None else None
 
 
 def start_ingest(env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -312,6 +323,7 @@ def main() -> None:
                 "p99 ms",
                 "max ms",
                 "ingest CPU ms/delivery",
+                "ingest peak RSS MiB",
             ],
             [
                 [
@@ -325,6 +337,7 @@ def main() -> None:
                     r.p99_ms,
                     r.max_ms,
                     r.cpu_ms_per_delivery,
+                    r.peak_rss_mib,
                 ]
                 for r in results
             ],

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 
 from worker.decision import TagRecord
+from worker.events import Invalid
+from worker.plan import EventKey, Item, ProcessedRow, TagKey
 
 if TYPE_CHECKING:  # worker.outcomes carries these records in its Outcome
     from worker.outcomes import Outcome
@@ -96,9 +98,16 @@ def refreshed(outcomes: Sequence[Outcome], rows: Mapping[str, TagRecord | None])
     return out
 
 
-def repeated_tags(outcomes: Sequence[Outcome]) -> list[str]:
-    """The OCITag IDs whose current record ``refreshed`` needs."""
-    return sorted({t for o in outcomes if (t := _repeated_change(o)) is not None})
+def repeated_tags(items: Sequence[Item], earlier: Mapping[EventKey, ProcessedRow]) -> list[TagKey]:
+    """The tags of the items that repeat an applied change processed by an earlier batch
+    (its record says 200): ``refreshed`` needs their rows as the batch leaves them. (A
+    repeat of an item of the same batch is of a tag the batch decides anyway.)"""
+    tags: dict[TagKey, None] = {}
+    for item in items:
+        row = earlier.get(item.key)
+        if row is not None and row.status == 200 and not isinstance(item.event, Invalid):
+            tags[(item.event.repository, item.event.tag)] = None
+    return list(tags)
 
 
 def _repeated_change(outcome: Outcome) -> str | None:

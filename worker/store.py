@@ -3,9 +3,9 @@
 Round trips per batch, whatever its size: BEGIN (1), the current epoch of the
 idempotency record (1), what it holds for the batch's events (1), read the tags (1),
 write the tags with the key guard (1, again only for tags a concurrent writer changed in
-between), record the new events with what rebuilds their outcomes (1), COMMIT (1); and
-for a batch that repeats applied changes (a redelivery), their tags read again after the
-writes (1), for the state topic (worker/state.py ``refreshed``).
+between), record the new events with what rebuilds their outcomes (1), COMMIT (1). The
+tags of repeated applied changes (a redelivery) are read with the batch's own, for the
+state topic (worker/state.py ``refreshed``).
 Two writers of one tag are serialised by the row lock and the guard in the UPDATE (the
 row still has the key the decision was made against: every write, a 404 deletion's
 included, sets a greater key, whereas the version does not always change), or by ``ON
@@ -332,16 +332,6 @@ async def _read_tags(conn: Connection, tags: Iterable[TagKey]) -> dict[TagKey, T
     return {(r["repository"], r["tag"]): TagRecord(**dict(r)) for r in rows}
 
 
-async def _current_rows(conn: Connection, ocitag_ids: Sequence[str]) -> dict[str, TagRecord]:
-    """The rows of the tags named by OCITag ID (the tag follows the last ``:``)."""
-    keys: list[TagKey] = []
-    for ocitag_id in ocitag_ids:
-        repository, _, tag = ocitag_id.rpartition(":")
-        keys.append((repository, tag))
-    rows = await _read_tags(conn, keys)
-    return {f"{repository}:{tag}": row for (repository, tag), row in rows.items()}
-
-
 async def _write_tags(
     conn: Connection, writes: Sequence[tuple[TagRecord, TagRecord | None]], at: datetime
 ) -> set[TagKey]:
@@ -372,29 +362,40 @@ async def _write_tags(
 
 
 async def _decide_and_write(
-    conn: Connection, items: Sequence[Item], groups: dict[TagKey, list[int]], at: datetime
-) -> dict[int, Decision]:
+    conn: Connection,
+    items: Sequence[Item],
+    groups: dict[TagKey, list[int]],
+    at: datetime,
+    also: Iterable[TagKey] = (),
+) -> tuple[dict[int, Decision], dict[TagKey, TagRecord | None]]:
     """Fold each tag's events against its row and write the result under the version
-    guard; tags whose guard failed are read again and decided again."""
+    guard; tags whose guard failed are read again and decided again. Also returns each
+    tag's row as the batch leaves it: the decided tags', and those of ``also`` (read
+    with the first round, in the same statement)."""
     decided: dict[int, Decision] = {}
     pending = dict(groups)
-    for _ in range(MAX_WRITE_ROUNDS):
-        stored = await _read_tags(conn, pending)
+    extra = [tag for tag in dict.fromkeys(also) if tag not in groups]
+    stored = await _read_tags(conn, [*pending, *extra])
+    current: dict[TagKey, TagRecord | None] = {tag: stored.get(tag) for tag in extra}
+    for round_ in range(MAX_WRITE_ROUNDS):
+        if round_:
+            stored = await _read_tags(conn, pending)
         writes: list[tuple[TagRecord, TagRecord | None]] = []
-        by_tag: dict[TagKey, list[Decision]] = {}
+        by_tag: dict[TagKey, tuple[TagRecord | None, list[Decision]]] = {}
         for tag, indexes in pending.items():
             before = stored.get(tag)
             after, decisions = decide_tag(before, items, indexes)
-            by_tag[tag] = decisions
+            by_tag[tag] = (after if after is not None else before, decisions)
             if after is not None and after is not before:
                 writes.append((after, before))
         written = await _write_tags(conn, writes, at) if writes else set()
         conflicted = {(w.repository, w.tag) for w, _ in writes} - written
-        for tag, decisions in by_tag.items():
+        for tag, (row, decisions) in by_tag.items():
             if tag not in conflicted:
                 decided.update(zip(pending[tag], decisions, strict=True))
+                current[tag] = row
         if not conflicted:
-            return decided
+            return decided, current
         count_retry(Cause.DB_VERSION_CONFLICT, len(conflicted))
         pending = {tag: pending[tag] for tag in conflicted}
     raise TransientError(Cause.DB_VERSION_CONFLICT, f"{len(pending)} tags kept changing under us")
@@ -408,14 +409,18 @@ async def _apply(
     hashed = {k: event_key(k) for k in firsts}
     earlier = await _processed(conn, sources, {h: k for k, h in hashed.items()})
     new = sorted(index for key, index in firsts.items() if key not in earlier)
-    decisions = await _decide_and_write(conn, items, events_by_tag(items, new), at)
+    # the tags of repeated applied changes: their state records show the rows as the
+    # batch leaves them, read with the batch's own tags (worker/state.py ``refreshed``)
+    repeats = repeated_tags(items, earlier)
+    decisions, current = await _decide_and_write(
+        conn, items, events_by_tag(items, new), at, also=repeats
+    )
 
     outcomes = batch_outcomes(
         ctx, items, new=new, decisions=decisions, earlier=earlier, processed_at=at
     )
-    repeated = repeated_tags(outcomes)
-    if repeated:  # a redelivery: one more round trip, for the state topic's records
-        outcomes = refreshed(outcomes, await _current_rows(conn, repeated))
+    if any(o.replay for o in outcomes):
+        outcomes = refreshed(outcomes, {f"{r}:{t}": row for (r, t), row in current.items()})
     if new:
         rows = [
             (hashed[items[i].key], processed_row(ctx, items[i], decisions.get(i), outcomes[i], at))

@@ -1,19 +1,24 @@
 """The Python half of deploy/check: checks that need the worker's own code or the CRD
 models. Run by deploy/check inside its tool venv, with the repository on PYTHONPATH:
 
-    checks.py prometheusrule (--check | --write)
-    checks.py crds RENDERED.yaml
+    checks.py prometheusrule RENDERED.yaml...
+    checks.py helm-schema (--check | --write)
+    checks.py crds RENDERED.yaml...
     checks.py metrics
     checks.py dashboard-rules OUT.yaml
-    checks.py settings RENDERED.yaml
+    checks.py settings RENDERED.yaml...
     checks.py compose
-    checks.py consistency RENDERED.yaml
+    checks.py consistency RENDERED.yaml...
+
+RENDERED.yaml: the chart (deploy/helm/ocitag-worker) rendered by `helm template` with
+one of its ci/ values files.
 
 Each prints what it checked and exits non-zero on the first kind of failure it finds.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -27,8 +32,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-ALERTS = DEPLOY / "prometheus" / "alerts.yaml"
-PROMETHEUSRULE = DEPLOY / "k8s" / "prometheusrule.yaml"
+CHART = DEPLOY / "helm" / "ocitag-worker"
+ALERTS = CHART / "files" / "alerts.yaml"
+SCHEMA = CHART / "values.schema.json"
+CHART_VALUES = CHART / "values.yaml"
 DASHBOARD = DEPLOY / "grafana" / "ocitag-worker-dashboard.json"
 COMPOSE = DEPLOY / "compose.yaml"
 
@@ -72,60 +79,93 @@ def load_yaml_all(path: Path) -> list[Any]:
 # ---------------------------------------------------------------- PrometheusRule <-> alerts
 
 
-class _BlockDumper(yaml.SafeDumper):
-    pass
-
-
-def _str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
-    if "\n" in data:
-        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
-    return dumper.represent_scalar("tag:yaml.org,2002:str", data)
-
-
-_BlockDumper.add_representer(str, _str_presenter)
-
-
-def prometheusrule_text() -> str:
+def cmd_prometheusrule(*rendered: str) -> None:
+    """The chart renders files/alerts.yaml's groups into its PrometheusRule: each
+    rendering that has one holds exactly those groups (the template's round trip through
+    fromYaml/toYaml loses nothing), and at least one rendering has one."""
+    print("PrometheusRule vs files/alerts.yaml")
     groups = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))["groups"]
-    resource = {
-        "apiVersion": "monitoring.coreos.com/v1",
-        "kind": "PrometheusRule",
-        "metadata": {
-            "name": "ocitag-worker",
-            "labels": {"app.kubernetes.io/component": "worker"},
-        },
-        "spec": {"groups": groups},
-    }
-    header = (
-        "# GENERATED from deploy/prometheus/alerts.yaml by `deploy/check --write-prometheusrule`:\n"
-        "# edit that file, not this one (deploy/check fails when they differ).\n"
-        "# Needs the Prometheus Operator CRDs. A kube-prometheus-stack Prometheus selects rules\n"
-        "# by its release label (ruleSelector): add it in your overlay, as for ServiceMonitors.\n"
-    )
-    body = yaml.dump(resource, Dumper=_BlockDumper, sort_keys=False, width=100)
-    return header + body
-
-
-def cmd_prometheusrule(mode: str) -> None:
-    print("PrometheusRule vs alerts.yaml")
-    if mode == "--write":
-        PROMETHEUSRULE.write_text(prometheusrule_text(), encoding="utf-8")
-        ok(f"wrote {PROMETHEUSRULE.relative_to(ROOT)}")
-        return
-    groups = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))["groups"]
-    if not PROMETHEUSRULE.exists():
-        fail(f"{PROMETHEUSRULE.relative_to(ROOT)} missing: run deploy/check --write-prometheusrule")
-    else:
-        (resource,) = load_yaml_all(PROMETHEUSRULE)
-        if resource.get("spec", {}).get("groups") != groups:
-            fail(
-                "deploy/k8s/prometheusrule.yaml differs from deploy/prometheus/alerts.yaml: "
-                "run deploy/check --write-prometheusrule"
-            )
-        else:
-            names = [r["alert"] for g in groups for r in g["rules"] if "alert" in r]
-            ok(f"spec.groups == alerts.yaml groups ({len(names)} alerts)")
+    names = [r["alert"] for g in groups for r in g["rules"] if "alert" in r]
+    seen = 0
+    for path in rendered:
+        for doc in load_yaml_all(Path(path)):
+            if doc["kind"] != "PrometheusRule":
+                continue
+            seen += 1
+            if doc["spec"]["groups"] != groups:
+                fail(f"{Path(path).name}: PrometheusRule groups differ from {ALERTS.name}")
+            else:
+                ok(f"{Path(path).name}: spec.groups == alerts.yaml groups ({len(names)} alerts)")
+    if not seen:
+        fail("no rendering has the PrometheusRule (prometheusRule.enabled in none of ci/)")
     finish()
+
+
+# ---------------------------------------------------------------- values schema <-> settings
+
+
+def config_properties() -> dict[str, Any]:
+    """The schema of values `config`: every setting of worker/settings.py by its
+    environment variable, a string (a ConfigMap's values are), except the secrets
+    (they go under `secrets`, mounted as files) but for DATABASE_URL without its
+    password."""
+    from worker.settings import SECRET_FIELDS, Settings, env_name
+
+    props = {
+        env_name(name): {"type": "string", "description": field.description or ""}
+        for name, field in Settings.FIELDS.items()
+        if name not in SECRET_FIELDS or name == "database_url"
+    }
+    return dict(sorted(props.items()))
+
+
+def cmd_helm_schema(mode: str) -> None:
+    print("values.schema.json: config is the settings of worker/settings.py, kinds its kinds")
+    from worker.settings import INGEST_KINDS
+
+    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    config = schema["properties"]["config"]
+    want = config_properties()
+    kinds = schema["properties"]["secrets"]["properties"]["ingestKinds"]["properties"]["kinds"]
+    if mode == "--write":
+        config["properties"] = want
+        kinds["items"]["enum"] = list(INGEST_KINDS)
+        SCHEMA.write_text(json.dumps(schema, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        ok(f"wrote {len(want)} settings into {SCHEMA.relative_to(ROOT)}")
+        return
+    have = config.get("properties", {})
+    for name in sorted(set(want) - set(have)):
+        fail(f"setting {name} is not in the schema's config: run deploy/check --write-helm-schema")
+    for name in sorted(set(have) - set(want)):
+        fail(f"config.{name} in the schema is no setting: run deploy/check --write-helm-schema")
+    if not failures and have != want:
+        fail("the schema's config descriptions differ: run deploy/check --write-helm-schema")
+    if kinds["items"]["enum"] != list(INGEST_KINDS):
+        fail(
+            "secrets.ingestKinds.kinds are not worker.settings.INGEST_KINDS: "
+            "run deploy/check --write-helm-schema"
+        )
+    if config.get("additionalProperties") is not False:
+        fail("the schema's config accepts unknown names")
+    defaults = yaml.safe_load(CHART_VALUES.read_text(encoding="utf-8"))["config"]
+    for name in sorted(set(want) - set(defaults) - NOT_IN_CONFIGMAP):
+        print(f"  WARN setting {name} has no default in the chart's values.yaml config")
+    _strict_objects(schema, "values.schema.json")
+    if not failures:
+        ok(f"{len(want)} settings, no secret among them; every fixed-key object is strict")
+    finish()
+
+
+def _strict_objects(node: Any, where: str) -> None:
+    """Every object schema with fixed keys refuses others (additionalProperties false)."""
+    if isinstance(node, dict):
+        if "properties" in node and node.get("additionalProperties") is not False:
+            fail(f"{where}: an object with properties accepts unknown keys")
+        for key, value in node.items():
+            _strict_objects(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _strict_objects(value, f"{where}[{i}]")
 
 
 # ---------------------------------------------------------------- CRD-based kinds
@@ -159,7 +199,7 @@ def _dropped(given: Any, kept: Any, path: str = "") -> Iterator[str]:
         yield f"{path} (value {given!r} became {kept!r})"
 
 
-def cmd_crds(rendered: str) -> None:
+def cmd_crds(*rendered: str) -> None:
     """Validate the custom resources against models generated from the CRDs' OpenAPI
     schemas (cloudcoil-models-keda, cloudcoil-models-prometheus-operator): types,
     enums, patterns, required fields, and, strictly, no field the CRD does not define."""
@@ -168,7 +208,7 @@ def cmd_crds(rendered: str) -> None:
     print("custom resources against their CRD schemas")
     models = _crd_models()
     seen: set[tuple[str, str]] = set()
-    for doc in load_yaml_all(Path(rendered)):
+    for doc in (d for path in rendered for d in load_yaml_all(Path(path))):
         key = (doc.get("apiVersion"), doc.get("kind"))
         if key not in models:
             continue
@@ -379,33 +419,64 @@ def cmd_dashboard_rules(out: str) -> None:
 # ---------------------------------------------------------------- settings
 
 
-# Mounted files whose content has a syntax: their stand-ins must be valid.
+# Mounted files whose content has a syntax: their stand-ins (for Secrets the rendering
+# does not hold) must be valid.
 STUB_CONTENT = {
     "OCITAG_REGISTRY_ENDPOINTS_FILE": "registry.example=https://user:stand-in@registry.example\n",
     "OCITAG_REGISTRY_DOCKER_CONFIG": '{"auths": {}}\n',
+    "OCITAG_API_GRANTS_FILE": '{"ci": [{"actions": ["read"], "tags": ["**"]}]}\n',
+    "OCITAG_INGEST_RECEIVERS_FILE": '[{"name": "prod", "kind": "distribution", '
+    '"secret": "Bearer stand-in", "hosts": ["registry.example"]}]\n',
+}
+MOUNTED = "/var/run/secrets/"
+
+# Settings the chart may set before the worker has them: the branch adding them is being
+# merged (SPEC "Authorization"). Until then their variables are reported and left out of
+# the load; once worker/settings.py has them they are checked like every other.
+PENDING_SETTINGS = {
+    "OCITAG_API_GRANTS_FILE": "authz",
+    "OCITAG_INGEST_RECEIVERS_FILE": "authz",
 }
 
 
-def _secret_stub_environ(extra: dict[str, str]) -> dict[str, str]:
-    """Environment as the pod sees it, the Secret's files replaced by stand-ins."""
+def _secret_stub_environ(
+    extra: dict[str, str], files: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Environment as the pod sees it, each mounted file (a path under
+    /var/run/secrets/) replaced by a local file: with its content when the rendering
+    holds it (``files``: path -> content), else a stand-in."""
     environ = dict(extra)
     stub_dir = Path(tempfile.mkdtemp(prefix="ocitag-check-"))
     for name, value in list(environ.items()):
-        if name.endswith("_FILE") or name in STUB_CONTENT:
+        if name.endswith("_FILE") or name in STUB_CONTENT or value.startswith(MOUNTED):
             stub = stub_dir / Path(value).name
-            stub.write_text(STUB_CONTENT.get(name, "stand-in-secret\n"), encoding="utf-8")
+            content = (files or {}).get(value)
+            if content is None:
+                content = STUB_CONTENT.get(name, "stand-in-secret\n")
+            stub.write_text(content, encoding="utf-8")
             environ[name] = str(stub)
     return environ
 
 
-def _check_env_names(where: str, names: set[str]) -> None:
-    from worker.settings import SECRET_FIELDS, Settings, env_name
+def _known_env_names() -> set[str]:
+    import worker.settings as s
 
-    plain = {env_name(f) for f in Settings.FIELDS}
-    files = {env_name(f) + "_FILE" for f in SECRET_FIELDS}
-    for name in sorted(names):
-        if name not in plain and name not in files:
+    plain = {s.env_name(f) for f in s.Settings.FIELDS}
+    # the settings read from a file too: the secrets, and (branch authz) the grants
+    files = getattr(s, "FILE_FIELDS", s.SECRET_FIELDS)
+    return plain | {s.env_name(f) + "_FILE" for f in files}
+
+
+def _check_env_names(where: str, names: set[str]) -> None:
+    known = _known_env_names()
+    for name in sorted(names - known):
+        if name in PENDING_SETTINGS:
+            branch = PENDING_SETTINGS[name]
+            print(f"  WARN {where}: {name} is not a setting yet (branch {branch} adds it)")
+        else:
             fail(f"{where}: {name} is not a setting of the worker (worker/settings.py)")
+    for name in sorted(names & known & set(PENDING_SETTINGS)):
+        print(f"  WARN {name} is a setting now: remove it from PENDING_SETTINGS")
 
 
 def _load(where: str, environ: dict[str, str]) -> Any:
@@ -421,13 +492,21 @@ def _load(where: str, environ: dict[str, str]) -> Any:
     return settings
 
 
+def _pod_template(doc: dict[str, Any]) -> dict[str, Any]:
+    spec = doc["spec"]
+    if doc["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    return spec["template"]  # type: ignore[no-any-return]
+
+
+def _pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
+    return _pod_template(doc)["spec"]  # type: ignore[no-any-return]
+
+
 def _containers(rendered: str) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
     for doc in load_yaml_all(Path(rendered)):
-        spec = doc.get("spec", {})
-        if doc["kind"] == "CronJob":
-            spec = spec["jobTemplate"]["spec"]
         if doc["kind"] in {"Deployment", "Job", "CronJob"}:
-            for container in spec["template"]["spec"]["containers"]:
+            for container in _pod_spec(doc)["containers"]:
                 yield f"{doc['kind']}/{doc['metadata']['name']}", doc, container
 
 
@@ -448,7 +527,38 @@ def pod_environ(rendered: str, container: dict[str, Any]) -> dict[str, str]:
     return environ
 
 
-# Settings the ConfigMap leaves out on purpose (see its header comment).
+def pod_files(
+    rendered: str, doc: dict[str, Any], container: dict[str, Any]
+) -> dict[str, str | None]:
+    """The files the container sees from Secrets: mounted path -> content (decoded from
+    the rendering's Secret), or None for a Secret the rendering does not hold (an
+    existing one)."""
+    secrets = {
+        d["metadata"]["name"]: d.get("data", {})
+        for d in load_yaml_all(Path(rendered))
+        if d["kind"] == "Secret"
+    }
+    mounts = {m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])}
+    files: dict[str, str | None] = {}
+    for volume in _pod_spec(doc).get("volumes", []):
+        if volume["name"] not in mounts:
+            continue
+        sources = [
+            s["secret"] for s in volume.get("projected", {}).get("sources", []) if "secret" in s
+        ]
+        if "secret" in volume:
+            sources.append({"name": volume["secret"]["secretName"], **volume["secret"]})
+        for source in sources:
+            for item in source.get("items", []):
+                data = secrets.get(source["name"], {}).get(item["key"])
+                content = base64.b64decode(data).decode() if data is not None else None
+                files[f"{mounts[volume['name']]}/{item['path']}"] = content
+    return files
+
+
+# Settings the chart's values.yaml config has no default for, on purpose: listen on every
+# address by default; files the pods get from `secrets` (OCITAG_KAFKA_SSL_CAFILE) or that
+# need a mounted file; off unless needed (GAR's Pub/Sub OIDC); the registry's own page size.
 NOT_IN_CONFIGMAP = {
     "OCITAG_HTTP_HOST",
     "OCITAG_INGEST_HOST",
@@ -464,22 +574,17 @@ NOT_IN_CONFIGMAP = {
 }
 
 
-def cmd_settings(rendered: str) -> None:
-    from worker.settings import SECRET_FIELDS, Settings, env_name
-
+def cmd_settings(*rendered: str) -> None:
     print("settings: names and values against worker/settings.py")
-    configmap = next(
-        d for d in load_yaml_all(Path(rendered))
-        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "ocitag-worker"
-    )  # fmt: skip
-    expected = {env_name(f) for f in Settings.FIELDS if f not in SECRET_FIELDS}
-    expected.add("DATABASE_URL")  # secret-capable, but kept in the ConfigMap without password
-    for name in sorted(expected - set(configmap["data"]) - NOT_IN_CONFIGMAP):
-        print(f"  WARN setting {name} is not in deploy/k8s/configmap.yaml")
-    for where, _, container in _containers(rendered):
-        environ = pod_environ(rendered, container)
-        _check_env_names(where, set(environ))
-        _load(where, _secret_stub_environ(environ))
+    for path in rendered:
+        for what, doc, container in _containers(path):
+            where = f"{Path(path).stem}: {what}"
+            environ = pod_environ(path, container)
+            _check_env_names(where, set(environ))
+            files = {k: v for k, v in pod_files(path, doc, container).items() if v is not None}
+            pending = {n for n in environ if n in PENDING_SETTINGS} - _known_env_names()
+            loaded = {k: v for k, v in environ.items() if k not in pending}
+            _load(where, _secret_stub_environ(loaded, files))
     compose = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
     for name, service in compose["services"].items():
         if service.get("image", "").startswith("ocitag-worker"):
@@ -591,50 +696,69 @@ def _check_probes(rendered: str) -> None:
         )
 
 
-def cmd_consistency(rendered: str) -> None:
-    print("cross-file consistency")
-    docs = {(d["kind"], d["metadata"]["name"]): d for d in load_yaml_all(Path(rendered))}
-    config = docs[("ConfigMap", "ocitag-worker")]["data"]
-    deployment = docs[("Deployment", "ocitag-worker")]
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def _check_deployment(docs: dict[tuple[str, str], Any], name: str, config: dict[str, str]) -> None:
+    """One Deployment: its own pods, grace period above the drain, the metrics port."""
+    deployment = docs[("Deployment", name)]
     pod = deployment["spec"]["template"]["spec"]
-    grace = _duration_seconds(config["OCITAG_SHUTDOWN_GRACE_SECONDS"])
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    if not _selects(selector, deployment["spec"]["template"]["metadata"]["labels"]):
+        fail(f"Deployment {name}: its selector does not select its own pods")
+    grace = _duration_seconds(config.get("OCITAG_SHUTDOWN_GRACE_SECONDS", "20"))
     if pod["terminationGracePeriodSeconds"] <= grace:
-        fail("terminationGracePeriodSeconds is not above OCITAG_SHUTDOWN_GRACE_SECONDS")
-    else:
-        period = pod["terminationGracePeriodSeconds"]
-        ok(f"terminationGracePeriodSeconds {period} > drain {grace:g}")
-    (container,) = [c for c in pod["containers"] if c["name"] == "worker"]
-    port = int(config["OCITAG_HTTP_PORT"])
+        fail(f"Deployment {name}: terminationGracePeriodSeconds is not above the drain {grace:g}")
+    (container,) = pod["containers"]
+    port = int(config.get("OCITAG_HTTP_PORT", "9400"))
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     if ports.get("metrics") != port:
-        fail(f"container port 'metrics' is not OCITAG_HTTP_PORT {port}")
-    service = docs[("Service", "ocitag-worker")]["spec"]
-    if [p["name"] for p in service["ports"]] != ["metrics"] or service["ports"][0]["port"] != port:
-        fail("Service does not expose port 'metrics' on OCITAG_HTTP_PORT")
-    ok(f"port {port} (container, Service 'metrics')")
-    _check_probes(rendered)
-    selector = deployment["spec"]["selector"]["matchLabels"]
-    for kind in ("Service", "PodDisruptionBudget", "ServiceMonitor"):
-        doc = docs[(kind, "ocitag-worker")]
-        chosen = doc["spec"]["selector"]
-        chosen = chosen.get("matchLabels", chosen)
-        if kind == "ServiceMonitor":
-            labels = docs[("Service", "ocitag-worker")]["metadata"]["labels"]
-            if any(labels.get(k) != v for k, v in chosen.items()):
-                fail("ServiceMonitor does not select the Service")
-        elif chosen != selector:
-            fail(f"{kind} does not select the Deployment's pods")
-    job = docs[("Job", "ocitag-worker-migrate")]
-    job_labels = job["spec"]["template"]["metadata"]["labels"]
-    if all(job_labels.get(k) == v for k, v in selector.items()):
-        fail("the migration Job's pods match the worker selector")
-    for (kind, name), doc in docs.items():
-        if kind == "CronJob":
-            template = doc["spec"]["jobTemplate"]["spec"]["template"]
-            if all(template["metadata"]["labels"].get(k) == v for k, v in selector.items()):
-                fail(f"CronJob {name}'s pods match the worker selector")
-    ok("Service, PDB and ServiceMonitor select the worker pods (and not the Jobs')")
+        fail(f"Deployment {name}: container port 'metrics' is not OCITAG_HTTP_PORT {port}")
+    extras = _check_service(docs, name, selector, ports, port)
+    listed = ", ".join(f"{k} {v}" for k, v in ports.items())
+    ok(
+        f"{name}: grace {pod['terminationGracePeriodSeconds']} > drain {grace:g}; "
+        f"ports {listed} in {', '.join(extras)}"
+    )
+
+
+def _check_service(
+    docs: dict[tuple[str, str], Any],
+    name: str,
+    selector: dict[str, str],
+    ports: dict[str, int],
+    port: int,
+) -> list[str]:
+    """The Deployment's Service (named as it: the job label the alerts select on), PDB
+    and ServiceMonitor select its pods and ports; returns the kinds present."""
+    service = docs.get(("Service", name))
+    if service is None:
+        fail(f"Deployment {name} has no Service {name} (the job label the alerts select on)")
+        return []
+    if service["spec"]["selector"] != selector:
+        fail(f"Service {name} does not select the Deployment's pods")
+    for sp in service["spec"]["ports"]:
+        if sp["targetPort"] not in ports:
+            fail(f"Service {name} port {sp['name']} targets {sp['targetPort']}: no such port")
+    if {sp["name"]: sp["port"] for sp in service["spec"]["ports"]}.get("metrics") != port:
+        fail(f"Service {name} does not expose 'metrics' on OCITAG_HTTP_PORT {port}")
+    pdb = docs.get(("PodDisruptionBudget", name))
+    if pdb is not None and pdb["spec"]["selector"]["matchLabels"] != selector:
+        fail(f"PodDisruptionBudget {name} does not select the Deployment's pods")
+    monitor = docs.get(("ServiceMonitor", name))
+    if monitor is not None and not _selects(
+        monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"]
+    ):
+        fail(f"ServiceMonitor {name} does not select the Service {name}")
+    return ["Service"] + [k for k in ("PodDisruptionBudget", "ServiceMonitor") if (k, name) in docs]
+
+
+def _check_keda(docs: dict[tuple[str, str], Any], config: dict[str, str]) -> None:
     scaled = docs[("ScaledObject", "ocitag-worker")]["spec"]
+    deployment = docs[("Deployment", "ocitag-worker")]
+    if "replicas" in deployment["spec"]:
+        fail("Deployment ocitag-worker sets replicas while KEDA's HPA owns them")
     (trigger,) = scaled["triggers"]
     meta = trigger["metadata"]
     want = {
@@ -644,9 +768,9 @@ def cmd_consistency(rendered: str) -> None:
     }
     for key, value in want.items():
         if meta.get(key) != value:
-            fail(f"ScaledObject trigger {key} {meta.get(key)!r} != ConfigMap {value!r}")
-    if scaled["maxReplicaCount"] != int(config["OCITAG_TOPIC_PARTITIONS"]):
-        fail("ScaledObject maxReplicaCount != OCITAG_TOPIC_PARTITIONS")
+            fail(f"ScaledObject trigger {key} {meta.get(key)!r} != config {value!r}")
+    if scaled["maxReplicaCount"] > int(config["OCITAG_TOPIC_PARTITIONS"]):
+        fail("ScaledObject maxReplicaCount above OCITAG_TOPIC_PARTITIONS: idle consumers")
     if scaled["scaleTargetRef"]["name"] != "ocitag-worker":
         fail("ScaledObject does not target the Deployment")
     protocol = config["OCITAG_KAFKA_SECURITY_PROTOCOL"]
@@ -655,26 +779,82 @@ def cmd_consistency(rendered: str) -> None:
     want_tls = "enable" if protocol in {"SSL", "SASL_SSL"} else None
     if meta.get("sasl") != want_sasl or meta.get("tls") != want_tls:
         fail(f"ScaledObject sasl/tls do not match {protocol}")
-    auth = docs[("TriggerAuthentication", trigger["authenticationRef"]["name"])]["spec"]
-    secret_name = pod["volumes"][0]["secret"]["secretName"]
+    if "authenticationRef" in trigger:
+        auth = docs[("TriggerAuthentication", trigger["authenticationRef"]["name"])]["spec"]
+        _check_trigger_auth(auth, deployment["spec"]["template"]["spec"], config)
+    ok("ScaledObject: brokers, group, topic, sasl/tls from the settings; max <= partitions")
+
+
+def _check_trigger_auth(auth: dict[str, Any], pod: dict[str, Any], config: dict[str, str]) -> None:
+    """KEDA reads the password and CA from the very Secret keys the worker mounts, and
+    the SASL user from the worker container's settings."""
+    mounted = {
+        (s["secret"]["name"], item["key"]): item["path"]
+        for v in pod["volumes"]
+        for s in v.get("projected", {}).get("sources", [])
+        if "secret" in s
+        for item in s["secret"].get("items", [])
+    }
+    files = {
+        "password": "kafka-sasl-password",
+        "ca": "kafka-ca.crt",
+        "cert": "kafka-client.crt",
+        "key": "kafka-client.key",
+        "keyPassword": "kafka-key-password",
+    }
     for ref in auth.get("secretTargetRef", []):
-        if ref["name"] != secret_name:
-            fail(f"TriggerAuthentication reads Secret {ref['name']}, the pods {secret_name}")
+        want = files.get(ref["parameter"])
+        if mounted.get((ref["name"], ref["key"])) != want:
+            fail(f"TriggerAuthentication {ref['parameter']} is not the worker's {want}")
     for ref in auth.get("env", []):
         if ref["name"] not in config or ref.get("containerName") != "worker":
-            fail(f"TriggerAuthentication env {ref['name']} is not in the worker's ConfigMap")
-    ok("ScaledObject: brokers, group, topic, sasl/tls from the ConfigMap; max = partitions")
-    example = load_yaml_all(DEPLOY / "k8s" / "secret.example.yaml")[0]
-    keys = set(example.get("stringData", {}))
-    mount = container["volumeMounts"][0]["mountPath"]
-    for var in container["env"]:
-        if var["name"].endswith("_FILE"):
-            key = var["value"].removeprefix(mount + "/")
-            if key not in keys:
-                fail(f"{var['name']} reads key {key}, not in secret.example.yaml")
-    if example["metadata"]["name"] != secret_name:
-        fail("secret.example.yaml is not the Secret the pods mount")
-    ok(f"Secret {secret_name}: every *_FILE key is in secret.example.yaml")
+            fail(f"TriggerAuthentication env {ref['name']} is not in the worker's config")
+
+
+def _check_mounted_files(path: str) -> None:
+    """Every variable pointing into /var/run/secrets/ names a file the pod mounts, and a
+    Secret the chart renders holds every key a pod reads from it."""
+    rendered = {d["metadata"]["name"] for d in load_yaml_all(Path(path)) if d["kind"] == "Secret"}
+    count = 0
+    for where, doc, container in _containers(path):
+        files = pod_files(path, doc, container)
+        for name, value in pod_environ(path, container).items():
+            if value.startswith(MOUNTED):
+                count += 1
+                if value not in files:
+                    fail(f"{where}: {name}={value} is no file of the pod's Secret volumes")
+        for volume in _pod_spec(doc).get("volumes", []):
+            for source in volume.get("projected", {}).get("sources", []):
+                secret = source.get("secret", {})
+                if secret.get("name") in rendered:
+                    for item in secret["items"]:
+                        if files.get(f"/var/run/secrets/ocitag/{item['path']}") is None:
+                            fail(f"{where}: Secret {secret['name']} has no key {item['key']}")
+    ok(f"{count} *_FILE variables name files the pods mount; created Secrets hold their keys")
+
+
+def cmd_consistency(*rendered: str) -> None:
+    print("cross-file consistency")
+    for path in rendered:
+        print(f"-- {Path(path).name}")
+        docs = {(d["kind"], d["metadata"]["name"]): d for d in load_yaml_all(Path(path))}
+        config = docs[("ConfigMap", "ocitag-worker")]["data"]
+        deployments = [name for kind, name in docs if kind == "Deployment"]
+        for name in deployments:
+            _check_deployment(docs, name, config)
+        _check_probes(path)
+        selectors = [
+            docs[("Deployment", n)]["spec"]["selector"]["matchLabels"] for n in deployments
+        ]
+        for what, doc, _ in _containers(path):
+            if doc["kind"] in {"Job", "CronJob"}:
+                labels = _pod_template(doc)["metadata"]["labels"]
+                if any(_selects(s, labels) for s in selectors):
+                    fail(f"{what}'s pods match a Deployment's selector")
+        ok("the Jobs' pods match no Deployment's selector")
+        if ("ScaledObject", "ocitag-worker") in docs:
+            _check_keda(docs, config)
+        _check_mounted_files(path)
     dockerfile = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
     if "/healthz" not in dockerfile or "EXPOSE 9400" not in dockerfile:
         fail("Dockerfile HEALTHCHECK/EXPOSE do not match /healthz on 9400")
@@ -689,6 +869,7 @@ def main() -> None:
     os.chdir(ROOT)
     commands = {
         "prometheusrule": cmd_prometheusrule,
+        "helm-schema": cmd_helm_schema,
         "crds": cmd_crds,
         "metrics": cmd_metrics,
         "dashboard-rules": cmd_dashboard_rules,

@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 EVENTS = 10_000
 TAGS = 800
-RATE = 1_000.0
+RATE = 2_500.0
 #: small segments that roll often: the cleaner only compacts closed segments
 SEGMENTS = {
     "cleanup.policy": "compact",

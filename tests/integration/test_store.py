@@ -167,6 +167,27 @@ async def test_replays_are_byte_identical_and_reuse_is_409(pool: asyncpg.Pool) -
     assert (await rows(pool))["v1"][3] == 1
 
 
+async def test_a_repeated_change_gets_the_state_record_of_the_tag_as_the_batch_leaves_it(
+    pool: asyncpg.Pool,
+) -> None:
+    """The state topic keeps the last record per key: a duplicate that follows a later
+    change, in the same batch or a later one, must show that later change, and a
+    deletion's duplicate after a re-creation the live record."""
+    store = Store(pool, CTX)
+    first = make_event("v1", digest(1), BASE, event_id="e1")
+    later = make_event("v1", digest(2), BASE + timedelta(seconds=1), event_id="e2")
+    gone = make_deletion("v1", BASE + timedelta(seconds=2), event_id="e3")
+    back = make_event("v1", digest(3), BASE + timedelta(seconds=3), event_id="e4")
+    out = await store.apply(items([first, later, first]), now())
+    assert [o.state and o.state.version for o in out] == [1, 2, 2]
+    assert out[2].state == out[1].state
+    out = await store.apply(items([gone, first]), now())
+    assert [(o.state.value, o.state.version) for o in out if o.state] == [(None, 3), (None, 3)]
+    out = await store.apply(items([back, gone, first]), now())
+    assert [o.state and o.state.version for o in out] == [4, 4, 4]
+    assert out[1].state == out[0].state and out[0].state and out[0].state.value
+
+
 async def test_one_batch_costs_a_bounded_number_of_round_trips(pool: asyncpg.Pool) -> None:
     """The statements one connection runs for a batch of 500 events on 50 tags (moves,
     deletions of live and of deleted tags, re-creations, a few never-seen tags)."""

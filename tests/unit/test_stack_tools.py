@@ -1,7 +1,8 @@
 """``deploy/local/stack tools`` builds what ``make run`` uses (the registry and crane),
-``tools --test`` what the tests use too (oras), and a build says how it is going while
-``go install`` is silent. Against a stand-in ``go`` that records what it is asked to
-install and finishes only when the test lets it (once the progress line was seen)."""
+``tools --test`` what the tests use too (oras), ``tools --deploy`` deploy/check's helm,
+and a build says how it is going while ``go install`` is silent. Against a stand-in
+``go`` that records what it is asked to install and finishes only when the test lets it
+(once the progress line was seen)."""
 
 from __future__ import annotations
 
@@ -88,3 +89,17 @@ def test_tools_test_adds_what_only_the_tests_use(tmp_path: Path) -> None:
     assert code == 0, said
     assert [p.split("@")[0].rsplit("/", 1)[-1] for p in installed] == ["oras"]
     assert _tools(tmp_path, "--bogus")[0] == 2
+
+
+def test_tools_deploy_builds_only_helm_once(tmp_path: Path) -> None:
+    """deploy/check's helm: built alone (not the registry and crane), stamped with the
+    pinned version, and not rebuilt while the stamp matches."""
+    code, out, said, installed = _tools(tmp_path, "--deploy")
+    assert code == 0, said
+    assert installed == ["helm.sh/helm/v3/cmd/helm@v3.21.4"]
+    assert (Path(out.strip()) / "helm").is_file()
+    stamp = tmp_path / "bin" / ".helm.version"
+    assert stamp.read_text(encoding="utf-8").strip() == installed[0]
+    assert _tools(tmp_path, "--deploy")[3] == []
+    stamp.write_text("helm.sh/helm/v3/cmd/helm@v3.0.0\n", encoding="utf-8")
+    assert _tools(tmp_path, "--deploy")[3] == installed

@@ -12,9 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.helpers.strategies import BASE, digest
+from tests.helpers.store import items
+from tests.helpers.strategies import BASE, digest, make_event
 from worker.decision import TagRecord
 from worker.outcomes import Outcome
+from worker.plan import ProcessedRow
 from worker.state import (
     UNREADABLE,
     Difference,
@@ -93,13 +95,25 @@ def test_a_repeat_gets_the_tag_as_it_now_is_and_a_first_processing_keeps_its_own
     again = Outcome(key, b"v", 200, "updated", replay=True, state=upsert(record(version=2)))
     rejected = Outcome(key, b"v", 409, replay=True)
     now = record(version=4)
-    assert repeated_tags([first, again, rejected]) == ["docker.io/library/app:1.0"]
     out = refreshed([first, again, rejected], {"docker.io/library/app:1.0": now})
     assert out[0].state == upsert(record(version=2))
     assert out[1].state == upsert(now)
     assert out[2].state is None
     gone = refreshed([again], {})
     assert gone[0].state == tombstone("docker.io/library/app:1.0", None)
+
+
+def test_the_tags_to_refresh_are_those_repeating_an_earlier_applied_change() -> None:
+    applied, superseded, new = (
+        make_event(tag, digest(n), BASE, event_id=f"e{n}")
+        for n, tag in enumerate(["1.0", "2.0", "3.0"])
+    )
+    batch = items([applied, superseded, new, applied])
+    earlier = {
+        (applied.source, applied.id): ProcessedRow(applied.fingerprint, BASE, 200),
+        (superseded.source, superseded.id): ProcessedRow(superseded.fingerprint, BASE, 409),
+    }
+    assert repeated_tags(batch, earlier) == [("docker.io/library/app", "1.0")]
 
 
 # ---- reading back
