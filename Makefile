@@ -17,7 +17,7 @@ NEED_STACK = [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ] || [ -z "$${DATABASE_URL:-}"
 START_STACK = if $(NEED_STACK); then $(STACK) up >&2; fi;
 WITH_SERVICES = if $(NEED_STACK); then $(STACK) up >&2 && eval "$$($(STACK) env)"; fi;
 
-.PHONY: install services run migrate test test-unit lint docs format fuzz faults faults-long bench bench-store bench-decode bench-retention bench-reconcile bench-ingest bench-api bench-state bench-watch schemas check-schemas down clean check-deploy
+.PHONY: install services run migrate test test-unit lint docs format fuzz faults faults-long bench bench-floor bench-store bench-decode bench-retention bench-reconcile bench-ingest bench-api bench-state bench-watch bench-tracing schemas check-schemas down clean check-deploy
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -39,8 +39,8 @@ run: install
 	@exec deploy/local/run
 
 lint: install
-	$(BIN)/ruff check worker tests bench examples tools/docs_links.py
-	$(BIN)/ruff format --check worker tests bench examples tools/docs_links.py
+	$(BIN)/ruff check worker tests bench examples tools/docs_links.py tools/trace_svg.py
+	$(BIN)/ruff format --check worker tests bench examples tools/docs_links.py tools/trace_svg.py
 	$(BIN)/mypy
 
 # The documentation site (mkdocs.yml) into site/: strict, so that a broken link or anchor,
@@ -49,8 +49,8 @@ docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 format: install
-	$(BIN)/ruff format worker tests bench examples tools/docs_links.py
-	$(BIN)/ruff check --fix worker tests bench examples tools/docs_links.py
+	$(BIN)/ruff format worker tests bench examples tools/docs_links.py tools/trace_svg.py
+	$(BIN)/ruff check --fix worker tests bench examples tools/docs_links.py tools/trace_svg.py
 
 # The whole suite on real services: the local stack is started here (the fixtures would
 # start it too) so that its start-up shows in the log before the tests.
@@ -102,7 +102,12 @@ check-deploy:
 # KAFKA_BOOTSTRAP_SERVERS/DATABASE_URL when set, else start the local stack; each run makes
 # its own topics and databases and drops them afterwards. Knobs: BENCH_* variables.
 bench: install
-	@$(WITH_SERVICES) $(PY) -m bench.history
+	@$(WITH_SERVICES) $(PY) -m bench.history && $(PY) -m bench.versus
+
+# the project against the floor (bench/floor.py), side by side in one run (bench/versus.py);
+# also the last part of `make bench`
+bench-floor: install
+	@$(WITH_SERVICES) $(PY) -m bench.versus
 
 bench-store: install
 	@$(WITH_SERVICES) $(PY) -m bench.store
@@ -134,3 +139,8 @@ bench-state: install
 # 200 by default; the issue's target is 1000 watchers at 2000 changes/s)
 bench-watch: install
 	@$(WITH_SERVICES) $(PY) -m bench.watch
+
+# tracing's cost (bench/tracing.py): drain pace with tracing off, on at 10 % sampling
+# (to Jaeger all-in-one, deploy/local/stack jaeger-start), and off again, in one run
+bench-tracing: install
+	@$(WITH_SERVICES) $(PY) -m bench.tracing

@@ -8,7 +8,10 @@ processes on a fresh database and fresh topics, then:
 - closed loop: BENCH_API_CLIENTS (50) concurrent clients, each PUTting as fast as its
   answers come, BENCH_API_REQUESTS (3000) in all: round trips per second, p50/p99;
 - open loop: PUTs started at BENCH_API_RATE (200) per second for BENCH_API_SECONDS (15),
-  at most BENCH_API_CLIENTS in flight: latency at that load (goal: p99 < 100 ms).
+  at most BENCH_API_CLIENTS in flight: latency at that load (goal: p99 < 100 ms), and
+  each PUT's round trip split between the worker and the API (bench/api_split.py: the
+  API's added time, p50/p99 of the per-PUT values; goal of issue "Close to the floor":
+  p99 ≤ 20 ms at 200 PUT/s).
 
 Each PUT moves one of BENCH_API_TAGS (1000) tags to a new digest (no preconditions). The
 worker's own latency (``ocitag_event_processing_seconds``: fetched to outcome
@@ -35,6 +38,7 @@ from typing import Any
 
 import aiohttp
 
+from bench.api_split import Split
 from bench.report import percentile, table
 from bench.runner import Topics, WorkerProcess
 from bench.services import (
@@ -158,16 +162,21 @@ class Load:
         self._n = 0
         self.latencies: list[float] = []
         self.statuses: Counter[int] = Counter()
+        #: (artifact, round trip in seconds) of each PUT answered 200
+        self.puts: list[tuple[str, float]] = []
 
     async def put(self, session: aiohttp.ClientSession) -> None:
         self._n += 1
         n = self._n
         url = f"{self._base}/ocitags/bench.example.com%2Fteam%2Fapp:t{n % self._tags}/"
+        artifact = digest(n)
         started = time.perf_counter()
-        async with session.put(url, json={"artifact": digest(n)}) as response:
+        async with session.put(url, json={"artifact": artifact}) as response:
             await response.read()
         self.latencies.append(time.perf_counter() - started)
         self.statuses[response.status] += 1
+        if response.status == 200:
+            self.puts.append((artifact, self.latencies[-1]))
 
     def summary(self, seconds: float) -> dict[str, Any]:
         ordered = sorted(self.latencies)
@@ -208,8 +217,11 @@ async def open_loop(
     *,
     rate: float,
     seconds: float,
+    split: Split | None = None,
 ) -> dict[str, Any]:
     load = Load(base, tags)
+    if split is not None:
+        await split.start()
     slots = asyncio.Semaphore(clients)
     skipped = 0
     tasks: list[asyncio.Task[None]] = []
@@ -234,6 +246,9 @@ async def open_loop(
     result = load.summary(time.perf_counter() - started)
     result["offered_per_second"] = rate
     result["not_sent_all_clients_busy"] = skipped
+    if split is not None:
+        await split.stop([artifact for artifact, _ in load.puts])
+        result.update(split.summary(load.puts))
     return result
 
 
@@ -306,9 +321,10 @@ async def run(services: Services) -> dict[str, Any]:
             closed = await phase(
                 "closed loop", closed_loop(session, base, clients, total, tags), session, procs
             )
+            split = Split(services.kafka, topics.input, topics.outcomes, 6)
             opened = await phase(
                 "open loop",
-                open_loop(session, base, clients, tags, rate=rate, seconds=seconds),
+                open_loop(session, base, clients, tags, rate=rate, seconds=seconds, split=split),
                 session,
                 procs,
             )
@@ -332,6 +348,13 @@ async def run(services: Services) -> dict[str, Any]:
             "p99_ms_below": 100,
             "at_puts_per_second": 200,
             "met": opened["p99_ms"] < 100 and opened["puts_per_second"] >= 0.95 * rate,
+        },
+        # issue "Close to the floor": what the API adds to the worker's time, per PUT
+        "added_goal": {
+            "api_added_p99_ms_at_most": 20,
+            "at_puts_per_second": 200,
+            "met": (opened.get("api_added_p99_ms") or float("inf")) <= 20
+            and opened["puts_per_second"] >= 0.95 * rate,
         },
         "code": code_version(),
         "machine": machine(),
@@ -371,10 +394,20 @@ def render(results: dict[str, Any]) -> str:
     ]
     goal = results["goal"]
     verdict = "met" if goal["met"] else "NOT met"
+    opened = results["open_loop"]
+    added = results["added_goal"]
     return (
         table(headers, rows)
         + f"\n\ngoal p99 < {goal['p99_ms_below']} ms at {goal['at_puts_per_second']} PUT/s: "
         + verdict
+        + "\nopen loop, each PUT split (bench/api_split.py; "
+        + f"{opened.get('split_matched')} of {opened.get('split_puts')} PUTs matched): "
+        + f"worker p50 / p99 {opened.get('worker_split_p50_ms')} / "
+        + f"{opened.get('worker_split_p99_ms')} ms, API added p50 / p99 / max "
+        + f"{opened.get('api_added_p50_ms')} / {opened.get('api_added_p99_ms')} / "
+        + f"{opened.get('api_added_max_ms')} ms; goal API added p99 ≤ "
+        + f"{added['api_added_p99_ms_at_most']} ms at {added['at_puts_per_second']} PUT/s: "
+        + ("met" if added["met"] else "NOT met")
         + f"\nCPU (cores) closed loop: {results['closed_loop']['cpu_cores']}"
         + f"\nCPU (cores) open loop: {results['open_loop']['cpu_cores']}"
         + f"\npeak RSS MiB (VmHWM) after the open loop: {results['open_loop']['peak_rss_mib']}"

@@ -65,14 +65,17 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
 
 
-async def create_database(server_url: str, name: str) -> str:
-    """A new, migrated database; returns its URL."""
+async def create_database(server_url: str, name: str, *, migrated: bool = True) -> str:
+    """A new database, migrated unless told otherwise (the floor's has its own tables);
+    returns its URL."""
     admin = await asyncpg.connect(with_database(server_url, "postgres"))
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
     url = with_database(server_url, name)
+    if not migrated:
+        return url
     conn = await asyncpg.connect(url)
     try:
         await migrate(conn)

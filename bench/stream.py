@@ -49,6 +49,10 @@ class StreamShape:
     zipf: float = 1.0  # popularity exponent; 0 = uniform
     tags_per_repository: int = 8
     namespace: str = ""  # prefixes the repository paths: distinct tags for another run
+    #: seconds: each event's time is moved back by a uniformly random amount up to this
+    #: (0: none); a spread as long as the backlog gives random event times (most of a
+    #: tag's later deliveries are then late: 409 superseded)
+    time_spread: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +132,8 @@ class Generator:
         tag = self._pick()
         if rng.random() < self.shape.out_of_order:
             when -= timedelta(seconds=rng.uniform(0.05, 5.0))
+        if self.shape.time_spread:
+            when -= timedelta(seconds=rng.uniform(0.0, self.shape.time_spread))
         digest = f"{rng.getrandbits(256):064x}"
         data: dict[str, Any] = {
             "repository": tag.repository,

@@ -3,6 +3,7 @@ its own database (cloned from a migrated template) and its own topics."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -16,13 +17,20 @@ import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.helpers.clients import ClientUnavailableError, kafka_libs, kcat_path
+from tests.helpers.jaeger import JaegerUnavailableError, start_jaeger
 from tests.helpers.postgres import PostgresUnavailableError, password_postgres, server_binaries
 from tests.helpers.registry import ToolsUnavailableError, tools_dir
 from tests.helpers.services import IN_CI, Services, UnavailableError, discover, with_database
-from worker.migrate import migrate
+from worker.migrate import available, migrate
 from worker.settings import Settings, load_settings
 
-TEMPLATE_DB = "ocitag_test_template"
+# Named after the migrations it holds: test runs of branches with other migrations share
+# the server (the team's local stack) and must not clone each other's template (a
+# clone of a newer schema refuses to run: "newer than this build knows").
+TEMPLATE_DB = (
+    "ocitag_test_template_"
+    + hashlib.sha256("".join(m.checksum for m in available()).encode()).hexdigest()[:10]
+)
 T = TypeVar("T")
 
 
@@ -77,6 +85,12 @@ def _required(find: Callable[[], T], *unavailable: type[Exception]) -> T:
 def registry_tools() -> Path:
     """The real OCI registry, crane and oras (built once by ``deploy/local/stack tools --test``)."""
     return _required(tools_dir, ToolsUnavailableError)
+
+
+@pytest.fixture(scope="session")
+def jaeger(registry_tools: Path) -> str:
+    """Jaeger all-in-one, in memory (built with the registry's tools): its query URL."""
+    return _required(start_jaeger, JaegerUnavailableError)
 
 
 @pytest.fixture(scope="session")

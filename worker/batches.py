@@ -25,7 +25,7 @@ from typing import Protocol, TypeVar
 import structlog
 from aiokafka import TopicPartition
 
-from worker import metrics
+from worker import metrics, tracing
 from worker.consumer import Consumer
 from worker.deadletter import DeadLetters
 from worker.decode import decode
@@ -114,7 +114,16 @@ class BatchRunner:
             _STAGE_FETCH.observe(max(0.0, batch.fetched_wall - oldest / 1000))
         decoded = [decode(r, self._settings.contract.max_event_bytes) for r in batch.records]
         _STAGE_DECODE.observe(time.monotonic() - started)
-        outcomes = await self._retrying(batch, lambda: self._apply_and_publish(batch, decoded))
+        tracer = tracing.current()
+        traced: tracing.BatchTrace | None = None
+        if tracer is None:
+            outcomes = await self._retrying(batch, lambda: self._apply_and_publish(batch, decoded))
+        else:
+            with tracer.batch(batch.records, self._settings.kafka.group_id) as traced:
+                outcomes = await self._retrying(
+                    batch, lambda: self._apply_and_publish(batch, decoded, traced)
+                )
+            traced.finish(decoded, [(o.status, o.value) for o in outcomes])
         batch.published = True
         done = time.monotonic()
         metrics.BATCH_SECONDS.observe(done - started)
@@ -132,10 +141,15 @@ class BatchRunner:
         for _ in outcomes:
             metrics.EVENT_SECONDS.observe(elapsed)
         if self._log_events:  # the line's fields cost even when the level drops it
-            for raw, event, outcome in zip(batch.records, decoded, outcomes, strict=True):
-                _log_event(raw, event, outcome, elapsed)
+            for index, (raw, event, outcome) in enumerate(
+                zip(batch.records, decoded, outcomes, strict=True)
+            ):
+                ids = traced.log_fields(index) if traced is not None else None
+                _log_event(raw, event, outcome, elapsed, ids)
 
-    async def _apply_and_publish(self, batch: Batch, decoded: Sequence[Decoded]) -> list[Outcome]:
+    async def _apply_and_publish(
+        self, batch: Batch, decoded: Sequence[Decoded], traced: tracing.BatchTrace | None = None
+    ) -> list[Outcome]:
         processed_at = datetime.now(UTC)
         items = [
             Item(raw, event)
@@ -159,6 +173,8 @@ class BatchRunner:
         await self._dead_letters.send(rejected)
         topic = self._settings.topics.outcome_topic
         messages = [Message(topic, o.key, o.value, o.headers) for o in outcomes]
+        if traced is not None:  # each outcome continues its event's trace
+            messages = [traced.message(i, m) for i, m in enumerate(messages)]
         if self._state_topic:  # acknowledged with the outcomes, before the offset commit
             messages += [
                 Message(self._state_topic, s.key, s.value, s.headers)
@@ -220,12 +236,19 @@ class BatchRunner:
         return result
 
 
-def _log_event(raw: RawRecord, event: object, outcome: Outcome, seconds: float) -> None:
-    """The one canonical line per event."""
+def _log_event(
+    raw: RawRecord,
+    event: object,
+    outcome: Outcome,
+    seconds: float,
+    trace_ids: dict[str, str] | None = None,
+) -> None:
+    """The one canonical line per event (with its span's ids while tracing is on)."""
     event_id = getattr(event, "id", None)
     subject = getattr(event, "ocitag_id", None) or getattr(event, "subject", None)
     log.info(
         "event",
+        **(trace_ids or {}),
         event_id=event_id,
         ocitag_id=subject,
         topic=raw.topic,

@@ -19,7 +19,7 @@ import asyncpg
 import structlog
 from aiokafka.errors import KafkaError
 
-from worker import __version__, logs, reachability, runtime
+from worker import __version__, logs, reachability, runtime, tracing
 from worker.errors import FatalError, SettingsError, WorkerError
 from worker.settings import (
     COMMAND_SETTINGS,
@@ -191,12 +191,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"ocitag-worker: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    logs.configure(settings.process.log_level, settings.process.log_format)
+    traced = args.command in tracing.SERVICE_NAMES and settings.tracing.enabled
+    logs.configure(settings.process.log_level, settings.process.log_format, trace_ids=traced)
     log = structlog.get_logger("worker")
     for renamed in (*settings.renamed, *renamed_flags):
         log.warning("setting_renamed", old=renamed.old, new=renamed.new, hint=renamed.warning())
     if settings.process.log_level == "debug":  # every setting; each start-up line has its own
         log.debug("settings", settings=settings.masked())
+    if traced:  # before anything opens: the instrumentations wrap what is made later
+        tracing.start(settings, args.command)
     try:
         with asyncio.Runner(
             loop_factory=runtime.loop_factory(settings.process.event_loop)
@@ -214,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FATAL
     except KeyboardInterrupt:
         return 130
+    finally:
+        tracing.stop()  # the spans still queued are exported before the process ends
 
 
 async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:

@@ -92,6 +92,8 @@ class Rejected:
     #: the row as a rejection that still records something leaves it (a deletion of a
     #: tag that is not live records its key); None: nothing changes
     record: TagRecord | None = None
+    #: for a superseded event, the row whose key was greater (what rebuilds the 409)
+    newer: TagRecord | None = None
 
     @property
     def recorded(self) -> TagRecord | None:
@@ -104,7 +106,7 @@ Decision = Applied | Rejected
 def decide(stored: TagRecord | None, event: TagEvent) -> Decision:
     """One event against the tag's row (None: never seen, or pruned)."""
     if stored is not None and event.order_key <= stored.order_key:
-        return Rejected(_superseded(stored, event))
+        return Rejected(_superseded(stored, event), newer=stored)
     live = stored if stored is not None and stored.live else None
     if isinstance(event, TagDeleted) and live is None:
         return Rejected(_not_found(stored, event), _tombstone(stored, event))
@@ -139,17 +141,23 @@ def fold(
 
 
 def _superseded(stored: TagRecord, event: TagEvent) -> Problem:
-    done = "moved" if stored.live else "deleted"
+    return superseded_problem(event, stored.order_key, live=stored.live)
+
+
+def superseded_problem(event: TagEvent, newer: OrderKey, *, live: bool) -> Problem:
+    """409: ``event`` is not newer than the row's key ``newer`` (a live row's: moved, a
+    tombstone's: deleted). Also what rebuilds a stored 409 (worker/outcomes.py)."""
+    done = "moved" if live else "deleted"
+    on, source, event_id = newer
     return Problem(
         ProblemKind.SUPERSEDED,
         f"{event.ocitag_id} was already {done} by a newer event (time "
-        f"{format_rfc3339(stored.last_modified_on)}, source {stored.last_event_source}, "
-        f"id {stored.last_event_id}); events are ordered by (time, source, id)",
+        f"{format_rfc3339(on)}, source {source}, id {event_id}); events are ordered by "
+        "(time, source, id)",
         (
             ErrorItem(
                 event.attribute_location("time"),
-                "must be later than the time of the last applied event "
-                f"({format_rfc3339(stored.last_modified_on)})",
+                f"must be later than the time of the last applied event ({format_rfc3339(on)})",
                 format_rfc3339(event.time),
             ),
         ),

@@ -40,7 +40,7 @@ from aiokafka.errors import (
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import DefaultPartitioner
 
-from worker import metrics
+from worker import metrics, tracing
 from worker.errors import Cause, FatalError, PermanentError, TransientError, describe
 from worker.settings import Settings, env_name
 
@@ -48,7 +48,10 @@ log = structlog.get_logger("worker.kafka")
 
 
 class Message(NamedTuple):
-    """One record to produce: what every producer of this package sends."""
+    """One record to produce: what every producer of this package sends. While tracing
+    is on, a record whose headers already hold a ``traceparent`` keeps it (the worker's
+    outcome: its event's span; a dead letter: the record's own); the others get the
+    producer call's (worker/tracing_sdk.py)."""
 
     topic: str
     key: bytes | None
@@ -443,14 +446,14 @@ class Producer:
     async def _send(self, messages: Sequence[Message], *, alone: bool) -> None:
         producer = self._producer
 
-        async def enqueue() -> list[asyncio.Future[Any]]:
+        async def enqueue(messages: Sequence[Message]) -> list[asyncio.Future[Any]]:
             futures: list[asyncio.Future[Any]] = []
             for topic in dict.fromkeys(m.topic for m in messages):
                 same = [m for m in messages if m.topic == topic]
                 futures.extend(await self._send_topic(producer, topic, same, alone))
             return futures
 
-        await self._acknowledged(producer, enqueue)
+        await self._traced(producer, messages, enqueue)
 
     async def send_each(self, messages: Sequence[Message]) -> None:
         """``send_all`` for small sends from many concurrent callers (ingest's
@@ -459,22 +462,39 @@ class Producer:
         batch per call and (idempotent) one produce request per partition at a time."""
         producer = self._producer
 
-        async def enqueue() -> list[asyncio.Future[Any]]:
+        async def enqueue(messages: Sequence[Message]) -> list[asyncio.Future[Any]]:
             return [
                 await producer.send(m.topic, m.value, key=m.key, headers=m.headers)
                 for m in messages
             ]
 
-        await self._acknowledged(producer, enqueue)
+        await self._traced(producer, messages, enqueue)
+
+    async def _traced(
+        self,
+        producer: AIOKafkaProducer,
+        messages: Sequence[Message],
+        enqueue: Callable[[Sequence[Message]], Awaitable[list[asyncio.Future[Any]]]],
+    ) -> None:
+        """The one place every record of the product leaves from: while tracing is on,
+        inside a ``send`` span whose context (or the record's own) each record carries
+        as its ``traceparent`` header (worker/tracing_sdk.py)."""
+        tracer = tracing.current()
+        if tracer is None:
+            await self._acknowledged(producer, messages, enqueue)
+            return
+        with tracer.sending(messages) as traced:
+            await self._acknowledged(producer, traced, enqueue)
 
     async def _acknowledged(
         self,
         producer: AIOKafkaProducer,
-        enqueue: Callable[[], Awaitable[list[asyncio.Future[Any]]]],
+        messages: Sequence[Message],
+        enqueue: Callable[[Sequence[Message]], Awaitable[list[asyncio.Future[Any]]]],
     ) -> None:
         """Enqueue, wait for every acknowledgement, and say what a failure means."""
         try:
-            futures = await enqueue()
+            futures = await enqueue(messages)
             results = await asyncio.gather(*futures, return_exceptions=True)
             failed = next((r for r in results if isinstance(r, BaseException)), None)
             if failed is not None:

@@ -25,7 +25,11 @@ def _json_text(obj: Any, **_: Any) -> str:
     return orjson.dumps(obj, default=str).decode()
 
 
-def configure(level: LogLevel, fmt: LogFormat, stream: TextIO | None = None) -> None:
+def configure(
+    level: LogLevel, fmt: LogFormat, stream: TextIO | None = None, *, trace_ids: bool = False
+) -> None:
+    """``trace_ids``: tracing is on, and a line written inside a sampled span carries
+    its ``trace_id`` and ``span_id`` (worker/tracing_sdk.py ``log_trace_ids``)."""
     out = stream or sys.stderr
     as_json = fmt == "json" or (fmt == "auto" and not out.isatty())
     numeric = logging.getLevelNamesMapping()[level.upper()]
@@ -34,6 +38,10 @@ def configure(level: LogLevel, fmt: LogFormat, stream: TextIO | None = None) -> 
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    if trace_ids:
+        from worker.tracing_sdk import log_trace_ids  # noqa: PLC0415 - the SDK only when on
+
+        shared.append(log_trace_ids)
     # One line per event is written at full throughput: orjson straight to the byte
     # stream costs about a quarter of the standard JSON renderer.
     processors: list[structlog.typing.Processor]

@@ -79,8 +79,10 @@ def _check(applied: dict[int, str], known: list[Migration]) -> None:
             )
 
 
-async def migrate(conn: Connection) -> list[Migration]:
-    """Apply what is pending, each migration in its own transaction. Returns them."""
+async def migrate(conn: Connection, *, up_to: int | None = None) -> list[Migration]:
+    """Apply what is pending (up to version ``up_to`` if given: the migration tests
+    start from an earlier schema), each migration in its own transaction. Returns
+    them."""
     known = available()
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
     try:
@@ -91,6 +93,8 @@ async def migrate(conn: Connection) -> list[Migration]:
         for migration in known:
             if migration.version in applied:
                 continue
+            if up_to is not None and migration.version > up_to:
+                break
             async with conn.transaction():
                 await conn.execute(migration.sql)
                 await conn.execute(

@@ -20,10 +20,13 @@ A processed event's outcome is republished byte-identical, so nothing here may d
 when or where it is rebuilt except what is passed in. The idempotency record keeps what
 rebuilds it (``processed_row``): a tag-moved event's 200 from the repeat itself — equal
 fingerprints mean equal meaning: repository, tag, artifact, actor, time, source and id —
-plus version, change, creation and the worker source of the first publication; any other
-outcome as its bytes. ``replayed`` gives it back. An attribute with no
-value is left out, never ``null`` (CloudEvents SDKs reject ``null`` attributes):
-``_envelope`` is the one place an outcome's attributes are written.
+plus version, change, creation and the worker source of the first publication; a
+superseded event's 409 (a move's or a deletion's) from the repeat plus the newer row's
+key and state, the first delivery's content mode and record, and the worker source and
+problem base of the first publication; any other outcome as its bytes. ``replayed``
+gives it back. An attribute with no value is left out, never ``null`` (CloudEvents SDKs
+reject ``null`` attributes): ``_envelope`` is the one place an outcome's attributes are
+written.
 """
 
 from __future__ import annotations
@@ -38,10 +41,10 @@ from typing import Any
 
 import orjson
 
-from worker.decision import Applied, Change, Decision, Rejected, TagRecord
+from worker.decision import Applied, Change, Decision, Rejected, TagRecord, superseded_problem
 from worker.events import Invalid, RawRecord, TagEvent, TagMoved, Undecodable
 from worker.models import REJECTED_TYPE, REMOVED_TYPE, STRUCTURED, UPDATED_TYPE
-from worker.plan import EventKey, Item, ProcessedRow
+from worker.plan import EventKey, Item, ProcessedRow, Superseded
 from worker.problems import PROBLEM_JSON, ErrorItem, Problem, ProblemKind, error_model
 from worker.state import StateRecord, tombstone, upsert
 from worker.timefmt import format_rfc3339
@@ -291,8 +294,26 @@ def processed_row(
     processed_at: datetime,
 ) -> ProcessedRow:
     """What the idempotency record keeps of a new item's outcome: a tag-moved event's
-    200 as what rebuilds it with the repeat (``replayed``), anything else as its bytes."""
+    200 and a superseded event's 409 as what rebuilds them with the repeat
+    (``replayed``), anything else as its bytes."""
     fingerprint = item.event.fingerprint[:STORED_FINGERPRINT_BYTES]
+    if isinstance(decision, Rejected) and decision.newer is not None:
+        newer = decision.newer
+        return ProcessedRow(
+            fingerprint,
+            processed_at,
+            outcome.status,
+            worker_source=ctx.worker_source,
+            problem_base=ctx.problem_base_uri,
+            superseded=Superseded(
+                newer.last_modified_on,
+                newer.last_event_source,
+                newer.last_event_id,
+                newer.live,
+                item.event.binary,
+                item.record.instance,
+            ),
+        )
     if (
         isinstance(item.event, TagMoved)
         and isinstance(decision, Applied)
@@ -309,6 +330,7 @@ def processed_row(
             created_on=None if created else record.created_on,
             created_by=None if created else record.created_by,
             worker_source=ctx.worker_source,
+            problem_base=ctx.problem_base_uri,
         )
     return ProcessedRow(fingerprint, processed_at, outcome.status, outcome.key, outcome.value)
 
@@ -321,6 +343,8 @@ def replayable(item: Item, row: ProcessedRow) -> bool:
     """Whether ``item`` repeats the event of ``row`` (else its id was reused)."""
     if not same_content(item.event.fingerprint, row.fingerprint):
         return False
+    if row.superseded is not None:
+        return not isinstance(item.event, Invalid)
     return row.outcome is not None or isinstance(item.event, TagMoved)
 
 
@@ -329,6 +353,8 @@ def replayed(ctx: OutcomeContext, item: Item, row: ProcessedRow) -> Outcome:
     if row.outcome is not None:
         # a kept 200's state record is the tag's as it now is: the store fills it in
         return Outcome(row.outcome_key, row.outcome, row.status, _kept_change(row), True)
+    if row.superseded is not None:
+        return _superseded_again(ctx, item, row, row.superseded)
     event = item.event
     if not isinstance(event, TagMoved) or row.change is None or row.version is None:
         raise ValueError(f"cannot rebuild the outcome of {item.key}: not a stored move")
@@ -348,6 +374,30 @@ def replayed(ctx: OutcomeContext, item: Item, row: ProcessedRow) -> Outcome:
     then = replace(ctx, worker_source=row.worker_source or ctx.worker_source)
     first = _success(then, event, Applied(record, row.change), row.processed_at)
     return replace(first, replay=True)
+
+
+def _superseded_again(
+    ctx: OutcomeContext, item: Item, row: ProcessedRow, kept: Superseded
+) -> Outcome:
+    """A superseded event's first 409, rebuilt: the repeat (the same event: the
+    fingerprint is equal) read in the first delivery's content mode, against the newer
+    key it lost to, under the worker source and problem base it was published with."""
+    if isinstance(item.event, Invalid):
+        raise ValueError(f"cannot rebuild the outcome of {item.key}: not a tag event")
+    first = replace(item.event, binary=kept.binary)
+    then = OutcomeContext(
+        row.worker_source or ctx.worker_source, row.problem_base or ctx.problem_base_uri
+    )
+    outcome = _problem(
+        then,
+        superseded_problem(first, (kept.on, kept.source, kept.id), live=kept.live),
+        instance=kept.instance,
+        subject=first.ocitag_id,
+        outcome_uuid=outcome_id(first.source, first.id, first.fingerprint),
+        at=row.processed_at,
+        causation=(first.source, first.id),
+    )
+    return replace(outcome, replay=True)
 
 
 def _kept_change(row: ProcessedRow) -> Change | None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+
+import orjson
 
 from worker.decision import Change, Decision, TagRecord, fold
 from worker.events import Invalid, RawRecord, TagDeleted, TagMoved
@@ -29,11 +31,40 @@ class Item:
 
 
 @dataclass(frozen=True, slots=True)
+class Superseded:
+    """What rebuilds a superseded event's 409 with its repeat (migration 0006): the key
+    (time, source, id) of the row that was newer and whether it was live, the first
+    delivery's content mode and its record (the problem's ``instance``)."""
+
+    on: datetime
+    source: str
+    id: str
+    live: bool
+    binary: bool
+    instance: str
+
+    def to_bytes(self) -> bytes:
+        """The record's ``superseded`` column: a JSON array, the time as integer
+        microseconds since the epoch (exact, and shorter than its text)."""
+        micros = (self.on - _EPOCH) // _MICROSECOND
+        return orjson.dumps([micros, self.live, self.binary, self.source, self.id, self.instance])
+
+    @classmethod
+    def from_bytes(cls, value: bytes) -> Superseded:
+        micros, live, binary, source, event_id, instance = orjson.loads(value)
+        return cls(_EPOCH + micros * _MICROSECOND, source, event_id, live, binary, instance)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True, slots=True)
 class ProcessedRow:
     """What ``processed_events`` holds for an event processed earlier: enough to tell a
     replay from an id reuse and to give the first outcome again, byte for byte — either
-    the outcome's bytes, or (a tag-moved event's 200) what rebuilds it with the repeat
-    (worker/outcomes.py ``processed_row`` and ``replayed``)."""
+    the outcome's bytes, or (a tag-moved event's 200, a superseded event's 409) what
+    rebuilds it with the repeat (worker/outcomes.py ``processed_row`` and ``replayed``)."""
 
     fingerprint: bytes  # the first STORED_FINGERPRINT_BYTES of the content fingerprint
     processed_at: datetime
@@ -45,6 +76,9 @@ class ProcessedRow:
     created_on: datetime | None = None  # None: the record was created by this event
     created_by: str | None = None
     worker_source: str | None = None
+    #: a rebuilt 409's problem base URI (with ``worker_source``: its first publication's)
+    problem_base: str | None = None
+    superseded: Superseded | None = None
 
 
 def first_occurrences(items: Sequence[Item]) -> dict[EventKey, int]:

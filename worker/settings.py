@@ -59,8 +59,8 @@ MASK = "****"
 def env_name(field: str) -> str:
     """The environment variable of a field: the contract's names for the two services,
     ``OCITAG_`` for the rest."""
-    if field in {"kafka_bootstrap_servers", "database_url"}:
-        return field.upper()
+    if field in {"kafka_bootstrap_servers", "database_url"} or field.startswith("otel_"):
+        return field.upper()  # the OpenTelemetry SDK's own names for tracing
     return "OCITAG_" + field.upper()
 
 
@@ -72,6 +72,17 @@ def flag_name(field: str) -> str:
 def env_flag(name: str) -> str:
     """The command-line flag of an environment variable."""
     return "--" + name.lower().removeprefix("ocitag_").replace("_", "-")
+
+
+#: OTEL_TRACES_SAMPLER's values (the SDK's names); the ratio ones read the argument
+TracesSampler = Literal[
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+]
 
 
 #: renamed settings, old environment variable → the field: the old name still works
@@ -611,6 +622,41 @@ class ApiSettings(SettingsGroup):
     )
 
 
+class TracingSettings(SettingsGroup):
+    """OpenTelemetry tracing (worker/tracing.py), under the SDK's own variable names.
+    These decide whether tracing is on and what is sampled, so they are checked here
+    (a bad value stops start-up naming the variable); where the spans go and what they
+    say about the process (OTEL_EXPORTER_OTLP_*, OTEL_SERVICE_NAME,
+    OTEL_RESOURCE_ATTRIBUTES) is read by the SDK itself when tracing starts
+    (docs/tracing.md)."""
+
+    otel_traces_exporter: Literal["none", "otlp"] = Field(
+        "none",
+        description="otlp turns tracing on (spans sent to OTEL_EXPORTER_OTLP_ENDPOINT over "
+        "OTLP/HTTP); none (the default) leaves the SDK unloaded",
+    )
+    otel_exporter_otlp_protocol: Literal["http/protobuf"] = Field(
+        "http/protobuf",
+        description="OTLP transport: http/protobuf (the only one installed; a collector's "
+        "port 4318)",
+    )
+    otel_traces_sampler: TracesSampler = Field(
+        "parentbased_always_on",
+        description="Which traces are kept: the SDK's sampler names; parentbased_* follow "
+        "the caller's traceparent decision",
+    )
+    otel_traces_sampler_arg: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="The ratio of the traceidratio samplers (0.1: one trace in ten)",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.otel_traces_exporter != "none"
+
+
 #: the registry kinds ingest serves (docs/contract.md "Ingest"), each enabled by its
 #: secret: read off ``IngestSettings``' fields, the one list
 INGEST_KINDS = tuple(
@@ -708,6 +754,7 @@ class Settings(BaseModel):
     registry: RegistrySettings
     ingest: IngestSettings
     api: ApiSettings
+    tracing: TracingSettings
 
     _renamed: tuple[Renamed, ...] = PrivateAttr(default=())
 
@@ -903,6 +950,8 @@ RETENTION = _group(RetentionSettings)
 REGISTRY_CLIENT = _group(RegistrySettings)
 INGEST = _group(IngestSettings)
 API = _group(ApiSettings)
+#: every command that produces or serves: the four commands of the event path
+TRACING = _group(TracingSettings)
 
 COMMAND_SETTINGS: Mapping[str, frozenset[str]] = {
     "run": PROCESS
@@ -915,6 +964,7 @@ COMMAND_SETTINGS: Mapping[str, frozenset[str]] = {
     | _group(ContractSettings)
     | _group(LifecycleSettings)
     | RETENTION
+    | TRACING
     | {"gc_tuning"},
     "migrate": PROCESS | DATABASE | {"startup_timeout_seconds"},
     "publish": PROCESS | KAFKA | {"input_topic"},
@@ -928,8 +978,16 @@ COMMAND_SETTINGS: Mapping[str, frozenset[str]] = {
     | BACKOFF
     | INGEST
     | REGISTRY_CLIENT
+    | TRACING
     | {"input_topic", "problem_base_uri", "shutdown_grace_seconds"},
-    "reconcile": PROCESS | KAFKA | PRODUCER | DATABASE | PROBES | REGISTRY_CLIENT | {"input_topic"},
+    "reconcile": PROCESS
+    | KAFKA
+    | PRODUCER
+    | DATABASE
+    | PROBES
+    | REGISTRY_CLIENT
+    | TRACING
+    | {"input_topic"},
     "api": PROCESS
     | KAFKA
     | PRODUCER
@@ -937,6 +995,7 @@ COMMAND_SETTINGS: Mapping[str, frozenset[str]] = {
     | DATABASE
     | PROBES
     | API
+    | TRACING
     | {
         "input_topic",
         "outcome_topic",

@@ -40,6 +40,7 @@ from worker.plan import (
     EventKey,
     Item,
     ProcessedRow,
+    Superseded,
     TagKey,
     decide_tag,
     events_by_tag,
@@ -64,17 +65,19 @@ _CURRENT_EPOCH = "SELECT epoch FROM processed_current FOR SHARE"
 
 _PROCESSED = """
 SELECT key, fingerprint, processed_at, status, change, version, created_on, created_by,
-       source_ref, outcome_key, outcome
+       source_ref, outcome_key, outcome, superseded
 FROM processed_events WHERE key = ANY($1::bytea[])
 """
 
 _RECORD = """
 INSERT INTO processed_events (key, epoch, fingerprint, processed_at, status, change, version,
-                              created_on, created_by, source_ref, outcome_key, outcome)
-SELECT k, $2, f, $3, st, ch, v, co, cb, sr, ok, o
+                              created_on, created_by, source_ref, outcome_key, outcome,
+                              superseded)
+SELECT k, $2, f, $3, st, ch, v, co, cb, sr, ok, o, s
 FROM unnest($1::bytea[], $4::bytea[], $5::smallint[], $6::smallint[], $7::bigint[],
-            $8::timestamptz[], $9::text[], $10::smallint[], $11::bytea[], $12::bytea[])
-    AS u(k, f, st, ch, v, co, cb, sr, ok, o)
+            $8::timestamptz[], $9::text[], $10::smallint[], $11::bytea[], $12::bytea[],
+            $13::bytea[])
+    AS u(k, f, st, ch, v, co, cb, sr, ok, o, s)
 ORDER BY k
 ON CONFLICT (key, epoch) DO NOTHING
 RETURNING key
@@ -174,7 +177,7 @@ class Store:
     def __init__(self, pool: asyncpg.Pool, ctx: OutcomeContext) -> None:
         self._pool = pool
         self._ctx = ctx
-        self._sources = _Sources(ctx.worker_source)
+        self._sources = _Sources(ctx.worker_source, ctx.problem_base_uri)
         self.statistics = Statistics(functools.partial(analyse_table, pool))
 
     async def apply(self, items: Sequence[Item], processed_at: datetime) -> list[Outcome]:
@@ -240,25 +243,30 @@ class Store:
                 return total
 
 
-class _Sources:
-    """The worker sources outcomes were published under (``outcome_sources``), both
-    ways: a rebuilt outcome keeps the source of its first publication."""
+Published = tuple[str, str | None]  # (worker source, problem base URI)
 
-    def __init__(self, current: str) -> None:
-        self.current = current
-        self.ids: dict[str, int] = {}
-        self.names: dict[int, str] = {}
+
+class _Sources:
+    """The (worker source, problem base) pairs outcomes were published under
+    (``outcome_sources``), both ways: a rebuilt outcome keeps those of its first
+    publication. Rows of before migration 0006 have no problem base."""
+
+    def __init__(self, current: str, problem_base: str) -> None:
+        self.current: Published = (current, problem_base)
+        self.ids: dict[Published, int] = {}
+        self.names: dict[int, Published] = {}
 
     async def load(self, conn: Connection, *, refresh: bool = False) -> None:
         if self.current in self.ids and not refresh:
             return
         await conn.execute(
-            "INSERT INTO outcome_sources (source) VALUES ($1) ON CONFLICT (source) DO NOTHING",
-            self.current,
+            "INSERT INTO outcome_sources (source, problem_base) VALUES ($1, $2) "
+            "ON CONFLICT (source, problem_base) DO NOTHING",
+            *self.current,
         )
-        rows = await conn.fetch("SELECT id, source FROM outcome_sources")
-        self.ids = {r["source"]: r["id"] for r in rows}
-        self.names = {r["id"]: r["source"] for r in rows}
+        rows = await conn.fetch("SELECT id, source, problem_base FROM outcome_sources")
+        self.ids = {(r["source"], r["problem_base"]): r["id"] for r in rows}
+        self.names = {r["id"]: (r["source"], r["problem_base"]) for r in rows}
 
 
 def event_key(key: EventKey) -> bytes:
@@ -278,6 +286,7 @@ async def _processed(
         ref = r["source_ref"]
         if ref is not None and ref not in sources.names:  # another worker's, added since
             await sources.load(conn, refresh=True)
+        published = sources.names.get(ref) if ref is not None else None
         found[keys[r["key"]]] = ProcessedRow(
             r["fingerprint"],
             r["processed_at"],
@@ -288,7 +297,9 @@ async def _processed(
             r["version"],
             r["created_on"],
             r["created_by"],
-            sources.names.get(ref) if ref is not None else None,
+            published[0] if published else None,
+            published[1] if published else None,
+            Superseded.from_bytes(r["superseded"]) if r["superseded"] is not None else None,
         )
     return found
 
@@ -302,7 +313,7 @@ async def _record(
 ) -> None:
     """Insert the new events' records; one already there (another applier's, committed
     meanwhile) makes the whole batch be redone."""
-    columns: list[list[object]] = [[] for _ in range(10)]
+    columns: list[list[object]] = [[] for _ in range(11)]
     for key, row in rows:
         values = (
             key,
@@ -312,9 +323,12 @@ async def _record(
             row.version,
             row.created_on,
             row.created_by,
-            sources.ids[row.worker_source] if row.worker_source is not None else None,
+            sources.ids[(row.worker_source, row.problem_base)]
+            if row.worker_source is not None
+            else None,
             row.outcome_key,
             row.outcome,
+            row.superseded.to_bytes() if row.superseded is not None else None,
         )
         for column, value in zip(columns, values, strict=True):
             column.append(value)

@@ -144,10 +144,20 @@ def settings_environ(settings: Settings, **flags: Any) -> dict[str, str]:
     return environ
 
 
+#: the commands ``api_processes`` starts by default, each with its own settings
+API_COMMANDS: tuple[tuple[str, dict[str, Any]], ...] = (("run", {"http_port": 0}), ("api", {}))
+
+
 @contextlib.contextmanager
-def api_processes(settings: Settings, log_dir: Any) -> Iterator[None]:
-    """``ocitag-worker run`` and ``ocitag-worker api`` as processes (the API must answer
-    callers that block, such as schemathesis); their logs go to ``log_dir``."""
+def api_processes(
+    settings: Settings,
+    log_dir: Any,
+    commands: tuple[tuple[str, dict[str, Any]], ...] = API_COMMANDS,
+    env: Mapping[str, Mapping[str, str]] | None = None,
+) -> Iterator[None]:
+    """``ocitag-worker run`` and ``ocitag-worker api`` (or ``commands``, each with its
+    flags) as processes (the API must answer callers that block, such as schemathesis);
+    ``env``: more environment per command; their logs go to ``log_dir``."""
     import subprocess
     import sys
     from pathlib import Path
@@ -155,12 +165,12 @@ def api_processes(settings: Settings, log_dir: Any) -> Iterator[None]:
     binary = Path(sys.executable).with_name("ocitag-worker")
     started: list[subprocess.Popen[bytes]] = []
     try:
-        for command, flags in (("run", {"http_port": 0}), ("api", {})):
+        for command, flags in commands:
             with (Path(log_dir) / f"{command}.log").open("wb") as out:
                 started.append(
                     subprocess.Popen(
                         [str(binary), command],
-                        env=settings_environ(settings, **flags),
+                        env={**settings_environ(settings, **flags), **(env or {}).get(command, {})},
                         stdout=out,
                         stderr=subprocess.STDOUT,
                     )

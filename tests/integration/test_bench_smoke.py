@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import history, pipeline, state, watch
+from bench import history, pipeline, state, versus, watch
 from bench.chart import draw_history
 from bench.services import Services as BenchServices
 from tests.helpers.services import Services
@@ -159,3 +159,32 @@ async def test_watch_benchmark_runs_at_a_tiny_size(
     assert results["latency_ms"]["samples"] == 2 * results["changes_published"]
     assert results["api_rss_mib"]["peak"] > 0
     assert "p99 ms" in watch.render(results)
+
+
+async def test_the_floor_comparison_runs_at_a_tiny_size(services: Services, tmp_path: Path) -> None:
+    """The project beside the floor (bench/versus.py): both drain the same backlog with
+    every outcome, both get a latency run on a fresh store, the table pairs them."""
+    config = versus.VersusConfig(
+        sizes=(600,), rate=100.0, latency_seconds=2.0, results_dir=tmp_path
+    )
+    found = await versus.run(
+        config, BenchServices(services.kafka_bootstrap, services.database_url, "tests")
+    )
+    (entry,) = found["sizes"]
+    assert entry["stream"]["duplicates"] > 0
+    for system in ("project", "floor"):
+        drain = entry[system]
+        assert drain["outcomes"]["complete"] and drain["outcomes"]["statuses_match_stream"]
+        assert (drain["outcomes"]["missing"], drain["outcomes"]["extra"]) == (0, 0)
+        assert drain["exit_code"] == 0
+        assert drain["database"]["total"] > 0 and drain["database"]["pg_database_size"] > 0
+        assert {"worker", "kafka", "postgres"} <= set(drain["cpu_cores"])
+        latency = found["latency"][system]
+        assert latency["complete"] and latency["exit_code"] == 0, latency
+    # the floor keeps its own two tables, not the product's
+    assert set(entry["floor"]["database"]["tables"]) == {"floor_seen", "floor_tags"}
+    # random event times: late events are superseded (409) in the project's drain
+    assert int(entry["project"]["outcomes"]["by_status"].get("409", 0)) > 0
+    measures = {row["measure"] for row in found["table"]}
+    assert "drain 600: events/s" in measures and "100/s, fresh store: p99 ms" in measures
+    assert "project / floor" in versus.render(found)

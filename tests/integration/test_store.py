@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import subprocess
 import sys
-import time
 from collections import Counter, defaultdict
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,7 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers.model import Model, Summary
-from tests.helpers.services import STACK, Services, with_database
+from tests.helpers.schema import scratch_database
+from tests.helpers.services import STACK, Services
 from tests.helpers.store import CTX, items, now, race_events, summary
 from tests.helpers.strategies import BASE, digest, histories, make_deletion, make_event
 from tests.helpers.wait import eventually
@@ -29,8 +29,9 @@ from worker import partitions
 from worker import store as store_module
 from worker.decision import decide
 from worker.events import TagDeleted, TagEvent
-from worker.migrate import available, migrate
+from worker.migrate import migrate
 from worker.outcomes import decision_outcome
+from worker.plan import Superseded
 from worker.store import Store
 
 pytestmark = pytest.mark.integration
@@ -186,6 +187,39 @@ async def test_a_repeated_change_gets_the_state_record_of_the_tag_as_the_batch_l
     out = await store.apply(items([back, gone, first]), now())
     assert [o.state and o.state.version for o in out] == [4, 4, 4]
     assert out[1].state == out[0].state and out[0].state and out[0].state.value
+
+async def test_a_late_events_409_is_kept_compact_and_replays_byte_identical(
+    pool: asyncpg.Pool,
+) -> None:
+    """Migration 0006: a superseded event's record keeps the newer key, the content mode
+    and the record it came in, not its outcome's bytes. Redelivered at other offsets,
+    after the tag moved on, to a worker with another problem base URI, it gets its first
+    409 byte for byte."""
+    store = Store(pool, CTX)
+    newer = make_event("late", digest(1), BASE + timedelta(seconds=10), event_id="new")
+    late = make_event("late", digest(2), BASE, event_id="old")
+    late_deletion = make_deletion("late", BASE + timedelta(seconds=1), event_id="old-del")
+    first = await store.apply(items([newer, late, late_deletion]), now())
+    assert [o.status for o in first] == [200, 409, 409]
+    kept = await pool.fetch(
+        "SELECT outcome, change, superseded, pg_column_size(p.*) AS size"
+        " FROM processed_events p WHERE status = 409"
+    )
+    assert [(r["outcome"], r["change"]) for r in kept] == [(None, None)] * 2
+    held = {Superseded.from_bytes(r["superseded"]) for r in kept}
+    assert {(h.on, h.source, h.id, h.live, h.binary) for h in held} == {
+        (newer.time, newer.source, "new", True, False)
+    }
+    assert {h.instance for h in held} == {
+        "urn:kafka:ocitag.events:0:1", "urn:kafka:ocitag.events:0:2",
+    }  # fmt: skip
+    assert all(r["size"] < len(first[1].value) / 2 for r in kept)
+    moved_on = make_event("late", digest(3), BASE + timedelta(seconds=20), event_id="newest")
+    await store.apply(items([moved_on], first_offset=10), now())
+    elsewhere = Store(pool, replace(CTX, problem_base_uri="https://example.com/problems/"))
+    again = await elsewhere.apply(items([late, late_deletion], first_offset=50), now())
+    assert [o.value for o in again] == [o.value for o in first[1:]]
+    assert all(o.replay and o.status == 409 for o in again)
 
 
 async def test_one_batch_costs_a_bounded_number_of_round_trips(pool: asyncpg.Pool) -> None:
@@ -423,7 +457,7 @@ async def test_a_redelivery_racing_an_applier_and_a_rotation_replays_its_outcome
     epoch = await pool.fetchval("SELECT epoch FROM processed_current")
     async with pool.acquire() as a, pool.acquire() as r:
         await partitions.ensure_partition(r, epoch + 1)
-        sources = store_module._Sources(CTX.worker_source)
+        sources = store_module._Sources(CTX.worker_source, CTX.problem_base_uri)
         await sources.load(a)
         transaction = a.transaction()
         await transaction.start()
@@ -443,22 +477,10 @@ async def test_a_redelivery_racing_an_applier_and_a_rotation_replays_its_outcome
 async def test_records_of_the_old_schema_replay_after_migration(services: Services) -> None:
     """Migration 0004 converts the records of 0001 (source, id, the outcome's bytes):
     their events still replay byte for byte, and ids reused are still 409."""
-    admin = await asyncpg.connect(with_database(services.database_url, "postgres"))
-    name = f"old_schema_{os.getpid()}_{int(time.time())}"
-    await admin.execute(f"CREATE DATABASE {name}")
-    try:
-        conn = await asyncpg.connect(with_database(services.database_url, name))
+    async with scratch_database(services.database_url, "old_schema") as url:
+        conn = await asyncpg.connect(url)
         try:
-            initial = available()[0]
-            await conn.execute(initial.sql)
-            await conn.execute(
-                "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
-                " checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            await conn.execute(
-                "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                initial.version, initial.name, initial.checksum,
-            )  # fmt: skip
+            await migrate(conn, up_to=1)
             event = make_event("old", digest(1), BASE, event_id="o1")
             first = decision_outcome(CTX, items([event])[0], decide(None, event), now())
             await conn.execute(
@@ -469,9 +491,7 @@ async def test_records_of_the_old_schema_replay_after_migration(services: Servic
             await migrate(conn)
         finally:
             await conn.close()
-        pool = await asyncpg.create_pool(
-            with_database(services.database_url, name), min_size=1, max_size=2
-        )
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
         try:
             store = Store(pool, CTX)
             reused = make_event("old", digest(2), BASE, event_id="o1")
@@ -480,9 +500,66 @@ async def test_records_of_the_old_schema_replay_after_migration(services: Servic
             assert summary(other).reason == "id-reused"
         finally:
             await pool.close()
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+
+
+async def test_records_of_before_0006_replay_after_it(services: Services) -> None:
+    """Migration 0006 makes ``outcome_sources`` rows (source, problem base) pairs: a 200
+    rebuilt from a record written before it (its source row has no base) and a 409 kept
+    as bytes still replay byte for byte, and a new late event's 409 is kept compact."""
+    async with scratch_database(services.database_url, "before_0006") as url:
+        conn = await asyncpg.connect(url)
+        try:
+            await migrate(conn, up_to=5)
+            moved = make_event("old7", digest(1), BASE + timedelta(seconds=5), event_id="m1")
+            late = make_event("old7", digest(2), BASE, event_id="l1")
+            (first_item, late_item) = items([moved, late])
+            created = decide(None, moved)
+            superseded = decide(created.recorded, late)
+            at = now()
+            created_outcome = decision_outcome(CTX, first_item, created, at)
+            late_outcome = decision_outcome(CTX, late_item, superseded, at)
+            ref = await conn.fetchval(
+                "INSERT INTO outcome_sources (source) VALUES ($1) RETURNING id", CTX.worker_source
+            )
+            await conn.execute(  # 0004's compact 200, and a 409 as its bytes
+                "INSERT INTO processed_events (key, epoch, fingerprint, processed_at, status,"
+                " change, version, source_ref, outcome_key, outcome) VALUES"
+                " ($1, 1, $2, $3, 200, 1, 1, $4, NULL, NULL),"
+                " ($5, 1, $6, $3, 409, NULL, NULL, NULL, $7, $8)",
+                store_module.event_key(first_item.key), moved.fingerprint[:16], at, ref,
+                store_module.event_key(late_item.key), late.fingerprint[:16],
+                late_outcome.key, late_outcome.value,
+            )  # fmt: skip
+            await conn.execute(
+                "INSERT INTO ocitags (repository, tag, artifact, created_by, created_on,"
+                " last_modified_by, last_modified_on, version, last_event_source,"
+                " last_event_id, recorded_at) VALUES ($1, $2, $3, $4, $5, $4, $5, 1, $6, $7, $8)",
+                moved.repository, moved.tag, moved.artifact, moved.actor, moved.time,
+                moved.source, moved.id, at,
+            )  # fmt: skip
+            await migrate(conn)
+        finally:
+            await conn.close()
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+        try:
+            store = Store(pool, CTX)
+            later = make_event("old7", digest(3), BASE + timedelta(seconds=1), event_id="l2")
+            again, late_again, new_late = await store.apply(
+                items([moved, late, later], first_offset=10), now()
+            )
+            assert (again.value, again.replay) == (created_outcome.value, True)
+            assert (late_again.value, late_again.replay) == (late_outcome.value, True)
+            assert summary(new_late).reason == "superseded" and not new_late.replay
+            kept = await pool.fetchval(
+                "SELECT superseded IS NOT NULL AND outcome IS NULL FROM processed_events"
+                " WHERE key = $1",
+                store_module.event_key((later.source, later.id)),
+            )
+            assert kept
+            (replayed,) = await store.apply(items([later], first_offset=20), now())
+            assert replayed.value == new_late.value and replayed.replay
+        finally:
+            await pool.close()
 
 
 async def test_tombstones_are_pruned_after_retention_and_live_rows_never(

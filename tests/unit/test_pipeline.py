@@ -89,7 +89,8 @@ class World:
 
     def outcomes(self) -> list[dict[str, Any] | bytes]:
         out: list[dict[str, Any] | bytes] = []
-        for topic, _, value, _ in self.publisher.sent:
+        for message in self.publisher.sent:
+            topic, value = message.topic, message.value
             if topic == self.settings.topics.outcome_topic:
                 assert value is not None
                 out.append(value if value.startswith(b"ok:") else json.loads(value))

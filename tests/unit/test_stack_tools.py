@@ -1,6 +1,6 @@
 """``deploy/local/stack tools`` builds what ``make run`` uses (the registry and crane),
-``tools --test`` what the tests use too (oras), ``tools --deploy`` deploy/check's helm,
-and a build says how it is going while ``go install`` is silent. Against a stand-in
+``tools --test`` what the tests use too (oras, Jaeger), ``tools --deploy`` deploy/check's
+helm, and a build says how it is going while ``go install`` is silent. Against a stand-in
 ``go`` that records what it is asked to install and finishes only when the test lets it
 (once the progress line was seen)."""
 
@@ -14,11 +14,18 @@ from pathlib import Path
 from tests.helpers.services import STACK
 
 FAKE_GO = """#!/usr/bin/env bash
+if [[ $1 == mod ]]; then  # go mod download -json MODULE@VERSION: a module source dir
+  mkdir -p "$FAKE_GO_MODULE/cmd/jaeger"
+  printf '{\\n\\t"Path": "%s",\\n\\t"Dir": "%s"\\n}\\n' "${@: -1}" "$FAKE_GO_MODULE"
+  exit 0
+fi
 printf '%s\\n' "${@: -1}" >>"$FAKE_GO_LOG"
 name=${@: -1}; name=${name%@*}; name=${name##*/}
 echo "compiling example.org/$name"
 while [[ ! -e $FAKE_GO_RELEASE ]]; do sleep 0.02; done
-printf '#!/bin/sh\\n' >"$GOBIN/$name" && chmod +x "$GOBIN/$name"
+out="$GOBIN/$name"
+[[ $1 == build ]] && out=$4  # go build -v -o OUT ./cmd/NAME, inside the module
+printf '#!/bin/sh\\n' >"$out" && chmod +x "$out"
 """
 
 
@@ -40,6 +47,7 @@ def _tools(tmp_path: Path, *args: str) -> tuple[int, str, list[str], list[str]]:
         "OCITAG_TOOLS_PROGRESS_SECONDS": "1",
         "FAKE_GO_LOG": str(log),
         "FAKE_GO_RELEASE": str(release),
+        "FAKE_GO_MODULE": str(tmp_path / "module"),
     }
     process = subprocess.Popen(
         [str(STACK), "tools", *args],
@@ -87,7 +95,14 @@ def test_tools_test_adds_what_only_the_tests_use(tmp_path: Path) -> None:
     assert _tools(tmp_path)[0] == 0
     code, _, said, installed = _tools(tmp_path, "--test")
     assert code == 0, said
-    assert [p.split("@")[0].rsplit("/", 1)[-1] for p in installed] == ["oras"]
+    # Jaeger is built inside its module (its go.mod's replace directives)
+    assert [p.split("@")[0].rsplit("/", 1)[-1] for p in installed] == ["oras", "jaeger"]
+    assert installed[-1] == "./cmd/jaeger"
+    assert os.access(tmp_path / "bin" / "jaeger", os.X_OK)
+    assert (tmp_path / "bin" / ".jaeger.version").read_text(encoding="utf-8").strip() == (
+        "github.com/jaegertracing/jaeger/cmd/jaeger@v1.75.0"
+    )
+    assert not (tmp_path / "bin" / ".jaeger-src").exists()  # the writable copy is removed
     assert _tools(tmp_path, "--bogus")[0] == 2
 
 

@@ -15,6 +15,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from worker import tracing
 from worker.api.waiters import Waiters
 from worker.errors import describe
 from worker.health import OUTCOME_LISTENER, Health
@@ -79,9 +80,11 @@ class OutcomeListener:
             self._health.beat(OUTCOME_LISTENER)
             try:
                 batches = await self._consumer.getmany(timeout_ms=500, max_records=2_000)
+                tracer = tracing.current()
                 for records in batches.values():
                     for record in records:
-                        self._waiters.deliver(record.value)
+                        if self._waiters.deliver(record.value) and tracer is not None:
+                            tracer.delivered(record.topic, record.headers)
                 if loop.time() >= next_check:
                     next_check = loop.time() + _PARTITION_CHECK_SECONDS
                     # asks the cluster (up to its request timeout): waiting for Kafka

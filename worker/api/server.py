@@ -22,7 +22,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from worker import metrics, reachability
+from worker import metrics, reachability, tracing
 from worker.api import replies, requests
 from worker.api.auth import Tokens
 from worker.api.feed import Feed
@@ -124,7 +124,8 @@ class Api:
 
     def app(self) -> web.Application:
         app = web.Application(
-            middlewares=[self._middleware], client_max_size=self._settings.api.api_max_body_bytes
+            middlewares=[*tracing.server_middlewares(), self._middleware],
+            client_max_size=self._settings.api.api_max_body_bytes,
         )
         app.router.add_put(TAG_PATH, self.put)
         app.router.add_delete(TAG_PATH, self.delete)

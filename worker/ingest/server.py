@@ -24,7 +24,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from worker import metrics
+from worker import metrics, tracing
 from worker.errors import WorkerError
 from worker.ingest import refusals
 from worker.ingest.arrivals import Arrivals
@@ -119,7 +119,8 @@ class IngestServer:
 
     def app(self) -> web.Application:
         app = web.Application(
-            client_max_size=self._limits.max_body_bytes, middlewares=[_routing_problems]
+            client_max_size=self._limits.max_body_bytes,
+            middlewares=[*tracing.server_middlewares(), _routing_problems],
         )
         app.router.add_post("/webhooks/{kind}", self.handle)
         app.router.add_post("/webhooks/{kind}/{secret}", self.handle)

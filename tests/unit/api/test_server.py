@@ -59,7 +59,8 @@ class FakeWorker:
     async def publish(self, messages: Sequence[Message]) -> None:
         if self.fail:
             raise TransientError(Cause.KAFKA_TIMEOUT, "broker away")
-        for _, _, value, _ in messages:
+        for message in messages:
+            value = message.value
             assert value is not None
             event = orjson.loads(value)
             self.published.append(event)

@@ -1,0 +1,359 @@
+"""The project against the floor (issue "Close to the floor"), side by side in one run:
+``make bench-floor`` (and the last part of ``make bench``).
+
+The floor (bench/floor.py) is the leanest durable batched consumer doing the same
+durable work on the same libraries; whatever the worker costs beyond it is the price of
+its guarantees. Both run as processes on the same broker and database server:
+
+1. per history size (BENCH_FLOOR_SIZES, default 50,000 and 1,000,000): one backlog of the
+   issue's shape — N/4 tags drawn uniformly, random event times (each moved back by up
+   to the backlog's whole span), 5 % duplicates (redeliveries of a recent record), all
+   valid, 10 % binary mode — produced once to a fresh topic, then drained by the worker
+   (``python -m worker run``, log level warning) into a fresh migrated database and by
+   the floor into a fresh database of its own two tables, each with its own group and
+   outcome topic. Per drain: events/s (first fetch to last commit; and at 75-95 %
+   committed), CPU per event of the process under test, of Kafka and of PostgreSQL
+   (/proc, the broker's and the postmaster's process trees), database bytes per event
+   (every table with indexes and TOAST; and ``pg_database_size``), and the outcome
+   topic's completeness (one outcome per input);
+2. on a fresh store (new database, empty input topic, new group) for each: BENCH_RATE
+   (2,000) events/s of the same shape for BENCH_FLOOR_LATENCY_SECONDS (=
+   BENCH_LATENCY_SECONDS, 60): p50/p99/max from creation to outcome received, and CPU
+   per event.
+
+The worker runs first in every pair. Read every figure with the ``other`` CPU of its
+phase (someone else's work on the machine). Results: a table (floor, project,
+project / floor) on stdout, JSON in ``bench/results/floor-*.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench import floor, pipeline
+from bench.history import database_bytes, late_pace
+from bench.report import ratio, table
+from bench.runner import Topics, WorkerProcess, read_outcomes
+from bench.services import (
+    RESULTS,
+    Services,
+    code_version,
+    create_database,
+    create_topics,
+    discover,
+    env_float,
+    env_int,
+    machine,
+    unique,
+    write_results,
+)
+from bench.stream import Generator, StreamShape
+
+SIZES = (50_000, 1_000_000)
+#: the backlog's events are this far apart in time (bench.pipeline.load_stream)
+STEP_SECONDS = 0.005
+SYSTEMS = ("floor", "project")
+
+
+@dataclass(frozen=True)
+class VersusConfig:
+    sizes: tuple[int, ...] = SIZES
+    rate: float = 2_000.0
+    latency_seconds: float = 60.0
+    partitions: int = 6
+    seed: int = 20_261_128
+    results_dir: Path = RESULTS
+
+    @classmethod
+    def from_env(cls) -> VersusConfig:
+        raw = os.environ.get("BENCH_FLOOR_SIZES", "")
+        sizes = tuple(int(s) for s in raw.replace(" ", "").replace("_", "").split(",") if s)
+        return cls(
+            sizes=sizes or SIZES,
+            rate=env_float("BENCH_RATE", 2_000.0),
+            latency_seconds=env_float(
+                "BENCH_FLOOR_LATENCY_SECONDS", env_float("BENCH_LATENCY_SECONDS", 60.0)
+            ),
+            seed=env_int("BENCH_SEED", 20_261_128),
+            results_dir=Path(os.environ.get("BENCH_RESULTS", str(RESULTS))),
+        )
+
+
+def shape_for(size: int) -> StreamShape:
+    """The issue's backlog: N/4 tags, random event times, 5 % duplicates."""
+    return StreamShape(
+        tags=max(1, size // 4),
+        duplicates=0.05,
+        out_of_order=0.0,
+        invalid=0.0,
+        zipf=0.0,
+        time_spread=size * STEP_SECONDS,
+    )
+
+
+class FloorProcess(WorkerProcess):
+    """The floor as a process, with the worker's environment (bench.floor reads it)."""
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "bench.floor"]
+
+
+@dataclass(frozen=True)
+class FloorSetup(pipeline.WorkerSetup):
+    def process(self, ctx: pipeline.Context, suffix: str = "") -> WorkerProcess:
+        return FloorProcess(
+            ctx.services.kafka,
+            self.database_url,
+            self.topics,
+            self.group,
+            self.log_level,
+            ctx.log_dir / f"{ctx.prefix}-{self.label}{suffix}.log",
+        )
+
+
+async def _setup(ctx: pipeline.Context, system: str, label: str) -> pipeline.WorkerSetup:
+    """A fresh database (the worker's migrated one, or the floor's two tables), outcome
+    topic and group."""
+    topics: Topics = await ctx.new_topics(label)
+    group = f"{ctx.prefix}-{label}"
+    if system == "project":
+        return pipeline.WorkerSetup(label, "warning", await ctx.new_database(label), topics, group)
+    name = f"{ctx.prefix}_{label}"
+    ctx.databases.append(name)
+    url = await create_database(ctx.services.database_url, name, migrated=False)
+    await floor.create_schema(url)
+    return FloorSetup(label, "warning", url, topics, group)
+
+
+async def database_size(url: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval("SELECT pg_database_size(current_database())"))
+    finally:
+        await conn.close()
+
+
+async def drain(ctx: pipeline.Context, system: str, size: int) -> dict[str, Any]:
+    setup = await _setup(ctx, system, f"{system}{size}")
+    process = setup.process(ctx)
+    process.start()
+    result: dict[str, Any] = {"system": system}
+    try:
+        result.update(await pipeline.drain(process, ctx))
+    finally:
+        result["exit_code"] = process.stop()
+    result["late_events_per_second"] = late_pace(result["series"], result["events"])
+    result.pop("series")
+    result["outcomes"] = pipeline.check_outcomes(
+        ctx,
+        await read_outcomes(ctx.services.kafka, setup.topics.outcomes, ctx.config.partitions),
+    )
+    result["database"] = await database_bytes(setup.database_url)
+    result["database"].pop("stats", None)
+    result["database"]["pg_database_size"] = await database_size(setup.database_url)
+    return result
+
+
+async def one_size(config: VersusConfig, services: Services, size: int) -> dict[str, Any]:
+    base = pipeline.Config(
+        events=size,
+        tags=max(1, size // 4),
+        partitions=config.partitions,
+        seed=config.seed,
+        results_dir=config.results_dir,
+        chart=False,
+    )
+    ctx = pipeline.Context(
+        base, services, unique(f"floor{size}"), log_dir=config.results_dir / "logs"
+    )
+    out: dict[str, Any] = {"size": size}
+    try:
+        pipeline.say(f"floor vs project, {size:,} events: producing")
+        out["stream"] = await pipeline.load_stream(ctx, shape_for(size))
+        for system in ("project", "floor"):
+            pipeline.say(f"{size:,}: {system} draining")
+            out[system] = await drain(ctx, system, size)
+            pipeline.say(f"{size:,}: {system} {out[system]['events_per_second']:,.0f} events/s")
+    finally:
+        await pipeline.clean_up(ctx)
+    return out
+
+
+async def fresh_latency(config: VersusConfig, services: Services, system: str) -> dict[str, Any]:
+    """``rate`` events/s for ``latency_seconds`` to a fresh store of ``system``."""
+    sent = max(4, int(config.rate * config.latency_seconds))
+    base = pipeline.Config(
+        events=0,
+        tags=sent // 4,
+        rate=config.rate,
+        latency_seconds=config.latency_seconds,
+        partitions=config.partitions,
+        seed=config.seed,
+        results_dir=config.results_dir,
+        chart=False,
+    )
+    ctx = pipeline.Context(
+        base, services, unique(f"lat{system}"), log_dir=config.results_dir / "logs"
+    )
+    ctx.generator = Generator(shape_for(sent), config.seed, ctx.prefix)
+    try:
+        await create_topics(services.kafka, [ctx.input_topic], config.partitions)
+        ctx.topics.append(ctx.input_topic)
+        setup = await _setup(ctx, system, f"{system}latency")
+        pipeline.say(
+            f"fresh store, {system}: {config.rate:,.0f} events/s for {config.latency_seconds:g} s"
+        )
+        result = await pipeline.latency_run(ctx, setup)
+    finally:
+        await pipeline.clean_up(ctx)
+    for key in ("cdf_ms", "timeline", "stage_timeline", "stages"):
+        result.pop(key, None)
+    return result
+
+
+async def run(config: VersusConfig, services: Services) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "benchmark": "floor",
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": {
+            **asdict(config),
+            "sizes": list(config.sizes),
+            "results_dir": str(config.results_dir),
+        },
+        "machine": machine(),
+        "code": code_version(),
+        "sizes": [],
+    }
+    for size in config.sizes:
+        results["sizes"].append(await one_size(config, services, size))
+    if config.latency_seconds > 0:
+        results["latency"] = {
+            s: await fresh_latency(config, services, s) for s in ("project", "floor")
+        }
+    results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    results["table"] = rows(results)
+    return results
+
+
+def _us(cores: float | None, events_per_second: float | None) -> float | None:
+    if cores is None or not events_per_second:
+        return None
+    return round(cores / events_per_second * 1e6, 1)
+
+
+def _drain_rows(entry: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    size = entry["size"]
+    per: dict[str, dict[str, Any]] = {}
+    for system in SYSTEMS:
+        run = entry[system]
+        cpu, eps, db = run["cpu_cores"], run["events_per_second"], run["database"]
+        per[system] = {
+            "events/s": eps,
+            "events/s at 75-95 %": run.get("late_events_per_second"),
+            "CPU µs/event, the process": _us(cpu.get("worker"), eps),
+            "CPU µs/event, Kafka": _us(cpu.get("kafka"), eps),
+            "CPU µs/event, PostgreSQL": _us(cpu.get("postgres"), eps),
+            "DB bytes/event (tables)": round(db["total"] / size),
+            "DB bytes/event (pg_database_size)": round(db["pg_database_size"] / size),
+            "CPU other, cores": cpu.get("other"),
+        }
+    return [
+        (f"drain {size:,}: {measure}", {s: per[s][measure] for s in SYSTEMS})
+        for measure in per["floor"]
+    ]
+
+
+def _latency_rows(latency: dict[str, Any], rate: float) -> list[tuple[str, dict[str, Any]]]:
+    per: dict[str, dict[str, Any]] = {}
+    for system in SYSTEMS:
+        lat = latency[system]
+        cpu, achieved = lat.get("cpu_cores") or {}, lat.get("achieved_rate")
+        per[system] = {
+            "p50 ms": lat.get("p50_ms"),
+            "p99 ms": lat.get("p99_ms"),
+            "max ms": lat.get("max_ms"),
+            "CPU µs/event, the process": _us(cpu.get("worker"), achieved),
+            "CPU µs/event, Kafka": _us(cpu.get("kafka"), achieved),
+            "CPU µs/event, PostgreSQL": _us(cpu.get("postgres"), achieved),
+            "CPU other, cores": cpu.get("other"),
+        }
+    return [
+        (f"{rate:,.0f}/s, fresh store: {measure}", {s: per[s][measure] for s in SYSTEMS})
+        for measure in per["floor"]
+    ]
+
+
+def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    found: list[tuple[str, dict[str, Any]]] = []
+    for entry in results["sizes"]:
+        found += _drain_rows(entry)
+    if "latency" in results:
+        found += _latency_rows(results["latency"], results["config"]["rate"])
+    return [
+        {
+            "measure": measure,
+            "floor": values["floor"],
+            "project": values["project"],
+            "project_over_floor": None
+            if measure.endswith("other, cores")
+            else ratio(values["project"], values["floor"]),
+        }
+        for measure, values in found
+    ]
+
+
+def render(results: dict[str, Any]) -> str:
+    lines = [
+        table(
+            ["same run", "floor", "project", "project / floor"],
+            [
+                [r["measure"], r["floor"], r["project"], r["project_over_floor"]]
+                for r in results["table"]
+            ],
+        )
+    ]
+    for entry in results["sizes"]:
+        for system in SYSTEMS:
+            o = entry[system]["outcomes"]
+            lines.append(
+                f"{entry['size']:,} {system}: outcomes {o['total']:,} {o['by_status']}, "
+                f"complete={o['complete']} (missing {o['missing']}, extra {o['extra']}), "
+                f"exit code {entry[system].get('exit_code')}"
+            )
+    for system, lat in (results.get("latency") or {}).items():
+        lines.append(
+            f"fresh store {system}: offered {lat['offered_rate']:,.0f}/s, achieved "
+            f"{lat['achieved_rate']:,}/s, sent {lat['sent']:,}, matched {lat['matched']:,}, "
+            f"complete={lat['complete']}"
+        )
+    code = results.get("code", {})
+    lines.append(
+        f"worker code: {code.get('commit')} {code.get('subject')!r}"
+        + (" (worker/ modified)" if code.get("worker_modified") else "")
+        + f"; load average at start {results['machine']['load_average_1m_at_start']}"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    del argv
+    config = VersusConfig.from_env()
+    services = discover()
+    results = asyncio.run(run(config, services))
+    path = write_results("floor", results, config.results_dir)
+    print("\nthe project against the floor (bench/floor.py), same run:")
+    print(render(results))
+    print(f"\nresults: {path} (and floor-latest.json in {config.results_dir})")
+
+
+if __name__ == "__main__":
+    main()
