@@ -168,10 +168,12 @@ async def run(services: Services) -> dict[str, Any]:
             rss_watching = vm_kib(api.proc.pid, "VmRSS")
             pids = {"worker": worker.pid, "api": api.proc.pid, "bench": os.getpid()}
             cpu0 = cpu_snapshot(pids, service_pids(services))
+            window = time.monotonic()
             print(f"[bench-watch] {rate:g} changes/s for {seconds:g} s …", file=sys.stderr)
             sent = await publish(services.kafka, topics.input, rate, seconds, tags)
             await _within(30, lambda: all(w.events >= sent or w.ended for w in watchers))
             cpu1 = cpu_snapshot(pids, service_pids(services))
+            window = time.monotonic() - window
             rss_peak = vm_kib(api.proc.pid, "VmHWM")
             for task in tasks:
                 task.cancel()
@@ -185,6 +187,8 @@ async def run(services: Services) -> dict[str, Any]:
         await drop_databases(services.database_url, [name])
     latencies = sorted(x for w in watchers for x in w.latencies)
     counts = sorted(w.events for w in watchers)
+    cpu = cpu_usage(cpu0, cpu1)
+    delivered = sum(counts)
     return {
         "benchmark": "watch",
         "config": {
@@ -209,7 +213,12 @@ async def run(services: Services) -> dict[str, Any]:
             "watching": _mib(rss_watching),
             "peak": _mib(rss_peak),
         },
-        "cpu_cores": cpu_usage(cpu0, cpu1),
+        "cpu_cores": cpu,
+        "window_seconds": round(window, 1),
+        # the api's CPU per event delivered to one watcher (publishing and catch-up)
+        "api_cpu_us_per_delivery": round(cpu["api"] * window / delivered * 1e6, 2)
+        if delivered
+        else None,
         "code": code_version(),
         "machine": machine(),
         "services": services.origin,
@@ -266,7 +275,11 @@ def render(results: dict[str, Any]) -> str:
         "with watchers",
         "peak",
     ]
-    return table(headers, [row]) + f"\nCPU (cores): {cpu}"
+    return (
+        table(headers, [row])
+        + f"\napi CPU per delivered event: {results['api_cpu_us_per_delivery']} µs"
+        + f" (window {results['window_seconds']} s)\nCPU (cores): {cpu}"
+    )
 
 
 def main() -> None:
