@@ -125,6 +125,7 @@ class FakeWriter:
 
     def __init__(self) -> None:
         self.data = bytearray()
+        self.sizes: list[int] = []  # of each write
         self.stuck = False
         self.written = asyncio.Event()
 
@@ -132,6 +133,7 @@ class FakeWriter:
         if self.stuck:
             await asyncio.Event().wait()
         self.data += data
+        self.sizes.append(len(data))
         self.written.set()
 
     @property

@@ -188,6 +188,7 @@ async def test_a_repeated_change_gets_the_state_record_of_the_tag_as_the_batch_l
     assert [o.state and o.state.version for o in out] == [4, 4, 4]
     assert out[1].state == out[0].state and out[0].state and out[0].state.value
 
+
 async def test_a_late_events_409_is_kept_compact_and_replays_byte_identical(
     pool: asyncpg.Pool,
 ) -> None:

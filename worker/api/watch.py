@@ -30,6 +30,8 @@ HEADERS = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",  # nginx and the like: pass each event on at once
 }
+#: the most one write of a watch joins (the transport buffers a write whole)
+WRITE_BYTES = 64 * 1024
 _EVENTS = {
     name: metrics.API_WATCH_EVENTS.labels(name) for name in ("upsert", "delete", "synced", "reset")
 }
@@ -196,12 +198,21 @@ class Watch:
             raise Cut(closed)
 
     async def _pass_on(self, cursor: Cursor, batch: Sequence[Change]) -> None:
+        """The batch's events in scope, written in pieces of at most ``WRITE_BYTES``: a
+        write waits for the socket to take it, so what one watcher holds in memory
+        beyond its queue is one piece."""
         frames: list[bytes] = []
+        size = 0
         for c in batch:
             if cursor.admit(c):
                 aligned = c.frame and cursor.aligned(c.after)
-                frames.append(c.frame if aligned else c.framed(cursor.event_id()))
+                frame = c.frame if aligned else c.framed(cursor.event_id())
+                frames.append(frame)
+                size += len(frame)
                 self._counts[c.name] += 1
+                if size >= WRITE_BYTES:
+                    await self._write(b"".join(frames))
+                    frames, size = [], 0
         if frames:
             await self._write(b"".join(frames))
 

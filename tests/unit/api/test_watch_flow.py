@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers.sse import Event
 from tests.helpers.watchfakes import FakeReads, FakeTopic, FakeWriter
-from worker.api.watch import Cut, Scope, Watch, WatchOptions
+from worker.api.watch import WRITE_BYTES, Cut, Scope, Watch, WatchOptions
 
 REPO = "r.io/team/app"
 OPTIONS = WatchOptions(queue_events=50, heartbeat_seconds=5.0, snapshot_page=2)
@@ -241,3 +241,17 @@ async def test_idle_watches_get_a_comment_line_every_heartbeat() -> None:
         await w.until(synced)
         await asyncio.sleep(0.3)
     assert w.writer.data.count(b": heartbeat\n\n") >= 3
+
+
+async def test_a_large_read_is_written_in_bounded_pieces() -> None:
+    topic, reads = FakeTopic(partitions=1), FakeReads()
+    options = WatchOptions(queue_events=10, heartbeat_seconds=5.0, snapshot_page=10)
+    async with watching(topic, reads, options=options) as w:
+        await w.until(synced)
+        for i in range(2_000):  # one read of the feed, far past the queue's limit
+            topic.append(0, f"{REPO}:tag-with-a-longer-name-{i:05}", 1)
+        topic.deliver()
+        events = await w.until(_count(2_001))
+    assert len(events) == 2_001
+    assert len(w.writer.sizes) > 2
+    assert max(w.writer.sizes[1:]) < WRITE_BYTES + 1_000
