@@ -39,6 +39,7 @@ from typing import Any
 import aiohttp
 
 from bench.api_split import Split
+from bench.grants import check_seconds, grants_document
 from bench.report import percentile, table
 from bench.runner import Topics, WorkerProcess
 from bench.services import (
@@ -113,6 +114,10 @@ class ApiProcess:
             "OCITAG_API_PORT": str(self.port),
             "OCITAG_HTTP_PORT": str(self.probe_port),
             "OCITAG_API_TOKENS": f"bench:{TOKEN}",
+            # the doors on, as in production: twenty callers' grants, and a rate limit
+            # high enough never to refuse (its bucket is still taken on every request)
+            "OCITAG_API_GRANTS": grants_document(),
+            "OCITAG_API_RATE_LIMIT": "1000000/1",
             **(extra_env or {}),
         }
         self._log_path = log_path
@@ -333,8 +338,10 @@ async def run(services: Services) -> dict[str, Any]:
         worker.stop()
         await delete_topics(services.kafka, [topics.input, topics.outcomes, topics.dlq])
         await drop_databases(services.database_url, [name])
+    doors = doors_share(closed, check_seconds())
     return {
         "benchmark": "api",
+        "doors": doors,
         "config": {
             "clients": clients,
             "requests": total,
@@ -360,6 +367,26 @@ async def run(services: Services) -> dict[str, Any]:
         "machine": machine(),
         "services": services.origin,
     }
+
+
+def doors_share(closed: dict[str, Any], check: dict[str, float]) -> dict[str, Any]:
+    """The grant check's (and the rate limit's) CPU against one PUT's CPU in the api
+    process, measured in the closed loop (api cores x seconds / PUTs)."""
+    api_cores = closed["cpu_cores"].get("api", 0.0)
+    per_put = api_cores * closed["seconds"] / closed["requests"] if closed["requests"] else 0
+    share = {
+        "api_cpu_per_put_us": round(per_put * 1e6, 1),
+        "grant_check_us": round(check["grant_check_s"] * 1e6, 3),
+        "rate_limit_us": round(check["rate_limit_s"] * 1e6, 3),
+    }
+    for key, seconds in (
+        ("grant_check", check["grant_check_s"]),
+        ("rate_limit", check["rate_limit_s"]),
+    ):
+        share[f"{key}_share_pct"] = round(100 * seconds / per_put, 3) if per_put else None
+    share["goal_grant_check_below_pct"] = 5
+    share["met"] = share["grant_check_share_pct"] is not None and share["grant_check_share_pct"] < 5
+    return share
 
 
 def render(results: dict[str, Any]) -> str:
@@ -411,6 +438,21 @@ def render(results: dict[str, Any]) -> str:
         + f"\nCPU (cores) closed loop: {results['closed_loop']['cpu_cores']}"
         + f"\nCPU (cores) open loop: {results['open_loop']['cpu_cores']}"
         + f"\npeak RSS MiB (VmHWM) after the open loop: {results['open_loop']['peak_rss_mib']}"
+        + "\n\n"
+        + render_doors(results["doors"])
+    )
+
+
+def render_doors(doors: dict[str, Any]) -> str:
+    rows = [
+        ["api CPU per PUT", doors["api_cpu_per_put_us"], 100.0],
+        ["grant check", doors["grant_check_us"], doors["grant_check_share_pct"]],
+        ["rate-limit bucket", doors["rate_limit_us"], doors["rate_limit_share_pct"]],
+    ]
+    verdict = "met" if doors["met"] else "NOT met"
+    return (
+        table(["per PUT", "CPU µs", "% of a PUT's api CPU"], rows)
+        + f"\ngoal grant check < {doors['goal_grant_check_below_pct']} % of a PUT's CPU: {verdict}"
     )
 
 

@@ -66,7 +66,7 @@ def canonical_host(host: str) -> str:
     return DEFAULT_DOMAIN if host in DOCKER_ALIASES else host
 
 
-def _split_domain(name: str) -> tuple[str, str]:
+def split_domain(name: str) -> tuple[str, str]:
     """Docker's rule: the first component is a host if it has '.' or ':', is localhost,
     or has upper-case letters; otherwise the name is on docker.io."""
     first, sep, rest = name.partition("/")
@@ -90,7 +90,7 @@ def _check_shape(raw: str) -> None:
 def normalize_repository(raw: str) -> str:
     """``istio/pilot`` → ``docker.io/istio/pilot``; ``nginx`` → ``docker.io/library/nginx``."""
     _check_shape(raw)
-    domain, path = _split_domain(raw)
+    domain, path = split_domain(raw)
     if ":" in path:
         raise InvalidIdentifierError(
             "repository must not contain a tag (':' after the last '/'): put it in 'tag'"

@@ -210,6 +210,15 @@ INGEST_REJECTED = Counter(
     ["kind", "cause"],
     registry=None,
 )
+# receivers are the names OCITAG_INGEST_RECEIVERS (and the kinds' secrets) configure,
+# "unknown" for any other: bounded by that list
+INGEST_RECEIVER_REFUSALS = Counter(
+    "ocitag_ingest_receiver_refusals",
+    "Deliveries refused (4xx), by receiver and reason (unknown_receiver, unauthenticated, "
+    "host_not_allowed, unmappable, too_large, read_timeout).",
+    ["receiver", "reason"],
+    registry=None,
+)
 INGEST_PRODUCE_SECONDS = Histogram(
     "ocitag_ingest_produce_seconds",
     "Per delivery with events: produce until Kafka acknowledged every event.",
@@ -271,6 +280,14 @@ API_WATCH_DISCONNECTS = Counter(
     "ocitag_api_watch_disconnects",
     "Watches ended, by reason (client_closed, too_slow, shutdown, error).",
     ["reason"],
+    registry=None,
+)
+# callers are the names OCITAG_API_TOKENS configures: bounded by that list
+API_CALLER_REQUESTS = Counter(
+    "ocitag_api_caller_requests",
+    "Authenticated API requests by caller and result: allowed, forbidden (outside its "
+    "grants, 403), rate_limited (over OCITAG_API_RATE_LIMIT, 429).",
+    ["caller", "result"],
     registry=None,
 )
 
@@ -343,6 +360,7 @@ INGEST: tuple[Collector, ...] = (
     INGEST_EVENTS,
     INGEST_IGNORED,
     INGEST_REJECTED,
+    INGEST_RECEIVER_REFUSALS,
     INGEST_PRODUCE_SECONDS,
     INGEST_DELIVERY_SECONDS,
 )
@@ -355,6 +373,7 @@ API: tuple[Collector, ...] = (
     API_WATCHERS,
     API_WATCH_EVENTS,
     API_WATCH_DISCONNECTS,
+    API_CALLER_REQUESTS,
 )
 
 #: each long-running command's families: its component's, plus the shared ones it can

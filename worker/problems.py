@@ -56,6 +56,7 @@ class ProblemKind(Enum):
     # the api's own answers
     MALFORMED_REQUEST = ("malformed-request", 400, "Malformed request", _API)
     UNAUTHORIZED = ("unauthorized", 401, "Unauthorized", _API)
+    FORBIDDEN = ("forbidden", 403, "Forbidden", _API)
     NO_ROUTE = ("no-route", 404, "No such resource", _API)
     METHOD_NOT_ALLOWED = ("method-not-allowed", 405, "Method not allowed", _API)
     REQUEST_TOO_LARGE = (
@@ -66,11 +67,13 @@ class ProblemKind(Enum):
     )
     UNSUPPORTED_MEDIA_TYPE = ("unsupported-media-type", 415, "Unsupported media type", _API)
     INVALID_REQUEST = ("invalid-request", 422, "Invalid request", _API)
+    RATE_LIMITED = ("rate-limited", 429, "Too many requests", _API)
     TOO_MANY_WATCHES = ("too-many-watches", 429, "Too many watches", _API)
     UNEXPECTED_ERROR = ("unexpected-error", 500, "Unexpected error", _API)
     UNAVAILABLE = ("unavailable", 503, "Service unavailable", _API)
     # ingest's own answers
     UNMAPPABLE_DELIVERY = ("unmappable-delivery", 400, "Delivery could not be mapped", _INGEST)
+    HOST_NOT_ALLOWED = ("host-not-allowed", 403, "Registry host not allowed", _INGEST)
     UNRESOLVED_DIGEST = ("unresolved-digest", 502, "Digest could not be resolved", _INGEST)
     KAFKA_UNAVAILABLE = ("kafka-unavailable", 503, "Kafka unavailable", _INGEST)
 

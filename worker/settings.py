@@ -562,6 +562,12 @@ class IngestSettings(SettingsGroup):
     ingest_retry_after_seconds: int = Field(
         5, ge=1, le=3_600, description="Retry-After of a 503 while Kafka is unavailable"
     )
+    ingest_receivers: SecretStr | None = Field(
+        None,
+        description="JSON list of named receivers {name, kind, secret | secret_file, hosts}, "
+        "each served at /webhooks/<name> and speaking only for its hosts "
+        "(docs/authorization.md; secret)",
+    )
 
 
 class ApiSettings(SettingsGroup):
@@ -620,6 +626,17 @@ class ApiSettings(SettingsGroup):
         le=100_000,
         description="Records per PostgreSQL read of a watch's snapshot",
     )
+    api_grants: str | None = Field(
+        None,
+        description="JSON object from caller to grants [{actions, tags}] (docs/authorization.md; "
+        "also _FILE); unset: every caller may do everything (warned at start)",
+    )
+    api_rate_limit: str = Field(
+        "200/1",
+        pattern=r"^(0|[1-9][0-9]*/[0-9]+(\.[0-9]+)?)$",
+        description="Per-caller token bucket <requests>/<seconds> (burst = requests); over it "
+        "429 with Retry-After; 0 turns it off",
+    )
 
 
 class TracingSettings(SettingsGroup):
@@ -674,9 +691,13 @@ SECRET_FIELDS = frozenset(
         "kafka_ssl_key_password",
         "registry_endpoints",
         "api_tokens",
+        "ingest_receivers",
     }
     | {f"ingest_{kind}_secret" for kind in INGEST_KINDS}
 )
+#: what may come from a file (``<NAME>_FILE``): the secrets, and documents that are
+#: not secret but long (the grants)
+FILE_FIELDS = SECRET_FIELDS | {"api_grants"}
 
 
 @dataclass(frozen=True)
@@ -716,7 +737,7 @@ def _from_environment(
     renamed: list[Renamed] = []
     for field in FIELDS:
         name = env_name(field)
-        secret = field in SECRET_FIELDS
+        secret = field in FILE_FIELDS
         found = _lookup(name, secret, environ)
         old = old_of.get(field)
         if old is not None and (old in environ or old + "_FILE" in environ):

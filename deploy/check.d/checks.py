@@ -430,14 +430,6 @@ STUB_CONTENT = {
 }
 MOUNTED = "/var/run/secrets/"
 
-# Settings the chart may set before the worker has them: the branch adding them is being
-# merged (SPEC "Authorization"). Until then their variables are reported and left out of
-# the load; once worker/settings.py has them they are checked like every other.
-PENDING_SETTINGS = {
-    "OCITAG_API_GRANTS_FILE": "authz",
-    "OCITAG_INGEST_RECEIVERS_FILE": "authz",
-}
-
 
 def _secret_stub_environ(
     extra: dict[str, str], files: dict[str, str] | None = None
@@ -462,21 +454,15 @@ def _known_env_names() -> set[str]:
     import worker.settings as s
 
     plain = {s.env_name(f) for f in s.Settings.FIELDS}
-    # the settings read from a file too: the secrets, and (branch authz) the grants
-    files = getattr(s, "FILE_FIELDS", s.SECRET_FIELDS)
+    # the settings read from a file too: the secrets, the grants and the receivers
+    files = s.FILE_FIELDS
     return plain | {s.env_name(f) + "_FILE" for f in files}
 
 
 def _check_env_names(where: str, names: set[str]) -> None:
     known = _known_env_names()
     for name in sorted(names - known):
-        if name in PENDING_SETTINGS:
-            branch = PENDING_SETTINGS[name]
-            print(f"  WARN {where}: {name} is not a setting yet (branch {branch} adds it)")
-        else:
-            fail(f"{where}: {name} is not a setting of the worker (worker/settings.py)")
-    for name in sorted(names & known & set(PENDING_SETTINGS)):
-        print(f"  WARN {name} is a setting now: remove it from PENDING_SETTINGS")
+        fail(f"{where}: {name} is not a setting of the worker (worker/settings.py)")
 
 
 def _load(where: str, environ: dict[str, str]) -> Any:
@@ -582,9 +568,7 @@ def cmd_settings(*rendered: str) -> None:
             environ = pod_environ(path, container)
             _check_env_names(where, set(environ))
             files = {k: v for k, v in pod_files(path, doc, container).items() if v is not None}
-            pending = {n for n in environ if n in PENDING_SETTINGS} - _known_env_names()
-            loaded = {k: v for k, v in environ.items() if k not in pending}
-            _load(where, _secret_stub_environ(loaded, files))
+            _load(where, _secret_stub_environ(environ, files))
     compose = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
     for name, service in compose["services"].items():
         if service.get("image", "").startswith("ocitag-worker"):

@@ -158,3 +158,22 @@ async def committed(settings: Settings, partition: int = 0) -> int | None:
         return offset
     finally:
         await consumer.stop()
+
+
+async def records_on(settings: Settings, topic: str) -> int:
+    """How many records a topic holds now (the sum of its partitions' end offsets): a
+    request refused before publishing leaves it unchanged."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka.kafka_bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        assert partitions, f"no partitions of {topic}"
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+        return sum(ends.values())
+    finally:
+        await consumer.stop()

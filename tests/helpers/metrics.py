@@ -34,6 +34,7 @@ COMPONENT_FAMILIES: dict[str, frozenset[str]] = {
             "ocitag_ingest_events_published",
             "ocitag_ingest_entries_ignored",
             "ocitag_ingest_deliveries_rejected",
+            "ocitag_ingest_receiver_refusals",
             "ocitag_ingest_produce_seconds",
             "ocitag_ingest_delivery_seconds",
         }
@@ -48,6 +49,7 @@ COMPONENT_FAMILIES: dict[str, frozenset[str]] = {
             "ocitag_api_watchers",
             "ocitag_api_watch_events",
             "ocitag_api_watch_disconnects",
+            "ocitag_api_caller_requests",
         }
     ),
     "reconcile": frozenset(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -15,6 +16,7 @@ import structlog
 from aiohttp import web
 
 from worker import metrics, reachability
+from worker.api.access import access_from_settings
 from worker.api.auth import parse_tokens
 from worker.api.feed import StateFeed
 from worker.api.listener import OutcomeListener
@@ -78,7 +80,17 @@ class ApiProcess:
         if not tokens.entries:
             log.warning("api_no_tokens", hint="OCITAG_API_TOKENS is empty: every call is 401")
         self.backends = Backends()
-        self._api = Api(settings, tokens, self.backends, utc_now)
+        access = access_from_settings(settings, time.monotonic)  # SettingsError: exit 2
+        if access.grants.unrestricted:
+            log.warning(
+                "api_no_grants",
+                hint="OCITAG_API_GRANTS is not set: every caller may read, write and delete "
+                "every tag (docs/authorization.md)",
+            )
+        unknown = sorted(access.grants.callers() - {caller for _, caller in tokens.entries})
+        if unknown:  # a typo in either setting: that caller's grants can never apply
+            log.warning("api_grants_without_tokens", callers=unknown)
+        self._api = Api(settings, tokens, self.backends, utc_now, access)
         self._health = Health(settings.probes.liveness_timeout_seconds, parts=COMMAND_PARTS["api"])
         self._process = Lifecycle(handle_signals=False)
         self._sink = InputSink(settings, "the api")

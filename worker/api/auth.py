@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from worker.errors import SettingsError
 
 MIN_TOKEN_CHARS = 16
-_CALLER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+CALLER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _TOKEN_RE = re.compile(r"[\x21-\x7e]+")  # visible ASCII: what a header can carry unchanged
 
 
@@ -54,7 +54,7 @@ def parse_tokens(raw: str | None) -> Tokens:
         caller, sep, token = entry.partition(":")
         if not sep:
             caller, token = "", entry
-        elif not _CALLER_RE.fullmatch(caller):
+        elif not CALLER_RE.fullmatch(caller):
             raise SettingsError(
                 f"invalid setting OCITAG_API_TOKENS: entry {number}: the caller name must "
                 "match [A-Za-z0-9][A-Za-z0-9._-]{0,63}"

@@ -68,6 +68,8 @@ def _ref(kind: str, name: str) -> Doc:
 _ETAG = {"ETag": _ref("headers", "ETag")}
 _COMMON = {
     "401": _ref("responses", "Unauthorized"),
+    "403": _ref("responses", "Forbidden"),
+    "429": _ref("responses", "TooManyRequests"),
     "503": _ref("responses", "Unavailable"),
 }
 _WRITE = {
@@ -190,6 +192,15 @@ def _components() -> Doc:
             "Unauthorized": _problem(
                 "No valid bearer token (no detail is given).",
                 {"WWW-Authenticate": _ref("headers", "WWWAuthenticate")},
+            ),
+            "Forbidden": _problem(
+                "Outside the caller's grants (OCITAG_API_GRANTS), decided from the tag pattern "
+                "alone before any lookup: it never says whether the tag exists, and nothing "
+                "was published."
+            ),
+            "TooManyRequests": _problem(
+                "Over the caller's rate limit (OCITAG_API_RATE_LIMIT); nothing was published.",
+                {"Retry-After": _ref("headers", "RetryAfter")},
             ),
             "Unavailable": _problem(
                 "Kafka or PostgreSQL is not available.",

@@ -15,12 +15,19 @@ class ApiProblem(Exception):  # noqa: N818 - raised and answered as the problem 
     """A problem answered as it is; raised from deep inside a handler."""
 
     def __init__(
-        self, kind: ProblemKind, detail: str | None = None, errors: tuple[ErrorItem, ...] = ()
+        self,
+        kind: ProblemKind,
+        detail: str | None = None,
+        errors: tuple[ErrorItem, ...] = (),
+        *,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(detail or kind.title)
         self.kind = kind
         self.detail = detail
         self.errors = errors
+        #: seconds for a ``Retry-After`` of its own (429); a 503 takes the setting's
+        self.retry_after = retry_after
 
     @property
     def status(self) -> int:

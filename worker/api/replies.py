@@ -85,7 +85,9 @@ def problem(
     headers: dict[str, str] = {}
     if exc.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="ocitag-worker"'
-    if exc.status in (429, 503) and retry_after is not None:
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    elif exc.status in (429, 503) and retry_after is not None:
         headers["Retry-After"] = str(retry_after)
     return Reply(
         exc.status, orjson.dumps(exc.error_model(base_uri, instance)), PROBLEM_JSON, headers

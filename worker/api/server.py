@@ -24,8 +24,11 @@ from aiohttp import web
 
 from worker import metrics, reachability, tracing
 from worker.api import replies, requests
+from worker.api.access import Access, access_from_settings
 from worker.api.auth import Tokens
 from worker.api.feed import Feed
+from worker.api.grants import Action
+from worker.api.listing import visible_page
 from worker.api.openapi import document
 from worker.api.problems import ApiProblem, too_large, unacknowledged, unpublished
 from worker.api.replies import Reply
@@ -77,15 +80,6 @@ class Backends:
     feed: Feed | None = None
 
 
-def _allow_all(_: str) -> bool:
-    return True
-
-
-def read_all(_: str) -> Callable[[str], bool]:
-    """The default grants: every caller may read every tag."""
-    return _allow_all
-
-
 def _is_watch(request: web.Request) -> bool:
     return request.method == "GET" and request.query.get("watch") == "true"
 
@@ -108,14 +102,14 @@ class Api:
         tokens: Tokens,
         backends: Backends,
         clock: Callable[[], datetime],
-        may_read: Callable[[str], Callable[[str], bool]] = read_all,
+        access: Access | None = None,
     ) -> None:
         self._settings = settings
         self._tokens = tokens
         self.backends = backends
         self._clock = clock
-        #: caller → whether it may read a tag (OCITAG_API_GRANTS' ``read``)
-        self._may_read = may_read
+        #: grants and the rate limit; by default the settings' (monotonic clock)
+        self.access = access or access_from_settings(settings, time.monotonic)
         a = settings.api
         self.watch_limits = WatchLimits(a.api_max_watches, a.api_max_watches_per_caller)
         self._watch_options = WatchOptions(
@@ -155,6 +149,7 @@ class Api:
                 if caller is None:
                     raise ApiProblem(ProblemKind.UNAUTHORIZED)
                 fields["caller"] = caller
+                self.access.admit(caller)
             response = await handler(request)
         except ApiProblem as exc:
             response = self._problem(exc, instance)
@@ -195,8 +190,13 @@ class Api:
 
     # ---- writes: an event on the input topic, answered with its outcome
 
+    def _allowed(self, action: Action, ocitag: str) -> None:
+        """403 from the pattern alone: before any lookup, read or publish."""
+        self.access.require(_FIELDS.get()["caller"], action, ocitag)
+
     async def put(self, request: web.Request) -> web.Response:
         ocitag = requests.ocitag_id(request.match_info["tag"])
+        self._allowed("write", ocitag)
         body = await request.read()
         update = requests.put_body(body, request.headers.get("Content-Type"), ocitag)
         return await self._write(
@@ -205,6 +205,7 @@ class Api:
 
     async def delete(self, request: web.Request) -> web.Response:
         ocitag = requests.ocitag_id(request.match_info["tag"])
+        self._allowed("delete", ocitag)
         return await self._write(request, ocitag, None, None, None)
 
     async def _write(
@@ -274,6 +275,7 @@ class Api:
     async def get(self, request: web.Request) -> web.Response:
         ocitag = requests.ocitag_id(request.match_info["tag"])
         _FIELDS.get()["ocitag_id"] = ocitag
+        self._allowed("read", ocitag)
         reads = self.backends.reads
         if reads is None:
             raise _unavailable("db")
@@ -289,13 +291,14 @@ class Api:
         if _is_watch(request):
             return await self._watch(request)
         query = requests.list_query(request.query)
+        caller = _FIELDS.get()["caller"]
+        self.access.require_any(caller, "read", "query.repository", query.repository)
         reads = self.backends.reads
         if reads is None:
             raise _unavailable("db")
-        rows = await _db(reads.page(query.repository, query.after or "", query.limit + 1))
-        more = len(rows) > query.limit
-        rows = rows[: query.limit]
-        cursor = requests.encode_cursor(query.repository, rows[-1].record["tag"]) if more else None
+        visible = None if self.access.grants.unrestricted else self.access.reader(caller)
+        rows, last = await _db(visible_page(reads, query, visible))
+        cursor = requests.encode_cursor(query.repository, last) if last else None
         link = (
             f"{LIST_PATH}?repository={quote(query.repository, safe='')}"
             f"&limit={query.limit}&cursor={cursor}"
@@ -321,11 +324,13 @@ class Api:
         if reads is None:
             raise _unavailable("db")
         caller = fields["caller"]
+        # a caller with no read grant at all: 403; else each tag is filtered by its grants
+        self.access.require_any(caller, "read", "query.repository", repository or "**")
         refused = self.watch_limits.admit(caller)
         if refused is not None:
             raise ApiProblem(ProblemKind.TOO_MANY_WATCHES, refused)
         metrics.API_WATCHERS.set(len(self.watch_limits))
-        may_read = self._may_read(caller)
+        may_read = self.access.reader(caller)
         options = self._watch_options
         try:
             return await serve_watch(

@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 
 import httpx
 import structlog
 from aiohttp import web
 
 from worker import reachability
+from worker.documents import DocumentError
 from worker.errors import Cause, SettingsError, TransientError, describe
 from worker.health import COMMAND_PARTS, HTTP, Check, Health
-from worker.ingest.auth import split_secrets
+from worker.ingest.auth import SLOTS, split_secrets
 from worker.ingest.kinds import KINDS
 from worker.ingest.oidc import HttpKeySource, OidcPolicy, OidcVerifier
+from worker.ingest.receivers import SETTING as RECEIVERS
+from worker.ingest.receivers import ReceiverSpec, parse_receivers
 from worker.ingest.resolve import NoResolver
 from worker.ingest.server import Enabled, IngestServer, Limits
 from worker.oci import RegistryClient
@@ -42,9 +46,12 @@ NEEDS_RESOLVER = ("dockerhub", "quay")
 
 
 def enabled_kinds(settings: Settings, oidc: OidcVerifier | None = None) -> dict[str, Enabled]:
-    """The kinds whose secret is set; SettingsError naming the setting when one is set
-    for a kind this build cannot map, or holds no secret at all. ``oidc``: gar's
-    Pub/Sub token check, when configured."""
+    """The served receivers by name: each of ``OCITAG_INGEST_RECEIVERS``, and for each
+    ``OCITAG_INGEST_<KIND>_SECRET`` one named ``<kind>`` that may name any host (warned).
+    SettingsError naming the setting (and the JSON place) for a broken receiver, a kind
+    secret that holds no secret, a name given twice, or nothing served at all. ``oidc``:
+    gar's Pub/Sub token check, for the ``gar`` kind's receiver only (a token is not
+    bound to one receiver's hosts)."""
     enabled: dict[str, Enabled] = {}
     for kind in INGEST_KINDS:
         secret = settings.value(f"ingest_{kind}_secret")
@@ -54,13 +61,46 @@ def enabled_kinds(settings: Settings, oidc: OidcVerifier | None = None) -> dict[
         secrets = split_secrets(secret.get_secret_value())
         if not secrets:
             raise SettingsError(f"invalid setting {name}: holds no secret (comma-separated)")
+        if len(secrets) > SLOTS:
+            raise SettingsError(f"invalid setting {name}: holds more than {SLOTS} secrets")
+        log.warning(
+            "ingest_unbound_receiver",
+            receiver=kind,
+            hint=f"{name} serves /webhooks/{kind} for any registry host: name the hosts "
+            "with OCITAG_INGEST_RECEIVERS (docs/authorization.md)",
+        )
         enabled[kind] = Enabled(KINDS[kind], secrets, oidc=oidc if kind == "gar" else None)
+    for receiver in configured_receivers(settings):
+        if receiver.name in enabled:
+            raise SettingsError(
+                f"invalid setting {RECEIVERS}: receiver {receiver.name} is also served by "
+                f"{env_name(f'ingest_{receiver.name}_secret')}: rename it or drop that setting"
+            )
+        enabled[receiver.name] = Enabled(
+            KINDS[receiver.kind], receiver.secrets, hosts=receiver.hosts
+        )
     if not enabled:
         raise SettingsError(
-            "ingest serves no registry kind: set at least one OCITAG_INGEST_<KIND>_SECRET "
-            f"(kinds: {', '.join(INGEST_KINDS)})"
+            "ingest serves no registry kind: set OCITAG_INGEST_RECEIVERS or at least one "
+            f"OCITAG_INGEST_<KIND>_SECRET (kinds: {', '.join(INGEST_KINDS)})"
         )
     return enabled
+
+
+def configured_receivers(settings: Settings) -> tuple[ReceiverSpec, ...]:
+    """OCITAG_INGEST_RECEIVERS parsed, its secret files read; SettingsError naming the
+    JSON place (never a secret)."""
+    value = settings.ingest.ingest_receivers
+    if value is None:
+        return ()
+    try:
+        return parse_receivers(value.get_secret_value(), _read_secret_file)
+    except DocumentError as exc:
+        raise SettingsError(f"invalid setting {RECEIVERS}: {exc}") from None
+
+
+def _read_secret_file(path: str) -> str:
+    return Path(path).read_text(encoding="utf-8")
 
 
 async def _connect(sink: InputSink, settings: Settings) -> None:
@@ -102,7 +142,8 @@ def resolver_for(settings: Settings) -> RegistryClient | None:
     """The registry client for digest look-ups, when a served kind needs one (Docker
     Hub and Quay payloads carry no digest)."""
     kinds = {f"ingest_{kind}_secret" for kind in NEEDS_RESOLVER}
-    if not any(settings.value(name) is not None for name in kinds):
+    named = any(r.kind in NEEDS_RESOLVER for r in configured_receivers(settings))
+    if not named and not any(settings.value(name) is not None for name in kinds):
         return None
     return RegistryClient.from_settings(settings)
 
@@ -119,7 +160,7 @@ async def run_ingest(
         log.info(
             "starting",
             settings=settings.masked(COMMAND_SETTINGS["ingest"], changed=True),
-            kinds=sorted(kinds),
+            receivers={name: e.spec.name for name, e in sorted(kinds.items())},
         )
         await _serve(settings, kinds, process)
     log.info("stopped")

@@ -57,3 +57,16 @@ def unavailable(base_uri: str, detail: str, retry_after: int) -> RefusedError:
     refused = RefusedError(503, "kafka_unavailable", _body(base_uri, problem))
     refused.headers["Retry-After"] = str(retry_after)
     return refused
+
+
+def host_not_allowed(base_uri: str, items: list[ErrorItem], delivery_id: str) -> RefusedError:
+    """403 naming every entry whose registry host the receiver may not speak for."""
+    problem = Problem(
+        ProblemKind.HOST_NOT_ALLOWED,
+        f"the delivery names {len(items)} repositories on hosts this receiver may not speak "
+        "for; nothing was published",
+        tuple(items),
+    )
+    return RefusedError(
+        403, "host_not_allowed", _body(base_uri, problem, f"urn:uuid:{delivery_id}")
+    )

@@ -13,6 +13,7 @@ what was ignored. One log line per delivery says how it ended.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -28,11 +29,12 @@ from worker import metrics, tracing
 from worker.errors import WorkerError
 from worker.ingest import refusals
 from worker.ingest.arrivals import Arrivals
-from worker.ingest.auth import authentic
+from worker.ingest.auth import DECOYS, Compare, authentic, decoy_scheme
 from worker.ingest.delivery import accepted_body, cloud_event, messages, plan
-from worker.ingest.kinds import KindSpec
+from worker.ingest.kinds import KINDS, Auth, KindSpec
 from worker.ingest.mapping import RECEIVED_AT_HEADER, REGISTRY_HEADER, MappingError
 from worker.ingest.oidc import OidcVerifier
+from worker.ingest.receivers import Hosts, outside_hosts
 from worker.ingest.refusals import RefusedError
 from worker.ingest.resolve import DigestResolver, UnresolvedDigestError, resolve_all
 from worker.ingest.sending import AckTimeoutError, InFlightSends
@@ -48,12 +50,16 @@ _CHUNK = 65_536
 
 @dataclass(frozen=True, slots=True)
 class Enabled:
-    """A served kind: its mapper and scheme, and the secrets that are valid now."""
+    """A served receiver: its kind's mapper and scheme, the secrets that are valid now,
+    and the registry hosts it may speak for."""
 
     spec: KindSpec
     secrets: tuple[bytes, ...]
     #: also accepted on the route without a path secret: a verified OIDC token (gar)
     oidc: OidcVerifier | None = None
+    hosts: Hosts = field(default_factory=Hosts.any)
+    #: a stand-in for a name no receiver has: checked like one, never authentic
+    decoy: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +77,7 @@ class _Delivery:
     """What one delivery did, for its log line and metrics."""
 
     kind: str
+    receiver: str = "unknown"
     delivery_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     size: int = 0
     published: int = 0
@@ -109,8 +116,11 @@ class IngestServer:
         resolver: DigestResolver,
         limits: Limits,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        compare: Compare = hmac.compare_digest,
     ) -> None:
         self._kinds = dict(kinds)
+        self._compare = compare
         self._sends = InFlightSends(sink)
         self._resolver = resolver
         self._limits = limits
@@ -136,8 +146,10 @@ class IngestServer:
         answered without the secret, for enabled CloudEvents-speaking kinds only."""
         name = request.match_info["kind"]
         origin = request.headers.get("WebHook-Request-Origin", "").strip()
-        if name not in VALIDATING_KINDS or name not in self._kinds or not origin:
-            status = 404 if name not in self._kinds or name not in VALIDATING_KINDS else 400
+        enabled = self._kinds.get(name)
+        validating = enabled is not None and enabled.spec.name in VALIDATING_KINDS
+        if not validating or not origin:
+            status = 404 if not validating else 400
             title = None if status == 404 else "WebHook-Request-Origin is required"
             return web.Response(
                 status=status,
@@ -163,10 +175,13 @@ class IngestServer:
         received = self._clock()
         name = request.match_info["kind"]
         enabled = self._kinds.get(name)
-        delivery = _Delivery(kind=name if enabled else "unknown")
+        if enabled is None:  # checked against decoys like a receiver: 401 alike, as costly
+            enabled = _decoy(request)
+        known = not enabled.decoy
+        delivery = _Delivery(
+            enabled.spec.name if known else "unknown", name if known else "unknown"
+        )
         try:
-            if enabled is None:
-                raise RefusedError(404, "not_found")
             status, body, headers = await self._deliver(
                 request, enabled, delivery, started, received
             )
@@ -196,25 +211,22 @@ class IngestServer:
     ) -> tuple[int, dict[str, Any], dict[str, str]]:
         spec = enabled.spec
         headers = {k.lower(): v for k, v in request.headers.items()}
-        path_secret = request.match_info.get("secret")
-        if not spec.auth.needs_body and not await self._authentic(enabled, headers, path_secret):
-            raise RefusedError(401, "unauthenticated")
-        body = await self._read(request)
+        body = await self._authenticated(request, enabled, headers)
         delivery.size = len(body)
-        if spec.auth.needs_body and not authentic(
-            spec.auth, enabled.secrets, headers, body, path_secret
-        ):
-            raise RefusedError(401, "unauthenticated")
         if "registry" in request.query:
             headers[REGISTRY_HEADER] = request.query["registry"]
         if spec.arrival_timed:  # a retry of this body keeps its first arrival's time
             received = self._arrivals.first(spec.name, body, received)
         headers[RECEIVED_AT_HEADER] = format_rfc3339(received)
+        base = self._limits.problem_base_uri
         try:
-            decided = plan(spec.map_delivery(body, headers), hosted=spec.hosted)
+            mapped = spec.map_delivery(body, headers)
+            decided = plan(mapped, hosted=spec.hosted)
         except MappingError as exc:
-            base = self._limits.problem_base_uri
             raise refusals.unmappable(base, exc, delivery.delivery_id) from None
+        outside = outside_hosts(mapped, enabled.hosts, delivery.receiver)
+        if outside:  # before any look-up or publish: the whole delivery is refused
+            raise refusals.host_not_allowed(base, outside, delivery.delivery_id)
         for _, why in decided.ignored:
             delivery.ignored[why.reason] = delivery.ignored.get(why.reason, 0) + 1
         if decided.handshake is not None:
@@ -230,13 +242,33 @@ class IngestServer:
         delivery.published = len(built)
         return 200, accepted_body(built, decided.ignored), {}
 
-    @staticmethod
+    async def _authenticated(
+        self, request: web.Request, enabled: Enabled, headers: Mapping[str, str]
+    ) -> bytes:
+        """The body of a delivery that proves itself (401 otherwise, alike for a wrong
+        secret and a name no receiver has: ``unknown_receiver`` is only the log's)."""
+        spec = enabled.spec
+        path_secret = request.match_info.get("secret")
+        refused = RefusedError(401, "unknown_receiver" if enabled.decoy else "unauthenticated")
+        if not spec.auth.needs_body and not await self._authentic(enabled, headers, path_secret):
+            raise refused
+        body = await self._read(request)
+        if spec.auth.needs_body and not authentic(
+            spec.auth, enabled.secrets, headers, body, path_secret, compare=self._compare
+        ):
+            raise refused
+        if enabled.decoy:  # unreachable (random 32-byte secrets); never served regardless
+            raise refused
+        return body
+
     async def _authentic(
-        enabled: Enabled, headers: Mapping[str, str], path_secret: str | None
+        self, enabled: Enabled, headers: Mapping[str, str], path_secret: str | None
     ) -> bool:
         if path_secret is None and enabled.oidc is not None:
             return await enabled.oidc.authentic(headers.get("authorization"))
-        return authentic(enabled.spec.auth, enabled.secrets, headers, b"", path_secret)
+        return authentic(
+            enabled.spec.auth, enabled.secrets, headers, b"", path_secret, compare=self._compare
+        )
 
     async def _read(self, request: web.Request) -> bytes:
         limit = self._limits.max_body_bytes
@@ -289,6 +321,9 @@ class IngestServer:
         if status >= 300:
             result = "rejected"
             metrics.INGEST_REJECTED.labels(kind, delivery.cause or "internal").inc()
+            if status < 500:  # a refusal of the sender, by receiver (configured names)
+                reason = delivery.cause or "internal"
+                metrics.INGEST_RECEIVER_REFUSALS.labels(delivery.receiver, reason).inc()
         else:
             result = "accepted" if delivery.published else "ignored"
         metrics.INGEST_DELIVERIES.labels(kind, result).inc()
@@ -300,6 +335,7 @@ class IngestServer:
         emit(
             "delivery",
             kind=kind,
+            receiver=delivery.receiver,
             status=status,
             result=result,
             cause=delivery.cause,
@@ -309,3 +345,15 @@ class IngestServer:
             delivery_id=delivery.delivery_id,
             duration_ms=round(seconds * 1000, 2),
         )
+
+
+#: for each scheme, a kind that has it: what a delivery to an unknown name is checked as
+_DECOY_KINDS = {spec.auth: spec for spec in reversed(KINDS.values())}
+
+
+def _decoy(request: web.Request) -> Enabled:
+    """A receiver no one can authenticate to, of the scheme the delivery's shape asks
+    for: an unknown name costs what a wrong secret costs, and is answered alike (401)."""
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    scheme: Auth = decoy_scheme(headers, request.match_info.get("secret"))
+    return Enabled(_DECOY_KINDS[scheme], DECOYS, decoy=True)

@@ -42,7 +42,7 @@ def test_secret_from_a_file(tmp_path: pytest.TempPathFactory) -> None:
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
-        ({}, "set at least one OCITAG_INGEST_<KIND>_SECRET"),
+        ({}, "set OCITAG_INGEST_RECEIVERS or at least one OCITAG_INGEST_<KIND>_SECRET"),
         ({"OCITAG_INGEST_QUAY_SECRET": " , "}, "OCITAG_INGEST_QUAY_SECRET: holds no secret"),
     ],
 )

@@ -172,9 +172,12 @@ async def test_github_signature_over_the_raw_body(setup: Setup) -> None:
 
 
 @pytest.mark.parametrize("path", ["/webhooks/harbor", "/webhooks/nope", "/webhooks/zot"])
-async def test_unknown_or_disabled_kind_is_404(setup: Setup, path: str) -> None:
-    status, _, _ = await post(setup, path, b"{}", {"Authorization": TOKEN})
-    assert status == 404
+async def test_an_unknown_receiver_is_401_like_a_wrong_secret(setup: Setup, path: str) -> None:
+    # 401, not 404: a name no receiver has is answered as a wrong secret is (a name is
+    # half of the credential), so probing does not tell which names exist
+    status, body, _ = await post(setup, path, b"{}", {"Authorization": TOKEN})
+    assert (status, body) == (401, {"title": "Unauthorized", "status": 401})
+    assert setup.sink.sent == []
 
 
 async def test_over_the_size_limit_is_413(setup: Setup) -> None:
