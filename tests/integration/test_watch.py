@@ -24,7 +24,15 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
-from tests.helpers.api import DIGEST_A, DIGEST_B, TOKEN, ApiClient, api_overrides, running_api
+from tests.helpers.api import (
+    DIGEST_A,
+    DIGEST_B,
+    OTHER_TOKEN,
+    TOKEN,
+    ApiClient,
+    api_overrides,
+    running_api,
+)
 from tests.helpers.harness import running_worker
 from tests.helpers.registry import free_port
 from tests.helpers.sse import Event, events_of
@@ -419,3 +427,26 @@ async def test_the_example_subscriber_resumes_across_an_api_restart(
         assert final["tags"] == expected
         names = [line.get("event") for line in lines]
         assert names.count("synced") == 1 and "reset" not in names
+
+
+async def test_a_watch_shows_only_the_tags_its_caller_may_read(
+    make_settings: Callable[..., Settings],
+) -> None:
+    grants = {
+        "ci": [{"actions": ["read", "write", "delete"], "tags": ["**"]}],
+        "other": [{"actions": ["read"], "tags": [f"{R}:open*"]}],
+    }
+    settings = make_settings(**api_overrides(api_grants=json.dumps(grants)))
+    async with running_worker(settings), running_api(settings, watch=True) as api:
+        for tag in ("open-1", "secret-1"):
+            assert (await api.put(f"{R}:{tag}", {"artifact": DIGEST_A})).status == 200
+        async with watching(api, R, token=OTHER_TOKEN) as limited, watching(api, R) as full:
+            await limited.synced()
+            await full.synced()
+            for tag in ("open-2", "secret-2"):
+                assert (await api.put(f"{R}:{tag}", {"artifact": DIGEST_B})).status == 200
+            await full.until(_has_changes(full, 2))
+            await limited.until(_has_changes(limited, 1))
+            await asyncio.sleep(0.3)
+        assert set(held(limited.events)) == {f"{R}:open-1", f"{R}:open-2"}
+        assert len(held(full.events)) == 4
