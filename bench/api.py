@@ -103,7 +103,9 @@ def quantile(before: Histogram, after: Histogram, q: float) -> float | None:
 class ApiProcess:
     """``python -m worker api`` on the run's topics and database."""
 
-    def __init__(self, worker: WorkerProcess, log_path: Path) -> None:
+    def __init__(
+        self, worker: WorkerProcess, log_path: Path, extra_env: Mapping[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.probe_port = free_port()
         self._env = {
@@ -116,6 +118,7 @@ class ApiProcess:
             # high enough never to refuse (its bucket is still taken on every request)
             "OCITAG_API_GRANTS": grants_document(),
             "OCITAG_API_RATE_LIMIT": "1000000/1",
+            **(extra_env or {}),
         }
         self._log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None

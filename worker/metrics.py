@@ -265,6 +265,23 @@ API_WAITING = Gauge(
     "Writes waiting for their outcome now.",
     registry=None,
 )
+API_WATCHERS = Gauge(
+    "ocitag_api_watchers",
+    "Watches (GET /ocitags/?watch=true) open now on this api process.",
+    registry=None,
+)
+API_WATCH_EVENTS = Counter(
+    "ocitag_api_watch_events",
+    "Watch events sent, summed over watchers, by event (upsert, delete, synced, reset).",
+    ["event"],
+    registry=None,
+)
+API_WATCH_DISCONNECTS = Counter(
+    "ocitag_api_watch_disconnects",
+    "Watches ended, by reason (client_closed, too_slow, shutdown, error).",
+    ["reason"],
+    registry=None,
+)
 # callers are the names OCITAG_API_TOKENS configures: bounded by that list
 API_CALLER_REQUESTS = Counter(
     "ocitag_api_caller_requests",
@@ -376,6 +393,9 @@ API: tuple[Collector, ...] = (
     API_OUTCOME_WAIT_SECONDS,
     API_OUTCOMES_LATE,
     API_WAITING,
+    API_WATCHERS,
+    API_WATCH_EVENTS,
+    API_WATCH_DISCONNECTS,
     API_CALLER_REQUESTS,
 )
 

@@ -68,6 +68,7 @@ class ProblemKind(Enum):
     UNSUPPORTED_MEDIA_TYPE = ("unsupported-media-type", 415, "Unsupported media type", _API)
     INVALID_REQUEST = ("invalid-request", 422, "Invalid request", _API)
     RATE_LIMITED = ("rate-limited", 429, "Too many requests", _API)
+    TOO_MANY_WATCHES = ("too-many-watches", 429, "Too many watches", _API)
     UNEXPECTED_ERROR = ("unexpected-error", 500, "Unexpected error", _API)
     UNAVAILABLE = ("unavailable", 503, "Service unavailable", _API)
     # ingest's own answers

@@ -610,6 +610,35 @@ class ApiSettings(SettingsGroup):
     api_max_body_bytes: int = Field(
         16_384, ge=1_024, le=1_048_576, description="Largest request body the API reads (413)"
     )
+    api_max_watches: int = Field(
+        2_000,
+        ge=0,
+        le=1_000_000,
+        description="Concurrent watches (`GET /ocitags/?watch=true`) one api process serves; "
+        "past it 429 (0: the watch is off)",
+    )
+    api_max_watches_per_caller: int = Field(
+        100, ge=1, le=1_000_000, description="Concurrent watches of one caller per api process"
+    )
+    api_watch_queue_events: int = Field(
+        10_000,
+        ge=10,
+        le=10_000_000,
+        description="Changes queued for one watcher at most; a watcher that falls further "
+        "behind is disconnected (reason too_slow)",
+    )
+    api_watch_heartbeat_seconds: float = Field(
+        15.0,
+        gt=0,
+        le=15,
+        description="Longest a watch goes without a comment line (keeps idle connections open)",
+    )
+    api_watch_snapshot_page: int = Field(
+        1_000,
+        ge=1,
+        le=100_000,
+        description="Records per PostgreSQL read of a watch's snapshot",
+    )
     api_grants: str | None = Field(
         None,
         description="JSON object from caller to grants [{actions, tags}] (docs/authorization.md; "
@@ -1006,6 +1035,7 @@ COMMAND_SETTINGS: Mapping[str, frozenset[str]] = {
     | {
         "input_topic",
         "outcome_topic",
+        "state_topic",
         "problem_base_uri",
         "processed_retention_seconds",
         "prune_interval_seconds",

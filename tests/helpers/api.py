@@ -82,10 +82,13 @@ class ApiClient:
 
 
 @contextlib.asynccontextmanager
-async def running_api(settings: Settings, *, ready: bool = True) -> AsyncIterator[ApiClient]:
+async def running_api(
+    settings: Settings, *, ready: bool = True, watch: bool = False
+) -> AsyncIterator[ApiClient]:
     """The API's own process object in this event loop; ``ready``: create the topics and
     wait until it has connected to PostgreSQL and Kafka (its outcome listener is at the
-    end of the topic); without, Kafka may be unreachable."""
+    end of the topic); without, Kafka may be unreachable. ``watch``: wait until its
+    state-topic feed runs too."""
     if ready:
         await ensure_topics(
             settings,
@@ -97,6 +100,10 @@ async def running_api(settings: Settings, *, ready: bool = True) -> AsyncIterato
         if ready:
             async with asyncio.timeout(30):
                 while process.backends.publish is None or process.backends.reads is None:
+                    await asyncio.sleep(0.05)
+        if watch:  # its state-topic feed runs (the worker creates the topic)
+            async with asyncio.timeout(30):
+                while process.backends.feed is None:
                     await asyncio.sleep(0.05)
         async with aiohttp.ClientSession() as session:
             yield ApiClient(f"http://127.0.0.1:{process.port}", session)

@@ -48,6 +48,9 @@ COMPONENT_FAMILIES: dict[str, frozenset[str]] = {
             "ocitag_api_outcome_wait_seconds",
             "ocitag_api_outcomes_late",
             "ocitag_api_waiting_requests",
+            "ocitag_api_watchers",
+            "ocitag_api_watch_events",
+            "ocitag_api_watch_disconnects",
             "ocitag_api_caller_requests",
         }
     ),

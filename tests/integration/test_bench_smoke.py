@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import history, pipeline, state, versus
+from bench import history, pipeline, state, versus, watch
 from bench.chart import draw_history
 from bench.services import Services as BenchServices
 from tests.helpers.services import Services
@@ -120,6 +120,26 @@ async def test_history_benchmark_runs_at_tiny_sizes(services: Services, tmp_path
     assert "DB B/event" in history.render(found)
     draw_history(found, tmp_path / "history.png")
     assert (tmp_path / "history.png").stat().st_size > 10_000
+
+
+async def test_watch_benchmark_runs_at_a_tiny_size(
+    services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {
+        "BENCH_WATCHERS": "4",
+        "BENCH_WATCH_MEASURED": "2",
+        "BENCH_WATCH_RATE": "20",
+        "BENCH_WATCH_SECONDS": "2",
+    }.items():
+        monkeypatch.setenv(name, value)
+    bench_services = BenchServices(services.kafka_bootstrap, services.database_url, "tests")
+    results = await watch.run(bench_services)
+    assert results["changes_published"] >= 30
+    assert results["complete_watchers"] == 4  # every watcher got every change
+    assert results["cut_off_or_failed"] == 0
+    assert results["latency_ms"]["samples"] == 2 * results["changes_published"]
+    assert results["api_rss_mib"]["peak"] > 0
+    assert "p99 ms" in watch.render(results)
 
 
 async def test_the_floor_comparison_runs_at_a_tiny_size(services: Services, tmp_path: Path) -> None:

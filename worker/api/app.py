@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import structlog
@@ -17,6 +18,7 @@ from aiohttp import web
 from worker import metrics, reachability
 from worker.api.access import access_from_settings
 from worker.api.auth import parse_tokens
+from worker.api.feed import StateFeed
 from worker.api.listener import OutcomeListener
 from worker.api.server import Api, Backends, utc_now
 from worker.api.store import PgReads
@@ -38,12 +40,34 @@ from worker.startup import (
 log = structlog.get_logger("worker.api")
 
 OUTCOME_TOPIC = Service("Kafka outcome topic", "OCITAG_OUTCOME_TOPIC")
+STATE_TOPIC = Service("Kafka state topic", "OCITAG_STATE_TOPIC")
 
 
 def _kafka(exc: BaseException) -> BaseException:
     if isinstance(exc, LookupError):  # the outcome topic is not there (yet): the worker
         return TransientError(Cause.KAFKA_UNAVAILABLE, str(exc))  # creates it at start
     return kafka_connecting(exc, "the api")
+
+
+class _Consumer(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Consumer)
+
+
+async def _fresh(make: Callable[[], C]) -> C:
+    """A new consumer each attempt (a Kafka consumer once stopped cannot start again),
+    started, or stopped again when it could not start."""
+    consumer = make()
+    try:
+        await consumer.start()
+    except BaseException:
+        await consumer.stop()
+        raise
+    return consumer
 
 
 class ApiProcess:
@@ -73,6 +97,7 @@ class ApiProcess:
         self._sink = InputSink(settings, "the api")
         self._pool: asyncpg.Pool | None = None
         self._listener: OutcomeListener | None = None
+        self._feed: StateFeed | None = None
         self.port = 0
         #: set when the process must stop (a fatal error in a background part)
         self.stopping = asyncio.Event()
@@ -92,16 +117,25 @@ class ApiProcess:
             process.task(self._connect_db(), name="api-db"),
             process.task(self._connect_kafka(), name="api-kafka"),
         ]
+        if s.topics.state_topic and s.api.api_max_watches:
+            tasks.append(process.task(self._feed_watches(), name="api-state-feed"))
         for task in tasks:
             task.add_done_callback(self._task_done)
         await process.probes(s, self._health, "api")
         runner = web.AppRunner(self._api.app(), access_log=None, shutdown_timeout=10)
         await runner.setup()
         process.on_exit(runner.cleanup)
+        # watches end first (``shutdown``): the runner waits for open requests
+        process.on_exit(self._end_watches)
         await web.TCPSite(runner, s.api.api_host, s.api.api_port).start()
         self.port = runner.addresses[0][1]
         self._health.started()
         log.info("api_listening", port=self.port, topic=s.topics.input_topic)
+
+    async def _end_watches(self) -> None:
+        self.backends.feed = None
+        if self._feed is not None:
+            await self._feed.stop()
 
     async def _disconnect(self) -> None:
         if self._listener is not None:
@@ -138,21 +172,27 @@ class ApiProcess:
         )
         reachability.KAFKA.succeeded()
 
-        async def start_listener() -> OutcomeListener:
-            # a new one each attempt: a Kafka consumer once stopped cannot start again
-            listener = OutcomeListener(s, self.backends.waiters, self._health)
-            try:
-                await listener.start()
-            except BaseException:
-                await listener.stop()
-                raise
-            return listener
-
-        listener = await wait_for_service(OUTCOME_TOPIC, start_listener, classify=_kafka)
+        listener = await wait_for_service(
+            OUTCOME_TOPIC,
+            lambda: _fresh(lambda: OutcomeListener(s, self.backends.waiters, self._health)),
+            classify=_kafka,
+        )
         self._listener = listener
         self.backends.publish = self._publish
         log.info("api_kafka_ready", outcome_topic=s.topics.outcome_topic)
         await listener.run()
+
+    async def _feed_watches(self) -> None:
+        """The state topic's one consumer, once the topic is there (the worker creates
+        it); watches answer 503 until then."""
+        s = self._settings
+        feed = await wait_for_service(
+            STATE_TOPIC, lambda: _fresh(lambda: StateFeed(s)), classify=_kafka
+        )
+        self._feed = feed
+        self.backends.feed = feed
+        log.info("api_watch_ready", state_topic=s.topics.state_topic)
+        await feed.run()
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         """A background part that ends by itself was refused for good: stop the process,

@@ -32,14 +32,7 @@ class OutcomeListener:
         self._settings = settings
         self._waiters = waiters
         self._health = health
-        self._consumer = AIOKafkaConsumer(
-            **client_options(settings),
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="latest",
-            fetch_max_wait_ms=50,  # an outcome waits for no batch to fill
-            client_id="ocitag-api-outcomes",
-        )
+        self._consumer = every_partition_consumer(settings, "ocitag-api-outcomes", reset="latest")
         self._assigned: set[TopicPartition] = set()
         self._ready = False
 
@@ -56,7 +49,7 @@ class OutcomeListener:
 
     async def _assign_all(self) -> None:
         topic = self._settings.topics.outcome_topic
-        partitions = await self._partitions(topic)
+        partitions = await topic_partitions(self._settings, topic)
         if not partitions:
             raise LookupError(f"topic {topic} has no partitions (OCITAG_OUTCOME_TOPIC)")
         wanted = {TopicPartition(topic, p) for p in partitions}
@@ -76,22 +69,6 @@ class OutcomeListener:
         for tp in sorted(wanted):
             await self._consumer.position(tp)
         self._assigned = wanted
-
-    async def _partitions(self, topic: str) -> set[int]:
-        """The topic's partitions, from the cluster (the consumer only knows what it was
-        assigned)."""
-        admin = AIOKafkaAdminClient(**client_options(self._settings), request_timeout_ms=10_000)
-        try:
-            await admin.start()
-            described = await admin.describe_topics([topic])
-        finally:
-            await admin.close()
-        return {
-            int(p["partition"])
-            for t in described
-            if t.get("topic") == topic and not t.get("error_code")
-            for p in t.get("partitions", [])
-        }
 
     async def run(self) -> None:
         """Deliver outcomes until cancelled; a broker outage is waited out (the client
@@ -123,3 +100,35 @@ class OutcomeListener:
         self._ready = False
         with contextlib.suppress(Exception):
             await self._consumer.stop()
+
+
+def every_partition_consumer(
+    settings: Settings, client_id: str, *, reset: str = "earliest"
+) -> AIOKafkaConsumer:
+    """A consumer of the api's: no group (assigned every partition, nothing to commit),
+    fetches answered at once (a record waits for no batch to fill)."""
+    return AIOKafkaConsumer(
+        **client_options(settings),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset=reset,
+        fetch_max_wait_ms=50,
+        client_id=client_id,
+    )
+
+
+async def topic_partitions(settings: Settings, topic: str) -> set[int]:
+    """The topic's partitions, from the cluster (a consumer only knows what it was
+    assigned)."""
+    admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=10_000)
+    try:
+        await admin.start()
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return {
+        int(p["partition"])
+        for t in described
+        if t.get("topic") == topic and not t.get("error_code")
+        for p in t.get("partitions", [])
+    }

@@ -321,17 +321,32 @@ def _get() -> Doc:
     }
 
 
+_WATCH = (
+    "With `watch=true` (and `Accept: text/event-stream`): a watch, as Server-Sent Events: "
+    "first every live record in scope as `event: upsert` (data: the OCITag JSON plus "
+    "`version`), then `event: synced`, then each applied change as it happens (`upsert`, "
+    'or `delete` with data `{"tag": <OCITag ID>, "version": n}`). Every event has an '
+    "`id`; reconnect with `Last-Event-ID` to receive every change after it without the "
+    "snapshot, or `event: reset` then a fresh snapshot when the topic no longer holds that "
+    "point. A comment line at least every 15 s. `repository` is optional (all "
+    "repositories); `limit` and `cursor` do not apply. 429 past the api process's or the "
+    "caller's number of watches."
+)
+
+
 def _list() -> Doc:
     return {
         "tags": ["OCI"],
-        "summary": "List Tags",
-        "description": "Live records of one repository by tag, paged by an opaque cursor.",
+        "summary": "List or Watch Tags",
+        "description": "Live records of one repository by tag, paged by an opaque cursor. "
+        + _WATCH,
         "operationId": "oci-tag-list",
         "parameters": [
             {
                 "name": "repository",
                 "in": "query",
-                "required": True,
+                "required": False,
+                "description": "Required for a list; a watch without it covers every repository.",
                 "schema": {"type": "string", "examples": ["docker.io/istio/pilot"]},
             },
             {
@@ -347,14 +362,42 @@ def _list() -> Doc:
                 "description": "`next` of the previous page, as given.",
                 "schema": {"type": "string"},
             },
+            {
+                "name": "watch",
+                "in": "query",
+                "required": False,
+                "description": "`true`: a watch (Server-Sent Events) instead of a page.",
+                "schema": {"type": "string", "enum": ["true", "false"], "default": "false"},
+            },
+            {
+                "name": "Last-Event-ID",
+                "in": "header",
+                "required": False,
+                "description": "A watch's resume point: the `id` of the last event received.",
+                "schema": {"type": "string"},
+            },
         ],
         "responses": {
             "200": {
-                "description": "OK",
+                "description": "OK: a page, or a watch's event stream",
                 "headers": {"Link": _ref("headers", "Link")},
-                "content": {"application/json": {"schema": _ref("schemas", "OCITagPage")}},
+                "content": {
+                    "application/json": {"schema": _ref("schemas", "OCITagPage")},
+                    "text/event-stream": {
+                        "schema": {
+                            "type": "string",
+                            "description": "Server-Sent Events: `upsert`, `delete`, "
+                            "`synced`, `reset`, and comment lines.",
+                        }
+                    },
+                },
             },
             "422": _problem("A query parameter breaks a rule; errors[] names each."),
+            "429": _problem(
+                "Too many watches: this api process's OCITAG_API_MAX_WATCHES, or the caller's "
+                "OCITAG_API_MAX_WATCHES_PER_CALLER (0: the watch is off).",
+                {"Retry-After": _ref("headers", "RetryAfter")},
+            ),
             **_COMMON,
             "default": _problem("Error"),
         },

@@ -87,7 +87,7 @@ def problem(
         headers["WWW-Authenticate"] = 'Bearer realm="ocitag-worker"'
     if exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
-    elif exc.status == 503 and retry_after is not None:
+    elif exc.status in (429, 503) and retry_after is not None:
         headers["Retry-After"] = str(retry_after)
     return Reply(
         exc.status, orjson.dumps(exc.error_model(base_uri, instance)), PROBLEM_JSON, headers

@@ -250,3 +250,23 @@ def limit_of(query: Mapping[str, str], items: list[ErrorItem]) -> int:
         return int(raw_limit)
     items.append(ErrorItem("query.limit", f"must be an integer from 1 to {MAX_LIMIT}", raw_limit))
     return DEFAULT_LIMIT
+
+
+def watch_query(query: Mapping[str, str]) -> str | None:
+    """A watch's query (``watch=true``): ``repository`` (optional: every repository);
+    ``limit`` and ``cursor`` are a list's, not a watch's."""
+    items: list[ErrorItem] = []
+    repository = None
+    raw_repository = query.get("repository")
+    if raw_repository is not None:
+        try:
+            repository = normalize_repository(raw_repository)
+        except InvalidIdentifierError as exc:
+            items.append(ErrorItem("query.repository", str(exc), raw_repository))
+    for name in ("limit", "cursor"):
+        if name in query:
+            rule = "is not a watch's (a watch sends every record)"
+            items.append(ErrorItem(f"query.{name}", rule, query[name]))
+    if items:
+        raise invalid(*items)
+    return repository

@@ -26,6 +26,7 @@ from worker import metrics, reachability, tracing
 from worker.api import replies, requests
 from worker.api.access import Access, access_from_settings
 from worker.api.auth import Tokens
+from worker.api.feed import Feed
 from worker.api.grants import Action
 from worker.api.history_routes import (
     ARTIFACT_TAGS_PATH,
@@ -39,6 +40,9 @@ from worker.api.problems import ApiProblem, too_large, unacknowledged, unpublish
 from worker.api.replies import Reply
 from worker.api.store import Reads
 from worker.api.waiters import Waiters
+from worker.api.watch import Scope, Watch, WatchOptions
+from worker.api.watch import serve as serve_watch
+from worker.api.watchlimits import WatchLimits
 from worker.db import classify_db_error
 from worker.encode import build_event, to_record
 from worker.errors import PermanentError, TransientError, describe
@@ -63,6 +67,7 @@ OPERATIONS = {
     ("GET", LIST_PATH): "oci-tag-list",
     ("GET", HISTORY_TEMPLATE): "oci-tag-history",
     ("GET", ARTIFACT_TAGS_PATH): "artifact-tags",
+    ("GET", LIST_PATH + "?watch"): "oci-tag-watch",
     ("GET", OPENAPI_PATH): "openapi",
 }
 _PUBLIC = {OPENAPI_PATH}
@@ -81,6 +86,12 @@ class Backends:
     reads: Reads | None = None
     history: HistoryReads | None = None
     waiters: Waiters = field(default_factory=Waiters)
+    #: the state topic's feed of the watches (None until it runs, or with no state topic)
+    feed: Feed | None = None
+
+
+def _is_watch(request: web.Request) -> bool:
+    return request.method == "GET" and request.query.get("watch") == "true"
 
 
 def _respond(reply: Reply) -> web.Response:
@@ -110,6 +121,11 @@ class Api:
         #: grants and the rate limit; by default the settings' (monotonic clock)
         self.access = access or access_from_settings(settings, time.monotonic)
         self.history = HistoryAnswers(lambda: self.backends.history, _db)
+        a = settings.api
+        self.watch_limits = WatchLimits(a.api_max_watches, a.api_max_watches_per_caller)
+        self._watch_options = WatchOptions(
+            a.api_watch_queue_events, a.api_watch_heartbeat_seconds, a.api_watch_snapshot_page
+        )
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -134,6 +150,8 @@ class Api:
         started = time.perf_counter()
         route = request.match_info.route.resource
         template = route.canonical if route is not None else ""
+        if template == LIST_PATH and _is_watch(request):
+            template += "?watch"
         operation = OPERATIONS.get((request.method, template), "other")
         instance = f"urn:uuid:{uuid.uuid4()}"
         fields: dict[str, Any] = {"operation": operation, "instance": instance}
@@ -284,7 +302,9 @@ class Api:
             return _respond(replies.not_modified(stored.version))
         return _respond(replies.record(stored.record, stored.version))
 
-    async def list(self, request: web.Request) -> web.Response:
+    async def list(self, request: web.Request) -> web.StreamResponse:
+        if _is_watch(request):
+            return await self._watch(request)
         query = requests.list_query(request.query)
         caller = _FIELDS.get()["caller"]
         self.access.require_any(caller, "read", "query.repository", query.repository)
@@ -314,6 +334,47 @@ class Api:
         self.access.require_any(caller, "read", "path.digest", digest)
         visible = None if self.access.grants.unrestricted else self.access.reader(caller)
         return _respond(await self.history.tags(digest, request.query, visible))
+
+    async def _watch(self, request: web.Request) -> web.StreamResponse:
+        """``GET /ocitags/?watch=true``: Server-Sent Events (worker/api/watch.py)."""
+        fields = _FIELDS.get()
+        repository = requests.watch_query(request.query)
+        if not self._settings.api.api_max_watches:
+            raise ApiProblem(
+                ProblemKind.TOO_MANY_WATCHES, "the watch is off (OCITAG_API_MAX_WATCHES=0)"
+            )
+        if not self._settings.topics.state_topic:
+            detail = "the watch needs the state topic (OCITAG_STATE_TOPIC is empty)"
+            raise ApiProblem(ProblemKind.UNAVAILABLE, detail)
+        feed, reads = self.backends.feed, self.backends.reads
+        if feed is None:
+            raise _unavailable("kafka")
+        if reads is None:
+            raise _unavailable("db")
+        caller = fields["caller"]
+        # a caller with no read grant at all: 403; else each tag is filtered by its grants
+        self.access.require_any(caller, "read", "query.repository", repository or "**")
+        refused = self.watch_limits.admit(caller)
+        if refused is not None:
+            raise ApiProblem(ProblemKind.TOO_MANY_WATCHES, refused)
+        metrics.API_WATCHERS.set(len(self.watch_limits))
+        may_read = self.access.reader(caller)
+        options = self._watch_options
+        try:
+            return await serve_watch(
+                request,
+                lambda response: Watch(
+                    response,
+                    feed,
+                    reads,
+                    options=options,
+                    scope=Scope(repository, may_read),
+                    fields=fields,
+                ),
+            )
+        finally:
+            self.watch_limits.release(caller)
+            metrics.API_WATCHERS.set(len(self.watch_limits))
 
     async def openapi(self, _: web.Request) -> web.Response:
         return web.Response(body=_openapi_bytes(), content_type="application/json")

@@ -25,6 +25,11 @@ _PAGE = (
     f"SELECT {_COLUMNS} FROM {LIVE} WHERE repository = $1 AND tag > $2 "  # noqa: S608
     "ORDER BY tag LIMIT $3"
 )
+# a watch's snapshot: every live record (of a repository, or all), keyset paged
+_SNAPSHOT_ALL = (
+    f"SELECT {_COLUMNS} FROM {LIVE} WHERE (repository, tag) > ($1, $2) "  # noqa: S608
+    "ORDER BY repository, tag LIMIT $3"
+)
 # One round trip: insert the key's time unless it is there, and return the stored one.
 # (The CTE's insert is invisible to the SELECT beside it: exactly one row comes back.)
 _RECEIVED = """
@@ -60,6 +65,10 @@ class Reads(Protocol):
 
     async def received_at(self, source: str, key: str, now: datetime) -> datetime: ...
 
+    async def snapshot(
+        self, repository: str | None, after: tuple[str, str], limit: int
+    ) -> list[Stored]: ...
+
 
 def _stored(row: asyncpg.Record) -> Stored:
     return Stored(
@@ -86,6 +95,15 @@ class PgReads:
 
     async def page(self, repository: str, after: str, limit: int) -> list[Stored]:
         return [_stored(r) for r in await self._pool.fetch(_PAGE, repository, after, limit)]
+
+    async def snapshot(
+        self, repository: str | None, after: tuple[str, str], limit: int
+    ) -> list[Stored]:
+        """Live records after ``after`` (repository, tag), in that order; of one
+        repository when given."""
+        if repository is not None:
+            return await self.page(repository, after[1], limit)
+        return [_stored(r) for r in await self._pool.fetch(_SNAPSHOT_ALL, *after, limit)]
 
     async def received_at(self, source: str, key: str, now: datetime) -> datetime:
         found: datetime = await self._pool.fetchval(_RECEIVED, source, key, now)

@@ -57,6 +57,11 @@ class Reads:
     async def received_at(self, source: str, key: str, now: datetime) -> datetime:
         return now
 
+    async def snapshot(
+        self, repository: str | None, after: tuple[str, str], limit: int
+    ) -> list[Stored]:
+        return await self.page(repository or "r", after[1], limit)
+
 
 class Clock:
     now = 0.0

@@ -41,6 +41,11 @@ class FakeReads:
     async def received_at(self, source: str, key: str, now: datetime) -> datetime:
         return self.keys.setdefault((source, key), now)
 
+    async def snapshot(
+        self, repository: str | None, after: tuple[str, str], limit: int
+    ) -> list[Stored]:
+        return []
+
 
 class FakeWorker:
     """Publishes into a list; answers each event with an outcome unless told not to."""

@@ -1,0 +1,290 @@
+"""One watch (``GET /ocitags/?watch=true``) from request to end (docs/subscribers.md
+"Watch"): subscribe to the feed first, then replay from the ``Last-Event-ID`` or send a
+snapshot from PostgreSQL, then ``synced``, then the live changes; ``reset`` and a fresh
+snapshot when the topic can no longer replay what the client missed. The decisions are
+``watchrules``' (pure); this module holds the flow and the writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+import structlog
+from aiohttp import web
+
+from worker import metrics
+from worker.api import resume, sse
+from worker.api.feed import Feed, Subscription
+from worker.api.store import Reads, Stored
+from worker.api.watchrules import Change, Cursor, Gap, Start, start
+
+log = structlog.get_logger("worker.api.watch")
+HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",  # nginx and the like: pass each event on at once
+}
+#: the most one write of a watch joins (the transport buffers a write whole)
+WRITE_BYTES = 64 * 1024
+_EVENTS = {
+    name: metrics.API_WATCH_EVENTS.labels(name) for name in ("upsert", "delete", "synced", "reset")
+}
+
+
+class Writer(Protocol):
+    """Where a watch writes (aiohttp's StreamResponse)."""
+
+    async def write(self, data: bytes) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WatchOptions:
+    queue_events: int
+    heartbeat_seconds: float
+    snapshot_page: int
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What a watcher sees: one repository (None: all) and the tags it may read."""
+
+    repository: str | None
+    may_read: Callable[[str], bool]
+
+
+def snapshot_data(stored: Stored) -> bytes:
+    """A snapshot row as the state topic's value: the OCITag JSON plus ``version``."""
+    return orjson.dumps({**stored.record, "version": stored.version})
+
+
+class Watch:
+    """One watcher's stream. ``fields``: the request's canonical log line (the counts
+    and the reason it ended go there)."""
+
+    def __init__(
+        self,
+        response: Writer,
+        feed: Feed,
+        reads: Reads,
+        *,
+        options: WatchOptions,
+        scope: Scope,
+        fields: dict[str, Any],
+    ) -> None:
+        self._response = response
+        self._feed = feed
+        self._reads = reads
+        self._options = options
+        self._repository = scope.repository
+        self._may_read = scope.may_read
+        self._fields = fields
+        self._last_beat = time.monotonic()
+        #: set when the feed cuts this watcher off (the stream may be stuck in a write)
+        self.cut = asyncio.Event()
+        self.subscription: Subscription = self._subscribe()
+        self._counts = {"upsert": 0, "delete": 0}
+
+    def _subscribe(self) -> Subscription:
+        subscription = self._feed.subscribe(self._options.queue_events)
+        subscription.on_cut = self.cut.set
+        return subscription
+
+    def cursor(self, positions: Sequence[int]) -> Cursor:
+        return Cursor(list(positions), self._repository, self._may_read)
+
+    async def run(self, last_event_id: str | None) -> None:
+        """Until the client goes (ConnectionResetError) or the feed cuts it off."""
+        cursor: Cursor | None = None
+        reset_reason = ""
+        if last_event_id is not None:
+            first, end = await self._feed.offsets()
+            plan = start(last_event_id, first, end)
+            reset_reason = plan.reason
+            if plan.start is Start.REPLAY:
+                try:
+                    cursor = await self._replay(plan.positions)
+                except Gap as gap:
+                    reset_reason = gap.reason
+        while True:
+            if cursor is None:
+                if reset_reason:
+                    self._fields["reset"] = reset_reason
+                    await self._send(sse.event("reset", b"{}", self._snapshot_id()), "reset")
+                cursor = await self._snapshot()
+            try:
+                await self._live(cursor)
+            except Gap as gap:
+                reset_reason, cursor = gap.reason, None
+                self._renew()
+
+    def _snapshot_id(self) -> str:
+        return resume.encode(self.subscription.start, snapshot=True)
+
+    def _renew(self) -> None:
+        """A new subscription (the old one's positions are of no use after a gap)."""
+        self._feed.unsubscribe(self.subscription)
+        self.subscription = self._subscribe()
+
+    async def _replay(self, positions: tuple[int, ...]) -> Cursor:
+        """Every change from ``positions`` to where the subscription began."""
+        cursor = self.cursor(positions)
+        until = self.subscription.start
+        async for batch in self._feed.replay(positions, until):
+            await self._pass_on(cursor, batch)
+        cursor.end_of_replay([max(u, p) for u, p in zip(until, positions, strict=False)])
+        self._fields["resumed"] = True
+        cursor.live = True
+        return cursor
+
+    async def _snapshot(self) -> Cursor:
+        """Every live record in scope, then the changes queued meanwhile, then
+        ``synced``: its id stands past everything the client then holds."""
+        cursor = self.cursor(self.subscription.start)
+        snapshot_id = self._snapshot_id()
+        after = ("", "")
+        rows = 0
+        while True:
+            page = await self._reads.snapshot(self._repository, after, self._options.snapshot_page)
+            frames = []
+            for stored in page:
+                key = f"{stored.record['repository']}:{stored.record['tag']}"
+                if self._may_read(key):
+                    cursor.snapshot_row(key, stored.version)
+                    frames.append(sse.event("upsert", snapshot_data(stored), snapshot_id))
+            if frames:
+                await self._write(b"".join(frames))
+                self._count("upsert", len(frames))
+                rows += len(frames)
+            if len(page) < self._options.snapshot_page:
+                break
+            after = (page[-1].record["repository"], page[-1].record["tag"])
+        self._fields["snapshot_records"] = rows
+        await self._drain(cursor)
+        cursor.live = True
+        await self._send(sse.event("synced", b"{}", cursor.event_id()), "synced")
+        return cursor
+
+    async def _drain(self, cursor: Cursor) -> None:
+        for batch in self.subscription.outbox.take():
+            await self._pass_on(cursor, batch)
+        self._check_cut()
+
+    async def _live(self, cursor: Cursor) -> None:
+        wake = self.subscription.wake
+        heartbeat = self._options.heartbeat_seconds
+        while True:
+            self._check_cut()
+            wait = heartbeat - (time.monotonic() - self._last_beat)
+            if wait > 0 and not self.subscription.outbox.queued:
+                wake.clear()
+                # not wait_for: on 3.11 it swallows a cancel that meets a wake-up
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await wake.wait()
+            await self._drain(cursor)
+            if time.monotonic() - self._last_beat >= heartbeat:
+                await self._write(sse.comment("heartbeat"))
+                self._last_beat = time.monotonic()
+
+    def _check_cut(self) -> None:
+        closed = self.subscription.outbox.closed
+        if closed is not None:
+            raise Cut(closed)
+
+    async def _pass_on(self, cursor: Cursor, batch: Sequence[Change]) -> None:
+        """The batch's events in scope, written in pieces of at most ``WRITE_BYTES``: a
+        write waits for the socket to take it, so what one watcher holds in memory
+        beyond its queue is one piece."""
+        frames: list[bytes] = []
+        size = 0
+        for c in batch:
+            if cursor.admit(c):
+                aligned = c.frame and cursor.aligned(c.after)
+                frame = c.frame if aligned else c.framed(cursor.event_id())
+                frames.append(frame)
+                size += len(frame)
+                self._counts[c.name] += 1
+                if size >= WRITE_BYTES:
+                    await self._write(b"".join(frames))
+                    frames, size = [], 0
+        if frames:
+            await self._write(b"".join(frames))
+
+    def _count(self, name: str, n: int) -> None:
+        self._counts[name] += n
+
+    async def _send(self, frame: bytes, name: str) -> None:
+        await self._write(frame)
+        _EVENTS[name].inc()
+
+    async def _write(self, data: bytes) -> None:
+        await self._response.write(data)
+
+    def finish(self, reason: str) -> None:
+        """Leave the feed; the counts and the reason go to the log line and metrics."""
+        self._feed.unsubscribe(self.subscription)
+        for name, n in self._counts.items():
+            if n:
+                _EVENTS[name].inc(n)
+        self._fields.update(
+            events_upsert=self._counts["upsert"],
+            events_delete=self._counts["delete"],
+            ended=reason,
+        )
+        metrics.API_WATCH_DISCONNECTS.labels(reason).inc()
+
+
+class Cut(Exception):  # noqa: N818 - the feed's decision, not a failure
+    """The feed closed this watcher's outbox (``reason``: too_slow, shutdown)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+async def serve(
+    request: web.Request, watch_of: Callable[[web.StreamResponse], Watch]
+) -> web.StreamResponse:
+    """Stream one watch until the client goes, the feed cuts it off or the process
+    stops; the reason goes to the request's log line and ``ocitag_api_watch_disconnects``.
+    A watcher cut off while stuck in a write (it stopped reading) is aborted: its
+    connection closes without waiting for the client."""
+    response = web.StreamResponse(status=200, headers=HEADERS)
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    watch = watch_of(response)
+    streaming = asyncio.create_task(watch.run(request.headers.get("Last-Event-ID")))
+    cut = asyncio.create_task(watch.cut.wait())
+    reason = "error"
+    try:
+        await asyncio.wait({streaming, cut}, return_when=asyncio.FIRST_COMPLETED)
+        if not streaming.done():
+            streaming.cancel()
+            await asyncio.gather(streaming, return_exceptions=True)
+            reason = watch.subscription.outbox.closed or "too_slow"
+            if request.transport is not None:
+                request.transport.abort()
+        else:
+            reason = _ended(streaming.exception())
+    finally:
+        cut.cancel()
+        if not streaming.done():
+            streaming.cancel()
+        watch.finish(reason)
+    return response
+
+
+def _ended(exc: BaseException | None) -> str:
+    if isinstance(exc, Cut):
+        return exc.reason
+    if isinstance(exc, ConnectionError):
+        return "client_closed"
+    if exc is not None:
+        log.error("watch_failed", error=repr(exc)[:300])
+    return "error"

@@ -1,0 +1,239 @@
+"""The watch's decisions (docs/subscribers.md "Watch"). Pure: no I/O, no clock.
+
+- ``Change``: one state-topic record as the feed passes it on, framed once for all.
+- ``start``: how a watch begins from its ``Last-Event-ID`` and the topic's offsets —
+  a snapshot, a replay from the id's positions, or ``reset`` then a snapshot.
+- ``Cursor``: one watcher's position in the topic and what it already sent: which
+  records it passes on (in scope, readable, newer than what the client holds) and where
+  the topic lost records it should have replayed (``Gap``: compaction or retention
+  removed them; the watch resets).
+- ``Outbox``: the bounded queue between the feed and one watcher; a watcher that falls
+  ``limit`` records behind is cut off rather than buffered without bound.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+import orjson
+
+from worker.api import resume, sse
+
+
+def _allow_all(_: str) -> bool:
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A state-topic record. ``after``: the feed's positions once it is read; ``stale``:
+    a version the feed already passed on for this tag (an at-least-once repeat); ``frame``:
+    the SSE event with the feed's id, shared by every watcher standing where the feed
+    stands."""
+
+    partition: int
+    offset: int
+    key: str
+    repository: str
+    value: bytes | None
+    version: int | None
+    after: tuple[int, ...]
+    stale: bool = False
+    frame: bytes = b""
+
+    @property
+    def name(self) -> str:
+        return "upsert" if self.value is not None else "delete"
+
+    def data(self) -> bytes:
+        if self.value is not None:
+            return self.value
+        return orjson.dumps({"tag": self.key, "version": self.version})
+
+    def framed(self, event_id: str) -> bytes:
+        return sse.event(self.name, self.data(), event_id)
+
+
+def change(
+    partition: int,
+    offset: int,
+    key: str,
+    *,
+    value: bytes | None,
+    version: int | None,
+    after: tuple[int, ...],
+    stale: bool = False,
+) -> Change:
+    """A Change framed with the id of ``after`` (the feed's positions past it)."""
+    repository = key.rpartition(":")[0]
+    bare = Change(partition, offset, key, repository, value, version, after, stale)
+    return Change(
+        partition,
+        offset,
+        key,
+        repository,
+        value,
+        version,
+        after,
+        stale,
+        bare.framed(resume.encode(after)),
+    )
+
+
+class Gap(Exception):  # noqa: N818 - the topic's state, not a failure of ours
+    """Records a watcher must pass on are gone from the topic (compacted or expired)."""
+
+    def __init__(self, partition: int, expected: int, found: int) -> None:
+        super().__init__(f"partition {partition}: offset {expected} expected, {found} found")
+        self.partition = partition
+        self.reason = "compacted" if found > expected else "expired"
+
+
+class Start(Enum):
+    SNAPSHOT = "snapshot"  # no Last-Event-ID
+    REPLAY = "replay"  # every change after the id, from the topic
+    RESET = "reset"  # the id cannot be resumed: `reset`, then a snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    start: Start
+    positions: tuple[int, ...] = ()
+    reason: str = ""
+
+
+def start(last_event_id: str | None, log_start: Sequence[int], log_end: Sequence[int]) -> Plan:
+    """How a watch begins. ``log_start``/``log_end``: per partition the topic's first
+    offset still stored and its end. A partition the id does not name was added after
+    it: read from its start."""
+    if last_event_id is None:
+        return Plan(Start.SNAPSHOT)
+    decoded = resume.decode(last_event_id)
+    reason = ""
+    positions: tuple[int, ...] = ()
+    if decoded is None:
+        reason = "unknown_id"
+    elif decoded.snapshot:
+        reason = "snapshot_interrupted"
+    elif len(decoded.positions) > len(log_start):
+        reason = "partitions_changed"
+    else:
+        positions = decoded.positions + tuple(log_start[len(decoded.positions) :])
+        reason = _unreachable(positions, log_start, log_end)
+    return Plan(Start.RESET, reason=reason) if reason else Plan(Start.REPLAY, positions)
+
+
+def _unreachable(positions: Sequence[int], log_start: Sequence[int], log_end: Sequence[int]) -> str:
+    """Why the topic cannot replay from ``positions`` ('' when it can)."""
+    for p, at in enumerate(positions):
+        if at < log_start[p]:
+            return "expired"
+        if at > log_end[p]:
+            return "topic_recreated"
+    return ""
+
+
+@dataclass
+class Cursor:
+    """One watcher's place in the topic and what it has sent.
+
+    ``positions``: per partition the next offset it reads. ``sent``: per tag the version
+    the client holds, kept while a record of that tag may still come that is not newer
+    (the snapshot's and the replay's tags; in the live phase a tag's entry goes once a
+    newer record passes, the feed's ``stale`` mark covers repeats from then on)."""
+
+    positions: list[int]
+    repository: str | None = None
+    may_read: Callable[[str], bool] = _allow_all
+    sent: dict[str, int] = field(default_factory=dict)
+    live: bool = False
+
+    def extend(self, partitions: int) -> None:
+        """Partitions added to the topic: read them from their start."""
+        self.positions.extend([0] * (partitions - len(self.positions)))
+
+    def in_scope(self, key: str, repository: str) -> bool:
+        if self.repository is not None and repository != self.repository:
+            return False
+        return self.may_read(key)
+
+    def snapshot_row(self, key: str, version: int) -> None:
+        self.sent[key] = version
+
+    def admit(self, c: Change) -> bool:
+        """Whether to pass ``c`` on; advances the position. Raises Gap when ``c`` is past
+        the next offset this watcher must read (records between are gone)."""
+        if c.partition >= len(self.positions):
+            self.extend(c.partition + 1)
+        expected = self.positions[c.partition]
+        if c.offset < expected:
+            return False  # at or before the resume point: already delivered
+        if c.offset > expected:
+            raise Gap(c.partition, expected, c.offset)
+        self.positions[c.partition] = c.offset + 1
+        if (self.live and c.stale) or not self.in_scope(c.key, c.repository):
+            return False
+        held = self.sent.get(c.key)
+        if held is not None and c.version is not None and c.version <= held:
+            return False
+        if self.live:
+            if held is not None:
+                del self.sent[c.key]
+        elif c.version is not None:
+            self.sent[c.key] = c.version
+        return True
+
+    def end_of_replay(self, until: Sequence[int]) -> None:
+        """A replay read up to ``until``; a partition that ended short lost its last
+        records."""
+        for p, end in enumerate(until):
+            if p < len(self.positions) and self.positions[p] < end:
+                raise Gap(p, self.positions[p], end)
+
+    def aligned(self, after: tuple[int, ...]) -> bool:
+        """Whether this watcher stands where the feed does (its frames are ours)."""
+        return tuple(self.positions) == after
+
+    def event_id(self) -> str:
+        return resume.encode(tuple(self.positions))
+
+
+class Outbox:
+    """The bounded queue between the feed and one watcher. ``offer`` never waits: a
+    batch that would take a watcher with records still queued past ``limit`` closes the
+    outbox with reason ``too_slow`` (the watcher is cut off; the feed and the other
+    watchers go on). A watcher that took everything accepts any batch: one read of the
+    feed (at most 5,000 records) may be larger than the limit, and a watcher that keeps
+    up is not too slow. So an outbox holds at most ``limit`` + one read."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._batches: deque[Sequence[Change]] = deque()
+        self.queued = 0
+        self.closed: str | None = None
+
+    def offer(self, batch: Sequence[Change]) -> bool:
+        """Queue a batch; False once closed (now or before)."""
+        if self.closed is not None:
+            return False
+        if self.queued and self.queued + len(batch) > self.limit:
+            self.close("too_slow")
+            return False
+        self._batches.append(batch)
+        self.queued += len(batch)
+        return True
+
+    def take(self) -> list[Sequence[Change]]:
+        batches = list(self._batches)
+        self._batches.clear()
+        self.queued = 0
+        return batches
+
+    def close(self, reason: str) -> None:
+        if self.closed is None:
+            self.closed = reason
+            self._batches.clear()
+            self.queued = 0
