@@ -41,6 +41,9 @@ class TagMap:
             self.versions[tag] = version
         if value is None:
             self.tags.pop(tag, None)
+            # forget the version too: a tag re-created after its tombstone was pruned in
+            # the store (30 days) starts again at version 1
+            self.versions.pop(tag, None)
             return "delete"
         self.tags[tag] = json.loads(value)
         return "upsert"

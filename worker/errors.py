@@ -39,6 +39,9 @@ class Cause(StrEnum):
     #: an offset commit refused because the group rebalanced: retried for the
     #: partitions still assigned
     KAFKA_REBALANCE = "kafka_rebalance"
+    #: a topic a component reads is not there yet (the worker creates its topics at
+    #: start): waited for, and no outage (the broker answered)
+    KAFKA_TOPIC_MISSING = "kafka_topic_missing"
 
     @property
     def service(self) -> str:

@@ -26,6 +26,9 @@ NEWEST = (datetime.max.replace(tzinfo=UTC), 2**63 - 1)
 #: before the first item of a digest page
 FIRST = (-(2**63), -1)
 
+#: queries one page of the digest question may make (as a filtered list page)
+MAX_SCANS = 5
+
 
 def allow_all(_: str) -> bool:
     return True
@@ -166,7 +169,9 @@ class PgHistoryReads:
         raw = artifact_bytes(digest)
         items: list[dict[str, Any]] = []
         position = after
-        while True:
+        # a caller who may read little of a popular digest: bounded work per request (the
+        # cursor is the last row examined, a hash reference that names no tag)
+        for _ in range(MAX_SCANS):
             rows = await self._pool.fetch(
                 _TAGS, artifact_prefix(raw), raw, *position, history, limit + 1
             )
@@ -186,3 +191,4 @@ class PgHistoryReads:
                     return TagsPage(items, position if index + 1 < len(rows) else None)
             if len(rows) <= limit:
                 return TagsPage(items, None)
+        return TagsPage(items, position)

@@ -712,6 +712,18 @@ SECRET_FIELDS = frozenset(
 #: not secret but long (the grants)
 FILE_FIELDS = SECRET_FIELDS | {"api_grants"}
 
+#: the SDK's own variables the product passes through unread (the SDK reads them when
+#: tracing starts; docs/tracing.md): where spans go and what names them.
+#: OTEL_EXPORTER_OTLP_HEADERS is not among them for deployments' config (it may hold a
+#: token: mount it as a secret).
+SDK_VARIABLES = {
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "OTLP/HTTP base URL of the collector (the SDK adds /v1/traces)",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "Full OTLP/HTTP URL for traces (instead of the base)",
+    "OTEL_EXPORTER_OTLP_TIMEOUT": "Export timeout in milliseconds",
+    "OTEL_SERVICE_NAME": "service.name of the spans (default: ocitag-<command>)",
+    "OTEL_RESOURCE_ATTRIBUTES": "Resource attributes, key=value comma-separated",
+}
+
 
 @dataclass(frozen=True)
 class Renamed:

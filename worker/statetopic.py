@@ -50,10 +50,11 @@ async def ensure_state_topic(settings: Settings) -> None:
     if created:
         return
     policy = await topic_config(settings, topic, "cleanup.policy")
-    if policy is not None and "compact" not in policy.split(","):
+    # compact,delete would also delete by age the tags nobody touched lately
+    if policy is not None and [p.strip() for p in policy.split(",")] != ["compact"]:
         raise FatalError(
             f"topic {topic} has cleanup.policy={policy}: the state topic must be compacted "
-            "(kafka-configs --alter --add-config cleanup.policy=compact), or set "
+            "only (kafka-configs --alter --add-config cleanup.policy=compact), or set "
             "OCITAG_STATE_TOPIC to another topic (empty turns it off)"
         )
     if policy is None:

@@ -21,13 +21,14 @@ import structlog
 
 from worker import metrics
 
-#: one round trip: the setting, the synchronous standbys connected now (sync_state needs
-#: pg_monitor or superuser: without it none looks connected), and the sessions of this
-#: role waiting for one (visible without pg_monitor)
+#: one round trip: the setting, the synchronous standbys connected now, the standbys
+#: whose state this role may not see (sync_state needs pg_monitor or superuser: without
+#: it a connected standby shows NULL), and the sessions of this role waiting for one
 QUERY = """
 SELECT current_setting('synchronous_standby_names') AS names,
        (SELECT count(*) FROM pg_stat_replication
          WHERE sync_state IN ('sync', 'quorum')) AS connected,
+       (SELECT count(*) FROM pg_stat_replication WHERE sync_state IS NULL) AS hidden,
        (SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep') AS waiting
 """
 
@@ -39,6 +40,7 @@ class SyncRepState:
     names: str  # synchronous_standby_names
     connected: int  # synchronous (or quorum) standbys streaming now
     waiting: int  # sessions whose commit waits for one (wait_event SyncRep)
+    hidden: int = 0  # standbys connected whose state this role may not read
 
 
 class SyncReplicationStalledError(Exception):
@@ -52,8 +54,11 @@ def diagnose(state: SyncRepState) -> str | None:
     commit that writes waits, and nothing releases it until a standby connects or the
     setting is emptied, whether or not a session waits at this moment (the worker's
     statement timeout cancels each wait, then it retries). With a standby connected, a
-    wait is a slow standby: the timeout and the retries cover that, it is not this."""
-    if not state.names.strip() or state.connected > 0:
+    wait is a slow standby: the timeout and the retries cover that, it is not this. A
+    standby whose state is hidden (a role without pg_monitor) may be the synchronous one:
+    unknown is not a stall, so no diagnosis (a promoted primary has no standby at all,
+    hidden or not, and is still told)."""
+    if not state.names.strip() or state.connected > 0 or state.hidden > 0:
         return None
     return (
         f"commits wait for synchronous replication: synchronous_standby_names = "
@@ -66,7 +71,9 @@ def diagnose(state: SyncRepState) -> str | None:
 async def read_state(conn: asyncpg.Connection) -> SyncRepState:
     row = await conn.fetchrow(QUERY)
     assert row is not None
-    return SyncRepState(str(row["names"]), int(row["connected"]), int(row["waiting"]))
+    return SyncRepState(
+        str(row["names"]), int(row["connected"]), int(row["waiting"]), int(row["hidden"])
+    )
 
 
 class SyncRepWatch:

@@ -254,7 +254,14 @@ class OtelBatch:
         }
         found = [_span_context(p) for p in parents]
         links = [Link(c) for c in found if c.is_valid]
-        root = next((p for p, c in zip(parents, found, strict=True) if c.is_valid), Context())
+        # one upstream trace (a batch of one, or records of one trace): continue it; records
+        # of several traces: a new root, linked to each (unrelated events share no trace)
+        traces = {c.trace_id for c in found if c.is_valid}
+        root = (
+            next(p for p, c in zip(parents, found, strict=True) if c.is_valid)
+            if len(traces) == 1
+            else Context()
+        )
         self._span = tracer.start_span(
             f"process {topic}",
             context=root,
@@ -265,6 +272,7 @@ class OtelBatch:
         batch = trace.set_span_in_context(self._span)
         batch_sampled = self._span.get_span_context().trace_flags.sampled
         batch_link = [Link(self._span.get_span_context())]
+        self._parents = parents
         self._events: list[trace.Span | None] = []
         for record, parent, context in zip(records, parents, found, strict=True):
             sampled = context.trace_flags.sampled if context.is_valid else batch_sampled
@@ -297,9 +305,15 @@ class OtelBatch:
 
     def message(self, index: int, message: Message) -> Message:
         span = self._events[index]
-        if span is None:  # not sampled: the send span's context will do
-            return message
-        event = kafka_headers(trace.set_span_in_context(span))
+        if span is None:
+            upstream = self._parents[index]
+            if not _span_context(upstream).is_valid:  # no trace came in: the send span's
+                return message
+            # not sampled upstream: the record carries the upstream context on, with its
+            # decision, rather than the send span's (which is another event's trace)
+            event = kafka_headers(upstream)
+        else:
+            event = kafka_headers(trace.set_span_in_context(span))
         return message._replace(headers=[*without_trace_headers(message.headers), *event])
 
     def finish(self, events: Sequence[object], statuses: Sequence[tuple[int, bytes]]) -> None:

@@ -110,12 +110,15 @@ def config_properties() -> dict[str, Any]:
     (they go under `secrets`, mounted as files) but for DATABASE_URL without its
     password."""
     from worker.settings import SECRET_FIELDS, Settings, env_name
+    from worker.settings import SDK_VARIABLES
 
     props = {
         env_name(name): {"type": "string", "description": field.description or ""}
         for name, field in Settings.FIELDS.items()
         if name not in SECRET_FIELDS or name == "database_url"
     }
+    # the tracing SDK's own variables, passed through to it (docs/tracing.md)
+    props |= {name: {"type": "string", "description": d} for name, d in SDK_VARIABLES.items()}
     return dict(sorted(props.items()))
 
 
@@ -456,7 +459,9 @@ def _known_env_names() -> set[str]:
     plain = {s.env_name(f) for f in s.Settings.FIELDS}
     # the settings read from a file too: the secrets, the grants and the receivers
     files = s.FILE_FIELDS
-    return plain | {s.env_name(f) + "_FILE" for f in files}
+    from worker.settings import SDK_VARIABLES
+
+    return plain | {s.env_name(f) + "_FILE" for f in files} | set(SDK_VARIABLES)
 
 
 def _check_env_names(where: str, names: set[str]) -> None:

@@ -22,6 +22,8 @@ from worker.syncrep import SyncRepState, SyncRepWatch, diagnose
         (SyncRepState("FIRST 1 (s1)", 1, 2), False),  # a slow standby, connected
         (SyncRepState("FIRST 1 (s1)", 0, 2), True),  # the promoted primary's case
         (SyncRepState("s1", 0, 0), True),  # stalled between two retries
+        (SyncRepState("FIRST 1 (s1)", 0, 0, 1), False),  # a standby this role cannot read
+        (SyncRepState("FIRST 1 (s1)", 0, 2, 1), False),  # unknown is not a stall
         (SyncRepState("  ", 0, 1), False),
     ],
 )

@@ -196,9 +196,10 @@ def test_a_batch_links_every_producer_and_each_event_continues_its_own_trace(
     whole = spans[(f"process {TOPIC}", None)]
     first, second, third = (spans[(f"process {TOPIC}", n)] for n in (7, 8, 9))
     ids = [p.get_span_context() for p in producers]
-    # the batch: many parents, as links; it continues the first traced record's trace
+    # the batch: many parents, as links; records of two traces: a root of its own (two
+    # unrelated events share no trace)
     assert {link.context.span_id for link in whole.links} == {c.span_id for c in ids}
-    assert whole.parent is not None and whole.parent.span_id == ids[0].span_id
+    assert whole.parent is None and whole.context.trace_id not in {c.trace_id for c in ids}
     assert whole.attributes is not None and whole.attributes["messaging.batch.message_count"] == 3
     statement = spans[("INSERT", None)].parent
     assert statement is not None and statement.span_id == whole.context.span_id
@@ -442,3 +443,29 @@ def test_a_trace_is_drawn_with_its_tree_its_links_and_its_errors() -> None:
     assert svg.count("stroke-dasharray") == 1  # the one link
     assert svg.count('fill="#d62728"') == 1  # the one error
     assert ">ingest<" in svg and ">worker<" in svg
+
+
+def test_a_batch_of_one_trace_continues_it_and_an_unsampled_record_keeps_its_context(
+    exported: tuple[OtelTracer, InMemorySpanExporter],
+) -> None:
+    """One upstream trace: the batch continues it (webhook to outcome in one trace). A
+    record whose upstream decided not to sample gets no span, and its outcome carries
+    that upstream context on (decision included), not the send span's."""
+    tracer, exporter = exported
+    producer = _producer_span(tracer, "send one")
+    kept = kafka_headers(trace.set_span_in_context(producer))
+    unsampled = trace.SpanContext(
+        trace_id=0x1234, span_id=0x5678, is_remote=True, trace_flags=trace.TraceFlags(0)
+    )
+    dropped = kafka_headers(trace.set_span_in_context(trace.NonRecordingSpan(unsampled)))
+    event = type("E", (), {"id": "id-1", "source": "urn:s"})()
+    with tracer.batch([_record(1, kept)], "ocitag-worker") as first:
+        pass
+    first.finish([event], [(200, b"{}")])
+    whole = next(s for s in exporter.get_finished_spans() if s.name == f"process {TOPIC}")
+    assert whole.parent is not None
+    assert whole.parent.span_id == producer.get_span_context().span_id
+    with tracer.batch([_record(2, dropped)], "ocitag-worker") as batch:
+        outcome = batch.message(0, Message("ocitag.outcomes", None, b"", []))
+    batch.finish([event], [(200, b"{}")])
+    assert dict(outcome.headers)["traceparent"] == dict(dropped)["traceparent"]

@@ -76,5 +76,8 @@ def access_from_settings(settings: Settings, clock: Callable[[], float]) -> Acce
         grants = parse_grants(raw) if raw is not None else Grants.everyone()
     except DocumentError as exc:
         raise SettingsError(f"invalid setting {SETTING}: {exc}") from None
-    limit = parse_rate_limit(settings.api.api_rate_limit)
+    try:
+        limit = parse_rate_limit(settings.api.api_rate_limit)
+    except ValueError as exc:  # e.g. 5/0: the pattern lets a zero period through
+        raise SettingsError(f"invalid setting OCITAG_API_RATE_LIMIT: {exc}") from None
     return Access(grants, RateLimiter(limit, clock))

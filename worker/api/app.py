@@ -44,8 +44,10 @@ STATE_TOPIC = Service("Kafka state topic", "OCITAG_STATE_TOPIC")
 
 
 def _kafka(exc: BaseException) -> BaseException:
-    if isinstance(exc, LookupError):  # the outcome topic is not there (yet): the worker
-        return TransientError(Cause.KAFKA_UNAVAILABLE, str(exc))  # creates it at start
+    if isinstance(exc, LookupError):  # the outcome or state topic is not there (yet): the
+        # worker creates it at start; the broker answered, so this is no Kafka outage (an
+        # outage logged here would hide a real one that follows within the minute)
+        return TransientError(Cause.KAFKA_TOPIC_MISSING, str(exc))
     return kafka_connecting(exc, "the api")
 
 

@@ -130,6 +130,10 @@ class Fanout:
             stale = seen is not None and version <= seen
             if not stale:
                 self._versions[tag] = version
+            if value is None and not stale:
+                # a deletion: forget the tag (bounds the map to live tags; a tag re-created
+                # after its tombstone was pruned from the store starts again at version 1)
+                self._versions.pop(tag, None)
         return change(
             partition,
             offset,

@@ -30,6 +30,10 @@ ARTIFACT_TAGS_PATH = "/artifacts/{digest}/tags"
 _MICROS = 1_000_000
 _T = TypeVar("_T")
 
+#: a cursor position: bigints, and microseconds within datetime's years (1 to 9999)
+_MIN_POSITION = -62_135_596_800_000_000
+_MAX_POSITION = 253_402_300_799_999_999
+
 
 class Db(Protocol):
     """Awaits a database answer; a failure becomes the api's 503 or 500."""
@@ -50,6 +54,10 @@ def _page(query: Mapping[str, str], scope: str) -> Page:
     raw = query.get("cursor")
     if raw is not None:
         found = requests.decode_position(raw, scope, (int, int))
+        # what PostgreSQL's bigint and a datetime can hold: a forged position is a 422,
+        # not a database overflow (500)
+        if found is not None and not all(_MIN_POSITION <= int(v) <= _MAX_POSITION for v in found):
+            found = None
         if found is None:
             items.append(
                 ErrorItem(

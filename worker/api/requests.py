@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from worker.api.cursors import CursorSeal
 from worker.api.problems import ApiProblem, invalid
 from worker.identifiers import (
     InvalidIdentifierError,
@@ -170,7 +171,7 @@ class ListQuery:
     after: str | None  # the last tag of the previous page
 
 
-def list_query(query: Mapping[str, str]) -> ListQuery:
+def list_query(query: Mapping[str, str], seal: CursorSeal) -> ListQuery:
     """``repository`` (required), ``limit`` (1-1000, default 100), ``cursor`` (opaque)."""
     items: list[ErrorItem] = []
     repository = ""
@@ -186,7 +187,7 @@ def list_query(query: Mapping[str, str]) -> ListQuery:
     after = None
     raw_cursor = query.get("cursor")
     if raw_cursor is not None:
-        after = decode_cursor(raw_cursor, repository)
+        after = decode_cursor(raw_cursor, repository, seal)
         if after is None:
             items.append(
                 ErrorItem(
@@ -200,15 +201,25 @@ def list_query(query: Mapping[str, str]) -> ListQuery:
     return ListQuery(repository, limit, after)
 
 
-def encode_cursor(repository: str, last_tag: str) -> str:
-    """Opaque to callers: base64url of the repository and the page's last tag (keyset
+def encode_cursor(repository: str, last_tag: str, seal: CursorSeal) -> str:
+    """Opaque to callers, and sealed (worker/api/cursors.py: the last tag examined may be
+    one the caller may not read): the repository and the page's last tag (keyset
     paging: stable while records come and go)."""
-    return encode_position(repository, last_tag)
+    return seal.seal(orjson.dumps([repository, last_tag]))
 
 
-def decode_cursor(cursor: str, repository: str) -> str | None:
-    found = decode_position(cursor, repository, (str,))
-    return None if found is None else str(found[0])
+def decode_cursor(cursor: str, repository: str, seal: CursorSeal) -> str | None:
+    plain = seal.open(cursor)
+    if plain is None:
+        return None
+    try:
+        value = orjson.loads(plain)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(value, list) and len(value) == 2 and value[0] == repository:
+        tag = value[1]
+        return tag if isinstance(tag, str) else None
+    return None
 
 
 def encode_position(scope: str, *position: str | int) -> str:

@@ -26,6 +26,7 @@ from worker import metrics, reachability, tracing
 from worker.api import replies, requests
 from worker.api.access import Access, access_from_settings
 from worker.api.auth import Tokens
+from worker.api.cursors import CursorSeal
 from worker.api.feed import Feed
 from worker.api.grants import Action
 from worker.api.history_routes import (
@@ -120,6 +121,10 @@ class Api:
         self._clock = clock
         #: grants and the rate limit; by default the settings' (monotonic clock)
         self.access = access or access_from_settings(settings, time.monotonic)
+        tokens_text = settings.api.api_tokens
+        self._cursors = CursorSeal.from_tokens(
+            tokens_text.get_secret_value() if tokens_text is not None else None
+        )
         self.history = HistoryAnswers(lambda: self.backends.history, _db)
         a = settings.api
         self.watch_limits = WatchLimits(a.api_max_watches, a.api_max_watches_per_caller)
@@ -305,7 +310,7 @@ class Api:
     async def list(self, request: web.Request) -> web.StreamResponse:
         if _is_watch(request):
             return await self._watch(request)
-        query = requests.list_query(request.query)
+        query = requests.list_query(request.query, self._cursors)
         caller = _FIELDS.get()["caller"]
         self.access.require_any(caller, "read", "query.repository", query.repository)
         reads = self.backends.reads
@@ -313,7 +318,7 @@ class Api:
             raise _unavailable("db")
         visible = None if self.access.grants.unrestricted else self.access.reader(caller)
         rows, last = await _db(visible_page(reads, query, visible))
-        cursor = requests.encode_cursor(query.repository, last) if last else None
+        cursor = requests.encode_cursor(query.repository, last, self._cursors) if last else None
         link = (
             f"{LIST_PATH}?repository={quote(query.repository, safe='')}"
             f"&limit={query.limit}&cursor={cursor}"

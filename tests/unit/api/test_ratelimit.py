@@ -7,7 +7,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from worker.api.access import access_from_settings
 from worker.api.ratelimit import RateLimit, RateLimiter, parse_rate_limit, retry_after
+from worker.errors import SettingsError
+from worker.settings import load_settings
 
 
 class Clock:
@@ -79,3 +82,11 @@ def test_waiting_the_answer_is_enough(requests: int, seconds: float) -> None:
         pass
     clock.now += wait
     assert limiter.wait("c") == 0.0
+
+
+def test_a_zero_period_the_setting_lets_through_stops_start_up_naming_it() -> None:
+    """``5/0`` passes the setting's pattern; the api's start-up names the setting (exit
+    2), never a traceback."""
+    settings = load_settings({"api_rate_limit": "5/0"}, environ={})
+    with pytest.raises(SettingsError, match="OCITAG_API_RATE_LIMIT"):
+        access_from_settings(settings, lambda: 0.0)

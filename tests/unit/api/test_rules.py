@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from typing import Any
 
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from tests.helpers.contract import pydantic_phrases
 from worker.api import replies, requests
 from worker.api.auth import parse_tokens
+from worker.api.cursors import CursorSeal
 from worker.api.problems import ApiProblem
 from worker.api.waiters import Waiters
 from worker.errors import SettingsError
@@ -153,24 +155,40 @@ def test_idempotency_keys() -> None:
         assert located(lambda bad=bad: requests.idempotency_key(bad)) == {"header.idempotency-key"}
 
 
+SEAL = CursorSeal.from_tokens("ci:token-1")
+
+
 @given(st.text(min_size=1, max_size=128))
 def test_cursors_round_trip_and_belong_to_their_repository(tag: str) -> None:
-    cursor = requests.encode_cursor("docker.io/a/b", tag)
-    assert requests.decode_cursor(cursor, "docker.io/a/b") == tag
-    assert requests.decode_cursor(cursor, "docker.io/a/c") is None
+    cursor = requests.encode_cursor("docker.io/a/b", tag, SEAL)
+    assert requests.decode_cursor(cursor, "docker.io/a/b", SEAL) == tag
+    assert requests.decode_cursor(cursor, "docker.io/a/c", SEAL) is None
+    # sealed: another deployment's key cannot open it
+    other = CursorSeal.from_tokens("ci:token-2")
+    assert requests.decode_cursor(cursor, "docker.io/a/b", other) is None
+
+
+def test_a_forged_plain_cursor_is_refused() -> None:
+    """The cursor of before (base64 JSON) names the tag; one written by a caller to page
+    through a repository it may not read is not a cursor this API gave."""
+    forged = base64.urlsafe_b64encode(b'["docker.io/a/b","rc4"]').rstrip(b"=").decode()
+    assert requests.decode_cursor(forged, "docker.io/a/b", SEAL) is None
+    # and the one it gives does not name the tag examined last
+    given = requests.encode_cursor("docker.io/a/b", "secret-release-candidate", SEAL)
+    assert b"secret-release" not in base64.urlsafe_b64decode(given + "=" * (-len(given) % 4))
 
 
 @given(st.text(max_size=50))
 def test_any_cursor_text_is_decoded_or_refused_never_raises(text: str) -> None:
-    requests.decode_cursor(text, "docker.io/a/b")
+    requests.decode_cursor(text, "docker.io/a/b", SEAL)
 
 
 def test_list_query_rules() -> None:
-    query = requests.list_query({"repository": "nginx"})
+    query = requests.list_query({"repository": "nginx"}, SEAL)
     assert (query.repository, query.limit, query.after) == ("docker.io/library/nginx", 100, None)
-    assert located(lambda: requests.list_query({})) == {"query.repository"}
+    assert located(lambda: requests.list_query({}, SEAL)) == {"query.repository"}
     assert located(
-        lambda: requests.list_query({"repository": "x", "limit": "0", "cursor": "!"})
+        lambda: requests.list_query({"repository": "x", "limit": "0", "cursor": "!"}, SEAL)
     ) == {"query.limit", "query.cursor"}
 
 
