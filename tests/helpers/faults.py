@@ -189,7 +189,16 @@ class Scenario:
                     NewTopic(t, PARTITIONS, self.replication, topic_configs=configs)
                     for t in (self.input_topic, self.outcome_topic, f"{self.input_topic}.dlq")
                 ]
-                + [NewTopic(self.state_topic, PARTITIONS, 1, topic_configs=self.state_configs)]
+                # the state topic replicated like the others: on the replicated stack a
+                # single replica on a killed broker would stall every batch
+                + [
+                    NewTopic(
+                        self.state_topic,
+                        PARTITIONS,
+                        self.replication,
+                        topic_configs={**self.state_configs, **configs},
+                    )
+                ]
             )
         finally:
             await admin.close()
