@@ -94,6 +94,12 @@ async def running_api(
             settings,
             [settings.topics.input_topic, settings.topics.outcome_topic, settings.topics.dlq_topic],
         )
+        if settings.topics.state_topic:  # the api's watch feed starts at once (no retries)
+            await ensure_topics(
+                settings,
+                [settings.topics.state_topic],
+                configs={"cleanup.policy": "compact"},
+            )
     process = ApiProcess(settings)
     await process.start()
     try:

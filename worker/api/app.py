@@ -59,6 +59,9 @@ class _Consumer(Protocol):
 
 C = TypeVar("C", bound=_Consumer)
 
+#: longest a consumer that could not start is given to stop
+STOP_CONSUMER_SECONDS = 5.0
+
 
 async def _fresh(make: Callable[[], C]) -> C:
     """A new consumer each attempt (a Kafka consumer once stopped cannot start again),
@@ -67,7 +70,10 @@ async def _fresh(make: Callable[[], C]) -> C:
     try:
         await consumer.start()
     except BaseException:
-        await consumer.stop()
+        # bounded: a client stopped while its start was being cancelled (shutdown during
+        # a retry) can wait for ever, and would hold the api's shutdown with it
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(consumer.stop(), STOP_CONSUMER_SECONDS)
         raise
     return consumer
 

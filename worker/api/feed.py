@@ -262,8 +262,8 @@ class StateFeed:
 
     async def stop(self) -> None:
         self.fanout.close_all("shutdown")
-        with contextlib.suppress(Exception):
-            await self._consumer.stop()
+        with contextlib.suppress(Exception):  # bounded, as the api's other consumers
+            await asyncio.wait_for(self._consumer.stop(), 5.0)
 
 
 async def _read_spans(
