@@ -30,9 +30,10 @@ ARTIFACT_TAGS_PATH = "/artifacts/{digest}/tags"
 _MICROS = 1_000_000
 _T = TypeVar("_T")
 
-#: a cursor position: bigints, and microseconds within datetime's years (1 to 9999)
-_MIN_POSITION = -62_135_596_800_000_000
-_MAX_POSITION = 253_402_300_799_999_999
+#: a cursor position: PostgreSQL bigints; a history cursor's first one is microseconds
+#: within datetime's years (1 to 9999)
+_MIN_POSITION, _MAX_POSITION = -(2**63), 2**63 - 1
+_MIN_MICROS, _MAX_MICROS = -62_135_596_800_000_000, 253_402_300_799_999_999
 
 
 class Db(Protocol):
@@ -47,7 +48,7 @@ class Page:
     position: tuple[int, int] | None
 
 
-def _page(query: Mapping[str, str], scope: str) -> Page:
+def _page(query: Mapping[str, str], scope: str, *, micros_first: bool = False) -> Page:
     items: list[ErrorItem] = []
     limit = requests.limit_of(query, items)
     position = None
@@ -57,6 +58,8 @@ def _page(query: Mapping[str, str], scope: str) -> Page:
         # what PostgreSQL's bigint and a datetime can hold: a forged position is a 422,
         # not a database overflow (500)
         if found is not None and not all(_MIN_POSITION <= int(v) <= _MAX_POSITION for v in found):
+            found = None
+        if found is not None and micros_first and not _MIN_MICROS <= int(found[0]) <= _MAX_MICROS:
             found = None
         if found is None:
             items.append(
@@ -122,7 +125,7 @@ class HistoryAnswers:
         return reads
 
     async def history(self, ocitag: str, query: Mapping[str, str]) -> Reply:
-        page = _page(query, ocitag)
+        page = _page(query, ocitag, micros_first=True)
         before = NEWEST if page.position is None else (_moment(page.position[0]), page.position[1])
         reads = self._backend()
         rows = await self._db(reads.entries(ocitag, before, page.limit + 1))
