@@ -50,13 +50,15 @@ async def ensure_state_topic(settings: Settings) -> None:
     if created:
         return
     policy = await topic_config(settings, topic, "cleanup.policy")
-    # compact,delete would also delete by age the tags nobody touched lately
-    if policy is not None and [p.strip() for p in policy.split(",")] != ["compact"]:
+    policies = [p.strip() for p in policy.split(",")] if policy is not None else []
+    if policy is not None and "compact" not in policies:
         raise FatalError(
             f"topic {topic} has cleanup.policy={policy}: the state topic must be compacted "
-            "only (kafka-configs --alter --add-config cleanup.policy=compact), or set "
+            "(kafka-configs --alter --add-config cleanup.policy=compact), or set "
             "OCITAG_STATE_TOPIC to another topic (empty turns it off)"
         )
+    if "delete" in policies:  # compact,delete also deletes by age the untouched tags
+        log.warning("state_topic_deletes_by_age", topic=topic, cleanup_policy=policy)
     if policy is None:
         log.warning("state_topic_policy_unknown", topic=topic)
 
