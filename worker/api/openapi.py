@@ -17,7 +17,7 @@ from typing import Any
 
 from worker import __version__, identifiers
 from worker.api import openapi_history
-from worker.api.requests import MAX_KEY_CHARS, MAX_LIMIT
+from worker.api.requests import MAX_KEY_CHARS
 from worker.identifiers import anchored
 from worker.models import DIGEST_PATTERN, MAX_ACTOR_LENGTH
 
@@ -349,19 +349,7 @@ def _list() -> Doc:
                 "description": "Required for a list; a watch without it covers every repository.",
                 "schema": {"type": "string", "examples": ["docker.io/istio/pilot"]},
             },
-            {
-                "name": "limit",
-                "in": "query",
-                "required": False,
-                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 100},
-            },
-            {
-                "name": "cursor",
-                "in": "query",
-                "required": False,
-                "description": "`next` of the previous page, as given.",
-                "schema": {"type": "string"},
-            },
+            *openapi_history.paging(),
             {
                 "name": "watch",
                 "in": "query",

@@ -36,7 +36,8 @@ def _common() -> Doc:
     }
 
 
-def _paging() -> list[Doc]:
+def paging() -> list[Doc]:
+    """``limit`` and ``cursor``: every paged operation's (the list's too)."""
     return [
         {
             "name": "limit",
@@ -94,7 +95,7 @@ def paths() -> Doc:
                 "description": "Every applied change of the tag (one per 200 outcome), "
                 "newest version first, paged by an opaque cursor.",
                 "operationId": "oci-tag-history",
-                "parameters": _paging(),
+                "parameters": paging(),
                 "responses": {
                     "200": _page(HistoryPage),
                     "404": _problem("The tag was never seen (it has no history)."),
@@ -124,7 +125,7 @@ def paths() -> Doc:
                         "required": False,
                         "schema": {"type": "boolean", "default": False},
                     },
-                    *_paging(),
+                    *paging(),
                 ],
                 "responses": {"200": _page(TagIntervalPage), **_common()},
             }
