@@ -23,12 +23,13 @@ from worker.documents import DocumentError
 from worker.errors import Cause, SettingsError, TransientError, describe
 from worker.health import COMMAND_PARTS, HTTP, Check, Health
 from worker.ingest.auth import SLOTS, split_secrets
+from worker.ingest.gate import Enabled
 from worker.ingest.kinds import KINDS
 from worker.ingest.oidc import HttpKeySource, OidcPolicy, OidcVerifier
 from worker.ingest.receivers import SETTING as RECEIVERS
 from worker.ingest.receivers import ReceiverSpec, parse_receivers
 from worker.ingest.resolve import NoResolver
-from worker.ingest.server import Enabled, IngestServer, Limits
+from worker.ingest.server import IngestServer, Limits
 from worker.oci import RegistryClient
 from worker.retry import Backoff
 from worker.settings import COMMAND_SETTINGS, INGEST_KINDS, Settings, env_name

@@ -1,8 +1,7 @@
 """The webhook receiver: ``POST /webhooks/<kind>`` and ``/webhooks/<kind>/<secret>``.
 
-One delivery, in order: the kind must be enabled (else 404); header and path secrets are
-checked before the body is read, signatures right after (401, no detail); the body is
-read within the size limit (413) and the read timeout (408); the kind's mapper turns it
+One delivery, in order: the kind must be enabled (else 404); the delivery proves itself
+and its body is read (``gate``: 401, 413, 408); the kind's mapper turns it
 into tag events and ignored entries (400 problem+json naming what it could not map);
 missing digests are looked up (502 when they cannot be); the events are produced and
 every acknowledgement awaited, all within OCITAG_INGEST_DEADLINE_SECONDS (503 with
@@ -29,12 +28,11 @@ from worker import metrics, tracing
 from worker.errors import WorkerError
 from worker.ingest import refusals
 from worker.ingest.arrivals import Arrivals
-from worker.ingest.auth import DECOYS, Compare, authentic, decoy_scheme
+from worker.ingest.auth import Compare
 from worker.ingest.delivery import accepted_body, cloud_event, messages, plan
-from worker.ingest.kinds import KINDS, Auth, KindSpec
+from worker.ingest.gate import Enabled, Gate, decoy
 from worker.ingest.mapping import RECEIVED_AT_HEADER, REGISTRY_HEADER, MappingError
-from worker.ingest.oidc import OidcVerifier
-from worker.ingest.receivers import Hosts, outside_hosts
+from worker.ingest.receivers import outside_hosts
 from worker.ingest.refusals import RefusedError
 from worker.ingest.resolve import DigestResolver, UnresolvedDigestError, resolve_all
 from worker.ingest.sending import AckTimeoutError, InFlightSends
@@ -44,22 +42,6 @@ from worker.startup import EventSink
 from worker.timefmt import format_rfc3339
 
 log = structlog.get_logger("worker.ingest")
-
-_CHUNK = 65_536
-
-
-@dataclass(frozen=True, slots=True)
-class Enabled:
-    """A served receiver: its kind's mapper and scheme, the secrets that are valid now,
-    and the registry hosts it may speak for."""
-
-    spec: KindSpec
-    secrets: tuple[bytes, ...]
-    #: also accepted on the route without a path secret: a verified OIDC token (gar)
-    oidc: OidcVerifier | None = None
-    hosts: Hosts = field(default_factory=Hosts.any)
-    #: a stand-in for a name no receiver has: checked like one, never authentic
-    decoy: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +102,9 @@ class IngestServer:
         compare: Compare = hmac.compare_digest,
     ) -> None:
         self._kinds = dict(kinds)
-        self._compare = compare
+        self._gate = Gate(
+            limits.max_body_bytes, limits.read_timeout, limits.problem_base_uri, compare
+        )
         self._sends = InFlightSends(sink)
         self._resolver = resolver
         self._limits = limits
@@ -176,7 +160,7 @@ class IngestServer:
         name = request.match_info["kind"]
         enabled = self._kinds.get(name)
         if enabled is None:  # checked against decoys like a receiver: 401 alike, as costly
-            enabled = _decoy(request)
+            enabled = decoy(request)
         known = not enabled.decoy
         delivery = _Delivery(
             enabled.spec.name if known else "unknown", name if known else "unknown"
@@ -211,7 +195,7 @@ class IngestServer:
     ) -> tuple[int, dict[str, Any], dict[str, str]]:
         spec = enabled.spec
         headers = {k.lower(): v for k, v in request.headers.items()}
-        body = await self._authenticated(request, enabled, headers)
+        body = await self._gate.body(request, enabled, headers)
         delivery.size = len(body)
         if "registry" in request.query:
             headers[REGISTRY_HEADER] = request.query["registry"]
@@ -241,54 +225,6 @@ class IngestServer:
                 metrics.INGEST_EVENTS.labels(delivery.kind, event.action).inc()
         delivery.published = len(built)
         return 200, accepted_body(built, decided.ignored), {}
-
-    async def _authenticated(
-        self, request: web.Request, enabled: Enabled, headers: Mapping[str, str]
-    ) -> bytes:
-        """The body of a delivery that proves itself (401 otherwise, alike for a wrong
-        secret and a name no receiver has: ``unknown_receiver`` is only the log's)."""
-        spec = enabled.spec
-        path_secret = request.match_info.get("secret")
-        refused = RefusedError(401, "unknown_receiver" if enabled.decoy else "unauthenticated")
-        if not spec.auth.needs_body and not await self._authentic(enabled, headers, path_secret):
-            raise refused
-        body = await self._read(request)
-        if spec.auth.needs_body and not authentic(
-            spec.auth, enabled.secrets, headers, body, path_secret, compare=self._compare
-        ):
-            raise refused
-        if enabled.decoy:  # unreachable (random 32-byte secrets); never served regardless
-            raise refused
-        return body
-
-    async def _authentic(
-        self, enabled: Enabled, headers: Mapping[str, str], path_secret: str | None
-    ) -> bool:
-        if path_secret is None and enabled.oidc is not None:
-            return await enabled.oidc.authentic(headers.get("authorization"))
-        return authentic(
-            enabled.spec.auth, enabled.secrets, headers, b"", path_secret, compare=self._compare
-        )
-
-    async def _read(self, request: web.Request) -> bytes:
-        limit = self._limits.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise self._too_large(request.content_length)
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            async with asyncio.timeout(self._limits.read_timeout):
-                while chunk := await request.content.read(_CHUNK):
-                    size += len(chunk)
-                    if size > limit:
-                        raise self._too_large(size)
-                    chunks.append(chunk)
-        except TimeoutError:
-            raise RefusedError(408, "read_timeout") from None
-        return b"".join(chunks)
-
-    def _too_large(self, size: int) -> RefusedError:
-        return refusals.too_large(self._limits.problem_base_uri, self._limits.max_body_bytes, size)
 
     async def _resolve(self, events: Sequence[Any], budget: float) -> list[Any]:
         try:
@@ -345,15 +281,3 @@ class IngestServer:
             delivery_id=delivery.delivery_id,
             duration_ms=round(seconds * 1000, 2),
         )
-
-
-#: for each scheme, a kind that has it: what a delivery to an unknown name is checked as
-_DECOY_KINDS = {spec.auth: spec for spec in reversed(KINDS.values())}
-
-
-def _decoy(request: web.Request) -> Enabled:
-    """A receiver no one can authenticate to, of the scheme the delivery's shape asks
-    for: an unknown name costs what a wrong secret costs, and is answered alike (401)."""
-    headers = {k.lower(): v for k, v in request.headers.items()}
-    scheme: Auth = decoy_scheme(headers, request.match_info.get("secret"))
-    return Enabled(_DECOY_KINDS[scheme], DECOYS, decoy=True)

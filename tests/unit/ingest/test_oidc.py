@@ -15,10 +15,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from worker.ingest.gate import Enabled
 from worker.ingest.kinds import KINDS
 from worker.ingest.mapping import Ignored, Mapped
 from worker.ingest.oidc import HttpKeySource, OidcPolicy, OidcVerifier, verify
-from worker.ingest.server import Enabled, IngestServer, Limits
+from worker.ingest.server import IngestServer, Limits
 
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 OTHER = rsa.generate_private_key(public_exponent=65537, key_size=2048)

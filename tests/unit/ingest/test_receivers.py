@@ -24,9 +24,10 @@ from worker.documents import DocumentError
 from worker.errors import SettingsError
 from worker.ingest.app import enabled_kinds
 from worker.ingest.auth import SLOTS
+from worker.ingest.gate import Enabled
 from worker.ingest.kinds import KINDS
 from worker.ingest.receivers import hosts_of, parse_receivers
-from worker.ingest.server import Enabled, IngestServer, Limits
+from worker.ingest.server import IngestServer, Limits
 from worker.settings import load_settings
 
 PROD = "Bearer prod-secret-0123456789"

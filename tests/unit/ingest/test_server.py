@@ -16,9 +16,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from tests.helpers.ingest import load_delivery
 from worker.errors import Cause, TransientError
+from worker.ingest.gate import Enabled
 from worker.ingest.kinds import KINDS, Auth, KindSpec
 from worker.ingest.mapping import Handshake, Ignored, Mapped, TagChange
-from worker.ingest.server import Enabled, IngestServer, Limits
+from worker.ingest.server import IngestServer, Limits
 from worker.kafka import Message
 
 TOKEN = "Bearer s3cret"
