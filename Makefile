@@ -55,7 +55,7 @@ format: install
 # The whole suite on real services: the local stack is started here (the fixtures would
 # start it too) so that its start-up shows in the log before the tests.
 test: install lint docs check-schemas check-deploy
-	@$(STACK) tools --test >/dev/null
+	@$(STACK) tools --clients >/dev/null
 	@$(START_STACK) $(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: install

@@ -83,13 +83,13 @@ def _required(find: Callable[[], T], *unavailable: type[Exception]) -> T:
 
 @pytest.fixture(scope="session")
 def registry_tools() -> Path:
-    """The real OCI registry, crane and oras (built once by ``deploy/local/stack tools --test``)."""
+    """The real OCI registry, crane and oras (built once by ``deploy/local/stack tools --clients``)."""
     return _required(tools_dir, ToolsUnavailableError)
 
 
 @pytest.fixture(scope="session")
 def jaeger(registry_tools: Path) -> str:
-    """Jaeger all-in-one, in memory (built with the registry's tools): its query URL."""
+    """Jaeger all-in-one, in memory (built on first use, ``tools --jaeger``): its query URL."""
     return _required(start_jaeger, JaegerUnavailableError)
 
 

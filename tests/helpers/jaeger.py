@@ -23,7 +23,15 @@ class JaegerUnavailableError(Exception):
 
 
 def start_jaeger() -> str:
-    """Start Jaeger (idempotent); its query API's base URL."""
+    """Build Jaeger if it is not (or wait for the build .ci/run started in the background:
+    the tools lock), start it (idempotent); its query API's base URL."""
+    built = subprocess.run(
+        [str(STACK), "tools", "--jaeger"], capture_output=True, text=True, check=False, timeout=3000
+    )
+    if built.returncode != 0:
+        raise JaegerUnavailableError(
+            f"deploy/local/stack tools --jaeger failed:\n{built.stderr[-3000:]}"
+        )
     done = subprocess.run(
         [str(STACK), "jaeger-start"], capture_output=True, text=True, check=False, timeout=120
     )

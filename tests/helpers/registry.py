@@ -36,11 +36,12 @@ _tools_dir: Path | None = None
 
 
 def tools_dir() -> Path:
-    """Where ``registry``, ``crane`` and ``oras`` are (built once per machine)."""
+    """Where ``registry``, ``crane`` and ``oras`` are (built once per machine; kcat installed
+    too as root)."""
     global _tools_dir  # noqa: PLW0603 - one build per test session
     if _tools_dir is None:
         done = subprocess.run(
-            [str(STACK), "tools", "--test"],
+            [str(STACK), "tools", "--clients"],
             capture_output=True,
             text=True,
             check=False,
@@ -48,7 +49,7 @@ def tools_dir() -> Path:
         )
         if done.returncode != 0:
             raise ToolsUnavailableError(
-                f"deploy/local/stack tools --test failed:\n{done.stderr[-3000:]}"
+                f"deploy/local/stack tools --clients failed:\n{done.stderr[-3000:]}"
             )
         _tools_dir = Path(done.stdout.strip().splitlines()[-1])
     return _tools_dir
