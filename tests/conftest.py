@@ -83,7 +83,7 @@ def _required(find: Callable[[], T], *unavailable: type[Exception]) -> T:
 
 @pytest.fixture(scope="session")
 def registry_tools() -> Path:
-    """The real OCI registry, crane and oras (built once: ``deploy/local/stack tools --clients``)."""
+    """The real OCI registry, crane and oras (built once: ``stack tools --clients``)."""
     return _required(tools_dir, ToolsUnavailableError)
 
 
