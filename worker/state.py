@@ -5,13 +5,18 @@ Pure: no I/O, no clock.
 - ``upsert``: a live record, keyed by its OCITag ID; the value is the seed's OCITag
   JSON plus ``"version"``; ``tombstone``: a deleted (or never seen) tag, a null value.
   Every record carries the version it shows in a ``version`` header too (a tombstone
-  has no value to carry it), and ``content-type: application/json``.
+  has no value to carry it), and ``content-type: application/json``; a record built
+  from a row carries the key of the event that made it (``event-time``,
+  ``event-source``, ``event-id``) and a tombstone its deletion's actor (``deleted-by``),
+  so that ``ocitag-worker state repair`` (worker/staterepair.py) can put the exact row
+  back after a failover lost it.
 - ``refreshed``: a batch's repeats of applied changes get the tag's record as it now is
   (after the batch), not the one their first processing produced: a repeat can arrive
   after later changes of its tag, and a compacted topic keeps the LAST record per key.
 - ``fold`` and ``differences``: a reader's view (the last value per key, keys whose
   last value is null dropped) and how it differs from ``live_ocitags``
-  (``ocitag-worker state verify``).
+  (``ocitag-worker state verify``); ``last_records``: the last record per key,
+  tombstones and headers kept (``ocitag-worker state repair``).
 """
 
 from __future__ import annotations
@@ -26,12 +31,16 @@ import orjson
 from worker.decision import TagRecord
 from worker.events import Invalid
 from worker.plan import EventKey, Item, ProcessedRow, TagKey
+from worker.timefmt import format_rfc3339
 
 if TYPE_CHECKING:  # worker.outcomes carries these records in its Outcome
     from worker.outcomes import Outcome
 
 CONTENT_TYPE = b"application/json"
 VERSION_HEADER = "version"
+#: the key (time, source, id) of the event that made the record, and a deletion's actor
+EVENT_HEADERS = ("event-time", "event-source", "event-id")
+DELETED_BY_HEADER = "deleted-by"
 #: how a field of a record that is not a JSON object is named in a difference
 UNREADABLE = "(value)"
 
@@ -40,11 +49,13 @@ Kind = Literal["upsert", "tombstone"]
 
 @dataclass(frozen=True, slots=True)
 class StateRecord:
-    """One record of the state topic: key, value (None: a tombstone) and the version."""
+    """One record of the state topic: key, value (None: a tombstone), the version, and
+    the row it was built from (None: a tombstone of a pruned row; no event headers)."""
 
     key: bytes
     value: bytes | None
     version: int | None
+    row: TagRecord | None = None
 
     @property
     def kind(self) -> Kind:
@@ -55,6 +66,12 @@ class StateRecord:
         headers = [("content-type", CONTENT_TYPE)]
         if self.version is not None:
             headers.append((VERSION_HEADER, str(self.version).encode()))
+        row = self.row
+        if row is not None:
+            key = (format_rfc3339(row.last_modified_on), row.last_event_source, row.last_event_id)
+            headers.extend((name, v.encode()) for name, v in zip(EVENT_HEADERS, key, strict=True))
+            if self.value is None and row.deleted_by is not None:
+                headers.append((DELETED_BY_HEADER, row.deleted_by.encode()))
         return headers
 
 
@@ -65,11 +82,12 @@ def state_value(record: TagRecord) -> dict[str, Any]:
 
 def upsert(record: TagRecord) -> StateRecord:
     key = f"{record.repository}:{record.tag}".encode()
-    return StateRecord(key, orjson.dumps(state_value(record)), record.version)
+    return StateRecord(key, orjson.dumps(state_value(record)), record.version, record)
 
 
-def tombstone(ocitag_id: str, version: int | None) -> StateRecord:
-    return StateRecord(ocitag_id.encode(), None, version)
+def tombstone(ocitag_id: str, version: int | None, row: TagRecord | None = None) -> StateRecord:
+    """A deleted tag; ``row`` (the tombstone row) gives the deletion's headers."""
+    return StateRecord(ocitag_id.encode(), None, version, row)
 
 
 def current(ocitag_id: str, row: TagRecord | None) -> StateRecord:
@@ -78,7 +96,7 @@ def current(ocitag_id: str, row: TagRecord | None) -> StateRecord:
     if row is None:
         return tombstone(ocitag_id, None)
     if not row.live:
-        return tombstone(ocitag_id, row.version)
+        return tombstone(ocitag_id, row.version, row)
     return upsert(row)
 
 
@@ -140,6 +158,37 @@ def fold(records: Iterable[tuple[bytes | None, bytes | None]]) -> dict[str, dict
             parsed = {UNREADABLE: value.decode("utf-8", "replace")[:200]}
         state[name] = parsed
     return state
+
+
+@dataclass(frozen=True, slots=True)
+class LastRecord:
+    """The last record of one key on the topic: its value as a reader parses it (None: a
+    tombstone), its version (the header's), and its headers by name (records written
+    before the event headers have none of them)."""
+
+    ocitag_id: str
+    value: Mapping[str, Any] | None
+    version: int | None
+    headers: Mapping[str, str]
+
+
+TopicRecord = tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]
+
+
+def last_records(records: Iterable[TopicRecord]) -> dict[str, LastRecord]:
+    """The last record per key (key, value, headers) in topic order, tombstones kept:
+    what the topic says of each tag it has seen (``fold`` is a reader's view of it)."""
+    found: dict[str, LastRecord] = {}
+    for key, value, headers in records:
+        if key is None:
+            continue
+        name = key.decode("utf-8", "replace")
+        named = {h: v.decode("utf-8", "replace") for h, v in headers}
+        text = named.get(VERSION_HEADER, "")
+        version = int(text) if text.isdigit() else None
+        parsed = None if value is None else fold([(key, value)]).get(name)
+        found[name] = LastRecord(name, parsed, version, named)
+    return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -387,13 +387,13 @@ async def _record(
         )
 
 
-async def _read_tags(conn: Connection, tags: Iterable[TagKey]) -> dict[TagKey, TagRecord]:
+async def read_tags(conn: Connection, tags: Iterable[TagKey]) -> dict[TagKey, TagRecord]:
     keys = list(tags)
     rows = await conn.fetch(_READ_TAGS, [k[0] for k in keys], [k[1] for k in keys])
     return {(r["repository"], r["tag"]): TagRecord(**dict(r)) for r in rows}
 
 
-async def _write_tags(
+async def write_tags(
     conn: Connection, writes: Sequence[tuple[TagRecord, TagRecord | None]], at: datetime
 ) -> set[TagKey]:
     """Each (new row, the row it was decided against) under the guard."""
@@ -436,11 +436,11 @@ async def _decide_and_write(
     decided: dict[int, Decision] = {}
     pending = dict(groups)
     extra = [tag for tag in dict.fromkeys(also) if tag not in groups]
-    stored = await _read_tags(conn, [*pending, *extra])
+    stored = await read_tags(conn, [*pending, *extra])
     current: dict[TagKey, TagRecord | None] = {tag: stored.get(tag) for tag in extra}
     for round_ in range(MAX_WRITE_ROUNDS):
         if round_:
-            stored = await _read_tags(conn, pending)
+            stored = await read_tags(conn, pending)
         writes: list[tuple[TagRecord, TagRecord | None]] = []
         by_tag: dict[TagKey, tuple[TagRecord | None, list[Decision]]] = {}
         for tag, indexes in pending.items():
@@ -449,7 +449,7 @@ async def _decide_and_write(
             by_tag[tag] = (after if after is not None else before, decisions)
             if after is not None and after is not before:
                 writes.append((after, before))
-        written = await _write_tags(conn, writes, at) if writes else set()
+        written = await write_tags(conn, writes, at) if writes else set()
         conflicted = {(w.repository, w.tag) for w, _ in writes} - written
         for tag, (row, decisions) in by_tag.items():
             if tag not in conflicted:
