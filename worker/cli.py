@@ -66,6 +66,35 @@ def _add_setting_flags(parser: argparse.ArgumentParser, command: str) -> None:
             group.add_argument(env_flag(old), dest=f"renamed_{name}", help=argparse.SUPPRESS)
 
 
+def _add_state_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``state verify`` and ``state repair``."""
+    state = commands.add_parser("state", help="the state topic (docs/subscribers.md)")
+    state_commands = state.add_subparsers(dest="state_command", required=True)
+    verify = state_commands.add_parser(
+        "verify",
+        help="compare the state topic, folded by key, with the live records",
+        description="Read the state topic from the beginning to its end offsets, keep the "
+        "last value per key, and compare with live_ocitags. Prints each difference "
+        "(missing, extra, differing with the fields); exit 1 if any, 0 if in step. Run it "
+        "while the worker is idle.",
+    )
+    verify.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
+    _add_setting_flags(verify, "state")
+    repair = state_commands.add_parser(
+        "repair",
+        help="restore the store to the state topic where the topic is ahead (after a failover)",
+        description="Read the state topic, keep the last record per key (tombstones too), and "
+        "for every tag whose topic version is greater than its row's (or which has no row), "
+        "restore the row to the topic's record through the guarded write, with a history "
+        "entry (docs/replicated.md). Without --apply it only prints what it would do. Exit 0 "
+        "when nothing is (left) to restore, 3 when restores are pending or a tag cannot be "
+        "restored.",
+    )
+    repair.add_argument("--apply", action="store_true", help="write the restores")
+    repair.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
+    _add_setting_flags(repair, "state")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ocitag-worker",
@@ -158,31 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
     _add_setting_flags(reconcile, "reconcile")
 
-    state = commands.add_parser("state", help="the state topic (docs/subscribers.md)")
-    state_commands = state.add_subparsers(dest="state_command", required=True)
-    verify = state_commands.add_parser(
-        "verify",
-        help="compare the state topic, folded by key, with the live records",
-        description="Read the state topic from the beginning to its end offsets, keep the "
-        "last value per key, and compare with live_ocitags. Prints each difference "
-        "(missing, extra, differing with the fields); exit 1 if any, 0 if in step. Run it "
-        "while the worker is idle.",
-    )
-    verify.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
-    _add_setting_flags(verify, "state")
-    repair = state_commands.add_parser(
-        "repair",
-        help="restore the store to the state topic where the topic is ahead (after a failover)",
-        description="Read the state topic, keep the last record per key (tombstones too), and "
-        "for every tag whose topic version is greater than its row's (or which has no row), "
-        "restore the row to the topic's record through the guarded write, with a history "
-        "entry (docs/replicated.md). Without --apply it only prints what it would do. Exit 0 "
-        "when nothing is (left) to restore, 3 when restores are pending or a tag cannot be "
-        "restored.",
-    )
-    repair.add_argument("--apply", action="store_true", help="write the restores")
-    repair.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
-    _add_setting_flags(repair, "state")
+    _add_state_parser(commands)
 
     audit = commands.add_parser(
         "audit",

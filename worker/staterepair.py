@@ -198,25 +198,26 @@ def _tag_key(ocitag_id: str) -> tuple[str, str]:
 
 # ---- the edge
 
-# The entry of a restore and the names it introduces (as the applier's statement in
-# worker/store.py writes them), and a baseline's creation beside it (migration 0005).
-_HISTORY = """
-WITH names AS (
-    INSERT INTO ocitag_history_names (ref, name)
-    SELECT r, n FROM unnest($1::bigint[], $2::text[]) AS x(r, n) ORDER BY r
-    ON CONFLICT (ref) DO NOTHING
-), h AS (
-    SELECT * FROM unnest($3::timestamptz[], $4::bigint[], $5::bigint[], $6::bigint[],
-                         $7::bigint[], $8::smallint[], $9::boolean[], $10::bytea[], $11::text[])
+# The names a restore's entry introduces, then the entry and a baseline's creation
+# beside it (migration 0005); two statements, not the applier's one (worker/store.py
+# ``_RECORD``): a restore is rare, a round trip more costs nothing here.
+_NAMES = """
+INSERT INTO ocitag_history_names (ref, name) SELECT * FROM unnest($1::bigint[], $2::text[])
+ON CONFLICT (ref) DO NOTHING
+"""
+_ENTRY = """
+WITH h AS (
+    SELECT * FROM unnest($1::timestamptz[], $2::bigint[], $3::bigint[], $4::bigint[],
+                         $5::bigint[], $6::smallint[], $7::boolean[], $8::bytea[], $9::text[])
         AS h(ha, ht, hb, hs, hv, hc, hr, hx, hi)
 ), baseline AS (
     INSERT INTO ocitag_history_baselines (tag_ref, version, created_by, created_on)
-    SELECT ht, hv, $13, $14 FROM h WHERE hc = 0
+    SELECT ht, hv, $11, $12 FROM h WHERE hc = 0
     ON CONFLICT (tag_ref, version) DO NOTHING
 )
 INSERT INTO ocitag_history (at, recorded_at, tag_ref, by_ref, source_ref, version, epoch,
                             change, repointed, artifact, event_id)
-SELECT ha, $12, ht, hb, hs, hv, (SELECT epoch FROM processed_current FOR SHARE), hc, hr, hx, hi
+SELECT ha, $10, ht, hb, hs, hv, (SELECT epoch FROM processed_current FOR SHARE), hc, hr, hx, hi
 FROM h
 """
 
@@ -237,10 +238,9 @@ async def _restore(conn: Connection, repair: Repair, at: datetime) -> Repair:
             found = entry(record, at)
             if found is not None:
                 columns = stored_columns([(repair.ocitag_id, found)], set())
+                await conn.execute(_NAMES, columns.name_refs, columns.names)
                 await conn.execute(
-                    _HISTORY,
-                    columns.name_refs,
-                    columns.names,
+                    _ENTRY,
                     *columns.columns,
                     at,
                     record.created_by,

@@ -5,7 +5,6 @@ change produces, what a repeat produces, and the fold and comparison of
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ from hypothesis import strategies as st
 
 from tests.helpers.store import items
 from tests.helpers.strategies import BASE, digest, make_event
+from tests.helpers.strategies import tag_record as record
 from worker.decision import TagRecord
 from worker.outcomes import Outcome
 from worker.plan import ProcessedRow
@@ -29,24 +29,6 @@ from worker.state import (
     tombstone,
     upsert,
 )
-
-
-def record(tag: str = "1.0", version: int = 1, **changes: Any) -> TagRecord:
-    values: dict[str, Any] = {
-        "repository": "docker.io/library/app",
-        "tag": tag,
-        "artifact": digest(version),
-        "created_by": "alice",
-        "created_on": BASE,
-        "last_modified_by": "bob",
-        "last_modified_on": BASE + timedelta(seconds=version),
-        "version": version,
-        "last_event_source": "urn:test",
-        "last_event_id": f"e{version}",
-    }
-    values.update(changes)
-    return TagRecord(**values)
-
 
 # ---- records
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.helpers.strategies import BASE, digest
+from tests.helpers.strategies import BASE, digest, tag_record
 from worker.decision import TagRecord
 from worker.state import LastRecord, StateRecord, last_records, tombstone, upsert
 from worker.staterepair import REPAIR_SOURCE, Repaired, decide, entry, plan, print_repaired
@@ -24,20 +24,7 @@ OID = "docker.io/library/app:1.0"
 
 
 def row(version: int, **changes: Any) -> TagRecord:
-    values: dict[str, Any] = {
-        "repository": "docker.io/library/app",
-        "tag": "1.0",
-        "artifact": digest(version),
-        "created_by": "alice",
-        "created_on": BASE,
-        "last_modified_by": f"actor{version}",
-        "last_modified_on": BASE + timedelta(seconds=version),
-        "version": version,
-        "last_event_source": "urn:test",
-        "last_event_id": f"e{version}",
-    }
-    values.update(changes)
-    return TagRecord(**values)
+    return tag_record(version=version, **{"last_modified_by": f"actor{version}", **changes})
 
 
 def deleted(live: TagRecord, at_seconds: int = 100, by: str = "dan") -> TagRecord:
