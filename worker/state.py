@@ -7,9 +7,10 @@ Pure: no I/O, no clock.
   Every record carries the version it shows in a ``version`` header too (a tombstone
   has no value to carry it), and ``content-type: application/json``; a record built
   from a row carries the key of the event that made it (``event-time``,
-  ``event-source``, ``event-id``) and a tombstone its deletion's actor (``deleted-by``),
-  so that ``ocitag-worker state repair`` (worker/staterepair.py) can put the exact row
-  back after a failover lost it.
+  ``event-source``, ``event-id``) and a tombstone its deletion's actor (``deleted-by``)
+  and what the row keeps of the tag's last life (``artifact``, ``created-by``,
+  ``created-on``), so that ``ocitag-worker state repair`` (worker/staterepair.py) can
+  put the exact row back after a failover lost it.
 - ``refreshed``: a batch's repeats of applied changes get the tag's record as it now is
   (after the batch), not the one their first processing produced: a repeat can arrive
   after later changes of its tag, and a compacted topic keeps the LAST record per key.
@@ -41,6 +42,8 @@ VERSION_HEADER = "version"
 #: the key (time, source, id) of the event that made the record, and a deletion's actor
 EVENT_HEADERS = ("event-time", "event-source", "event-id")
 DELETED_BY_HEADER = "deleted-by"
+#: what a tombstone row keeps of the tag's last life (the value is null)
+KEPT_HEADERS = ("artifact", "created-by", "created-on")
 #: how a field of a record that is not a JSON object is named in a difference
 UNREADABLE = "(value)"
 
@@ -70,9 +73,20 @@ class StateRecord:
         if row is not None:
             key = (format_rfc3339(row.last_modified_on), row.last_event_source, row.last_event_id)
             headers.extend((name, v.encode()) for name, v in zip(EVENT_HEADERS, key, strict=True))
-            if self.value is None and row.deleted_by is not None:
-                headers.append((DELETED_BY_HEADER, row.deleted_by.encode()))
+            if self.value is None:
+                headers.extend(_deletion_headers(row))
         return headers
+
+
+def _deletion_headers(row: TagRecord) -> list[tuple[str, bytes]]:
+    """A tombstone's deletion actor, and what the row keeps of the tag's last life."""
+    headers = []
+    if row.deleted_by is not None:
+        headers.append((DELETED_BY_HEADER, row.deleted_by.encode()))
+    if row.artifact is not None and row.created_by is not None and row.created_on is not None:
+        kept = (row.artifact, row.created_by, format_rfc3339(row.created_on))
+        headers.extend((name, v.encode()) for name, v in zip(KEPT_HEADERS, kept, strict=True))
+    return headers
 
 
 def state_value(record: TagRecord) -> dict[str, Any]:

@@ -42,7 +42,13 @@ from worker.decision import TagRecord
 from worker.history import Entry, stored_columns
 from worker.settings import Settings
 from worker.startup import create_pool
-from worker.state import DELETED_BY_HEADER, EVENT_HEADERS, LastRecord, last_records
+from worker.state import (
+    DELETED_BY_HEADER,
+    EVENT_HEADERS,
+    KEPT_HEADERS,
+    LastRecord,
+    last_records,
+)
 from worker.statetopic import read_state_topic
 from worker.store import read_tags, write_tags
 from worker.timefmt import parse_rfc3339
@@ -143,13 +149,18 @@ def _live(last: LastRecord) -> TagRecord:
 
 def _deletion(last: LastRecord, row: TagRecord, topic: int) -> TagRecord | None:
     """The row deleted at the topic's version, with the deletion's key and actor (None
-    without them); the artifact and creation are the row's (a tombstone keeps those of
-    its last life)."""
+    without them), and the artifact and creation of the tag's last life (the
+    tombstone's headers; the row's if it has none of them)."""
     time, source, event_id = (last.headers.get(h) for h in EVENT_HEADERS)
     actor = last.headers.get(DELETED_BY_HEADER)
     if time is None or source is None or event_id is None or actor is None:
         return None
     on = parse_rfc3339(time)
+    artifact, created_by, created_on = (last.headers.get(h) for h in KEPT_HEADERS)
+    if artifact is not None and created_by is not None and created_on is not None:
+        row = replace(
+            row, artifact=artifact, created_by=created_by, created_on=parse_rfc3339(created_on)
+        )
     return replace(
         row,
         last_modified_by=actor,

@@ -81,8 +81,14 @@ async def run_stream(
 
 def run_audit(s: Scenario) -> tuple[int, list[dict[str, object]]]:
     """``ocitag-worker audit`` on the scenario's topics and database: exit code, findings."""
+    return run_command(s, "audit")
+
+
+def run_command(s: Scenario, *args: str) -> tuple[int, list[dict[str, object]]]:
+    """``ocitag-worker <args>`` on the scenario's topics and database: exit code, the JSON
+    lines it printed."""
     done = subprocess.run(
-        [sys.executable, "-m", "worker", "audit"],
+        [sys.executable, "-m", "worker", *args],
         env=s.env(),
         capture_output=True,
         text=True,
@@ -524,4 +530,66 @@ async def test_primary_killed_asynchronous_standby_promoted(
             t.removeprefix("docker.io/") for t in lost
         )
         assert len({f["ocitag_id"] for f in found if f["finding"] == "reused"}) == len(reused)
+        await repair_from_the_state_topic(s, lost, reused)
         record("replicated-async", SEED, s.report)
+
+
+def timed(s: Scenario, name: str, *args: str) -> tuple[int, list[dict[str, object]]]:
+    started = time.monotonic()
+    done = run_command(s, *args)
+    s.report[name] = round(time.monotonic() - started, 2)
+    return done
+
+
+async def repair_from_the_state_topic(s: Scenario, lost: list[str], reused: list[str]) -> None:
+    """After the asynchronous promotion: ``state repair`` finds the tags whose state
+    record is ahead of the row, restores them, and then the store is the topic's fold
+    (``state verify``) and the model's, except the tags an event changed again after the
+    promotion over a lost version (their reused version is the topic's last record too:
+    docs/replicated.md, "What repair cannot do")."""
+    code, planned = timed(s, "repair_dry_run_seconds", "state", "repair", "--json")
+    ahead = {str(r["ocitag_id"]) for r in planned if r.get("action") == "restore"}
+    assert code == 3 and ahead, planned[-1:]
+    assert not [r for r in planned if r.get("action") == "unrepairable"], planned
+    lost_ids = {t.removeprefix("docker.io/") for t in lost}
+    reused_ids = {t.removeprefix("docker.io/") for t in reused}
+    # restored: lost tags whose last state record is still the lost one; the rest of the
+    # lost were changed again after the promotion (a reused version)
+    assert ahead <= lost_ids, sorted(ahead - lost_ids)[:3]
+    assert lost_ids - ahead <= reused_ids, sorted(lost_ids - ahead - reused_ids)[:3]
+    before = await s.stored_rows()
+    code, done = timed(s, "repair_apply_seconds", "state", "repair", "--apply", "--json")
+    assert code == 0, done[-3:]
+    assert {str(r["ocitag_id"]) for r in done if r.get("action") == "restore"} == ahead
+    code, again = run_command(s, "state", "repair", "--json")
+    assert code == 0 and again[-1]["restore"] == 0, again[-1:]  # nothing left: idempotent
+    code, differences = timed(s, "state_verify_seconds", "state", "verify", "--json")
+    assert code == 0, differences[:3]  # the store is the topic's fold
+    after = await s.stored_rows()
+    model = s.model_rows()
+    key = {f"{r}:{t}": (r, t) for r, t in model.keys() | after.keys()}
+    for tag in ahead:  # each restored row went forward, and is the model's
+        assert after[key[tag]][3] > (before.get(key[tag]) or (0, 0, 0, 0))[3]
+        assert after[key[tag]] == model.get(key[tag]), tag
+    wrong = {
+        f"{r}:{t}" for r, t in model.keys() | after.keys() if model.get((r, t)) != after.get((r, t))
+    }
+    assert wrong <= reused_ids, sorted(wrong - reused_ids)[:3]
+    conn = await asyncpg.connect(s.database_url)
+    try:
+        entries = await conn.fetchval(
+            "SELECT count(*) FROM ocitag_history h JOIN ocitag_history_names n ON n.ref = h.tag_ref"
+            " WHERE n.name = ANY($1::text[]) AND h.recorded_at > now() - interval '10 minutes'"
+            " AND h.change IN (0, 4) AND h.event_id <> ''",
+            sorted(ahead),
+        )
+    finally:
+        await conn.close()
+    assert entries >= len(ahead)  # one baseline or deletion entry per restore (at least)
+    s.report.update(
+        tags_restored=len(ahead),
+        tags_differing_from_the_model_after_repair=len(wrong),
+        detect_and_repair_seconds=round(
+            s.report["repair_dry_run_seconds"] + s.report["repair_apply_seconds"], 2
+        ),
+    )

@@ -72,6 +72,9 @@ def test_a_tombstone_from_its_row_carries_the_deletion_key_and_actor() -> None:
         ("event-source", b"urn:test"),
         ("event-id", b"e4"),
         ("deleted-by", b"carol"),
+        ("artifact", digest(4).encode()),
+        ("created-by", b"alice"),
+        ("created-on", b"2026-01-01T00:00:00Z"),
     ]
 
 

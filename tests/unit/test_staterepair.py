@@ -119,6 +119,14 @@ def test_a_deletion_comes_back_with_its_key_actor_and_the_rows_artifact() -> Non
     assert restored is not None and restored.artifact == digest(5) and not restored.live
 
 
+def test_a_deletion_after_a_lost_move_keeps_the_artifact_of_its_last_life() -> None:
+    moved = row(6, created_by="carl")  # the lost move (and re-creation)
+    gone = deleted(moved)
+    restored = decide(on_topic(tombstone(OID, 7, gone)), row(5)).record
+    assert restored == gone
+    assert restored is not None and restored.artifact == digest(6)
+
+
 def test_a_live_record_without_the_event_headers_gets_the_repair_source() -> None:
     restored = decide(bare(upsert(row(5))), row(3)).record
     assert restored is not None
