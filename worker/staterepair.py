@@ -17,13 +17,19 @@ record per key, tombstones kept), reads the rows of those tags and decides per t
   entry in the same transaction: ``baseline`` for a live record (history restarts from
   it: the lost versions in between are not known), ``deleted`` for a deletion;
 - otherwise nothing: in step, or the store is newer (a later event was applied since);
+- **conflict**: the topic's version is greater, but the row holds a later event key
+  (time, source, id) than the topic's record: an event applied after the promotion
+  against the older row without changing its version (a 404 deletion of a tag whose
+  lost re-creation the store no longer had, say). Neither side is the truth (the
+  events in between were decided against a stale row): nothing is written, the tag is
+  reported for ``ocitag-worker reconcile``;
 - **unrepairable**: the topic's record cannot be turned back into a row (a value that is
   not a record, or a tombstone written before the event headers: its deletion's time is
   unknown).
 
 Without ``--apply`` it only says what it would do. Exit 0: nothing to restore (or, with
-``--apply``, everything restored); 3: restores pending (dry run) or some tag
-unrepairable. Run it after a failover, before the topic's compaction and retention have
+``--apply``, everything restored); 3: restores pending (dry run), or some tag in
+conflict or unrepairable. Run it after a failover, before the topic's compaction and retention have
 dropped what it needs, and while the worker runs or not (the guard settles races).
 """
 
@@ -51,7 +57,7 @@ from worker.state import (
 )
 from worker.statetopic import read_state_topic
 from worker.store import read_tags, write_tags
-from worker.timefmt import parse_rfc3339
+from worker.timefmt import format_rfc3339, parse_rfc3339
 
 #: the event key of a live record written before the state topic carried it
 #: (``event-source``/``event-id`` headers): only a tie in time compares it
@@ -59,7 +65,7 @@ REPAIR_SOURCE = "urn:ocitag-worker:state-repair"
 #: a row changed between the read and the guarded write is decided again, this often
 MAX_ROUNDS = 5
 
-Action = Literal["restore", "none", "unrepairable"]
+Action = Literal["restore", "none", "conflict", "unrepairable"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +102,22 @@ def decide(last: LastRecord, row: TagRecord | None) -> Repair:
         said = ("none", "in step" if stored == topic else "the store is newer", None)
     else:
         said = _wanted(last, row, topic)
+        wanted = said[2]
+        if row is not None and wanted is not None and row.order_key > wanted.order_key:
+            said = ("conflict", _conflict(row), None)
     action, reason, record = said
     return Repair(last.ocitag_id, action, reason, topic, stored, record)
 
 
 Said = tuple[Action, str, TagRecord | None]
+
+
+def _conflict(row: TagRecord) -> str:
+    on, source, event_id = row.order_key
+    return (
+        f"the store applied a later event since (time {format_rfc3339(on)}, source "
+        f"{source}, id {event_id}): reconcile the tag"
+    )
 
 
 def _wanted(last: LastRecord, row: TagRecord | None, topic: int) -> Said:
@@ -244,6 +261,8 @@ async def _restore(conn: Connection, repair: Repair, at: datetime) -> Repair:
             before = (await read_tags(conn, [key])).get(key)
             if before is not None and before.version >= record.version:
                 return replace(repair, action="none", reason="the store is newer", record=None)
+            if before is not None and before.order_key > record.order_key:
+                return replace(repair, action="conflict", reason=_conflict(before), record=None)
             if not await write_tags(conn, [(record, before)], at):
                 continue  # changed between the read and the write: again
             found = entry(record, at)
@@ -268,7 +287,7 @@ class Repaired:
     applied: bool
 
     def summary(self) -> dict[str, Any]:
-        counts = {"restore": 0, "unrepairable": 0}
+        counts = {"restore": 0, "conflict": 0, "unrepairable": 0}
         for repair in self.repairs:
             counts[repair.action] = counts.get(repair.action, 0) + 1
         return {
@@ -280,9 +299,11 @@ class Repaired:
 
     @property
     def exit_code(self) -> int:
-        """0: nothing left to do; 3 (findings): restores pending or tags unrepairable."""
+        """0: nothing left to do; 3 (findings): restores pending, or tags in conflict or
+        unrepairable."""
         pending = any(r.action == "restore" for r in self.repairs) and not self.applied
-        return 3 if pending or any(r.action == "unrepairable" for r in self.repairs) else 0
+        stuck = any(r.action in ("conflict", "unrepairable") for r in self.repairs)
+        return 3 if pending or stuck else 0
 
 
 async def repair(settings: Settings, *, apply: bool) -> Repaired:
@@ -327,6 +348,6 @@ def print_repaired(repaired: Repaired, as_json: bool | None, stream: TextIO | No
     summary = repaired.summary()
     out.write(
         f"state topic {repaired.records} records: {summary['restore']} {verb}, "
-        f"{summary['unrepairable']} unrepairable\n"
+        f"{summary['conflict']} in conflict, {summary['unrepairable']} unrepairable\n"
     )
     out.flush()

@@ -78,6 +78,15 @@ def bare(record: StateRecord) -> LastRecord:
             "none",
             "the topic's record has no version (a pruned tombstone)",
         ),
+        # a later event applied after the promotion without a new version (a 404
+        # deletion of the tag the store still had as deleted): neither side wins
+        (
+            on_topic(upsert(row(5))),
+            deleted(row(3), at_seconds=9),
+            "conflict",
+            "the store applied a later event since (time 2026-01-01T00:00:09Z, source "
+            "urn:test, id d9): reconcile the tag",
+        ),
         # written before the event headers: a deletion's time is unknown
         (
             bare(tombstone(OID, 6, deleted(row(5)))),
@@ -178,6 +187,7 @@ def test_the_plan_decides_every_tag_of_the_topic_by_its_row() -> None:
         (["restore"], False, 3),
         (["restore"], True, 0),
         (["restore", "unrepairable"], True, 3),
+        (["conflict"], True, 3),
     ],
 )
 def test_exit_codes(actions: list[str], applied: bool, code: int) -> None:
@@ -193,6 +203,7 @@ def test_exit_codes(actions: list[str], applied: bool, code: int) -> None:
         "topic_records": 7,
         "applied": applied,
         "restore": actions.count("restore"),
+        "conflict": actions.count("conflict"),
         "unrepairable": actions.count("unrepairable"),
     }
     assert [line["action"] for line in lines[:-1]] == actions
@@ -218,7 +229,7 @@ def test_never_backwards_restore_iff_ahead_and_idempotent(
 ) -> None:
     stored = None
     if stored_version is not None:
-        stored = row(stored_version) if stored_live else deleted(row(stored_version), by="eve")
+        stored = row(stored_version) if stored_live else deleted(row(stored_version), 200, "eve")
     decided = decide(last, stored)
     topic = last.version
     assert topic is not None
@@ -229,10 +240,16 @@ def test_never_backwards_restore_iff_ahead_and_idempotent(
         assert ahead and decided.record is not None
         assert decided.record.version == topic  # never backwards: topic > stored
         assert decided.record.live == (last.value is not None)
+        # nor back in event order: the row's key is not later than the restored one's
+        assert stored is None or stored.order_key <= decided.record.order_key
         # restoring again changes nothing
         assert decide(last, decided.record).action == "none"
+    if decided.action == "conflict":
+        assert ahead and stored is not None and decided.record is None
+    later = stored is not None and not stored.live  # deleted at 200 s: after any topic time
     if ahead and last.value is not None:
-        assert decided.action == "restore"
+        assert decided.action == ("conflict" if later else "restore")
     if ahead and last.value is None and stored is not None:
         has_headers = "event-time" in last.headers
-        assert decided.action == ("restore" if has_headers else "unrepairable")
+        wanted = ("conflict" if later else "restore") if has_headers else "unrepairable"
+        assert decided.action == wanted
