@@ -323,6 +323,9 @@ async def test_two_of_three_brokers_down(replicated: Replicated, tmp_path: Path)
             async def lose_quorum() -> None:
                 await worker.running()
                 await asyncio.sleep(2)
+                timeouts_before = await metric(
+                    port, 'ocitag_kafka_retries_total{cause="kafka_timeout"}'
+                )
                 down = time.monotonic()
                 await asyncio.to_thread(replicated.kill_broker, 2)
                 await asyncio.to_thread(replicated.kill_broker, 3)
@@ -336,6 +339,10 @@ async def test_two_of_three_brokers_down(replicated: Replicated, tmp_path: Path)
                 waiting += await metric(port, "ocitag_consumer_lag_events")
                 assert waiting > 0
                 assert worker.proc.poll() is None
+                # and what OcitagKafkaWritesStalled reads: Kafka requests timing out
+                # (the producer's, at OCITAG_KAFKA_REQUEST_TIMEOUT_MS) with commits still
+                timeouts = await metric(port, 'ocitag_kafka_retries_total{cause="kafka_timeout"}')
+                assert timeouts > timeouts_before, "no Kafka timeout counted in 16 s of outage"
                 s.report["outage_503s"] = sum(
                     1 for a in ingest.answers if a.status == 503 and a.sent >= down
                 )
