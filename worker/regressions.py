@@ -3,15 +3,18 @@
 After a failover to an asynchronous standby the store can lack the last transactions the
 worker acknowledged: the next batch of such a tag reads a row older than the one this
 worker wrote. The worker remembers, per tag, the version and event time it last wrote
-(``VersionMemory``, bounded); when a batch reads a row whose version AND event time are
-both below what it remembers (``regressed``, pure), it says so once per tag and read:
-one ``store_regressed`` error line and ``ocitag_store_regressions_total``.
+and whether the record was live (``VersionMemory``, bounded); when a batch reads a row
+whose version AND event time are both below what it remembers, or finds no row where
+it wrote a live record (``regressed``, pure), it says so once per tag and read: one
+``store_regressed`` error line and ``ocitag_store_regressions_total``.
 
 Both must be lower: a tombstone pruned after its retention and the tag created again
 starts at version 1 with a later event time, which is not a regression (only a move
 older than the pruned deletion brings a tag back with an older time: README,
-"Deletions"; that is reported, rightly, as the tag going back in time). Another worker
-that wrote the tag since (a rebalance) leaves a higher version, never a lower one.
+"Deletions"; that is reported, rightly, as the tag going back in time). Only tombstones
+are pruned, so a live record's row gone is a loss (a lost creation, the common case
+when most events create tags), a tombstone's is not. Another worker that wrote the tag
+since (a rebalance) leaves a higher version, never a lower one.
 
 Hand-written rather than a cache library: a plain dict in insertion order is the LRU
 (a tag written again is moved to the end; past the capacity the oldest is dropped), keyed
@@ -36,7 +39,8 @@ from worker.decision import TagRecord
 CAPACITY = 200_000
 
 TagKey = tuple[str, str]
-Remembered = tuple[int, int]  # (version, event time in microseconds since the epoch)
+#: (version, event time in microseconds since the epoch, live)
+Remembered = tuple[int, int, bool]
 
 
 def _micros(at: datetime) -> int:
@@ -44,16 +48,18 @@ def _micros(at: datetime) -> int:
 
 
 def remembered(row: TagRecord) -> Remembered:
-    return (row.version, _micros(row.last_modified_on))
+    return (row.version, _micros(row.last_modified_on), row.live)
 
 
 def regressed(mine: Remembered | None, read: TagRecord | None) -> bool:
     """The row read is older than the one this worker wrote: a lower version and an
-    older event time. No memory, or no row (pruned, or lost with its creation: the
-    state topic's repair finds those), is no regression. Pure."""
-    if mine is None or read is None:
+    older event time; or no row where it wrote a live record (a tombstone's row may
+    have been pruned). No memory is no regression. Pure."""
+    if mine is None:
         return False
-    version, micros = remembered(read)
+    if read is None:
+        return mine[2]
+    version, micros, _ = remembered(read)
     return version < mine[0] and micros < mine[1]
 
 
@@ -61,7 +67,7 @@ def regressed(mine: Remembered | None, read: TagRecord | None) -> bool:
 class Regression:
     ocitag_id: str
     written_version: int
-    stored_version: int
+    stored_version: int | None  # None: no row
 
 
 class VersionMemory:
@@ -76,12 +82,14 @@ class VersionMemory:
         return len(self._tags)
 
     def check(self, read: Mapping[TagKey, TagRecord | None]) -> list[Regression]:
-        """The tags whose row, as a batch read it, is older than what was written."""
+        """The tags whose row, as a batch read it (None: none), is older than what was
+        written."""
         found = []
         for tag, row in read.items():
             mine = self._tags.get(hash(tag))
-            if row is not None and mine is not None and regressed(mine, row):
-                found.append(Regression(f"{tag[0]}:{tag[1]}", mine[0], row.version))
+            if mine is not None and regressed(mine, row):
+                stored = row.version if row is not None else None
+                found.append(Regression(f"{tag[0]}:{tag[1]}", mine[0], stored))
         return found
 
     def remember(self, rows: Iterable[TagRecord]) -> None:

@@ -203,7 +203,7 @@ class Applied:
     #: the history names it stored (known once it committed)
     names: tuple[int, ...] = ()
     #: the rows its first read found, and the rows it wrote (worker/regressions.py)
-    read: Mapping[TagKey, TagRecord] = field(default_factory=dict)
+    read: Mapping[TagKey, TagRecord | None] = field(default_factory=dict)
     wrote: tuple[TagRecord, ...] = ()
 
 
@@ -450,7 +450,7 @@ class _Decided:
 
     decisions: dict[int, Decision]
     current: dict[TagKey, TagRecord | None]
-    read: dict[TagKey, TagRecord]
+    read: dict[TagKey, TagRecord | None]  # None: no row
     wrote: tuple[TagRecord, ...]
 
 
@@ -468,7 +468,8 @@ async def _decide_and_write(
     decided: dict[int, Decision] = {}
     pending = dict(groups)
     extra = [tag for tag in dict.fromkeys(also) if tag not in groups]
-    stored = first = await read_tags(conn, [*pending, *extra])
+    stored = await read_tags(conn, [*pending, *extra])
+    first = {tag: stored.get(tag) for tag in (*pending, *extra)}
     current: dict[TagKey, TagRecord | None] = {tag: stored.get(tag) for tag in extra}
     wrote: list[TagRecord] = []
     for round_ in range(MAX_WRITE_ROUNDS):

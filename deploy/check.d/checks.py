@@ -258,7 +258,7 @@ def _refusing_unknown(node: Any) -> Any:
 
 
 def cmd_operators() -> None:
-    """The example manifests of deploy/operators (CloudNativePG) against the vendored
+    """The example manifests of deploy/operators (Strimzi, CloudNativePG) against the vendored
     openAPIV3Schema of their CRDs (deploy/operators/schemas, PROVENANCE.json says from
     where): types, enums, required fields, and, strictly, no field the CRD does not
     define. A manifest of a kind without a vendored schema fails."""

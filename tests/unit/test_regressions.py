@@ -28,7 +28,8 @@ def at(version: int, seconds: int | None = None, tag: str = "1.0") -> TagRecord:
     ("wrote", "read", "expected"),
     [
         (None, at(3), False),  # never written here
-        (at(5), None, False),  # no row: pruned, or lost with its creation (repair's)
+        (at(5), None, True),  # a live record's row gone: lost (only tombstones are pruned)
+        (replace(at(5), deleted_on=BASE, deleted_by="x"), None, False),  # a pruned tombstone
         (at(5), at(5), False),  # as written
         (at(5), at(7), False),  # another worker wrote it since
         (at(5), at(4), True),  # the failover lost version 5
