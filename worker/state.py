@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
@@ -32,11 +33,12 @@ import orjson
 from worker.decision import TagRecord
 from worker.events import Invalid
 from worker.plan import EventKey, Item, ProcessedRow, TagKey
-from worker.timefmt import format_rfc3339
+from worker.timefmt import format_rfc3339, parse_rfc3339
 
 if TYPE_CHECKING:  # worker.outcomes carries these records in its Outcome
     from worker.outcomes import Outcome
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CONTENT_TYPE = b"application/json"
 VERSION_HEADER = "version"
 #: the key (time, source, id) of the event that made the record, and a deletion's actor
@@ -190,10 +192,15 @@ TopicRecord = tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]
 
 
 def last_records(records: Iterable[TopicRecord]) -> dict[str, LastRecord]:
-    """The last record per key (key, value, headers) in topic order, tombstones kept:
-    what the topic says of each tag it has seen (``fold`` is a reader's view of it)."""
-    found: dict[str, LastRecord] = {}
-    for key, value, headers in records:
+    """Per key (records: key, value, headers, in topic order), tombstones kept, the
+    record of the LATEST CHANGE: the greatest event key (``event-time``, ``event-source``,
+    ``event-id``), every applied change having a greater key than the one before; records
+    without those headers (written before them) count as older than any with them, and
+    among themselves the last wins. Not simply the last record: a redelivered change
+    republishes its tag's row as it now is (``refreshed``), which after a failover that
+    lost writes is the stale row, older than records already on the topic."""
+    found: dict[str, tuple[tuple[int, int, str, str], LastRecord]] = {}
+    for position, (key, value, headers) in enumerate(records):
         if key is None:
             continue
         name = key.decode("utf-8", "replace")
@@ -201,8 +208,21 @@ def last_records(records: Iterable[TopicRecord]) -> dict[str, LastRecord]:
         text = named.get(VERSION_HEADER, "")
         version = int(text) if text.isdigit() else None
         parsed = None if value is None else fold([(key, value)]).get(name)
-        found[name] = LastRecord(name, parsed, version, named)
-    return found
+        rank = _change_order(named, position)
+        kept = found.get(name)
+        if kept is None or rank >= kept[0]:
+            found[name] = (rank, LastRecord(name, parsed, version, named))
+    return {name: record for name, (_, record) in found.items()}
+
+
+def _change_order(headers: Mapping[str, str], position: int) -> tuple[int, int, str, str]:
+    """How a record ranks among its key's: by event key (time in microseconds, source,
+    id) when it has one, else after none of those, by position."""
+    time, source, event_id = (headers.get(name) for name in EVENT_HEADERS)
+    if time is None or source is None or event_id is None:
+        return (0, position, "", "")
+    micros = (parse_rfc3339(time) - _EPOCH) // timedelta(microseconds=1)
+    return (1, micros, source, event_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,9 +4,10 @@ worker acknowledged, after a failover to an asynchronous standby lost it
 
 The worker produces a tag's state record before it commits the input offset, after the
 database transaction committed (docs/subscribers.md). A standby promoted without the
-last transactions leaves the topic ahead of the store: the topic's last record of a tag
-shows a version the row no longer has. This command folds the topic by key (the last
-record per key, tombstones kept), reads the rows of those tags and decides per tag
+last transactions leaves the topic ahead of the store: the topic's latest change of a
+tag shows a version the row no longer has. This command folds the topic by key (per
+key the record of the latest change, by event key, tombstones kept:
+worker/state.py ``last_records``), reads the rows of those tags and decides per tag
 (``decide``, pure, the one home of the rule):
 
 - the topic's version is greater than the row's (or there is no row): **restore** the
@@ -27,10 +28,13 @@ record per key, tombstones kept), reads the rows of those tags and decides per t
   not a record, or a tombstone written before the event headers: its deletion's time is
   unknown).
 
-Without ``--apply`` it only says what it would do. Exit 0: nothing to restore (or, with
-``--apply``, everything restored); 3: restores pending (dry run), or some tag in
-conflict or unrepairable. Run it after a failover, before the topic's compaction and retention have
-dropped what it needs, and while the worker runs or not (the guard settles races).
+With ``--apply`` each restored row's state record is also produced again, so that
+readers whose last record was the stale row (republished by a redelivery after the
+failover) end on the restored one. Without ``--apply`` it only says what it would do.
+Exit 0: nothing to restore (or, with ``--apply``, everything restored); 3: restores
+pending (dry run), or some tag in conflict or unrepairable. Run it after a failover,
+before the topic's compaction and retention have dropped what it needs, and while the
+worker runs or not (the guard settles races).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ import orjson
 from worker.db import Connection
 from worker.decision import TagRecord
 from worker.history import Entry, stored_columns
+from worker.kafka import new_producer
 from worker.settings import Settings
 from worker.startup import create_pool
 from worker.state import (
@@ -53,6 +58,7 @@ from worker.state import (
     EVENT_HEADERS,
     KEPT_HEADERS,
     LastRecord,
+    current,
     last_records,
 )
 from worker.statetopic import read_state_topic
@@ -326,7 +332,32 @@ async def repair(settings: Settings, *, apply: bool) -> Repaired:
                 found = [r for r in found if r.action != "none"]
     finally:
         await pool.close()
+    if apply:
+        await _republish(settings, [r for r in found if r.action == "restore"])
     return Repaired(len(records), found, apply)
+
+
+async def _republish(settings: Settings, restored: list[Repair]) -> None:
+    """Each restored row's state record, produced again (acknowledged by every in-sync
+    replica): a reader's view is the last record per key, which after the failover may
+    be a stale row republished by a redelivery (``last_records``); now it is the row.
+    For readers it is a duplicate at worst (docs/subscribers.md)."""
+    producer = new_producer(settings)
+    await producer.start()
+    try:
+        sent = []
+        for repair in restored:
+            assert repair.record is not None
+            state = current(repair.ocitag_id, repair.record)
+            sent.append(
+                await producer.send(
+                    settings.topics.state_topic, state.value, key=state.key, headers=state.headers
+                )
+            )
+        for future in sent:
+            await future
+    finally:
+        await producer.stop()
 
 
 def print_repaired(repaired: Repaired, as_json: bool | None, stream: TextIO | None = None) -> None:

@@ -17,7 +17,14 @@ from hypothesis import strategies as st
 
 from tests.helpers.strategies import BASE, digest, tag_record
 from worker.decision import TagRecord
-from worker.state import LastRecord, StateRecord, last_records, tombstone, upsert
+from worker.state import (
+    LastRecord,
+    StateRecord,
+    TopicRecord,
+    last_records,
+    tombstone,
+    upsert,
+)
 from worker.staterepair import REPAIR_SOURCE, Repaired, decide, entry, plan, print_repaired
 
 OID = "docker.io/library/app:1.0"
@@ -134,6 +141,31 @@ def test_a_deletion_after_a_lost_move_keeps_the_artifact_of_its_last_life() -> N
     restored = decide(on_topic(tombstone(OID, 7, gone)), row(5)).record
     assert restored == gone
     assert restored is not None and restored.artifact == digest(6)
+
+
+def test_a_stale_row_republished_by_a_redelivery_does_not_hide_the_lost_change() -> None:
+    """After the failover a redelivered change republishes its tag's row as it now is
+    (the stale version 7) after the lost deletion's tombstone (11): the fold keeps the
+    latest change by event key, and the deletion is restored."""
+    gone = deleted(row(10), at_seconds=40)
+    last = on_topic(upsert(row(7)), upsert(row(10)), tombstone(OID, 11, gone), upsert(row(7)))
+    assert last.version == 11
+    assert decide(last, row(7)).record == gone
+
+
+def test_records_without_event_headers_rank_before_any_with_them() -> None:
+    """Written before the upgrade: older than every record with an event key; among
+    themselves the last wins."""
+
+    def plain(r: StateRecord) -> TopicRecord:
+        return (r.key, r.value, [h for h in r.headers if h[0] in ("content-type", "version")])
+
+    def full(r: StateRecord) -> TopicRecord:
+        return (r.key, r.value, r.headers)
+
+    mixed = [full(upsert(row(9))), plain(upsert(row(3))), full(upsert(row(2)))]
+    assert last_records(mixed)[OID].version == 9
+    assert last_records([plain(upsert(row(4))), plain(upsert(row(2)))])[OID].version == 2
 
 
 def test_a_live_record_without_the_event_headers_gets_the_repair_source() -> None:
