@@ -17,7 +17,8 @@ worker/state.py ``last_records``), reads the rows of those tags and decides per 
   again, so a newer row always wins and no tag ever moves backwards), with one history
   entry in the same transaction: ``baseline`` for a live record (history restarts from
   it: the lost versions in between are not known), ``deleted`` for a deletion;
-- otherwise nothing: in step, or the store is newer (a later event was applied since);
+- otherwise nothing: in step, or the store is newer (a later event was applied since),
+  or a deletion the store has no row for and the topic no record to rebuild;
 - **conflict**: the topic's version is greater, but the row holds a later event key
   (time, source, id) than the topic's record: an event applied after the promotion
   against the older row without changing its version (a 404 deletion of a tag whose
@@ -129,9 +130,9 @@ def _conflict(row: TagRecord) -> str:
 def _wanted(last: LastRecord, row: TagRecord | None, topic: int) -> Said:
     """The row the topic's record (ahead of the store's) asks for."""
     if last.value is None:
-        if row is None:
-            return ("none", "deleted on the topic, no row in the store", None)
         deleted = _deletion(last, row, topic)
+        if deleted is None and row is None:  # absent either way for a reader
+            return ("none", "deleted on the topic, no row and no record to restore", None)
         if deleted is None:
             why = "a tombstone without the event headers: its deletion's time is unknown"
             return ("unrepairable", why, None)
@@ -170,10 +171,11 @@ def _live(last: LastRecord) -> TagRecord:
     )
 
 
-def _deletion(last: LastRecord, row: TagRecord, topic: int) -> TagRecord | None:
+def _deletion(last: LastRecord, row: TagRecord | None, topic: int) -> TagRecord | None:
     """The row deleted at the topic's version, with the deletion's key and actor (None
     without them), and the artifact and creation of the tag's last life (the
-    tombstone's headers; the row's if it has none of them)."""
+    tombstone's headers; the row's if it has none of them; None if neither: a creation
+    and its deletion both lost, written before these headers)."""
     time, source, event_id = (last.headers.get(h) for h in EVENT_HEADERS)
     actor = last.headers.get(DELETED_BY_HEADER)
     if time is None or source is None or event_id is None or actor is None:
@@ -181,9 +183,11 @@ def _deletion(last: LastRecord, row: TagRecord, topic: int) -> TagRecord | None:
     on = parse_rfc3339(time)
     artifact, created_by, created_on = (last.headers.get(h) for h in KEPT_HEADERS)
     if artifact is not None and created_by is not None and created_on is not None:
-        row = replace(
-            row, artifact=artifact, created_by=created_by, created_on=parse_rfc3339(created_on)
-        )
+        repository, tag = _tag_key(last.ocitag_id)
+        kept = (artifact, created_by, parse_rfc3339(created_on))
+        row = TagRecord(repository, tag, *kept, actor, on, topic, source, event_id)
+    if row is None:
+        return None
     return replace(
         row,
         last_modified_by=actor,

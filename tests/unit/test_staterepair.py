@@ -72,11 +72,13 @@ def bare(record: StateRecord) -> LastRecord:
         (on_topic(upsert(row(5))), deleted(row(5)), "none", "the store is newer"),
         (on_topic(tombstone(OID, 6, deleted(row(5)))), row(5), "restore", "the topic deleted it"),
         (on_topic(tombstone(OID, 6, deleted(row(5)))), row(6), "none", "in step"),
+        # a creation and its deletion both lost: the tombstone's headers rebuild the row
+        (on_topic(tombstone(OID, 6, deleted(row(5)))), None, "restore", "the topic deleted it"),
         (
-            on_topic(tombstone(OID, 6, deleted(row(5)))),
+            bare(tombstone(OID, 6, deleted(row(5)))),
             None,
             "none",
-            "deleted on the topic, no row in the store",
+            "deleted on the topic, no row and no record to restore",
         ),
         # a tombstone republished for a pruned row has no version
         (
@@ -133,6 +135,11 @@ def test_a_deletion_comes_back_with_its_key_actor_and_the_rows_artifact() -> Non
     restored = decide(on_topic(upsert(row(5)), tombstone(OID, 6, gone)), row(5)).record
     assert restored == gone
     assert restored is not None and restored.artifact == digest(5) and not restored.live
+
+
+def test_a_lost_creation_and_deletion_come_back_as_the_tombstone_row() -> None:
+    gone = deleted(row(1, created_by="carl"))
+    assert decide(on_topic(tombstone(OID, 2, gone)), None).record == gone
 
 
 def test_a_deletion_after_a_lost_move_keeps_the_artifact_of_its_last_life() -> None:
@@ -281,7 +288,8 @@ def test_never_backwards_restore_iff_ahead_and_idempotent(
     later = stored is not None and not stored.live  # deleted at 200 s: after any topic time
     if ahead and last.value is not None:
         assert decided.action == ("conflict" if later else "restore")
-    if ahead and last.value is None and stored is not None:
+    if ahead and last.value is None:
         has_headers = "event-time" in last.headers
-        wanted = ("conflict" if later else "restore") if has_headers else "unrepairable"
+        lacking = "unrepairable" if stored is not None else "none"
+        wanted = ("conflict" if later else "restore") if has_headers else lacking
         assert decided.action == wanted
