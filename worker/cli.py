@@ -1,5 +1,5 @@
 """``ocitag-worker run | migrate | publish | outcomes | history | audit | reconcile | api``
-(and ``state verify``).
+(and ``state verify``, ``state repair``).
 
 Each command has a flag for every setting it uses (``--input-topic`` for
 ``OCITAG_INPUT_TOPIC``; worker/settings.py ``COMMAND_SETTINGS``); flags win over the
@@ -38,7 +38,7 @@ from worker.settings import (
 
 EXIT_FATAL = 1
 EXIT_USAGE = 2
-EXIT_FINDINGS = 3  # audit: the store lacks what outcomes announced
+EXIT_FINDINGS = 3  # audit: the store lacks what outcomes announced; state repair: to do
 
 
 class UsageError(Exception):
@@ -64,6 +64,35 @@ def _add_setting_flags(parser: argparse.ArgumentParser, command: str) -> None:
     for old, name in RENAMED.items():
         if name in used:
             group.add_argument(env_flag(old), dest=f"renamed_{name}", help=argparse.SUPPRESS)
+
+
+def _add_state_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``state verify`` and ``state repair``."""
+    state = commands.add_parser("state", help="the state topic (docs/subscribers.md)")
+    state_commands = state.add_subparsers(dest="state_command", required=True)
+    verify = state_commands.add_parser(
+        "verify",
+        help="compare the state topic, folded by key, with the live records",
+        description="Read the state topic from the beginning to its end offsets, keep the "
+        "last value per key, and compare with live_ocitags. Prints each difference "
+        "(missing, extra, differing with the fields); exit 1 if any, 0 if in step. Run it "
+        "while the worker is idle.",
+    )
+    verify.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
+    _add_setting_flags(verify, "state")
+    repair = state_commands.add_parser(
+        "repair",
+        help="restore the store to the state topic where the topic is ahead (after a failover)",
+        description="Read the state topic, keep the last record per key (tombstones too), and "
+        "for every tag whose topic version is greater than its row's (or which has no row), "
+        "restore the row to the topic's record through the guarded write, with a history "
+        "entry (docs/replicated.md). Without --apply it only prints what it would do. Exit 0 "
+        "when nothing is (left) to restore, 3 when restores are pending or a tag cannot be "
+        "restored.",
+    )
+    repair.add_argument("--apply", action="store_true", help="write the restores")
+    repair.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
+    _add_setting_flags(repair, "state")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,18 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
     _add_setting_flags(reconcile, "reconcile")
 
-    state = commands.add_parser("state", help="the state topic (docs/subscribers.md)")
-    state_commands = state.add_subparsers(dest="state_command", required=True)
-    verify = state_commands.add_parser(
-        "verify",
-        help="compare the state topic, folded by key, with the live records",
-        description="Read the state topic from the beginning to its end offsets, keep the "
-        "last value per key, and compare with live_ocitags. Prints each difference "
-        "(missing, extra, differing with the fields); exit 1 if any, 0 if in step. Run it "
-        "while the worker is idle.",
-    )
-    verify.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
-    _add_setting_flags(verify, "state")
+    _add_state_parser(commands)
 
     audit = commands.add_parser(
         "audit",
@@ -333,6 +351,24 @@ async def _publish(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def _state(args: argparse.Namespace, settings: Settings) -> int:
+    if args.state_command == "repair":
+        return await _state_repair(args, settings)
+    return await _state_verify(args, settings)
+
+
+async def _state_repair(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.staterepair import print_repaired, repair  # noqa: PLC0415
+
+    try:
+        repaired = await repair(settings, apply=args.apply)
+    except ValueError as exc:  # the state topic is off
+        raise UsageError(str(exc)) from exc
+    print_repaired(repaired, True if args.json else None)
+    structlog.get_logger("worker.staterepair").info("state_repaired", **repaired.summary())
+    return repaired.exit_code
+
+
 async def _state_verify(args: argparse.Namespace, settings: Settings) -> int:
     from worker.stateverify import print_verified, verify  # noqa: PLC0415
 
@@ -395,7 +431,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Awaitable[int]]] =
     "publish": _publish,
     "reconcile": _reconcile,
     "outcomes": _outcomes,
-    "state": _state_verify,
+    "state": _state,
     "history": _history,
     "audit": lambda _args, settings: _audit(settings),
 }

@@ -321,6 +321,14 @@ HISTORY_PARTITIONS_DROPPED = Counter(
     "(PostgreSQL's estimate).",
     registry=None,
 )
+# ---- a stored version gone backwards (worker/regressions.py)
+STORE_REGRESSIONS = Counter(
+    "ocitag_store_regressions",
+    "Rows a batch read older (a lower version and an older event time) than this worker "
+    "had written them: the store lost acknowledged writes (a failover to an asynchronous "
+    "standby). Pages OcitagStoreRegressed.",
+    registry=None,
+)
 # ---- deletions
 TOMBSTONES_PRUNED = Counter(
     "ocitag_tombstones_pruned",
@@ -366,6 +374,7 @@ WORKER: tuple[Collector, ...] = (
     PRUNED,
     TOMBSTONES_PRUNED,
     REPOINTED,
+    STORE_REGRESSIONS,
     HISTORY_PARTITIONS_DROPPED,
     GC_PAUSE_SECONDS,  # only the worker watches its collector (runtime.watch_gc)
 )

@@ -214,7 +214,11 @@ def _success(ctx: OutcomeContext, event: TagEvent, applied: Applied, at: datetim
         extensions=extensions,
         data=shown.as_ocitag(),
     )
-    state = tombstone(subject, record.version) if applied.change == "deleted" else upsert(record)
+    state = (
+        tombstone(subject, record.version, record)
+        if applied.change == "deleted"
+        else upsert(record)
+    )
     return Outcome(subject.encode(), value, 200, applied.change, state=state, repointed=flagged)
 
 

@@ -5,13 +5,19 @@ Pure: no I/O, no clock.
 - ``upsert``: a live record, keyed by its OCITag ID; the value is the seed's OCITag
   JSON plus ``"version"``; ``tombstone``: a deleted (or never seen) tag, a null value.
   Every record carries the version it shows in a ``version`` header too (a tombstone
-  has no value to carry it), and ``content-type: application/json``.
+  has no value to carry it), and ``content-type: application/json``; a record built
+  from a row carries the key of the event that made it (``event-time``,
+  ``event-source``, ``event-id``) and a tombstone its deletion's actor (``deleted-by``)
+  and what the row keeps of the tag's last life (``artifact``, ``created-by``,
+  ``created-on``), so that ``ocitag-worker state repair`` (worker/staterepair.py) can
+  put the exact row back after a failover lost it.
 - ``refreshed``: a batch's repeats of applied changes get the tag's record as it now is
   (after the batch), not the one their first processing produced: a repeat can arrive
   after later changes of its tag, and a compacted topic keeps the LAST record per key.
 - ``fold`` and ``differences``: a reader's view (the last value per key, keys whose
   last value is null dropped) and how it differs from ``live_ocitags``
-  (``ocitag-worker state verify``).
+  (``ocitag-worker state verify``); ``last_records``: the last record per key,
+  tombstones and headers kept (``ocitag-worker state repair``).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
@@ -26,12 +33,19 @@ import orjson
 from worker.decision import TagRecord
 from worker.events import Invalid
 from worker.plan import EventKey, Item, ProcessedRow, TagKey
+from worker.timefmt import format_rfc3339, parse_rfc3339
 
 if TYPE_CHECKING:  # worker.outcomes carries these records in its Outcome
     from worker.outcomes import Outcome
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CONTENT_TYPE = b"application/json"
 VERSION_HEADER = "version"
+#: the key (time, source, id) of the event that made the record, and a deletion's actor
+EVENT_HEADERS = ("event-time", "event-source", "event-id")
+DELETED_BY_HEADER = "deleted-by"
+#: what a tombstone row keeps of the tag's last life (the value is null)
+KEPT_HEADERS = ("artifact", "created-by", "created-on")
 #: how a field of a record that is not a JSON object is named in a difference
 UNREADABLE = "(value)"
 
@@ -40,11 +54,13 @@ Kind = Literal["upsert", "tombstone"]
 
 @dataclass(frozen=True, slots=True)
 class StateRecord:
-    """One record of the state topic: key, value (None: a tombstone) and the version."""
+    """One record of the state topic: key, value (None: a tombstone), the version, and
+    the row it was built from (None: a tombstone of a pruned row; no event headers)."""
 
     key: bytes
     value: bytes | None
     version: int | None
+    row: TagRecord | None = None
 
     @property
     def kind(self) -> Kind:
@@ -55,7 +71,24 @@ class StateRecord:
         headers = [("content-type", CONTENT_TYPE)]
         if self.version is not None:
             headers.append((VERSION_HEADER, str(self.version).encode()))
+        row = self.row
+        if row is not None:
+            key = (format_rfc3339(row.last_modified_on), row.last_event_source, row.last_event_id)
+            headers.extend((name, v.encode()) for name, v in zip(EVENT_HEADERS, key, strict=True))
+            if self.value is None:
+                headers.extend(_deletion_headers(row))
         return headers
+
+
+def _deletion_headers(row: TagRecord) -> list[tuple[str, bytes]]:
+    """A tombstone's deletion actor, and what the row keeps of the tag's last life."""
+    headers = []
+    if row.deleted_by is not None:
+        headers.append((DELETED_BY_HEADER, row.deleted_by.encode()))
+    if row.artifact is not None and row.created_by is not None and row.created_on is not None:
+        kept = (row.artifact, row.created_by, format_rfc3339(row.created_on))
+        headers.extend((name, v.encode()) for name, v in zip(KEPT_HEADERS, kept, strict=True))
+    return headers
 
 
 def state_value(record: TagRecord) -> dict[str, Any]:
@@ -65,11 +98,12 @@ def state_value(record: TagRecord) -> dict[str, Any]:
 
 def upsert(record: TagRecord) -> StateRecord:
     key = f"{record.repository}:{record.tag}".encode()
-    return StateRecord(key, orjson.dumps(state_value(record)), record.version)
+    return StateRecord(key, orjson.dumps(state_value(record)), record.version, record)
 
 
-def tombstone(ocitag_id: str, version: int | None) -> StateRecord:
-    return StateRecord(ocitag_id.encode(), None, version)
+def tombstone(ocitag_id: str, version: int | None, row: TagRecord | None = None) -> StateRecord:
+    """A deleted tag; ``row`` (the tombstone row) gives the deletion's headers."""
+    return StateRecord(ocitag_id.encode(), None, version, row)
 
 
 def current(ocitag_id: str, row: TagRecord | None) -> StateRecord:
@@ -78,7 +112,7 @@ def current(ocitag_id: str, row: TagRecord | None) -> StateRecord:
     if row is None:
         return tombstone(ocitag_id, None)
     if not row.live:
-        return tombstone(ocitag_id, row.version)
+        return tombstone(ocitag_id, row.version, row)
     return upsert(row)
 
 
@@ -140,6 +174,55 @@ def fold(records: Iterable[tuple[bytes | None, bytes | None]]) -> dict[str, dict
             parsed = {UNREADABLE: value.decode("utf-8", "replace")[:200]}
         state[name] = parsed
     return state
+
+
+@dataclass(frozen=True, slots=True)
+class LastRecord:
+    """The last record of one key on the topic: its value as a reader parses it (None: a
+    tombstone), its version (the header's), and its headers by name (records written
+    before the event headers have none of them)."""
+
+    ocitag_id: str
+    value: Mapping[str, Any] | None
+    version: int | None
+    headers: Mapping[str, str]
+
+
+TopicRecord = tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]
+
+
+def last_records(records: Iterable[TopicRecord]) -> dict[str, LastRecord]:
+    """Per key (records: key, value, headers, in topic order), tombstones kept, the
+    record of the LATEST CHANGE: the greatest event key (``event-time``, ``event-source``,
+    ``event-id``), every applied change having a greater key than the one before; records
+    without those headers (written before them) count as older than any with them, and
+    among themselves the last wins. Not simply the last record: a redelivered change
+    republishes its tag's row as it now is (``refreshed``), which after a failover that
+    lost writes is the stale row, older than records already on the topic."""
+    found: dict[str, tuple[tuple[int, int, str, str], LastRecord]] = {}
+    for position, (key, value, headers) in enumerate(records):
+        if key is None:
+            continue
+        name = key.decode("utf-8", "replace")
+        named = {h: v.decode("utf-8", "replace") for h, v in headers}
+        text = named.get(VERSION_HEADER, "")
+        version = int(text) if text.isdigit() else None
+        parsed = None if value is None else fold([(key, value)]).get(name)
+        rank = _change_order(named, position)
+        kept = found.get(name)
+        if kept is None or rank >= kept[0]:
+            found[name] = (rank, LastRecord(name, parsed, version, named))
+    return {name: record for name, (_, record) in found.items()}
+
+
+def _change_order(headers: Mapping[str, str], position: int) -> tuple[int, int, str, str]:
+    """How a record ranks among its key's: by event key (time in microseconds, source,
+    id) when it has one, else after none of those, by position."""
+    time, source, event_id = (headers.get(name) for name in EVENT_HEADERS)
+    if time is None or source is None or event_id is None:
+        return (0, position, "", "")
+    micros = (parse_rfc3339(time) - _EPOCH) // timedelta(microseconds=1)
+    return (1, micros, source, event_id)
 
 
 @dataclass(frozen=True, slots=True)

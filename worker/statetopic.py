@@ -1,6 +1,7 @@
 """The state topic at the edge (docs/subscribers.md): created compacted at the worker's
 start with the input topic's partition count, and read back whole by ``ocitag-worker
-state verify``. The records themselves are built and folded in worker/state.py."""
+state verify`` and ``state repair``. The records themselves are built and folded in
+worker/state.py."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from worker.errors import FatalError
 from worker.kafka import client_options, ensure_topics, partition_count, topic_config
 from worker.settings import Settings
+from worker.state import TopicRecord
 
 log = structlog.get_logger("worker.statetopic")
 
@@ -63,8 +65,8 @@ async def ensure_state_topic(settings: Settings) -> None:
         log.warning("state_topic_policy_unknown", topic=topic)
 
 
-async def read_state_topic(settings: Settings) -> list[tuple[bytes | None, bytes | None]]:
-    """Every record (key, value) of the state topic from the beginning up to its end
+async def read_state_topic(settings: Settings) -> list[TopicRecord]:
+    """Every record (key, value, headers) of the state topic from the beginning up to its end
     offsets as they are when the read starts, in order per partition (a tag's records
     are all in one partition)."""
     topic = settings.topics.state_topic
@@ -84,7 +86,7 @@ async def read_state_topic(settings: Settings) -> list[tuple[bytes | None, bytes
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
-        records: list[tuple[bytes | None, bytes | None]] = []
+        records: list[TopicRecord] = []
         pending = {tp for tp in partitions if ends[tp] > 0}
         for tp in partitions:
             if tp in pending and await consumer.position(tp) >= ends[tp]:
@@ -92,7 +94,11 @@ async def read_state_topic(settings: Settings) -> list[tuple[bytes | None, bytes
         while pending:
             batches = await consumer.getmany(*pending, timeout_ms=1_000)
             for tp, messages in batches.items():
-                records.extend((m.key, m.value) for m in messages if m.offset < ends[tp])
+                records.extend(
+                    (m.key, m.value, tuple(m.headers or ()))
+                    for m in messages
+                    if m.offset < ends[tp]
+                )
             for tp in list(pending):
                 if await consumer.position(tp) >= ends[tp]:
                     pending.discard(tp)

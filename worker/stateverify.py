@@ -72,7 +72,7 @@ async def verify(settings: Settings) -> Verified:
             rows = await conn.fetch(_LIVE)
     finally:
         await pool.close()
-    topic = fold(records)
+    topic = fold((key, value) for key, value, _ in records)
     live = live_map(rows)
     return Verified(len(records), len(topic), len(live), differences(topic, live))
 

@@ -28,14 +28,16 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
 import asyncpg
+import structlog
 
+from worker import metrics
 from worker.db import Connection, classify_db_error
 from worker.decision import Applied as AppliedDecision
 from worker.decision import Change, Decision, TagRecord
@@ -52,9 +54,12 @@ from worker.plan import (
     events_by_tag,
     first_occurrences,
 )
+from worker.regressions import VersionMemory
 from worker.retry import Backoff, count_retry, retrying
 from worker.state import refreshed, repeated_tags
 from worker.statistics import Statistics, analyse_table
+
+log = structlog.get_logger("worker.store")
 
 MAX_WRITE_ROUNDS = 8
 #: history names (tags, actors, sources) remembered as stored, so that a batch does not
@@ -197,6 +202,9 @@ class Applied:
     recorded: int
     #: the history names it stored (known once it committed)
     names: tuple[int, ...] = ()
+    #: the rows its first read found, and the rows it wrote (worker/regressions.py)
+    read: Mapping[TagKey, TagRecord | None] = field(default_factory=dict)
+    wrote: tuple[TagRecord, ...] = ()
 
 
 class Store:
@@ -208,6 +216,8 @@ class Store:
         self._sources = _Sources(ctx.worker_source, ctx.problem_base_uri)
         #: the refs of ``ocitag_history_names`` known to be committed (never deleted)
         self._names: set[int] = set()
+        #: what this worker last wrote per tag: a row read older is a regression
+        self._versions = VersionMemory()
         self.statistics = Statistics(functools.partial(analyse_table, pool))
 
     async def apply(self, items: Sequence[Item], processed_at: datetime) -> list[Outcome]:
@@ -248,6 +258,17 @@ class Store:
             attempts=MAX_RACE_ATTEMPTS,
         )
         self.statistics.recorded(applied.epoch, applied.recorded)
+        for regressed in self._versions.check(applied.read):
+            log.error(
+                "store_regressed",
+                ocitag_id=regressed.ocitag_id,
+                written_version=regressed.written_version,
+                stored_version=regressed.stored_version,
+                hint="the store lost writes this worker made (a failover to an asynchronous "
+                "standby?): ocitag-worker audit, ocitag-worker state repair",
+            )
+            metrics.STORE_REGRESSIONS.inc()
+        self._versions.remember(applied.wrote)
         if len(self._names) + len(applied.names) > NAMES_REMEMBERED:
             self._names.clear()
         self._names.update(applied.names)
@@ -387,13 +408,13 @@ async def _record(
         )
 
 
-async def _read_tags(conn: Connection, tags: Iterable[TagKey]) -> dict[TagKey, TagRecord]:
+async def read_tags(conn: Connection, tags: Iterable[TagKey]) -> dict[TagKey, TagRecord]:
     keys = list(tags)
     rows = await conn.fetch(_READ_TAGS, [k[0] for k in keys], [k[1] for k in keys])
     return {(r["repository"], r["tag"]): TagRecord(**dict(r)) for r in rows}
 
 
-async def _write_tags(
+async def write_tags(
     conn: Connection, writes: Sequence[tuple[TagRecord, TagRecord | None]], at: datetime
 ) -> set[TagKey]:
     """Each (new row, the row it was decided against) under the guard."""
@@ -422,13 +443,24 @@ async def _write_tags(
     return {(r["repository"], r["tag"]) for r in rows}
 
 
+@dataclass(frozen=True, slots=True)
+class _Decided:
+    """What ``_decide_and_write`` did: each item's decision, each tag's row as the batch
+    leaves it, the rows the first read found, and the rows written."""
+
+    decisions: dict[int, Decision]
+    current: dict[TagKey, TagRecord | None]
+    read: dict[TagKey, TagRecord | None]  # None: no row
+    wrote: tuple[TagRecord, ...]
+
+
 async def _decide_and_write(
     conn: Connection,
     items: Sequence[Item],
     groups: dict[TagKey, list[int]],
     at: datetime,
     also: Iterable[TagKey] = (),
-) -> tuple[dict[int, Decision], dict[TagKey, TagRecord | None]]:
+) -> _Decided:
     """Fold each tag's events against its row and write the result under the version
     guard; tags whose guard failed are read again and decided again. Also returns each
     tag's row as the batch leaves it: the decided tags', and those of ``also`` (read
@@ -436,11 +468,13 @@ async def _decide_and_write(
     decided: dict[int, Decision] = {}
     pending = dict(groups)
     extra = [tag for tag in dict.fromkeys(also) if tag not in groups]
-    stored = await _read_tags(conn, [*pending, *extra])
+    stored = await read_tags(conn, [*pending, *extra])
+    first = {tag: stored.get(tag) for tag in (*pending, *extra)}
     current: dict[TagKey, TagRecord | None] = {tag: stored.get(tag) for tag in extra}
+    wrote: list[TagRecord] = []
     for round_ in range(MAX_WRITE_ROUNDS):
         if round_:
-            stored = await _read_tags(conn, pending)
+            stored = await read_tags(conn, pending)
         writes: list[tuple[TagRecord, TagRecord | None]] = []
         by_tag: dict[TagKey, tuple[TagRecord | None, list[Decision]]] = {}
         for tag, indexes in pending.items():
@@ -449,14 +483,15 @@ async def _decide_and_write(
             by_tag[tag] = (after if after is not None else before, decisions)
             if after is not None and after is not before:
                 writes.append((after, before))
-        written = await _write_tags(conn, writes, at) if writes else set()
+        written = await write_tags(conn, writes, at) if writes else set()
         conflicted = {(w.repository, w.tag) for w, _ in writes} - written
+        wrote.extend(w for w, _ in writes if (w.repository, w.tag) in written)
         for tag, (row, decisions) in by_tag.items():
             if tag not in conflicted:
                 decided.update(zip(pending[tag], decisions, strict=True))
                 current[tag] = row
         if not conflicted:
-            return decided, current
+            return _Decided(decided, current, first, tuple(wrote))
         count_retry(Cause.DB_VERSION_CONFLICT, len(conflicted))
         pending = {tag: pending[tag] for tag in conflicted}
     raise TransientError(Cause.DB_VERSION_CONFLICT, f"{len(pending)} tags kept changing under us")
@@ -495,9 +530,8 @@ async def _apply(
     # the tags of repeated applied changes: their state records show the rows as the
     # batch leaves them, read with the batch's own tags (worker/state.py ``refreshed``)
     repeats = repeated_tags(items, earlier)
-    decisions, current = await _decide_and_write(
-        conn, items, events_by_tag(items, new), at, also=repeats
-    )
+    done = await _decide_and_write(conn, items, events_by_tag(items, new), at, also=repeats)
+    decisions, current = done.decisions, done.current
 
     outcomes = batch_outcomes(
         ctx, items, new=new, decisions=decisions, earlier=earlier, processed_at=at
@@ -511,5 +545,5 @@ async def _apply(
         ]
         history = stored_columns(history_entries(ctx, decisions, new, at), names)
         await _record(conn, sources, epoch, at, rows, history=history)
-        return Applied(outcomes, epoch, len(new), tuple(history.name_refs))
-    return Applied(outcomes, epoch, len(new))
+        return Applied(outcomes, epoch, len(new), tuple(history.name_refs), done.read, done.wrote)
+    return Applied(outcomes, epoch, len(new), read=done.read, wrote=done.wrote)

@@ -234,6 +234,63 @@ def cmd_crds(*rendered: str) -> None:
     finish()
 
 
+# ---------------------------------------------------------------- operators' resources
+
+OPERATORS = DEPLOY / "operators"
+
+
+def _refusing_unknown(node: Any) -> Any:
+    """A copy of a CRD's structural schema in which every object with fixed properties
+    refuses other keys (the API server would prune them silently), except where the CRD
+    keeps unknown fields on purpose (x-kubernetes-preserve-unknown-fields)."""
+    if isinstance(node, list):
+        return [_refusing_unknown(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: _refusing_unknown(value) for key, value in node.items()}
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    return out
+
+
+def cmd_operators() -> None:
+    """The example manifests of deploy/operators (Strimzi, CloudNativePG) against the vendored
+    openAPIV3Schema of their CRDs (deploy/operators/schemas, PROVENANCE.json says from
+    where): types, enums, required fields, and, strictly, no field the CRD does not
+    define. A manifest of a kind without a vendored schema fails."""
+    import jsonschema
+
+    print("operators' custom resources against their vendored CRD schemas")
+    schemas = OPERATORS / "schemas"
+    validators = {}
+    for entry in json.loads((schemas / "PROVENANCE.json").read_text()):
+        schema = _refusing_unknown(json.loads((schemas / entry["file"]).read_text()))
+        validators[(entry["apiVersion"], entry["kind"])] = jsonschema.Draft7Validator(schema)
+    manifests = sorted(
+        path for path in OPERATORS.rglob("*.yaml") if not path.name.endswith("-values.yaml")
+    )
+    if not manifests:
+        fail("no manifest under deploy/operators")
+    for path in manifests:
+        for doc in load_yaml_all(path):
+            key = (doc.get("apiVersion"), doc.get("kind"))
+            name = f"{path.relative_to(DEPLOY)}: {key[1]}/{doc.get('metadata', {}).get('name')}"
+            if key not in validators:
+                fail(f"{name}: no vendored schema for {key[0]} {key[1]}")
+                continue
+            errors = sorted(validators[key].iter_errors(doc), key=lambda e: list(e.path))
+            for error in errors:
+                where = "/".join(str(p) for p in error.absolute_path) or "(top)"
+                fail(f"{name}: {where}: {error.message[:300]}")
+            if not errors:
+                ok(f"{name} ({key[0]})")
+    finish()
+
+
 # ---------------------------------------------------------------- metric names
 
 
@@ -860,6 +917,7 @@ def main() -> None:
         "prometheusrule": cmd_prometheusrule,
         "helm-schema": cmd_helm_schema,
         "crds": cmd_crds,
+        "operators": cmd_operators,
         "metrics": cmd_metrics,
         "dashboard-rules": cmd_dashboard_rules,
         "settings": cmd_settings,

@@ -358,9 +358,9 @@ class Scenario:
         finally:
             await consumer.stop()
 
-    async def verify(self) -> dict[str, Any]:
-        """Every input has an outcome, all outcomes of one input are identical and as
-        the model says, the rows are the model's, no offset was skipped."""
+    def replay(self) -> tuple[Model, dict[str, Summary], int]:
+        """The reference model after every published input in offset order per
+        partition: the model, each input's expected outcome by outcome id, the inputs."""
         expected: dict[str, Summary] = {}
         model = Model()
         by_partition: dict[int, list[Published]] = defaultdict(list)
@@ -392,6 +392,28 @@ class Scenario:
                     assert isinstance(decoded, Undecodable)
                     oid, want = undecodable_outcome_id(raw, decoded), Summary(400)
                 expected.setdefault(oid, want)
+        return model, expected, inputs
+
+    def model_rows(self) -> dict[tuple[str, str], tuple[Any, ...]]:
+        """The rows the model holds, as ``rows`` holds the store's (``row_of``)."""
+        return {k: row_of(r) for k, r in self.replay()[0].rows.items()}
+
+    async def stored_rows(self) -> dict[tuple[str, str], tuple[Any, ...]]:
+        """Every row of the store, by (repository, tag), as ``row_of`` shows it."""
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            rows = await conn.fetch(
+                "SELECT repository, tag, artifact, last_modified_by, last_modified_on, version, "
+                "deleted_on, deleted_by FROM ocitags"
+            )
+        finally:
+            await conn.close()
+        return {(r["repository"], r["tag"]): row_of(r) for r in rows}
+
+    async def verify(self) -> dict[str, Any]:
+        """Every input has an outcome, all outcomes of one input are identical and as
+        the model says, the rows are the model's, no offset was skipped."""
+        model, expected, inputs = self.replay()
         observed: dict[str, set[bytes]] = defaultdict(set)
         outcomes = await self.outcomes()
         for _, value in outcomes:
@@ -408,41 +430,13 @@ class Scenario:
             if summary(next(iter(observed[oid]))) != want
         ]
         assert not wrong, f"{len(wrong)} outcomes differ from the model, e.g. {wrong[:3]}"
-        conn = await asyncpg.connect(self.database_url)
-        try:
-            rows = await conn.fetch(
-                "SELECT repository, tag, artifact, last_modified_by, last_modified_on, version, "
-                "deleted_on, deleted_by FROM ocitags"
-            )
-        finally:
-            await conn.close()
         foreign = self.foreign_prefix
-        self.rows = {
-            (r["repository"], r["tag"]): (
-                r["artifact"],
-                r["last_modified_by"],
-                r["last_modified_on"],
-                r["version"],
-                r["deleted_on"],
-                r["deleted_by"],
-            )
-            for r in rows
-        }
+        self.rows = await self.stored_rows()
         self.seen_outcomes = outcomes
         got = {
             k: v for k, v in self.rows.items() if foreign is None or not k[0].startswith(foreign)
         }
-        want_rows = {
-            k: (
-                r.artifact,
-                r.last_modified_by,
-                r.last_modified_on,
-                r.version,
-                r.deleted_on,
-                r.deleted_by,
-            )
-            for k, r in model.rows.items()
-        }
+        want_rows = {k: row_of(r) for k, r in model.rows.items()}
         wrong_rows = [k for k in want_rows.keys() | got.keys() if want_rows.get(k) != got.get(k)]
         assert not wrong_rows, (
             f"{len(wrong_rows)} rows differ from the model, e.g. {wrong_rows[:3]}"
@@ -466,6 +460,17 @@ class Scenario:
             - inputs,
         )
         return self.report
+
+
+ROW_FIELDS = ("artifact", "last_modified_by", "last_modified_on", "version", "deleted_on",
+              "deleted_by")  # fmt: skip
+
+
+def row_of(r: Any) -> tuple[Any, ...]:
+    """What a row (the store's record, or the model's) is compared on: ROW_FIELDS."""
+    if isinstance(r, asyncpg.Record):
+        return tuple(r[name] for name in ROW_FIELDS)
+    return tuple(getattr(r, name) for name in ROW_FIELDS)
 
 
 @contextlib.asynccontextmanager

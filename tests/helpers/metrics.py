@@ -26,6 +26,7 @@ COMPONENT_FAMILIES: dict[str, frozenset[str]] = {
             "ocitag_processed_events_pruned",
             "ocitag_tombstones_pruned",
             "ocitag_repointed",
+            "ocitag_store_regressions",
             "ocitag_history_entries_dropped",
             "ocitag_gc_pause_seconds",
         }

@@ -9,6 +9,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from worker.decision import TagRecord
 from worker.events import TagDeleted, TagEvent, TagMoved
 from worker.timefmt import format_rfc3339
 
@@ -209,3 +210,22 @@ def histories(draw: st.DrawFn, max_events: int = 30, deletions: bool = True) -> 
             )
         )
     return events
+
+
+def tag_record(tag: str = "1.0", version: int = 1, **changes: Any) -> TagRecord:
+    """A row of docker.io/library/app at ``version``: moved at BASE + version seconds by
+    event ``e<version>`` of ``urn:test``; ``changes`` override any field."""
+    values: dict[str, Any] = {
+        "repository": "docker.io/library/app",
+        "tag": tag,
+        "artifact": digest(version),
+        "created_by": "alice",
+        "created_on": BASE,
+        "last_modified_by": "bob",
+        "last_modified_on": BASE + timedelta(seconds=version),
+        "version": version,
+        "last_event_source": "urn:test",
+        "last_event_id": f"e{version}",
+    }
+    values.update(changes)
+    return TagRecord(**values)

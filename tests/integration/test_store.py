@@ -16,6 +16,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import structlog.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,7 +26,7 @@ from tests.helpers.services import STACK, Services
 from tests.helpers.store import CTX, items, now, race_events, summary
 from tests.helpers.strategies import BASE, digest, histories, make_deletion, make_event
 from tests.helpers.wait import eventually
-from worker import partitions
+from worker import metrics, partitions
 from worker import store as store_module
 from worker.decision import decide
 from worker.events import TagDeleted, TagEvent
@@ -590,3 +591,32 @@ async def test_tombstones_are_pruned_after_retention_and_live_rows_never(
         items([make_event("gone", digest(2), BASE, event_id="late")]), now()
     )
     assert summary(late) == Summary(200, "created", 1, digest(2))
+
+
+async def test_a_row_read_older_than_this_store_wrote_it_is_said_once(pool: asyncpg.Pool) -> None:
+    """A failover lost the store's last write (worker/regressions.py): the next batch of
+    the tag reads an older row; one ``store_regressed`` line and one count, not again."""
+    store = Store(pool, CTX)
+    tag = f"regress-{random.randrange(10**9)}"
+
+    def moved(n: int) -> TagEvent:
+        return make_event(tag, digest(n), BASE + timedelta(seconds=n))
+
+    await store.apply(items([moved(1), moved(2)]), now())  # version 2
+    await pool.execute(  # the row as the lost transaction found it
+        "UPDATE ocitags SET version = 1, artifact = $2, last_modified_on = $3, "
+        "last_event_id = 'lost' WHERE tag = $1",
+        tag,
+        digest(1),
+        BASE + timedelta(seconds=1),
+    )
+    before = metrics.STORE_REGRESSIONS._value.get()
+    with structlog.testing.capture_logs() as logs:
+        await store.apply(items([moved(3)]), now())
+        await store.apply(items([moved(4)]), now())
+    said = [entry for entry in logs if entry["event"] == "store_regressed"]
+    assert [(e["ocitag_id"], e["written_version"], e["stored_version"]) for e in said] == [
+        (f"docker.io/library/app:{tag}", 2, 1)
+    ], said
+    assert said[0]["log_level"] == "error"
+    assert metrics.STORE_REGRESSIONS._value.get() == before + 1

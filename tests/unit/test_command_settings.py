@@ -33,9 +33,12 @@ def _subparser(command: str) -> argparse.ArgumentParser:
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     sub: argparse.ArgumentParser = commands.choices[command]
     nested = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
-    if nested:  # ``state verify``: the settings are the one subcommand's
-        (verb,) = nested[0].choices.values()
-        chosen: argparse.ArgumentParser = verb
+    if nested:  # ``state verify|repair``: the settings are the subcommands', all alike
+        verbs = list(nested[0].choices.values())
+        flags = [{o for a in v._actions for o in a.option_strings} for v in verbs]
+        alike = [f - {"--apply"} for f in flags]
+        assert all(f == alike[0] for f in alike), "state subcommands read different settings"
+        chosen: argparse.ArgumentParser = verbs[0]
         return chosen
     return sub
 
@@ -96,6 +99,7 @@ def test_every_setting_is_some_commands() -> None:
         ("outcomes", ["--count", "1"]),
         ("reconcile", ["--registry", "registry.example"]),
         ("state", ["verify"]),
+        ("state", ["repair"]),
     ],
 )
 def test_a_one_shot_command_reads_only_its_settings(

@@ -5,7 +5,6 @@ change produces, what a repeat produces, and the fold and comparison of
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ from hypothesis import strategies as st
 
 from tests.helpers.store import items
 from tests.helpers.strategies import BASE, digest, make_event
+from tests.helpers.strategies import tag_record as record
 from worker.decision import TagRecord
 from worker.outcomes import Outcome
 from worker.plan import ProcessedRow
@@ -29,24 +29,6 @@ from worker.state import (
     tombstone,
     upsert,
 )
-
-
-def record(tag: str = "1.0", version: int = 1, **changes: Any) -> TagRecord:
-    values: dict[str, Any] = {
-        "repository": "docker.io/library/app",
-        "tag": tag,
-        "artifact": digest(version),
-        "created_by": "alice",
-        "created_on": BASE,
-        "last_modified_by": "bob",
-        "last_modified_on": BASE + timedelta(seconds=version),
-        "version": version,
-        "last_event_source": "urn:test",
-        "last_event_id": f"e{version}",
-    }
-    values.update(changes)
-    return TagRecord(**values)
-
 
 # ---- records
 
@@ -64,7 +46,13 @@ def test_an_upsert_is_the_ocitag_json_plus_version_keyed_by_the_ocitag_id() -> N
         "last_modified_on": "2026-01-01T00:00:03Z",
         "version": 3,
     }
-    assert built.headers == [("content-type", b"application/json"), ("version", b"3")]
+    assert built.headers == [
+        ("content-type", b"application/json"),
+        ("version", b"3"),
+        ("event-time", b"2026-01-01T00:00:03Z"),
+        ("event-source", b"urn:test"),
+        ("event-id", b"e3"),
+    ]
     assert built.kind == "upsert"
 
 
@@ -72,6 +60,22 @@ def test_a_tombstone_has_a_null_value_and_says_its_version_in_a_header() -> None
     built = tombstone("docker.io/library/app:1.0", 4)
     assert (built.key, built.value, built.kind) == (b"docker.io/library/app:1.0", None, "tombstone")
     assert ("version", b"4") in built.headers
+    assert not any(name.startswith("event-") for name, _ in built.headers)  # no row
+
+
+def test_a_tombstone_from_its_row_carries_the_deletion_key_and_actor() -> None:
+    row = record(version=4, deleted_on=BASE, deleted_by="carol", last_modified_on=BASE)
+    built = tombstone("docker.io/library/app:1.0", 4, row)
+    assert built.headers[1:] == [
+        ("version", b"4"),
+        ("event-time", b"2026-01-01T00:00:00Z"),
+        ("event-source", b"urn:test"),
+        ("event-id", b"e4"),
+        ("deleted-by", b"carol"),
+        ("artifact", digest(4).encode()),
+        ("created-by", b"alice"),
+        ("created-on", b"2026-01-01T00:00:00Z"),
+    ]
 
 
 @pytest.mark.parametrize(
