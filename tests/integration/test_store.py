@@ -493,6 +493,7 @@ async def test_a_lookup_whose_snapshot_predates_a_rotation_it_waited_for_is_read
     (first,) = await store.apply(items([event]), now())
     epoch = await pool.fetchval("SELECT epoch FROM processed_current")
     record = await pool.fetchrow("DELETE FROM processed_events RETURNING *")
+    assert record is not None
     async with pool.acquire() as r:
         await partitions.ensure_partition(r, epoch + 1)
         rotation = r.transaction()
