@@ -94,7 +94,7 @@ def _latency(p99: float) -> dict[str, Any]:
 def test_a_baseline_checkout_gets_its_column_and_the_projects_ratio_to_it() -> None:
     """BENCH_FLOOR_BASELINE: the worker of another checkout runs as ``before`` and every
     measure gets project / before beside project / floor."""
-    results = {
+    results: dict[str, Any] = {
         "config": {"rate": 2_000.0, "baseline": "/work/main"},
         "machine": {"load_average_1m_at_start": 1.0},
         "sizes": [{"size": 10, "floor": _drain(100), "before": _drain(50), "project": _drain(80)}],
@@ -108,7 +108,7 @@ def test_a_baseline_checkout_gets_its_column_and_the_projects_ratio_to_it() -> N
     assert by["drain 10: CPU other, cores"]["project_over_before"] is None
     shown = versus.render(results)
     assert "project / before" in shown and "before: the worker of /work/main" in shown
-    without = {
+    without: dict[str, Any] = {
         **results,
         "sizes": [{k: v for k, v in results["sizes"][0].items() if k != "before"}],
     }
