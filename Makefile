@@ -17,7 +17,7 @@ NEED_STACK = [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ] || [ -z "$${DATABASE_URL:-}"
 START_STACK = if $(NEED_STACK); then $(STACK) up >&2; fi;
 WITH_SERVICES = if $(NEED_STACK); then $(STACK) up >&2 && eval "$$($(STACK) env)"; fi;
 
-.PHONY: install services run migrate test test-unit lint docs format fuzz faults faults-long faults-replicated bench bench-floor bench-store bench-decode bench-retention bench-reconcile bench-ingest bench-api bench-tracing bench-state bench-history bench-watch schemas check-schemas down clean check-deploy
+.PHONY: install services run migrate test test-unit lint docs format fuzz faults faults-long faults-replicated bench bench-floor bench-store bench-store-ab bench-decode bench-retention bench-reconcile bench-ingest bench-api bench-tracing bench-state bench-history bench-watch schemas check-schemas down clean check-deploy
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -120,6 +120,11 @@ bench-floor: install
 
 bench-store: install
 	@$(WITH_SERVICES) $(PY) -m bench.store
+
+# the store of this checkout against another's (BENCH_STORE_BASELINE), small batches,
+# interleaved, in one process (bench/store_ab.py)
+bench-store-ab: install
+	@$(WITH_SERVICES) $(PY) -m bench.store_ab
 
 bench-decode: install
 	$(PY) -m bench.decode

@@ -55,6 +55,9 @@ class WorkerProcess:
     consumer_overrides: Mapping[str, Any] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    #: the checkout whose ``worker`` package runs (``python -m`` imports from its working
+    #: directory first); None: this one
+    checkout: Path | None = None
 
     def env(self) -> dict[str, str]:
         env = {
@@ -92,7 +95,7 @@ class WorkerProcess:
                 env=self.env(),
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                cwd=REPO,
+                cwd=self.checkout or REPO,
             )
 
     @property

@@ -21,6 +21,11 @@ its guarantees. Both run as processes on the same broker and database server:
    BENCH_LATENCY_SECONDS, 60): p50/p99/max from creation to outcome received, and CPU
    per event.
 
+With BENCH_FLOOR_BASELINE set to another checkout of the worker (a worktree of the
+commit before a change), that checkout's worker runs too, as the system ``before``, on
+the same backlog and rate in the same run: the A/B of a change, with both against the
+floor (its databases are migrated by this checkout: the two must share migrations).
+
 The worker runs first in every pair. Read every figure with the ``other`` CPU of its
 phase (someone else's work on the machine). Results: a table (floor, project,
 project / floor) on stdout, JSON in ``bench/results/floor-*.json``.
@@ -62,6 +67,8 @@ SIZES = (50_000, 1_000_000)
 #: the backlog's events are this far apart in time (bench.pipeline.load_stream)
 STEP_SECONDS = 0.005
 SYSTEMS = ("floor", "project")
+#: the order they run in (``before`` only with BENCH_FLOOR_BASELINE)
+RUN_ORDER = ("before", "project", "floor")
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,12 @@ class VersusConfig:
     partitions: int = 6
     seed: int = 20_261_128
     results_dir: Path = RESULTS
+    #: another checkout of the worker, run as the system ``before``
+    baseline: Path | None = None
+
+    @property
+    def systems(self) -> tuple[str, ...]:
+        return tuple(s for s in RUN_ORDER if s != "before" or self.baseline is not None)
 
     @classmethod
     def from_env(cls) -> VersusConfig:
@@ -85,6 +98,9 @@ class VersusConfig:
             ),
             seed=env_int("BENCH_SEED", 20_261_128),
             results_dir=Path(os.environ.get("BENCH_RESULTS", str(RESULTS))),
+            baseline=Path(os.environ["BENCH_FLOOR_BASELINE"])
+            if os.environ.get("BENCH_FLOOR_BASELINE")
+            else None,
         )
 
 
@@ -120,13 +136,34 @@ class FloorSetup(pipeline.WorkerSetup):
         )
 
 
-async def _setup(ctx: pipeline.Context, system: str, label: str) -> pipeline.WorkerSetup:
+@dataclass(frozen=True)
+class BaselineSetup(pipeline.WorkerSetup):
+    """The worker of another checkout (BENCH_FLOOR_BASELINE)."""
+
+    checkout: Path = Path()
+
+    def process(self, ctx: pipeline.Context, suffix: str = "") -> WorkerProcess:
+        worker = super().process(ctx, suffix)
+        worker.checkout = self.checkout
+        # nothing written into the other checkout
+        worker.extra_env = {**worker.extra_env, "PYTHONDONTWRITEBYTECODE": "1"}
+        return worker
+
+
+async def _setup(
+    ctx: pipeline.Context, system: str, label: str, baseline: Path | None = None
+) -> pipeline.WorkerSetup:
     """A fresh database (the worker's migrated one, or the floor's two tables), outcome
     topic and group."""
     topics: Topics = await ctx.new_topics(label)
     group = f"{ctx.prefix}-{label}"
     if system == "project":
         return pipeline.WorkerSetup(label, "warning", await ctx.new_database(label), topics, group)
+    if system == "before":
+        if baseline is None:
+            raise ValueError("the system before needs BENCH_FLOOR_BASELINE")
+        url = await ctx.new_database(label)
+        return BaselineSetup(label, "warning", url, topics, group, baseline)
     name = f"{ctx.prefix}_{label}"
     ctx.databases.append(name)
     url = await create_database(ctx.services.database_url, name, migrated=False)
@@ -142,8 +179,10 @@ async def database_size(url: str) -> int:
         await conn.close()
 
 
-async def drain(ctx: pipeline.Context, system: str, size: int) -> dict[str, Any]:
-    setup = await _setup(ctx, system, f"{system}{size}")
+async def drain(
+    ctx: pipeline.Context, system: str, size: int, baseline: Path | None = None
+) -> dict[str, Any]:
+    setup = await _setup(ctx, system, f"{system}{size}", baseline)
     process = setup.process(ctx)
     process.start()
     result: dict[str, Any] = {"system": system}
@@ -179,9 +218,9 @@ async def one_size(config: VersusConfig, services: Services, size: int) -> dict[
     try:
         pipeline.say(f"floor vs project, {size:,} events: producing")
         out["stream"] = await pipeline.load_stream(ctx, shape_for(size))
-        for system in ("project", "floor"):
+        for system in config.systems:
             pipeline.say(f"{size:,}: {system} draining")
-            out[system] = await drain(ctx, system, size)
+            out[system] = await drain(ctx, system, size, config.baseline)
             pipeline.say(f"{size:,}: {system} {out[system]['events_per_second']:,.0f} events/s")
     finally:
         await pipeline.clean_up(ctx)
@@ -208,7 +247,7 @@ async def fresh_latency(config: VersusConfig, services: Services, system: str) -
     try:
         await create_topics(services.kafka, [ctx.input_topic], config.partitions)
         ctx.topics.append(ctx.input_topic)
-        setup = await _setup(ctx, system, f"{system}latency")
+        setup = await _setup(ctx, system, f"{system}latency", config.baseline)
         pipeline.say(
             f"fresh store, {system}: {config.rate:,.0f} events/s for {config.latency_seconds:g} s"
         )
@@ -228,6 +267,7 @@ async def run(config: VersusConfig, services: Services) -> dict[str, Any]:
             **asdict(config),
             "sizes": list(config.sizes),
             "results_dir": str(config.results_dir),
+            "baseline": str(config.baseline) if config.baseline else None,
         },
         "machine": machine(),
         "code": code_version(),
@@ -236,9 +276,7 @@ async def run(config: VersusConfig, services: Services) -> dict[str, Any]:
     for size in config.sizes:
         results["sizes"].append(await one_size(config, services, size))
     if config.latency_seconds > 0:
-        results["latency"] = {
-            s: await fresh_latency(config, services, s) for s in ("project", "floor")
-        }
+        results["latency"] = {s: await fresh_latency(config, services, s) for s in config.systems}
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     results["table"] = rows(results)
     return results
@@ -250,10 +288,15 @@ def _us(cores: float | None, events_per_second: float | None) -> float | None:
     return round(cores / events_per_second * 1e6, 1)
 
 
+def _present(entry: dict[str, Any]) -> tuple[str, ...]:
+    """The systems of a result, in the table's order (``before`` when it ran)."""
+    return tuple(s for s in ("floor", "before", "project") if s in entry)
+
+
 def _drain_rows(entry: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     size = entry["size"]
     per: dict[str, dict[str, Any]] = {}
-    for system in SYSTEMS:
+    for system in _present(entry):
         run = entry[system]
         cpu, eps, db = run["cpu_cores"], run["events_per_second"], run["database"]
         per[system] = {
@@ -267,14 +310,14 @@ def _drain_rows(entry: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
             "CPU other, cores": cpu.get("other"),
         }
     return [
-        (f"drain {size:,}: {measure}", {s: per[s][measure] for s in SYSTEMS})
+        (f"drain {size:,}: {measure}", {s: per[s][measure] for s in per})
         for measure in per["floor"]
     ]
 
 
 def _latency_rows(latency: dict[str, Any], rate: float) -> list[tuple[str, dict[str, Any]]]:
     per: dict[str, dict[str, Any]] = {}
-    for system in SYSTEMS:
+    for system in _present(latency):
         lat = latency[system]
         cpu, achieved = lat.get("cpu_cores") or {}, lat.get("achieved_rate")
         per[system] = {
@@ -287,7 +330,7 @@ def _latency_rows(latency: dict[str, Any], rate: float) -> list[tuple[str, dict[
             "CPU other, cores": cpu.get("other"),
         }
     return [
-        (f"{rate:,.0f}/s, fresh store: {measure}", {s: per[s][measure] for s in SYSTEMS})
+        (f"{rate:,.0f}/s, fresh store: {measure}", {s: per[s][measure] for s in per})
         for measure in per["floor"]
     ]
 
@@ -298,31 +341,41 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         found += _drain_rows(entry)
     if "latency" in results:
         found += _latency_rows(results["latency"], results["config"]["rate"])
-    return [
-        {
-            "measure": measure,
-            "floor": values["floor"],
-            "project": values["project"],
-            "project_over_floor": None
-            if measure.endswith("other, cores")
-            else ratio(values["project"], values["floor"]),
-        }
-        for measure, values in found
-    ]
+    table = []
+    for measure, values in found:
+        row = {"measure": measure, **values}
+        counted = not measure.endswith("other, cores")
+        row["project_over_floor"] = ratio(values["project"], values["floor"]) if counted else None
+        if "before" in values:
+            row["project_over_before"] = (
+                ratio(values["project"], values["before"]) if counted else None
+            )
+        table.append(row)
+    return table
 
 
 def render(results: dict[str, Any]) -> str:
+    ab = any("before" in r for r in results["table"])
+    systems = ("floor", "before", "project") if ab else SYSTEMS
+    ratios = ("project_over_floor", "project_over_before") if ab else ("project_over_floor",)
     lines = [
         table(
-            ["same run", "floor", "project", "project / floor"],
             [
-                [r["measure"], r["floor"], r["project"], r["project_over_floor"]]
+                "same run",
+                *systems,
+                "project / floor",
+                *(["project / before"] if ab else []),
+            ],
+            [
+                [r["measure"], *(r.get(s) for s in systems), *(r.get(k) for k in ratios)]
                 for r in results["table"]
             ],
         )
     ]
+    if ab:
+        lines.append(f"before: the worker of {results['config']['baseline']}")
     for entry in results["sizes"]:
-        for system in SYSTEMS:
+        for system in _present(entry):
             o = entry[system]["outcomes"]
             lines.append(
                 f"{entry['size']:,} {system}: outcomes {o['total']:,} {o['by_status']}, "

@@ -152,7 +152,7 @@ def intervals(tag: str, entries: Sequence[Entry]) -> list[Interval]:
 
 @dataclass(frozen=True, slots=True)
 class StoredColumns:
-    """The arrays of the store's history statement (worker/store.py ``_RECORD``): the
+    """The arrays of the store's history statement (worker/store.py ``_WRITE``): the
     names not known to be stored yet, then one array per column of the entries."""
 
     name_refs: list[int]

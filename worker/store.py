@@ -1,12 +1,14 @@
 """PostgreSQL: a batch of events applied in one transaction, settled by the database.
 
-Round trips per batch, whatever its size: BEGIN (1), the current epoch of the
-idempotency record (1), what it holds for the batch's events (1), read the tags (1),
-write the tags with the key guard (1, again only for tags a concurrent writer changed in
-between), record the new events with what rebuilds their outcomes and, in the same
-statement, the history entries of their 200 outcomes (1; docs/history.md), COMMIT (1).
-The tags of repeated applied changes (a redelivery) are read with the batch's own, for
-the state topic (worker/state.py ``refreshed``).
+Round trips per batch, whatever its size: four. BEGIN (1); one lookup (1): the current
+epoch of the idempotency record FOR SHARE, what the record holds for the batch's events
+and the rows of the batch's tags (those of repeated applied changes included, for the
+state topic: worker/state.py ``refreshed``); one write (1): the tags with the key guard
+and, in the same statement, the new events' records and the history entries of their 200
+outcomes (docs/history.md), the records and entries only if every guard held; COMMIT
+(1). A guard that did not hold (a concurrent writer changed the tag in between) costs one
+read of those tags and one more write, which records the batch. A batch of repeats only
+writes nothing: BEGIN, lookup, COMMIT.
 An entry is written only with the change it records, so the guard that serialises the
 writers of a tag gives its entries one version each, without gaps. Two writers of one
 tag are serialised by the row lock and the guard in the UPDATE (the row still has the
@@ -16,7 +18,8 @@ CONFLICT DO NOTHING`` for a new tag: the loser re-reads and decides again. Two a
 of one event are serialised by the record's primary key (key, epoch): the second one's
 insert waits for the first to commit and then inserts nothing, and its transaction is
 redone (it then finds the event processed). The epoch is read FOR SHARE, so a rotation
-to the next one waits for every applier of the old one: both never run at once.
+to the next one waits for every applier of the old one: both never run at once (and a
+lookup whose snapshot predates a rotation it then waited for is read again: ``_LOOKUP``).
 
 The record (migration 0004): a 16-byte key hashed from (source, id), a 16-byte
 fingerprint, and what rebuilds the outcome (worker/outcomes.py), in a table partitioned
@@ -71,55 +74,32 @@ MAX_TX_ATTEMPTS = 5
 # redo replays those): only appliers racing on the same events, as in a rebalance
 MAX_RACE_ATTEMPTS = 50
 
-# Two statements, not one: under READ COMMITTED a statement's snapshot is taken before
-# its locks are granted, so a lookup joined to the FOR SHARE read could miss the records
-# of appliers that a rotation, committed meanwhile, waited for. Read after the lock is
-# held, the lookup's own snapshot sees them (a merged form with a re-check would save one
-# round trip, within the benchmark's noise, and its window cannot be staged in a test).
-_CURRENT_EPOCH = "SELECT epoch FROM processed_current FOR SHARE"
-
-_PROCESSED = """
-SELECT key, fingerprint, processed_at, status, change, version, created_on, created_by,
-       source_ref, outcome_key, outcome, superseded
-FROM processed_events WHERE key = ANY($1::bytea[])
-"""
-
-# The new events' records and, in the same statement (no round trip of its own), the
-# history entries of their 200 outcomes with the names those entries introduce
-# (migration 0005): no change without its entry, no entry without its change. Data-
-# modifying CTEs run whether or not the main statement reads them.
-_RECORD = """
-WITH names AS (
-    INSERT INTO ocitag_history_names (ref, name)
-    SELECT r, n FROM unnest($14::bigint[], $15::text[]) AS x(r, n) ORDER BY r
-    ON CONFLICT (ref) DO NOTHING
-), history AS (
-    INSERT INTO ocitag_history (at, recorded_at, tag_ref, by_ref, source_ref, version, epoch,
-                                change, repointed, artifact, event_id)
-    SELECT ha, $3, ht, hb, hs, hv, $2, hc, hr, hx, hi
-    FROM unnest($16::timestamptz[], $17::bigint[], $18::bigint[], $19::bigint[],
-                $20::bigint[], $21::smallint[], $22::boolean[], $23::bytea[], $24::text[])
-        AS h(ha, ht, hb, hs, hv, hc, hr, hx, hi)
-)
-INSERT INTO processed_events (key, epoch, fingerprint, processed_at, status, change, version,
-                              created_on, created_by, source_ref, outcome_key, outcome,
-                              superseded)
-SELECT k, $2, f, $3, st, ch, v, co, cb, sr, ok, o, s
-FROM unnest($1::bytea[], $4::bytea[], $5::smallint[], $6::smallint[], $7::bigint[],
-            $8::timestamptz[], $9::text[], $10::smallint[], $11::bytea[], $12::bytea[],
-            $13::bytea[])
-    AS u(k, f, st, ch, v, co, cb, sr, ok, o, s)
-ORDER BY k
-ON CONFLICT (key, epoch) DO NOTHING
-RETURNING key
-"""
-
-_READ_TAGS = """
-SELECT t.repository, t.tag, t.artifact, t.created_by, t.created_on, t.last_modified_by,
-       t.last_modified_on, t.version, t.last_event_source, t.last_event_id, t.deleted_on,
-       t.deleted_by
-FROM ocitags t
-JOIN unnest($1::text[], $2::text[]) AS u(r, g) ON t.repository = u.r AND t.tag = u.g
+# One statement: the epoch FOR SHARE, the record's rows of the batch's events and the
+# rows of its tags (arrays of anonymous records: one answer, one round trip). Under READ
+# COMMITTED a statement's snapshot is taken before its locks are granted: if a rotation
+# was waiting (for appliers of the old epoch holding it FOR SHARE) when this statement
+# began, the lock is granted on the rotated row (``epoch``) while the snapshot still shows
+# the old one (``seen``) and misses the records those appliers committed meanwhile. Such
+# an answer is read again, the lock now held: that snapshot sees them
+# (tests/integration/test_store.py stages it). When both agree, every applier of an older
+# epoch committed before the rotation to this one, which the snapshot shows; an applier
+# of this epoch committing after the snapshot is met by the record's primary key.
+_LOOKUP = """
+WITH locked AS (SELECT epoch FROM processed_current FOR SHARE)
+SELECT (SELECT epoch FROM locked) AS epoch,
+       (SELECT epoch FROM processed_current) AS seen,
+       ARRAY(
+           SELECT ROW(key, fingerprint, processed_at, status, change, version, created_on,
+                      created_by, source_ref, outcome_key, outcome, superseded)
+           FROM processed_events WHERE key = ANY($1::bytea[])
+       ) AS processed,
+       ARRAY(
+           SELECT ROW(t.repository, t.tag, t.artifact, t.created_by, t.created_on,
+                      t.last_modified_by, t.last_modified_on, t.version, t.last_event_source,
+                      t.last_event_id, t.deleted_on, t.deleted_by)
+           FROM ocitags t
+           JOIN unnest($2::text[], $3::text[]) AS u(r, g) ON t.repository = u.r AND t.tag = u.g
+       ) AS tags
 """
 
 # The guard: an existing row is updated only while it still has the key the decision
@@ -128,7 +108,15 @@ JOIN unnest($1::text[], $2::text[]) AS u(r, g) ON t.repository = u.r AND t.tag =
 # ``recorded_at`` (indexed, for tombstone pruning) changes only when the row becomes or
 # stays a tombstone: a move of a live tag then changes no indexed column and can be a
 # HOT update (no new index entry, the old version pruned without vacuum).
-_WRITE_TAGS = """
+# In the same statement, only if every guard held (``guarded``: the decisions the records
+# and entries were built from all stand), the new events' records and the history entries
+# of their 200 outcomes with the names those entries introduce (migration 0005): no
+# change without its entry, no entry without its change. Data-modifying CTEs run whether
+# or not the main statement reads them; ``guarded`` is read by each insert, so the tag
+# writes run first (as when they were two statements: the row locks, then the record's
+# key). ``recorded`` counts the records inserted: fewer means another applier recorded
+# some first.
+_WRITE = """
 WITH u AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
                          $6::text[], $7::timestamptz[], $8::bigint[], $9::text[], $10::text[],
@@ -160,8 +148,49 @@ WITH u AS (
     ORDER BY repository, tag
     ON CONFLICT (repository, tag) DO NOTHING
     RETURNING repository, tag
+), written AS (
+    SELECT repository, tag FROM upd UNION ALL SELECT repository, tag FROM ins
+), guarded AS (
+    SELECT (SELECT count(*) FROM written) = (SELECT count(*) FROM u) AS ok
+), names AS (
+    INSERT INTO ocitag_history_names (ref, name)
+    SELECT r, n FROM unnest($29::bigint[], $30::text[]) AS x(r, n)
+    WHERE (SELECT ok FROM guarded)
+    ORDER BY r
+    ON CONFLICT (ref) DO NOTHING
+), history AS (
+    INSERT INTO ocitag_history (at, recorded_at, tag_ref, by_ref, source_ref, version, epoch,
+                                change, repointed, artifact, event_id)
+    SELECT ha, $16, ht, hb, hs, hv, $17, hc, hr, hx, hi
+    FROM unnest($31::timestamptz[], $32::bigint[], $33::bigint[], $34::bigint[],
+                $35::bigint[], $36::smallint[], $37::boolean[], $38::bytea[], $39::text[])
+        AS h(ha, ht, hb, hs, hv, hc, hr, hx, hi)
+    WHERE (SELECT ok FROM guarded)
+), recorded AS (
+    INSERT INTO processed_events (key, epoch, fingerprint, processed_at, status, change,
+                                  version, created_on, created_by, source_ref, outcome_key,
+                                  outcome, superseded)
+    SELECT k, $17, f, $16, st, ch, v, co, cb, sr, ok, o, s
+    FROM unnest($18::bytea[], $19::bytea[], $20::smallint[], $21::smallint[], $22::bigint[],
+                $23::timestamptz[], $24::text[], $25::smallint[], $26::bytea[], $27::bytea[],
+                $28::bytea[])
+        AS p(k, f, st, ch, v, co, cb, sr, ok, o, s)
+    WHERE (SELECT ok FROM guarded)
+    ORDER BY k
+    ON CONFLICT (key, epoch) DO NOTHING
+    RETURNING key
 )
-SELECT repository, tag FROM upd UNION ALL SELECT repository, tag FROM ins
+SELECT ARRAY(SELECT ROW(repository, tag) FROM written) AS written,
+       (SELECT count(*) FROM recorded) AS recorded
+"""
+
+# the tags whose guard did not hold, read again (their own round trip, only then)
+_READ_TAGS = """
+SELECT t.repository, t.tag, t.artifact, t.created_by, t.created_on, t.last_modified_by,
+       t.last_modified_on, t.version, t.last_event_source, t.last_event_id, t.deleted_on,
+       t.deleted_by
+FROM ocitags t
+JOIN unnest($1::text[], $2::text[]) AS u(r, g) ON t.repository = u.r AND t.tag = u.g
 """
 
 # the deleted_on test is repeated in the outer WHERE: a row brought back to life between
@@ -333,45 +362,63 @@ def event_key(key: EventKey) -> bytes:
     return hashlib.sha256(len(source).to_bytes(4, "big") + source + key[1].encode()).digest()[:16]
 
 
-async def _processed(
-    conn: Connection, sources: _Sources, keys: dict[bytes, EventKey]
-) -> dict[EventKey, ProcessedRow]:
-    rows = await conn.fetch(_PROCESSED, list(keys))
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """The lookup's answer: the epoch held FOR SHARE, the record's rows of the batch's
+    events and the stored rows of its tags."""
+
+    epoch: int
+    earlier: dict[EventKey, ProcessedRow]
+    tags: dict[TagKey, TagRecord]
+
+
+async def _one_row(conn: Connection, query: str, *args: object) -> asyncpg.Record:
+    """The answer of a statement that always returns one row (``_LOOKUP``, ``_WRITE``)."""
+    answer: asyncpg.Record | None = await conn.fetchrow(query, *args)
+    if answer is None:
+        raise FatalError(f"the store's statement returned no row: {query.split()[:4]}")
+    return answer
+
+
+async def _lookup(
+    conn: Connection, sources: _Sources, keys: dict[bytes, EventKey], tags: Iterable[TagKey]
+) -> _Found:
+    wanted = list(tags)
+    args = (list(keys), [t[0] for t in wanted], [t[1] for t in wanted])
+    answer = await _one_row(conn, _LOOKUP, *args)
+    if answer["epoch"] != answer["seen"]:  # a rotation granted the lock: read again
+        answer = await _one_row(conn, _LOOKUP, *args)
+        if answer["epoch"] != answer["seen"]:  # cannot be while the lock is held
+            raise TransientError(Cause.DB_CONFLICT, "the epoch moved under its lock")
     found: dict[EventKey, ProcessedRow] = {}
-    for r in rows:
-        ref = r["source_ref"]
+    for r in answer["processed"]:
+        (key, fingerprint, processed_at, status, change, version, created_on, created_by) = r[:8]
+        ref, outcome_key, outcome, superseded = r[8:]
         if ref is not None and ref not in sources.names:  # another worker's, added since
             await sources.load(conn, refresh=True)
         published = sources.names.get(ref) if ref is not None else None
-        found[keys[r["key"]]] = ProcessedRow(
-            r["fingerprint"],
-            r["processed_at"],
-            r["status"],
-            r["outcome_key"],
-            r["outcome"],
-            _CHANGE_NAMES.get(r["change"]),
-            r["version"],
-            r["created_on"],
-            r["created_by"],
+        found[keys[key]] = ProcessedRow(
+            fingerprint,
+            processed_at,
+            status,
+            outcome_key,
+            outcome,
+            _CHANGE_NAMES.get(change),
+            version,
+            created_on,
+            created_by,
             published[0] if published else None,
             published[1] if published else None,
-            Superseded.from_bytes(r["superseded"]) if r["superseded"] is not None else None,
+            Superseded.from_bytes(superseded) if superseded is not None else None,
         )
-    return found
+    rows = {(t[0], t[1]): TagRecord(*t) for t in answer["tags"]}
+    return _Found(answer["epoch"], found, rows)
 
 
-async def _record(
-    conn: Connection,
-    sources: _Sources,
-    epoch: int,
-    at: datetime,
-    rows: Sequence[tuple[bytes, ProcessedRow]],
-    *,
-    history: StoredColumns,
-) -> None:
-    """Insert the new events' records and the history entries of their changes; a record
-    already there (another applier's, committed meanwhile) makes the whole batch be
-    redone (the entries with it)."""
+def _record_columns(
+    sources: _Sources, rows: Sequence[tuple[bytes, ProcessedRow]]
+) -> list[list[object]]:
+    """The new events' records as the write's arrays, one per column."""
     columns: list[list[object]] = [[] for _ in range(11)]
     for key, row in rows:
         values = (
@@ -391,33 +438,11 @@ async def _record(
         )
         for column, value in zip(columns, values, strict=True):
             column.append(value)
-    inserted = await conn.fetch(
-        _RECORD,
-        columns[0],
-        epoch,
-        at,
-        *columns[1:],
-        history.name_refs,
-        history.names,
-        *history.columns,
-    )
-    if len(inserted) != len(rows):
-        raise TransientError(
-            Cause.DB_CLAIMED_MEANWHILE,
-            f"{len(rows) - len(inserted)} events recorded meanwhile by another applier",
-        )
+    return columns
 
 
-async def read_tags(conn: Connection, tags: Iterable[TagKey]) -> dict[TagKey, TagRecord]:
-    keys = list(tags)
-    rows = await conn.fetch(_READ_TAGS, [k[0] for k in keys], [k[1] for k in keys])
-    return {(r["repository"], r["tag"]): TagRecord(**dict(r)) for r in rows}
-
-
-async def write_tags(
-    conn: Connection, writes: Sequence[tuple[TagRecord, TagRecord | None]], at: datetime
-) -> set[TagKey]:
-    """Each (new row, the row it was decided against) under the guard."""
+def _tag_columns(writes: Sequence[tuple[TagRecord, TagRecord | None]]) -> list[list[object]]:
+    """Each (new row, the row it was decided against) as the write's arrays."""
     columns: list[list[object]] = [[] for _ in range(15)]
     for record, before in sorted(writes, key=lambda w: (w[0].repository, w[0].tag)):
         values = (
@@ -439,62 +464,64 @@ async def write_tags(
         )
         for column, value in zip(columns, values, strict=True):
             column.append(value)
-    rows = await conn.fetch(_WRITE_TAGS, *columns, at)
-    return {(r["repository"], r["tag"]) for r in rows}
+    return columns
 
 
-@dataclass(frozen=True, slots=True)
-class _Decided:
-    """What ``_decide_and_write`` did: each item's decision, each tag's row as the batch
-    leaves it, the rows the first read found, and the rows written."""
-
-    decisions: dict[int, Decision]
-    current: dict[TagKey, TagRecord | None]
-    read: dict[TagKey, TagRecord | None]  # None: no row
-    wrote: tuple[TagRecord, ...]
-
-
-async def _decide_and_write(
+async def _write(
     conn: Connection,
-    items: Sequence[Item],
-    groups: dict[TagKey, list[int]],
+    sources: _Sources,
+    epoch: int,
     at: datetime,
-    also: Iterable[TagKey] = (),
-) -> _Decided:
-    """Fold each tag's events against its row and write the result under the version
-    guard; tags whose guard failed are read again and decided again. Also returns each
-    tag's row as the batch leaves it: the decided tags', and those of ``also`` (read
-    with the first round, in the same statement)."""
-    decided: dict[int, Decision] = {}
-    pending = dict(groups)
-    extra = [tag for tag in dict.fromkeys(also) if tag not in groups]
-    stored = await read_tags(conn, [*pending, *extra])
-    first = {tag: stored.get(tag) for tag in (*pending, *extra)}
-    current: dict[TagKey, TagRecord | None] = {tag: stored.get(tag) for tag in extra}
-    wrote: list[TagRecord] = []
-    for round_ in range(MAX_WRITE_ROUNDS):
-        if round_:
-            stored = await read_tags(conn, pending)
-        writes: list[tuple[TagRecord, TagRecord | None]] = []
-        by_tag: dict[TagKey, tuple[TagRecord | None, list[Decision]]] = {}
-        for tag, indexes in pending.items():
-            before = stored.get(tag)
-            after, decisions = decide_tag(before, items, indexes)
-            by_tag[tag] = (after if after is not None else before, decisions)
-            if after is not None and after is not before:
-                writes.append((after, before))
-        written = await write_tags(conn, writes, at) if writes else set()
-        conflicted = {(w.repository, w.tag) for w, _ in writes} - written
-        wrote.extend(w for w, _ in writes if (w.repository, w.tag) in written)
-        for tag, (row, decisions) in by_tag.items():
-            if tag not in conflicted:
-                decided.update(zip(pending[tag], decisions, strict=True))
-                current[tag] = row
-        if not conflicted:
-            return _Decided(decided, current, first, tuple(wrote))
-        count_retry(Cause.DB_VERSION_CONFLICT, len(conflicted))
-        pending = {tag: pending[tag] for tag in conflicted}
-    raise TransientError(Cause.DB_VERSION_CONFLICT, f"{len(pending)} tags kept changing under us")
+    *,
+    writes: Sequence[tuple[TagRecord, TagRecord | None]],
+    rows: Sequence[tuple[bytes, ProcessedRow]],
+    history: StoredColumns,
+) -> set[TagKey]:
+    """Write the tags under the guard and, if every guard held, insert the new events'
+    records and the history entries of their changes; returns the tags written. A record
+    already there (another applier's, committed meanwhile) makes the whole batch be
+    redone (the entries with it)."""
+    answer = await _one_row(
+        conn,
+        _WRITE,
+        *_tag_columns(writes),
+        at,
+        epoch,
+        *_record_columns(sources, rows),
+        history.name_refs,
+        history.names,
+        *history.columns,
+    )
+    written = {(r[0], r[1]) for r in answer["written"]}
+    if len(written) == len(writes) and answer["recorded"] != len(rows):
+        raise TransientError(
+            Cause.DB_CLAIMED_MEANWHILE,
+            f"{len(rows) - answer['recorded']} events recorded meanwhile by another applier",
+        )
+    return written
+
+
+async def write_tags(
+    conn: Connection, writes: Sequence[tuple[TagRecord, TagRecord | None]], at: datetime
+) -> set[TagKey]:
+    """Each (new row, the row it was decided against) under the version guard, and
+    nothing else (worker/staterepair.py): the batch's write statement with no records
+    and no entries. Returns the tags written."""
+    return await _write(
+        conn,
+        _Sources("", ""),
+        0,
+        at,
+        writes=writes,
+        rows=(),
+        history=stored_columns((), frozenset()),
+    )
+
+
+async def read_tags(conn: Connection, tags: Iterable[TagKey]) -> dict[TagKey, TagRecord]:
+    keys = list(tags)
+    rows = await conn.fetch(_READ_TAGS, [k[0] for k in keys], [k[1] for k in keys])
+    return {(r["repository"], r["tag"]): TagRecord(**dict(r)) for r in rows}
 
 
 def history_entries(
@@ -513,6 +540,31 @@ def history_entries(
     return entries
 
 
+@dataclass(frozen=True, slots=True)
+class _Round:
+    """One round's decisions of the pending tags: the writes, and each tag's row as the
+    batch would leave it with the decisions of its events."""
+
+    writes: list[tuple[TagRecord, TagRecord | None]]
+    rows: dict[TagKey, TagRecord | None]
+    decisions: dict[TagKey, list[Decision]]
+
+
+def _decide(
+    items: Sequence[Item], pending: dict[TagKey, list[int]], stored: dict[TagKey, TagRecord]
+) -> _Round:
+    """Fold each pending tag's events against its stored row. Pure."""
+    round_ = _Round([], {}, {})
+    for tag, indexes in pending.items():
+        before = stored.get(tag)
+        after, decisions = decide_tag(before, items, indexes)
+        round_.rows[tag] = after if after is not None else before
+        round_.decisions[tag] = decisions
+        if after is not None and after is not before:
+            round_.writes.append((after, before))
+    return round_
+
+
 async def _apply(
     conn: Connection,
     ctx: OutcomeContext,
@@ -522,28 +574,60 @@ async def _apply(
     *,
     names: AbstractSet[int] = frozenset(),
 ) -> Applied:
-    epoch = await conn.fetchval(_CURRENT_EPOCH)
+    """One transaction's work. Each round decides the pending tags, builds every outcome,
+    record and entry from the decisions so far, and writes them in one statement; tags
+    whose guard did not hold are read again and decided again (their records and entries
+    were not written: the next round's are)."""
     firsts = first_occurrences(items)
     hashed = {k: event_key(k) for k in firsts}
-    earlier = await _processed(conn, sources, {h: k for k, h in hashed.items()})
-    new = sorted(index for key, index in firsts.items() if key not in earlier)
-    # the tags of repeated applied changes: their state records show the rows as the
-    # batch leaves them, read with the batch's own tags (worker/state.py ``refreshed``)
-    repeats = repeated_tags(items, earlier)
-    done = await _decide_and_write(conn, items, events_by_tag(items, new), at, also=repeats)
-    decisions, current = done.decisions, done.current
-
-    outcomes = batch_outcomes(
-        ctx, items, new=new, decisions=decisions, earlier=earlier, processed_at=at
+    # every tag of the batch: those of new events are decided, those of repeated applied
+    # changes give their state records (worker/state.py ``refreshed``)
+    found = await _lookup(
+        conn, sources, {h: k for k, h in hashed.items()}, events_by_tag(items, range(len(items)))
     )
-    if any(o.replay for o in outcomes):
-        outcomes = refreshed(outcomes, {f"{r}:{t}": row for (r, t), row in current.items()})
-    if new:
-        rows = [
+    earlier, stored = found.earlier, found.tags
+    new = sorted(index for key, index in firsts.items() if key not in earlier)
+    pending = events_by_tag(items, new)
+    current: dict[TagKey, TagRecord | None] = {
+        tag: stored.get(tag) for tag in repeated_tags(items, earlier) if tag not in pending
+    }
+    # the rows the first read found, for worker/regressions.py (None: no row)
+    read = {tag: stored.get(tag) for tag in (*pending, *current)}
+    wrote: list[TagRecord] = []
+    decided: dict[int, Decision] = {}
+    for round_number in range(MAX_WRITE_ROUNDS):
+        if round_number:
+            stored = await read_tags(conn, pending)
+        round_ = _decide(items, pending, stored)
+        decisions = dict(decided)
+        for tag, tag_decisions in round_.decisions.items():
+            decisions.update(zip(pending[tag], tag_decisions, strict=True))
+        outcomes = batch_outcomes(
+            ctx, items, new=new, decisions=decisions, earlier=earlier, processed_at=at
+        )
+        if any(o.replay for o in outcomes):
+            rows_now = {**current, **round_.rows}
+            outcomes = refreshed(outcomes, {f"{r}:{t}": row for (r, t), row in rows_now.items()})
+        if not new:
+            return Applied(outcomes, found.epoch, 0, read=read)
+        records = [
             (hashed[items[i].key], processed_row(ctx, items[i], decisions.get(i), outcomes[i], at))
             for i in new
         ]
         history = stored_columns(history_entries(ctx, decisions, new, at), names)
-        await _record(conn, sources, epoch, at, rows, history=history)
-        return Applied(outcomes, epoch, len(new), tuple(history.name_refs), done.read, done.wrote)
-    return Applied(outcomes, epoch, len(new), read=done.read, wrote=done.wrote)
+        written = await _write(
+            conn, sources, found.epoch, at, writes=round_.writes, rows=records, history=history
+        )
+        conflicted = {(w.repository, w.tag) for w, _ in round_.writes} - written
+        # a failed round's other tags are written too: they stay in the transaction
+        wrote.extend(w for w, _ in round_.writes if (w.repository, w.tag) in written)
+        if not conflicted:
+            names_stored = tuple(history.name_refs)
+            return Applied(outcomes, found.epoch, len(new), names_stored, read, tuple(wrote))
+        count_retry(Cause.DB_VERSION_CONFLICT, len(conflicted))
+        for tag, row in round_.rows.items():
+            if tag not in conflicted:
+                decided.update(zip(pending[tag], round_.decisions[tag], strict=True))
+                current[tag] = row
+        pending = {tag: pending[tag] for tag in conflicted}
+    raise TransientError(Cause.DB_VERSION_CONFLICT, f"{len(pending)} tags kept changing under us")

@@ -243,10 +243,11 @@ async def test_one_batch_costs_a_bounded_number_of_round_trips(pool: asyncpg.Poo
         conn.add_query_logger(lambda q: calls.update([" ".join(q.query.split()[:4])]))
         await store.apply(items(events[1100:] + events[:10]), now())
         # query loggers are called soon after the statements, not during
-        await eventually(lambda: sum(calls.values()) >= 7, timeout=5)
+        await eventually(lambda: sum(calls.values()) >= 4, timeout=5)
         await asyncio.sleep(0.1)  # one more would show by now
-        # BEGIN, current epoch, read processed, read tags, write tags, record, COMMIT
-        assert sum(calls.values()) == 7, calls
+        # BEGIN, the lookup (current epoch, processed, tags), the write (tags, records,
+        # history), COMMIT
+        assert sum(calls.values()) == 4, calls
 
 
 class _SinglePool:
@@ -474,6 +475,43 @@ async def test_a_redelivery_racing_an_applier_and_a_rotation_replays_its_outcome
     assert await pool.fetchval("SELECT epoch FROM processed_current") == epoch + 1
     assert second.replay and second.value == first.value
     assert await pool.fetchval("SELECT count(*) FROM processed_events") == 1
+
+
+async def test_a_lookup_whose_snapshot_predates_a_rotation_it_waited_for_is_read_again(
+    pool: asyncpg.Pool,
+) -> None:
+    """The lookup reads the epoch FOR SHARE in the statement that reads the record: its
+    snapshot is taken before its lock is granted. Staged: a rotation holds the epoch's
+    row, the redelivery's lookup starts and waits for it, the first applier's record of
+    the event commits (in the old epoch), then the rotation. The lookup's lock is on the
+    new epoch while its snapshot misses that record: the store must read again and
+    replay, not apply the event a second time in the new epoch. (Real appliers commit
+    before the rotation gets its lock; a lookup whose snapshot is taken just before that
+    commit and whose lock is requested just after the rotation's is in this very state,
+    in a window too short to hit on purpose, so the record is put back by hand here.)"""
+    store = Store(pool, CTX)
+    event = make_event("snapshot", digest(1), BASE, event_id="snapshot-1")
+    (first,) = await store.apply(items([event]), now())
+    epoch = await pool.fetchval("SELECT epoch FROM processed_current")
+    record = await pool.fetchrow("DELETE FROM processed_events RETURNING *")
+    assert record is not None
+    async with pool.acquire() as r:
+        await partitions.ensure_partition(r, epoch + 1)
+        rotation = r.transaction()
+        await rotation.start()
+        await r.execute("UPDATE processed_current SET epoch = $1", epoch + 1)
+        redelivered = asyncio.create_task(store.apply(items([event], first_offset=9), now()))
+        await _lock_waiters(pool, 1)
+        columns = ", ".join(record.keys())
+        values = ", ".join(f"${i}" for i in range(1, len(record) + 1))
+        await pool.execute(
+            f"INSERT INTO processed_events ({columns}) VALUES ({values})", *record.values()
+        )
+        await rotation.commit()
+        (second,) = await asyncio.wait_for(redelivered, 10)
+    assert second.replay and second.value == first.value
+    assert await pool.fetchval("SELECT count(*) FROM processed_events") == 1
+    assert (await rows(pool))["snapshot"][3] == 1
 
 
 async def test_records_of_the_old_schema_replay_after_migration(services: Services) -> None:

@@ -1,5 +1,6 @@
-"""The floor's reading of records and the API benchmark's per-PUT split: pure parts of
-bench/floor.py and bench/api_split.py (their runs: tests/integration/test_bench_smoke.py)."""
+"""The floor's reading of records, the API benchmark's per-PUT split and the floor
+table's A/B columns: pure parts of bench/floor.py, bench/api_split.py and bench/versus.py
+(their runs: tests/integration/test_bench_smoke.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 from aiokafka.structs import ConsumerRecord
 
+from bench import versus
 from bench.api_split import Split
 from bench.floor import Event, read
 
@@ -63,3 +65,54 @@ def test_each_put_is_split_into_the_workers_time_and_the_apis() -> None:
     assert (found["split_matched"], found["split_puts"]) == (2, 3)
     assert (found["worker_split_p50_ms"], found["worker_split_p99_ms"]) == (40.0, 100.0)
     assert (found["api_added_p50_ms"], found["api_added_p99_ms"]) == (10.0, 30.0)
+
+
+def _drain(eps: float) -> dict[str, Any]:
+    return {
+        "events_per_second": eps,
+        "late_events_per_second": None,
+        "cpu_cores": {"worker": eps / 10_000, "other": 0.5},
+        "database": {"total": 1_000, "pg_database_size": 2_000},
+        "outcomes": {"total": 10, "by_status": {}, "complete": True, "missing": 0, "extra": 0},
+    }
+
+
+def _latency(p99: float) -> dict[str, Any]:
+    return {
+        "p50_ms": p99 / 2,
+        "p99_ms": p99,
+        "max_ms": p99 * 2,
+        "cpu_cores": {"worker": 0.2},
+        "achieved_rate": 2_000,
+        "offered_rate": 2_000,
+        "sent": 10,
+        "matched": 10,
+        "complete": True,
+    }
+
+
+def test_a_baseline_checkout_gets_its_column_and_the_projects_ratio_to_it() -> None:
+    """BENCH_FLOOR_BASELINE: the worker of another checkout runs as ``before`` and every
+    measure gets project / before beside project / floor."""
+    results: dict[str, Any] = {
+        "config": {"rate": 2_000.0, "baseline": "/work/main"},
+        "machine": {"load_average_1m_at_start": 1.0},
+        "sizes": [{"size": 10, "floor": _drain(100), "before": _drain(50), "project": _drain(80)}],
+        "latency": {"floor": _latency(40), "before": _latency(200), "project": _latency(60)},
+    }
+    results["table"] = versus.rows(results)
+    by = {r["measure"]: r for r in results["table"]}
+    assert by["drain 10: events/s"]["project_over_before"] == 1.6
+    assert by["drain 10: events/s"]["project_over_floor"] == 0.8
+    assert by["2,000/s, fresh store: p99 ms"]["project_over_before"] == 0.3
+    assert by["drain 10: CPU other, cores"]["project_over_before"] is None
+    shown = versus.render(results)
+    assert "project / before" in shown and "before: the worker of /work/main" in shown
+    without: dict[str, Any] = {
+        **results,
+        "sizes": [{k: v for k, v in results["sizes"][0].items() if k != "before"}],
+    }
+    without["latency"] = {k: v for k, v in results["latency"].items() if k != "before"}
+    without["table"] = versus.rows(without)
+    assert all("project_over_before" not in r for r in without["table"])
+    assert "project / before" not in versus.render(without)

@@ -1,0 +1,53 @@
+"""bench/store_ab.py's pure parts: the batches it applies and its table (its run needs
+PostgreSQL and another checkout: ``make bench-store-ab``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench import store_ab
+from worker.events import TagMoved
+
+
+def test_a_batch_has_new_tags_and_moves_of_an_earlier_batchs() -> None:
+    items = store_ab.batch(7, "x", 8)
+    events = [i.event for i in items]
+    assert all(isinstance(e, TagMoved) for e in events)
+    tags = [e.tag for e in events if isinstance(e, TagMoved)]
+    assert tags[:6] == [f"x7-{i}" for i in range(6)] and tags[6:] == ["x3-0", "x3-1"]
+    assert len({i.key for i in items}) == 8  # every event new
+    assert [i.record.offset for i in items] == list(range(56, 64))
+
+
+def _side(p50: float, statements: dict[str, float]) -> dict[str, Any]:
+    return {
+        "batches": 10,
+        "wall_ms": {"p50": p50, "p90": p50, "p99": p50, "mean": p50},
+        "cpu_us_per_batch": 1_000,
+        "statements_per_batch": len(statements) + 1,
+        "statement_ms_per_batch": statements,
+    }
+
+
+def test_the_table_pairs_the_two_stores_and_their_statements() -> None:
+    results = {
+        "config": {"baseline": "/work/main", "rounds": 1, "block": 5, "batch": 8},
+        "machine": {"load_average_1m_at_start": 1.0},
+        "systems": {
+            "before": _side(10.0, {"SELECT epoch FROM": 0.5, "COMMIT;": 2.0}),
+            "after": _side(8.0, {"COMMIT;": 2.0}),
+        },
+    }
+    shown = store_ab.render(results)
+    cells = {
+        row[0]: row[1:]
+        for row in (
+            [c.strip() for c in line.strip("|").split("|")]
+            for line in shown.splitlines()
+            if line.startswith("|")
+        )
+    }
+    assert [float(c) for c in cells["wall ms p50"]] == [10, 8, 0.8]
+    assert cells["SELECT epoch FROM …"][1] == "-" and float(cells["SELECT epoch FROM …"][0]) == 0.5
+    assert [float(c) for c in cells["COMMIT; …"]] == [2, 2]
+    assert "worker/store.py of /work/main" in shown
