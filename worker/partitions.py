@@ -63,8 +63,8 @@ WHERE p.ended_at < now() - $1::interval
 ORDER BY p.epoch
 """
 
-# The live tags whose newest entry (the one of the record's version, found by its key) is
-# in the partitions about to go, as (ref, entry): their baselines are that entry as the
+# The live tags whose newest entry (the one of the record's version and time) is in the
+# partitions about to go: their baselines are that entry as the
 # start of history, in the current partition, with the record's creation. The record is
 # found by its OCITag ID, split at its last ':' (worker/identifiers.py).
 _BASELINE_ROWS = """
@@ -76,14 +76,14 @@ FROM (SELECT DISTINCT ON (tag_ref) * FROM ocitag_history WHERE epoch = ANY($1::i
 JOIN ocitag_history_names nm ON nm.ref = n.tag_ref
 JOIN ocitags t ON t.repository = left(nm.name, length(nm.name) - strpos(reverse(nm.name), ':'))
               AND t.tag = right(nm.name, strpos(reverse(nm.name), ':') - 1)
-WHERE n.change <> 4 AND t.deleted_on IS NULL AND t.version = n.version
-  AND t.last_modified_on = n.at AND t.last_event_id = n.event_id
+WHERE (n.change & 7) <> 4 AND t.deleted_on IS NULL AND t.version = n.version
+  AND t.last_modified_on = n.at
 """
 
 # the creations of the baselines that go (a baseline's creation lives beside it)
 _FORGET_BASELINES = """
 DELETE FROM ocitag_history_baselines b USING ocitag_history h
-WHERE h.epoch = ANY($1::integer[]) AND h.change = 0
+WHERE h.epoch = ANY($1::integer[]) AND (h.change & 7) = 0
   AND b.tag_ref = h.tag_ref AND b.version = h.version
 """
 
@@ -96,9 +96,9 @@ _REBASELINE = (
     """,
     """
     INSERT INTO ocitag_history (at, recorded_at, tag_ref, by_ref, source_ref, version, epoch,
-                                change, repointed, artifact, event_id)
+                                change, artifact, event_id)
     SELECT at, now(), tag_ref, by_ref, source_ref, version,
-           (SELECT epoch FROM processed_current), 0, false, artifact, event_id
+           (SELECT epoch FROM processed_current), 0, artifact, event_id
     FROM history_rebaseline
     """,
 )

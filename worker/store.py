@@ -90,11 +90,11 @@ WITH names AS (
     ON CONFLICT (ref) DO NOTHING
 ), history AS (
     INSERT INTO ocitag_history (at, recorded_at, tag_ref, by_ref, source_ref, version, epoch,
-                                change, repointed, artifact, event_id)
-    SELECT ha, $3, ht, hb, hs, hv, $2, hc, hr, hx, hi
+                                change, artifact, event_id)
+    SELECT ha, $3, ht, hb, hs, hv, $2, hc, hx, hi
     FROM unnest($16::timestamptz[], $17::bigint[], $18::bigint[], $19::bigint[],
-                $20::bigint[], $21::smallint[], $22::boolean[], $23::bytea[], $24::text[])
-        AS h(ha, ht, hb, hs, hv, hc, hr, hx, hi)
+                $20::integer[], $21::smallint[], $22::bytea[], $23::bytea[])
+        AS h(ha, ht, hb, hs, hv, hc, hx, hi)
 )
 INSERT INTO processed_events (key, epoch, fingerprint, processed_at, status, change, version,
                               created_on, created_by, source_ref, outcome_key, outcome,

@@ -29,7 +29,7 @@ from tests.helpers.store import CTX, items, now, race_events, summary
 from tests.helpers.strategies import BASE, digest, histories, make_deletion, make_event
 from worker import partitions
 from worker.events import TagEvent
-from worker.history import ImmutableTags
+from worker.history import ImmutableTags, name_ref
 from worker.history_reads import FIRST, NEWEST, PgHistoryReads, allow_all
 from worker.migrate import migrate
 from worker.outcomes import Outcome, OutcomeContext
@@ -303,7 +303,7 @@ async def _still_answers(reads: PgHistoryReads, pool: asyncpg.Pool) -> None:
     # in the current partition
     assert await pool.fetchval(
         "SELECT h.epoch = c.epoch FROM ocitag_history h, processed_current c "
-        "WHERE h.event_id = 's2'"
+        "WHERE h.event_id = 's2'::bytea"
     )
 
 
@@ -411,3 +411,76 @@ async def test_the_digest_question_shows_only_tags_the_caller_may_read(
             break
         after = page.after
     assert sorted(found) == [f"{REPO}:{t}" for t in "aceg"]
+
+
+async def test_an_upgrade_from_0006_keeps_every_entry_in_the_compact_form(
+    database_url: str, pool: asyncpg.Pool
+) -> None:
+    """Entries written in the layout of 0005 (a boolean ``repointed``, a text event id)
+    read back the same after migration 0007, whatever their event id, in partitions of
+    the same names; the worker writes on after it."""
+    await pool.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    conn = await asyncpg.connect(database_url)
+    uuid_id = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    ids = [uuid_id, "sixteen-bytes-id", "e3", uuid_id.upper()]
+    try:
+        await migrate(conn, up_to=6)
+        epoch = await conn.fetchval("SELECT epoch FROM processed_current")
+        tag = f"{REPO}:v1.0.0"
+        for name in (tag, "ann", "https://registry.example.com/webhook"):
+            await conn.execute(
+                "INSERT INTO ocitag_history_names VALUES ($1, $2)", name_ref(name), name
+            )
+        for version, (change, flag, event_id) in enumerate(
+            [(0, False, ids[0]), (2, True, ids[1]), (3, False, ids[2]), (4, False, ids[3])], 1
+        ):
+            await conn.execute(
+                "INSERT INTO ocitag_history (at, recorded_at, tag_ref, by_ref, source_ref, "
+                "version, epoch, change, repointed, artifact, event_id) "
+                "VALUES ($1, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                BASE + timedelta(hours=version),
+                name_ref(tag),
+                name_ref("ann"),
+                name_ref("https://registry.example.com/webhook"),
+                version,
+                epoch,
+                change,
+                flag,
+                bytes.fromhex(digest(min(version, 2))),
+                event_id,
+            )
+        await conn.execute(
+            "INSERT INTO ocitag_history_baselines VALUES ($1, 1, 'bob', $2)",
+            name_ref(tag),
+            BASE - timedelta(days=1),
+        )
+        await migrate(conn)
+        partition = await conn.fetchval(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'ocitag_history'::regclass AND c.relname = $1",
+            f"ocitag_history_e{epoch}",
+        )
+    finally:
+        await conn.close()
+    assert partition == f"ocitag_history_e{epoch}"
+    reads = PgHistoryReads(pool)
+    entries = await all_entries(reads, f"{REPO}:v1.0.0")
+    assert [(e["version"], e["change"], e["repointed"], e["event"]["id"]) for e in entries] == [
+        (4, "deleted", False, ids[3]),
+        (3, "unchanged", False, ids[2]),
+        (2, "updated", True, ids[1]),
+        (1, "baseline", False, ids[0]),
+    ]
+    as_of = await reads.as_of(f"{REPO}:v1.0.0", BASE + timedelta(hours=2, minutes=30))
+    assert as_of is not None and as_of.version == 2
+    assert (as_of.record["created_by"], as_of.record["artifact"]) == ("bob", digest(2))
+    (interval,) = await all_tags(reads, digest(2), history=True)
+    assert (interval["from_version"], interval["until"]) == (2, "2026-01-01T04:00:00Z")
+    store = Store(pool, CTX)
+    await store.apply(
+        items([make_event("v1.0.0", digest(3), BASE + timedelta(hours=5), event_id=uuid_id)]),
+        now(),
+    )
+    # (the record itself was not written here: the worker creates it)
+    (latest, *_) = await all_entries(reads, f"{REPO}:v1.0.0")
+    assert (latest["version"], latest["change"], latest["event"]["id"]) == (1, "created", uuid_id)
