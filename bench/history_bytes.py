@@ -47,8 +47,7 @@ _NAMESPACE = uuid.UUID("6f1c2a52-1f0e-4a44-9d7c-3c1b8f7e0a11")
 
 def with_uuid_ids(items: list[Item]) -> list[Item]:
     return [
-        Item(i.record, replace(i.event, id=str(uuid.uuid5(_NAMESPACE, i.event.id))))
-        for i in items
+        Item(i.record, replace(i.event, id=str(uuid.uuid5(_NAMESPACE, i.event.id)))) for i in items
     ]
 
 

@@ -181,10 +181,7 @@ def test_event_ids_are_stored_compactly_and_unambiguously(event_id: str, stored:
     assert event_id_text(stored) == event_id
 
 
-@given(
-    st.uuids().map(str)
-    | st.text(st.characters(codec="utf-8", blacklist_characters="\x00"))
-)
+@given(st.uuids().map(str) | st.text(st.characters(codec="utf-8", blacklist_characters="\x00")))
 def test_every_event_id_comes_back(event_id: str) -> None:
     assert event_id_text(event_id_bytes(event_id)) == event_id
 
