@@ -195,6 +195,10 @@ async def test_release_tags_that_move_are_flagged(pool: asyncpg.Pool) -> None:
     assert not any(e["repointed"] for e in await all_entries(reads, f"{REPO}:v1.4.2"))
 
 
+_PORTED = "localhost:5000/team/app"
+_SHA512 = "sha512:" + "ab" * 64
+
+
 async def _end_long_ago(pool: asyncpg.Pool, epoch: int) -> None:
     await pool.execute(
         "UPDATE ocitag_history_partitions SET ended_at = now() - interval '2 hours' "
@@ -229,6 +233,8 @@ async def test_history_retention_drops_whole_partitions_and_keeps_live_tags(
                 make_event("moved", digest(1), BASE, event_id="m1"),
                 make_event("gone", digest(1), BASE, event_id="g1"),
                 make_deletion("gone", BASE + hour, event_id="g2"),
+                # a repository with a port (the OCITag ID has two ':'), a sha512 digest
+                make_event("v1", _SHA512, BASE, event_id="p1", repository=_PORTED),
             ]
         ),
         now(),
@@ -245,7 +251,7 @@ async def test_history_retention_drops_whole_partitions_and_keeps_live_tags(
     assert not kept.history_dropped
 
     done = await _drop_ended(pool)
-    assert (done.history_dropped, done.history_baselines) == ((first,), 1)
+    assert (done.history_dropped, done.history_baselines) == ((first,), 2)
     assert await pool.fetchval("SELECT to_regclass($1)", f"ocitag_history_e{first}") is None
     reads = PgHistoryReads(pool)
     await _still_answers(reads, pool)
@@ -255,7 +261,7 @@ async def test_history_retention_drops_whole_partitions_and_keeps_live_tags(
     assert await all_entries(reads, f"{REPO}:gone") == []
     assert await reads.as_of(f"{REPO}:gone", BASE + hour / 2) is None
     # the idempotency record of that epoch is untouched (its own retention)
-    assert await pool.fetchval("SELECT count(*) FROM processed_events") == 6
+    assert await pool.fetchval("SELECT count(*) FROM processed_events") == 7
 
     # the baseline's partition goes in turn: a new baseline, the creation carried on
     for _ in range(2):
@@ -263,10 +269,10 @@ async def test_history_retention_drops_whole_partitions_and_keeps_live_tags(
         await _drop_ended(pool)  # rotates: the baseline's epoch ends now
         await _end_long_ago(pool, epoch)
         done = await _drop_ended(pool)
-        assert (done.history_dropped, done.history_baselines) == ((epoch,), 1)
+        assert (done.history_dropped, done.history_baselines) == ((epoch,), 2)
         await _still_answers(reads, pool)
-    # one creation kept, for the baseline there is
-    assert await pool.fetchval("SELECT count(*) FROM ocitag_history_baselines") == 1
+    # one creation kept per baseline there is
+    assert await pool.fetchval("SELECT count(*) FROM ocitag_history_baselines") == 2
     async with pool.acquire() as conn:
         assert await partitions.rebaseline(conn, [first]) == 0  # gone already: nothing
         current = await conn.fetchval("SELECT epoch FROM processed_current")
@@ -300,6 +306,10 @@ async def _still_answers(reads: PgHistoryReads, pool: asyncpg.Pool) -> None:
             2,
             None,
         )
+    (ported,) = await all_tags(reads, _SHA512, history=False)
+    assert (ported["tag"], ported["from"]) == (f"{_PORTED}:v1", "2026-01-01T00:00:00Z")
+    as_of = await reads.as_of(f"{_PORTED}:v1", BASE + timedelta(days=1))
+    assert as_of is not None and as_of.record["repository"] == _PORTED
     # in the current partition
     assert await pool.fetchval(
         "SELECT h.epoch = c.epoch FROM ocitag_history h, processed_current c "
