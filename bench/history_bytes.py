@@ -55,13 +55,13 @@ async def run() -> dict[str, Any]:
     events = env_int("BENCH_HISTORY_BYTES_EVENTS", 100_000)
     batch = env_int("BENCH_HISTORY_BYTES_BATCH", 500)
     uuids = os.environ.get("BENCH_HISTORY_UUID_IDS") == "1"
+    items = make_items(events, max(1, events // 4), "hb-", env_int("BENCH_SEED", 1))
+    if uuids:
+        items = with_uuid_ids(items)
     services = discover()
     name = unique("histbytes")
     url = await create_database(services.database_url, name)
     ctx = OutcomeContext("urn:ocitag-worker:bench", "https://ocitag-worker.dev/problems/")
-    items = make_items(events, max(1, events // 4), "hb-", env_int("BENCH_SEED", 1))
-    if uuids:
-        items = with_uuid_ids(items)
     try:
         pool = await open_pool(url, 1, 2, 60, 15)
         try:
