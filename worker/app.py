@@ -72,6 +72,7 @@ async def _prune_loop(pool: asyncpg.Pool, store: Store, settings: Settings) -> N
                     tombstones=tombstones,
                     dropped_history_partitions=list(done.history_dropped),
                     history_entries=done.history_dropped_entries,
+                    history_baselines=done.history_baselines,
                 )
         except Exception as exc:
             log.warning("prune_failed", error=str(exc))

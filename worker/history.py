@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import re
+import uuid
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -20,7 +22,8 @@ from worker.decision import Applied
 
 HistoryChange = Literal["baseline", "created", "updated", "unchanged", "deleted"]
 
-#: ``ocitag_history.change``; 0 is the start of history written by migration 0005
+#: ``ocitag_history.change`` (its low 3 bits; migration 0007 adds ``REPOINTED``); 0 is the
+#: start of history (migration 0005, and retention: worker/partitions.py)
 CHANGE_CODES: dict[HistoryChange, int] = {
     "baseline": 0,
     "created": 1,
@@ -29,6 +32,11 @@ CHANGE_CODES: dict[HistoryChange, int] = {
     "deleted": 4,
 }
 CHANGE_NAMES: dict[int, HistoryChange] = {code: name for name, code in CHANGE_CODES.items()}
+#: the bit of ``ocitag_history.change`` that says the entry is re-pointed
+REPOINTED = 8
+_CODE = REPOINTED - 1
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 #: the changes that make a tag point at an artifact (an interval of the digest question
 #: starts there; ``unchanged`` neither ends nor restarts one)
 STARTS = frozenset({"baseline", "created", "updated"})
@@ -58,6 +66,34 @@ def artifact_prefix(raw: bytes) -> int:
     """What the artifact index holds (migration 0005): the digest's first 8 bytes, as a
     signed bigint."""
     return int.from_bytes(raw[:8], "big", signed=True)
+
+
+def change_code(change: HistoryChange, repointed: bool) -> int:
+    """The stored ``change`` (migration 0007): the change's code, plus 8 when re-pointed."""
+    return CHANGE_CODES[change] | (REPOINTED if repointed else 0)
+
+
+def change_of(code: int) -> tuple[HistoryChange, bool]:
+    """Back: (change, repointed)."""
+    return CHANGE_NAMES[code & _CODE], bool(code & REPOINTED)
+
+
+def event_id_bytes(event_id: str) -> bytes:
+    """The stored event id (migration 0007 converts the same way): a canonical UUID (the
+    lowercase hyphenated form) as its 16 bytes; any other id as its UTF-8, after a zero
+    byte when that is 16 bytes long, so that 16 bytes always mean a UUID (a text id
+    never holds a zero byte: PostgreSQL text cannot)."""
+    if _UUID.fullmatch(event_id):
+        return uuid.UUID(event_id).bytes
+    raw = event_id.encode()
+    return b"\x00" + raw if len(raw) == 16 else raw
+
+
+def event_id_text(raw: bytes) -> str:
+    """Back to the event's id."""
+    if len(raw) == 16:
+        return str(uuid.UUID(bytes=raw))
+    return raw[1:].decode() if raw[:1] == b"\x00" else raw.decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +200,7 @@ def stored_columns(rows: Sequence[tuple[str, Entry]], known: AbstractSet[int]) -
     """``rows`` of (OCITag ID, entry); ``known`` the refs already in
     ``ocitag_history_names`` (they are never deleted), which are not sent again."""
     new_names: dict[int, str] = {}
-    columns: tuple[list[object], ...] = tuple([] for _ in range(9))
+    columns: tuple[list[object], ...] = tuple([] for _ in range(8))
     for ocitag, entry in rows:
         refs = []
         for name in (ocitag, entry.by, entry.source):
@@ -178,10 +214,9 @@ def stored_columns(rows: Sequence[tuple[str, Entry]], known: AbstractSet[int]) -
             refs[1],
             refs[2],
             entry.version,
-            CHANGE_CODES[entry.change],
-            entry.repointed,
+            change_code(entry.change, entry.repointed),
             artifact_bytes(entry.artifact),
-            entry.event_id,
+            event_id_bytes(entry.event_id),
         )
         for column, value in zip(columns, values, strict=True):
             column.append(value)

@@ -2,7 +2,7 @@
 of an instant, the tags that carry a digest. Read-only (the worker writes the entries);
 asked by the api (worker/api/history_routes.py) and the ``history`` command.
 
-Each question is one statement on the indexes of migration 0005: by tag and time (which
+Each question is one statement on the indexes of migration 0007: by tag and time (which
 orders by version too), the creations, and by artifact. ``may_read`` (an OCITag ID →
 whether the caller may read it; everything by default) filters what a list returns.
 """
@@ -16,7 +16,14 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from worker.history import CHANGE_NAMES, artifact_bytes, artifact_prefix, artifact_text, name_ref
+from worker.history import (
+    artifact_bytes,
+    artifact_prefix,
+    artifact_text,
+    change_of,
+    event_id_text,
+    name_ref,
+)
 from worker.identifiers import split_ocitag_id
 from worker.timefmt import format_rfc3339
 
@@ -36,32 +43,22 @@ def allow_all(_: str) -> bool:
 
 _ENTRIES = """
 SELECT h.version, h.change, h.artifact, b.name AS by, h.at, h.recorded_at, s.name AS source,
-       h.event_id, h.repointed
+       h.event_id
 FROM ocitag_history h
 JOIN ocitag_history_names b ON b.ref = h.by_ref
 JOIN ocitag_history_names s ON s.ref = h.source_ref
-WHERE h.tag_ref = $1 AND (h.at, h.version) < ($2, $3)
+WHERE h.tag_ref = $1 AND h.at <= $2 AND (h.at, h.version) < ($2, $3::bigint)
 ORDER BY h.at DESC, h.version DESC
 LIMIT $4
 """
 
 # the latest entry at or before the instant, and the creation of the record as of it
-# (the latest creation or baseline up to it; a baseline's creation is kept beside it)
+# (the latest creation or baseline up to it; a baseline's creation is kept beside it):
+# migration 0007's function, which probes the partitions newest first and stops at the
+# first that answers
 _AT = """
-SELECT h.version, h.change, h.artifact, b.name AS by, h.at,
-       c.change AS c_change, c.at AS c_at, cb.name AS c_by,
-       bl.created_by AS bl_by, bl.created_on AS bl_on
-FROM (SELECT * FROM ocitag_history WHERE tag_ref = $1 AND at <= $2
-      ORDER BY at DESC, version DESC LIMIT 1) h
-JOIN ocitag_history_names b ON b.ref = h.by_ref
-LEFT JOIN LATERAL (
-    SELECT c.change, c.at, c.version, c.by_ref FROM ocitag_history c
-    WHERE c.tag_ref = h.tag_ref AND c.change IN (0, 1) AND (c.at, c.version) <= (h.at, h.version)
-    ORDER BY c.at DESC, c.version DESC LIMIT 1
-) c ON true
-LEFT JOIN ocitag_history_names cb ON cb.ref = c.by_ref
-LEFT JOIN ocitag_history_baselines bl
-       ON c.change = 0 AND bl.tag_ref = h.tag_ref AND bl.version = c.version
+SELECT version, change, artifact, by, at, c_change, c_at, c_by, bl_by, bl_on
+FROM ocitag_history_as_of($1, $2)
 """
 
 # intervals: each starts at an entry that made a tag point at the digest (baseline,
@@ -72,13 +69,13 @@ FROM ocitag_history s
 JOIN ocitag_history_names n ON n.ref = s.tag_ref
 LEFT JOIN LATERAL (
     SELECT h.at FROM ocitag_history h
-    WHERE h.tag_ref = s.tag_ref AND (h.at, h.version) > (s.at, s.version)
-      AND (h.change = 4 OR h.artifact <> s.artifact)
+    WHERE h.tag_ref = s.tag_ref AND h.at >= s.at AND (h.at, h.version) > (s.at, s.version)
+      AND ((h.change & 7) = 4 OR h.artifact <> s.artifact)
     ORDER BY h.at, h.version LIMIT 1
 ) e ON true
 WHERE ('x' || encode(substring(s.artifact FROM 1 FOR 8), 'hex'))::bit(64)::bigint = $1
-  AND s.artifact = $2 AND s.change IN (0, 1, 2)
-  AND (s.tag_ref, s.version) > ($3, $4)
+  AND s.artifact = $2 AND (s.change & 7) IN (0, 1, 2)
+  AND (s.tag_ref, s.version) > ($3, $4::bigint)
   AND ($5 OR e.at IS NULL)
 ORDER BY s.tag_ref, s.version
 LIMIT $6
@@ -113,25 +110,27 @@ class HistoryReads(Protocol):
 
 
 def entry_json(row: asyncpg.Record) -> dict[str, Any]:
+    change, repointed = change_of(row["change"])
     return {
         "version": int(row["version"]),
-        "change": CHANGE_NAMES[row["change"]],
+        "change": change,
         "artifact": artifact_text(row["artifact"]),
         "by": row["by"],
         "at": format_rfc3339(row["at"]),
         "recorded_at": format_rfc3339(row["recorded_at"]),
-        "event": {"source": row["source"], "id": row["event_id"]},
-        "repointed": bool(row["repointed"]),
+        "event": {"source": row["source"], "id": event_id_text(row["event_id"])},
+        "repointed": repointed,
     }
 
 
 def _as_of(ocitag: str, row: asyncpg.Record) -> AsOf | None:
-    if CHANGE_NAMES[row["change"]] == "deleted":
+    if change_of(row["change"])[0] == "deleted":
         return None
     repository, tag = split_ocitag_id(ocitag)
-    if row["c_change"] == 0 and row["bl_by"] is not None:
+    creation = change_of(row["c_change"])[0] if row["c_change"] is not None else None
+    if creation == "baseline" and row["bl_by"] is not None:
         created_by, created_on = row["bl_by"], row["bl_on"]
-    elif row["c_change"] == 1:
+    elif creation == "created":
         created_by, created_on = row["c_by"], row["c_at"]
     else:  # the creation is older than the kept history (a retention): the entry's own
         created_by, created_on = row["by"], row["at"]

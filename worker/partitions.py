@@ -17,7 +17,14 @@ History (migration 0005) shares the epochs: every epoch has a partition of
 ``ocitag_history`` too, created, attached and rotated with the record's, and
 ``ocitag_history_partitions`` keeps when each ended (after the record's own partition is
 gone). With a history retention (``history_retention_seconds`` > 0) the history
-partitions that ended more than that ago are dropped the same way; with 0 never.
+partitions that ended more than that ago are dropped; with 0 never. A live tag whose
+newest entry is in a partition about to go would vanish from the three questions with
+it: first, in one transaction, each such tag gets a ``baseline`` entry in the current
+partition (the record as it is, its creation kept in ``ocitag_history_baselines`` as
+migration 0005 keeps it) and the old partitions are emptied (TRUNCATE: readers see the
+old entries or the baselines, never neither nor both); the emptied partitions are then
+detached concurrently and dropped (the appliers go on meanwhile: they write the current
+partition only, and TRUNCATE locks only the partitions it empties).
 
 Compared with deleting expired rows (the record before 0004): no dead rows, so nothing
 for vacuum to clean and no bloat in the live partitions (bench/store.py, "retention").
@@ -56,6 +63,46 @@ WHERE p.ended_at < now() - $1::interval
 ORDER BY p.epoch
 """
 
+# The live tags whose newest entry (the one of the record's version and time) is in the
+# partitions about to go: their baselines are that entry as the
+# start of history, in the current partition, with the record's creation. The record is
+# found by its OCITag ID, split at its last ':' (worker/identifiers.py).
+_BASELINE_ROWS = """
+CREATE TEMPORARY TABLE history_rebaseline ON COMMIT DROP AS
+SELECT n.tag_ref, n.version, n.at, n.by_ref, n.source_ref, n.artifact, n.event_id,
+       t.created_by, t.created_on
+FROM (SELECT DISTINCT ON (tag_ref) * FROM ocitag_history WHERE epoch = ANY($1::integer[])
+      ORDER BY tag_ref, version DESC) n
+JOIN ocitag_history_names nm ON nm.ref = n.tag_ref
+JOIN ocitags t ON t.repository = left(nm.name, length(nm.name) - strpos(reverse(nm.name), ':'))
+              AND t.tag = right(nm.name, strpos(reverse(nm.name), ':') - 1)
+WHERE (n.change & 7) <> 4 AND t.deleted_on IS NULL AND t.version = n.version
+  AND t.last_modified_on = n.at
+"""
+
+# the creations of the baselines that go (a baseline's creation lives beside it)
+_FORGET_BASELINES = """
+DELETE FROM ocitag_history_baselines b USING ocitag_history h
+WHERE h.epoch = ANY($1::integer[]) AND (h.change & 7) = 0
+  AND b.tag_ref = h.tag_ref AND b.version = h.version
+"""
+
+_REBASELINE = (
+    """
+    INSERT INTO ocitag_history_baselines (tag_ref, version, created_by, created_on)
+    SELECT tag_ref, version, created_by, created_on FROM history_rebaseline
+    ON CONFLICT (tag_ref, version) DO UPDATE
+        SET created_by = excluded.created_by, created_on = excluded.created_on
+    """,
+    """
+    INSERT INTO ocitag_history (at, recorded_at, tag_ref, by_ref, source_ref, version, epoch,
+                                change, artifact, event_id)
+    SELECT at, now(), tag_ref, by_ref, source_ref, version,
+           (SELECT epoch FROM processed_current), 0, artifact, event_id
+    FROM history_rebaseline
+    """,
+)
+
 #: the partitioned tables of an epoch: (parent, partition name prefix)
 _TABLES = (("processed_events", "processed_events_e"), ("ocitag_history", "ocitag_history_e"))
 
@@ -70,6 +117,8 @@ class Maintenance:
     #: history partitions dropped (past OCITAG_HISTORY_RETENTION_SECONDS) and their entries
     history_dropped: tuple[int, ...] = ()
     history_dropped_entries: int = 0
+    #: live tags whose newest entry went with them, given a baseline entry first
+    history_baselines: int = 0
 
 
 def partition_name(epoch: int, prefix: str = "processed_events_e") -> str:
@@ -90,23 +139,58 @@ async def maintain(
             done = await _maintain(conn, retention_seconds, partition_seconds)
             if history_retention_seconds <= 0:
                 return done
-            dropped = await _drop_history(conn, history_retention_seconds)
+            dropped, baselines = await _drop_history(conn, history_retention_seconds)
             return replace(
                 done,
                 history_dropped=tuple(e for e, _ in dropped),
                 history_dropped_entries=sum(n for _, n in dropped),
+                history_baselines=baselines,
             )
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
 
 
-async def _drop_history(conn: Connection, retention_seconds: float) -> list[tuple[int, int]]:
-    """The history partitions that ended more than the retention ago, dropped."""
+async def _drop_history(
+    conn: Connection, retention_seconds: float
+) -> tuple[list[tuple[int, int]], int]:
+    """The history partitions that ended more than the retention ago, dropped after the
+    live tags whose newest entry is there got a baseline; and how many did."""
     expired = await conn.fetch(_HISTORY_EXPIRED, timedelta(seconds=retention_seconds))
+    if not expired:
+        return [], 0
+    epochs = [row["epoch"] for row in expired]
+    baselines = await rebaseline(conn, epochs)
     for row in expired:
         await drop_partition(conn, row["epoch"], table="ocitag_history")
         await conn.execute("DELETE FROM ocitag_history_partitions WHERE epoch = $1", row["epoch"])
-    return [(row["epoch"], max(0, row["rows"])) for row in expired]
+    return [(row["epoch"], max(0, row["rows"])) for row in expired], baselines
+
+
+async def rebaseline(conn: Connection, epochs: list[int]) -> int:
+    """In one transaction: a baseline entry in the current partition for every live tag
+    whose newest entry is in the history partitions of ``epochs``, and those partitions
+    emptied. Done again after a failure in between, it finds them empty: nothing twice.
+    Never the current epoch (its baselines would go with it)."""
+    if await conn.fetchval("SELECT epoch FROM processed_current") in epochs:
+        raise ValueError("the current history partition is never rebaselined nor emptied")
+    present = [
+        e
+        for e in epochs
+        if await conn.fetchval(
+            "SELECT to_regclass($1) IS NOT NULL", partition_name(e, "ocitag_history_e")
+        )
+    ]
+    if not present:
+        return 0
+    async with conn.transaction():
+        status = await conn.execute(_BASELINE_ROWS, present)
+        await conn.execute(_FORGET_BASELINES, present)
+        for statement in _REBASELINE:
+            await conn.execute(statement)
+        await conn.execute(
+            "TRUNCATE " + ", ".join(partition_name(e, "ocitag_history_e") for e in present)
+        )
+    return int(status.split()[-1])
 
 
 async def _maintain(

@@ -237,8 +237,8 @@ def _tag_key(ocitag_id: str) -> tuple[str, str]:
 # ---- the edge
 
 # The names a restore's entry introduces, then the entry and a baseline's creation
-# beside it (migration 0005); two statements, not the applier's one (worker/store.py
-# ``_RECORD``): a restore is rare, a round trip more costs nothing here.
+# beside it (migrations 0005, 0007); two statements, not the applier's one (worker/store.py
+# ``_WRITE``): a restore is rare, a round trip more costs nothing here.
 _NAMES = """
 INSERT INTO ocitag_history_names (ref, name) SELECT * FROM unnest($1::bigint[], $2::text[])
 ON CONFLICT (ref) DO NOTHING
@@ -246,16 +246,16 @@ ON CONFLICT (ref) DO NOTHING
 _ENTRY = """
 WITH h AS (
     SELECT * FROM unnest($1::timestamptz[], $2::bigint[], $3::bigint[], $4::bigint[],
-                         $5::bigint[], $6::smallint[], $7::boolean[], $8::bytea[], $9::text[])
-        AS h(ha, ht, hb, hs, hv, hc, hr, hx, hi)
+                         $5::integer[], $6::smallint[], $7::bytea[], $8::bytea[])
+        AS h(ha, ht, hb, hs, hv, hc, hx, hi)
 ), baseline AS (
     INSERT INTO ocitag_history_baselines (tag_ref, version, created_by, created_on)
-    SELECT ht, hv, $11, $12 FROM h WHERE hc = 0
+    SELECT ht, hv, $10, $11 FROM h WHERE hc = 0
     ON CONFLICT (tag_ref, version) DO NOTHING
 )
 INSERT INTO ocitag_history (at, recorded_at, tag_ref, by_ref, source_ref, version, epoch,
-                            change, repointed, artifact, event_id)
-SELECT ha, $10, ht, hb, hs, hv, (SELECT epoch FROM processed_current FOR SHARE), hc, hr, hx, hi
+                            change, artifact, event_id)
+SELECT ha, $9, ht, hb, hs, hv, (SELECT epoch FROM processed_current FOR SHARE), hc, hx, hi
 FROM h
 """
 

@@ -160,11 +160,11 @@ WITH u AS (
     ON CONFLICT (ref) DO NOTHING
 ), history AS (
     INSERT INTO ocitag_history (at, recorded_at, tag_ref, by_ref, source_ref, version, epoch,
-                                change, repointed, artifact, event_id)
-    SELECT ha, $16, ht, hb, hs, hv, $17, hc, hr, hx, hi
+                                change, artifact, event_id)
+    SELECT ha, $16, ht, hb, hs, hv, $17, hc, hx, hi
     FROM unnest($31::timestamptz[], $32::bigint[], $33::bigint[], $34::bigint[],
-                $35::bigint[], $36::smallint[], $37::boolean[], $38::bytea[], $39::text[])
-        AS h(ha, ht, hb, hs, hv, hc, hr, hx, hi)
+                $35::integer[], $36::smallint[], $37::bytea[], $38::bytea[])
+        AS h(ha, ht, hb, hs, hv, hc, hx, hi)
     WHERE (SELECT ok FROM guarded)
 ), recorded AS (
     INSERT INTO processed_events (key, epoch, fingerprint, processed_at, status, change,

@@ -29,7 +29,7 @@ from tests.helpers.store import CTX, items, now, race_events, summary
 from tests.helpers.strategies import BASE, digest, histories, make_deletion, make_event
 from worker import partitions
 from worker.events import TagEvent
-from worker.history import ImmutableTags
+from worker.history import ImmutableTags, name_ref
 from worker.history_reads import FIRST, NEWEST, PgHistoryReads, allow_all
 from worker.migrate import migrate
 from worker.outcomes import Outcome, OutcomeContext
@@ -195,34 +195,126 @@ async def test_release_tags_that_move_are_flagged(pool: asyncpg.Pool) -> None:
     assert not any(e["repointed"] for e in await all_entries(reads, f"{REPO}:v1.4.2"))
 
 
-async def test_history_retention_drops_whole_partitions(pool: asyncpg.Pool) -> None:
+_PORTED = "localhost:5000/team/app"
+_SHA512 = "sha512:" + "ab" * 64
+
+
+async def _end_long_ago(pool: asyncpg.Pool, epoch: int) -> None:
+    await pool.execute(
+        "UPDATE ocitag_history_partitions SET ended_at = now() - interval '2 hours' "
+        "WHERE epoch = $1",
+        epoch,
+    )
+
+
+async def _drop_ended(pool: asyncpg.Pool) -> partitions.Maintenance:
+    """Rotate, and drop the history partitions that ended more than an hour ago."""
+    return await partitions.maintain(
+        pool, retention_seconds=10**6, partition_seconds=0, history_retention_seconds=3600
+    )
+
+
+async def test_history_retention_drops_whole_partitions_and_keeps_live_tags(
+    pool: asyncpg.Pool,
+) -> None:
     """The entries of an epoch that ended more than the history retention ago go with
-    their partition; with retention 0 nothing is ever dropped."""
+    their partition (with retention 0 nothing is ever dropped); a live tag whose newest
+    entry went with it first gets a ``baseline`` in the current partition, the record as
+    it is with its creation, so that the three questions still answer for it, through any
+    number of drops; a deleted tag whose entries all went is gone (404)."""
     await pool.execute(_TRUNCATE)
     store = Store(pool, CTX)
-    await store.apply(items([make_event("old", digest(1), BASE, event_id="o")]), now())
+    hour = timedelta(hours=1)
+    await store.apply(
+        items(
+            [
+                make_event("still", digest(1), BASE, event_id="s1", actor="ann"),
+                make_event("still", digest(2), BASE + hour, event_id="s2", actor="bob"),
+                make_event("moved", digest(1), BASE, event_id="m1"),
+                make_event("gone", digest(1), BASE, event_id="g1"),
+                make_deletion("gone", BASE + hour, event_id="g2"),
+                # a repository with a port (the OCITag ID has two ':'), a sha512 digest
+                make_event("v1", _SHA512, BASE, event_id="p1", repository=_PORTED),
+            ]
+        ),
+        now(),
+    )
     first = await pool.fetchval("SELECT epoch FROM processed_current")
     # rotate now (partition period 0), keep everything (history retention 0)
     done = await partitions.maintain(pool, retention_seconds=10**6, partition_seconds=0)
     assert done.rotated_to == first + 1 and not done.history_dropped
-    await store.apply(items([make_event("new", digest(2), BASE, event_id="n")]), now())
-    await pool.execute(
-        "UPDATE ocitag_history_partitions SET ended_at = now() - interval '2 hours' "
-        "WHERE epoch = $1",
-        first,
+    await store.apply(
+        items([make_event("moved", digest(3), BASE + 2 * hour, event_id="m2")]), now()
     )
+    await _end_long_ago(pool, first)
     kept = await partitions.maintain(pool, retention_seconds=10**6, partition_seconds=10**6)
     assert not kept.history_dropped
-    done = await partitions.maintain(
-        pool, retention_seconds=10**6, partition_seconds=10**6, history_retention_seconds=3600
-    )
-    assert done.history_dropped == (first,)
-    reads = PgHistoryReads(pool)
-    assert await reads.entries(f"{REPO}:old", NEWEST, 10) == []
-    assert [e["version"] for e in await reads.entries(f"{REPO}:new", NEWEST, 10)] == [1]
+
+    done = await _drop_ended(pool)
+    assert (done.history_dropped, done.history_baselines) == ((first,), 2)
     assert await pool.fetchval("SELECT to_regclass($1)", f"ocitag_history_e{first}") is None
+    reads = PgHistoryReads(pool)
+    await _still_answers(reads, pool)
+    # moved: its newest entry was kept, no baseline; its creation went (docs: Limits)
+    assert [e["change"] for e in await all_entries(reads, f"{REPO}:moved")] == ["updated"]
+    # gone: deleted, every entry dropped: no history, nothing as of any instant (404)
+    assert await all_entries(reads, f"{REPO}:gone") == []
+    assert await reads.as_of(f"{REPO}:gone", BASE + hour / 2) is None
     # the idempotency record of that epoch is untouched (its own retention)
-    assert await pool.fetchval("SELECT count(*) FROM processed_events") == 2
+    assert await pool.fetchval("SELECT count(*) FROM processed_events") == 7
+
+    # the baseline's partition goes in turn: a new baseline, the creation carried on
+    for _ in range(2):
+        epoch = await pool.fetchval("SELECT epoch FROM processed_current")
+        await _drop_ended(pool)  # rotates: the baseline's epoch ends now
+        await _end_long_ago(pool, epoch)
+        done = await _drop_ended(pool)
+        assert (done.history_dropped, done.history_baselines) == ((epoch,), 2)
+        await _still_answers(reads, pool)
+    # one creation kept per baseline there is
+    assert await pool.fetchval("SELECT count(*) FROM ocitag_history_baselines") == 2
+    async with pool.acquire() as conn:
+        assert await partitions.rebaseline(conn, [first]) == 0  # gone already: nothing
+        current = await conn.fetchval("SELECT epoch FROM processed_current")
+        with pytest.raises(ValueError, match="current"):
+            await partitions.rebaseline(conn, [current])
+
+
+async def _still_answers(reads: PgHistoryReads, pool: asyncpg.Pool) -> None:
+    """The live tag ``still`` (created by ann at BASE, moved by bob an hour later) after
+    its entries were dropped: one baseline, the record as it is, with its creation."""
+    (entry,) = await all_entries(reads, f"{REPO}:still")
+    assert (entry["change"], entry["version"], entry["artifact"], entry["by"]) == (
+        "baseline",
+        2,
+        digest(2),
+        "bob",
+    )
+    assert entry["event"]["id"] == "s2" and entry["at"] == "2026-01-01T01:00:00Z"
+    as_of = await reads.as_of(f"{REPO}:still", BASE + timedelta(days=3))
+    assert as_of is not None and as_of.version == 2
+    assert as_of.record["artifact"] == digest(2)
+    assert (as_of.record["created_by"], as_of.record["created_on"]) == (
+        "ann",
+        "2026-01-01T00:00:00Z",
+    )
+    assert await reads.as_of(f"{REPO}:still", BASE) is None  # before the kept history
+    for history in (False, True):
+        (interval,) = await all_tags(reads, digest(2), history=history)
+        assert (interval["tag"], interval["from_version"], interval["until"]) == (
+            f"{REPO}:still",
+            2,
+            None,
+        )
+    (ported,) = await all_tags(reads, _SHA512, history=False)
+    assert (ported["tag"], ported["from"]) == (f"{_PORTED}:v1", "2026-01-01T00:00:00Z")
+    as_of = await reads.as_of(f"{_PORTED}:v1", BASE + timedelta(days=1))
+    assert as_of is not None and as_of.record["repository"] == _PORTED
+    # in the current partition
+    assert await pool.fetchval(
+        "SELECT h.epoch = c.epoch FROM ocitag_history h, processed_current c "
+        "WHERE h.event_id = 's2'::bytea"
+    )
 
 
 async def test_an_upgrade_from_0004_starts_history_with_a_baseline(
@@ -329,3 +421,76 @@ async def test_the_digest_question_shows_only_tags_the_caller_may_read(
             break
         after = page.after
     assert sorted(found) == [f"{REPO}:{t}" for t in "aceg"]
+
+
+async def test_an_upgrade_from_0006_keeps_every_entry_in_the_compact_form(
+    database_url: str, pool: asyncpg.Pool
+) -> None:
+    """Entries written in the layout of 0005 (a boolean ``repointed``, a text event id)
+    read back the same after migration 0007, whatever their event id, in partitions of
+    the same names; the worker writes on after it."""
+    await pool.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    conn = await asyncpg.connect(database_url)
+    uuid_id = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    ids = [uuid_id, "sixteen-bytes-id", "e3", uuid_id.upper()]
+    try:
+        await migrate(conn, up_to=6)
+        epoch = await conn.fetchval("SELECT epoch FROM processed_current")
+        tag = f"{REPO}:v1.0.0"
+        for name in (tag, "ann", "https://registry.example.com/webhook"):
+            await conn.execute(
+                "INSERT INTO ocitag_history_names VALUES ($1, $2)", name_ref(name), name
+            )
+        for version, (change, flag, event_id) in enumerate(
+            [(0, False, ids[0]), (2, True, ids[1]), (3, False, ids[2]), (4, False, ids[3])], 1
+        ):
+            await conn.execute(
+                "INSERT INTO ocitag_history (at, recorded_at, tag_ref, by_ref, source_ref, "
+                "version, epoch, change, repointed, artifact, event_id) "
+                "VALUES ($1, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                BASE + timedelta(hours=version),
+                name_ref(tag),
+                name_ref("ann"),
+                name_ref("https://registry.example.com/webhook"),
+                version,
+                epoch,
+                change,
+                flag,
+                bytes.fromhex(digest(min(version, 2))),
+                event_id,
+            )
+        await conn.execute(
+            "INSERT INTO ocitag_history_baselines VALUES ($1, 1, 'bob', $2)",
+            name_ref(tag),
+            BASE - timedelta(days=1),
+        )
+        await migrate(conn)
+        partition = await conn.fetchval(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'ocitag_history'::regclass AND c.relname = $1",
+            f"ocitag_history_e{epoch}",
+        )
+    finally:
+        await conn.close()
+    assert partition == f"ocitag_history_e{epoch}"
+    reads = PgHistoryReads(pool)
+    entries = await all_entries(reads, f"{REPO}:v1.0.0")
+    assert [(e["version"], e["change"], e["repointed"], e["event"]["id"]) for e in entries] == [
+        (4, "deleted", False, ids[3]),
+        (3, "unchanged", False, ids[2]),
+        (2, "updated", True, ids[1]),
+        (1, "baseline", False, ids[0]),
+    ]
+    as_of = await reads.as_of(f"{REPO}:v1.0.0", BASE + timedelta(hours=2, minutes=30))
+    assert as_of is not None and as_of.version == 2
+    assert (as_of.record["created_by"], as_of.record["artifact"]) == ("bob", digest(2))
+    (interval,) = await all_tags(reads, digest(2), history=True)
+    assert (interval["from_version"], interval["until"]) == (2, "2026-01-01T04:00:00Z")
+    store = Store(pool, CTX)
+    await store.apply(
+        items([make_event("v1.0.0", digest(3), BASE + timedelta(hours=5), event_id=uuid_id)]),
+        now(),
+    )
+    # (the record itself was not written here: the worker creates it)
+    (latest, *_) = await all_entries(reads, f"{REPO}:v1.0.0")
+    assert (latest["version"], latest["change"], latest["event"]["id"]) == (1, "created", uuid_id)

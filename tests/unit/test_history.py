@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.helpers.history import replay_intervals
 from tests.helpers.model import Model
@@ -20,7 +21,11 @@ from worker.history import (
     ImmutableTags,
     artifact_bytes,
     artifact_text,
+    change_code,
+    change_of,
     entry_of,
+    event_id_bytes,
+    event_id_text,
     intervals,
     name_ref,
     repointed,
@@ -156,7 +161,35 @@ def test_stored_columns_send_each_unknown_name_once() -> None:
         name_ref("docker.io/library/app:a"),
         name_ref("docker.io/library/app:b"),
     ]
-    assert columns.columns[7] == [bytes.fromhex(digest(1))] * 2
+    assert columns.columns[6] == [bytes.fromhex(digest(1))] * 2
+    assert columns.columns[5] == [1, 1] and columns.columns[7] == [b"e", b"e"]
+
+
+@pytest.mark.parametrize(
+    ("event_id", "stored"),
+    [
+        ("0f8fad5b-d9cb-469f-a165-70867728950e", bytes.fromhex("0f8fad5bd9cb469fa16570867728950e")),
+        ("0F8FAD5B-D9CB-469F-A165-70867728950E", b"0F8FAD5B-D9CB-469F-A165-70867728950E"),
+        ("0f8fad5bd9cb469fa16570867728950e", b"0f8fad5bd9cb469fa16570867728950e"),
+        ("sixteen-bytes-id", b"\x00sixteen-bytes-id"),  # 16 bytes of text: not a UUID
+        ("e42", b"e42"),
+        ("", b""),
+    ],
+)
+def test_event_ids_are_stored_compactly_and_unambiguously(event_id: str, stored: bytes) -> None:
+    assert event_id_bytes(event_id) == stored
+    assert event_id_text(stored) == event_id
+
+
+@given(st.uuids().map(str) | st.text(st.characters(codec="utf-8", blacklist_characters="\x00")))
+def test_every_event_id_comes_back(event_id: str) -> None:
+    assert event_id_text(event_id_bytes(event_id)) == event_id
+
+
+@given(st.sampled_from(["baseline", "created", "updated", "unchanged", "deleted"]), st.booleans())
+def test_the_change_and_its_flag_share_one_smallint(change: str, flag: bool) -> None:
+    code = change_code(change, flag)  # type: ignore[arg-type]
+    assert 0 <= code < 2**15 and change_of(code) == (change, flag)
 
 
 @given(history=histories(max_events=40))
