@@ -19,7 +19,7 @@ import structlog
 from aiohttp import web
 
 from worker import metrics
-from worker.api import resume, sse
+from worker.api import sse
 from worker.api.feed import Feed, Subscription
 from worker.api.store import Reads, Stored
 from worker.api.watchrules import Change, Cursor, Gap, Start, start
@@ -48,6 +48,8 @@ class WatchOptions:
     queue_events: int
     heartbeat_seconds: float
     snapshot_page: int
+    stall_seconds: float = 30.0
+    settle_seconds: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +67,13 @@ def snapshot_data(stored: Stored) -> bytes:
 
 class Watch:
     """One watcher's stream. ``fields``: the request's canonical log line (the counts
-    and the reason it ended go there)."""
+    and the reason it ended go there).
+
+    Two tasks write: the flow (snapshot or replay, catch-up, live) and the heartbeat,
+    which writes a comment whenever nothing was written for a heartbeat, in every phase
+    (a long snapshot, a replay waiting for its turn). Each write is whole frames, so
+    they never interleave inside an event. A write the client does not take within
+    ``stall_seconds`` ends the watch as ``too_slow``."""
 
     def __init__(
         self,
@@ -84,7 +92,8 @@ class Watch:
         self._repository = scope.repository
         self._may_read = scope.may_read
         self._fields = fields
-        self._last_beat = time.monotonic()
+        self._last_write = time.monotonic()
+        self._writing = 0
         #: set when the feed cuts this watcher off (the stream may be stuck in a write)
         self.cut = asyncio.Event()
         self.subscription: Subscription = self._subscribe()
@@ -96,21 +105,35 @@ class Watch:
         return subscription
 
     def cursor(self, positions: Sequence[int]) -> Cursor:
-        return Cursor(list(positions), self._repository, self._may_read)
+        return Cursor(list(positions), self._feed.ids, self._repository, self._may_read)
 
     async def run(self, last_event_id: str | None) -> None:
-        """Until the client goes (ConnectionResetError) or the feed cuts it off."""
+        """Until the client goes (ConnectionResetError), a write stalls or the feed cuts
+        it off (Cut); the heartbeat's failure ends it as the flow's would."""
+        flow = asyncio.create_task(self._flow(last_event_id))
+        beats = asyncio.create_task(self._beats())
+        try:
+            done, _ = await asyncio.wait({flow, beats}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+        finally:
+            for task in (flow, beats):
+                task.cancel()
+            await asyncio.gather(flow, beats, return_exceptions=True)
+
+    async def _flow(self, last_event_id: str | None) -> None:
         cursor: Cursor | None = None
         reset_reason = ""
         if last_event_id is not None:
             first, end = await self._feed.offsets()
-            plan = start(last_event_id, first, end)
+            plan = start(last_event_id, first, end, self._feed.ids)
             reset_reason = plan.reason
             if plan.start is Start.REPLAY:
                 try:
-                    cursor = await self._replay(plan.positions)
+                    cursor = await self._resume(plan.positions)
                 except Gap as gap:
                     reset_reason = gap.reason
+                    self._renew()
         while True:
             if cursor is None:
                 if reset_reason:
@@ -123,24 +146,61 @@ class Watch:
                 reset_reason, cursor = gap.reason, None
                 self._renew()
 
+    async def _beats(self) -> None:
+        """A comment line whenever nothing was written for a heartbeat (not while a
+        write waits for the client: that one is bounded by ``stall_seconds``)."""
+        heartbeat = self._options.heartbeat_seconds
+        while True:
+            due = self._last_write + heartbeat - time.monotonic()
+            if due > 0 or self._writing:
+                await asyncio.sleep(due if due > 0 else heartbeat)
+            else:
+                await self._write(sse.comment("heartbeat"))
+
     def _snapshot_id(self) -> str:
-        return resume.encode(self.subscription.start, snapshot=True)
+        return self._feed.ids.encode(self.subscription.start, snapshot=True)
 
     def _renew(self) -> None:
-        """A new subscription (the old one's positions are of no use after a gap)."""
+        """A new subscription at the feed's position (the old one's queue is of no use:
+        after a gap, or after it overflowed while this watcher caught up)."""
         self._feed.unsubscribe(self.subscription)
         self.subscription = self._subscribe()
 
-    async def _replay(self, positions: tuple[int, ...]) -> Cursor:
-        """Every change from ``positions`` to where the subscription began."""
+    async def _resume(self, positions: tuple[int, ...]) -> Cursor:
+        """Every change from ``positions`` on, from the topic, then live."""
         cursor = self.cursor(positions)
-        until = self.subscription.start
-        async for batch in self._feed.replay(positions, until):
-            await self._pass_on(cursor, batch)
-        cursor.end_of_replay([max(u, p) for u, p in zip(until, positions, strict=False)])
+        await self._replay(cursor)
+        await self._catch_up(cursor)
         self._fields["resumed"] = True
         cursor.live = True
         return cursor
+
+    async def _replay(self, cursor: Cursor) -> None:
+        """The topic from the cursor to where the subscription began."""
+        until = self.subscription.start
+        positions = tuple(cursor.positions)
+        async for batch in self._feed.replay(positions, until):
+            await self._pass_on(cursor, batch)
+        cursor.end_of_replay([max(u, p) for u, p in zip(until, positions, strict=False)])
+        self._fields["replays"] = self._fields.get("replays", 0) + 1
+
+    async def _catch_up(self, cursor: Cursor) -> None:
+        """Send what the subscription queued while the snapshot or the replay was
+        written; if its queue overflowed meanwhile, read the missed span from the topic
+        with a new subscription (again, until a pass leaves it within its limit). Then
+        the outbox goes live: from there on an overflow is ``too_slow``."""
+        while True:
+            outbox = self.subscription.outbox
+            if outbox.overflowed:
+                self._renew()
+                await self._replay(cursor)
+                continue
+            batches = outbox.take()
+            self._check_cut()
+            if not batches and outbox.go_live():
+                return
+            for batch in batches:
+                await self._pass_on(cursor, batch)
 
     async def _snapshot(self) -> Cursor:
         """Every live record in scope, then the changes queued meanwhile, then
@@ -165,32 +225,27 @@ class Watch:
                 break
             after = (page[-1].record["repository"], page[-1].record["tag"])
         self._fields["snapshot_records"] = rows
-        await self._drain(cursor)
+        await self._catch_up(cursor)
         cursor.live = True
         await self._send(sse.event("synced", b"{}", cursor.event_id()), "synced")
         return cursor
 
-    async def _drain(self, cursor: Cursor) -> None:
-        for batch in self.subscription.outbox.take():
-            await self._pass_on(cursor, batch)
-        self._check_cut()
-
     async def _live(self, cursor: Cursor) -> None:
         wake = self.subscription.wake
-        heartbeat = self._options.heartbeat_seconds
+        settle_at = time.monotonic() + self._options.settle_seconds
         while True:
             self._check_cut()
-            wait = heartbeat - (time.monotonic() - self._last_beat)
-            if wait > 0 and not self.subscription.outbox.queued:
+            if not self.subscription.outbox.queued:
                 wake.clear()
+                wait = settle_at - time.monotonic() if cursor.sent else None
                 # not wait_for: on 3.11 it swallows a cancel that meets a wake-up
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
                         await wake.wait()
-            await self._drain(cursor)
-            if time.monotonic() - self._last_beat >= heartbeat:
-                await self._write(sse.comment("heartbeat"))
-                self._last_beat = time.monotonic()
+            for batch in self.subscription.outbox.take():
+                await self._pass_on(cursor, batch)
+            if cursor.sent and time.monotonic() >= settle_at:
+                self._fields["settled_versions"] = cursor.settle()
 
     def _check_cut(self) -> None:
         closed = self.subscription.outbox.closed
@@ -224,7 +279,16 @@ class Watch:
         _EVENTS[name].inc()
 
     async def _write(self, data: bytes) -> None:
-        await self._response.write(data)
+        self._writing += 1
+        try:
+            async with asyncio.timeout(self._options.stall_seconds):
+                await self._response.write(data)
+        except TimeoutError:
+            self._fields["stalled"] = True
+            raise Cut("too_slow") from None
+        finally:
+            self._writing -= 1
+            self._last_write = time.monotonic()
 
     def finish(self, reason: str) -> None:
         """Leave the feed; the counts and the reason go to the log line and metrics."""
@@ -272,6 +336,8 @@ async def serve(
                 request.transport.abort()
         else:
             reason = _ended(streaming.exception())
+            if reason == "too_slow" and request.transport is not None:
+                request.transport.abort()  # a write stalled: the client stopped reading
     finally:
         cut.cancel()
         if not streaming.done():

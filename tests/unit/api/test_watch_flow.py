@@ -85,10 +85,10 @@ async def test_snapshot_in_pages_then_synced_then_live_changes() -> None:
             ("synced", None, None),
         ]
         assert reads.pages == 2  # 2 + 1 rows
-        assert {e.id for e in events[:3]} == {events[0].id} and (events[0].id or "").startswith(
-            "s1."
-        )
-        assert (events[3].id or "").startswith("w1.")
+        assert {e.id for e in events[:3]} == {events[0].id}
+        snapshot_id, synced_id = (topic.ids.decode(e.id) for e in (events[0], events[3]))
+        assert snapshot_id is not None and snapshot_id.snapshot
+        assert synced_id is not None and not synced_id.snapshot
         topic.append(0, f"{REPO}:a", 2)
         topic.append(1, "r.io/other:x", 2)
         topic.append(1, f"{REPO}:b", 2, live=False)
@@ -255,3 +255,136 @@ async def test_a_large_read_is_written_in_bounded_pieces() -> None:
     assert len(events) == 2_001
     assert len(w.writer.sizes) > 2
     assert max(w.writer.sizes[1:]) < WRITE_BYTES + 1_000
+
+
+def _folded(events: list[Event]) -> dict[str, int]:
+    """The client's map (tag → version) after the events; asserts versions only grow."""
+    held: dict[str, int] = {}
+    for e in events:
+        if e.name in ("upsert", "delete"):
+            tag = e.json["tag"]
+            key = tag if ":" in tag else f"{e.json['repository']}:{tag}"
+            assert e.json["version"] > held.get(key, 0), f"{key} went back or repeated"
+            held[key] = e.json["version"]
+    return held
+
+
+class Load:
+    """Changes flowing: each call writes ``per_call`` moves of tags t0… and the feed reads
+    them; ``truth`` is each tag's last version."""
+
+    def __init__(self, topic: FakeTopic, per_call: int, calls: int = 1_000) -> None:
+        self.topic, self.per_call, self.truth = topic, per_call, dict[str, int]()
+        self.calls = calls  # at most this many (the load ends)
+
+    def __call__(self) -> None:
+        if not self.calls:
+            return
+        self.calls -= 1
+        for _ in range(self.per_call):
+            key = f"{REPO}:t{len(self.truth) % 7}-{sum(self.truth.values()) % 5}"
+            self.truth[key] = self.truth.get(key, 0) + 1
+            self.topic.append(hash(key) % 2, key, self.truth[key])
+        self.topic.deliver()
+
+
+async def test_a_big_snapshot_under_load_is_not_cut_off_and_misses_nothing() -> None:
+    """Changes keep flowing while a snapshot of many tags is written: far more than the
+    queue holds. The watcher is let go by the feed, reads what it missed from the topic,
+    and ends live with every change; a live watcher alongside is not slowed."""
+    topic, reads = FakeTopic(), FakeReads()
+    for i in range(400):
+        reads.put(REPO, f"s{i:03}", 1)
+    options = WatchOptions(queue_events=10, heartbeat_seconds=5.0, snapshot_page=20)
+    async with watching(topic, reads, options=options) as other:
+        await other.until(synced)
+        load = Load(topic, per_call=6)
+        reads.on_page = load  # 20 pages x 6 changes: 120 changes, queue of 10
+        async with watching(topic, reads, options=options) as w:
+            await w.until(synced)
+            load()
+            want = {**{f"{REPO}:s{i:03}": 1 for i in range(400)}, **load.truth}
+            await w.until(lambda e: _folded(e) == want)
+            assert not w.task.done() and w.watch.subscription.outbox.closed is None
+            assert topic.replays >= 1  # caught up from the topic, not from memory
+            assert len(topic.fanout) == 2
+            assert w.watch._fields["replays"] == topic.replays
+        await other.until(lambda e: _folded(e) == want)
+
+
+async def test_a_replay_under_load_catches_up_and_goes_live() -> None:
+    topic, reads = FakeTopic(), FakeReads()
+    options = WatchOptions(queue_events=10, heartbeat_seconds=5.0, snapshot_page=20)
+    last_id = await _run_to_synced(topic, reads)
+    load = Load(topic, per_call=8, calls=40)
+    for _ in range(10):
+        load()  # 80 changes while away
+    topic.replay_chunk, topic.on_replay = 5, load  # 240 more arrive as the replay is read
+    async with watching(topic, reads, last_id, options=options) as w:
+        events = await w.until(lambda e: load.calls == 0 and _folded(e) == load.truth)
+        load.calls = 1
+        load()  # and one live
+        events = await w.until(lambda e: _folded(e) == load.truth)
+    assert not any(e.name in ("reset", "synced") for e in events)
+    assert topic.replays >= 2 and w.watch.subscription.outbox.closed is None
+
+
+async def test_heartbeats_go_on_while_a_long_snapshot_and_a_replay_are_written() -> None:
+    topic, reads = FakeTopic(), FakeReads()
+    for i in range(6):
+        reads.put(REPO, f"s{i:02}", 1)
+    reads.delay = 0.08  # 4 pages: 0.32 s of snapshot, heartbeat every 0.05 s
+    options = WatchOptions(queue_events=10, heartbeat_seconds=0.05, snapshot_page=2)
+    async with watching(topic, reads, options=options) as w:
+        await w.until(synced)
+        before_synced = w.writer.data.split(b"event: synced")[0]
+        topic.append(0, f"{REPO}:s00", 2)
+        topic.deliver()
+        last_id = (await w.until(lambda e: e[-1].name == "upsert"))[-1].id
+    assert before_synced.count(b": heartbeat\n\n") >= 2
+    for i in range(8):
+        topic.append(i % 2, f"{REPO}:r{i}", 1)
+    topic.deliver()
+    topic.replay_chunk, topic.replay_delay = 2, 0.08  # 4 batches: 0.32 s of replay
+    async with watching(topic, reads, last_id, options=options) as w:
+        await w.until(lambda e: len(e) == 8)
+    assert w.writer.data.count(b": heartbeat\n\n") >= 2
+
+
+def _with_rows(n: int, version: int) -> tuple[FakeTopic, FakeReads]:
+    reads = FakeReads()
+    for i in range(n):
+        reads.put(REPO, f"s{i}", version)
+    return FakeTopic(), reads
+
+
+async def test_a_client_that_stops_reading_during_the_snapshot_is_cut_off() -> None:
+    topic, reads = _with_rows(10, 1)
+    options = WatchOptions(10, heartbeat_seconds=5.0, snapshot_page=2, stall_seconds=0.1)
+    async with watching(topic, reads, options=options) as other:
+        await other.until(synced)
+        async with watching(topic, reads, options=options) as stuck:
+            stuck.writer.stuck = True
+            with pytest.raises(Cut) as raised:
+                await asyncio.wait_for(stuck.task, 2)
+        assert raised.value.reason == "too_slow" and stuck.watch._fields["stalled"]
+        topic.append(0, f"{REPO}:s0", 2)
+        topic.deliver()
+        await other.until(lambda e: e[-1].name == "upsert")
+
+
+async def test_the_snapshot_versions_are_dropped_once_the_watch_settled() -> None:
+    topic, reads = _with_rows(50, 3)
+    options = WatchOptions(10, heartbeat_seconds=5.0, snapshot_page=100, settle_seconds=0.05)
+    async with watching(topic, reads, options=options) as w:
+        await w.until(synced)
+        topic.append(0, f"{REPO}:s0", 3)  # a late record of a version the client holds
+        topic.deliver()
+        async with asyncio.timeout(2):
+            while "settled_versions" not in w.watch._fields:
+                await asyncio.sleep(0.01)
+        assert w.watch._fields["settled_versions"] == 50
+        topic.append(0, f"{REPO}:s1", 4)
+        topic.deliver()
+        events = await w.until(lambda e: e[-1].name == "upsert")
+    assert [e.json["version"] for e in events[51:]] == [4]
