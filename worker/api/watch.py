@@ -32,6 +32,11 @@ HEADERS = {
 }
 #: the most one write of a watch joins (the transport buffers a write whole)
 WRITE_BYTES = 64 * 1024
+#: catch-up reads from the topic before a watcher must be live. Each reads what arrived
+#: during the one before, so for a watcher faster than the changes they shrink and one
+#: or two suffice; a watcher that needs more is slower than the changes (it would hold
+#: one of the process's few replay consumers for ever): ``too_slow``.
+CATCH_UP_ROUNDS = 10
 _EVENTS = {
     name: metrics.API_WATCH_EVENTS.labels(name) for name in ("upsert", "delete", "synced", "reset")
 }
@@ -189,9 +194,15 @@ class Watch:
         written; if its queue overflowed meanwhile, read the missed span from the topic
         with a new subscription (again, until a pass leaves it within its limit). Then
         the outbox goes live: from there on an overflow is ``too_slow``."""
+        rounds = 0
         while True:
             outbox = self.subscription.outbox
             if outbox.overflowed:
+                if rounds == CATCH_UP_ROUNDS:
+                    raise Cut("too_slow")
+                rounds += 1
+                self._fields["catch_ups"] = self._fields.get("catch_ups", 0) + 1
+                metrics.API_WATCH_CATCH_UPS.inc()
                 self._renew()
                 await self._replay(cursor)
                 continue

@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers.sse import Event
 from tests.helpers.watchfakes import FakeReads, FakeTopic, FakeWriter
-from worker.api.watch import WRITE_BYTES, Cut, Scope, Watch, WatchOptions
+from worker.api.watch import CATCH_UP_ROUNDS, WRITE_BYTES, Cut, Scope, Watch, WatchOptions
 
 REPO = "r.io/team/app"
 OPTIONS = WatchOptions(queue_events=50, heartbeat_seconds=5.0, snapshot_page=2)
@@ -388,3 +388,20 @@ async def test_the_snapshot_versions_are_dropped_once_the_watch_settled() -> Non
         topic.deliver()
         events = await w.until(lambda e: e[-1].name == "upsert")
     assert [e.json["version"] for e in events[51:]] == [4]
+
+
+async def test_a_watcher_slower_than_the_changes_cannot_catch_up_for_ever() -> None:
+    """Each catch-up read brings more changes than it passes on (the client is slower
+    than the changes): after CATCH_UP_ROUNDS it is cut off, not left holding a replay."""
+    topic, reads = FakeTopic(), FakeReads()
+    last_id = await _run_to_synced(topic, reads)
+    load = Load(topic, per_call=6)
+    for _ in range(3):
+        load()
+    topic.replay_chunk, topic.on_replay = 5, load  # 6 new for every 5 read
+    options = WatchOptions(queue_events=10, heartbeat_seconds=5.0, snapshot_page=20)
+    async with watching(topic, reads, last_id, options=options) as w:
+        with pytest.raises(Cut) as raised:
+            await asyncio.wait_for(w.task, 5)
+    assert raised.value.reason == "too_slow"
+    assert w.watch._fields["catch_ups"] == CATCH_UP_ROUNDS
