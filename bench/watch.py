@@ -68,6 +68,7 @@ from worker.encode import build_event
 from worker.timefmt import format_rfc3339, parse_rfc3339
 
 REPOSITORY = "bench.example.com/team/app"
+PARTITIONS = 6
 
 
 @dataclass
@@ -148,7 +149,7 @@ async def run(services: Services) -> dict[str, Any]:
     name = unique("bench_watch")
     topics = Topics(f"{name}.events", f"{name}.outcomes", f"{name}.dlq")
     database_url = await create_database(services.database_url, name)
-    await create_topics(services.kafka, [topics.input, topics.outcomes, topics.dlq], 6)
+    await create_topics(services.kafka, [topics.input, topics.outcomes, topics.dlq], PARTITIONS)
     logs = RESULTS / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     worker = WorkerProcess(
@@ -163,7 +164,7 @@ async def run(services: Services) -> dict[str, Any]:
     watchers = [Watcher(measured=i < measured_n) for i in range(watchers_n)]
     try:
         worker.start()
-        await worker.wait_assigned(6, within=90)
+        await worker.wait_assigned(PARTITIONS, within=90)
         api.start()
         await api.wait_ready()
         assert api.proc is not None
@@ -192,7 +193,7 @@ async def run(services: Services) -> dict[str, Any]:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        produced = await produced_at(services.kafka, topics.state)
+        produced = await produced_at(services.kafka, topics.state, PARTITIONS)
     finally:
         api.stop()
         worker.stop()
@@ -242,17 +243,15 @@ async def run(services: Services) -> dict[str, Any]:
     }
 
 
-async def produced_at(kafka: str, topic: str) -> dict[tuple[str, int], float]:
+async def produced_at(kafka: str, topic: str, partitions: int) -> dict[tuple[str, int], float]:
     """Per (OCITag ID, version) the state record's Kafka timestamp (the worker's producer
-    sets it when it sends, right after the commit), in seconds: the topic read whole."""
+    sets it when it sends, right after the commit), in seconds: the topic read whole (the
+    worker made it with the input topic's partition count)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False)
     await consumer.start()
     found: dict[tuple[str, int], float] = {}
     try:
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        if not tps:
-            await consumer.client.force_metadata_update()
-            tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)

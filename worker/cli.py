@@ -158,18 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
     _add_setting_flags(reconcile, "reconcile")
 
-    state = commands.add_parser("state", help="the state topic (docs/subscribers.md)")
-    state_commands = state.add_subparsers(dest="state_command", required=True)
-    verify = state_commands.add_parser(
-        "verify",
-        help="compare the state topic, folded by key, with the live records",
-        description="Read the state topic from the beginning to its end offsets, keep the "
-        "last value per key, and compare with live_ocitags. Prints each difference "
-        "(missing, extra, differing with the fields); exit 1 if any, 0 if in step. Run it "
-        "while the worker is idle.",
-    )
-    verify.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
-    _add_setting_flags(verify, "state")
+    _add_state_commands(commands)
 
     audit = commands.add_parser(
         "audit",
@@ -333,6 +322,31 @@ async def _publish(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _add_state_commands(commands: Any) -> None:
+    """``state verify`` and ``state backfill`` (the state topic)."""
+    state = commands.add_parser("state", help="the state topic (docs/subscribers.md)")
+    state_commands = state.add_subparsers(dest="state_command", required=True)
+    verify = state_commands.add_parser(
+        "verify",
+        help="compare the state topic, folded by key, with the live records",
+        description="Read the state topic from the beginning to its end offsets, keep the "
+        "last value per key, and compare with live_ocitags. Prints each difference "
+        "(missing, extra, differing with the fields); exit 1 if any, 0 if in step. Run it "
+        "while the worker is idle.",
+    )
+    verify.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
+    _add_setting_flags(verify, "state")
+    backfill = state_commands.add_parser(
+        "backfill",
+        help="put on the state topic the live record of every tag it lacks",
+        description="For tags that existed before the state topic: read the topic to its "
+        "end offsets, then produce the live record of every live tag it does not hold "
+        "(rows share-locked until acknowledged: safe while the worker runs). Prints how "
+        "many; running it again produces none.",
+    )
+    _add_setting_flags(backfill, "state")
+
+
 async def _state_verify(args: argparse.Namespace, settings: Settings) -> int:
     from worker.stateverify import print_verified, verify  # noqa: PLC0415
 
@@ -342,6 +356,17 @@ async def _state_verify(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(str(exc)) from exc
     print_verified(verified, True if args.json else None)
     return EXIT_FATAL if verified.differences else 0
+
+
+async def _state_backfill(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.statebackfill import backfill  # noqa: PLC0415
+
+    try:
+        done = await backfill(settings)
+    except ValueError as exc:  # the state topic is off
+        raise UsageError(str(exc)) from exc
+    print(json.dumps(done.summary()))
+    return 0
 
 
 async def _history(args: argparse.Namespace, settings: Settings) -> int:
@@ -395,7 +420,9 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], Awaitable[int]]] =
     "publish": _publish,
     "reconcile": _reconcile,
     "outcomes": _outcomes,
-    "state": _state_verify,
+    "state": lambda args, settings: (
+        _state_backfill if args.state_command == "backfill" else _state_verify
+    )(args, settings),
     "history": _history,
     "audit": lambda _args, settings: _audit(settings),
 }

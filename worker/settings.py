@@ -1031,7 +1031,8 @@ COMMAND_SETTINGS: Mapping[str, frozenset[str]] = {
     "history": PROCESS | DATABASE | {"startup_timeout_seconds"},
     "publish": PROCESS | KAFKA | {"input_topic"},
     "outcomes": PROCESS | KAFKA | {"outcome_topic"},
-    "state": PROCESS | KAFKA | DATABASE | {"state_topic", "startup_timeout_seconds"},
+    # verify reads; backfill also produces
+    "state": PROCESS | KAFKA | PRODUCER | DATABASE | {"state_topic", "startup_timeout_seconds"},
     "audit": PROCESS | KAFKA | DATABASE | {"outcome_topic"},
     "ingest": PROCESS
     | KAFKA

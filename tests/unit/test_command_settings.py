@@ -28,26 +28,28 @@ from worker.settings import (
 COMMANDS = sorted(COMMAND_SETTINGS)
 
 
-def _subparser(command: str) -> argparse.ArgumentParser:
+def _verbs(command: str) -> list[argparse.ArgumentParser]:
+    """The command's parser, or its subcommands' (``state verify``, ``state backfill``)."""
     parser = cli.build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     sub: argparse.ArgumentParser = commands.choices[command]
     nested = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
-    if nested:  # ``state verify``: the settings are the one subcommand's
-        (verb,) = nested[0].choices.values()
-        chosen: argparse.ArgumentParser = verb
-        return chosen
-    return sub
+    return list(nested[0].choices.values()) if nested else [sub]
+
+
+def _subparser(command: str) -> argparse.ArgumentParser:
+    return _verbs(command)[0]
 
 
 def _setting_flags(command: str) -> set[str]:
+    """The setting flags of the command (every subcommand of it has the same)."""
     every = {flag_name(name) for name in Settings.FIELDS}
-    return {
-        option
-        for action in _subparser(command)._actions
-        for option in action.option_strings
-        if option in every
-    }
+    each = [
+        {option for action in verb._actions for option in action.option_strings if option in every}
+        for verb in _verbs(command)
+    ]
+    assert all(flags == each[0] for flags in each), f"{command}'s subcommands differ"
+    return each[0]
 
 
 def test_every_command_of_the_cli_is_declared() -> None:
@@ -96,6 +98,7 @@ def test_every_setting_is_some_commands() -> None:
         ("outcomes", ["--count", "1"]),
         ("reconcile", ["--registry", "registry.example"]),
         ("state", ["verify"]),
+        ("state", ["backfill"]),
     ],
 )
 def test_a_one_shot_command_reads_only_its_settings(
