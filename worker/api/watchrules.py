@@ -218,7 +218,8 @@ class Cursor:
         while (``OCITAG_API_WATCH_SETTLE_SECONDS``) after it went live; a record the
         worker produced later still than that is passed on once more (the same version
         again, never an older one: the worker produces one key's batches in order). Cost
-        per watcher: ~150 bytes per snapshot tag until then, nothing after."""
+        per watcher: ~170 bytes per snapshot tag (its key string and dict slot) until
+        then, nothing after."""
         n = len(self.sent)
         self.sent = {}
         return n
