@@ -140,12 +140,12 @@ class Watch:
                     reset_reason = gap.reason
                     self._renew()
         while True:
-            if cursor is None:
-                if reset_reason:
-                    self._fields["reset"] = reset_reason
-                    await self._send(sse.event("reset", b"{}", self._snapshot_id()), "reset")
-                cursor = await self._snapshot()
             try:
+                if cursor is None:
+                    if reset_reason:
+                        self._fields["reset"] = reset_reason
+                        await self._send(sse.event("reset", b"{}", self._snapshot_id()), "reset")
+                    cursor = await self._snapshot()  # its catch-up may meet a Gap too
                 await self._live(cursor)
             except Gap as gap:
                 reset_reason, cursor = gap.reason, None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import zlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -284,7 +285,7 @@ class Load:
         for _ in range(self.per_call):
             key = f"{REPO}:t{len(self.truth) % 7}-{sum(self.truth.values()) % 5}"
             self.truth[key] = self.truth.get(key, 0) + 1
-            self.topic.append(hash(key) % 2, key, self.truth[key])
+            self.topic.append(zlib.crc32(key.encode()) % len(self.topic.log), key, self.truth[key])
         self.topic.deliver()
 
 
@@ -405,3 +406,25 @@ async def test_a_watcher_slower_than_the_changes_cannot_catch_up_for_ever() -> N
             await asyncio.wait_for(w.task, 5)
     assert raised.value.reason == "too_slow"
     assert w.watch._fields["catch_ups"] == CATCH_UP_ROUNDS
+
+
+async def test_a_catch_up_that_meets_a_compacted_record_resets() -> None:
+    """The span a snapshot's catch-up reads from the topic lost a record (compaction):
+    ``reset`` and a fresh snapshot, not a failed watch."""
+    topic, reads = FakeTopic(partitions=1), FakeReads()
+    for i in range(4):
+        reads.put(REPO, f"s{i}", 1)
+    load = Load(topic, per_call=12)
+
+    def flow_then_compact() -> None:
+        load()
+        if reads.pages == 1:  # the queue (10) overflows; then the cleaner takes one
+            topic.compact(0, {3})
+
+    reads.on_page = flow_then_compact
+    options = WatchOptions(queue_events=10, heartbeat_seconds=5.0, snapshot_page=2)
+    async with watching(topic, reads, options=options) as w:
+        events = await w.until(synced)
+        assert not w.task.done()
+    assert [e.name for e in events].count("reset") == 1
+    assert w.watch._fields["reset"] == "compacted"
