@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from worker.api.listener import every_partition_consumer, topic_partitions
 from worker.api.resume import EventIds
-from worker.api.watchrules import Change, Offer, Outbox, change
+from worker.api.watchrules import Batch, Change, Offer, Outbox, change
 from worker.errors import describe
 from worker.settings import Settings
 
@@ -33,6 +33,8 @@ REPLAYS = 4
 _PARTITION_CHECK_SECONDS = 30.0
 _ERROR_PAUSE_SECONDS = 1.0
 _VERSION_HEADER = "version"
+#: the most one write of a watch joins (the transport buffers a write whole)
+WRITE_BYTES = 64 * 1024
 
 
 @dataclass(eq=False)
@@ -152,9 +154,11 @@ class Fanout:
             stale=stale,
         )
 
-    def dispatch(self, batch: Sequence[Change]) -> list[Subscription]:
-        """Offer ``batch`` to every subscriber; returns those cut off by it. A catching-up
-        subscriber that overflowed is let go (it reads on from the topic), not cut."""
+    def dispatch(self, changes: Sequence[Change]) -> list[Subscription]:
+        """Offer ``changes`` to every subscriber, as one ``Batch``; returns those cut off
+        by it. A catching-up subscriber that overflowed is let go (it reads on from the
+        topic), not cut."""
+        batch = Batch(changes, WRITE_BYTES)
         cut: list[Subscription] = []
         for subscription in list(self._subscriptions):
             offer = subscription.outbox.offer(batch)

@@ -377,7 +377,7 @@ class Api:
                     feed,
                     reads,
                     options=options,
-                    scope=Scope(repository, may_read),
+                    scope=Scope(repository, may_read, self.access.grants.unrestricted),
                     fields=fields,
                 ),
             )

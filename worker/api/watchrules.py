@@ -84,6 +84,67 @@ def change(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """A feed read as a watcher of everything gets it once live: the frames of its
+    records but repeats (``stale``), joined once for every such watcher, in pieces cut at
+    event boundaries (a write holds one piece)."""
+
+    pieces: tuple[bytes, ...]
+    upserts: int
+    deletes: int
+
+
+class Batch(list[Change]):
+    """One read of the feed, the same object offered to every watcher. ``before``: the
+    feed's positions before it, when its offsets follow on one another from there (None
+    otherwise): a watcher standing there, live, in need of no per-tag check, passes the
+    whole read, so it writes ``shared()`` instead of checking record by record (the
+    fan-out's cost per watcher is then per read, not per record)."""
+
+    __slots__ = ("_shared", "before", "piece_bytes")
+
+    def __init__(self, changes: Sequence[Change], piece_bytes: int) -> None:
+        super().__init__(changes)
+        self.before = _contiguous_from(changes)
+        self.piece_bytes = piece_bytes
+        self._shared: Shared | None = None
+
+    def shared(self) -> Shared:
+        if self._shared is None:
+            passed = [c for c in self if not c.stale]
+            pieces: list[bytes] = []
+            frames: list[bytes] = []
+            size = 0
+            for c in passed:
+                frames.append(c.frame)
+                size += len(c.frame)
+                if size >= self.piece_bytes:
+                    pieces.append(b"".join(frames))
+                    frames, size = [], 0
+            if frames:
+                pieces.append(b"".join(frames))
+            upserts = sum(1 for c in passed if c.value is not None)
+            self._shared = Shared(tuple(pieces), upserts, len(passed) - upserts)
+        return self._shared
+
+
+def _contiguous_from(changes: Sequence[Change]) -> tuple[int, ...] | None:
+    """The positions before ``changes`` if each record's offset is the one its partition
+    reached so far (the feed read no hole), else None."""
+    if not changes or not changes[0].frame:
+        return None
+    first = changes[0]
+    before = list(first.after)
+    before[first.partition] = first.offset
+    at = list(before)
+    for c in changes:
+        if c.partition >= len(at) or c.offset != at[c.partition]:
+            return None
+        at[c.partition] = c.offset + 1
+    return tuple(before)
+
+
 class Gap(Exception):  # noqa: N818 - the topic's state, not a failure of ours
     """Records a watcher must pass on are gone from the topic (compacted or expired)."""
 
@@ -158,6 +219,22 @@ class Cursor:
     may_read: Callable[[str], bool] = _allow_all
     sent: dict[str, int] = field(default_factory=dict)
     live: bool = False
+    #: ``may_read`` allows every tag (no grants): no per-tag check is needed
+    reads_all: bool = False
+
+    def takes_whole(self, batch: Sequence[Change]) -> bool:
+        """Whether this watcher passes every record of ``batch`` but repeats, exactly
+        as ``admit`` would one by one: live, every repository, every tag, nothing held
+        back from a snapshot, and standing where the batch begins."""
+        return (
+            self.live
+            and self.reads_all
+            and self.repository is None
+            and not self.sent
+            and isinstance(batch, Batch)
+            and batch.before is not None
+            and tuple(self.positions) == batch.before
+        )
 
     def extend(self, partitions: int) -> None:
         """Partitions added to the topic: read them from their start."""

@@ -14,7 +14,9 @@ import pytest
 
 from tests.helpers.sse import Event
 from tests.helpers.watchfakes import FakeReads, FakeTopic, FakeWriter
-from worker.api.watch import CATCH_UP_ROUNDS, WRITE_BYTES, Cut, Scope, Watch, WatchOptions
+from worker.api.feed import WRITE_BYTES
+from worker.api.watch import CATCH_UP_ROUNDS, Cut, Scope, Watch, WatchOptions
+from worker.api.watchrules import Batch, Shared
 
 REPO = "r.io/team/app"
 OPTIONS = WatchOptions(queue_events=50, heartbeat_seconds=5.0, snapshot_page=2)
@@ -50,12 +52,12 @@ async def watching(
     repository: str | None = REPO,
     options: WatchOptions = OPTIONS,
     may_read: Callable[[str], bool] = _allow,
+    reads_all: bool = False,
 ) -> AsyncIterator[Running]:
     writer = FakeWriter()
     fields: dict[str, Any] = {}
-    watch = Watch(
-        writer, topic, reads, options=options, scope=Scope(repository, may_read), fields=fields
-    )
+    scope = Scope(repository, may_read, reads_all)
+    watch = Watch(writer, topic, reads, options=options, scope=scope, fields=fields)
     task = asyncio.create_task(watch.run(last_id))
     try:
         yield Running(watch, writer, task)
@@ -427,4 +429,54 @@ async def test_a_catch_up_that_meets_a_compacted_record_resets() -> None:
         events = await w.until(synced)
         assert not w.task.done()
     assert [e.name for e in events].count("reset") == 1
+    assert w.watch._fields["reset"] == "compacted"
+
+
+async def test_watchers_of_everything_write_each_read_joined_once_with_the_same_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fan-out's fast path (no grants, every repository, live, nothing held back)
+    writes exactly what the record-by-record path writes: repeats left out, deletes,
+    several partitions, reads larger than one write."""
+    joined: list[int] = []
+    shared = Batch.shared
+
+    def counting(batch: Batch) -> Shared:
+        joined.append(id(batch))
+        return shared(batch)
+
+    monkeypatch.setattr(Batch, "shared", counting)
+    topic, reads = FakeTopic(), FakeReads()
+    options = WatchOptions(queue_events=10_000, heartbeat_seconds=5.0, snapshot_page=10)
+    async with (
+        watching(topic, reads, repository=None, options=options, reads_all=True) as fast,
+        watching(topic, reads, repository=None, options=options) as slow,
+    ):
+        await fast.until(synced)
+        await slow.until(synced)
+        for round_ in range(3):
+            for i in range(700):
+                topic.append(i % 2, f"{REPO}:tag-with-a-longer-name-{i:04}", round_ + 1)
+            topic.append(0, f"{REPO}:tag-with-a-longer-name-0000", round_ + 1)  # a repeat
+            topic.append(1, f"r.io/other:x{round_}", round_ + 1, live=round_ != 1)
+            topic.deliver()
+        want = 3 * 701 + 1
+        await fast.until(_count(want))
+        await slow.until(_count(want))
+    assert fast.writer.data == slow.writer.data
+    assert len(set(joined)) == 3  # once per read, not per watcher
+    assert max(fast.writer.sizes[1:]) < WRITE_BYTES + 1_000
+
+
+async def test_a_hole_in_the_live_feed_is_a_gap_for_the_fast_path_too() -> None:
+    topic, reads = FakeTopic(partitions=1), FakeReads()
+    async with watching(topic, reads, repository=None, reads_all=True) as w:
+        await w.until(synced)
+        for v in (1, 2, 3):
+            topic.append(0, f"{REPO}:a", v)
+        topic.compact(0, {1})  # the cleaner removed v2 before the feed read it
+        reads.put(REPO, "a", 3)
+        topic.deliver()
+        events = await w.until(_count(4))
+    assert [e.name for e in events] == ["synced", "reset", "upsert", "synced"]
     assert w.watch._fields["reset"] == "compacted"
