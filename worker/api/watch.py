@@ -90,7 +90,7 @@ class Watch:
         scope: Scope,
         fields: dict[str, Any],
     ) -> None:
-        self._response = response
+        self._out = Output(response, options, fields)
         self._feed = feed
         self._reads = reads
         self._options = options
@@ -98,12 +98,9 @@ class Watch:
         self._may_read = scope.may_read
         self._reads_all = scope.reads_all
         self._fields = fields
-        self._last_write = time.monotonic()
-        self._writing = 0
         #: set when the feed cuts this watcher off (the stream may be stuck in a write)
         self.cut = asyncio.Event()
         self.subscription: Subscription = self._subscribe()
-        self._counts = {"upsert": 0, "delete": 0}
 
     def _subscribe(self) -> Subscription:
         subscription = self._feed.subscribe(self._options.queue_events)
@@ -123,7 +120,7 @@ class Watch:
         """Until the client goes (ConnectionResetError), a write stalls or the feed cuts
         it off (Cut); the heartbeat's failure ends it as the flow's would."""
         flow = asyncio.create_task(self._flow(last_event_id))
-        beats = asyncio.create_task(self._beats())
+        beats = asyncio.create_task(self._out.beats())
         try:
             done, _ = await asyncio.wait({flow, beats}, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
@@ -151,23 +148,14 @@ class Watch:
                 if cursor is None:
                     if reset_reason:
                         self._fields["reset"] = reset_reason
-                        await self._send(sse.event("reset", b"{}", self._snapshot_id()), "reset")
+                        await self._out.send(
+                            sse.event("reset", b"{}", self._snapshot_id()), "reset"
+                        )
                     cursor = await self._snapshot()  # its catch-up may meet a Gap too
                 await self._live(cursor)
             except Gap as gap:
                 reset_reason, cursor = gap.reason, None
                 self._renew()
-
-    async def _beats(self) -> None:
-        """A comment line whenever nothing was written for a heartbeat (not while a
-        write waits for the client: that one is bounded by ``stall_seconds``)."""
-        heartbeat = self._options.heartbeat_seconds
-        while True:
-            due = self._last_write + heartbeat - time.monotonic()
-            if due > 0 or self._writing:
-                await asyncio.sleep(due if due > 0 else heartbeat)
-            else:
-                await self._write(sse.comment("heartbeat"))
 
     def _snapshot_id(self) -> str:
         return self._feed.ids.encode(self.subscription.start, snapshot=True)
@@ -192,7 +180,7 @@ class Watch:
         until = self.subscription.start
         positions = tuple(cursor.positions)
         async for batch in self._feed.replay(positions, until):
-            await self._pass_on(cursor, batch)
+            await self._out.pass_on(cursor, batch)
         cursor.end_of_replay([max(u, p) for u, p in zip(until, positions, strict=False)])
         self._fields["replays"] = self._fields.get("replays", 0) + 1
 
@@ -218,7 +206,7 @@ class Watch:
             if not batches and outbox.go_live():
                 return
             for batch in batches:
-                await self._pass_on(cursor, batch)
+                await self._out.pass_on(cursor, batch)
 
     async def _snapshot(self) -> Cursor:
         """Every live record in scope, then the changes queued meanwhile, then
@@ -236,8 +224,8 @@ class Watch:
                     cursor.snapshot_row(key, stored.version)
                     frames.append(sse.event("upsert", snapshot_data(stored), snapshot_id))
             if frames:
-                await self._write(b"".join(frames))
-                self._count("upsert", len(frames))
+                await self._out.write(b"".join(frames))
+                self._out.count("upsert", len(frames))
                 rows += len(frames)
             if len(page) < self._options.snapshot_page:
                 break
@@ -245,7 +233,7 @@ class Watch:
         self._fields["snapshot_records"] = rows
         await self._catch_up(cursor)
         cursor.live = True
-        await self._send(sse.event("synced", b"{}", cursor.event_id()), "synced")
+        await self._out.send(sse.event("synced", b"{}", cursor.event_id()), "synced")
         return cursor
 
     async def _live(self, cursor: Cursor) -> None:
@@ -261,7 +249,7 @@ class Watch:
                     async with asyncio.timeout(wait):
                         await wake.wait()
             for batch in self.subscription.outbox.take():
-                await self._pass_on(cursor, batch)
+                await self._out.pass_on(cursor, batch)
             if cursor.sent and time.monotonic() >= settle_at:
                 self._fields["settled_versions"] = cursor.settle()
 
@@ -270,7 +258,38 @@ class Watch:
         if closed is not None:
             raise Cut(closed)
 
-    async def _pass_on(self, cursor: Cursor, batch: Sequence[Change]) -> None:
+    def finish(self, reason: str) -> None:
+        """Leave the feed; the counts and the reason go to the log line and metrics."""
+        self._feed.unsubscribe(self.subscription)
+        self._out.finish(reason)
+
+
+class Output:
+    """What one watch writes, and how: whole frames, pieces of at most ``WRITE_BYTES``,
+    each write bounded by ``stall_seconds`` (past it: ``Cut("too_slow")``), a heartbeat
+    comment whenever nothing was written for a heartbeat, and the counts of the events
+    (for the log line and the metrics)."""
+
+    def __init__(self, response: Writer, options: WatchOptions, fields: dict[str, Any]) -> None:
+        self._response = response
+        self._options = options
+        self._fields = fields
+        self._last_write = time.monotonic()
+        self._writing = 0
+        self._counts = {"upsert": 0, "delete": 0}
+
+    async def beats(self) -> None:
+        """A comment line whenever nothing was written for a heartbeat (not while a
+        write waits for the client: that one is bounded by ``stall_seconds``)."""
+        heartbeat = self._options.heartbeat_seconds
+        while True:
+            due = self._last_write + heartbeat - time.monotonic()
+            if due > 0 or self._writing:
+                await asyncio.sleep(due if due > 0 else heartbeat)
+            else:
+                await self.write(sse.comment("heartbeat"))
+
+    async def pass_on(self, cursor: Cursor, batch: Sequence[Change]) -> None:
         """The batch's events in scope, written in pieces of at most ``WRITE_BYTES``: a
         write waits for the socket to take it, so what one watcher holds in memory
         beyond its queue is one piece. A watcher that takes the whole read writes the
@@ -279,10 +298,10 @@ class Watch:
             assert isinstance(batch, Batch)
             shared = batch.shared()
             cursor.positions = list(batch[-1].after)
-            self._counts["upsert"] += shared.upserts
-            self._counts["delete"] += shared.deletes
+            self.count("upsert", shared.upserts)
+            self.count("delete", shared.deletes)
             for piece in shared.pieces:
-                await self._write(piece)
+                await self.write(piece)
             return
         frames: list[bytes] = []
         size = 0
@@ -294,19 +313,19 @@ class Watch:
                 size += len(frame)
                 self._counts[c.name] += 1
                 if size >= WRITE_BYTES:
-                    await self._write(b"".join(frames))
+                    await self.write(b"".join(frames))
                     frames, size = [], 0
         if frames:
-            await self._write(b"".join(frames))
+            await self.write(b"".join(frames))
 
-    def _count(self, name: str, n: int) -> None:
+    def count(self, name: str, n: int) -> None:
         self._counts[name] += n
 
-    async def _send(self, frame: bytes, name: str) -> None:
-        await self._write(frame)
+    async def send(self, frame: bytes, name: str) -> None:
+        await self.write(frame)
         _EVENTS[name].inc()
 
-    async def _write(self, data: bytes) -> None:
+    async def write(self, data: bytes) -> None:
         self._writing += 1
         try:
             async with asyncio.timeout(self._options.stall_seconds):
@@ -319,8 +338,6 @@ class Watch:
             self._last_write = time.monotonic()
 
     def finish(self, reason: str) -> None:
-        """Leave the feed; the counts and the reason go to the log line and metrics."""
-        self._feed.unsubscribe(self.subscription)
         for name, n in self._counts.items():
             if n:
                 _EVENTS[name].inc(n)
