@@ -67,7 +67,7 @@ def _add_setting_flags(parser: argparse.ArgumentParser, command: str) -> None:
 
 
 def _add_state_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``state verify`` and ``state repair``."""
+    """``state verify``, ``state repair`` and ``state backfill``."""
     state = commands.add_parser("state", help="the state topic (docs/subscribers.md)")
     state_commands = state.add_subparsers(dest="state_command", required=True)
     verify = state_commands.add_parser(
@@ -93,6 +93,15 @@ def _add_state_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
     repair.add_argument("--apply", action="store_true", help="write the restores")
     repair.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
     _add_setting_flags(repair, "state")
+    backfill = state_commands.add_parser(
+        "backfill",
+        help="put on the state topic the live record of every tag it lacks",
+        description="For tags that existed before the state topic: read the topic to its "
+        "end offsets, then produce the live record of every live tag it does not hold "
+        "(rows share-locked until acknowledged: safe while the worker runs). Prints how "
+        "many; running it again produces none.",
+    )
+    _add_setting_flags(backfill, "state")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -354,6 +363,8 @@ async def _publish(args: argparse.Namespace, settings: Settings) -> int:
 async def _state(args: argparse.Namespace, settings: Settings) -> int:
     if args.state_command == "repair":
         return await _state_repair(args, settings)
+    if args.state_command == "backfill":
+        return await _state_backfill(args, settings)
     return await _state_verify(args, settings)
 
 
@@ -378,6 +389,17 @@ async def _state_verify(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(str(exc)) from exc
     print_verified(verified, True if args.json else None)
     return EXIT_FATAL if verified.differences else 0
+
+
+async def _state_backfill(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.statebackfill import backfill  # noqa: PLC0415
+
+    try:
+        done = await backfill(settings)
+    except ValueError as exc:  # the state topic is off
+        raise UsageError(str(exc)) from exc
+    print(json.dumps(done.summary()))
+    return 0
 
 
 async def _history(args: argparse.Namespace, settings: Settings) -> int:

@@ -282,6 +282,12 @@ API_WATCH_DISCONNECTS = Counter(
     ["reason"],
     registry=None,
 )
+API_WATCH_CATCH_UPS = Counter(
+    "ocitag_api_watch_catch_ups",
+    "Times a watcher's queue overflowed while it sent a snapshot or a replay and it read "
+    "what it missed from the state topic (a short-lived consumer, a few per process at once).",
+    registry=None,
+)
 # callers are the names OCITAG_API_TOKENS configures: bounded by that list
 API_CALLER_REQUESTS = Counter(
     "ocitag_api_caller_requests",
@@ -405,6 +411,7 @@ API: tuple[Collector, ...] = (
     API_WATCHERS,
     API_WATCH_EVENTS,
     API_WATCH_DISCONNECTS,
+    API_WATCH_CATCH_UPS,
     API_CALLER_REQUESTS,
 )
 

@@ -639,6 +639,21 @@ class ApiSettings(SettingsGroup):
         le=100_000,
         description="Records per PostgreSQL read of a watch's snapshot",
     )
+    api_watch_stall_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3_600,
+        description="Longest one write to a watcher may wait for the client to take it; "
+        "past it the watcher is disconnected (reason too_slow), in the snapshot as live",
+    )
+    api_watch_settle_seconds: float = Field(
+        60.0,
+        ge=0,
+        le=86_400,
+        description="How long a watch keeps, once live, the versions its snapshot or replay "
+        "sent (to skip a late record of a change the client already holds); then they "
+        "are dropped",
+    )
     api_grants: str | None = Field(
         None,
         description="JSON object from caller to grants [{actions, tags}] (docs/authorization.md; "
@@ -1016,7 +1031,8 @@ COMMAND_SETTINGS: Mapping[str, frozenset[str]] = {
     "history": PROCESS | DATABASE | {"startup_timeout_seconds"},
     "publish": PROCESS | KAFKA | {"input_topic"},
     "outcomes": PROCESS | KAFKA | {"outcome_topic"},
-    "state": PROCESS | KAFKA | DATABASE | {"state_topic", "startup_timeout_seconds"},
+    # verify reads; backfill also produces
+    "state": PROCESS | KAFKA | PRODUCER | DATABASE | {"state_topic", "startup_timeout_seconds"},
     "audit": PROCESS | KAFKA | DATABASE | {"outcome_topic"},
     "ingest": PROCESS
     | KAFKA

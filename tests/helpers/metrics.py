@@ -52,6 +52,7 @@ COMPONENT_FAMILIES: dict[str, frozenset[str]] = {
             "ocitag_api_watchers",
             "ocitag_api_watch_events",
             "ocitag_api_watch_disconnects",
+            "ocitag_api_watch_catch_ups",
             "ocitag_api_caller_requests",
         }
     ),

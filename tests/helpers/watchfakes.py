@@ -12,6 +12,7 @@ import orjson
 
 from tests.helpers.sse import Event, parse
 from worker.api.feed import Fanout, Subscription
+from worker.api.resume import EventIds
 from worker.api.store import Stored
 from worker.api.watchrules import Change
 
@@ -35,9 +36,15 @@ class FakeTopic:
 
     def __init__(self, partitions: int = 2) -> None:
         self.log: list[list[tuple[int, str, bytes | None, int]]] = [[] for _ in range(partitions)]
-        self.fanout = Fanout(partitions)
+        self.ids = EventIds(b"a test key")
+        self.fanout = Fanout(partitions, self.ids)
         self.start_offsets = [0] * partitions
         self.replays = 0
+        #: a replay yields batches of this many records, waiting ``replay_delay`` before
+        #: each and running ``on_replay`` after each (changes arriving meanwhile)
+        self.replay_chunk = 1_000_000
+        self.replay_delay = 0.0
+        self.on_replay: Callable[[], object] | None = None
 
     def append(self, partition: int, key: str, version: int, *, live: bool = True) -> None:
         """Write a record (not yet read by the feed: ``deliver`` reads)."""
@@ -84,8 +91,11 @@ class FakeTopic:
             for offset, key, value, version in records
             if positions[p] <= offset < until[p]
         ]
-        if batch:
-            yield batch
+        for at in range(0, len(batch), self.replay_chunk):
+            await asyncio.sleep(self.replay_delay)
+            yield batch[at : at + self.replay_chunk]
+            if self.on_replay is not None:
+                self.on_replay()
 
 
 class FakeReads:
@@ -96,6 +106,8 @@ class FakeReads:
         self.pages = 0
         #: run as each page is read (changes happening while the snapshot is read)
         self.on_page: Callable[[], object] | None = None
+        #: how long each page's read takes
+        self.delay = 0.0
 
     def put(self, repository: str, tag: str, version: int) -> None:
         self.rows[(repository, tag)] = stored(repository, tag, version)
@@ -113,6 +125,7 @@ class FakeReads:
         self, repository: str | None, after: tuple[str, str], limit: int
     ) -> list[Stored]:
         self.pages += 1
+        await asyncio.sleep(self.delay)
         if self.on_page is not None:
             self.on_page()
         keys = sorted(k for k in self.rows if k > after and repository in (None, k[0]))

@@ -137,7 +137,9 @@ async def test_watch_benchmark_runs_at_a_tiny_size(
     assert results["changes_published"] >= 30
     assert results["complete_watchers"] == 4  # every watcher got every change
     assert results["cut_off_or_failed"] == 0
+    # applied → received: every change matched with its state record's timestamp
     assert results["latency_ms"]["samples"] == 2 * results["changes_published"]
+    assert results["published_latency_ms"]["samples"] == 2 * results["changes_published"]
     assert results["api_rss_mib"]["peak"] > 0
     assert "p99 ms" in watch.render(results)
 

@@ -2,7 +2,7 @@
 topic's partitions; one record per applied change (an ``unchanged`` one included, a
 tombstone for a deletion, none for a rejection) read back by kcat; ``state verify`` in
 step, then out of step; a redelivered batch republishes the tag as it now is; off when
-the setting is empty."""
+the setting is empty; ``state backfill`` fills in the tags from before the topic."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
@@ -148,3 +149,47 @@ async def test_an_empty_state_topic_setting_turns_it_off(
     verified = run_cli(["state", "verify"], env_for(settings))
     assert verified.returncode == 2
     assert "OCITAG_STATE_TOPIC is empty" in verified.stderr
+
+
+async def test_backfill_puts_the_tags_from_before_the_topic_on_it_once(
+    make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    """Tags that were live before the state topic existed (rows written straight to
+    PostgreSQL here) are missing from it; ``state backfill`` produces exactly those, a
+    second run produces none, and a later change of a backfilled tag stays last."""
+    settings = make_settings(topic_partitions=2)
+    before = [f"docker.io/old/app:t{i}" for i in range(30)]
+    async with running_worker(settings) as worker:
+        await worker.publish([structured(history()[5], key=OTHER.encode())])  # on the topic
+        await worker.outcomes(1)
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute(
+                "INSERT INTO ocitags (repository, tag, artifact, created_by, created_on,"
+                " last_modified_by, last_modified_on, version, last_event_source,"
+                " last_event_id) SELECT 'docker.io/old/app', 't' || g, $1, 'old', now(),"
+                " 'old', now(), 3, 'old', g::text FROM generate_series(0, 29) g",
+                HEX,
+            )
+        finally:
+            await conn.close()
+
+        def summary(*args: str) -> tuple[int, dict[str, Any]]:
+            done = run_cli(["state", *args], env_for(settings))
+            return done.returncode, json.loads(done.stdout.splitlines()[-1])
+
+        code, verified = summary("verify", "--json")
+        assert (code, verified["differences"]["missing"]) == (1, 30)
+        assert summary("backfill") == (
+            0,
+            {"record": "summary", "topic_tags": 1, "live_tags": 31, "produced": 30},
+        )
+        assert summary("verify", "--json")[0] == 0
+        assert summary("backfill")[1]["produced"] == 0  # nothing missing: nothing sent
+        records = await worker.collect(settings.topics.state_topic, 31)
+        assert sorted((r.key or b"").decode() for r in records) == sorted([OTHER, *before])
+        assert {json.loads(r.value)["version"] for r in records if r.key != OTHER.encode()} == {3}
+        moved = build_event(before[0], HEX2, actor="new", event_id="n1", time=at(9))
+        await worker.publish([structured(moved, key=before[0].encode())])
+        await worker.outcomes(2)
+    assert summary("verify", "--json")[0] == 0  # the change (v4) is the tag's last record

@@ -232,8 +232,12 @@ async def test_a_watcher_that_stops_reading_is_cut_off_and_the_others_keep_up(
     make_settings: Callable[..., Settings], database_url: str
 ) -> None:
     """The stuck client's snapshot (30,000 records, ~10 MB) fills the socket buffers, so
-    its writes block and the changes queue up past the limit: it is cut off."""
-    settings = make_settings(**api_overrides(api_watch_queue_events=100))
+    its writes block: a write the client does not take within the stall bound cuts it
+    off (its queue overflowing while it sends the snapshot does not: a reading watcher
+    would catch up from the topic)."""
+    settings = make_settings(
+        **api_overrides(api_watch_queue_events=100, api_watch_stall_seconds=3.0)
+    )
     await _many_live_records(database_url, f"{R}-bulk", 30_000)
     async with (
         running_worker(settings),
@@ -250,6 +254,9 @@ async def test_a_watcher_that_stops_reading_is_cut_off_and_the_others_keep_up(
         await reader.until(lambda e: len(reader.changes()) >= count_of(applied), timeout=60)
         took = asyncio.get_running_loop().time() - started
         assert versions(reader.changes()) == applied
+        async with asyncio.timeout(20):  # its write stalled (3 s): cut off
+            while _too_slow() == cut_before:
+                await asyncio.sleep(0.1)
         # cut off: the server closed its side (a read sees the end, after the buffer)
         stuck.setblocking(False)
         closed = await _drained_to_eof(stuck)
@@ -258,6 +265,33 @@ async def test_a_watcher_that_stops_reading_is_cut_off_and_the_others_keep_up(
         alive = await api.call("GET", f"{api.base}/ocitags/?repository={R}")
         assert alive.status == 200
         assert took < 60
+
+
+async def test_a_big_snapshot_while_changes_flow_is_not_cut_off_and_misses_nothing(
+    make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    """A watch of every repository opens on 20,000 records while 300 changes flow, with a
+    queue of 10: far more changes arrive during its snapshot than it may queue. It is not
+    cut off: it catches up from the topic, goes live, and ends holding live_ocitags."""
+    settings = make_settings(**api_overrides(api_watch_queue_events=10))
+    await _many_live_records(database_url, f"{R}-bulk", 20_000)
+    async with running_worker(settings), running_api(settings, watch=True) as api:
+        cut_before, catch_ups = _too_slow(), _catch_ups()
+        flowing = asyncio.create_task(changes(api, [f"{R}:flow{i}" for i in range(30)], 300, 4))
+        await asyncio.sleep(0.5)  # changes are flowing
+        async with watching(api, None) as w:
+            await w.synced(timeout=60)
+            await flowing
+            want = await live(database_url, None)
+            await w.until(lambda e: held(e) == want, timeout=60)
+            assert all(v == sorted(set(v)) for v in versions(w.events).values())
+            assert not w.ended.is_set() and not any(e.name == "reset" for e in w.events)
+        assert _too_slow() == cut_before
+        assert _catch_ups() > catch_ups  # the snapshot really outran its queue
+
+
+def _catch_ups() -> float:
+    return float(metrics.API_WATCH_CATCH_UPS._value.get())
 
 
 def _too_slow() -> float:

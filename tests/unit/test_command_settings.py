@@ -28,29 +28,28 @@ from worker.settings import (
 COMMANDS = sorted(COMMAND_SETTINGS)
 
 
-def _subparser(command: str) -> argparse.ArgumentParser:
+def _verbs(command: str) -> list[argparse.ArgumentParser]:
+    """The command's parser, or its subcommands' (``state verify``, ``state backfill``)."""
     parser = cli.build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     sub: argparse.ArgumentParser = commands.choices[command]
     nested = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
-    if nested:  # ``state verify|repair``: the settings are the subcommands', all alike
-        verbs = list(nested[0].choices.values())
-        flags = [{o for a in v._actions for o in a.option_strings} for v in verbs]
-        alike = [f - {"--apply"} for f in flags]
-        assert all(f == alike[0] for f in alike), "state subcommands read different settings"
-        chosen: argparse.ArgumentParser = verbs[0]
-        return chosen
-    return sub
+    return list(nested[0].choices.values()) if nested else [sub]
+
+
+def _subparser(command: str) -> argparse.ArgumentParser:
+    return _verbs(command)[0]
 
 
 def _setting_flags(command: str) -> set[str]:
+    """The setting flags of the command (every subcommand of it has the same)."""
     every = {flag_name(name) for name in Settings.FIELDS}
-    return {
-        option
-        for action in _subparser(command)._actions
-        for option in action.option_strings
-        if option in every
-    }
+    each = [
+        {option for action in verb._actions for option in action.option_strings if option in every}
+        for verb in _verbs(command)
+    ]
+    assert all(flags == each[0] for flags in each), f"{command}'s subcommands differ"
+    return each[0]
 
 
 def test_every_command_of_the_cli_is_declared() -> None:
@@ -100,6 +99,7 @@ def test_every_setting_is_some_commands() -> None:
         ("reconcile", ["--registry", "registry.example"]),
         ("state", ["verify"]),
         ("state", ["repair"]),
+        ("state", ["backfill"]),
     ],
 )
 def test_a_one_shot_command_reads_only_its_settings(

@@ -29,6 +29,7 @@ from worker.state import (
     tombstone,
     upsert,
 )
+from worker.statebackfill import missing
 
 # ---- records
 
@@ -186,3 +187,18 @@ def test_a_differing_tag_names_the_fields_with_both_values() -> None:
         "a:1", "differing", {"artifact": (digest(1), digest(2)), UNREADABLE: ("x", None)}
     )
     assert found.as_json()["fields"]["artifact"] == {"topic": digest(1), "live": digest(2)}
+
+
+@pytest.mark.parametrize(
+    ("topic", "live", "todo"),
+    [
+        (set(), [("r", "b"), ("r", "a")], [("r", "a"), ("r", "b")]),
+        ({"r:a"}, [("r", "a"), ("r", "b")], [("r", "b")]),
+        ({"r:a", "r:b", "r:gone"}, [("r", "a"), ("r", "b")], []),
+        ({"r:a:b"}, [("r:a", "b"), ("r", "a:b")], []),  # the same OCITag ID either way
+    ],
+)
+def test_backfill_produces_the_live_tags_the_topic_lacks(
+    topic: set[str], live: list[tuple[str, str]], todo: list[tuple[str, str]]
+) -> None:
+    assert missing(topic, live) == todo

@@ -25,17 +25,23 @@ _NONCE = 12
 
 
 class CursorSeal:
-    def __init__(self, secret: bytes) -> None:
-        key = HKDF(algorithm=SHA256(), length=32, salt=None, info=_INFO).derive(secret)
+    """``info`` keeps the seals of different uses apart (a list cursor is never a watch
+    event id: each has its own key)."""
+
+    def __init__(self, secret: bytes, info: bytes = _INFO) -> None:
+        key = HKDF(algorithm=SHA256(), length=32, salt=None, info=info).derive(secret)
         self._aead = AESGCM(key)
+        self._info = info
 
     @classmethod
-    def from_tokens(cls, tokens: str | None) -> CursorSeal:
-        return cls(tokens.encode() if tokens else os.urandom(32))
+    def from_tokens(cls, tokens: str | None, info: bytes = _INFO) -> CursorSeal:
+        return cls(tokens.encode() if tokens else os.urandom(32), info)
 
-    def seal(self, plain: bytes) -> str:
-        nonce = os.urandom(_NONCE)
-        sealed = nonce + self._aead.encrypt(nonce, plain, _INFO)
+    def seal(self, plain: bytes, nonce: bytes | None = None) -> str:
+        """Sealed with a random nonce, or the caller's (12 bytes; the same nonce must
+        only ever seal the same plain text: see resume.EventIds)."""
+        nonce = os.urandom(_NONCE) if nonce is None else nonce
+        sealed = nonce + self._aead.encrypt(nonce, plain, self._info)
         return base64.urlsafe_b64encode(sealed).rstrip(b"=").decode()
 
     def open(self, cursor: str) -> bytes | None:
@@ -44,6 +50,6 @@ class CursorSeal:
             raw = base64.urlsafe_b64decode((cursor + "=" * (-len(cursor) % 4)).encode("ascii"))
             if len(raw) <= _NONCE:
                 return None
-            return self._aead.decrypt(raw[:_NONCE], raw[_NONCE:], _INFO)
+            return self._aead.decrypt(raw[:_NONCE], raw[_NONCE:], self._info)
         except (ValueError, binascii.Error, UnicodeEncodeError, InvalidTag):
             return None

@@ -5,7 +5,9 @@ watcher's ``Outbox``; an outbox that overflows is cut off, and nobody else waits
 
 ``replay`` reads a span of the topic for one resuming watcher with a consumer of its own
 (closed when the span is read), at most ``REPLAYS`` at a time per process: a resume
-costs one short read, the steady state one consumer whatever the number of watchers.
+costs one short read, the steady state one consumer whatever the number of watchers. A
+watcher whose queue overflowed while it sent a snapshot or a replay (``Offer.LEFT``)
+catches up the same way: the topic holds what it missed, not the api's memory.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from worker.api.listener import every_partition_consumer, topic_partitions
-from worker.api.watchrules import Change, Outbox, change
+from worker.api.resume import EventIds
+from worker.api.watchrules import Batch, Change, Offer, Outbox, change
 from worker.errors import describe
 from worker.settings import Settings
 
@@ -30,6 +33,8 @@ REPLAYS = 4
 _PARTITION_CHECK_SECONDS = 30.0
 _ERROR_PAUSE_SECONDS = 1.0
 _VERSION_HEADER = "version"
+#: the most one write of a watch joins (the transport buffers a write whole)
+WRITE_BYTES = 64 * 1024
 
 
 @dataclass(eq=False)
@@ -52,6 +57,9 @@ class Subscription:
 
 
 class Feed(Protocol):
+    #: how event ids are sealed (every frame of this feed and of its watchers)
+    ids: EventIds
+
     def subscribe(self, limit: int) -> Subscription: ...
 
     def unsubscribe(self, subscription: Subscription) -> None: ...
@@ -88,7 +96,8 @@ def _key(raw: bytes | None) -> str:
 class Fanout:
     """The subscribers and the dispatch of a batch to them (no I/O: tested with fakes)."""
 
-    def __init__(self, partitions: int) -> None:
+    def __init__(self, partitions: int, ids: EventIds) -> None:
+        self.ids = ids
         self.positions = [0] * partitions
         self._subscriptions: set[Subscription] = set()
         #: per tag the highest version passed on since the process started: a record at
@@ -99,7 +108,7 @@ class Fanout:
         return len(self._subscriptions)
 
     def subscribe(self, limit: int) -> Subscription:
-        subscription = Subscription(Outbox(limit), tuple(self.positions))
+        subscription = Subscription(Outbox(limit, catching_up=True), tuple(self.positions))
         self._subscriptions.add(subscription)
         return subscription
 
@@ -141,19 +150,25 @@ class Fanout:
             value=value,
             version=version,
             after=tuple(self.positions),
+            ids=self.ids,
             stale=stale,
         )
 
-    def dispatch(self, batch: Sequence[Change]) -> list[Subscription]:
-        """Offer ``batch`` to every subscriber; returns those cut off by it."""
+    def dispatch(self, changes: Sequence[Change]) -> list[Subscription]:
+        """Offer ``changes`` to every subscriber, as one ``Batch``; returns those cut off
+        by it. A catching-up subscriber that overflowed is let go (it reads on from the
+        topic), not cut."""
+        batch = Batch(changes, WRITE_BYTES)
         cut: list[Subscription] = []
         for subscription in list(self._subscriptions):
-            if subscription.outbox.offer(batch):
-                subscription.wake.set()
-            else:
+            offer = subscription.outbox.offer(batch)
+            if offer is not Offer.QUEUED:
                 self._subscriptions.discard(subscription)
+            if offer is Offer.CUT:
                 subscription.cut(subscription.outbox.closed or "too_slow")
                 cut.append(subscription)
+            else:
+                subscription.wake.set()
         return cut
 
 
@@ -164,7 +179,9 @@ class StateFeed:
         self._settings = settings
         self._topic = settings.topics.state_topic
         self._consumer = every_partition_consumer(settings, "ocitag-api-state")
-        self.fanout = Fanout(0)
+        tokens = settings.api.api_tokens
+        self.ids = EventIds.from_tokens(tokens.get_secret_value() if tokens else None)
+        self.fanout = Fanout(0, self.ids)
         self._assigned: set[TopicPartition] = set()
         self._replays = asyncio.Semaphore(REPLAYS)
 

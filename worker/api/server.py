@@ -129,7 +129,11 @@ class Api:
         a = settings.api
         self.watch_limits = WatchLimits(a.api_max_watches, a.api_max_watches_per_caller)
         self._watch_options = WatchOptions(
-            a.api_watch_queue_events, a.api_watch_heartbeat_seconds, a.api_watch_snapshot_page
+            a.api_watch_queue_events,
+            a.api_watch_heartbeat_seconds,
+            a.api_watch_snapshot_page,
+            a.api_watch_stall_seconds,
+            a.api_watch_settle_seconds,
         )
 
     def app(self) -> web.Application:
@@ -373,7 +377,7 @@ class Api:
                     feed,
                     reads,
                     options=options,
-                    scope=Scope(repository, may_read),
+                    scope=Scope(repository, may_read, self.access.grants.unrestricted),
                     fields=fields,
                 ),
             )

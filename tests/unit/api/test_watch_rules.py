@@ -10,8 +10,19 @@ from hypothesis import strategies as st
 from tests.helpers.sse import parse
 from worker.api import resume, sse
 from worker.api.watchlimits import WatchLimits
-from worker.api.watchrules import Change, Cursor, Gap, Outbox, Plan, Start, change, start
+from worker.api.watchrules import (
+    Change,
+    Cursor,
+    Gap,
+    Offer,
+    Outbox,
+    Plan,
+    Start,
+    change,
+    start,
+)
 
+IDS = resume.EventIds(b"a test key")
 offsets = st.lists(st.integers(min_value=0, max_value=2**63 - 1), min_size=1, max_size=64)
 
 
@@ -89,6 +100,40 @@ def test_decoding_never_raises(text: str) -> None:
         assert resume.decode(resume.encode(decoded.positions, snapshot=decoded.snapshot))
 
 
+@given(offsets, st.booleans())
+def test_a_sealed_id_round_trips_and_one_position_has_one_id(
+    positions: list[int], snapshot: bool
+) -> None:
+    sealed = IDS.encode(tuple(positions), snapshot=snapshot)
+    assert IDS.decode(sealed) == resume.Resume(tuple(positions), snapshot)
+    assert IDS.encode(tuple(positions), snapshot=snapshot) == sealed  # shared frames
+    assert sealed.startswith("e1.") and resume.decode(sealed) is None  # not a plain id
+
+
+def test_a_sealed_id_hides_the_offsets_and_cannot_be_forged() -> None:
+    sealed = IDS.encode((41, 7))
+    body = sealed[3:]
+    tampered = body[:-1] + ("A" if body[-1] != "A" else "B")
+    assert resume.decode(sealed) is None  # not readable as a plain id
+    for text in (
+        resume.encode((41, 7)),  # a plain id (as ids were before sealing)
+        "e1." + tampered,
+        resume.EventIds(b"another key").encode((41, 7)),  # another deployment's tokens
+        "e1.",
+        "e1." + "A" * (resume.MAX_ID_CHARS + 1),
+        None,
+    ):
+        assert IDS.decode(text) is None
+    assert resume.EventIds.from_tokens("ci:t").decode(
+        resume.EventIds.from_tokens("ci:t").encode((1,))
+    ) == resume.Resume((1,), False)
+
+
+@given(st.text(max_size=60))
+def test_decoding_a_sealed_id_never_raises(text: str) -> None:
+    assert IDS.decode("e1." + text) is None or text
+
+
 # ---- how a watch starts
 
 
@@ -98,24 +143,24 @@ def test_decoding_never_raises(text: str) -> None:
         (None, [0, 0], [5, 5], Plan(Start.SNAPSHOT)),
         ("garbage", [0, 0], [5, 5], Plan(Start.RESET, reason="unknown_id")),
         (
-            resume.encode((1, 1), snapshot=True),
+            IDS.encode((1, 1), snapshot=True),
             [0, 0],
             [5, 5],
             Plan(Start.RESET, reason="snapshot_interrupted"),
         ),
-        (resume.encode((1, 2)), [0, 0], [5, 5], Plan(Start.REPLAY, (1, 2))),
-        (resume.encode((5, 5)), [0, 0], [5, 5], Plan(Start.REPLAY, (5, 5))),
-        (resume.encode((1, 2)), [2, 0], [5, 5], Plan(Start.RESET, reason="expired")),
-        (resume.encode((1, 6)), [0, 0], [5, 5], Plan(Start.RESET, reason="topic_recreated")),
-        (resume.encode((1, 2, 3)), [0, 0], [5, 5], Plan(Start.RESET, reason="partitions_changed")),
+        (IDS.encode((1, 2)), [0, 0], [5, 5], Plan(Start.REPLAY, (1, 2))),
+        (IDS.encode((5, 5)), [0, 0], [5, 5], Plan(Start.REPLAY, (5, 5))),
+        (IDS.encode((1, 2)), [2, 0], [5, 5], Plan(Start.RESET, reason="expired")),
+        (IDS.encode((1, 6)), [0, 0], [5, 5], Plan(Start.RESET, reason="topic_recreated")),
+        (IDS.encode((1, 2, 3)), [0, 0], [5, 5], Plan(Start.RESET, reason="partitions_changed")),
         # a partition added since the id: read from its start
-        (resume.encode((4,)), [0, 3], [5, 9], Plan(Start.REPLAY, (4, 3))),
+        (IDS.encode((4,)), [0, 3], [5, 9], Plan(Start.REPLAY, (4, 3))),
     ],
 )
 def test_how_a_watch_starts(
     last_id: str | None, first: list[int], end: list[int], plan: Plan
 ) -> None:
-    assert start(last_id, first, end) == plan
+    assert start(last_id, first, end, IDS) == plan
 
 
 # ---- the merge
@@ -123,7 +168,9 @@ def test_how_a_watch_starts(
 
 def _c(partition: int, offset: int, key: str, version: int | None, *, value: bool = True) -> Change:
     body = f'{{"version":{version}}}'.encode() if value else None
-    return change(partition, offset, key, value=body, version=version, after=(), stale=False)
+    return change(
+        partition, offset, key, value=body, version=version, after=(), ids=IDS, stale=False
+    )
 
 
 A, B, OTHER = "r.io/team/app:a", "r.io/team/app:b", "r.io/other/app:a"
@@ -147,7 +194,7 @@ A, B, OTHER = "r.io/team/app:a", "r.io/team/app:b", "r.io/other/app:a"
 def test_what_a_watcher_passes_on(
     snapshot: dict[str, int], records: list[Change], sent: list[tuple[str, int]]
 ) -> None:
-    cursor = Cursor([0, 0], "r.io/team/app", lambda tag: not tag.endswith(":secret"))
+    cursor = Cursor([0, 0], IDS, "r.io/team/app", lambda tag: not tag.endswith(":secret"))
     for key, version in snapshot.items():
         cursor.snapshot_row(key, version)
     assert [(c.key, c.version) for c in records if cursor.admit(c)] == sent
@@ -156,8 +203,18 @@ def test_what_a_watcher_passes_on(
     ]
 
 
+def test_settling_drops_the_snapshot_versions() -> None:
+    cursor = Cursor([0], IDS)
+    cursor.snapshot_row(A, 2)
+    cursor.snapshot_row(B, 1)
+    cursor.live = True
+    assert not cursor.admit(_c(0, 0, A, 2))  # a late record of what the snapshot showed
+    assert cursor.settle() == 2 and cursor.sent == {}
+    assert cursor.admit(_c(0, 1, B, 2))
+
+
 def test_records_before_the_resume_point_are_not_repeated() -> None:
-    cursor = Cursor([2, 0])
+    cursor = Cursor([2, 0], IDS)
     assert not cursor.admit(_c(0, 0, A, 1))
     assert not cursor.admit(_c(0, 1, A, 2))
     assert cursor.admit(_c(0, 2, A, 3))
@@ -169,12 +226,12 @@ def test_records_before_the_resume_point_are_not_repeated() -> None:
 )
 def test_a_missing_offset_is_a_gap(positions: list[int], record: Change, reason: str) -> None:
     with pytest.raises(Gap) as raised:
-        Cursor(positions).admit(record)
+        Cursor(positions, IDS).admit(record)
     assert raised.value.reason == reason
 
 
 def test_a_replay_that_ends_short_lost_its_last_records() -> None:
-    cursor = Cursor([0, 3])
+    cursor = Cursor([0, 3], IDS)
     cursor.admit(_c(0, 0, A, 1))
     cursor.end_of_replay([1, 3])
     with pytest.raises(Gap):
@@ -182,13 +239,13 @@ def test_a_replay_that_ends_short_lost_its_last_records() -> None:
 
 
 def test_live_watchers_forget_a_tag_once_a_newer_version_passed() -> None:
-    cursor = Cursor([0])
+    cursor = Cursor([0], IDS)
     cursor.snapshot_row(A, 2)
     cursor.live = True
     assert not cursor.admit(_c(0, 0, A, 2))
     assert cursor.admit(_c(0, 1, A, 3))
     assert cursor.sent == {}
-    stale = change(0, 2, A, value=b"{}", version=3, after=(), stale=True)
+    stale = change(0, 2, A, value=b"{}", version=3, after=(), ids=IDS, stale=True)
     assert not cursor.admit(stale)
 
 
@@ -206,7 +263,7 @@ def test_versions_only_grow_per_tag_and_no_record_is_sent_twice(
     a lower one after a higher, and sends every offset after the resume point at most
     once."""
     records = [_c(0, i, key, version, value=live) for i, (key, version, live) in enumerate(stream)]
-    cursor = Cursor([min(resume_at, len(records))])
+    cursor = Cursor([min(resume_at, len(records))], IDS)
     last: dict[str, int] = {}
     for c in records:
         if cursor.admit(c):
@@ -217,11 +274,11 @@ def test_versions_only_grow_per_tag_and_no_record_is_sent_twice(
 
 
 def test_an_aligned_watcher_uses_the_feeds_frame() -> None:
-    c = change(0, 0, A, value=b"{}", version=1, after=(1, 0))
-    cursor = Cursor([0, 0])
+    c = change(0, 0, A, value=b"{}", version=1, after=(1, 0), ids=IDS)
+    cursor = Cursor([0, 0], IDS)
     assert cursor.admit(c)
     assert cursor.aligned(c.after)
-    assert parse(c.frame.decode())[0].id == cursor.event_id() == resume.encode((1, 0))
+    assert parse(c.frame.decode())[0].id == cursor.event_id() == IDS.encode((1, 0))
 
 
 def test_a_delete_says_the_tag_and_its_version() -> None:
@@ -234,13 +291,32 @@ def test_a_delete_says_the_tag_and_its_version() -> None:
 
 def test_an_outbox_past_its_limit_closes_and_stays_closed() -> None:
     outbox = Outbox(3)
-    assert outbox.offer([_c(0, i, A, 1) for i in range(5)])  # empty: any one read
+    assert outbox.offer([_c(0, i, A, 1) for i in range(5)]) is Offer.QUEUED  # any one read
     outbox.take()
-    assert outbox.offer([_c(0, 0, A, 1), _c(0, 1, A, 2)])
-    assert not outbox.offer([_c(0, 2, A, 3), _c(0, 3, A, 4)])
+    assert outbox.offer([_c(0, 0, A, 1), _c(0, 1, A, 2)]) is Offer.QUEUED
+    assert outbox.offer([_c(0, 2, A, 3), _c(0, 3, A, 4)]) is Offer.CUT
     assert outbox.closed == "too_slow"
     assert outbox.queued == 0
-    assert not outbox.offer([_c(0, 4, A, 5)])
+    assert outbox.offer([_c(0, 4, A, 5)]) is Offer.CUT
+
+
+def test_a_catching_up_outbox_that_overflows_lets_go_instead_of_cutting() -> None:
+    """While the watcher sends a snapshot or a replay, an overflow empties the queue
+    (the watcher reads the span from the topic) and it is not cut off; it goes live
+    only with nothing queued and nothing lost."""
+    outbox = Outbox(3, catching_up=True)
+    assert outbox.offer([_c(0, 0, A, 1), _c(0, 1, A, 2)]) is Offer.QUEUED
+    assert not outbox.go_live()  # something queued
+    assert outbox.offer([_c(0, 2, A, 3), _c(0, 3, A, 4)]) is Offer.LEFT
+    assert (outbox.closed, outbox.queued, outbox.overflowed) == (None, 0, True)
+    assert outbox.offer([_c(0, 4, A, 5)]) is Offer.LEFT  # stays let go
+    assert not outbox.go_live()  # lost records: the watcher must replay them first
+    fresh = Outbox(3, catching_up=True)
+    fresh.offer([_c(0, 0, A, 1)])
+    fresh.take()
+    assert fresh.go_live() and not fresh.catching_up
+    fresh.offer([_c(0, 1, A, 2), _c(0, 2, A, 3)])
+    assert fresh.offer([_c(0, 3, A, 4), _c(0, 4, A, 5)]) is Offer.CUT
 
 
 @given(st.lists(st.integers(1, 5), max_size=30), st.integers(1, 20))
@@ -248,7 +324,7 @@ def test_an_outbox_never_holds_more_than_its_limit(batches: list[int], limit: in
     outbox = Outbox(limit)
     for size in batches:
         before = outbox.queued
-        accepted = outbox.offer([_c(0, i, A, 1) for i in range(size)])
+        accepted = outbox.offer([_c(0, i, A, 1) for i in range(size)]) is Offer.QUEUED
         assert outbox.queued <= max(limit, size)
         assert accepted == (outbox.closed is None and (before == 0 or before + size <= limit))
         if not accepted:
