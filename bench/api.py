@@ -104,7 +104,12 @@ class ApiProcess:
     """``python -m worker api`` on the run's topics and database."""
 
     def __init__(
-        self, worker: WorkerProcess, log_path: Path, extra_env: Mapping[str, str] | None = None
+        self,
+        worker: WorkerProcess,
+        log_path: Path,
+        extra_env: Mapping[str, str] | None = None,
+        *,
+        grants: bool = True,
     ) -> None:
         self.port = free_port()
         self.probe_port = free_port()
@@ -120,6 +125,8 @@ class ApiProcess:
             "OCITAG_API_RATE_LIMIT": "1000000/1",
             **(extra_env or {}),
         }
+        if not grants:  # every caller may read everything: the watch's joined-once fan-out
+            del self._env["OCITAG_API_GRANTS"]
         self._log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -18,6 +18,10 @@ one Python process would measure itself):
 - **published → received**: minus the record's ``last_modified_on`` (the event's time,
   set when the bench published it), which adds the worker's own backlog.
 
+BENCH_WATCH_GRANTS (``on``): ``off`` runs the api without grants, so that live watchers
+of every repository take the fan-out's joined-once path (worker/api/watchrules.py
+``takes_whole``); ``on`` checks each tag against twenty callers' grants, as in production.
+
 Reported: those latencies' p50/p99/max, events per watcher (each must get every change),
 watchers cut off, the api's CPU (seconds per second, i.e. cores) and memory (RSS before
 and after the watchers, peak), the worker's and the bench's CPU. The watchers live in
@@ -160,7 +164,8 @@ async def run(services: Services) -> dict[str, Any]:
         "OCITAG_API_MAX_WATCHES_PER_CALLER": str(watchers_n + 10),
         "OCITAG_LOG_LEVEL": "warning",
     }
-    api = ApiProcess(worker, logs / "watch-api.log", limits)
+    grants = os.environ.get("BENCH_WATCH_GRANTS", "on") != "off"
+    api = ApiProcess(worker, logs / "watch-api.log", limits, grants=grants)
     watchers = [Watcher(measured=i < measured_n) for i in range(watchers_n)]
     try:
         worker.start()
@@ -219,6 +224,7 @@ async def run(services: Services) -> dict[str, Any]:
             "rate": rate,
             "seconds": seconds,
             "tags": tags,
+            "grants": grants,
         },
         "changes_published": sent,
         "events_per_watcher": {"min": counts[0], "max": counts[-1]},
