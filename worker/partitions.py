@@ -36,10 +36,15 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import asyncpg
+import structlog
 
 from worker.db import Connection
 
+log = structlog.get_logger("worker.partitions")
+
 _LOCK_KEY = 0x0C17A7  # pg_try_advisory_lock key: one maintainer at a time
+#: how long emptying expired history partitions waits for their readers (docs/history.md)
+TRUNCATE_LOCK_TIMEOUT_MS = 2_000
 
 _CURRENT = """
 SELECT p.epoch, p.started_at, now() - p.started_at AS age
@@ -159,7 +164,11 @@ async def _drop_history(
     if not expired:
         return [], 0
     epochs = [row["epoch"] for row in expired]
-    baselines = await rebaseline(conn, epochs)
+    try:
+        baselines = await rebaseline(conn, epochs)
+    except asyncpg.LockNotAvailableError:
+        log.warning("history_drop_deferred", epochs=epochs, reason="history readers held the lock")
+        return [], 0
     for row in expired:
         await drop_partition(conn, row["epoch"], table="ocitag_history")
         await conn.execute("DELETE FROM ocitag_history_partitions WHERE epoch = $1", row["epoch"])
@@ -187,6 +196,9 @@ async def rebaseline(conn: Connection, epochs: list[int]) -> int:
         await conn.execute(_FORGET_BASELINES, present)
         for statement in _REBASELINE:
             await conn.execute(statement)
+        # TRUNCATE waits for the readers of those partitions and, waiting, holds up new
+        # ones: not longer than this; then the drop is left for the next maintenance
+        await conn.execute(f"SET LOCAL lock_timeout = '{TRUNCATE_LOCK_TIMEOUT_MS}ms'")
         await conn.execute(
             "TRUNCATE " + ", ".join(partition_name(e, "ocitag_history_e") for e in present)
         )

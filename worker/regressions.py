@@ -72,22 +72,38 @@ class Regression:
 
 class VersionMemory:
     """The version and event time this worker last wrote per tag, the most recent
-    ``capacity`` tags."""
+    ``capacity`` tags.
+
+    Batches of several partitions run at once and share it: a batch that read a tag
+    before another batch of this process committed a newer row of it must not take that
+    newer row for what it should have read. Each entry keeps the sequence number of the
+    ``remember`` that wrote it; ``check`` is given the number read (``mark``) before the
+    batch's transaction began and skips what was remembered since."""
 
     def __init__(self, capacity: int = CAPACITY) -> None:
         self._capacity = capacity
-        self._tags: dict[int, Remembered] = {}
+        self._tags: dict[int, tuple[Remembered, int]] = {}
+        self._seq = 0
 
     def __len__(self) -> int:
         return len(self._tags)
 
-    def check(self, read: Mapping[TagKey, TagRecord | None]) -> list[Regression]:
+    def mark(self) -> int:
+        """The sequence number before a batch's transaction: pass it to ``check``."""
+        return self._seq
+
+    def check(
+        self, read: Mapping[TagKey, TagRecord | None], since: int | None = None
+    ) -> list[Regression]:
         """The tags whose row, as a batch read it (None: none), is older than what was
-        written."""
+        written before ``since`` (``mark``; None: everything remembered)."""
         found = []
         for tag, row in read.items():
-            mine = self._tags.get(hash(tag))
-            if mine is not None and regressed(mine, row):
+            entry = self._tags.get(hash(tag))
+            if entry is None or (since is not None and entry[1] >= since):
+                continue
+            mine = entry[0]
+            if regressed(mine, row):
                 stored = row.version if row is not None else None
                 found.append(Regression(f"{tag[0]}:{tag[1]}", mine[0], stored))
         return found
@@ -95,9 +111,11 @@ class VersionMemory:
     def remember(self, rows: Iterable[TagRecord]) -> None:
         """What a committed batch wrote: each tag moves to the most recent end."""
         tags = self._tags
+        seq = self._seq
         for row in rows:
             key = hash((row.repository, row.tag))
             tags.pop(key, None)
-            tags[key] = remembered(row)
+            tags[key] = (remembered(row), seq)
+        self._seq = seq + 1
         while len(tags) > self._capacity:
             del tags[next(iter(tags))]

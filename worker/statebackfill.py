@@ -18,12 +18,15 @@ alone: that is ``state verify``'s finding to look into, not a gap.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 from aiokafka import AIOKafkaProducer
 
-from worker.db import Connection
+from worker.db import Connection, classify_db_error
 from worker.decision import TagRecord
+from worker.errors import Cause
 from worker.kafka import new_producer
+from worker.retry import Backoff, retrying
 from worker.settings import Settings
 from worker.startup import create_pool
 from worker.state import fold, upsert
@@ -33,14 +36,21 @@ from worker.statetopic import read_state_topic
 CHUNK = 500
 
 _LIVE_KEYS = "SELECT repository, tag FROM live_ocitags"
+# the whole row (its event key goes into the record's headers: worker/state.py, read by
+# ``state repair``), locked in key order; the worker's writes lock in their own order, so a
+# deadlock stays possible and the chunk is then done again (``_chunk``)
 _LOCK = """
 SELECT repository, tag, artifact, created_by, created_on, last_modified_by, last_modified_on,
-       version
+       version, last_event_source, last_event_id, deleted_on, deleted_by
 FROM ocitags
 WHERE deleted_on IS NULL
   AND (repository, tag) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+ORDER BY repository, tag
 FOR SHARE
 """
+#: attempts of one chunk that met a deadlock or a serialization failure (the worker's
+#: writes take the same rows' locks): it is idempotent, so it is simply done again
+CHUNK_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +89,14 @@ async def backfill(settings: Settings) -> Backfilled:
             live = [(r["repository"], r["tag"]) for r in await conn.fetch(_LIVE_KEYS)]
             todo = missing(held, live)
             for at in range(0, len(todo), CHUNK):
-                produced += await _chunk(conn, producer, topic, todo[at : at + CHUNK])
+                pairs = todo[at : at + CHUNK]
+                produced += await retrying(
+                    partial(_chunk, conn, producer, topic, pairs),
+                    Backoff(0.01, 0.5),
+                    classify=lambda exc: classify_db_error(exc, "state backfill"),
+                    causes={Cause.DB_CONFLICT},
+                    attempts=CHUNK_ATTEMPTS,
+                )
     finally:
         await producer.stop()
         await pool.close()
@@ -96,9 +113,7 @@ async def _chunk(
     then let the locks go."""
     async with conn.transaction():
         rows = await conn.fetch(_LOCK, [p[0] for p in pairs], [p[1] for p in pairs])
-        records = [
-            upsert(TagRecord(**dict(row), last_event_source="", last_event_id="")) for row in rows
-        ]
+        records = [upsert(TagRecord(**dict(row))) for row in rows]
         batch = [await producer.send(topic, r.value, key=r.key, headers=r.headers) for r in records]
         for delivery in batch:
             await delivery

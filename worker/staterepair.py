@@ -44,14 +44,17 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Literal, TextIO
 
 import orjson
 
-from worker.db import Connection
+from worker.db import Connection, classify_db_error
 from worker.decision import TagRecord
+from worker.errors import Cause
 from worker.history import Entry, stored_columns
 from worker.kafka import new_producer
+from worker.retry import Backoff, retrying
 from worker.settings import Settings
 from worker.startup import create_pool
 from worker.state import (
@@ -251,13 +254,19 @@ WITH h AS (
 ), baseline AS (
     INSERT INTO ocitag_history_baselines (tag_ref, version, created_by, created_on)
     SELECT ht, hv, $10, $11 FROM h WHERE hc = 0
-    ON CONFLICT (tag_ref, version) DO NOTHING
+    ON CONFLICT (tag_ref, version)
+    DO UPDATE SET created_by = excluded.created_by, created_on = excluded.created_on
 )
 INSERT INTO ocitag_history (at, recorded_at, tag_ref, by_ref, source_ref, version, epoch,
                             change, artifact, event_id)
-SELECT ha, $9, ht, hb, hs, hv, (SELECT epoch FROM processed_current FOR SHARE), hc, hx, hi
+SELECT ha, $9, ht, hb, hs, hv, $12, hc, hx, hi
 FROM h
 """
+# first in the transaction, as the applier does (worker/store.py ``_LOOKUP``): the epoch,
+# then the tag's row; the other order can deadlock with an applier and a rotation
+_EPOCH = "SELECT epoch FROM processed_current FOR SHARE"
+#: attempts of one restore that met a deadlock or a serialization failure
+RESTORE_ATTEMPTS = 5
 
 
 async def _restore(conn: Connection, repair: Repair, at: datetime) -> Repair:
@@ -268,6 +277,7 @@ async def _restore(conn: Connection, repair: Repair, at: datetime) -> Repair:
     key = (record.repository, record.tag)
     for _ in range(MAX_ROUNDS):
         async with conn.transaction(isolation="read_committed"):
+            epoch = await conn.fetchval(_EPOCH)
             before = (await read_tags(conn, [key])).get(key)
             if before is not None and before.version >= record.version:
                 return replace(repair, action="none", reason="the store is newer", record=None)
@@ -285,6 +295,7 @@ async def _restore(conn: Connection, repair: Repair, at: datetime) -> Repair:
                     at,
                     record.created_by,
                     record.created_on,
+                    epoch,
                 )
             return replace(repair, store_version=before.version if before else None)
     return replace(repair, action="unrepairable", reason="the row kept changing", record=None)
@@ -332,7 +343,18 @@ async def repair(settings: Settings, *, apply: bool) -> Repaired:
             found = [r for r in plan(lasts, rows) if r.action != "none"]
             if apply:
                 at = datetime.now(UTC)
-                found = [await _restore(conn, r, at) if r.action == "restore" else r for r in found]
+                found = [
+                    await retrying(
+                        partial(_restore, conn, r, at),
+                        Backoff(0.01, 0.5),
+                        classify=lambda exc: classify_db_error(exc, "state repair"),
+                        causes={Cause.DB_CONFLICT},
+                        attempts=RESTORE_ATTEMPTS,
+                    )
+                    if r.action == "restore"
+                    else r
+                    for r in found
+                ]
                 found = [r for r in found if r.action != "none"]
     finally:
         await pool.close()

@@ -278,6 +278,9 @@ class Store:
                 attempts=MAX_TX_ATTEMPTS,
             )
 
+        # what this process remembers from now on was committed after the batch began:
+        # its rows may be newer than what the batch read, without any loss
+        since = self._versions.mark()
         # another applier recorded some of the events first: that is progress there, and
         # the batch done again replays them, so it has a budget of its own
         applied = await retrying(
@@ -287,7 +290,7 @@ class Store:
             attempts=MAX_RACE_ATTEMPTS,
         )
         self.statistics.recorded(applied.epoch, applied.recorded)
-        for regressed in self._versions.check(applied.read):
+        for regressed in self._versions.check(applied.read, since):
             log.error(
                 "store_regressed",
                 ocitag_id=regressed.ocitag_id,

@@ -628,7 +628,7 @@ async def repair_from_the_state_topic(s: Scenario, lost: list[str], reused: list
         entries = await conn.fetchval(
             "SELECT count(*) FROM ocitag_history h JOIN ocitag_history_names n ON n.ref = h.tag_ref"
             " WHERE n.name = ANY($1::text[]) AND h.recorded_at > now() - interval '10 minutes'"
-            " AND h.change IN (0, 4) AND h.event_id <> ''",
+            " AND h.change IN (0, 4) AND octet_length(h.event_id) > 0",
             sorted(ahead),
         )
     finally:

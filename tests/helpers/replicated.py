@@ -4,8 +4,8 @@ PostgreSQL primary with a streaming standby, in a cache dir and on ports of thei
 so that they run beside the single-node stack the other tests use.
 
 ``OCITAG_REPLICATED_STACK_DIR`` (default ``.cache/stack-replicated``),
-``OCITAG_REPLICATED_KAFKA_PORT`` (39092: the nodes take 39092, 39102, 39112 and the
-port after each for their controllers) and ``OCITAG_REPLICATED_PG_PORT`` (35432, the
+``OCITAG_REPLICATED_KAFKA_PORT`` (19192: the nodes take 19192, 19202, 19212 and the
+port after each for their controllers) and ``OCITAG_REPLICATED_PG_PORT`` (15442, the
 standby the next one) choose them.
 """
 
@@ -29,8 +29,8 @@ from worker.migrate import migrate
 STACK_DIR = Path(
     os.environ.get("OCITAG_REPLICATED_STACK_DIR", REPO / ".cache" / "stack-replicated")
 )
-KAFKA_PORT = int(os.environ.get("OCITAG_REPLICATED_KAFKA_PORT", "39092"))
-PG_PORT = int(os.environ.get("OCITAG_REPLICATED_PG_PORT", "35432"))
+KAFKA_PORT = int(os.environ.get("OCITAG_REPLICATED_KAFKA_PORT", "19192"))
+PG_PORT = int(os.environ.get("OCITAG_REPLICATED_PG_PORT", "15442"))
 
 
 def _env() -> dict[str, str]:

@@ -5,7 +5,7 @@ keeps what was written and can stop reading (as a client that stopped reading do
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from datetime import datetime
 
 import orjson
@@ -83,7 +83,7 @@ class FakeTopic:
 
     async def replay(
         self, positions: Sequence[int], until: Sequence[int]
-    ) -> AsyncIterator[list[Change]]:
+    ) -> AsyncGenerator[list[Change], None]:
         self.replays += 1
         batch = [
             Change(p, offset, key, key.rpartition(":")[0], value, version, ())

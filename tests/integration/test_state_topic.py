@@ -189,6 +189,13 @@ async def test_backfill_puts_the_tags_from_before_the_topic_on_it_once(
         records = await worker.collect(settings.topics.state_topic, 31)
         assert sorted((r.key or b"").decode() for r in records) == sorted([OTHER, *before])
         assert {json.loads(r.value)["version"] for r in records if r.key != OTHER.encode()} == {3}
+        # each carries its row's own event key (state repair orders by it), not a made-up one
+        keys = {
+            (r.key or b"").decode(): dict(r.headers) for r in records if r.key != OTHER.encode()
+        }
+        assert {k: (h["event-source"], h["event-id"]) for k, h in keys.items()} == {
+            f"docker.io/old/app:t{g}": (b"old", str(g).encode()) for g in range(30)
+        }
         moved = build_event(before[0], HEX2, actor="new", event_id="n1", time=at(9))
         await worker.publish([structured(moved, key=before[0].encode())])
         await worker.outcomes(2)

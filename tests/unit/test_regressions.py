@@ -55,6 +55,25 @@ def test_the_memory_reports_a_row_read_older_than_written() -> None:
     assert memory.check({TAG: at(5, seconds=9)}) == []
 
 
+def test_a_newer_row_another_batch_of_this_process_wrote_meanwhile_is_no_regression() -> None:
+    """Batch A reads the tag at 5; batch B (another partition) commits 6 and remembers
+    it; A then commits. What A read is older than 6 without any loss: A checks only what
+    was remembered before it began."""
+    memory = VersionMemory()
+    memory.remember([at(5)])
+    since_a = memory.mark()
+    memory.remember([at(6)])  # batch B, committed while A ran
+    assert memory.check({TAG: at(5)}, since_a) == []
+    assert memory.check({TAG: None}, since_a) == []  # a creation B made meanwhile
+    # what was remembered before A began still counts
+    memory.remember([at(8, tag="2.0")])
+    since_c = memory.mark()
+    other = ("docker.io/library/app", "2.0")
+    assert memory.check({other: at(7, tag="2.0")}, since_c) == [
+        Regression("docker.io/library/app:2.0", 8, 7)
+    ]
+
+
 def test_the_memory_keeps_the_most_recently_written_tags() -> None:
     memory = VersionMemory(capacity=2)
     memory.remember([at(5, tag="a"), at(5, tag="b")])

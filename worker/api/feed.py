@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -70,7 +70,7 @@ class Feed(Protocol):
 
     def replay(
         self, positions: Sequence[int], until: Sequence[int]
-    ) -> AsyncIterator[list[Change]]: ...
+    ) -> AsyncGenerator[list[Change], None]: ...
 
 
 def version_of(headers: Sequence[tuple[str, bytes]]) -> int | None:
@@ -256,7 +256,7 @@ class StateFeed:
 
     async def replay(
         self, positions: Sequence[int], until: Sequence[int]
-    ) -> AsyncIterator[list[Change]]:
+    ) -> AsyncGenerator[list[Change], None]:
         """The records from ``positions`` up to (not including) ``until``, per partition,
         with a consumer of its own. Records past a partition's ``until`` are left out
         (the watcher's subscription has them)."""

@@ -36,8 +36,9 @@ SNAPSHOT_PREFIX = "s1."
 SEALED_PREFIX = "e1."
 _SEAL_INFO = b"ocitag-api watch event id v1"
 _NONCE_INFO = b"ocitag-api watch event id nonce v1"
-#: a longer Last-Event-ID is not one of ours (10,000 partitions of 19 digits fit)
-MAX_ID_CHARS = 300_000
+#: a longer Last-Event-ID is not one of ours (10,000 partitions of 19 digits fit, sealed:
+#: about 356,000 characters)
+MAX_ID_CHARS = 400_000
 _MAX_OFFSET = 2**63 - 1
 
 

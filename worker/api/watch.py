@@ -179,8 +179,11 @@ class Watch:
         """The topic from the cursor to where the subscription began."""
         until = self.subscription.start
         positions = tuple(cursor.positions)
-        async for batch in self._feed.replay(positions, until):
-            await self._out.pass_on(cursor, batch)
+        # closed at once on a cut, a gap or a cancel: the replay slot and its consumer go
+        # back now, not when the generator is collected
+        async with contextlib.aclosing(self._feed.replay(positions, until)) as batches:
+            async for batch in batches:
+                await self._out.pass_on(cursor, batch)
         cursor.end_of_replay([max(u, p) for u, p in zip(until, positions, strict=False)])
         self._fields["replays"] = self._fields.get("replays", 0) + 1
 
