@@ -13,20 +13,18 @@ import copy
 import json
 from functools import cache
 from importlib import resources
-from typing import Any
 
 from worker import __version__, identifiers
 from worker.api import openapi_history
+from worker.api.openapi_parts import COMMON, Doc, problem, ref
 from worker.api.requests import MAX_KEY_CHARS
 from worker.identifiers import anchored
 from worker.models import DIGEST_PATTERN, MAX_ACTOR_LENGTH
 
-Doc = dict[str, Any]
 # The OCITag ID grammar of docs/contract.md "Identifiers" as one pattern, for generators and
 # readers of the document (the API checks with worker.identifiers, which also limits the
 # repository to 255 characters and names the broken rule).
 OCITAG_ID_PATTERN = anchored(identifiers.OCITAG_ID_PATTERN)
-_PROBLEM = {"$ref": "#/components/schemas/ErrorModel"}
 _RECORD = {"$ref": "#/components/schemas/OCITag"}
 
 
@@ -52,44 +50,24 @@ def extend(base: Doc, additions: Doc, where: str = "") -> Doc:
     return out
 
 
-def _problem(description: str, headers: Doc | None = None) -> Doc:
-    response: Doc = {
-        "description": description,
-        "content": {"application/problem+json": {"schema": _PROBLEM}},
-    }
-    if headers:
-        response["headers"] = headers
-    return response
-
-
-def _ref(kind: str, name: str) -> Doc:
-    return {"$ref": f"#/components/{kind}/{name}"}
-
-
-_ETAG = {"ETag": _ref("headers", "ETag")}
-_COMMON = {
-    "401": _ref("responses", "Unauthorized"),
-    "403": _ref("responses", "Forbidden"),
-    "429": _ref("responses", "TooManyRequests"),
-    "503": _ref("responses", "Unavailable"),
-}
+_ETAG = {"ETag": ref("headers", "ETag")}
 _WRITE = {
-    "202": _ref("responses", "Accepted"),
-    "400": _problem("The body is not JSON."),
-    "409": _problem(
+    "202": ref("responses", "Accepted"),
+    "400": problem("The body is not JSON."),
+    "409": problem(
         "Superseded (a newer event for this tag was already applied), or the "
         "Idempotency-Key was used before with another request."
     ),
-    "412": _problem("A precondition (If-Match, If-None-Match, previous_artifact) does not hold."),
-    "413": _problem("The body is larger than OCITAG_API_MAX_BODY_BYTES."),
-    "415": _problem("The body is not application/json."),
-    "422": _problem("The tag, the body or a header breaks a rule; errors[] names each."),
-    **_COMMON,
+    "412": problem("A precondition (If-Match, If-None-Match, previous_artifact) does not hold."),
+    "413": problem("The body is larger than OCITAG_API_MAX_BODY_BYTES."),
+    "415": problem("The body is not application/json."),
+    "422": problem("The tag, the body or a header breaks a rule; errors[] names each."),
+    **COMMON,
 }
 _WRITE_PARAMETERS = [
-    _ref("parameters", "IdempotencyKey"),
-    _ref("parameters", "IfMatch"),
-    _ref("parameters", "IfNoneMatchWrite"),
+    ref("parameters", "IdempotencyKey"),
+    ref("parameters", "IfMatch"),
+    ref("parameters", "IfNoneMatchWrite"),
 ]
 
 
@@ -187,25 +165,25 @@ def _components() -> Doc:
             "Accepted": {
                 "description": "The event is published and will be applied; its outcome "
                 "did not arrive within OCITAG_API_TIMEOUT_SECONDS.",
-                "headers": {"Location": _ref("headers", "Location")},
-                "content": {"application/json": {"schema": _ref("schemas", "Accepted")}},
+                "headers": {"Location": ref("headers", "Location")},
+                "content": {"application/json": {"schema": ref("schemas", "Accepted")}},
             },
-            "Unauthorized": _problem(
+            "Unauthorized": problem(
                 "No valid bearer token (no detail is given).",
-                {"WWW-Authenticate": _ref("headers", "WWWAuthenticate")},
+                {"WWW-Authenticate": ref("headers", "WWWAuthenticate")},
             ),
-            "Forbidden": _problem(
+            "Forbidden": problem(
                 "Outside the caller's grants (OCITAG_API_GRANTS), decided from the tag pattern "
                 "alone before any lookup: it never says whether the tag exists, and nothing "
                 "was published."
             ),
-            "TooManyRequests": _problem(
+            "TooManyRequests": problem(
                 "Over the caller's rate limit (OCITAG_API_RATE_LIMIT); nothing was published.",
-                {"Retry-After": _ref("headers", "RetryAfter")},
+                {"Retry-After": ref("headers", "RetryAfter")},
             ),
-            "Unavailable": _problem(
+            "Unavailable": problem(
                 "Kafka or PostgreSQL is not available.",
-                {"Retry-After": _ref("headers", "RetryAfter")},
+                {"Retry-After": ref("headers", "RetryAfter")},
             ),
         },
         "schemas": {
@@ -267,7 +245,7 @@ def _put() -> Doc:
             "parameters": _WRITE_PARAMETERS,
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": _ref("schemas", "OCITagUpdate")}},
+                "content": {"application/json": {"schema": ref("schemas", "OCITagUpdate")}},
             },
             "responses": {"200": {"headers": _ETAG}, **_WRITE},
         },
@@ -288,9 +266,9 @@ def _delete() -> Doc:
                 "headers": _ETAG,
                 "content": {"application/json": {"schema": _RECORD}},
             },
-            "404": _problem("The tag has no live record."),
+            "404": problem("The tag has no live record."),
             **{k: v for k, v in _WRITE.items() if k not in ("400", "413", "415")},
-            "default": _problem("Error"),
+            "default": problem("Error"),
         },
     }
 
@@ -302,7 +280,7 @@ def _get() -> Doc:
         "description": "The live record of the tag, with its version as ETag; with `at`, the "
         "record as it was at that instant.",
         "operationId": "oci-tag-get",
-        "parameters": [_ref("parameters", "IfNoneMatchRead"), openapi_history.at_parameter()],
+        "parameters": [ref("parameters", "IfNoneMatchRead"), openapi_history.at_parameter()],
         "responses": {
             "200": {
                 "description": "OK",
@@ -313,10 +291,10 @@ def _get() -> Doc:
                 "description": "Not modified: the record is at that version.",
                 "headers": _ETAG,
             },
-            "404": _problem("The tag has no live record."),
-            "422": _problem("The tag breaks the identifier rules."),
-            **_COMMON,
-            "default": _problem("Error"),
+            "404": problem("The tag has no live record."),
+            "422": problem("The tag breaks the identifier rules."),
+            **COMMON,
+            "default": problem("Error"),
         },
     }
 
@@ -368,9 +346,9 @@ def _list() -> Doc:
         "responses": {
             "200": {
                 "description": "OK: a page, or a watch's event stream",
-                "headers": {"Link": _ref("headers", "Link")},
+                "headers": {"Link": ref("headers", "Link")},
                 "content": {
-                    "application/json": {"schema": _ref("schemas", "OCITagPage")},
+                    "application/json": {"schema": ref("schemas", "OCITagPage")},
                     "text/event-stream": {
                         "schema": {
                             "type": "string",
@@ -380,14 +358,14 @@ def _list() -> Doc:
                     },
                 },
             },
-            "422": _problem("A query parameter breaks a rule; errors[] names each."),
-            "429": _problem(
+            "422": problem("A query parameter breaks a rule; errors[] names each."),
+            "429": problem(
                 "Too many watches: this api process's OCITAG_API_MAX_WATCHES, or the caller's "
                 "OCITAG_API_MAX_WATCHES_PER_CALLER (0: the watch is off).",
-                {"Retry-After": _ref("headers", "RetryAfter")},
+                {"Retry-After": ref("headers", "RetryAfter")},
             ),
-            **_COMMON,
-            "default": _problem("Error"),
+            **COMMON,
+            "default": problem("Error"),
         },
     }
 
@@ -406,7 +384,7 @@ def document() -> Doc:
         "security": [{"bearer": []}],
         "paths": {
             "/ocitags/{tag}/": {
-                "parameters": [_ref("parameters", "Tag")],
+                "parameters": [ref("parameters", "Tag")],
                 "put": _put(),
                 "delete": _delete(),
                 "get": _get(),

@@ -4,35 +4,21 @@ schemas/artifact-tags-page.schema.json. Pure."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel
 
+from worker.api.openapi_parts import COMMON, Doc, problem
 from worker.api.requests import MAX_LIMIT
 from worker.history_models import HistoryPage, TagIntervalPage
 from worker.models import DIGEST_PATTERN
 
-Doc = dict[str, Any]
 _REF = "#/components/schemas/{model}"
-
-
-def _problem(description: str) -> Doc:
-    return {
-        "description": description,
-        "content": {
-            "application/problem+json": {"schema": {"$ref": "#/components/schemas/ErrorModel"}}
-        },
-    }
 
 
 def _common() -> Doc:
     return {
-        "401": {"$ref": "#/components/responses/Unauthorized"},
-        "403": {"$ref": "#/components/responses/Forbidden"},
-        "422": _problem("A parameter breaks a rule; errors[] names each."),
-        "429": {"$ref": "#/components/responses/TooManyRequests"},
-        "503": {"$ref": "#/components/responses/Unavailable"},
-        "default": _problem("Error"),
+        **COMMON,
+        "422": problem("A parameter breaks a rule; errors[] names each."),
+        "default": problem("Error"),
     }
 
 
@@ -98,7 +84,7 @@ def paths() -> Doc:
                 "parameters": paging(),
                 "responses": {
                     "200": _page(HistoryPage),
-                    "404": _problem("The tag was never seen (it has no history)."),
+                    "404": problem("The tag was never seen (it has no history)."),
                     **_common(),
                 },
             },
