@@ -34,7 +34,7 @@ _STRONG: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (bucket, re.compile(pattern))
     for bucket, pattern in (
         ("logging", r"structlog/|logging/|worker/logs\.py|_log_event \("),
-        ("metrics", r"prometheus_client/|_update_gauges \("),
+        ("metrics", r"prometheus_client/|worker/progress\.py"),
         ("validate", r"pydantic|worker/models\.py|worker/identifiers\.py"),
         ("decode", r"worker/decode\.py|worker/events\.py"),
         (

@@ -25,7 +25,6 @@ Rules (aiokafka's consumer rules; docs/contract.md "Semantics", Delivery):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Mapping, Sequence
 
@@ -41,6 +40,7 @@ from worker.errors import FatalError, TransientError
 from worker.events import RawRecord
 from worker.health import POLL_LOOP, Health
 from worker.kafka import classify_kafka_error
+from worker.progress import Progress
 from worker.retry import Backoff, retry_failed
 from worker.settings import Settings
 from worker.unreadable import Unreadable
@@ -77,10 +77,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         self._handed: dict[TopicPartition, int] = {}
         self._fatal: BaseException | None = None
         self._stopping = False
-        self._lag_task: asyncio.Task[None] | None = None
-        # the group's committed offsets as read on assignment, for the lag gauge only
-        # until this worker commits its own (never a floor for what it commits)
-        self._group_committed: dict[TopicPartition, int] = {}
+        self._progress = Progress(consumer, self._committer.committed)
         self._fetch_backoff = Backoff(
             settings.lifecycle.retry_backoff_initial_seconds,
             settings.lifecycle.retry_backoff_max_seconds,
@@ -103,11 +100,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
                     if records:
                         self._start(tp, [to_raw(r) for r in records])
                 await self._unreadable.advance(self._batches.keys(), self._start)
-                _update_gauges(
-                    self._consumer,
-                    self._batches,
-                    {**self._group_committed, **self._committer.committed},
-                )
+                self._progress.update(self._batches)
         finally:
             try:
                 await self.drain(self._settings.lifecycle.shutdown_grace_seconds)
@@ -231,10 +224,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         finished, given_up = await self._finish_and_commit(
             batches, revoked, self._settings.lifecycle.shutdown_grace_seconds
         )
-        for tp in revoked:
-            if tp in self._committer.committed or tp in self._group_committed:
-                metrics.CONSUMER_LAG.remove(str(tp.partition))
-            self._group_committed.pop(tp, None)
+        self._progress.revoked(revoked)
         self._committer.forget(revoked)
         log.info(
             "partitions_revoked",
@@ -248,17 +238,8 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp in assigned:
             self._handed.pop(tp, None)
         self._unreadable.forget(assigned)
-        # The lag gauge wants the committed offsets; the group is not heartbeating while
-        # this callback runs, so they are fetched after it, bounded, in the background.
-        self._lag_task = asyncio.create_task(self._load_committed(list(assigned)))
+        self._progress.assigned(list(assigned))
         log.info("partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
-
-    async def _load_committed(self, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            with contextlib.suppress(KafkaError, TimeoutError):
-                committed = await asyncio.wait_for(self._consumer.committed(tp), 5)
-                if committed is not None:
-                    self._group_committed[tp] = committed
 
     async def drain(self, grace: float) -> None:
         """Let in-flight batches finish within the grace period, give up the rest, and
@@ -300,21 +281,3 @@ async def finish(batches: list[Batch], grace: float) -> tuple[int, int]:
             task.cancel()
         await asyncio.gather(*still, return_exceptions=True)
     return len(done), len(pending)
-
-
-def _update_gauges(
-    consumer: Consumer,
-    batches: Mapping[TopicPartition, Batch],
-    committed: Mapping[TopicPartition, int],
-) -> None:
-    records = [r for b in batches.values() for r in b.records]
-    metrics.IN_FLIGHT.set(len(records))
-    oldest = min((r.timestamp_ms for r in records), default=None)
-    metrics.OLDEST_UNPROCESSED_AGE.set(
-        0 if oldest is None else max(0.0, time.time() - oldest / 1000)
-    )
-    for tp in consumer.assignment():
-        end = consumer.highwater(tp)
-        done = committed.get(tp)
-        if end is not None and done is not None:
-            metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, end - done))

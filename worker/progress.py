@@ -1,0 +1,66 @@
+"""How far the worker is behind, as gauges: records in flight, the age of the oldest
+unprocessed one, and the lag of each assigned partition (its end offset minus the
+committed one). The lag wants the committed offsets: the group's as read on assignment
+until this worker commits its own (only for the gauge, never a floor for what it
+commits), fetched after the assignment callback, bounded, in the background (the group
+is not heartbeating while the callback runs)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping
+
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+
+from worker import metrics
+from worker.batches import Batch
+from worker.consumer import Consumer
+
+#: how long reading one partition's committed offset may take, on assignment
+COMMITTED_TIMEOUT_SECONDS = 5
+
+
+class Progress:
+    """The gauges of one consumer; ``own`` is what this worker committed itself."""
+
+    def __init__(self, consumer: Consumer, own: Mapping[TopicPartition, int]) -> None:
+        self._consumer = consumer
+        self._own = own
+        self._group: dict[TopicPartition, int] = {}
+        self._loading: asyncio.Task[None] | None = None
+
+    def update(self, batches: Mapping[TopicPartition, Batch]) -> None:
+        records = [r for b in batches.values() for r in b.records]
+        metrics.IN_FLIGHT.set(len(records))
+        oldest = min((r.timestamp_ms for r in records), default=None)
+        metrics.OLDEST_UNPROCESSED_AGE.set(
+            0 if oldest is None else max(0.0, time.time() - oldest / 1000)
+        )
+        committed = {**self._group, **self._own}
+        for tp in self._consumer.assignment():
+            end = self._consumer.highwater(tp)
+            done = committed.get(tp)
+            if end is not None and done is not None:
+                metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, end - done))
+
+    def assigned(self, partitions: list[TopicPartition]) -> None:
+        self._loading = asyncio.create_task(self._load(partitions))
+
+    def revoked(self, partitions: list[TopicPartition]) -> None:
+        """Called before the committer forgets them: their lag series go."""
+        for tp in partitions:
+            if tp in self._own or tp in self._group:
+                metrics.CONSUMER_LAG.remove(str(tp.partition))
+            self._group.pop(tp, None)
+
+    async def _load(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            with contextlib.suppress(KafkaError, TimeoutError):
+                committed = await asyncio.wait_for(
+                    self._consumer.committed(tp), COMMITTED_TIMEOUT_SECONDS
+                )
+                if committed is not None:
+                    self._group[tp] = committed
