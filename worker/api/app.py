@@ -18,9 +18,10 @@ from aiohttp import web
 from worker import metrics, reachability
 from worker.api.access import access_from_settings
 from worker.api.auth import parse_tokens
+from worker.api.backends import Backends
 from worker.api.feed import StateFeed
 from worker.api.listener import OutcomeListener
-from worker.api.server import Api, Backends, utc_now
+from worker.api.server import Api, utc_now
 from worker.api.store import PgReads
 from worker.errors import Cause, FatalError, TransientError
 from worker.health import COMMAND_PARTS, HTTP, OUTCOME_LISTENER, Check, Health

@@ -70,3 +70,8 @@ def unacknowledged() -> ApiProblem:
         "Kafka did not acknowledge the event in time: it may still be published and "
         "applied; retry with the same Idempotency-Key",
     )
+
+
+def unavailable(what: str) -> ApiProblem:
+    """503 for a request whose backend (``kafka``, ``db``) is not connected."""
+    return ApiProblem(ProblemKind.UNAVAILABLE, f"{what} is not available; retry later")

@@ -7,12 +7,10 @@ handlers hold the request's flow; the rules are in ``requests`` and ``replies``.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -22,12 +20,12 @@ import orjson
 import structlog
 from aiohttp import web
 
-from worker import metrics, reachability, tracing
+from worker import metrics, tracing
 from worker.api import replies, requests
 from worker.api.access import Access, access_from_settings
 from worker.api.auth import Tokens
+from worker.api.backends import Backends, database
 from worker.api.cursors import CursorSeal
-from worker.api.feed import Feed
 from worker.api.grants import Action
 from worker.api.history_routes import (
     ARTIFACT_TAGS_PATH,
@@ -37,22 +35,14 @@ from worker.api.history_routes import (
 )
 from worker.api.listing import visible_page
 from worker.api.openapi import document
-from worker.api.problems import ApiProblem, too_large, unacknowledged, unpublished
+from worker.api.problems import ApiProblem, too_large, unavailable
 from worker.api.replies import Reply
-from worker.api.store import Reads
-from worker.api.waiters import Waiters
-from worker.api.watch import Scope, Watch, WatchOptions
-from worker.api.watch import serve as serve_watch
-from worker.api.watchlimits import WatchLimits
-from worker.db import classify_db_error
-from worker.encode import build_event, to_record
-from worker.errors import PermanentError, TransientError, describe
-from worker.history_reads import HistoryReads
+from worker.api.watches import Watches
+from worker.api.writes import Writer
+from worker.errors import TransientError, describe
 from worker.identifiers import split_ocitag_id
-from worker.kafka import BrokerUnreachableError, Message
 from worker.problems import ProblemKind
 from worker.settings import Settings
-from worker.timefmt import format_rfc3339
 
 log = structlog.get_logger("worker.api")
 
@@ -73,22 +63,9 @@ OPERATIONS = {
 }
 _PUBLIC = {OPENAPI_PATH}
 
-Publish = Callable[[Sequence[Message]], Awaitable[None]]
 #: this request's fields of its canonical log line (aiohttp runs each request in its own
 #: task, so each has its own value); the caller is among them once authenticated
 _FIELDS: ContextVar[dict[str, Any]] = ContextVar("api_request_fields")
-
-
-@dataclass
-class Backends:
-    """What the handlers talk to; None until connected (then writes or reads are 503)."""
-
-    publish: Publish | None = None
-    reads: Reads | None = None
-    history: HistoryReads | None = None
-    waiters: Waiters = field(default_factory=Waiters)
-    #: the state topic's feed of the watches (None until it runs, or with no state topic)
-    feed: Feed | None = None
 
 
 def _is_watch(request: web.Request) -> bool:
@@ -100,10 +77,6 @@ def _respond(reply: Reply) -> web.Response:
     if reply.content_type:
         response.content_type = reply.content_type
     return response
-
-
-def _unavailable(what: str) -> ApiProblem:
-    return ApiProblem(ProblemKind.UNAVAILABLE, f"{what} is not available; retry later")
 
 
 class Api:
@@ -125,16 +98,9 @@ class Api:
         self._cursors = CursorSeal.from_tokens(
             tokens_text.get_secret_value() if tokens_text is not None else None
         )
-        self.history = HistoryAnswers(lambda: self.backends.history, _db)
-        a = settings.api
-        self.watch_limits = WatchLimits(a.api_max_watches, a.api_max_watches_per_caller)
-        self._watch_options = WatchOptions(
-            a.api_watch_queue_events,
-            a.api_watch_heartbeat_seconds,
-            a.api_watch_snapshot_page,
-            a.api_watch_stall_seconds,
-            a.api_watch_settle_seconds,
-        )
+        self.history = HistoryAnswers(lambda: self.backends.history, database)
+        self._writer = Writer(settings, lambda: self.backends, clock)
+        self.watches = Watches(settings, lambda: self.access, lambda: self.backends)
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -177,7 +143,7 @@ class Api:
             response = self._problem(exc, instance)
         except TransientError as exc:
             fields["error"] = str(exc)[:300]
-            response = self._problem(_unavailable(exc.service), instance)
+            response = self._problem(unavailable(exc.service), instance)
         except web.HTTPException as exc:
             limit = self._settings.api.api_max_body_bytes
             response = self._problem(_http_problem(exc, limit, request.content_length), instance)
@@ -221,76 +187,15 @@ class Api:
         self._allowed("write", ocitag)
         body = await request.read()
         update = requests.put_body(body, request.headers.get("Content-Type"), ocitag)
-        return await self._write(
-            request, ocitag, update.artifact, update.actor, update.previous_artifact
-        )
+        change = (update.artifact, update.actor, update.previous_artifact)
+        return _respond(await self._writer.write(request, ocitag, change, _FIELDS.get()))
 
     async def delete(self, request: web.Request) -> web.Response:
         ocitag = requests.ocitag_id(request.match_info["tag"])
         self._allowed("delete", ocitag)
-        return await self._write(request, ocitag, None, None, None)
-
-    async def _write(
-        self,
-        request: web.Request,
-        ocitag: str,
-        artifact: str | None,
-        actor: str | None,
-        previous_artifact: str | None,
-    ) -> web.Response:
-        fields = _FIELDS.get()
-        fields["ocitag_id"] = ocitag
-        headers = request.headers
-        expected = requests.expected_version(headers.get("If-Match"), headers.get("If-None-Match"))
-        key = requests.idempotency_key(headers.get("Idempotency-Key"))
-        publish, reads = self.backends.publish, self.backends.reads
-        if publish is None:
-            raise _unavailable("kafka")
-        source = requests.api_source(fields["caller"])
-        received = self._clock()
-        if key is not None:
-            if reads is None:
-                raise _unavailable("db")
-            received = await _db(reads.received_at(source, key, received))
-        event_id = key or str(uuid.uuid4())
-        fields["event_id"] = event_id
-        event = build_event(
-            ocitag,
-            artifact,
-            actor=actor,
-            previous_artifact=previous_artifact,
-            expected_version=expected,
-            source=source,
-            event_id=event_id,
-            time=format_rfc3339(received),
+        return _respond(
+            await self._writer.write(request, ocitag, (None, None, None), _FIELDS.get())
         )
-        message = Message(self._settings.topics.input_topic, *to_record(event, "structured"))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._settings.api.api_timeout_seconds
-        # subscribed BEFORE publishing: the outcome may overtake the acknowledgement
-        with self.backends.waiters.expect((source, event_id)) as waiter:
-            try:
-                await asyncio.wait_for(publish([message]), timeout=deadline - loop.time())
-            except BrokerUnreachableError as exc:  # refused before the producer had it
-                fields["error"] = "publish: kafka unreachable"
-                raise unpublished() from exc
-            except (TransientError, TimeoutError) as exc:
-                fields["error"] = f"publish: {type(exc).__name__}"
-                raise unacknowledged() from exc
-            published = loop.time()
-            try:
-                outcome = await asyncio.wait_for(waiter, timeout=max(deadline - loop.time(), 0))
-            except TimeoutError:
-                metrics.API_OUTCOMES_LATE.inc()
-                fields["outcome"] = "late"
-                return _respond(replies.accepted(ocitag, source, event_id))
-            finally:
-                waited = loop.time() - published
-                metrics.API_OUTCOME_WAIT_SECONDS.observe(waited)
-                fields["outcome_wait_ms"] = round(waited * 1000, 2)
-        version_header = "if-none-match" if "If-None-Match" in headers else "if-match"
-        fields["outcome_status"] = outcome.get("status")
-        return _respond(replies.from_outcome(outcome, version_header=version_header))
 
     # ---- reads: PostgreSQL
 
@@ -302,9 +207,9 @@ class Api:
             return _respond(await self.history.as_of(ocitag, request.query["at"]))
         reads = self.backends.reads
         if reads is None:
-            raise _unavailable("db")
+            raise unavailable("db")
         repository, tag = split_ocitag_id(ocitag)
-        stored = await _db(reads.get(repository, tag))
+        stored = await database(reads.get(repository, tag))
         if stored is None:
             raise ApiProblem(ProblemKind.NOT_FOUND, f"{ocitag} has no live record")
         if requests.etag_matches(request.headers.get("If-None-Match"), stored.version):
@@ -313,15 +218,15 @@ class Api:
 
     async def list(self, request: web.Request) -> web.StreamResponse:
         if _is_watch(request):
-            return await self._watch(request)
+            return await self.watches.serve(request, _FIELDS.get())
         query = requests.list_query(request.query, self._cursors)
         caller = _FIELDS.get()["caller"]
         self.access.require_any(caller, "read", "query.repository", query.repository)
         reads = self.backends.reads
         if reads is None:
-            raise _unavailable("db")
+            raise unavailable("db")
         visible = None if self.access.grants.unrestricted else self.access.reader(caller)
-        rows, last = await _db(visible_page(reads, query, visible))
+        rows, last = await database(visible_page(reads, query, visible))
         cursor = requests.encode_cursor(query.repository, last, self._cursors) if last else None
         link = (
             f"{LIST_PATH}?repository={quote(query.repository, safe='')}"
@@ -344,47 +249,6 @@ class Api:
         visible = None if self.access.grants.unrestricted else self.access.reader(caller)
         return _respond(await self.history.tags(digest, request.query, visible))
 
-    async def _watch(self, request: web.Request) -> web.StreamResponse:
-        """``GET /ocitags/?watch=true``: Server-Sent Events (worker/api/watch.py)."""
-        fields = _FIELDS.get()
-        repository = requests.watch_query(request.query)
-        if not self._settings.api.api_max_watches:
-            raise ApiProblem(
-                ProblemKind.TOO_MANY_WATCHES, "the watch is off (OCITAG_API_MAX_WATCHES=0)"
-            )
-        if not self._settings.topics.state_topic:
-            detail = "the watch needs the state topic (OCITAG_STATE_TOPIC is empty)"
-            raise ApiProblem(ProblemKind.UNAVAILABLE, detail)
-        feed, reads = self.backends.feed, self.backends.reads
-        if feed is None:
-            raise _unavailable("kafka")
-        if reads is None:
-            raise _unavailable("db")
-        caller = fields["caller"]
-        # a caller with no read grant at all: 403; else each tag is filtered by its grants
-        self.access.require_any(caller, "read", "query.repository", repository or "**")
-        refused = self.watch_limits.admit(caller)
-        if refused is not None:
-            raise ApiProblem(ProblemKind.TOO_MANY_WATCHES, refused)
-        metrics.API_WATCHERS.set(len(self.watch_limits))
-        may_read = self.access.reader(caller)
-        options = self._watch_options
-        try:
-            return await serve_watch(
-                request,
-                lambda response: Watch(
-                    response,
-                    feed,
-                    reads,
-                    options=options,
-                    scope=Scope(repository, may_read, self.access.grants.unrestricted),
-                    fields=fields,
-                ),
-            )
-        finally:
-            self.watch_limits.release(caller)
-            metrics.API_WATCHERS.set(len(self.watch_limits))
-
     async def openapi(self, _: web.Request) -> web.Response:
         return web.Response(body=_openapi_bytes(), content_type="application/json")
 
@@ -392,21 +256,6 @@ class Api:
 @cache
 def _openapi_bytes() -> bytes:
     return orjson.dumps(document())
-
-
-async def _db(work: Awaitable[Any]) -> Any:
-    """A database answer, or 503 when PostgreSQL is away."""
-    try:
-        answer = await work
-    except Exception as exc:
-        error = classify_db_error(exc, "api")
-        if isinstance(error, TransientError):
-            if error.cause.outage:  # logged once per outage, not per request
-                reachability.POSTGRESQL.failed(str(error))
-            raise error from exc
-        raise PermanentError(str(error)) from exc
-    reachability.POSTGRESQL.succeeded()
-    return answer
 
 
 def _http_problem(

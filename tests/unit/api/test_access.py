@@ -16,10 +16,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from worker.api.access import Access
 from worker.api.auth import parse_tokens
+from worker.api.backends import Backends
 from worker.api.grants import parse_grants
 from worker.api.listing import MAX_SCANS
 from worker.api.ratelimit import RateLimit, RateLimiter
-from worker.api.server import Api, Backends
+from worker.api.server import Api
 from worker.api.store import Stored
 from worker.kafka import Message
 from worker.settings import load_settings

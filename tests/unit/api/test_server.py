@@ -14,7 +14,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from worker import metrics
 from worker.api.auth import parse_tokens
-from worker.api.server import Api, Backends
+from worker.api.backends import Backends
+from worker.api.server import Api
 from worker.api.store import Stored
 from worker.errors import Cause, TransientError
 from worker.kafka import BrokerUnreachableError, Message

@@ -1,0 +1,81 @@
+"""``GET /ocitags/?watch=true``, admitted: the watch on, the state topic and PostgreSQL
+there, some read grant, and room under the per-process and per-caller limits (429
+past them); then served as Server-Sent Events (worker/api/watch.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from worker import metrics
+from worker.api import requests
+from worker.api.access import Access
+from worker.api.backends import Backends
+from worker.api.problems import ApiProblem, unavailable
+from worker.api.watch import Scope, Watch, WatchOptions
+from worker.api.watch import serve as serve_watch
+from worker.api.watchlimits import WatchLimits
+from worker.problems import ProblemKind
+from worker.settings import Settings
+
+
+class Watches:
+    def __init__(
+        self, settings: Settings, access: Callable[[], Access], backends: Callable[[], Backends]
+    ) -> None:
+        a = settings.api
+        self._on = a.api_max_watches > 0
+        self._state_topic = bool(settings.topics.state_topic)
+        self._access = access
+        self._backends = backends
+        self.limits = WatchLimits(a.api_max_watches, a.api_max_watches_per_caller)
+        self._options = WatchOptions(
+            a.api_watch_queue_events,
+            a.api_watch_heartbeat_seconds,
+            a.api_watch_snapshot_page,
+            a.api_watch_stall_seconds,
+            a.api_watch_settle_seconds,
+        )
+
+    async def serve(self, request: web.Request, fields: dict[str, Any]) -> web.StreamResponse:
+        """``fields``: the request's canonical log line (the caller among them)."""
+        repository = requests.watch_query(request.query)
+        if not self._on:
+            raise ApiProblem(
+                ProblemKind.TOO_MANY_WATCHES, "the watch is off (OCITAG_API_MAX_WATCHES=0)"
+            )
+        if not self._state_topic:
+            detail = "the watch needs the state topic (OCITAG_STATE_TOPIC is empty)"
+            raise ApiProblem(ProblemKind.UNAVAILABLE, detail)
+        backends, access = self._backends(), self._access()
+        feed, reads = backends.feed, backends.reads
+        if feed is None:
+            raise unavailable("kafka")
+        if reads is None:
+            raise unavailable("db")
+        caller = fields["caller"]
+        # a caller with no read grant at all: 403; else each tag is filtered by its grants
+        access.require_any(caller, "read", "query.repository", repository or "**")
+        refused = self.limits.admit(caller)
+        if refused is not None:
+            raise ApiProblem(ProblemKind.TOO_MANY_WATCHES, refused)
+        metrics.API_WATCHERS.set(len(self.limits))
+        may_read = access.reader(caller)
+        options = self._options
+        try:
+            return await serve_watch(
+                request,
+                lambda response: Watch(
+                    response,
+                    feed,
+                    reads,
+                    options=options,
+                    scope=Scope(repository, may_read, access.grants.unrestricted),
+                    fields=fields,
+                ),
+            )
+        finally:
+            self.limits.release(caller)
+            metrics.API_WATCHERS.set(len(self.limits))

@@ -1,0 +1,98 @@
+"""A write (``PUT`` / ``DELETE /ocitags/{tag}/``): an event on the input topic, answered
+with its outcome. Subscribed to the outcome BEFORE publishing (the outcome may overtake
+the acknowledgement); within OCITAG_API_TIMEOUT_SECONDS, else 202 with where to look."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from worker import metrics
+from worker.api import replies, requests
+from worker.api.backends import Backends, database
+from worker.api.problems import unacknowledged, unavailable, unpublished
+from worker.api.replies import Reply
+from worker.encode import build_event, to_record
+from worker.errors import TransientError
+from worker.kafka import BrokerUnreachableError, Message
+from worker.settings import Settings
+from worker.timefmt import format_rfc3339
+
+
+class Writer:
+    def __init__(
+        self, settings: Settings, backends: Callable[[], Backends], clock: Callable[[], datetime]
+    ) -> None:
+        self._topic = settings.topics.input_topic
+        self._timeout = settings.api.api_timeout_seconds
+        self._backends = backends
+        self._clock = clock
+
+    async def write(
+        self,
+        request: web.Request,
+        ocitag: str,
+        change: tuple[str | None, str | None, str | None],
+        fields: dict[str, Any],
+    ) -> Reply:
+        """``change``: (artifact, actor, previous_artifact); all None for a deletion.
+        ``fields``: the request's canonical log line."""
+        artifact, actor, previous_artifact = change
+        backends = self._backends()
+        fields["ocitag_id"] = ocitag
+        headers = request.headers
+        expected = requests.expected_version(headers.get("If-Match"), headers.get("If-None-Match"))
+        key = requests.idempotency_key(headers.get("Idempotency-Key"))
+        publish, reads = backends.publish, backends.reads
+        if publish is None:
+            raise unavailable("kafka")
+        source = requests.api_source(fields["caller"])
+        received = self._clock()
+        if key is not None:
+            if reads is None:
+                raise unavailable("db")
+            received = await database(reads.received_at(source, key, received))
+        event_id = key or str(uuid.uuid4())
+        fields["event_id"] = event_id
+        event = build_event(
+            ocitag,
+            artifact,
+            actor=actor,
+            previous_artifact=previous_artifact,
+            expected_version=expected,
+            source=source,
+            event_id=event_id,
+            time=format_rfc3339(received),
+        )
+        message = Message(self._topic, *to_record(event, "structured"))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        # subscribed BEFORE publishing: the outcome may overtake the acknowledgement
+        with backends.waiters.expect((source, event_id)) as waiter:
+            try:
+                await asyncio.wait_for(publish([message]), timeout=deadline - loop.time())
+            except BrokerUnreachableError as exc:  # refused before the producer had it
+                fields["error"] = "publish: kafka unreachable"
+                raise unpublished() from exc
+            except (TransientError, TimeoutError) as exc:
+                fields["error"] = f"publish: {type(exc).__name__}"
+                raise unacknowledged() from exc
+            published = loop.time()
+            try:
+                outcome = await asyncio.wait_for(waiter, timeout=max(deadline - loop.time(), 0))
+            except TimeoutError:
+                metrics.API_OUTCOMES_LATE.inc()
+                fields["outcome"] = "late"
+                return replies.accepted(ocitag, source, event_id)
+            finally:
+                waited = loop.time() - published
+                metrics.API_OUTCOME_WAIT_SECONDS.observe(waited)
+                fields["outcome_wait_ms"] = round(waited * 1000, 2)
+        version_header = "if-none-match" if "If-None-Match" in headers else "if-match"
+        fields["outcome_status"] = outcome.get("status")
+        return replies.from_outcome(outcome, version_header=version_header)
