@@ -52,6 +52,15 @@ def replicated() -> Iterator[Replicated]:
         skip_or_fail(f"the replicated stack did not start: {exc}")
 
 
+@pytest.fixture(autouse=True)
+def every_broker_back(replicated: Replicated) -> Iterator[None]:
+    """A scenario that failed half-way may leave brokers down: the next one starts with
+    all three (starting a running node does nothing)."""
+    yield
+    for node in (1, 2, 3):
+        replicated.start_broker(node)
+
+
 def replicated_env(s: Scenario) -> None:
     """What a deployment on replicated services sets: requests that give up within a
     leader election, so that a stuck request is replaced rather than waited on."""
@@ -304,6 +313,17 @@ async def metric(port: int, name: str) -> float:
     )
 
 
+#: the causes OcitagKafkaWritesStalled counts (deploy/helm/ocitag-worker/files/alerts.yaml)
+WRITE_STALL_CAUSES = ("kafka_timeout", "kafka_unavailable", "kafka_producer")
+
+
+async def kafka_write_retries(port: int) -> float:
+    total = 0.0
+    for cause in WRITE_STALL_CAUSES:
+        total += await metric(port, f'ocitag_kafka_retries_total{{cause="{cause}"}}')
+    return total
+
+
 async def test_two_of_three_brokers_down(replicated: Replicated, tmp_path: Path) -> None:
     """No in-sync quorum (and no controller quorum): the worker pauses (no outcome, no
     commit, no exit), says so in the metrics its alerts read, and resumes when one
@@ -323,9 +343,7 @@ async def test_two_of_three_brokers_down(replicated: Replicated, tmp_path: Path)
             async def lose_quorum() -> None:
                 await worker.running()
                 await asyncio.sleep(2)
-                timeouts_before = await metric(
-                    port, 'ocitag_kafka_retries_total{cause="kafka_timeout"}'
-                )
+                timeouts_before = await kafka_write_retries(port)
                 down = time.monotonic()
                 await asyncio.to_thread(replicated.kill_broker, 2)
                 await asyncio.to_thread(replicated.kill_broker, 3)
@@ -335,14 +353,22 @@ async def test_two_of_three_brokers_down(replicated: Replicated, tmp_path: Path)
                 # paused: nothing committed while events wait (what OcitagWorkerNoCommits
                 # reads: the last commit's time standing still, with lag), still one process
                 assert await metric(port, "ocitag_last_commit_timestamp_seconds") == committed
-                waiting = await metric(port, "ocitag_in_flight_events")
-                waiting += await metric(port, "ocitag_consumer_lag_events")
+                in_flight = await metric(port, "ocitag_in_flight_events")
+                waiting = in_flight + await metric(port, "ocitag_consumer_lag_events")
                 assert waiting > 0
                 assert worker.proc.poll() is None
-                # and what OcitagKafkaWritesStalled reads: Kafka requests timing out
-                # (the producer's, at OCITAG_KAFKA_REQUEST_TIMEOUT_MS) with commits still
-                timeouts = await metric(port, 'ocitag_kafka_retries_total{cause="kafka_timeout"}')
-                assert timeouts > timeouts_before, "no Kafka timeout counted in 16 s of outage"
+                # and what OcitagKafkaWritesStalled reads, when a batch was caught in flight
+                # (its rule asks for one): its writes retried, timed out (10 s here) or
+                # refused for want of in-sync replicas, with commits still. Without one
+                # (the fetch itself stalled: seen on a quiet machine), it is the no-commit
+                # alert that pages, on what is asserted above.
+                s.report["batch_caught_in_flight"] = in_flight > 0
+                if in_flight > 0:
+
+                    async def retried() -> bool:
+                        return await kafka_write_retries(port) > timeouts_before
+
+                    await eventually(retried, timeout=20)
                 s.report["outage_503s"] = sum(
                     1 for a in ingest.answers if a.status == 503 and a.sent >= down
                 )

@@ -273,13 +273,15 @@ async def test_a_big_snapshot_while_changes_flow_is_not_cut_off_and_misses_nothi
     """A watch of every repository opens on 20,000 records while 300 changes flow, with a
     queue of 10: far more changes arrive during its snapshot than it may queue. It is not
     cut off: it catches up from the topic, goes live, and ends holding live_ocitags."""
-    settings = make_settings(**api_overrides(api_watch_queue_events=10))
+    # pages of 50: the snapshot takes 400 reads, long enough on a quiet machine too for
+    # far more than 10 changes to arrive during it (they start with it)
+    settings = make_settings(**api_overrides(api_watch_queue_events=10, api_watch_snapshot_page=50))
     await _many_live_records(database_url, f"{R}-bulk", 20_000)
     async with running_worker(settings), running_api(settings, watch=True) as api:
         cut_before, catch_ups = _too_slow(), _catch_ups()
-        flowing = asyncio.create_task(changes(api, [f"{R}:flow{i}" for i in range(30)], 300, 4))
-        await asyncio.sleep(0.5)  # changes are flowing
         async with watching(api, None) as w:
+            tags = [f"{R}:flow{i}" for i in range(30)]
+            flowing = asyncio.create_task(changes(api, tags, 300, 4))
             await w.synced(timeout=60)
             await flowing
             want = await live(database_url, None)
