@@ -357,18 +357,15 @@ async def test_two_of_three_brokers_down(replicated: Replicated, tmp_path: Path)
                 waiting = in_flight + await metric(port, "ocitag_consumer_lag_events")
                 assert waiting > 0
                 assert worker.proc.poll() is None
-                # and what OcitagKafkaWritesStalled reads, when a batch was caught in flight
-                # (its rule asks for one): its writes retried, timed out (10 s here) or
-                # refused for want of in-sync replicas, with commits still. Without one
-                # (the fetch itself stalled: seen on a quiet machine), it is the no-commit
-                # alert that pages, on what is asserted above.
+                # what OcitagKafkaWritesStalled reads besides: the worker's writes retried.
+                # Measured, not asserted: a leader that answers NOT_ENOUGH_REPLICAS is
+                # retried inside the client, unseen (seen on a quiet machine: no retry in
+                # 36 s with a batch in flight); then it is the no-commit alert that pages,
+                # on what is asserted above (docs/replicated.md)
                 s.report["batch_caught_in_flight"] = in_flight > 0
-                if in_flight > 0:
-
-                    async def retried() -> bool:
-                        return await kafka_write_retries(port) > timeouts_before
-
-                    await eventually(retried, timeout=20)
+                s.report["write_retries_counted"] = (
+                    await kafka_write_retries(port) - timeouts_before
+                )
                 s.report["outage_503s"] = sum(
                     1 for a in ingest.answers if a.status == 503 and a.sent >= down
                 )
