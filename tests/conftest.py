@@ -21,6 +21,7 @@ from tests.helpers.jaeger import JaegerUnavailableError, start_jaeger
 from tests.helpers.postgres import PostgresUnavailableError, password_postgres, server_binaries
 from tests.helpers.registry import ToolsUnavailableError, tools_dir
 from tests.helpers.services import IN_CI, Services, UnavailableError, discover, with_database
+from worker.db import PooledConnection, reset_connection
 from worker.migrate import available, migrate
 from worker.settings import Settings, load_settings
 
@@ -150,7 +151,15 @@ async def database_url(services: Services, template_db: str) -> AsyncIterator[st
 
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=12)
+    # the worker's connection class and reset (worker/db.py): the store's tests run its
+    # connections as the worker does, returned without the reset query after an apply
+    pool = await asyncpg.create_pool(
+        database_url,
+        min_size=1,
+        max_size=12,
+        connection_class=PooledConnection,
+        reset=reset_connection,
+    )
     try:
         yield pool
     finally:

@@ -96,6 +96,51 @@ def _cause(sqlstate: str) -> Cause:
     return Cause.DB_UNAVAILABLE
 
 
+class PooledConnection(asyncpg.Connection):
+    """A connection of the worker's pools: it can be told that its current use left no
+    session state, so that going back to the pool costs no round trip.
+
+    On release a pool rolls back an open transaction and drops the client's listeners
+    (asyncpg's own, no query unless a transaction is open), then runs its reset: by
+    default ``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;``, one
+    more round trip that undoes whatever session state a user may have left for the
+    next one. A batch's apply leaves none (BEGIN ... COMMIT and plain statements: no
+    session-level lock, setting, cursor or LISTEN) and is a round trip of five, so a
+    use that says so (``left_no_session_state``, after its transaction committed) skips
+    that query once; every other use, and any use that failed, gets it as before."""
+
+    _stateless_use = False
+
+    def left_no_session_state(self) -> None:
+        """This use set nothing beyond its transactions: skip the reset query once."""
+        self._stateless_use = True
+
+    def take_stateless_use(self) -> bool:
+        """Whether the use ending now said so (and forget it: the next use must say it
+        again)."""
+        stateless, self._stateless_use = self._stateless_use, False
+        return stateless
+
+
+async def reset_connection(conn: asyncpg.Connection) -> None:
+    """The pools' reset on release: asyncpg's reset query, unless the use ending said it
+    left no session state (``PooledConnection``). An open transaction was already rolled
+    back by the pool, whatever this does."""
+    if isinstance(conn, PooledConnection) and conn.take_stateless_use():
+        return
+    query = conn.get_reset_query()
+    if query:
+        await conn.execute(query)
+
+
+def left_no_session_state(conn: Connection) -> None:
+    """Tell a pooled connection (through the pool's proxy, which forwards to it) that its
+    use left no session state; a connection of another class keeps its full reset."""
+    mark = getattr(conn, "left_no_session_state", None)
+    if mark is not None:
+        mark()
+
+
 async def open_pool(
     dsn: str, min_size: int, max_size: int, command_timeout: float, idle_in_transaction: float
 ) -> asyncpg.Pool:
@@ -117,6 +162,8 @@ async def open_pool(
         max_size=max_size,
         command_timeout=command_timeout,
         timeout=10,
+        connection_class=PooledConnection,
+        reset=reset_connection,
         server_settings={
             "idle_in_transaction_session_timeout": str(int(idle_in_transaction * 1000)),
             "application_name": "ocitag-worker",

@@ -6,8 +6,9 @@ and the rows of the batch's tags (those of repeated applied changes included, fo
 state topic: worker/state.py ``refreshed``); one write (1): the tags with the key guard
 and, in the same statement, the new events' records and the history entries of their 200
 outcomes (docs/history.md), the records and entries only if every guard held; COMMIT
-(1). A guard that did not hold (a concurrent writer changed the tag in between) costs one
-read of those tags and one more write, which records the batch. A batch of repeats only
+(1); the pool's reset query on release is skipped (worker/db.py). A guard that did not
+hold (a concurrent writer changed the tag in between) costs one read of those tags and
+one more write, which records the batch. A batch of repeats only
 writes nothing: BEGIN, lookup, COMMIT.
 An entry is written only with the change it records, so the guard that serialises the
 writers of a tag gives its entries one version each, without gaps. Two writers of one
@@ -41,7 +42,7 @@ import asyncpg
 import structlog
 
 from worker import metrics
-from worker.db import Connection, classify_db_error
+from worker.db import Connection, classify_db_error, left_no_session_state
 from worker.decision import Applied as AppliedDecision
 from worker.decision import Change, Decision, TagRecord
 from worker.errors import Cause, FatalError, PermanentError, TransientError
@@ -263,9 +264,14 @@ class Store:
                 # the version-guard loop relies on each statement seeing the latest
                 # commits
                 async with conn.transaction(isolation="read_committed"):
-                    return await _apply(
+                    applied = await _apply(
                         conn, self._ctx, self._sources, items, processed_at, names=self._names
                     )
+                # committed: plain statements in one transaction leave no session state,
+                # so the connection goes back without the reset's round trip
+                # (worker/db.py); a failed one still gets it
+                left_no_session_state(conn)
+                return applied
 
         async def settled() -> Applied:
             # a lost conflict is redone here at once (briefly backed off); any other
