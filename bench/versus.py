@@ -25,6 +25,9 @@ With BENCH_FLOOR_BASELINE set to another checkout of the worker (a worktree of t
 commit before a change), that checkout's worker runs too, as the system ``before``, on
 the same backlog and rate in the same run: the A/B of a change, with both against the
 floor (its databases are migrated by this checkout: the two must share migrations).
+BENCH_WORKER_ENV (JSON, e.g. '{"OCITAG_BATCH_WAIT_MS": "0"}') and BENCH_CONSUMER_OVERRIDES
+(JSON keyword arguments for the consumer, e.g. '{"fetch_min_bytes": 4096}', through
+bench.patched_worker) go to the project's worker only: a what-if against the before.
 
 The worker runs first in every pair. Read every figure with the ``other`` CPU of its
 phase (someone else's work on the machine). Results: a table (floor, project,
@@ -34,10 +37,11 @@ project / floor) on stdout, JSON in ``bench/results/floor-*.json``.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -81,6 +85,9 @@ class VersusConfig:
     results_dir: Path = RESULTS
     #: another checkout of the worker, run as the system ``before``
     baseline: Path | None = None
+    #: the project's worker only: extra settings, and its consumer's keyword arguments
+    project_env: dict[str, str] = field(default_factory=dict)
+    project_consumer: dict[str, Any] = field(default_factory=dict)
 
     @property
     def systems(self) -> tuple[str, ...]:
@@ -101,6 +108,8 @@ class VersusConfig:
             baseline=Path(os.environ["BENCH_FLOOR_BASELINE"])
             if os.environ.get("BENCH_FLOOR_BASELINE")
             else None,
+            project_env=json.loads(os.environ.get("BENCH_WORKER_ENV") or "{}"),
+            project_consumer=json.loads(os.environ.get("BENCH_CONSUMER_OVERRIDES") or "{}"),
         )
 
 
@@ -150,15 +159,33 @@ class BaselineSetup(pipeline.WorkerSetup):
         return worker
 
 
+@dataclass(frozen=True)
+class ProjectSetup(pipeline.WorkerSetup):
+    """This checkout's worker, with the what-if settings and consumer arguments."""
+
+    env: Mapping[str, str] = field(default_factory=dict)
+    consumer: Mapping[str, Any] = field(default_factory=dict)
+
+    def process(self, ctx: pipeline.Context, suffix: str = "") -> WorkerProcess:
+        worker = super().process(ctx, suffix)
+        worker.extra_env = {**worker.extra_env, **self.env}
+        worker.consumer_overrides = {**worker.consumer_overrides, **self.consumer}
+        return worker
+
+
 async def _setup(
-    ctx: pipeline.Context, system: str, label: str, baseline: Path | None = None
+    ctx: pipeline.Context, system: str, label: str, config: VersusConfig
 ) -> pipeline.WorkerSetup:
     """A fresh database (the worker's migrated one, or the floor's two tables), outcome
     topic and group."""
     topics: Topics = await ctx.new_topics(label)
     group = f"{ctx.prefix}-{label}"
+    baseline = config.baseline
     if system == "project":
-        return pipeline.WorkerSetup(label, "warning", await ctx.new_database(label), topics, group)
+        url = await ctx.new_database(label)
+        return ProjectSetup(
+            label, "warning", url, topics, group, config.project_env, config.project_consumer
+        )
     if system == "before":
         if baseline is None:
             raise ValueError("the system before needs BENCH_FLOOR_BASELINE")
@@ -180,9 +207,9 @@ async def database_size(url: str) -> int:
 
 
 async def drain(
-    ctx: pipeline.Context, system: str, size: int, baseline: Path | None = None
+    ctx: pipeline.Context, system: str, size: int, config: VersusConfig
 ) -> dict[str, Any]:
-    setup = await _setup(ctx, system, f"{system}{size}", baseline)
+    setup = await _setup(ctx, system, f"{system}{size}", config)
     process = setup.process(ctx)
     process.start()
     result: dict[str, Any] = {"system": system}
@@ -220,7 +247,7 @@ async def one_size(config: VersusConfig, services: Services, size: int) -> dict[
         out["stream"] = await pipeline.load_stream(ctx, shape_for(size))
         for system in config.systems:
             pipeline.say(f"{size:,}: {system} draining")
-            out[system] = await drain(ctx, system, size, config.baseline)
+            out[system] = await drain(ctx, system, size, config)
             pipeline.say(f"{size:,}: {system} {out[system]['events_per_second']:,.0f} events/s")
     finally:
         await pipeline.clean_up(ctx)
@@ -247,7 +274,7 @@ async def fresh_latency(config: VersusConfig, services: Services, system: str) -
     try:
         await create_topics(services.kafka, [ctx.input_topic], config.partitions)
         ctx.topics.append(ctx.input_topic)
-        setup = await _setup(ctx, system, f"{system}latency", config.baseline)
+        setup = await _setup(ctx, system, f"{system}latency", config)
         pipeline.say(
             f"fresh store, {system}: {config.rate:,.0f} events/s for {config.latency_seconds:g} s"
         )
@@ -374,6 +401,9 @@ def render(results: dict[str, Any]) -> str:
     ]
     if ab:
         lines.append(f"before: the worker of {results['config']['baseline']}")
+    what_if = {k: v for k in ("project_env", "project_consumer") if (v := results["config"].get(k))}
+    if what_if:
+        lines.append(f"project: with {json.dumps(what_if)}")
     for entry in results["sizes"]:
         for system in _present(entry):
             o = entry[system]["outcomes"]
