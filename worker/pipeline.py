@@ -62,6 +62,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         runner: BatchRunner,
         unreadable: Unreadable,
         health: Health,
+        *,
         arrivals: ArrivalRate | None = None,
     ) -> None:
         self._settings = settings

@@ -82,7 +82,12 @@ class World:
             self.consumer, reader, TOPIC, self.settings.consumer.max_batch_records
         )
         self.pipeline = Pipeline(
-            self.settings, self.consumer, self.runner, unreadable, liveness or health(), arrivals
+            self.settings,
+            self.consumer,
+            self.runner,
+            unreadable,
+            liveness or health(),
+            arrivals=arrivals,
         )
         self.stop = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
