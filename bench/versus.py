@@ -281,6 +281,9 @@ async def fresh_latency(config: VersusConfig, services: Services, system: str) -
         result = await pipeline.latency_run(ctx, setup)
     finally:
         await pipeline.clean_up(ctx)
+    # the worker's batches at the rate (its apply stage's count; the floor has none)
+    batches = (result.get("stages") or {}).get("apply", {}).get("batches")
+    result["events_per_batch"] = round(result["sent"] / batches, 1) if batches else None
     for key in ("cdf_ms", "timeline", "stage_timeline", "stages"):
         result.pop(key, None)
     return result
@@ -355,6 +358,7 @@ def _latency_rows(latency: dict[str, Any], rate: float) -> list[tuple[str, dict[
             "CPU µs/event, Kafka": _us(cpu.get("kafka"), achieved),
             "CPU µs/event, PostgreSQL": _us(cpu.get("postgres"), achieved),
             "CPU other, cores": cpu.get("other"),
+            "events per batch": lat.get("events_per_batch"),
         }
     return [
         (f"{rate:,.0f}/s, fresh store: {measure}", {s: per[s][measure] for s in per})
