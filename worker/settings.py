@@ -263,11 +263,11 @@ class ConsumerSettings(SettingsGroup):
         200, ge=1, le=10_000, description="Longest wait of one poll when there is nothing to fetch"
     )
     batch_wait_ms: int = Field(
-        10,
+        0,
         ge=0,
         le=1_000,
         description="Longest wait for more records after a small fetch, so that a low rate "
-        "makes fewer, larger batches (latency traded for CPU); 0 turns it off",
+        "makes fewer, larger batches (latency traded for CPU; docs/scaling.md); 0 turns it off",
     )
     session_timeout_ms: int = Field(10_000, ge=1_000, description="Consumer group session timeout")
     heartbeat_interval_ms: int = Field(
