@@ -25,7 +25,7 @@ With BENCH_FLOOR_BASELINE set to another checkout of the worker (a worktree of t
 commit before a change), that checkout's worker runs too, as the system ``before``, on
 the same backlog and rate in the same run: the A/B of a change, with both against the
 floor (its databases are migrated by this checkout: the two must share migrations).
-BENCH_WORKER_ENV (JSON, e.g. '{"OCITAG_BATCH_WAIT_MS": "0"}') and BENCH_CONSUMER_OVERRIDES
+BENCH_WORKER_ENV (JSON, e.g. '{"OCITAG_FETCH_MIN_BYTES": "32768"}') and BENCH_CONSUMER_OVERRIDES
 (JSON keyword arguments for the consumer, e.g. '{"fetch_min_bytes": 4096}', through
 bench.patched_worker) go to the project's worker only: a what-if against the before.
 

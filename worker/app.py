@@ -177,6 +177,7 @@ async def _consume(
         isolation_level="read_committed",
         max_poll_records=settings.consumer.max_batch_records,
         fetch_max_bytes=settings.consumer.fetch_max_bytes,
+        fetch_min_bytes=settings.consumer.fetch_min_bytes,
         fetch_max_wait_ms=settings.consumer.fetch_max_wait_ms,
         max_partition_fetch_bytes=settings.consumer.max_partition_fetch_bytes,
         session_timeout_ms=settings.consumer.session_timeout_ms,

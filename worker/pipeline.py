@@ -12,10 +12,6 @@ Rules (aiokafka's consumer rules; docs/contract.md "Semantics", Delivery):
 - the poll loop never waits on work: it keeps calling ``getmany`` (heartbeats, group
   membership, ``max_poll_interval_ms``) while batches run, and pauses everything when
   the cap on records in flight is reached;
-- after a small fetch at a steady rate it waits a bounded few milliseconds and fetches
-  again, so that both fetches make one batch per partition (``worker.batchfill``); a
-  stop ends the wait at once, and what it held is dropped if a rebalance came meanwhile
-  (not started, not committed: fetched again by the partition's owner);
 - after a fatal error nothing more is started, and nothing past the failed batch is
   committed: what was fetched and not committed is redelivered to the next worker;
 - on revocation, in-flight batches of the revoked partitions are finished and their
@@ -29,7 +25,6 @@ Rules (aiokafka's consumer rules; docs/contract.md "Semantics", Delivery):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Mapping, Sequence
 
@@ -39,7 +34,6 @@ from aiokafka.errors import KafkaError
 
 from worker import metrics
 from worker.batches import Batch, BatchRunner, GiveUpError
-from worker.batchfill import FILL_RECORDS, ArrivalRate, fill_wait
 from worker.commits import Committer
 from worker.consumer import Consumer, Record, to_raw
 from worker.errors import FatalError, TransientError
@@ -62,8 +56,6 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         runner: BatchRunner,
         unreadable: Unreadable,
         health: Health,
-        *,
-        arrivals: ArrivalRate | None = None,
     ) -> None:
         self._settings = settings
         self._consumer = consumer
@@ -90,9 +82,6 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             settings.lifecycle.retry_backoff_initial_seconds,
             settings.lifecycle.retry_backoff_max_seconds,
         )
-        self._arrivals = arrivals or ArrivalRate()
-        #: counts rebalances: records held across one are not started
-        self._generation = 0
 
     # ---- the poll loop
 
@@ -104,7 +93,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             while not stop.is_set() and self._fatal is None:
                 self._health.beat(POLL_LOOP)
                 self._flow_control()
-                fetched = await self._fill(await self._fetch(), stop)
+                fetched = await self._fetch()
                 if self._fatal is not None or stop.is_set():
                     break  # what was just fetched is not started: nothing commits past it
                 for tp, records in fetched.items():
@@ -134,56 +123,14 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             log.error("committer_failed", error=repr(error))
             self._set_fatal(error)
 
-    async def _fill(
-        self, fetched: Mapping[TopicPartition, Sequence[Record]], stop: asyncio.Event
-    ) -> Mapping[TopicPartition, Sequence[Record]]:
-        """After a small fetch, wait a little (``worker.batchfill``) and fetch again: the
-        records of both, per partition in order. A stop ends the wait at once; records
-        held across a rebalance are dropped (their partitions start again from their
-        committed offsets)."""
-        count = sum(len(records) for records in fetched.values())
-        now = time.monotonic()
-        self._arrivals.observe(count, now)
-        consumer = self._settings.consumer
-        target = min(FILL_RECORDS, consumer.max_batch_records)
-        wait = fill_wait(count, self._arrivals.rate(now), consumer.batch_wait_ms / 1000, target)
-        if wait <= 0:
-            return fetched
-        generation = self._generation
-        held = {tp: list(records) for tp, records in fetched.items() if records}
-        for tp, kept in held.items():  # where a failed fetch below puts them back
-            self._handed[tp] = kept[-1].offset + 1
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), wait)
-        if stop.is_set() or self._fatal is not None:
-            return {}
-        if generation != self._generation:
-            held = {}
-        room = consumer.max_batch_records - count  # at least one: count < target
-        more = await self._fetch(timeout_ms=0, max_records=room, back_off=False)
-        self._arrivals.observe(sum(len(records) for records in more.values()), time.monotonic())
-        if generation != self._generation:  # during the fetch: only its records are ours
-            held = {}
-        for tp, records in more.items():
-            held.setdefault(tp, []).extend(records)
-        return held
-
-    async def _fetch(
-        self,
-        *,
-        timeout_ms: int | None = None,
-        max_records: int | None = None,
-        back_off: bool = True,
-    ) -> Mapping[TopicPartition, Sequence[Record]]:
-        """One poll. A broker that is away makes it fail: wait a little (unless
-        ``back_off`` is false: the next poll does) and poll again (the consumer
-        reconnects by itself). Refused credentials or rights stop the worker; any other
-        failure is a record the client cannot read."""
-        consumer = self._settings.consumer
+    async def _fetch(self) -> Mapping[TopicPartition, Sequence[Record]]:
+        """One poll. A broker that is away makes it fail: wait a little and poll again
+        (the consumer reconnects by itself). Refused credentials or rights stop the
+        worker; any other failure is a record the client cannot read."""
         try:
             fetched = await self._consumer.getmany(
-                timeout_ms=consumer.poll_timeout_ms if timeout_ms is None else timeout_ms,
-                max_records=max_records or consumer.max_batch_records,
+                timeout_ms=self._settings.consumer.poll_timeout_ms,
+                max_records=self._settings.consumer.max_batch_records,
             )
             self._fetch_backoff.reset()
             return fetched
@@ -196,8 +143,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
                     log.warning("fetch_failed", error=str(exc), attempt=self._fetch_backoff.attempt)
                 # the backoff may outlast the liveness timeout: waiting for Kafka is alive
                 self._health.waiting(POLL_LOOP, "Kafka")
-                if back_off:
-                    await asyncio.sleep(self._fetch_backoff.next_delay())
+                await asyncio.sleep(self._fetch_backoff.next_delay())
                 return {}
             await self._unreadable.locate(exc, self._batches.keys(), self._handed)
             return {}
@@ -272,7 +218,6 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         """Finish (and commit) the revoked partitions' batches before they go; a batch
         stuck retrying is given up and will be redelivered to the next owner."""
-        self._generation += 1
         if not revoked:  # every join before the first assignment: nothing to finish or say
             return
         batches = [self._batches[tp] for tp in revoked if tp in self._batches]
@@ -289,7 +234,6 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         )
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self._generation += 1
         metrics.ASSIGNED_PARTITIONS.set(len(self._consumer.assignment()))
         for tp in assigned:
             self._handed.pop(tp, None)

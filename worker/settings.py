@@ -252,6 +252,14 @@ class ConsumerSettings(SettingsGroup):
     max_partition_fetch_bytes: int = Field(
         1_048_576, ge=65_536, description="Consumer max.partition.fetch.bytes"
     )
+    fetch_min_bytes: int = Field(
+        1,
+        ge=1,
+        le=16_777_216,
+        description="Consumer fetch.min.bytes: the broker holds a fetch until it has this "
+        "many bytes or OCITAG_FETCH_MAX_WAIT_MS passed; with a short wait, fewer and larger "
+        "batches at low rates (latency traded for CPU, docs/scaling.md); 1 answers at once",
+    )
     fetch_max_wait_ms: int = Field(
         100,
         ge=0,
@@ -261,13 +269,6 @@ class ConsumerSettings(SettingsGroup):
     )
     poll_timeout_ms: int = Field(
         200, ge=1, le=10_000, description="Longest wait of one poll when there is nothing to fetch"
-    )
-    batch_wait_ms: int = Field(
-        0,
-        ge=0,
-        le=1_000,
-        description="Longest wait for more records after a small fetch, so that a low rate "
-        "makes fewer, larger batches (latency traded for CPU; docs/scaling.md); 0 turns it off",
     )
     session_timeout_ms: int = Field(10_000, ge=1_000, description="Consumer group session timeout")
     heartbeat_interval_ms: int = Field(

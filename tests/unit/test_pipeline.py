@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -30,7 +29,6 @@ from tests.helpers.fakes import (
 )
 from tests.helpers.strategies import BASE, digest, make_event
 from worker.batches import BatchRunner
-from worker.batchfill import ArrivalRate
 from worker.deadletter import DeadLetters
 from worker.errors import PermanentError
 from worker.events import RawRecord
@@ -66,7 +64,6 @@ class World:
         dlq_limit: int = 1_000_000,
         reader: Any = None,
         liveness: Health | None = None,
-        arrivals: ArrivalRate | None = None,
         **overrides: Any,
     ) -> None:
         self.journal: list[tuple[str, object]] = []
@@ -82,12 +79,7 @@ class World:
             self.consumer, reader, TOPIC, self.settings.consumer.max_batch_records
         )
         self.pipeline = Pipeline(
-            self.settings,
-            self.consumer,
-            self.runner,
-            unreadable,
-            liveness or health(),
-            arrivals=arrivals,
+            self.settings, self.consumer, self.runner, unreadable, liveness or health()
         )
         self.stop = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -261,75 +253,6 @@ async def test_a_batch_given_up_while_its_partition_stays_ours_is_fetched_again(
         assert not world.consumer.commits
         world.store.transient = 0
         await until(lambda: world.consumer.commits == {P0: 2})
-
-
-def steady(per_second: float) -> ArrivalRate:
-    """An arrival rate that reads ``per_second`` for the next minutes, whatever the loop
-    fetches meanwhile (a time constant of a day)."""
-    arrivals = ArrivalRate(tau=86_400)
-    arrivals.observe(int(per_second * 86_400), time.monotonic())
-    return arrivals
-
-
-def applied(world: World) -> list[object]:
-    return [ids for _, ids in world.kinds("apply")]
-
-
-async def test_a_small_fetch_waits_for_more_and_both_make_one_batch() -> None:
-    # 62 more records would take 0.6 s at that rate: the bound, 300 ms, is waited
-    world = World(batch_wait_ms=300, arrivals=steady(100))
-    world.consumer.add(0, event_value("a"), event_value("b"))
-    async with running(world):
-        await until(lambda: world.consumer.positions[P0] == 2)  # fetched, held
-        world.consumer.add(0, event_value("c"))
-        await until(lambda: world.consumer.commits == {P0: 3})
-    assert applied(world) == [["a", "b", "c"]]
-
-
-async def test_with_the_wait_off_each_fetch_is_a_batch() -> None:
-    world = World(batch_wait_ms=0, arrivals=steady(2_000))
-    world.consumer.add(0, event_value("a"), event_value("b"))
-    async with running(world):
-        await until(lambda: world.consumer.commits == {P0: 2})
-        world.consumer.add(0, event_value("c"))
-        await until(lambda: world.consumer.commits == {P0: 3})
-    assert applied(world) == [["a", "b"], ["c"]]
-
-
-async def test_a_trickle_is_not_held() -> None:
-    """Fewer than one more record expected within the bound: started at once."""
-    world = World(batch_wait_ms=1_000, arrivals=steady(0.5))
-    world.consumer.add(0, event_value("a"))
-    async with running(world):
-        await until(lambda: world.consumer.commits == {P0: 1}, timeout=0.5)
-
-
-async def test_a_stop_ends_the_wait_at_once_and_starts_nothing_it_held() -> None:
-    world = World(batch_wait_ms=1_000, arrivals=steady(2_000))
-    world.consumer.add(0, event_value("a"))
-    async with running(world):
-        await until(lambda: world.consumer.positions[P0] == 1)
-        started = time.monotonic()
-        world.stop.set()
-        assert world.task is not None
-        await asyncio.wait_for(world.task, 5)
-        assert time.monotonic() - started < 0.5  # not the wait's second
-    assert not applied(world) and not world.consumer.commits  # redelivered to the next owner
-
-
-async def test_records_held_across_a_rebalance_are_dropped_and_fetched_again() -> None:
-    world = World(batch_wait_ms=300, arrivals=steady(2_000))
-    world.consumer.add(0, event_value("a"))
-    async with running(world):
-        await until(lambda: world.consumer.positions[P0] == 1)  # held by the wait
-        # a rebalance that gives the partition back: the client starts it again from its
-        # committed offset
-        await world.pipeline.on_partitions_revoked([P0])
-        world.consumer.positions[P0] = 0
-        await world.pipeline.on_partitions_assigned([P0])
-        await until(lambda: world.consumer.commits == {P0: 1})
-        await asyncio.sleep(0.35)  # past the held records' wait
-    assert applied(world) == [["a"]]  # once, from the fetch after the rebalance
 
 
 async def test_revocation_finishes_in_flight_batches_before_the_partitions_go() -> None:
