@@ -32,6 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -76,7 +77,9 @@ class Side:
 
 
 def _ours() -> dict[str, ModuleType]:
-    return {m: sys.modules[m] for m in list(sys.modules) if m == "worker" or m.startswith("worker.")}
+    """The ``worker`` package's modules now imported."""
+    names = [m for m in sys.modules if m == "worker" or m.startswith("worker.")]
+    return {m: sys.modules[m] for m in names}
 
 
 def load_side(name: str, checkout: Path | None) -> Side:
@@ -123,7 +126,9 @@ def _digest(n: int) -> str:
 
 def _raw(side: Side, body: dict[str, Any] | bytes, offset: int) -> Any:
     value = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return side.events.RawRecord("ocitag.events", 0, offset, 1_700_000_000_000, None, value, STRUCTURED)
+    return side.events.RawRecord(
+        "ocitag.events", 0, offset, 1_700_000_000_000, None, value, STRUCTURED
+    )
 
 
 def _item(side: Side, body: dict[str, Any], offset: int) -> Any:
@@ -191,51 +196,75 @@ def _first_rows(side: Side, ctx: Any, items: list[Any], stored: list[Any]) -> di
     return rows
 
 
-def kind_work(side: Side, ctx: Any, kind: str, size: int) -> Work:  # noqa: PLR0911 - a table
-    """The batch of ``size`` items of ``kind`` on ``side``."""
-    ns = range(size)
-    deletion = {"type": "ocitag.deleted.v1"}
-    moves = [_item(side, _event(n, "m", artifact=_digest(0)), n) for n in ns]
-    deletions = [_item(side, {**_event(n, "d"), **deletion}, n) for n in ns]
-    fresh = [None] * size
-    live = [_stored(side, n) for n in ns]
-    if kind == "200 created":
-        return _decided(side, ctx, moves, fresh)
-    if kind == "200 updated":
-        return _decided(side, ctx, moves, live)
-    if kind == "200 unchanged":
-        return _decided(side, ctx, moves, [_stored(side, n, artifact=0) for n in ns])
-    if kind == "200 deleted":
-        return _decided(side, ctx, deletions, live)
-    if kind == "409 superseded":
-        return _decided(side, ctx, moves, [_stored(side, n, later=True) for n in ns])
-    if kind == "409 superseded deletion":
-        return _decided(side, ctx, deletions, [_stored(side, n, later=True) for n in ns])
-    if kind == "412 precondition failed":
-        bodies = [_event(n, "p", artifact=_digest(0), expected_version=7) for n in ns]
-        return _decided(side, ctx, [_item(side, b, n) for n, b in enumerate(bodies)], live)
-    if kind == "404 not found":
-        return _decided(side, ctx, deletions, fresh)
-    if kind == "422 invalid data":
-        bad = [_item(side, _event(n, "i", artifact="sha256:xyz"), n) for n in ns]
-        return _decided(side, ctx, bad, fresh)
-    if kind == "409 id reused":
-        other = [_item(side, _event(n, "m", artifact=_digest(9)), n) for n in ns]
-        return _repeated(side, ctx, moves, _first_rows(side, ctx, other, fresh))
-    if kind == "replay, 200 rebuilt":
-        return _repeated(side, ctx, moves, _first_rows(side, ctx, moves, live))
-    if kind == "replay, 409 rebuilt":
-        later = [_stored(side, n, later=True) for n in ns]
-        return _repeated(side, ctx, moves, _first_rows(side, ctx, moves, later))
-    if kind == "400 undecodable":
-        records = [_raw(side, b'{"specversion": "1.0", "id": ' + str(n).encode(), n) for n in ns]
+class _Inputs:
+    """The items and rows a kind's batch is made of, read by one side's modules."""
+
+    def __init__(self, side: Side, size: int) -> None:
+        self.side, self.ns = side, range(size)
+        self.fresh: list[Any] = [None] * size
+
+    def items(self, kind: str, **data: Any) -> list[Any]:
+        return [self.side_item(_event(n, kind, **data), n) for n in self.ns]
+
+    def side_item(self, body: dict[str, Any], n: int) -> Any:
+        return _item(self.side, body, n)
+
+    @cached_property
+    def moves(self) -> list[Any]:
+        return self.items("m", artifact=_digest(0))
+
+    @cached_property
+    def deletions(self) -> list[Any]:
+        return [self.side_item({**_event(n, "d"), "type": "ocitag.deleted.v1"}, n) for n in self.ns]
+
+    @cached_property
+    def live(self) -> list[Any]:
+        return [_stored(self.side, n) for n in self.ns]
+
+    @cached_property
+    def newer(self) -> list[Any]:
+        return [_stored(self.side, n, later=True) for n in self.ns]
+
+    def undecodable(self, ctx: Any) -> Work:
+        side = self.side
+        records = [_raw(side, b'{"specversion": "1.0", "id": ' + b"%d" % n, n) for n in self.ns]
         pairs = [(r, side.decode.decode(r, 65_536)) for r in records]
 
         def run() -> list[Any]:
             return [side.outcomes.undecodable_outcome(ctx, r, e) for r, e in pairs]
 
-        return Work(run, size, Counter(x.status for x in run()))
-    raise ValueError(kind)
+        return Work(run, len(records), Counter(x.status for x in run()))
+
+
+def kind_work(side: Side, ctx: Any, kind: str, size: int) -> Work:
+    """The batch of ``size`` items of ``kind`` on ``side``."""
+    i = _Inputs(side, size)
+    table: dict[str, Callable[[], Work]] = {
+        "200 created": lambda: _decided(side, ctx, i.moves, i.fresh),
+        "200 updated": lambda: _decided(side, ctx, i.moves, i.live),
+        "200 unchanged": lambda: _decided(
+            side, ctx, i.moves, [_stored(side, n, artifact=0) for n in i.ns]
+        ),
+        "200 deleted": lambda: _decided(side, ctx, i.deletions, i.live),
+        "409 superseded": lambda: _decided(side, ctx, i.moves, i.newer),
+        "409 superseded deletion": lambda: _decided(side, ctx, i.deletions, i.newer),
+        "409 id reused": lambda: _repeated(
+            side, ctx, i.moves, _first_rows(side, ctx, i.items("m", artifact=_digest(9)), i.fresh)
+        ),
+        "412 precondition failed": lambda: _decided(
+            side, ctx, i.items("p", artifact=_digest(0), expected_version=7), i.live
+        ),
+        "404 not found": lambda: _decided(side, ctx, i.deletions, i.fresh),
+        "422 invalid data": lambda: _decided(side, ctx, i.items("i", artifact="x"), i.fresh),
+        "400 undecodable": lambda: i.undecodable(ctx),
+        "replay, 200 rebuilt": lambda: _repeated(
+            side, ctx, i.moves, _first_rows(side, ctx, i.moves, i.live)
+        ),
+        "replay, 409 rebuilt": lambda: _repeated(
+            side, ctx, i.moves, _first_rows(side, ctx, i.moves, i.newer)
+        ),
+    }
+    return table[kind]()
 
 
 # ---- the drain mix: decode, decisions and outcomes of the generator's stream
