@@ -179,7 +179,10 @@ def _repeated(side: Side, ctx: Any, items: list[Any], earlier: dict[Any, Any]) -
     o = side.outcomes
 
     def run() -> list[Any]:
-        return o.batch_outcomes(ctx, items, new=(), decisions={}, earlier=earlier, processed_at=AT)
+        outcomes: list[Any] = o.batch_outcomes(
+            ctx, items, new=(), decisions={}, earlier=earlier, processed_at=AT
+        )
+        return outcomes
 
     return Work(run, len(items), Counter(x.status for x in run()))
 
@@ -347,9 +350,9 @@ def run(baseline: Path, rounds: int, size: int, drain: int) -> dict[str, Any]:
         )
         works[name] = {kind: kind_work(side, ctx, kind, size) for kind in KINDS}
         works[name]["drain mix"] = drain_work(side, ctx, records, size)
-    for kind, before in works["before"].items():
-        if before.statuses != works["after"][kind].statuses:
-            raise SystemExit(f"{kind}: the two sides answer differently: {before.statuses}")
+    for kind, work in works["before"].items():
+        if work.statuses != works["after"][kind].statuses:
+            raise SystemExit(f"{kind}: the two sides answer differently: {work.statuses}")
     timings: dict[str, dict[str, list[float]]] = {n: {k: [] for k in works[n]} for n in SYSTEMS}
     for r in range(rounds):
         for name in SYSTEMS if r % 2 == 0 else SYSTEMS[::-1]:
