@@ -8,7 +8,8 @@ idempotency record's ``processed_row``; decode and decisions are made beforehand
 side's own modules, and not timed. One more row, **drain mix**, times the whole pure path
 of a drain for the bench generator's stream (the issue's backlog: N/4 tags, random event
 times, 5 % duplicates): decode, the decisions per tag and the outcomes, batch by batch,
-as ``bench/profile.py`` sees the worker spend it.
+as ``bench/profile.py`` sees the worker spend it; and **decode**, the same stream's
+records decoded alone (the drain's largest pure step).
 
 The baseline is a whole other ``worker`` package (its modules import each other, and a
 change may span several): imported from its checkout with this one's ``worker.*`` set
@@ -323,6 +324,21 @@ def drain_work(side: Side, ctx: Any, records: Sequence[Any], size: int) -> Work:
     return Work(run, len(raws), run())
 
 
+def decode_work(side: Side, records: Sequence[Any]) -> Work:
+    """Decoding alone of the drain's records (each side's ``decode``), per record."""
+    raws = [
+        side.events.RawRecord("ocitag.events", 0, n, 1_700_000_000_000 + n, k, v, h)
+        for n, (k, v, h) in enumerate(records)
+    ]
+    invalid = (side.events.Invalid, side.events.Undecodable)
+
+    def run() -> Counter[int]:
+        decoded = [side.decode.decode(r, 65_536) for r in raws]
+        return Counter(400 if isinstance(e, invalid) else 200 for e in decoded)
+
+    return Work(run, len(raws), run())
+
+
 # ---- timing
 
 
@@ -350,6 +366,7 @@ def run(baseline: Path, rounds: int, size: int, drain: int) -> dict[str, Any]:
         )
         works[name] = {kind: kind_work(side, ctx, kind, size) for kind in KINDS}
         works[name]["drain mix"] = drain_work(side, ctx, records, size)
+        works[name]["decode"] = decode_work(side, records)
     for kind, work in works["before"].items():
         if work.statuses != works["after"][kind].statuses:
             raise SystemExit(f"{kind}: the two sides answer differently: {work.statuses}")

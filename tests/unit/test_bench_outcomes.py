@@ -32,6 +32,8 @@ def test_each_kind_answers_with_its_status_on_either_side() -> None:
             assert work.statuses == {status: 3}, (side.name, kind)
         mix = bench.drain_work(side, ctx, bench.stream(200), 50)
         assert sum(mix.statuses.values()) == 200 and set(mix.statuses) <= {200, 409}
+        decoded = bench.decode_work(side, bench.stream(200)).statuses
+        assert sum(decoded.values()) == 200 and decoded[200] > 150
 
 
 def test_the_table_gives_each_kind_before_after_and_their_ratio() -> None:
