@@ -17,7 +17,7 @@ NEED_STACK = [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ] || [ -z "$${DATABASE_URL:-}"
 START_STACK = if $(NEED_STACK); then $(STACK) up >&2; fi;
 WITH_SERVICES = if $(NEED_STACK); then $(STACK) up >&2 && eval "$$($(STACK) env)"; fi;
 
-.PHONY: install services run migrate test test-unit lint docs format fuzz faults faults-long faults-replicated bench bench-floor bench-store bench-store-ab bench-decode bench-outcomes bench-retention bench-reconcile bench-ingest bench-api bench-tracing bench-state bench-history bench-history-bytes bench-history-queries bench-watch bench-fanout schemas check-schemas down clean check-deploy
+.PHONY: install services run migrate test test-unit lint docs format fuzz faults faults-long faults-replicated bench bench-floor bench-store bench-store-ab bench-decode bench-outcomes bench-drainpath bench-retention bench-reconcile bench-ingest bench-api bench-tracing bench-state bench-history bench-history-bytes bench-history-queries bench-watch bench-fanout schemas check-schemas down clean check-deploy
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -133,6 +133,12 @@ bench-decode: install
 # kind and a drain's mix, interleaved in one process (bench/outcomes.py; no services)
 bench-outcomes: install
 	$(PY) -m bench.outcomes
+
+# A drain's batch path in one process (bench/drainpath.py): the worker's CPU per event in
+# decode, Store.apply (its statements apart) and packing, against another checkout's
+# worker (BENCH_DRAINPATH_BASELINE), batch by batch in lockstep, on the real PostgreSQL
+bench-drainpath: install
+	@$(WITH_SERVICES) $(PY) -m bench.drainpath
 
 bench-retention: install
 	@$(WITH_SERVICES) $(PY) -m bench.retention

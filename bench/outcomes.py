@@ -83,10 +83,10 @@ def _ours() -> dict[str, ModuleType]:
     return {m: sys.modules[m] for m in names}
 
 
-def load_side(name: str, checkout: Path | None) -> Side:
-    """This checkout's modules (None), or another checkout's as a package of its own."""
+def load_side(name: str, checkout: Path | None, modules: Sequence[str] = MODULES) -> Side:
+    """This checkout's ``modules`` (None), or another checkout's, as a package of its own."""
     if checkout is None:
-        return Side(name, {m: importlib.import_module(f"worker.{m}") for m in MODULES})
+        return Side(name, {m: importlib.import_module(f"worker.{m}") for m in modules})
     if not (checkout / "worker" / "outcomes.py").is_file():
         raise SystemExit(f"BENCH_OUTCOMES_BASELINE: no worker/outcomes.py in {checkout}")
     ours = _ours()
@@ -94,7 +94,7 @@ def load_side(name: str, checkout: Path | None) -> Side:
         del sys.modules[module]
     sys.path.insert(0, str(checkout))
     try:
-        loaded = {m: importlib.import_module(f"worker.{m}") for m in MODULES}
+        loaded = {m: importlib.import_module(f"worker.{m}") for m in modules}
     finally:
         sys.path.remove(str(checkout))
         for module in _ours():
