@@ -219,10 +219,6 @@ def _measures(plan: dict[str, Any]) -> dict[str, float]:
     found = {
         "execution_ms": plan["Execution Time"],
         "planning_ms": plan["Planning Time"],
-        "wal_bytes": top.get("WAL Bytes", 0),
-        "wal_fpi": top.get("WAL FPI", 0),
-        "buffers_hit": top.get("Shared Hit Blocks", 0),
-        "buffers_dirtied": top.get("Shared Dirtied Blocks", 0),
         "jit_ms": plan.get("JIT", {}).get("Timing", {}).get("Total", 0.0),
     }
     stack = [top]
@@ -230,8 +226,14 @@ def _measures(plan: dict[str, Any]) -> dict[str, float]:
         node = stack.pop()
         stack.extend(node.get("Plans", []))
         if node.get("Node Type") == "ModifyTable":
-            name = f"insert {node.get('Relation Name')} ms"
-            found[name] = found.get(name, 0.0) + node["Actual Total Time"]
+            # a data-modifying CTE the main query does not read runs after it: its
+            # figures are its node's own, not in the top node's
+            relation = node.get("Relation Name")
+            for name, value in (
+                (f"insert {relation} ms", node["Actual Total Time"]),
+                (f"insert {relation} WAL bytes", node.get("WAL Bytes", 0)),
+            ):
+                found[name] = found.get(name, 0.0) + value
     return found
 
 

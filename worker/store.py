@@ -526,7 +526,7 @@ async def read_tags(conn: Connection, tags: Iterable[TagKey]) -> dict[TagKey, Ta
 
 def history_columns(
     ctx: OutcomeContext,
-    decisions: dict[int, Decision],
+    decisions: Mapping[int, Decision],
     new: Sequence[int],
     names: NameMemory | None,
 ) -> StoredColumns:
