@@ -62,23 +62,12 @@ FROM ocitag_history_as_of($1, $2)
 """
 
 # intervals: each starts at an entry that made a tag point at the digest (baseline,
-# created, updated) and ends at the next one that deleted it or pointed it elsewhere
+# created, updated) and ends at the next one that deleted it or pointed it elsewhere:
+# migration 0008's function, planned once per session rather than for every partition at
+# every call
 _TAGS = """
-SELECT n.name AS tag, s.tag_ref, s.at AS start, s.version AS from_version, e.at AS until
-FROM ocitag_history s
-JOIN ocitag_history_names n ON n.ref = s.tag_ref
-LEFT JOIN LATERAL (
-    SELECT h.at FROM ocitag_history h
-    WHERE h.tag_ref = s.tag_ref AND h.at >= s.at AND (h.at, h.version) > (s.at, s.version)
-      AND ((h.change & 7) = 4 OR h.artifact <> s.artifact)
-    ORDER BY h.at, h.version LIMIT 1
-) e ON true
-WHERE ('x' || encode(substring(s.artifact FROM 1 FOR 8), 'hex'))::bit(64)::bigint = $1
-  AND s.artifact = $2 AND (s.change & 7) IN (0, 1, 2)
-  AND (s.tag_ref, s.version) > ($3, $4::bigint)
-  AND ($5 OR e.at IS NULL)
-ORDER BY s.tag_ref, s.version
-LIMIT $6
+SELECT tag, tag_ref, start, from_version, until
+FROM ocitag_history_tags($1, $2, $3, $4, $5, $6)
 """
 
 
