@@ -3,7 +3,8 @@ of an instant, the tags that carry a digest. Read-only (the worker writes the en
 asked by the api (worker/api/history_routes.py) and the ``history`` command.
 
 Each question is one statement on the indexes of migration 0007: by tag and time (which
-orders by version too), the creations, and by artifact. ``may_read`` (an OCITag ID →
+orders by version too), the creations, and by artifact (``?at=`` and the digest question
+through the functions of migrations 0007 and 0008). ``may_read`` (an OCITag ID →
 whether the caller may read it; everything by default) filters what a list returns.
 """
 
