@@ -17,7 +17,7 @@ NEED_STACK = [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ] || [ -z "$${DATABASE_URL:-}"
 START_STACK = if $(NEED_STACK); then $(STACK) up >&2; fi;
 WITH_SERVICES = if $(NEED_STACK); then $(STACK) up >&2 && eval "$$($(STACK) env)"; fi;
 
-.PHONY: install services run migrate test test-unit lint docs format fuzz faults faults-long faults-replicated bench bench-floor bench-store bench-store-ab bench-decode bench-retention bench-reconcile bench-ingest bench-api bench-tracing bench-state bench-history bench-history-ab bench-history-bytes bench-history-queries bench-watch bench-fanout schemas check-schemas down clean check-deploy
+.PHONY: install services run migrate test test-unit lint docs format fuzz faults faults-long faults-replicated bench bench-floor bench-store bench-store-ab bench-decode bench-outcomes bench-retention bench-reconcile bench-ingest bench-api bench-tracing bench-state bench-history bench-history-ab bench-history-bytes bench-history-queries bench-watch bench-fanout schemas check-schemas down clean check-deploy
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -128,6 +128,11 @@ bench-store-ab: install
 
 bench-decode: install
 	$(PY) -m bench.decode
+
+# outcome building of this checkout against another's (BENCH_OUTCOMES_BASELINE), per
+# kind and a drain's mix, interleaved in one process (bench/outcomes.py; no services)
+bench-outcomes: install
+	$(PY) -m bench.outcomes
 
 bench-retention: install
 	@$(WITH_SERVICES) $(PY) -m bench.retention
