@@ -74,9 +74,7 @@ class _Run:
             await self.store.apply(items(events), now())
             self.batches += 1
 
-    async def seq_scans(
-        self, admin: asyncpg.Connection, query: str = _SEQ_SCANS
-    ) -> dict[str, int]:
+    async def seq_scans(self, admin: asyncpg.Connection, query: str = _SEQ_SCANS) -> dict[str, int]:
         """Each table's sequential scans so far (analyses done, the pool's pending counts
         flushed first)."""
         await self.store.statistics.settled()
