@@ -4,7 +4,7 @@ the same decision (event, fingerprint, problem) as this decodes it. Here, as it 
 content type read twice, the time parsed again after the envelope's validator parsed it,
 the fingerprint's attributes gathered by name, a subject normalised even when it is the
 data's canonical ID. It shares with the worker what the change did not touch: the
-models and identifier functions (a remembered valid source decides as the regular
+models and identifier functions (a remembered source check decides as the regular
 expression did), the envelope's validation and its problem (``_envelope``, its parsed
 time set aside), the JSON and header readers, the data rules.
 """
