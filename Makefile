@@ -17,7 +17,7 @@ NEED_STACK = [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ] || [ -z "$${DATABASE_URL:-}"
 START_STACK = if $(NEED_STACK); then $(STACK) up >&2; fi;
 WITH_SERVICES = if $(NEED_STACK); then $(STACK) up >&2 && eval "$$($(STACK) env)"; fi;
 
-.PHONY: install services run migrate test test-unit lint docs format fuzz faults faults-long faults-replicated bench bench-floor bench-store bench-store-ab bench-decode bench-retention bench-reconcile bench-ingest bench-api bench-tracing bench-state bench-history bench-history-bytes bench-history-queries bench-watch bench-fanout schemas check-schemas down clean check-deploy
+.PHONY: install services run migrate test test-unit lint docs format fuzz faults faults-long faults-replicated bench bench-floor bench-store bench-store-ab bench-decode bench-outcomes bench-drainpath bench-retention bench-reconcile bench-ingest bench-api bench-tracing bench-state bench-history bench-history-ab bench-history-bytes bench-history-queries bench-watch bench-fanout schemas check-schemas down clean check-deploy
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -129,6 +129,17 @@ bench-store-ab: install
 bench-decode: install
 	$(PY) -m bench.decode
 
+# outcome building of this checkout against another's (BENCH_OUTCOMES_BASELINE), per
+# kind and a drain's mix, interleaved in one process (bench/outcomes.py; no services)
+bench-outcomes: install
+	$(PY) -m bench.outcomes
+
+# A drain's batch path in one process (bench/drainpath.py): the worker's CPU per event in
+# decode, Store.apply (its statements apart) and packing, against another checkout's
+# worker (BENCH_DRAINPATH_BASELINE), batch by batch in lockstep, on the real PostgreSQL
+bench-drainpath: install
+	@$(WITH_SERVICES) $(PY) -m bench.drainpath
+
 bench-retention: install
 	@$(WITH_SERVICES) $(PY) -m bench.retention
 # reconcile's scan against a local registry (no Kafka or PostgreSQL needed)
@@ -168,6 +179,12 @@ bench-state: install
 # with history on against off in the same run, then ?at= and digest query p99.
 bench-history: install
 	@$(WITH_SERVICES) $(PY) -m bench.tag_history
+
+# History's cost in the store alone: Store.apply with history on against off, drain-sized
+# and steady-rate batches, interleaved in one process, and the write statement's server
+# side by part (bench/history_ab.py)
+bench-history-ab: install
+	@$(WITH_SERVICES) $(PY) -m bench.history_ab
 
 # History's bytes per relation per applied change, through the real Store, no broker
 # (bench/history_bytes.py); BENCH_HISTORY_UUID_IDS=1 for UUID event ids.

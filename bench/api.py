@@ -174,21 +174,22 @@ class Load:
         self._n = 0
         self.latencies: list[float] = []
         self.statuses: Counter[int] = Counter()
-        #: (artifact, round trip in seconds) of each PUT answered 200
-        self.puts: list[tuple[str, float]] = []
+        #: (artifact, round trip in seconds, sent at in Unix seconds) of each PUT answered 200
+        self.puts: list[tuple[str, float, float]] = []
 
     async def put(self, session: aiohttp.ClientSession) -> None:
         self._n += 1
         n = self._n
         url = f"{self._base}/ocitags/bench.example.com%2Fteam%2Fapp:t{n % self._tags}/"
         artifact = digest(n)
+        sent_at = time.time()  # the clock Kafka's CreateTime is read from (the split)
         started = time.perf_counter()
         async with session.put(url, json={"artifact": artifact}) as response:
             await response.read()
         self.latencies.append(time.perf_counter() - started)
         self.statuses[response.status] += 1
         if response.status == 200:
-            self.puts.append((artifact, self.latencies[-1]))
+            self.puts.append((artifact, self.latencies[-1], sent_at))
 
     def summary(self, seconds: float) -> dict[str, Any]:
         ordered = sorted(self.latencies)
@@ -259,7 +260,7 @@ async def open_loop(
     result["offered_per_second"] = rate
     result["not_sent_all_clients_busy"] = skipped
     if split is not None:
-        await split.stop([artifact for artifact, _ in load.puts])
+        await split.stop([artifact for artifact, _, _ in load.puts])
         result.update(split.summary(load.puts))
     return result
 
@@ -439,7 +440,10 @@ def render(results: dict[str, Any]) -> str:
         + f"worker p50 / p99 {opened.get('worker_split_p50_ms')} / "
         + f"{opened.get('worker_split_p99_ms')} ms, API added p50 / p99 / max "
         + f"{opened.get('api_added_p50_ms')} / {opened.get('api_added_p99_ms')} / "
-        + f"{opened.get('api_added_max_ms')} ms; goal API added p99 ≤ "
+        + f"{opened.get('api_added_max_ms')} ms (before the event p50 / p99 "
+        + f"{opened.get('api_in_p50_ms')} / {opened.get('api_in_p99_ms')} ms, after the "
+        + f"outcome {opened.get('api_out_p50_ms')} / {opened.get('api_out_p99_ms')} ms); "
+        + "goal API added p99 ≤ "
         + f"{added['api_added_p99_ms_at_most']} ms at {added['at_puts_per_second']} PUT/s: "
         + ("met" if added["met"] else "NOT met")
         + f"\nCPU (cores) closed loop: {results['closed_loop']['cpu_cores']}"

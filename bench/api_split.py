@@ -10,7 +10,10 @@ outcome the worker produced for it. Then, per PUT:
   batch (decode, store, outcome) up to the outcome's send;
 - **api added** = round trip - worker: the HTTP request and answer, the API's own work,
   its produce up to the record's creation, and the outcome's way back (the
-  acknowledgement, the API's outcome consumer) — what a caller pays beyond the worker.
+  acknowledgement, the API's outcome consumer) — what a caller pays beyond the worker;
+  in two parts, from the PUT's sending (wall clock): **in** = event created - PUT sent
+  (the request's way in, up to the producer's send), **out** = answer read - outcome
+  created (the outcome's linger and append, the API's fetch, the answer's way out).
 
 Both clocks are this machine's, in milliseconds (Kafka timestamps): each figure is
 ±1 ms. The percentiles are of the per-PUT values (a p99 of differences, not a
@@ -100,19 +103,32 @@ class Split:
         if self._consumer is not None:
             await self._consumer.stop()
 
-    def summary(self, puts: Sequence[tuple[str, float]]) -> dict[str, Any]:
-        """``puts``: (artifact, round trip in seconds) of each PUT answered."""
+    def summary(self, puts: Sequence[tuple[str, float, float]]) -> dict[str, Any]:
+        """``puts``: (artifact, round trip in seconds, sent at in Unix seconds) of each
+        PUT answered."""
         worker: list[float] = []
         added: list[float] = []
-        for artifact, seconds in puts:
+        way_in: list[float] = []
+        way_out: list[float] = []
+        for artifact, seconds, sent_at in puts:
             created, answered = self.created.get(artifact), self.answered.get(artifact)
             if created is None or answered is None:
                 continue
             worker.append(float(answered - created))
             added.append(seconds * 1000 - (answered - created))
-        worker.sort()
-        added.sort()
+            way_in.append(created - sent_at * 1000)
+            way_out.append((sent_at + seconds) * 1000 - answered)
+        for values in (worker, added, way_in, way_out):
+            values.sort()
+
+        def pct(values: list[float], p: float) -> float | None:
+            return round(percentile(values, p), 1) if values else None
+
         return {
+            "api_in_p50_ms": pct(way_in, 50),
+            "api_in_p99_ms": pct(way_in, 99),
+            "api_out_p50_ms": pct(way_out, 50),
+            "api_out_p99_ms": pct(way_out, 99),
             "split_matched": len(worker),
             "split_puts": len(puts),
             "worker_split_p50_ms": round(percentile(worker, 50), 1) if worker else None,

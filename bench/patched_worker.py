@@ -22,6 +22,7 @@ import aiokafka
 
 import worker.store
 from worker.cli import main
+from worker.history import StoredColumns, stored_columns
 
 ENV = "BENCH_CONSUMER_OVERRIDES"
 HISTORY_OFF = "BENCH_HISTORY_OFF"
@@ -41,10 +42,10 @@ def patch_consumer(overrides: dict[str, Any]) -> None:
 def patch_history_off() -> None:
     """No history entries: the store's statement runs with none to insert."""
 
-    def none(*_: Any, **__: Any) -> list[Any]:
-        return []
+    def none(*_: Any, **__: Any) -> StoredColumns:
+        return stored_columns(())
 
-    worker.store.history_entries = none
+    worker.store.history_columns = none
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from worker.kafka import (
     client_options,
     ensure_topics,
     max_message_bytes,
+    start_whole,
 )
 from worker.migrate import check_schema
 from worker.outcomes import OutcomeContext
@@ -197,7 +198,7 @@ async def _consume(
     )
     pipeline = Pipeline(settings, consumer, runner, unreadable, health)
 
-    await kafka(consumer.start)
+    await kafka(lambda: start_whole(consumer.start, consumer.stop))
     consumer.subscribe([settings.topics.input_topic], listener=pipeline)
     health.readiness_probe = _readiness(consumer, store, producer)
     health.started()

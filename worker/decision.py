@@ -19,7 +19,7 @@ The rule, in order:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -62,14 +62,18 @@ class TagRecord:
         live has one (a tombstone of a never-seen tag does not)."""
         if self.artifact is None or self.created_by is None or self.created_on is None:
             raise ValueError(f"{self.repository}:{self.tag} has never been live: no OCITag")
+        modified = format_rfc3339(self.last_modified_on)
         return {
             "artifact": self.artifact,
             "repository": self.repository,
             "tag": self.tag,
             "created_by": self.created_by,
-            "created_on": format_rfc3339(self.created_on),
+            # a creation's two times are one (formatting is most of this, once per outcome)
+            "created_on": modified
+            if self.created_on == self.last_modified_on
+            else format_rfc3339(self.created_on),
             "last_modified_by": self.last_modified_by,
-            "last_modified_on": format_rfc3339(self.last_modified_on),
+            "last_modified_on": modified,
         }
 
 
@@ -152,15 +156,16 @@ def superseded_problem(event: TagEvent, newer: OrderKey, *, live: bool) -> Probl
     tombstone's: deleted). Also what rebuilds a stored 409 (worker/outcomes.py)."""
     done = "moved" if live else "deleted"
     on, source, event_id = newer
+    newer_time = format_rfc3339(on)  # said twice, formatted once
     return Problem(
         ProblemKind.SUPERSEDED,
         f"{event.ocitag_id} was already {done} by a newer event (time "
-        f"{format_rfc3339(on)}, source {source}, id {event_id}); events are ordered by "
+        f"{newer_time}, source {source}, id {event_id}); events are ordered by "
         "(time, source, id)",
         (
             ErrorItem(
                 event.attribute_location("time"),
-                f"must be later than the time of the last applied event ({format_rfc3339(on)})",
+                f"must be later than the time of the last applied event ({newer_time})",
                 format_rfc3339(event.time),
             ),
         ),
@@ -222,8 +227,12 @@ def _tombstone(stored: TagRecord | None, event: TagDeleted) -> TagRecord:
             deleted_on=event.time,
             deleted_by=event.actor,
         )
-    return replace(
-        stored,
+    return TagRecord(  # not dataclasses.replace: several times the cost, once per event
+        stored.repository,
+        stored.tag,
+        stored.artifact,
+        stored.created_by,
+        stored.created_on,
         last_modified_by=event.actor,
         last_modified_on=event.time,
         version=stored.version + 1 if stored.live else stored.version,
@@ -252,13 +261,18 @@ def _move(stored: TagRecord | None, event: TagMoved) -> Applied:
         before = stored.artifact if stored is not None else None
         return Applied(record, "created", replaced=before if before != event.artifact else None)
     change: Change = "unchanged" if stored.artifact == event.artifact else "updated"
-    record = replace(
-        stored,
-        artifact=event.artifact,
+    record = TagRecord(  # not dataclasses.replace: several times the cost, once per event
+        stored.repository,
+        stored.tag,
+        event.artifact,
+        stored.created_by,
+        stored.created_on,
         last_modified_by=event.actor,
         last_modified_on=event.time,
         version=stored.version + 1,
         last_event_source=event.source,
         last_event_id=event.id,
+        deleted_on=stored.deleted_on,
+        deleted_by=stored.deleted_by,
     )
     return Applied(record, change, replaced=stored.artifact if change == "updated" else None)

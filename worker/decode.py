@@ -30,6 +30,7 @@ from worker.models import (
     DELETED_EVENT_TYPE,
     EVENT_TYPE,
     EVENT_TYPES,
+    PARSED_TIME,
     STRUCTURED,
     EventAttributes,
     TagDeletedData,
@@ -37,11 +38,9 @@ from worker.models import (
     rule_message,
 )
 from worker.problems import ErrorItem, Problem, ProblemKind, breaks_rules
-from worker.timefmt import parse_rfc3339
 
 CE_PREFIX = "ce_"
 _SURROGATE_ESCAPE_RE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
-_FINGERPRINTED = ("specversion", "id", "source", "type")
 
 
 class _NotDecodableError(Exception):
@@ -88,8 +87,8 @@ def _decode(record: RawRecord, max_bytes: int) -> Decoded:
     headers = _header_map(record.headers)
     # the Kafka protocol binding: the content type decides; ce_ headers mean binary mode
     content_type = headers.get("content-type")
-    structured = content_type is not None and _media_type(content_type) == STRUCTURED
-    if not structured and f"{CE_PREFIX}specversion" in headers:
+    media_type = _media_type(content_type) if content_type else None  # none: structured
+    if media_type != STRUCTURED and f"{CE_PREFIX}specversion" in headers:
         attributes = _binary(headers)
         try:
             data = _json_value(value, "body") if value else _MISSING
@@ -97,8 +96,7 @@ def _decode(record: RawRecord, max_bytes: int) -> Decoded:
             raise _with_subject(exc, attributes, _MISSING) from None
         prefix, data_prefix = "headers.ce_", "body"
     else:
-        content_type = content_type or STRUCTURED
-        if _media_type(content_type) != STRUCTURED:
+        if media_type not in (STRUCTURED, None):
             raise _NotDecodableError(
                 Problem(
                     ProblemKind.UNDECODABLE,
@@ -124,10 +122,10 @@ def _decode(record: RawRecord, max_bytes: int) -> Decoded:
             data = _Base64(event.pop("data_base64"), data)
         attributes, prefix, data_prefix = event, "body.", "body.data"
     try:
-        envelope = _envelope(attributes, prefix)
+        envelope, moment = _envelope(attributes, prefix)
     except _NotDecodableError as exc:
         raise _with_subject(exc, attributes, data) from None
-    return _event(envelope, attributes, data, data_prefix)
+    return _event(envelope, moment, attributes, data, data_prefix)
 
 
 _MISSING: Any = object()
@@ -272,9 +270,12 @@ def _item(err: ErrorDetails, prefix: str, raw: Mapping[str, Any], what: str) -> 
     return ErrorItem(_location(prefix, loc), message, value)
 
 
-def _envelope(attributes: dict[str, Any], prefix: str) -> EventAttributes:
+def _envelope(attributes: dict[str, Any], prefix: str) -> tuple[EventAttributes, datetime]:
+    """The valid envelope and the instant its ``time`` names (parsed once, by the
+    model's validator)."""
+    parsed: dict[str, Any] = {}
     try:
-        envelope = EventAttributes.model_validate(attributes)
+        envelope = EventAttributes.model_validate(attributes, context=parsed)
     except ValidationError as exc:
         items = _items(exc, prefix, attributes)
         broken = {item.location for item in items}
@@ -304,7 +305,7 @@ def _envelope(attributes: dict[str, Any], prefix: str) -> EventAttributes:
             envelope.source,
             envelope.id,
         )
-    return envelope
+    return envelope, parsed[PARSED_TIME]
 
 
 def fingerprint(
@@ -321,10 +322,15 @@ def fingerprint(
     canonically encoded (sorted members, no white space, escapes resolved), so member
     order and white space do not matter; a number keeps its JSON type: ``1`` and ``1.0``
     differ (a valid event has only integers, ``expected_version``, and 1.0 is not one)."""
-    content = {name: getattr(envelope, name) for name in _FINGERPRINTED}
-    content["time"] = moment.isoformat()  # parse_rfc3339 gives UTC: one text per instant
-    content["subject"] = subject
-    content["data"] = None if data is _MISSING else data
+    content = {
+        "specversion": envelope.specversion,
+        "id": envelope.id,
+        "source": envelope.source,
+        "type": envelope.type,
+        "time": moment.isoformat(),  # parsed to UTC: one text per instant
+        "subject": subject,
+        "data": None if data is _MISSING else data,
+    }
     try:
         canonical = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # integers beyond 64 bits: only the standard encoder takes them
@@ -364,9 +370,12 @@ def _data_items(
 
 
 def _event(
-    envelope: EventAttributes, attributes: Mapping[str, Any], data: Any, prefix: str
+    envelope: EventAttributes,
+    moment: datetime,
+    attributes: Mapping[str, Any],
+    data: Any,
+    prefix: str,
 ) -> Decoded:
-    moment = parse_rfc3339(envelope.time)
     deleted = envelope.type == DELETED_EVENT_TYPE
     what = "tag-deleted data" if deleted else "tag-moved data"
     parsed, items = _data_items(data, prefix, TagDeletedData if deleted else TagMovedData, what)
@@ -459,8 +468,8 @@ def _partial_id(data: Any) -> str | None:
 def _subject_item(
     subject: str | None, canonical_id: str | None, attributes: Mapping[str, Any], prefix: str
 ) -> ErrorItem | None:
-    if subject is None or canonical_id is None:
-        return None
+    if subject is None or canonical_id is None or subject == canonical_id:
+        return None  # a canonical ID normalises to itself (tests/unit/test_identifiers.py)
     location = "headers.ce_subject" if prefix == "body" else "body.subject"
     try:
         normalized = normalize_ocitag_id(subject)

@@ -12,9 +12,8 @@ import fnmatch
 import hashlib
 import re
 import uuid
-from collections.abc import Sequence
-from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
@@ -84,7 +83,7 @@ def event_id_bytes(event_id: str) -> bytes:
     byte when that is 16 bytes long, so that 16 bytes always mean a UUID (a text id
     never holds a zero byte: PostgreSQL text cannot)."""
     if _UUID.fullmatch(event_id):
-        return uuid.UUID(event_id).bytes
+        return bytes.fromhex(event_id.replace("-", ""))  # uuid.UUID(event_id).bytes
     raw = event_id.encode()
     return b"\x00" + raw if len(raw) == 16 else raw
 
@@ -102,13 +101,20 @@ class ImmutableTags:
     none disables the check."""
 
     globs: tuple[str, ...]
+    #: the globs as one expression (each ``fnmatch.translate``-d, as ``fnmatchcase``
+    #: does): one match per re-pointing move, not one per glob
+    _match: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        joined = "|".join(f"(?:{fnmatch.translate(g)})" for g in self.globs)
+        object.__setattr__(self, "_match", re.compile(joined) if self.globs else None)
 
     @classmethod
     def parse(cls, setting: str) -> ImmutableTags:
         return cls(tuple(g.strip() for g in setting.split(",") if g.strip()))
 
     def __contains__(self, tag: str) -> bool:
-        return any(fnmatch.fnmatchcase(tag, glob) for glob in self.globs)
+        return self._match is not None and self._match.match(tag) is not None
 
 
 DEFAULT_IMMUTABLE = ImmutableTags.parse(DEFAULT_IMMUTABLE_TAGS)
@@ -186,38 +192,134 @@ def intervals(tag: str, entries: Sequence[Entry]) -> list[Interval]:
     return found
 
 
+class NameMemory:
+    """The names of ``ocitag_history_names`` known to be committed, with their refs: a
+    batch neither sends them again (each sent name costs the write statement a probe of
+    the names' key, about 2 µs of the server's time) nor hashes them again (three
+    SHA-256 per entry otherwise). Names are never deleted (retention drops entries, not
+    names), so a name remembered stays true, across replicas too: a name is remembered
+    only once the transaction that sent it committed (``ON CONFLICT DO NOTHING`` waits
+    for another replica's insert of it and then finds it, or inserts it).
+
+    Bounded, in two generations (hand-written: an LRU's move-to-end on every hit costs
+    more than the hashing it saves): hits are looked up in the young one, then the old
+    one (and copied to the young); when the young one holds half the limit it becomes
+    the old one, and the names used since survive. About ``limit`` names at most (plus
+    the last batches' own): about 155 bytes each with its ref (tag IDs of ~30
+    characters, measured with tracemalloc)."""
+
+    def __init__(self, limit: int) -> None:
+        self._half = max(1, limit // 2)
+        self._young: dict[str, int] = {}
+        self._old: dict[str, int] = {}
+
+    def get(self, name: str) -> int | None:
+        ref = self._young.get(name)
+        if ref is None:
+            ref = self._old.get(name)
+            if ref is not None:
+                self._young[name] = ref
+        return ref
+
+    def remember(self, names: Mapping[str, int]) -> None:
+        """``names`` (name → ref) were committed."""
+        self._young.update(names)
+        if len(self._young) >= self._half:
+            self._old, self._young = self._young, {}
+
+    def __len__(self) -> int:
+        return len(self._young) + len(self._old)
+
+
 @dataclass(frozen=True, slots=True)
 class StoredColumns:
     """The arrays of the store's history statement (worker/store.py ``_WRITE``): the
-    names not known to be stored yet, then one array per column of the entries."""
+    names not known to be stored yet (name → ref), then one array per column of the
+    entries."""
 
-    name_refs: list[int]
-    names: list[str]
+    new_names: dict[str, int]
     columns: tuple[list[object], ...]
 
+    @property
+    def name_refs(self) -> list[int]:
+        return list(self.new_names.values())
 
-def stored_columns(rows: Sequence[tuple[str, Entry]], known: AbstractSet[int]) -> StoredColumns:
-    """``rows`` of (OCITag ID, entry); ``known`` the refs already in
-    ``ocitag_history_names`` (they are never deleted), which are not sent again."""
-    new_names: dict[int, str] = {}
-    columns: tuple[list[object], ...] = tuple([] for _ in range(8))
-    for ocitag, entry in rows:
-        refs = []
-        for name in (ocitag, entry.by, entry.source):
-            ref = name_ref(name)
-            if ref not in known:
-                new_names[ref] = name
-            refs.append(ref)
-        values = (
-            entry.at,
-            refs[0],
-            refs[1],
-            refs[2],
-            entry.version,
-            change_code(entry.change, entry.repointed),
-            artifact_bytes(entry.artifact),
-            event_id_bytes(entry.event_id),
+    @property
+    def names(self) -> list[str]:
+        return list(self.new_names)
+
+
+#: an entry as the write's columns take it: (OCITag ID, at, by, source, version, change
+#: code, artifact, event id)
+_Row = tuple[str, datetime, str, str, int, int, str, str]
+
+
+class _Columns:
+    """The write's history arrays, built entry by entry (one pass, no intermediate
+    objects: at a drain's thousand entries a batch, the worker's own time per entry is
+    a measurable share of history's cost, docs/history.md)."""
+
+    def __init__(self, known: NameMemory | None) -> None:
+        self.known = known
+        self.new: dict[str, int] = {}
+        self.columns: tuple[list[object], ...] = tuple([] for _ in range(8))
+
+    def ref(self, name: str) -> int:
+        ref = self.known.get(name) if self.known is not None else None
+        if ref is None:
+            ref = self.new.get(name)
+            if ref is None:
+                ref = self.new[name] = name_ref(name)
+        return ref
+
+    def add(self, row: _Row) -> None:
+        ocitag, at, by, source, version, code, artifact, event_id = row
+        ats, tags, bys, sources, versions, codes, artifacts, ids = self.columns
+        ats.append(at)
+        tags.append(self.ref(ocitag))
+        bys.append(self.ref(by))
+        sources.append(self.ref(source))
+        versions.append(version)
+        codes.append(code)
+        artifacts.append(artifact_bytes(artifact))
+        ids.append(event_id_bytes(event_id))
+
+    def stored(self) -> StoredColumns:
+        return StoredColumns(self.new, self.columns)
+
+
+def stored_columns(
+    rows: Iterable[tuple[str, Entry]], known: NameMemory | None = None
+) -> StoredColumns:
+    """``rows`` of (OCITag ID, entry); ``known`` the names already in
+    ``ocitag_history_names``, which are not sent again."""
+    columns = _Columns(known)
+    for ocitag, e in rows:
+        code = change_code(e.change, e.repointed)
+        columns.add((ocitag, e.at, e.by, e.source, e.version, code, e.artifact, e.event_id))
+    return columns.stored()
+
+
+def applied_columns(
+    decisions: Iterable[Applied], immutable: ImmutableTags, known: NameMemory | None = None
+) -> StoredColumns:
+    """The entries of applied decisions, as ``stored_columns`` of their ``entry_of``
+    (tests/unit/test_history.py holds them equal), without building the entries."""
+    columns = _Columns(known)
+    for applied in decisions:
+        record = applied.record
+        deleted = applied.change == "deleted"
+        by = record.deleted_by if deleted else record.last_modified_by
+        assert by is not None, "an applied change always names its actor"
+        assert record.artifact is not None, "an applied change always names an artifact"
+        code = CHANGE_CODES[applied.change]
+        if applied.replaced is not None and record.tag in immutable:
+            code |= REPOINTED
+        ocitag = f"{record.repository}:{record.tag}"
+        at, source, event_id = (
+            record.last_modified_on,
+            record.last_event_source,
+            record.last_event_id,
         )
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
-    return StoredColumns(list(new_names), list(new_names.values()), columns)
+        columns.add((ocitag, at, by, source, record.version, code, record.artifact, event_id))
+    return columns.stored()

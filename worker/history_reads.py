@@ -3,7 +3,8 @@ of an instant, the tags that carry a digest. Read-only (the worker writes the en
 asked by the api (worker/api/history_routes.py) and the ``history`` command.
 
 Each question is one statement on the indexes of migration 0007: by tag and time (which
-orders by version too), the creations, and by artifact. ``may_read`` (an OCITag ID →
+orders by version too), the creations, and by artifact (``?at=`` and the digest question
+through the functions of migrations 0007 and 0008). ``may_read`` (an OCITag ID →
 whether the caller may read it; everything by default) filters what a list returns.
 """
 
@@ -62,23 +63,12 @@ FROM ocitag_history_as_of($1, $2)
 """
 
 # intervals: each starts at an entry that made a tag point at the digest (baseline,
-# created, updated) and ends at the next one that deleted it or pointed it elsewhere
+# created, updated) and ends at the next one that deleted it or pointed it elsewhere:
+# migration 0008's function, planned once per session rather than for every partition at
+# every call
 _TAGS = """
-SELECT n.name AS tag, s.tag_ref, s.at AS start, s.version AS from_version, e.at AS until
-FROM ocitag_history s
-JOIN ocitag_history_names n ON n.ref = s.tag_ref
-LEFT JOIN LATERAL (
-    SELECT h.at FROM ocitag_history h
-    WHERE h.tag_ref = s.tag_ref AND h.at >= s.at AND (h.at, h.version) > (s.at, s.version)
-      AND ((h.change & 7) = 4 OR h.artifact <> s.artifact)
-    ORDER BY h.at, h.version LIMIT 1
-) e ON true
-WHERE ('x' || encode(substring(s.artifact FROM 1 FOR 8), 'hex'))::bit(64)::bigint = $1
-  AND s.artifact = $2 AND (s.change & 7) IN (0, 1, 2)
-  AND (s.tag_ref, s.version) > ($3, $4::bigint)
-  AND ($5 OR e.at IS NULL)
-ORDER BY s.tag_ref, s.version
-LIMIT $6
+SELECT tag, tag_ref, start, from_version, until
+FROM ocitag_history_tags($1, $2, $3, $4, $5, $6)
 """
 
 

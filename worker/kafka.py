@@ -216,6 +216,47 @@ def client_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+# How long a cancelled client start may still take to finish (start_whole): a broker
+# answers a bootstrap in milliseconds; one that does not within this is left behind.
+START_GRACE_SECONDS = 5.0
+
+
+async def start_whole(
+    start: Callable[[], Awaitable[object]],
+    close: Callable[[], Awaitable[object]],
+    *,
+    grace: float = START_GRACE_SECONDS,
+) -> None:
+    """``start()`` an aiokafka client so that a cancellation does not leak its socket.
+
+    aiokafka 0.14's bootstrap closes its bootstrap connection only when the metadata
+    request fails with a Kafka error or a timeout: cancelled while the answer is
+    awaited (a process stopped in its first second, or a start given up), the
+    connection is left open, and asyncio reports "Unclosed AIOKafkaConnection" when it
+    is collected, after the process said it stopped. So a start in flight is never
+    cancelled midway: on cancellation it may finish (at most ``grace`` seconds), the
+    client is then closed with ``close()``, and the cancellation goes on."""
+    starting = asyncio.ensure_future(start())
+    try:
+        await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        await _close_after_start(starting, close, grace)
+        raise
+
+
+async def _close_after_start(
+    starting: asyncio.Future[object], close: Callable[[], Awaitable[object]], grace: float
+) -> None:
+    with contextlib.suppress(BaseException):
+        await asyncio.wait({starting}, timeout=grace)
+    if not starting.done():
+        starting.cancel()
+    elif not starting.cancelled():
+        starting.exception()  # retrieved: a failed start is not reported twice
+    with contextlib.suppress(Exception):
+        await close()
+
+
 def classify_kafka_error(
     exc: BaseException, what: str, *, component: str = "the worker"
 ) -> Exception:
@@ -281,7 +322,7 @@ async def missing_topics(settings: Settings, names: Sequence[str]) -> list[str]:
     """Which of the topics the cluster does not have."""
     admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=15_000)
     try:
-        await admin.start()
+        await start_whole(admin.start, admin.close)
         existing = set(await admin.list_topics())
         return [name for name in names if name not in existing]
     finally:
@@ -312,7 +353,7 @@ async def ensure_topics(
     topics created."""
     admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=15_000)
     try:
-        await admin.start()
+        await start_whole(admin.start, admin.close)
         existing = set(await admin.list_topics())
         missing = [name for name in names if name not in existing]
         if not missing:
@@ -361,7 +402,7 @@ async def topic_config(settings: Settings, topic: str, config: str) -> str | Non
     DescribeConfigs right, broker away)."""
     admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=15_000)
     try:
-        await admin.start()
+        await start_whole(admin.start, admin.close)
         resource = ConfigResource(ConfigResourceType.TOPIC, topic, {config: None})
         for response in await admin.describe_configs([resource]):
             for code, _, _, _, entries in response.resources:
@@ -380,7 +421,7 @@ async def partition_count(settings: Settings, topic: str) -> int | None:
     """How many partitions ``topic`` has; None if the cluster does not know it."""
     admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=15_000)
     try:
-        await admin.start()
+        await start_whole(admin.start, admin.close)
         for described in await admin.describe_topics([topic]):
             if described.get("error_code", 0) == 0 and described.get("partitions"):
                 return len(described["partitions"])
@@ -426,7 +467,7 @@ class Producer:
         self._partitions: dict[tuple[bytes, int], int] = {}
 
     async def start(self) -> None:
-        await self._producer.start()
+        await start_whole(self._producer.start, self._producer.stop)
 
     async def stop(self) -> None:
         await self._producer.stop()
@@ -571,7 +612,7 @@ class Producer:
                 return  # a concurrent batch replaced it already
             fresh = new_producer(self._settings)
             try:
-                await fresh.start()
+                await start_whole(fresh.start, fresh.stop)
             except Exception as start_error:
                 log.warning("producer_restart_failed", error=str(start_error))
                 with contextlib.suppress(Exception):

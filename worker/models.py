@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.config import JsonDict, JsonValue
 from pydantic_core import ErrorDetails
 
@@ -42,6 +43,16 @@ _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _URI_REF_RE = re.compile(
     r"(?:[A-Za-z][A-Za-z0-9+.-]*:)?(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?#\[\]]|%[0-9A-Fa-f]{2})+"
 )
+
+
+@lru_cache(maxsize=4_096)  # a fleet's events come from a few sources, again and again
+def _uri_reference(value: str) -> bool:
+    return _URI_REF_RE.fullmatch(value) is not None
+
+
+#: the key under which ``EventAttributes`` leaves the parsed ``time`` in a validation
+#: context given as a dict (worker/decode.py: parsed once, where it is validated)
+PARSED_TIME = "time"
 
 
 def _no_nul(value: str) -> str:
@@ -217,7 +228,7 @@ class EventAttributes(BaseModel):
     @field_validator("source")
     @classmethod
     def _source(cls, value: str) -> str:
-        if not _URI_REF_RE.fullmatch(value):
+        if not _uri_reference(value):
             raise ValueError(
                 "must be a URI-reference (RFC 3986): no spaces, control characters or bare '%'"
             )
@@ -225,8 +236,10 @@ class EventAttributes(BaseModel):
 
     @field_validator("time")
     @classmethod
-    def _time(cls, value: str) -> str:
-        parse_rfc3339(value)
+    def _time(cls, value: str, info: ValidationInfo) -> str:
+        moment = parse_rfc3339(value)
+        if isinstance(info.context, dict):
+            info.context[PARSED_TIME] = moment
         return value
 
     @field_validator("datacontenttype")

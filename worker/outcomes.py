@@ -27,6 +27,13 @@ problem base of the first publication; any other outcome as its bytes. ``replaye
 gives it back. An attribute with no value is left out, never ``null`` (CloudEvents SDKs
 reject ``null`` attributes): ``_envelope`` is the one place an outcome's attributes are
 written.
+
+This runs once per event (a third of the worker's CPU in a drain, before it was made
+lean; docs/scaling.md): a batch formats its processing time once, the builders take the
+worker source and problem base as strings (a replay builds no context or event copies),
+an outcome's attributes go straight into the one dict ``orjson`` serializes, and a 200's
+OCITag is built once for its data and its state record. Serialization itself is one
+``orjson.dumps`` per outcome (under a microsecond): nothing is spliced by hand.
 """
 
 from __future__ import annotations
@@ -89,6 +96,13 @@ class Outcome:
     def headers(self) -> list[tuple[str, bytes]]:
         return _HEADERS
 
+    def as_replay(self) -> Outcome:
+        """The same outcome, republished (``dataclasses.replace`` costs several times
+        this, once per duplicate)."""
+        return Outcome(
+            self.key, self.value, self.status, self.change, True, self.state, self.repointed
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class OutcomeContext:
@@ -118,12 +132,16 @@ def outcome_id(source: str, event_id: str, fingerprint: bytes) -> str:
     return _uuid5(f"{source}\n{event_id}\n{fingerprint.hex()}")
 
 
+#: SHA-1 of the namespace, copied for each name (``_uuid5``)
+_NAMESPACE_SHA1 = hashlib.sha1(_NAMESPACE.bytes, usedforsecurity=False)
+
+
 def _uuid5(name: str) -> str:
     """``str(uuid.uuid5(_NAMESPACE, name))`` without building UUID objects (a test
     holds the two equal): this runs once per event."""
-    digest = bytearray(
-        hashlib.sha1(_NAMESPACE.bytes + name.encode(), usedforsecurity=False).digest()[:16]
-    )
+    sha1 = _NAMESPACE_SHA1.copy()
+    sha1.update(name.encode())
+    digest = bytearray(sha1.digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
     h = digest.hex()
@@ -157,33 +175,39 @@ def record_time(raw: RawRecord) -> datetime:
 
 
 def _envelope(
-    ctx: OutcomeContext,
-    *,
+    source: str,
     outcome_uuid: str,
     type_: str,
-    at: datetime,
+    time: str,
+    *,
     subject: str | None,
     datacontenttype: str,
     status: int,
     causation: tuple[str | None, str | None],
-    extensions: Mapping[str, Any],
     data: Mapping[str, Any],
+    extensions: Mapping[str, Any] | None = None,
 ) -> bytes:
-    source, event_id = causation
-    attributes: dict[str, Any] = {
+    """The outcome's bytes: the attributes in their fixed order, one left out when it has
+    no value, the extensions, then ``data``. ``time`` is already formatted (a batch
+    formats its processing time once)."""
+    causation_source, causation_id = causation
+    envelope: dict[str, Any] = {
         "specversion": "1.0",
         "id": outcome_uuid,
-        "source": ctx.worker_source,
+        "source": source,
         "type": type_,
-        "time": format_rfc3339(at),
-        "subject": subject,
-        "datacontenttype": datacontenttype,
-        "status": status,
-        "causationid": event_id,
-        "causationsource": source,
-        **extensions,
+        "time": time,
     }
-    envelope = {name: value for name, value in attributes.items() if value is not None}
+    if subject is not None:
+        envelope["subject"] = subject
+    envelope["datacontenttype"] = datacontenttype
+    envelope["status"] = status
+    if causation_id is not None:
+        envelope["causationid"] = causation_id
+    if causation_source is not None:
+        envelope["causationsource"] = causation_source
+    if extensions:
+        envelope.update(extensions)
     envelope["data"] = data
     try:
         return orjson.dumps(envelope)
@@ -191,75 +215,87 @@ def _envelope(
         return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _success(ctx: OutcomeContext, event: TagEvent, applied: Applied, at: datetime) -> Outcome:
+def _success(
+    source: str,
+    immutable: ImmutableTags,
+    event: TagEvent,
+    applied: Applied,
+    time: str,
+    *,
+    replay: bool = False,
+) -> Outcome:
     """200. ``resourceversion`` is the version the event left; ``data`` the record as
     applied, or for an applied deletion the record as it was just before; ``repointed``
-    (only when true) for a release tag moved elsewhere."""
+    (only when true) for a release tag moved elsewhere. A move's OCITag is its state
+    record's too: built once."""
     record = applied.record
-    flagged = repointed(applied, ctx.immutable_tags)
+    flagged = repointed(applied, immutable)
     extensions: dict[str, Any] = {"resourceversion": record.version, "change": applied.change}
     if flagged:
         extensions["repointed"] = True
-    shown = applied.removed if applied.removed is not None else record
     subject = f"{record.repository}:{record.tag}"
+    shown_record = applied.removed if applied.removed is not None else record
+    shown = shown_record.as_ocitag()
+    state = (
+        tombstone(subject, record.version, record)
+        if applied.change == "deleted"
+        else upsert(record, shown if shown_record is record else None)
+    )
     value = _envelope(
-        ctx,
-        outcome_uuid=outcome_id(event.source, event.id, event.fingerprint),
-        type_=SUCCESS_TYPES[applied.change],
-        at=at,
+        source,
+        outcome_id(event.source, event.id, event.fingerprint),
+        SUCCESS_TYPES[applied.change],
+        time,
         subject=subject,
         datacontenttype="application/json",
         status=200,
         causation=(event.source, event.id),
+        data=shown,
         extensions=extensions,
-        data=shown.as_ocitag(),
     )
-    state = (
-        tombstone(subject, record.version, record)
-        if applied.change == "deleted"
-        else upsert(record)
-    )
-    return Outcome(subject.encode(), value, 200, applied.change, state=state, repointed=flagged)
+    return Outcome(subject.encode(), value, 200, applied.change, replay, state, flagged)
 
 
 def _problem(
-    ctx: OutcomeContext,
+    source: str,
+    problem_base: str,
     problem: Problem,
     *,
     instance: str,
     subject: str | None,
     outcome_uuid: str,
-    at: datetime,
+    time: str,
     causation: tuple[str | None, str | None],
+    replay: bool = False,
 ) -> Outcome:
     value = _envelope(
-        ctx,
-        outcome_uuid=outcome_uuid,
-        type_=REJECTED_TYPE,
-        at=at,
+        source,
+        outcome_uuid,
+        REJECTED_TYPE,
+        time,
         subject=subject,
         datacontenttype=PROBLEM_JSON,
         status=problem.status,
         causation=causation,
-        extensions={},
-        data=error_model(problem, ctx.problem_base_uri, instance),
+        data=error_model(problem, problem_base, instance),
     )
-    return Outcome(subject.encode() if subject else None, value, problem.status)
+    return Outcome(subject.encode() if subject else None, value, problem.status, replay=replay)
 
 
 def _subject(event: TagEvent | Invalid) -> str | None:
     return event.subject if isinstance(event, Invalid) else event.ocitag_id
 
 
-def _rejected(ctx: OutcomeContext, item: Item, problem: Problem, at: datetime) -> Outcome:
+def _rejected(ctx: OutcomeContext, item: Item, problem: Problem, time: str) -> Outcome:
     event = item.event
     return _problem(
-        ctx,
+        ctx.worker_source,
+        ctx.problem_base_uri,
         problem,
         instance=item.record.instance,
         subject=_subject(event),
         outcome_uuid=outcome_id(event.source, event.id, event.fingerprint),
-        at=at,
+        time=time,
         causation=(event.source, event.id),
     )
 
@@ -270,39 +306,45 @@ def _rejected(ctx: OutcomeContext, item: Item, problem: Problem, at: datetime) -
 def decision_outcome(
     ctx: OutcomeContext, item: Item, decision: Decision, processed_at: datetime
 ) -> Outcome:
-    """The outcome of a decision about a stored input, timed at its processing. A new
+    """The outcome of a decision about a stored input, timed at its processing."""
+    return _decided(ctx, item, decision, format_rfc3339(processed_at))
+
+
+def _decided(ctx: OutcomeContext, item: Item, decision: Decision, time: str) -> Outcome:
+    """``decision_outcome`` with the processing time formatted (once per batch). A new
     kind of decision is one more case here."""
     match decision:
         case Applied():
             assert not isinstance(item.event, Invalid), "only tag events are applied"
-            return _success(ctx, item.event, decision, processed_at)
+            return _success(ctx.worker_source, ctx.immutable_tags, item.event, decision, time)
         case Rejected(problem):  # a 404 deletion is one too: its record is the store's
-            return _rejected(ctx, item, problem, processed_at)
+            return _rejected(ctx, item, problem, time)
 
 
 def invalid_outcome(ctx: OutcomeContext, item: Item, processed_at: datetime) -> Outcome:
     """422: a decodable event whose data breaks a rule (stored like any other)."""
     assert isinstance(item.event, Invalid)
-    return decision_outcome(ctx, item, Rejected(item.event.problem), processed_at)
+    return _rejected(ctx, item, item.event.problem, format_rfc3339(processed_at))
 
 
 def internal_outcome(ctx: OutcomeContext, item: Item, reason: str) -> Outcome:
     """500: the database refused this one event. Not stored: timed by the record, so a
     redelivery gets the same bytes."""
     problem = Problem(ProblemKind.INTERNAL, f"the event could not be stored: {reason}")
-    return _rejected(ctx, item, problem, record_time(item.record))
+    return _rejected(ctx, item, problem, format_rfc3339(record_time(item.record)))
 
 
 def undecodable_outcome(ctx: OutcomeContext, raw: RawRecord, event: Undecodable) -> Outcome:
     """400: a record that is not a decodable CloudEvent (never stored, timed by the
     record). Subject and causation are there as far as the input got."""
     return _problem(
-        ctx,
+        ctx.worker_source,
+        ctx.problem_base_uri,
         event.problem,
         instance=raw.instance,
         subject=event.subject,
         outcome_uuid=undecodable_outcome_id(raw, event),
-        at=record_time(raw),
+        time=format_rfc3339(record_time(raw)),
         causation=(event.source, event.id),
     )
 
@@ -399,9 +441,14 @@ def replayed(ctx: OutcomeContext, item: Item, row: ProcessedRow) -> Outcome:
         last_event_source=event.source,
         last_event_id=event.id,
     )
-    then = replace(ctx, worker_source=row.worker_source or ctx.worker_source)
-    first = _success(then, event, Applied(record, row.change), row.processed_at)
-    return replace(first, replay=True)
+    return _success(
+        row.worker_source or ctx.worker_source,
+        ctx.immutable_tags,
+        event,
+        Applied(record, row.change),
+        format_rfc3339(row.processed_at),
+        replay=True,
+    )
 
 
 def _superseded_again(
@@ -410,22 +457,21 @@ def _superseded_again(
     """A superseded event's first 409, rebuilt: the repeat (the same event: the
     fingerprint is equal) read in the first delivery's content mode, against the newer
     key it lost to, under the worker source and problem base it was published with."""
-    if isinstance(item.event, Invalid):
+    event = item.event
+    if isinstance(event, Invalid):
         raise ValueError(f"cannot rebuild the outcome of {item.key}: not a tag event")
-    first = replace(item.event, binary=kept.binary)
-    then = OutcomeContext(
-        row.worker_source or ctx.worker_source, row.problem_base or ctx.problem_base_uri
-    )
-    outcome = _problem(
-        then,
+    first = event if event.binary == kept.binary else replace(event, binary=kept.binary)
+    return _problem(
+        row.worker_source or ctx.worker_source,
+        row.problem_base or ctx.problem_base_uri,
         superseded_problem(first, (kept.on, kept.source, kept.id), live=kept.live),
         instance=kept.instance,
         subject=first.ocitag_id,
         outcome_uuid=outcome_id(first.source, first.id, first.fingerprint),
-        at=row.processed_at,
+        time=format_rfc3339(row.processed_at),
         causation=(first.source, first.id),
+        replay=True,
     )
-    return replace(outcome, replay=True)
 
 
 def _kept_change(row: ProcessedRow) -> Change | None:
@@ -448,7 +494,7 @@ def repeat_outcome(
     """A duplicate gets the first outcome itself; an id reused with other content gets
     409, timed at the first processing so that its own replays are identical too."""
     if same_content(item.event.fingerprint, first_fingerprint):
-        return replace(first_outcome, replay=True)
+        return first_outcome.as_replay()
     return id_reused_outcome(ctx, item, first_processed_at)
 
 
@@ -468,7 +514,7 @@ def id_reused_outcome(ctx: OutcomeContext, item: Item, first_processed_at: datet
             ),
         ),
     )
-    return _rejected(ctx, item, problem, first_processed_at)
+    return _rejected(ctx, item, problem, format_rfc3339(first_processed_at))
 
 
 def batch_outcomes(
@@ -489,13 +535,15 @@ def batch_outcomes(
     item repeats one of those: an earlier batch's or the first of its own batch."""
     outcomes: dict[int, Outcome] = {}
     firsts: dict[EventKey, int] = {}
+    time = format_rfc3339(processed_at)  # every new item's
     for index in new:
         item = items[index]
+        event = item.event
         firsts[item.key] = index
         outcomes[index] = (
-            invalid_outcome(ctx, item, processed_at)
-            if isinstance(item.event, Invalid)
-            else decision_outcome(ctx, item, decisions[index], processed_at)
+            _rejected(ctx, item, event.problem, time)
+            if isinstance(event, Invalid)
+            else _decided(ctx, item, decisions[index], time)
         )
     for index, item in enumerate(items):
         if index in outcomes:

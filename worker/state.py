@@ -91,14 +91,15 @@ def _deletion_headers(row: TagRecord) -> list[tuple[str, bytes]]:
     return headers
 
 
-def state_value(record: TagRecord) -> dict[str, Any]:
-    """What the topic and ``live_ocitags`` both say of a live record."""
-    return {**record.as_ocitag(), "version": record.version}
+def state_value(record: TagRecord, ocitag: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """What the topic and ``live_ocitags`` both say of a live record; ``ocitag``: its
+    ``as_ocitag()`` when the caller has it already (a 200's outcome data)."""
+    return {**(record.as_ocitag() if ocitag is None else ocitag), "version": record.version}
 
 
-def upsert(record: TagRecord) -> StateRecord:
+def upsert(record: TagRecord, ocitag: Mapping[str, str] | None = None) -> StateRecord:
     key = f"{record.repository}:{record.tag}".encode()
-    return StateRecord(key, orjson.dumps(state_value(record)), record.version, record)
+    return StateRecord(key, orjson.dumps(state_value(record, ocitag)), record.version, record)
 
 
 def tombstone(ocitag_id: str, version: int | None, row: TagRecord | None = None) -> StateRecord:

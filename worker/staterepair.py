@@ -287,7 +287,7 @@ async def _restore(conn: Connection, repair: Repair, at: datetime) -> Repair:
                 continue  # changed between the read and the write: again
             found = entry(record, at)
             if found is not None:
-                columns = stored_columns([(repair.ocitag_id, found)], set())
+                columns = stored_columns([(repair.ocitag_id, found)])
                 await conn.execute(_NAMES, columns.name_refs, columns.names)
                 await conn.execute(
                     _ENTRY,

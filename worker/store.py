@@ -33,7 +33,6 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -46,7 +45,7 @@ from worker.db import Connection, classify_db_error, left_no_session_state
 from worker.decision import Applied as AppliedDecision
 from worker.decision import Change, Decision, TagRecord
 from worker.errors import Cause, FatalError, PermanentError, TransientError
-from worker.history import Entry, StoredColumns, entry_of, stored_columns
+from worker.history import NameMemory, StoredColumns, applied_columns, stored_columns
 from worker.outcomes import Outcome, OutcomeContext, batch_outcomes, processed_row
 from worker.plan import (
     EventKey,
@@ -66,10 +65,11 @@ from worker.statistics import Statistics, analyse_table
 log = structlog.get_logger("worker.store")
 
 MAX_WRITE_ROUNDS = 8
-#: history names (tags, actors, sources) remembered as stored, so that a batch does not
-#: send them again; forgotten all at once past this many (about 6 MB), then relearned:
-#: sending a stored name again costs an index probe, nothing more
-NAMES_REMEMBERED = 100_000
+#: history names (tags, actors, sources) remembered as stored, so that a batch neither
+#: sends nor hashes them again (worker/history.py ``NameMemory``; 9.2 MB at most measured
+#: with tracemalloc, the set of 100 000 references it replaces took 7.8 MB): a name
+#: forgotten is sent again, which costs an index probe, nothing more
+NAMES_REMEMBERED = 64_000
 MAX_TX_ATTEMPTS = 5
 # batches redone because a concurrent applier recorded some of their events first (each
 # redo replays those): only appliers racing on the same events, as in a rebalance
@@ -230,8 +230,8 @@ class Applied:
     outcomes: list[Outcome]
     epoch: int
     recorded: int
-    #: the history names it stored (known once it committed)
-    names: tuple[int, ...] = ()
+    #: the history names it stored, name → ref (known once it committed)
+    names: Mapping[str, int] = field(default_factory=dict)
     #: the rows its first read found, and the rows it wrote (worker/regressions.py)
     read: Mapping[TagKey, TagRecord | None] = field(default_factory=dict)
     wrote: tuple[TagRecord, ...] = ()
@@ -244,8 +244,8 @@ class Store:
         self._pool = pool
         self._ctx = ctx
         self._sources = _Sources(ctx.worker_source, ctx.problem_base_uri)
-        #: the refs of ``ocitag_history_names`` known to be committed (never deleted)
-        self._names: set[int] = set()
+        #: the names of ``ocitag_history_names`` known to be committed (never deleted)
+        self._names = NameMemory(NAMES_REMEMBERED)
         #: what this worker last wrote per tag: a row read older is a regression
         self._versions = VersionMemory()
         self.statistics = Statistics(functools.partial(analyse_table, pool))
@@ -307,9 +307,7 @@ class Store:
             )
             metrics.STORE_REGRESSIONS.inc()
         self._versions.remember(applied.wrote)
-        if len(self._names) + len(applied.names) > NAMES_REMEMBERED:
-            self._names.clear()
-        self._names.update(applied.names)
+        self._names.remember(applied.names)
         return applied.outcomes
 
     async def close(self) -> None:
@@ -523,7 +521,7 @@ async def write_tags(
         at,
         writes=writes,
         rows=(),
-        history=stored_columns((), frozenset()),
+        history=stored_columns(()),
     )
 
 
@@ -533,20 +531,16 @@ async def read_tags(conn: Connection, tags: Iterable[TagKey]) -> dict[TagKey, Ta
     return {(r["repository"], r["tag"]): TagRecord(**dict(r)) for r in rows}
 
 
-def history_entries(
-    ctx: OutcomeContext, decisions: dict[int, Decision], new: Sequence[int], at: datetime
-) -> list[tuple[str, Entry]]:
-    """The history entries of a batch: one per 200 outcome (an applied decision), as
-    (OCITag ID, entry)."""
-    entries = []
-    for index in new:
-        decision = decisions.get(index)
-        if isinstance(decision, AppliedDecision):
-            record = decision.record
-            entries.append(
-                (f"{record.repository}:{record.tag}", entry_of(decision, ctx.immutable_tags, at))
-            )
-    return entries
+def history_columns(
+    ctx: OutcomeContext,
+    decisions: Mapping[int, Decision],
+    new: Sequence[int],
+    names: NameMemory | None,
+) -> StoredColumns:
+    """The history entries of a batch, as the write's arrays: one per 200 outcome (an
+    applied decision), in the order of the events."""
+    applied = (d for i in new if isinstance(d := decisions.get(i), AppliedDecision))
+    return applied_columns(applied, ctx.immutable_tags, names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -581,7 +575,7 @@ async def _apply(
     items: Sequence[Item],
     at: datetime,
     *,
-    names: AbstractSet[int] = frozenset(),
+    names: NameMemory | None = None,
 ) -> Applied:
     """One transaction's work. Each round decides the pending tags, builds every outcome,
     record and entry from the decisions so far, and writes them in one statement; tags
@@ -623,7 +617,7 @@ async def _apply(
             (hashed[items[i].key], processed_row(ctx, items[i], decisions.get(i), outcomes[i], at))
             for i in new
         ]
-        history = stored_columns(history_entries(ctx, decisions, new, at), names)
+        history = history_columns(ctx, decisions, new, names)
         written = await _write(
             conn, sources, found.epoch, at, writes=round_.writes, rows=records, history=history
         )
@@ -631,7 +625,7 @@ async def _apply(
         # a failed round's other tags are written too: they stay in the transaction
         wrote.extend(w for w, _ in round_.writes if (w.repository, w.tag) in written)
         if not conflicted:
-            names_stored = tuple(history.name_refs)
+            names_stored = history.new_names
             return Applied(outcomes, found.epoch, len(new), names_stored, read, tuple(wrote))
         count_retry(Cause.DB_VERSION_CONFLICT, len(conflicted))
         for tag, row in round_.rows.items():

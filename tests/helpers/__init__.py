@@ -10,4 +10,7 @@
 - ``faults``: the fault-injection harness; ``wait``: ``eventually()``;
 - ``registry``: the real OCI registry (CNCF Distribution) and its push clients;
 - ``cloudevents_sdk``: reading outcomes with the CloudEvents SDK, a client we did not write.
+- ``outcomes_reference``: the outcome builder before it was made lean, the oracle of
+  tests/unit/test_outcome_bytes.py (byte for byte); ``decode_reference``: the decoder
+  before its hot path was trimmed, the oracle of tests/unit/test_decode_oracle.py.
 """

@@ -7,6 +7,7 @@ drops whole partitions; an upgrade from 0004 starts history from the live record
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
@@ -112,6 +113,31 @@ async def test_history_answers_equal_the_brute_force_of_the_model(
         for event, outcome in zip(batch, outcomes, strict=True):
             assert summary(outcome) == model.deliver(event), event
         position += size
+    await check_against_model(pool, model)
+
+
+async def test_the_digest_question_spans_partitions(pool: asyncpg.Pool) -> None:
+    """Spans that start in one partition and end in another, asked many times on the same
+    connections (the function of migration 0008 keeps one plan per session, for any
+    digest, and is planned again when a partition is added): the answers are the
+    model's, paged, with and without history."""
+    await pool.execute(_TRUNCATE)
+    rng, store, model = random.Random(22), Store(pool, CTX), Model()
+    events: list[TagEvent] = []
+    for n in range(60):
+        tag, at = rng.choice("abcde"), BASE + timedelta(seconds=n)
+        if rng.random() < 0.15:
+            events.append(make_deletion(tag, at, event_id=f"p{n}"))
+        else:
+            events.append(make_event(tag, digest(rng.randrange(4)), at, event_id=f"p{n}"))
+    for position in range(0, len(events), 15):
+        batch = events[position : position + 15]
+        outcomes = await store.apply(items(batch, position), now())
+        for event, outcome in zip(batch, outcomes, strict=True):
+            assert summary(outcome) == model.deliver(event), event
+        await check_against_model(pool, model)
+        await partitions.maintain(pool, retention_seconds=10**6, partition_seconds=0)
+    assert await pool.fetchval("SELECT count(*) FROM ocitag_history_partitions") >= 4
     await check_against_model(pool, model)
 
 

@@ -28,6 +28,7 @@ from tests.helpers.store import CTX, items, now
 from tests.helpers.strategies import BASE, digest, make_event
 from worker import partitions
 from worker.db import open_pool
+from worker.history_reads import FIRST, PgHistoryReads, allow_all
 from worker.store import Store
 
 pytestmark = pytest.mark.integration
@@ -39,6 +40,9 @@ COUNTED = 400  # batches whose scans are counted
 _SEQ_SCANS = """
 SELECT relname, seq_scan FROM pg_stat_user_tables
 WHERE relname = 'ocitags' OR relname LIKE 'processed_events_e%'
+"""
+_HISTORY_SEQ_SCANS = """
+SELECT relname, seq_scan FROM pg_stat_user_tables WHERE relname LIKE 'ocitag_history%'
 """
 
 
@@ -70,7 +74,7 @@ class _Run:
             await self.store.apply(items(events), now())
             self.batches += 1
 
-    async def seq_scans(self, admin: asyncpg.Connection) -> dict[str, int]:
+    async def seq_scans(self, admin: asyncpg.Connection, query: str = _SEQ_SCANS) -> dict[str, int]:
         """Each table's sequential scans so far (analyses done, the pool's pending counts
         flushed first)."""
         await self.store.statistics.settled()
@@ -79,13 +83,14 @@ class _Run:
                 # counts are flushed when the statement ends, before its answer
                 await conn.execute("SELECT pg_stat_force_next_flush()")
         await admin.execute("SELECT pg_stat_clear_snapshot()")
-        return {r["relname"]: r["seq_scan"] for r in await admin.fetch(_SEQ_SCANS)}
+        return {r["relname"]: r["seq_scan"] for r in await admin.fetch(query)}
 
 
 async def _no_autovacuum(admin: asyncpg.Connection) -> None:
     tables = await admin.fetch(
         "SELECT relname FROM pg_class WHERE relkind = 'r' "
-        "AND (relname = 'ocitags' OR relname LIKE 'processed_events_e%')"
+        "AND (relname = 'ocitags' OR relname LIKE 'processed_events_e%' "
+        "OR relname LIKE 'ocitag_history%')"
     )
     for t in tables:
         await admin.execute(f"ALTER TABLE {t['relname']} SET (autovacuum_enabled = off)")
@@ -151,6 +156,36 @@ async def test_a_new_partition_of_the_record_is_read_through_its_index(
     assert _grown(before, after) == {}, (
         f"sequential scans in {COUNTED} batches after the rotation: {_grown(before, after)}"
     )
+
+
+async def test_the_digest_question_first_asked_on_an_empty_history_reads_its_indexes_later(
+    run: _Run, admin: asyncpg.Connection, database_url: str
+) -> None:
+    """Migration 0008's function keeps one generic plan per session, made at its first
+    call: asked while the history is empty (the api's first hour), that plan must still
+    read the history through its indexes once the history has grown."""
+    # one session, as the worker's pool sets it up: every question goes through it
+    pool = await open_pool(database_url, 1, 1, command_timeout=30, idle_in_transaction=60)
+    reads = PgHistoryReads(pool)
+
+    async def ask(n: int) -> int:
+        page = await reads.tags(digest(n), history=True, after=FIRST, limit=20, may_read=allow_all)
+        return len(page.items)
+
+    try:
+        assert await ask(0) == 0  # planned now, on the empty history
+        await run.batches_of_new_tags(WARM_UP)
+        await _no_autovacuum(admin)
+        before = await run.seq_scans(admin, _HISTORY_SEQ_SCANS)
+        found = [await ask(n) for n in range(0, WARM_UP, 8)]
+        async with pool.acquire() as conn:
+            await conn.execute("SELECT pg_stat_force_next_flush()")
+        after = await run.seq_scans(admin, _HISTORY_SEQ_SCANS)
+    finally:
+        await pool.close()
+    assert await admin.fetchval("SELECT count(*) FROM ocitag_history") >= WARM_UP * PER_BATCH
+    assert all(found), found  # each digest n was made current by batch n (6 tags)
+    assert _grown(before, after) == {}, f"sequential scans of the history: {_grown(before, after)}"
 
 
 async def test_a_role_that_does_not_own_the_tables_is_told_its_plans_wait_for_autovacuum(

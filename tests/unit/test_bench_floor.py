@@ -61,10 +61,14 @@ def test_each_put_is_split_into_the_workers_time_and_the_apis() -> None:
     split = Split("unused:9092", "in", "out", 1)
     split.created.update({"a": 1_000, "b": 2_000})
     split.answered.update({"a": 1_040, "b": 2_100})
-    found = split.summary([("a", 0.050), ("b", 0.130), ("never answered", 0.5)])
+    puts = [("a", 0.050, 0.996), ("b", 0.130, 1.980), ("never answered", 0.5, 3.0)]
+    found = split.summary(puts)
     assert (found["split_matched"], found["split_puts"]) == (2, 3)
     assert (found["worker_split_p50_ms"], found["worker_split_p99_ms"]) == (40.0, 100.0)
     assert (found["api_added_p50_ms"], found["api_added_p99_ms"]) == (10.0, 30.0)
+    # a: sent at 996 ms, event created at 1,000, outcome at 1,040, answer read at 1,046
+    assert (found["api_in_p50_ms"], found["api_in_p99_ms"]) == (4.0, 20.0)
+    assert (found["api_out_p50_ms"], found["api_out_p99_ms"]) == (6.0, 10.0)
 
 
 def _drain(eps: float) -> dict[str, Any]:

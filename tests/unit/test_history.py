@@ -4,6 +4,7 @@ form, and the digest question's intervals against the model's brute force."""
 
 from __future__ import annotations
 
+import fnmatch
 from datetime import timedelta
 
 import pytest
@@ -19,6 +20,8 @@ from worker.history import (
     DEFAULT_IMMUTABLE,
     Entry,
     ImmutableTags,
+    NameMemory,
+    applied_columns,
     artifact_bytes,
     artifact_text,
     change_code,
@@ -52,6 +55,16 @@ T = [BASE + timedelta(seconds=n) for n in range(6)]
 )
 def test_the_default_release_globs(tag: str, release: bool) -> None:
     assert (tag in DEFAULT_IMMUTABLE) is release
+
+
+@given(
+    st.text("v1.*?[]!-a", max_size=8),
+    st.lists(st.text("v1.*?[]!-a", min_size=1, max_size=6), max_size=3),
+)
+def test_the_globs_match_as_fnmatch_does(tag: str, globs: list[str]) -> None:
+    """One expression for all the globs: a tag is in them as ``fnmatchcase`` says."""
+    expected = any(fnmatch.fnmatchcase(tag, glob) for glob in globs)
+    assert (tag in ImmutableTags(tuple(globs))) is expected
 
 
 def test_the_setting_is_comma_separated_and_empty_disables() -> None:
@@ -155,7 +168,9 @@ def test_artifacts_are_stored_as_raw_digests_and_come_back_in_the_seeds_form(
 def test_stored_columns_send_each_unknown_name_once() -> None:
     entry = Entry(1, "created", digest(1), "alice", T[0], T[1], "s", "e", False)
     rows = [("docker.io/library/app:a", entry), ("docker.io/library/app:b", entry)]
-    columns = stored_columns(rows, known={name_ref("s")})
+    known = NameMemory(10)
+    known.remember({"s": name_ref("s")})
+    columns = stored_columns(rows, known)
     assert sorted(columns.names) == ["alice", "docker.io/library/app:a", "docker.io/library/app:b"]
     assert columns.columns[1] == [
         name_ref("docker.io/library/app:a"),
@@ -163,6 +178,69 @@ def test_stored_columns_send_each_unknown_name_once() -> None:
     ]
     assert columns.columns[6] == [bytes.fromhex(digest(1))] * 2
     assert columns.columns[5] == [1, 1] and columns.columns[7] == [b"e", b"e"]
+    assert columns.name_refs == [name_ref(n) for n in columns.names]
+    # tag, actor, source of each entry, in order, once each
+    assert stored_columns(rows).names == [*columns.names[:2], "s", *columns.names[2:]]
+
+
+@given(history=histories(max_events=40), known=st.sets(st.sampled_from(["alice", "bob", "s"])))
+def test_the_stores_columns_are_those_of_the_entries(
+    history: list[TagEvent], known: set[str]
+) -> None:
+    """``applied_columns`` (the store's path, no entries built) equals ``stored_columns``
+    of ``entry_of`` of the same decisions: the same arrays, the same names sent."""
+    stored: dict[tuple[str, str], TagRecord] = {}
+    applied: list[Applied] = []
+    for event in history:
+        key = (event.repository, event.tag)
+        after, (decision,) = fold(stored.get(key), [event])
+        if after is not None:
+            stored[key] = after
+        if isinstance(decision, Applied):
+            applied.append(decision)
+    memory = NameMemory(100)
+    memory.remember({name: name_ref(name) for name in known})
+    immutable = ImmutableTags.parse("a,b")  # the histories' tags are a, b, c
+    fast = applied_columns(applied, immutable, memory)
+    rows = [
+        (f"{d.record.repository}:{d.record.tag}", entry_of(d, immutable, T[0])) for d in applied
+    ]
+    slow = stored_columns(rows, memory)
+    assert fast.columns == slow.columns
+    assert fast.new_names == slow.new_names
+    assert not set(fast.new_names) & known
+
+
+def test_the_name_memory_is_bounded_and_keeps_the_names_in_use() -> None:
+    memory = NameMemory(4)
+    memory.remember({"a": 1, "b": 2})  # the young generation is full: it becomes the old
+    assert (memory.get("a"), memory.get("b"), memory.get("c")) == (1, 2, None)
+    memory.remember({"c": 3})  # a, b were used: copied to the young, which turns over
+    memory.remember({"d": 4, "e": 5})
+    assert len(memory) <= 4
+    assert memory.get("d") == 4 and memory.get("e") == 5
+    assert memory.get("c") is None  # unused for a generation: forgotten (sent again)
+
+
+@given(
+    st.lists(
+        st.tuples(st.booleans(), st.sets(st.sampled_from("abcdefghij"), max_size=4)),
+        max_size=30,
+    ),
+    st.integers(1, 8),
+)
+def test_the_name_memory_answers_only_what_it_was_told(
+    steps: list[tuple[bool, set[str]]], limit: int
+) -> None:
+    memory, told = NameMemory(limit), set[str]()
+    for remember, names in steps:
+        if remember:
+            memory.remember({n: name_ref(n) for n in names})
+            told |= names
+        for name in names:
+            assert memory.get(name) in ({name_ref(name), None} if name in told else {None})
+        # each generation: half the limit, plus the names of the last two batches
+        assert len(memory) <= limit + 3 * 4
 
 
 @pytest.mark.parametrize(

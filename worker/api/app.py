@@ -26,7 +26,7 @@ from worker.api.store import PgReads
 from worker.errors import Cause, FatalError, TransientError
 from worker.health import COMMAND_PARTS, HTTP, OUTCOME_LISTENER, Check, Health
 from worker.history_reads import PgHistoryReads
-from worker.kafka import REACH_PROBE_SECONDS, BrokerUnreachableError
+from worker.kafka import REACH_PROBE_SECONDS, BrokerUnreachableError, start_whole
 from worker.migrate import check_schema
 from worker.settings import COMMAND_SETTINGS, Settings
 from worker.startup import (
@@ -69,7 +69,7 @@ async def _fresh(make: Callable[[], C]) -> C:
     started, or stopped again when it could not start."""
     consumer = make()
     try:
-        await consumer.start()
+        await start_whole(consumer.start, consumer.stop)
     except BaseException:
         # bounded: a client stopped while its start was being cancelled (shutdown during
         # a retry) can wait for ever, and would hold the api's shutdown with it

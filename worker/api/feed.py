@@ -25,6 +25,7 @@ from worker.api.listener import every_partition_consumer, topic_partitions
 from worker.api.resume import EventIds
 from worker.api.watchrules import Batch, Change, Offer, Outbox, change
 from worker.errors import describe
+from worker.kafka import start_whole
 from worker.settings import Settings
 
 log = structlog.get_logger("worker.api.feed")
@@ -187,7 +188,7 @@ class StateFeed:
 
     async def start(self) -> None:
         """Connect, assign every partition at its end and resolve those positions."""
-        await self._consumer.start()
+        await start_whole(self._consumer.start, self._consumer.stop)
         await self._assign_all()
 
     async def _assign_all(self) -> None:
@@ -269,7 +270,7 @@ class StateFeed:
             return
         async with self._replays:
             consumer = every_partition_consumer(self._settings, "ocitag-api-state-replay")
-            await consumer.start()
+            await start_whole(consumer.start, consumer.stop)
             try:
                 async for batch in _read_spans(consumer, self._topic, spans):
                     yield batch

@@ -19,7 +19,7 @@ from worker import tracing
 from worker.api.waiters import Waiters
 from worker.errors import describe
 from worker.health import OUTCOME_LISTENER, Health
-from worker.kafka import client_options
+from worker.kafka import client_options, start_whole
 from worker.settings import Settings
 
 log = structlog.get_logger("worker.api.listener")
@@ -43,7 +43,7 @@ class OutcomeListener:
     async def start(self) -> None:
         """Connect, assign every partition at its end, and resolve those positions, so
         that no outcome of a request published after this returns can be missed."""
-        await self._consumer.start()
+        await start_whole(self._consumer.start, self._consumer.stop)
         await self._assign_all()
         self._ready = True
 
@@ -122,7 +122,7 @@ async def topic_partitions(settings: Settings, topic: str) -> set[int]:
     assigned)."""
     admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=10_000)
     try:
-        await admin.start()
+        await start_whole(admin.start, admin.close)
         described = await admin.describe_topics([topic])
     finally:
         await admin.close()
