@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 import structlog
@@ -161,6 +162,28 @@ async def _dead_letters(settings: Settings, producer: Producer) -> DeadLetters:
     return DeadLetters(producer, settings.topics.dlq_topic, limit or fallback, read_limit)
 
 
+def input_consumer_options(settings: Settings) -> dict[str, Any]:
+    """The input consumer's options beyond the connection's (``client_options``): the
+    group, offsets committed by the pipeline only, and the fetch and membership settings.
+    Pure."""
+    consumer = settings.consumer
+    return {
+        "group_id": settings.kafka.group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",
+        "max_poll_records": consumer.max_batch_records,
+        "fetch_max_bytes": consumer.fetch_max_bytes,
+        "fetch_min_bytes": consumer.fetch_min_bytes,
+        "fetch_max_wait_ms": consumer.fetch_max_wait_ms,
+        "max_partition_fetch_bytes": consumer.max_partition_fetch_bytes,
+        "session_timeout_ms": consumer.session_timeout_ms,
+        "heartbeat_interval_ms": consumer.heartbeat_interval_ms,
+        "max_poll_interval_ms": consumer.max_poll_interval_ms,
+        "client_id": f"{settings.kafka.group_id}-input",
+    }
+
+
 async def _consume(
     settings: Settings,
     opened: Lifecycle,
@@ -170,22 +193,7 @@ async def _consume(
     producer: Producer,
     kafka: Callable[[Callable[[], Awaitable[object]]], Awaitable[None]],
 ) -> None:
-    consumer = AIOKafkaConsumer(
-        **client_options(settings),
-        group_id=settings.kafka.group_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-        max_poll_records=settings.consumer.max_batch_records,
-        fetch_max_bytes=settings.consumer.fetch_max_bytes,
-        fetch_min_bytes=settings.consumer.fetch_min_bytes,
-        fetch_max_wait_ms=settings.consumer.fetch_max_wait_ms,
-        max_partition_fetch_bytes=settings.consumer.max_partition_fetch_bytes,
-        session_timeout_ms=settings.consumer.session_timeout_ms,
-        heartbeat_interval_ms=settings.consumer.heartbeat_interval_ms,
-        max_poll_interval_ms=settings.consumer.max_poll_interval_ms,
-        client_id=f"{settings.kafka.group_id}-input",
-    )
+    consumer = AIOKafkaConsumer(**client_options(settings), **input_consumer_options(settings))
     opened.on_exit(consumer.stop)
     store = Store(pool, OutcomeContext.of(settings.contract))
     opened.on_exit(store.close)  # before the pool closes
