@@ -8,7 +8,7 @@ generator's stream (the floor's backlog: N/4 tags, random event times, 5 % dupli
 outcomes, the records and history entries, the write statement and COMMIT, through the
 worker's pool), of which the **statements** are the client's CPU inside the lookup and
 the write (asyncpg's argument encoding and answer decoding), and **pack** (the
-outcomes appended to aiokafka record batches, as ``Producer._send_topic`` does; nothing
+outcomes appended to aiokafka record batches, as ``packing.Packer.send_topic`` does; nothing
 is sent). The fetch, the produce's network I/O, the offset commit and the metrics are
 not here (``make bench-floor`` runs the whole pipeline).
 
@@ -149,7 +149,7 @@ async def drain_round(
 
 
 def pack(producer: AIOKafkaProducer, outcomes: Sequence[Any]) -> int:
-    """The outcomes in record batches as ``Producer._send_topic`` packs them (one
+    """The outcomes in record batches as ``packing.Packer.send_topic`` packs them (one
     partition; a full batch is closed and the next begun); the batches made."""
     made, batch = 1, producer.create_batch()
     for o in outcomes:

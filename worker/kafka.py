@@ -38,10 +38,10 @@ from aiokafka.errors import (
     UnsupportedSaslMechanismError,
 )
 from aiokafka.helpers import create_ssl_context
-from aiokafka.partitioner import DefaultPartitioner
 
 from worker import metrics, tracing
 from worker.errors import Cause, FatalError, PermanentError, TransientError, describe
+from worker.packing import Packer
 from worker.settings import Settings, env_name
 
 log = structlog.get_logger("worker.kafka")
@@ -462,9 +462,7 @@ class Producer:
         self._failures = 0
         self._lock = asyncio.Lock()
         self._retired: set[asyncio.Task[None]] = set()
-        # murmur2, as Kafka's Java clients: a tag's outcomes land where theirs would
-        self._partitioner = DefaultPartitioner()
-        self._partitions: dict[tuple[bytes, int], int] = {}
+        self._packer = Packer()
 
     async def start(self) -> None:
         await start_whole(self._producer.start, self._producer.stop)
@@ -491,7 +489,7 @@ class Producer:
             futures: list[asyncio.Future[Any]] = []
             for topic in dict.fromkeys(m.topic for m in messages):
                 same = [m for m in messages if m.topic == topic]
-                futures.extend(await self._send_topic(producer, topic, same, alone))
+                futures.extend(await self._packer.send_topic(producer, topic, same, alone))
             return futures
 
         await self._traced(producer, messages, enqueue)
@@ -548,55 +546,6 @@ class Producer:
                 raise TransientError(cause, describe(exc)) from exc
             raise classify_kafka_error(exc, self._action, component=self._component) from exc
         self._failures = 0
-
-    async def _send_topic(
-        self, producer: AIOKafkaProducer, topic: str, messages: list[Message], alone: bool
-    ) -> list[asyncio.Future[Any]]:
-        partitions = sorted(await producer.partitions_for(topic))
-        available = sorted(producer.client.cluster.available_partitions_for_topic(topic))
-        futures: list[asyncio.Future[Any]] = []
-        batches: dict[int, Any] = {}
-        for message in messages:
-            key, value, headers = message.key, message.value, message.headers
-            partition = self._partition(key, partitions, available)
-            batch = batches.get(partition)
-            if batch is None:
-                batch = batches[partition] = producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                # full: send it, and start the next one (order within the partition holds)
-                batch.close()
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-                batch = batches[partition] = producer.create_batch()
-                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                    futures.append(
-                        await producer.send(
-                            topic, value, key=key, headers=headers, partition=partition
-                        )
-                    )
-            if alone:
-                batch.close()
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-                del batches[partition]
-        for partition, batch in batches.items():
-            if batch.record_count():
-                batch.close()
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-        return futures
-
-    def _partition(self, key: bytes | None, partitions: list[int], available: list[int]) -> int:
-        """murmur2 of the key (as Kafka's Java clients), remembered per key: it is pure
-        Python and a tag's key comes back again and again."""
-        if key is None:
-            return int(self._partitioner(None, partitions, available or partitions))
-        cache_key = (key, len(partitions))
-        found = self._partitions.get(cache_key)
-        if found is None:
-            if len(self._partitions) >= 100_000:
-                self._partitions.clear()
-            found = self._partitions[cache_key] = int(
-                self._partitioner(key, partitions, partitions)
-            )
-        return found
 
     async def _maybe_recreate(self, failed: AIOKafkaProducer, exc: BaseException) -> None:
         """Replace the producer after repeated timeouts, or at once when its idempotence
