@@ -227,6 +227,13 @@ class NameMemory:
         if len(self._young) >= self._half:
             self._old, self._young = self._young, {}
 
+    def forget(self) -> None:
+        """Forget every name: the store lost committed writes (a failover to an
+        asynchronous standby, a restore), names included. An entry whose name is not
+        stored would be left out of every answer (the reads join the names), so names
+        are sent again until they are known to be committed anew."""
+        self._young, self._old = {}, {}
+
     def __len__(self) -> int:
         return len(self._young) + len(self._old)
 

@@ -235,7 +235,8 @@ async def start_whole(
     connection is left open, and asyncio reports "Unclosed AIOKafkaConnection" when it
     is collected, after the process said it stopped. So a start in flight is never
     cancelled midway: on cancellation it may finish (at most ``grace`` seconds), the
-    client is then closed with ``close()``, and the cancellation goes on."""
+    client is then closed with ``close()`` (at most ``grace`` seconds more: stopping a
+    client whose start was cut short can wait for ever), and the cancellation goes on."""
     starting = asyncio.ensure_future(start())
     try:
         await asyncio.shield(starting)
@@ -253,8 +254,9 @@ async def _close_after_start(
         starting.cancel()
     elif not starting.cancelled():
         starting.exception()  # retrieved: a failed start is not reported twice
-    with contextlib.suppress(Exception):
-        await close()
+    # a second cancellation while closing ends the wait; the first is raised after it
+    with contextlib.suppress(BaseException):
+        await asyncio.wait_for(close(), grace)
 
 
 def classify_kafka_error(

@@ -296,7 +296,11 @@ class Store:
             attempts=MAX_RACE_ATTEMPTS,
         )
         self.statistics.recorded(applied.epoch, applied.recorded)
-        for regressed in self._versions.check(applied.read, since):
+        regressions = self._versions.check(applied.read, since)
+        if regressions:
+            # names committed before the loss may be gone too: send them all again
+            self._names.forget()
+        for regressed in regressions:
             log.error(
                 "store_regressed",
                 ocitag_id=regressed.ocitag_id,

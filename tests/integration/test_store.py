@@ -658,3 +658,26 @@ async def test_a_row_read_older_than_this_store_wrote_it_is_said_once(pool: asyn
     ], said
     assert said[0]["log_level"] == "error"
     assert metrics.STORE_REGRESSIONS._value.get() == before + 1
+
+
+async def test_names_lost_with_the_writes_are_sent_again_once_the_loss_is_seen(
+    pool: asyncpg.Pool,
+) -> None:
+    """A failover that lost a tag's row lost its history name too, which the store
+    remembered as stored: once the loss is seen the names are sent again, so the tag's
+    entries (joined to their names by every read) come back."""
+    store = Store(pool, CTX)
+    tag = f"lostname-{random.randrange(10**9)}"
+    name = f"docker.io/library/app:{tag}"
+
+    def moved(n: int) -> TagEvent:
+        return make_event(tag, digest(n), BASE + timedelta(seconds=n))
+
+    await store.apply(items([moved(1)]), now())
+    await pool.execute("DELETE FROM ocitags WHERE tag = $1", tag)  # the lost transaction
+    await pool.execute("DELETE FROM ocitag_history_names WHERE name = $1", name)
+    with structlog.testing.capture_logs() as logs:
+        await store.apply(items([moved(2)]), now())  # reads no row: the loss is seen
+    assert [e["ocitag_id"] for e in logs if e["event"] == "store_regressed"] == [name]
+    await store.apply(items([moved(3)]), now())
+    assert await pool.fetchval("SELECT count(*) FROM ocitag_history_names WHERE name = $1", name)

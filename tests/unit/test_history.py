@@ -222,6 +222,14 @@ def test_the_name_memory_is_bounded_and_keeps_the_names_in_use() -> None:
     assert memory.get("c") is None  # unused for a generation: forgotten (sent again)
 
 
+def test_the_name_memory_forgets_everything_when_told() -> None:
+    memory = NameMemory(4)
+    memory.remember({"a": 1})
+    memory.remember({"b": 2, "c": 3})
+    memory.forget()
+    assert (len(memory), memory.get("a"), memory.get("b")) == (0, None, None)
+
+
 @given(
     st.lists(
         st.tuples(st.booleans(), st.sets(st.sampled_from("abcdefghij"), max_size=4)),
