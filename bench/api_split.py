@@ -131,9 +131,9 @@ class Split:
             "api_out_p99_ms": pct(way_out, 99),
             "split_matched": len(worker),
             "split_puts": len(puts),
-            "worker_split_p50_ms": round(percentile(worker, 50), 1) if worker else None,
-            "worker_split_p99_ms": round(percentile(worker, 99), 1) if worker else None,
-            "api_added_p50_ms": round(percentile(added, 50), 1) if added else None,
-            "api_added_p99_ms": round(percentile(added, 99), 1) if added else None,
+            "worker_split_p50_ms": pct(worker, 50),
+            "worker_split_p99_ms": pct(worker, 99),
+            "api_added_p50_ms": pct(added, 50),
+            "api_added_p99_ms": pct(added, 99),
             "api_added_max_ms": round(added[-1], 1) if added else None,
         }

@@ -7,7 +7,6 @@ alone against the topic's max.message.bytes."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaProducer
@@ -63,19 +62,17 @@ class Packer:
                 futures.append(await producer.send_batch(batch, topic, partition=partition))
         return futures
 
-    def partition(
-        self, key: bytes | None, partitions: Sequence[int], available: Sequence[int]
-    ) -> int:
+    def partition(self, key: bytes | None, partitions: list[int], available: list[int]) -> int:
         """murmur2 of the key (as Kafka's Java clients), remembered per key: it is pure
         Python and a tag's key comes back again and again."""
         if key is None:
-            return int(self._partitioner(None, list(partitions), list(available or partitions)))
+            return int(self._partitioner(None, partitions, available or partitions))
         cache_key = (key, len(partitions))
         found = self._partitions.get(cache_key)
         if found is None:
             if len(self._partitions) >= REMEMBERED_KEYS:
                 self._partitions.clear()
             found = self._partitions[cache_key] = int(
-                self._partitioner(key, list(partitions), list(partitions))
+                self._partitioner(key, partitions, partitions)
             )
         return found
