@@ -85,23 +85,9 @@ MAX_RACE_ATTEMPTS = 50
 # (tests/integration/test_store.py stages it). When both agree, every applier of an older
 # epoch committed before the rotation to this one, which the snapshot shows; an applier
 # of this epoch committing after the snapshot is met by the record's primary key.
-_LOOKUP = """
-WITH locked AS (SELECT epoch FROM processed_current FOR SHARE)
-SELECT (SELECT epoch FROM locked) AS epoch,
-       (SELECT epoch FROM processed_current) AS seen,
-       ARRAY(
-           SELECT ROW(key, fingerprint, processed_at, status, change, version, created_on,
-                      created_by, source_ref, outcome_key, outcome, superseded)
-           FROM processed_events WHERE key = ANY($1::bytea[])
-       ) AS processed,
-       ARRAY(
-           SELECT ROW(t.repository, t.tag, t.artifact, t.created_by, t.created_on,
-                      t.last_modified_by, t.last_modified_on, t.version, t.last_event_source,
-                      t.last_event_id, t.deleted_on, t.deleted_by)
-           FROM ocitags t
-           JOIN unnest($2::text[], $3::text[]) AS u(r, g) ON t.repository = u.r AND t.tag = u.g
-       ) AS tags
-"""
+# The statement is migration 0009's ``ocitag_store_lookup`` (planned once per session,
+# pinned onto the indexes: below).
+_LOOKUP = "SELECT epoch, seen, processed, tags FROM ocitag_store_lookup($1, $2, $3)"
 
 # The guard: an existing row is updated only while it still has the key the decision
 # was made against; a new row is inserted only if nobody inserted it first. What is
@@ -117,73 +103,14 @@ SELECT (SELECT epoch FROM locked) AS epoch,
 # writes run first (as when they were two statements: the row locks, then the record's
 # key). ``recorded`` counts the records inserted: fewer means another applier recorded
 # some first.
-_WRITE = """
-WITH u AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
-                         $6::text[], $7::timestamptz[], $8::bigint[], $9::text[], $10::text[],
-                         $11::timestamptz[], $12::text[], $13::timestamptz[], $14::text[],
-                         $15::text[])
-        AS u(repository, tag, artifact, created_by, created_on, last_modified_by,
-             last_modified_on, version, last_event_source, last_event_id, deleted_on,
-             deleted_by, expected_on, expected_source, expected_id)
-), upd AS (
-    UPDATE ocitags t
-    SET artifact = u.artifact, created_by = u.created_by, created_on = u.created_on,
-        last_modified_by = u.last_modified_by, last_modified_on = u.last_modified_on,
-        version = u.version, last_event_source = u.last_event_source,
-        last_event_id = u.last_event_id, deleted_on = u.deleted_on, deleted_by = u.deleted_by,
-        recorded_at = CASE WHEN u.deleted_on IS NULL THEN t.recorded_at ELSE $16 END
-    FROM u
-    WHERE u.expected_id IS NOT NULL AND t.repository = u.repository AND t.tag = u.tag
-      AND t.last_modified_on = u.expected_on AND t.last_event_source = u.expected_source
-      AND t.last_event_id = u.expected_id
-    RETURNING t.repository, t.tag
-), ins AS (
-    INSERT INTO ocitags (repository, tag, artifact, created_by, created_on, last_modified_by,
-                         last_modified_on, version, last_event_source, last_event_id,
-                         deleted_on, deleted_by, recorded_at)
-    SELECT repository, tag, artifact, created_by, created_on, last_modified_by,
-           last_modified_on, version, last_event_source, last_event_id, deleted_on,
-           deleted_by, $16
-    FROM u WHERE u.expected_id IS NULL
-    ORDER BY repository, tag
-    ON CONFLICT (repository, tag) DO NOTHING
-    RETURNING repository, tag
-), written AS (
-    SELECT repository, tag FROM upd UNION ALL SELECT repository, tag FROM ins
-), guarded AS (
-    SELECT (SELECT count(*) FROM written) = (SELECT count(*) FROM u) AS ok
-), names AS (
-    INSERT INTO ocitag_history_names (ref, name)
-    SELECT r, n FROM unnest($29::bigint[], $30::text[]) AS x(r, n)
-    WHERE (SELECT ok FROM guarded)
-    ORDER BY r
-    ON CONFLICT (ref) DO NOTHING
-), history AS (
-    INSERT INTO ocitag_history (at, recorded_at, tag_ref, by_ref, source_ref, version, epoch,
-                                change, artifact, event_id)
-    SELECT ha, $16, ht, hb, hs, hv, $17, hc, hx, hi
-    FROM unnest($31::timestamptz[], $32::bigint[], $33::bigint[], $34::bigint[],
-                $35::integer[], $36::smallint[], $37::bytea[], $38::bytea[])
-        AS h(ha, ht, hb, hs, hv, hc, hx, hi)
-    WHERE (SELECT ok FROM guarded)
-), recorded AS (
-    INSERT INTO processed_events (key, epoch, fingerprint, processed_at, status, change,
-                                  version, created_on, created_by, source_ref, outcome_key,
-                                  outcome, superseded)
-    SELECT k, $17, f, $16, st, ch, v, co, cb, sr, ok, o, s
-    FROM unnest($18::bytea[], $19::bytea[], $20::smallint[], $21::smallint[], $22::bigint[],
-                $23::timestamptz[], $24::text[], $25::smallint[], $26::bytea[], $27::bytea[],
-                $28::bytea[])
-        AS p(k, f, st, ch, v, co, cb, sr, ok, o, s)
-    WHERE (SELECT ok FROM guarded)
-    ORDER BY k
-    ON CONFLICT (key, epoch) DO NOTHING
-    RETURNING key
+# The statement is migration 0009's ``ocitag_store_write``; its arguments: the tags' 15
+# columns ($1-$15), the time and the epoch ($16, $17), the records' 11 columns ($18-$28),
+# the new names ($29, $30) and the history entries' 8 columns ($31-$38).
+_WRITE = (
+    "SELECT written, recorded FROM ocitag_store_write("
+    + ", ".join(f"${n}" for n in range(1, 39))
+    + ")"
 )
-SELECT ARRAY(SELECT ROW(repository, tag) FROM written) AS written,
-       (SELECT count(*) FROM recorded) AS recorded
-"""
 
 # the tags whose guard did not hold, read again (their own round trip, only then)
 _READ_TAGS = """
