@@ -106,11 +106,12 @@ _LOOKUP = "SELECT epoch, seen, processed, tags FROM ocitag_store_lookup($1, $2, 
 # The statement is migration 0009's ``ocitag_store_write``; its arguments: the tags' 15
 # columns ($1-$15), the time and the epoch ($16, $17), the records' 11 columns ($18-$28),
 # the new names ($29, $30) and the history entries' 8 columns ($31-$38).
-_WRITE = (
-    "SELECT written, recorded FROM ocitag_store_write("
-    + ", ".join(f"${n}" for n in range(1, 39))
-    + ")"
-)
+_WRITE = """
+SELECT written, recorded FROM ocitag_store_write(
+    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+    $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36,
+    $37, $38)
+"""
 
 # the tags whose guard did not hold, read again (their own round trip, only then)
 _READ_TAGS = """
