@@ -27,6 +27,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import resource
 import statistics
 import time
@@ -213,6 +214,27 @@ def _args(args: Sequence[Any], history: str, stored: dict[int, str]) -> list[Any
     return out
 
 
+# The write statement itself: since migration 0009 the store calls a function, whose
+# EXPLAIN would show the call only; its body is explained here as a statement of its own
+# (each parameter cast to the function's argument type, planned for its parameters as
+# the store's statements were before 0009), so that the plan shows each CTE.
+_WRITE_FUNCTION = """
+SELECT prosrc, pg_get_function_identity_arguments(oid) FROM pg_proc
+WHERE proname = 'ocitag_store_write'
+"""
+
+
+async def _write_statement(conn: asyncpg.Connection) -> str:
+    """The store's write statement: the body of migration 0009's function."""
+    function = await conn.fetchrow(_WRITE_FUNCTION)
+    if function is None:
+        raise SystemExit("no ocitag_store_write: the database is not migrated to 0009")
+    source, arguments = function
+    types = arguments.split(", ")
+    body = source.split("RETURN QUERY", 1)[1].rsplit(";", 1)[0]
+    return re.sub(r"\$(\d+)\b", lambda m: f"{m[0]}::{types[int(m[1]) - 1]}", body)
+
+
 def _measures(plan: dict[str, Any]) -> dict[str, float]:
     """The figures of one EXPLAIN (ANALYZE, BUFFERS, WAL, FORMAT JSON)."""
     top = plan["Plan"]
@@ -241,6 +263,7 @@ async def explain(url: str, *, start: int, count: int, size: int, tags: int, see
     """The write statement of ``count`` further drain batches, in every variant, sending
     the names as a worker that remembers every stored one would."""
     conn = await asyncpg.connect(url, server_settings={"plan_cache_mode": "force_custom_plan"})
+    explained = "EXPLAIN (ANALYZE, BUFFERS, WAL, FORMAT JSON) " + await _write_statement(conn)
     stored = {r["ref"]: r["name"] for r in await conn.fetch("SELECT * FROM ocitag_history_names")}
     memory = NameMemory(2 * len(stored) + 2)
     memory.remember({name: ref for ref, name in stored.items()})
@@ -259,8 +282,7 @@ async def explain(url: str, *, start: int, count: int, size: int, tags: int, see
             try:
                 for statement in ddl:
                     await c.execute(statement)
-                prefix = "EXPLAIN (ANALYZE, BUFFERS, WAL, FORMAT JSON) "
-                raw = await c.fetchval(prefix + query, *_args(args, history, stored))
+                raw = await c.fetchval(explained, *_args(args, history, stored))
                 samples[name].append(_measures(json.loads(raw)[0]))
             finally:
                 await tr.rollback()
