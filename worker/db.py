@@ -154,8 +154,11 @@ async def open_pool(
     # record and tag table (p99 12.9 s at 2,000 events/s; tests/integration/test_plans.py).
     # A custom plan reads the tables' current size each time, so it follows their growth
     # without waiting for autoanalyze (with the statistics worker/statistics.py gathers
-    # early). Its price is planning each execution, about 0.45 ms of the server's CPU per
-    # batch (docs/scaling.md, "Plans").
+    # early). Its price is planning each execution. The statements where that price
+    # counts are functions that plan once per session with their own settings, which hold
+    # for their statements only: the store's lookup and write (migration 0009: generic
+    # plans pinned onto the indexes, about 0.8 ms of the server's CPU saved per small
+    # batch) and the digest question (0008); test_plans.py holds both to their indexes.
     return await asyncpg.create_pool(
         dsn,
         min_size=min_size,
