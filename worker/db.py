@@ -157,8 +157,8 @@ async def open_pool(
     # early). Its price is planning each execution. The statements where that price
     # counts are functions that plan once per session with their own settings, which hold
     # for their statements only: the store's lookup and write (migration 0009: generic
-    # plans pinned onto the indexes, about 0.8 ms of the server's CPU saved per small
-    # batch) and the digest question (0008); test_plans.py holds both to their indexes.
+    # plans pinned onto the indexes; the server's CPU per batch of 10 0.6x what it was)
+    # and the digest question (0008); test_plans.py holds both to their indexes.
     return await asyncpg.create_pool(
         dsn,
         min_size=min_size,
