@@ -91,8 +91,8 @@ MAX_RACE_ATTEMPTS = 50
 # The statement is migration 0009's ``ocitag_store_lookup``, and the write's below its
 # ``ocitag_store_write``: functions, so that each is planned once per session (a generic
 # plan, not one per execution over every partition: the server's CPU per batch of 10
-# 0.6x what it was) with planner settings that keep that plan on the indexes however small the
-# tables were when it was made (tests/integration/test_plans.py; worker/db.py on plans).
+# 0.6x what it was) with planner settings that keep that plan on the indexes however
+# small the tables were when it was made (tests/integration/test_plans.py; worker/db.py).
 _LOOKUP = "SELECT epoch, seen, processed, tags FROM ocitag_store_lookup($1, $2, $3)"
 
 # The guard: an existing row is updated only while it still has the key the decision
