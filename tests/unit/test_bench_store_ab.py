@@ -19,11 +19,13 @@ def test_a_batch_has_new_tags_and_moves_of_an_earlier_batchs() -> None:
     assert [i.record.offset for i in items] == list(range(56, 64))
 
 
-def _side(p50: float, statements: dict[str, float]) -> dict[str, Any]:
+def _side(p50: float, statements: dict[str, float], server: int) -> dict[str, Any]:
     return {
         "batches": 10,
         "wall_ms": {"p50": p50, "p90": p50, "p99": p50, "mean": p50},
         "cpu_us_per_batch": 1_000,
+        "server_cpu_us_per_batch": server,
+        "server_cpu_us_per_batch_in": {"lookup": server // 4, "write": server // 2},
         "statements_per_batch": len(statements) + 1,
         "statement_ms_per_batch": statements,
     }
@@ -31,11 +33,17 @@ def _side(p50: float, statements: dict[str, float]) -> dict[str, Any]:
 
 def test_the_table_pairs_the_two_stores_and_their_statements() -> None:
     results = {
-        "config": {"baseline": "/work/main", "rounds": 1, "block": 5, "batch": 8},
+        "config": {
+            "baseline": "/work/main",
+            "rounds": 1,
+            "block": 5,
+            "batch": 8,
+            "partitions": 2,
+        },
         "machine": {"load_average_1m_at_start": 1.0},
         "systems": {
-            "before": _side(10.0, {"SELECT epoch FROM": 0.5, "COMMIT;": 2.0}),
-            "after": _side(8.0, {"COMMIT;": 2.0}),
+            "before": _side(10.0, {"SELECT epoch FROM": 0.5, "COMMIT;": 2.0}, 3_000),
+            "after": _side(8.0, {"COMMIT;": 2.0}, 1_800),
         },
     }
     shown = store_ab.render(results)
@@ -50,4 +58,16 @@ def test_the_table_pairs_the_two_stores_and_their_statements() -> None:
     assert [float(c) for c in cells["wall ms p50"]] == [10, 8, 0.8]
     assert cells["SELECT epoch FROM …"][1] == "-" and float(cells["SELECT epoch FROM …"][0]) == 0.5
     assert [float(c) for c in cells["COMMIT; …"]] == [2, 2]
-    assert "worker/store.py of /work/main" in shown
+    assert [c.replace(",", "") for c in cells["CPU µs per batch, PostgreSQL"]] == [
+        "3000",
+        "1800",
+        "0.60",
+    ]
+    assert [c.replace(",", "") for c in cells["— of which in the lookup"][:2]] == ["750", "450"]
+    assert "worker/store.py of /work/main" in shown and "2 partitions of the record" in shown
+
+
+def test_a_backend_that_cannot_be_read_has_spent_nothing() -> None:
+    """PostgreSQL on another host: its backend's CPU is not reported rather than wrong."""
+    assert store_ab._backend_ns(None) == 0
+    assert store_ab._backend_ns(2**22 + 1) == 0  # above pid_max: no such process
