@@ -169,22 +169,6 @@ async def test_replays_are_byte_identical_and_reuse_is_409(pool: asyncpg.Pool) -
     assert (await rows(pool))["v1"][3] == 1
 
 
-async def test_the_sources_records_rebuild_their_outcomes_from_are_never_deleted(
-    pool: asyncpg.Pool,
-) -> None:
-    """Migration 0009 dropped the records' foreign key to ``outcome_sources`` (a query and
-    a row lock per record); what it guarded, that a source in use never goes, is refused
-    for the whole table instead, and the outcomes still replay from it."""
-    store = Store(pool, CTX)
-    (first,) = await store.apply(items([make_event("s1", digest(1), BASE, event_id="s")]), now())
-    for statement in ("DELETE FROM outcome_sources", "TRUNCATE outcome_sources CASCADE"):
-        with pytest.raises(asyncpg.RestrictViolationError, match="never deleted"):
-            await pool.execute(statement)
-    assert await pool.fetchval("SELECT count(*) FROM outcome_sources") == 1
-    (again,) = await store.apply(items([make_event("s1", digest(1), BASE, event_id="s")]), now())
-    assert again.replay and again.value == first.value
-
-
 async def test_a_late_events_409_is_kept_compact_and_replays_byte_identical(
     pool: asyncpg.Pool,
 ) -> None:

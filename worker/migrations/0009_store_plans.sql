@@ -1,6 +1,5 @@
 -- The store's two statements per batch (worker/store.py: the lookup and the write) planned
--- once per session instead of at every execution, and pinned onto the indexes; and the
--- records' foreign key to their sources replaced by a guard on the sources (at the end).
+-- once per session instead of at every execution, and pinned onto the indexes.
 --
 -- The worker's pools plan every statement for its parameters (plan_cache_mode =
 -- force_custom_plan, worker/db.py): a generic plan cached while the tables were empty
@@ -64,8 +63,7 @@ RETURNS TABLE (epoch integer, seen integer, processed ocitag_store_processed[],
                tags ocitag_store_tag[])
 LANGUAGE plpgsql VOLATILE
 SET plan_cache_mode = force_generic_plan
-SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
-SET jit = off AS $$
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off AS $$
 #variable_conflict use_column
 BEGIN
     RETURN QUERY
@@ -99,8 +97,7 @@ CREATE FUNCTION ocitag_store_write(
 RETURNS TABLE (written ocitag_store_key[], recorded bigint)
 LANGUAGE plpgsql VOLATILE
 SET plan_cache_mode = force_generic_plan
-SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
-SET jit = off AS $$
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off AS $$
 #variable_conflict use_column
 BEGIN
     RETURN QUERY
@@ -167,23 +164,3 @@ BEGIN
     SELECT ARRAY(SELECT ROW(w.repository, w.tag)::ocitag_store_key FROM written w),
            (SELECT count(*) FROM recorded);
 END $$;
-
--- A record's ``source_ref`` names the (worker source, problem base) its outcome was first
--- published under (migration 0004). Its foreign key checked every new record with a query
--- of its own and a row lock on that source (FOR KEY SHARE: every applier locking the same
--- one row, which concurrent appliers share through a multixact): about 3 µs per record,
--- 6-7 % of PostgreSQL's CPU per batch with the functions above (batches of 10 and of
--- 1,000, docs/scaling.md). The store writes only ids it read from ``outcome_sources``
--- (inserted first, worker/store.py ``_Sources``), so what the key still guarded is that
--- a source in use never goes: that is now refused for the whole table, at no cost per
--- record.
-ALTER TABLE processed_events DROP CONSTRAINT processed_events_v2_source_ref_fkey;
-
-CREATE FUNCTION outcome_sources_kept() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'outcome_sources rows are never deleted: records rebuild outcomes from them'
-        USING ERRCODE = 'restrict_violation';
-END $$;
-
-CREATE TRIGGER outcome_sources_kept BEFORE DELETE OR TRUNCATE ON outcome_sources
-    FOR EACH STATEMENT EXECUTE FUNCTION outcome_sources_kept();
