@@ -32,7 +32,9 @@ BENCH_PROFILE=1: py-spy samples the project's worker during its rate phase (the 
 of bench/profile.py, per event and per batch: where a small batch's CPU goes);
 BENCH_CALLS=1: the project's worker runs its rate phase under cProfile (bench.patched_worker)
 for the functions called most per batch: counts, not times (it slows the worker down).
-BENCH_FLOOR_SIZES=none runs the rate phase alone. BENCH_FLOOR_TOGETHER=1 (with
+BENCH_FLOOR_PROJECT=<checkout>: the project's worker from that checkout rather than this
+one (so that this one can change while an A/B runs). BENCH_FLOOR_SIZES=none runs the
+rate phase alone. BENCH_FLOOR_TOGETHER=1 (with
 BENCH_FLOOR_BASELINE): the before's and the project's rate phases run at the same time,
 each at BENCH_RATE on its own topics and database (the floor after them, alone): a
 paired A/B of the worker's own CPU per event on a machine whose other load comes and
@@ -104,6 +106,8 @@ class VersusConfig:
     calls: bool = False
     #: the before's and the project's rate phases at the same time (a paired A/B)
     together: bool = False
+    #: the checkout whose worker is the project's (None: this one)
+    project_checkout: Path | None = None
 
     @property
     def systems(self) -> tuple[str, ...]:
@@ -131,6 +135,9 @@ class VersusConfig:
             profile=os.environ.get("BENCH_PROFILE") == "1",
             calls=os.environ.get("BENCH_CALLS") == "1",
             together=os.environ.get("BENCH_FLOOR_TOGETHER") == "1",
+            project_checkout=Path(os.environ["BENCH_FLOOR_PROJECT"])
+            if os.environ.get("BENCH_FLOOR_PROJECT")
+            else None,
         )
 
 
@@ -186,9 +193,13 @@ class ProjectSetup(pipeline.WorkerSetup):
 
     env: Mapping[str, str] = field(default_factory=dict)
     consumer: Mapping[str, Any] = field(default_factory=dict)
+    checkout: Path | None = None
 
     def process(self, ctx: pipeline.Context, suffix: str = "") -> WorkerProcess:
         worker = super().process(ctx, suffix)
+        if self.checkout is not None:
+            worker.checkout = self.checkout
+            worker.extra_env = {**worker.extra_env, "PYTHONDONTWRITEBYTECODE": "1"}
         worker.extra_env = {**worker.extra_env, **self.env}
         worker.consumer_overrides = {**worker.consumer_overrides, **self.consumer}
         return worker
@@ -205,7 +216,14 @@ async def _setup(
     if system == "project":
         url = await ctx.new_database(label)
         return ProjectSetup(
-            label, "warning", url, topics, group, config.project_env, config.project_consumer
+            label,
+            "warning",
+            url,
+            topics,
+            group,
+            config.project_env,
+            config.project_consumer,
+            config.project_checkout,
         )
     if system == "before":
         if baseline is None:
@@ -362,6 +380,7 @@ async def run(config: VersusConfig, services: Services) -> dict[str, Any]:
             "sizes": list(config.sizes),
             "results_dir": str(config.results_dir),
             "baseline": str(config.baseline) if config.baseline else None,
+            "project_checkout": str(config.project_checkout) if config.project_checkout else None,
         },
         "machine": machine(),
         "code": code_version(),
@@ -423,6 +442,10 @@ def _latency_rows(latency: dict[str, Any], rate: float) -> list[tuple[str, dict[
             "CPU µs/event, PostgreSQL": _us(cpu.get("postgres"), achieved),
             "CPU other, cores": cpu.get("other"),
             "events per batch": lat.get("events_per_batch"),
+            "CPU µs/batch, the process": round(us * per_batch)
+            if (us := _us(cpu.get("worker"), achieved))
+            and (per_batch := lat.get("events_per_batch"))
+            else None,
         }
     return [
         (f"{rate:,.0f}/s, fresh store: {measure}", {s: per[s][measure] for s in per})
