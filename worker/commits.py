@@ -9,13 +9,13 @@ fetched again as soon as its batch is done, not a commit round trip later.
 
 Commits are also spaced: one starts at least ``interval`` after the previous one started
 (``OCITAG_COMMIT_INTERVAL_MS``), so that at low rates, where batches are small and many,
-the worker does not send one commit request (and the broker write one offsets record)
-per batch or two: at 175 batches a second that was ~100 requests a second, the worker's
-CPU for each about that of a small batch's produce request. A batch done meanwhile is
-committed by the next one; the partition does not wait for it. What the spacing costs
-is redelivery: a worker that dies loses at most ``interval`` more of done-but-not-
-committed records, whose outcomes are replayed byte for byte. Revocation and shutdown
-do not wait for it (a flush cuts it short).
+the worker does not send a commit request (and the broker write an offsets record) for
+most batches: at 175 batches a second that was ~100 requests a second, each about
+0.3-0.4 ms of the worker's CPU and as much of the broker's (docs/scaling.md). A batch
+done meanwhile is committed by the next one; the partition does not wait for it. What
+the spacing costs is redelivery: a worker that dies redoes at most ``interval`` more of
+done-but-not-committed records, whose outcomes are replayed byte for byte. Revocation
+and shutdown do not wait for it (a flush cuts it short).
 
 Nothing is lost by committing late: a record done and not yet committed when the worker
 stops or loses the partition is redelivered, and its outcome replayed byte for byte from
