@@ -44,7 +44,13 @@ _STRONG: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             r"worker/decision\.py",
         ),
         ("database", r"asyncpg|worker/store\.py|worker/db\.py"),
-        ("commit", r"[Cc]ommit.*aiokafka/|BatchRunner\._commit "),
+        # the group coordinator's frames (an offset commit's request, and the group's
+        # heartbeats) before the consumer's other frames, which are the fetch's
+        (
+            "commit",
+            r"[Cc]ommit.*aiokafka/|BatchRunner\._commit |aiokafka/consumer/group_coordinator\.py|"
+            r"worker/commits\.py",
+        ),
         ("produce", r"aiokafka/producer/|worker/kafka\.py"),
         ("fetch", r"aiokafka/consumer/|to_raw \(|Pipeline\._start |Pipeline\._fetch "),
     )

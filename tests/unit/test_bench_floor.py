@@ -169,3 +169,22 @@ def test_call_counts_per_batch_come_from_a_cprofile_dump(tmp_path: Path) -> None
     found = {c["function"]: c for c in spy.calls(tmp_path / "calls.pstats", batches=10)}
     ours = next(c for name, c in found.items() if name.endswith(":per_batch"))
     assert ours["calls"] == 30 and ours["per_batch"] == 3.0
+
+
+def test_an_offset_commits_request_counts_as_the_commit_not_the_fetch() -> None:
+    """The group coordinator's inner frames are under aiokafka/consumer/, as the fetch's."""
+    commit = (
+        "Runner.run (asyncio/runners.py:118)",
+        "GroupCoordinator._do_commit_offsets (aiokafka/consumer/group_coordinator.py:1045)",
+        "GroupCoordinator._send_req (aiokafka/consumer/group_coordinator.py:307)",
+        "AIOKafkaConnection.send (aiokafka/conn.py:423)",
+        "StreamWriter.write (asyncio/streams.py:343)",
+    )
+    fetch = (
+        "Runner.run (asyncio/runners.py:118)",
+        "Fetcher._proc_fetch_request (aiokafka/consumer/fetcher.py:780)",
+        "AIOKafkaConnection.send (aiokafka/conn.py:423)",
+        "StreamWriter.write (asyncio/streams.py:343)",
+    )
+    assert spy.bucket_of(commit) == "commit"
+    assert spy.bucket_of(fetch) == "fetch"
