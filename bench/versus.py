@@ -330,8 +330,11 @@ async def fresh_latency(config: VersusConfig, services: Services, system: str) -
     finally:
         await pipeline.clean_up(ctx)
     # the worker's batches at the rate (its apply stage's count; the floor has none)
-    batches = (result.get("stages") or {}).get("apply", {}).get("batches")
+    stages = result.get("stages") or {}
+    batches = stages.get("apply", {}).get("batches")
     result["events_per_batch"] = round(result["sent"] / batches, 1) if batches else None
+    commits = stages.get("commit", {}).get("batches")
+    result["commits_per_batch"] = round(commits / batches, 3) if batches and commits else None
     if profile_to is not None:
         result["profile"] = rate_profile(profile_to, result["sent"], batches)
     if config.calls and system == "project" and batches and calls_to.exists():
@@ -442,6 +445,7 @@ def _latency_rows(latency: dict[str, Any], rate: float) -> list[tuple[str, dict[
             "CPU µs/event, PostgreSQL": _us(cpu.get("postgres"), achieved),
             "CPU other, cores": cpu.get("other"),
             "events per batch": lat.get("events_per_batch"),
+            "offset commits per batch": lat.get("commits_per_batch"),
             "CPU µs/batch, the process": round(us * per_batch)
             if (us := _us(cpu.get("worker"), achieved))
             and (per_batch := lat.get("events_per_batch"))
