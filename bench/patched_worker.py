@@ -10,10 +10,16 @@ do).
 ``BENCH_HISTORY_OFF=1``: the worker writes no history entries (bench/tag_history.py
 measures what they cost against it); everything else, the statement included, is the
 worker's own.
+
+``BENCH_CALLS_TO=<path>``: the worker runs under cProfile, written to ``path`` (pstats)
+when it exits; read for call counts per batch (``bench.profile.calls``), not for time
+(the profiler slows every call).
 """
 
 from __future__ import annotations
 
+import atexit
+import cProfile
 import json
 import os
 from typing import Any
@@ -26,6 +32,7 @@ from worker.history import StoredColumns, stored_columns
 
 ENV = "BENCH_CONSUMER_OVERRIDES"
 HISTORY_OFF = "BENCH_HISTORY_OFF"
+CALLS_TO = "BENCH_CALLS_TO"
 
 
 def patch_consumer(overrides: dict[str, Any]) -> None:
@@ -48,7 +55,21 @@ def patch_history_off() -> None:
     worker.store.history_columns = none
 
 
+def count_calls(path: str) -> None:
+    """cProfile from now until the process exits; its stats to ``path``."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+
+    def dump() -> None:
+        profiler.disable()
+        profiler.dump_stats(path)
+
+    atexit.register(dump)
+
+
 if __name__ == "__main__":
+    if os.environ.get(CALLS_TO):
+        count_calls(os.environ[CALLS_TO])
     patch_consumer(json.loads(os.environ.get(ENV) or "{}"))
     if os.environ.get(HISTORY_OFF) == "1":
         patch_history_off()

@@ -459,9 +459,13 @@ async def worker_run(
     return setup, result
 
 
-async def latency_run(ctx: Context, setup: WorkerSetup) -> dict[str, Any]:
+async def latency_run(
+    ctx: Context, setup: WorkerSetup, profile_to: Path | None = None
+) -> dict[str, Any]:
     """The worker of ``setup`` again, caught up (its group committed the backlog and its
-    database holds the tags): events at a fixed rate, creation → outcome."""
+    database holds the tags): events at a fixed rate, creation → outcome. With
+    ``profile_to``, py-spy samples the worker while the rate runs (``result["py_spy"]``:
+    its last line; the caller reads the stacks)."""
     assert ctx.generator is not None
     worker = setup.process(ctx, "-latency")
     worker.start()
@@ -474,6 +478,11 @@ async def latency_run(ctx: Context, setup: WorkerSetup) -> dict[str, Any]:
         cpu_before = cpu_snapshot(processes, trees)
         stages = StageRecorder(worker)
         await stages.start()
+        recorder = (
+            spy.start_recording(worker.pid, profile_to, ctx.config.native_profile)
+            if profile_to is not None
+            else None
+        )
         try:
             result.update(
                 await measure_latency(
@@ -486,6 +495,8 @@ async def latency_run(ctx: Context, setup: WorkerSetup) -> dict[str, Any]:
                 )
             )
         finally:
+            if recorder is not None:
+                result["py_spy"] = spy.stop_recording(recorder).strip().splitlines()[-1:]
             result["stages"], result["stage_timeline"] = await stages.stop()
         result["cpu_cores"] = cpu_usage(cpu_before, cpu_snapshot(processes, trees))
         result["peak_rss_mib"] = round((vm_kib(worker.pid, "VmHWM") or 0) / 1024, 1)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pstats
 import re
 import shutil
 import signal
@@ -43,7 +44,13 @@ _STRONG: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             r"worker/decision\.py",
         ),
         ("database", r"asyncpg|worker/store\.py|worker/db\.py"),
-        ("commit", r"[Cc]ommit.*aiokafka/|BatchRunner\._commit "),
+        # the group coordinator's frames (an offset commit's request, and the group's
+        # heartbeats) before the consumer's other frames, which are the fetch's
+        (
+            "commit",
+            r"[Cc]ommit.*aiokafka/|BatchRunner\._commit |aiokafka/consumer/group_coordinator\.py|"
+            r"worker/commits\.py",
+        ),
         ("produce", r"aiokafka/producer/|worker/kafka\.py"),
         ("fetch", r"aiokafka/consumer/|to_raw \(|Pipeline\._start |Pipeline\._fetch "),
     )
@@ -155,12 +162,18 @@ def breakdown(
 
 def render(result: dict[str, Any]) -> str:
     buckets = result["buckets"]
+    per_batch = "us_per_batch" in result  # a rate phase's profile (bench/versus.py)
     rows: list[list[object]] = [
-        [name, v["us_per_event"], round(v["share"] * 100, 1), v["cpu_seconds"]]
+        [name, v["us_per_event"], *([v["us_per_batch"]] if per_batch else []),
+         round(v["share"] * 100, 1), v["cpu_seconds"]]
         for name, v in sorted(buckets.items(), key=lambda kv: -kv[1]["share"])
-    ]
-    rows.append(["total (on CPU)", result["us_per_event"], 100.0, result["cpu_seconds"]])
-    out = [table(["bucket", "µs/event", "% of CPU", "CPU s"], rows), ""]
+    ]  # fmt: skip
+    rows.append(
+        ["total (on CPU)", result["us_per_event"],
+         *([result["us_per_batch"]] if per_batch else []), 100.0, result["cpu_seconds"]]
+    )  # fmt: skip
+    header = ["bucket", "µs/event", *(["µs/batch"] if per_batch else []), "% of CPU", "CPU s"]
+    out = [table(header, rows), ""]
     out.append("hottest functions, self time (innermost frame):")
     out.append(
         table(
@@ -195,6 +208,22 @@ def render(result: dict[str, Any]) -> str:
         )
     )
     return "\n".join(out)
+
+
+def calls(path: Path, batches: int, top: int = 40) -> list[dict[str, Any]]:
+    """From a cProfile dump (bench.patched_worker ``BENCH_CALLS_TO``): the functions
+    called most often, with their calls per batch (start-up's calls included: a few
+    thousand, against a rate phase's hundreds of thousands)."""
+    stats = pstats.Stats(str(path))
+    counted = [
+        (f"{Path(file).name}:{line}:{name}" if line else name, primitive)
+        for (file, line, name), (primitive, *_) in stats.stats.items()  # type: ignore[attr-defined]
+    ]
+    counted.sort(key=lambda fc: -fc[1])
+    return [
+        {"function": function, "calls": n, "per_batch": round(n / batches, 2)}
+        for function, n in counted[:top]
+    ]
 
 
 # ---- recording

@@ -83,7 +83,11 @@ class WorkerProcess:
         return env
 
     def command(self) -> list[str]:
-        if self.consumer_overrides or self.extra_env.get("BENCH_HISTORY_OFF") == "1":
+        if (
+            self.consumer_overrides
+            or self.extra_env.get("BENCH_HISTORY_OFF") == "1"
+            or self.extra_env.get("BENCH_CALLS_TO")
+        ):
             return [sys.executable, "-m", "bench.patched_worker"]
         return [sys.executable, "-m", "worker", "run"]
 

@@ -28,6 +28,17 @@ floor (its databases are migrated by this checkout: the two must share migration
 BENCH_WORKER_ENV (JSON, e.g. '{"OCITAG_FETCH_MIN_BYTES": "32768"}') and BENCH_CONSUMER_OVERRIDES
 (JSON keyword arguments for the consumer, e.g. '{"fetch_min_bytes": 4096}', through
 bench.patched_worker) go to the project's worker only: a what-if against the before.
+BENCH_PROFILE=1: py-spy samples the project's worker during its rate phase (the buckets
+of bench/profile.py, per event and per batch: where a small batch's CPU goes);
+BENCH_CALLS=1: the project's worker runs its rate phase under cProfile (bench.patched_worker)
+for the functions called most per batch: counts, not times (it slows the worker down).
+BENCH_FLOOR_PROJECT=<checkout>: the project's worker from that checkout rather than this
+one (so that this one can change while an A/B runs). BENCH_FLOOR_SIZES=none runs the
+rate phase alone. BENCH_FLOOR_TOGETHER=1 (with
+BENCH_FLOOR_BASELINE): the before's and the project's rate phases run at the same time,
+each at BENCH_RATE on its own topics and database (the floor after them, alone): a
+paired A/B of the worker's own CPU per event on a machine whose other load comes and
+goes (their services' CPU is then shared, and not told apart).
 
 The worker runs first in every pair. Read every figure with the ``other`` CPU of its
 phase (someone else's work on the machine). Results: a table (floor, project,
@@ -41,7 +52,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,6 +60,7 @@ from typing import Any
 import asyncpg
 
 from bench import floor, pipeline
+from bench import profile as spy
 from bench.history import database_bytes, late_pace
 from bench.report import ratio, table
 from bench.runner import Topics, WorkerProcess, read_outcomes
@@ -88,6 +100,14 @@ class VersusConfig:
     #: the project's worker only: extra settings, and its consumer's keyword arguments
     project_env: dict[str, str] = field(default_factory=dict)
     project_consumer: dict[str, Any] = field(default_factory=dict)
+    #: py-spy on the project's worker during its rate phase
+    profile: bool = False
+    #: cProfile's call counts of the project's worker during its rate phase
+    calls: bool = False
+    #: the before's and the project's rate phases at the same time (a paired A/B)
+    together: bool = False
+    #: the checkout whose worker is the project's (None: this one)
+    project_checkout: Path | None = None
 
     @property
     def systems(self) -> tuple[str, ...]:
@@ -95,10 +115,12 @@ class VersusConfig:
 
     @classmethod
     def from_env(cls) -> VersusConfig:
-        raw = os.environ.get("BENCH_FLOOR_SIZES", "")
-        sizes = tuple(int(s) for s in raw.replace(" ", "").replace("_", "").split(",") if s)
+        raw = os.environ.get("BENCH_FLOOR_SIZES", "").replace(" ", "").replace("_", "")
+        sizes: tuple[int, ...] = ()  # "none": the rate phase alone
+        if raw != "none":
+            sizes = tuple(int(s) for s in raw.split(",") if s) or SIZES
         return cls(
-            sizes=sizes or SIZES,
+            sizes=sizes,
             rate=env_float("BENCH_RATE", 2_000.0),
             latency_seconds=env_float(
                 "BENCH_FLOOR_LATENCY_SECONDS", env_float("BENCH_LATENCY_SECONDS", 60.0)
@@ -110,6 +132,12 @@ class VersusConfig:
             else None,
             project_env=json.loads(os.environ.get("BENCH_WORKER_ENV") or "{}"),
             project_consumer=json.loads(os.environ.get("BENCH_CONSUMER_OVERRIDES") or "{}"),
+            profile=os.environ.get("BENCH_PROFILE") == "1",
+            calls=os.environ.get("BENCH_CALLS") == "1",
+            together=os.environ.get("BENCH_FLOOR_TOGETHER") == "1",
+            project_checkout=Path(os.environ["BENCH_FLOOR_PROJECT"])
+            if os.environ.get("BENCH_FLOOR_PROJECT")
+            else None,
         )
 
 
@@ -165,9 +193,13 @@ class ProjectSetup(pipeline.WorkerSetup):
 
     env: Mapping[str, str] = field(default_factory=dict)
     consumer: Mapping[str, Any] = field(default_factory=dict)
+    checkout: Path | None = None
 
     def process(self, ctx: pipeline.Context, suffix: str = "") -> WorkerProcess:
         worker = super().process(ctx, suffix)
+        if self.checkout is not None:
+            worker.checkout = self.checkout
+            worker.extra_env = {**worker.extra_env, "PYTHONDONTWRITEBYTECODE": "1"}
         worker.extra_env = {**worker.extra_env, **self.env}
         worker.consumer_overrides = {**worker.consumer_overrides, **self.consumer}
         return worker
@@ -184,7 +216,14 @@ async def _setup(
     if system == "project":
         url = await ctx.new_database(label)
         return ProjectSetup(
-            label, "warning", url, topics, group, config.project_env, config.project_consumer
+            label,
+            "warning",
+            url,
+            topics,
+            group,
+            config.project_env,
+            config.project_consumer,
+            config.project_checkout,
         )
     if system == "before":
         if baseline is None:
@@ -278,15 +317,61 @@ async def fresh_latency(config: VersusConfig, services: Services, system: str) -
         pipeline.say(
             f"fresh store, {system}: {config.rate:,.0f} events/s for {config.latency_seconds:g} s"
         )
-        result = await pipeline.latency_run(ctx, setup)
+        profile_to = None
+        if config.profile and system == "project":
+            profile_to = config.results_dir / "profile-rate-latest.txt"
+            profile_to.parent.mkdir(parents=True, exist_ok=True)
+        calls_to = config.results_dir / "calls-rate-latest.pstats"
+        if config.calls and isinstance(setup, ProjectSetup):
+            calls_to.parent.mkdir(parents=True, exist_ok=True)
+            calls_to.unlink(missing_ok=True)
+            setup = replace(setup, env={**setup.env, "BENCH_CALLS_TO": str(calls_to)})
+        result = await pipeline.latency_run(ctx, setup, profile_to)
     finally:
         await pipeline.clean_up(ctx)
     # the worker's batches at the rate (its apply stage's count; the floor has none)
-    batches = (result.get("stages") or {}).get("apply", {}).get("batches")
+    stages = result.get("stages") or {}
+    batches = stages.get("apply", {}).get("batches")
     result["events_per_batch"] = round(result["sent"] / batches, 1) if batches else None
+    commits = stages.get("commit", {}).get("batches")
+    result["commits_per_batch"] = round(commits / batches, 3) if batches and commits else None
+    if profile_to is not None:
+        result["profile"] = rate_profile(profile_to, result["sent"], batches)
+    if config.calls and system == "project" and batches and calls_to.exists():
+        result["calls"] = {"batches": batches, "top": spy.calls(calls_to, batches)}
     for key in ("cdf_ms", "timeline", "stage_timeline", "stages"):
         result.pop(key, None)
     return result
+
+
+async def latencies(config: VersusConfig, services: Services) -> dict[str, Any]:
+    """Each system's rate phase, one after another (the before's and the project's at
+    the same time when ``together``)."""
+    if not (config.together and "before" in config.systems):
+        return {s: await fresh_latency(config, services, s) for s in config.systems}
+    before, project = await asyncio.gather(
+        fresh_latency(config, services, "before"), fresh_latency(config, services, "project")
+    )
+    return {
+        "before": before,
+        "project": project,
+        "floor": await fresh_latency(config, services, "floor"),
+    }
+
+
+def rate_profile(path: Path, events: int, batches: int | None) -> dict[str, Any]:
+    """bench/profile.py's breakdown of the rate phase's samples, with each bucket's CPU
+    per batch beside its CPU per event (at low rates the batch is the unit of cost)."""
+    with path.open() as lines:
+        found = spy.breakdown(spy.parse(lines), events)
+    if batches:
+        found["batches"] = batches
+        found["us_per_batch"] = round(found["cpu_seconds"] / batches * 1e6)
+        for bucket in found["buckets"].values():
+            bucket["us_per_batch"] = round(bucket["cpu_seconds"] / batches * 1e6)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    (path.parent / f"profile-rate-{stamp}.txt").write_text(path.read_text())
+    return found
 
 
 async def run(config: VersusConfig, services: Services) -> dict[str, Any]:
@@ -298,6 +383,7 @@ async def run(config: VersusConfig, services: Services) -> dict[str, Any]:
             "sizes": list(config.sizes),
             "results_dir": str(config.results_dir),
             "baseline": str(config.baseline) if config.baseline else None,
+            "project_checkout": str(config.project_checkout) if config.project_checkout else None,
         },
         "machine": machine(),
         "code": code_version(),
@@ -306,7 +392,7 @@ async def run(config: VersusConfig, services: Services) -> dict[str, Any]:
     for size in config.sizes:
         results["sizes"].append(await one_size(config, services, size))
     if config.latency_seconds > 0:
-        results["latency"] = {s: await fresh_latency(config, services, s) for s in config.systems}
+        results["latency"] = await latencies(config, services)
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     results["table"] = rows(results)
     return results
@@ -359,6 +445,11 @@ def _latency_rows(latency: dict[str, Any], rate: float) -> list[tuple[str, dict[
             "CPU µs/event, PostgreSQL": _us(cpu.get("postgres"), achieved),
             "CPU other, cores": cpu.get("other"),
             "events per batch": lat.get("events_per_batch"),
+            "offset commits per batch": lat.get("commits_per_batch"),
+            "CPU µs/batch, the process": round(us * per_batch)
+            if (us := _us(cpu.get("worker"), achieved))
+            and (per_batch := lat.get("events_per_batch"))
+            else None,
         }
     return [
         (f"{rate:,.0f}/s, fresh store: {measure}", {s: per[s][measure] for s in per})
@@ -422,6 +513,25 @@ def render(results: dict[str, Any]) -> str:
             f"{lat['achieved_rate']:,}/s, sent {lat['sent']:,}, matched {lat['matched']:,}, "
             f"complete={lat['complete']}"
         )
+        if "profile" in lat:
+            per_batch = lat["profile"].get("us_per_batch")
+            lines += [
+                "",
+                f"profile of the {system} worker at the rate (py-spy, on-CPU "
+                f"samples; {per_batch} µs a batch):",
+                spy.render(lat["profile"]),
+            ]
+        if "calls" in lat:
+            found = lat["calls"]
+            lines += [
+                "",
+                f"calls per batch of the {system} worker at the rate (cProfile, "
+                f"{found['batches']:,} batches):",
+                table(
+                    ["function", "calls", "per batch"],
+                    [[c["function"], c["calls"], c["per_batch"]] for c in found["top"]],
+                ),
+            ]
     code = results.get("code", {})
     lines.append(
         f"worker code: {code.get('commit')} {code.get('subject')!r}"

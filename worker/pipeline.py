@@ -70,6 +70,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
                 settings.lifecycle.retry_backoff_max_seconds,
             ),
             on_fatal=self._set_fatal,
+            interval=settings.consumer.commit_interval_ms / 1000,
         )
         # the offset after the last record handed to a batch, per partition: where the
         # consumer must be if a fetch fails half-way (aiokafka may have moved past

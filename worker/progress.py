@@ -3,14 +3,19 @@ unprocessed one, and the lag of each assigned partition (its end offset minus th
 committed one). The lag wants the committed offsets: the group's as read on assignment
 until this worker commits its own (only for the gauge, never a floor for what it
 commits), fetched after the assignment callback, bounded, in the background (the group
-is not heartbeating while the callback runs)."""
+is not heartbeating while the callback runs).
+
+The gauges are refreshed at most every ``REFRESH_SECONDS`` (the poll loop asks after
+every poll: at low rates about once a batch, and a refresh — every in-flight record
+looked at, a labelled lag series set per partition — cost about what a small batch's
+metrics do; a scrape every 15 s or so needs nothing fresher)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
@@ -21,18 +26,32 @@ from worker.consumer import Consumer
 
 #: how long reading one partition's committed offset may take, on assignment
 COMMITTED_TIMEOUT_SECONDS = 5
+#: the gauges are at most this old (in seconds) while the poll loop runs
+REFRESH_SECONDS = 0.5
 
 
 class Progress:
     """The gauges of one consumer; ``own`` is what this worker committed itself."""
 
-    def __init__(self, consumer: Consumer, own: Mapping[TopicPartition, int]) -> None:
+    def __init__(
+        self,
+        consumer: Consumer,
+        own: Mapping[TopicPartition, int],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._consumer = consumer
         self._own = own
         self._group: dict[TopicPartition, int] = {}
         self._loading: asyncio.Task[None] | None = None
+        self._clock = clock
+        self._due = clock()
 
     def update(self, batches: Mapping[TopicPartition, Batch]) -> None:
+        """Refresh the gauges, unless they were refreshed less than REFRESH_SECONDS ago."""
+        now = self._clock()
+        if now < self._due:
+            return
+        self._due = now + REFRESH_SECONDS
         records = [r for b in batches.values() for r in b.records]
         metrics.IN_FLIGHT.set(len(records))
         oldest = min((r.timestamp_ms for r in records), default=None)

@@ -270,6 +270,14 @@ class ConsumerSettings(SettingsGroup):
     poll_timeout_ms: int = Field(
         200, ge=1, le=10_000, description="Longest wait of one poll when there is nothing to fetch"
     )
+    commit_interval_ms: int = Field(
+        100,
+        ge=0,
+        le=60_000,
+        description="Least time between the starts of two offset commits: done batches "
+        "meanwhile share the next one (fewer commit requests at low rates; a stop or "
+        "revocation does not wait for it); 0 commits as soon as a batch is done",
+    )
     session_timeout_ms: int = Field(10_000, ge=1_000, description="Consumer group session timeout")
     heartbeat_interval_ms: int = Field(
         3_000, ge=100, description="Consumer group heartbeat interval"

@@ -4,13 +4,17 @@ table's A/B columns: pure parts of bench/floor.py, bench/api_split.py and bench/
 
 from __future__ import annotations
 
+import cProfile
 import json
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiokafka.structs import ConsumerRecord
 
+from bench import profile as spy
 from bench import versus
 from bench.api_split import Split
 from bench.floor import Event, read
@@ -120,3 +124,67 @@ def test_a_baseline_checkout_gets_its_column_and_the_projects_ratio_to_it() -> N
     without["table"] = versus.rows(without)
     assert all("project_over_before" not in r for r in without["table"])
     assert "project / before" not in versus.render(without)
+
+
+def test_the_rate_phase_alone_paired_and_profiled_is_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BENCH_FLOOR_SIZES", "none")
+    monkeypatch.setenv("BENCH_FLOOR_TOGETHER", "1")
+    monkeypatch.setenv("BENCH_PROFILE", "1")
+    monkeypatch.setenv("BENCH_CALLS", "1")
+    monkeypatch.setenv("BENCH_FLOOR_PROJECT", "/tmp/other-checkout")
+    config = versus.VersusConfig.from_env()
+    assert config.sizes == ()
+    assert config.together and config.profile and config.calls
+    assert config.project_checkout == Path("/tmp/other-checkout")
+    monkeypatch.setenv("BENCH_FLOOR_SIZES", "")
+    assert versus.VersusConfig.from_env().sizes == versus.SIZES
+
+
+def test_a_rate_profile_says_each_buckets_cpu_per_batch(tmp_path: Path) -> None:
+    """py-spy's collapsed stacks of a rate phase: per event and per batch (200 Hz)."""
+    stacks = tmp_path / "profile.txt"
+    stacks.write_text(
+        "run (worker/cli.py:1);apply (worker/store.py:9);"
+        "_do_execute (asyncpg/connection.py:3) 300\n"
+        "run (worker/cli.py:1);decode (worker/decode.py:5) 100\n"
+    )
+    found = versus.rate_profile(stacks, events=1_000, batches=100)
+    assert found["us_per_batch"] == 20_000  # 2 s of samples over 100 batches
+    assert found["buckets"]["database"]["us_per_batch"] == 15_000
+    assert "µs/batch" in spy.render(found)
+
+
+def test_call_counts_per_batch_come_from_a_cprofile_dump(tmp_path: Path) -> None:
+    def per_batch() -> None:
+        time.monotonic()
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(30):
+        per_batch()
+    profiler.disable()
+    profiler.dump_stats(tmp_path / "calls.pstats")
+    found = {c["function"]: c for c in spy.calls(tmp_path / "calls.pstats", batches=10)}
+    ours = next(c for name, c in found.items() if name.endswith(":per_batch"))
+    assert ours["calls"] == 30 and ours["per_batch"] == 3.0
+
+
+def test_an_offset_commits_request_counts_as_the_commit_not_the_fetch() -> None:
+    """The group coordinator's inner frames are under aiokafka/consumer/, as the fetch's."""
+    commit = (
+        "Runner.run (asyncio/runners.py:118)",
+        "GroupCoordinator._do_commit_offsets (aiokafka/consumer/group_coordinator.py:1045)",
+        "GroupCoordinator._send_req (aiokafka/consumer/group_coordinator.py:307)",
+        "AIOKafkaConnection.send (aiokafka/conn.py:423)",
+        "StreamWriter.write (asyncio/streams.py:343)",
+    )
+    fetch = (
+        "Runner.run (asyncio/runners.py:118)",
+        "Fetcher._proc_fetch_request (aiokafka/consumer/fetcher.py:780)",
+        "AIOKafkaConnection.send (aiokafka/conn.py:423)",
+        "StreamWriter.write (asyncio/streams.py:343)",
+    )
+    assert spy.bucket_of(commit) == "commit"
+    assert spy.bucket_of(fetch) == "fetch"

@@ -21,13 +21,16 @@ P1 = TopicPartition(TOPIC, 1)
 
 
 class Setup:
-    def __init__(self, backoff_seconds: float = 0.001) -> None:
+    def __init__(self, backoff_seconds: float = 0.001, interval: float = 0.0) -> None:
         self.consumer = FakeConsumer([])
         self.consumer.add(0)
         self.consumer.add(1)
         self.fatal: list[BaseException] = []
         self.committer = Committer(
-            self.consumer, Backoff(backoff_seconds, backoff_seconds), self.fatal.append
+            self.consumer,
+            Backoff(backoff_seconds, backoff_seconds),
+            self.fatal.append,
+            interval=interval,
         )
 
 
@@ -115,3 +118,25 @@ async def test_a_committer_that_died_of_a_bug_does_not_make_flushes_wait() -> No
         setup.committer.done(P0, 1)
         assert not await asyncio.wait_for(setup.committer.flush(None, 60), 5)
         assert isinstance(task.exception(), RuntimeError)
+
+
+async def test_commits_are_spaced_and_a_flush_does_not_wait_for_the_spacing() -> None:
+    """The first done batch is committed at once; those done within the interval after
+    it share the next commit, which a flush (revocation, shutdown) does not wait for."""
+    setup = Setup(interval=30.0)
+    async with running(setup):
+        setup.committer.done(P0, 1)
+        async with asyncio.timeout(5):
+            while setup.consumer.commits != {P0: 1}:
+                await asyncio.sleep(0.002)
+        setup.committer.done(P0, 2)
+        setup.committer.done(P1, 4)
+        await asyncio.sleep(0.05)
+        assert setup.consumer.commit_calls == 1  # spaced: nothing sent yet
+        assert await asyncio.wait_for(setup.committer.flush(None, 5), 2)
+        assert setup.consumer.commits == {P0: 2, P1: 4}
+        assert setup.consumer.commit_calls == 2  # one request for both
+        # the flush's hurry does not outlive it: the next batch waits its turn again
+        setup.committer.done(P0, 3)
+        await asyncio.sleep(0.05)
+        assert setup.consumer.commits[P0] == 2
