@@ -11,10 +11,10 @@ PYTEST_ARGS ?=
 
 # The one rule for services (tests/helpers/services.py applies the same): when both
 # KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL are set, those servers; otherwise the local
-# stack. START_STACK only starts it (the tests find it themselves, as the local stack
-# they may stop and start); WITH_SERVICES also exports its variables to the command.
+# stack (make test tells tools/test-parts which, and it starts the stack: the tests find
+# it themselves, as the local stack they may stop and start); WITH_SERVICES starts it and
+# exports its variables to the command.
 NEED_STACK = [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ] || [ -z "$${DATABASE_URL:-}" ]
-START_STACK = if $(NEED_STACK); then $(STACK) up >&2; fi;
 WITH_SERVICES = if $(NEED_STACK); then $(STACK) up >&2 && eval "$$($(STACK) env)"; fi;
 
 .PHONY: install services run migrate test test-unit lint docs format fuzz faults faults-long faults-replicated bench bench-floor bench-store bench-store-ab bench-decode bench-outcomes bench-drainpath bench-retention bench-reconcile bench-ingest bench-api bench-tracing bench-state bench-history bench-history-ab bench-history-bytes bench-history-queries bench-watch bench-fanout schemas check-schemas down clean check-deploy
@@ -52,11 +52,14 @@ format: install
 	$(BIN)/ruff format worker tests bench examples tools/docs_links.py tools/trace_svg.py
 	$(BIN)/ruff check --fix worker tests bench examples tools/docs_links.py tools/trace_svg.py
 
-# The whole suite on real services: the local stack is started here (the fixtures would
-# start it too) so that its start-up shows in the log before the tests.
-test: install lint docs check-schemas check-deploy
-	@$(STACK) tools --clients >/dev/null
-	@$(START_STACK) $(BIN)/pytest $(PYTEST_ARGS)
+# Lint, the documentation site, the schema and deployment checks and the whole suite on
+# real services, in three parts at once (tools/test-parts says how; docs/development.md
+# how long): the suite (tests/unit, tests/integration) on the local stack, started here so
+# that its start-up shows in the log before the tests; the fault scenarios on a local
+# stack of their own; the checks. With given servers the suite part runs all of tests/.
+test: install
+	@if $(NEED_STACK); then services=local; else services=given; fi; \
+		OCITAG_TEST_SERVICES=$$services tools/test-parts $(PYTEST_ARGS)
 
 test-unit: install
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
@@ -84,6 +87,7 @@ schemas: install
 
 down:
 	$(STACK) down
+	tools/test-parts --faults-stack $(STACK) down
 	OCITAG_STACK_DIR=$${OCITAG_REPLICATED_STACK_DIR:-.cache/stack-replicated} \
 		OCITAG_KAFKA_PORT=$${OCITAG_REPLICATED_KAFKA_PORT:-19192} \
 		OCITAG_PG_PORT=$${OCITAG_REPLICATED_PG_PORT:-15442} $(STACK) down
