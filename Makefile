@@ -52,12 +52,12 @@ format: install
 	$(BIN)/ruff format worker tests bench examples tools/docs_links.py tools/trace_svg.py
 	$(BIN)/ruff check --fix worker tests bench examples tools/docs_links.py tools/trace_svg.py
 
-# Lint, the documentation site, the schema and deployment checks and the whole suite on
-# real services, in three parts at once (tools/test-parts says how; docs/development.md
-# how long): the suite (tests/unit, tests/integration) on the local stack, started here so
-# that its start-up shows in the log before the tests; the fault scenarios on a local
-# stack of their own; the checks. With given servers the suite part runs all of tests/.
-test: install
+# .venv, lint, the documentation site, the schema and deployment checks and the whole
+# suite on real services, in parts at once (tools/test-parts says which and how;
+# docs/development.md how long): tests/unit and tests/integration on the local stack
+# (started first, so that its start-up shows in the log before the tests), the fault
+# scenarios on a local stack of their own. With given servers one part runs all of tests/.
+test:
 	@if $(NEED_STACK); then services=local; else services=given; fi; \
 		OCITAG_TEST_SERVICES=$$services tools/test-parts $(PYTEST_ARGS)
 
