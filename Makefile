@@ -53,10 +53,9 @@ format: install
 	$(BIN)/ruff check --fix worker tests bench examples tools/docs_links.py tools/trace_svg.py
 
 # .venv, lint, the documentation site, the schema and deployment checks and the whole
-# suite on real services, in parts at once (tools/test-parts says which and how;
-# docs/development.md how long): tests/unit and tests/integration on the local stack
-# (started first, so that its start-up shows in the log before the tests), the fault
-# scenarios on a local stack of their own. With given servers one part runs all of tests/.
+# suite on real services, in parts (tools/test-parts says which and how;
+# docs/development.md how long): the checks, the local stack's start and the unit and
+# integration tests at the same time, then the fault scenarios alone.
 test:
 	@if $(NEED_STACK); then services=local; else services=given; fi; \
 		OCITAG_TEST_SERVICES=$$services tools/test-parts $(PYTEST_ARGS)
@@ -87,7 +86,6 @@ schemas: install
 
 down:
 	$(STACK) down
-	tools/test-parts --faults-stack $(STACK) down
 	OCITAG_STACK_DIR=$${OCITAG_REPLICATED_STACK_DIR:-.cache/stack-replicated} \
 		OCITAG_KAFKA_PORT=$${OCITAG_REPLICATED_KAFKA_PORT:-19192} \
 		OCITAG_PG_PORT=$${OCITAG_REPLICATED_PG_PORT:-15442} $(STACK) down
