@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer
 
 from worker.db import classify_db_error
 from worker.errors import FatalError
-from worker.kafka import client_options, require_topics
+from worker.kafka import client_options, require_topics, start_whole
 from worker.settings import Settings
 
 
@@ -95,7 +95,7 @@ async def read_outcomes(settings: Settings) -> list[bytes]:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    await consumer.start()
+    await start_whole(consumer.start, consumer.stop)
     try:
         # without a group every partition is assigned, once the metadata has come
         for _ in range(300):  # at most 30 s

@@ -13,7 +13,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from worker.encode import Mode, build_event, to_record
-from worker.kafka import client_options, require_topics
+from worker.kafka import client_options, require_topics, start_whole
 from worker.settings import Settings
 
 
@@ -58,7 +58,7 @@ async def publish(
     await require_topics(settings, ["input_topic"])
     producer = AIOKafkaProducer(**client_options(settings), acks="all", enable_idempotence=True)
     try:
-        await producer.start()
+        await start_whole(producer.start, producer.stop)
         futures = []
         for event in events:
             key, value, headers = to_record(event, mode)

@@ -216,7 +216,7 @@ class InputSink:
         )
         try:
             await producer.start()
-        except BaseException:
+        except Exception:  # a failed start (a cancelled one is closed by start_whole)
             with contextlib.suppress(Exception):
                 await producer.stop()
             raise

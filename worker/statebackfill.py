@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaProducer
 from worker.db import Connection, classify_db_error
 from worker.decision import TagRecord
 from worker.errors import Cause
-from worker.kafka import new_producer
+from worker.kafka import new_producer, start_whole
 from worker.retry import Backoff, retrying
 from worker.settings import Settings
 from worker.startup import create_pool
@@ -82,7 +82,7 @@ async def backfill(settings: Settings) -> Backfilled:
         settings, "state backfill", give_up_after=settings.lifecycle.startup_timeout_seconds
     )
     producer = new_producer(settings)
-    await producer.start()
+    await start_whole(producer.start, producer.stop)
     produced = 0
     try:
         async with pool.acquire() as conn:

@@ -53,7 +53,7 @@ from worker.db import Connection, classify_db_error
 from worker.decision import TagRecord
 from worker.errors import Cause
 from worker.history import Entry, stored_columns
-from worker.kafka import new_producer
+from worker.kafka import new_producer, start_whole
 from worker.retry import Backoff, retrying
 from worker.settings import Settings
 from worker.startup import create_pool
@@ -369,7 +369,7 @@ async def _republish(settings: Settings, restored: list[Repair]) -> None:
     be a stale row republished by a redelivery (``last_records``); now it is the row.
     For readers it is a duplicate at worst (docs/subscribers.md)."""
     producer = new_producer(settings)
-    await producer.start()
+    await start_whole(producer.start, producer.stop)
     try:
         sent = []
         for repair in restored:

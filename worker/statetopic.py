@@ -11,7 +11,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from worker.errors import FatalError
-from worker.kafka import client_options, ensure_topics, partition_count, topic_config
+from worker.kafka import client_options, ensure_topics, partition_count, start_whole, topic_config
 from worker.settings import Settings
 from worker.state import TopicRecord
 
@@ -80,7 +80,7 @@ async def read_state_topic(settings: Settings) -> list[TopicRecord]:
         isolation_level="read_committed",
         client_id="ocitag-worker-state-verify",
     )
-    await consumer.start()
+    await start_whole(consumer.start, consumer.stop)
     try:
         partitions = [TopicPartition(topic, p) for p in range(count)]
         consumer.assign(partitions)

@@ -12,7 +12,7 @@ from typing import Any, TextIO
 import structlog
 from aiokafka import AIOKafkaConsumer
 
-from worker.kafka import client_options, require_topics
+from worker.kafka import client_options, require_topics, start_whole
 from worker.settings import Settings
 
 log = structlog.get_logger("worker.watch")
@@ -72,7 +72,7 @@ async def watch(
     )
     printed = 0
     try:
-        await consumer.start()
+        await start_whole(consumer.start, consumer.stop)
         # where each partition starts, resolved now: what is sent after this line shows
         for partition in consumer.assignment():
             await consumer.position(partition)

@@ -70,9 +70,10 @@ async def _fresh(make: Callable[[], C]) -> C:
     consumer = make()
     try:
         await start_whole(consumer.start, consumer.stop)
-    except BaseException:
-        # bounded: a client stopped while its start was being cancelled (shutdown during
-        # a retry) can wait for ever, and would hold the api's shutdown with it
+    except Exception:
+        # a start that failed (a cancelled one was closed by start_whole already);
+        # bounded: a client whose start was cut short can wait for ever in stop(), and
+        # would hold the api's shutdown with it
         with contextlib.suppress(Exception):
             await asyncio.wait_for(consumer.stop(), STOP_CONSUMER_SECONDS)
         raise

@@ -3,6 +3,8 @@ PostgreSQL and Kafka are there."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.helpers.metrics import expected_families, scrape_families
@@ -78,3 +80,44 @@ async def test_a_listener_that_failed_to_start_is_replaced_not_restarted(
     assert len(made) == 2 and made[0].stopped and not made[1].stopped
     listener: object = process._listener
     assert listener is made[1] and process.backends.publish is not None
+
+
+class _Counted:
+    """A consumer whose start fails, hangs or succeeds, counting its stops."""
+
+    def __init__(self, start: str) -> None:
+        self.stops = 0
+        self.started = asyncio.Event()
+        self._start = start
+
+    async def start(self) -> None:
+        self.started.set()
+        if self._start == "fails":
+            raise LookupError("topic t.outcomes has no partitions yet")
+        if self._start == "hangs":
+            await asyncio.sleep(0.05)  # the bootstrap's answer, awaited when cancelled
+
+    async def stop(self) -> None:
+        self.stops += 1
+
+
+@pytest.mark.parametrize(
+    ("start", "cancelled", "stops"),
+    [
+        ("fails", False, 1),  # a failed start is stopped by _fresh
+        ("hangs", True, 1),  # a cancelled one by start_whole, and by nothing else
+        ("works", False, 0),
+    ],
+)
+async def test_a_fresh_consumer_is_stopped_once_when_its_start_does_not_end_well(
+    start: str, cancelled: bool, stops: int
+) -> None:
+    consumer = _Counted(start)
+    task = asyncio.create_task(api_app._fresh(lambda: consumer))
+    await consumer.started.wait()
+    if cancelled:
+        task.cancel()
+    outcome = (await asyncio.gather(task, return_exceptions=True))[0]
+    expected = {"fails": LookupError, "hangs": asyncio.CancelledError, "works": _Counted}
+    assert isinstance(outcome, expected[start])
+    assert consumer.stops == stops
