@@ -55,7 +55,8 @@ format: install
 # .venv, lint, the documentation site, the schema and deployment checks and the whole
 # suite on real services, in parts (tools/test-parts says which and how;
 # docs/development.md how long): the checks, the local stack's start and the unit and
-# integration tests at the same time, then the fault scenarios alone.
+# integration tests at the same time, then the fault scenarios alone (about 12-14 min on
+# a clean clone on 2 cores, 15.7 min one after the other).
 test:
 	@if $(NEED_STACK); then services=local; else services=given; fi; \
 		OCITAG_TEST_SERVICES=$$services tools/test-parts $(PYTEST_ARGS)
