@@ -95,8 +95,8 @@ async def read_outcomes(settings: Settings) -> list[bytes]:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    await start_whole(consumer.start, consumer.stop)
     try:
+        await start_whole(consumer.start, consumer.stop)
         # without a group every partition is assigned, once the metadata has come
         for _ in range(300):  # at most 30 s
             if consumer.assignment():

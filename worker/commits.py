@@ -71,6 +71,7 @@ class Committer:
         self._on_fatal = on_fatal
         self._timeout = timeout
         self._interval = interval
+        self._flushing = 0  # flushes in progress (a revocation's and the shutdown's)
         self._pending: dict[TopicPartition, int] = {}
         #: the last offset this worker committed per partition
         self.committed: dict[TopicPartition, int] = {}
@@ -130,6 +131,7 @@ class Committer:
         nothing of theirs is pending any more."""
         deadline = time.monotonic() + within
         self._leaving = set(self._pending if partitions is None else partitions)
+        self._flushing += 1
         try:
             while True:
                 waiting = [tp for tp in self._pending if partitions is None or tp in partitions]
@@ -150,7 +152,9 @@ class Committer:
                     await asyncio.wait_for(round_done.wait(), left)
         finally:
             self._leaving = set()
-            self._hurry.clear()
+            self._flushing -= 1
+            if not self._flushing:  # another flush still waiting keeps the hurry
+                self._hurry.clear()
 
     def _end_round(self) -> None:
         self._round.set()

@@ -82,9 +82,9 @@ async def backfill(settings: Settings) -> Backfilled:
         settings, "state backfill", give_up_after=settings.lifecycle.startup_timeout_seconds
     )
     producer = new_producer(settings)
-    await start_whole(producer.start, producer.stop)
     produced = 0
     try:
+        await start_whole(producer.start, producer.stop)
         async with pool.acquire() as conn:
             live = [(r["repository"], r["tag"]) for r in await conn.fetch(_LIVE_KEYS)]
             todo = missing(held, live)

@@ -369,8 +369,8 @@ async def _republish(settings: Settings, restored: list[Repair]) -> None:
     be a stale row republished by a redelivery (``last_records``); now it is the row.
     For readers it is a duplicate at worst (docs/subscribers.md)."""
     producer = new_producer(settings)
-    await start_whole(producer.start, producer.stop)
     try:
+        await start_whole(producer.start, producer.stop)
         sent = []
         for repair in restored:
             assert repair.record is not None

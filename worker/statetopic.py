@@ -80,8 +80,8 @@ async def read_state_topic(settings: Settings) -> list[TopicRecord]:
         isolation_level="read_committed",
         client_id="ocitag-worker-state-verify",
     )
-    await start_whole(consumer.start, consumer.stop)
     try:
+        await start_whole(consumer.start, consumer.stop)
         partitions = [TopicPartition(topic, p) for p in range(count)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)

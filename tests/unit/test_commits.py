@@ -140,3 +140,22 @@ async def test_commits_are_spaced_and_a_flush_does_not_wait_for_the_spacing() ->
         setup.committer.done(P0, 3)
         await asyncio.sleep(0.05)
         assert setup.consumer.commits[P0] == 2
+
+
+async def test_a_flush_that_ends_keeps_the_hurry_of_another_still_waiting() -> None:
+    """A revocation's flush and the shutdown's overlap: the first to end does not make the
+    other wait out the spacing (30 s here, against a bound of 2 s)."""
+    setup = Setup(interval=30.0)
+    async with running(setup):
+        setup.committer.done(P0, 1)
+        async with asyncio.timeout(5):
+            while setup.consumer.commits != {P0: 1}:
+                await asyncio.sleep(0.002)
+        setup.committer.done(P1, 4)
+        # P0 has nothing pending: this flush ends at once, while the other still waits
+        other = asyncio.create_task(setup.committer.flush([P1], 5))
+        await asyncio.sleep(0)
+        assert await setup.committer.flush([P0], 5)
+        setup.committer.done(P1, 5)  # done meanwhile: the waiting flush wants it too
+        assert await asyncio.wait_for(other, 2)
+        assert setup.consumer.commits[P1] == 5
