@@ -125,10 +125,7 @@ async def test_commits_are_spaced_and_a_flush_does_not_wait_for_the_spacing() ->
     it share the next commit, which a flush (revocation, shutdown) does not wait for."""
     setup = Setup(interval=30.0)
     async with running(setup):
-        setup.committer.done(P0, 1)
-        async with asyncio.timeout(5):
-            while setup.consumer.commits != {P0: 1}:
-                await asyncio.sleep(0.002)
+        await _first_commit(setup)
         setup.committer.done(P0, 2)
         setup.committer.done(P1, 4)
         await asyncio.sleep(0.05)
@@ -147,10 +144,7 @@ async def test_a_flush_that_ends_keeps_the_hurry_of_another_still_waiting() -> N
     other wait out the spacing (30 s here, against a bound of 2 s)."""
     setup = Setup(interval=30.0)
     async with running(setup):
-        setup.committer.done(P0, 1)
-        async with asyncio.timeout(5):
-            while setup.consumer.commits != {P0: 1}:
-                await asyncio.sleep(0.002)
+        await _first_commit(setup)
         setup.committer.done(P1, 4)
         # P0 has nothing pending: this flush ends at once, while the other still waits
         other = asyncio.create_task(setup.committer.flush([P1], 5))
@@ -159,3 +153,11 @@ async def test_a_flush_that_ends_keeps_the_hurry_of_another_still_waiting() -> N
         setup.committer.done(P1, 5)  # done meanwhile: the waiting flush wants it too
         assert await asyncio.wait_for(other, 2)
         assert setup.consumer.commits[P1] == 5
+
+
+async def _first_commit(setup: Setup) -> None:
+    """P0's offset 1 done and committed at once (the first commit waits no spacing)."""
+    setup.committer.done(P0, 1)
+    async with asyncio.timeout(5):
+        while setup.consumer.commits != {P0: 1}:
+            await asyncio.sleep(0.002)
