@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -38,6 +39,7 @@ from typing import Any
 
 import aiohttp
 
+from bench import api_stages
 from bench.api_split import Split
 from bench.grants import check_seconds, grants_document
 from bench.report import percentile, table
@@ -54,6 +56,7 @@ from bench.services import (
     delete_topics,
     discover,
     drop_databases,
+    env_flag,
     env_float,
     env_int,
     free_port,
@@ -110,6 +113,8 @@ class ApiProcess:
         extra_env: Mapping[str, str] | None = None,
         *,
         grants: bool = True,
+        stages_to: Path | None = None,
+        checkout: Path | None = None,
     ) -> None:
         self.port = free_port()
         self.probe_port = free_port()
@@ -127,17 +132,25 @@ class ApiProcess:
         }
         if not grants:  # every caller may read everything: the watch's joined-once fan-out
             del self._env["OCITAG_API_GRANTS"]
+        #: stages of every write noted (bench/api_stages.py) and written there at exit
+        self.stages_to = stages_to
+        if stages_to is not None:
+            self._env["BENCH_API_STAGES_TO"] = str(stages_to)
+        #: the checkout whose ``worker`` package runs (``python -m`` imports from its
+        #: working directory first); None: this one
+        self.checkout = checkout
         self._log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        command = ["bench.api_stages"] if self.stages_to is not None else ["worker", "api"]
         with self._log_path.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "worker", "api"],
+                [sys.executable, "-m", *command],
                 env=self._env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                cwd=REPO,
+                cwd=self.checkout or REPO,
             )
 
     async def wait_ready(self, within: float = 60) -> None:
@@ -231,8 +244,10 @@ async def open_loop(
     rate: float,
     seconds: float,
     split: Split | None = None,
+    load: Load | None = None,
 ) -> dict[str, Any]:
-    load = Load(base, tags)
+    """``load``: where the PUTs are kept (a new one if None)."""
+    load = load or Load(base, tags)
     if split is not None:
         await split.start()
     slots = asyncio.Semaphore(clients)
@@ -317,17 +332,33 @@ async def run(services: Services) -> dict[str, Any]:
     worker = WorkerProcess(
         services.kafka, database_url, topics, f"{name}-group", "warning", logs / "api-worker.log"
     )
-    api = ApiProcess(worker, logs / "api-api.log")
+    stages_to = logs / "api-stages.jsonl" if env_flag("BENCH_API_STAGES") else None
+    if stages_to is not None:
+        stages_to.unlink(missing_ok=True)
+    api = ApiProcess(worker, logs / "api-api.log", stages_to=stages_to)
+    checkout = os.environ.get("BENCH_API_BASELINE")
+    baseline = (
+        ApiProcess(worker, logs / "api-baseline.log", checkout=Path(checkout)) if checkout else None
+    )
+    load = Load(f"http://127.0.0.1:{api.port}", tags)
+    lag = api_stages.LoopLag()
+    split: Split | None = None
+    ab: dict[str, Any] | None = None
     try:
         worker.start()
         await worker.wait_assigned(6, within=90)
-        api.start()
-        await api.wait_ready()
+        for each in (api, baseline):
+            if each is not None:
+                each.start()
+                await each.wait_ready()
         base = f"http://127.0.0.1:{api.port}"
-        connector = aiohttp.TCPConnector(limit=clients)
+        connector = aiohttp.TCPConnector(limit=clients * 2)
         headers = {"Authorization": f"Bearer {TOKEN}"}
         async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
             await closed_loop(session, base, clients, 300, tags)  # warm-up, not reported
+            if baseline is not None:
+                other = f"http://127.0.0.1:{baseline.port}"
+                await closed_loop(session, other, clients, 300, tags)
             assert api.proc is not None
             pids = {"worker": worker.pid, "api": api.proc.pid, "bench": os.getpid()}
             procs = Processes(worker, api, pids, service_pids(services))
@@ -335,18 +366,36 @@ async def run(services: Services) -> dict[str, Any]:
                 "closed loop", closed_loop(session, base, clients, total, tags), session, procs
             )
             split = Split(services.kafka, topics.input, topics.outcomes, 6)
+            if stages_to is not None:
+                lag.start()
             opened = await phase(
                 "open loop",
-                open_loop(session, base, clients, tags, rate=rate, seconds=seconds, split=split),
+                open_loop(
+                    session, base, clients, tags, rate=rate, seconds=seconds, split=split, load=load
+                ),
                 session,
                 procs,
             )
+            lag.stop()
+            if baseline is not None:
+                sides = {"this": api, "baseline": baseline}
+                ab = await versus(
+                    session, sides, services.kafka, topics, clients=clients, tags=tags
+                )
     finally:
+        if baseline is not None:
+            baseline.stop()
         api.stop()
         worker.stop()
         await delete_topics(services.kafka, [topics.input, topics.outcomes, topics.dlq])
         await drop_databases(services.database_url, [name])
     doors = doors_share(closed, check_seconds())
+    if stages_to is not None and split is not None:  # read once the api wrote them (at exit)
+        stages = api_stages.read(stages_to)
+        opened["stages"] = api_stages.segments(stages, load.puts, split.created, split.answered)
+        sent = [sent_at for _, _, sent_at in load.puts]
+        opened["api_gc"] = api_stages.collections(stages, min(sent), max(sent) + 1)
+        opened["bench_loop_lag"] = lag.summary()
     return {
         "benchmark": "api",
         "doors": doors,
@@ -359,6 +408,7 @@ async def run(services: Services) -> dict[str, Any]:
         },
         "closed_loop": closed,
         "open_loop": opened,
+        "versus_baseline": ab,
         "goal": {
             "p99_ms_below": 100,
             "at_puts_per_second": 200,
@@ -375,6 +425,60 @@ async def run(services: Services) -> dict[str, Any]:
         "machine": machine(),
         "services": services.origin,
     }
+
+
+async def versus(
+    session: aiohttp.ClientSession,
+    sides: Mapping[str, ApiProcess],
+    kafka: str,
+    topics: Topics,
+    *,
+    clients: int,
+    tags: int,
+) -> dict[str, Any]:
+    """This api against another checkout's (BENCH_API_BASELINE), beside the same worker:
+    BENCH_API_AB_ROUNDS (3) rounds of one open loop on each, the order swapped each round
+    (the machine's drift falls on both); the medians of each side's figures, and this
+    side's over the baseline's."""
+    rounds = env_int("BENCH_API_AB_ROUNDS", 3)
+    rate = env_float("BENCH_API_RATE", 200.0)
+    seconds = env_float("BENCH_API_SECONDS", 15.0)
+    names = list(sides)
+    runs: list[dict[str, Any]] = []
+    for number in range(rounds):
+        for name in names if number % 2 == 0 else names[::-1]:
+            print(f"[bench-api] versus: round {number + 1}, {name} …", file=sys.stderr)
+            split = Split(kafka, topics.input, topics.outcomes, 6)
+            base = f"http://127.0.0.1:{sides[name].port}"
+            found = await open_loop(
+                session, base, clients, tags, rate=rate, seconds=seconds, split=split
+            )
+            runs.append({"side": name, "round": number + 1, **{k: found.get(k) for k in AB_KEYS}})
+    medians = {
+        name: {
+            key: statistics.median(r[key] for r in runs if r["side"] == name and r[key] is not None)
+            for key in AB_KEYS
+        }
+        for name in names
+    }
+    ratios = {
+        key: round(medians["this"][key] / medians["baseline"][key], 3)
+        for key in AB_KEYS
+        if medians["baseline"][key]
+    }
+    return {"rounds": runs, "medians": medians, "this_over_baseline": ratios}
+
+
+AB_KEYS = (
+    "puts_per_second",
+    "p50_ms",
+    "p99_ms",
+    "worker_split_p99_ms",
+    "api_added_p50_ms",
+    "api_added_p99_ms",
+    "api_in_p99_ms",
+    "api_out_p99_ms",
+)
 
 
 def doors_share(closed: dict[str, Any], check: dict[str, float]) -> dict[str, Any]:
@@ -451,7 +555,39 @@ def render(results: dict[str, Any]) -> str:
         + f"\npeak RSS MiB (VmHWM) after the open loop: {results['open_loop']['peak_rss_mib']}"
         + "\n\n"
         + render_doors(results["doors"])
+        + render_stages(opened.get("stages"))
+        + (
+            f"\napi collector pauses in the open loop: {opened['api_gc']}"
+            f"\nthe benchmark's own event loop, late by: {opened['bench_loop_lag']}"
+            if "api_gc" in opened
+            else ""
+        )
+        + render_versus(results.get("versus_baseline"))
     )
+
+
+def render_versus(ab: dict[str, Any] | None) -> str:
+    """Each round of this api against the baseline's, and the medians (or nothing)."""
+    if not ab:
+        return ""
+    headers = ["side", "round", *AB_KEYS]
+    rows = [[r["side"], r["round"], *(r[k] for k in AB_KEYS)] for r in ab["rounds"]]
+    medians = ab["medians"].items()
+    rows += [[f"{side} (median)", "", *(m[k] for k in AB_KEYS)] for side, m in medians]
+    rows.append(["this / baseline", "", *(ab["this_over_baseline"].get(k) for k in AB_KEYS)])
+    return "\n\n" + table(headers, rows)
+
+
+def render_stages(stages: dict[str, dict[str, float]] | None) -> str:
+    """The open loop's PUTs split into stages (BENCH_API_STAGES=1), or nothing."""
+    if not stages:
+        return ""
+    rows = [
+        [name, s["puts"], s["p50_ms"], s["p90_ms"], s["p99_ms"], s["max_ms"]]
+        for name, s in stages.items()
+    ]
+    headers = ["open loop, per PUT", "PUTs", "p50 ms", "p90 ms", "p99 ms", "max ms"]
+    return "\n\n" + table(headers, rows)
 
 
 def render_doors(doors: dict[str, Any]) -> str:
