@@ -143,10 +143,14 @@ class ApiProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        command = ["bench.api_stages"] if self.stages_to is not None else ["worker", "api"]
+        # the stages: this checkout's bench/api_stages.py run by its path, on the ``worker``
+        # of the checkout measured (the working directory is first on sys.path)
+        script = str(REPO / "bench" / "api_stages.py")
+        stages = f"import runpy; runpy.run_path({script!r}, run_name='__main__')"
+        command = ["-c", stages] if self.stages_to is not None else ["-m", "worker", "api"]
         with self._log_path.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", *command],
+                [sys.executable, *command],
                 env=self._env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -317,6 +321,29 @@ async def phase(
     return result
 
 
+def api_processes(worker: WorkerProcess, logs: Path) -> tuple[ApiProcess, ApiProcess | None]:
+    """This checkout's api, and the baseline's (BENCH_API_BASELINE) if asked for; each
+    noting its stages (BENCH_API_STAGES=1) in a file of its own under ``logs``."""
+    stages = env_flag("BENCH_API_STAGES")
+    checkout = os.environ.get("BENCH_API_BASELINE")
+    found: list[ApiProcess] = []
+    for side, where in (("api", None), ("baseline", checkout)):
+        if side == "baseline" and not checkout:
+            continue
+        stages_to = logs / f"api-{side}-stages.jsonl" if stages else None
+        if stages_to is not None:
+            stages_to.unlink(missing_ok=True)
+        found.append(
+            ApiProcess(
+                worker,
+                logs / f"api-{side}.log",
+                stages_to=stages_to,
+                checkout=Path(where) if where else None,
+            )
+        )
+    return found[0], found[1] if len(found) > 1 else None
+
+
 async def run(services: Services) -> dict[str, Any]:
     clients = env_int("BENCH_API_CLIENTS", 50)
     total = env_int("BENCH_API_REQUESTS", 3000)
@@ -338,14 +365,8 @@ async def run(services: Services) -> dict[str, Any]:
     worker = WorkerProcess(
         services.kafka, database_url, topics, f"{name}-group", "warning", logs / "api-worker.log"
     )
-    stages_to = logs / "api-stages.jsonl" if env_flag("BENCH_API_STAGES") else None
-    if stages_to is not None:
-        stages_to.unlink(missing_ok=True)
-    api = ApiProcess(worker, logs / "api-api.log", stages_to=stages_to)
-    checkout = os.environ.get("BENCH_API_BASELINE")
-    baseline = (
-        ApiProcess(worker, logs / "api-baseline.log", checkout=Path(checkout)) if checkout else None
-    )
+    api, baseline = api_processes(worker, logs)
+    stages_to = api.stages_to
     load = Load(f"http://127.0.0.1:{api.port}", tags)
     lag = api_stages.LoopLag()
     split: Split | None = None
@@ -396,6 +417,8 @@ async def run(services: Services) -> dict[str, Any]:
         await delete_topics(services.kafka, [topics.input, topics.outcomes, topics.dlq])
         await drop_databases(services.database_url, [name])
     doors = doors_share(closed, check_seconds())
+    if ab is not None:  # the stages of each round, once the apis wrote them (at exit)
+        ab.update(versus_stages(ab.pop("splits"), {"this": api, "baseline": baseline}))
     if stages_to is not None and split is not None:  # read once the api wrote them (at exit)
         stages = api_stages.read(stages_to)
         opened["stages"] = api_stages.segments(stages, load.puts, split.created, split.answered)
@@ -452,14 +475,17 @@ async def versus(
     seconds = env_float("BENCH_API_SECONDS", 15.0)
     names = list(sides)
     runs: list[dict[str, Any]] = []
+    splits: list[tuple[str, Load, Split]] = []
     for number in range(rounds):
         for name in names if number % 2 == 0 else names[::-1]:
             print(f"[bench-api] versus: round {number + 1}, {name} …", file=sys.stderr)
             split = Split(kafka, topics.input, topics.outcomes, 6)
             base = f"http://127.0.0.1:{sides[name].port}"
+            load = Load(base, tags)
             found = await open_loop(
-                session, base, clients, tags, rate=rate, seconds=seconds, split=split
+                session, base, clients, tags, rate=rate, seconds=seconds, split=split, load=load
             )
+            splits.append((name, load, split))
             runs.append({"side": name, "round": number + 1, **{k: found.get(k) for k in AB_KEYS}})
     medians = {
         name: {
@@ -473,7 +499,36 @@ async def versus(
         for key in AB_KEYS
         if medians["baseline"][key]
     }
-    return {"rounds": runs, "medians": medians, "this_over_baseline": ratios}
+    return {"rounds": runs, "medians": medians, "this_over_baseline": ratios, "splits": splits}
+
+
+def versus_stages(
+    splits: list[tuple[str, Load, Split]], sides: Mapping[str, ApiProcess | None]
+) -> dict[str, Any]:
+    """With BENCH_API_STAGES=1: per side, the median over its rounds of each stage's p50
+    and p99 (bench/api_stages.py), and this side's over the baseline's."""
+    written = {
+        name: api_stages.read(api.stages_to)
+        for name, api in sides.items()
+        if api is not None and api.stages_to is not None
+    }
+    if not written:
+        return {}
+    per_side: dict[str, list[dict[str, dict[str, float | int]]]] = {}
+    for name, load, split in splits:
+        found = api_stages.segments(written[name], load.puts, split.created, split.answered)
+        per_side.setdefault(name, []).append(found)
+    medians = {
+        name: {
+            stage: {
+                q: statistics.median(r[stage][q] for r in rounds if stage in r)
+                for q in ("p50_ms", "p99_ms")
+            }
+            for stage in rounds[0]
+        }
+        for name, rounds in per_side.items()
+    }
+    return {"stage_medians": medians}
 
 
 AB_KEYS = (
@@ -583,7 +638,19 @@ def render_versus(ab: dict[str, Any] | None) -> str:
     medians = ab["medians"].items()
     rows += [[f"{side} (median)", "", *(m[k] for k in AB_KEYS)] for side, m in medians]
     rows.append(["this / baseline", "", *(ab["this_over_baseline"].get(k) for k in AB_KEYS)])
-    return "\n\n" + table(headers, rows)
+    text = "\n\n" + table(headers, rows)
+    stages = ab.get("stage_medians")
+    if stages and {"this", "baseline"} <= stages.keys():
+        this, other = stages["this"], stages["baseline"]
+        stage_rows = [
+            [name, other[name]["p50_ms"], this[name]["p50_ms"],
+             other[name]["p99_ms"], this[name]["p99_ms"]]
+            for name in this
+            if name in other
+        ]  # fmt: skip
+        head = ["stage (median of rounds)", "baseline p50", "this p50", "baseline p99", "this p99"]
+        text += "\n\n" + table(head, stage_rows)
+    return text
 
 
 def render_stages(stages: dict[str, dict[str, float]] | None) -> str:
