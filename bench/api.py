@@ -26,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
+import json
 import os
 import statistics
 import subprocess
@@ -184,6 +186,11 @@ def digest(n: int) -> str:
     return hashlib.sha256(str(n).encode()).hexdigest()
 
 
+#: every PUT of a run names an artifact of its own, whatever its phase (a PUT is told
+#: apart by it: the split's Kafka records, the api's stages)
+_ARTIFACTS = itertools.count(1)
+
+
 class Load:
     def __init__(self, base: str, tags: int) -> None:
         self._base = base
@@ -198,7 +205,7 @@ class Load:
         self._n += 1
         n = self._n
         url = f"{self._base}/ocitags/bench.example.com%2Fteam%2Fapp:t{n % self._tags}/"
-        artifact = digest(n)
+        artifact = digest(next(_ARTIFACTS))
         sent_at = time.time()  # the clock Kafka's CreateTime is read from (the split)
         started = time.perf_counter()
         async with session.put(url, json={"artifact": artifact}) as response:
@@ -333,10 +340,14 @@ def api_processes(worker: WorkerProcess, logs: Path) -> tuple[ApiProcess, ApiPro
         stages_to = logs / f"api-{side}-stages.jsonl" if stages else None
         if stages_to is not None:
             stages_to.unlink(missing_ok=True)
+        # BENCH_API_ENV (JSON): settings of this side's api alone (a what-if against the
+        # baseline, e.g. '{"OCITAG_GC_TUNING": "false"}')
+        extra = json.loads(os.environ.get("BENCH_API_ENV") or "{}") if side == "api" else {}
         found.append(
             ApiProcess(
                 worker,
                 logs / f"api-{side}.log",
+                extra,
                 stages_to=stages_to,
                 checkout=Path(where) if where else None,
             )
