@@ -526,9 +526,14 @@ def versus_stages(
     if not written:
         return {}
     per_side: dict[str, list[dict[str, dict[str, float | int]]]] = {}
+    pauses: dict[str, list[dict[str, Any]]] = {}
     for name, load, split in splits:
         found = api_stages.segments(written[name], load.puts, split.created, split.answered)
         per_side.setdefault(name, []).append(found)
+        sent = [sent_at for _, _, sent_at in load.puts]
+        if sent:
+            window = (min(sent), max(sent) + 1)
+            pauses.setdefault(name, []).append(api_stages.collections(written[name], *window))
     medians = {
         name: {
             stage: {
@@ -539,7 +544,7 @@ def versus_stages(
         }
         for name, rounds in per_side.items()
     }
-    return {"stage_medians": medians}
+    return {"stage_medians": medians, "collector_pauses_per_round": pauses}
 
 
 AB_KEYS = (
@@ -661,6 +666,8 @@ def render_versus(ab: dict[str, Any] | None) -> str:
         ]  # fmt: skip
         head = ["stage (median of rounds)", "baseline p50", "this p50", "baseline p99", "this p99"]
         text += "\n\n" + table(head, stage_rows)
+    for side, rounds in (ab.get("collector_pauses_per_round") or {}).items():
+        text += f"\n{side}: collector pauses per round {rounds}"
     return text
 
 
