@@ -416,7 +416,7 @@ def _without_history(database: dict[str, Any]) -> int:
     the floor's is compared with (the idempotency record, the tags, the outcome sources).
     """
     tables = database.get("tables", {})
-    history = sum(t["total"] for name, t in tables.items() if name.startswith("ocitag_history"))
+    history = sum(int(t["total"]) for n, t in tables.items() if n.startswith("ocitag_history"))
     return int(database["total"]) - history
 
 
