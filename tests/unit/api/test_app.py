@@ -10,6 +10,7 @@ import pytest
 from tests.helpers.metrics import expected_families, scrape_families
 from tests.helpers.registry import free_port
 from tests.helpers.settings_reads import record_reads
+from worker import runtime
 from worker.api import app as api_app
 from worker.api.app import ApiProcess
 from worker.settings import COMMAND_SETTINGS, load_settings
@@ -53,7 +54,7 @@ async def test_the_collector_is_tuned_once_started_unless_told_not_to(
     collection of them stopped every request for tens of ms), OCITAG_GC_TUNING=false
     leaves the collector as Python sets it."""
     tuned: list[bool] = []
-    monkeypatch.setattr(api_app.runtime, "tune_gc", lambda: tuned.append(True))
+    monkeypatch.setattr(runtime, "tune_gc", lambda: tuned.append(True))
     settings = load_settings(
         {
             "kafka_bootstrap_servers": f"127.0.0.1:{free_port()}",  # nothing listens
