@@ -140,9 +140,10 @@ class ApiProcess:
         await web.TCPSite(runner, s.api.api_host, s.api.api_port).start()
         self.port = runner.addresses[0][1]
         self._health.started()
-        # a full collection walked every object of start-up (~75,000: modules, pydantic
-        # and OpenAPI schemas) with every request waiting: 50 ms and more, once or twice
-        # a minute at 200 PUT/s (bench-api, BENCH_API_STAGES=1)
+        # untuned, a full collection walked every object of start-up (~75,000 from the
+        # imports alone: modules, pydantic and OpenAPI schemas) with every request
+        # waiting, about one a minute at 200 PUT/s (91-195 ms on a loaded machine), and
+        # 14-45 young collections every 15 s (bench-api, BENCH_API_STAGES=1)
         runtime.watch_gc()
         if s.process.gc_tuning:
             runtime.tune_gc()
