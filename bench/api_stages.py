@@ -11,9 +11,13 @@ wall clock (``time.time()``, the clock Kafka's CreateTime and the benchmark read
 - ``out``: the middlewares are done (the log line written); aiohttp then sends it.
 
 Written as one JSON line per write to ``BENCH_API_STAGES_TO`` when the process exits,
-with the write's artifact (bench/api.py joins them with its own and Kafka's times).
+with the write's artifact (bench/api.py joins them with its own and Kafka's times), and
+one per collector pause. bench/api.py runs this file by its path from the working
+directory of the checkout measured, so that its ``worker`` is the one wrapped (another
+checkout's, with ``BENCH_API_BASELINE``):
 
-    BENCH_API_STAGES_TO=stages.jsonl python -m bench.api_stages
+    BENCH_API_STAGES_TO=stages.jsonl python -c \
+        "import runpy; runpy.run_path('<this checkout>/bench/api_stages.py', run_name='__main__')"
 """
 
 from __future__ import annotations
