@@ -122,7 +122,7 @@ class ProcessSettings(SettingsGroup):
     gc_tuning: bool = Field(
         True,
         description="Freeze start-up objects and collect the young generation every 50,000 "
-        "allocations instead of 700 (shorter, rarer collector pauses)",
+        "allocations instead of 700 (shorter, rarer collector pauses): the worker and the api",
     )
 
 
@@ -1069,6 +1069,7 @@ COMMAND_SETTINGS: Mapping[str, frozenset[str]] = {
     | TRACING
     | {"input_topic"},
     "api": PROCESS
+    | {"gc_tuning"}
     | KAFKA
     | PRODUCER
     | TOPIC_CREATION
