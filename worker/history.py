@@ -204,9 +204,9 @@ class NameMemory:
     Bounded, in two generations (hand-written: an LRU's move-to-end on every hit costs
     more than the hashing it saves): hits are looked up in the young one, then the old
     one (and copied to the young); when the young one holds half the limit it becomes
-    the old one, and the names used since survive. About ``limit`` names at most (plus
-    the last batches' own): about 155 bytes each with its ref (tag IDs of ~30
-    characters, measured with tracemalloc)."""
+    the old one, and the names used since survive. At most ``limit`` names plus one
+    batch's own (a batch's names go in at once): about 155 bytes each with its ref (tag
+    IDs of ~30 characters, measured with tracemalloc)."""
 
     def __init__(self, limit: int) -> None:
         self._half = max(1, limit // 2)
@@ -219,11 +219,15 @@ class NameMemory:
             ref = self._old.get(name)
             if ref is not None:
                 self._young[name] = ref
+                self._rotate()  # hits fill the young one too: the bound holds between batches
         return ref
 
     def remember(self, names: Mapping[str, int]) -> None:
         """``names`` (name → ref) were committed."""
         self._young.update(names)
+        self._rotate()
+
+    def _rotate(self) -> None:
         if len(self._young) >= self._half:
             self._old, self._young = self._young, {}
 
