@@ -20,8 +20,8 @@ order (A B, then B A), for BENCH_DRAINPATH_ROUNDS rounds (5) of BENCH_DRAINPATH_
 events (10,000); CPU is ``time.process_time`` (this process only: PostgreSQL's work is
 not in it), per event, median of the rounds. The garbage collector runs as in the worker
 (``worker.runtime.tune_gc`` once both sides are set up: start-up frozen, the young
-generation collected every 50,000 allocations); with Python's defaults it took a fifth
-to a quarter of this process's CPU here. The databases are dropped at the end.
+generation collected every ``YOUNG_THRESHOLD`` allocations); with Python's defaults it
+took a fifth to a quarter of this process's CPU here. The databases are dropped at the end.
 """
 
 from __future__ import annotations
