@@ -3,7 +3,6 @@ output format. Pure functions."""
 
 from __future__ import annotations
 
-import functools
 import re
 from datetime import UTC, datetime
 
@@ -37,15 +36,8 @@ def parse_rfc3339(text: str) -> datetime:
         raise ValueError(f"is not a real date and time ({exc})") from None
 
 
-@functools.lru_cache(maxsize=8192)
 def format_rfc3339(moment: datetime) -> str:
-    """UTC with 'Z'; microseconds only when there are any.
-
-    Remembered for the last 8,192 instants: an applied event's time is written three to
-    four times (its outcome's OCITag, the state record's value and ``event-time``
-    header, a superseded problem's detail), and ``isoformat`` is most of the cost (a
-    drain's profile: 4-7 µs per event in this function). Equal instants format equally
-    whatever their offset, so the memory cannot answer for another moment."""
+    """UTC with 'Z'; microseconds only when there are any."""
     if moment.tzinfo is not UTC:
         moment = moment.astimezone(UTC)
     return moment.isoformat()[:-6] + "Z"
