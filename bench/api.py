@@ -26,7 +26,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
+import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -38,6 +41,7 @@ from typing import Any
 
 import aiohttp
 
+from bench import api_stages
 from bench.api_split import Split
 from bench.grants import check_seconds, grants_document
 from bench.report import percentile, table
@@ -54,6 +58,7 @@ from bench.services import (
     delete_topics,
     discover,
     drop_databases,
+    env_flag,
     env_float,
     env_int,
     free_port,
@@ -110,6 +115,8 @@ class ApiProcess:
         extra_env: Mapping[str, str] | None = None,
         *,
         grants: bool = True,
+        stages_to: Path | None = None,
+        checkout: Path | None = None,
     ) -> None:
         self.port = free_port()
         self.probe_port = free_port()
@@ -127,17 +134,29 @@ class ApiProcess:
         }
         if not grants:  # every caller may read everything: the watch's joined-once fan-out
             del self._env["OCITAG_API_GRANTS"]
+        #: stages of every write noted (bench/api_stages.py) and written there at exit
+        self.stages_to = stages_to
+        if stages_to is not None:
+            self._env["BENCH_API_STAGES_TO"] = str(stages_to)
+        #: the checkout whose ``worker`` package runs (``python -m`` imports from its
+        #: working directory first); None: this one
+        self.checkout = checkout
         self._log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        # the stages: this checkout's bench/api_stages.py run by its path, on the ``worker``
+        # of the checkout measured (the working directory is first on sys.path)
+        script = str(REPO / "bench" / "api_stages.py")
+        stages = f"import runpy; runpy.run_path({script!r}, run_name='__main__')"
+        command = ["-c", stages] if self.stages_to is not None else ["-m", "worker", "api"]
         with self._log_path.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "worker", "api"],
+                [sys.executable, *command],
                 env=self._env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                cwd=REPO,
+                cwd=self.checkout or REPO,
             )
 
     async def wait_ready(self, within: float = 60) -> None:
@@ -167,6 +186,11 @@ def digest(n: int) -> str:
     return hashlib.sha256(str(n).encode()).hexdigest()
 
 
+#: every PUT of a run names an artifact of its own, whatever its phase (a PUT is told
+#: apart by it: the split's Kafka records, the api's stages)
+_ARTIFACTS = itertools.count(1)
+
+
 class Load:
     def __init__(self, base: str, tags: int) -> None:
         self._base = base
@@ -181,7 +205,7 @@ class Load:
         self._n += 1
         n = self._n
         url = f"{self._base}/ocitags/bench.example.com%2Fteam%2Fapp:t{n % self._tags}/"
-        artifact = digest(n)
+        artifact = digest(next(_ARTIFACTS))
         sent_at = time.time()  # the clock Kafka's CreateTime is read from (the split)
         started = time.perf_counter()
         async with session.put(url, json={"artifact": artifact}) as response:
@@ -231,8 +255,10 @@ async def open_loop(
     rate: float,
     seconds: float,
     split: Split | None = None,
+    load: Load | None = None,
 ) -> dict[str, Any]:
-    load = Load(base, tags)
+    """``load``: where the PUTs are kept (a new one if None)."""
+    load = load or Load(base, tags)
     if split is not None:
         await split.start()
     slots = asyncio.Semaphore(clients)
@@ -302,6 +328,33 @@ async def phase(
     return result
 
 
+def api_processes(worker: WorkerProcess, logs: Path) -> tuple[ApiProcess, ApiProcess | None]:
+    """This checkout's api, and the baseline's (BENCH_API_BASELINE) if asked for; each
+    noting its stages (BENCH_API_STAGES=1) in a file of its own under ``logs``."""
+    stages = env_flag("BENCH_API_STAGES")
+    checkout = os.environ.get("BENCH_API_BASELINE")
+    found: list[ApiProcess] = []
+    for side, where in (("api", None), ("baseline", checkout)):
+        if side == "baseline" and not checkout:
+            continue
+        stages_to = logs / f"api-{side}-stages.jsonl" if stages else None
+        if stages_to is not None:
+            stages_to.unlink(missing_ok=True)
+        # BENCH_API_ENV (JSON): settings of this side's api alone (a what-if against the
+        # baseline, e.g. '{"OCITAG_GC_TUNING": "false"}')
+        extra = json.loads(os.environ.get("BENCH_API_ENV") or "{}") if side == "api" else {}
+        found.append(
+            ApiProcess(
+                worker,
+                logs / f"api-{side}.log",
+                extra,
+                stages_to=stages_to,
+                checkout=Path(where) if where else None,
+            )
+        )
+    return found[0], found[1] if len(found) > 1 else None
+
+
 async def run(services: Services) -> dict[str, Any]:
     clients = env_int("BENCH_API_CLIENTS", 50)
     total = env_int("BENCH_API_REQUESTS", 3000)
@@ -311,23 +364,39 @@ async def run(services: Services) -> dict[str, Any]:
     name = unique("bench_api")
     topics = Topics(f"{name}.events", f"{name}.outcomes", f"{name}.dlq")
     database_url = await create_database(services.database_url, name)
-    await create_topics(services.kafka, [topics.input, topics.outcomes, topics.dlq], 6)
+    # BENCH_API_APPEND_TIME=1: each record's timestamp is the broker's append time, not its
+    # producer's creation time: the split then leaves out both producers' queues (the
+    # api's before its event is appended counts as the api's, the worker's before its
+    # outcome is appended as the worker's), a diagnosis (the goal's figure is CreateTime's)
+    append_time = env_flag("BENCH_API_APPEND_TIME")
+    configs = {"message.timestamp.type": "LogAppendTime"} if append_time else None
+    await create_topics(services.kafka, [topics.input, topics.outcomes, topics.dlq], 6, configs)
     logs = RESULTS / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     worker = WorkerProcess(
         services.kafka, database_url, topics, f"{name}-group", "warning", logs / "api-worker.log"
     )
-    api = ApiProcess(worker, logs / "api-api.log")
+    api, baseline = api_processes(worker, logs)
+    stages_to = api.stages_to
+    load = Load(f"http://127.0.0.1:{api.port}", tags)
+    lag = api_stages.LoopLag()
+    split: Split | None = None
+    ab: dict[str, Any] | None = None
     try:
         worker.start()
         await worker.wait_assigned(6, within=90)
-        api.start()
-        await api.wait_ready()
+        for each in (api, baseline):
+            if each is not None:
+                each.start()
+                await each.wait_ready()
         base = f"http://127.0.0.1:{api.port}"
-        connector = aiohttp.TCPConnector(limit=clients)
+        connector = aiohttp.TCPConnector(limit=clients * 2)
         headers = {"Authorization": f"Bearer {TOKEN}"}
         async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
             await closed_loop(session, base, clients, 300, tags)  # warm-up, not reported
+            if baseline is not None:
+                other = f"http://127.0.0.1:{baseline.port}"
+                await closed_loop(session, other, clients, 300, tags)
             assert api.proc is not None
             pids = {"worker": worker.pid, "api": api.proc.pid, "bench": os.getpid()}
             procs = Processes(worker, api, pids, service_pids(services))
@@ -335,18 +404,38 @@ async def run(services: Services) -> dict[str, Any]:
                 "closed loop", closed_loop(session, base, clients, total, tags), session, procs
             )
             split = Split(services.kafka, topics.input, topics.outcomes, 6)
+            if stages_to is not None:
+                lag.start()
             opened = await phase(
                 "open loop",
-                open_loop(session, base, clients, tags, rate=rate, seconds=seconds, split=split),
+                open_loop(
+                    session, base, clients, tags, rate=rate, seconds=seconds, split=split, load=load
+                ),
                 session,
                 procs,
             )
+            lag.stop()
+            if baseline is not None:
+                sides = {"this": api, "baseline": baseline}
+                ab = await versus(
+                    session, sides, services.kafka, topics, clients=clients, tags=tags
+                )
     finally:
+        if baseline is not None:
+            baseline.stop()
         api.stop()
         worker.stop()
         await delete_topics(services.kafka, [topics.input, topics.outcomes, topics.dlq])
         await drop_databases(services.database_url, [name])
     doors = doors_share(closed, check_seconds())
+    if ab is not None:  # the stages of each round, once the apis wrote them (at exit)
+        ab.update(versus_stages(ab.pop("splits"), {"this": api, "baseline": baseline}))
+    if stages_to is not None and split is not None:  # read once the api wrote them (at exit)
+        stages = api_stages.read(stages_to)
+        opened["stages"] = api_stages.segments(stages, load.puts, split.created, split.answered)
+        sent = [sent_at for _, _, sent_at in load.puts]
+        opened["api_gc"] = api_stages.collections(stages, min(sent), max(sent) + 1)
+        opened["bench_loop_lag"] = lag.summary()
     return {
         "benchmark": "api",
         "doors": doors,
@@ -356,9 +445,11 @@ async def run(services: Services) -> dict[str, Any]:
             "tags": tags,
             "rate": rate,
             "seconds": seconds,
+            "timestamps": "LogAppendTime" if append_time else "CreateTime",
         },
         "closed_loop": closed,
         "open_loop": opened,
+        "versus_baseline": ab,
         "goal": {
             "p99_ms_below": 100,
             "at_puts_per_second": 200,
@@ -375,6 +466,97 @@ async def run(services: Services) -> dict[str, Any]:
         "machine": machine(),
         "services": services.origin,
     }
+
+
+async def versus(
+    session: aiohttp.ClientSession,
+    sides: Mapping[str, ApiProcess],
+    kafka: str,
+    topics: Topics,
+    *,
+    clients: int,
+    tags: int,
+) -> dict[str, Any]:
+    """This api against another checkout's (BENCH_API_BASELINE), beside the same worker:
+    BENCH_API_AB_ROUNDS (3) rounds of one open loop on each, the order swapped each round
+    (the machine's drift falls on both); the medians of each side's figures, and this
+    side's over the baseline's."""
+    rounds = env_int("BENCH_API_AB_ROUNDS", 3)
+    rate = env_float("BENCH_API_RATE", 200.0)
+    seconds = env_float("BENCH_API_SECONDS", 15.0)
+    names = list(sides)
+    runs: list[dict[str, Any]] = []
+    splits: list[tuple[str, Load, Split]] = []
+    for number in range(rounds):
+        for name in names if number % 2 == 0 else names[::-1]:
+            print(f"[bench-api] versus: round {number + 1}, {name} …", file=sys.stderr)
+            split = Split(kafka, topics.input, topics.outcomes, 6)
+            base = f"http://127.0.0.1:{sides[name].port}"
+            load = Load(base, tags)
+            found = await open_loop(
+                session, base, clients, tags, rate=rate, seconds=seconds, split=split, load=load
+            )
+            splits.append((name, load, split))
+            runs.append({"side": name, "round": number + 1, **{k: found.get(k) for k in AB_KEYS}})
+    medians = {
+        name: {
+            key: statistics.median(r[key] for r in runs if r["side"] == name and r[key] is not None)
+            for key in AB_KEYS
+        }
+        for name in names
+    }
+    ratios = {
+        key: round(medians["this"][key] / medians["baseline"][key], 3)
+        for key in AB_KEYS
+        if medians["baseline"][key]
+    }
+    return {"rounds": runs, "medians": medians, "this_over_baseline": ratios, "splits": splits}
+
+
+def versus_stages(
+    splits: list[tuple[str, Load, Split]], sides: Mapping[str, ApiProcess | None]
+) -> dict[str, Any]:
+    """With BENCH_API_STAGES=1: per side, the median over its rounds of each stage's p50
+    and p99 (bench/api_stages.py), and this side's over the baseline's."""
+    written = {
+        name: api_stages.read(api.stages_to)
+        for name, api in sides.items()
+        if api is not None and api.stages_to is not None
+    }
+    if not written:
+        return {}
+    per_side: dict[str, list[dict[str, dict[str, float | int]]]] = {}
+    pauses: dict[str, list[dict[str, Any]]] = {}
+    for name, load, split in splits:
+        found = api_stages.segments(written[name], load.puts, split.created, split.answered)
+        per_side.setdefault(name, []).append(found)
+        sent = [sent_at for _, _, sent_at in load.puts]
+        if sent:
+            window = (min(sent), max(sent) + 1)
+            pauses.setdefault(name, []).append(api_stages.collections(written[name], *window))
+    medians = {
+        name: {
+            stage: {
+                q: statistics.median(r[stage][q] for r in rounds if stage in r)
+                for q in ("p50_ms", "p99_ms")
+            }
+            for stage in rounds[0]
+        }
+        for name, rounds in per_side.items()
+    }
+    return {"stage_medians": medians, "collector_pauses_per_round": pauses}
+
+
+AB_KEYS = (
+    "puts_per_second",
+    "p50_ms",
+    "p99_ms",
+    "worker_split_p99_ms",
+    "api_added_p50_ms",
+    "api_added_p99_ms",
+    "api_in_p99_ms",
+    "api_out_p99_ms",
+)
 
 
 def doors_share(closed: dict[str, Any], check: dict[str, float]) -> dict[str, Any]:
@@ -435,7 +617,8 @@ def render(results: dict[str, Any]) -> str:
         table(headers, rows)
         + f"\n\ngoal p99 < {goal['p99_ms_below']} ms at {goal['at_puts_per_second']} PUT/s: "
         + verdict
-        + "\nopen loop, each PUT split (bench/api_split.py; "
+        + "\nopen loop, each PUT split (bench/api_split.py, Kafka timestamps: "
+        + f"{results['config'].get('timestamps', 'CreateTime')}; "
         + f"{opened.get('split_matched')} of {opened.get('split_puts')} PUTs matched): "
         + f"worker p50 / p99 {opened.get('worker_split_p50_ms')} / "
         + f"{opened.get('worker_split_p99_ms')} ms, API added p50 / p99 / max "
@@ -451,7 +634,53 @@ def render(results: dict[str, Any]) -> str:
         + f"\npeak RSS MiB (VmHWM) after the open loop: {results['open_loop']['peak_rss_mib']}"
         + "\n\n"
         + render_doors(results["doors"])
+        + render_stages(opened.get("stages"))
+        + (
+            f"\napi collector pauses in the open loop: {opened['api_gc']}"
+            f"\nthe benchmark's own event loop, late by: {opened['bench_loop_lag']}"
+            if "api_gc" in opened
+            else ""
+        )
+        + render_versus(results.get("versus_baseline"))
     )
+
+
+def render_versus(ab: dict[str, Any] | None) -> str:
+    """Each round of this api against the baseline's, and the medians (or nothing)."""
+    if not ab:
+        return ""
+    headers = ["side", "round", *AB_KEYS]
+    rows = [[r["side"], r["round"], *(r[k] for k in AB_KEYS)] for r in ab["rounds"]]
+    medians = ab["medians"].items()
+    rows += [[f"{side} (median)", "", *(m[k] for k in AB_KEYS)] for side, m in medians]
+    rows.append(["this / baseline", "", *(ab["this_over_baseline"].get(k) for k in AB_KEYS)])
+    text = "\n\n" + table(headers, rows)
+    stages = ab.get("stage_medians")
+    if stages and {"this", "baseline"} <= stages.keys():
+        this, other = stages["this"], stages["baseline"]
+        stage_rows = [
+            [name, other[name]["p50_ms"], this[name]["p50_ms"],
+             other[name]["p99_ms"], this[name]["p99_ms"]]
+            for name in this
+            if name in other
+        ]  # fmt: skip
+        head = ["stage (median of rounds)", "baseline p50", "this p50", "baseline p99", "this p99"]
+        text += "\n\n" + table(head, stage_rows)
+    for side, rounds in (ab.get("collector_pauses_per_round") or {}).items():
+        text += f"\n{side}: collector pauses per round {rounds}"
+    return text
+
+
+def render_stages(stages: dict[str, dict[str, float]] | None) -> str:
+    """The open loop's PUTs split into stages (BENCH_API_STAGES=1), or nothing."""
+    if not stages:
+        return ""
+    rows = [
+        [name, s["puts"], s["p50_ms"], s["p90_ms"], s["p99_ms"], s["max_ms"]]
+        for name, s in stages.items()
+    ]
+    headers = ["open loop, per PUT", "PUTs", "p50 ms", "p90 ms", "p99 ms", "max ms"]
+    return "\n\n" + table(headers, rows)
 
 
 def render_doors(doors: dict[str, Any]) -> str:

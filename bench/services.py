@@ -95,11 +95,15 @@ async def drop_databases(server_url: str, names: Iterable[str]) -> None:
         await admin.close()
 
 
-async def create_topics(kafka: str, names: Iterable[str], partitions: int) -> None:
+async def create_topics(
+    kafka: str, names: Iterable[str], partitions: int, configs: Mapping[str, str] | None = None
+) -> None:
+    """``configs``: topic configurations (none: the broker's defaults)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+        topics = [NewTopic(n, partitions, 1, topic_configs=dict(configs or {})) for n in names]
+        await admin.create_topics(topics)
     finally:
         await admin.close()
 

@@ -382,7 +382,7 @@ WORKER: tuple[Collector, ...] = (
     REPOINTED,
     STORE_REGRESSIONS,
     HISTORY_PARTITIONS_DROPPED,
-    GC_PAUSE_SECONDS,  # only the worker watches its collector (runtime.watch_gc)
+    GC_PAUSE_SECONDS,  # the worker and the api watch their collector (runtime.watch_gc)
 )
 RECONCILE: tuple[Collector, ...] = (
     RECONCILE_RUNS,
@@ -403,6 +403,7 @@ INGEST: tuple[Collector, ...] = (
     INGEST_DELIVERY_SECONDS,
 )
 API: tuple[Collector, ...] = (
+    GC_PAUSE_SECONDS,
     API_REQUESTS,
     API_REQUEST_SECONDS,
     API_OUTCOME_WAIT_SECONDS,

@@ -122,7 +122,8 @@ class ProcessSettings(SettingsGroup):
     gc_tuning: bool = Field(
         True,
         description="Freeze start-up objects and collect the young generation every 200,000 "
-        "allocations instead of 700 (far fewer collector pauses)",
+        "(the worker) or 50,000 (the api) allocations instead of 700 (far fewer collector "
+        "pauses)",
     )
 
 
@@ -1069,6 +1070,7 @@ COMMAND_SETTINGS: Mapping[str, frozenset[str]] = {
     | TRACING
     | {"input_topic"},
     "api": PROCESS
+    | {"gc_tuning"}
     | KAFKA
     | PRODUCER
     | TOPIC_CREATION

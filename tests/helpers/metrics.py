@@ -44,6 +44,7 @@ COMPONENT_FAMILIES: dict[str, frozenset[str]] = {
     ),
     "api": frozenset(
         {
+            "ocitag_gc_pause_seconds",
             "ocitag_api_requests",
             "ocitag_api_request_duration_seconds",
             "ocitag_api_outcome_wait_seconds",

@@ -15,7 +15,7 @@ import asyncpg
 import structlog
 from aiohttp import web
 
-from worker import metrics, reachability
+from worker import metrics, reachability, runtime
 from worker.api.access import access_from_settings
 from worker.api.auth import parse_tokens
 from worker.api.backends import Backends
@@ -140,6 +140,13 @@ class ApiProcess:
         await web.TCPSite(runner, s.api.api_host, s.api.api_port).start()
         self.port = runner.addresses[0][1]
         self._health.started()
+        # untuned, a full collection walked every object of start-up (~75,000 from the
+        # imports alone: modules, pydantic and OpenAPI schemas) with every request
+        # waiting, about one a minute at 200 PUT/s (91-195 ms on a loaded machine), and
+        # 14-45 young collections every 15 s (bench-api, BENCH_API_STAGES=1)
+        runtime.watch_gc()
+        if s.process.gc_tuning:
+            runtime.tune_gc()
         log.info("api_listening", port=self.port, topic=s.topics.input_topic)
 
     async def _end_watches(self) -> None:

@@ -72,10 +72,14 @@ class Writer:
         message = Message(self._topic, *to_record(event, "structured"))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
-        # subscribed BEFORE publishing: the outcome may overtake the acknowledgement
+        # subscribed BEFORE publishing: the outcome may overtake the acknowledgement.
+        # Both waits run in this request's task under one deadline (asyncio.timeout_at):
+        # wait_for ran each in a task of its own, two more turns of the event loop on the
+        # way in and two on the way back, each as long as a turn of a busy api is
         with backends.waiters.expect((source, event_id)) as waiter:
             try:
-                await asyncio.wait_for(publish([message]), timeout=deadline - loop.time())
+                async with asyncio.timeout_at(deadline):
+                    await publish([message])
             except BrokerUnreachableError as exc:  # refused before the producer had it
                 fields["error"] = "publish: kafka unreachable"
                 raise unpublished() from exc
@@ -84,7 +88,8 @@ class Writer:
                 raise unacknowledged() from exc
             published = loop.time()
             try:
-                outcome = await asyncio.wait_for(waiter, timeout=max(deadline - loop.time(), 0))
+                async with asyncio.timeout_at(deadline):
+                    outcome = await waiter
             except TimeoutError:
                 metrics.API_OUTCOMES_LATE.inc()
                 fields["outcome"] = "late"

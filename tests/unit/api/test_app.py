@@ -10,6 +10,7 @@ import pytest
 from tests.helpers.metrics import expected_families, scrape_families
 from tests.helpers.registry import free_port
 from tests.helpers.settings_reads import record_reads
+from worker import runtime
 from worker.api import app as api_app
 from worker.api.app import ApiProcess
 from worker.settings import COMMAND_SETTINGS, load_settings
@@ -43,6 +44,36 @@ async def test_serves_its_own_metrics_before_its_services_are_there(
     # what it read is what its flags and start-up line show
     assert recorded.reads <= COMMAND_SETTINGS["api"]
     assert {"api_port", "api_tokens", "http_port"} <= recorded.reads
+
+
+@pytest.mark.parametrize("tuning", [True, False])
+async def test_the_collector_is_tuned_once_started_unless_told_not_to(
+    monkeypatch: pytest.MonkeyPatch, tuning: bool
+) -> None:
+    """As the worker's: start-up's objects frozen out of the collector's walks (a full
+    collection of them stopped every request for tens of ms), OCITAG_GC_TUNING=false
+    leaves the collector as Python sets it."""
+    tuned: list[bool] = []
+    monkeypatch.setattr(runtime, "tune_gc", lambda: tuned.append(True))
+    settings = load_settings(
+        {
+            "kafka_bootstrap_servers": f"127.0.0.1:{free_port()}",  # nothing listens
+            "database_url": f"postgresql://postgres@127.0.0.1:{free_port()}/none",
+            "api_host": "127.0.0.1",
+            "api_port": 0,
+            "http_host": "127.0.0.1",
+            "http_port": free_port(),
+            "log_level": "warning",
+            "gc_tuning": tuning,
+        },
+        environ={},
+    )
+    process = ApiProcess(settings)
+    await process.start()
+    try:
+        assert tuned == ([True] if tuning else [])
+    finally:
+        await process.stop()
 
 
 async def test_a_listener_that_failed_to_start_is_replaced_not_restarted(

@@ -236,3 +236,69 @@ async def test_a_503_says_whether_the_event_may_still_be_published(
     assert response.status == 503
     assert response.headers["Retry-After"] == "2"
     assert says in (await response.json())["detail"]
+
+
+async def _unacknowledged(messages: Sequence[Message]) -> None:
+    await asyncio.Event().wait()  # Kafka never acknowledges
+
+
+async def test_an_acknowledgement_past_the_deadline_is_503_and_the_publish_cancelled(
+    api: tuple[TestClient[Any, Any], Backends],
+) -> None:
+    """The publish runs in the request's own task under OCITAG_API_TIMEOUT_SECONDS (0.3):
+    past it, the publish is cancelled and the answer says the event may still land."""
+    client, backends = api
+    cancelled: list[bool] = []
+
+    async def publish(messages: Sequence[Message]) -> None:
+        try:
+            await _unacknowledged(messages)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    backends.publish, backends.reads = publish, FakeReads()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    response = await client.put("/ocitags/nginx:1/", json={"artifact": A}, headers=AUTH)
+    assert response.status == 503
+    assert "it may still be published and applied" in (await response.json())["detail"]
+    assert 0.25 < loop.time() - started < 2
+    assert cancelled == [True]
+    assert len(backends.waiters) == 0
+
+
+async def test_one_deadline_covers_the_acknowledgement_and_the_outcome(
+    api: tuple[TestClient[Any, Any], Backends],
+) -> None:
+    """An outcome after a slow acknowledgement is waited for only what is left of the
+    deadline: an acknowledgement at 0.2 s and an outcome 0.2 s later (past 0.3 s in all)
+    is a 202; the same outcome 0.05 s after the acknowledgement is a 200."""
+    client, backends = api
+    worker = FakeWorker(backends, answer=False)
+
+    def answering(after: float) -> Callable[[Sequence[Message]], Awaitable[None]]:
+        async def publish(messages: Sequence[Message]) -> None:
+            await asyncio.sleep(0.2)
+            await worker.publish(messages)
+            event = worker.published[-1]
+            outcome = {
+                "status": 200,
+                "causationsource": event["source"],
+                "causationid": event["id"],
+                "resourceversion": len(worker.published),
+                "data": {"artifact": event["data"]["artifact"]},
+            }
+            loop = asyncio.get_running_loop()
+            loop.call_later(after, backends.waiters.deliver, orjson.dumps(outcome))
+
+        return publish
+
+    backends.reads = FakeReads()
+    statuses = []
+    for after in (0.2, 0.05):
+        backends.publish = answering(after)
+        response = await client.put("/ocitags/nginx:1/", json={"artifact": A}, headers=AUTH)
+        statuses.append(response.status)
+    assert statuses == [202, 200]
+    assert len(backends.waiters) == 0
