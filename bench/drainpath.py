@@ -20,8 +20,8 @@ order (A B, then B A), for BENCH_DRAINPATH_ROUNDS rounds (5) of BENCH_DRAINPATH_
 events (10,000); CPU is ``time.process_time`` (this process only: PostgreSQL's work is
 not in it), per event, median of the rounds. The garbage collector runs as in the worker
 (``worker.runtime.tune_gc`` once both sides are set up: start-up frozen, the young
-generation collected every 50,000 allocations); with Python's defaults it took a fifth
-to a quarter of this process's CPU here. The databases are dropped at the end.
+generation collected every ``WORKER_YOUNG_THRESHOLD`` allocations); with Python's defaults it
+took a fifth to a quarter of this process's CPU here. The databases are dropped at the end.
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ async def run(baseline: Path, rounds: int, events: int, size: int) -> dict[str, 
             paths[name], pool = await _path(name, checkout, services.database_url, databases[-1])
             pools.append(pool)
         both = [paths[name] for name in SYSTEMS]
-        runtime.tune_gc()  # the collector as the worker runs it, once start-up is done
+        runtime.tune_gc(runtime.WORKER_YOUNG_THRESHOLD)  # as the worker runs it
         await drain_round(both, round_stream(2_000, -1), size, producer)  # warm both
         for path in both:
             path.cpu = {step: [] for step in STEPS}

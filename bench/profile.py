@@ -36,6 +36,8 @@ _STRONG: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     for bucket, pattern in (
         ("logging", r"structlog/|logging/|worker/logs\.py|_log_event \("),
         ("metrics", r"prometheus_client/|worker/progress\.py"),
+        ("tracing", r"opentelemetry/|worker/tracing"),
+        ("state records", r"worker/state\.py"),
         ("validate", r"pydantic|worker/models\.py|worker/identifiers\.py"),
         ("decode", r"worker/decode\.py|worker/events\.py"),
         (
@@ -71,8 +73,10 @@ BUCKETS = (
     "fetch",
     "kafka client I/O",
     "outcome building",
+    "state records",
     "logging",
     "metrics",
+    "tracing",
     "event loop/other",
 )
 

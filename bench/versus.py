@@ -250,12 +250,20 @@ async def drain(
 ) -> dict[str, Any]:
     setup = await _setup(ctx, system, f"{system}{size}", config)
     process = setup.process(ctx)
+    profile_to = None
+    if config.profile and system == "project":
+        profile_to = config.results_dir / "profile-drain-latest.txt"
+        profile_to.parent.mkdir(parents=True, exist_ok=True)
     process.start()
     result: dict[str, Any] = {"system": system}
     try:
-        result.update(await pipeline.drain(process, ctx))
+        result.update(await pipeline.drain(process, ctx, profile_to))
     finally:
         result["exit_code"] = process.stop()
+    if profile_to is not None:
+        result["profile"] = rate_profile(
+            profile_to, size, result["worker_batches"]["count"] or None, "drain"
+        )
     result["late_events_per_second"] = late_pace(result["series"], result["events"])
     result.pop("series")
     result["outcomes"] = pipeline.check_outcomes(
@@ -359,9 +367,12 @@ async def latencies(config: VersusConfig, services: Services) -> dict[str, Any]:
     }
 
 
-def rate_profile(path: Path, events: int, batches: int | None) -> dict[str, Any]:
-    """bench/profile.py's breakdown of the rate phase's samples, with each bucket's CPU
-    per batch beside its CPU per event (at low rates the batch is the unit of cost)."""
+def rate_profile(
+    path: Path, events: int, batches: int | None, phase: str = "rate"
+) -> dict[str, Any]:
+    """bench/profile.py's breakdown of a phase's samples (the rate's, or a drain's), with
+    each bucket's CPU per batch beside its CPU per event (at low rates the batch is the
+    unit of cost)."""
     with path.open() as lines:
         found = spy.breakdown(spy.parse(lines), events)
     if batches:
@@ -370,7 +381,7 @@ def rate_profile(path: Path, events: int, batches: int | None) -> dict[str, Any]
         for bucket in found["buckets"].values():
             bucket["us_per_batch"] = round(bucket["cpu_seconds"] / batches * 1e6)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    (path.parent / f"profile-rate-{stamp}.txt").write_text(path.read_text())
+    (path.parent / f"profile-{phase}-{stamp}.txt").write_text(path.read_text())
     return found
 
 
@@ -519,6 +530,15 @@ def render(results: dict[str, Any]) -> str:
                 f"complete={o['complete']} (missing {o['missing']}, extra {o['extra']}), "
                 f"exit code {entry[system].get('exit_code')}"
             )
+    for entry in results["sizes"]:
+        if "profile" in entry.get("project", {}):
+            found = entry["project"]["profile"]
+            lines += [
+                "",
+                f"profile of the project worker draining {entry['size']:,} (py-spy, on-CPU "
+                f"samples; {found.get('us_per_batch')} µs a batch):",
+                spy.render(found),
+            ]
     for system, lat in (results.get("latency") or {}).items():
         lines.append(
             f"fresh store {system}: offered {lat['offered_rate']:,.0f}/s, achieved "

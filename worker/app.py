@@ -212,7 +212,7 @@ async def _consume(
     health.started()
     runtime.watch_gc()
     if settings.process.gc_tuning:
-        runtime.tune_gc()
+        runtime.tune_gc(runtime.WORKER_YOUNG_THRESHOLD)
     opened.task(_prune_loop(pool, store, settings), name="prune")
     log.info("running", topic=settings.topics.input_topic, group_id=settings.kafka.group_id)
     await pipeline.run(opened.stop)

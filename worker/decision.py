@@ -24,12 +24,14 @@ from datetime import datetime
 from typing import Literal
 
 from worker.events import OrderKey, TagDeleted, TagEvent, TagMoved
+from worker.frozen import fast_init
 from worker.problems import ErrorItem, Problem, ProblemKind
 from worker.timefmt import format_rfc3339
 
 Change = Literal["created", "updated", "unchanged", "deleted"]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class TagRecord:
     """A row of ``ocitags``: the seed's OCITag plus version, the last recorded key and
@@ -77,6 +79,7 @@ class TagRecord:
         }
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Applied:
     record: TagRecord
@@ -93,6 +96,7 @@ class Applied:
         return self.record
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Rejected:
     problem: Problem

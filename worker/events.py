@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from worker.frozen import fast_init
 from worker.problems import Problem
 
 OrderKey = tuple[datetime, str, str]
@@ -16,6 +17,7 @@ def attribute_location(name: str, binary: bool) -> str:
     return f"headers.ce_{name}" if binary else f"body.{name}"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RawRecord:
     """A Kafka record as the consumer hands it over."""
@@ -69,6 +71,7 @@ class _TagEventMixin:
         return self.previous_artifact is not None or self.expected_version is not None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class TagMoved(_TagEventMixin):
     """A valid tag-moved event (``ocitag.moved.v1``), identifiers normalised."""
@@ -87,6 +90,7 @@ class TagMoved(_TagEventMixin):
     binary: bool = field(default=False, compare=False)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class TagDeleted(_TagEventMixin):
     """A valid tag-deleted event (``ocitag.deleted.v1``): a move's data without artifact."""

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Literal
 
 from worker.decision import Applied
+from worker.frozen import fast_init
 
 HistoryChange = Literal["baseline", "created", "updated", "unchanged", "deleted"]
 
@@ -125,6 +126,7 @@ def repointed(applied: Applied, immutable: ImmutableTags) -> bool:
     return applied.replaced is not None and applied.record.tag in immutable
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One entry of a tag's history: a 200 outcome (or the baseline of migration 0005)."""

@@ -448,3 +448,23 @@ def registry(command: str) -> CollectorRegistry:
     for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR, *COMMANDS[command]):
         built.register(collector)
     return built
+
+
+def observe_many(histogram: Histogram, amount: float, count: int) -> None:
+    """``count`` observations of the same ``amount`` at once: as many ``observe`` calls
+    would record (sum + amount times count, the one bucket the amount falls in + count).
+
+    A batch's events share their fetch-to-acknowledged time, and one ``observe`` per
+    event was ~2 % of a drain's CPU (a lock and the bucket search, a thousand times
+    per batch, for one value). prometheus_client has no call for it, so this reads
+    the histogram's own fields (``_sum``, ``_upper_bounds``, ``_buckets``: unchanged
+    since 0.4); tests/unit/test_metrics.py holds it equal to ``count`` observes, so a
+    library that changes them fails there rather than here."""
+    if count <= 0:
+        return
+    histogram._raise_if_not_observable()  # type: ignore[no-untyped-call]
+    histogram._sum.inc(amount * count)
+    for i, bound in enumerate(histogram._upper_bounds):
+        if amount <= bound:
+            histogram._buckets[i].inc(count)
+            break

@@ -50,6 +50,7 @@ import orjson
 
 from worker.decision import Applied, Change, Decision, Rejected, TagRecord, superseded_problem
 from worker.events import Invalid, RawRecord, TagEvent, TagMoved, Undecodable
+from worker.frozen import fast_init
 from worker.history import DEFAULT_IMMUTABLE, ImmutableTags, repointed
 from worker.models import REJECTED_TYPE, REMOVED_TYPE, STRUCTURED, UPDATED_TYPE
 from worker.plan import EventKey, Item, ProcessedRow, Superseded
@@ -76,6 +77,7 @@ SUCCESS_TYPES: Mapping[Change, str] = {
 }
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """An outcome ready to produce: key, value and its status for metrics and logs."""

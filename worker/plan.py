@@ -12,12 +12,14 @@ import orjson
 
 from worker.decision import Change, Decision, TagRecord, fold
 from worker.events import Invalid, RawRecord, TagDeleted, TagMoved
+from worker.frozen import fast_init
 
 EventKey = tuple[str, str]  # (source, id)
 TagKey = tuple[str, str]  # (repository, tag)
 Accepted = TagMoved | TagDeleted | Invalid
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Item:
     """One record of a batch that has an identity (it is stored as processed)."""
@@ -30,6 +32,7 @@ class Item:
         return (self.event.source, self.event.id)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Superseded:
     """What rebuilds a superseded event's 409 with its repeat (migration 0006): the key
@@ -59,6 +62,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ProcessedRow:
     """What ``processed_events`` holds for an event processed earlier: enough to tell a

@@ -32,6 +32,7 @@ import orjson
 
 from worker.decision import TagRecord
 from worker.events import Invalid
+from worker.frozen import fast_init
 from worker.plan import EventKey, Item, ProcessedRow, TagKey
 from worker.timefmt import format_rfc3339, parse_rfc3339
 
@@ -52,6 +53,7 @@ UNREADABLE = "(value)"
 Kind = Literal["upsert", "tombstone"]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class StateRecord:
     """One record of the state topic: key, value (None: a tombstone), the version, and

@@ -4,7 +4,9 @@ and round-trip)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,10 +16,10 @@ from pydantic_core import ErrorDetails
 
 from tests.helpers.contract import pydantic_phrases
 from tests.helpers.strategies import cloud_events
-from worker.decode import decode
+from worker.decode import decode, fingerprint
 from worker.events import Invalid, RawRecord, TagDeleted, TagMoved, Undecodable
 from worker.identifiers import normalize_digest, normalize_repository
-from worker.models import rule_message
+from worker.models import EventAttributes, rule_message
 from worker.problems import ProblemKind
 from worker.timefmt import parse_rfc3339
 
@@ -702,3 +704,34 @@ def test_rejections_keep_the_tag_the_input_names(
     decoded = decode(rec, LIMIT)
     assert isinstance(decoded, Invalid | Undecodable), name
     assert decoded.subject == subject, name
+
+
+@given(st.datetimes(timezones=st.just(UTC)), st.integers() | st.none())
+def test_a_fingerprint_is_the_sha256_of_the_canonical_json_with_the_instant_in_iso_format(
+    moment: datetime, number: int | None
+) -> None:
+    """The bytes stored fingerprints were made of: the instant as ``isoformat()`` writes
+    it (orjson writes the datetime itself, in C), and integers beyond 64 bits through
+    the standard encoder."""
+    attributes = EventAttributes.model_validate(
+        {
+            "specversion": "1.0",
+            "id": "e-1",
+            "source": "https://registry.example/webhook",
+            "type": "dev.ocitag.tag.moved",
+            "time": "2026-11-28T15:12:02Z",
+        }
+    )
+    data = {"n": number, "tag": "v1"}
+    content = {
+        "specversion": "1.0",
+        "id": "e-1",
+        "source": "https://registry.example/webhook",
+        "type": "dev.ocitag.tag.moved",
+        "time": moment.isoformat(),
+        "subject": "s",
+        "data": data,
+    }
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    expected = hashlib.sha256(canonical.encode()).digest()
+    assert fingerprint(attributes, moment, "s", data) == expected

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import aiohttp
 import prometheus_client
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.helpers.metrics import COMPONENT_FAMILIES, expected_families, families
 from worker import metrics
@@ -68,3 +70,42 @@ def test_every_metric_is_some_commands() -> None:
     }
     registered = {c for collectors in metrics.COMMANDS.values() for c in collectors}
     assert defined == registered
+
+
+def _samples(histogram: prometheus_client.Histogram) -> dict[tuple[str, str], float]:
+    return {
+        (s.name, s.labels.get("le", "")): s.value
+        for family in histogram.collect()
+        for s in family.samples
+        if not s.name.endswith("_created")
+    }
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    amounts=st.lists(
+        st.tuples(st.floats(min_value=0, max_value=100, allow_nan=False), st.integers(0, 2_000)),
+        max_size=5,
+    )
+)
+def test_observe_many_records_what_as_many_observes_do(amounts: list[tuple[float, int]]) -> None:
+    buckets = (0.001, 0.01, 0.1, 1, 10)
+    many = prometheus_client.Histogram("many", "", buckets=buckets, registry=None)
+    each = prometheus_client.Histogram("each", "", buckets=buckets, registry=None)
+    for amount, count in amounts:
+        metrics.observe_many(many, amount, count)
+        for _ in range(count):
+            each.observe(amount)
+    got = {(n.removeprefix("many"), le): v for (n, le), v in _samples(many).items()}
+    want = {(n.removeprefix("each"), le): v for (n, le), v in _samples(each).items()}
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, rel=1e-9, abs=1e-9), key
+
+
+def test_observe_many_refuses_a_histogram_with_labels_as_observe_does() -> None:
+    labelled = prometheus_client.Histogram("labelled", "", ["kind"], registry=None)
+    with pytest.raises(ValueError, match="missing label values"):
+        labelled.observe(1.0)
+    with pytest.raises(ValueError, match="missing label values"):
+        metrics.observe_many(labelled, 1.0, 3)

@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.helpers.strategies import offsets, rfc3339, times
 from worker.timefmt import format_rfc3339, parse_rfc3339
@@ -57,3 +58,13 @@ def test_round_trip(moment: datetime, offset: str) -> None:
     parsed = parse_rfc3339(rfc3339(moment, offset))
     assert parsed == moment
     assert parse_rfc3339(format_rfc3339(parsed)) == parsed
+
+
+@given(
+    st.datetimes(timezones=st.just(UTC))
+    # away from years 1 and 9999: another offset would move the instant out of range
+    | st.datetimes(datetime(2, 1, 1), datetime(9998, 12, 31), timezones=st.timezones())
+)
+def test_formats_as_isoformat_with_z(moment: datetime) -> None:
+    """The one output format: ``isoformat()`` of the instant in UTC, 'Z' for '+00:00'."""
+    assert format_rfc3339(moment) == moment.astimezone(UTC).isoformat()[:-6] + "Z"
