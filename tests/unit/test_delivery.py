@@ -118,3 +118,31 @@ async def test_abort_fails_what_the_producer_holds() -> None:
         await asyncio.wait_for(held, 1)
     assert producer._closed
     await asyncio.wait_for(producer.stop(), 1)
+
+
+async def test_a_replaced_producer_that_does_not_stop_in_time_is_aborted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiokafka's stop() delivers everything first, for as long as that takes; cancelled
+    half-way it left the sender retrying in the background. Now, past the grace, what
+    the replaced producer holds fails and it is closed."""
+    producer = Producer(load_settings({}, environ={}), component="the worker", action="testing")
+    old = AIOKafkaProducer(bootstrap_servers="localhost:1", enable_idempotence=True)
+    held = await old._message_accumulator.add_message(
+        TopicPartition("outcomes", 0), b"k", b"v", timeout=1
+    )
+
+    async def delivering_for_ever() -> None:
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(old, "stop", delivering_for_ever)
+    monkeypatch.setattr("worker.kafka.RETIRE_SECONDS", 0.05)
+    try:
+        with structlog.testing.capture_logs() as captured:
+            await asyncio.wait_for(producer._retire(old, KafkaTimeoutError("stuck"), flush=True), 5)
+    finally:
+        await producer.stop()
+    assert [c["event"] for c in captured] == ["producer_stop_failed"]
+    with pytest.raises(ProducerClosed, match=r"replaced: .*stuck"):
+        await asyncio.wait_for(held, 1)
+    assert old._closed
