@@ -52,10 +52,17 @@ async def acknowledged(futures: Sequence[asyncio.Future[Any]], within: float) ->
         return []
     _, pending = await asyncio.wait(futures, timeout=within)
     if pending:
+        for future in pending:  # failed later (an aborted producer): nobody to tell
+            future.add_done_callback(_retrieved)
         raise DeliveryTimeoutError(
             f"{len(pending)} of {len(futures)} record batches not acknowledged within {within:g} s"
         )
     return [f.exception() or f.result() for f in futures]
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 async def abort(producer: AIOKafkaProducer, error: BaseException, grace: float) -> None:

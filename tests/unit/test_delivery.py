@@ -4,6 +4,7 @@ replaced and aborted (worker/delivery.py, worker/kafka.py ``Producer``)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import pytest
@@ -46,6 +47,17 @@ async def test_an_acknowledgement_that_never_comes_ends_the_wait() -> None:
     with pytest.raises(DeliveryTimeoutError, match="1 of 2 record batches not acknowledged"):
         await asyncio.wait_for(acknowledged([done, never], within=0.05), 5)
     assert not never.cancelled()  # the producer's future: not ours to cancel
+    # failed afterwards (its producer aborted), it is not reported as never retrieved
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    try:
+        never.set_exception(ProducerClosed("replaced"))
+        await asyncio.sleep(0)
+        del never
+        gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+    assert reported == []
 
 
 class FreshProducer:
