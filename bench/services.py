@@ -65,9 +65,11 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
 
 
-async def create_database(server_url: str, name: str, *, migrated: bool = True) -> str:
-    """A new database, migrated unless told otherwise (the floor's has its own tables);
-    returns its URL."""
+async def create_database(
+    server_url: str, name: str, *, migrated: bool = True, up_to: int | None = None
+) -> str:
+    """A new database, migrated (up to migration ``up_to`` if given) unless told otherwise
+    (the floor's has its own tables); returns its URL."""
     admin = await asyncpg.connect(with_database(server_url, "postgres"))
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
@@ -78,7 +80,7 @@ async def create_database(server_url: str, name: str, *, migrated: bool = True) 
         return url
     conn = await asyncpg.connect(url)
     try:
-        await migrate(conn)
+        await migrate(conn, up_to=up_to)
     finally:
         await conn.close()
     return url

@@ -5,7 +5,9 @@ earlier ones), this checkout's ``worker/store.py`` against the one of another ch
 through the worker's own pool (one connection).
 
 The baseline's ``worker/store.py`` is loaded from its file and runs on this checkout's
-other modules: for changes confined to the store. The two alternate in blocks of
+other modules, on a database migrated as far as the baseline's migrations go (which must
+be this checkout's, unedited): for changes confined to the store and to migrations after
+the baseline's (a function replaced by a new migration, as 0010 did). The two alternate in blocks of
 BENCH_STORE_AB_BLOCK batches (100; A B, then B A, …) for BENCH_STORE_AB_ROUNDS rounds
 (6), so the machine's drift falls on both. Per batch: wall time (p50, p90, p99, mean),
 this process's CPU, the statements sent (a query logger; the pool's reset on release
@@ -54,6 +56,7 @@ from worker import partitions
 from worker import store as this_store
 from worker.db import open_pool
 from worker.events import RawRecord, TagMoved
+from worker.migrate import available
 from worker.outcomes import OutcomeContext
 from worker.plan import Item
 
@@ -72,6 +75,22 @@ def baseline_store(checkout: Path) -> ModuleType:
     sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
+
+
+def baseline_schema(checkout: Path) -> int:
+    """The newest of the other checkout's migrations, which its store's database is
+    migrated to: they must be this checkout's up to there, else the A/B would compare
+    schemas this checkout cannot build."""
+    folder = checkout / "worker" / "migrations"
+    theirs = {p.name: p.read_text(encoding="utf-8") for p in folder.glob("[0-9]*_*.sql")}
+    ours = {f"{m.version:04d}_{m.name}.sql": m.sql for m in available()}
+    differ = sorted(name for name, sql in theirs.items() if ours.get(name) != sql)
+    if not theirs or differ:
+        raise SystemExit(
+            f"BENCH_STORE_BASELINE: migrations of {folder} not this checkout's: "
+            f"{differ or 'none found'}"
+        )
+    return max(int(name[:4]) for name in theirs)
 
 
 def batch(n: int, label: str, size: int) -> list[Item]:
@@ -187,9 +206,12 @@ async def run(
 ) -> dict[str, Any]:
     services = discover()
     modules = {"before": baseline_store(baseline), "after": this_store}
+    schemas = {"before": baseline_schema(baseline), "after": available()[-1].version}
     sides: dict[str, _Side] = {}
     for name in SYSTEMS:
-        url = await create_database(services.database_url, unique(f"storeab_{name}"))
+        url = await create_database(
+            services.database_url, unique(f"storeab_{name}"), up_to=schemas[name]
+        )
         await _partitions(url, partition_count)
         sides[name] = await _side(url, modules[name])
     n = 0
@@ -218,6 +240,7 @@ async def run(
             "block": block,
             "batch": size,
             "partitions": partition_count,
+            "schemas": schemas,
         },
         "machine": machine(),
         "code": code_version(),
@@ -289,7 +312,9 @@ def render(results: dict[str, Any]) -> str:
             ["ms per batch in the statement …", "before", "after"],
             [[f"{q} …", spent["before"].get(q), spent["after"].get(q)] for q in statements],
         )
-        + f"\nbefore: worker/store.py of {config['baseline']}; {before['batches']:,} batches of"
+        + f"\nbefore: worker/store.py of {config['baseline']}, migrations to"
+        f" {config['schemas']['before']:04d} (after: {config['schemas']['after']:04d});"
+        f" {before['batches']:,} batches of"
         f" {config['batch']} each; {config['partitions']} partitions of the record; load average"
         " at start"
         f" {results['machine']['load_average_1m_at_start']}"

@@ -71,7 +71,6 @@ class Committer:
         self._on_fatal = on_fatal
         self._timeout = timeout
         self._interval = interval
-        self._flushing = 0  # flushes in progress (a revocation's and the shutdown's)
         self._pending: dict[TopicPartition, int] = {}
         #: the last offset this worker committed per partition
         self.committed: dict[TopicPartition, int] = {}
@@ -79,9 +78,11 @@ class Committer:
         self._hurry = asyncio.Event()  # a flush waits: cut a backoff short
         self._round = asyncio.Event()  # replaced after each round
         self._failed: BaseException | None = None
-        # partitions a flush is settling before they go (revocation, shutdown): a
-        # refused commit gives up on them rather than retrying
-        self._leaving: set[TopicPartition] = set()
+        #: the partitions of each flush in progress (a revocation's, the shutdown's; they
+        #: may overlap), which it settles before they go: a refused commit gives up on
+        #: them rather than retrying. One entry per flush, removed by that flush alone, so
+        #: that one ending or starting does not change what another still settles.
+        self._flushes: list[frozenset[TopicPartition]] = []
 
     def done(self, tp: TopicPartition, offset: int) -> None:
         """``offset`` (a batch's last + 1) may be committed: everything before it in
@@ -130,8 +131,8 @@ class Committer:
         most ``within`` seconds (the background task does the committing). True when
         nothing of theirs is pending any more."""
         deadline = time.monotonic() + within
-        self._leaving = set(self._pending if partitions is None else partitions)
-        self._flushing += 1
+        leaving = frozenset(self._pending if partitions is None else partitions)
+        self._flushes.append(leaving)
         try:
             while True:
                 waiting = [tp for tp in self._pending if partitions is None or tp in partitions]
@@ -151,9 +152,8 @@ class Committer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(round_done.wait(), left)
         finally:
-            self._leaving = set()
-            self._flushing -= 1
-            if not self._flushing:  # another flush still waiting keeps the hurry
+            self._flushes.remove(leaving)  # this flush's entry (an equal one is as good)
+            if not self._flushes:  # another flush still waiting keeps the hurry
                 self._hurry.clear()
 
     def _end_round(self) -> None:
@@ -198,7 +198,7 @@ class Committer:
         """The group moved on (a rebalance): retry for the partitions still ours, forget
         the others and those being revoked (whoever owns them next redoes those records,
         replaying their outcomes)."""
-        assigned = self._consumer.assignment() - self._leaving
+        assigned = self._consumer.assignment().difference(*self._flushes)
         lost = sorted(tp.partition for tp in offsets if tp not in assigned)
         for tp in offsets:
             if tp not in assigned and self._pending.get(tp) == offsets[tp]:

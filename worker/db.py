@@ -156,8 +156,8 @@ async def open_pool(
     # without waiting for autoanalyze (with the statistics worker/statistics.py gathers
     # early). Its price is planning each execution. The statements where that price
     # counts are functions that plan once per session with their own settings, which hold
-    # for their statements only: the store's lookup and write (migration 0009: generic
-    # plans pinned onto the indexes; the server's CPU per batch of 10 0.6x what it was)
+    # for their statements only: the store's lookup and write (migrations 0009 and 0010:
+    # generic plans pinned onto the indexes; the server's CPU per batch of 10 0.6x)
     # and the digest question (0008); test_plans.py holds both to their indexes.
     return await asyncpg.create_pool(
         dsn,

@@ -22,8 +22,8 @@ redone (it then finds the event processed). The epoch is read FOR SHARE, so a ro
 to the next one waits for every applier of the old one: both never run at once (and a
 lookup whose snapshot predates a rotation it then waited for is read again: ``_LOOKUP``).
 
-Both statements are functions of migration 0009, planned once per session and pinned
-onto the indexes (``_LOOKUP``).
+Both statements are functions of migration 0009 (replaced by 0010's), planned once per
+session and pinned onto the indexes (``_LOOKUP``).
 
 The record (migration 0004): a 16-byte key hashed from (source, id), a 16-byte
 fingerprint, and what rebuilds the outcome (worker/outcomes.py), in a table partitioned
@@ -89,10 +89,11 @@ MAX_RACE_ATTEMPTS = 50
 # epoch committed before the rotation to this one, which the snapshot shows; an applier
 # of this epoch committing after the snapshot is met by the record's primary key.
 # The statement is migration 0009's ``ocitag_store_lookup``, and the write's below its
-# ``ocitag_store_write``: functions, so that each is planned once per session (a generic
-# plan, not one per execution over every partition: the server's CPU per batch of 10
-# 0.6x what it was) with planner settings that keep that plan on the indexes however
-# small the tables were when it was made (tests/integration/test_plans.py; worker/db.py).
+# ``ocitag_store_write`` (both as 0010 replaced them: each tag a probe of the tag table's
+# key): functions, so that each is planned once per session (a generic plan, not one per
+# execution over every partition: the server's CPU per batch of 10 0.6x what it was)
+# with planner settings that keep that plan on the indexes however small the tables were
+# when it was made (tests/integration/test_plans.py; worker/db.py).
 _LOOKUP = "SELECT epoch, seen, processed, tags FROM ocitag_store_lookup($1, $2, $3)"
 
 # The guard: an existing row is updated only while it still has the key the decision
@@ -109,7 +110,7 @@ _LOOKUP = "SELECT epoch, seen, processed, tags FROM ocitag_store_lookup($1, $2, 
 # writes run first (as when they were two statements: the row locks, then the record's
 # key). ``recorded`` counts the records inserted: fewer means another applier recorded
 # some first.
-# The statement is migration 0009's ``ocitag_store_write``; its arguments: the tags' 15
+# The statement is migration 0009's ``ocitag_store_write`` (0010's); its arguments: the tags' 15
 # columns ($1-$15), the time and the epoch ($16, $17), the records' 11 columns ($18-$28),
 # the new names ($29, $30) and the history entries' 8 columns ($31-$38).
 _WRITE = """

@@ -29,6 +29,7 @@ from tests.helpers.strategies import BASE, digest, make_event
 from worker import partitions
 from worker.db import open_pool
 from worker.history_reads import FIRST, PgHistoryReads, allow_all
+from worker.migrate import available
 from worker.statistics import Statistics
 from worker.store import Store
 
@@ -51,9 +52,11 @@ WHERE i.inhparent = 'ocitag_history_tag_at'::regclass
 _HISTORY_SEQ_SCANS = """
 SELECT relname, seq_scan FROM pg_stat_user_tables WHERE relname LIKE 'ocitag_history%'
 """
+_TAG_KEY_READS = "SELECT idx_tup_read FROM pg_stat_user_indexes WHERE indexrelname = 'ocitags_pkey'"
 
 
-# the store's statements (migration 0009): planned once per session, pinned onto the indexes
+# the store's statements (migrations 0009 and 0010): planned once per session, pinned onto
+# the indexes
 _STORE_FUNCTIONS = (
     "ocitag_store_lookup(bytea[], text[], text[])",
     "ocitag_store_write(text[], text[], text[], text[], timestamptz[], text[], timestamptz[], "
@@ -96,13 +99,23 @@ class _Run:
     async def seq_scans(self, admin: asyncpg.Connection, query: str = _SEQ_SCANS) -> dict[str, int]:
         """Each table's sequential scans so far (analyses done, the pool's pending counts
         flushed first)."""
+        await self._counted(admin)
+        return {r["relname"]: r["seq_scan"] for r in await admin.fetch(query)}
+
+    async def tag_key_reads(self, admin: asyncpg.Connection) -> int:
+        """The entries read so far from the tags' primary-key index."""
+        await self._counted(admin)
+        return int(await admin.fetchval(_TAG_KEY_READS))
+
+    async def _counted(self, admin: asyncpg.Connection) -> None:
+        """The statistics settled and the pool's pending counts flushed, and ``admin``
+        about to read them afresh."""
         await self.store.statistics.settled()
         for _ in range(self.pool.get_size()):
             async with self.pool.acquire() as conn:
                 # counts are flushed when the statement ends, before its answer
                 await conn.execute("SELECT pg_stat_force_next_flush()")
         await admin.execute("SELECT pg_stat_clear_snapshot()")
-        return {r["relname"]: r["seq_scan"] for r in await admin.fetch(query)}
 
 
 async def _no_autovacuum(admin: asyncpg.Connection) -> None:
@@ -282,12 +295,96 @@ async def test_without_their_pins_the_store_plans_made_empty_would_scan(
     database_url: str, admin: asyncpg.Connection
 ) -> None:
     """The control of the test above: with the functions' planner settings removed, the
-    generic plans made on the empty store scan the whole tag table twice a batch, in the
-    lookup and in the write (the first-hour defect, back), and the counting above sees
-    it. (The record's plan happens to keep its index on this PostgreSQL even so; its pin
-    costs nothing.)"""
+    generic plan of the write made on the empty store scans the whole tag table once a
+    batch (a hash join on the guard's columns: the first-hour defect, back), and the
+    counting above sees it. (0009's lookup scanned it too; since 0010 each of its keys is
+    a LATERAL probe, which has no other plan. The record's plan happens to keep its index
+    on this PostgreSQL even so; its pin costs nothing.)"""
     for function in _STORE_FUNCTIONS:
         for setting in _PINS:
             await admin.execute(f"ALTER FUNCTION {function} RESET {setting}")
     scans = await _scans_after_growing_with_plans_made_empty(database_url, admin)
-    assert scans.get("ocitags", 0) >= 2 * 50, scans
+    assert scans.get("ocitags", 0) >= 50, scans
+
+
+GROWN_TO = 10_000  # tags added after the plans were made: what a walk of the index reads
+ONE_KEY_BATCHES = 12  # batches of one event each, every other one a move of a grown tag
+# copies of the first tag's row under other names: the tag table grown fast (a few
+# hundred milliseconds), without the store's plans being made again
+_GROW_TAGS = """
+INSERT INTO ocitags (repository, tag, artifact, created_by, created_on, last_modified_by,
+                     last_modified_on, version, last_event_source, last_event_id, deleted_on,
+                     deleted_by, recorded_at)
+SELECT s.repository, 'grown' || i, s.artifact, s.created_by, s.created_on, s.last_modified_by,
+       s.last_modified_on, s.version, s.last_event_source, 'grown' || i, s.deleted_on,
+       s.deleted_by, s.recorded_at
+FROM ocitags s CROSS JOIN generate_series(1, $1::integer) AS i WHERE s.tag = 'first'
+"""
+
+
+async def _tag_key_reads_of_batches_of_one_after_an_analyse_at_one_row(
+    database_url: str, admin: asyncpg.Connection
+) -> list[int]:
+    """The entries of the tags' primary key read by each batch of one event, through one
+    session whose store plans were made while the tag table held one row and had been
+    analysed so (a fresh store after autovacuum's or the worker's first analyse), and
+    kept while the table grew to ``GROWN_TO`` tags (no analysis since)."""
+    pool = await open_pool(database_url, 1, 1, command_timeout=30, idle_in_transaction=60)
+    try:
+        run = _Run(pool)
+        run.store.statistics = Statistics(_not_analysed)
+        await run.store.apply(items([make_event("first", digest(0), BASE)]), now())
+        await admin.execute("ANALYZE ocitags")
+        # planned now (the analyse invalidated the plans made on the empty store)
+        await run.store.apply(items([make_event("second", digest(0), BASE)]), now())
+        await admin.execute(_GROW_TAGS, GROWN_TO)
+        reads = []
+        for n in range(ONE_KEY_BATCHES):
+            when = BASE + timedelta(seconds=n + 1)
+            # a move of an existing tag (the write's UPDATE) or a new tag (its INSERT)
+            tag = f"grown{n + 1}" if n % 2 else f"new{n}"
+            before = await run.tag_key_reads(admin)
+            await run.store.apply(items([make_event(tag, digest(n + 1), when)]), now())
+            reads.append(await run.tag_key_reads(admin) - before)
+    finally:
+        await pool.close()
+    tags = await admin.fetchval("SELECT count(*) FROM ocitags")
+    assert tags == GROWN_TO + 2 + ONE_KEY_BATCHES // 2
+    assert (
+        await admin.fetchval("SELECT count(*) FROM ocitags WHERE tag LIKE 'grown%' AND version = 2")
+        == ONE_KEY_BATCHES // 2
+    ), "every move applied"
+    return reads
+
+
+async def test_a_batch_of_one_tag_probes_the_tag_key_with_plans_made_at_one_row(
+    database_url: str, admin: asyncpg.Connection
+) -> None:
+    """Migration 0010: plans made while the tag table held one row and was analysed so
+    (which puts the table outside a join to the batch's keys, its whole key index walked
+    per batch) read each tag of a batch by a probe of the key, in the lookup and in the
+    write, once the table has grown: a few entries a batch, not the table's size (2 for a
+    move here, the lookup's probe and the UPDATE's; 0 for a new tag, whose probe finds
+    nothing and whose INSERT's conflict check is not counted as a read)."""
+    reads = await _tag_key_reads_of_batches_of_one_after_an_analyse_at_one_row(database_url, admin)
+    assert max(reads) <= 4, reads
+
+
+def _as_in_0009(function: str) -> str:
+    """``CREATE OR REPLACE`` of one of the store's functions as migration 0009 made it
+    (the key of the batch's tags joined to the tag table, in an order left to the planner)."""
+    sql = next(m.sql for m in available() if m.version == 9)
+    body = sql[sql.index(f"CREATE FUNCTION {function}(") :]
+    return "CREATE OR REPLACE" + body[len("CREATE") : body.index("END $$;") + len("END $$;")]
+
+
+@pytest.mark.parametrize("function", ["ocitag_store_lookup", "ocitag_store_write"])
+async def test_as_in_0009_a_batch_of_one_tag_walked_the_tag_key_index(
+    database_url: str, admin: asyncpg.Connection, function: str
+) -> None:
+    """The control of the test above, for each function: 0009's version of it, the tags
+    joined to the batch's keys, walks the whole key index in the batches above (the
+    defect 0010 mends), and the counting above sees it."""
+    await admin.execute(_as_in_0009(function))
+    reads = await _tag_key_reads_of_batches_of_one_after_an_analyse_at_one_row(database_url, admin)
+    assert min(reads) >= GROWN_TO, reads

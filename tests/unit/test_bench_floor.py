@@ -80,7 +80,15 @@ def _drain(eps: float) -> dict[str, Any]:
         "events_per_second": eps,
         "late_events_per_second": None,
         "cpu_cores": {"worker": eps / 10_000, "other": 0.5},
-        "database": {"total": 1_000, "pg_database_size": 2_000},
+        "database": {
+            "total": 1_000,
+            "pg_database_size": 2_000,
+            "tables": {
+                "ocitags": {"total": 600},
+                "ocitag_history": {"total": 300},
+                "ocitag_history_names": {"total": 100},
+            },
+        },
         "outcomes": {"total": 10, "by_status": {}, "complete": True, "missing": 0, "extra": 0},
     }
 
@@ -114,6 +122,9 @@ def test_a_baseline_checkout_gets_its_column_and_the_projects_ratio_to_it() -> N
     assert by["drain 10: events/s"]["project_over_floor"] == 0.8
     assert by["2,000/s, fresh store: p99 ms"]["project_over_before"] == 0.3
     assert by["drain 10: CPU other, cores"]["project_over_before"] is None
+    # the history's tables (issue 22's own budget) are set aside in a row of their own
+    assert by["drain 10: DB bytes/event (tables)"]["project"] == 100
+    assert by["drain 10: DB bytes/event (tables, history aside)"]["project"] == 60
     shown = versus.render(results)
     assert "project / before" in shown and "before: the worker of /work/main" in shown
     without: dict[str, Any] = {

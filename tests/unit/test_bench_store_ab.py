@@ -3,10 +3,14 @@ PostgreSQL and another checkout: ``make bench-store-ab``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from bench import store_ab
 from worker.events import TagMoved
+from worker.migrate import available
 
 
 def test_a_batch_has_new_tags_and_moves_of_an_earlier_batchs() -> None:
@@ -39,6 +43,7 @@ def test_the_table_pairs_the_two_stores_and_their_statements() -> None:
             "block": 5,
             "batch": 8,
             "partitions": 2,
+            "schemas": {"before": 9, "after": 10},
         },
         "machine": {"load_average_1m_at_start": 1.0},
         "systems": {
@@ -65,6 +70,30 @@ def test_the_table_pairs_the_two_stores_and_their_statements() -> None:
     ]
     assert [c.replace(",", "") for c in cells["— of which in the lookup"][:2]] == ["750", "450"]
     assert "worker/store.py of /work/main" in shown and "2 partitions of the record" in shown
+    assert "migrations to 0009 (after: 0010)" in shown
+
+
+def _checkout_with(tmp_path: Path, edited: str | None = None) -> Path:
+    """A checkout holding this one's migrations but the newest (``edited`` replacing the
+    first one's text, if given)."""
+    folder = tmp_path / "worker" / "migrations"
+    folder.mkdir(parents=True)
+    for m in available()[:-1]:
+        sql = edited if edited is not None and m.version == 1 else m.sql
+        (folder / f"{m.version:04d}_{m.name}.sql").write_text(sql, encoding="utf-8")
+    return tmp_path
+
+
+def test_the_baseline_store_runs_on_the_baselines_migrations(tmp_path: Path) -> None:
+    """The before side's database is migrated as far as the other checkout's migrations
+    go: a migration that replaces the store's functions is compared with the ones before
+    it, not with itself."""
+    assert store_ab.baseline_schema(_checkout_with(tmp_path)) == available()[-2].version
+
+
+def test_a_baseline_whose_migrations_differ_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match=r"0001_initial\.sql"):
+        store_ab.baseline_schema(_checkout_with(tmp_path, edited="SELECT 1;"))
 
 
 def test_a_backend_that_cannot_be_read_has_spent_nothing() -> None:

@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, InvalidCommitOffsetSizeError, NodeNotReadyError
 
@@ -104,6 +105,34 @@ async def test_a_refused_commit_is_retried_for_partitions_kept_and_not_for_those
             while setup.consumer.commits != {P0: 4}:
                 await asyncio.sleep(0.002)
     assert setup.consumer.commit_calls == 2
+    assert not setup.committer.pending()
+
+
+@pytest.mark.parametrize("other_pending", [False, True], ids=["other-ended", "other-waiting"])
+async def test_overlapping_flushes_each_keep_their_partitions_leaving(other_pending: bool) -> None:
+    """A revocation's flush of P1 waits on a commit; another flush (of P0) overlaps it,
+    ending at once (nothing of P0 pending) or waiting too. When the broker then refuses
+    the commit (the group moved on), P1 is still leaving: it is given up, not retried,
+    whatever the other flush did meanwhile (neither its start nor its end may drop P1
+    from the partitions leaving)."""
+    setup = Setup()
+    setup.consumer.commit_errors = [CommitFailedError("rebalanced")]
+    setup.consumer.commit_gate.clear()
+    async with running(setup):
+        setup.committer.done(P1, 6)
+        if other_pending:
+            setup.committer.done(P0, 4)
+        first = asyncio.create_task(setup.committer.flush([P1], 5))
+        await asyncio.sleep(0.01)  # the commit is on its way, held at the broker
+        second = asyncio.create_task(setup.committer.flush([P0], 5))
+        await asyncio.sleep(0.01)
+        assert second.done() is not other_pending
+        setup.consumer.commit_gate.set()
+        assert await asyncio.wait_for(first, 2)
+        assert await asyncio.wait_for(second, 2)
+        await asyncio.sleep(0.02)  # a retry, had there been one, would be done by now
+    assert setup.consumer.commits == {}
+    assert setup.consumer.commit_calls == 1
     assert not setup.committer.pending()
 
 
