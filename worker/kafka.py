@@ -31,6 +31,7 @@ from aiokafka.errors import (
     NodeNotReadyError,
     OutOfOrderSequenceNumber,
     ProducerClosed,
+    ProducerFenced,
     RequestTimedOutError,
     SaslAuthenticationFailed,
     TopicAuthorizationFailedError,
@@ -73,12 +74,15 @@ MAX_REQUEST_BYTES = 1_048_576
 #: cluster to try again (Producer.reachable): a broker that is back answers a metadata
 #: request in milliseconds, one that is away refuses the connection at once
 REACH_PROBE_SECONDS = 0.5
-# A producer that raised these will not recover by itself: replace it.
+# A producer that raised these will not recover by itself: replace it. A broker's
+# INVALID_PRODUCER_EPOCH reaches a send as ProducerFenced (aiokafka converts it): not
+# retriable, it was a PermanentError, the batch "failed" and the worker stopped.
 _STUCK = (
     KafkaTimeoutError,
     ProducerClosed,
     OutOfOrderSequenceNumber,
     InvalidProducerEpoch,
+    ProducerFenced,
     UnknownProducerId,
 )
 _FATAL = (

@@ -1,5 +1,6 @@
-"""A send's acknowledgements waited for within a bound, and a producer that missed it
-replaced and aborted (worker/delivery.py, worker/kafka.py ``Producer``)."""
+"""A send's acknowledgements waited for within a bound, a producer that missed it
+replaced and aborted, and one whose idempotence state broke replaced as well
+(worker/delivery.py, worker/kafka.py ``Producer``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ from typing import Any
 import pytest
 import structlog
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaTimeoutError, ProducerClosed
+from aiokafka.errors import (
+    KafkaTimeoutError,
+    OutOfOrderSequenceNumber,
+    ProducerClosed,
+    ProducerFenced,
+    UnknownProducerId,
+)
 
 from worker import metrics
 from worker.delivery import (
@@ -158,3 +165,34 @@ async def test_a_replaced_producer_that_does_not_stop_in_time_is_aborted(
     with pytest.raises(ProducerClosed, match=r"replaced: .*stuck"):
         await asyncio.wait_for(held, 1)
     assert old._closed
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [ProducerFenced(), OutOfOrderSequenceNumber(), UnknownProducerId()],
+    ids=lambda e: type(e).__name__,
+)
+async def test_a_producer_whose_idempotence_state_broke_is_replaced(
+    refusal: Exception, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiokafka turns a broker's INVALID_PRODUCER_EPOCH into ProducerFenced: that was a
+    PermanentError, which fails the batch as a bug and stops the worker. Like the
+    sequence errors, it now replaces the producer and the batch retries."""
+    producer = Producer(load_settings({}, environ={}), component="the worker", action="testing")
+
+    async def refused(*_: object, **__: object) -> asyncio.Future[None]:
+        failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        failed.set_exception(refusal)
+        return failed
+
+    monkeypatch.setattr(producer._producer, "send", refused)
+    fresh = FreshProducer()
+    monkeypatch.setattr("worker.kafka.new_producer", lambda _: fresh)
+    try:
+        with pytest.raises(TransientError) as raised:
+            await producer.send_each([Message("outcomes", b"k", b"v", [])])
+        await producer.send_each([Message("outcomes", b"k", b"again", [])])
+    finally:
+        await producer.stop()
+    assert raised.value.cause is Cause.KAFKA_PRODUCER
+    assert fresh.sent == [b"again"]
