@@ -40,13 +40,14 @@ from aiokafka.errors import (
 )
 from aiokafka.helpers import create_ssl_context
 
-from worker import metrics, tracing
+from worker import kafkaconn, metrics, tracing
 from worker.delivery import DeliveryTimeoutError, abort, acknowledged, delivery_timeout
 from worker.errors import Cause, FatalError, PermanentError, TransientError, describe
 from worker.packing import Packer
 from worker.settings import Settings, env_name
 
 log = structlog.get_logger("worker.kafka")
+kafkaconn.install()  # every Kafka client of the product goes through this module
 
 
 class Message(NamedTuple):

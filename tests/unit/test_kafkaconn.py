@@ -1,0 +1,56 @@
+"""A request written on a transport uvloop has already closed is a broken connection,
+which callers retry, not a RuntimeError that kills them (worker/kafkaconn.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiokafka.conn import AIOKafkaConnection
+from aiokafka.errors import KafkaConnectionError
+from aiokafka.protocol.metadata import MetadataRequest
+
+import worker.kafka  # noqa: F401  (installs the check, as every command does)
+
+
+class Transport:
+    def __init__(self, closing: bool) -> None:
+        self.closing = closing
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+class Writer:
+    """uvloop's stream writer once the broker's end is gone."""
+
+    def __init__(self, closing: bool) -> None:
+        self.transport = Transport(closing)
+
+    def write(self, data: bytes) -> None:
+        raise RuntimeError(
+            "unable to perform operation on <TCPTransport closed=True reading=False>; "
+            "the handler is closed"
+        )
+
+
+def connection(writer: Writer) -> Any:
+    conn = AIOKafkaConnection("127.0.0.1", 31192)
+    conn._writer = writer
+    conn._versions = {MetadataRequest.API_KEY: (0, 9)}  # as a broker announced them
+    return conn
+
+
+async def test_a_write_on_a_closed_transport_is_a_broken_connection() -> None:
+    conn = connection(Writer(closing=True))
+    closed: list[object] = []
+    conn.close = lambda reason=None, exc=None: closed.append(reason)
+    with pytest.raises(KafkaConnectionError, match=r"127\.0\.0\.1:31192 broken: unable to perform"):
+        await conn.send(MetadataRequest([]))
+    assert len(closed) == 1
+
+
+async def test_any_other_runtime_error_is_left_as_it_is() -> None:
+    conn = connection(Writer(closing=False))
+    with pytest.raises(RuntimeError, match="handler is closed"):
+        await conn.send(MetadataRequest([]))
