@@ -32,6 +32,7 @@ TEMPLATE_DB = (
     "ocitag_test_template_"
     + hashlib.sha256("".join(m.checksum for m in available()).encode()).hexdigest()[:10]
 )
+pytest_plugins = ["pytester"]  # tests of the test helpers (tests/unit/test_processlogs.py)
 T = TypeVar("T")
 
 

@@ -31,6 +31,7 @@ from aiokafka.errors import (
     NodeNotReadyError,
     OutOfOrderSequenceNumber,
     ProducerClosed,
+    ProducerFenced,
     RequestTimedOutError,
     SaslAuthenticationFailed,
     TopicAuthorizationFailedError,
@@ -39,12 +40,14 @@ from aiokafka.errors import (
 )
 from aiokafka.helpers import create_ssl_context
 
-from worker import metrics, tracing
+from worker import kafkaconn, metrics, tracing
+from worker.delivery import DeliveryTimeoutError, abort, acknowledged, delivery_timeout
 from worker.errors import Cause, FatalError, PermanentError, TransientError, describe
 from worker.packing import Packer
 from worker.settings import Settings, env_name
 
 log = structlog.get_logger("worker.kafka")
+kafkaconn.install()  # every Kafka client of the product goes through this module
 
 
 class Message(NamedTuple):
@@ -72,12 +75,15 @@ MAX_REQUEST_BYTES = 1_048_576
 #: cluster to try again (Producer.reachable): a broker that is back answers a metadata
 #: request in milliseconds, one that is away refuses the connection at once
 REACH_PROBE_SECONDS = 0.5
-# A producer that raised these will not recover by itself: replace it.
+# A producer that raised these will not recover by itself: replace it. A broker's
+# INVALID_PRODUCER_EPOCH reaches a send as ProducerFenced (aiokafka converts it): not
+# retriable, it was a PermanentError, the batch "failed" and the worker stopped.
 _STUCK = (
     KafkaTimeoutError,
     ProducerClosed,
     OutOfOrderSequenceNumber,
     InvalidProducerEpoch,
+    ProducerFenced,
     UnknownProducerId,
 )
 _FATAL = (
@@ -94,6 +100,9 @@ _FATAL = (
 class MessageTooLargeError(PermanentError):
     """The broker (or the producer) refused a message as larger than the topic takes."""
 
+
+#: how long a replaced producer may take to deliver what it holds before it is aborted
+RETIRE_SECONDS = 10.0
 
 #: why a producer is unreachable, as readiness probes and refusals say it
 NO_BROKER_ANSWERED = "no broker answered the producer's last try"
@@ -463,6 +472,7 @@ class Producer:
         self._stuck_after = stuck_after
         self._failures = 0
         self._lock = asyncio.Lock()
+        self._delivery_timeout = delivery_timeout(settings.kafka.kafka_request_timeout_ms)
         self._retired: set[asyncio.Task[None]] = set()
         self._packer = Packer()
 
@@ -536,26 +546,30 @@ class Producer:
         """Enqueue, wait for every acknowledgement, and say what a failure means."""
         try:
             futures = await enqueue(messages)
-            results = await asyncio.gather(*futures, return_exceptions=True)
+            results = await acknowledged(futures, self._delivery_timeout)
             failed = next((r for r in results if isinstance(r, BaseException)), None)
             if failed is not None:
                 raise failed
         except Exception as exc:
+            if isinstance(exc, DeliveryTimeoutError):
+                log.warning("delivery_timed_out", error=str(exc), messages=len(messages))
             if isinstance(exc, _STUCK):
-                broken = not isinstance(exc, KafkaTimeoutError)
                 await self._maybe_recreate(producer, exc)
-                cause = Cause.KAFKA_PRODUCER if broken else Cause.KAFKA_TIMEOUT
+                timeout = isinstance(exc, KafkaTimeoutError)
+                cause = Cause.KAFKA_TIMEOUT if timeout else Cause.KAFKA_PRODUCER
                 raise TransientError(cause, describe(exc)) from exc
             raise classify_kafka_error(exc, self._action, component=self._component) from exc
         self._failures = 0
 
     async def _maybe_recreate(self, failed: AIOKafkaProducer, exc: BaseException) -> None:
         """Replace the producer after repeated timeouts, or at once when its idempotence
-        state is broken (sequence or epoch errors, closed). The new one is started
-        before it takes over; if it cannot start (the broker is away) the old one stays
-        and the caller retries later."""
+        state is broken (sequence or epoch errors, closed) or a send of it was not
+        acknowledged in time (worker/delivery.py). The new one is started before it
+        takes over; if it cannot start (the broker is away) the old one stays and the
+        caller retries later."""
         self._failures += 1
-        broken = not isinstance(exc, KafkaTimeoutError)
+        undelivered = isinstance(exc, DeliveryTimeoutError)
+        broken = undelivered or not isinstance(exc, KafkaTimeoutError)
         if not broken and self._failures < self._stuck_after:
             return
         async with self._lock:
@@ -572,13 +586,20 @@ class Producer:
             self._producer, self._failures = fresh, 0
             log.warning("producer_recreated", error=str(exc)[:300])
             metrics.PRODUCER_RECREATED.inc()
-        self._retired.add(asyncio.create_task(self._retire(failed)))
+        self._retired.add(asyncio.create_task(self._retire(failed, exc, flush=not undelivered)))
 
-    async def _retire(self, old: AIOKafkaProducer) -> None:
-        try:
-            await asyncio.wait_for(old.stop(), timeout=10)
-        except Exception as exc:
-            log.warning("producer_stop_failed", error=str(exc))
+    async def _retire(self, old: AIOKafkaProducer, exc: BaseException, *, flush: bool) -> None:
+        """Stop a replaced producer: what it holds delivered first (``flush``) for at most
+        RETIRE_SECONDS, then aborted (worker/delivery.py): a producer whose send was not
+        acknowledged in time is aborted at once, what it holds being sent again by its
+        successor."""
+        if flush:
+            try:
+                await asyncio.wait_for(old.stop(), timeout=RETIRE_SECONDS)
+                return
+            except Exception as error:
+                log.warning("producer_stop_failed", error=str(error))
+        await abort(old, ProducerClosed(f"replaced: {exc}"), RETIRE_SECONDS)
 
     async def ready(self) -> bool:
         """Usable: started, knows at least one broker, and its last try to reach the

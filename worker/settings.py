@@ -138,7 +138,7 @@ class KafkaSettings(SettingsGroup):
         30_000,
         ge=1_000,
         description="Timeout of one Kafka request; a producer that times out 3 times in a "
-        "row is replaced",
+        "row is replaced, and at once when a send is not acknowledged within 3 timeouts",
     )
     kafka_security_protocol: SecurityProtocol = Field(
         "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"

@@ -291,6 +291,11 @@ class Scenario:
 
     async def lag(self) -> int | None:
         """Log end offsets minus the group's committed offsets, over all partitions."""
+        by_partition = await self.lag_by_partition()
+        return None if by_partition is None else sum(by_partition.values())
+
+    async def lag_by_partition(self) -> dict[int, int] | None:
+        """Log end offset minus the group's committed offset, per input partition."""
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.kafka, group_id=self.group, enable_auto_commit=False
         )
@@ -298,26 +303,32 @@ class Scenario:
             await consumer.start()
             tps = [TopicPartition(self.input_topic, p) for p in range(PARTITIONS)]
             ends = await consumer.end_offsets(tps)
-            total = 0
-            for tp in tps:
-                committed = await consumer.committed(tp)
-                total += ends[tp] - (committed or 0)
-            return total
+            return {tp.partition: ends[tp] - (await consumer.committed(tp) or 0) for tp in tps}
         except Exception:  # during a broker outage there is no answer
             return None
         finally:
             await consumer.stop()
 
     async def wait_drained(self, produced: int, timeout: float) -> float:
-        """Seconds from the fault's end until every published record is committed."""
+        """Seconds from the fault's end until every published record is committed. Not
+        drained in time: the lag per partition, how long it had not moved, and whether
+        the workers still run (their logs come with the failure: tests/faults/conftest.py)."""
         deadline = time.monotonic() + timeout
+        lag: dict[int, int] | None = None
+        moved = time.monotonic()
         while time.monotonic() < deadline:
-            if len(self.published) >= produced and await self.lag() == 0:
-                end = time.monotonic()
-                return end - (self.fault_ended_at or end)
+            if len(self.published) >= produced:
+                now = await self.lag_by_partition()
+                if now is not None and not sum(now.values()):
+                    end = time.monotonic()
+                    return end - (self.fault_ended_at or end)
+                if now is not None and now != lag:  # (None: no answer during an outage)
+                    lag, moved = now, time.monotonic()
             await asyncio.sleep(0.25)
+        exits = {w.name: w.proc.poll() for w in self.workers}
         raise AssertionError(
-            f"{self.name}: not drained within {timeout} s (lag {await self.lag()})"
+            f"{self.name}: not drained within {timeout} s (lag per partition {lag}, unchanged "
+            f"for {time.monotonic() - moved:.0f} s; workers' exit codes, None: running, {exits})"
         )
 
     async def stop_all(self) -> None:

@@ -1,0 +1,198 @@
+"""A send's acknowledgements waited for within a bound, a producer that missed it
+replaced and aborted, and one whose idempotence state broke replaced as well
+(worker/delivery.py, worker/kafka.py ``Producer``)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from typing import Any
+
+import pytest
+import structlog
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import (
+    KafkaTimeoutError,
+    OutOfOrderSequenceNumber,
+    ProducerClosed,
+    ProducerFenced,
+    UnknownProducerId,
+)
+
+from worker import metrics
+from worker.delivery import (
+    DELIVERY_TIMEOUTS,
+    DeliveryTimeoutError,
+    abort,
+    acknowledged,
+    delivery_timeout,
+)
+from worker.errors import Cause, TransientError
+from worker.kafka import PUBLISHING_OUTCOMES, Message, Producer
+from worker.settings import load_settings
+
+
+def test_the_bound_is_a_few_request_timeouts() -> None:
+    assert delivery_timeout(30_000) == DELIVERY_TIMEOUTS * 30.0
+    assert delivery_timeout(10_000) == DELIVERY_TIMEOUTS * 10.0
+
+
+async def test_acknowledgements_come_back_in_order_failures_as_results() -> None:
+    loop = asyncio.get_running_loop()
+    first, second = loop.create_future(), loop.create_future()
+    refused = KafkaTimeoutError("no leader")
+    loop.call_later(0.01, second.set_exception, refused)
+    first.set_result("offset 7")
+    assert await acknowledged([first, second], within=5) == ["offset 7", refused]
+    assert await acknowledged([], within=0) == []
+
+
+async def test_an_acknowledgement_that_never_comes_ends_the_wait() -> None:
+    loop = asyncio.get_running_loop()
+    done, never = loop.create_future(), loop.create_future()
+    done.set_result(None)
+    with pytest.raises(DeliveryTimeoutError, match="1 of 2 record batches not acknowledged"):
+        await asyncio.wait_for(acknowledged([done, never], within=0.05), 5)
+    assert not never.cancelled()  # the producer's future: not ours to cancel
+    # failed afterwards (its producer aborted), it is not reported as never retrieved
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    try:
+        never.set_exception(ProducerClosed("replaced"))
+        await asyncio.sleep(0)
+        del never
+        gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+    assert reported == []
+
+
+class FreshProducer:
+    """What replaces a stuck producer: it starts, and acknowledges every send."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes | None] = []
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def send(self, topic: str, value: bytes | None, **_: Any) -> asyncio.Future[None]:
+        self.sent.append(value)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+async def test_a_send_never_acknowledged_is_retried_on_a_new_producer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before the bound, the wait never ended: the batch stayed in flight, its partition
+    paused, nothing said. Now: a line, a transient timeout (the batch retries and the
+    retry is counted), a new producer at once, and the old one aborted: what it held
+    fails rather than being delivered after its successor sent it again."""
+    settings = load_settings({}, environ={})
+    producer = Producer(settings, component="the worker", action=PUBLISHING_OUTCOMES)
+    producer._delivery_timeout = 0.05
+    stuck = producer._producer
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def unacknowledged(*_: object, **__: object) -> asyncio.Future[None]:
+        return never
+
+    monkeypatch.setattr(stuck, "send", unacknowledged)
+    fresh = FreshProducer()
+    monkeypatch.setattr("worker.kafka.new_producer", lambda _: fresh)
+    recreated = metrics.PRODUCER_RECREATED._value.get()
+    message = Message("outcomes", b"k", b"v", [])
+    try:
+        with structlog.testing.capture_logs() as captured:
+            with pytest.raises(TransientError) as raised:
+                await asyncio.wait_for(producer.send_each([message]), 5)
+            assert raised.value.cause is Cause.KAFKA_TIMEOUT
+            await producer.send_each([message])  # the retry
+            await asyncio.gather(*producer._retired)
+    finally:
+        await producer.stop()
+    assert fresh.sent == [b"v"]
+    assert metrics.PRODUCER_RECREATED._value.get() == recreated + 1
+    events = [c["event"] for c in captured]
+    assert events[:2] == ["delivery_timed_out", "producer_recreated"]
+    assert "1 of 1 record batches not acknowledged within 0.05 s" in captured[0]["error"]
+    assert stuck._closed
+
+
+async def test_abort_fails_what_the_producer_holds() -> None:
+    """The aiokafka fields ``abort`` reaches into (worker/delivery.py), pinned to the
+    installed version: a batch still in the accumulator fails, nothing is delivered, and
+    stop() afterwards does nothing."""
+    producer = AIOKafkaProducer(bootstrap_servers="localhost:1", enable_idempotence=True)
+    held = await producer._message_accumulator.add_message(
+        TopicPartition("outcomes", 0), b"k", b"v", timeout=1
+    )
+    await abort(producer, ProducerClosed("replaced"), grace=1)
+    with pytest.raises(ProducerClosed):
+        await asyncio.wait_for(held, 1)
+    assert producer._closed
+    await asyncio.wait_for(producer.stop(), 1)
+
+
+async def test_a_replaced_producer_that_does_not_stop_in_time_is_aborted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiokafka's stop() delivers everything first, for as long as that takes; cancelled
+    half-way it left the sender retrying in the background. Now, past the grace, what
+    the replaced producer holds fails and it is closed."""
+    producer = Producer(load_settings({}, environ={}), component="the worker", action="testing")
+    old = AIOKafkaProducer(bootstrap_servers="localhost:1", enable_idempotence=True)
+    held = await old._message_accumulator.add_message(
+        TopicPartition("outcomes", 0), b"k", b"v", timeout=1
+    )
+
+    async def delivering_for_ever() -> None:
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(old, "stop", delivering_for_ever)
+    monkeypatch.setattr("worker.kafka.RETIRE_SECONDS", 0.05)
+    try:
+        with structlog.testing.capture_logs() as captured:
+            await asyncio.wait_for(producer._retire(old, KafkaTimeoutError("stuck"), flush=True), 5)
+    finally:
+        await producer.stop()
+    assert [c["event"] for c in captured] == ["producer_stop_failed"]
+    with pytest.raises(ProducerClosed, match=r"replaced: .*stuck"):
+        await asyncio.wait_for(held, 1)
+    assert old._closed
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [ProducerFenced(), OutOfOrderSequenceNumber(), UnknownProducerId()],
+    ids=lambda e: type(e).__name__,
+)
+async def test_a_producer_whose_idempotence_state_broke_is_replaced(
+    refusal: Exception, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiokafka turns a broker's INVALID_PRODUCER_EPOCH into ProducerFenced: that was a
+    PermanentError, which fails the batch as a bug and stops the worker. Like the
+    sequence errors, it now replaces the producer and the batch retries."""
+    producer = Producer(load_settings({}, environ={}), component="the worker", action="testing")
+
+    async def refused(*_: object, **__: object) -> asyncio.Future[None]:
+        failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        failed.set_exception(refusal)
+        return failed
+
+    monkeypatch.setattr(producer._producer, "send", refused)
+    fresh = FreshProducer()
+    monkeypatch.setattr("worker.kafka.new_producer", lambda _: fresh)
+    try:
+        with pytest.raises(TransientError) as raised:
+            await producer.send_each([Message("outcomes", b"k", b"v", [])])
+        await producer.send_each([Message("outcomes", b"k", b"again", [])])
+    finally:
+        await producer.stop()
+    assert raised.value.cause is Cause.KAFKA_PRODUCER
+    assert fresh.sent == [b"again"]

@@ -1,0 +1,85 @@
+"""A send's acknowledgements, waited for within a bound; a producer that missed it,
+closed without delivering what it still holds.
+
+aiokafka (0.14) retries an idempotent producer's record batch for as long as it takes:
+once a batch was sent its sender never expires it ("If idempotence is enabled we never
+expire batches, but retry until we succeed", aiokafka/producer/sender.py), and it has
+no ``delivery.timeout.ms`` (the Java client's bound on a send, 120 s by default). A
+leader that keeps answering NOT_ENOUGH_REPLICAS, or a producer wedged after a leader
+change, then holds the batch that sent it for ever: its partition paused, nothing
+logged, no retry counted, until someone restarts the process. So the wait for a send's
+acknowledgements ends after ``DELIVERY_TIMEOUTS`` request timeouts (each attempt is
+bounded by one, and a batch may wait behind one other of its partition: idempotence
+sends one at a time), with ``DeliveryTimeoutError``; the caller replaces the producer
+and retries the send with the one backoff policy (worker/kafka.py ``Producer``).
+
+The replaced producer must not deliver what it holds after its successor sent it
+again (a state record delivered late would come after a newer one of its tag: the
+compacted topic keeps the last). aiokafka's ``stop()`` delivers everything first, for as
+long as that takes, and cancelled half-way it leaves its sender running; ``abort``
+fails what the producer holds, cancels its sender and closes its connections instead.
+It reads private fields of the client (tests/unit/test_delivery.py pins them to the
+installed version)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaTimeoutError
+
+#: request timeouts a send's acknowledgements are waited for
+DELIVERY_TIMEOUTS = 3
+
+
+class DeliveryTimeoutError(KafkaTimeoutError):  # type: ignore[misc]
+    """Some of a send's record batches were not acknowledged within the bound."""
+
+
+def delivery_timeout(request_timeout_ms: int) -> float:
+    """Seconds a send's acknowledgements are waited for."""
+    return DELIVERY_TIMEOUTS * request_timeout_ms / 1000
+
+
+async def acknowledged(futures: Sequence[asyncio.Future[Any]], within: float) -> list[Any]:
+    """The results of ``futures`` (an exception as the result of a future that failed),
+    once every one is done, for at most ``within`` seconds; else DeliveryTimeoutError.
+    The futures are the producer's, never cancelled here."""
+    if not futures:
+        return []
+    _, pending = await asyncio.wait(futures, timeout=within)
+    if pending:
+        for future in pending:  # failed later (an aborted producer): nobody to tell
+            future.add_done_callback(_retrieved)
+        raise DeliveryTimeoutError(
+            f"{len(pending)} of {len(futures)} record batches not acknowledged within {within:g} s"
+        )
+    return [f.exception() or f.result() for f in futures]
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+async def abort(producer: AIOKafkaProducer, error: BaseException, grace: float) -> None:
+    """Close ``producer`` without delivering what it holds: its batches fail with
+    ``error``, its sender stops (a request already sent is waited for, at most
+    ``grace`` seconds), its connections close. A later ``stop()`` does nothing."""
+    producer._closed = True
+    held = producer._message_accumulator
+    batches = [b for queue in held._batches.values() for b in queue] + list(held._pending_batches)
+    held.fail_all(error)
+    for batch in batches:  # what a send would wait on: failed, and nobody waits any more
+        waiter = batch._drain_waiter
+        if waiter.done() and not waiter.cancelled():
+            waiter.exception()
+    sender = producer._sender
+    if sender is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(sender.close(), grace)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(producer.client.close(), grace)
