@@ -47,7 +47,6 @@ from worker.packing import Packer
 from worker.settings import Settings, env_name
 
 log = structlog.get_logger("worker.kafka")
-kafkaconn.install()  # every Kafka client of the product goes through this module
 
 
 class Message(NamedTuple):
@@ -191,7 +190,11 @@ def metadata_refresh_failed(cluster: Any) -> bool:
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
-    """Connection and security options shared by consumer, producer and admin client."""
+    """Connection and security options shared by consumer, producer and admin client.
+    Every Kafka client of the product is built with these, so this is where aiokafka's
+    connection is made to fail as broken on a closed transport (worker/kafkaconn.py):
+    once, at the first client, not at import."""
+    kafkaconn.install()
     options: dict[str, Any] = {
         "bootstrap_servers": settings.kafka.kafka_bootstrap_servers,
         "security_protocol": settings.kafka.kafka_security_protocol,

@@ -14,7 +14,15 @@ from aiokafka.conn import AIOKafkaConnection
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.protocol.metadata import MetadataRequest
 
-import worker.kafka  # noqa: F401  (installs the check, as every command does)
+from worker.kafka import client_options
+from worker.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def installed() -> None:
+    """The check is installed with the first client's options, as every command builds
+    them (and never at import)."""
+    client_options(Settings.model_validate({}))
 
 
 class Transport:
