@@ -50,10 +50,19 @@ async def acknowledged(futures: Sequence[asyncio.Future[Any]], within: float) ->
     The futures are the producer's, never cancelled here."""
     if not futures:
         return []
-    _, pending = await asyncio.wait(futures, timeout=within)
-    if pending:
-        for future in pending:  # failed later (an aborted producer): nobody to tell
+    try:
+        done, pending = await asyncio.wait(futures, timeout=within)
+    finally:
+        # whatever ends the wait (the bound, a cancelled caller), a future that fails
+        # later has nobody to tell: its failure is retrieved, not reported as lost
+        for future in futures:
             future.add_done_callback(_retrieved)
+    if pending:
+        # a failure already known says more than the wait for the others (a message too
+        # large, a topic not authorised): the caller classifies it, no replacement
+        failed = next((f.exception() for f in done if f.exception() is not None), None)
+        if failed is not None:
+            raise failed
         raise DeliveryTimeoutError(
             f"{len(pending)} of {len(futures)} record batches not acknowledged within {within:g} s"
         )

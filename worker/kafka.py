@@ -589,7 +589,9 @@ class Producer:
             self._producer, self._failures = fresh, 0
             log.warning("producer_recreated", error=str(exc)[:300])
             metrics.PRODUCER_RECREATED.inc()
-        self._retired.add(asyncio.create_task(self._retire(failed, exc, flush=not undelivered)))
+        retiring = asyncio.create_task(self._retire(failed, exc, flush=not undelivered))
+        self._retired.add(retiring)
+        retiring.add_done_callback(self._retired.discard)
 
     async def _retire(self, old: AIOKafkaProducer, exc: BaseException, *, flush: bool) -> None:
         """Stop a replaced producer: what it holds delivered first (``flush``) for at most

@@ -13,6 +13,7 @@ import structlog
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import (
     KafkaTimeoutError,
+    MessageSizeTooLargeError,
     OutOfOrderSequenceNumber,
     ProducerClosed,
     ProducerFenced,
@@ -61,6 +62,37 @@ async def test_an_acknowledgement_that_never_comes_ends_the_wait() -> None:
         never.set_exception(ProducerClosed("replaced"))
         await asyncio.sleep(0)
         del never
+        gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+    assert reported == []
+
+
+async def test_a_failure_already_known_is_raised_rather_than_the_timeout() -> None:
+    """A batch refused for good (too large) while another waits: the caller classifies
+    the refusal (no producer replaced for it)."""
+    loop = asyncio.get_running_loop()
+    refused, never = loop.create_future(), loop.create_future()
+    refused.set_exception(MessageSizeTooLargeError())
+    with pytest.raises(MessageSizeTooLargeError):
+        await asyncio.wait_for(acknowledged([refused, never], within=0.05), 5)
+
+
+async def test_a_wait_cancelled_by_its_caller_leaves_no_failure_unretrieved() -> None:
+    loop = asyncio.get_running_loop()
+    later = loop.create_future()
+    waiting = asyncio.create_task(acknowledged([later], within=30))
+    await asyncio.sleep(0)
+    waiting.cancel()  # the api's deadline, a shutdown
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert not later.cancelled()  # the producer's future: not ours to cancel
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    try:
+        later.set_exception(ProducerClosed("replaced"))
+        await asyncio.sleep(0)
+        del later
         gc.collect()
     finally:
         loop.set_exception_handler(None)
