@@ -48,6 +48,22 @@ async def test_acknowledgements_come_back_in_order_failures_as_results() -> None
     assert await acknowledged([], within=0) == []
 
 
+async def reported_when_it_fails(held: list[asyncio.Future[Any]]) -> list[dict[str, Any]]:
+    """What the loop reports once the one future in ``held`` (a producer's, its only
+    reference) fails and is collected: a failure nobody retrieved would be one report."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    try:
+        held[0].set_exception(ProducerClosed("replaced"))
+        await asyncio.sleep(0)
+        held.clear()
+        gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+    return reported
+
+
 async def test_an_acknowledgement_that_never_comes_ends_the_wait() -> None:
     loop = asyncio.get_running_loop()
     done, never = loop.create_future(), loop.create_future()
@@ -56,16 +72,9 @@ async def test_an_acknowledgement_that_never_comes_ends_the_wait() -> None:
         await asyncio.wait_for(acknowledged([done, never], within=0.05), 5)
     assert not never.cancelled()  # the producer's future: not ours to cancel
     # failed afterwards (its producer aborted), it is not reported as never retrieved
-    reported: list[dict[str, Any]] = []
-    loop.set_exception_handler(lambda _, context: reported.append(context))
-    try:
-        never.set_exception(ProducerClosed("replaced"))
-        await asyncio.sleep(0)
-        del never
-        gc.collect()
-    finally:
-        loop.set_exception_handler(None)
-    assert reported == []
+    held = [never]
+    del never
+    assert await reported_when_it_fails(held) == []
 
 
 async def test_a_failure_already_known_is_raised_rather_than_the_timeout() -> None:
@@ -87,16 +96,9 @@ async def test_a_wait_cancelled_by_its_caller_leaves_no_failure_unretrieved() ->
     with pytest.raises(asyncio.CancelledError):
         await waiting
     assert not later.cancelled()  # the producer's future: not ours to cancel
-    reported: list[dict[str, Any]] = []
-    loop.set_exception_handler(lambda _, context: reported.append(context))
-    try:
-        later.set_exception(ProducerClosed("replaced"))
-        await asyncio.sleep(0)
-        del later
-        gc.collect()
-    finally:
-        loop.set_exception_handler(None)
-    assert reported == []
+    held = [later]
+    del later
+    assert await reported_when_it_fails(held) == []
 
 
 class FreshProducer:
