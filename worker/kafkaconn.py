@@ -31,14 +31,18 @@ def _closed_transport(conn: Any) -> bool:
 
 
 def install() -> None:
-    """Wrap ``AIOKafkaConnection.send`` once (idempotent)."""
-    send: Callable[..., Any] = AIOKafkaConnection.send
-    if getattr(send, _INSTALLED, False):
-        return
+    """Wrap ``AIOKafkaConnection.send`` and ``_send_sasl_token`` (the SASL handshake's
+    own writes) once (idempotent)."""
+    for name in ("send", "_send_sasl_token"):
+        original: Callable[..., Any] = getattr(AIOKafkaConnection, name)
+        if not getattr(original, _INSTALLED, False):
+            setattr(AIOKafkaConnection, name, _checked(original))
 
-    def checked_send(self: Any, request: Any, expect_response: bool = True) -> Any:
+
+def _checked(write: Callable[..., Any]) -> Callable[..., Any]:
+    def checked(self: Any, payload: Any, expect_response: bool = True) -> Any:
         try:
-            return send(self, request, expect_response)
+            return write(self, payload, expect_response)
         except RuntimeError as err:
             if not _closed_transport(self):
                 raise
@@ -47,5 +51,5 @@ def install() -> None:
                 f"Connection at {self._host}:{self._port} broken: {err}"
             ) from err
 
-    setattr(checked_send, _INSTALLED, True)
-    AIOKafkaConnection.send = checked_send
+    setattr(checked, _INSTALLED, True)
+    return checked

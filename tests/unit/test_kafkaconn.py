@@ -62,6 +62,15 @@ async def test_a_write_on_a_closed_transport_is_a_broken_connection() -> None:
     assert len(closed) == 1
 
 
+async def test_a_sasl_token_written_on_a_closed_transport_is_a_broken_connection() -> None:
+    conn = connection(Writer(closing=True))
+    closed: list[object] = []
+    conn.close = lambda reason=None, exc=None: closed.append(reason)
+    with pytest.raises(KafkaConnectionError, match=r"127\.0\.0\.1:31192 broken: unable to perform"):
+        await conn._send_sasl_token(b"token")
+    assert len(closed) == 1
+
+
 async def test_any_other_runtime_error_is_left_as_it_is() -> None:
     conn = connection(Writer(closing=False))
     with pytest.raises(RuntimeError, match="handler is closed"):
