@@ -52,12 +52,11 @@ async def acknowledged(futures: Sequence[asyncio.Future[Any]], within: float) ->
         return []
     try:
         done, pending = await asyncio.wait(futures, timeout=within)
-    finally:
-        # whatever ends the wait (the bound, a cancelled caller), a future that fails
-        # later has nobody to tell: its failure is retrieved, not reported as lost
-        for future in futures:
-            future.add_done_callback(_retrieved)
+    except BaseException:  # a cancelled caller (the api's deadline, a shutdown)
+        _retrieve_later(futures)
+        raise
     if pending:
+        _retrieve_later(futures)
         # a failure already known says more than the wait for the others (a message too
         # large, a topic not authorised): the caller classifies it, no replacement
         failed = next((f.exception() for f in done if f.exception() is not None), None)
@@ -67,6 +66,13 @@ async def acknowledged(futures: Sequence[asyncio.Future[Any]], within: float) ->
             f"{len(pending)} of {len(futures)} record batches not acknowledged within {within:g} s"
         )
     return [f.exception() or f.result() for f in futures]
+
+
+def _retrieve_later(futures: Sequence[asyncio.Future[Any]]) -> None:
+    """Futures given up on: one that fails later has nobody to tell, so its failure is
+    retrieved rather than reported as lost (a wait that ends well reads them all)."""
+    for future in futures:
+        future.add_done_callback(_retrieved)
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
