@@ -13,25 +13,30 @@ from tests.helpers.settings_reads import record_reads
 from worker import runtime
 from worker.api import app as api_app
 from worker.api.app import ApiProcess
-from worker.settings import COMMAND_SETTINGS, load_settings
+from worker.settings import COMMAND_SETTINGS, Settings, load_settings
 
 
-async def test_serves_its_own_metrics_before_its_services_are_there(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    probes = free_port()
-    settings = load_settings(
+def unreachable_settings(**extra: object) -> Settings:
+    """An api's settings whose Kafka and PostgreSQL nobody listens on, with ``extra``."""
+    return load_settings(
         {
             "kafka_bootstrap_servers": f"127.0.0.1:{free_port()}",  # nothing listens
             "database_url": f"postgresql://postgres@127.0.0.1:{free_port()}/none",
             "api_host": "127.0.0.1",
             "api_port": 0,
             "http_host": "127.0.0.1",
-            "http_port": probes,
             "log_level": "warning",
+            **extra,
         },
         environ={},
     )
+
+
+async def test_serves_its_own_metrics_before_its_services_are_there(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    probes = free_port()
+    settings = unreachable_settings(http_port=probes)
     recorded = record_reads(monkeypatch)
     process = ApiProcess(settings)
     await process.start()
@@ -55,19 +60,7 @@ async def test_the_collector_is_tuned_once_started_unless_told_not_to(
     leaves the collector as Python sets it."""
     tuned: list[bool] = []
     monkeypatch.setattr(runtime, "tune_gc", lambda: tuned.append(True))
-    settings = load_settings(
-        {
-            "kafka_bootstrap_servers": f"127.0.0.1:{free_port()}",  # nothing listens
-            "database_url": f"postgresql://postgres@127.0.0.1:{free_port()}/none",
-            "api_host": "127.0.0.1",
-            "api_port": 0,
-            "http_host": "127.0.0.1",
-            "http_port": free_port(),
-            "log_level": "warning",
-            "gc_tuning": tuning,
-        },
-        environ={},
-    )
+    settings = unreachable_settings(http_port=free_port(), gc_tuning=tuning)
     process = ApiProcess(settings)
     await process.start()
     try:

@@ -48,6 +48,17 @@ class FakeReads:
         return []
 
 
+def applied(event: dict[str, Any], version: int) -> dict[str, Any]:
+    """The worker's 200 outcome for ``event``, at ``version``."""
+    return {
+        "status": 200,
+        "causationsource": event["source"],
+        "causationid": event["id"],
+        "resourceversion": version,
+        "data": {"artifact": event["data"]["artifact"]},
+    }
+
+
 class FakeWorker:
     """Publishes into a list; answers each event with an outcome unless told not to."""
 
@@ -66,13 +77,7 @@ class FakeWorker:
             event = orjson.loads(value)
             self.published.append(event)
             if self.answer:
-                outcome = {
-                    "status": 200,
-                    "causationsource": event["source"],
-                    "causationid": event["id"],
-                    "resourceversion": len(self.published),
-                    "data": {"artifact": event["data"]["artifact"]},
-                }
+                outcome = applied(event, len(self.published))
                 # the outcome may arrive before the acknowledgement: it must not be missed
                 self.backends.waiters.deliver(orjson.dumps(outcome))
 
@@ -282,13 +287,7 @@ async def test_one_deadline_covers_the_acknowledgement_and_the_outcome(
             await asyncio.sleep(0.2)
             await worker.publish(messages)
             event = worker.published[-1]
-            outcome = {
-                "status": 200,
-                "causationsource": event["source"],
-                "causationid": event["id"],
-                "resourceversion": len(worker.published),
-                "data": {"artifact": event["data"]["artifact"]},
-            }
+            outcome = applied(event, len(worker.published))
             loop = asyncio.get_running_loop()
             loop.call_later(after, backends.waiters.deliver, orjson.dumps(outcome))
 
