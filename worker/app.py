@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer
 
 from worker import metrics, partitions, reachability, runtime
 from worker.batches import BatchRunner
+from worker.coalesce import CoalescingStore
 from worker.deadletter import DeadLetters
 from worker.health import COMMAND_PARTS, Check, Health
 from worker.kafka import (
@@ -197,8 +198,14 @@ async def _consume(
     opened.on_exit(consumer.stop)
     store = Store(pool, OutcomeContext.of(settings.contract))
     opened.on_exit(store.close)  # before the pool closes
+    applier = CoalescingStore(
+        store,
+        limit=settings.consumer.apply_transactions,
+        max_items=settings.consumer.max_batch_records,
+    )
+    opened.on_exit(applier.close)  # before the store's and the pool's
     runner = BatchRunner(
-        settings, consumer, producer, store, await _dead_letters(settings, producer)
+        settings, consumer, producer, applier, await _dead_letters(settings, producer)
     )
     raw = RawFetcher(settings, client_options(settings))
     unreadable = Unreadable(

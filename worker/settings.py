@@ -249,6 +249,14 @@ class ConsumerSettings(SettingsGroup):
         le=1_000_000,
         description="Cap on fetched records not yet published; fetching pauses above it",
     )
+    apply_transactions: int = Field(
+        1,
+        ge=0,
+        le=100,
+        description="Most batch transactions in flight at once: partition batches that "
+        "arrive meanwhile are applied together in the next one (group commit: fewer, larger "
+        "transactions at low rates, docs/scaling.md); 0: one per partition batch, all at once",
+    )
     fetch_max_bytes: int = Field(16_777_216, ge=65_536, description="Consumer fetch.max.bytes")
     max_partition_fetch_bytes: int = Field(
         1_048_576, ge=65_536, description="Consumer max.partition.fetch.bytes"
