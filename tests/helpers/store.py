@@ -1,5 +1,6 @@
 """Store-level helpers: batches of items as the pipeline hands them to the store,
-outcome summaries to compare with the reference model, and events for the race tests."""
+outcome summaries and rows to compare with the reference model, and events for the race
+tests."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tests.helpers.model import Summary
+import asyncpg
+
+from tests.helpers.model import Model, Summary
 from tests.helpers.strategies import BASE, digest, make_deletion, make_event
 from worker.events import Invalid, RawRecord, TagEvent
 from worker.outcomes import Outcome, OutcomeContext
@@ -60,3 +63,44 @@ def race_events(seed: int, tags: int, per_tag: int) -> list[TagEvent]:
                     )
                 )
     return events
+
+
+RowState = tuple[str | None, str, object, int, object, str | None, str | None, object]
+
+
+async def rows(pool: asyncpg.Pool) -> dict[str, RowState]:
+    """Every row, tombstones included: (artifact, last_modified_by, last_modified_on,
+    version, deleted_on, deleted_by, created_by, created_on)."""
+    found = await pool.fetch(
+        "SELECT tag, artifact, last_modified_by, last_modified_on, version, deleted_on, "
+        "deleted_by, created_by, created_on FROM ocitags"
+    )
+    return {
+        r["tag"]: (
+            r["artifact"],
+            r["last_modified_by"],
+            r["last_modified_on"],
+            r["version"],
+            r["deleted_on"],
+            r["deleted_by"],
+            r["created_by"],
+            r["created_on"],
+        )
+        for r in found
+    }
+
+
+def model_rows(model: Model) -> dict[str, RowState]:
+    return {
+        tag: (
+            r.artifact,
+            r.last_modified_by,
+            r.last_modified_on,
+            r.version,
+            r.deleted_on,
+            r.deleted_by,
+            r.created_by,
+            r.created_on,
+        )
+        for (_, tag), r in model.rows.items()
+    }

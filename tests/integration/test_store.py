@@ -23,7 +23,16 @@ from hypothesis import strategies as st
 from tests.helpers.model import Model, Summary
 from tests.helpers.schema import scratch_database
 from tests.helpers.services import STACK, Services
-from tests.helpers.store import CTX, items, now, race_events, summary
+from tests.helpers.store import (
+    CTX,
+    RowState,
+    items,
+    model_rows,
+    now,
+    race_events,
+    rows,
+    summary,
+)
 from tests.helpers.strategies import BASE, digest, histories, make_deletion, make_event
 from tests.helpers.wait import eventually
 from worker import metrics, partitions
@@ -36,47 +45,6 @@ from worker.plan import Superseded
 from worker.store import Store
 
 pytestmark = pytest.mark.integration
-
-
-RowState = tuple[str | None, str, object, int, object, str | None, str | None, object]
-
-
-async def rows(pool: asyncpg.Pool) -> dict[str, RowState]:
-    """Every row, tombstones included: (artifact, last_modified_by, last_modified_on,
-    version, deleted_on, deleted_by, created_by, created_on)."""
-    found = await pool.fetch(
-        "SELECT tag, artifact, last_modified_by, last_modified_on, version, deleted_on, "
-        "deleted_by, created_by, created_on FROM ocitags"
-    )
-    return {
-        r["tag"]: (
-            r["artifact"],
-            r["last_modified_by"],
-            r["last_modified_on"],
-            r["version"],
-            r["deleted_on"],
-            r["deleted_by"],
-            r["created_by"],
-            r["created_on"],
-        )
-        for r in found
-    }
-
-
-def model_rows(model: Model) -> dict[str, RowState]:
-    return {
-        tag: (
-            r.artifact,
-            r.last_modified_by,
-            r.last_modified_on,
-            r.version,
-            r.deleted_on,
-            r.deleted_by,
-            r.created_by,
-            r.created_on,
-        )
-        for (_, tag), r in model.rows.items()
-    }
 
 
 @settings(
