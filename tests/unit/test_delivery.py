@@ -20,6 +20,7 @@ from aiokafka.errors import (
     UnknownProducerId,
 )
 
+from tests.helpers.producers import FreshProducer, wedged_producer
 from worker import metrics
 from worker.delivery import (
     DELIVERY_TIMEOUTS,
@@ -101,25 +102,6 @@ async def test_a_wait_cancelled_by_its_caller_leaves_no_failure_unretrieved() ->
     assert await reported_when_it_fails(held) == []
 
 
-class FreshProducer:
-    """What replaces a stuck producer: it starts, and acknowledges every send."""
-
-    def __init__(self) -> None:
-        self.sent: list[bytes | None] = []
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
-
-    async def send(self, topic: str, value: bytes | None, **_: Any) -> asyncio.Future[None]:
-        self.sent.append(value)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
-
-
 async def test_a_send_never_acknowledged_is_retried_on_a_new_producer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -127,18 +109,10 @@ async def test_a_send_never_acknowledged_is_retried_on_a_new_producer(
     paused, nothing said. Now: a line, a transient timeout (the batch retries and the
     retry is counted), a new producer at once, and the old one aborted: what it held
     fails rather than being delivered after its successor sent it again."""
-    settings = load_settings({}, environ={})
-    producer = Producer(settings, component="the worker", action=PUBLISHING_OUTCOMES)
-    producer._delivery_timeout = 0.05
-    stuck = producer._producer
-    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    async def unacknowledged(*_: object, **__: object) -> asyncio.Future[None]:
-        return never
-
-    monkeypatch.setattr(stuck, "send", unacknowledged)
-    fresh = FreshProducer()
-    monkeypatch.setattr("worker.kafka.new_producer", lambda _: fresh)
+    wedged = wedged_producer(
+        monkeypatch, delivery_timeout=0.05, component="the worker", action=PUBLISHING_OUTCOMES
+    )
+    producer, stuck, fresh = wedged.producer, wedged.stuck, wedged.fresh
     recreated = metrics.PRODUCER_RECREATED._value.get()
     message = Message("outcomes", b"k", b"v", [])
     try:
