@@ -34,6 +34,24 @@ class FreshProducer:
         return done
 
 
+class Scripted(FreshProducer):
+    """A client that starts, and answers its sends in order: with a future the test
+    completes, or failed at once with an exception."""
+
+    def __init__(self, *answers: asyncio.Future[None] | BaseException) -> None:
+        super().__init__()
+        self._answers = list(answers)
+
+    async def send(self, topic: str, value: bytes | None, **_: Any) -> asyncio.Future[None]:
+        self.sent.append(value)
+        answer = self._answers.pop(0)
+        if isinstance(answer, asyncio.Future):
+            return answer
+        failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        failed.set_exception(answer)
+        return failed
+
+
 def never_acknowledging(client: object, monkeypatch: pytest.MonkeyPatch) -> asyncio.Future[None]:
     """Make ``client`` (an aiokafka producer) take every send and never acknowledge it:
     each send is given the future returned here, which nothing completes."""
