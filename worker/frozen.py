@@ -13,12 +13,18 @@ hashed as before; ``tests/unit/test_frozen.py`` holds each decorated class to wh
 of rewriting every record class.
 
 Only for the simple case, checked when the class is decorated: every field in
-``__init__``, no ``default_factory``, no keyword-only field, no ``__post_init__``.
+``__init__``, no ``default_factory``, no keyword-only field, no ``__post_init__``, and
+every field in a slot. A field inherited from a base dataclass is set through the slot
+that holds it (the base's, or the class's own when the base has none), found when the
+class is decorated: no work per call.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import types
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -37,7 +43,7 @@ def fast_init(cls: type[T]) -> type[T]:
         if not field.init or field.kw_only or field.default_factory is not dataclasses.MISSING:
             raise TypeError(f"{cls.__name__}.{field.name}: fast_init takes plain fields only")
         name = field.name
-        namespace[f"_set_{name}"] = cls.__dict__[name].__set__
+        namespace[f"_set_{name}"] = _slot_setter(cls, name)
         if field.default is dataclasses.MISSING:
             arguments.append(name)
         else:
@@ -53,3 +59,18 @@ def fast_init(cls: type[T]) -> type[T]:
     init.__doc__ = cls.__init__.__doc__
     cls.__init__ = init  # type: ignore[method-assign]
     return cls
+
+
+def _slot_setter(cls: type[Any], name: str) -> Callable[[Any, Any], None]:
+    """What sets field ``name`` of a ``cls`` instance: the slot attribute lookup finds
+    (``cls``'s own, or that of the base the field is inherited from); a TypeError naming
+    the class, the field and why when that is no slot (a class attribute that hides it:
+    the dataclass's own ``__init__`` fails on it too, at each call)."""
+    slot = inspect.getattr_static(cls, name, None)
+    if not isinstance(slot, types.MemberDescriptorType):
+        raise TypeError(
+            f"{cls.__name__}.{name}: fast_init sets each field through its slot, and a "
+            f"class attribute hides it ({slot!r})"
+        )
+    setter: Callable[[Any, Any], None] = slot.__set__
+    return setter

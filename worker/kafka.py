@@ -562,14 +562,19 @@ class Producer:
                 cause = Cause.KAFKA_TIMEOUT if timeout else Cause.KAFKA_PRODUCER
                 raise TransientError(cause, describe(exc)) from exc
             raise classify_kafka_error(exc, self._action, component=self._component) from exc
-        self._failures = 0
+        if producer is self._producer:  # a replaced one's late success says nothing of it
+            self._failures = 0
 
     async def _maybe_recreate(self, failed: AIOKafkaProducer, exc: BaseException) -> None:
         """Replace the producer after repeated timeouts, or at once when its idempotence
         state is broken (sequence or epoch errors, closed) or a send of it was not
         acknowledged in time (worker/delivery.py). The new one is started before it
         takes over; if it cannot start (the broker is away) the old one stays and the
-        caller retries later."""
+        caller retries later. Only the current producer's failures count: a replaced
+        one's late failures (sends of it still waited for when a concurrent batch
+        replaced it) would push its successor towards replacement."""
+        if failed is not self._producer:
+            return  # a concurrent batch replaced it already
         self._failures += 1
         undelivered = isinstance(exc, DeliveryTimeoutError)
         broken = undelivered or not isinstance(exc, KafkaTimeoutError)

@@ -20,6 +20,7 @@ from aiokafka.errors import (
     UnknownProducerId,
 )
 
+from tests.helpers.producers import FreshProducer, Scripted, wedged_producer
 from worker import metrics
 from worker.delivery import (
     DELIVERY_TIMEOUTS,
@@ -101,25 +102,6 @@ async def test_a_wait_cancelled_by_its_caller_leaves_no_failure_unretrieved() ->
     assert await reported_when_it_fails(held) == []
 
 
-class FreshProducer:
-    """What replaces a stuck producer: it starts, and acknowledges every send."""
-
-    def __init__(self) -> None:
-        self.sent: list[bytes | None] = []
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
-
-    async def send(self, topic: str, value: bytes | None, **_: Any) -> asyncio.Future[None]:
-        self.sent.append(value)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
-
-
 async def test_a_send_never_acknowledged_is_retried_on_a_new_producer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -127,18 +109,10 @@ async def test_a_send_never_acknowledged_is_retried_on_a_new_producer(
     paused, nothing said. Now: a line, a transient timeout (the batch retries and the
     retry is counted), a new producer at once, and the old one aborted: what it held
     fails rather than being delivered after its successor sent it again."""
-    settings = load_settings({}, environ={})
-    producer = Producer(settings, component="the worker", action=PUBLISHING_OUTCOMES)
-    producer._delivery_timeout = 0.05
-    stuck = producer._producer
-    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    async def unacknowledged(*_: object, **__: object) -> asyncio.Future[None]:
-        return never
-
-    monkeypatch.setattr(stuck, "send", unacknowledged)
-    fresh = FreshProducer()
-    monkeypatch.setattr("worker.kafka.new_producer", lambda _: fresh)
+    wedged = wedged_producer(
+        monkeypatch, delivery_timeout=0.05, component="the worker", action=PUBLISHING_OUTCOMES
+    )
+    producer, stuck, fresh = wedged.producer, wedged.stuck, wedged.fresh
     recreated = metrics.PRODUCER_RECREATED._value.get()
     message = Message("outcomes", b"k", b"v", [])
     try:
@@ -230,3 +204,66 @@ async def test_a_producer_whose_idempotence_state_broke_is_replaced(
         await producer.stop()
     assert raised.value.cause is Cause.KAFKA_PRODUCER
     assert fresh.sent == [b"again"]
+
+
+async def replaced_with_a_send_waiting(
+    monkeypatch: pytest.MonkeyPatch, successor: Scripted
+) -> tuple[Producer, asyncio.Future[None], asyncio.Task[None]]:
+    """A Producer (replaced after 2 timeouts in a row) whose client has one send waiting
+    for its acknowledgement (the future returned) when a concurrent send is fenced and
+    replaces the client with ``successor``; the waiting send's task is returned too."""
+    producer = Producer(
+        load_settings({}, environ={}), component="the worker", action="testing", stuck_after=2
+    )
+    late: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    old = Scripted(late, ProducerFenced())
+    monkeypatch.setattr(producer._producer, "send", old.send)
+    monkeypatch.setattr("worker.kafka.new_producer", lambda _: successor)
+    waiting = asyncio.create_task(producer.send_each([Message("outcomes", b"k", b"late", [])]))
+    while not old.sent:
+        await asyncio.sleep(0)
+    with pytest.raises(TransientError):  # fenced: replaced at once
+        await producer.send_each([Message("outcomes", b"k", b"fenced", [])])
+    assert producer._producer is successor
+    return producer, late, waiting
+
+
+async def test_a_replaced_producers_late_failure_does_not_count_against_its_successor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A send of the replaced producer that fails afterwards counted as a failure of
+    its successor: one timeout of the successor then replaced it, where it takes two."""
+    successor = Scripted(KafkaTimeoutError())
+    producer, late, waiting = await replaced_with_a_send_waiting(monkeypatch, successor)
+    monkeypatch.setattr("worker.kafka.new_producer", lambda _: FreshProducer())
+    try:
+        late.set_exception(KafkaTimeoutError("the replaced producer's"))
+        with pytest.raises(TransientError):
+            await waiting
+        with pytest.raises(TransientError):  # the successor's first timeout
+            await producer.send_each([Message("outcomes", b"k", b"v", [])])
+        assert producer._producer is successor
+    finally:
+        await producer.stop()
+
+
+async def test_a_replaced_producers_late_success_does_not_clear_its_successors_failures(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The mirror: a send of the replaced producer acknowledged afterwards cleared its
+    successor's count, and a successor timing out between such late successes was
+    never replaced."""
+    spare = FreshProducer()
+    successor = Scripted(KafkaTimeoutError(), KafkaTimeoutError())
+    producer, late, waiting = await replaced_with_a_send_waiting(monkeypatch, successor)
+    monkeypatch.setattr("worker.kafka.new_producer", lambda _: spare)
+    try:
+        with pytest.raises(TransientError):  # the successor's first timeout
+            await producer.send_each([Message("outcomes", b"k", b"v", [])])
+        late.set_result(None)
+        await waiting  # the replaced producer's late acknowledgement
+        with pytest.raises(TransientError):  # its second in a row: replaced
+            await producer.send_each([Message("outcomes", b"k", b"v", [])])
+        assert producer._producer is spare
+    finally:
+        await producer.stop()

@@ -18,9 +18,36 @@ from worker.outcomes import Outcome
 from worker.plan import Item, ProcessedRow, Superseded
 from worker.state import StateRecord
 
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Base:
+    a: int
+    b: str = "b"
+
+
+@fast_init
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Derived(_Base):
+    b: str = "redeclared"
+    c: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class _Unslotted:
+    a: int = 0
+
+
+@fast_init
+@dataclasses.dataclass(frozen=True, slots=True)
+class _DerivedFromUnslotted(_Unslotted):
+    c: int = 3
+
+
 DECORATED = (
     RawRecord, TagMoved, TagDeleted, Item, ProcessedRow, Superseded, TagRecord, Applied,
     Rejected, Outcome, StateRecord, Entry,
+    # inherited fields (before, one of a slotted base was a bare KeyError at decoration)
+    _Derived, _DerivedFromUnslotted,
 )  # fmt: skip
 
 
@@ -96,3 +123,19 @@ def test_fast_init_takes_only_the_simple_frozen_slotted_case() -> None:
     for cls in (NoSlots, NotFrozen, Factory, PostInit, KeywordOnly):
         with pytest.raises(TypeError, match="fast_init"):
             fast_init(cls)
+
+
+def test_a_field_whose_slot_a_class_attribute_hides_is_refused_naming_it() -> None:
+    """The dataclass's own __init__ fails on such a class at each call ("attribute 'a'
+    is read-only"); fast_init says why when the class is decorated."""
+
+    class Hiding:
+        __slots__ = ()
+        a = 1
+
+    with pytest.raises(TypeError, match=r"Refused\.a: .*its slot, .*class attribute hides it"):
+
+        @fast_init
+        @dataclasses.dataclass(frozen=True, slots=True)
+        class Refused(Hiding, _Base):
+            pass

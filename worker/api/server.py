@@ -114,6 +114,8 @@ class Api:
         app.router.add_get(TAG_PATH, self.get, allow_head=False)
         app.router.add_get(LIST_PATH, self.list, allow_head=False)
         app.router.add_get(OPENAPI_PATH, self.openapi, allow_head=False)
+        # once the requests in flight have answered: the publishes they left running on
+        app.on_cleanup.append(lambda _: self._writer.close())
         return app
 
     # ---- the middleware: auth, problems, metrics, the canonical log line

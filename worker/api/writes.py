@@ -1,15 +1,22 @@
 """A write (``PUT`` / ``DELETE /ocitags/{tag}/``): an event on the input topic, answered
 with its outcome. Subscribed to the outcome BEFORE publishing (the outcome may overtake
-the acknowledgement); within OCITAG_API_TIMEOUT_SECONDS, else 202 with where to look."""
+the acknowledgement); within OCITAG_API_TIMEOUT_SECONDS, else 202 with where to look.
+
+A publish not acknowledged by the deadline is answered 503 and runs on to its own end
+(the producer's delivery bound, worker/delivery.py), as ingest's sends do
+(worker/ingest/sending.py): its failure is then counted by the producer, which replaces
+itself when it is wedged. Cancelled at the deadline, it counted for nothing, and an api
+whose producer never acknowledged answered 503 for ever."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from worker import metrics
@@ -23,6 +30,12 @@ from worker.kafka import BrokerUnreachableError, Message
 from worker.settings import Settings
 from worker.timefmt import format_rfc3339
 
+log = structlog.get_logger("worker.api")
+
+#: how long the api's shutdown waits for publishes still running on once no request is
+#: left, before it cancels them (as ingest waits for its sends)
+RUN_ON_GRACE_SECONDS = 5.0
+
 
 class Writer:
     def __init__(
@@ -32,6 +45,8 @@ class Writer:
         self._timeout = settings.api.api_timeout_seconds
         self._backends = backends
         self._clock = clock
+        #: publishes that outlived their request, kept until they end (``close``)
+        self._running_on: set[asyncio.Future[None]] = set()
 
     async def write(
         self,
@@ -72,19 +87,9 @@ class Writer:
         message = Message(self._topic, *to_record(event, "structured"))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
-        # subscribed BEFORE publishing: the outcome may overtake the acknowledgement.
-        # The publish under wait_for: an acknowledgement that arrives as the deadline
-        # falls is kept (3.11's wait_for returns it; a timeout scope would cancel the
-        # acknowledged publish, a 503 whose retry without Idempotency-Key duplicates).
+        # subscribed BEFORE publishing: the outcome may overtake the acknowledgement
         with backends.waiters.expect((source, event_id)) as waiter:
-            try:
-                await asyncio.wait_for(publish([message]), timeout=deadline - loop.time())
-            except BrokerUnreachableError as exc:  # refused before the producer had it
-                fields["error"] = "publish: kafka unreachable"
-                raise unpublished() from exc
-            except (TransientError, TimeoutError) as exc:
-                fields["error"] = f"publish: {type(exc).__name__}"
-                raise unacknowledged() from exc
+            await self._published(publish([message]), deadline, fields)
             published = loop.time()
             try:
                 # in this request's task (no task of wait_for's: two turns of the event
@@ -105,3 +110,52 @@ class Writer:
         version_header = "if-none-match" if "If-None-Match" in headers else "if-match"
         fields["outcome_status"] = outcome.get("status")
         return replies.from_outcome(outcome, version_header=version_header)
+
+    async def _published(
+        self, publishing: Awaitable[None], deadline: float, fields: dict[str, Any]
+    ) -> None:
+        """The publish acknowledged by ``deadline``, else the api's 503. It runs in a task
+        of its own, never cancelled here: one done by the time the wait ends is kept,
+        even in the turn the deadline fell (a timeout scope would cancel the acknowledged
+        publish, a 503 whose retry without Idempotency-Key duplicates); one still running
+        runs on (the module's doc)."""
+        sending = asyncio.ensure_future(publishing)
+        try:
+            await asyncio.wait((sending,), timeout=deadline - asyncio.get_running_loop().time())
+        finally:  # past the deadline, or the request cancelled
+            if not sending.done():
+                self._run_on(sending)
+        if not sending.done():
+            fields["error"] = "publish: TimeoutError"
+            raise unacknowledged()
+        try:
+            sending.result()
+        except BrokerUnreachableError as exc:  # refused before the producer had it
+            fields["error"] = "publish: kafka unreachable"
+            raise unpublished() from exc
+        except (TransientError, TimeoutError) as exc:
+            fields["error"] = f"publish: {type(exc).__name__}"
+            raise unacknowledged() from exc
+
+    def _run_on(self, sending: asyncio.Future[None]) -> None:
+        self._running_on.add(sending)
+        sending.add_done_callback(self._ran_on)
+
+    def _ran_on(self, sending: asyncio.Future[None]) -> None:
+        """A publish that outlived its request ended: forgotten, its failure retrieved
+        (the producer counted it and said what it means)."""
+        self._running_on.discard(sending)
+        if not sending.cancelled() and sending.exception() is not None:
+            log.debug("api_publish_failed_late", error=str(sending.exception())[:300])
+
+    async def close(self) -> None:
+        """On shutdown, once no request is left: the publishes still running on, waited
+        for at most RUN_ON_GRACE_SECONDS, then cancelled (the producer, stopped after
+        this, delivers what it holds)."""
+        running = set(self._running_on)
+        if not running:
+            return
+        _, pending = await asyncio.wait(running, timeout=RUN_ON_GRACE_SECONDS)
+        for sending in pending:
+            sending.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)

@@ -4,6 +4,7 @@ flow, 202 when the outcome is late, 503 when a service is away, the operation la
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -12,13 +13,14 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from tests.helpers.producers import wedged_producer
 from worker import metrics
 from worker.api.auth import parse_tokens
 from worker.api.backends import Backends
 from worker.api.server import Api
 from worker.api.store import Stored
 from worker.errors import Cause, TransientError
-from worker.kafka import BrokerUnreachableError, Message
+from worker.kafka import PUBLISHING_INPUT_EVENTS, BrokerUnreachableError, Message, Producer
 from worker.settings import load_settings
 
 TOKEN = "unit-token-0123456789abcdef"
@@ -243,34 +245,124 @@ async def test_a_503_says_whether_the_event_may_still_be_published(
     assert says in (await response.json())["detail"]
 
 
-async def _unacknowledged(messages: Sequence[Message]) -> None:
-    await asyncio.Event().wait()  # Kafka never acknowledges
-
-
-async def test_an_acknowledgement_past_the_deadline_is_503_and_the_publish_cancelled(
+async def test_a_publish_past_the_deadline_is_503_and_runs_on_to_its_own_end(
     api: tuple[TestClient[Any, Any], Backends],
 ) -> None:
-    """The publish runs in the request's own task under OCITAG_API_TIMEOUT_SECONDS (0.3):
-    past it, the publish is cancelled and the answer says the event may still land."""
+    """Past OCITAG_API_TIMEOUT_SECONDS (0.3) the answer is 503, saying the event may still
+    land, and the publish is not cancelled: it runs on, and its later failure is its
+    own (retrieved: the loop reports nothing). Cancelled, it was a failure nobody saw."""
     client, backends = api
-    cancelled: list[bool] = []
+    release = asyncio.Event()
+    ended: list[str] = []
 
     async def publish(messages: Sequence[Message]) -> None:
         try:
-            await _unacknowledged(messages)
+            await release.wait()  # Kafka has not acknowledged yet
         except asyncio.CancelledError:
-            cancelled.append(True)
+            ended.append("cancelled")
             raise
+        ended.append("failed")
+        raise TransientError(Cause.KAFKA_TIMEOUT, "not acknowledged within the bound")
 
     backends.publish, backends.reads = publish, FakeReads()
     loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    try:
+        started = loop.time()
+        response = await client.put("/ocitags/nginx:1/", json={"artifact": A}, headers=AUTH)
+        assert response.status == 503
+        assert "it may still be published and applied" in (await response.json())["detail"]
+        assert 0.25 < loop.time() - started < 2
+        assert len(backends.waiters) == 0
+        await asyncio.sleep(0.05)
+        assert ended == []  # still running after its request answered
+        release.set()
+        async with asyncio.timeout(5):
+            while not ended:
+                await asyncio.sleep(0.01)
+        gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+    assert ended == ["failed"]
+    assert reported == []
+
+
+async def test_shutdown_waits_for_the_publishes_left_running_then_cancels_them(
+    api: tuple[TestClient[Any, Any], Backends], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once its requests have answered, the api's shutdown gives the publishes they left
+    running on RUN_ON_GRACE_SECONDS (0.3 here): one acknowledged within it ends as it
+    would have, one that is not is cancelled then; none is left pending."""
+    client, backends = api
+    monkeypatch.setattr("worker.api.writes.RUN_ON_GRACE_SECONDS", 0.3)
+    loop = asyncio.get_running_loop()
+    closing = loop.create_future()
+    ended: list[str] = []
+
+    async def publish(messages: Sequence[Message]) -> None:
+        value = messages[0].value or b""
+        try:
+            await closing
+            await asyncio.sleep(0.1 if b"nginx:1" in value else 3600)
+        except asyncio.CancelledError:
+            ended.append("cancelled")
+            raise
+        ended.append("acknowledged")
+
+    backends.publish, backends.reads = publish, FakeReads()
+    for tag in ("nginx:1", "nginx:2"):
+        response = await client.put(f"/ocitags/{tag}/", json={"artifact": A}, headers=AUTH)
+        assert response.status == 503
+    assert ended == []
     started = loop.time()
-    response = await client.put("/ocitags/nginx:1/", json={"artifact": A}, headers=AUTH)
-    assert response.status == 503
-    assert "it may still be published and applied" in (await response.json())["detail"]
+    closing.set_result(None)
+    await asyncio.wait_for(client.close(), 5)
+    assert sorted(ended) == ["acknowledged", "cancelled"]
     assert 0.25 < loop.time() - started < 2
-    assert cancelled == [True]
-    assert len(backends.waiters) == 0
+
+
+async def test_a_producer_that_never_acknowledges_a_write_is_replaced(
+    api: tuple[TestClient[Any, Any], Backends], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The api's producer wedged: its write is 503 at the api's deadline (0.3 s), and the
+    send goes on to the producer's delivery bound (0.6 s here), whose timeout replaces
+    the producer; the next write goes through its successor. Before, the send was
+    cancelled at the deadline, counted for nothing, and every write was 503 for ever."""
+    client, backends = api
+    wedged = wedged_producer(
+        monkeypatch, delivery_timeout=0.6, component="the api", action=PUBLISHING_INPUT_EVENTS
+    )
+    producer, stuck, fresh = wedged.producer, wedged.stuck, wedged.fresh
+    recreated = metrics.PRODUCER_RECREATED._value.get()
+    worker = FakeWorker(backends)
+    backends.publish, backends.reads = producer.send_each, FakeReads()
+    try:
+        first = await client.put("/ocitags/nginx:1/", json={"artifact": A}, headers=AUTH)
+        assert first.status == 503
+        async with asyncio.timeout(5):
+            while metrics.PRODUCER_RECREATED._value.get() == recreated:
+                await asyncio.sleep(0.02)
+        await asyncio.gather(*producer._retired)
+        backends.publish = _through(producer, worker)
+        second = await client.put("/ocitags/nginx:2/", json={"artifact": A}, headers=AUTH)
+    finally:
+        await producer.stop()
+    assert second.status == 200
+    assert len(fresh.sent) == 1 and b"nginx:2" in (fresh.sent[0] or b"")
+    assert stuck._closed
+
+
+def _through(
+    producer: Producer, worker: FakeWorker
+) -> Callable[[Sequence[Message]], Awaitable[None]]:
+    """Publish with ``producer``, then have ``worker`` answer the event."""
+
+    async def publish(messages: Sequence[Message]) -> None:
+        await producer.send_each(messages)
+        await worker.publish(messages)
+
+    return publish
 
 
 async def test_one_deadline_covers_the_acknowledgement_and_the_outcome(
