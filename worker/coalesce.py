@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from worker import metrics
 from worker.errors import PermanentError
 from worker.outcomes import Outcome
 from worker.plan import Item
@@ -71,6 +72,7 @@ class CoalescingStore:
             # cancelled caller cancels its own transaction)
             self._running += 1
             try:
+                metrics.TRANSACTION_EVENTS.observe(len(items))
                 return await self._store.apply(items, processed_at)
             finally:
                 self._running -= 1
@@ -118,6 +120,7 @@ class CoalescingStore:
 
     async def _apply(self, group: list[_Waiting]) -> None:
         """One transaction for the group, each caller's outcomes handed to it."""
+        metrics.TRANSACTION_EVENTS.observe(sum(len(waiting.items) for waiting in group))
         if len(group) == 1:
             await _settle(group[0], self._store.apply(group[0].items, group[0].processed_at))
             return

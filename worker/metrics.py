@@ -78,6 +78,12 @@ BATCH_EVENTS = Histogram(
     buckets=_SIZE_BUCKETS,
     registry=None,
 )
+TRANSACTION_EVENTS = Histogram(
+    "ocitag_transaction_size_events",
+    "Events per apply transaction (the partition batches applied together in it).",
+    buckets=_SIZE_BUCKETS,
+    registry=None,
+)
 CONSUMER_LAG = Gauge(
     "ocitag_consumer_lag_events",
     "Log end offset minus committed offset, per assigned input partition.",
@@ -371,6 +377,7 @@ WORKER: tuple[Collector, ...] = (
     BATCH_SECONDS,
     BATCH_STAGE_SECONDS,
     BATCH_EVENTS,
+    TRANSACTION_EVENTS,
     CONSUMER_LAG,
     OLDEST_UNPROCESSED_AGE,
     IN_FLIGHT,

@@ -17,6 +17,7 @@ COMPONENT_FAMILIES: dict[str, frozenset[str]] = {
             "ocitag_batch_processing_seconds",
             "ocitag_batch_stage_seconds",
             "ocitag_batch_size_events",
+            "ocitag_transaction_size_events",
             "ocitag_consumer_lag_events",
             "ocitag_oldest_unprocessed_event_age_seconds",
             "ocitag_in_flight_events",

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from worker import metrics
 from worker.coalesce import CoalescingStore
 from worker.errors import Cause, PermanentError, TransientError
 from worker.outcomes import Outcome
@@ -79,7 +80,15 @@ async def test_a_batch_with_nothing_in_flight_goes_straight_through() -> None:
     assert len(store.calls) == 1
 
 
+def transactions() -> tuple[float, float]:
+    """How many apply transactions were counted, and their events."""
+    registry = metrics.registry("run")
+    count = registry.get_sample_value("ocitag_transaction_size_events_count") or 0.0
+    return count, registry.get_sample_value("ocitag_transaction_size_events_sum") or 0.0
+
+
 async def test_batches_arriving_meanwhile_are_applied_together_each_gets_its_own() -> None:
+    counted = transactions()
     store = GatedStore()
     grouped = CoalescingStore(store, limit=1, max_items=100)
     first = asyncio.create_task(grouped.apply(items("a"), T0))
@@ -98,6 +107,8 @@ async def test_batches_arriving_meanwhile_are_applied_together_each_gets_its_own
     # one transaction for the three, in their order, at the latest batch's time
     assert store.calls[1] == (["b", "c", "d", "e", "f"], T0 + timedelta(seconds=3))
     assert len(store.calls) == 2
+    # two transactions, of 1 and 5 events
+    assert transactions() == (counted[0] + 2, counted[1] + 6)
 
 
 async def test_a_group_holds_at_most_max_items_and_a_larger_batch_goes_alone() -> None:
