@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError
@@ -80,13 +80,23 @@ def _retrieved(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-async def abort(producer: AIOKafkaProducer, error: BaseException, grace: float) -> None:
+class Abandoned(NamedTuple):
+    """What ``abort`` failed: record batches (those waiting and those in flight) and the
+    records in them, as aiokafka counts them (never their contents)."""
+
+    batches: int
+    records: int
+
+
+async def abort(producer: AIOKafkaProducer, error: BaseException, grace: float) -> Abandoned:
     """Close ``producer`` without delivering what it holds: its batches fail with
     ``error``, its sender stops (a request already sent is waited for, at most
-    ``grace`` seconds), its connections close. A later ``stop()`` does nothing."""
+    ``grace`` seconds), its connections close (at most ``grace`` seconds more). A later
+    ``stop()`` does nothing. Returns what was failed."""
     producer._closed = True
     held = producer._message_accumulator
     batches = [b for queue in held._batches.values() for b in queue] + list(held._pending_batches)
+    abandoned = Abandoned(len(batches), sum(b.record_count for b in batches))
     held.fail_all(error)
     for batch in batches:  # what a send would wait on: failed, and nobody waits any more
         waiter = batch._drain_waiter
@@ -98,3 +108,4 @@ async def abort(producer: AIOKafkaProducer, error: BaseException, grace: float) 
             await asyncio.wait_for(sender.close(), grace)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(producer.client.close(), grace)
+    return abandoned

@@ -20,7 +20,7 @@ from aiokafka.errors import (
     UnknownProducerId,
 )
 
-from tests.helpers.producers import FreshProducer, Scripted, wedged_producer
+from tests.helpers.producers import FreshProducer, Scripted, never_stopping, wedged_producer
 from worker import metrics
 from worker.delivery import (
     DELIVERY_TIMEOUTS,
@@ -155,24 +155,57 @@ async def test_a_replaced_producer_that_does_not_stop_in_time_is_aborted(
     the replaced producer holds fails and it is closed."""
     producer = Producer(load_settings({}, environ={}), component="the worker", action="testing")
     old = AIOKafkaProducer(bootstrap_servers="localhost:1", enable_idempotence=True)
-    held = await old._message_accumulator.add_message(
-        TopicPartition("outcomes", 0), b"k", b"v", timeout=1
-    )
-
-    async def delivering_for_ever() -> None:
-        await asyncio.sleep(3600)
-
-    monkeypatch.setattr(old, "stop", delivering_for_ever)
+    held = await never_stopping(old, monkeypatch)
     monkeypatch.setattr("worker.kafka.RETIRE_SECONDS", 0.05)
     try:
         with structlog.testing.capture_logs() as captured:
             await asyncio.wait_for(producer._retire(old, KafkaTimeoutError("stuck"), flush=True), 5)
     finally:
         await producer.stop()
-    assert [c["event"] for c in captured] == ["producer_stop_failed"]
+    assert [c["event"] for c in captured] == ["producer_aborted"]
+    assert captured[0]["stop_error"] == "TimeoutError"
     with pytest.raises(ProducerClosed, match=r"replaced: .*stuck"):
         await asyncio.wait_for(held, 1)
     assert old._closed
+
+
+async def test_a_producer_whose_stop_never_ends_is_aborted_within_its_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiokafka's stop() delivers everything first, for as long as that takes: a command
+    stopping with a wedged producer hung until it was killed. Now, past STOP_SECONDS,
+    what the producer holds fails, it is closed, and one line says how much was given
+    up (counts, never the records)."""
+    producer = Producer(load_settings({}, environ={}), component="ingest", action="testing")
+    stuck = producer._producer
+    held = await never_stopping(stuck, monkeypatch)
+    monkeypatch.setattr("worker.kafka.STOP_SECONDS", 0.05)
+    with structlog.testing.capture_logs() as captured:
+        await asyncio.wait_for(producer.stop(), 5)
+    with pytest.raises(ProducerClosed, match="stopping"):
+        await asyncio.wait_for(held, 1)
+    assert stuck._closed
+    assert captured == [
+        {
+            "event": "producer_aborted",
+            "log_level": "warning",
+            "reason": "ProducerClosed: stopping: not delivered in time",
+            "stop_error": "TimeoutError",
+            "batches": 1,
+            "records": 1,
+        }
+    ]
+
+
+async def test_a_producer_stopping_is_not_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A send that the stop's abort failed is not a stuck producer to replace: a fresh
+    one started then would be stopped by nobody."""
+    producer = Producer(load_settings({}, environ={}), component="ingest", action="testing")
+    stopping = producer._producer
+    monkeypatch.setattr("worker.kafka.new_producer", lambda _: pytest.fail("replaced"))
+    await producer.stop()
+    await producer._maybe_recreate(stopping, ProducerClosed("stopping: not delivered in time"))
+    assert producer._producer is stopping
 
 
 @pytest.mark.parametrize(
