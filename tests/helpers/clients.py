@@ -1,5 +1,5 @@
 """Clients nobody on the team wrote, for the interoperability tests: ``kcat``
-(librdkafka; ``deploy/local/stack tools --test`` installs it with apt when run as root),
+(librdkafka; ``deploy/local/stack tools --clients`` installs it with apt when run as root),
 Kafka's own Java console tools (the ``kafka-tools`` jars the local stack downloads from
 Maven Central to run its broker) and ``curl`` for the api.
 
@@ -27,7 +27,7 @@ def kcat_path() -> str:
     found = shutil.which("kcat")
     if found is None:
         raise ClientUnavailableError(
-            "kcat not found: `deploy/local/stack tools --test` installs it as root, "
+            "kcat not found: `deploy/local/stack tools --clients` installs it as root, "
             "or apt install kcat"
         )
     return found
