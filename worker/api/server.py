@@ -148,7 +148,7 @@ class Api:
             response = self._problem(unavailable(exc.service), instance)
         except web.HTTPException as exc:
             limit = self._settings.api.api_max_body_bytes
-            response = self._problem(_http_problem(exc, limit, request.content_length), instance)
+            response = self._problem(_http_problem(exc, limit, request), instance)
             if exc.status == 405 and "Allow" in exc.headers:
                 response.headers["Allow"] = exc.headers["Allow"]
         except Exception as exc:  # a bug or a refusal (not an outage): answered, logged
@@ -260,16 +260,26 @@ def _openapi_bytes() -> bytes:
     return orjson.dumps(document())
 
 
-def _http_problem(
-    exc: web.HTTPException, max_body_bytes: int, body_bytes: int | None
-) -> ApiProblem:
+def _http_problem(exc: web.HTTPException, max_body_bytes: int, request: web.Request) -> ApiProblem:
     """aiohttp's own refusals as the API's problems; 413 (aiohttp reads no more than
-    ``client_max_size``) names the limit and its setting rather than only the reason."""
+    ``client_max_size``) names the limit and its setting rather than only the reason; 404
+    names the path, and the trailing slash a tag's path needs when that is what is missing."""
     if exc.status == 413:
-        return too_large(max_body_bytes, body_bytes)
-    kinds = {404: ProblemKind.NO_ROUTE, 405: ProblemKind.METHOD_NOT_ALLOWED}
-    kind = kinds.get(exc.status, ProblemKind.MALFORMED_REQUEST)
-    return ApiProblem(kind, exc.reason)
+        return too_large(max_body_bytes, request.content_length)
+    if exc.status == 404:
+        return ApiProblem(ProblemKind.NO_ROUTE, no_route_detail(request.path))
+    if exc.status == 405:
+        return ApiProblem(ProblemKind.METHOD_NOT_ALLOWED, exc.reason)
+    return ApiProblem(ProblemKind.MALFORMED_REQUEST, exc.reason)
+
+
+def no_route_detail(path: str) -> str:
+    """``/ocitags/nginx:1`` is the most likely wrong path (the seed's ends in ``/``):
+    a path under ``/ocitags/`` whose last segment names a tag is missing only that."""
+    detail = f"{path[:300]} is none of the api's paths (GET /openapi.json lists them)"
+    if path.startswith(LIST_PATH) and ":" in path.rsplit("/", 1)[-1]:
+        detail += f"; a tag's path ends in '/': {path[:300]}/"
+    return detail
 
 
 def utc_now() -> datetime:
