@@ -161,7 +161,7 @@ def _problem(answer: tuple[int, dict[str, str], Any], status: int) -> dict[str, 
 async def test_curl_writes_reads_and_gets_problems_in_its_own_words(
     make_settings: Callable[..., Settings], curl: str
 ) -> None:
-    """What a curl user types: a keyed PUT retried and reused, a conditional PUT, ``?at=``
+    """What a curl user types: a keyed PUT retried and reused, a conditional PUT, ``-I``, ``?at=``
     with an offset's ``+`` as typed and as %2B, ``watch=1``, a tag's path without its
     ``/``. Each problem names where the caller put the value."""
     settings = make_settings(**api_overrides())
@@ -183,6 +183,16 @@ async def test_curl_writes_reads_and_gets_problems_in_its_own_words(
             curl, "-H", 'If-Match: "1"', *put, "-d", '{"artifact": "' + "d" * 64 + '"}'
         )
         assert [e["location"] for e in _problem(stale, 412)["errors"]] == ["header.if-match"]
+        # curl -I: whether a tag exists, from the GET's status and headers, no body
+        status, headers, body = await _curl(curl, "-I", url)
+        assert (status, headers["etag"], headers["content-type"], body) == (
+            200,
+            '"2"',
+            "application/json",
+            None,
+        )
+        status, headers, body = await _curl(curl, "-I", url.replace(":1.0/", ":none/"))
+        assert (status, headers["content-type"], body) == (404, "application/problem+json", None)
 
         created = datetime.fromisoformat(record["created_on"]).isoformat()  # "+00:00"
         as_typed = _problem(await _curl(curl, f"{url}?at={created}"), 422)

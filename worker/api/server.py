@@ -50,7 +50,8 @@ TAG_PATH = "/ocitags/{tag:.+}/"  # slashes of the ID as path segments, or percen
 TAG_TEMPLATE = "/ocitags/{tag}/"  # the route's canonical form (aiohttp drops the regex)
 LIST_PATH = "/ocitags/"
 OPENAPI_PATH = "/openapi.json"
-#: (method, route) → operationId: the low-cardinality label of metrics and logs
+#: (method, route) → operationId: the low-cardinality label of metrics and logs. A HEAD
+#: is its GET's operation (``_operation``): the log line's ``method`` tells them apart.
 OPERATIONS = {
     ("PUT", TAG_TEMPLATE): "oci-tag-update",
     ("DELETE", TAG_TEMPLATE): "oci-tag-delete",
@@ -62,6 +63,9 @@ OPERATIONS = {
     ("GET", OPENAPI_PATH): "openapi",
 }
 _PUBLIC = {OPENAPI_PATH}
+#: RFC 9110 §9.3.2: HEAD wherever GET is served (aiohttp answers it with the GET's
+#: status and headers, and no body)
+_READS = {"GET", "HEAD"}
 
 #: this request's fields of its canonical log line (aiohttp runs each request in its own
 #: task, so each has its own value); the caller is among them once authenticated
@@ -69,7 +73,12 @@ _FIELDS: ContextVar[dict[str, Any]] = ContextVar("api_request_fields")
 
 
 def _is_watch(request: web.Request) -> bool:
-    return request.method == "GET" and request.query.get("watch") == "true"
+    return request.method in _READS and request.query.get("watch") == "true"
+
+
+def _operation(method: str, template: str) -> str:
+    """The request's operation label: one of ``OPERATIONS``' ids, or ``other``."""
+    return OPERATIONS.get(("GET" if method == "HEAD" else method, template), "other")
 
 
 def _respond(reply: Reply) -> web.Response:
@@ -107,13 +116,13 @@ class Api:
             middlewares=[*tracing.server_middlewares(), self._middleware],
             client_max_size=self._settings.api.api_max_body_bytes,
         )
-        app.router.add_get(HISTORY_PATH, self.tag_history, allow_head=False)
-        app.router.add_get(ARTIFACT_TAGS_PATH, self.artifact_tags, allow_head=False)
+        app.router.add_get(HISTORY_PATH, self.tag_history)
+        app.router.add_get(ARTIFACT_TAGS_PATH, self.artifact_tags)
         app.router.add_put(TAG_PATH, self.put)
         app.router.add_delete(TAG_PATH, self.delete)
-        app.router.add_get(TAG_PATH, self.get, allow_head=False)
-        app.router.add_get(LIST_PATH, self.list, allow_head=False)
-        app.router.add_get(OPENAPI_PATH, self.openapi, allow_head=False)
+        app.router.add_get(TAG_PATH, self.get)
+        app.router.add_get(LIST_PATH, self.list)
+        app.router.add_get(OPENAPI_PATH, self.openapi)
         # once the requests in flight have answered: the publishes they left running on
         app.on_cleanup.append(lambda _: self._writer.close())
         return app
@@ -129,7 +138,7 @@ class Api:
         template = route.canonical if route is not None else ""
         if template == LIST_PATH and _is_watch(request):
             template += "?watch"
-        operation = OPERATIONS.get((request.method, template), "other")
+        operation = _operation(request.method, template)
         instance = f"urn:uuid:{uuid.uuid4()}"
         fields: dict[str, Any] = {"operation": operation, "instance": instance}
         _FIELDS.set(fields)
@@ -220,6 +229,8 @@ class Api:
 
     async def list(self, request: web.Request) -> web.StreamResponse:
         if _is_watch(request):
+            if request.method == "HEAD":
+                return await self.watches.head(request, _FIELDS.get())
             return await self.watches.serve(request, _FIELDS.get())
         query = requests.list_query(request.query, self._cursors)
         caller = _FIELDS.get()["caller"]
