@@ -16,7 +16,7 @@ import pytest
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from tests.helpers.clients import ClientUnavailableError, kafka_libs, kcat_path
+from tests.helpers.clients import ClientUnavailableError, curl_path, kafka_libs, kcat_path
 from tests.helpers.jaeger import JaegerUnavailableError, start_jaeger
 from tests.helpers.postgres import PostgresUnavailableError, password_postgres, server_binaries
 from tests.helpers.registry import ToolsUnavailableError, tools_dir
@@ -107,6 +107,12 @@ def password_database() -> Iterator[str]:
 def kcat() -> str:
     """kcat (librdkafka's command-line client)."""
     return _required(kcat_path, ClientUnavailableError)
+
+
+@pytest.fixture(scope="session")
+def curl() -> str:
+    """curl, the api's real HTTP client."""
+    return _required(curl_path, ClientUnavailableError)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ The replaced producer must not deliver what it holds after its successor sent it
 again (a state record delivered late would come after a newer one of its tag: the
 compacted topic keeps the last). aiokafka's ``stop()`` delivers everything first, for as
 long as that takes, and cancelled half-way it leaves its sender running; ``abort``
-fails what the producer holds, cancels its sender and closes its connections instead.
+stops its sender, fails what the producer still holds and closes its connections instead.
 It reads private fields of the client (tests/unit/test_delivery.py pins them to the
 installed version)."""
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError
@@ -80,21 +80,40 @@ def _retrieved(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-async def abort(producer: AIOKafkaProducer, error: BaseException, grace: float) -> None:
-    """Close ``producer`` without delivering what it holds: its batches fail with
-    ``error``, its sender stops (a request already sent is waited for, at most
-    ``grace`` seconds), its connections close. A later ``stop()`` does nothing."""
+class Abandoned(NamedTuple):
+    """What ``abort`` failed: record batches (those waiting and those in flight) and the
+    records in them, as aiokafka counts them (never their contents)."""
+
+    batches: int
+    records: int
+
+
+async def abort(producer: AIOKafkaProducer, error: BaseException, grace: float) -> Abandoned:
+    """Close ``producer`` without delivering what it holds: it takes no more sends, its
+    sender stops (a request already sent is waited for, at most ``grace`` seconds), what
+    it still holds fails with ``error``, and its connections close (at most ``grace``
+    seconds more). A later ``stop()`` does nothing. Returns what was failed.
+
+    The sender stops first: a request of it that fails while it stops puts its batch
+    back in the accumulator (aiokafka's retry), which raised a KeyError inside the
+    sender (and an AttributeError in its callback) when the batch had been failed
+    already. A batch sent once and put back keeps aiokafka's callback that takes it out
+    of the batches in flight when it ends: it is counted in flight again, so that the
+    callback finds it."""
     producer._closed = True
+    sender = producer._sender
+    if sender is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(sender.close(), grace)
     held = producer._message_accumulator
-    batches = [b for queue in held._batches.values() for b in queue] + list(held._pending_batches)
+    waiting = [b for queue in held._batches.values() for b in queue]
+    batches = waiting + list(held._pending_batches - set(waiting))
+    held._pending_batches.update(b for b in waiting if b.retry_count)
     held.fail_all(error)
     for batch in batches:  # what a send would wait on: failed, and nobody waits any more
         waiter = batch._drain_waiter
         if waiter.done() and not waiter.cancelled():
             waiter.exception()
-    sender = producer._sender
-    if sender is not None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(sender.close(), grace)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(producer.client.close(), grace)
+    return Abandoned(len(batches), sum(b.record_count for b in batches))

@@ -102,6 +102,11 @@ class MessageTooLargeError(PermanentError):
 
 #: how long a replaced producer may take to deliver what it holds before it is aborted
 RETIRE_SECONDS = 10.0
+#: how long a command's producer may take, once the command stops, to deliver what it
+#: holds before it is aborted; the abort takes at most twice this more (the sender's
+#: request in flight, then the connections): 6 s in all, which every command's shutdown
+#: leaves after its own waits (``Producer.stop``)
+STOP_SECONDS = 2.0
 
 #: why a producer is unreachable, as readiness probes and refusals say it
 NO_BROKER_ANSWERED = "no broker answered the producer's last try"
@@ -477,13 +482,28 @@ class Producer:
         self._lock = asyncio.Lock()
         self._delivery_timeout = delivery_timeout(settings.kafka.kafka_request_timeout_ms)
         self._retired: set[asyncio.Task[None]] = set()
+        self._stopping = False
         self._packer = Packer()
 
     async def start(self) -> None:
         await start_whole(self._producer.start, self._producer.stop)
 
     async def stop(self) -> None:
-        await self._producer.stop()
+        """Stop as a replaced producer is stopped (``_close``), within STOP_SECONDS
+        (aborted after, at most three times STOP_SECONDS in all): aiokafka's own ``stop()``
+        delivers everything first for as long as that takes, and a wedged producer held
+        the command's shutdown until it was killed. What is aborted was acknowledged to
+        nobody: the worker's uncommitted batches are redelivered, ingest's and the api's
+        senders were answered with a timeout and retry. Each command stops its producer
+        after its own waits: the worker after its drain (OCITAG_SHUTDOWN_GRACE_SECONDS,
+        20 s), ingest after its server's (the same) and its sends' 5 s, the api after its
+        requests' 10 s and its publishes' 5 s; 6 s more stays within each Deployment's
+        terminationGracePeriodSeconds (45, 45, 30 s) and compose's 30 s. A producer
+        stopping is not replaced (a send it fails is retried by nobody)."""
+        self._stopping = True
+        await self._close(
+            self._producer, ProducerClosed("stopping: not delivered in time"), within=STOP_SECONDS
+        )
         await asyncio.gather(*self._retired, return_exceptions=True)
 
     async def send_all(self, messages: Sequence[Message]) -> None:
@@ -573,8 +593,8 @@ class Producer:
         caller retries later. Only the current producer's failures count: a replaced
         one's late failures (sends of it still waited for when a concurrent batch
         replaced it) would push its successor towards replacement."""
-        if failed is not self._producer:
-            return  # a concurrent batch replaced it already
+        if failed is not self._producer or self._stopping:
+            return  # a concurrent batch replaced it already, or the command is stopping
         self._failures += 1
         undelivered = isinstance(exc, DeliveryTimeoutError)
         broken = undelivered or not isinstance(exc, KafkaTimeoutError)
@@ -599,17 +619,36 @@ class Producer:
         retiring.add_done_callback(self._retired.discard)
 
     async def _retire(self, old: AIOKafkaProducer, exc: BaseException, *, flush: bool) -> None:
-        """Stop a replaced producer: what it holds delivered first (``flush``) for at most
-        RETIRE_SECONDS, then aborted (worker/delivery.py): a producer whose send was not
-        acknowledged in time is aborted at once, what it holds being sent again by its
-        successor."""
+        """Stop a replaced producer within RETIRE_SECONDS (``_close``): a producer whose
+        send was not acknowledged in time is aborted at once, what it holds being sent
+        again by its successor."""
+        await self._close(
+            old, ProducerClosed(f"replaced: {exc}"), within=RETIRE_SECONDS, flush=flush
+        )
+
+    @staticmethod
+    async def _close(
+        old: AIOKafkaProducer, error: BaseException, *, within: float, flush: bool = True
+    ) -> None:
+        """Every stop of a producer: what it holds delivered first (``flush``) for at
+        most ``within`` seconds, else aborted (worker/delivery.py: what it holds fails
+        with ``error``; at most twice ``within`` more), with one line saying how much
+        was given up."""
+        stopping: str | None = None
         if flush:
             try:
-                await asyncio.wait_for(old.stop(), timeout=RETIRE_SECONDS)
+                await asyncio.wait_for(old.stop(), timeout=within)
                 return
-            except Exception as error:
-                log.warning("producer_stop_failed", error=str(error))
-        await abort(old, ProducerClosed(f"replaced: {exc}"), RETIRE_SECONDS)
+            except Exception as stop_error:
+                stopping = describe(stop_error)
+        given_up = await abort(old, error, within)
+        log.warning(
+            "producer_aborted",
+            reason=str(error)[:300],
+            stop_error=stopping,
+            batches=given_up.batches,
+            records=given_up.records,
+        )
 
     async def ready(self) -> bool:
         """Usable: started, knows at least one broker, and its last try to reach the

@@ -496,6 +496,11 @@ class RejectedOutcome(_OutcomeBase):
 
     model_config = ConfigDict(json_schema_extra=_outcome_formats)
 
+    id: str = Field(
+        description="Derived from the input's (source, id, content) when the outcome is "
+        "stored (404, 412, 422, a superseded 409); from the input record (topic, partition, "
+        "offset, bytes) and the problem type when it is not (400, an id-reused 409, 500)"
+    )
     type: Literal["ocitag.rejected.v1"]
     datacontenttype: Literal["application/problem+json"]
     status: Literal[400, 404, 409, 412, 422, 500]

@@ -13,6 +13,12 @@ What became of an input is one of:
   (``internal_outcome``); neither is stored, so both are timed by the record's own Kafka
   timestamp and a redelivery rebuilds the same bytes.
 
+Ids: an outcome that is stored (or rebuilt from what is stored) has ``outcome_id``, from
+the input's (source, id) and content, so its replay carries the same id; one built from
+its record alone (a 400, a reused id's 409, a 500) has ``record_outcome_id``, from the
+record's coordinates too, since its ``data.instance`` names the record: one id, one set
+of bytes.
+
 ``batch_outcomes`` assembles a whole batch from what the store found and decided; the
 store does the I/O around it and stores what it returns.
 
@@ -150,18 +156,19 @@ def _uuid5(name: str) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def record_outcome_id(record: RawRecord) -> str:
-    """For records with no usable (source, id): the record's coordinates and bytes."""
+def record_outcome_id(record: RawRecord, kind: ProblemKind) -> str:
+    """The id of an outcome that is not stored and so is built from its record alone
+    (400, a reused id's 409, 500): the record's coordinates (topic, partition, offset),
+    the SHA-256 of its bytes and the problem's type.
+
+    The coordinates make one id one set of bytes: two records with the same (source, id)
+    get two outcomes whose ``data.instance`` differs, so they need two ids (CloudEvents:
+    ``source`` and ``id`` identify one event). A redelivery of the record has the same
+    coordinates and bytes, so the same id. The type tells apart the outcomes one record
+    can get on successive deliveries (a 500, then a 409 once another record took the
+    id). Outcomes that are stored keep ``outcome_id``: their replay is byte-identical."""
     digest = hashlib.sha256(record.value or b"").hexdigest()
-    return _uuid5(f"{record.instance}\n{digest}")
-
-
-def undecodable_outcome_id(raw: RawRecord, event: Undecodable) -> str:
-    """From the input's (source, id) and bytes when it got that far, else from the
-    record's coordinates and bytes."""
-    if event.source is not None and event.id is not None:
-        return outcome_id(event.source, event.id, hashlib.sha256(raw.value or b"").digest())
-    return record_outcome_id(raw)
+    return _uuid5(f"{record.instance}\n{digest}\n{kind.slug}")
 
 
 def record_time(raw: RawRecord) -> datetime:
@@ -288,7 +295,11 @@ def _subject(event: TagEvent | Invalid) -> str | None:
     return event.subject if isinstance(event, Invalid) else event.ocitag_id
 
 
-def _rejected(ctx: OutcomeContext, item: Item, problem: Problem, time: str) -> Outcome:
+def _rejected(
+    ctx: OutcomeContext, item: Item, problem: Problem, time: str, *, stored: bool = True
+) -> Outcome:
+    """A rejection of a decodable input; ``stored`` = False for one built from its record
+    alone (a reused id's 409, a 500): then its id is the record's (``record_outcome_id``)."""
     event = item.event
     return _problem(
         ctx.worker_source,
@@ -296,7 +307,11 @@ def _rejected(ctx: OutcomeContext, item: Item, problem: Problem, time: str) -> O
         problem,
         instance=item.record.instance,
         subject=_subject(event),
-        outcome_uuid=outcome_id(event.source, event.id, event.fingerprint),
+        outcome_uuid=(
+            outcome_id(event.source, event.id, event.fingerprint)
+            if stored
+            else record_outcome_id(item.record, problem.kind)
+        ),
         time=time,
         causation=(event.source, event.id),
     )
@@ -333,7 +348,7 @@ def internal_outcome(ctx: OutcomeContext, item: Item, reason: str) -> Outcome:
     """500: the database refused this one event. Not stored: timed by the record, so a
     redelivery gets the same bytes."""
     problem = Problem(ProblemKind.INTERNAL, f"the event could not be stored: {reason}")
-    return _rejected(ctx, item, problem, format_rfc3339(record_time(item.record)))
+    return _rejected(ctx, item, problem, format_rfc3339(record_time(item.record)), stored=False)
 
 
 def undecodable_outcome(ctx: OutcomeContext, raw: RawRecord, event: Undecodable) -> Outcome:
@@ -345,7 +360,7 @@ def undecodable_outcome(ctx: OutcomeContext, raw: RawRecord, event: Undecodable)
         event.problem,
         instance=raw.instance,
         subject=event.subject,
-        outcome_uuid=undecodable_outcome_id(raw, event),
+        outcome_uuid=record_outcome_id(raw, event.problem.kind),
         time=format_rfc3339(record_time(raw)),
         causation=(event.source, event.id),
     )
@@ -516,7 +531,7 @@ def id_reused_outcome(ctx: OutcomeContext, item: Item, first_processed_at: datet
             ),
         ),
     )
-    return _rejected(ctx, item, problem, format_rfc3339(first_processed_at))
+    return _rejected(ctx, item, problem, format_rfc3339(first_processed_at), stored=False)
 
 
 def batch_outcomes(

@@ -1,7 +1,7 @@
-"""Kafka clients nobody on the team wrote, for the interoperability tests: ``kcat``
-(librdkafka; ``deploy/local/stack tools --test`` installs it with apt when run as root) and
+"""Clients nobody on the team wrote, for the interoperability tests: ``kcat``
+(librdkafka; ``deploy/local/stack tools --clients`` installs it with apt when run as root),
 Kafka's own Java console tools (the ``kafka-tools`` jars the local stack downloads from
-Maven Central to run its broker).
+Maven Central to run its broker) and ``curl`` for the api.
 
 Locally a missing client skips the tests that need it; under ``CI=true`` they fail.
 """
@@ -27,9 +27,16 @@ def kcat_path() -> str:
     found = shutil.which("kcat")
     if found is None:
         raise ClientUnavailableError(
-            "kcat not found: `deploy/local/stack tools --test` installs it as root, "
+            "kcat not found: `deploy/local/stack tools --clients` installs it as root, "
             "or apt install kcat"
         )
+    return found
+
+
+def curl_path() -> str:
+    found = shutil.which("curl")
+    if found is None:
+        raise ClientUnavailableError("curl not found: apt install curl")
     return found
 
 

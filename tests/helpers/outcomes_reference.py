@@ -93,6 +93,12 @@ def _id(source: str | None, event_id: str | None, fingerprint: bytes) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{source}\n{event_id}\n{fingerprint.hex()}"))
 
 
+def _record_id(raw: RawRecord, kind: ProblemKind) -> str:
+    """An outcome that is not stored: from the record's coordinates, bytes and type."""
+    digest = hashlib.sha256(raw.value or b"").hexdigest()
+    return str(uuid.uuid5(_NAMESPACE, f"{raw.instance}\n{digest}\n{kind.slug}"))
+
+
 def _envelope(
     source: str,
     outcome_uuid: str,
@@ -183,7 +189,9 @@ def problem_outcome(
     return Built(subject.encode() if subject else None, value, problem.status)
 
 
-def rejected(ctx: OutcomeContext, item: Item, problem: Problem, at: datetime) -> Built:
+def rejected(
+    ctx: OutcomeContext, item: Item, problem: Problem, at: datetime, *, stored: bool = True
+) -> Built:
     event = item.event
     return problem_outcome(
         ctx.worker_source,
@@ -191,7 +199,11 @@ def rejected(ctx: OutcomeContext, item: Item, problem: Problem, at: datetime) ->
         problem,
         instance=item.record.instance,
         subject=event.subject if isinstance(event, Invalid) else event.ocitag_id,
-        outcome_uuid=_id(event.source, event.id, event.fingerprint),
+        outcome_uuid=(
+            _id(event.source, event.id, event.fingerprint)
+            if stored
+            else _record_id(item.record, problem.kind)
+        ),
         at=at,
         causation=(event.source, event.id),
     )
@@ -222,7 +234,7 @@ def id_reused(ctx: OutcomeContext, item: Item, first_at: datetime) -> Built:
             ),
         ),
     )
-    return rejected(ctx, item, problem, first_at)
+    return rejected(ctx, item, problem, first_at, stored=False)
 
 
 def record_time(raw: RawRecord) -> datetime:
@@ -234,22 +246,17 @@ def record_time(raw: RawRecord) -> datetime:
 
 def internal(ctx: OutcomeContext, item: Item, reason: str) -> Built:
     problem = Problem(ProblemKind.INTERNAL, f"the event could not be stored: {reason}")
-    return rejected(ctx, item, problem, record_time(item.record))
+    return rejected(ctx, item, problem, record_time(item.record), stored=False)
 
 
 def undecodable(ctx: OutcomeContext, raw: RawRecord, event: Undecodable) -> Built:
-    if event.source is not None and event.id is not None:
-        ident = _id(event.source, event.id, hashlib.sha256(raw.value or b"").digest())
-    else:
-        digest = hashlib.sha256(raw.value or b"").hexdigest()
-        ident = str(uuid.uuid5(_NAMESPACE, f"{raw.instance}\n{digest}"))
     return problem_outcome(
         ctx.worker_source,
         ctx.problem_base_uri,
         event.problem,
         instance=raw.instance,
         subject=event.subject,
-        outcome_uuid=ident,
+        outcome_uuid=_record_id(raw, event.problem.kind),
         at=record_time(raw),
         causation=(event.source, event.id),
     )

@@ -1,6 +1,6 @@
 """Fakes of aiokafka's producer inside worker/kafka.py ``Producer``, for unit tests of
-its delivery bound and replacement: one that never acknowledges, and the fresh one that
-replaces it."""
+its delivery bound, replacement and stop: one that never acknowledges, the fresh one
+that replaces it, and one whose stop never ends."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from worker.kafka import Producer
 from worker.settings import load_settings
@@ -62,6 +62,23 @@ def never_acknowledging(client: object, monkeypatch: pytest.MonkeyPatch) -> asyn
 
     monkeypatch.setattr(client, "send", unacknowledged)
     return never
+
+
+async def never_stopping(
+    client: AIOKafkaProducer, monkeypatch: pytest.MonkeyPatch
+) -> asyncio.Future[Any]:
+    """Make ``client`` (an aiokafka producer, not started) hold one record in its
+    accumulator and never end its ``stop()``, as aiokafka's does while it cannot deliver
+    what it holds. Returns the record's future, which an abort fails."""
+    held: asyncio.Future[Any] = await client._message_accumulator.add_message(
+        TopicPartition("outcomes", 0), b"k", b"v", timeout=1
+    )
+
+    async def delivering_for_ever() -> None:
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(client, "stop", delivering_for_ever)
+    return held
 
 
 @dataclass

@@ -102,6 +102,7 @@ async def test_every_status_of_the_table(make_settings: Callable[..., Settings])
             )
         ),
     ]
+    records.append(records[4])  # the reused id again, as another record: its own outcome id
     async with running_worker(settings) as worker:
         await worker.publish(records)
         outcomes = await worker.outcomes(len(records))
@@ -121,8 +122,13 @@ async def test_every_status_of_the_table(make_settings: Callable[..., Settings])
         (422, None, "invalid-data"),
         (400, None, "undecodable"),
         (200, "updated", ""),
+        (409, None, "id-reused"),
     ]
     assert outcomes[9].body["resourceversion"] == 4
+    # not stored, so built from each record: one id per record, as data.instance differs
+    reused = [outcomes[i].body for i in (4, 10)]
+    assert [b["data"]["instance"].rsplit(":", 1)[-1] for b in reused] == ["4", "10"]
+    assert reused[0]["id"] != reused[1]["id"]
     invalid = outcomes[7].body["data"]
     assert {e["location"] for e in invalid["errors"]} == {"body.data.artifact", "body.data.tag"}
     assert invalid["instance"] == f"urn:kafka:{settings.topics.input_topic}:0:7"

@@ -1,21 +1,26 @@
-"""The worker with Kafka clients nobody on the team wrote: events produced by kcat in
-both CloudEvents content modes (structured, and binary through ``-H`` headers) and by the
+"""The worker with clients nobody on the team wrote: events produced by kcat in both
+CloudEvents content modes (structured, and binary through ``-H`` headers) and by the
 CloudEvents SDK's Kafka binding, outcomes read back by kcat and by Kafka's Java
-ConsoleConsumer, and each outcome read by the CloudEvents SDK."""
+ConsoleConsumer, and each outcome read by the CloudEvents SDK; the api driven by curl,
+as its users type it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cloudevents.core.bindings.kafka import to_binary_event, to_structured_event
 from cloudevents.core.v1.event import CloudEvent
 
+from tests.helpers.api import TOKEN, api_overrides, running_api
 from tests.helpers.clients import console_consume, kcat_consume, kcat_produce
 from tests.helpers.cloudevents_sdk import sdk_errors
+from tests.helpers.contract import errors_of, seed_validator
 from tests.helpers.events import HEX, event
 from tests.helpers.harness import running_worker, structured
 from worker.settings import Settings
@@ -130,3 +135,76 @@ async def test_events_written_by_the_cloudevents_sdk_kafka_binding(
     body = outcome.body
     assert (body["status"], body["change"], body["causationid"]) == (200, "created", f"sdk-{mode}")
     assert body["data"]["created_on"] == "2026-11-28T15:00:00.123456Z"
+
+
+async def _curl(curl: str, *args: str) -> tuple[int, dict[str, str], Any]:
+    """``curl -si`` in a subprocess (the api runs in this event loop): the status, the
+    headers (lower-case names) and the JSON body."""
+    proc = await asyncio.create_subprocess_exec(
+        curl, "-si", "-H", f"Authorization: Bearer {TOKEN}", *args, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    head, _, body = out.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode().split("\r\n")
+    headers = {k.lower(): v for k, _, v in (line.partition(": ") for line in lines)}
+    return int(status_line.split()[1]), headers, json.loads(body) if body else None
+
+
+def _problem(answer: tuple[int, dict[str, str], Any], status: int) -> dict[str, Any]:
+    got, headers, body = answer
+    assert (got, headers["content-type"]) == (status, "application/problem+json"), answer
+    assert errors_of(seed_validator("ErrorModel"), body) == []
+    problem: dict[str, Any] = body
+    return problem
+
+
+async def test_curl_writes_reads_and_gets_problems_in_its_own_words(
+    make_settings: Callable[..., Settings], curl: str
+) -> None:
+    """What a curl user types: a keyed PUT retried and reused, a conditional PUT, ``-I``, ``?at=``
+    with an offset's ``+`` as typed and as %2B, ``watch=1``, a tag's path without its
+    ``/``. Each problem names where the caller put the value."""
+    settings = make_settings(**api_overrides())
+    async with running_worker(settings), running_api(settings) as api:
+        url = f"{api.base}/ocitags/docker.io/team/curl:1.0/"
+        put = ("-X", "PUT", "-H", "Content-Type: application/json", url)
+        keyed = ("-H", "Idempotency-Key: curl-1", *put)
+        first = await _curl(curl, *keyed, "-d", json.dumps({"artifact": f"sha256:{HEX}"}))
+        status, headers, record = first
+        assert (status, headers["etag"], record["artifact"]) == (200, '"1"', HEX)
+        assert await _curl(curl, *keyed, "-d", json.dumps({"artifact": f"sha256:{HEX}"})) == first
+        reused = _problem(await _curl(curl, *keyed, "-d", json.dumps({"artifact": "b" * 64})), 409)
+        assert [e["location"] for e in reused["errors"]] == ["header.idempotency-key"]
+        moved = await _curl(
+            curl, "-H", 'If-Match: "1"', *put, "-d", '{"artifact": "' + "c" * 64 + '"}'
+        )
+        assert (moved[0], moved[1]["etag"]) == (200, '"2"')
+        stale = await _curl(
+            curl, "-H", 'If-Match: "1"', *put, "-d", '{"artifact": "' + "d" * 64 + '"}'
+        )
+        assert [e["location"] for e in _problem(stale, 412)["errors"]] == ["header.if-match"]
+        # curl -I: whether a tag exists, from the GET's status and headers, no body
+        status, headers, body = await _curl(curl, "-I", url)
+        assert (status, headers["etag"], headers["content-type"], body) == (
+            200,
+            '"2"',
+            "application/json",
+            None,
+        )
+        status, headers, body = await _curl(curl, "-I", url.replace(":1.0/", ":none/"))
+        assert (status, headers["content-type"], body) == (404, "application/problem+json", None)
+
+        created = datetime.fromisoformat(record["created_on"]).isoformat()  # "+00:00"
+        as_typed = _problem(await _curl(curl, f"{url}?at={created}"), 422)
+        assert [e["location"] for e in as_typed["errors"]] == ["query.at"]
+        assert "%2B" in as_typed["errors"][0]["message"]
+        status, headers, then = await _curl(curl, f"{url}?at={created.replace('+', '%2B')}")
+        assert (status, headers["etag"], then["artifact"]) == (200, '"1"', HEX)
+
+        listing = f"{api.base}/ocitags/?repository=docker.io/team/curl"
+        not_a_watch = _problem(await _curl(curl, f"{listing}&watch=1"), 422)
+        assert [e["location"] for e in not_a_watch["errors"]] == ["query.watch"]
+        unslashed = _problem(await _curl(curl, url.removesuffix("/")), 404)
+        assert unslashed["detail"].endswith(
+            f"a tag's path ends in '/': {url.removeprefix(api.base)}"
+        )

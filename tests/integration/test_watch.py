@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import shutil
 import signal
 import socket
 import sys
@@ -45,14 +44,6 @@ from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
 R, OTHER = "registry.example.com/team/app", "registry.example.com/other/app"
-
-
-@pytest.fixture(scope="session")
-def curl() -> str:
-    found = shutil.which("curl")
-    if found is None:
-        pytest.fail("curl is not installed (the real-client test needs it)")
-    return found
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from aiokafka.errors import (
     UnknownProducerId,
 )
 
-from tests.helpers.producers import FreshProducer, Scripted, wedged_producer
+from tests.helpers.producers import FreshProducer, Scripted, never_stopping, wedged_producer
 from worker import metrics
 from worker.delivery import (
     DELIVERY_TIMEOUTS,
@@ -147,6 +147,66 @@ async def test_abort_fails_what_the_producer_holds() -> None:
     await asyncio.wait_for(producer.stop(), 1)
 
 
+class RetryingSender:
+    """aiokafka's sender stopped with a request in flight that fails retriably: its
+    batch is put back in the accumulator (aiokafka's retry)."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._accumulator = producer._message_accumulator
+        self.put_back = False
+
+    async def close(self) -> None:
+        self._accumulator.reenqueue(next(iter(self._accumulator._pending_batches)))
+        self.put_back = True
+
+
+async def aborted_with_one_put_back(*, in_flight: bool) -> tuple[Any, ...]:
+    """Abort a producer (not started) holding one record whose batch was sent once: put
+    back already, or (``in_flight``) still in flight and put back as its sender stops.
+    Returns what abort failed, the record's failure, what the loop reported and the
+    sender."""
+    producer = AIOKafkaProducer(bootstrap_servers="localhost:1")
+    tp = TopicPartition("outcomes", 0)
+    held = await producer._message_accumulator.add_message(tp, b"k", b"v", timeout=1)
+    batch = producer._message_accumulator._pop_batch(tp)  # what the sender sends
+    sender = RetryingSender(producer)
+    if in_flight:
+        producer._sender = sender
+    else:
+        producer._message_accumulator.reenqueue(batch)
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    try:
+        abandoned = await abort(producer, ProducerClosed("stopping"), grace=1)
+        failure = await asyncio.wait_for(asyncio.gather(held, return_exceptions=True), 1)
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    return abandoned, failure[0], reported, sender
+
+
+async def test_abort_fails_a_batch_put_back_by_a_retry() -> None:
+    """A batch sent once and put back (the broker away: aiokafka retries it) keeps the
+    callback that takes it out of the batches in flight: failed as it was, that raised a
+    KeyError inside the loop's callbacks."""
+    abandoned, failure, reported, _ = await aborted_with_one_put_back(in_flight=False)
+    assert abandoned == (1, 1)
+    assert isinstance(failure, ProducerClosed)
+    assert reported == []
+
+
+async def test_abort_stops_the_sender_before_it_fails_what_is_held() -> None:
+    """A request that fails while the sender stops puts its batch back (aiokafka's
+    retry): failed before that, the batch was no longer in flight, and the sender ended
+    with a KeyError (and an AttributeError in its own callback, reported by the loop)."""
+    abandoned, failure, reported, sender = await aborted_with_one_put_back(in_flight=True)
+    assert sender.put_back
+    assert abandoned == (1, 1)
+    assert isinstance(failure, ProducerClosed)
+    assert reported == []
+
+
 async def test_a_replaced_producer_that_does_not_stop_in_time_is_aborted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -155,24 +215,57 @@ async def test_a_replaced_producer_that_does_not_stop_in_time_is_aborted(
     the replaced producer holds fails and it is closed."""
     producer = Producer(load_settings({}, environ={}), component="the worker", action="testing")
     old = AIOKafkaProducer(bootstrap_servers="localhost:1", enable_idempotence=True)
-    held = await old._message_accumulator.add_message(
-        TopicPartition("outcomes", 0), b"k", b"v", timeout=1
-    )
-
-    async def delivering_for_ever() -> None:
-        await asyncio.sleep(3600)
-
-    monkeypatch.setattr(old, "stop", delivering_for_ever)
+    held = await never_stopping(old, monkeypatch)
     monkeypatch.setattr("worker.kafka.RETIRE_SECONDS", 0.05)
     try:
         with structlog.testing.capture_logs() as captured:
             await asyncio.wait_for(producer._retire(old, KafkaTimeoutError("stuck"), flush=True), 5)
     finally:
         await producer.stop()
-    assert [c["event"] for c in captured] == ["producer_stop_failed"]
+    assert [c["event"] for c in captured] == ["producer_aborted"]
+    assert captured[0]["stop_error"] == "TimeoutError"
     with pytest.raises(ProducerClosed, match=r"replaced: .*stuck"):
         await asyncio.wait_for(held, 1)
     assert old._closed
+
+
+async def test_a_producer_whose_stop_never_ends_is_aborted_within_its_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiokafka's stop() delivers everything first, for as long as that takes: a command
+    stopping with a wedged producer hung until it was killed. Now, past STOP_SECONDS,
+    what the producer holds fails, it is closed, and one line says how much was given
+    up (counts, never the records)."""
+    producer = Producer(load_settings({}, environ={}), component="ingest", action="testing")
+    stuck = producer._producer
+    held = await never_stopping(stuck, monkeypatch)
+    monkeypatch.setattr("worker.kafka.STOP_SECONDS", 0.05)
+    with structlog.testing.capture_logs() as captured:
+        await asyncio.wait_for(producer.stop(), 5)
+    with pytest.raises(ProducerClosed, match="stopping"):
+        await asyncio.wait_for(held, 1)
+    assert stuck._closed
+    assert captured == [
+        {
+            "event": "producer_aborted",
+            "log_level": "warning",
+            "reason": "ProducerClosed: stopping: not delivered in time",
+            "stop_error": "TimeoutError",
+            "batches": 1,
+            "records": 1,
+        }
+    ]
+
+
+async def test_a_producer_stopping_is_not_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A send that the stop's abort failed is not a stuck producer to replace: a fresh
+    one started then would be stopped by nobody."""
+    producer = Producer(load_settings({}, environ={}), component="ingest", action="testing")
+    stopping = producer._producer
+    monkeypatch.setattr("worker.kafka.new_producer", lambda _: pytest.fail("replaced"))
+    await producer.stop()
+    await producer._maybe_recreate(stopping, ProducerClosed("stopping: not delivered in time"))
+    assert producer._producer is stopping
 
 
 @pytest.mark.parametrize(

@@ -38,6 +38,7 @@ from worker.outcomes import (
     undecodable_outcome,
 )
 from worker.plan import Item, ProcessedRow, Superseded
+from worker.problems import ProblemKind
 
 #: release tags unflagged: 1.3.0 moving is the ordinary case here (test_repointed flags it)
 CTX = OutcomeContext(
@@ -454,7 +455,7 @@ def test_an_id_reuse_is_timed_at_the_first_processing_so_it_replays_identically(
     assert reuse.value == id_reused().value
 
 
-def test_outcome_ids_depend_on_source_id_and_content_only() -> None:
+def test_stored_outcome_ids_depend_on_source_id_and_content_only() -> None:
     a = _body(decided(None, event()))
     later = decision_outcome(
         CTX, item(event(), offset=50), decide(None, moved(event())), AT + timedelta(days=1)
@@ -463,9 +464,13 @@ def test_outcome_ids_depend_on_source_id_and_content_only() -> None:
     assert a["id"] == outcome_id(SOURCE, "e1", moved(event()).fingerprint)
     assert _body(decided(None, event(artifact=HEX2)))["id"] != a["id"]
     assert _body(decided(None, event("e2")))["id"] != a["id"]
-    # a 400 without (source, id): from the record's coordinates and bytes
-    assert _body(undecodable(b"\xff"))["id"] == record_outcome_id(raw(b"\xff"))
-    assert _body(undecodable(b"\xfe"))["id"] != record_outcome_id(raw(b"\xff"))
+    # a 400 (not stored): from the record's coordinates, bytes and problem type
+    assert _body(undecodable(b"\xff"))["id"] == record_outcome_id(
+        raw(b"\xff"), ProblemKind.UNDECODABLE
+    )
+    assert _body(undecodable(b"\xfe"))["id"] != record_outcome_id(
+        raw(b"\xff"), ProblemKind.UNDECODABLE
+    )
 
 
 def test_a_batch_gets_one_outcome_per_item_in_order() -> None:
@@ -511,7 +516,7 @@ def test_a_batch_gets_one_outcome_per_item_in_order() -> None:
 
 def test_a_new_kind_of_rejection_needs_no_new_builder() -> None:
     """A decision is Applied or Rejected(problem): any problem kind maps to an outcome."""
-    from worker.problems import Problem, ProblemKind
+    from worker.problems import Problem
 
     for kind in ProblemKind:
         outcome = decision_outcome(CTX, item(event()), Rejected(Problem(kind, "why")), AT)

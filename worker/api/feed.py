@@ -185,6 +185,7 @@ class StateFeed:
         self.fanout = Fanout(0, self.ids)
         self._assigned: set[TopicPartition] = set()
         self._replays = asyncio.Semaphore(REPLAYS)
+        self._stopping = False
 
     async def start(self) -> None:
         """Connect, assign every partition at its end and resolve those positions."""
@@ -252,7 +253,8 @@ class StateFeed:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("state_feed_error", error=describe(exc))
+                if not self._stopping:  # stop() stops the consumer under getmany: no error
+                    log.warning("state_feed_error", error=describe(exc))
                 await asyncio.sleep(_ERROR_PAUSE_SECONDS)
 
     async def replay(
@@ -279,6 +281,7 @@ class StateFeed:
                     await consumer.stop()
 
     async def stop(self) -> None:
+        self._stopping = True
         self.fanout.close_all("shutdown")
         with contextlib.suppress(Exception):  # bounded, as the api's other consumers
             await asyncio.wait_for(self._consumer.stop(), 5.0)

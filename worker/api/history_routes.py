@@ -78,7 +78,10 @@ def instant(raw: str) -> datetime:
     try:
         return parse_rfc3339(raw)
     except ValueError as exc:
-        raise invalid(ErrorItem("query.at", str(exc), raw)) from None
+        rule = str(exc)
+        if " " in raw:  # curl '...?at=...+01:00': the query string decodes '+' as a space
+            rule += "; write an offset's '+' as %2B (a '+' in a query string is a space)"
+        raise invalid(ErrorItem("query.at", rule, raw)) from None
 
 
 def digest(raw: str) -> str:
@@ -89,10 +92,11 @@ def digest(raw: str) -> str:
 
 
 def history_flag(query: Mapping[str, str]) -> bool:
-    raw = query.get("history", "false")
-    if raw not in ("true", "false"):
-        raise invalid(ErrorItem("query.history", "must be true or false", raw))
-    return raw == "true"
+    items: list[ErrorItem] = []
+    flag = requests.flag_of(query, "history", items)
+    if items:
+        raise invalid(*items)
+    return flag
 
 
 def _micros(moment: datetime) -> int:

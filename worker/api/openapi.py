@@ -379,7 +379,8 @@ def document() -> Doc:
             "version": __version__,
             "description": "The seed's `PUT /ocitags/{tag}/` and its read and delete "
             "companions. Every write is published to Kafka as a tag event and answered with "
-            "that event's outcome.",
+            "that event's outcome. HEAD is answered wherever GET is (RFC 9110): the GET's "
+            "status and headers, no body; a watch's HEAD opens no stream.",
         },
         "security": [{"bearer": []}],
         "paths": {

@@ -6,7 +6,7 @@ ErrorModel as ``application/problem+json``. The worker republishes the first out
 repeated event byte for byte, so a repeated request gets the same answer. Only the
 error locations are rewritten, from where the event carried a value to where the caller
 put it (``body.data.artifact`` → ``body.artifact``, ``body.data.expected_version`` → the
-conditional header it came from).
+conditional header it came from, ``body.id`` of an id reused → ``header.idempotency-key``).
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ def record(data: dict[str, Any], version: int) -> Reply:
 
 
 def _location(location: Any, version_header: str) -> Any:
+    if location == "body.id":  # an api event's id is the caller's Idempotency-Key
+        return "header.idempotency-key"
     if not isinstance(location, str) or not location.startswith(_DATA_PREFIX):
         return location
     member = location.removeprefix(_DATA_PREFIX)

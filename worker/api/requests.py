@@ -172,7 +172,8 @@ class ListQuery:
 
 
 def list_query(query: Mapping[str, str], seal: CursorSeal) -> ListQuery:
-    """``repository`` (required), ``limit`` (1-1000, default 100), ``cursor`` (opaque)."""
+    """``repository`` (required), ``limit`` (1-1000, default 100), ``cursor`` (opaque),
+    ``watch`` false or absent."""
     items: list[ErrorItem] = []
     repository = ""
     raw_repository = query.get("repository")
@@ -184,6 +185,7 @@ def list_query(query: Mapping[str, str], seal: CursorSeal) -> ListQuery:
         except InvalidIdentifierError as exc:
             items.append(ErrorItem("query.repository", str(exc), raw_repository))
     limit = limit_of(query, items)
+    flag_of(query, "watch", items)  # a list is watch=false or no watch; true is a watch
     after = None
     raw_cursor = query.get("cursor")
     if raw_cursor is not None:
@@ -261,6 +263,16 @@ def limit_of(query: Mapping[str, str], items: list[ErrorItem]) -> int:
         return int(raw_limit)
     items.append(ErrorItem("query.limit", f"must be an integer from 1 to {MAX_LIMIT}", raw_limit))
     return DEFAULT_LIMIT
+
+
+def flag_of(query: Mapping[str, str], name: str, items: list[ErrorItem]) -> bool:
+    """A ``true``/``false`` parameter (default false); any other spelling (``1``, ``yes``)
+    is added to ``items`` rather than read as false: ``watch=1`` answered with a page
+    would look like a watch that never sends anything."""
+    raw = query.get(name, "false")
+    if raw not in ("true", "false"):
+        items.append(ErrorItem(f"query.{name}", "must be true or false", raw))
+    return raw == "true"
 
 
 def watch_query(query: Mapping[str, str]) -> str | None:

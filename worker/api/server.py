@@ -50,7 +50,8 @@ TAG_PATH = "/ocitags/{tag:.+}/"  # slashes of the ID as path segments, or percen
 TAG_TEMPLATE = "/ocitags/{tag}/"  # the route's canonical form (aiohttp drops the regex)
 LIST_PATH = "/ocitags/"
 OPENAPI_PATH = "/openapi.json"
-#: (method, route) → operationId: the low-cardinality label of metrics and logs
+#: (method, route) → operationId: the low-cardinality label of metrics and logs. A HEAD
+#: is its GET's operation (``_operation``): the log line's ``method`` tells them apart.
 OPERATIONS = {
     ("PUT", TAG_TEMPLATE): "oci-tag-update",
     ("DELETE", TAG_TEMPLATE): "oci-tag-delete",
@@ -62,6 +63,9 @@ OPERATIONS = {
     ("GET", OPENAPI_PATH): "openapi",
 }
 _PUBLIC = {OPENAPI_PATH}
+#: RFC 9110 §9.3.2: HEAD wherever GET is served (aiohttp answers it with the GET's
+#: status and headers, and no body)
+_READS = {"GET", "HEAD"}
 
 #: this request's fields of its canonical log line (aiohttp runs each request in its own
 #: task, so each has its own value); the caller is among them once authenticated
@@ -69,7 +73,12 @@ _FIELDS: ContextVar[dict[str, Any]] = ContextVar("api_request_fields")
 
 
 def _is_watch(request: web.Request) -> bool:
-    return request.method == "GET" and request.query.get("watch") == "true"
+    return request.method in _READS and request.query.get("watch") == "true"
+
+
+def _operation(method: str, template: str) -> str:
+    """The request's operation label: one of ``OPERATIONS``' ids, or ``other``."""
+    return OPERATIONS.get(("GET" if method == "HEAD" else method, template), "other")
 
 
 def _respond(reply: Reply) -> web.Response:
@@ -107,13 +116,13 @@ class Api:
             middlewares=[*tracing.server_middlewares(), self._middleware],
             client_max_size=self._settings.api.api_max_body_bytes,
         )
-        app.router.add_get(HISTORY_PATH, self.tag_history, allow_head=False)
-        app.router.add_get(ARTIFACT_TAGS_PATH, self.artifact_tags, allow_head=False)
+        app.router.add_get(HISTORY_PATH, self.tag_history)
+        app.router.add_get(ARTIFACT_TAGS_PATH, self.artifact_tags)
         app.router.add_put(TAG_PATH, self.put)
         app.router.add_delete(TAG_PATH, self.delete)
-        app.router.add_get(TAG_PATH, self.get, allow_head=False)
-        app.router.add_get(LIST_PATH, self.list, allow_head=False)
-        app.router.add_get(OPENAPI_PATH, self.openapi, allow_head=False)
+        app.router.add_get(TAG_PATH, self.get)
+        app.router.add_get(LIST_PATH, self.list)
+        app.router.add_get(OPENAPI_PATH, self.openapi)
         # once the requests in flight have answered: the publishes they left running on
         app.on_cleanup.append(lambda _: self._writer.close())
         return app
@@ -129,7 +138,7 @@ class Api:
         template = route.canonical if route is not None else ""
         if template == LIST_PATH and _is_watch(request):
             template += "?watch"
-        operation = OPERATIONS.get((request.method, template), "other")
+        operation = _operation(request.method, template)
         instance = f"urn:uuid:{uuid.uuid4()}"
         fields: dict[str, Any] = {"operation": operation, "instance": instance}
         _FIELDS.set(fields)
@@ -148,7 +157,7 @@ class Api:
             response = self._problem(unavailable(exc.service), instance)
         except web.HTTPException as exc:
             limit = self._settings.api.api_max_body_bytes
-            response = self._problem(_http_problem(exc, limit, request.content_length), instance)
+            response = self._problem(_http_problem(exc, limit, request), instance)
             if exc.status == 405 and "Allow" in exc.headers:
                 response.headers["Allow"] = exc.headers["Allow"]
         except Exception as exc:  # a bug or a refusal (not an outage): answered, logged
@@ -220,6 +229,8 @@ class Api:
 
     async def list(self, request: web.Request) -> web.StreamResponse:
         if _is_watch(request):
+            if request.method == "HEAD":
+                return await self.watches.head(request, _FIELDS.get())
             return await self.watches.serve(request, _FIELDS.get())
         query = requests.list_query(request.query, self._cursors)
         caller = _FIELDS.get()["caller"]
@@ -260,16 +271,26 @@ def _openapi_bytes() -> bytes:
     return orjson.dumps(document())
 
 
-def _http_problem(
-    exc: web.HTTPException, max_body_bytes: int, body_bytes: int | None
-) -> ApiProblem:
+def _http_problem(exc: web.HTTPException, max_body_bytes: int, request: web.Request) -> ApiProblem:
     """aiohttp's own refusals as the API's problems; 413 (aiohttp reads no more than
-    ``client_max_size``) names the limit and its setting rather than only the reason."""
+    ``client_max_size``) names the limit and its setting rather than only the reason; 404
+    names the path, and the trailing slash a tag's path needs when that is what is missing."""
     if exc.status == 413:
-        return too_large(max_body_bytes, body_bytes)
-    kinds = {404: ProblemKind.NO_ROUTE, 405: ProblemKind.METHOD_NOT_ALLOWED}
-    kind = kinds.get(exc.status, ProblemKind.MALFORMED_REQUEST)
-    return ApiProblem(kind, exc.reason)
+        return too_large(max_body_bytes, request.content_length)
+    if exc.status == 404:
+        return ApiProblem(ProblemKind.NO_ROUTE, no_route_detail(request.path))
+    if exc.status == 405:
+        return ApiProblem(ProblemKind.METHOD_NOT_ALLOWED, exc.reason)
+    return ApiProblem(ProblemKind.MALFORMED_REQUEST, exc.reason)
+
+
+def no_route_detail(path: str) -> str:
+    """``/ocitags/nginx:1`` is the most likely wrong path (the seed's ends in ``/``):
+    a path under ``/ocitags/`` whose last segment names a tag is missing only that."""
+    detail = f"{path[:300]} is none of the api's paths (GET /openapi.json lists them)"
+    if path.startswith(LIST_PATH) and ":" in path.rsplit("/", 1)[-1]:
+        detail += f"; a tag's path ends in '/': {path[:300]}/"
+    return detail
 
 
 def utc_now() -> datetime:

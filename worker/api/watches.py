@@ -1,6 +1,7 @@
 """``GET /ocitags/?watch=true``, admitted: the watch on, the state topic and PostgreSQL
 there, some read grant, and room under the per-process and per-caller limits (429
-past them); then served as Server-Sent Events (worker/api/watch.py)."""
+past them); then served as Server-Sent Events (worker/api/watch.py). Its ``HEAD`` is
+admitted the same way and answered with the stream's headers, opening no stream."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from worker import metrics
 from worker.api import requests
 from worker.api.access import Access
 from worker.api.backends import Backends
+from worker.api.feed import Feed
 from worker.api.problems import ApiProblem, unavailable
-from worker.api.watch import Scope, Watch, WatchOptions
+from worker.api.store import Reads
+from worker.api.watch import HEADERS, Scope, Watch, WatchOptions
 from worker.api.watch import serve as serve_watch
 from worker.api.watchlimits import WatchLimits
 from worker.problems import ProblemKind
@@ -41,23 +44,8 @@ class Watches:
 
     async def serve(self, request: web.Request, fields: dict[str, Any]) -> web.StreamResponse:
         """``fields``: the request's canonical log line (the caller among them)."""
-        repository = requests.watch_query(request.query)
-        if not self._on:
-            raise ApiProblem(
-                ProblemKind.TOO_MANY_WATCHES, "the watch is off (OCITAG_API_MAX_WATCHES=0)"
-            )
-        if not self._state_topic:
-            detail = "the watch needs the state topic (OCITAG_STATE_TOPIC is empty)"
-            raise ApiProblem(ProblemKind.UNAVAILABLE, detail)
-        backends, access = self._backends(), self._access()
-        feed, reads = backends.feed, backends.reads
-        if feed is None:
-            raise unavailable("kafka")
-        if reads is None:
-            raise unavailable("db")
+        repository, feed, reads, access = self._admissible(request, fields)
         caller = fields["caller"]
-        # a caller with no read grant at all: 403; else each tag is filtered by its grants
-        access.require_any(caller, "read", "query.repository", repository or "**")
         refused = self.limits.admit(caller)
         if refused is not None:
             raise ApiProblem(ProblemKind.TOO_MANY_WATCHES, refused)
@@ -79,3 +67,41 @@ class Watches:
         finally:
             self.limits.release(caller)
             metrics.API_WATCHERS.set(len(self.limits))
+
+    async def head(self, request: web.Request, fields: dict[str, Any]) -> web.StreamResponse:
+        """``HEAD`` of a watch: the status and headers its ``GET`` would start with, and
+        no stream (no subscription, no slot held: a slot is taken and given back at
+        once, so a caller at its limit gets the 429 its ``GET`` would)."""
+        self._admissible(request, fields)
+        refused = self.limits.admit(fields["caller"])
+        if refused is not None:
+            raise ApiProblem(ProblemKind.TOO_MANY_WATCHES, refused)
+        self.limits.release(fields["caller"])
+        response = web.StreamResponse(status=200, headers=HEADERS)
+        response.enable_chunked_encoding()  # as the stream's: no Content-Length either
+        await response.prepare(request)
+        await response.write_eof()
+        return response
+
+    def _admissible(
+        self, request: web.Request, fields: dict[str, Any]
+    ) -> tuple[str | None, Feed, Reads, Access]:
+        """What a watch needs before any limit: a valid query, the watch on, the state
+        topic and PostgreSQL there, some read grant (else 403; each tag is filtered by
+        the caller's grants)."""
+        repository = requests.watch_query(request.query)
+        if not self._on:
+            raise ApiProblem(
+                ProblemKind.TOO_MANY_WATCHES, "the watch is off (OCITAG_API_MAX_WATCHES=0)"
+            )
+        if not self._state_topic:
+            detail = "the watch needs the state topic (OCITAG_STATE_TOPIC is empty)"
+            raise ApiProblem(ProblemKind.UNAVAILABLE, detail)
+        backends, access = self._backends(), self._access()
+        feed, reads = backends.feed, backends.reads
+        if feed is None:
+            raise unavailable("kafka")
+        if reads is None:
+            raise unavailable("db")
+        access.require_any(fields["caller"], "read", "query.repository", repository or "**")
+        return repository, feed, reads, access

@@ -28,6 +28,7 @@ from worker.encode import build_event, to_record
 from worker.errors import TransientError
 from worker.kafka import BrokerUnreachableError, Message
 from worker.settings import Settings
+from worker.shutdown import finish_or_cancel
 from worker.timefmt import format_rfc3339
 
 log = structlog.get_logger("worker.api")
@@ -152,10 +153,4 @@ class Writer:
         """On shutdown, once no request is left: the publishes still running on, waited
         for at most RUN_ON_GRACE_SECONDS, then cancelled (the producer, stopped after
         this, delivers what it holds)."""
-        running = set(self._running_on)
-        if not running:
-            return
-        _, pending = await asyncio.wait(running, timeout=RUN_ON_GRACE_SECONDS)
-        for sending in pending:
-            sending.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await finish_or_cancel(self._running_on, RUN_ON_GRACE_SECONDS)

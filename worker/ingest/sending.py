@@ -4,7 +4,8 @@ A send that outlives its delivery's deadline is left to finish (``asyncio.wait``
 ``wait_for``), and a retry of the same delivery waits for it instead of sending the same
 events again: a registry retrying every second while Kafka is away must not pile up
 copies. Sends in flight are known by record value (the same delivery builds the same
-bytes).
+bytes). On shutdown, the sends still running are given SEND_GRACE_SECONDS, then
+cancelled (``close``).
 """
 
 from __future__ import annotations
@@ -15,9 +16,14 @@ from collections.abc import Sequence
 import structlog
 
 from worker.kafka import Message
+from worker.shutdown import finish_or_cancel
 from worker.startup import EventSink
 
 log = structlog.get_logger("worker.ingest")
+
+#: how long ingest's shutdown, once no delivery is left, waits for sends that outlived
+#: their delivery before it cancels them
+SEND_GRACE_SECONDS = 5.0
 
 
 class AckTimeoutError(Exception):
@@ -52,9 +58,10 @@ class InFlightSends:
                 raise error
 
     async def close(self) -> None:
-        """Wait (briefly) for sends that outlived their delivery."""
-        if self._sending:
-            await asyncio.wait(set(self._sending.values()), timeout=5)
+        """Sends that outlived their delivery: waited for at most SEND_GRACE_SECONDS,
+        then cancelled (the producer, stopped after this, is not left with senders
+        waiting on it, and no send is still pending when the process ends)."""
+        await finish_or_cancel(self._sending.values(), SEND_GRACE_SECONDS)
 
     def _sent(self, task: asyncio.Future[None], values: list[bytes | None]) -> None:
         for value in values:

@@ -151,7 +151,7 @@ class IngestServer:
         )
 
     async def close(self) -> None:
-        """Wait (briefly) for sends that outlived their delivery."""
+        """Sends that outlived their delivery: waited for briefly, then cancelled."""
         await self._sends.close()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:

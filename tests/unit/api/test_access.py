@@ -181,6 +181,18 @@ async def test_over_the_rate_limit_is_429_with_retry_after_and_nothing_published
     assert (await setup.call("GET", f"/ocitags/{REPO}:keep-1/"))[0] == 200
 
 
+async def test_a_head_is_guarded_and_counted_like_its_get(setup: Setup) -> None:
+    """Outside the grants 403 (its problem's headers, no body, nothing looked up); a
+    HEAD takes from the caller's rate limit like the GET it mirrors."""
+    status, body, headers = await setup.call("HEAD", f"/ocitags/{REPO}:hide-1/")
+    assert (status, body, headers["Content-Type"]) == (403, None, "application/problem+json")
+    assert int(headers["Content-Length"]) > 0 and setup.reads.lookups == 0
+    for _ in range(4):
+        assert (await setup.call("HEAD", f"/ocitags/{REPO}:keep-1/"))[0] == 200
+    status, body, headers = await setup.call("HEAD", f"/ocitags/{REPO}:keep-1/")
+    assert (status, body, headers["Retry-After"]) == (429, None, "1")
+
+
 def test_the_openapi_document_describes_403_and_429_on_every_guarded_operation() -> None:
     from worker.api.openapi import document
 

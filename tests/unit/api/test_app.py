@@ -4,8 +4,11 @@ PostgreSQL and Kafka are there."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
+from aiokafka.errors import ConsumerStoppedError
+from structlog.testing import capture_logs
 
 from tests.helpers.metrics import expected_families, scrape_families
 from tests.helpers.registry import free_port
@@ -13,6 +16,7 @@ from tests.helpers.settings_reads import record_reads
 from worker import runtime
 from worker.api import app as api_app
 from worker.api.app import ApiProcess
+from worker.api.feed import StateFeed
 from worker.settings import COMMAND_SETTINGS, Settings, load_settings
 
 
@@ -145,3 +149,36 @@ async def test_a_fresh_consumer_is_stopped_once_when_its_start_does_not_end_well
     expected = {"fails": LookupError, "hangs": asyncio.CancelledError, "works": _Counted}
     assert isinstance(outcome, expected[start])
     assert consumer.stops == stops
+
+
+class _StoppableConsumer:
+    """getmany waits until stop(), then fails as aiokafka's does under a stopped consumer."""
+
+    def __init__(self) -> None:
+        self.stopped = asyncio.Event()
+
+    async def getmany(self, **_: object) -> dict[object, list[object]]:
+        await self.stopped.wait()
+        raise ConsumerStoppedError
+
+    async def stop(self) -> None:
+        self.stopped.set()
+
+
+@pytest.mark.parametrize("stopping", [True, False])
+async def test_the_watch_feed_stopped_at_shutdown_logs_no_error(stopping: bool) -> None:
+    """Shutdown stops the feed's consumer under its getmany: that is no state_feed_error
+    (it was one at every Ctrl-C of `make run`); the same failure otherwise is."""
+    feed = StateFeed(unreachable_settings(api_tokens="unit:unit-token-0123456789"))
+    consumer = _StoppableConsumer()
+    feed._consumer = consumer
+    with capture_logs() as logs:
+        task = asyncio.create_task(feed.run())
+        await asyncio.sleep(0.01)
+        await (feed.stop() if stopping else consumer.stop())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    errors = [entry for entry in logs if entry["event"] == "state_feed_error"]
+    assert len(errors) == (0 if stopping else 1)

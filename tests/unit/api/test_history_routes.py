@@ -134,6 +134,20 @@ async def test_bad_parameters_are_named(call: Any, location: str) -> None:
     assert [e.location for e in bad.value.errors] == [location]
 
 
+async def test_an_offsets_plus_sign_decoded_as_a_space_is_explained() -> None:
+    """curl sends ``?at=2026-12-01T15:00:00+01:00`` as is; the query decodes the ``+``
+    as a space, so the 422 says how to send it."""
+    api, _ = answers()
+    with pytest.raises(ApiProblem) as bad:
+        await api.as_of(TAG, "2026-12-01T15:00:00 01:00")
+    (error,) = bad.value.errors
+    assert (error.location, error.value) == ("query.at", "2026-12-01T15:00:00 01:00")
+    assert "%2B" in error.message
+    with pytest.raises(ApiProblem) as other:
+        await api.as_of(TAG, "Tuesday")
+    assert "%2B" not in other.value.errors[0].message
+
+
 @given(scope=st.text(max_size=30), a=st.integers(-(2**63), 2**63 - 1), b=st.integers(0, 2**62))
 def test_positions_round_trip_and_stay_bound_to_their_scope(scope: str, a: int, b: int) -> None:
     cursor = requests.encode_position(scope, a, b)

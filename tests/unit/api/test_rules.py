@@ -190,6 +190,11 @@ def test_list_query_rules() -> None:
     assert located(
         lambda: requests.list_query({"repository": "x", "limit": "0", "cursor": "!"}, SEAL)
     ) == {"query.limit", "query.cursor"}
+    for watch in ("1", "yes", "True", ""):  # not read as false: a page is not a watch
+        assert located(
+            lambda watch=watch: requests.list_query({"repository": "x", "watch": watch}, SEAL)
+        ) == {"query.watch"}
+    assert requests.list_query({"repository": "x", "watch": "false"}, SEAL).limit == 100
 
 
 # ---- replies
@@ -218,6 +223,7 @@ def test_a_200_outcome_is_the_record_with_its_etag() -> None:
         ("body.data.previous_artifact", "if-match", "body.previous_artifact"),
         ("body.data.tag", "if-match", "path.tag"),
         ("body.time", "if-match", "body.time"),
+        ("body.id", "if-match", "header.idempotency-key"),
     ],
 )
 def test_problem_outcomes_name_where_the_caller_put_the_value(

@@ -169,6 +169,12 @@ async def test_reads_and_the_operation_label(api: tuple[TestClient[Any, Any], Ba
     assert labels._value.get() == before + 1
     missing = await client.get("/nowhere", headers=AUTH)
     assert (missing.status, missing.content_type) == (404, "application/problem+json")
+    assert "/nowhere is none of the api's paths" in (await missing.json())["detail"]
+    unslashed = await client.get("/ocitags/docker.io/library/nginx:1", headers=AUTH)
+    assert unslashed.status == 404
+    assert (await unslashed.json())["detail"].endswith(
+        "a tag's path ends in '/': /ocitags/docker.io/library/nginx:1/"
+    )
     wrong = await client.post("/ocitags/nginx:1/", headers=AUTH)
     assert wrong.status == 405
     assert "PUT" in wrong.headers["Allow"]
