@@ -20,12 +20,14 @@ batch in flight at a time, so its order holds. The events of a refused batch
 so that each batch finds its refused event alone, as without grouping. Any other failure
 reaches every caller of the group, each retrying its own batch as before. A caller given
 up while its group is in flight leaves the transaction to the others: what it commits is
-redelivered and replayed, as a batch cancelled after its commit is today.
+redelivered and replayed, as a batch cancelled after its commit is today. With tracing
+on, a group's statements are children of its first batch's span.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -44,6 +46,9 @@ class _Waiting:
     future: asyncio.Future[list[Outcome]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    #: the caller's context (its batch's trace span): a group's transaction runs in its
+    #: first batch's, so that its statements' spans are that batch's children
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
 
 
 class CoalescingStore:
@@ -102,7 +107,9 @@ class CoalescingStore:
                 size += len(self._queue[0].items)
                 group.append(self._queue.pop(0))
             self._running += 1
-            task = asyncio.create_task(self._run(group), name="store-group")
+            task = asyncio.create_task(
+                self._run(group), name="store-group", context=group[0].context
+            )
             self._groups.add(task)
             task.add_done_callback(self._groups.discard)
 

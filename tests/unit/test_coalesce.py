@@ -5,6 +5,7 @@ failure."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -130,6 +131,37 @@ async def test_a_group_holds_at_most_max_items_and_a_larger_batch_goes_alone() -
         ["j"],
     ]
     assert [values(t.result()) for t in later] == [list(b) for b in batches]
+
+
+CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="none")
+
+
+async def test_a_group_runs_in_its_first_batchs_context() -> None:
+    """(its trace span: the group's statements are that batch's children)"""
+    seen: list[str] = []
+
+    class Seeing(GatedStore):
+        async def apply(self, batch: Sequence[Item], processed_at: datetime) -> list[Outcome]:
+            seen.append(CALLER.get())
+            return await super().apply(batch, processed_at)
+
+    store = Seeing()
+    grouped = CoalescingStore(store, limit=1, max_items=100)
+
+    async def caller(name: str) -> list[Outcome]:
+        CALLER.set(name)
+        return await grouped.apply(items(name), T0)
+
+    first = asyncio.create_task(caller("a"))
+    await settle()
+    later = [asyncio.create_task(caller(n)) for n in "bc"]
+    await settle()
+    store.release()
+    await first
+    await settle()
+    store.release()
+    await asyncio.gather(*later)
+    assert seen == ["a", "b"]
 
 
 async def test_up_to_limit_transactions_run_at_once() -> None:
