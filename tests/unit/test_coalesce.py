@@ -254,6 +254,8 @@ def test_impossible_limits_are_refused() -> None:
         CoalescingStore(GatedStore(), limit=-1, max_items=1)
     with pytest.raises(ValueError, match="at least"):
         CoalescingStore(GatedStore(), limit=1, max_items=0)
+    with pytest.raises(ValueError, match="at least"):
+        CoalescingStore(GatedStore(), limit=1, max_items=1, alone_from=0)
 
 
 async def test_a_limit_of_zero_sends_every_batch_straight_to_the_store() -> None:
@@ -264,6 +266,23 @@ async def test_a_limit_of_zero_sends_every_batch_straight_to_the_store() -> None
     assert [c[0] for c in store.calls] == [["a"], ["b"], ["c"]]  # all at once
     store.release()
     assert [values(t) for t in await asyncio.gather(*tasks)] == [["a"], ["b"], ["c"]]
+
+
+async def test_a_large_batch_goes_straight_through_whatever_is_in_flight() -> None:
+    store = GatedStore()
+    grouped = CoalescingStore(store, limit=1, max_items=100, alone_from=3)
+    small = asyncio.create_task(grouped.apply(items("a"), T0))
+    await settle()
+    large = asyncio.create_task(grouped.apply(items("b", "c", "d"), T0))
+    waiting = asyncio.create_task(grouped.apply(items("e"), T0))
+    await settle()
+    # the large one at once, beside the small one in flight; the next small one waits
+    assert [c[0] for c in store.calls] == [["a"], ["b", "c", "d"]]
+    store.release()
+    await asyncio.gather(small, large)
+    await settle()
+    store.release()
+    assert values(await waiting) == ["e"]
 
 
 async def test_close_ends_groups_nobody_waits_for_within_its_grace() -> None:
