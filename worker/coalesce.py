@@ -8,8 +8,9 @@ trips, the statements' planning and the commit's WAL flush in PostgreSQL, the
 arguments' set-up in the worker. While ``limit`` transactions are in flight, the
 batches that arrive wait and are then applied together, in one ``Store.apply`` of their
 events one after another (at most ``max_items`` together; a batch larger than that alone):
-the batch waits at most for one transaction in flight, and the transactions are as many
-as the database can take rather than as many as there are partitions.
+the batch waits for one transaction in flight, at most ``PATIENCE`` (then its group
+starts beside it), and the transactions are as many as the database can take rather
+than as many as there are partitions.
 
 Only small batches are grouped (fewer than ``ALONE_FROM`` events): a larger one goes
 straight to the store, whatever is in flight, as without grouping. A transaction's fixed
@@ -47,6 +48,9 @@ from worker.store import EventStore
 
 #: batches of at least this many events are never grouped (the module's doc)
 ALONE_FROM = 100
+#: seconds a batch waits for a transaction in flight at most: then its group starts
+#: beside it (a slow transaction, a checkpoint's or a lock's, holds up no batch longer)
+PATIENCE = 0.02
 
 
 @dataclass(slots=True)
@@ -68,17 +72,28 @@ class CoalescingStore:
     events or more, every batch goes straight to the store, all at once."""
 
     def __init__(
-        self, store: EventStore, *, limit: int, max_items: int, alone_from: int = ALONE_FROM
+        self,
+        store: EventStore,
+        *,
+        limit: int,
+        max_items: int,
+        alone_from: int = ALONE_FROM,
+        patience: float = PATIENCE,
     ) -> None:
-        if limit < 0 or max_items < 1 or alone_from < 1:
-            raise ValueError("limit must be at least 0, max_items and alone_from at least 1")
+        if limit < 0 or max_items < 1 or alone_from < 1 or patience <= 0:
+            raise ValueError(
+                "limit must be at least 0, max_items and alone_from at least 1, patience above 0"
+            )
         self._store = store
         self._limit = limit
         self._max_items = max_items
         self._alone_from = alone_from
+        self._patience = patience
         self._running = 0
         self._queue: list[_Waiting] = []
         self._groups: set[asyncio.Task[None]] = set()
+        #: armed while batches wait: their group starts when it fires, limit or not
+        self._overdue: asyncio.TimerHandle | None = None
 
     async def ping(self) -> None:
         await self._store.ping()
@@ -101,6 +116,9 @@ class CoalescingStore:
                 self._start_groups()
         waiting = _Waiting(items, processed_at)
         self._queue.append(waiting)
+        if self._overdue is None:
+            loop = asyncio.get_running_loop()
+            self._overdue = loop.call_later(self._patience, self._start_overdue)
         try:
             return await waiting.future
         finally:
@@ -110,6 +128,9 @@ class CoalescingStore:
     async def close(self, grace: float = 5.0) -> None:
         """Let the groups in flight end (their callers may have been given up: a group
         is nobody's task), for at most ``grace`` seconds, before the pool closes."""
+        if self._overdue is not None:
+            self._overdue.cancel()
+            self._overdue = None
         if self._groups:
             _, pending = await asyncio.wait(self._groups, timeout=grace)
             for task in pending:
@@ -118,17 +139,31 @@ class CoalescingStore:
 
     def _start_groups(self) -> None:
         while self._running < self._limit and self._queue:
-            group = [self._queue.pop(0)]
-            size = len(group[0].items)
-            while self._queue and size + len(self._queue[0].items) <= self._max_items:
-                size += len(self._queue[0].items)
-                group.append(self._queue.pop(0))
-            self._running += 1
-            task = asyncio.create_task(
-                self._run(group), name="store-group", context=group[0].context
-            )
-            self._groups.add(task)
-            task.add_done_callback(self._groups.discard)
+            self._start_group()
+        if not self._queue and self._overdue is not None:
+            self._overdue.cancel()
+            self._overdue = None
+
+    def _start_overdue(self) -> None:
+        """The oldest batches waited ``patience``: their group starts, limit or not."""
+        self._overdue = None
+        if self._queue:
+            self._start_group()
+        if self._queue:
+            loop = asyncio.get_running_loop()
+            self._overdue = loop.call_later(self._patience, self._start_overdue)
+
+    def _start_group(self) -> None:
+        """The next group from the queue's head (at most ``max_items`` events), started."""
+        group = [self._queue.pop(0)]
+        size = len(group[0].items)
+        while self._queue and size + len(self._queue[0].items) <= self._max_items:
+            size += len(self._queue[0].items)
+            group.append(self._queue.pop(0))
+        self._running += 1
+        task = asyncio.create_task(self._run(group), name="store-group", context=group[0].context)
+        self._groups.add(task)
+        task.add_done_callback(self._groups.discard)
 
     async def _run(self, group: list[_Waiting]) -> None:
         try:

@@ -58,7 +58,10 @@ async def test_partitions_grouped_into_transactions_get_the_model_outcomes(
         partitions[data.draw(st.integers(0, 2), label="partition")].append(event)
     sizes = [data.draw(st.integers(1, 5), label="batch size") for _ in partitions]
     recording = Recording(Store(pool, CTX))
-    grouped = CoalescingStore(recording, limit=1, max_items=data.draw(st.integers(1, 12)))
+    # never overdue: one transaction at a time, so that the recorded order is the applied one
+    grouped = CoalescingStore(
+        recording, limit=1, max_items=data.draw(st.integers(1, 12)), patience=3600.0
+    )
     got: dict[int, Outcome] = {}  # by the item's offset: unique across partitions
 
     async def partition(number: int, mine: list[TagEvent], size: int) -> None:

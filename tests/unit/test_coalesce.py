@@ -22,6 +22,8 @@ from worker.outcomes import Outcome
 from worker.plan import Item
 
 T0 = datetime(2026, 12, 6, tzinfo=UTC)
+#: a patience no test outlasts: batches wait until a test releases a transaction
+SLOW = 3600.0
 
 
 def items(*names: str) -> list[Item]:
@@ -74,7 +76,7 @@ async def settle() -> None:
 
 async def test_a_batch_with_nothing_in_flight_goes_straight_through() -> None:
     store = GatedStore(open=True)
-    grouped = CoalescingStore(store, limit=1, max_items=100)
+    grouped = CoalescingStore(store, limit=1, max_items=100, patience=SLOW)
     assert values(await grouped.apply(items("a", "b"), T0)) == ["a", "b"]
     assert store.calls == [(["a", "b"], T0)]
     assert await grouped.apply([], T0) == []
@@ -91,7 +93,7 @@ def transactions() -> tuple[float, float]:
 async def test_batches_arriving_meanwhile_are_applied_together_each_gets_its_own() -> None:
     counted = transactions()
     store = GatedStore()
-    grouped = CoalescingStore(store, limit=1, max_items=100)
+    grouped = CoalescingStore(store, limit=1, max_items=100, patience=SLOW)
     first = asyncio.create_task(grouped.apply(items("a"), T0))
     await settle()
     later = [
@@ -114,7 +116,7 @@ async def test_batches_arriving_meanwhile_are_applied_together_each_gets_its_own
 
 async def test_a_group_holds_at_most_max_items_and_a_larger_batch_goes_alone() -> None:
     store = GatedStore()
-    grouped = CoalescingStore(store, limit=1, max_items=3)
+    grouped = CoalescingStore(store, limit=1, max_items=3, patience=SLOW)
     first = asyncio.create_task(grouped.apply(items("a"), T0))
     await settle()
     batches = [("b", "c"), ("d",), ("e",), ("f", "g", "h", "i"), ("j",)]
@@ -146,7 +148,7 @@ async def test_a_group_runs_in_its_first_batchs_context() -> None:
             return await super().apply(batch, processed_at)
 
     store = Seeing()
-    grouped = CoalescingStore(store, limit=1, max_items=100)
+    grouped = CoalescingStore(store, limit=1, max_items=100, patience=SLOW)
 
     async def caller(name: str) -> list[Outcome]:
         CALLER.set(name)
@@ -166,7 +168,7 @@ async def test_a_group_runs_in_its_first_batchs_context() -> None:
 
 async def test_up_to_limit_transactions_run_at_once() -> None:
     store = GatedStore()
-    grouped = CoalescingStore(store, limit=2, max_items=100)
+    grouped = CoalescingStore(store, limit=2, max_items=100, patience=SLOW)
     tasks = [asyncio.create_task(grouped.apply(items(n), T0)) for n in "abcd"]
     await settle()
     assert [c[0] for c in store.calls] == [["a"], ["b"]]
@@ -179,7 +181,7 @@ async def test_up_to_limit_transactions_run_at_once() -> None:
 
 async def test_a_refused_event_is_found_by_each_batch_alone() -> None:
     store = GatedStore(refused={"d"})
-    grouped = CoalescingStore(store, limit=1, max_items=100)
+    grouped = CoalescingStore(store, limit=1, max_items=100, patience=SLOW)
     first = asyncio.create_task(grouped.apply(items("a"), T0))
     await settle()
     ok1 = asyncio.create_task(grouped.apply(items("b", "c"), T0))
@@ -202,7 +204,7 @@ async def test_a_refused_event_is_found_by_each_batch_alone() -> None:
 
 async def test_any_other_failure_reaches_every_caller_of_the_group() -> None:
     store = GatedStore()
-    grouped = CoalescingStore(store, limit=1, max_items=100)
+    grouped = CoalescingStore(store, limit=1, max_items=100, patience=SLOW)
     first = asyncio.create_task(grouped.apply(items("a"), T0))
     await settle()
     group = [asyncio.create_task(grouped.apply(items(n), T0)) for n in "bc"]
@@ -223,7 +225,7 @@ async def test_a_caller_given_up_leaves_its_group_or_the_queue() -> None:
     unretrieved: list[dict[str, Any]] = []
     loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
     store = GatedStore()
-    grouped = CoalescingStore(store, limit=1, max_items=100)
+    grouped = CoalescingStore(store, limit=1, max_items=100, patience=SLOW)
     first = asyncio.create_task(grouped.apply(items("a"), T0))
     await settle()
     queued = asyncio.create_task(grouped.apply(items("b"), T0))
@@ -256,11 +258,13 @@ def test_impossible_limits_are_refused() -> None:
         CoalescingStore(GatedStore(), limit=1, max_items=0)
     with pytest.raises(ValueError, match="at least"):
         CoalescingStore(GatedStore(), limit=1, max_items=1, alone_from=0)
+    with pytest.raises(ValueError, match="patience"):
+        CoalescingStore(GatedStore(), limit=1, max_items=1, patience=0)
 
 
 async def test_a_limit_of_zero_sends_every_batch_straight_to_the_store() -> None:
     store = GatedStore()
-    grouped = CoalescingStore(store, limit=0, max_items=100)
+    grouped = CoalescingStore(store, limit=0, max_items=100, patience=SLOW)
     tasks = [asyncio.create_task(grouped.apply(items(n), T0)) for n in "abc"]
     await settle()
     assert [c[0] for c in store.calls] == [["a"], ["b"], ["c"]]  # all at once
@@ -270,7 +274,7 @@ async def test_a_limit_of_zero_sends_every_batch_straight_to_the_store() -> None
 
 async def test_a_large_batch_goes_straight_through_whatever_is_in_flight() -> None:
     store = GatedStore()
-    grouped = CoalescingStore(store, limit=1, max_items=100, alone_from=3)
+    grouped = CoalescingStore(store, limit=1, max_items=100, alone_from=3, patience=SLOW)
     small = asyncio.create_task(grouped.apply(items("a"), T0))
     await settle()
     large = asyncio.create_task(grouped.apply(items("b", "c", "d"), T0))
@@ -285,9 +289,28 @@ async def test_a_large_batch_goes_straight_through_whatever_is_in_flight() -> No
     assert values(await waiting) == ["e"]
 
 
+async def test_a_batch_waits_at_most_patience_then_its_group_starts_beside() -> None:
+    store = GatedStore()
+    grouped = CoalescingStore(store, limit=1, max_items=100, patience=0.05)
+    slow = asyncio.create_task(grouped.apply(items("a"), T0))  # never ends by itself
+    await settle()
+    waiting = [asyncio.create_task(grouped.apply(items(n), T0)) for n in "bc"]
+    await asyncio.sleep(0.01)
+    assert [c[0] for c in store.calls] == [["a"]]  # within patience: waiting
+    await asyncio.sleep(0.08)
+    assert [c[0] for c in store.calls] == [["a"], ["b", "c"]]  # then beside the slow one
+    later = asyncio.create_task(grouped.apply(items("d"), T0))
+    await asyncio.sleep(0.08)
+    assert [c[0] for c in store.calls] == [["a"], ["b", "c"], ["d"]]
+    store.release()
+    await asyncio.gather(slow, *waiting, later)
+    # nothing waits: no timer left armed
+    assert grouped._overdue is None
+
+
 async def test_close_ends_groups_nobody_waits_for_within_its_grace() -> None:
     store = GatedStore()
-    grouped = CoalescingStore(store, limit=1, max_items=100)
+    grouped = CoalescingStore(store, limit=1, max_items=100, patience=SLOW)
     first = asyncio.create_task(grouped.apply(items("a"), T0))
     await settle()
     queued = asyncio.create_task(grouped.apply(items("b"), T0))
@@ -317,7 +340,7 @@ def test_every_caller_gets_exactly_its_own_outcomes_in_order(
 
     async def scenario() -> None:
         store = GatedStore()
-        grouped = CoalescingStore(store, limit=limit, max_items=max_items)
+        grouped = CoalescingStore(store, limit=limit, max_items=max_items, patience=SLOW)
         batches = [[f"{n}.{i}" for i in range(size)] for n, size in enumerate(sizes)]
         tasks = []
         for batch, pause in zip(batches, releases, strict=False):
