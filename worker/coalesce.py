@@ -12,13 +12,15 @@ the batch waits for one transaction in flight, at most ``PATIENCE`` (then its gr
 starts beside it), and the transactions are as many as the database can take rather
 than as many as there are partitions.
 
-Only small batches are grouped (fewer than ``ALONE_FROM`` events): a larger one goes
-straight to the store, whatever is in flight, as without grouping. A transaction's fixed
-cost is a few hundred µs on each side, a few µs per event of a batch of 100 against the
-hundreds of µs of each event's own work, so a large batch gains nothing from company;
-and a backlog's batches (hundreds of events each) must not wait for one another: their
-transactions overlapping is what keeps both processes busy in a drain (one at a time,
-a 1 M backlog drained at three quarters of the pace, measured).
+Only small batches are grouped (fewer than ``ALONE_FROM`` events), and only while no
+large one is in flight. A larger one goes straight to the store, whatever is in flight,
+as without grouping, and so does every batch while one is in flight: a backlog's fetches
+leave small remainders of a partition's buffer, which must not wait either. A
+transaction's fixed cost is a few hundred µs on each side, a few µs per event of a batch
+of 100 against the hundreds of µs of each event's own work, so a large batch gains
+nothing from company; and a backlog's batches must not wait for one another: their
+transactions overlapping is what keeps both processes busy in a drain (one at a time, a
+1 M backlog drained at three quarters of the pace, measured).
 
 Why this is safe: ``Store.apply`` gives every event the outcome it gets when the events
 are applied one batch after another, whatever the split into batches (the store's
@@ -90,6 +92,8 @@ class CoalescingStore:
         self._alone_from = alone_from
         self._patience = patience
         self._running = 0
+        #: large batches' transactions in flight
+        self._large = 0
         self._queue: list[_Waiting] = []
         self._groups: set[asyncio.Task[None]] = set()
         #: armed while batches wait: their group starts when it fires, limit or not
@@ -101,9 +105,16 @@ class CoalescingStore:
     async def apply(self, items: Sequence[Item], processed_at: datetime) -> list[Outcome]:
         if not items:
             return []
-        if not self._limit or len(items) >= self._alone_from:
+        if not self._limit or len(items) >= self._alone_from or self._large:
+            # a large batch gains nothing from company; while one is in flight (a
+            # backlog), small ones (a large fetch's remainders) go straight as well
             metrics.TRANSACTION_EVENTS.observe(len(items))
-            return await self._store.apply(items, processed_at)
+            large = len(items) >= self._alone_from
+            self._large += large
+            try:
+                return await self._store.apply(items, processed_at)
+            finally:
+                self._large -= large
         if self._running < self._limit and not self._queue:
             # nothing to wait for: in the caller's own task, as without grouping (a
             # cancelled caller cancels its own transaction)

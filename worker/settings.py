@@ -253,9 +253,10 @@ class ConsumerSettings(SettingsGroup):
         1,
         ge=0,
         le=100,
-        description="Most batch transactions in flight at once: partition batches that "
-        "arrive meanwhile are applied together in the next one (group commit: fewer, larger "
-        "transactions at low rates, docs/scaling.md); 0: one per partition batch, all at once",
+        description="Most transactions of small partition batches (under 100 events) in "
+        "flight at once: those that arrive meanwhile wait (20 ms at most) and are applied "
+        "together in the next one (group commit: fewer, larger transactions at low rates, "
+        "docs/scaling.md); 0: every batch its own transaction, all at once",
     )
     fetch_max_bytes: int = Field(16_777_216, ge=65_536, description="Consumer fetch.max.bytes")
     max_partition_fetch_bytes: int = Field(

@@ -278,15 +278,30 @@ async def test_a_large_batch_goes_straight_through_whatever_is_in_flight() -> No
     small = asyncio.create_task(grouped.apply(items("a"), T0))
     await settle()
     large = asyncio.create_task(grouped.apply(items("b", "c", "d"), T0))
-    waiting = asyncio.create_task(grouped.apply(items("e"), T0))
     await settle()
-    # the large one at once, beside the small one in flight; the next small one waits
-    assert [c[0] for c in store.calls] == [["a"], ["b", "c", "d"]]
+    assert [c[0] for c in store.calls] == [["a"], ["b", "c", "d"]]  # beside the small one
     store.release()
-    await asyncio.gather(small, large)
+    assert [values(t) for t in await asyncio.gather(small, large)] == [["a"], ["b", "c", "d"]]
+
+
+async def test_while_a_large_batch_is_in_flight_small_ones_go_straight_too() -> None:
+    store = GatedStore()
+    grouped = CoalescingStore(store, limit=1, max_items=100, alone_from=3, patience=SLOW)
+    large = asyncio.create_task(grouped.apply(items("a", "b", "c"), T0))
+    small = [asyncio.create_task(grouped.apply(items(n), T0)) for n in "de"]
+    await settle()
+    # a backlog: its remainders wait for nothing
+    assert [c[0] for c in store.calls] == [["a", "b", "c"], ["d"], ["e"]]
+    store.release()
+    await asyncio.gather(large, *small)
+    later = [asyncio.create_task(grouped.apply(items(n), T0)) for n in "fg"]
+    await settle()
+    assert [c[0] for c in store.calls][3:] == [["f"]]  # no backlog: grouped again
+    store.release()
     await settle()
     store.release()
-    assert values(await waiting) == ["e"]
+    await asyncio.gather(*later)
+    assert [c[0] for c in store.calls][3:] == [["f"], ["g"]]
 
 
 async def test_a_batch_waits_at_most_patience_then_its_group_starts_beside() -> None:
