@@ -46,6 +46,7 @@ from worker import metrics
 from worker.errors import PermanentError
 from worker.outcomes import Outcome
 from worker.plan import Item
+from worker.shutdown import finish_or_cancel
 from worker.store import EventStore
 
 #: batches of at least this many events are never grouped (the module's doc)
@@ -108,11 +109,10 @@ class CoalescingStore:
         if not self._limit or len(items) >= self._alone_from or self._large:
             # a large batch gains nothing from company; while one is in flight (a
             # backlog), small ones (a large fetch's remainders) go straight as well
-            metrics.TRANSACTION_EVENTS.observe(len(items))
             large = len(items) >= self._alone_from
             self._large += large
             try:
-                return await self._store.apply(items, processed_at)
+                return await self._transaction(items, processed_at)
             finally:
                 self._large -= large
         if self._running < self._limit and not self._queue:
@@ -120,8 +120,7 @@ class CoalescingStore:
             # cancelled caller cancels its own transaction)
             self._running += 1
             try:
-                metrics.TRANSACTION_EVENTS.observe(len(items))
-                return await self._store.apply(items, processed_at)
+                return await self._transaction(items, processed_at)
             finally:
                 self._running -= 1
                 self._start_groups()
@@ -142,11 +141,12 @@ class CoalescingStore:
         if self._overdue is not None:
             self._overdue.cancel()
             self._overdue = None
-        if self._groups:
-            _, pending = await asyncio.wait(self._groups, timeout=grace)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await finish_or_cancel(self._groups, grace)
+
+    async def _transaction(self, items: Sequence[Item], at: datetime) -> list[Outcome]:
+        """One apply transaction, counted by its events."""
+        metrics.TRANSACTION_EVENTS.observe(len(items))
+        return await self._store.apply(items, at)
 
     def _start_groups(self) -> None:
         while self._running < self._limit and self._queue:
@@ -190,20 +190,19 @@ class CoalescingStore:
 
     async def _apply(self, group: list[_Waiting]) -> None:
         """One transaction for the group, each caller's outcomes handed to it."""
-        metrics.TRANSACTION_EVENTS.observe(sum(len(waiting.items) for waiting in group))
         if len(group) == 1:
-            await _settle(group[0], self._store.apply(group[0].items, group[0].processed_at))
+            await _settle(group[0], self._transaction(group[0].items, group[0].processed_at))
             return
         items = [item for waiting in group for item in waiting.items]
         # the group's record time: its latest batch's (none is recorded before it)
         at = max(waiting.processed_at for waiting in group)
         try:
-            outcomes = await self._store.apply(items, at)
+            outcomes = await self._transaction(items, at)
         except PermanentError:
             # one of the group's events is refused: each batch alone, so that its caller
             # finds the refused event among its own
             for waiting in group:
-                await _settle(waiting, self._store.apply(waiting.items, waiting.processed_at))
+                await _settle(waiting, self._transaction(waiting.items, waiting.processed_at))
             return
         except Exception as exc:
             for waiting in group:

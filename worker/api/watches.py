@@ -46,9 +46,7 @@ class Watches:
         """``fields``: the request's canonical log line (the caller among them)."""
         repository, feed, reads, access = self._admissible(request, fields)
         caller = fields["caller"]
-        refused = self.limits.admit(caller)
-        if refused is not None:
-            raise ApiProblem(ProblemKind.TOO_MANY_WATCHES, refused)
+        self._admit(caller)
         metrics.API_WATCHERS.set(len(self.limits))
         may_read = access.reader(caller)
         options = self._options
@@ -73,15 +71,19 @@ class Watches:
         no stream (no subscription, no slot held: a slot is taken and given back at
         once, so a caller at its limit gets the 429 its ``GET`` would)."""
         self._admissible(request, fields)
-        refused = self.limits.admit(fields["caller"])
-        if refused is not None:
-            raise ApiProblem(ProblemKind.TOO_MANY_WATCHES, refused)
+        self._admit(fields["caller"])
         self.limits.release(fields["caller"])
         response = web.StreamResponse(status=200, headers=HEADERS)
         response.enable_chunked_encoding()  # as the stream's: no Content-Length either
         await response.prepare(request)
         await response.write_eof()
         return response
+
+    def _admit(self, caller: str) -> None:
+        """A slot under the per-process and per-caller limits, else 429."""
+        refused = self.limits.admit(caller)
+        if refused is not None:
+            raise ApiProblem(ProblemKind.TOO_MANY_WATCHES, refused)
 
     def _admissible(
         self, request: web.Request, fields: dict[str, Any]
