@@ -74,6 +74,17 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+async def one_in_flight(
+    store: GatedStore, max_items: int = 100
+) -> tuple[CoalescingStore, asyncio.Task[list[Outcome]]]:
+    """A grouping store (limit 1, no patience running out) with batch "a"'s transaction
+    in flight, held until the test releases it."""
+    grouped = CoalescingStore(store, limit=1, max_items=max_items, patience=SLOW)
+    first = asyncio.create_task(grouped.apply(items("a"), T0))
+    await settle()
+    return grouped, first
+
+
 async def test_a_batch_with_nothing_in_flight_goes_straight_through() -> None:
     store = GatedStore(open=True)
     grouped = CoalescingStore(store, limit=1, max_items=100, patience=SLOW)
@@ -93,9 +104,7 @@ def transactions() -> tuple[float, float]:
 async def test_batches_arriving_meanwhile_are_applied_together_each_gets_its_own() -> None:
     counted = transactions()
     store = GatedStore()
-    grouped = CoalescingStore(store, limit=1, max_items=100, patience=SLOW)
-    first = asyncio.create_task(grouped.apply(items("a"), T0))
-    await settle()
+    grouped, first = await one_in_flight(store)
     later = [
         asyncio.create_task(grouped.apply(items(*names), T0 + timedelta(seconds=n)))
         for n, names in enumerate([("b", "c"), ("d",), ("e", "f")], start=1)
@@ -116,9 +125,7 @@ async def test_batches_arriving_meanwhile_are_applied_together_each_gets_its_own
 
 async def test_a_group_holds_at_most_max_items_and_a_larger_batch_goes_alone() -> None:
     store = GatedStore()
-    grouped = CoalescingStore(store, limit=1, max_items=3, patience=SLOW)
-    first = asyncio.create_task(grouped.apply(items("a"), T0))
-    await settle()
+    grouped, first = await one_in_flight(store, max_items=3)
     batches = [("b", "c"), ("d",), ("e",), ("f", "g", "h", "i"), ("j",)]
     later = [asyncio.create_task(grouped.apply(items(*b), T0)) for b in batches]
     for _ in range(6):
@@ -181,9 +188,7 @@ async def test_up_to_limit_transactions_run_at_once() -> None:
 
 async def test_a_refused_event_is_found_by_each_batch_alone() -> None:
     store = GatedStore(refused={"d"})
-    grouped = CoalescingStore(store, limit=1, max_items=100, patience=SLOW)
-    first = asyncio.create_task(grouped.apply(items("a"), T0))
-    await settle()
+    grouped, first = await one_in_flight(store)
     ok1 = asyncio.create_task(grouped.apply(items("b", "c"), T0))
     bad = asyncio.create_task(grouped.apply(items("d", "e"), T0))
     ok2 = asyncio.create_task(grouped.apply(items("f"), T0))
@@ -204,9 +209,7 @@ async def test_a_refused_event_is_found_by_each_batch_alone() -> None:
 
 async def test_any_other_failure_reaches_every_caller_of_the_group() -> None:
     store = GatedStore()
-    grouped = CoalescingStore(store, limit=1, max_items=100, patience=SLOW)
-    first = asyncio.create_task(grouped.apply(items("a"), T0))
-    await settle()
+    grouped, first = await one_in_flight(store)
     group = [asyncio.create_task(grouped.apply(items(n), T0)) for n in "bc"]
     store.release()
     await first
@@ -225,9 +228,7 @@ async def test_a_caller_given_up_leaves_its_group_or_the_queue() -> None:
     unretrieved: list[dict[str, Any]] = []
     loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
     store = GatedStore()
-    grouped = CoalescingStore(store, limit=1, max_items=100, patience=SLOW)
-    first = asyncio.create_task(grouped.apply(items("a"), T0))
-    await settle()
+    grouped, first = await one_in_flight(store)
     queued = asyncio.create_task(grouped.apply(items("b"), T0))
     await settle()
     queued.cancel()  # before its group began: not applied at all
@@ -325,9 +326,7 @@ async def test_a_batch_waits_at_most_patience_then_its_group_starts_beside() -> 
 
 async def test_close_ends_groups_nobody_waits_for_within_its_grace() -> None:
     store = GatedStore()
-    grouped = CoalescingStore(store, limit=1, max_items=100, patience=SLOW)
-    first = asyncio.create_task(grouped.apply(items("a"), T0))
-    await settle()
+    grouped, first = await one_in_flight(store)
     queued = asyncio.create_task(grouped.apply(items("b"), T0))
     await settle()
     first.cancel()  # the first's transaction ends with it; the group of b begins
