@@ -59,7 +59,7 @@ from worker.events import Invalid, RawRecord, TagEvent, TagMoved, Undecodable
 from worker.frozen import fast_init
 from worker.history import DEFAULT_IMMUTABLE, ImmutableTags, repointed
 from worker.models import REJECTED_TYPE, REMOVED_TYPE, STRUCTURED, UPDATED_TYPE
-from worker.plan import EventKey, Item, ProcessedRow, Superseded
+from worker.plan import EventKey, Item, ProcessedRow, Superseded, superseded_bytes
 from worker.problems import PROBLEM_JSON, ErrorItem, Problem, ProblemKind, error_model
 from worker.state import StateRecord, tombstone, upsert
 from worker.timefmt import format_rfc3339
@@ -424,6 +424,75 @@ def processed_row(
 
 #: the changes whose 200 is rebuilt from the repeat (a move's record is the event's)
 _REBUILT_CHANGES = frozenset({"created", "updated", "unchanged"})
+#: ``processed_events.change``: the change of a 200 rebuilt from the repeat
+STORED_CHANGES: Mapping[Change, int] = {"created": 1, "updated": 2, "unchanged": 3}
+
+
+class RecordColumns:
+    """The new events' idempotency records as the store's write takes them
+    (worker/store.py ``_WRITE``): one list per column of ``processed_events``, key,
+    fingerprint, status, change, version, created_on, created_by, source_ref,
+    outcome_key, outcome, superseded. What each record keeps is ``processed_row``'s
+    (tests/unit/test_outcomes.py holds the two equal); this builds the columns in one
+    pass with no ProcessedRow, Superseded or tuple per event (in a drain's batch the
+    records were a tenth of the store's Python, docs/scaling.md). ``source_ref`` is the
+    ``outcome_sources`` id of this worker's (source, problem base): a rebuilt outcome's."""
+
+    def __init__(self, ctx: OutcomeContext, source_ref: int) -> None:
+        self._ctx = ctx
+        self._source_ref = source_ref
+        self.columns: tuple[list[Any], ...] = tuple([] for _ in range(11))
+
+    def add(self, key: bytes, item: Item, decision: Decision | None, outcome: Outcome) -> None:
+        """The record of ``item`` (stored under ``key``), decided ``decision``, published
+        as ``outcome``."""
+        keys, fingerprints, statuses, changes, versions, created_ons, created_bys = self.columns[:7]
+        source_refs, outcome_keys, values, superseded = self.columns[7:]
+        event = item.event
+        keys.append(key)
+        fingerprints.append(event.fingerprint[:STORED_FINGERPRINT_BYTES])
+        statuses.append(outcome.status)
+        if isinstance(decision, Rejected) and decision.newer is not None:
+            newer = decision.newer
+            changes.append(None)
+            versions.append(None)
+            created_ons.append(None)
+            created_bys.append(None)
+            source_refs.append(self._source_ref)
+            outcome_keys.append(None)
+            values.append(None)
+            superseded.append(
+                superseded_bytes(
+                    newer.last_modified_on,
+                    newer.last_event_source,
+                    newer.last_event_id,
+                    live=newer.live,
+                    binary=event.binary,
+                    instance=item.record.instance,
+                )
+            )
+        elif (
+            isinstance(event, TagMoved)
+            and isinstance(decision, Applied)
+            and decision.change in _REBUILT_CHANGES
+            and not outcome.repointed
+        ):
+            record = decision.record
+            created = decision.change == "created"
+            changes.append(STORED_CHANGES[decision.change])
+            versions.append(record.version)
+            created_ons.append(None if created else record.created_on)
+            created_bys.append(None if created else record.created_by)
+            source_refs.append(self._source_ref)
+            outcome_keys.append(None)
+            values.append(None)
+            superseded.append(None)
+        else:
+            for column in (changes, versions, created_ons, created_bys, source_refs):
+                column.append(None)
+            outcome_keys.append(outcome.key)
+            values.append(outcome.value)
+            superseded.append(None)
 
 
 def replayable(item: Item, row: ProcessedRow) -> bool:

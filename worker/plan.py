@@ -47,10 +47,15 @@ class Superseded:
     instance: str
 
     def to_bytes(self) -> bytes:
-        """The record's ``superseded`` column: a JSON array, the time as integer
-        microseconds since the epoch (exact, and shorter than its text)."""
-        micros = (self.on - _EPOCH) // _MICROSECOND
-        return orjson.dumps([micros, self.live, self.binary, self.source, self.id, self.instance])
+        """The record's ``superseded`` column (``superseded_bytes``)."""
+        return superseded_bytes(
+            self.on,
+            self.source,
+            self.id,
+            live=self.live,
+            binary=self.binary,
+            instance=self.instance,
+        )
 
     @classmethod
     def from_bytes(cls, value: bytes) -> Superseded:
@@ -60,6 +65,16 @@ class Superseded:
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+
+
+def superseded_bytes(
+    on: datetime, source: str, event_id: str, *, live: bool, binary: bool, instance: str
+) -> bytes:
+    """``Superseded(on, source, event_id, live, binary, instance).to_bytes()`` without
+    the object (the store's write builds one per superseded event): a JSON array, the
+    time as integer microseconds since the epoch (exact, and shorter than its text)."""
+    micros = (on - _EPOCH) // _MICROSECOND
+    return orjson.dumps([micros, live, binary, source, event_id, instance])
 
 
 @fast_init

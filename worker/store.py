@@ -38,7 +38,7 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import asyncpg
 import structlog
@@ -49,7 +49,13 @@ from worker.decision import Applied as AppliedDecision
 from worker.decision import Change, Decision, TagRecord
 from worker.errors import Cause, FatalError, PermanentError, TransientError
 from worker.history import NameMemory, StoredColumns, applied_columns, stored_columns
-from worker.outcomes import Outcome, OutcomeContext, batch_outcomes, processed_row
+from worker.outcomes import (
+    STORED_CHANGES,
+    Outcome,
+    OutcomeContext,
+    RecordColumns,
+    batch_outcomes,
+)
 from worker.plan import (
     EventKey,
     Item,
@@ -139,8 +145,7 @@ WHERE ctid = ANY(ARRAY(
 )) AND deleted_on IS NOT NULL AND recorded_at < now() - $1::interval
 """
 
-_CHANGES: dict[str, int] = {"created": 1, "updated": 2, "unchanged": 3}
-_CHANGE_NAMES: dict[int, Change] = {1: "created", 2: "updated", 3: "unchanged"}
+_CHANGE_NAMES: dict[int, Change] = {code: change for change, code in STORED_CHANGES.items()}
 
 
 class EventStore(Protocol):
@@ -361,88 +366,69 @@ async def _lookup(
     return _Found(answer["epoch"], found, rows)
 
 
-def _record_columns(
-    sources: _Sources, rows: Sequence[tuple[bytes, ProcessedRow]]
-) -> list[list[object]]:
-    """The new events' records as the write's arrays, one per column."""
-    columns: list[list[object]] = [[] for _ in range(11)]
-    for key, row in rows:
-        values = (
-            key,
-            row.fingerprint,
-            row.status,
-            _CHANGES[row.change] if row.change is not None else None,
-            row.version,
-            row.created_on,
-            row.created_by,
-            sources.ids[(row.worker_source, row.problem_base)]
-            if row.worker_source is not None
-            else None,
-            row.outcome_key,
-            row.outcome,
-            row.superseded.to_bytes() if row.superseded is not None else None,
-        )
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
-    return columns
-
-
 def _tag_columns(writes: Sequence[tuple[TagRecord, TagRecord | None]]) -> list[list[object]]:
-    """Each (new row, the row it was decided against) as the write's arrays."""
+    """Each (new row, the row it was decided against) as the write's arrays, in key
+    order (appended column by column: no tuple per row)."""
     columns: list[list[object]] = [[] for _ in range(15)]
+    (repositories, tags, artifacts, created_bys, created_ons, modified_bys, modified_ons) = columns[
+        :7
+    ]
+    versions, sources, ids, deleted_ons, deleted_bys, expected_ons = columns[7:13]
+    expected_sources, expected_ids = columns[13:]
     for record, before in sorted(writes, key=lambda w: (w[0].repository, w[0].tag)):
-        values = (
-            record.repository,
-            record.tag,
-            record.artifact,
-            record.created_by,
-            record.created_on,
-            record.last_modified_by,
-            record.last_modified_on,
-            record.version,
-            record.last_event_source,
-            record.last_event_id,
-            record.deleted_on,
-            record.deleted_by,
-            before.last_modified_on if before else None,
-            before.last_event_source if before else None,
-            before.last_event_id if before else None,
-        )
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
+        repositories.append(record.repository)
+        tags.append(record.tag)
+        artifacts.append(record.artifact)
+        created_bys.append(record.created_by)
+        created_ons.append(record.created_on)
+        modified_bys.append(record.last_modified_by)
+        modified_ons.append(record.last_modified_on)
+        versions.append(record.version)
+        sources.append(record.last_event_source)
+        ids.append(record.last_event_id)
+        deleted_ons.append(record.deleted_on)
+        deleted_bys.append(record.deleted_by)
+        if before is None:
+            expected_ons.append(None)
+            expected_sources.append(None)
+            expected_ids.append(None)
+        else:
+            expected_ons.append(before.last_modified_on)
+            expected_sources.append(before.last_event_source)
+            expected_ids.append(before.last_event_id)
     return columns
 
 
 async def _write(
     conn: Connection,
-    sources: _Sources,
     epoch: int,
     at: datetime,
     *,
     writes: Sequence[tuple[TagRecord, TagRecord | None]],
-    rows: Sequence[tuple[bytes, ProcessedRow]],
+    records: Sequence[list[Any]],
     history: StoredColumns,
 ) -> set[TagKey]:
     """Write the tags under the guard and, if every guard held, insert the new events'
-    records and the history entries of their changes; returns the tags written. A record
-    already there (another applier's, committed meanwhile) makes the whole batch be
-    redone (the entries with it)."""
+    records (``RecordColumns``' columns) and the history entries of their changes;
+    returns the tags written. A record already there (another applier's, committed
+    meanwhile) makes the whole batch be redone (the entries with it)."""
     answer = await _one_row(
         conn,
         _WRITE,
         *_tag_columns(writes),
         at,
         epoch,
-        *_record_columns(sources, rows),
+        *records,
         history.name_refs,
         history.names,
         *history.columns,
     )
     written = {(r[0], r[1]) for r in answer["written"]}
-    if len(written) == len(writes) and answer["recorded"] != len(rows):
+    count = len(records[0])
+    if len(written) == len(writes) and answer["recorded"] != count:
         raise TransientError(
             Cause.DB_CLAIMED_MEANWHILE,
-            f"{len(rows) - answer['recorded']} events recorded meanwhile by another applier",
+            f"{count - answer['recorded']} events recorded meanwhile by another applier",
         )
     return written
 
@@ -453,15 +439,11 @@ async def write_tags(
     """Each (new row, the row it was decided against) under the version guard, and
     nothing else (worker/staterepair.py): the batch's write statement with no records
     and no entries. Returns the tags written."""
-    return await _write(
-        conn,
-        _Sources("", ""),
-        0,
-        at,
-        writes=writes,
-        rows=(),
-        history=stored_columns(()),
-    )
+    return await _write(conn, 0, at, writes=writes, records=_NO_RECORDS, history=stored_columns(()))
+
+
+#: the write's eleven record columns, empty (``write_tags``)
+_NO_RECORDS: tuple[list[Any], ...] = tuple([] for _ in range(11))
 
 
 async def read_tags(conn: Connection, tags: Iterable[TagKey]) -> dict[TagKey, TagRecord]:
@@ -552,13 +534,12 @@ async def _apply(
             outcomes = refreshed(outcomes, {f"{r}:{t}": row for (r, t), row in rows_now.items()})
         if not new:
             return Applied(outcomes, found.epoch, 0, read=read)
-        records = [
-            (hashed[items[i].key], processed_row(ctx, items[i], decisions.get(i), outcomes[i], at))
-            for i in new
-        ]
+        records = RecordColumns(ctx, sources.ids[sources.current])
+        for i in new:
+            records.add(hashed[items[i].key], items[i], decisions.get(i), outcomes[i])
         history = history_columns(ctx, decisions, new, names)
         written = await _write(
-            conn, sources, found.epoch, at, writes=round_.writes, rows=records, history=history
+            conn, found.epoch, at, writes=round_.writes, records=records.columns, history=history
         )
         conflicted = {(w.repository, w.tag) for w, _ in round_.writes} - written
         # a failed round's other tags are written too: they stay in the transaction
