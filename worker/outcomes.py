@@ -149,11 +149,14 @@ def _uuid5(name: str) -> str:
     holds the two equal): this runs once per event."""
     sha1 = _NAMESPACE_SHA1.copy()
     sha1.update(name.encode())
-    digest = bytearray(sha1.digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = sha1.hexdigest()
+    # the version nibble is 5; the variant's two bits 10 (the high digit of byte 8 is
+    # 8, 9, a or b): set on the hex digits themselves, no bytearray
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+#: a hex digit with its two high bits set to 10 (RFC 4122 variant)
+_VARIANT = {f"{n:x}": f"{(n & 0x3) | 0x8:x}" for n in range(16)}
 
 
 def record_outcome_id(record: RawRecord, kind: ProblemKind) -> str:
