@@ -22,8 +22,9 @@ redone (it then finds the event processed). The epoch is read FOR SHARE, so a ro
 to the next one waits for every applier of the old one: both never run at once (and a
 lookup whose snapshot predates a rotation it then waited for is read again: ``_LOOKUP``).
 
-Both statements are functions of migration 0009 (replaced by 0010's), planned once per
-session and pinned onto the indexes (``_LOOKUP``).
+Both statements are functions of migration 0009 (replaced by 0010's; the write's rows
+as arrays of composite values since 0011), planned once per session and pinned onto the
+indexes (``_LOOKUP``).
 
 The record (migration 0004): a 16-byte key hashed from (source, id), a 16-byte
 fingerprint, and what rebuilds the outcome (worker/outcomes.py), in a table partitioned
@@ -96,8 +97,9 @@ MAX_RACE_ATTEMPTS = 50
 # of this epoch committing after the snapshot is met by the record's primary key.
 # The statement is migration 0009's ``ocitag_store_lookup``, and the write's below its
 # ``ocitag_store_write`` (both as 0010 replaced them: each tag a probe of the tag table's
-# key): functions, so that each is planned once per session (a generic plan, not one per
-# execution over every partition: the server's CPU per batch of 10 0.6x what it was)
+# key; the write's arguments as 0011 made them): functions, so that each is planned once
+# per session (a generic plan, not one per execution over every partition: the server's
+# CPU per batch of 10 0.6x what it was)
 # with planner settings that keep that plan on the indexes however small the tables were
 # when it was made (tests/integration/test_plans.py; worker/db.py).
 _LOOKUP = "SELECT epoch, seen, processed, tags FROM ocitag_store_lookup($1, $2, $3)"
@@ -116,15 +118,14 @@ _LOOKUP = "SELECT epoch, seen, processed, tags FROM ocitag_store_lookup($1, $2, 
 # writes run first (as when they were two statements: the row locks, then the record's
 # key). ``recorded`` counts the records inserted: fewer means another applier recorded
 # some first.
-# The statement is migration 0009's ``ocitag_store_write`` (0010's); its arguments: the tags' 15
-# columns ($1-$15), the time and the epoch ($16, $17), the records' 11 columns ($18-$28),
-# the new names ($29, $30) and the history entries' 8 columns ($31-$38).
-_WRITE = """
-SELECT written, recorded FROM ocitag_store_write(
-    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
-    $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36,
-    $37, $38)
-"""
+# The statement is migration 0011's ``ocitag_store_write`` (0010's statement, its rows as
+# arrays of composite values); its arguments: the tags ($1, ``ocitag_store_tag_in``: the
+# row and the key it was decided against), the time and the epoch ($2, $3), the records
+# ($4, ``ocitag_store_record_in``), the new names ($5 refs, $6 names) and the history
+# entries ($7, ``ocitag_store_entry_in``). One array per kind of row, not one per column:
+# asyncpg checks each element of an array parameter in Python before encoding it, and a
+# row is one element (the client's CPU per record 7.3 -> 4.0 us, docs/scaling.md).
+_WRITE = "SELECT written, recorded FROM ocitag_store_write($1, $2, $3, $4, $5, $6, $7)"
 
 # the tags whose guard did not hold, read again (their own round trip, only then)
 _READ_TAGS = """
@@ -366,37 +367,31 @@ async def _lookup(
     return _Found(answer["epoch"], found, rows)
 
 
-def _tag_columns(writes: Sequence[tuple[TagRecord, TagRecord | None]]) -> list[list[object]]:
-    """Each (new row, the row it was decided against) as the write's arrays, in key
-    order (appended column by column: no tuple per row)."""
-    columns: list[list[object]] = [[] for _ in range(15)]
-    (repositories, tags, artifacts, created_bys, created_ons, modified_bys, modified_ons) = columns[
-        :7
-    ]
-    versions, sources, ids, deleted_ons, deleted_bys, expected_ons = columns[7:13]
-    expected_sources, expected_ids = columns[13:]
+def _tag_rows(writes: Sequence[tuple[TagRecord, TagRecord | None]]) -> list[tuple[object, ...]]:
+    """Each (new row, the row it was decided against) as the write's
+    ``ocitag_store_tag_in`` values, in key order."""
+    rows: list[tuple[object, ...]] = []
     for record, before in sorted(writes, key=lambda w: (w[0].repository, w[0].tag)):
-        repositories.append(record.repository)
-        tags.append(record.tag)
-        artifacts.append(record.artifact)
-        created_bys.append(record.created_by)
-        created_ons.append(record.created_on)
-        modified_bys.append(record.last_modified_by)
-        modified_ons.append(record.last_modified_on)
-        versions.append(record.version)
-        sources.append(record.last_event_source)
-        ids.append(record.last_event_id)
-        deleted_ons.append(record.deleted_on)
-        deleted_bys.append(record.deleted_by)
-        if before is None:
-            expected_ons.append(None)
-            expected_sources.append(None)
-            expected_ids.append(None)
-        else:
-            expected_ons.append(before.last_modified_on)
-            expected_sources.append(before.last_event_source)
-            expected_ids.append(before.last_event_id)
-    return columns
+        rows.append(
+            (
+                record.repository,
+                record.tag,
+                record.artifact,
+                record.created_by,
+                record.created_on,
+                record.last_modified_by,
+                record.last_modified_on,
+                record.version,
+                record.last_event_source,
+                record.last_event_id,
+                record.deleted_on,
+                record.deleted_by,
+                before.last_modified_on if before is not None else None,
+                before.last_event_source if before is not None else None,
+                before.last_event_id if before is not None else None,
+            )
+        )
+    return rows
 
 
 async def _write(
@@ -409,19 +404,20 @@ async def _write(
     history: StoredColumns,
 ) -> set[TagKey]:
     """Write the tags under the guard and, if every guard held, insert the new events'
-    records (``RecordColumns``' columns) and the history entries of their changes;
+    records (``RecordColumns``' columns, sent a row per record) and the history entries of
+    their changes;
     returns the tags written. A record already there (another applier's, committed
     meanwhile) makes the whole batch be redone (the entries with it)."""
     answer = await _one_row(
         conn,
         _WRITE,
-        *_tag_columns(writes),
+        _tag_rows(writes),
         at,
         epoch,
-        *records,
+        list(zip(*records, strict=True)),  # a row per record (zip is C: ~50 ns a row)
         history.name_refs,
         history.names,
-        *history.columns,
+        list(zip(*history.columns, strict=True)),
     )
     written = {(r[0], r[1]) for r in answer["written"]}
     count = len(records[0])
