@@ -102,10 +102,22 @@ class ProcessedRow:
 
 def first_occurrences(items: Sequence[Item]) -> dict[EventKey, int]:
     """The index of the first item of each (source, id); later ones are duplicates."""
+    return survey(items)[0]
+
+
+def survey(items: Sequence[Item]) -> tuple[dict[EventKey, int], list[TagKey]]:
+    """In one pass over a batch: ``first_occurrences``, and every tag its tag events name
+    (duplicates' too), each once, in the order first named."""
     firsts: dict[EventKey, int] = {}
+    tags: dict[TagKey, None] = {}
     for index, item in enumerate(items):
-        firsts.setdefault(item.key, index)
-    return firsts
+        event = item.event
+        key = (event.source, event.id)
+        if key not in firsts:
+            firsts[key] = index
+        if not isinstance(event, Invalid):
+            tags[(event.repository, event.tag)] = None
+    return firsts, list(tags)
 
 
 def events_by_tag(items: Sequence[Item], indexes: Sequence[int]) -> dict[TagKey, list[int]]:

@@ -65,7 +65,7 @@ from worker.plan import (
     TagKey,
     decide_tag,
     events_by_tag,
-    first_occurrences,
+    survey,
 )
 from worker.regressions import VersionMemory
 from worker.retry import Backoff, count_retry, retrying
@@ -314,6 +314,19 @@ def event_key(key: EventKey) -> bytes:
     return hashlib.sha256(len(source).to_bytes(4, "big") + source + key[1].encode()).digest()[:16]
 
 
+def _record_keys(
+    firsts: Mapping[EventKey, int],
+) -> tuple[dict[int, bytes], dict[bytes, EventKey]]:
+    """The record's key of each first occurrence, by its index in the batch, and the
+    (source, id) of each record's key."""
+    hashed: dict[int, bytes] = {}
+    keys: dict[bytes, EventKey] = {}
+    for key, index in firsts.items():
+        hashed[index] = digest = event_key(key)
+        keys[digest] = key
+    return hashed, keys
+
+
 @dataclass(frozen=True, slots=True)
 class _Found:
     """The lookup's answer: the epoch held FOR SHARE, the record's rows of the batch's
@@ -498,13 +511,11 @@ async def _apply(
     record and entry from the decisions so far, and writes them in one statement; tags
     whose guard did not hold are read again and decided again (their records and entries
     were not written: the next round's are)."""
-    firsts = first_occurrences(items)
-    hashed = {k: event_key(k) for k in firsts}
     # every tag of the batch: those of new events are decided, those of repeated applied
     # changes give their state records (worker/state.py ``refreshed``)
-    found = await _lookup(
-        conn, sources, {h: k for k, h in hashed.items()}, events_by_tag(items, range(len(items)))
-    )
+    firsts, tags = survey(items)
+    hashed, keys = _record_keys(firsts)
+    found = await _lookup(conn, sources, keys, tags)
     earlier, stored = found.earlier, found.tags
     new = sorted(index for key, index in firsts.items() if key not in earlier)
     pending = events_by_tag(items, new)
@@ -532,7 +543,7 @@ async def _apply(
             return Applied(outcomes, found.epoch, 0, read=read)
         records = RecordColumns(ctx, sources.ids[sources.current])
         for i in new:
-            records.add(hashed[items[i].key], items[i], decisions.get(i), outcomes[i])
+            records.add(hashed[i], items[i], decisions.get(i), outcomes[i])
         history = history_columns(ctx, decisions, new, names)
         written = await _write(
             conn, found.epoch, at, writes=round_.writes, records=records.columns, history=history
