@@ -431,49 +431,46 @@ _REBUILT_CHANGES = frozenset({"created", "updated", "unchanged"})
 STORED_CHANGES: Mapping[Change, int] = {"created": 1, "updated": 2, "unchanged": 3}
 
 
-class RecordColumns:
+#: a record as the store's write takes it (migration 0011's ``ocitag_store_record_in``)
+RecordRow = tuple[
+    bytes, bytes, int, int | None, int | None, datetime | None, str | None, int | None,
+    bytes | None, bytes | None, bytes | None,
+]  # fmt: skip
+
+
+class RecordRows:
     """The new events' idempotency records as the store's write takes them
-    (worker/store.py ``_WRITE``): one list per column of ``processed_events``, key,
-    fingerprint, status, change, version, created_on, created_by, source_ref,
-    outcome_key, outcome, superseded. What each record keeps is ``processed_row``'s
-    (tests/unit/test_outcomes.py holds the two equal); this builds the columns in one
-    pass with no ProcessedRow, Superseded or tuple per event (in a drain's batch the
-    records were a tenth of the store's Python, docs/scaling.md). ``source_ref`` is the
+    (worker/store.py ``_WRITE``): one tuple per record, the fields of
+    ``ocitag_store_record_in`` (key, fingerprint, status, change, version, created_on,
+    created_by, source_ref, outcome_key, outcome, superseded). What each record keeps is
+    ``processed_row``'s (tests/unit/test_outcomes.py holds the two equal); this builds
+    the rows with no ProcessedRow or Superseded per event (in a drain's batch the records
+    were a tenth of the store's Python, docs/scaling.md). ``source_ref`` is the
     ``outcome_sources`` id of this worker's (source, problem base): a rebuilt outcome's."""
 
-    def __init__(self, ctx: OutcomeContext, source_ref: int) -> None:
-        self._ctx = ctx
+    def __init__(self, source_ref: int) -> None:
         self._source_ref = source_ref
-        self.columns: tuple[list[Any], ...] = tuple([] for _ in range(11))
+        self.rows: list[RecordRow] = []
 
     def add(self, key: bytes, item: Item, decision: Decision | None, outcome: Outcome) -> None:
         """The record of ``item`` (stored under ``key``), decided ``decision``, published
         as ``outcome``."""
-        keys, fingerprints, statuses, changes, versions, created_ons, created_bys = self.columns[:7]
-        source_refs, outcome_keys, values, superseded = self.columns[7:]
         event = item.event
-        keys.append(key)
-        fingerprints.append(event.fingerprint[:STORED_FINGERPRINT_BYTES])
-        statuses.append(outcome.status)
+        fingerprint = event.fingerprint[:STORED_FINGERPRINT_BYTES]
         if isinstance(decision, Rejected) and decision.newer is not None:
             newer = decision.newer
-            changes.append(None)
-            versions.append(None)
-            created_ons.append(None)
-            created_bys.append(None)
-            source_refs.append(self._source_ref)
-            outcome_keys.append(None)
-            values.append(None)
-            superseded.append(
-                superseded_bytes(
-                    newer.last_modified_on,
-                    newer.last_event_source,
-                    newer.last_event_id,
-                    live=newer.live,
-                    binary=event.binary,
-                    instance=item.record.instance,
-                )
+            kept = superseded_bytes(
+                newer.last_modified_on,
+                newer.last_event_source,
+                newer.last_event_id,
+                live=newer.live,
+                binary=event.binary,
+                instance=item.record.instance,
             )
+            row: RecordRow = (
+                key, fingerprint, outcome.status, None, None, None, None, self._source_ref,
+                None, None, kept,
+            )  # fmt: skip
         elif (
             isinstance(event, TagMoved)
             and isinstance(decision, Applied)
@@ -482,20 +479,17 @@ class RecordColumns:
         ):
             record = decision.record
             created = decision.change == "created"
-            changes.append(STORED_CHANGES[decision.change])
-            versions.append(record.version)
-            created_ons.append(None if created else record.created_on)
-            created_bys.append(None if created else record.created_by)
-            source_refs.append(self._source_ref)
-            outcome_keys.append(None)
-            values.append(None)
-            superseded.append(None)
+            row = (
+                key, fingerprint, outcome.status, STORED_CHANGES[decision.change],
+                record.version, None if created else record.created_on,
+                None if created else record.created_by, self._source_ref, None, None, None,
+            )  # fmt: skip
         else:
-            for column in (changes, versions, created_ons, created_bys, source_refs):
-                column.append(None)
-            outcome_keys.append(outcome.key)
-            values.append(outcome.value)
-            superseded.append(None)
+            row = (
+                key, fingerprint, outcome.status, None, None, None, None, None, outcome.key,
+                outcome.value, None,
+            )  # fmt: skip
+        self.rows.append(row)
 
 
 def replayable(item: Item, row: ProcessedRow) -> bool:

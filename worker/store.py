@@ -39,7 +39,7 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 import asyncpg
 import structlog
@@ -54,7 +54,8 @@ from worker.outcomes import (
     STORED_CHANGES,
     Outcome,
     OutcomeContext,
-    RecordColumns,
+    RecordRow,
+    RecordRows,
     batch_outcomes,
 )
 from worker.plan import (
@@ -413,12 +414,11 @@ async def _write(
     at: datetime,
     *,
     writes: Sequence[tuple[TagRecord, TagRecord | None]],
-    records: Sequence[list[Any]],
+    records: Sequence[RecordRow],
     history: StoredColumns,
 ) -> set[TagKey]:
     """Write the tags under the guard and, if every guard held, insert the new events'
-    records (``RecordColumns``' columns, sent a row per record) and the history entries of
-    their changes;
+    records (``RecordRows``) and the history entries of their changes;
     returns the tags written. A record already there (another applier's, committed
     meanwhile) makes the whole batch be redone (the entries with it)."""
     answer = await _one_row(
@@ -427,13 +427,13 @@ async def _write(
         _tag_rows(writes),
         at,
         epoch,
-        list(zip(*records, strict=True)),  # a row per record (zip is C: ~50 ns a row)
+        records,
         history.name_refs,
         history.names,
-        list(zip(*history.columns, strict=True)),
+        history.entries,
     )
     written = {(r[0], r[1]) for r in answer["written"]}
-    count = len(records[0])
+    count = len(records)
     if len(written) == len(writes) and answer["recorded"] != count:
         raise TransientError(
             Cause.DB_CLAIMED_MEANWHILE,
@@ -448,11 +448,7 @@ async def write_tags(
     """Each (new row, the row it was decided against) under the version guard, and
     nothing else (worker/staterepair.py): the batch's write statement with no records
     and no entries. Returns the tags written."""
-    return await _write(conn, 0, at, writes=writes, records=_NO_RECORDS, history=stored_columns(()))
-
-
-#: the write's eleven record columns, empty (``write_tags``)
-_NO_RECORDS: tuple[list[Any], ...] = tuple([] for _ in range(11))
+    return await _write(conn, 0, at, writes=writes, records=(), history=stored_columns(()))
 
 
 async def read_tags(conn: Connection, tags: Iterable[TagKey]) -> dict[TagKey, TagRecord]:
@@ -541,12 +537,12 @@ async def _apply(
             outcomes = refreshed(outcomes, {f"{r}:{t}": row for (r, t), row in rows_now.items()})
         if not new:
             return Applied(outcomes, found.epoch, 0, read=read)
-        records = RecordColumns(ctx, sources.ids[sources.current])
+        records = RecordRows(sources.ids[sources.current])
         for i in new:
             records.add(hashed[i], items[i], decisions.get(i), outcomes[i])
         history = history_columns(ctx, decisions, new, names)
         written = await _write(
-            conn, found.epoch, at, writes=round_.writes, records=records.columns, history=history
+            conn, found.epoch, at, writes=round_.writes, records=records.rows, history=history
         )
         conflicted = {(w.repository, w.tag) for w, _ in round_.writes} - written
         # a failed round's other tags are written too: they stay in the transaction

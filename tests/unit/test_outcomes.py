@@ -26,7 +26,7 @@ from worker.outcomes import (
     STORED_FINGERPRINT_BYTES,
     Outcome,
     OutcomeContext,
-    RecordColumns,
+    RecordRows,
     batch_outcomes,
     decision_outcome,
     internal_outcome,
@@ -594,12 +594,13 @@ def test_a_removed_outcome_shows_the_record_as_it_was_and_the_new_version() -> N
     assert body["data"] == before.as_ocitag()  # last modified by the move, not "carol"
 
 
-def _columns_of_rows(rows: list[tuple[bytes, ProcessedRow]], source_ref: int) -> list[list[Any]]:
-    """The write's record columns as the store built them from ``processed_row``'s rows
-    (before ``RecordColumns``): the reference the one-pass columns are held to."""
-    columns: list[list[Any]] = [[] for _ in range(11)]
-    for key, row in rows:
-        values = (
+def _records_of_rows(
+    rows: list[tuple[bytes, ProcessedRow]], source_ref: int
+) -> list[tuple[Any, ...]]:
+    """The write's records as the store built them from ``processed_row``'s rows (before
+    ``RecordRows``): the reference the rows built directly are held to."""
+    return [
+        (
             key,
             row.fingerprint,
             row.status,
@@ -612,22 +613,21 @@ def _columns_of_rows(rows: list[tuple[bytes, ProcessedRow]], source_ref: int) ->
             row.outcome,
             row.superseded.to_bytes() if row.superseded is not None else None,
         )
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
-    return columns
+        for key, row in rows
+    ]
 
 
 @given(history=histories(), binary=st.lists(st.booleans(), min_size=30, max_size=30))
 def test_the_records_columns_keep_what_processed_row_keeps(
     history: list[TagEvent], binary: list[bool]
 ) -> None:
-    """``RecordColumns`` (the store's one pass) gives the columns of ``processed_row``'s
-    rows: every kind of record (rebuilt 200s, superseded 409s in either content mode,
-    deletions, 404s, 412s, re-pointed release tags kept as bytes, a 422) column for
-    column, value for value."""
+    """``RecordRows`` (the store's records, built directly) gives what ``processed_row``
+    keeps: every kind of record (rebuilt 200s, superseded 409s in either content mode,
+    deletions, 404s, 412s, re-pointed release tags kept as bytes, a 422) field for
+    field."""
     ctx = OutcomeContext(CTX.worker_source, CTX.problem_base_uri, ImmutableTags.parse("a"))
     tags: dict[tuple[str, str], TagRecord] = {}
-    fast = RecordColumns(ctx, 7)
+    fast = RecordRows(7)
     rows: list[tuple[bytes, ProcessedRow]] = []
     for offset, generated in enumerate(history):
         tag_event = replace(generated, binary=binary[offset])
@@ -644,4 +644,4 @@ def test_the_records_columns_keep_what_processed_row_keeps(
     bad_outcome = invalid_outcome(ctx, bad, AT)
     fast.add(b"\x00" * 16, bad, None, bad_outcome)
     rows.append((b"\x00" * 16, processed_row(ctx, bad, None, bad_outcome, AT)))
-    assert list(fast.columns) == _columns_of_rows(rows, 7)
+    assert fast.rows == _records_of_rows(rows, 7)
