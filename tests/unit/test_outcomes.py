@@ -618,7 +618,7 @@ def _records_of_rows(
 
 
 @given(history=histories(), binary=st.lists(st.booleans(), min_size=30, max_size=30))
-def test_the_records_columns_keep_what_processed_row_keeps(
+def test_the_records_rows_keep_what_processed_row_keeps(
     history: list[TagEvent], binary: list[bool]
 ) -> None:
     """``RecordRows`` (the store's records, built directly) gives what ``processed_row``
