@@ -13,15 +13,21 @@ is sent). The fetch, the produce's network I/O, the offset commit and the metric
 not here (``make bench-floor`` runs the whole pipeline).
 
 Each side is the other checkout's whole ``worker`` package (bench/outcomes.py
-``load_side``), with a database of its own (migrated by this checkout: the schema must
-be the same). Each round applies a fresh stream (a new seed and event ids; the tags come
-back, so later rounds update what earlier ones created) on both sides, in alternating
-order (A B, then B A), for BENCH_DRAINPATH_ROUNDS rounds (5) of BENCH_DRAINPATH_EVENTS
-events (10,000); CPU is ``time.process_time`` (this process only: PostgreSQL's work is
-not in it), per event, median of the rounds. The garbage collector runs as in the worker
-(``worker.runtime.tune_gc`` once both sides are set up: start-up frozen, the young
-generation collected every ``WORKER_YOUNG_THRESHOLD`` allocations); with Python's defaults it
-took a fifth to a quarter of this process's CPU here. The databases are dropped at the end.
+``load_side``), with a database of its own, migrated by this checkout as far as that
+side's own migrations go (bench/store_ab.py ``baseline_schema``: the baseline's must be
+this checkout's up to there), so that a change with a migration (0011: the write's
+arguments) is measured against the schema its baseline runs on. Each round applies a
+fresh stream (a new seed and event ids; the tags come back, so later rounds update what
+earlier ones created) on both sides, in alternating order (A B, then B A), for
+BENCH_DRAINPATH_ROUNDS rounds (5) of BENCH_DRAINPATH_EVENTS events (10,000). The
+worker's CPU is ``time.process_time`` (this process only); PostgreSQL's (**postgres**)
+is the CPU of each side's one backend during ``apply`` (/proc: the server must run on
+this machine; its background processes are not in it, and /proc counts in ticks of
+10 ms, a few per cent of a round); per event, median of the rounds. The garbage
+collector runs as in the worker (``worker.runtime.tune_gc`` once both sides are set up:
+start-up frozen, the young generation collected every ``WORKER_YOUNG_THRESHOLD``
+allocations); with Python's defaults it took a fifth to a quarter of this process's CPU
+here. The databases are dropped at the end.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from bench.report import ratio, table
 from bench.services import (
     RESULTS,
     code_version,
+    cpu_seconds,
     create_database,
     discover,
     drop_databases,
@@ -50,14 +57,16 @@ from bench.services import (
     unique,
     write_results,
 )
+from bench.store_ab import baseline_schema
 from bench.stream import Generator
 from bench.versus import shape_for
 from worker import runtime
 from worker.db import open_pool
+from worker.migrate import available
 
 SYSTEMS = ("before", "after")
 MODULES = ("decode", "events", "outcomes", "plan", "store")
-STEPS = ("decode", "apply", "statements", "pack", "total")
+STEPS = ("decode", "apply", "statements", "pack", "total", "postgres")
 START = datetime(2026, 1, 1, tzinfo=UTC)
 Records = list[tuple[bytes | None, bytes, tuple[tuple[str, bytes], ...]]]
 
@@ -89,10 +98,11 @@ class _Clock:
 
 
 class DrainPath:
-    """One side: its modules, its store on its own database, its clock."""
+    """One side: its modules, its store on its own database, its clock, and the process
+    id of its one connection's PostgreSQL backend (the server's CPU in ``apply``)."""
 
-    def __init__(self, side: Side, store: Any, clock: _Clock) -> None:
-        self.side, self.store, self.clock = side, store, clock
+    def __init__(self, side: Side, store: Any, clock: _Clock, backend: int) -> None:
+        self.side, self.store, self.clock, self.backend = side, store, clock, backend
         self.cpu: dict[str, list[float]] = {step: [] for step in STEPS}
 
     def raws(self, records: Records) -> list[Any]:
@@ -112,9 +122,13 @@ class DrainPath:
             for r, e in zip(chunk, decoded, strict=True)
             if not isinstance(e, ev.Undecodable)
         ]
+        server = cpu_seconds(self.backend)
         t1 = time.process_time()
         outcomes = await self.store.apply(items, datetime.now(UTC))
         t2 = time.process_time()
+        served = cpu_seconds(self.backend)
+        if server is None or served is None:
+            raise RuntimeError(f"PostgreSQL's backend {self.backend} is gone (reconnected?)")
         pack(producer, outcomes)
         t3 = time.process_time()
         return {
@@ -123,6 +137,7 @@ class DrainPath:
             "statements": self.clock.spent,
             "pack": t3 - t2,
             "total": t3 - t0,
+            "postgres": served - server,
         }
 
     def add(self, spent: dict[str, float], events: int) -> None:
@@ -165,14 +180,17 @@ async def _path(
     name: str, checkout: Path | None, server_url: str, database: str
 ) -> tuple[DrainPath, Any]:
     side = load_side(name, checkout, MODULES)
-    url = await create_database(server_url, database)
+    schema = available()[-1].version if checkout is None else baseline_schema(checkout)
+    url = await create_database(server_url, database, up_to=schema)
     pool = await open_pool(url, min_size=1, max_size=1, command_timeout=60, idle_in_transaction=60)
     ctx = side.outcomes.OutcomeContext(
         "urn:ocitag-worker:bench", "https://ocitag-worker.dev/problems/"
     )
     clock = _Clock()
     side.store._one_row = clock.wrap(side.store._one_row)
-    return DrainPath(side, side.store.Store(pool, ctx), clock), pool
+    async with pool.acquire() as conn:  # the pool's one connection, kept throughout
+        backend = conn.get_server_pid()
+    return DrainPath(side, side.store.Store(pool, ctx), clock, backend), pool
 
 
 async def run(baseline: Path, rounds: int, events: int, size: int) -> dict[str, Any]:
@@ -240,7 +258,7 @@ def render(results: dict[str, Any]) -> str:
     return (
         table(
             [
-                "worker CPU µs per event (median of rounds)",
+                "CPU µs per event (median of rounds)",
                 "before",
                 "after",
                 "after / before",
@@ -250,7 +268,9 @@ def render(results: dict[str, Any]) -> str:
         )
         + f"\nbefore: worker/ of {config['baseline']}; {config['rounds']} rounds of"
         f" {config['events']:,} events in batches of {config['batch']}; statements: inside"
-        f" apply; load average at start {results['machine']['load_average_1m_at_start']}"
+        " apply; total: this process's steps; postgres: the side's backend during apply"
+        f" (the server must be local); load average at start"
+        f" {results['machine']['load_average_1m_at_start']}"
     )
 
 

@@ -73,8 +73,9 @@ VARIANTS: dict[str, tuple[tuple[str, ...], str]] = {
     "without creations index": (("DROP INDEX ocitag_history_creations",), "all"),
     "every name sent": ((), "every name"),
 }
-# the write's arguments: 15 tag columns, at, epoch, 11 record columns, then history's
-HISTORY_ARGS = 28
+# the write's arguments (migration 0011): the tags, at, epoch, the records, then history's
+# (the new names' refs and names, the entries: (at, tag ref, actor ref, source ref, ...))
+HISTORY_ARGS = 4
 
 
 def batch(n: int, size: int, tags: int, seed: int) -> list[Item]:
@@ -209,7 +210,7 @@ def _args(args: Sequence[Any], history: str, stored: dict[int, str]) -> list[Any
         out[HISTORY_ARGS:] = [[] for _ in out[HISTORY_ARGS:]]
     elif history == "every name":  # as a worker that remembers none
         names = {**stored, **dict(zip(out[HISTORY_ARGS], out[HISTORY_ARGS + 1], strict=True))}
-        refs = sorted({r for column in out[HISTORY_ARGS + 3 : HISTORY_ARGS + 6] for r in column})
+        refs = sorted({r for entry in out[HISTORY_ARGS + 2] for r in entry[1:4]})
         out[HISTORY_ARGS : HISTORY_ARGS + 2] = [refs, [names[r] for r in refs]]
     return out
 

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from bench.report import table
-from bench.services import _cpu_seconds, code_version, env_int, machine, write_results
+from bench.services import code_version, cpu_seconds, env_int, machine, write_results
 from tests.helpers.images import Crane
 from tests.helpers.registry import Registry
 from worker.oci import MANIFEST_ACCEPT, RegistryClient
@@ -114,11 +114,11 @@ async def scan_once(
 
         assert registry.process is not None
         pid = registry.process.pid
-        began, cpu, registry_cpu = time.perf_counter(), time.process_time(), _cpu_seconds(pid)
+        began, cpu, registry_cpu = time.perf_counter(), time.process_time(), cpu_seconds(pid)
         result = await scanner.scan(repositories, ignore)
         seconds = time.perf_counter() - began
         cpu = time.process_time() - cpu
-        registry_cpu = (_cpu_seconds(pid) or 0.0) - (registry_cpu or 0.0)
+        registry_cpu = (cpu_seconds(pid) or 0.0) - (registry_cpu or 0.0)
     assert not result.failures, result.failures
     return {
         "tags": result.tags,

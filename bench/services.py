@@ -140,7 +140,8 @@ def vm_kib(pid: int, field: str) -> int | None:
     return None
 
 
-def _cpu_seconds(pid: int) -> float | None:
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (None: it is gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
@@ -232,9 +233,9 @@ class CpuSnapshot:
 def cpu_snapshot(processes: Mapping[str, int], trees: Mapping[str, int]) -> CpuSnapshot:
     """CPU seconds so far of the named processes (e.g. worker, bench), of the named
     process trees (the broker; the postmaster and its backends), and of the machine."""
-    per: dict[str, float] = {name: _cpu_seconds(pid) or 0.0 for name, pid in processes.items()}
+    per: dict[str, float] = {name: cpu_seconds(pid) or 0.0 for name, pid in processes.items()}
     for name, root in trees.items():
-        per[name] = sum(_cpu_seconds(pid) or 0.0 for pid in [root, *_children(root)])
+        per[name] = sum(cpu_seconds(pid) or 0.0 for pid in [root, *_children(root)])
     busy, steal, _ = system_seconds()
     return CpuSnapshot(time.monotonic(), busy, per, steal)
 

@@ -246,12 +246,22 @@ class NameMemory:
 
 @dataclass(frozen=True, slots=True)
 class StoredColumns:
-    """The arrays of the store's history statement (worker/store.py ``_WRITE``): the
-    names not known to be stored yet (name → ref), then one array per column of the
-    entries."""
+    """What the store's write takes of history (worker/store.py ``_WRITE``): the names
+    not known to be stored yet (name → ref), then the entries, each a tuple of its stored
+    fields (migration 0011's ``ocitag_store_entry_in``: at, tag ref, actor ref, source
+    ref, version, change code, artifact, event id)."""
 
     new_names: dict[str, int]
-    columns: tuple[list[object], ...]
+    entries: list[StoredEntry]
+
+    @property
+    def columns(self) -> tuple[list[object], ...]:
+        """The entries as one array per field (worker/staterepair.py's statement)."""
+        columns: tuple[list[object], ...] = tuple([] for _ in range(8))
+        for entry in self.entries:
+            for column, value in zip(columns, entry, strict=True):
+                column.append(value)
+        return columns
 
     @property
     def name_refs(self) -> list[int]:
@@ -265,17 +275,20 @@ class StoredColumns:
 #: an entry as the write's columns take it: (OCITag ID, at, by, source, version, change
 #: code, artifact, event id)
 _Row = tuple[str, datetime, str, str, int, int, str, str]
+#: an entry as it is stored: (at, tag ref, actor ref, source ref, version, change code,
+#: artifact, event id)
+StoredEntry = tuple[datetime, int, int, int, int, int, bytes, bytes]
 
 
 class _Columns:
-    """The write's history arrays, built entry by entry (one pass, no intermediate
+    """The write's history entries, built entry by entry (one pass, no intermediate
     objects: at a drain's thousand entries a batch, the worker's own time per entry is
     a measurable share of history's cost, docs/history.md)."""
 
     def __init__(self, known: NameMemory | None) -> None:
         self.known = known
         self.new: dict[str, int] = {}
-        self.columns: tuple[list[object], ...] = tuple([] for _ in range(8))
+        self.entries: list[StoredEntry] = []
 
     def ref(self, name: str) -> int:
         ref = self.known.get(name) if self.known is not None else None
@@ -287,18 +300,21 @@ class _Columns:
 
     def add(self, row: _Row) -> None:
         ocitag, at, by, source, version, code, artifact, event_id = row
-        ats, tags, bys, sources, versions, codes, artifacts, ids = self.columns
-        ats.append(at)
-        tags.append(self.ref(ocitag))
-        bys.append(self.ref(by))
-        sources.append(self.ref(source))
-        versions.append(version)
-        codes.append(code)
-        artifacts.append(artifact_bytes(artifact))
-        ids.append(event_id_bytes(event_id))
+        self.entries.append(
+            (
+                at,
+                self.ref(ocitag),
+                self.ref(by),
+                self.ref(source),
+                version,
+                code,
+                artifact_bytes(artifact),
+                event_id_bytes(event_id),
+            )
+        )
 
     def stored(self) -> StoredColumns:
-        return StoredColumns(self.new, self.columns)
+        return StoredColumns(self.new, self.entries)
 
 
 def stored_columns(

@@ -59,7 +59,7 @@ from worker.events import Invalid, RawRecord, TagEvent, TagMoved, Undecodable
 from worker.frozen import fast_init
 from worker.history import DEFAULT_IMMUTABLE, ImmutableTags, repointed
 from worker.models import REJECTED_TYPE, REMOVED_TYPE, STRUCTURED, UPDATED_TYPE
-from worker.plan import EventKey, Item, ProcessedRow, Superseded
+from worker.plan import EventKey, Item, ProcessedRow, Superseded, superseded_bytes
 from worker.problems import PROBLEM_JSON, ErrorItem, Problem, ProblemKind, error_model
 from worker.state import StateRecord, tombstone, upsert
 from worker.timefmt import format_rfc3339
@@ -149,11 +149,14 @@ def _uuid5(name: str) -> str:
     holds the two equal): this runs once per event."""
     sha1 = _NAMESPACE_SHA1.copy()
     sha1.update(name.encode())
-    digest = bytearray(sha1.digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = sha1.hexdigest()
+    # the version nibble is 5; the variant's two bits 10 (the high digit of byte 8 is
+    # 8, 9, a or b): set on the hex digits themselves, no bytearray
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+#: a hex digit with its two high bits set to 10 (RFC 4122 variant)
+_VARIANT = {f"{n:x}": f"{(n & 0x3) | 0x8:x}" for n in range(16)}
 
 
 def record_outcome_id(record: RawRecord, kind: ProblemKind) -> str:
@@ -424,6 +427,69 @@ def processed_row(
 
 #: the changes whose 200 is rebuilt from the repeat (a move's record is the event's)
 _REBUILT_CHANGES = frozenset({"created", "updated", "unchanged"})
+#: ``processed_events.change``: the change of a 200 rebuilt from the repeat
+STORED_CHANGES: Mapping[Change, int] = {"created": 1, "updated": 2, "unchanged": 3}
+
+
+#: a record as the store's write takes it (migration 0011's ``ocitag_store_record_in``)
+RecordRow = tuple[
+    bytes, bytes, int, int | None, int | None, datetime | None, str | None, int | None,
+    bytes | None, bytes | None, bytes | None,
+]  # fmt: skip
+
+
+class RecordRows:
+    """The new events' idempotency records as the store's write takes them
+    (worker/store.py ``_WRITE``): one tuple per record, the fields of
+    ``ocitag_store_record_in`` (key, fingerprint, status, change, version, created_on,
+    created_by, source_ref, outcome_key, outcome, superseded). What each record keeps is
+    ``processed_row``'s (tests/unit/test_outcomes.py holds the two equal); this builds
+    the rows with no ProcessedRow or Superseded per event (in a drain's batch the records
+    were a tenth of the store's Python, docs/scaling.md). ``source_ref`` is the
+    ``outcome_sources`` id of this worker's (source, problem base): a rebuilt outcome's."""
+
+    def __init__(self, source_ref: int) -> None:
+        self._source_ref = source_ref
+        self.rows: list[RecordRow] = []
+
+    def add(self, key: bytes, item: Item, decision: Decision | None, outcome: Outcome) -> None:
+        """The record of ``item`` (stored under ``key``), decided ``decision``, published
+        as ``outcome``."""
+        event = item.event
+        fingerprint = event.fingerprint[:STORED_FINGERPRINT_BYTES]
+        if isinstance(decision, Rejected) and decision.newer is not None:
+            newer = decision.newer
+            kept = superseded_bytes(
+                newer.last_modified_on,
+                newer.last_event_source,
+                newer.last_event_id,
+                live=newer.live,
+                binary=event.binary,
+                instance=item.record.instance,
+            )
+            row: RecordRow = (
+                key, fingerprint, outcome.status, None, None, None, None, self._source_ref,
+                None, None, kept,
+            )  # fmt: skip
+        elif (
+            isinstance(event, TagMoved)
+            and isinstance(decision, Applied)
+            and decision.change in _REBUILT_CHANGES
+            and not outcome.repointed
+        ):
+            record = decision.record
+            created = decision.change == "created"
+            row = (
+                key, fingerprint, outcome.status, STORED_CHANGES[decision.change],
+                record.version, None if created else record.created_on,
+                None if created else record.created_by, self._source_ref, None, None, None,
+            )  # fmt: skip
+        else:
+            row = (
+                key, fingerprint, outcome.status, None, None, None, None, None, outcome.key,
+                outcome.value, None,
+            )  # fmt: skip
+        self.rows.append(row)
 
 
 def replayable(item: Item, row: ProcessedRow) -> bool:

@@ -47,10 +47,15 @@ class Superseded:
     instance: str
 
     def to_bytes(self) -> bytes:
-        """The record's ``superseded`` column: a JSON array, the time as integer
-        microseconds since the epoch (exact, and shorter than its text)."""
-        micros = (self.on - _EPOCH) // _MICROSECOND
-        return orjson.dumps([micros, self.live, self.binary, self.source, self.id, self.instance])
+        """The record's ``superseded`` column (``superseded_bytes``)."""
+        return superseded_bytes(
+            self.on,
+            self.source,
+            self.id,
+            live=self.live,
+            binary=self.binary,
+            instance=self.instance,
+        )
 
     @classmethod
     def from_bytes(cls, value: bytes) -> Superseded:
@@ -60,6 +65,16 @@ class Superseded:
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+
+
+def superseded_bytes(
+    on: datetime, source: str, event_id: str, *, live: bool, binary: bool, instance: str
+) -> bytes:
+    """``Superseded(on, source, event_id, live, binary, instance).to_bytes()`` without
+    the object (the store's write builds one per superseded event): a JSON array, the
+    time as integer microseconds since the epoch (exact, and shorter than its text)."""
+    micros = (on - _EPOCH) // _MICROSECOND
+    return orjson.dumps([micros, live, binary, source, event_id, instance])
 
 
 @fast_init
@@ -87,10 +102,22 @@ class ProcessedRow:
 
 def first_occurrences(items: Sequence[Item]) -> dict[EventKey, int]:
     """The index of the first item of each (source, id); later ones are duplicates."""
+    return survey(items)[0]
+
+
+def survey(items: Sequence[Item]) -> tuple[dict[EventKey, int], list[TagKey]]:
+    """In one pass over a batch: ``first_occurrences``, and every tag its tag events name
+    (duplicates' too), each once, in the order first named."""
     firsts: dict[EventKey, int] = {}
+    tags: dict[TagKey, None] = {}
     for index, item in enumerate(items):
-        firsts.setdefault(item.key, index)
-    return firsts
+        event = item.event
+        key = (event.source, event.id)
+        if key not in firsts:
+            firsts[key] = index
+        if not isinstance(event, Invalid):
+            tags[(event.repository, event.tag)] = None
+    return firsts, list(tags)
 
 
 def events_by_tag(items: Sequence[Item], indexes: Sequence[int]) -> dict[TagKey, list[int]]:

@@ -22,8 +22,9 @@ redone (it then finds the event processed). The epoch is read FOR SHARE, so a ro
 to the next one waits for every applier of the old one: both never run at once (and a
 lookup whose snapshot predates a rotation it then waited for is read again: ``_LOOKUP``).
 
-Both statements are functions of migration 0009 (replaced by 0010's), planned once per
-session and pinned onto the indexes (``_LOOKUP``).
+Both statements are functions of migration 0009 (replaced by 0010's; the write's rows
+as arrays of composite values since 0011), planned once per session and pinned onto the
+indexes (``_LOOKUP``).
 
 The record (migration 0004): a 16-byte key hashed from (source, id), a 16-byte
 fingerprint, and what rebuilds the outcome (worker/outcomes.py), in a table partitioned
@@ -49,7 +50,14 @@ from worker.decision import Applied as AppliedDecision
 from worker.decision import Change, Decision, TagRecord
 from worker.errors import Cause, FatalError, PermanentError, TransientError
 from worker.history import NameMemory, StoredColumns, applied_columns, stored_columns
-from worker.outcomes import Outcome, OutcomeContext, batch_outcomes, processed_row
+from worker.outcomes import (
+    STORED_CHANGES,
+    Outcome,
+    OutcomeContext,
+    RecordRow,
+    RecordRows,
+    batch_outcomes,
+)
 from worker.plan import (
     EventKey,
     Item,
@@ -58,7 +66,7 @@ from worker.plan import (
     TagKey,
     decide_tag,
     events_by_tag,
-    first_occurrences,
+    survey,
 )
 from worker.regressions import VersionMemory
 from worker.retry import Backoff, count_retry, retrying
@@ -90,8 +98,9 @@ MAX_RACE_ATTEMPTS = 50
 # of this epoch committing after the snapshot is met by the record's primary key.
 # The statement is migration 0009's ``ocitag_store_lookup``, and the write's below its
 # ``ocitag_store_write`` (both as 0010 replaced them: each tag a probe of the tag table's
-# key): functions, so that each is planned once per session (a generic plan, not one per
-# execution over every partition: the server's CPU per batch of 10 0.6x what it was)
+# key; the write's arguments as 0011 made them): functions, so that each is planned once
+# per session (a generic plan, not one per execution over every partition: the server's
+# CPU per batch of 10 0.6x what it was)
 # with planner settings that keep that plan on the indexes however small the tables were
 # when it was made (tests/integration/test_plans.py; worker/db.py).
 _LOOKUP = "SELECT epoch, seen, processed, tags FROM ocitag_store_lookup($1, $2, $3)"
@@ -110,15 +119,14 @@ _LOOKUP = "SELECT epoch, seen, processed, tags FROM ocitag_store_lookup($1, $2, 
 # writes run first (as when they were two statements: the row locks, then the record's
 # key). ``recorded`` counts the records inserted: fewer means another applier recorded
 # some first.
-# The statement is migration 0009's ``ocitag_store_write`` (0010's); its arguments: the tags' 15
-# columns ($1-$15), the time and the epoch ($16, $17), the records' 11 columns ($18-$28),
-# the new names ($29, $30) and the history entries' 8 columns ($31-$38).
-_WRITE = """
-SELECT written, recorded FROM ocitag_store_write(
-    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
-    $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36,
-    $37, $38)
-"""
+# The statement is migration 0011's ``ocitag_store_write`` (0010's statement, its rows as
+# arrays of composite values); its arguments: the tags ($1, ``ocitag_store_tag_in``: the
+# row and the key it was decided against), the time and the epoch ($2, $3), the records
+# ($4, ``ocitag_store_record_in``), the new names ($5 refs, $6 names) and the history
+# entries ($7, ``ocitag_store_entry_in``). One array per kind of row, not one per column:
+# asyncpg checks each element of an array parameter in Python before encoding it, and a
+# row is one element (the client's CPU per record 7.3 -> 4.0 us, docs/scaling.md).
+_WRITE = "SELECT written, recorded FROM ocitag_store_write($1, $2, $3, $4, $5, $6, $7)"
 
 # the tags whose guard did not hold, read again (their own round trip, only then)
 _READ_TAGS = """
@@ -139,8 +147,7 @@ WHERE ctid = ANY(ARRAY(
 )) AND deleted_on IS NOT NULL AND recorded_at < now() - $1::interval
 """
 
-_CHANGES: dict[str, int] = {"created": 1, "updated": 2, "unchanged": 3}
-_CHANGE_NAMES: dict[int, Change] = {1: "created", 2: "updated", 3: "unchanged"}
+_CHANGE_NAMES: dict[int, Change] = {code: change for change, code in STORED_CHANGES.items()}
 
 
 class EventStore(Protocol):
@@ -303,9 +310,42 @@ class _Sources:
 def event_key(key: EventKey) -> bytes:
     """The record's key of (source, id): 16 bytes of SHA-256 over the source's length
     (4 bytes, big-endian), the source and the id, in UTF-8 (migration 0004 computes the
-    same for rows it converted)."""
-    source = key[0].encode()
-    return hashlib.sha256(len(source).to_bytes(4, "big") + source + key[1].encode()).digest()[:16]
+    same for rows it converted). The hash of a source's part is remembered
+    (``_source_hash``): a batch's events come from a few sources, and one event's key
+    costs then a copy of that state and the id (0.7 us, 1.7 from scratch)."""
+    hashed = _source_hash(key[0]).copy()
+    hashed.update(key[1].encode())
+    return hashed.digest()[:16]
+
+
+#: SHA-256 states of sources' (length, source) prefixes; emptied past ``_SOURCES_REMEMBERED``
+_source_states: dict[str, hashlib._Hash] = {}
+_SOURCES_REMEMBERED = 1_024
+
+
+def _source_hash(source: str) -> hashlib._Hash:
+    """The SHA-256 state after (length, source) (never updated: ``event_key`` copies it).
+    Bounded: any number of distinct sources only costs hashing them again."""
+    state = _source_states.get(source)
+    if state is None:
+        if len(_source_states) >= _SOURCES_REMEMBERED:
+            _source_states.clear()
+        encoded = source.encode()
+        state = _source_states[source] = hashlib.sha256(len(encoded).to_bytes(4, "big") + encoded)
+    return state
+
+
+def _record_keys(
+    firsts: Mapping[EventKey, int],
+) -> tuple[dict[int, bytes], dict[bytes, EventKey]]:
+    """The record's key of each first occurrence, by its index in the batch, and the
+    (source, id) of each record's key."""
+    hashed: dict[int, bytes] = {}
+    keys: dict[bytes, EventKey] = {}
+    for key, index in firsts.items():
+        hashed[index] = digest = event_key(key)
+        keys[digest] = key
+    return hashed, keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,88 +401,63 @@ async def _lookup(
     return _Found(answer["epoch"], found, rows)
 
 
-def _record_columns(
-    sources: _Sources, rows: Sequence[tuple[bytes, ProcessedRow]]
-) -> list[list[object]]:
-    """The new events' records as the write's arrays, one per column."""
-    columns: list[list[object]] = [[] for _ in range(11)]
-    for key, row in rows:
-        values = (
-            key,
-            row.fingerprint,
-            row.status,
-            _CHANGES[row.change] if row.change is not None else None,
-            row.version,
-            row.created_on,
-            row.created_by,
-            sources.ids[(row.worker_source, row.problem_base)]
-            if row.worker_source is not None
-            else None,
-            row.outcome_key,
-            row.outcome,
-            row.superseded.to_bytes() if row.superseded is not None else None,
-        )
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
-    return columns
-
-
-def _tag_columns(writes: Sequence[tuple[TagRecord, TagRecord | None]]) -> list[list[object]]:
-    """Each (new row, the row it was decided against) as the write's arrays."""
-    columns: list[list[object]] = [[] for _ in range(15)]
+def _tag_rows(writes: Sequence[tuple[TagRecord, TagRecord | None]]) -> list[tuple[object, ...]]:
+    """Each (new row, the row it was decided against) as the write's
+    ``ocitag_store_tag_in`` values, in key order."""
+    rows: list[tuple[object, ...]] = []
     for record, before in sorted(writes, key=lambda w: (w[0].repository, w[0].tag)):
-        values = (
-            record.repository,
-            record.tag,
-            record.artifact,
-            record.created_by,
-            record.created_on,
-            record.last_modified_by,
-            record.last_modified_on,
-            record.version,
-            record.last_event_source,
-            record.last_event_id,
-            record.deleted_on,
-            record.deleted_by,
-            before.last_modified_on if before else None,
-            before.last_event_source if before else None,
-            before.last_event_id if before else None,
+        rows.append(
+            (
+                record.repository,
+                record.tag,
+                record.artifact,
+                record.created_by,
+                record.created_on,
+                record.last_modified_by,
+                record.last_modified_on,
+                record.version,
+                record.last_event_source,
+                record.last_event_id,
+                record.deleted_on,
+                record.deleted_by,
+                before.last_modified_on if before is not None else None,
+                before.last_event_source if before is not None else None,
+                before.last_event_id if before is not None else None,
+            )
         )
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
-    return columns
+    return rows
 
 
 async def _write(
     conn: Connection,
-    sources: _Sources,
     epoch: int,
     at: datetime,
     *,
     writes: Sequence[tuple[TagRecord, TagRecord | None]],
-    rows: Sequence[tuple[bytes, ProcessedRow]],
+    records: Sequence[RecordRow],
     history: StoredColumns,
 ) -> set[TagKey]:
     """Write the tags under the guard and, if every guard held, insert the new events'
-    records and the history entries of their changes; returns the tags written. A record
-    already there (another applier's, committed meanwhile) makes the whole batch be
-    redone (the entries with it)."""
+    records (``RecordRows``) and the history entries of their changes;
+    returns the tags written. A record already there (another applier's, committed
+    meanwhile) makes the whole batch be redone (the entries with it)."""
     answer = await _one_row(
         conn,
         _WRITE,
-        *_tag_columns(writes),
+        _tag_rows(writes),
         at,
         epoch,
-        *_record_columns(sources, rows),
+        records,
         history.name_refs,
         history.names,
-        *history.columns,
+        history.entries,
     )
     written = {(r[0], r[1]) for r in answer["written"]}
-    if len(written) == len(writes) and answer["recorded"] != len(rows):
+    count = len(records)
+    if len(written) == len(writes) and answer["recorded"] != count:
         raise TransientError(
             Cause.DB_CLAIMED_MEANWHILE,
-            f"{len(rows) - answer['recorded']} events recorded meanwhile by another applier",
+            f"{count - answer['recorded']} events recorded meanwhile by another applier",
         )
     return written
 
@@ -453,15 +468,7 @@ async def write_tags(
     """Each (new row, the row it was decided against) under the version guard, and
     nothing else (worker/staterepair.py): the batch's write statement with no records
     and no entries. Returns the tags written."""
-    return await _write(
-        conn,
-        _Sources("", ""),
-        0,
-        at,
-        writes=writes,
-        rows=(),
-        history=stored_columns(()),
-    )
+    return await _write(conn, 0, at, writes=writes, records=(), history=stored_columns(()))
 
 
 async def read_tags(conn: Connection, tags: Iterable[TagKey]) -> dict[TagKey, TagRecord]:
@@ -520,13 +527,11 @@ async def _apply(
     record and entry from the decisions so far, and writes them in one statement; tags
     whose guard did not hold are read again and decided again (their records and entries
     were not written: the next round's are)."""
-    firsts = first_occurrences(items)
-    hashed = {k: event_key(k) for k in firsts}
     # every tag of the batch: those of new events are decided, those of repeated applied
     # changes give their state records (worker/state.py ``refreshed``)
-    found = await _lookup(
-        conn, sources, {h: k for k, h in hashed.items()}, events_by_tag(items, range(len(items)))
-    )
+    firsts, tags = survey(items)
+    hashed, keys = _record_keys(firsts)
+    found = await _lookup(conn, sources, keys, tags)
     earlier, stored = found.earlier, found.tags
     new = sorted(index for key, index in firsts.items() if key not in earlier)
     pending = events_by_tag(items, new)
@@ -552,13 +557,12 @@ async def _apply(
             outcomes = refreshed(outcomes, {f"{r}:{t}": row for (r, t), row in rows_now.items()})
         if not new:
             return Applied(outcomes, found.epoch, 0, read=read)
-        records = [
-            (hashed[items[i].key], processed_row(ctx, items[i], decisions.get(i), outcomes[i], at))
-            for i in new
-        ]
+        records = RecordRows(sources.ids[sources.current])
+        for i in new:
+            records.add(hashed[i], items[i], decisions.get(i), outcomes[i])
         history = history_columns(ctx, decisions, new, names)
         written = await _write(
-            conn, sources, found.epoch, at, writes=round_.writes, rows=records, history=history
+            conn, found.epoch, at, writes=round_.writes, records=records.rows, history=history
         )
         conflicted = {(w.repository, w.tag) for w, _ in round_.writes} - written
         # a failed round's other tags are written too: they stay in the transaction

@@ -55,15 +55,12 @@ SELECT relname, seq_scan FROM pg_stat_user_tables WHERE relname LIKE 'ocitag_his
 _TAG_KEY_READS = "SELECT idx_tup_read FROM pg_stat_user_indexes WHERE indexrelname = 'ocitags_pkey'"
 
 
-# the store's statements (migrations 0009 and 0010): planned once per session, pinned onto
-# the indexes
+# the store's statements (migrations 0009 and 0010; the write's arguments as 0011 made
+# them): planned once per session, pinned onto the indexes
 _STORE_FUNCTIONS = (
     "ocitag_store_lookup(bytea[], text[], text[])",
-    "ocitag_store_write(text[], text[], text[], text[], timestamptz[], text[], timestamptz[], "
-    "bigint[], text[], text[], timestamptz[], text[], timestamptz[], text[], text[], "
-    "timestamptz, integer, bytea[], bytea[], smallint[], smallint[], bigint[], timestamptz[], "
-    "text[], smallint[], bytea[], bytea[], bytea[], bigint[], text[], timestamptz[], bigint[], "
-    "bigint[], bigint[], integer[], smallint[], bytea[], bytea[])",
+    "ocitag_store_write(ocitag_store_tag_in[], timestamptz, integer, ocitag_store_record_in[], "
+    "bigint[], text[], ocitag_store_entry_in[])",
 )
 _PINS = ("enable_seqscan", "enable_hashjoin", "enable_mergejoin")
 
@@ -370,12 +367,40 @@ async def test_a_batch_of_one_tag_probes_the_tag_key_with_plans_made_at_one_row(
     assert max(reads) <= 4, reads
 
 
-def _as_in_0009(function: str) -> str:
-    """``CREATE OR REPLACE`` of one of the store's functions as migration 0009 made it
-    (the key of the batch's tags joined to the tag table, in an order left to the planner)."""
-    sql = next(m.sql for m in available() if m.version == 9)
+# the write's UPDATE finding its row by a probe of the key (0010), and as 0009 found it:
+# the tag table joined to the batch's keys, the join's order left to the planner
+_PROBED_UPDATE = """
+        FROM u CROSS JOIN LATERAL (
+            SELECT x.ctid AS version_at FROM ocitags x
+            WHERE x.repository = u.repository AND x.tag = u.tag
+            LIMIT 1
+        ) AS found
+        WHERE u.expected_id IS NOT NULL AND t.ctid = found.version_at
+"""
+_JOINED_UPDATE = """
+        FROM u
+        WHERE u.expected_id IS NOT NULL AND t.repository = u.repository AND t.tag = u.tag
+"""
+
+
+def _definition(version: int, function: str) -> str:
+    """``CREATE OR REPLACE`` of ``function`` as migration ``version`` made it."""
+    sql = next(m.sql for m in available() if m.version == version)
     body = sql[sql.index(f"CREATE FUNCTION {function}(") :]
     return "CREATE OR REPLACE" + body[len("CREATE") : body.index("END $$;") + len("END $$;")]
+
+
+def _as_in_0009(function: str) -> str:
+    """``CREATE OR REPLACE`` of one of the store's functions as migration 0009 made it
+    (the key of the batch's tags joined to the tag table, in an order left to the
+    planner): the lookup as 0009 wrote it; the write with the arguments the store sends
+    since 0011, its UPDATE and planner settings 0009's."""
+    if function == "ocitag_store_lookup":
+        return _definition(9, function)
+    newest = _definition(11, function)
+    settings = "\nSET enable_memoize = off SET jit = off AS $$"
+    assert _PROBED_UPDATE in newest and settings in newest, "0011's write is not as expected"
+    return newest.replace(_PROBED_UPDATE, _JOINED_UPDATE).replace(settings, " SET jit = off AS $$")
 
 
 @pytest.mark.parametrize("function", ["ocitag_store_lookup", "ocitag_store_write"])

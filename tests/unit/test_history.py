@@ -206,7 +206,7 @@ def test_the_stores_columns_are_those_of_the_entries(
         (f"{d.record.repository}:{d.record.tag}", entry_of(d, immutable, T[0])) for d in applied
     ]
     slow = stored_columns(rows, memory)
-    assert fast.columns == slow.columns
+    assert fast.entries == slow.entries and fast.columns == slow.columns
     assert fast.new_names == slow.new_names
     assert not set(fast.new_names) & known
 

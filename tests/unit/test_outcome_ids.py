@@ -92,6 +92,16 @@ def test_record_outcome_ids_are_rfc_4122_uuid5_of_coordinates_bytes_and_type() -
     assert record_outcome_id(raw, ProblemKind.UNDECODABLE) == str(uuid.uuid5(_NAMESPACE, name))
 
 
+@given(source=st.text(), event_id=st.text(), fingerprint=st.binary(min_size=32, max_size=32))
+def test_stored_outcome_ids_are_rfc_4122_uuid5_of_source_id_and_content(
+    source: str, event_id: str, fingerprint: bytes
+) -> None:
+    """The version and variant are set on the hex digits (every value of the variant's
+    digit comes up): the same text as ``uuid.uuid5``."""
+    name = f"{source}\n{event_id}\n{fingerprint.hex()}"
+    assert outcome_id(source, event_id, fingerprint) == str(uuid.uuid5(_NAMESPACE, name))
+
+
 @dataclass(frozen=True)
 class Pair:
     name: str

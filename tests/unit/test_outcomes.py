@@ -19,12 +19,14 @@ from tests.helpers.contract import errors_of, schema_validator
 from tests.helpers.strategies import cloud_events, histories
 from worker.decision import Applied, Rejected, TagRecord, decide
 from worker.decode import decode
-from worker.events import Invalid, RawRecord, TagDeleted, TagMoved, Undecodable
+from worker.events import Invalid, RawRecord, TagDeleted, TagEvent, TagMoved, Undecodable
 from worker.history import ImmutableTags
 from worker.outcomes import (
+    STORED_CHANGES,
     STORED_FINGERPRINT_BYTES,
     Outcome,
     OutcomeContext,
+    RecordRows,
     batch_outcomes,
     decision_outcome,
     internal_outcome,
@@ -590,3 +592,56 @@ def test_a_removed_outcome_shows_the_record_as_it_was_and_the_new_version() -> N
     body = _body(decided(before, deletion(actor="carol")))
     assert (body["resourceversion"], body["change"]) == (5, "deleted")
     assert body["data"] == before.as_ocitag()  # last modified by the move, not "carol"
+
+
+def _records_of_rows(
+    rows: list[tuple[bytes, ProcessedRow]], source_ref: int
+) -> list[tuple[Any, ...]]:
+    """The write's records as the store built them from ``processed_row``'s rows (before
+    ``RecordRows``): the reference the rows built directly are held to."""
+    return [
+        (
+            key,
+            row.fingerprint,
+            row.status,
+            STORED_CHANGES[row.change] if row.change is not None else None,
+            row.version,
+            row.created_on,
+            row.created_by,
+            source_ref if row.worker_source is not None else None,
+            row.outcome_key,
+            row.outcome,
+            row.superseded.to_bytes() if row.superseded is not None else None,
+        )
+        for key, row in rows
+    ]
+
+
+@given(history=histories(), binary=st.lists(st.booleans(), min_size=30, max_size=30))
+def test_the_records_rows_keep_what_processed_row_keeps(
+    history: list[TagEvent], binary: list[bool]
+) -> None:
+    """``RecordRows`` (the store's records, built directly) gives what ``processed_row``
+    keeps: every kind of record (rebuilt 200s, superseded 409s in either content mode,
+    deletions, 404s, 412s, re-pointed release tags kept as bytes, a 422) field for
+    field."""
+    ctx = OutcomeContext(CTX.worker_source, CTX.problem_base_uri, ImmutableTags.parse("a"))
+    tags: dict[tuple[str, str], TagRecord] = {}
+    fast = RecordRows(7)
+    rows: list[tuple[bytes, ProcessedRow]] = []
+    for offset, generated in enumerate(history):
+        tag_event = replace(generated, binary=binary[offset])
+        first = Item(RawRecord("ocitag.events", 0, offset, 0, None, b"", ()), tag_event)
+        tag = (tag_event.repository, tag_event.tag)
+        decision = decide(tags.get(tag), tag_event)
+        outcome = decision_outcome(ctx, first, decision, AT)
+        key = offset.to_bytes(16, "big")
+        fast.add(key, first, decision, outcome)
+        rows.append((key, processed_row(ctx, first, decision, outcome, AT)))
+        if decision.recorded is not None:
+            tags[tag] = decision.recorded
+    bad = item(event("bad", artifact="x"))
+    bad_outcome = invalid_outcome(ctx, bad, AT)
+    fast.add(b"\x00" * 16, bad, None, bad_outcome)
+    rows.append((b"\x00" * 16, processed_row(ctx, bad, None, bad_outcome, AT)))
+    assert fast.rows == _records_of_rows(rows, 7)
