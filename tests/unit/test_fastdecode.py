@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -121,6 +122,42 @@ def _subject(event: dict[str, Any], how: str) -> None:
 
 
 subjects = st.sampled_from(["same", "short", "other", "case", "junk", "absent"])
+EDGE_CASES = [(name, value) for name, values in EDGES.items() for value in values]
+BASE_EVENT: dict[str, Any] = {
+    "specversion": "1.0",
+    "id": "e-1",
+    "source": "https://registry.example.com/webhook",
+    "type": "ocitag.moved.v1",
+    "time": "2026-11-28T15:12:02.5+01:00",
+    "subject": "ghcr.io/acme/app:1.3.0",
+    "data": {
+        "repository": "ghcr.io/acme/app",
+        "tag": "1.3.0",
+        "artifact": "sha256:" + HEX,
+        "actor": "alice",
+        "previous_artifact": HEX,
+        "expected_version": 2,
+    },
+}
+
+
+@pytest.mark.parametrize(("binary", "subject"), [(False, True), (True, False)])
+@pytest.mark.parametrize(("name", "value"), EDGE_CASES)
+def test_each_edge_of_each_rule_decides_as_the_models(
+    name: str, value: Any, binary: bool, subject: bool
+) -> None:
+    event = copy.deepcopy(BASE_EVENT)
+    if not subject:  # else a subject naming the tag refuses any other tag on its own
+        event.pop("subject")
+    if name == "type" and value == "ocitag.deleted.v1":
+        event["data"].pop("artifact")
+    (event if name in ATTRIBUTES else event["data"])[name] = value
+    attributes, data = _split(event)
+    fast = _check(attributes, data, binary)
+    # the edge decides the answer: the models take it (fast answers too) or refuse it
+    assert (fast is None) == (
+        not isinstance(_full(attributes, data, binary), TagMoved | TagDeleted)
+    )
 
 
 @given(cloud_events(), subjects, st.booleans(), st.booleans(), st.booleans())
