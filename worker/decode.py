@@ -193,6 +193,8 @@ def _header_map(headers: Iterable[tuple[str, bytes]]) -> dict[str, str]:
 
 
 def _media_type(content_type: str) -> str:
+    if content_type == STRUCTURED:  # as nearly every structured record spells it
+        return STRUCTURED
     return content_type.split(";", 1)[0].strip().lower()
 
 

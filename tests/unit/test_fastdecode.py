@@ -2,7 +2,8 @@
 generated envelopes and data, good and bad, ``valid_event`` gives either None or exactly
 the event the full path (``decode._envelope`` and ``decode._event``: the pydantic models)
 makes — equal fields, fingerprint and content mode —, and it does answer every valid
-event of the strategies, so the comparison is not vacuous. Bad inputs come from any
+event of the strategies, so the comparison is not vacuous. Its reading of the usual
+``…Z`` time is ``parse_rfc3339``'s. Bad inputs come from any
 member replaced by any JSON value or by a value at the edge of its rule (lengths one
 over the limit, NUL, integers at the bounds, booleans for integers, digests in upper
 case, odd content types and times), members added or removed, and every subject
@@ -12,17 +13,19 @@ spelling.
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.helpers.strategies import cloud_events
+from tests.helpers.strategies import cloud_events, offsets, rfc3339, times
 from worker import decode
 from worker.events import Decoded, TagDeleted, TagMoved, Undecodable
-from worker.fastdecode import valid_event
+from worker.fastdecode import instant, valid_event
 from worker.models import MAX_ACTOR_LENGTH, MAX_ID_LENGTH, MAX_SOURCE_LENGTH, MAX_VERSION
+from worker.timefmt import parse_rfc3339
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
@@ -47,6 +50,10 @@ EDGES: dict[str, list[Any]] = {
     "type": ["ocitag.moved.v1", "ocitag.deleted.v1", "OCITAG.moved.v1", "other", None],
     "time": [
         "2026-01-01T00:00:00Z",
+        "2026-01-01T00:00:00.Z",
+        "2026-01-01T00:00:00.1234567Z",
+        "2026-01-01T23:59:59.999999Z",
+        "2026-01-01T24:00:00Z",
         "2026-01-01t00:00:00.1234567z",
         "2026-01-01T00:00:00+23:59",
         "2026-01-01T00:00:00+24:00",
@@ -229,3 +236,31 @@ def test_data_of_any_shape_decides_as_the_models(
 ) -> None:
     attributes, _ = _split(event)
     _check(attributes, data, binary)
+
+
+def _parsed(text: str) -> datetime | None:
+    try:
+        return parse_rfc3339(text)
+    except ValueError:
+        return None
+
+
+zulu_like = st.builds(
+    "{}-{}-{}T{}:{}:{}{}{}".format,
+    st.sampled_from(["0000", "0001", "2026", "9999", "10000"]),
+    st.sampled_from(["00", "01", "02", "12", "13"]),
+    st.sampled_from(["00", "01", "28", "29", "31", "32"]),
+    st.sampled_from(["00", "23", "24"]),
+    st.sampled_from(["00", "59", "60"]),
+    st.sampled_from(["00", "59", "60", "61"]),
+    st.sampled_from(["", "."]) | st.text("0123456789", min_size=1, max_size=9).map(".{}".format),
+    st.sampled_from(["Z", "Z", "z", "+00:00", "-01:30", ""]),
+)
+
+
+@given(st.one_of(zulu_like, st.builds(rfc3339, times, offsets), st.text(max_size=40)))
+def test_the_usual_time_reads_as_parse_rfc3339_reads_it(text: str) -> None:
+    fast, full = instant(text), _parsed(text)
+    assert fast == full
+    if fast is not None and full is not None:
+        assert fast.tzinfo is full.tzinfo is UTC
