@@ -98,8 +98,8 @@ def _text(value: Any, longest: int) -> bool:
 
 
 def _moment(attributes: Mapping[str, Any]) -> datetime | None:
-    """The envelope's ``time`` when every other envelope rule holds (and the type is a
-    tag event's); else None."""
+    """The envelope's ``time`` when it and every other envelope rule hold (the type is
+    the caller's to check); else None."""
     event_id, source = attributes.get("id"), attributes.get("source")
     if not (
         attributes.get("specversion") == SPECVERSION
