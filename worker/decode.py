@@ -12,7 +12,6 @@ another client, or in the other content mode, is a duplicate, not an id reuse.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -25,6 +24,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from worker.events import Decoded, Invalid, RawRecord, TagDeleted, TagMoved, Undecodable
+from worker.fastdecode import content_digest, valid_event
 from worker.identifiers import InvalidIdentifierError, normalize_ocitag_id
 from worker.models import (
     DELETED_EVENT_TYPE,
@@ -66,6 +66,20 @@ def decode(record: RawRecord, max_bytes: int) -> Decoded:
 
 
 def _decode(record: RawRecord, max_bytes: int) -> Decoded:
+    attributes, data, prefix, data_prefix = _content(record, max_bytes)
+    fast = valid_event(attributes, data, data_prefix == "body")
+    if fast is not None:  # the common case (worker/fastdecode.py); the models decide the rest
+        return fast
+    try:
+        envelope, moment = _envelope(attributes, prefix)
+    except _NotDecodableError as exc:
+        raise _with_subject(exc, attributes, data) from None
+    return _event(envelope, moment, attributes, data, data_prefix)
+
+
+def _content(record: RawRecord, max_bytes: int) -> tuple[dict[str, Any], Any, str, str]:
+    """The record's attributes and data by its content mode, and where each is in the
+    record (the attributes' location prefix, the data's)."""
     if record.unreadable is not None:
         raise _NotDecodableError(
             Problem(
@@ -121,11 +135,7 @@ def _decode(record: RawRecord, max_bytes: int) -> Decoded:
             # binary data (CloudEvents JSON format): kept apart so the data rules say so
             data = _Base64(event.pop("data_base64"), data)
         attributes, prefix, data_prefix = event, "body.", "body.data"
-    try:
-        envelope, moment = _envelope(attributes, prefix)
-    except _NotDecodableError as exc:
-        raise _with_subject(exc, attributes, data) from None
-    return _event(envelope, moment, attributes, data, data_prefix)
+    return attributes, data, prefix, data_prefix
 
 
 _MISSING: Any = object()
@@ -183,6 +193,8 @@ def _header_map(headers: Iterable[tuple[str, bytes]]) -> dict[str, str]:
 
 
 def _media_type(content_type: str) -> str:
+    if content_type == STRUCTURED:  # as nearly every structured record spells it
+        return STRUCTURED
     return content_type.split(";", 1)[0].strip().lower()
 
 
@@ -322,23 +334,15 @@ def fingerprint(
     canonically encoded (sorted members, no white space, escapes resolved), so member
     order and white space do not matter; a number keeps its JSON type: ``1`` and ``1.0``
     differ (a valid event has only integers, ``expected_version``, and 1.0 is not one)."""
-    content = {
-        "specversion": envelope.specversion,
-        "id": envelope.id,
-        "source": envelope.source,
-        "type": envelope.type,
-        # parsed to UTC: one text per instant. orjson writes an aware datetime as
-        # isoformat() does (tests/unit/test_decode.py holds the bytes equal), in C
-        "time": moment,
-        "subject": subject,
-        "data": None if data is _MISSING else data,
-    }
-    try:
-        canonical = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
-    except TypeError:  # integers beyond 64 bits: only the standard encoder takes them
-        content["time"] = moment.isoformat()
-        canonical = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(canonical).digest()
+    return content_digest(
+        specversion=envelope.specversion,
+        event_id=envelope.id,
+        source=envelope.source,
+        kind=envelope.type,
+        moment=moment,
+        subject=subject,
+        data=None if data is _MISSING else data,
+    )
 
 
 _DataModel = TagMovedData | TagDeletedData

@@ -46,13 +46,19 @@ _URI_REF_RE = re.compile(
 
 
 @lru_cache(maxsize=4_096)  # a fleet's events come from a few sources, again and again
-def _uri_reference(value: str) -> bool:
+def uri_reference(value: str) -> bool:
+    """The source rule: an RFC 3986 URI-reference."""
     return _URI_REF_RE.fullmatch(value) is not None
 
 
 #: the key under which ``EventAttributes`` leaves the parsed ``time`` in a validation
 #: context given as a dict (worker/decode.py: parsed once, where it is validated)
 PARSED_TIME = "time"
+
+
+def clean_text(value: str) -> bool:
+    """What ``_no_nul`` accepts, as a test (worker/fastdecode.py)."""
+    return "\x00" not in value and (value.isascii() or _SURROGATE_RE.search(value) is None)
 
 
 def _no_nul(value: str) -> str:
@@ -228,7 +234,7 @@ class EventAttributes(BaseModel):
     @field_validator("source")
     @classmethod
     def _source(cls, value: str) -> str:
-        if not _uri_reference(value):
+        if not uri_reference(value):
             raise ValueError(
                 "must be a URI-reference (RFC 3986): no spaces, control characters or bare '%'"
             )

@@ -4,6 +4,8 @@ and problem — or the same 400 — for generated valid events in both content m
 with every subject spelling, for events with any attribute or data member replaced by
 any JSON value (the time and the source among them: what the change now parses once or
 remembers), for content types and ``ce_*`` headers in any combination, and for any bytes.
+The oracle decides every record through the pydantic models, never through the fast path
+(worker/fastdecode.py), so these also hold the fast path to the models record by record.
 """
 
 from __future__ import annotations
