@@ -413,3 +413,36 @@ async def test_as_in_0009_a_batch_of_one_tag_walked_the_tag_key_index(
     await admin.execute(_as_in_0009(function))
     reads = await _tag_key_reads_of_batches_of_one_after_an_analyse_at_one_row(database_url, admin)
     assert min(reads) >= GROWN_TO, reads
+
+
+async def test_a_worker_of_the_previous_release_still_writes_after_0011(
+    admin: asyncpg.Connection,
+) -> None:
+    """0011 adds the write of whole rows beside 0010's write of one array per column, which
+    the previous release calls until it is replaced (docs/upgrading.md): that one still
+    writes a tag on the migrated schema."""
+    repository = f"registry.example.com/old-{uuid.uuid4().hex[:8]}"
+    epoch = await admin.fetchval("SELECT epoch FROM processed_current")
+    empty_records = "'{}'::bytea[], '{}'::bytea[], '{}'::smallint[], '{}'::smallint[], " + (
+        "'{}'::bigint[], '{}'::timestamptz[], '{}'::text[], '{}'::smallint[], "
+        "'{}'::bytea[], '{}'::bytea[], '{}'::bytea[]"
+    )
+    empty_entries = (
+        "'{}'::timestamptz[], '{}'::bigint[], '{}'::bigint[], '{}'::bigint[], "
+        "'{}'::integer[], '{}'::smallint[], '{}'::bytea[], '{}'::bytea[]"
+    )
+    written, recorded = await admin.fetchrow(
+        "SELECT * FROM ocitag_store_write("
+        "ARRAY[$1::text], ARRAY['v1'], ARRAY[$2::text], ARRAY['ci'], ARRAY[now()], "
+        "ARRAY['ci'], ARRAY[now()], ARRAY[1::bigint], ARRAY['urn:old'], ARRAY['e1'], "
+        "ARRAY[NULL::timestamptz], ARRAY[NULL::text], ARRAY[NULL::timestamptz], "
+        "ARRAY[NULL::text], ARRAY[NULL::text], now(), $3::integer, "
+        f"{empty_records}, '{{}}'::bigint[], '{{}}'::text[], {empty_entries})",
+        repository,
+        digest(1),
+        epoch,
+    )
+    assert [tuple(key) for key in written] == [(repository, "v1")] and recorded == 0
+    assert await admin.fetchval(
+        "SELECT artifact FROM ocitags WHERE repository = $1 AND tag = 'v1'", repository
+    ) == digest(1)

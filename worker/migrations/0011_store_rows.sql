@@ -15,8 +15,10 @@
 -- as JSON parameters did: the server reads a composite's fields in binary, as it reads
 -- an array's elements.
 --
--- The old signature is dropped: one write, as before. A worker of the previous release
--- refuses this schema version (and would find no function of its arguments).
+-- The function of the old arguments (0010's) is kept beside it: a worker of the previous
+-- release still running while this migration is applied goes on writing through it until
+-- it is replaced (the tables are unchanged, so its writes are the same). One started
+-- after it refuses this schema version, as always.
 
 CREATE TYPE ocitag_store_tag_in AS (
     repository        text,
@@ -62,14 +64,6 @@ CREATE TYPE ocitag_store_entry_in AS (
     event_id   bytea
 );
 
-DROP FUNCTION ocitag_store_write(
-    text[], text[], text[], text[], timestamptz[], text[], timestamptz[], bigint[], text[],
-    text[], timestamptz[], text[], timestamptz[], text[], text[],
-    timestamptz, integer,
-    bytea[], bytea[], smallint[], smallint[], bigint[], timestamptz[], text[], smallint[],
-    bytea[], bytea[], bytea[],
-    bigint[], text[],
-    timestamptz[], bigint[], bigint[], bigint[], integer[], smallint[], bytea[], bytea[]);
 
 -- $1 the tags, $2 the time, $3 the epoch, $4 the records, $5 and $6 the new names' refs
 -- and names, $7 the history entries
