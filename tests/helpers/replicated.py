@@ -29,6 +29,7 @@ from worker.migrate import migrate
 STACK_DIR = Path(
     os.environ.get("OCITAG_REPLICATED_STACK_DIR", REPO / ".cache" / "stack-replicated")
 )
+OFFSETS_TOPIC = "__consumer_offsets"
 KAFKA_PORT = int(os.environ.get("OCITAG_REPLICATED_KAFKA_PORT", "19192"))
 PG_PORT = int(os.environ.get("OCITAG_REPLICATED_PG_PORT", "15442"))
 
@@ -134,6 +135,21 @@ class Replicated:
                 leader = int(p["leader"])
                 return leader if leader >= 0 else None
         return None
+
+    async def coordinator(self) -> int | None:
+        """The node coordinating every consumer group now: the leader of
+        ``__consumer_offsets``, which the replicated stack makes one partition
+        (``offsets.topic.num.partitions=1``), so every group's coordinator is its leader."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka, request_timeout_ms=5000)
+        await admin.start()
+        try:
+            (described,) = await admin.describe_topics([OFFSETS_TOPIC])
+        finally:
+            await admin.close()
+        partitions = described["partitions"]
+        assert len(partitions) == 1, f"{OFFSETS_TOPIC} has {len(partitions)} partitions"
+        leader = int(partitions[0]["leader"])
+        return leader if leader >= 0 else None
 
     async def wait_leader_other_than(self, topic: str, partition: int, old: int) -> float:
         """Seconds until ``topic``'s ``partition`` has a leader that is not ``old``."""
