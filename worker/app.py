@@ -39,6 +39,7 @@ from worker.outcomes import OutcomeContext
 from worker.pipeline import Pipeline
 from worker.rawrecords import RawFetcher
 from worker.settings import COMMAND_SETTINGS, Settings
+from worker.shutdown import stop_consumer
 from worker.startup import KAFKA, Lifecycle, StopRequestedError, create_pool, wait_for_service
 from worker.statetopic import ensure_state_topic
 from worker.store import Store
@@ -195,7 +196,7 @@ async def _consume(
     kafka: Callable[[Callable[[], Awaitable[object]]], Awaitable[None]],
 ) -> None:
     consumer = AIOKafkaConsumer(**client_options(settings), **input_consumer_options(settings))
-    opened.on_exit(consumer.stop)
+    opened.on_exit(lambda: stop_consumer(consumer, "input"))
     store = Store(pool, OutcomeContext.of(settings.contract))
     opened.on_exit(store.close)  # before the pool closes
     applier = CoalescingStore(

@@ -481,7 +481,8 @@ class Producer:
         self._failures = 0
         self._lock = asyncio.Lock()
         self._delivery_timeout = delivery_timeout(settings.kafka.kafka_request_timeout_ms)
-        self._retired: set[asyncio.Task[None]] = set()
+        #: replaced producers being retired (``_retire``), by the task retiring each
+        self._retired: dict[asyncio.Task[None], AIOKafkaProducer] = {}
         self._stopping = False
         self._packer = Packer()
 
@@ -496,15 +497,45 @@ class Producer:
         nobody: the worker's uncommitted batches are redelivered, ingest's and the api's
         senders were answered with a timeout and retry. Each command stops its producer
         after its own waits: the worker after its drain (OCITAG_SHUTDOWN_GRACE_SECONDS,
-        20 s), ingest after its server's (the same) and its sends' 5 s, the api after its
-        requests' 10 s and its publishes' 5 s; 6 s more stays within each Deployment's
-        terminationGracePeriodSeconds (45, 45, 30 s) and compose's 30 s. A producer
-        stopping is not replaced (a send it fails is retried by nobody)."""
+        20 s) and its consumer's stop (7 s at most: worker/shutdown.py), ingest after its
+        server's (the same) and its sends' 5 s, the api after its requests' 10 s, its
+        publishes' 5 s and its two consumers' stops (3 s each at most); 6 s more stays
+        within each Deployment's terminationGracePeriodSeconds (45, 45, 30 s) and
+        compose's 30 s. A producer stopping is not replaced (a send it fails is
+        retried by nobody).
+
+        Producers still being retired (replaced less than RETIRE_SECONDS ago, 10 s, and
+        up to 20 s more of abort) are aborted beside it, within the same bound: waited
+        for, one replaced just before a shutdown added up to 30 s to it."""
         self._stopping = True
-        await self._close(
-            self._producer, ProducerClosed("stopping: not delivered in time"), within=STOP_SECONDS
+        await asyncio.gather(
+            self._close(
+                self._producer,
+                ProducerClosed("stopping: not delivered in time"),
+                within=STOP_SECONDS,
+            ),
+            self._abort_retiring(),
         )
-        await asyncio.gather(*self._retired, return_exceptions=True)
+
+    async def _abort_retiring(self) -> None:
+        """Cancel the retiring of replaced producers (at most STOP_SECONDS to end) and
+        abort those it had not closed yet (at most twice STOP_SECONDS): a stop cut short
+        cannot be resumed (a second aiokafka ``stop()`` does nothing). A retiring
+        cancelled inside its abort has its abort run again, which does what is left."""
+        retiring = dict(self._retired)
+        if not retiring:
+            return
+        for task in retiring:
+            task.cancel()
+        await asyncio.wait(retiring, timeout=STOP_SECONDS)
+        left = [old for task, old in retiring.items() if task.cancelled() or not task.done()]
+        error = "stopping: replaced, not delivered in time"
+        await asyncio.gather(
+            *(
+                self._close(old, ProducerClosed(error), within=STOP_SECONDS, flush=False)
+                for old in left
+            )
+        )
 
     async def send_all(self, messages: Sequence[Message]) -> None:
         """Send (topic, key, value, headers), in order per partition, and wait for every
@@ -615,8 +646,11 @@ class Producer:
             log.warning("producer_recreated", error=str(exc)[:300])
             metrics.PRODUCER_RECREATED.inc()
         retiring = asyncio.create_task(self._retire(failed, exc, flush=not undelivered))
-        self._retired.add(retiring)
-        retiring.add_done_callback(self._retired.discard)
+        self._retired[retiring] = failed
+        retiring.add_done_callback(self._retired_done)
+
+    def _retired_done(self, retiring: asyncio.Task[None]) -> None:
+        self._retired.pop(retiring, None)
 
     async def _retire(self, old: AIOKafkaProducer, exc: BaseException, *, flush: bool) -> None:
         """Stop a replaced producer within RETIRE_SECONDS (``_close``): a producer whose

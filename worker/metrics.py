@@ -211,8 +211,8 @@ INGEST_IGNORED = Counter(
 )
 INGEST_REJECTED = Counter(
     "ocitag_ingest_deliveries_rejected",
-    "Deliveries refused, by kind and cause (not_found, unauthenticated, too_large, "
-    "read_timeout, unmappable, unresolved_digest, kafka_unavailable, internal).",
+    "Deliveries refused, by kind and cause (not_found, unauthenticated, repeated_header, "
+    "too_large, read_timeout, unmappable, unresolved_digest, kafka_unavailable, internal).",
     ["kind", "cause"],
     registry=None,
 )
@@ -221,7 +221,7 @@ INGEST_REJECTED = Counter(
 INGEST_RECEIVER_REFUSALS = Counter(
     "ocitag_ingest_receiver_refusals",
     "Deliveries refused (4xx), by receiver and reason (unknown_receiver, unauthenticated, "
-    "host_not_allowed, unmappable, too_large, read_timeout).",
+    "repeated_header, host_not_allowed, unmappable, too_large, read_timeout).",
     ["receiver", "reason"],
     registry=None,
 )

@@ -54,7 +54,12 @@ class ProblemKind(Enum):
     INVALID_DATA = ("invalid-data", 422, "Invalid tag event data", _WORKER)
     INTERNAL = ("internal", 500, "Event could not be processed", _WORKER)
     # the api's own answers
-    MALFORMED_REQUEST = ("malformed-request", 400, "Malformed request", _API)
+    MALFORMED_REQUEST = (
+        "malformed-request",
+        400,
+        "Malformed request",
+        frozenset({Sender.API, Sender.INGEST}),
+    )
     UNAUTHORIZED = ("unauthorized", 401, "Unauthorized", _API)
     FORBIDDEN = ("forbidden", 403, "Forbidden", _API)
     NO_ROUTE = ("no-route", 404, "No such resource", _API)

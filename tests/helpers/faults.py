@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,6 +50,20 @@ def record(name: str, seed: int, report: dict[str, object]) -> None:
 
 def stack(command: str) -> None:
     subprocess.run([str(STACK), command], check=True, capture_output=True, timeout=180)
+
+
+@contextlib.contextmanager
+def broker_frozen() -> Iterator[None]:
+    """The local stack's broker frozen (SIGSTOP) until the block ends: its port still
+    takes connections and requests, and nothing answers them, as a broker cut off by
+    the network (a stopped one refuses at once)."""
+    cache = Path(os.environ.get("OCITAG_STACK_DIR", str(REPO / ".cache" / "stack")))
+    pid = int((cache / "kafka" / "kafka.pid").read_text())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 @dataclass

@@ -69,12 +69,15 @@ class Answer:
 
 @dataclass
 class Outage:
-    """What happened: the broker's stop and start (Unix times), ingest's readiness
-    reasons, the api's answers, and the processes (their logs)."""
+    """What happened: the broker's stop and start and the commands' SIGTERM (Unix
+    times), ingest's readiness reasons, the api's answers, and the processes (their
+    logs)."""
 
     commands: dict[str, Command] = field(default_factory=dict)
     stopped_at: float = 0.0
     started_at: float = 0.0
+    #: when the commands were sent SIGTERM: what they log from then on is their shutdown
+    signalled_at: float = float("inf")
     ingest_reasons: dict[str, str] = field(default_factory=dict)
     api_reasons: dict[str, str] = field(default_factory=dict)
     api: dict[str, Answer] = field(default_factory=dict)
@@ -240,4 +243,5 @@ async def kafka_outage(
 
         with contextlib.suppress(TimeoutError):
             await eventually(all_ended, 60)
+        outage.signalled_at = time.time()  # leaving ``running`` sends SIGTERM
     return outage

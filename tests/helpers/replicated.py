@@ -29,6 +29,7 @@ from worker.migrate import migrate
 STACK_DIR = Path(
     os.environ.get("OCITAG_REPLICATED_STACK_DIR", REPO / ".cache" / "stack-replicated")
 )
+OFFSETS_TOPIC = "__consumer_offsets"
 KAFKA_PORT = int(os.environ.get("OCITAG_REPLICATED_KAFKA_PORT", "19192"))
 PG_PORT = int(os.environ.get("OCITAG_REPLICATED_PG_PORT", "15442"))
 
@@ -123,17 +124,29 @@ class Replicated:
 
     async def leader(self, topic: str, partition: int) -> int | None:
         """The node leading ``topic``'s ``partition`` now (None: no leader)."""
+        leaders = await self._leaders(topic)
+        return leaders.get(partition)
+
+    async def coordinator(self) -> int | None:
+        """The node coordinating every consumer group now: the leader of
+        ``__consumer_offsets``, which the replicated stack makes one partition
+        (``offsets.topic.num.partitions=1``), so every group's coordinator is its leader."""
+        leaders = await self._leaders(OFFSETS_TOPIC)
+        assert set(leaders) == {0}, f"{OFFSETS_TOPIC} has partitions {sorted(leaders)}"
+        return leaders[0]
+
+    async def _leaders(self, topic: str) -> dict[int, int | None]:
+        """Each partition of ``topic`` and the node leading it now (None: no leader)."""
         admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka, request_timeout_ms=5000)
         await admin.start()
         try:
             (described,) = await admin.describe_topics([topic])
         finally:
             await admin.close()
-        for p in described["partitions"]:
-            if p["partition"] == partition:
-                leader = int(p["leader"])
-                return leader if leader >= 0 else None
-        return None
+        return {
+            int(p["partition"]): int(p["leader"]) if int(p["leader"]) >= 0 else None
+            for p in described["partitions"]
+        }
 
     async def wait_leader_other_than(self, topic: str, partition: int, old: int) -> float:
         """Seconds until ``topic``'s ``partition`` has a leader that is not ``old``."""

@@ -257,6 +257,32 @@ async def test_a_producer_whose_stop_never_ends_is_aborted_within_its_bound(
     ]
 
 
+async def test_a_producer_replaced_just_before_the_stop_is_aborted_within_the_stops_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A replaced producer is given RETIRE_SECONDS (10 s) to deliver what it holds, and
+    its abort up to twice that: the command's stop waited for it, past the api's 30 s
+    grace. Now the stop cuts the retiring short and aborts it beside its own producer,
+    within the stop's bound; what it held fails, and its line says why."""
+    producer = Producer(load_settings({}, environ={}), component="the api", action="testing")
+    old = producer._producer
+    held = await never_stopping(old, monkeypatch)
+    monkeypatch.setattr("worker.kafka.new_producer", lambda _: FreshProducer())
+    monkeypatch.setattr("worker.kafka.STOP_SECONDS", 0.05)
+    with structlog.testing.capture_logs() as captured:
+        await producer._maybe_recreate(old, OutOfOrderSequenceNumber())  # retired, flushing
+        await asyncio.sleep(0.01)  # its stop() under way: the 10 s wait has begun
+        await asyncio.wait_for(producer.stop(), 1)
+    with pytest.raises(ProducerClosed, match="stopping: replaced"):
+        await asyncio.wait_for(held, 1)
+    assert old._closed
+    assert producer._retired == {}
+    assert [(c["event"], c.get("reason")) for c in captured] == [
+        ("producer_recreated", None),
+        ("producer_aborted", "ProducerClosed: stopping: replaced, not delivered in time"),
+    ]
+
+
 async def test_a_producer_stopping_is_not_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
     """A send that the stop's abort failed is not a stuck producer to replace: a fresh
     one started then would be stopped by nobody."""

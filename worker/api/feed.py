@@ -13,7 +13,6 @@ catches up the same way: the topic holds what it missed, not the api's memory.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -27,6 +26,7 @@ from worker.api.watchrules import Batch, Change, Offer, Outbox, change
 from worker.errors import describe
 from worker.kafka import start_whole
 from worker.settings import Settings
+from worker.shutdown import stop_consumer
 
 log = structlog.get_logger("worker.api.feed")
 #: resuming watchers reading the topic at once, per process (each with its own consumer)
@@ -277,14 +277,12 @@ class StateFeed:
                 async for batch in _read_spans(consumer, self._topic, spans):
                     yield batch
             finally:
-                with contextlib.suppress(Exception):
-                    await consumer.stop()
+                await stop_consumer(consumer, "state replay", grouped=False)
 
     async def stop(self) -> None:
         self._stopping = True
         self.fanout.close_all("shutdown")
-        with contextlib.suppress(Exception):  # bounded, as the api's other consumers
-            await asyncio.wait_for(self._consumer.stop(), 5.0)
+        await stop_consumer(self._consumer, "state feed", grouped=False)
 
 
 async def _read_spans(

@@ -9,7 +9,6 @@ future; this loop resolves it when the outcome arrives.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -21,6 +20,7 @@ from worker.errors import describe
 from worker.health import OUTCOME_LISTENER, Health
 from worker.kafka import client_options, start_whole
 from worker.settings import Settings
+from worker.shutdown import stop_consumer
 
 log = structlog.get_logger("worker.api.listener")
 _PARTITION_CHECK_SECONDS = 30.0
@@ -98,8 +98,7 @@ class OutcomeListener:
 
     async def stop(self) -> None:
         self._ready = False
-        with contextlib.suppress(Exception):
-            await self._consumer.stop()
+        await stop_consumer(self._consumer, "outcome listener", grouped=False)
 
 
 def every_partition_consumer(

@@ -64,6 +64,9 @@ _WRITE = {
     "422": problem("The tag, the body or a header breaks a rule; errors[] names each."),
     **COMMON,
 }
+_WRITE["400"] = problem(
+    "The body is not JSON, or the Authorization header was sent more than once."
+)
 _WRITE_PARAMETERS = [
     ref("parameters", "IdempotencyKey"),
     ref("parameters", "IfMatch"),
@@ -268,6 +271,7 @@ def _delete() -> Doc:
             },
             "404": problem("The tag has no live record."),
             **{k: v for k, v in _WRITE.items() if k not in ("400", "413", "415")},
+            "400": COMMON["400"],
             "default": problem("Error"),
         },
     }

@@ -28,6 +28,10 @@ def ref(kind: str, name: str) -> Doc:
 
 #: what any operation may answer before it does its own work
 COMMON: Doc = {
+    "400": problem(
+        "The Authorization header was sent more than once, or with values joined by a "
+        "comma (a single-valued field); errors[] names header.authorization."
+    ),
     "401": ref("responses", "Unauthorized"),
     "403": ref("responses", "Forbidden"),
     "429": ref("responses", "TooManyRequests"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from worker.api.cursors import CursorSeal
 from worker.api.problems import ApiProblem, invalid
+from worker.headers import repeated, repeated_item
 from worker.identifiers import (
     InvalidIdentifierError,
     normalize_ocitag_id,
@@ -135,6 +136,20 @@ def expected_version(if_match: str | None, if_none_match: str | None) -> int | N
             )
         )
     return int(match[1])
+
+
+def authorization(values: Sequence[str]) -> str | None:
+    """The one ``Authorization`` field (every field of the name: aiohttp's ``getall``),
+    or None; two of them, or a comma-joined value, are 400 naming the header (never its
+    value) and the rule: read as one of them, the request authenticated as whichever
+    came first (worker/headers.py)."""
+    if repeated(values):
+        raise ApiProblem(
+            ProblemKind.MALFORMED_REQUEST,
+            "the Authorization header must be sent once, with one token",
+            (repeated_item("authorization"),),
+        )
+    return values[0] if values else None
 
 
 def idempotency_key(raw: str | None) -> str | None:

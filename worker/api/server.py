@@ -144,7 +144,9 @@ class Api:
         _FIELDS.set(fields)
         try:
             if template not in _PUBLIC:
-                caller = self._tokens.caller(request.headers.get("Authorization"))
+                caller = self._tokens.caller(
+                    requests.authorization(request.headers.getall("Authorization", []))
+                )
                 if caller is None:
                     raise ApiProblem(ProblemKind.UNAUTHORIZED)
                 fields["caller"] = caller

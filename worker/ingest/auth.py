@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from worker.ingest.kinds import Auth
 
 HUB_PREFIX = "sha256="
+#: the headers a proof is read from (lower-case): each is single-valued (worker/headers.py)
+PROOF_HEADERS = ("authorization", "x-hub-signature-256", "x-jfrog-event-auth")
 #: the most secrets one receiver holds at once; every check compares this many
 SLOTS = 4
 #: what a check compares: two 32-byte digests; True when equal (constant time)

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from worker.headers import repeated
 from worker.ingest import refusals
-from worker.ingest.auth import DECOYS, Compare, authentic, decoy_scheme
+from worker.ingest.auth import DECOYS, PROOF_HEADERS, Compare, authentic, decoy_scheme
 from worker.ingest.kinds import KINDS, Auth, KindSpec
 from worker.ingest.oidc import OidcVerifier
 from worker.ingest.receivers import Hosts
@@ -52,7 +53,7 @@ def decoy(request: web.Request) -> Enabled:
 
 
 class Gate:
-    """Authenticates a delivery and reads its body (RefusedError: 401, 408, 413)."""
+    """Authenticates a delivery and reads its body (RefusedError: 400, 401, 408, 413)."""
 
     def __init__(
         self, max_body_bytes: int, read_timeout: float, problem_base_uri: str, compare: Compare
@@ -66,7 +67,12 @@ class Gate:
         self, request: web.Request, enabled: Enabled, headers: Mapping[str, str]
     ) -> bytes:
         """The body of a delivery that proves itself (401 otherwise, alike for a wrong
-        secret and a name no receiver has)."""
+        secret and a name no receiver has). A proof header sent twice (or comma-joined)
+        is 400 for every name alike, before any check: read as one of them (the copy of
+        the headers keeps the last), it proved itself by whichever came last."""
+        twice = [name for name in PROOF_HEADERS if repeated(request.headers.getall(name, []))]
+        if twice:
+            raise refusals.repeated_headers(self._base, twice)
         spec = enabled.spec
         path_secret = request.match_info.get("secret")
         refused = RefusedError(401, "unknown_receiver" if enabled.decoy else "unauthenticated")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from worker.headers import repeated_item
 from worker.ingest.mapping import MappingError
 from worker.problems import ErrorItem, Problem, ProblemKind, about_blank, error_model
 
@@ -35,6 +36,16 @@ def unmappable(base_uri: str, exc: MappingError, delivery_id: str) -> RefusedErr
         (ErrorItem(exc.location, exc.message, exc.value),),
     )
     return RefusedError(400, "unmappable", _body(base_uri, problem, f"urn:uuid:{delivery_id}"))
+
+
+def repeated_headers(base_uri: str, names: list[str]) -> RefusedError:
+    """400 naming each proof header sent more than once (never their values)."""
+    problem = Problem(
+        ProblemKind.MALFORMED_REQUEST,
+        f"{', '.join(names)} must be sent once, with one value; nothing was checked",
+        tuple(repeated_item(name) for name in names),
+    )
+    return RefusedError(400, "repeated_header", _body(base_uri, problem))
 
 
 def too_large(base_uri: str, limit: int, size: int) -> RefusedError:

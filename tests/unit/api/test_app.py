@@ -157,6 +157,9 @@ class _StoppableConsumer:
     def __init__(self) -> None:
         self.stopped = asyncio.Event()
 
+    def assignment(self) -> set[object]:
+        return set()
+
     async def getmany(self, **_: object) -> dict[object, list[object]]:
         await self.stopped.wait()
         raise ConsumerStoppedError

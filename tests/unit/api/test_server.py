@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from multidict import CIMultiDict
 
 from tests.helpers.producers import wedged_producer
 from worker import metrics
@@ -399,3 +400,40 @@ async def test_one_deadline_covers_the_acknowledgement_and_the_outcome(
         statuses.append(response.status)
     assert statuses == [202, 200]
     assert len(backends.waiters) == 0
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [f"Bearer {TOKEN}", "Bearer wrong-token-0123456789"],  # read the first: authenticated
+        ["Bearer wrong-token-0123456789", f"Bearer {TOKEN}"],
+        [f"Bearer {TOKEN}", f"Bearer {TOKEN}"],
+        [f"Bearer {TOKEN}, Bearer wrong-token-0123456789"],  # two, joined by an intermediary
+        [f"Bearer {TOKEN},"],
+    ],
+)
+async def test_a_repeated_authorization_header_is_400_naming_it_and_never_authenticates(
+    api: tuple[TestClient[Any, Any], Backends], fields: list[str]
+) -> None:
+    """Authorization is a single-valued field (RFC 9110): aiohttp keeps both fields, and
+    the api read the first, so a request carrying a caller's token and another's was
+    that caller's. Now 400 naming the header and the rule, its value never echoed."""
+    client, backends = api
+    worker = FakeWorker(backends)
+    backends.publish, backends.reads = worker.publish, FakeReads()
+    headers = CIMultiDict(("Authorization", value) for value in fields)
+    response = await client.put("/ocitags/nginx:1/", json={"artifact": A}, headers=headers)
+    raw = await response.text()
+    body = orjson.loads(raw)
+    assert response.status == 400
+    assert body["type"] == "https://ocitag-worker.dev/problems/malformed-request"
+    assert body["errors"] == [
+        {
+            "location": "header.authorization",
+            "message": "must be sent once, holding one value (RFC 9110: a single-valued "
+            "field; a comma joins repeated ones)",
+            "value": None,
+        }
+    ]
+    assert TOKEN not in raw
+    assert worker.published == []

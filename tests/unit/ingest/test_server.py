@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from multidict import CIMultiDict
 
 from tests.helpers.ingest import load_delivery
 from worker.errors import Cause, TransientError
@@ -386,3 +387,29 @@ async def test_what_the_router_refuses_is_problem_json(
     assert json.loads(await response.read())["status"] == status
     if status == 405:
         assert "POST" in response.headers["Allow"]
+
+
+@pytest.mark.parametrize(
+    ("path", "fields"),
+    [
+        # ingest's lower-cased copy of the headers kept the last: authenticated
+        ("/webhooks/distribution", [("Authorization", "Bearer wrong"), ("Authorization", TOKEN)]),
+        ("/webhooks/distribution", [("Authorization", TOKEN), ("Authorization", TOKEN)]),
+        ("/webhooks/distribution", [("Authorization", f"{TOKEN}, Bearer wrong")]),
+        ("/webhooks/github", [("X-Hub-Signature-256", "sha256=00")] * 2),
+        ("/webhooks/nope", [("Authorization", TOKEN)] * 2),  # every name alike
+    ],
+)
+async def test_a_repeated_proof_header_is_400_naming_it_and_sends_nothing(
+    setup: Setup, path: str, fields: list[tuple[str, str]]
+) -> None:
+    response = await setup.client.post(path, data=fixture("push-tag"), headers=CIMultiDict(fields))
+    raw = await response.text()
+    body = json.loads(raw)
+    name = fields[0][0].lower()
+    assert response.status == 400
+    assert body["type"] == "https://ocitag-worker.dev/problems/malformed-request"
+    assert [(e["location"], e["value"]) for e in body["errors"]] == [(f"header.{name}", None)]
+    assert "RFC 9110" in body["errors"][0]["message"]
+    assert "s3cret" not in raw
+    assert setup.sink.sent == []
