@@ -431,7 +431,7 @@ async def test_a_worker_of_the_previous_release_still_writes_after_0011(
         "'{}'::timestamptz[], '{}'::bigint[], '{}'::bigint[], '{}'::bigint[], "
         "'{}'::integer[], '{}'::smallint[], '{}'::bytea[], '{}'::bytea[]"
     )
-    written, recorded = await admin.fetchrow(
+    row = await admin.fetchrow(
         "SELECT * FROM ocitag_store_write("
         "ARRAY[$1::text], ARRAY['v1'], ARRAY[$2::text], ARRAY['ci'], ARRAY[now()], "
         "ARRAY['ci'], ARRAY[now()], ARRAY[1::bigint], ARRAY['urn:old'], ARRAY['e1'], "
@@ -442,7 +442,8 @@ async def test_a_worker_of_the_previous_release_still_writes_after_0011(
         digest(1),
         epoch,
     )
-    assert [tuple(key) for key in written] == [(repository, "v1")] and recorded == 0
+    assert row is not None
+    assert [tuple(key) for key in row["written"]] == [(repository, "v1")] and row["recorded"] == 0
     assert await admin.fetchval(
         "SELECT artifact FROM ocitags WHERE repository = $1 AND tag = 'v1'", repository
     ) == digest(1)
