@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer
 from worker import metrics, partitions, reachability, runtime
 from worker.batches import BatchRunner
 from worker.coalesce import CoalescingStore
+from worker.consumerstop import stop_consumer
 from worker.deadletter import DeadLetters
 from worker.health import COMMAND_PARTS, Check, Health
 from worker.kafka import (
@@ -39,7 +40,6 @@ from worker.outcomes import OutcomeContext
 from worker.pipeline import Pipeline
 from worker.rawrecords import RawFetcher
 from worker.settings import COMMAND_SETTINGS, Settings
-from worker.shutdown import stop_consumer
 from worker.startup import KAFKA, Lifecycle, StopRequestedError, create_pool, wait_for_service
 from worker.statetopic import ensure_state_topic
 from worker.store import Store

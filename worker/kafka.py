@@ -497,7 +497,7 @@ class Producer:
         nobody: the worker's uncommitted batches are redelivered, ingest's and the api's
         senders were answered with a timeout and retry. Each command stops its producer
         after its own waits: the worker after its drain (OCITAG_SHUTDOWN_GRACE_SECONDS,
-        20 s) and its consumer's stop (7 s at most: worker/shutdown.py), ingest after its
+        20 s) and its consumer's stop (7 s at most: worker/consumerstop.py), ingest after its
         server's (the same) and its sends' 5 s, the api after its requests' 10 s, its
         publishes' 5 s and its two consumers' stops (3 s each at most); 6 s more stays
         within each Deployment's terminationGracePeriodSeconds (45, 45, 30 s) and

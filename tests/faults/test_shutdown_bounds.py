@@ -1,6 +1,6 @@
 """A worker stopped (SIGTERM) while its broker does not answer exits within its own
 bounds: its consumer's stop (leaving the group) is given up after
-worker/shutdown.py's CONSUMER_STOP_SECONDS, its producer's after STOP_SECONDS, and the
+worker/consumerstop.py's CONSUMER_STOP_SECONDS, its producer's after STOP_SECONDS, and the
 process exits 0 well inside a Deployment's grace period. Before, the consumer's stop
 waited for the LeaveGroup answer for its whole request timeout (40 s)."""
 

@@ -1,4 +1,4 @@
-"""A Kafka consumer's stop at shutdown, bounded (worker/shutdown.py ``stop_consumer``):
+"""A Kafka consumer's stop at shutdown, bounded (worker/consumerstop.py ``stop_consumer``):
 aiokafka's stop() leaves the group and waits for the broker's answer for its whole
 request timeout (40 s when the broker does not answer), which held every command's
 shutdown until it was killed. Fakes behind ``StoppingConsumer``; the real client's
@@ -15,8 +15,8 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.consumer.group_coordinator import GroupCoordinator
 
-from worker import shutdown
-from worker.shutdown import stop_consumer
+from worker import consumerstop
+from worker.consumerstop import stop_consumer
 
 
 class FakeConsumer:
@@ -47,7 +47,7 @@ class FakeConsumer:
 
 @pytest.fixture(autouse=True)
 def short_bound(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(shutdown, "CONSUMER_STOP_SECONDS", 0.1)
+    monkeypatch.setattr(consumerstop, "CONSUMER_STOP_SECONDS", 0.1)
 
 
 async def test_a_clean_stop_says_nothing() -> None:
@@ -91,7 +91,7 @@ async def test_a_consumer_without_a_group_gives_up_only_its_clean_close(
 ) -> None:
     """The api's consumers have no group to leave: their own, shorter bound, and the
     line does not speak of a group."""
-    monkeypatch.setattr(shutdown, "GROUPLESS_STOP_SECONDS", 0.05)
+    monkeypatch.setattr(consumerstop, "GROUPLESS_STOP_SECONDS", 0.05)
     with structlog.testing.capture_logs() as captured:
         assert not await stop_consumer(FakeConsumer("hangs"), "state feed", grouped=False)
     assert [(c["error"], c["given_up"]) for c in captured] == [

@@ -23,10 +23,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from worker.api.listener import every_partition_consumer, topic_partitions
 from worker.api.resume import EventIds
 from worker.api.watchrules import Batch, Change, Offer, Outbox, change
+from worker.consumerstop import stop_consumer
 from worker.errors import describe
 from worker.kafka import start_whole
 from worker.settings import Settings
-from worker.shutdown import stop_consumer
 
 log = structlog.get_logger("worker.api.feed")
 #: resuming watchers reading the topic at once, per process (each with its own consumer)

@@ -16,11 +16,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from worker import tracing
 from worker.api.waiters import Waiters
+from worker.consumerstop import stop_consumer
 from worker.errors import describe
 from worker.health import OUTCOME_LISTENER, Health
 from worker.kafka import client_options, start_whole
 from worker.settings import Settings
-from worker.shutdown import stop_consumer
 
 log = structlog.get_logger("worker.api.listener")
 _PARTITION_CHECK_SECONDS = 30.0
