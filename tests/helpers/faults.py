@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 
 from tests.helpers.model import Model, Summary
 from tests.helpers.services import REPO, STACK
@@ -64,6 +65,26 @@ def broker_frozen() -> Iterator[None]:
         yield
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+async def _created(admin: AIOKafkaAdminClient, topics: list[NewTopic], within: float = 60) -> None:
+    """Create ``topics`` and return once the broker lists them all. aiokafka's
+    ``create_topics`` reports a topic's failure in its answer rather than raising it: a
+    broker just thawed by a test before (``broker_frozen``) may still be fenced by its
+    controller and refuse, and the workers (which do not create topics here) would then
+    stop on a missing topic."""
+    wanted = {t.name for t in topics}
+    async with asyncio.timeout(within):
+        while True:
+            try:
+                if not (missing := wanted - set(await admin.list_topics())):
+                    return
+                await admin.create_topics([t for t in topics if t.name in missing])
+            # the thawed broker's requests time out, or its metadata names no controller
+            # yet (aiokafka then fails on ``controller.nodeId``: AttributeError)
+            except (KafkaError, AttributeError):
+                pass
+            await asyncio.sleep(0.2)
 
 
 @dataclass
@@ -195,26 +216,24 @@ class Scenario:
         return f"{self.prefix}-group"
 
     async def setup(self) -> None:
+        configs = {"min.insync.replicas": "2"} if self.replication > 1 else {}
+        topics = [
+            NewTopic(t, PARTITIONS, self.replication, topic_configs=configs)
+            for t in (self.input_topic, self.outcome_topic, f"{self.input_topic}.dlq")
+        ] + [
+            # the state topic replicated like the others: on the replicated stack a
+            # single replica on a killed broker would stall every batch
+            NewTopic(
+                self.state_topic,
+                PARTITIONS,
+                self.replication,
+                topic_configs={**self.state_configs, **configs},
+            )
+        ]
         admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka)
         await admin.start()
         try:
-            configs = {"min.insync.replicas": "2"} if self.replication > 1 else {}
-            await admin.create_topics(
-                [
-                    NewTopic(t, PARTITIONS, self.replication, topic_configs=configs)
-                    for t in (self.input_topic, self.outcome_topic, f"{self.input_topic}.dlq")
-                ]
-                # the state topic replicated like the others: on the replicated stack a
-                # single replica on a killed broker would stall every batch
-                + [
-                    NewTopic(
-                        self.state_topic,
-                        PARTITIONS,
-                        self.replication,
-                        topic_configs={**self.state_configs, **configs},
-                    )
-                ]
-            )
+            await _created(admin, topics)
         finally:
             await admin.close()
 
