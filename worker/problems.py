@@ -16,6 +16,8 @@ from enum import Enum, StrEnum
 from http import HTTPStatus
 from typing import Any
 
+from worker.frozen import fast_init
+
 MAX_VALUE_CHARS = 200
 #: the media type of an RFC 9457 problem document (outcomes, ingest and the api)
 PROBLEM_JSON = "application/problem+json"
@@ -104,6 +106,7 @@ class ProblemKind(Enum):
         return self is ProblemKind.UNAUTHORIZED
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ErrorItem:
     """One broken rule: where, which rule in plain words, and the offending value."""
@@ -116,6 +119,7 @@ class ErrorItem:
         return {"location": self.location, "message": self.message, "value": shorten(self.value)}
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Problem:
     kind: ProblemKind
