@@ -26,7 +26,7 @@ from typing import Literal
 from worker.events import OrderKey, TagDeleted, TagEvent, TagMoved
 from worker.frozen import fast_init
 from worker.problems import ErrorItem, Problem, ProblemKind
-from worker.timefmt import format_rfc3339, format_rfc3339_pair
+from worker.timefmt import format_rfc3339
 
 Change = Literal["created", "updated", "unchanged", "deleted"]
 
@@ -160,7 +160,7 @@ def superseded_problem(event: TagEvent, newer: OrderKey, *, live: bool) -> Probl
     tombstone's: deleted). Also what rebuilds a stored 409 (worker/outcomes.py)."""
     done = "moved" if live else "deleted"
     on, source, event_id = newer
-    newer_time, event_time = format_rfc3339_pair(on, event.time)  # newer_time said twice
+    newer_time = format_rfc3339(on)  # said twice, formatted once
     return Problem(
         ProblemKind.SUPERSEDED,
         f"{event.ocitag_id} was already {done} by a newer event (time "
@@ -170,7 +170,7 @@ def superseded_problem(event: TagEvent, newer: OrderKey, *, live: bool) -> Probl
             ErrorItem(
                 event.attribute_location("time"),
                 f"must be later than the time of the last applied event ({newer_time})",
-                event_time,
+                format_rfc3339(event.time),
             ),
         ),
     )

@@ -46,15 +46,3 @@ def format_rfc3339(moment: datetime) -> str:
     if moment.tzinfo is not UTC:
         moment = moment.astimezone(UTC)
     return orjson.dumps(moment, option=orjson.OPT_UTC_Z)[1:-1].decode()
-
-
-def format_rfc3339_pair(first: datetime, second: datetime) -> tuple[str, str]:
-    """``(format_rfc3339(first), format_rfc3339(second))`` in one orjson call (a late
-    event's 409 says two instants: the newer row's and its own; held equal by
-    tests/unit/test_timefmt.py)."""
-    if first.tzinfo is not UTC:
-        first = first.astimezone(UTC)
-    if second.tzinfo is not UTC:
-        second = second.astimezone(UTC)
-    one, other = orjson.loads(orjson.dumps((first, second), option=orjson.OPT_UTC_Z))
-    return one, other

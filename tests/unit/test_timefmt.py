@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.helpers.strategies import offsets, rfc3339, times
-from worker.timefmt import format_rfc3339, format_rfc3339_pair, parse_rfc3339
+from worker.timefmt import format_rfc3339, parse_rfc3339
 
 
 @pytest.mark.parametrize(
@@ -68,13 +68,3 @@ def test_round_trip(moment: datetime, offset: str) -> None:
 def test_formats_as_isoformat_with_z(moment: datetime) -> None:
     """The one output format: ``isoformat()`` of the instant in UTC, 'Z' for '+00:00'."""
     assert format_rfc3339(moment) == moment.astimezone(UTC).isoformat()[:-6] + "Z"
-
-
-_ANY_ZONE = st.datetimes(timezones=st.just(UTC)) | st.datetimes(
-    datetime(2, 1, 1), datetime(9998, 12, 31), timezones=st.timezones()
-)
-
-
-@given(_ANY_ZONE, _ANY_ZONE)
-def test_formats_a_pair_as_each_alone(first: datetime, second: datetime) -> None:
-    assert format_rfc3339_pair(first, second) == (format_rfc3339(first), format_rfc3339(second))
