@@ -3,8 +3,9 @@ kept ONLY as the oracle of tests/unit/test_outcome_bytes.py: every outcome the w
 builds must stay byte for byte what this builds. Written as plainly as it was: each
 attribute in one dict, ``None`` filtered out, the OCITag and the state value each built
 from the record, a 409's texts formatted where they are said, ``uuid.uuid5`` itself,
-``dataclasses.replace`` for a row's next state. It shares with the worker only what the
-change did not touch (the problem's renderer, the time format, the catalogue).
+``dataclasses.replace`` for a row's next state, the problem document built member by
+member (``error_model``, with ``shorten`` as it was). It shares with the worker only what
+the changes did not touch (the time format, the catalogue).
 
 Each builder returns a ``Built``: what an ``Outcome`` carries, its state record as bytes.
 """
@@ -20,11 +21,12 @@ from typing import Any
 
 import orjson
 
+from worker import problems
 from worker.decision import Applied, Decision, Rejected, TagRecord
 from worker.events import Invalid, RawRecord, TagDeleted, TagEvent, TagMoved, Undecodable
 from worker.outcomes import OutcomeContext
 from worker.plan import Item, ProcessedRow
-from worker.problems import ErrorItem, Problem, ProblemKind, error_model
+from worker.problems import MAX_VALUE_CHARS, ErrorItem, Problem, ProblemKind
 from worker.timefmt import format_rfc3339
 
 _NAMESPACE = uuid.UUID("6f0d3c1e-2b7a-5e44-9c1d-0a7c3f9e8b21")
@@ -187,6 +189,33 @@ def problem_outcome(
         error_model(problem, base, instance),
     )
     return Built(subject.encode() if subject else None, value, problem.status)
+
+
+def shorten(value: Any) -> Any:
+    """The offending text as the worker cut it before its ASCII fast path (any other
+    value goes the worker's way: the fast path takes only text)."""
+    if isinstance(value, str):
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value if len(value) <= MAX_VALUE_CHARS else value[:MAX_VALUE_CHARS] + "…"
+    return problems.shorten(value)
+
+
+def error_model(problem: Problem, base_uri: str, instance: str) -> dict[str, Any]:
+    """The seed's ErrorModel as the worker built it member by member."""
+    model: dict[str, Any] = {
+        "type": base_uri + problem.kind.slug,
+        "title": problem.kind.title,
+        "status": problem.kind.status,
+    }
+    if problem.kind.terse:
+        return model
+    model["detail"] = problem.detail
+    model["instance"] = instance
+    model["errors"] = [
+        {"location": item.location, "message": item.message, "value": shorten(item.value)}
+        for item in problem.errors
+    ]
+    return model
 
 
 def rejected(

@@ -16,6 +16,7 @@ from worker.frozen import fast_init
 from worker.history import Entry
 from worker.outcomes import Outcome
 from worker.plan import Item, ProcessedRow, Superseded
+from worker.problems import ErrorItem, Problem
 from worker.state import StateRecord
 
 
@@ -45,7 +46,7 @@ class _DerivedFromUnslotted(_Unslotted):
 
 DECORATED = (
     RawRecord, TagMoved, TagDeleted, Item, ProcessedRow, Superseded, TagRecord, Applied,
-    Rejected, Outcome, StateRecord, Entry,
+    Rejected, Outcome, StateRecord, Entry, Problem, ErrorItem,
     # inherited fields (before, one of a slotted base was a bare KeyError at decoration)
     _Derived, _DerivedFromUnslotted,
 )  # fmt: skip

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from tests.helpers import outcomes_reference
 from worker.problems import (
     ErrorItem,
     Problem,
@@ -127,3 +130,49 @@ def test_the_broken_rules_sentence(
     items: tuple[ErrorItem, ...], numbered: bool, expected: str
 ) -> None:
     assert breaks_rules("x", items, numbered=numbered) == expected
+
+
+_VALUES = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(st.characters(exclude_categories=()), max_size=250)  # lone surrogates too
+    | st.builds(
+        str.__add__, st.text(max_size=3), st.integers(197, 202).map("a".__mul__)
+    )  # at and past the cut
+    | st.binary(max_size=250)
+    | st.lists(st.text(max_size=30), max_size=12)
+    | st.dictionaries(st.text(max_size=10), st.integers(), max_size=12)
+)
+
+
+@given(
+    st.sampled_from(list(ProblemKind)),
+    st.text(max_size=40),
+    st.lists(st.tuples(st.text(max_size=20), st.text(max_size=20), _VALUES), max_size=3),
+)
+def test_the_renderer_gives_what_it_gave_member_by_member(
+    kind: ProblemKind, detail: str, items: list[tuple[str, str, object]]
+) -> None:
+    """The one-literal renderer and the ASCII fast path of ``shorten`` (a late event's
+    409 is a third of a drain's outcomes) change no document."""
+    problem = Problem(kind, detail, tuple(ErrorItem(*item) for item in items))
+    assert error_model(problem, "urn:p:", "urn:x") == outcomes_reference.error_model(
+        problem, "urn:p:", "urn:x"
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "a" * 199, "a" * 200, "a" * 201, "é" * 200, "é" * 201, "x\ud800y", "\udfff" * 70,
+        "2026-01-02T03:04:05.678901Z", "", b"\xff\xfe", b"a" * 201, 2**70, 1.5, True, None,
+        {"k": "\ud800"}, ["a" * 300],
+    ],
+)  # fmt: skip
+def test_each_edge_value_is_rendered_as_member_by_member(value: object) -> None:
+    problem = Problem(ProblemKind.INVALID_DATA, "d", (ErrorItem("body.x", "m", value),))
+    assert error_model(problem, "urn:p:", "urn:x") == outcomes_reference.error_model(
+        problem, "urn:p:", "urn:x"
+    )
