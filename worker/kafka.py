@@ -499,10 +499,10 @@ class Producer:
         after its own waits: the worker after its drain (OCITAG_SHUTDOWN_GRACE_SECONDS,
         20 s) and its consumer's stop (7 s at most: worker/consumerstop.py), ingest after its
         server's (the same) and its sends' 5 s, the api after its requests' 10 s, its
-        publishes' 5 s and its two consumers' stops (3 s each at most); 6 s more stays
+        publishes' 5 s and its two consumers' stops (4 s each at most); 6 s more stays
         within each Deployment's terminationGracePeriodSeconds (45, 45, 30 s) and
-        compose's 30 s. A producer stopping is not replaced (a send it fails is
-        retried by nobody).
+        compose's 30 s (the api's whole stop: 10 + 5 + 4 + 4 + 6 = 29 s). A producer
+        stopping is not replaced (a send it fails is retried by nobody).
 
         Producers still being retired (replaced less than RETIRE_SECONDS ago, 10 s, and
         up to 20 s more of abort) are aborted beside it, within the same bound: waited

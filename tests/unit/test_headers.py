@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.headers import SINGLE_VALUED, repeated, repeated_item
+from worker.headers import SINGLE_VALUED, repeated, repeated_item, sent_twice
 
 
 @pytest.mark.parametrize(
@@ -46,3 +46,9 @@ def test_the_item_names_the_header_in_lower_case_and_never_its_value() -> None:
         SINGLE_VALUED,
         None,
     )
+
+
+@given(st.lists(st.text(st.characters(codec="ascii"), max_size=40), max_size=4))
+def test_ingest_counts_fields_only(values: list[str]) -> None:
+    """Ingest's rule: a comma in one value is not a second field."""
+    assert sent_twice(values) is (len(values) > 1)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from worker.headers import repeated
+from worker.headers import sent_twice
 from worker.ingest import refusals
 from worker.ingest.auth import DECOYS, PROOF_HEADERS, Compare, authentic, decoy_scheme
 from worker.ingest.kinds import KINDS, Auth, KindSpec
@@ -67,10 +67,11 @@ class Gate:
         self, request: web.Request, enabled: Enabled, headers: Mapping[str, str]
     ) -> bytes:
         """The body of a delivery that proves itself (401 otherwise, alike for a wrong
-        secret and a name no receiver has). A proof header sent twice (or comma-joined)
-        is 400 for every name alike, before any check: read as one of them (the copy of
-        the headers keeps the last), it proved itself by whichever came last."""
-        twice = [name for name in PROOF_HEADERS if repeated(request.headers.getall(name, []))]
+        secret and a name no receiver has). A proof header sent twice is 400 for every
+        name alike, before any check: read as one of them (the copy of the headers keeps
+        the last), it proved itself by whichever came last. One value with a comma is
+        compared whole, as any other (worker/headers.py ``sent_twice``)."""
+        twice = [name for name in PROOF_HEADERS if sent_twice(request.headers.getall(name, []))]
         if twice:
             raise refusals.repeated_headers(self._base, twice)
         spec = enabled.spec

@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from worker.headers import repeated_item
+from worker.headers import SENT_ONCE, repeated_item
 from worker.ingest.mapping import MappingError
 from worker.problems import ErrorItem, Problem, ProblemKind, about_blank, error_model
 
@@ -42,8 +42,8 @@ def repeated_headers(base_uri: str, names: list[str]) -> RefusedError:
     """400 naming each proof header sent more than once (never their values)."""
     problem = Problem(
         ProblemKind.MALFORMED_REQUEST,
-        f"{', '.join(names)} must be sent once, with one value; nothing was checked",
-        tuple(repeated_item(name) for name in names),
+        f"{', '.join(names)} must be sent once; nothing was checked",
+        tuple(repeated_item(name, SENT_ONCE) for name in names),
     )
     return RefusedError(400, "repeated_header", _body(base_uri, problem))
 
