@@ -347,7 +347,7 @@ async def fresh_latency(config: VersusConfig, services: Services, system: str) -
         result["profile"] = rate_profile(profile_to, result["sent"], batches)
     if config.calls and system == "project" and batches and calls_to.exists():
         result["calls"] = {"batches": batches, "top": spy.calls(calls_to, batches)}
-    for key in ("cdf_ms", "timeline", "stage_timeline", "stages"):
+    for key in ("timeline", "stage_timeline"):
         result.pop(key, None)
     return result
 

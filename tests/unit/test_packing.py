@@ -3,13 +3,11 @@ own partitioner) give it, whatever the key and the partition count."""
 
 from __future__ import annotations
 
-import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker import packing
 from worker.packing import Packer, murmur2
 
 # Kafka's own Utils.murmur2 test vectors (clients/src/test/.../UtilsTest.java)
@@ -45,18 +43,6 @@ def test_a_key_lands_where_aiokafkas_partitioner_puts_it(
 ) -> None:
     packer = Packer()
     for partitions in (list(range(count)), list(range(other)), list(range(count))):
-        for key in [*keys, *keys]:  # the second time from the memory
+        for key in keys:
             want = DefaultPartitioner()(key, partitions, partitions)
             assert packer.partition(key, partitions, partitions) == want
-
-
-def test_the_memory_starts_again_when_full(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(packing, "REMEMBERED_KEYS", 3)
-    packer = Packer()
-    partitions = list(range(6))
-    keys = [f"tag-{i}".encode() for i in range(10)]
-    for key in keys:
-        assert packer.partition(key, partitions, partitions) == DefaultPartitioner()(
-            key, partitions, partitions
-        )
-    assert len(packer._partitions[6]) <= 3
