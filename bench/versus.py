@@ -39,6 +39,11 @@ BENCH_FLOOR_BASELINE): the before's and the project's rate phases run at the sam
 each at BENCH_RATE on its own topics and database (the floor after them, alone): a
 paired A/B of the worker's own CPU per event on a machine whose other load comes and
 goes (their services' CPU is then shared, and not told apart).
+BENCH_FLOOR_RATE_ROUNDS=N (1): the rate phases N times, every system in each round, the
+order reversed every other round (the machine's drift falls on all): the table shows the
+first round, then a table of each round's p50 and p99 per system and their ratios, with
+the medians of the rounds' ratios (the issue's p99 goal is one such ratio, which varies
+several-fold from run to run on a shared machine).
 
 The worker runs first in every pair. Read every figure with the ``other`` CPU of its
 phase (someone else's work on the machine). Results: a table (floor, project,
@@ -50,6 +55,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import statistics
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -108,6 +114,8 @@ class VersusConfig:
     together: bool = False
     #: the checkout whose worker is the project's (None: this one)
     project_checkout: Path | None = None
+    #: how many times the rate phases run (each round every system, alternating order)
+    rate_rounds: int = 1
 
     @property
     def systems(self) -> tuple[str, ...]:
@@ -138,6 +146,7 @@ class VersusConfig:
             project_checkout=Path(os.environ["BENCH_FLOOR_PROJECT"])
             if os.environ.get("BENCH_FLOOR_PROJECT")
             else None,
+            rate_rounds=max(1, env_int("BENCH_FLOOR_RATE_ROUNDS", 1)),
         )
 
 
@@ -352,11 +361,15 @@ async def fresh_latency(config: VersusConfig, services: Services, system: str) -
     return result
 
 
-async def latencies(config: VersusConfig, services: Services) -> dict[str, Any]:
-    """Each system's rate phase, one after another (the before's and the project's at
-    the same time when ``together``)."""
+async def latencies(
+    config: VersusConfig, services: Services, *, reverse: bool = False
+) -> dict[str, Any]:
+    """Each system's rate phase, one after another (``reverse``: in the opposite order;
+    the before's and the project's at the same time when ``together``)."""
     if not (config.together and "before" in config.systems):
-        return {s: await fresh_latency(config, services, s) for s in config.systems}
+        order = config.systems[::-1] if reverse else config.systems
+        found = {s: await fresh_latency(config, services, s) for s in order}
+        return {s: found[s] for s in config.systems}
     before, project = await asyncio.gather(
         fresh_latency(config, services, "before"), fresh_latency(config, services, "project")
     )
@@ -365,6 +378,31 @@ async def latencies(config: VersusConfig, services: Services) -> dict[str, Any]:
         "project": project,
         "floor": await fresh_latency(config, services, "floor"),
     }
+
+
+def rate_rounds(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Each round's p50 and p99 per system, each round's ratios (project over floor, and
+    over before when it ran), and the medians of those ratios."""
+    per_round: list[dict[str, Any]] = []
+    for number, found in enumerate(rounds, 1):
+        row: dict[str, Any] = {"round": number}
+        for system, lat in found.items():
+            row[f"{system}_p50_ms"] = lat.get("p50_ms")
+            row[f"{system}_p99_ms"] = lat.get("p99_ms")
+        for other in ("floor", "before"):
+            if other in found:
+                for q in ("p50", "p99"):
+                    row[f"{q}_project_over_{other}"] = ratio(
+                        found["project"].get(f"{q}_ms"), found[other].get(f"{q}_ms")
+                    )
+        per_round.append(row)
+    keys = [k for k in per_round[0] if "_over_" in k]
+    medians = {
+        k: round(statistics.median(v), 2)
+        for k in keys
+        if (v := [r[k] for r in per_round if r.get(k) is not None])
+    }
+    return {"rounds": per_round, "medians": medians}
 
 
 def rate_profile(
@@ -403,7 +441,13 @@ async def run(config: VersusConfig, services: Services) -> dict[str, Any]:
     for size in config.sizes:
         results["sizes"].append(await one_size(config, services, size))
     if config.latency_seconds > 0:
-        results["latency"] = await latencies(config, services)
+        rounds = [
+            await latencies(config, services, reverse=bool(i % 2))
+            for i in range(config.rate_rounds)
+        ]
+        results["latency"] = rounds[0]
+        if len(rounds) > 1:
+            results["latency_rounds"] = rate_rounds(rounds)
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     results["table"] = rows(results)
     return results
@@ -499,46 +543,23 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return table
 
 
-def render(results: dict[str, Any]) -> str:
-    ab = any("before" in r for r in results["table"])
-    systems = ("floor", "before", "project") if ab else SYSTEMS
-    ratios = ("project_over_floor", "project_over_before") if ab else ("project_over_floor",)
-    lines = [
-        table(
-            [
-                "same run",
-                *systems,
-                "project / floor",
-                *(["project / before"] if ab else []),
-            ],
-            [
-                [r["measure"], *(r.get(s) for s in systems), *(r.get(k) for k in ratios)]
-                for r in results["table"]
-            ],
+def render_rounds(found: dict[str, Any]) -> str:
+    """BENCH_FLOOR_RATE_ROUNDS's table: each round, then the medians of its ratios."""
+    columns = list(found["rounds"][0])
+    return (
+        f"the rate phases, {len(found['rounds'])} rounds (the table above is round 1; "
+        "even rounds ran in the opposite order):\n"
+        + table(
+            columns,
+            [[r.get(c) for c in columns] for r in found["rounds"]]
+            + [["median", *(found["medians"].get(c) for c in columns[1:])]],
         )
-    ]
-    if ab:
-        lines.append(f"before: the worker of {results['config']['baseline']}")
-    what_if = {k: v for k in ("project_env", "project_consumer") if (v := results["config"].get(k))}
-    if what_if:
-        lines.append(f"project: with {json.dumps(what_if)}")
-    for entry in results["sizes"]:
-        for system in _present(entry):
-            o = entry[system]["outcomes"]
-            lines.append(
-                f"{entry['size']:,} {system}: outcomes {o['total']:,} {o['by_status']}, "
-                f"complete={o['complete']} (missing {o['missing']}, extra {o['extra']}), "
-                f"exit code {entry[system].get('exit_code')}"
-            )
-    for entry in results["sizes"]:
-        if "profile" in entry.get("project", {}):
-            found = entry["project"]["profile"]
-            lines += [
-                "",
-                f"profile of the project worker draining {entry['size']:,} (py-spy, on-CPU "
-                f"samples; {found.get('us_per_batch')} µs a batch):",
-                spy.render(found),
-            ]
+    )
+
+
+def _latency_notes(results: dict[str, Any]) -> list[str]:
+    """Each rate phase's completeness, and its profile and calls when taken."""
+    lines: list[str] = []
     for system, lat in (results.get("latency") or {}).items():
         lines.append(
             f"fresh store {system}: offered {lat['offered_rate']:,.0f}/s, achieved "
@@ -564,6 +585,52 @@ def render(results: dict[str, Any]) -> str:
                     [[c["function"], c["calls"], c["per_batch"]] for c in found["top"]],
                 ),
             ]
+    return lines
+
+
+def render(results: dict[str, Any]) -> str:
+    ab = any("before" in r for r in results["table"])
+    systems = ("floor", "before", "project") if ab else SYSTEMS
+    ratios = ("project_over_floor", "project_over_before") if ab else ("project_over_floor",)
+    lines = [
+        table(
+            [
+                "same run",
+                *systems,
+                "project / floor",
+                *(["project / before"] if ab else []),
+            ],
+            [
+                [r["measure"], *(r.get(s) for s in systems), *(r.get(k) for k in ratios)]
+                for r in results["table"]
+            ],
+        )
+    ]
+    if "latency_rounds" in results:
+        lines += ["", render_rounds(results["latency_rounds"])]
+    if ab:
+        lines.append(f"before: the worker of {results['config']['baseline']}")
+    what_if = {k: v for k in ("project_env", "project_consumer") if (v := results["config"].get(k))}
+    if what_if:
+        lines.append(f"project: with {json.dumps(what_if)}")
+    for entry in results["sizes"]:
+        for system in _present(entry):
+            o = entry[system]["outcomes"]
+            lines.append(
+                f"{entry['size']:,} {system}: outcomes {o['total']:,} {o['by_status']}, "
+                f"complete={o['complete']} (missing {o['missing']}, extra {o['extra']}), "
+                f"exit code {entry[system].get('exit_code')}"
+            )
+    for entry in results["sizes"]:
+        if "profile" in entry.get("project", {}):
+            found = entry["project"]["profile"]
+            lines += [
+                "",
+                f"profile of the project worker draining {entry['size']:,} (py-spy, on-CPU "
+                f"samples; {found.get('us_per_batch')} µs a batch):",
+                spy.render(found),
+            ]
+    lines += _latency_notes(results)
     code = results.get("code", {})
     lines.append(
         f"worker code: {code.get('commit')} {code.get('subject')!r}"

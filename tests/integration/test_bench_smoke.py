@@ -146,9 +146,10 @@ async def test_watch_benchmark_runs_at_a_tiny_size(
 
 async def test_the_floor_comparison_runs_at_a_tiny_size(services: Services, tmp_path: Path) -> None:
     """The project beside the floor (bench/versus.py): both drain the same backlog with
-    every outcome, both get a latency run on a fresh store, the table pairs them."""
+    every outcome, both get a latency run on a fresh store (twice: two rounds), the table
+    pairs them."""
     config = versus.VersusConfig(
-        sizes=(600,), rate=100.0, latency_seconds=2.0, results_dir=tmp_path
+        sizes=(600,), rate=100.0, latency_seconds=2.0, results_dir=tmp_path, rate_rounds=2
     )
     found = await versus.run(
         config, BenchServices(services.kafka_bootstrap, services.database_url, "tests")
@@ -171,6 +172,11 @@ async def test_the_floor_comparison_runs_at_a_tiny_size(services: Services, tmp_
     measures = {row["measure"] for row in found["table"]}
     assert "drain 600: events/s" in measures and "100/s, fresh store: p99 ms" in measures
     assert "project / floor" in versus.render(found)
+    # the rate phases twice, the second in the opposite order: each round's ratios
+    rounds = found["latency_rounds"]["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert all(r["p99_project_over_floor"] for r in rounds)
+    assert "p99_project_over_floor" in found["latency_rounds"]["medians"]
 
 
 async def test_state_benchmark_drains_with_the_state_topic_on_and_off(

@@ -153,6 +153,36 @@ def test_the_rate_phase_alone_paired_and_profiled_is_read_from_the_environment(
     assert versus.VersusConfig.from_env().sizes == versus.SIZES
 
 
+def test_repeated_rate_phases_give_each_rounds_ratios_and_their_medians(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BENCH_FLOOR_RATE_ROUNDS", "3")
+    assert versus.VersusConfig.from_env().rate_rounds == 3
+    monkeypatch.setenv("BENCH_FLOOR_RATE_ROUNDS", "0")
+    assert versus.VersusConfig.from_env().rate_rounds == 1
+
+    def phase(p50: float, p99: float) -> dict[str, float]:
+        return {"p50_ms": p50, "p99_ms": p99}
+
+    found = versus.rate_rounds(
+        [
+            {"before": phase(60, 90), "project": phase(50, 100), "floor": phase(40, 60)},
+            {"before": phase(70, 80), "project": phase(55, 90), "floor": phase(35, 70)},
+            {"before": phase(65, 150), "project": phase(52, 120), "floor": phase(38, 65)},
+        ]
+    )
+    first = found["rounds"][0]
+    assert (first["round"], first["project_p99_ms"], first["floor_p99_ms"]) == (1, 100, 60)
+    assert [r["p99_project_over_floor"] for r in found["rounds"]] == [1.67, 1.29, 1.85]
+    assert [r["p99_project_over_before"] for r in found["rounds"]] == [1.11, 1.12, 0.8]
+    # the median of the rounds' ratios, not the ratio of the medians (1.54 here)
+    assert found["medians"]["p99_project_over_floor"] == 1.67
+    assert found["medians"]["p50_project_over_floor"] == 1.37
+    assert found["medians"]["p99_project_over_before"] == 1.11
+    text = versus.render_rounds(found)
+    assert "3 rounds" in text and "| median" in text and "1.67" in text
+
+
 def test_a_rate_profile_says_each_buckets_cpu_per_batch(tmp_path: Path) -> None:
     """py-spy's collapsed stacks of a rate phase: per event and per batch (200 Hz)."""
     stacks = tmp_path / "profile.txt"
