@@ -381,14 +381,17 @@ async def latencies(
 
 
 def rate_rounds(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Each round's p50 and p99 per system, each round's ratios (project over floor, and
-    over before when it ran), and the medians of those ratios."""
+    """Each round's p50, p99 and the host's steal (cores) per system, each round's ratios
+    (project over floor, and over before when it ran), and the medians of those
+    ratios."""
     per_round: list[dict[str, Any]] = []
     for number, found in enumerate(rounds, 1):
         row: dict[str, Any] = {"round": number}
         for system, lat in found.items():
             row[f"{system}_p50_ms"] = lat.get("p50_ms")
             row[f"{system}_p99_ms"] = lat.get("p99_ms")
+            # the host's steal during the phase: a round with steal measured the host
+            row[f"{system}_steal_cores"] = (lat.get("cpu_cores") or {}).get("steal")
         for other in ("floor", "before"):
             if other in found:
                 for q in ("p50", "p99"):

@@ -161,8 +161,8 @@ def test_repeated_rate_phases_give_each_rounds_ratios_and_their_medians(
     monkeypatch.setenv("BENCH_FLOOR_RATE_ROUNDS", "0")
     assert versus.VersusConfig.from_env().rate_rounds == 1
 
-    def phase(p50: float, p99: float) -> dict[str, float]:
-        return {"p50_ms": p50, "p99_ms": p99}
+    def phase(p50: float, p99: float) -> dict[str, Any]:
+        return {"p50_ms": p50, "p99_ms": p99, "cpu_cores": {"steal": p50 / 100}}
 
     found = versus.rate_rounds(
         [
@@ -173,6 +173,7 @@ def test_repeated_rate_phases_give_each_rounds_ratios_and_their_medians(
     )
     first = found["rounds"][0]
     assert (first["round"], first["project_p99_ms"], first["floor_p99_ms"]) == (1, 100, 60)
+    assert (first["project_steal_cores"], first["floor_steal_cores"]) == (0.5, 0.4)
     assert [r["p99_project_over_floor"] for r in found["rounds"]] == [1.67, 1.29, 1.85]
     assert [r["p99_project_over_before"] for r in found["rounds"]] == [1.11, 1.12, 0.8]
     # the median of the rounds' ratios, not the ratio of the medians (1.54 here)
