@@ -41,8 +41,8 @@ paired A/B of the worker's own CPU per event on a machine whose other load comes
 goes (their services' CPU is then shared, and not told apart).
 BENCH_FLOOR_RATE_ROUNDS=N (1): the rate phases N times, every system in each round, the
 order reversed every other round (the machine's drift falls on all): the table shows the
-first round, then a table of each round's p50 and p99 per system and their ratios, with
-the medians of the rounds' ratios (the issue's p99 goal is one such ratio, which varies
+first round, then a table of each round's p50, p99 and host steal per system and their
+ratios, with the medians of the rounds' ratios (the issue's p99 goal is one such ratio, which varies
 several-fold from run to run on a shared machine).
 
 The worker runs first in every pair. Read every figure with the ``other`` CPU of its

@@ -75,4 +75,4 @@ class Packer:
         """murmur2 of the key (as Kafka's Java clients: ``DefaultPartitioner``)."""
         if key is None:
             return int(self._partitioner(None, partitions, available or partitions))
-        return partitions[(_murmurhash2(key, _SEED) & 0x7FFFFFFF) % len(partitions)]
+        return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
