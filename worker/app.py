@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -197,7 +198,11 @@ async def _consume(
 ) -> None:
     consumer = AIOKafkaConsumer(**client_options(settings), **input_consumer_options(settings))
     opened.on_exit(lambda: stop_consumer(consumer, "input"))
-    store = Store(pool, OutcomeContext.of(settings.contract))
+    store = Store(
+        pool,
+        OutcomeContext.of(settings.contract),
+        tombstone_retention=timedelta(seconds=settings.retention.tombstone_retention_seconds),
+    )
     opened.on_exit(store.close)  # before the pool closes
     applier = CoalescingStore(
         store,

@@ -337,8 +337,9 @@ HISTORY_PARTITIONS_DROPPED = Counter(
 STORE_REGRESSIONS = Counter(
     "ocitag_store_regressions",
     "Rows a batch read older (a lower version and an older event time) than this worker "
-    "had written them: the store lost acknowledged writes (a failover to an asynchronous "
-    "standby). Pages OcitagStoreRegressed.",
+    "had written them, or missing where it wrote a live record or an unprunable tombstone: "
+    "the store lost acknowledged writes (a failover to an asynchronous standby). Pages "
+    "OcitagStoreRegressed.",
     registry=None,
 )
 # ---- deletions

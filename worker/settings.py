@@ -56,6 +56,9 @@ EventLoop = Literal["uvloop", "asyncio"]
 
 MASK = "****"
 
+#: OCITAG_TOMBSTONE_RETENTION_SECONDS's default (also a store's built without settings)
+TOMBSTONE_RETENTION_SECONDS = 2_592_000
+
 
 def env_name(field: str) -> str:
     """The environment variable of a field: the contract's names for the two services,
@@ -452,7 +455,7 @@ class RetentionSettings(SettingsGroup):
         "dropped, and expired tombstones deleted",
     )
     tombstone_retention_seconds: int = Field(
-        2_592_000,
+        TOMBSTONE_RETENTION_SECONDS,
         ge=60,
         description="How long a deleted tag's tombstone is kept (from when it was last "
         "recorded); an older move arriving later can bring a pruned tag back",

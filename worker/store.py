@@ -70,6 +70,7 @@ from worker.plan import (
 )
 from worker.regressions import VersionMemory
 from worker.retry import Backoff, count_retry, retrying
+from worker.settings import TOMBSTONE_RETENTION_SECONDS
 from worker.state import refreshed, repeated_tags
 from worker.statistics import Statistics, analyse_table
 
@@ -182,14 +183,20 @@ class Applied:
 class Store:
     """Applies batches through a connection pool."""
 
-    def __init__(self, pool: asyncpg.Pool, ctx: OutcomeContext) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        ctx: OutcomeContext,
+        *,
+        tombstone_retention: timedelta = timedelta(seconds=TOMBSTONE_RETENTION_SECONDS),
+    ) -> None:
         self._pool = pool
         self._ctx = ctx
         self._sources = _Sources(ctx.worker_source, ctx.problem_base_uri)
         #: the names of ``ocitag_history_names`` known to be committed (never deleted)
         self._names = NameMemory(NAMES_REMEMBERED)
         #: what this worker last wrote per tag: a row read older is a regression
-        self._versions = VersionMemory()
+        self._versions = VersionMemory(tombstone_retention)
         self.statistics = Statistics(functools.partial(analyse_table, pool))
 
     async def apply(self, items: Sequence[Item], processed_at: datetime) -> list[Outcome]:
@@ -238,7 +245,7 @@ class Store:
             attempts=MAX_RACE_ATTEMPTS,
         )
         self.statistics.recorded(applied.epoch, applied.recorded)
-        regressions = self._versions.check(applied.read, since)
+        regressions = self._versions.check(applied.read, processed_at, since)
         if regressions:
             # names committed before the loss may be gone too: send them all again
             self._names.forget()
@@ -252,7 +259,7 @@ class Store:
                 "standby?): ocitag-worker audit, ocitag-worker state repair",
             )
             metrics.STORE_REGRESSIONS.inc()
-        self._versions.remember(applied.wrote)
+        self._versions.remember(applied.wrote, processed_at)
         self._names.remember(applied.names)
         return applied.outcomes
 

@@ -628,6 +628,33 @@ async def test_a_row_read_older_than_this_store_wrote_it_is_said_once(pool: asyn
     assert metrics.STORE_REGRESSIONS._value.get() == before + 1
 
 
+async def test_a_lost_creation_and_deletion_is_seen_until_the_tombstone_could_be_pruned(
+    pool: asyncpg.Pool,
+) -> None:
+    """A failover lost a tag's creation and its deletion (both the store's, both
+    acknowledged); the tag is created again and would reuse version 1 unseen. A
+    tombstone's row missing is a loss while it is younger than the retention; older,
+    it may have been pruned (worker/regressions.py)."""
+    day = timedelta(days=1)
+    for written_ago, expected in ((timedelta(seconds=0), 1), (2 * day, 0)):
+        store = Store(pool, CTX, tombstone_retention=day)
+        tag = f"regress-gone-{random.randrange(10**9)}"
+        created = make_event(tag, digest(1), BASE + timedelta(seconds=1))
+        await store.apply(items([created]), now() - written_ago)
+        await store.apply(
+            items([make_deletion(tag, BASE + timedelta(seconds=2))]), now() - written_ago
+        )
+        await pool.execute("DELETE FROM ocitags WHERE tag = $1", tag)  # lost, or pruned
+        with structlog.testing.capture_logs() as logs:
+            again = make_event(tag, digest(3), BASE + timedelta(seconds=3))
+            (outcome,) = await store.apply(items([again]), now())
+        said = [
+            (e["ocitag_id"], e["stored_version"]) for e in logs if e["event"] == "store_regressed"
+        ]
+        assert said == [(f"docker.io/library/app:{tag}", None)] * expected, written_ago
+        assert outcome.status == 200
+
+
 async def test_names_lost_with_the_writes_are_sent_again_once_the_loss_is_seen(
     pool: asyncpg.Pool,
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tracemalloc
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -13,9 +13,28 @@ from hypothesis import strategies as st
 
 from tests.helpers.strategies import BASE, tag_record
 from worker.decision import TagRecord
-from worker.regressions import Regression, VersionMemory, regressed, remembered
+from worker.regressions import (
+    Regression,
+    VersionMemory,
+    regressed,
+    remembered,
+    unprunable_since,
+)
 
 TAG = ("docker.io/library/app", "1.0")
+#: when the rows below were written, and read
+WRITTEN = datetime(2026, 12, 1, tzinfo=UTC)
+RETENTION = timedelta(days=30)
+
+
+def memory(capacity: int | None = None) -> VersionMemory:
+    if capacity is None:
+        return VersionMemory(RETENTION)
+    return VersionMemory(RETENTION, capacity)
+
+
+def deleted(row: TagRecord) -> TagRecord:
+    return replace(row, deleted_on=row.last_modified_on, deleted_by="x")
 
 
 def at(version: int, seconds: int | None = None, tag: str = "1.0") -> TagRecord:
@@ -29,13 +48,12 @@ def at(version: int, seconds: int | None = None, tag: str = "1.0") -> TagRecord:
     [
         (None, at(3), False),  # never written here
         (at(5), None, True),  # a live record's row gone: lost (only tombstones are pruned)
-        (replace(at(5), deleted_on=BASE, deleted_by="x"), None, False),  # a pruned tombstone
         (at(5), at(5), False),  # as written
         (at(5), at(7), False),  # another worker wrote it since
         (at(5), at(4), True),  # the failover lost version 5
         (at(5), at(4, seconds=4, tag="1.0"), True),
         # a tombstone pruned and the tag created again: version 1, a later event
-        (replace(at(5), deleted_on=BASE, deleted_by="x"), at(1, seconds=60), False),
+        (deleted(at(5)), at(1, seconds=60), False),
         # lower version, later time: not a regression (a re-creation after pruning)
         (at(5), at(2, seconds=30), False),
         # same time, lower version: not strictly older in time
@@ -43,55 +61,89 @@ def at(version: int, seconds: int | None = None, tag: str = "1.0") -> TagRecord:
     ],
 )
 def test_the_rule(wrote: TagRecord | None, read: TagRecord | None, expected: bool) -> None:
-    assert regressed(remembered(wrote) if wrote else None, read) is expected
+    mine = remembered(wrote, WRITTEN) if wrote else None
+    assert regressed(mine, read, unprunable_since(WRITTEN, RETENTION)) is expected
+
+
+@pytest.mark.parametrize(
+    ("read_after", "retention", "expected"),
+    [
+        # a tag created and deleted in what the failover lost: its tombstone's row cannot
+        # have been pruned yet, so its absence is a loss (version 1 would be reused)
+        (timedelta(seconds=5), RETENTION, True),
+        (timedelta(days=29), RETENTION, True),  # within retention less the clocks' hour
+        (timedelta(days=29, hours=23, minutes=1), RETENTION, False),  # may be pruned
+        (timedelta(days=31), RETENTION, False),  # past retention: a pruned tombstone
+        # a short retention: the margin is half of it
+        (timedelta(seconds=29), timedelta(seconds=60), True),
+        (timedelta(seconds=31), timedelta(seconds=60), False),
+    ],
+)
+def test_a_tombstone_row_gone_is_a_loss_until_it_can_have_been_pruned(
+    read_after: timedelta, retention: timedelta, expected: bool
+) -> None:
+    mine = remembered(deleted(at(5)), WRITTEN)
+    now = WRITTEN + read_after
+    assert regressed(mine, None, unprunable_since(now, retention)) is expected
+    # a live record's row gone is a loss however long ago it was written
+    assert regressed(remembered(at(5), WRITTEN), None, unprunable_since(now, retention))
+
+
+def test_the_memory_reports_a_lost_creation_and_deletion_until_retention() -> None:
+    """The failover lost a tag's creation and deletion; the tag is created again."""
+    remembering = memory()
+    remembering.remember([deleted(at(2))], WRITTEN)
+    lost = [Regression("docker.io/library/app:1.0", 2, None)]
+    assert remembering.check({TAG: None}, WRITTEN + timedelta(seconds=3)) == lost
+    assert remembering.check({TAG: None}, WRITTEN + timedelta(days=31)) == []
 
 
 def test_the_memory_reports_a_row_read_older_than_written() -> None:
-    memory = VersionMemory()
-    memory.remember([at(5), at(2, tag="2.0")])
-    found = memory.check({TAG: at(4), ("docker.io/library/app", "2.0"): at(2, tag="2.0")})
-    assert found == [Regression("docker.io/library/app:1.0", 5, 4)]
-    memory.remember([at(5, seconds=9)])  # the batch after it wrote version 5 again
-    assert memory.check({TAG: at(5, seconds=9)}) == []
+    remembering = memory()
+    remembering.remember([at(5), at(2, tag="2.0")], WRITTEN)
+    read = {TAG: at(4), ("docker.io/library/app", "2.0"): at(2, tag="2.0")}
+    assert remembering.check(read, WRITTEN) == [Regression("docker.io/library/app:1.0", 5, 4)]
+    remembering.remember([at(5, seconds=9)], WRITTEN)  # the batch after it wrote 5 again
+    assert remembering.check({TAG: at(5, seconds=9)}, WRITTEN) == []
 
 
 def test_a_newer_row_another_batch_of_this_process_wrote_meanwhile_is_no_regression() -> None:
     """Batch A reads the tag at 5; batch B (another partition) commits 6 and remembers
     it; A then commits. What A read is older than 6 without any loss: A checks only what
     was remembered before it began."""
-    memory = VersionMemory()
-    memory.remember([at(5)])
-    since_a = memory.mark()
-    memory.remember([at(6)])  # batch B, committed while A ran
-    assert memory.check({TAG: at(5)}, since_a) == []
-    assert memory.check({TAG: None}, since_a) == []  # a creation B made meanwhile
+    remembering = memory()
+    remembering.remember([at(5)], WRITTEN)
+    since_a = remembering.mark()
+    remembering.remember([at(6)], WRITTEN)  # batch B, committed while A ran
+    assert remembering.check({TAG: at(5)}, WRITTEN, since_a) == []
+    assert remembering.check({TAG: None}, WRITTEN, since_a) == []  # a creation B made meanwhile
     # what was remembered before A began still counts
-    memory.remember([at(8, tag="2.0")])
-    since_c = memory.mark()
+    remembering.remember([at(8, tag="2.0")], WRITTEN)
+    since_c = remembering.mark()
     other = ("docker.io/library/app", "2.0")
-    assert memory.check({other: at(7, tag="2.0")}, since_c) == [
+    assert remembering.check({other: at(7, tag="2.0")}, WRITTEN, since_c) == [
         Regression("docker.io/library/app:2.0", 8, 7)
     ]
 
 
 def test_the_memory_keeps_the_most_recently_written_tags() -> None:
-    memory = VersionMemory(capacity=2)
-    memory.remember([at(5, tag="a"), at(5, tag="b")])
-    memory.remember([at(6, tag="a")])  # a moves to the recent end
-    memory.remember([at(5, tag="c")])  # b, the oldest, goes
-    assert len(memory) == 2
+    remembering = memory(capacity=2)
+    remembering.remember([at(5, tag="a"), at(5, tag="b")], WRITTEN)
+    remembering.remember([at(6, tag="a")], WRITTEN)  # a moves to the recent end
+    remembering.remember([at(5, tag="c")], WRITTEN)  # b, the oldest, goes
+    assert len(remembering) == 2
     older = {("docker.io/library/app", t): at(1, tag=t) for t in "abc"}
-    assert sorted(r.ocitag_id[-1] for r in memory.check(older)) == ["a", "c"]
+    assert sorted(r.ocitag_id[-1] for r in remembering.check(older, WRITTEN)) == ["a", "c"]
 
 
 def test_what_a_remembered_tag_costs() -> None:
     """The figure the module docstring and docs/replicated.md give: about 180 bytes."""
     rows = [at(v, tag=f"t{v}") for v in range(1, 20_001)]
-    memory = VersionMemory()
+    remembering = memory()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        memory.remember(rows)
+        remembering.remember(rows, WRITTEN)
         per_tag = (tracemalloc.get_traced_memory()[0] - before) / len(rows)
     finally:
         tracemalloc.stop()
@@ -108,21 +160,22 @@ def test_what_a_remembered_tag_costs() -> None:
 def test_the_memory_is_bounded_and_remembers_the_last_write(
     writes: list[tuple[str, int, int]], capacity: int
 ) -> None:
-    memory = VersionMemory(capacity)
+    remembering = memory(capacity)
     last: dict[str, TagRecord] = {}
     for tag, version, seconds in writes:
         row = at(version, seconds, tag)
-        memory.remember([row])
+        remembering.remember([row], WRITTEN)
         last.pop(tag, None)
         last[tag] = row
-        assert len(memory) <= capacity
+        assert len(remembering) <= capacity
     kept = list(last)[-capacity:] if writes else []
     # a read one version and one second below the last write is reported for exactly the
     # tags still remembered
     reads = {
         ("docker.io/library/app", t): at(r.version - 1, _seconds(r) - 1, t) for t, r in last.items()
     }
-    assert sorted(r.ocitag_id.rsplit(":", 1)[1] for r in memory.check(reads)) == sorted(kept)
+    found = remembering.check(reads, WRITTEN)
+    assert sorted(r.ocitag_id.rsplit(":", 1)[1] for r in found) == sorted(kept)
 
 
 def _seconds(row: TagRecord) -> int:
