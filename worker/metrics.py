@@ -336,10 +336,10 @@ HISTORY_PARTITIONS_DROPPED = Counter(
 # ---- a stored version gone backwards (worker/regressions.py)
 STORE_REGRESSIONS = Counter(
     "ocitag_store_regressions",
-    "Rows a batch read older (a lower version and an older event time) than this worker "
-    "had written them, or missing where it wrote a live record or an unprunable tombstone: "
-    "the store lost acknowledged writes (a failover to an asynchronous standby). Pages "
-    "OcitagStoreRegressed.",
+    "Rows a batch read that cannot follow from what this worker wrote without a loss "
+    "(missing or at a lower version while the write is younger than the tombstone "
+    "retention; later, a lower version and an older event time): the store lost "
+    "acknowledged writes (a failover to an asynchronous standby). Pages OcitagStoreRegressed.",
     registry=None,
 )
 # ---- deletions

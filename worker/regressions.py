@@ -2,36 +2,42 @@
 
 After a failover to an asynchronous standby the store can lack the last transactions the
 worker acknowledged: the next batch of such a tag reads a row older than the one this
-worker wrote. The worker remembers, per tag, the version and event time it last wrote
-and, for a tombstone, when it wrote it (``VersionMemory``, bounded); when a batch reads a
-row whose version AND event time are both below what it remembers, or finds no row where
-it wrote a record that cannot have been pruned yet (``regressed``, pure), it says so once
-per tag and read: one ``store_regressed`` error line and
+worker wrote, or none. The worker remembers, per tag, the version and event time it last
+wrote and when it wrote it (``VersionMemory``, bounded); when a batch
+reads a row that cannot be explained without a loss (``regressed``, pure), it says so
+once per tag and read: one ``store_regressed`` error line and
 ``ocitag_store_regressions_total``.
 
-Both must be lower: a tombstone pruned after its retention and the tag created again
-starts at version 1 with a later event time, which is not a regression (only a move
-older than the pruned deletion brings a tag back with an older time: README,
-"Deletions"; that is reported, rightly, as the tag going back in time). Another worker
-that wrote the tag since (a rebalance) leaves a higher version, never a lower one.
+A tag's version only goes back when its row is deleted, and only tombstones are deleted,
+by pruning, once recorded longer ago than the tombstone retention. So:
 
-No row: only tombstones are pruned, so a live record's row gone is a loss (a lost
-creation, the common case when most events create tags). A tombstone's row gone is one
-too while it is younger than the tombstones' retention: a tag created and deleted in
-the transactions a failover lost, then created again, would otherwise reuse version 1
-unseen. Pruning compares the row's ``recorded_at`` (the worker's clock when it wrote the
-tombstone) with the database's clock, so a tombstone counts as unprunable only while it
-is younger than the retention less a margin for the two clocks' skew (half the
-retention, at most an hour: ``unprunable_since``).
+- **A write younger than the retention** (less a margin, below): any lower version, or
+  no row, is a loss. Whatever deleted the row after this write was a tombstone recorded
+  after it, too young to be pruned. This covers a tag created and deleted in what a
+  failover lost and then created again (version 1 reused), and a lost version whose
+  event time equals the one kept (ties are broken by the event's source and id).
+- **An older write:** a successor's tombstone may have been pruned since. That write
+  is lost only if the row has a lower version **and** an older event time. A tag
+  created again after pruning starts at version 1 with a later event time (only a move
+  older than the pruned deletion brings it back with an older time: README,
+  "Deletions"; that is reported, rightly, as the tag going back in time). No row then
+  says nothing.
+
+Another worker that wrote the tag since (a rebalance) leaves a higher version, never a
+lower one. Pruning compares a row's ``recorded_at`` (the writing worker's clock) with
+the database's clock, so "younger" leaves a margin for the clocks' skew: half the
+retention, at most an hour (``unprunable_since``). "Now" is read when the batch is
+checked, not when it began (a batch can wait through an outage).
 
 Hand-written rather than a cache library: a plain dict in insertion order is the LRU
 (a tag written again is moved to the end; past the capacity the oldest is dropped), keyed
 by the tag's hash (64 bits: two of 200,000 tags collide with a chance of about 1e-9,
 and a collision could only hide or invent a regression of those two), with (version,
-event time in microseconds) as the value: about 180 bytes a tag (tracemalloc,
-tests/unit/test_regressions.py), so the default capacity of 200,000 tags costs about
-36 MB; a batch costs one dict look-up per tag it reads and one move per tag it writes
-(about 3 µs a tag on the shared test machine: 1.6 ms for a 500-tag batch, against the
+event time, when written) as the value (a batch's rows share one "when written"):
+about 220 bytes a tag (tracemalloc, tests/unit/test_regressions.py; as much as before
+"when written" was kept), so the default capacity of 200,000 tags costs about 44 MB; a
+batch costs one dict look-up per tag it reads and one move per tag it writes (about 3 µs
+a tag on the shared test machine: 1.6 ms for a 500-tag batch, against the
 tens of milliseconds of its transaction).
 """
 
@@ -47,9 +53,8 @@ from worker.decision import TagRecord
 CAPACITY = 200_000
 
 TagKey = tuple[str, str]
-#: (version, event time in microseconds since the epoch, None for a live record or, for a
-#: tombstone, when this worker wrote it in microseconds since the epoch)
-Remembered = tuple[int, int, int | None]
+#: (version, event time, when this worker wrote it: both in microseconds since the epoch)
+Remembered = tuple[int, int, int]
 
 #: the most the worker's and the database's clocks are taken to differ by
 SKEW_MARGIN = timedelta(hours=1)
@@ -60,27 +65,28 @@ def _micros(at: datetime) -> int:
 
 
 def remembered(row: TagRecord, written_at: datetime) -> Remembered:
-    return (row.version, _micros(row.last_modified_on), None if row.live else _micros(written_at))
+    return (row.version, _micros(row.last_modified_on), _micros(written_at))
 
 
 def unprunable_since(now: datetime, tombstone_retention: timedelta) -> int:
-    """Tombstones written after this (microseconds since the epoch) cannot have been
-    pruned yet: the retention less the clocks' margin (half the retention, at most
-    ``SKEW_MARGIN``) before ``now``. Pure."""
+    """Rows recorded after this (microseconds since the epoch) cannot have been pruned
+    by ``now``: the retention less the clocks' margin (half the retention, at most
+    ``SKEW_MARGIN``) before it. Pure."""
     margin = min(tombstone_retention / 2, SKEW_MARGIN)
     return _micros(now - tombstone_retention + margin)
 
 
 def regressed(mine: Remembered | None, read: TagRecord | None, unprunable_after: int) -> bool:
-    """The row read is older than the one this worker wrote: a lower version and an
-    older event time; or no row where it wrote a live record, or a tombstone written
-    after ``unprunable_after`` (``unprunable_since``: an older one may have been pruned).
-    No memory is no regression. Pure."""
+    """The row read (None: none) cannot follow from the one this worker wrote without a
+    loss: for a write after ``unprunable_after`` (``unprunable_since``), no row or a
+    lower version; for an older one, a lower version and an older event time. No memory
+    is no regression. Pure."""
     if mine is None:
         return False
-    if read is None:
-        return mine[2] is None or mine[2] > unprunable_after
-    return read.version < mine[0] and _micros(read.last_modified_on) < mine[1]
+    version, micros, written = mine
+    if written > unprunable_after:
+        return read is None or read.version < version
+    return read is not None and read.version < version and _micros(read.last_modified_on) < micros
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,10 +141,11 @@ class VersionMemory:
         each tag moves to the most recent end."""
         tags = self._tags
         seq = self._seq
+        written = _micros(written_at)  # one object for the batch's rows
         for row in rows:
             key = hash((row.repository, row.tag))
             tags.pop(key, None)
-            tags[key] = (remembered(row, written_at), seq)
+            tags[key] = ((row.version, _micros(row.last_modified_on), written), seq)
         self._seq = seq + 1
         while len(tags) > self._capacity:
             del tags[next(iter(tags))]

@@ -38,7 +38,7 @@ import functools
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import asyncpg
@@ -245,7 +245,8 @@ class Store:
             attempts=MAX_RACE_ATTEMPTS,
         )
         self.statistics.recorded(applied.epoch, applied.recorded)
-        regressions = self._versions.check(applied.read, processed_at, since)
+        # now, not processed_at: the batch may have waited out an outage since
+        regressions = self._versions.check(applied.read, datetime.now(UTC), since)
         if regressions:
             # names committed before the loss may be gone too: send them all again
             self._names.forget()

@@ -578,25 +578,26 @@ async def test_tombstones_are_pruned_after_retention_and_live_rows_never(
         make_event("kept", digest(1), BASE, event_id="k1"),
         make_event("gone", digest(1), BASE, event_id="g1"),
         make_deletion("gone", BASE + timedelta(seconds=1), event_id="g2"),
-        make_deletion("fresh", BASE + timedelta(seconds=1), event_id="f1"),  # 404, version 0
         *(make_deletion(f"old{i}", BASE, event_id=f"o{i}") for i in range(10)),
     ]
-    await store.apply(items(events), now())
     # every row recorded long ago except "fresh": retention counts from when a row was
     # written, not from the event's time
-    await pool.execute(
-        "UPDATE ocitags SET recorded_at = now() - interval '31 days' WHERE tag <> 'fresh'"
-    )
+    await store.apply(items(events), now() - timedelta(days=31))
+    fresh = make_deletion("fresh", BASE + timedelta(seconds=1), event_id="f1")  # 404, v0
+    await store.apply(items([fresh]), now())
     assert await store.prune_tombstones(older_than_seconds=30 * 86_400, batch=4) == 11
     assert sorted(r["tag"] for r in await pool.fetch("SELECT tag FROM ocitags")) == [
         "fresh",
         "kept",
     ]
-    # what pruning trades: the forgotten deletion no longer keeps an older move out
-    (late,) = await store.apply(
-        items([make_event("gone", digest(2), BASE, event_id="late")]), now()
-    )
+    # what pruning trades: the forgotten deletion no longer keeps an older move out; a
+    # pruned row is no loss (worker/regressions.py)
+    with structlog.testing.capture_logs() as logs:
+        (late,) = await store.apply(
+            items([make_event("gone", digest(2), BASE, event_id="late")]), now()
+        )
     assert summary(late) == Summary(200, "created", 1, digest(2))
+    assert not [e for e in logs if e["event"] == "store_regressed"]
 
 
 async def test_a_row_read_older_than_this_store_wrote_it_is_said_once(pool: asyncpg.Pool) -> None:
@@ -631,28 +632,33 @@ async def test_a_row_read_older_than_this_store_wrote_it_is_said_once(pool: asyn
 async def test_a_lost_creation_and_deletion_is_seen_until_the_tombstone_could_be_pruned(
     pool: asyncpg.Pool,
 ) -> None:
-    """A failover lost a tag's creation and its deletion (both the store's, both
-    acknowledged); the tag is created again and would reuse version 1 unseen. A
-    tombstone's row missing is a loss while it is younger than the retention; older,
-    it may have been pruned (worker/regressions.py)."""
+    """A failover lost a tag's creation and its deletion (both acknowledged); the tag is
+    created again and would reuse version 1 unseen. While the tombstone cannot have been
+    pruned (the pruner leaves it), its row missing is a loss; once the pruner may have
+    taken it (and does), it is not (worker/regressions.py)."""
     day = timedelta(days=1)
-    for written_ago, expected in ((timedelta(seconds=0), 1), (2 * day, 0)):
+    for written_ago, pruned in ((timedelta(hours=1), 0), (2 * day, 1)):
         store = Store(pool, CTX, tombstone_retention=day)
         tag = f"regress-gone-{random.randrange(10**9)}"
         created = make_event(tag, digest(1), BASE + timedelta(seconds=1))
-        await store.apply(items([created]), now() - written_ago)
-        await store.apply(
-            items([make_deletion(tag, BASE + timedelta(seconds=2))]), now() - written_ago
-        )
-        await pool.execute("DELETE FROM ocitags WHERE tag = $1", tag)  # lost, or pruned
+        deletion = make_deletion(tag, BASE + timedelta(seconds=2))
+        await store.apply(items([created, deletion]), now() - written_ago)
+        await store.prune_tombstones(older_than_seconds=int(day.total_seconds()))
+        left = await pool.fetchval("SELECT count(*) FROM ocitags WHERE tag = $1", tag)
+        assert left == 1 - pruned, written_ago
+        await pool.execute("DELETE FROM ocitags WHERE tag = $1", tag)  # lost (if not pruned)
+        before = metrics.STORE_REGRESSIONS._value.get()
         with structlog.testing.capture_logs() as logs:
             again = make_event(tag, digest(3), BASE + timedelta(seconds=3))
             (outcome,) = await store.apply(items([again]), now())
         said = [
-            (e["ocitag_id"], e["stored_version"]) for e in logs if e["event"] == "store_regressed"
+            (e["ocitag_id"], e["written_version"], e["stored_version"])
+            for e in logs
+            if e["event"] == "store_regressed"
         ]
-        assert said == [(f"docker.io/library/app:{tag}", None)] * expected, written_ago
-        assert outcome.status == 200
+        assert said == [(f"docker.io/library/app:{tag}", 2, None)] * (1 - pruned), written_ago
+        assert metrics.STORE_REGRESSIONS._value.get() == before + 1 - pruned
+        assert summary(outcome) == Summary(200, "created", 1, digest(3))
 
 
 async def test_names_lost_with_the_writes_are_sent_again_once_the_loss_is_seen(
