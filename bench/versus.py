@@ -147,6 +147,7 @@ class VersusConfig:
             if os.environ.get("BENCH_FLOOR_PROJECT")
             else None,
             rate_rounds=max(1, env_int("BENCH_FLOOR_RATE_ROUNDS", 1)),
+            partitions=max(1, env_int("BENCH_FLOOR_PARTITIONS", 6)),
         )
 
 

@@ -151,6 +151,9 @@ def test_the_rate_phase_alone_paired_and_profiled_is_read_from_the_environment(
     assert config.project_checkout == Path("/tmp/other-checkout")
     monkeypatch.setenv("BENCH_FLOOR_SIZES", "")
     assert versus.VersusConfig.from_env().sizes == versus.SIZES
+    assert versus.VersusConfig.from_env().partitions == 6
+    monkeypatch.setenv("BENCH_FLOOR_PARTITIONS", "1")
+    assert versus.VersusConfig.from_env().partitions == 1
 
 
 def test_repeated_rate_phases_give_each_rounds_ratios_and_their_medians(
