@@ -99,6 +99,8 @@ class Config:
     naive_events: int = 10_000
     raw_store_events: int = 200_000
     partitions: int = 6
+    #: the input topic's partitions where it differs from the other topics' (0: the same)
+    input_partitions: int = 0
     seed: int = 20_261_128
     info_run: bool = True
     info_latency: bool = False
@@ -471,7 +473,7 @@ async def latency_run(
     worker.start()
     result: dict[str, Any] = {"log_level": setup.log_level}
     try:
-        await worker.wait_assigned(ctx.config.partitions, within=120)
+        await worker.wait_assigned(ctx.config.input_partitions or ctx.config.partitions, within=120)
         await asyncio.sleep(1.0)  # let the first (empty) fetches settle
         processes = {"worker": worker.pid, "bench": os.getpid()}
         trees = service_pids(ctx.services)

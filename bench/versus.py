@@ -116,6 +116,9 @@ class VersusConfig:
     project_checkout: Path | None = None
     #: how many times the rate phases run (each round every system, alternating order)
     rate_rounds: int = 1
+    #: the rate phase's input topic's partitions (0: ``partitions``); the outcome, state
+    #: and dead-letter topics keep ``partitions``
+    input_partitions: int = 0
 
     @property
     def systems(self) -> tuple[str, ...]:
@@ -148,6 +151,7 @@ class VersusConfig:
             else None,
             rate_rounds=max(1, env_int("BENCH_FLOOR_RATE_ROUNDS", 1)),
             partitions=max(1, env_int("BENCH_FLOOR_PARTITIONS", 6)),
+            input_partitions=max(0, env_int("BENCH_FLOOR_INPUT_PARTITIONS", 0)),
         )
 
 
@@ -320,6 +324,7 @@ async def fresh_latency(config: VersusConfig, services: Services, system: str) -
         rate=config.rate,
         latency_seconds=config.latency_seconds,
         partitions=config.partitions,
+        input_partitions=config.input_partitions,
         seed=config.seed,
         results_dir=config.results_dir,
         chart=False,
@@ -329,7 +334,8 @@ async def fresh_latency(config: VersusConfig, services: Services, system: str) -
     )
     ctx.generator = Generator(shape_for(sent), config.seed, ctx.prefix)
     try:
-        await create_topics(services.kafka, [ctx.input_topic], config.partitions)
+        inputs = config.input_partitions or config.partitions
+        await create_topics(services.kafka, [ctx.input_topic], inputs)
         ctx.topics.append(ctx.input_topic)
         setup = await _setup(ctx, system, f"{system}latency", config)
         pipeline.say(

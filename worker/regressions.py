@@ -12,7 +12,7 @@ A tag's version only goes back when its row is deleted, and only tombstones are 
 by pruning, once recorded longer ago than the tombstone retention. So:
 
 - **A write younger than the retention** (less a margin, below): any lower version, or
-  no row, is a loss. Whatever deleted the row after this write was a tombstone recorded
+  no row, is a loss. Whatever deleted the row after this write was a tombstone written
   after it, too young to be pruned. This covers a tag created and deleted in what a
   failover lost and then created again (version 1 reused), and a lost version whose
   event time equals the one kept (ties are broken by the event's source and id).
@@ -24,10 +24,15 @@ by pruning, once recorded longer ago than the tombstone retention. So:
   says nothing.
 
 Another worker that wrote the tag since (a rebalance) leaves a higher version, never a
-lower one. Pruning compares a row's ``recorded_at`` (the writing worker's clock) with
-the database's clock, so "younger" leaves a margin for the clocks' skew: half the
-retention, at most an hour (``unprunable_since``). "Now" is read when the batch is
-checked, not when it began (a batch can wait through an outage).
+lower one. Pruning compares a row's ``recorded_at`` with the database's clock, and
+``recorded_at`` is the writing batch's ``processed_at``: the writer's clock, read before
+its transaction. So "younger" leaves a margin for the database's clock against the
+writers' and for a writer's time to apply: half the retention, at most an hour
+(``unprunable_since``). "Now" is read when the batch is checked, not taken from its
+``processed_at`` (the store's conflict retries and the one-at-a-time fallback reuse it).
+The rule assumes every process writing to the database prunes with the same retention:
+one pruning with a shorter one (a rolling update lowering it, two deployments sharing a
+database) takes tombstones the others still count as unprunable, and they page falsely.
 
 Hand-written rather than a cache library: a plain dict in insertion order is the LRU
 (a tag written again is moved to the end; past the capacity the oldest is dropped), keyed

@@ -458,7 +458,9 @@ class RetentionSettings(SettingsGroup):
         TOMBSTONE_RETENTION_SECONDS,
         ge=60,
         description="How long a deleted tag's tombstone is kept (from when it was last "
-        "recorded); an older move arriving later can bring a pruned tag back",
+        "recorded); an older move arriving later can bring a pruned tag back. Every worker "
+        "on one database must use the same value (a shorter one elsewhere pages "
+        "OcitagStoreRegressed falsely)",
     )
     history_retention_seconds: int = Field(
         0,

@@ -245,7 +245,8 @@ class Store:
             attempts=MAX_RACE_ATTEMPTS,
         )
         self.statistics.recorded(applied.epoch, applied.recorded)
-        # now, not processed_at: the batch may have waited out an outage since
+        # now, not processed_at: the store's conflict retries (and the batch's
+        # one-at-a-time fallback) reuse it
         regressions = self._versions.check(applied.read, datetime.now(UTC), since)
         if regressions:
             # names committed before the loss may be gone too: send them all again

@@ -154,6 +154,9 @@ def test_the_rate_phase_alone_paired_and_profiled_is_read_from_the_environment(
     assert versus.VersusConfig.from_env().partitions == 6
     monkeypatch.setenv("BENCH_FLOOR_PARTITIONS", "1")
     assert versus.VersusConfig.from_env().partitions == 1
+    assert versus.VersusConfig.from_env().input_partitions == 0  # as the others
+    monkeypatch.setenv("BENCH_FLOOR_INPUT_PARTITIONS", "1")
+    assert versus.VersusConfig.from_env().input_partitions == 1
 
 
 def test_repeated_rate_phases_give_each_rounds_ratios_and_their_medians(
