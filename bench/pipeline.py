@@ -124,6 +124,10 @@ class Config:
     #: how throughput grows with replicas, up to the partition count
     replicas: int = 1
 
+    @property
+    def input_topic_partitions(self) -> int:
+        return self.input_partitions or self.partitions
+
     @classmethod
     def from_env(cls) -> Config:
         quick = env_flag("BENCH_QUICK")
@@ -473,7 +477,7 @@ async def latency_run(
     worker.start()
     result: dict[str, Any] = {"log_level": setup.log_level}
     try:
-        await worker.wait_assigned(ctx.config.input_partitions or ctx.config.partitions, within=120)
+        await worker.wait_assigned(ctx.config.input_topic_partitions, within=120)
         await asyncio.sleep(1.0)  # let the first (empty) fetches settle
         processes = {"worker": worker.pid, "bench": os.getpid()}
         trees = service_pids(ctx.services)

@@ -334,8 +334,7 @@ async def fresh_latency(config: VersusConfig, services: Services, system: str) -
     )
     ctx.generator = Generator(shape_for(sent), config.seed, ctx.prefix)
     try:
-        inputs = config.input_partitions or config.partitions
-        await create_topics(services.kafka, [ctx.input_topic], inputs)
+        await create_topics(services.kafka, [ctx.input_topic], base.input_topic_partitions)
         ctx.topics.append(ctx.input_topic)
         setup = await _setup(ctx, system, f"{system}latency", config)
         pipeline.say(

@@ -61,7 +61,8 @@ TagKey = tuple[str, str]
 #: (version, event time, when this worker wrote it: both in microseconds since the epoch)
 Remembered = tuple[int, int, int]
 
-#: the most the worker's and the database's clocks are taken to differ by
+#: the most the margin grows to: the database's clock against the writers' (and their time
+#: to apply), however long the retention
 SKEW_MARGIN = timedelta(hours=1)
 
 
@@ -70,7 +71,11 @@ def _micros(at: datetime) -> int:
 
 
 def remembered(row: TagRecord, written_at: datetime) -> Remembered:
-    return (row.version, _micros(row.last_modified_on), _micros(written_at))
+    return _entry(row, _micros(written_at))
+
+
+def _entry(row: TagRecord, written: int) -> Remembered:
+    return (row.version, _micros(row.last_modified_on), written)
 
 
 def unprunable_since(now: datetime, tombstone_retention: timedelta) -> int:
@@ -102,8 +107,8 @@ class Regression:
 
 
 class VersionMemory:
-    """The version and event time this worker last wrote per tag, the most recent
-    ``capacity`` tags.
+    """The version and event time this worker last wrote per tag, and when it wrote it,
+    the most recent ``capacity`` tags.
 
     Batches of several partitions run at once and share it: a batch that read a tag
     before another batch of this process committed a newer row of it must not take that
@@ -150,7 +155,7 @@ class VersionMemory:
         for row in rows:
             key = hash((row.repository, row.tag))
             tags.pop(key, None)
-            tags[key] = ((row.version, _micros(row.last_modified_on), written), seq)
+            tags[key] = (_entry(row, written), seq)
         self._seq = seq + 1
         while len(tags) > self._capacity:
             del tags[next(iter(tags))]

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from tests.helpers.strategies import BASE, tag_record
 from worker.decision import TagRecord
 from worker.regressions import (
+    CAPACITY,
     Regression,
     VersionMemory,
     regressed,
@@ -27,9 +28,7 @@ WRITTEN = datetime(2026, 12, 1, tzinfo=UTC)
 RETENTION = timedelta(days=30)
 
 
-def memory(capacity: int | None = None) -> VersionMemory:
-    if capacity is None:
-        return VersionMemory(RETENTION)
+def memory(capacity: int = CAPACITY) -> VersionMemory:
     return VersionMemory(RETENTION, capacity)
 
 
