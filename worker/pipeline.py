@@ -1,11 +1,13 @@
-"""The poll loop: fetch, hand each partition's records to a batch, flow control,
-rebalances and shutdown. One batch is run by ``worker.batches``; offsets are committed
-by ``worker.commits``; records the client cannot read are tracked by
-``worker.unreadable``.
+"""The poll loop: fetch, hand each fetch's records to one run (a batch per partition,
+applied and published together), flow control, rebalances and shutdown. A run is done by
+``worker.batches``; offsets are committed by ``worker.commits``; records the client
+cannot read are tracked by ``worker.unreadable``.
 
 Rules (aiokafka's consumer rules; docs/contract.md "Semantics", Delivery):
 - partitions are worked concurrently, each strictly in order: a partition is paused
-  while a batch of it is in flight, so the next fetch of it starts after that batch;
+  while a batch of it is in flight, so the next fetch of it starts after that batch; a
+  fetch's partitions share one run (one transaction, one send), runs of different
+  fetches overlap;
 - a batch's offset (last + 1) is committed only after its database transaction has
   committed and Kafka acknowledged every outcome (acks=all); the commit itself runs in
   the background, so the partition's next batch does not wait for it;
@@ -14,9 +16,10 @@ Rules (aiokafka's consumer rules; docs/contract.md "Semantics", Delivery):
   the cap on records in flight is reached;
 - after a fatal error nothing more is started, and nothing past the failed batch is
   committed: what was fetched and not committed is redelivered to the next worker;
-- on revocation, in-flight batches of the revoked partitions are finished and their
+- on revocation, in-flight runs holding the revoked partitions are finished and their
   offsets committed (or given up, to be redelivered) before the partitions go; a batch
-  given up while its partition stays ours is fetched again from its first record;
+  given up while its partition stays ours is fetched again from its first record (a run
+  is given up whole: its other partitions are fetched again too);
 - a transient fault retries the same batch with the one backoff policy
   (``worker.retry``), partition paused, membership kept; a permanent one rejects that
   one event.
@@ -97,9 +100,13 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
                 fetched = await self._fetch()
                 if self._fatal is not None or stop.is_set():
                     break  # what was just fetched is not started: nothing commits past it
-                for tp, records in fetched.items():
-                    if records:
-                        self._start(tp, [to_raw(r) for r in records])
+                self._start_run(
+                    [
+                        Batch(tp, [to_raw(r) for r in records], time.monotonic())
+                        for tp, records in fetched.items()
+                        if records
+                    ]
+                )
                 await self._unreadable.advance(self._batches.keys(), self._start)
                 self._progress.update(self._batches)
         finally:
@@ -168,30 +175,51 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
     def _start(
         self, tp: TopicPartition, records: list[RawRecord], recovered: RawRecord | None = None
     ) -> None:
-        self._consumer.pause(tp)
-        self._handed[tp] = records[-1].offset + 1
-        batch = Batch(tp, records, time.monotonic(), recovered)
-        batch.task = asyncio.create_task(self._run_batch(batch), name=f"batch-{tp}")
-        self._batches[tp] = batch
-        metrics.EVENTS_CONSUMED.inc(len(records))
+        """A run of one partition's records (the records before an unreadable one, or
+        that one alone)."""
+        self._start_run([Batch(tp, records, time.monotonic(), recovered)])
 
-    async def _run_batch(self, batch: Batch) -> None:
+    def _start_run(self, batches: list[Batch]) -> None:
+        """One task applies and publishes ``batches`` (each of its own partition)
+        together; they share its ``give_up``."""
+        if not batches:
+            return
+        give_up = batches[0].give_up
+        for batch in batches:
+            self._consumer.pause(batch.tp)
+            self._handed[batch.tp] = batch.next_offset
+            batch.give_up = give_up
+            self._batches[batch.tp] = batch
+        task = asyncio.create_task(
+            self._run(batches), name="run-" + ",".join(str(b.tp.partition) for b in batches)
+        )
+        for batch in batches:
+            batch.task = task
+        metrics.EVENTS_CONSUMED.inc(sum(len(b.records) for b in batches))
+
+    async def _run(self, batches: list[Batch]) -> None:
+        partitions = sorted(b.tp.partition for b in batches)
+        records = sum(len(b.records) for b in batches)
         try:
-            await self._runner.run(batch)
-            self._committer.done(batch.tp, batch.next_offset)
+            await self._runner.run(batches)
+            for batch in batches:
+                self._committer.done(batch.tp, batch.next_offset)
         except GiveUpError:
-            log.info("batch_abandoned", partition=batch.tp.partition, records=len(batch.records))
+            log.info("batch_abandoned", partitions=partitions, records=records)
         except asyncio.CancelledError:
-            log.info("batch_cancelled", partition=batch.tp.partition, records=len(batch.records))
+            log.info("batch_cancelled", partitions=partitions, records=records)
             raise
         except FatalError as exc:
             self._fatal = exc
         except Exception as exc:  # a bug: stop rather than commit past unprocessed records
-            log.exception("batch_failed", partition=batch.tp.partition)
+            log.exception("batch_failed", partitions=partitions)
             self._fatal = exc
         finally:
-            self._batches.pop(batch.tp, None)
-            self._after_batch(batch)
+            for batch in batches:
+                if self._batches.get(batch.tp) is batch:
+                    del self._batches[batch.tp]
+            for batch in batches:
+                self._after_batch(batch)
 
     def _after_batch(self, batch: Batch) -> None:
         """Where the partition goes on: once its batch is published it resumes (unless the
@@ -264,10 +292,10 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 async def finish(batches: list[Batch], grace: float) -> tuple[int, int]:
-    """Let ``batches`` finish within ``grace``; give up those retrying at once, and the
-    rest when it is over (they stay uncommitted and are redelivered). How many finished
-    and how many were given up."""
-    tasks = [b.task for b in batches if b.task is not None]
+    """Let the runs of ``batches`` finish within ``grace``; give up those retrying at
+    once, and the rest when it is over (they stay uncommitted and are redelivered). How
+    many runs finished and how many were given up."""
+    tasks = list(dict.fromkeys(b.task for b in batches if b.task is not None))
     if not tasks:
         return 0, 0
     for batch in batches:

@@ -250,8 +250,13 @@ class OtelBatch:
             "messaging.operation.name": "process",
             "messaging.destination.name": topic,
             "messaging.consumer.group.name": group,
-            "messaging.destination.partition.id": str(first.partition if first else 0),
         }
+        # a run may hold several partitions (worker/batches.py): the batch's span names
+        # one only when its records share it; each event's span names its own
+        partitions = {r.partition for r in records}
+        batch_attributes = {**base, "messaging.batch.message_count": len(records)}
+        if len(partitions) == 1:
+            batch_attributes["messaging.destination.partition.id"] = str(partitions.pop())
         found = [_span_context(p) for p in parents]
         links = [Link(c) for c in found if c.is_valid]
         # one upstream trace (a batch of one, or records of one trace): continue it; records
@@ -267,7 +272,7 @@ class OtelBatch:
             context=root,
             kind=SpanKind.CONSUMER,
             links=links,
-            attributes={**base, "messaging.batch.message_count": len(records)},
+            attributes=batch_attributes,
         )
         batch = trace.set_span_in_context(self._span)
         batch_sampled = self._span.get_span_context().trace_flags.sampled
@@ -282,7 +287,11 @@ class OtelBatch:
                     context=parent if context.is_valid else batch,
                     kind=SpanKind.CONSUMER,
                     links=batch_link,
-                    attributes={**base, "messaging.kafka.offset": record.offset},
+                    attributes={
+                        **base,
+                        "messaging.destination.partition.id": str(record.partition),
+                        "messaging.kafka.offset": record.offset,
+                    },
                 )
                 if sampled
                 else None

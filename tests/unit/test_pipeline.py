@@ -133,6 +133,56 @@ async def test_a_partition_is_paused_while_its_batch_is_in_flight_and_others_go_
         await until(lambda: P0 not in world.consumer.paused)
 
 
+async def test_a_fetchs_partitions_are_applied_published_and_committed_as_one_run() -> None:
+    """One transaction and one send for every partition a fetch brought; each
+    partition's own offset committed after them."""
+    world = World()
+    world.consumer.add(0, event_value("a"), event_value("c", "3.0"))
+    world.consumer.add(1, event_value("b", "2.0"))
+    async with running(world):
+        await until(lambda: world.consumer.commits == {P0: 2, P1: 1})
+    assert [ids for _, ids in world.kinds("apply")] == [["a", "c", "b"]]
+    assert len(world.kinds("publish")) == 1
+    assert sorted(o for o in world.outcomes() if isinstance(o, bytes)) == [
+        b"ok:a",
+        b"ok:b",
+        b"ok:c",
+    ]
+
+
+async def test_a_run_is_given_up_whole_and_each_partition_still_ours_fetched_again() -> None:
+    """Revoking one partition of a run stuck on the database gives the run up: nothing
+    of it is committed, and both partitions are fetched again from their first record."""
+    world = World()
+    world.consumer.add(0, event_value("a"), event_value("c", "3.0"))
+    world.consumer.add(1, event_value("b", "2.0"))
+    world.store.transient = 1_000_000
+    async with running(world):
+        await until(lambda: len(world.kinds("apply")) >= 2)  # retrying
+        await asyncio.wait_for(world.pipeline.on_partitions_revoked([P0]), 5)
+        await until(lambda: all(s in world.journal for s in [("seek", (0, 0)), ("seek", (1, 0))]))
+        assert not world.consumer.commits
+        world.store.transient = 0
+        await until(lambda: world.consumer.commits == {P0: 2, P1: 1})
+
+
+async def test_revoking_one_partition_of_a_run_waits_for_the_run_and_commits_it() -> None:
+    world = World()
+    world.consumer.add(0, event_value("a"))
+    world.consumer.add(1, event_value("b", "2.0"))
+    world.store.gate.clear()
+    async with running(world):
+        await until(lambda: world.kinds("apply"))
+        revoking = asyncio.create_task(world.pipeline.on_partitions_revoked([P1]))
+        await asyncio.sleep(0.02)
+        assert not revoking.done()  # waits for the run holding P1
+        world.store.gate.set()
+        await asyncio.wait_for(revoking, 5)
+        assert world.consumer.commits.get(P1) == 1  # committed before the partition went
+        await until(lambda: world.consumer.commits == {P0: 1, P1: 1})
+    assert [ids for _, ids in world.kinds("apply")] == [["a", "b"]]
+
+
 async def test_every_partition_is_paused_while_the_in_flight_cap_is_reached() -> None:
     world = World(max_in_flight_records=2)
     world.consumer.add(0, event_value("a"), event_value("b"))
@@ -234,7 +284,7 @@ async def test_one_commit_answers_for_the_batches_done_meanwhile() -> None:
         await until(lambda: world.consumer.commit_calls == 1)  # held at the broker
         world.consumer.add(1, event_value("b", "2.0"))
         world.consumer.add(0, event_value("c", "3.0"))
-        await until(lambda: len(world.kinds("publish")) == 3)  # not held up by it
+        await until(lambda: len(world.outcomes()) == 3)  # not held up by it
         world.consumer.commit_gate.set()
         await until(lambda: world.consumer.commits == {P0: 2, P1: 1})
     assert world.consumer.commit_calls == 2

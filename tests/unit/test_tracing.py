@@ -229,6 +229,33 @@ def test_a_batch_links_every_producer_and_each_event_continues_its_own_trace(
     }
 
 
+def test_a_run_of_several_partitions_names_each_events_partition_and_the_batch_none(
+    exported: tuple[OtelTracer, InMemorySpanExporter],
+) -> None:
+    """One fetch's partitions are one run (worker/batches.py): the batch span names a
+    partition only when its records share one."""
+    tracer, exporter = exported
+    records = [
+        RawRecord(TOPIC, 0, 7, 0, b"key", b"{}", ()),
+        RawRecord(TOPIC, 3, 7, 0, b"key", b"{}", ()),
+    ]
+    events = [type("E", (), {"id": f"id-{n}", "source": "urn:s"})() for n in range(2)]
+    for run in (records, records[1:]):
+        with tracer.batch(run, "g") as batch:
+            pass
+        batch.finish(events[: len(run)], [(200, b"{}")] * len(run))
+    named = [
+        (
+            (s.attributes or {}).get("messaging.kafka.offset"),
+            (s.attributes or {}).get("messaging.destination.partition.id"),
+        )
+        for s in exporter.get_finished_spans()
+    ]
+    assert sorted(named, key=repr) == sorted(
+        [(7, "0"), (7, "3"), (None, None), (7, "3"), (None, "3")], key=repr
+    )
+
+
 def test_an_event_whose_trace_is_not_kept_costs_no_span() -> None:
     """At 10 % sampling nine batches (and nine events sent from unsampled traces) in
     ten make no event span, and their outcomes carry no context of their own."""
