@@ -1,4 +1,4 @@
-"""One fetch's batches, one per partition, run as one: decode → apply → publish, with
+"""One fetch's small batches, one per partition, run as one: decode → apply → publish, with
 one database transaction and one send for all of them. Each partition's offset is then
 committed in the background (``worker.commits``).
 
@@ -9,8 +9,12 @@ one, the events share them, as the floor's one batch per fetch does (docs/scalin
 "one batch per fetch"). ``Store.apply`` gives every event the outcome it gets however
 the events are split into transactions (the store's property tests split and shuffle
 them), and each partition still has one batch in flight at a time, so its order holds.
-In a backlog a fetch is capped by ``OCITAG_MAX_BATCH_RECORDS`` and mostly holds one
-partition's records: runs of different partitions still overlap there.
+Only small batches share a run (``runs_of``: fewer than ``ALONE_FROM`` records, the
+threshold group commit uses, worker/coalesce.py); a larger one is a run of its own. A
+transaction's fixed cost is a few hundred µs on each side, a few µs per event of a batch
+of 100, so a large batch gains nothing from company; and in a backlog the runs of
+different partitions must overlap (one transaction applying while another's outcomes
+are acknowledged) to keep both the worker and PostgreSQL busy.
 
 - the outcomes and the state topic's records of the applied changes (worker/state.py)
   are published (and the undecodable records dead-lettered) only after the database
@@ -39,6 +43,7 @@ import structlog
 from aiokafka import TopicPartition
 
 from worker import metrics, tracing
+from worker.coalesce import ALONE_FROM
 from worker.consumer import Consumer
 from worker.deadletter import DeadLetters
 from worker.decode import decode
@@ -95,8 +100,16 @@ class Batch:
         return self.records[-1].offset + 1
 
 
+def runs_of(batches: Sequence[Batch]) -> list[list[Batch]]:
+    """One fetch's batches (one per partition) as runs: the small ones together, each of
+    ``ALONE_FROM`` records or more alone (the module's doc)."""
+    small = [b for b in batches if len(b.records) < ALONE_FROM]
+    runs = [[b] for b in batches if len(b.records) >= ALONE_FROM]
+    return [small, *runs] if small else runs
+
+
 class GiveUpError(Exception):
-    """The batch's partition was revoked or the worker is stopping: leave it
+    """A partition of the run was revoked or the worker is stopping: leave the run
     unfinished, it will be redelivered."""
 
 
@@ -228,7 +241,12 @@ class BatchRunner:
             try:
                 outcomes.extend(await self._store.apply([item], processed_at))
             except PermanentError as exc:
-                log.error("event_refused", error=str(exc), offset=item.record.offset)
+                log.error(
+                    "event_refused",
+                    error=str(exc),
+                    partition=item.record.partition,
+                    offset=item.record.offset,
+                )
                 outcomes.append(internal_outcome(self._ctx, item, str(exc)[:200]))
         return outcomes
 

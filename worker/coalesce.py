@@ -1,9 +1,10 @@
-"""Partition batches that reach the store together applied in one transaction (group
-commit).
+"""Runs that reach the store together applied in one transaction (group commit).
 
-The pipeline runs one batch per partition at a time, every partition concurrently. At a
-steady low rate that makes many small batches (about 10 events each at 2,000 events/s
-on 6 partitions), and each pays a transaction's fixed cost on both sides: four round
+The pipeline runs one fetch's small partition batches as one run (worker/batches.py),
+one batch per partition in flight at a time, runs concurrently. Before runs, a steady
+low rate made many small batches (about 6 to 10 events each at 2,000 events/s on 6
+partitions); runs of small fetches (about 10 events each) still come close together.
+Each pays a transaction's fixed cost on both sides: four round
 trips, the statements' planning and the commit's WAL flush in PostgreSQL, the
 arguments' set-up in the worker. While ``limit`` transactions are in flight, the
 batches that arrive wait and are then applied together, in one ``Store.apply`` of their

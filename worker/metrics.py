@@ -57,14 +57,16 @@ EVENT_SECONDS = Histogram(
 )
 BATCH_SECONDS = Histogram(
     "ocitag_batch_processing_seconds",
-    "Per partition batch: decode, apply and publish (the offset commit follows in the background).",
+    "Per run (one fetch's partition batches, applied and published together): decode, "
+    "apply and publish (the offset commits follow in the background).",
     buckets=_LATENCY_BUCKETS,
     registry=None,
 )
 BATCH_STAGE_SECONDS = Histogram(
     "ocitag_batch_stage_seconds",
-    "Per partition batch, by stage: fetch (the oldest record's Kafka timestamp to the "
-    "batch being fetched: time in the topic, behind the partition's previous batch "
+    "Per run (one fetch's partition batches together), by stage: fetch (the oldest "
+    "record's Kafka timestamp to the run being fetched: time in the topic, behind the "
+    "partition's previous batch "
     "included), decode, apply (the database transaction), produce (every outcome "
     "acknowledged); commit: one background offset commit request, for every batch done "
     "since the last (it holds up no partition). Where an event's latency goes.",
@@ -74,13 +76,13 @@ BATCH_STAGE_SECONDS = Histogram(
 )
 BATCH_EVENTS = Histogram(
     "ocitag_batch_size_events",
-    "Records per partition batch.",
+    "Records per run (one fetch's partition batches, applied and published together).",
     buckets=_SIZE_BUCKETS,
     registry=None,
 )
 TRANSACTION_EVENTS = Histogram(
     "ocitag_transaction_size_events",
-    "Events per apply transaction (the partition batches applied together in it).",
+    "Events per apply transaction (the runs applied together in it).",
     buckets=_SIZE_BUCKETS,
     registry=None,
 )

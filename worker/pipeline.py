@@ -6,8 +6,8 @@ cannot read are tracked by ``worker.unreadable``.
 Rules (aiokafka's consumer rules; docs/contract.md "Semantics", Delivery):
 - partitions are worked concurrently, each strictly in order: a partition is paused
   while a batch of it is in flight, so the next fetch of it starts after that batch; a
-  fetch's partitions share one run (one transaction, one send), runs of different
-  fetches overlap;
+  fetch's small batches share one run (one transaction, one send), a large one is a run
+  of its own (``worker.batches.runs_of``), and runs overlap;
 - a batch's offset (last + 1) is committed only after its database transaction has
   committed and Kafka acknowledged every outcome (acks=all); the commit itself runs in
   the background, so the partition's next batch does not wait for it;
@@ -20,9 +20,9 @@ Rules (aiokafka's consumer rules; docs/contract.md "Semantics", Delivery):
   offsets committed (or given up, to be redelivered) before the partitions go; a batch
   given up while its partition stays ours is fetched again from its first record (a run
   is given up whole: its other partitions are fetched again too);
-- a transient fault retries the same batch with the one backoff policy
-  (``worker.retry``), partition paused, membership kept; a permanent one rejects that
-  one event.
+- a transient fault retries the same run with the one backoff policy
+  (``worker.retry``), every partition of it paused, membership kept; a permanent one
+  rejects that one event.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from worker import metrics
-from worker.batches import Batch, BatchRunner, GiveUpError
+from worker.batches import Batch, BatchRunner, GiveUpError, runs_of
 from worker.commits import Committer
 from worker.consumer import Consumer, Record, to_raw
 from worker.errors import FatalError, TransientError
@@ -100,13 +100,13 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
                 fetched = await self._fetch()
                 if self._fatal is not None or stop.is_set():
                     break  # what was just fetched is not started: nothing commits past it
-                self._start_run(
-                    [
-                        Batch(tp, [to_raw(r) for r in records], time.monotonic())
-                        for tp, records in fetched.items()
-                        if records
-                    ]
-                )
+                batches = [
+                    Batch(tp, [to_raw(r) for r in records], time.monotonic())
+                    for tp, records in fetched.items()
+                    if records
+                ]
+                for run in runs_of(batches):
+                    self._start_run(run)
                 await self._unreadable.advance(self._batches.keys(), self._start)
                 self._progress.update(self._batches)
         finally:
@@ -210,16 +210,20 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             log.info("batch_cancelled", partitions=partitions, records=records)
             raise
         except FatalError as exc:
-            self._fatal = exc
+            self._set_fatal(exc)
         except Exception as exc:  # a bug: stop rather than commit past unprocessed records
             log.exception("batch_failed", partitions=partitions)
-            self._fatal = exc
+            self._set_fatal(exc)
         finally:
             for batch in batches:
                 if self._batches.get(batch.tp) is batch:
                     del self._batches[batch.tp]
-            for batch in batches:
-                self._after_batch(batch)
+            for batch in batches:  # each partition of the run goes on, whatever the others do
+                try:
+                    self._after_batch(batch)
+                except Exception as exc:  # a bug: its partition would stay paused
+                    log.exception("batch_failed", partitions=[batch.tp.partition])
+                    self._set_fatal(exc)
 
     def _after_batch(self, batch: Batch) -> None:
         """Where the partition goes on: once its batch is published it resumes (unless the

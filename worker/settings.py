@@ -244,7 +244,8 @@ class ConsumerSettings(SettingsGroup):
         2_000,
         ge=1,
         le=10_000,
-        description="Most records fetched per poll (and so per partition batch)",
+        description="Most records fetched per poll (and so per run: one fetch's partition "
+        "batches, applied and published together)",
     )
     max_in_flight_records: int = Field(
         20_000,
@@ -256,7 +257,7 @@ class ConsumerSettings(SettingsGroup):
         0,
         ge=0,
         le=100,
-        description="Most transactions of small partition batches (under 100 events, while no "
+        description="Most transactions of small runs (under 100 events, while no "
         "larger one is in flight) in "
         "flight at once: those that arrive meanwhile wait (20 ms at most) and are applied "
         "together in the next one (group commit: fewer, larger transactions at low rates, "
@@ -395,7 +396,7 @@ class DatabaseSettings(SettingsGroup):
     )
     db_pool_min_size: int = Field(2, ge=1, le=100, description="Connections kept open")
     db_pool_max_size: int = Field(
-        10, ge=1, le=100, description="Most connections (one per partition batch in flight)"
+        10, ge=1, le=100, description="Most connections (one per run in flight)"
     )
     db_command_timeout_seconds: float = Field(
         30.0, gt=0, description="Timeout of one SQL statement"
