@@ -6,7 +6,7 @@ Why one run per fetch rather than one per partition: at a steady low rate a fetc
 a few events of every partition, and a run per partition paid a transaction, a send and
 their tasks for each (about 10 events each at 2,000 events/s on 6 partitions). Run as
 one, the events share them, as the floor's one batch per fetch does (docs/scaling.md,
-"one batch per fetch"). ``Store.apply`` gives every event the outcome it gets however
+"One run per fetch"). ``Store.apply`` gives every event the outcome it gets however
 the events are split into transactions (the store's property tests split and shuffle
 them), and each partition still has one batch in flight at a time, so its order holds.
 Only small batches share a run (``runs_of``: fewer than ``ALONE_FROM`` records, the

@@ -54,7 +54,8 @@ class Progress:
         self._due = now + REFRESH_SECONDS
         records = [r for b in batches.values() for r in b.records]
         metrics.IN_FLIGHT.set(len(records))
-        oldest = min((r.timestamp_ms for r in records), default=None)
+        # a bare unreadable record has no timestamp (0): not 56 years old
+        oldest = min((r.timestamp_ms for r in records if r.timestamp_ms > 0), default=None)
         metrics.OLDEST_UNPROCESSED_AGE.set(
             0 if oldest is None else max(0.0, time.time() - oldest / 1000)
         )

@@ -233,7 +233,8 @@ class OtelTracer:
 
 
 class OtelBatch:
-    """The spans of one worker batch (``tracing.BatchTrace``): the batch's ``process``
+    """The spans of one worker run (``tracing.BatchTrace``; a run is one fetch's small
+    partition batches together, worker/batches.py): the batch's ``process``
     span continues the trace of its first record that carries one and links to every
     record's producer span (a batch has many parents). Each event has a ``process`` span
     of its own, child of its producer span (of the batch's, for a record sent without

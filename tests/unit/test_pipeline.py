@@ -28,7 +28,8 @@ from tests.helpers.fakes import (
     health,
 )
 from tests.helpers.strategies import BASE, digest, make_event
-from worker.batches import BatchRunner
+from worker.batches import Batch, BatchRunner, runs_of
+from worker.coalesce import ALONE_FROM
 from worker.deadletter import DeadLetters
 from worker.errors import PermanentError
 from worker.events import RawRecord
@@ -42,6 +43,7 @@ from worker.unreadable import Unreadable
 
 P0 = TopicPartition(TOPIC, 0)
 P1 = TopicPartition(TOPIC, 1)
+P2 = TopicPartition(TOPIC, 2)
 
 
 def settings(**overrides: Any) -> Settings:
@@ -143,11 +145,21 @@ async def test_a_fetchs_partitions_are_applied_published_and_committed_as_one_ru
         await until(lambda: world.consumer.commits == {P0: 2, P1: 1})
     assert [ids for _, ids in world.kinds("apply")] == [["a", "c", "b"]]
     assert len(world.kinds("publish")) == 1
-    assert sorted(o for o in world.outcomes() if isinstance(o, bytes)) == [
-        b"ok:a",
-        b"ok:b",
-        b"ok:c",
-    ]
+    assert world.outcomes() == [b"ok:a", b"ok:c", b"ok:b"]  # in the run's record order
+
+
+async def test_a_large_batch_is_a_run_of_its_own_beside_the_small_ones() -> None:
+    """A backlog's runs must overlap: a partition batch of ALONE_FROM records or more
+    does not share a run (worker/batches.py)."""
+    world = World()
+    large = [event_value(f"l{n}", f"9.{n}") for n in range(ALONE_FROM)]
+    world.consumer.add(0, *large)
+    world.consumer.add(1, event_value("b", "2.0"))
+    world.consumer.add(2, event_value("c", "3.0"))
+    async with running(world):
+        await until(lambda: world.consumer.commits == {P0: ALONE_FROM, P1: 1, P2: 1})
+    applied = sorted((ids for _, ids in world.kinds("apply")), key=len)
+    assert applied == [["b", "c"], [f"l{n}" for n in range(ALONE_FROM)]]
 
 
 async def test_a_run_is_given_up_whole_and_each_partition_still_ours_fetched_again() -> None:
@@ -171,16 +183,47 @@ async def test_revoking_one_partition_of_a_run_waits_for_the_run_and_commits_it(
     world.consumer.add(0, event_value("a"))
     world.consumer.add(1, event_value("b", "2.0"))
     world.store.gate.clear()
-    async with running(world):
-        await until(lambda: world.kinds("apply"))
-        revoking = asyncio.create_task(world.pipeline.on_partitions_revoked([P1]))
-        await asyncio.sleep(0.02)
-        assert not revoking.done()  # waits for the run holding P1
-        world.store.gate.set()
-        await asyncio.wait_for(revoking, 5)
-        assert world.consumer.commits.get(P1) == 1  # committed before the partition went
-        await until(lambda: world.consumer.commits == {P0: 1, P1: 1})
+    with structlog.testing.capture_logs() as captured:
+        async with running(world):
+            await until(lambda: world.kinds("apply"))
+            revoking = asyncio.create_task(world.pipeline.on_partitions_revoked([P1]))
+            await asyncio.sleep(0.02)
+            assert not revoking.done()  # waits for the run holding P1
+            world.store.gate.set()
+            await asyncio.wait_for(revoking, 5)
+            assert world.consumer.commits.get(P1) == 1  # committed before the partition went
+            await until(lambda: world.consumer.commits == {P0: 1, P1: 1})
     assert [ids for _, ids in world.kinds("apply")] == [["a", "b"]]
+    (revoked,) = [line for line in captured if line["event"] == "partitions_revoked"]
+    assert (revoked["finished"], revoked["given_up"]) == (1, 0)  # one run, both partitions
+
+
+async def test_a_run_past_the_grace_is_cancelled_whole_and_nothing_of_it_commits() -> None:
+    """Not retrying, just slow (the database holds it): the stop's grace runs out, the
+    run is given up, then cancelled; neither partition is committed (both are
+    redelivered) and nothing of the run is left in flight."""
+    world = World(shutdown_grace_seconds=0.05)
+    world.consumer.add(0, event_value("a"))
+    world.consumer.add(1, event_value("b", "2.0"))
+    world.store.gate.clear()
+    with structlog.testing.capture_logs() as captured:
+        async with running(world):
+            await until(lambda: world.kinds("apply"))
+    assert not world.consumer.commits
+    (drained,) = [line for line in captured if line["event"] == "drained"]
+    assert (drained["finished"], drained["given_up"]) == (0, 1)
+    assert world.pipeline._batches == {}
+
+
+async def test_a_bug_in_a_run_commits_none_of_its_partitions() -> None:
+    world = World()
+    world.consumer.add(0, event_value("ok"))
+    world.consumer.add(1, event_value("boom", "2.0"))
+    world.store.bugs = {"boom"}
+    task = asyncio.create_task(world.pipeline.run(world.stop))
+    with pytest.raises(RuntimeError, match="a bug"):
+        await asyncio.wait_for(task, 10)
+    assert world.consumer.commits == {}
 
 
 async def test_every_partition_is_paused_while_the_in_flight_cap_is_reached() -> None:
@@ -497,3 +540,33 @@ async def test_with_the_state_topic_off_nothing_is_sent_to_it() -> None:
     async with running(world):
         await until(lambda: world.consumer.commits == {P0: 1})
     assert {m.topic for m in world.publisher.sent} == {world.settings.topics.outcome_topic}
+
+
+# ---- which batches of a fetch share a run (pure)
+
+
+def _batch(partition: int, records: int) -> Batch:
+    raw = [RawRecord(TOPIC, partition, n, 0, None, b"", ()) for n in range(records)]
+    return Batch(TopicPartition(TOPIC, partition), raw, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "runs"),
+    [
+        ([], []),
+        ([1], [[0]]),
+        ([5, 7, 1], [[0, 1, 2]]),
+        ([ALONE_FROM - 1, 1], [[0, 1]]),
+        ([ALONE_FROM], [[0]]),
+        ([ALONE_FROM, 3, 2_000, 4], [[1, 3], [0], [2]]),
+        ([ALONE_FROM, 2_000], [[0], [1]]),
+    ],
+)
+def test_small_batches_share_a_run_and_each_large_one_runs_alone(
+    sizes: list[int], runs: list[list[int]]
+) -> None:
+    batches = [_batch(p, n) for p, n in enumerate(sizes)]
+    got = runs_of(batches)
+    assert [[b.tp.partition for b in run] for run in got] == runs
+    # every batch in exactly one run
+    assert sorted(id(b) for run in got for b in run) == sorted(id(b) for b in batches)
