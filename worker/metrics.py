@@ -57,14 +57,14 @@ EVENT_SECONDS = Histogram(
 )
 BATCH_SECONDS = Histogram(
     "ocitag_batch_processing_seconds",
-    "Per run (one fetch's partition batches, applied and published together): decode, "
+    "Per run (one fetch's small partition batches, applied and published together): decode, "
     "apply and publish (the offset commits follow in the background).",
     buckets=_LATENCY_BUCKETS,
     registry=None,
 )
 BATCH_STAGE_SECONDS = Histogram(
     "ocitag_batch_stage_seconds",
-    "Per run (one fetch's partition batches together), by stage: fetch (the oldest "
+    "Per run (one fetch's small partition batches together), by stage: fetch (the oldest "
     "record's Kafka timestamp to the run being fetched: time in the topic, behind the "
     "partition's previous batch "
     "included), decode, apply (the database transaction), produce (every outcome "
@@ -76,7 +76,7 @@ BATCH_STAGE_SECONDS = Histogram(
 )
 BATCH_EVENTS = Histogram(
     "ocitag_batch_size_events",
-    "Records per run (one fetch's partition batches, applied and published together).",
+    "Records per run (one fetch's small partition batches, applied and published together).",
     buckets=_SIZE_BUCKETS,
     registry=None,
 )

@@ -244,8 +244,8 @@ class ConsumerSettings(SettingsGroup):
         2_000,
         ge=1,
         le=10_000,
-        description="Most records fetched per poll (and so per run: one fetch's partition "
-        "batches, applied and published together)",
+        description="Most records fetched per poll (and so per run: a fetch's small "
+        "partition batches together, a large one alone)",
     )
     max_in_flight_records: int = Field(
         20_000,
