@@ -218,10 +218,12 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             for batch in batches:
                 if self._batches.get(batch.tp) is batch:
                     del self._batches[batch.tp]
-            for batch in batches:  # each partition of the run goes on, whatever the others do
+            # each partition of the run is settled even if another's raises (then, as after
+            # any fatal error, the rest stay paused: nothing more starts)
+            for batch in batches:
                 try:
                     self._after_batch(batch)
-                except Exception as exc:  # a bug: its partition would stay paused
+                except Exception as exc:  # a bug
                     log.exception("batch_failed", partitions=[batch.tp.partition])
                     self._set_fatal(exc)
 
