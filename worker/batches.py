@@ -275,8 +275,11 @@ class BatchRunner:
             )
 
         async def wait(delay: float) -> None:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose a
+            # cancellation that meets the inner wait's end, and a cancelled run would retry on
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(batches[0].give_up.wait(), timeout=delay)
+                async with asyncio.timeout(delay):
+                    await batches[0].give_up.wait()
 
         backoff = Backoff(
             self._settings.lifecycle.retry_backoff_initial_seconds,

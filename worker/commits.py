@@ -123,8 +123,12 @@ class Committer:
     async def _pause(self, seconds: float) -> None:
         """Wait ``seconds``, or until a flush hurries."""
         if seconds > 0 and not self._hurry.is_set():
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the result of
+            # an inner wait that ended as the task was cancelled, losing the cancellation:
+            # the loop then waits on forever, and a stop waiting for it hangs (seen in CI)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._hurry.wait(), seconds)
+                async with asyncio.timeout(seconds):
+                    await self._hurry.wait()
 
     async def flush(self, partitions: Collection[TopicPartition] | None, within: float) -> bool:
         """Until the done offsets of ``partitions`` (all when None) are committed, for at
@@ -150,7 +154,8 @@ class Committer:
                 self._wake.set()
                 self._hurry.set()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(round_done.wait(), left)
+                    async with asyncio.timeout(left):  # not wait_for: see _pause
+                        await round_done.wait()
         finally:
             self._flushes.remove(leaving)  # this flush's entry (an equal one is as good)
             if not self._flushes:  # another flush still waiting keeps the hurry
@@ -169,7 +174,8 @@ class Committer:
             return None
         started = time.monotonic()
         try:
-            await asyncio.wait_for(self._consumer.commit(offsets), self._timeout)
+            async with asyncio.timeout(self._timeout):  # not wait_for: see _pause
+                await self._consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
             return self._refused(offsets, exc)
         except (KafkaError, TimeoutError) as exc:

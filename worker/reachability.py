@@ -100,7 +100,9 @@ class Dependency:
         while self.down:
             await asyncio.sleep(self._probe_every)
             try:
-                await asyncio.wait_for(probe(), self._probe_every)
+                # not wait_for: on Python 3.11 it can lose this task's cancellation
+                async with asyncio.timeout(self._probe_every):
+                    await probe()
             except SyncReplicationStalledError as exc:  # not away: stalled, and why
                 self.failed(str(exc))
                 continue

@@ -190,3 +190,22 @@ async def _first_commit(setup: Setup) -> None:
     async with asyncio.timeout(5):
         while setup.consumer.commits != {P0: 1}:
             await asyncio.sleep(0.002)
+
+
+async def test_a_cancellation_that_meets_a_flushs_hurry_still_ends_the_committer() -> None:
+    """On Python 3.11 ``asyncio.wait_for`` returns the inner wait's result when the task
+    is cancelled in the turn that wait ends, losing the cancellation: the committer then
+    waited for work forever, and the stop waiting for it hung (seen once in CI)."""
+    setup = Setup(backoff_seconds=30.0)
+    setup.consumer.commit_errors = [NodeNotReadyError("coordinator moving")]
+    task = asyncio.create_task(setup.committer.run())
+    setup.committer.done(P0, 7)
+    await asyncio.sleep(0.01)  # failed once, backing off 30 s
+    flushing = asyncio.create_task(setup.committer.flush([P0], 5))
+    await asyncio.sleep(0)  # the flush hurries the backoff: its wait ends next turn
+    task.cancel()  # ... the turn the stop cancels the committer
+    done, _ = await asyncio.wait([task], timeout=2)
+    assert done, "the committer's cancellation was lost"
+    assert task.cancelled()
+    flushing.cancel()
+    await asyncio.gather(flushing, return_exceptions=True)
