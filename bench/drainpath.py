@@ -28,6 +28,12 @@ collector runs as in the worker (``worker.runtime.tune_gc`` once both sides are 
 start-up frozen, the young generation collected every ``WORKER_YOUNG_THRESHOLD``
 allocations); with Python's defaults it took a fifth to a quarter of this process's CPU
 here. The databases are dropped at the end.
+
+BENCH_DRAINPATH_BEFORE_SSLMODE (e.g. ``disable``) connects the before side with that
+``sslmode`` instead of the URL's (asyncpg's default ``prefer``: TLS when the server offers
+it, as the local stack does): with the baseline a checkout of the same code, the
+after / before ratio is what TLS to PostgreSQL costs on this path, the client's CPU and the
+backend's (issue "Close to the floor": measure TLS on loopback; production keeps it).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from aiokafka import AIOKafkaProducer
 
@@ -176,12 +183,21 @@ def pack(producer: AIOKafkaProducer, outcomes: Sequence[Any]) -> int:
     return made
 
 
+def with_sslmode(url: str, sslmode: str | None) -> str:
+    """``url`` with its ``sslmode`` replaced (None: as it is)."""
+    if sslmode is None:
+        return url
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "sslmode"]
+    return urlunsplit(parts._replace(query=urlencode([*query, ("sslmode", sslmode)])))
+
+
 async def _path(
-    name: str, checkout: Path | None, server_url: str, database: str
+    name: str, checkout: Path | None, server_url: str, database: str, sslmode: str | None = None
 ) -> tuple[DrainPath, Any]:
     side = load_side(name, checkout, MODULES)
     schema = available()[-1].version if checkout is None else baseline_schema(checkout)
-    url = await create_database(server_url, database, up_to=schema)
+    url = with_sslmode(await create_database(server_url, database, up_to=schema), sslmode)
     pool = await open_pool(url, min_size=1, max_size=1, command_timeout=60, idle_in_transaction=60)
     ctx = side.outcomes.OutcomeContext(
         "urn:ocitag-worker:bench", "https://ocitag-worker.dev/problems/"
@@ -193,7 +209,9 @@ async def _path(
     return DrainPath(side, side.store.Store(pool, ctx), clock, backend), pool
 
 
-async def run(baseline: Path, rounds: int, events: int, size: int) -> dict[str, Any]:
+async def run(
+    baseline: Path, rounds: int, events: int, size: int, before_sslmode: str | None = None
+) -> dict[str, Any]:
     services = discover()
     producer = AIOKafkaProducer(bootstrap_servers=services.kafka)  # packs, never sends
     paths: dict[str, DrainPath] = {}
@@ -201,7 +219,10 @@ async def run(baseline: Path, rounds: int, events: int, size: int) -> dict[str, 
     try:
         for name, checkout in (("before", baseline), ("after", None)):
             databases.append(unique(f"drainpath_{name}"))
-            paths[name], pool = await _path(name, checkout, services.database_url, databases[-1])
+            sslmode = before_sslmode if name == "before" else None
+            paths[name], pool = await _path(
+                name, checkout, services.database_url, databases[-1], sslmode
+            )
             pools.append(pool)
         both = [paths[name] for name in SYSTEMS]
         runtime.tune_gc(runtime.WORKER_YOUNG_THRESHOLD)  # as the worker runs it
@@ -236,7 +257,13 @@ async def run(baseline: Path, rounds: int, events: int, size: int) -> dict[str, 
     return {
         "benchmark": "drainpath",
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": {"baseline": str(baseline), "rounds": rounds, "events": events, "batch": size},
+        "config": {
+            "baseline": str(baseline),
+            "rounds": rounds,
+            "events": events,
+            "batch": size,
+            "before_sslmode": before_sslmode,
+        },
         "machine": machine(),
         "code": code_version(),
         "figures": figures,
@@ -266,7 +293,9 @@ def render(results: dict[str, Any]) -> str:
             ],
             rows,
         )
-        + f"\nbefore: worker/ of {config['baseline']}; {config['rounds']} rounds of"
+        + f"\nbefore: worker/ of {config['baseline']}"
+        + (f" (sslmode={config['before_sslmode']})" if config.get("before_sslmode") else "")
+        + f"; {config['rounds']} rounds of"
         f" {config['events']:,} events in batches of {config['batch']}; statements: inside"
         " apply; total: this process's steps; postgres: the side's backend during apply"
         f" (the server must be local); load average at start"
@@ -284,6 +313,7 @@ def main() -> None:
             env_int("BENCH_DRAINPATH_ROUNDS", 5),
             env_int("BENCH_DRAINPATH_EVENTS", 10_000),
             env_int("BENCH_DRAINPATH_BATCH", 1_000),
+            os.environ.get("BENCH_DRAINPATH_BEFORE_SSLMODE") or None,
         )
     )
     path = write_results("drainpath", results, Path(os.environ.get("BENCH_RESULTS", str(RESULTS))))

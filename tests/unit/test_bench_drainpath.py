@@ -74,3 +74,11 @@ def test_the_table_gives_each_step_and_both_ratios() -> None:
     row = next(line for line in shown.splitlines() if line.startswith("| decode"))
     assert [float(c) for c in row.strip("|").split("|")[1:]] == [40, 30, 0.75, 0.8]
     assert "worker/ of /work/main" in shown
+
+
+def test_the_before_sides_sslmode_replaces_the_urls_and_keeps_the_rest() -> None:
+    url = "postgresql://u@127.0.0.1:5432/db?sslmode=require&application_name=x"
+    changed = bench.with_sslmode(url, "disable")
+    assert changed == "postgresql://u@127.0.0.1:5432/db?application_name=x&sslmode=disable"
+    assert bench.with_sslmode("postgresql://u@h/db", "disable").endswith("/db?sslmode=disable")
+    assert bench.with_sslmode(url, None) == url
