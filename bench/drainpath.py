@@ -34,6 +34,8 @@ BENCH_DRAINPATH_BEFORE_SSLMODE (e.g. ``disable``) connects the before side with 
 it, as the local stack does): with the baseline a checkout of the same code, the
 after / before ratio is what TLS to PostgreSQL costs on this path, the client's CPU and the
 backend's (issue "Close to the floor": measure TLS on loopback; production keeps it).
+Each side's TLS, as ``pg_stat_ssl`` shows its connection, is in the JSON and under the
+table: a URL, ``PGSSLMODE`` or a socket path that leaves both sides alike says so there.
 """
 
 from __future__ import annotations
@@ -105,11 +107,15 @@ class _Clock:
 
 
 class DrainPath:
-    """One side: its modules, its store on its own database, its clock, and the process
-    id of its one connection's PostgreSQL backend (the server's CPU in ``apply``)."""
+    """One side: its modules, its store on its own database, its clock, the process id
+    of its one connection's PostgreSQL backend (the server's CPU in ``apply``) and that
+    connection's TLS version (None: no TLS)."""
 
-    def __init__(self, side: Side, store: Any, clock: _Clock, backend: int) -> None:
+    def __init__(
+        self, side: Side, store: Any, clock: _Clock, backend: int, tls: str | None = None
+    ) -> None:
         self.side, self.store, self.clock, self.backend = side, store, clock, backend
+        self.tls = tls
         self.cpu: dict[str, list[float]] = {step: [] for step in STEPS}
 
     def raws(self, records: Records) -> list[Any]:
@@ -206,12 +212,16 @@ async def _path(
     side.store._one_row = clock.wrap(side.store._one_row)
     async with pool.acquire() as conn:  # the pool's one connection, kept throughout
         backend = conn.get_server_pid()
-    return DrainPath(side, side.store.Store(pool, ctx), clock, backend), pool
+        tls = await conn.fetchval(
+            "SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl"
+        )
+    return DrainPath(side, side.store.Store(pool, ctx), clock, backend, tls), pool
 
 
 async def run(
     baseline: Path, rounds: int, events: int, size: int, before_sslmode: str | None = None
 ) -> dict[str, Any]:
+    started, host = datetime.now(UTC), machine()
     services = discover()
     producer = AIOKafkaProducer(bootstrap_servers=services.kafka)  # packs, never sends
     paths: dict[str, DrainPath] = {}
@@ -256,15 +266,16 @@ async def run(
         }
     return {
         "benchmark": "drainpath",
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "started_at": started.isoformat(timespec="seconds"),
         "config": {
             "baseline": str(baseline),
             "rounds": rounds,
             "events": events,
             "batch": size,
             "before_sslmode": before_sslmode,
+            "tls": {name: paths[name].tls for name in SYSTEMS},
         },
-        "machine": machine(),
+        "machine": host,
         "code": code_version(),
         "figures": figures,
     }
@@ -299,8 +310,20 @@ def render(results: dict[str, Any]) -> str:
         f" {config['events']:,} events in batches of {config['batch']}; statements: inside"
         " apply; total: this process's steps; postgres: the side's backend during apply"
         f" (the server must be local); load average at start"
-        f" {results['machine']['load_average_1m_at_start']}"
+        f" {results['machine']['load_average_1m_at_start']}" + _tls_line(config)
     )
+
+
+def _tls_line(config: dict[str, Any]) -> str:
+    """Each side's TLS to PostgreSQL; a warning when the knob asked for a difference
+    that the connections do not show."""
+    tls = config.get("tls")
+    if not tls:
+        return ""
+    line = f"\nTLS to PostgreSQL: before {tls['before'] or 'none'}, after {tls['after'] or 'none'}"
+    if config.get("before_sslmode") and tls["before"] == tls["after"]:
+        line += " (both sides alike: BENCH_DRAINPATH_BEFORE_SSLMODE changed nothing)"
+    return line
 
 
 def main() -> None:

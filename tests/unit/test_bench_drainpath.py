@@ -82,3 +82,26 @@ def test_the_before_sides_sslmode_replaces_the_urls_and_keeps_the_rest() -> None
     assert changed == "postgresql://u@127.0.0.1:5432/db?application_name=x&sslmode=disable"
     assert bench.with_sslmode("postgresql://u@h/db", "disable").endswith("/db?sslmode=disable")
     assert bench.with_sslmode(url, None) == url
+
+
+def test_the_table_says_each_sides_tls_and_when_the_knob_changed_nothing() -> None:
+    config: dict[str, Any] = {
+        "baseline": "/work/main",
+        "rounds": 3,
+        "events": 10_000,
+        "batch": 1_000,
+        "before_sslmode": "disable",
+        "tls": {"before": None, "after": "TLSv1.3"},
+    }
+    figure = {"before_us": 40.0, "after_us": 41.0, "median_round_ratio": 1.02}
+    results = {
+        "config": config,
+        "machine": {"load_average_1m_at_start": 1.0},
+        "figures": {"statements": figure},
+    }
+    shown = bench.render(results)
+    assert "(sslmode=disable)" in shown
+    assert "TLS to PostgreSQL: before none, after TLSv1.3" in shown
+    assert "changed nothing" not in shown
+    config["tls"] = {"before": "TLSv1.3", "after": "TLSv1.3"}
+    assert "BENCH_DRAINPATH_BEFORE_SSLMODE changed nothing" in bench.render(results)

@@ -117,14 +117,14 @@ async def until(condition: Any, timeout: float = 5.0) -> None:
             await asyncio.sleep(0.002)
 
 
-def two_partition_run(*, gated: bool = False, **overrides: Any) -> World:
-    """A world whose first fetch is one run of two partitions: "a" on partition 0, "b" on
-    partition 1; ``gated``: the store holds the run until the test sets its gate."""
+def held_two_partition_run(**overrides: Any) -> World:
+    """A world (``World(**overrides)``) whose first fetch is one run of two partitions,
+    "a" on partition 0 and "b" on partition 1, held in the store until the test sets
+    ``world.store.gate``."""
     world = World(**overrides)
     world.consumer.add(0, event_value("a"))
     world.consumer.add(1, event_value("b", "2.0"))
-    if gated:
-        world.store.gate.clear()
+    world.store.gate.clear()
     return world
 
 
@@ -193,7 +193,7 @@ async def test_a_run_is_given_up_whole_and_each_partition_still_ours_fetched_aga
 
 
 async def test_revoking_a_runs_partitions_waits_for_the_run_and_counts_it_once() -> None:
-    world = two_partition_run(gated=True)
+    world = held_two_partition_run()
     with structlog.testing.capture_logs() as captured:
         async with running(world):
             await until(lambda: world.kinds("apply"))
@@ -213,7 +213,7 @@ async def test_a_run_past_the_grace_is_cancelled_whole_and_nothing_of_it_commits
     """Not retrying, just slow (the database holds it): the stop's grace runs out, the
     run is given up, then cancelled; neither partition is committed (both are
     redelivered) and nothing of the run is left in flight."""
-    world = two_partition_run(gated=True, shutdown_grace_seconds=0.05)
+    world = held_two_partition_run(shutdown_grace_seconds=0.05)
     with structlog.testing.capture_logs() as captured:
         async with running(world):
             await until(lambda: world.kinds("apply"))
