@@ -1,7 +1,8 @@
 """``make run`` on a terminal, stopped with Ctrl-C as a person stops it: every process
 drains and exits 0 (the registry too), and so does make; their lines on the terminal are
-console lines, not JSON. It runs on this test's database and topics and on free ports
-(the variables deploy/local/run honours), beside anyone's ``make run``."""
+console lines, not JSON; credentials of its own (not the local defaults) are never
+printed. It runs on this test's database and topics and on free ports (the variables
+deploy/local/run honours), beside anyone's ``make run``."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ from tests.helpers.wait import eventually
 
 PROCESSES = ("worker", "ingest", "api", "registry")
 LAST_LINE = {"worker": "stopped", "ingest": "stopped", "api": "api_stopped"}
+#: someone's own credentials: deploy/local/run's banner must not print them
+SECRET = "Bearer test-run-secret-4f1c9a7e"
+TOKEN = "test-run-token-8d2b6e0a13579"
 
 
 def _answers(url: str) -> bool:
@@ -63,6 +67,9 @@ async def test_ctrl_c_stops_every_process_with_0_and_make_run_exits_0(
         "OCITAG_INGEST_PORT": str(ports["ingest_hooks"]),
         "OCITAG_API_PORT": str(ports["api_http"]),
         "OCITAG_LOCAL_REGISTRY_PORT": str(registry_port),
+        "OCITAG_INGEST_DISTRIBUTION_SECRET": SECRET,
+        "OCITAG_INGEST_CLOUDEVENTS_SECRET": SECRET,
+        "OCITAG_API_TOKENS": f"local:{TOKEN}",
         "TERM": "dumb",
     }
     # make as a person runs it; the venv is the one running this test (-o: not reinstalled)
@@ -84,6 +91,8 @@ async def test_ctrl_c_stops_every_process_with_0_and_make_run_exits_0(
     output = terminal.output()
     assert code == 0, output
     assert "make: ***" not in output, output
+    assert SECRET.split()[1] not in output and TOKEN not in output, output
+    assert "(a token of OCITAG_API_TOKENS)" in output, output
     for process in PROCESSES:
         assert re.search(rf"system\s*\| {process}\.1 stopped \(rc=0\)$", output, re.M), output
     for process, event in LAST_LINE.items():
