@@ -93,6 +93,7 @@ async def test_ctrl_c_stops_every_process_with_0_and_make_run_exits_0(
     assert "make: ***" not in output, output
     assert SECRET.split()[1] not in output and TOKEN not in output, output
     assert "(a token of OCITAG_API_TOKENS)" in output, output
+    assert "(Authorization: from OCITAG_INGEST_DISTRIBUTION_SECRET)" in output, output
     for process in PROCESSES:
         assert re.search(rf"system\s*\| {process}\.1 stopped \(rc=0\)$", output, re.M), output
     for process, event in LAST_LINE.items():
