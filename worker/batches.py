@@ -31,7 +31,6 @@ are acknowledged) to keep both the worker and PostgreSQL busy.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -56,6 +55,7 @@ from worker.problems import Problem
 from worker.retry import Backoff, retrying
 from worker.settings import Settings
 from worker.store import EventStore
+from worker.waits import wait_at_most
 
 log = structlog.get_logger("worker.batches")
 T = TypeVar("T")
@@ -275,11 +275,7 @@ class BatchRunner:
             )
 
         async def wait(delay: float) -> None:
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose a
-            # cancellation that meets the inner wait's end, and a cancelled run would retry on
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await batches[0].give_up.wait()
+            await wait_at_most(batches[0].give_up, delay)
 
         backoff = Backoff(
             self._settings.lifecycle.retry_backoff_initial_seconds,

@@ -33,7 +33,6 @@ Written here rather than left to aiokafka's auto-commit: that commits what was
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Collection, Mapping
 
@@ -46,6 +45,7 @@ from worker.consumer import Consumer
 from worker.errors import Cause, TransientError
 from worker.kafka import classify_kafka_error
 from worker.retry import Backoff, count_retry, retry_failed
+from worker.waits import wait_at_most
 
 log = structlog.get_logger("worker.commits")
 
@@ -123,12 +123,7 @@ class Committer:
     async def _pause(self, seconds: float) -> None:
         """Wait ``seconds``, or until a flush hurries."""
         if seconds > 0 and not self._hurry.is_set():
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the result of
-            # an inner wait that ended as the task was cancelled, losing the cancellation:
-            # the loop then waits on forever, and a stop waiting for it hangs (seen in CI)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(seconds):
-                    await self._hurry.wait()
+            await wait_at_most(self._hurry, seconds)
 
     async def flush(self, partitions: Collection[TopicPartition] | None, within: float) -> bool:
         """Until the done offsets of ``partitions`` (all when None) are committed, for at
@@ -153,9 +148,7 @@ class Committer:
                 round_done = self._round
                 self._wake.set()
                 self._hurry.set()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(left):  # not wait_for: see _pause
-                        await round_done.wait()
+                await wait_at_most(round_done, left)
         finally:
             self._flushes.remove(leaving)  # this flush's entry (an equal one is as good)
             if not self._flushes:  # another flush still waiting keeps the hurry
@@ -174,7 +167,7 @@ class Committer:
             return None
         started = time.monotonic()
         try:
-            async with asyncio.timeout(self._timeout):  # not wait_for: see _pause
+            async with asyncio.timeout(self._timeout):  # not wait_for: worker/waits.py
                 await self._consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
             return self._refused(offsets, exc)

@@ -101,6 +101,7 @@ class Dependency:
             await asyncio.sleep(self._probe_every)
             try:
                 # not wait_for: on Python 3.11 it can lose this task's cancellation
+                # (worker/waits.py)
                 async with asyncio.timeout(self._probe_every):
                     await probe()
             except SyncReplicationStalledError as exc:  # not away: stalled, and why

@@ -43,6 +43,7 @@ from worker.kafka import (
 from worker.retry import Backoff, retrying
 from worker.settings import Settings
 from worker.shutdown import install_signals
+from worker.waits import wait_at_most
 
 log = structlog.get_logger("worker.startup")
 T = TypeVar("T")
@@ -120,9 +121,7 @@ async def wait_for_service(
         )
 
     async def pause(delay: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=delay)
-        if stop.is_set():
+        if await wait_at_most(stop, delay):
             raise StopRequestedError
 
     if stop.is_set():

@@ -23,6 +23,7 @@ from worker.api import sse
 from worker.api.feed import WRITE_BYTES, Feed, Subscription
 from worker.api.store import Reads, Stored
 from worker.api.watchrules import Batch, Change, Cursor, Gap, Start, start
+from worker.waits import wait_at_most
 
 log = structlog.get_logger("worker.api.watch")
 HEADERS = {
@@ -247,10 +248,7 @@ class Watch:
             if not self.subscription.outbox.queued:
                 wake.clear()
                 wait = settle_at - time.monotonic() if cursor.sent else None
-                # not wait_for: on 3.11 it swallows a cancel that meets a wake-up
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
-                        await wake.wait()
+                await wait_at_most(wake, wait)
             for batch in self.subscription.outbox.take():
                 await self._out.pass_on(cursor, batch)
             if cursor.sent and time.monotonic() >= settle_at:

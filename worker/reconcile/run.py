@@ -36,6 +36,7 @@ from worker.reconcile.scan import (
 from worker.reconcile.store import PostgresLiveRecords
 from worker.settings import Settings
 from worker.startup import InputSink, Lifecycle, open_component_pool
+from worker.waits import wait_at_most
 
 log = structlog.get_logger("worker.reconcile")
 
@@ -244,8 +245,7 @@ async def _every(
                 await run
             break
         _log_failure(run)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), options.interval)
+        await wait_at_most(stop, options.interval)
 
 
 def _log_failure(run: asyncio.Task[Summary]) -> None:
