@@ -48,7 +48,6 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from aiokafka import AIOKafkaProducer
 
@@ -64,6 +63,7 @@ from bench.services import (
     env_int,
     machine,
     unique,
+    with_sslmode,
     write_results,
 )
 from bench.store_ab import baseline_schema
@@ -187,15 +187,6 @@ def pack(producer: AIOKafkaProducer, outcomes: Sequence[Any]) -> int:
             batch.append(key=o.key, value=o.value, timestamp=None, headers=o.headers)
     batch.close()
     return made
-
-
-def with_sslmode(url: str, sslmode: str | None) -> str:
-    """``url`` with its ``sslmode`` replaced (None: as it is)."""
-    if sslmode is None:
-        return url
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "sslmode"]
-    return urlunsplit(parts._replace(query=urlencode([*query, ("sslmode", sslmode)])))
 
 
 async def _path(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -63,6 +63,15 @@ def unique(prefix: str) -> str:
 
 def with_database(url: str, name: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+def with_sslmode(url: str, sslmode: str | None) -> str:
+    """``url`` with its ``sslmode`` replaced (None: as it is)."""
+    if sslmode is None:
+        return url
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "sslmode"]
+    return urlunsplit(parts._replace(query=urlencode([*query, ("sslmode", sslmode)])))
 
 
 async def create_database(

@@ -12,6 +12,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from bench import drainpath as bench
+from bench import services
 from worker.outcomes import Outcome
 
 
@@ -78,10 +79,10 @@ def test_the_table_gives_each_step_and_both_ratios() -> None:
 
 def test_the_before_sides_sslmode_replaces_the_urls_and_keeps_the_rest() -> None:
     url = "postgresql://u@127.0.0.1:5432/db?sslmode=require&application_name=x"
-    changed = bench.with_sslmode(url, "disable")
+    changed = services.with_sslmode(url, "disable")
     assert changed == "postgresql://u@127.0.0.1:5432/db?application_name=x&sslmode=disable"
-    assert bench.with_sslmode("postgresql://u@h/db", "disable").endswith("/db?sslmode=disable")
-    assert bench.with_sslmode(url, None) == url
+    assert services.with_sslmode("postgresql://u@h/db", "disable").endswith("/db?sslmode=disable")
+    assert services.with_sslmode(url, None) == url
 
 
 def test_the_table_says_each_sides_tls_and_when_the_knob_changed_nothing() -> None:
